@@ -1,0 +1,461 @@
+//! Reading `config.toml`: parse, deserialize each section, validate, and report every problem at
+//! once, each with the line and column of the key (or section) it concerns.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::raw::{RawAdmin, RawProvider, RawServer, RawStore};
+use super::secret::{self, Secret, SecretSource};
+use super::{AdminConfig, Config, ProviderConfig, ServerConfig, StoreConfig};
+use crate::event::ProviderName;
+use crate::event_id::EventIdRule;
+use crate::verify::Verifier;
+
+/// One problem in the config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// 1-based line and column, when known.
+    pub position: Option<(usize, usize)>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.position {
+            Some((line, column)) => write!(f, "line {line}, column {column}: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+/// A table with the position of each key, as the TOML parser saw it.
+type Section = Spanned<BTreeMap<Spanned<String>, Spanned<toml::Value>>>;
+
+/// The document's top level: any other top-level key is an error.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Document {
+    server: Option<Section>,
+    store: Option<Section>,
+    admin: Option<Section>,
+    #[serde(default)]
+    provider: Vec<Section>,
+}
+
+/// Loads and validates the file at `path`.
+pub fn load_file(path: &Path) -> Result<(Config, Vec<String>), Vec<ConfigError>> {
+    let text = std::fs::read_to_string(path).map_err(|err| {
+        vec![ConfigError {
+            position: None,
+            message: format!("cannot read {}: {err}", path.display()),
+        }]
+    })?;
+    load_str(&text, path.parent().unwrap_or(Path::new(".")))
+}
+
+/// Loads and validates a config text. Relative `data_dir`s are kept relative (to the working
+/// directory, as systemd's `WorkingDirectory=` sets it). Returns the config and warnings.
+pub fn load_str(text: &str, _base: &Path) -> Result<(Config, Vec<String>), Vec<ConfigError>> {
+    let mut loader = Loader {
+        text,
+        errors: Vec::new(),
+        warnings: Vec::new(),
+    };
+    let document: Document = match toml::from_str(text) {
+        Ok(document) => document,
+        Err(err) => {
+            let position = err.span().map(|span| loader.position(span.start));
+            return Err(vec![ConfigError {
+                position,
+                message: err.message().trim().to_string(),
+            }]);
+        }
+    };
+    let config = loader.validate(document);
+    match config {
+        Some(config) if loader.errors.is_empty() => Ok((config, loader.warnings)),
+        _ => Err(loader.errors),
+    }
+}
+
+struct Loader<'a> {
+    text: &'a str,
+    errors: Vec<ConfigError>,
+    warnings: Vec<String>,
+}
+
+impl Loader<'_> {
+    fn validate(&mut self, document: Document) -> Option<Config> {
+        let server: RawServer = self
+            .section(document.server.as_ref(), "[server]")
+            .unwrap_or_default();
+        let store: RawStore = self
+            .section(document.store.as_ref(), "[store]")
+            .unwrap_or_default();
+        let admin: Option<RawAdmin> = match &document.admin {
+            Some(section) => self.section(Some(section), "[admin]"),
+            None => {
+                self.error(
+                    None,
+                    "[admin] is missing: it needs at least `token`".to_string(),
+                );
+                None
+            }
+        };
+
+        let server = self.server(server, document.server.as_ref());
+        let store = StoreConfig {
+            cache_bytes: store.cache_mb.saturating_mul(1024 * 1024),
+        };
+        let admin = admin
+            .and_then(|admin| self.admin(admin, document.admin.as_ref().expect("checked above")));
+
+        let mut providers: Vec<ProviderConfig> = Vec::new();
+        let mut names_seen: Vec<String> = Vec::new();
+        if document.provider.is_empty() {
+            self.error(None, "no [[provider]] is configured".to_string());
+        }
+        for section in &document.provider {
+            let Some(raw) = self.section::<RawProvider>(Some(section), "[[provider]]") else {
+                continue;
+            };
+            if names_seen.contains(&raw.name) {
+                let at = self.key_position(section, "name");
+                self.error(at, format!("provider {:?} is defined twice", raw.name));
+                continue;
+            }
+            names_seen.push(raw.name.clone());
+            if let Some(provider) = self.provider(raw, section) {
+                providers.push(provider);
+            }
+        }
+
+        Some(Config {
+            server: server?,
+            store,
+            admin: admin?,
+            providers,
+        })
+    }
+
+    fn server(&mut self, raw: RawServer, section: Option<&Section>) -> Option<ServerConfig> {
+        let at = |key| section.and_then(|s| self.key_position(s, key));
+        let (listen_at, max_at, deadline_at, timeout_at) = (
+            at("listen"),
+            at("max_body_bytes"),
+            at("ack_deadline_ms"),
+            at("body_timeout_ms"),
+        );
+        let listen = self.address(&raw.listen, listen_at);
+        if raw.max_body_bytes == 0 || raw.max_body_bytes > 64 * 1024 * 1024 {
+            self.error(
+                max_at,
+                "max_body_bytes must be between 1 and 67108864 (64 MiB)".into(),
+            );
+        }
+        if raw.ack_deadline_ms < 10 {
+            self.error(deadline_at, "ack_deadline_ms must be at least 10".into());
+        }
+        if raw.body_timeout_ms < 10 {
+            self.error(timeout_at, "body_timeout_ms must be at least 10".into());
+        }
+        let workers = raw
+            .workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+        Some(ServerConfig {
+            listen: listen?,
+            data_dir: PathBuf::from(raw.data_dir),
+            max_body_bytes: usize::try_from(raw.max_body_bytes).ok()?,
+            ack_deadline: Duration::from_millis(raw.ack_deadline_ms),
+            body_timeout: Duration::from_millis(raw.body_timeout_ms),
+            workers: workers.max(1),
+        })
+    }
+
+    fn admin(&mut self, raw: RawAdmin, section: &Section) -> Option<AdminConfig> {
+        let listen = self.address(&raw.listen, self.key_position(section, "listen"));
+        let token = match &raw.token {
+            Some(reference) => self.secret(
+                reference,
+                "[admin] token",
+                self.key_position(section, "token"),
+            ),
+            None => {
+                self.error(
+                    self.position_of(section.span().start),
+                    "[admin] needs `token`".into(),
+                );
+                None
+            }
+        };
+        if token.as_ref().is_some_and(|t| t.expose().len() < 16) {
+            self.error(
+                self.key_position(section, "token"),
+                "[admin] token must be at least 16 bytes".into(),
+            );
+        }
+        Some(AdminConfig {
+            listen: listen?,
+            token: token?,
+        })
+    }
+
+    fn provider(&mut self, raw: RawProvider, section: &Section) -> Option<ProviderConfig> {
+        let name = match ProviderName::parse(&raw.name) {
+            Ok(name) => Some(name),
+            Err(message) => {
+                self.error(self.key_position(section, "name"), message);
+                None
+            }
+        };
+        let label = format!("provider {:?}", raw.name);
+        let secrets_at = self.key_position(section, "secrets");
+        let secrets: Vec<Secret> = raw
+            .secrets
+            .iter()
+            .enumerate()
+            .filter_map(|(index, reference)| {
+                self.secret(
+                    reference,
+                    &format!("{label} secret #{}", index + 1),
+                    secrets_at,
+                )
+            })
+            .collect();
+        let event_id = match raw.event_id.as_deref().map(EventIdRule::parse) {
+            Some(Ok(rule)) => Some(rule),
+            Some(Err(message)) => {
+                self.error(
+                    self.key_position(section, "event_id"),
+                    format!("{label}: {message}"),
+                );
+                None
+            }
+            None => None,
+        };
+        let complete = secrets.len() == raw.secrets.len();
+        let verify_at = self.key_position(section, "verify");
+        let verifier = match Verifier::build(&raw, secrets) {
+            Ok(verifier) => Some(verifier),
+            Err(messages) => {
+                for message in messages {
+                    self.error(verify_at, format!("{label}: {message}"));
+                }
+                None
+            }
+        };
+        if !complete {
+            return None;
+        }
+        Some(ProviderConfig {
+            name: name?,
+            verifier: verifier?,
+            event_id,
+        })
+    }
+
+    /// Deserializes one section, reporting its error at the key it names (else the section).
+    fn section<T: DeserializeOwned>(
+        &mut self,
+        section: Option<&Section>,
+        label: &str,
+    ) -> Option<T> {
+        let section = section?;
+        let table: toml::Table = section
+            .get_ref()
+            .iter()
+            .map(|(key, value)| (key.get_ref().clone(), value.get_ref().clone()))
+            .collect();
+        match T::deserialize(toml::Value::Table(table)) {
+            Ok(value) => Some(value),
+            Err(err) => {
+                let message = err.message().trim().to_string();
+                // serde names the offending key first, in backticks.
+                let named = message.split('`').nth(1).unwrap_or_default();
+                let key = section.get_ref().keys().find(|key| key.get_ref() == named);
+                let offset = key.map_or(section.span().start, |key| key.span().start);
+                self.error(
+                    Some(self.position(offset)),
+                    format!("in {label}: {message}"),
+                );
+                None
+            }
+        }
+    }
+
+    fn secret(
+        &mut self,
+        reference: &str,
+        what: &str,
+        at: Option<(usize, usize)>,
+    ) -> Option<Secret> {
+        match secret::resolve(reference) {
+            Ok((secret, source)) => {
+                if source == SecretSource::Literal {
+                    self.warnings.push(format!(
+                        "{what} is written literally in the config file; use \"env:NAME\" or \"file:/path\" outside local demos"
+                    ));
+                }
+                Some(secret)
+            }
+            Err(message) => {
+                self.error(at, format!("{what}: {message}"));
+                None
+            }
+        }
+    }
+
+    fn address(&mut self, text: &str, at: Option<(usize, usize)>) -> Option<SocketAddr> {
+        match text.parse() {
+            Ok(address) => Some(address),
+            Err(_) => {
+                self.error(at, format!("{text:?} is not an IP:port address"));
+                None
+            }
+        }
+    }
+
+    fn key_position(&self, section: &Section, key: &str) -> Option<(usize, usize)> {
+        let offset = section
+            .get_ref()
+            .keys()
+            .find(|k| k.get_ref() == key)
+            .map_or(section.span().start, |k| k.span().start);
+        Some(self.position(offset))
+    }
+
+    fn position_of(&self, offset: usize) -> Option<(usize, usize)> {
+        Some(self.position(offset))
+    }
+
+    /// 1-based line and column of a byte offset.
+    fn position(&self, offset: usize) -> (usize, usize) {
+        let before = &self.text[..offset.min(self.text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        (line, column)
+    }
+
+    fn error(&mut self, position: Option<(usize, usize)>, message: String) {
+        self.errors.push(ConfigError { position, message });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VALID: &str = r#"
+[server]
+listen = "127.0.0.1:0"
+
+[admin]
+token = "0123456789abcdef"
+
+[[provider]]
+name = "demo"
+verify = "standard-webhooks"
+secrets = ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]
+"#;
+
+    fn load(text: &str) -> Result<(Config, Vec<String>), Vec<ConfigError>> {
+        load_str(text, Path::new("."))
+    }
+
+    #[test]
+    fn valid_with_defaults() {
+        let (config, warnings) = load(VALID).unwrap();
+        assert_eq!(config.server.max_body_bytes, 1024 * 1024);
+        assert_eq!(config.server.ack_deadline, Duration::from_secs(4));
+        assert_eq!(config.admin.listen.to_string(), "127.0.0.1:9090");
+        assert!(config.provider("demo").is_some());
+        assert_eq!(warnings.len(), 2, "literal secrets warn: {warnings:?}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_line() {
+        let text = r#"
+[server]
+listen = "nowhere"
+max_bodybytes = 5
+
+[admin]
+token = "env:HOOKGATE_TEST_UNSET_TOKEN"
+
+[[provider]]
+name = "a"
+verify = "github"
+secrets = ["env:HOOKGATE_TEST_UNSET_SECRET"]
+
+[[provider]]
+name = "b"
+verify = "rot13"
+secrets = ["x"]
+
+[[provider]]
+name = "b"
+verify = "github"
+secrets = ["y"]
+"#;
+        let errors = load(text).unwrap_err();
+        let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        assert!(
+            text.iter()
+                .any(|e| e
+                    .starts_with("line 4, column 1: in [server]: unknown field `max_bodybytes`")),
+            "{text:#?}"
+        );
+        assert!(
+            text.iter()
+                .any(|e| e.contains("HOOKGATE_TEST_UNSET_TOKEN is not set")),
+            "{text:#?}"
+        );
+        assert!(
+            text.iter()
+                .any(|e| e.contains("HOOKGATE_TEST_UNSET_SECRET is not set")
+                    && e.starts_with("line 12")),
+            "{text:#?}"
+        );
+        assert!(
+            text.iter()
+                .any(|e| e.contains("\"rot13\" is not a known scheme")),
+            "{text:#?}"
+        );
+        assert!(
+            text.iter()
+                .any(|e| e.contains("defined twice") && e.starts_with("line 20")),
+            "{text:#?}"
+        );
+    }
+
+    #[test]
+    fn syntax_errors_have_a_position() {
+        let errors = load("[server\nlisten = 1").unwrap_err();
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].position.map(|p| p.0), Some(1));
+    }
+
+    #[test]
+    fn unknown_top_level_key() {
+        let errors = load(&format!("{VALID}\n[nonsense]\nx = 1\n")).unwrap_err();
+        assert!(
+            errors[0].message.contains("unknown field `nonsense`"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn secrets_never_appear_in_debug() {
+        let (config, _) = load(VALID).unwrap();
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("0123456789abcdef"));
+        assert!(!debug.contains("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"));
+    }
+}

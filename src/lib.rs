@@ -1,0 +1,129 @@
+//! hookgate: a receiver-side webhook ingestion gateway.
+//!
+//! A webhook flows through these modules, in order:
+//!
+//! 1. [`http`]: `POST /hooks/{provider}` on the public listener. The body is read as raw bytes,
+//!    bounded by `max_body_bytes` and `body_timeout_ms`.
+//! 2. [`config`]: the provider named in the route, with its scheme and secrets (resolved at load).
+//! 3. [`verify`]: the provider's scheme checks the raw bytes in constant time and turns the
+//!    request into a `Verified` one, or refuses it (401). Nothing unverified goes further.
+//! 4. [`event_id`]: the id the event is deduplicated by (configured rule, scheme's own, or the
+//!    body's SHA-256).
+//! 5. [`store`]: the committer thread claims (provider, event id) and appends the event under the
+//!    next seq in one sled transaction, batching every request that waits, then flushes sled and
+//!    fdatasyncs its files once per batch. Only then is each request answered 200 (`accepted`, or
+//!    `duplicate` with the first copy's seq); past `ack_deadline_ms`, or on any storage error, 503.
+//!
+//! The admin listener ([`http`]) serves [`metrics`] and reads the store back (`/v1/events`).
+//! [`cmd`] holds the command-line entry points; `main.rs` only parses arguments.
+
+#![forbid(unsafe_code)]
+
+pub mod cmd;
+pub mod config;
+pub mod event;
+pub mod event_id;
+pub mod http;
+pub mod metrics;
+pub mod store;
+pub mod verify;
+
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use actix_web::dev::ServerHandle;
+use actix_web::web;
+
+use crate::config::Config;
+use crate::http::AppState;
+use crate::metrics::Metrics;
+use crate::store::{Store, StoreError};
+
+/// Why hookgate could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot open the store: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A running gateway: both listeners bound, the committer running.
+pub struct Gateway {
+    pub public_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    state: web::Data<AppState>,
+    public: ServerHandle,
+    admin: ServerHandle,
+}
+
+/// Opens the store, binds both listeners and starts serving. Must run inside an actix system.
+pub async fn start(config: Config) -> Result<Gateway, StartError> {
+    let metrics = Arc::new(Metrics::new());
+    let store = Store::open(&config.server.data_dir, &config.store, metrics.clone())?;
+    let bind = |address: SocketAddr| {
+        TcpListener::bind(address).map_err(|source| StartError::Listen { address, source })
+    };
+    let public_listener = bind(config.server.listen)?;
+    let admin_listener = bind(config.admin.listen)?;
+    let local = |listener: &TcpListener, address| {
+        listener
+            .local_addr()
+            .map_err(|source| StartError::Listen { address, source })
+    };
+    let public_addr = local(&public_listener, config.server.listen)?;
+    let admin_addr = local(&admin_listener, config.admin.listen)?;
+
+    let state = web::Data::new(AppState {
+        config: Arc::new(config),
+        store,
+        metrics,
+        draining: AtomicBool::new(false),
+    });
+    let listen_error = |address| move |source| StartError::Listen { address, source };
+    let public =
+        http::public_server(state.clone(), public_listener).map_err(listen_error(public_addr))?;
+    let admin =
+        http::admin_server(state.clone(), admin_listener).map_err(listen_error(admin_addr))?;
+    let gateway = Gateway {
+        public_addr,
+        admin_addr,
+        state,
+        public: public.handle(),
+        admin: admin.handle(),
+    };
+    actix_web::rt::spawn(public);
+    actix_web::rt::spawn(admin);
+    Ok(gateway)
+}
+
+impl Gateway {
+    /// Drains: readyz turns 503, new webhooks are refused, the listeners stop, requests already
+    /// read are committed and answered, and the store is synced and closed.
+    pub async fn shutdown(self) {
+        self.state.draining.store(true, Ordering::Relaxed);
+        tracing::info!("Draining: no new webhooks accepted.");
+        http::stop(self.public).await;
+        http::stop(self.admin).await;
+        self.state.store.close().await;
+    }
+}
+
+/// Runs the gateway until `shutdown` resolves, then drains it.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+    let gateway = start(config).await?;
+    tracing::info!(
+        "hookgate listening public={} admin={}",
+        gateway.public_addr,
+        gateway.admin_addr
+    );
+    shutdown.await;
+    gateway.shutdown().await;
+    tracing::info!("hookgate stopped.");
+    Ok(())
+}

@@ -1,0 +1,185 @@
+//! The single committer: a dedicated thread that takes every commit request waiting in its queue,
+//! applies them in one sled transaction, makes them durable with one flush + fdatasync (group
+//! commit), and only then answers each request.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+use tokio::sync::{mpsc, oneshot};
+
+use super::durable::Durability;
+use super::record::{dedup_key, dedup_seq, dedup_value, RecordRef};
+use super::{Committed, NewEvent, StoreError, Trees, NEXT_SEQ_KEY};
+use crate::event::Seq;
+use crate::metrics::Metrics;
+
+/// Most requests in one batch, and most body bytes (at least one request is always taken).
+const MAX_BATCH: usize = 1024;
+const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
+
+/// What the committer's queue carries.
+pub enum Message {
+    Commit(Pending),
+    /// Commit what is queued, sync, and stop.
+    Close,
+}
+
+/// One request waiting for the committer.
+pub struct Pending {
+    pub event: NewEvent,
+    /// Past this, the request is not applied: its sender has been (or will be) answered 503.
+    pub deadline: Instant,
+    pub reply: oneshot::Sender<Result<Committed, StoreError>>,
+}
+
+pub struct Committer {
+    pub trees: Trees,
+    pub durability: Durability,
+    pub next_seq: Seq,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Committer {
+    /// Runs until told to close (or every sender is gone), commits what is still queued, and
+    /// syncs once more.
+    pub fn run(mut self, mut queue: mpsc::Receiver<Message>) {
+        let mut closing = false;
+        loop {
+            let next = if closing {
+                queue.try_recv().ok()
+            } else {
+                queue.blocking_recv()
+            };
+            let first = match next {
+                Some(Message::Commit(pending)) => pending,
+                Some(Message::Close) => {
+                    closing = true;
+                    continue;
+                }
+                None => break,
+            };
+            let mut batch = vec![first];
+            let mut bytes = batch[0].event.body.len();
+            while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
+                match queue.try_recv() {
+                    Ok(Message::Commit(pending)) => {
+                        bytes += pending.event.body.len();
+                        batch.push(pending);
+                    }
+                    Ok(Message::Close) => closing = true,
+                    Err(_) => break,
+                }
+            }
+            self.commit(batch);
+        }
+        if let Err(err) = self.durability.sync() {
+            tracing::error!(error = %err, "Final sync of the store failed.");
+        }
+    }
+
+    fn commit(&mut self, batch: Vec<Pending>) {
+        let now = Instant::now();
+        let (live, late): (Vec<Pending>, Vec<Pending>) = batch
+            .into_iter()
+            .partition(|p| p.deadline > now && !p.reply.is_closed());
+        for pending in late {
+            let _ = pending.reply.send(Err(StoreError::DeadlineExceeded));
+        }
+        if live.is_empty() {
+            return;
+        }
+
+        let result = self
+            .apply(&live)
+            .and_then(|outcomes| match self.durability.sync() {
+                Ok(fsyncs) => {
+                    self.metrics.fsyncs.inc_by(fsyncs);
+                    Ok(outcomes)
+                }
+                Err(err) => Err(StoreError::Io(Arc::new(err))),
+            });
+        self.metrics.commits.inc();
+        self.metrics.commit_batch_size.observe(live.len() as f64);
+
+        match result {
+            Ok(outcomes) => {
+                for (pending, outcome) in live.into_iter().zip(outcomes) {
+                    match outcome {
+                        Committed::Accepted(_) => self.metrics.events_stored.inc(),
+                        Committed::Duplicate(_) => self.metrics.duplicates.inc(),
+                    };
+                    let _ = pending.reply.send(Ok(outcome));
+                }
+            }
+            Err(err) => {
+                tracing::error!(error = %err, batch = live.len(), "Commit failed; answering 503.");
+                for pending in live {
+                    let _ = pending.reply.send(Err(err.clone()));
+                }
+            }
+        }
+    }
+
+    /// Claims each event's dedup key and appends it, all in one transaction.
+    fn apply(&mut self, batch: &[Pending]) -> Result<Vec<Committed>, StoreError> {
+        let encoded: Vec<(Vec<u8>, Vec<u8>, u64)> = batch
+            .iter()
+            .map(|p| {
+                let event = &p.event;
+                let record = RecordRef {
+                    provider: event.provider.as_str(),
+                    event_id: event.event_id.as_str(),
+                    received_at_ms: event.received_at_ms,
+                    source: event.source,
+                    content_type: event.content_type.as_deref(),
+                    body: &event.body,
+                };
+                (
+                    dedup_key(event.provider.as_str(), event.event_id.as_str()),
+                    record.encode(),
+                    event.received_at_ms,
+                )
+            })
+            .collect();
+        let start = self.next_seq;
+        let trees = (&self.trees.events, &self.trees.dedup, &self.trees.meta);
+        let result = trees.transaction(|(events, dedup, meta)| {
+            let mut next = start;
+            let mut claimed: HashMap<&[u8], Seq> = HashMap::new();
+            let mut outcomes = Vec::with_capacity(encoded.len());
+            for (key, record, received_at_ms) in &encoded {
+                if let Some(seq) = claimed.get(key.as_slice()) {
+                    outcomes.push(Committed::Duplicate(*seq));
+                    continue;
+                }
+                if let Some(value) = dedup.get(key)? {
+                    let seq = dedup_seq(&value).ok_or_else(|| {
+                        ConflictableTransactionError::Abort(StoreError::Corrupt(
+                            "dedup value".into(),
+                        ))
+                    })?;
+                    outcomes.push(Committed::Duplicate(seq));
+                    continue;
+                }
+                events.insert(&next.to_key(), record.as_slice())?;
+                dedup.insert(key.as_slice(), &dedup_value(next, *received_at_ms))?;
+                claimed.insert(key.as_slice(), next);
+                outcomes.push(Committed::Accepted(next));
+                next = Seq(next.0 + 1);
+            }
+            meta.insert(NEXT_SEQ_KEY, &next.to_key())?;
+            Ok((outcomes, next))
+        });
+        match result {
+            Ok((outcomes, next)) => {
+                self.next_seq = next;
+                Ok(outcomes)
+            }
+            Err(TransactionError::Abort(err)) => Err(err),
+            Err(TransactionError::Storage(err)) => Err(StoreError::from(err)),
+        }
+    }
+}

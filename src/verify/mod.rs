@@ -1,0 +1,231 @@
+//! Verification: one scheme per provider, each in its own file behind the `Verifier` enum.
+//!
+//! Every scheme works on the raw body bytes, compares in constant time, accepts any of several
+//! secrets (rotation) and fails closed: a missing or malformed header is a rejection. Only a
+//! `Verified` request leaves this module, and only a `Verified` request can become a stored event.
+
+mod github;
+mod hmac_generic;
+pub mod mac;
+mod none;
+mod standard_webhooks;
+
+use std::net::IpAddr;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+
+use crate::config::{RawProvider, Secret};
+use crate::event::EventId;
+
+pub use github::Github;
+pub use hmac_generic::GenericHmac;
+pub use none::AllowIps;
+pub use standard_webhooks::StandardWebhooks;
+
+/// Read access to a request's headers, by case-insensitive name. Values that are not visible
+/// ASCII read as absent.
+pub trait Headers {
+    fn get(&self, name: &str) -> Option<&str>;
+}
+
+/// A request as it arrived: nothing about it is trusted yet.
+pub struct Unverified<'a> {
+    pub headers: &'a dyn Headers,
+    pub body: Bytes,
+    /// The TCP peer's address (hookgate does not trust forwarding headers).
+    pub peer: Option<IpAddr>,
+    pub now: SystemTime,
+}
+
+/// A request whose signature (or source) checked out. Its fields can only be set here.
+#[derive(Debug)]
+pub struct Verified {
+    body: Bytes,
+    scheme_event_id: Option<EventId>,
+}
+
+impl Verified {
+    /// The exact bytes the sender signed.
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+
+    /// The event id the scheme itself carries (`webhook-id`, `X-GitHub-Delivery`), if any.
+    pub fn scheme_event_id(&self) -> Option<&EventId> {
+        self.scheme_event_id.as_ref()
+    }
+
+    pub fn into_body(self) -> Bytes {
+        self.body
+    }
+}
+
+/// Why a request was refused. Logged, never shown to the sender: every cause answers the same 401.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("header {0} is missing")]
+    MissingHeader(&'static str),
+    #[error("header {0} is malformed")]
+    MalformedHeader(&'static str),
+    #[error("timestamp is outside the tolerance")]
+    StaleTimestamp,
+    #[error("no signature matches")]
+    BadSignature,
+    #[error("source address is not allowed")]
+    AddressNotAllowed,
+}
+
+/// A provider's verification scheme, built from its config with its secrets resolved.
+#[derive(Debug)]
+pub enum Verifier {
+    StandardWebhooks(StandardWebhooks),
+    Github(Github),
+    Hmac(GenericHmac),
+    None(AllowIps),
+}
+
+/// The names accepted in `verify = "..."`.
+pub const SCHEMES: &[&str] = &["standard-webhooks", "github", "hmac", "none"];
+
+impl Verifier {
+    /// Builds the scheme `raw.verify` names, reporting every problem at once.
+    pub fn build(raw: &RawProvider, secrets: Vec<Secret>) -> Result<Verifier, Vec<String>> {
+        let mut errors = misplaced_keys(raw);
+        let needs_secrets = raw.verify != "none";
+        if needs_secrets && raw.secrets.is_empty() {
+            errors.push(format!(
+                "verify = {:?} needs at least one secret",
+                raw.verify
+            ));
+        }
+        let built = match raw.verify.as_str() {
+            "standard-webhooks" => {
+                StandardWebhooks::build(raw, &secrets).map(Verifier::StandardWebhooks)
+            }
+            "github" => Ok(Verifier::Github(Github::new(secrets))),
+            "hmac" => GenericHmac::build(raw, secrets).map(Verifier::Hmac),
+            "none" => AllowIps::build(raw).map(Verifier::None),
+            other => Err(vec![format!(
+                "verify = {other:?} is not a known scheme (known: {})",
+                SCHEMES.join(", ")
+            )]),
+        };
+        match built {
+            Ok(verifier) if errors.is_empty() => Ok(verifier),
+            Ok(_) => Err(errors),
+            Err(more) => {
+                errors.extend(more);
+                Err(errors)
+            }
+        }
+    }
+
+    /// Checks the request; on success it becomes `Verified`.
+    pub fn verify(&self, request: Unverified<'_>) -> Result<Verified, Rejection> {
+        let scheme_event_id = match self {
+            Verifier::StandardWebhooks(scheme) => scheme.verify(&request)?,
+            Verifier::Github(scheme) => scheme.verify(&request)?,
+            Verifier::Hmac(scheme) => scheme.verify(&request)?,
+            Verifier::None(scheme) => scheme.verify(&request)?,
+        };
+        Ok(Verified {
+            body: request.body,
+            scheme_event_id,
+        })
+    }
+}
+
+/// Scheme-specific keys given to a scheme they do not apply to: a config mistake, not a no-op.
+fn misplaced_keys(raw: &RawProvider) -> Vec<String> {
+    let scheme = raw.verify.as_str();
+    let given = [
+        (
+            "tolerance_s",
+            raw.tolerance_s.is_some(),
+            &["standard-webhooks"][..],
+        ),
+        ("header", raw.header.is_some(), &["hmac"][..]),
+        ("algorithm", raw.algorithm.is_some(), &["hmac"][..]),
+        ("encoding", raw.encoding.is_some(), &["hmac"][..]),
+        ("prefix", raw.prefix.is_some(), &["hmac"][..]),
+        ("allow_ips", raw.allow_ips.is_some(), &["none"][..]),
+        (
+            "secrets",
+            !raw.secrets.is_empty(),
+            &["standard-webhooks", "github", "hmac"][..],
+        ),
+    ];
+    given
+        .iter()
+        .filter(|(_, present, schemes)| {
+            *present && SCHEMES.contains(&scheme) && !schemes.contains(&scheme)
+        })
+        .map(|(key, _, schemes)| {
+            format!(
+                "`{key}` does not apply to verify = {scheme:?} (only to {})",
+                schemes.join(", ")
+            )
+        })
+        .collect()
+}
+
+/// A header that must be present, as `&str`.
+fn required<'a>(request: &'a Unverified<'_>, name: &'static str) -> Result<&'a str, Rejection> {
+    request
+        .headers
+        .get(name)
+        .ok_or(Rejection::MissingHeader(name))
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::*;
+
+    /// Headers for unit tests: a list of (name, value), looked up case-insensitively.
+    pub struct TestHeaders(pub Vec<(&'static str, String)>);
+
+    impl Headers for TestHeaders {
+        fn get(&self, name: &str) -> Option<&str> {
+            self.0
+                .iter()
+                .find(|(key, _)| key.eq_ignore_ascii_case(name))
+                .map(|(_, value)| value.as_str())
+        }
+    }
+
+    pub fn raw(verify: &str) -> RawProvider {
+        RawProvider {
+            name: "p".into(),
+            verify: verify.into(),
+            secrets: vec![],
+            event_id: None,
+            tolerance_s: None,
+            header: None,
+            algorithm: None,
+            encoding: None,
+            prefix: None,
+            allow_ips: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::raw;
+    use super::*;
+
+    #[test]
+    fn unknown_scheme_and_misplaced_keys_are_reported_together() {
+        let mut provider = raw("nope");
+        provider.secrets = vec!["x".into()];
+        let errors = Verifier::build(&provider, vec![Secret::from_literal("x")]).unwrap_err();
+        assert!(errors[0].contains("not a known scheme"), "{errors:?}");
+
+        let mut provider = raw("github");
+        provider.header = Some("X".into());
+        provider.allow_ips = Some(vec![]);
+        let errors = Verifier::build(&provider, vec![]).unwrap_err();
+        assert_eq!(errors.len(), 3, "{errors:?}");
+    }
+}
