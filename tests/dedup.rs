@@ -1,0 +1,124 @@
+//! Deduplication: concurrent copies of one event, and each way of deriving the event id.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::Barrier;
+
+use common::sign;
+use common::{provider, Gateway};
+
+#[test]
+fn concurrent_copies_of_one_event_are_stored_once() {
+    let whsec = sign::whsec("concurrent");
+    let gw = Gateway::start(&provider("std", "standard-webhooks", &[&whsec], ""));
+    let body = br#"{"type":"order.created","id":"ord_1"}"#;
+    let headers = sign::standard_headers(&whsec, "msg_same", body);
+    const COPIES: usize = 200;
+    let barrier = Barrier::new(COPIES);
+    let acks: Vec<(String, u64)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..COPIES)
+            .map(|_| {
+                s.spawn(|| {
+                    barrier.wait();
+                    gw.post("std", &headers, body).ack()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let accepted: Vec<_> = acks.iter().filter(|(s, _)| s == "accepted").collect();
+    assert_eq!(accepted.len(), 1, "acks: {acks:?}");
+    let seq = accepted[0].1;
+    for (status, other) in &acks {
+        assert!(status == "accepted" || status == "duplicate", "{status}");
+        assert_eq!(*other, seq, "a copy got another seq");
+    }
+    let events = gw.all_events(None);
+    assert_eq!(events.len(), 1, "stored: {events:?}");
+    assert_eq!(events[0]["seq"], seq);
+    assert_eq!(events[0]["event_id"], "msg_same");
+    assert_eq!(
+        gw.metric("hookgate_duplicates_total", &[]),
+        Some((COPIES - 1) as f64)
+    );
+    assert_eq!(gw.metric("hookgate_events_stored_total", &[]), Some(1.0));
+}
+
+#[test]
+fn event_id_from_a_json_pointer() {
+    let gw = Gateway::start(&provider("p", "none", &[], "event_id = \"json:/data/id\""));
+    let first = gw.post("p", &[], br#"{"data":{"id":"m-1"},"v":1}"#).ack();
+    assert_eq!(first.0, "accepted");
+    let retry = gw.post("p", &[], br#"{"v":2,"data":{"id":"m-1"}}"#).ack();
+    assert_eq!(retry, ("duplicate".to_string(), first.1));
+    let number = gw.post("p", &[], br#"{"data":{"id":42}}"#).ack();
+    assert_eq!(number.0, "accepted");
+    assert_eq!(gw.event(number.1).unwrap()["event_id"], "42");
+    // No such field: the body's sha256 is the id.
+    let body = br#"{"data":{}}"#;
+    let fallback = gw.post("p", &[], body).ack();
+    assert_eq!(fallback.0, "accepted");
+    let expected = format!("sha256:{}", sign::sha256_hex(body));
+    assert_eq!(gw.event(fallback.1).unwrap()["event_id"], expected);
+    assert_eq!(gw.event(first.1).unwrap()["event_id"], "m-1");
+    assert_eq!(gw.all_events(None).len(), 3);
+}
+
+#[test]
+fn event_id_from_a_header_overrides_the_scheme() {
+    let gw = Gateway::start(&provider(
+        "gh",
+        "github",
+        &["s"],
+        "event_id = \"header:X-Id\"",
+    ));
+    let send = |x_id: &str, delivery: &str, body: &[u8]| {
+        let mut headers = sign::github_headers("s", delivery, body);
+        headers.push(("X-Id".into(), x_id.into()));
+        gw.post("gh", &headers, body).ack()
+    };
+    let first = send("abc", "delivery-1", b"one");
+    assert_eq!(first.0, "accepted");
+    assert_eq!(gw.event(first.1).unwrap()["event_id"], "abc");
+    let same_header = send("abc", "delivery-2", b"two");
+    assert_eq!(same_header, ("duplicate".to_string(), first.1));
+    let other_header = send("xyz", "delivery-1", b"one");
+    assert_eq!(other_header.0, "accepted");
+    // Without the header, the scheme's own id (X-GitHub-Delivery) applies.
+    let headers = sign::github_headers("s", "delivery-3", b"three");
+    let fallback = gw.post("gh", &headers, b"three").ack();
+    assert_eq!(gw.event(fallback.1).unwrap()["event_id"], "delivery-3");
+}
+
+#[test]
+fn sha256_of_the_body_when_nothing_else_applies() {
+    let gw = Gateway::start(&provider("p", "none", &[], ""));
+    let body = b"same bytes twice";
+    let first = gw.post("p", &[], body).ack();
+    assert_eq!(first.0, "accepted");
+    assert_eq!(
+        gw.post("p", &[], body).ack(),
+        ("duplicate".to_string(), first.1)
+    );
+    assert_eq!(gw.post("p", &[], b"other bytes").ack().0, "accepted");
+    let event = gw.event(first.1).unwrap();
+    assert_eq!(
+        event["event_id"],
+        format!("sha256:{}", sign::sha256_hex(body))
+    );
+}
+
+#[test]
+fn the_same_event_id_under_two_providers_is_two_events() {
+    let config = provider("a", "none", &[], "event_id = \"header:X-Id\"")
+        + &provider("b", "none", &[], "event_id = \"header:X-Id\"");
+    let gw = Gateway::start(&config);
+    let headers = sign::headers(&[("X-Id", "shared-id")]);
+    let a = gw.post("a", &headers, b"{}").ack();
+    let b = gw.post("b", &headers, b"{}").ack();
+    assert_eq!((a.0.as_str(), b.0.as_str()), ("accepted", "accepted"));
+    assert_ne!(a.1, b.1);
+    assert_eq!(gw.all_events(Some("a")).len(), 1);
+    assert_eq!(gw.all_events(Some("b")).len(), 1);
+}

@@ -1,0 +1,276 @@
+//! A 200 means durable: restarts, SIGTERM under load, SIGKILL under load, one fsync per ack,
+//! and bodies near `max_body_bytes` (sled's blob files) surviving SIGKILL.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use common::sign;
+use common::{provider, Api, Gateway};
+use nix::sys::signal::Signal;
+
+/// A provider whose event id is the `X-Id` header, so clients choose unique ids.
+fn id_provider() -> String {
+    provider("p", "none", &[], "event_id = \"header:X-Id\"")
+}
+
+/// What the load threads saw: each acked id with its seq, and anything unexpected.
+#[derive(Default)]
+struct Load {
+    acked: Mutex<Vec<(String, u64)>>,
+    unexpected: Mutex<Vec<String>>,
+    stop: AtomicBool,
+}
+
+impl Load {
+    fn acked_count(&self) -> usize {
+        self.acked.lock().unwrap().len()
+    }
+
+    /// Runs `threads` load threads against `gw` while `main` runs, then waits for them to end
+    /// (they end when stopped, when the gateway goes away, or after 15 s).
+    fn while_running(&self, gw: &Gateway, threads: usize, main: impl FnOnce()) {
+        std::thread::scope(|s| {
+            for thread in 0..threads {
+                let api = gw.api();
+                s.spawn(move || self.run(&api, thread, Duration::from_secs(15)));
+            }
+            main();
+        });
+    }
+
+    /// Sends unique-id webhooks until stopped, the gateway goes away, or `limit` passes.
+    fn run(&self, api: &Api, thread: usize, limit: Duration) {
+        let start = Instant::now();
+        for n in 0.. {
+            if self.stop.load(Ordering::Relaxed) || start.elapsed() > limit {
+                break;
+            }
+            let id = format!("load-{thread}-{n}");
+            let body = format!(r#"{{"id":"{id}","pad":"{}"}}"#, "x".repeat(300));
+            let headers = sign::headers(&[("X-Id", &id)]);
+            match api.try_post("p", &headers, body.as_bytes()) {
+                Ok(reply) if reply.status == 200 => {
+                    let (status, seq) = reply.ack();
+                    if status != "accepted" {
+                        self.unexpected
+                            .lock()
+                            .unwrap()
+                            .push(format!("{id}: {status}"));
+                    }
+                    self.acked.lock().unwrap().push((id, seq));
+                }
+                Ok(reply) if reply.status == 503 => {
+                    if reply.header("retry-after").is_none() {
+                        self.unexpected
+                            .lock()
+                            .unwrap()
+                            .push(format!("{id}: 503 without Retry-After"));
+                    }
+                }
+                Ok(reply) => self.unexpected.lock().unwrap().push(format!(
+                    "{id}: {} {}",
+                    reply.status,
+                    reply.text()
+                )),
+                // The gateway went away (killed or stopped listening).
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Asserts that the store holds every acked id exactly once, at the seq it was acked with.
+    fn assert_all_stored(&self, gw: &Gateway) {
+        let unexpected = self.unexpected.lock().unwrap();
+        assert!(unexpected.is_empty(), "unexpected answers: {unexpected:?}");
+        let events = gw.all_events(None);
+        let mut by_id: HashMap<String, Vec<u64>> = HashMap::new();
+        for event in &events {
+            let id = event["event_id"].as_str().unwrap().to_string();
+            by_id
+                .entry(id)
+                .or_default()
+                .push(event["seq"].as_u64().unwrap());
+        }
+        let twice: Vec<_> = by_id.iter().filter(|(_, seqs)| seqs.len() > 1).collect();
+        assert!(twice.is_empty(), "event ids stored twice: {twice:?}");
+        let acked = self.acked.lock().unwrap();
+        eprintln!("{} acked, {} stored", acked.len(), events.len());
+        let lost: Vec<_> = acked
+            .iter()
+            .filter(|(id, seq)| by_id.get(id) != Some(&vec![*seq]))
+            .collect();
+        assert!(
+            lost.is_empty(),
+            "{} of {} acked events lost or moved: {:?}",
+            lost.len(),
+            acked.len(),
+            &lost[..lost.len().min(10)]
+        );
+    }
+}
+
+#[test]
+fn restart_keeps_events_and_dedup_keys() {
+    let whsec = sign::whsec("restart");
+    let mut gw = Gateway::start(&provider("std", "standard-webhooks", &[&whsec], ""));
+    let body = |i: usize| format!(r#"{{"n":{i}}}"#).into_bytes();
+    let send = |gw: &Gateway, i: usize| {
+        let id = format!("msg_{i}");
+        gw.post(
+            "std",
+            &sign::standard_headers(&whsec, &id, &body(i)),
+            &body(i),
+        )
+        .ack()
+    };
+    let seqs: Vec<u64> = (0..5)
+        .map(|i| {
+            let (status, seq) = send(&gw, i);
+            assert_eq!(status, "accepted");
+            seq
+        })
+        .collect();
+
+    let status = gw.terminate();
+    assert_eq!(status.code(), Some(0), "SIGTERM exit: {status:?}");
+    gw.restart();
+    let events = gw.all_events(None);
+    let stored: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(stored, seqs);
+    for (i, event) in events.iter().enumerate() {
+        assert_eq!(event["event_id"], format!("msg_{i}"));
+        assert_eq!(common::event_body(event), body(i));
+    }
+    assert_eq!(send(&gw, 0), ("duplicate".to_string(), seqs[0]));
+
+    gw.kill();
+    gw.restart();
+    assert_eq!(send(&gw, 4), ("duplicate".to_string(), seqs[4]));
+    let (status, new_seq) = send(&gw, 5);
+    assert_eq!(status, "accepted");
+    assert!(new_seq > seqs[4], "seq went backwards after restart");
+    assert_eq!(gw.all_events(None).len(), 6);
+}
+
+#[test]
+fn sigterm_under_load_exits_0_and_keeps_every_ack() {
+    let mut gw = Gateway::start(&id_provider());
+    let load = Load::default();
+    load.while_running(&gw, 8, || {
+        common::wait_until(Duration::from_secs(10), "20 acks", || {
+            load.acked_count() >= 20
+        });
+        gw.signal(Signal::SIGTERM);
+    });
+    let status = gw.wait_exit(common::EXIT_TIMEOUT);
+    assert_eq!(status.code(), Some(0), "SIGTERM exit: {status:?}");
+    gw.restart();
+    load.assert_all_stored(&gw);
+}
+
+#[test]
+fn sigkill_under_load_loses_no_ack() {
+    let mut gw = Gateway::start(&id_provider());
+    let load = Load::default();
+    load.while_running(&gw, 16, || {
+        // The load itself is what this test is about: let it run, then pull the plug.
+        std::thread::sleep(Duration::from_millis(1500));
+        gw.signal(Signal::SIGKILL);
+        load.stop.store(true, Ordering::Relaxed);
+    });
+    let acked = load.acked_count();
+    assert!(acked >= 50, "only {acked} acks before the kill");
+    eprintln!("{acked} acks before SIGKILL");
+    gw.restart();
+    load.assert_all_stored(&gw);
+}
+
+#[test]
+fn an_ack_followed_at_once_by_sigkill_is_kept() {
+    let mut gw = Gateway::start(&provider("p", "none", &[], ""));
+    let mut sent = Vec::new();
+    for round in 0..5 {
+        let body = format!("round {round}").into_bytes();
+        let (status, seq) = gw.post("p", &[], &body).ack();
+        assert_eq!(status, "accepted");
+        gw.signal(Signal::SIGKILL);
+        sent.push((seq, body));
+        gw.restart();
+        for (seq, body) in &sent {
+            let event = gw.event(*seq);
+            let event = event.unwrap_or_else(|| panic!("round {round}: seq {seq} lost"));
+            assert_eq!(&common::event_body(&event), body);
+        }
+    }
+}
+
+#[test]
+fn every_ack_is_preceded_by_an_fsync_and_a_commit() {
+    let gw = Gateway::start(&provider("p", "none", &[], ""));
+    let read = |name: &str| {
+        gw.metric(name, &[])
+            .unwrap_or_else(|| panic!("{name} is not exported"))
+    };
+    for i in 0..30 {
+        let fsyncs = read("hookgate_fsyncs_total");
+        let commits = read("hookgate_commits_total");
+        let body = format!("sequential {i}");
+        assert_eq!(gw.post("p", &[], body.as_bytes()).ack().0, "accepted");
+        let fsyncs_after = read("hookgate_fsyncs_total");
+        let commits_after = read("hookgate_commits_total");
+        assert!(
+            fsyncs_after >= fsyncs + 1.0,
+            "ack {i} without an fsync ({fsyncs} -> {fsyncs_after})"
+        );
+        assert!(
+            commits_after >= commits + 1.0,
+            "ack {i} without a commit ({commits} -> {commits_after})"
+        );
+    }
+    let acks = gw.metric(
+        "hookgate_requests_total",
+        &[("provider", "p"), ("status", "200")],
+    );
+    assert_eq!(acks, Some(30.0));
+}
+
+#[test]
+fn bodies_near_max_body_bytes_survive_sigkill() {
+    let mut gw = Gateway::start(&provider("p", "none", &[], ""));
+    let sizes = [
+        1 << 20,
+        (1 << 20) - 1,
+        900 * 1024,
+        512 * 1024 + 7,
+        128 * 1024 + 1,
+        64 * 1024,
+        3,
+    ];
+    let sent: Vec<(u64, Vec<u8>)> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &size)| {
+            let body = common::pseudo_random_bytes(size, i as u64 + 100);
+            let (status, seq) = gw.post("p", &[], &body).ack();
+            assert_eq!(status, "accepted", "size {size}");
+            (seq, body)
+        })
+        .collect();
+    gw.kill();
+    gw.restart();
+    for (seq, body) in &sent {
+        let event = gw.event(*seq).unwrap_or_else(|| panic!("seq {seq} lost"));
+        let stored = common::event_body(&event);
+        assert!(
+            stored == *body,
+            "seq {seq}: {} bytes sent, {} bytes stored, differing",
+            body.len(),
+            stored.len()
+        );
+    }
+}

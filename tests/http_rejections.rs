@@ -1,0 +1,184 @@
+//! The public route's status codes other than verification: 404, 405, 413 (with and without
+//! Content-Length), 408 for a slow body; bodies stored byte for byte even when not JSON;
+//! health routes; the admin token.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::raw::RawConn;
+use common::sign;
+use common::{provider, Gateway};
+
+const MAX_BODY: usize = 64 * 1024;
+
+fn small_body_gateway() -> Gateway {
+    Gateway::builder()
+        .server(&format!(
+            "max_body_bytes = {MAX_BODY}\nbody_timeout_ms = 500"
+        ))
+        .config(&provider("open", "none", &[], ""))
+        .start()
+}
+
+fn json_error(reply: &common::Reply) -> String {
+    reply.json()["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn unknown_provider_is_404() {
+    let gw = Gateway::start(&provider("open", "none", &[], ""));
+    let reply = gw.post("nope", &[], b"{}");
+    assert_eq!(reply.status, 404, "{}", reply.text());
+    assert_eq!(json_error(&reply), "unknown_provider");
+    assert!(gw.all_events(None).is_empty());
+}
+
+#[test]
+fn other_methods_are_405() {
+    let gw = Gateway::start(&provider("open", "none", &[], ""));
+    for method in ["GET", "PUT", "DELETE", "PATCH"] {
+        let reply = gw.request(method, "/hooks/open", b"{}");
+        assert_eq!(reply.status, 405, "{method}: {}", reply.text());
+        assert_eq!(json_error(&reply), "method_not_allowed", "{method}");
+    }
+    assert!(gw.all_events(None).is_empty());
+}
+
+#[test]
+fn body_over_max_with_content_length_is_413() {
+    let gw = small_body_gateway();
+    let at_limit = common::pseudo_random_bytes(MAX_BODY, 1);
+    assert_eq!(gw.post("open", &[], &at_limit).ack().0, "accepted");
+
+    let too_long = sign::headers(&[("Content-Length", &(MAX_BODY + 1).to_string())]);
+    let mut conn = RawConn::post(gw.public_addr, "/hooks/open", &too_long);
+    conn.send(&common::pseudo_random_bytes(MAX_BODY + 1, 2));
+    let response = conn.read_response(Duration::from_secs(5), true);
+    assert_eq!(response.status, 413, "{response:?}");
+    assert_eq!(response.header("connection"), Some("close"));
+    assert!(
+        response.text().contains("payload_too_large"),
+        "{response:?}"
+    );
+    assert_eq!(gw.all_events(None).len(), 1, "only the body at the limit");
+}
+
+#[test]
+fn chunked_body_over_max_is_413_and_under_max_is_stored() {
+    let gw = small_body_gateway();
+    let chunked = sign::headers(&[("Transfer-Encoding", "chunked")]);
+
+    let mut conn = RawConn::post(gw.public_addr, "/hooks/open", &chunked);
+    let piece = common::pseudo_random_bytes(8192, 3);
+    for _ in 0..(MAX_BODY / piece.len() + 2) {
+        let mut chunk = format!("{:x}\r\n", piece.len()).into_bytes();
+        chunk.extend_from_slice(&piece);
+        chunk.extend_from_slice(b"\r\n");
+        if !conn.send(&chunk) {
+            break;
+        }
+    }
+    conn.send(b"0\r\n\r\n");
+    let response = conn.read_response(Duration::from_secs(5), true);
+    assert_eq!(response.status, 413, "{response:?}");
+    assert!(
+        response.text().contains("payload_too_large"),
+        "{response:?}"
+    );
+    assert!(gw.all_events(None).is_empty());
+
+    // The same framing under the limit is read whole and stored intact.
+    let mut conn = RawConn::post(gw.public_addr, "/hooks/open", &chunked);
+    conn.send(b"5\r\nhello\r\n7\r\n, chunk\r\n0\r\n\r\n");
+    let response = conn.read_response(Duration::from_secs(5), false);
+    assert_eq!(response.status, 200, "{response:?}");
+    let events = gw.all_events(None);
+    assert_eq!(events.len(), 1);
+    assert_eq!(common::event_body(&events[0]), b"hello, chunk");
+}
+
+#[test]
+fn slow_body_is_408_and_the_connection_is_closed() {
+    let gw = small_body_gateway();
+    let length = sign::headers(&[("Content-Length", "100")]);
+
+    // A body that completes within body_timeout_ms is fine.
+    let mut conn = RawConn::post(gw.public_addr, "/hooks/open", &length);
+    conn.send(&[b'a'; 10]);
+    std::thread::sleep(Duration::from_millis(150));
+    conn.send(&[b'b'; 90]);
+    let response = conn.read_response(Duration::from_secs(5), false);
+    assert_eq!(response.status, 200, "{response:?}");
+
+    // A body that stalls is cut off after body_timeout_ms (500 ms).
+    let mut conn = RawConn::post(gw.public_addr, "/hooks/open", &length);
+    conn.send(&[b'c'; 10]);
+    let response = conn.read_response(Duration::from_secs(5), true);
+    assert_eq!(response.status, 408, "{response:?}");
+    assert!(response.text().contains("body_timeout"), "{response:?}");
+    assert_eq!(response.header("connection"), Some("close"));
+    let after = response.head_after.unwrap();
+    assert!(
+        after >= Duration::from_millis(400) && after <= Duration::from_millis(2500),
+        "408 came after {after:?}, body_timeout_ms is 500"
+    );
+    assert!(response.closed, "connection still open after the 408");
+    assert_eq!(gw.all_events(None).len(), 1, "the partial body was stored");
+}
+
+#[test]
+fn signed_bodies_are_stored_byte_for_byte_json_or_not() {
+    let whsec = sign::whsec("malformed");
+    let gw = Gateway::start(&provider("std", "standard-webhooks", &[&whsec], ""));
+    let bodies: [(&str, &[u8]); 3] = [
+        (
+            "broken JSON",
+            b"{\"id\": \"evt_1\", \"broken\": \xff\xfe trailing",
+        ),
+        ("duplicate keys", b"{ \"a\" : 1 ,\n  \"a\" : 2.50 }"),
+        ("not JSON", b"plain text, no braces"),
+    ];
+    for (i, (what, body)) in bodies.iter().enumerate() {
+        let headers = sign::standard_headers(&whsec, &format!("msg_raw_{i}"), body);
+        let (status, seq) = gw.post("std", &headers, body).ack();
+        assert_eq!(status, "accepted", "{what}");
+        let event = gw.event(seq).unwrap();
+        assert_eq!(&common::event_body(&event), body, "{what}: bytes changed");
+        assert_eq!(event["content_type"], "application/json", "{what}");
+    }
+    let events = gw.all_events(None);
+    assert!(events[0].get("json").is_none(), "broken JSON has a `json`");
+    assert!(events[2].get("json").is_none(), "plain text has a `json`");
+    assert_eq!(events[1]["json"], serde_json::json!({"a": 2.5}));
+}
+
+#[test]
+fn health_routes() {
+    let gw = Gateway::start(&provider("open", "none", &[], ""));
+    let healthz = gw.request("GET", "/healthz", b"");
+    assert_eq!((healthz.status, healthz.text().trim()), (200, "ok"));
+    let readyz = gw.request("GET", "/readyz", b"");
+    assert_eq!((readyz.status, readyz.text().trim()), (200, "ready"));
+    assert_eq!(gw.admin_get_with("/healthz", None).status, 200);
+}
+
+#[test]
+fn admin_routes_need_the_token() {
+    let gw = Gateway::start(&provider("open", "none", &[], ""));
+    for path in ["/metrics", "/v1/events", "/v1/events/1"] {
+        assert_eq!(gw.admin_get_with(path, None).status, 401, "{path}");
+        assert_eq!(
+            gw.admin_get_with(path, Some("wrong-token")).status,
+            401,
+            "{path}"
+        );
+    }
+    assert_eq!(gw.admin_get("/metrics").status, 200);
+    assert_eq!(gw.admin_get("/v1/events").status, 200);
+    assert_eq!(gw.admin_get("/v1/events/1").status, 404);
+}
