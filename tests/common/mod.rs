@@ -412,7 +412,7 @@ impl Api {
     /// POST `/hooks/{provider}`.
     pub fn post(&self, provider: &str, headers: &[(String, String)], body: &[u8]) -> Reply {
         self.try_post(provider, headers, body)
-            .unwrap_or_else(|err| panic!("POST /hooks/{provider} failed: {err}"))
+            .unwrap_or_else(|err| panic!("POST /hooks/{provider} failed: {}", error_chain(&err)))
     }
 
     /// Any method on the public listener.
@@ -423,7 +423,7 @@ impl Api {
             .request(method, format!("{}{path}", self.public_url))
             .body(body.to_vec())
             .send()
-            .unwrap_or_else(|err| panic!("{path} failed: {err}"));
+            .unwrap_or_else(|err| panic!("{path} failed: {}", error_chain(&err)));
         read_reply(response).expect("read reply")
     }
 
@@ -435,7 +435,7 @@ impl Api {
         }
         let response = request
             .send()
-            .unwrap_or_else(|err| panic!("admin GET {path} failed: {err}"));
+            .unwrap_or_else(|err| panic!("admin GET {path} failed: {}", error_chain(&err)));
         read_reply(response).expect("read reply")
     }
 
@@ -501,6 +501,17 @@ impl Api {
     pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         parse_metric(&self.metrics_text(), name, labels)
     }
+}
+
+/// An error with its sources, for transport errors whose `Display` hides the cause.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
 }
 
 fn read_reply(response: reqwest::blocking::Response) -> Result<Reply, reqwest::Error> {
