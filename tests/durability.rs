@@ -274,3 +274,26 @@ fn bodies_near_max_body_bytes_survive_sigkill() {
         );
     }
 }
+
+/// sled writes large values to separate blob files that it never fsyncs itself; the ack of such
+/// a body must come after an fsync of its blob file and the blob directory, besides the log's.
+#[test]
+fn a_large_body_is_acked_after_its_blob_file_is_fsynced() {
+    let gw = Gateway::start(&provider("p", "none", &[], ""));
+    let fsyncs = gw
+        .metric("hookgate_fsyncs_total", &[])
+        .expect("fsyncs metric");
+    let body = common::pseudo_random_bytes(1 << 20, 7);
+    assert_eq!(gw.post("p", &[], &body).ack().0, "accepted");
+    let after = gw
+        .metric("hookgate_fsyncs_total", &[])
+        .expect("fsyncs metric");
+    let blobs = std::fs::read_dir(gw.data_dir().join("blobs"))
+        .expect("sled's blob directory")
+        .count();
+    assert!(blobs >= 1, "a 1 MiB value should be a sled blob");
+    assert!(
+        after >= fsyncs + 3.0,
+        "blob file, blob directory and log must each be synced before the ack ({fsyncs} -> {after})"
+    );
+}
