@@ -41,11 +41,13 @@ use crate::http::AppState;
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
 
-/// Why hookgate could not start.
+/// Why hookgate could not start, or stopped on its own.
 #[derive(Debug, thiserror::Error)]
-pub enum StartError {
+pub enum GatewayError {
     #[error("cannot open the store: {0}")]
     Store(#[from] StoreError),
+    #[error("the store's committer stopped unexpectedly")]
+    CommitterDied,
     #[error("cannot listen on {address}: {source}")]
     Listen {
         address: SocketAddr,
@@ -63,18 +65,18 @@ pub struct Gateway {
 }
 
 /// Opens the store, binds both listeners and starts serving. Must run inside an actix system.
-pub async fn start(config: Config) -> Result<Gateway, StartError> {
+pub async fn start(config: Config) -> Result<Gateway, GatewayError> {
     let metrics = Arc::new(Metrics::new());
     let store = Store::open(&config.server.data_dir, &config.store, metrics.clone())?;
     let bind = |address: SocketAddr| {
-        TcpListener::bind(address).map_err(|source| StartError::Listen { address, source })
+        TcpListener::bind(address).map_err(|source| GatewayError::Listen { address, source })
     };
     let public_listener = bind(config.server.listen)?;
     let admin_listener = bind(config.admin.listen)?;
     let local = |listener: &TcpListener, address| {
         listener
             .local_addr()
-            .map_err(|source| StartError::Listen { address, source })
+            .map_err(|source| GatewayError::Listen { address, source })
     };
     let public_addr = local(&public_listener, config.server.listen)?;
     let admin_addr = local(&admin_listener, config.admin.listen)?;
@@ -85,7 +87,7 @@ pub async fn start(config: Config) -> Result<Gateway, StartError> {
         metrics,
         draining: AtomicBool::new(false),
     });
-    let listen_error = |address| move |source| StartError::Listen { address, source };
+    let listen_error = |address| move |source| GatewayError::Listen { address, source };
     let public =
         http::public_server(state.clone(), public_listener).map_err(listen_error(public_addr))?;
     let admin =
@@ -114,16 +116,24 @@ impl Gateway {
     }
 }
 
-/// Runs the gateway until `shutdown` resolves, then drains it.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+/// Runs the gateway until `shutdown` resolves, then drains it. If the committer dies first,
+/// hookgate drains and returns an error, so that its supervisor restarts it.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), GatewayError> {
     let gateway = start(config).await?;
     tracing::info!(
         "hookgate listening public={} admin={}",
         gateway.public_addr,
         gateway.admin_addr
     );
-    shutdown.await;
+    let store = gateway.state.store.clone();
+    let outcome = tokio::select! {
+        _ = shutdown => Ok(()),
+        _ = store.committer_ended() => {
+            tracing::error!("The store's committer stopped; nothing can be stored. Shutting down.");
+            Err(GatewayError::CommitterDied)
+        }
+    };
     gateway.shutdown().await;
     tracing::info!("hookgate stopped.");
-    Ok(())
+    outcome
 }

@@ -30,7 +30,7 @@ pub fn serve(path: &Path) -> u8 {
     match result {
         Ok(()) => 0,
         Err(err) => {
-            tracing::error!("Not starting: {err}.");
+            tracing::error!("hookgate failed: {err}.");
             1
         }
     }

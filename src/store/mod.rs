@@ -108,6 +108,19 @@ pub struct Store {
     trees: Trees,
     queue: mpsc::Sender<Message>,
     committer: Arc<Mutex<Option<JoinHandle<()>>>>,
+    /// Fires when the committer thread ends, whether closed, failed or panicked.
+    committer_ended: Arc<Mutex<Option<oneshot::Receiver<()>>>>,
+}
+
+/// Sends its notice when dropped: at the end of the committer thread, even by a panic.
+struct EndNotice(Option<oneshot::Sender<()>>);
+
+impl Drop for EndNotice {
+    fn drop(&mut self) {
+        if let Some(notice) = self.0.take() {
+            let _ = notice.send(());
+        }
+    }
 }
 
 impl Store {
@@ -140,15 +153,20 @@ impl Store {
             next_seq,
             metrics,
         };
+        let (ended, committer_ended) = oneshot::channel();
         let handle = std::thread::Builder::new()
             .name("hookgate-committer".into())
-            .spawn(move || committer.run(receiver))
+            .spawn(move || {
+                let _notice = EndNotice(Some(ended));
+                committer.run(receiver)
+            })
             .map_err(|e| StoreError::Io(Arc::new(e)))?;
         tracing::info!(dir = %dir.display(), next_seq = %next_seq, "Store opened.");
         Ok(Store {
             trees,
             queue,
             committer: Arc::new(Mutex::new(Some(handle))),
+            committer_ended: Arc::new(Mutex::new(Some(committer_ended))),
         })
     }
 
@@ -176,6 +194,18 @@ impl Store {
         match tokio::time::timeout_at(deadline_at.into(), wait).await {
             Ok(result) => result,
             Err(_) => Err(StoreError::DeadlineExceeded),
+        }
+    }
+
+    /// Resolves when the committer thread has ended (for one caller: the process supervisor).
+    /// Before `close`, that means it failed: nothing can be stored any more.
+    pub async fn committer_ended(&self) {
+        let receiver = self.committer_ended.lock().ok().and_then(|mut r| r.take());
+        match receiver {
+            Some(receiver) => {
+                let _ = receiver.await;
+            }
+            None => std::future::pending().await,
         }
     }
 
