@@ -14,7 +14,7 @@ use crate::event_id::EventIdRule;
 use crate::verify::Verifier;
 
 pub use load::{load_file, load_str, ConfigError};
-pub use raw::RawProvider;
+pub use raw::{RawOAuth, RawOAuthClient, RawProvider};
 pub use secret::{Secret, SecretSource};
 
 /// Everything hookgate needs to run, checked.

@@ -53,6 +53,59 @@ pub struct RawProvider {
     pub encoding: Option<String>,
     pub prefix: Option<String>,
     pub allow_ips: Option<Vec<String>>,
+    /// twilio: the URL the sender calls, as it sees it (behind a proxy it differs from ours).
+    pub public_url: Option<String>,
+    /// alcmeon: `"path+space+body"` (default, their published sample) or `"path+body"`.
+    pub signature_base: Option<String>,
+    /// dialog-insight: RSA public keys (`file:` PEM or Dialog Insight's XML), several for rotation.
+    pub public_keys: Option<Vec<String>>,
+    /// dialog-insight: `sha256` (default) or `sha1`.
+    pub hash: Option<String>,
+    /// dialog-insight: `base64` (default) or `hex`.
+    pub signature_encoding: Option<String>,
+    /// Whether events the sender marks as tests are forwarded downstream (default false).
+    pub forward_tests: Option<bool>,
+    /// oauth: `[provider.oauth]`.
+    pub oauth: Option<RawOAuth>,
+}
+
+/// `[provider.oauth]`: how bearer tokens are validated.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOAuth {
+    /// `builtin`, `introspection` or `jwt`.
+    pub mode: String,
+    /// A scope every token must carry (403 `insufficient_scope` otherwise).
+    pub required_scope: Option<String>,
+    /// builtin: the clients allowed to fetch tokens from `POST /oauth/token`.
+    pub clients: Option<Vec<RawOAuthClient>>,
+    /// builtin: token lifetime, default 3600.
+    pub token_ttl_s: Option<u64>,
+    /// introspection: the RFC 7662 endpoint.
+    pub introspection_url: Option<String>,
+    /// introspection: hookgate's own credentials at that endpoint.
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    /// introspection: most tokens kept in the cache (default 10000).
+    pub cache_size: Option<usize>,
+    /// jwt: the key set, `file:/path` or an `http(s)://` URL.
+    pub jwks: Option<String>,
+    /// jwt: required `iss` and `aud`.
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    /// jwt: accepted `alg` values (default `["RS256"]`); never `none`.
+    pub algorithms: Option<Vec<String>>,
+}
+
+/// One client of the builtin token endpoint.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOAuthClient {
+    pub id: String,
+    pub secret: String,
+    /// Scopes this client may be granted (default: none).
+    #[serde(default)]
+    pub scopes: Vec<String>,
 }
 
 impl Default for RawServer {

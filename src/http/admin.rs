@@ -139,6 +139,9 @@ fn event_json(event: &StoredEvent) -> Value {
         "body_base64": BASE64.encode(&event.body),
         "deliveries": {},
     });
+    if let Some(topic) = &event.topic {
+        object["topic"] = json!(topic);
+    }
     if let Ok(parsed) = serde_json::from_slice::<Value>(&event.body) {
         object["json"] = parsed;
     }

@@ -5,6 +5,8 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 
+use crate::verify::Rejection;
+
 /// Seconds a sender is asked to wait after a 503.
 pub const RETRY_AFTER_S: u32 = 5;
 
@@ -12,6 +14,15 @@ pub const RETRY_AFTER_S: u32 = 5;
 pub enum ApiError {
     #[error("unauthorized")]
     Unauthorized,
+    /// 401 for a bearer-token provider when no token was presented (RFC 6750 §3.1).
+    #[error("unauthorized")]
+    BearerMissing,
+    /// 401 for an expired or invalid bearer token: the sender fetches a new one.
+    #[error("unauthorized")]
+    BearerInvalid,
+    /// 403: a valid token without the required scope.
+    #[error("insufficient_scope")]
+    InsufficientScope,
     #[error("unknown_provider")]
     UnknownProvider,
     #[error("not_found")]
@@ -41,7 +52,10 @@ impl ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized | ApiError::BearerMissing | ApiError::BearerInvalid => {
+                StatusCode::UNAUTHORIZED
+            }
+            ApiError::InsufficientScope => StatusCode::FORBIDDEN,
             ApiError::UnknownProvider | ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -53,12 +67,40 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let mut response = HttpResponse::build(self.status_code());
-        if *self == ApiError::Unavailable {
-            response.insert_header((header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_S)));
+        match self {
+            ApiError::Unavailable => {
+                response.insert_header((header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_S)));
+            }
+            ApiError::BearerMissing => {
+                response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+            }
+            ApiError::BearerInvalid => {
+                response
+                    .insert_header((header::WWW_AUTHENTICATE, r#"Bearer error="invalid_token""#));
+            }
+            ApiError::InsufficientScope => {
+                response.insert_header((
+                    header::WWW_AUTHENTICATE,
+                    r#"Bearer error="insufficient_scope""#,
+                ));
+            }
+            _ => {}
         }
         if self.closes_connection() {
             response.force_close();
         }
         response.json(serde_json::json!({ "error": self.to_string() }))
+    }
+}
+
+impl From<Rejection> for ApiError {
+    fn from(rejection: Rejection) -> ApiError {
+        match rejection {
+            Rejection::MissingToken => ApiError::BearerMissing,
+            Rejection::InvalidToken => ApiError::BearerInvalid,
+            Rejection::InsufficientScope => ApiError::InsufficientScope,
+            Rejection::Unavailable => ApiError::Unavailable,
+            _ => ApiError::Unauthorized,
+        }
     }
 }

@@ -97,13 +97,15 @@ async fn accept(
     let headers = RequestHeaders(request.headers());
     let unverified = Unverified {
         headers: &headers,
+        path: request.path(),
+        query: request.query_string(),
         body,
         peer: request.peer_addr().map(|addr| addr.ip()),
         now: SystemTime::now(),
     };
-    let verified = provider.verifier.verify(unverified).map_err(|rejection| {
+    let verified = provider.verifier.verify(unverified).await.map_err(|rejection| {
         tracing::warn!(provider = provider_name, reason = %rejection, peer = ?request.peer_addr(), "Webhook failed verification.");
-        ApiError::Unauthorized
+        ApiError::from(rejection)
     })?;
 
     let id = event_id(provider.event_id.as_ref(), &headers, &verified);

@@ -136,6 +136,7 @@ impl Committer {
                     source: event.source,
                     content_type: event.content_type.as_deref(),
                     body: &event.body,
+                    topic: event.topic.as_deref(),
                 };
                 (
                     dedup_key(event.provider.as_str(), event.event_id.as_str()),

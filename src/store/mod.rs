@@ -68,9 +68,11 @@ pub struct NewEvent {
     source: Source,
     content_type: Option<String>,
     body: Bytes,
+    topic: Option<String>,
 }
 
 impl NewEvent {
+    /// A verified webhook: `source` is `test` when the sender marked it so, else `webhook`.
     pub fn webhook(
         provider: ProviderName,
         event_id: EventId,
@@ -81,8 +83,9 @@ impl NewEvent {
             provider,
             event_id,
             received_at_ms: now_ms(),
-            source: Source::Webhook,
+            source: verified.source(),
             content_type,
+            topic: verified.topic().map(str::to_string),
             body: verified.into_body(),
         }
     }

@@ -5,7 +5,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::{Seq, Source};
 
-const RECORD_VERSION: u8 = 1;
+/// Version 2 added `topic`; version 1 records are still read.
+const RECORD_VERSION: u8 = 2;
 
 /// An event as stored, borrowed for encoding.
 #[derive(Serialize)]
@@ -17,6 +18,7 @@ pub struct RecordRef<'a> {
     pub content_type: Option<&'a str>,
     #[serde(with = "serde_bytes")]
     pub body: &'a [u8],
+    pub topic: Option<&'a str>,
 }
 
 /// An event read back from the store.
@@ -32,6 +34,20 @@ pub struct StoredEvent {
     pub content_type: Option<String>,
     #[serde(with = "serde_bytes")]
     pub body: Vec<u8>,
+    /// The topic the sender's envelope names, where the scheme knows one.
+    pub topic: Option<String>,
+}
+
+/// Version 1 records: as `StoredEvent`, without `topic`.
+#[derive(Deserialize)]
+struct StoredEventV1 {
+    provider: String,
+    event_id: String,
+    received_at_ms: u64,
+    source: Source,
+    content_type: Option<String>,
+    #[serde(with = "serde_bytes")]
+    body: Vec<u8>,
 }
 
 impl RecordRef<'_> {
@@ -44,12 +60,25 @@ impl RecordRef<'_> {
 
 impl StoredEvent {
     pub fn decode(seq: Seq, bytes: &[u8]) -> Result<StoredEvent, String> {
+        let corrupt = |err: postcard::Error| format!("event {seq}: {err}");
         match bytes.split_first() {
             Some((&RECORD_VERSION, rest)) => {
-                let mut event: StoredEvent =
-                    postcard::from_bytes(rest).map_err(|err| format!("event {seq}: {err}"))?;
+                let mut event: StoredEvent = postcard::from_bytes(rest).map_err(corrupt)?;
                 event.seq = seq.0;
                 Ok(event)
+            }
+            Some((1, rest)) => {
+                let v1: StoredEventV1 = postcard::from_bytes(rest).map_err(corrupt)?;
+                Ok(StoredEvent {
+                    seq: seq.0,
+                    provider: v1.provider,
+                    event_id: v1.event_id,
+                    received_at_ms: v1.received_at_ms,
+                    source: v1.source,
+                    content_type: v1.content_type,
+                    body: v1.body,
+                    topic: None,
+                })
             }
             Some((version, _)) => Err(format!("event {seq}: unknown record version {version}")),
             None => Err(format!("event {seq}: empty record")),
@@ -86,15 +115,44 @@ mod tests {
     proptest! {
         #[test]
         fn records_round_trip(provider in "[a-z]{1,10}", id in ".{1,40}", at: u64, ct in proptest::option::of(".{0,20}"), body: Vec<u8>) {
-            let record = RecordRef { provider: &provider, event_id: &id, received_at_ms: at, source: Source::Webhook, content_type: ct.as_deref(), body: &body };
+            let record = RecordRef { provider: &provider, event_id: &id, received_at_ms: at, source: Source::Webhook, content_type: ct.as_deref(), body: &body, topic: ct.as_deref() };
             let event = StoredEvent::decode(Seq(7), &record.encode()).unwrap();
-            prop_assert_eq!(event, StoredEvent { seq: 7, provider, event_id: id, received_at_ms: at, source: Source::Webhook, content_type: ct, body });
+            prop_assert_eq!(event, StoredEvent { seq: 7, provider, event_id: id, received_at_ms: at, source: Source::Webhook, topic: ct.clone(), content_type: ct, body });
         }
 
         #[test]
         fn garbage_never_panics(bytes: Vec<u8>) {
             let _ = StoredEvent::decode(Seq(1), &bytes);
         }
+    }
+
+    #[test]
+    fn version_1_records_are_still_read() {
+        #[derive(Serialize)]
+        struct V1<'a> {
+            provider: &'a str,
+            event_id: &'a str,
+            received_at_ms: u64,
+            source: Source,
+            content_type: Option<&'a str>,
+            #[serde(with = "serde_bytes")]
+            body: &'a [u8],
+        }
+        let mut bytes = vec![1];
+        let v1 = V1 {
+            provider: "p",
+            event_id: "e",
+            received_at_ms: 5,
+            source: Source::Test,
+            content_type: None,
+            body: b"{}",
+        };
+        postcard::to_io(&v1, &mut bytes).unwrap();
+        let event = StoredEvent::decode(Seq(3), &bytes).unwrap();
+        assert_eq!(
+            (event.seq, event.event_id.as_str(), event.topic, event.body),
+            (3, "e", None, b"{}".to_vec())
+        );
     }
 
     #[test]

@@ -35,7 +35,7 @@ impl Github {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::verify::test_support::TestHeaders;
+    use crate::verify::test_support::{request, TestHeaders};
     use std::time::SystemTime;
 
     fn check(
@@ -44,13 +44,7 @@ mod tests {
     ) -> Result<Option<EventId>, Rejection> {
         let github = Github::new(vec![Secret::from_literal("It's a Secret to Everybody")]);
         let headers = TestHeaders(headers);
-        let request = Unverified {
-            headers: &headers,
-            body: body.into(),
-            peer: None,
-            now: SystemTime::now(),
-        };
-        github.verify(&request)
+        github.verify(&request(&headers, body, SystemTime::now()))
     }
 
     const PUBLISHED: &str =

@@ -119,6 +119,8 @@ mod tests {
         let headers = TestHeaders(vec![("x-sig", value.to_string())]);
         scheme.verify(&Unverified {
             headers: &headers,
+            path: "/hooks/p",
+            query: "",
             body: "payload".into(),
             peer: None,
             now: SystemTime::now(),

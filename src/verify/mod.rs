@@ -4,11 +4,19 @@
 //! secrets (rotation) and fails closed: a missing or malformed header is a rejection. Only a
 //! `Verified` request leaves this module, and only a `Verified` request can become a stored event.
 
+mod acculynx;
+mod alcmeon;
+mod dialog_insight;
 mod github;
 mod hmac_generic;
 pub mod mac;
 mod none;
+pub mod oauth;
+mod shopify;
+mod slack;
 mod standard_webhooks;
+mod stripe;
+mod twilio;
 
 use std::net::IpAddr;
 use std::time::SystemTime;
@@ -16,12 +24,20 @@ use std::time::SystemTime;
 use bytes::Bytes;
 
 use crate::config::{RawProvider, Secret};
-use crate::event::EventId;
+use crate::event::{EventId, Source};
 
+pub use acculynx::AccuLynx;
+pub use alcmeon::Alcmeon;
+pub use dialog_insight::DialogInsight;
 pub use github::Github;
 pub use hmac_generic::GenericHmac;
 pub use none::AllowIps;
+pub use oauth::OAuth;
+pub use shopify::Shopify;
+pub use slack::Slack;
 pub use standard_webhooks::StandardWebhooks;
+pub use stripe::Stripe;
+pub use twilio::Twilio;
 
 /// Read access to a request's headers, by case-insensitive name. Values that are not visible
 /// ASCII read as absent.
@@ -32,6 +48,10 @@ pub trait Headers {
 /// A request as it arrived: nothing about it is trusted yet.
 pub struct Unverified<'a> {
     pub headers: &'a dyn Headers,
+    /// The request path as received (`/hooks/alcmeon`), without the query string.
+    pub path: &'a str,
+    /// The query string as received, without the `?` (empty when there is none).
+    pub query: &'a str,
     pub body: Bytes,
     /// The TCP peer's address (hookgate does not trust forwarding headers).
     pub peer: Option<IpAddr>,
@@ -42,7 +62,27 @@ pub struct Unverified<'a> {
 #[derive(Debug)]
 pub struct Verified {
     body: Bytes,
-    scheme_event_id: Option<EventId>,
+    claims: Claims,
+}
+
+/// What a scheme learned from a request it accepted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Claims {
+    /// The event id the scheme itself carries, if any.
+    pub event_id: Option<EventId>,
+    /// The sender marked the event as a test (Dialog Insight's `isTest`).
+    pub test: bool,
+    /// The event's topic, where the scheme's envelope names one (AccuLynx's `TopicName`).
+    pub topic: Option<String>,
+}
+
+impl Claims {
+    pub fn with_id(event_id: Option<EventId>) -> Claims {
+        Claims {
+            event_id,
+            ..Claims::default()
+        }
+    }
 }
 
 impl Verified {
@@ -53,7 +93,20 @@ impl Verified {
 
     /// The event id the scheme itself carries (`webhook-id`, `X-GitHub-Delivery`), if any.
     pub fn scheme_event_id(&self) -> Option<&EventId> {
-        self.scheme_event_id.as_ref()
+        self.claims.event_id.as_ref()
+    }
+
+    /// How the event is recorded: a `test` when the sender said so.
+    pub fn source(&self) -> Source {
+        if self.claims.test {
+            Source::Test
+        } else {
+            Source::Webhook
+        }
+    }
+
+    pub fn topic(&self) -> Option<&str> {
+        self.claims.topic.as_deref()
     }
 
     pub fn into_body(self) -> Bytes {
@@ -74,6 +127,14 @@ pub enum Rejection {
     BadSignature,
     #[error("source address is not allowed")]
     AddressNotAllowed,
+    #[error("no bearer token")]
+    MissingToken,
+    #[error("the bearer token is invalid or expired")]
+    InvalidToken,
+    #[error("the bearer token lacks the required scope")]
+    InsufficientScope,
+    #[error("the token could not be checked now")]
+    Unavailable,
 }
 
 /// A provider's verification scheme, built from its config with its secrets resolved.
@@ -83,16 +144,50 @@ pub enum Verifier {
     Github(Github),
     Hmac(GenericHmac),
     None(AllowIps),
+    Stripe(Stripe),
+    Shopify(Shopify),
+    Slack(Slack),
+    Twilio(Twilio),
+    Alcmeon(Alcmeon),
+    AccuLynx(AccuLynx),
+    DialogInsight(DialogInsight),
+    OAuth(OAuth),
 }
 
 /// The names accepted in `verify = "..."`.
-pub const SCHEMES: &[&str] = &["standard-webhooks", "github", "hmac", "none"];
+pub const SCHEMES: &[&str] = &[
+    "standard-webhooks",
+    "github",
+    "hmac",
+    "none",
+    "stripe",
+    "shopify",
+    "slack",
+    "twilio",
+    "alcmeon",
+    "acculynx",
+    "dialog-insight",
+    "oauth",
+];
+
+/// Schemes keyed with shared secrets (`secrets = [...]`).
+const SECRET_SCHEMES: &[&str] = &[
+    "standard-webhooks",
+    "github",
+    "hmac",
+    "stripe",
+    "shopify",
+    "slack",
+    "twilio",
+    "alcmeon",
+    "acculynx",
+];
 
 impl Verifier {
     /// Builds the scheme `raw.verify` names, reporting every problem at once.
     pub fn build(raw: &RawProvider, secrets: Vec<Secret>) -> Result<Verifier, Vec<String>> {
         let mut errors = misplaced_keys(raw);
-        let needs_secrets = raw.verify != "none";
+        let needs_secrets = SECRET_SCHEMES.contains(&raw.verify.as_str());
         if needs_secrets && raw.secrets.is_empty() {
             errors.push(format!(
                 "verify = {:?} needs at least one secret",
@@ -106,6 +201,14 @@ impl Verifier {
             "github" => Ok(Verifier::Github(Github::new(secrets))),
             "hmac" => GenericHmac::build(raw, secrets).map(Verifier::Hmac),
             "none" => AllowIps::build(raw).map(Verifier::None),
+            "stripe" => Stripe::build(raw, secrets).map(Verifier::Stripe),
+            "shopify" => Shopify::build(raw, secrets).map(Verifier::Shopify),
+            "slack" => Slack::build(raw, secrets).map(Verifier::Slack),
+            "twilio" => Twilio::build(raw, secrets).map(Verifier::Twilio),
+            "alcmeon" => Alcmeon::build(raw, secrets).map(Verifier::Alcmeon),
+            "acculynx" => AccuLynx::build(raw, secrets).map(Verifier::AccuLynx),
+            "dialog-insight" => DialogInsight::build(raw).map(Verifier::DialogInsight),
+            "oauth" => OAuth::build(raw).map(Verifier::OAuth),
             other => Err(vec![format!(
                 "verify = {other:?} is not a known scheme (known: {})",
                 SCHEMES.join(", ")
@@ -121,18 +224,35 @@ impl Verifier {
         }
     }
 
-    /// Checks the request; on success it becomes `Verified`.
-    pub fn verify(&self, request: Unverified<'_>) -> Result<Verified, Rejection> {
-        let scheme_event_id = match self {
-            Verifier::StandardWebhooks(scheme) => scheme.verify(&request)?,
-            Verifier::Github(scheme) => scheme.verify(&request)?,
-            Verifier::Hmac(scheme) => scheme.verify(&request)?,
-            Verifier::None(scheme) => scheme.verify(&request)?,
+    /// Checks the request; on success it becomes `Verified`. Only bearer-token schemes may
+    /// wait on the network (introspection, a JWKS refresh).
+    pub async fn verify(&self, request: Unverified<'_>) -> Result<Verified, Rejection> {
+        let claims = match self {
+            Verifier::StandardWebhooks(scheme) => Claims::with_id(scheme.verify(&request)?),
+            Verifier::Github(scheme) => Claims::with_id(scheme.verify(&request)?),
+            Verifier::Hmac(scheme) => Claims::with_id(scheme.verify(&request)?),
+            Verifier::None(scheme) => Claims::with_id(scheme.verify(&request)?),
+            Verifier::Stripe(scheme) => scheme.verify(&request)?,
+            Verifier::Shopify(scheme) => scheme.verify(&request)?,
+            Verifier::Slack(scheme) => scheme.verify(&request)?,
+            Verifier::Twilio(scheme) => scheme.verify(&request)?,
+            Verifier::Alcmeon(scheme) => scheme.verify(&request)?,
+            Verifier::AccuLynx(scheme) => scheme.verify(&request)?,
+            Verifier::DialogInsight(scheme) => scheme.verify(&request)?,
+            Verifier::OAuth(scheme) => scheme.verify(&request).await?,
         };
         Ok(Verified {
             body: request.body,
-            scheme_event_id,
+            claims,
         })
+    }
+
+    /// Whether events this provider marks as tests are forwarded downstream.
+    pub fn forwards_tests(&self) -> bool {
+        match self {
+            Verifier::DialogInsight(scheme) => scheme.forward_tests(),
+            _ => false,
+        }
     }
 }
 
@@ -206,6 +326,29 @@ pub(crate) mod test_support {
             encoding: None,
             prefix: None,
             allow_ips: None,
+            public_url: None,
+            signature_base: None,
+            public_keys: None,
+            hash: None,
+            signature_encoding: None,
+            forward_tests: None,
+            oauth: None,
+        }
+    }
+
+    /// A request for unit tests, at `now`, posted to `/hooks/p` without a query string.
+    pub fn request<'a>(
+        headers: &'a TestHeaders,
+        body: &'static str,
+        now: SystemTime,
+    ) -> Unverified<'a> {
+        Unverified {
+            headers,
+            path: "/hooks/p",
+            query: "",
+            body: Bytes::from_static(body.as_bytes()),
+            peer: None,
+            now,
         }
     }
 }

@@ -71,6 +71,8 @@ mod tests {
         let headers = TestHeaders(vec![]);
         scheme.verify(&Unverified {
             headers: &headers,
+            path: "/hooks/p",
+            query: "",
             body: "x".into(),
             peer: peer.map(|p| p.parse().unwrap()),
             now: SystemTime::now(),

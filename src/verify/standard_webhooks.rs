@@ -130,6 +130,8 @@ mod tests {
         let headers = TestHeaders(headers);
         scheme.verify(&Unverified {
             headers: &headers,
+            path: "/hooks/p",
+            query: "",
             body: BODY.into(),
             peer: None,
             now: SystemTime::UNIX_EPOCH + Duration::from_secs(now),

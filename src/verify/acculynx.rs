@@ -1,0 +1,18 @@
+//! SKELETON: being written. Refuses every request (fails closed) and every config.
+
+use super::{Claims, Rejection, Unverified};
+use crate::config::{RawProvider, Secret};
+
+#[derive(Debug)]
+pub struct AccuLynx {}
+
+impl AccuLynx {
+    pub fn build(raw: &RawProvider, secrets: Vec<Secret>) -> Result<AccuLynx, Vec<String>> {
+        let _ = (raw, secrets);
+        Err(vec!["this scheme is not built yet".to_string()])
+    }
+
+    pub fn verify(&self, _request: &Unverified<'_>) -> Result<Claims, Rejection> {
+        Err(Rejection::BadSignature)
+    }
+}
