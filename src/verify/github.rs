@@ -2,7 +2,7 @@
 //! the event id is `X-GitHub-Delivery`.
 
 use super::mac::{self, Algorithm};
-use super::{required, Rejection, Unverified};
+use super::{required, Rejection, SignInput, SignedHeaders, Unverified};
 use crate::config::Secret;
 use crate::event::EventId;
 
@@ -17,6 +17,17 @@ pub struct Github {
 impl Github {
     pub fn new(secrets: Vec<Secret>) -> Github {
         Github { secrets }
+    }
+
+    pub fn sign(&self, input: &SignInput<'_>) -> SignedHeaders {
+        let tag = mac::sign(Algorithm::Sha256, self.secrets[0].expose(), &[input.body]);
+        vec![
+            (
+                SIGNATURE.to_string(),
+                format!("sha256={}", hex::encode(tag)),
+            ),
+            (DELIVERY.to_string(), input.event_id.to_string()),
+        ]
     }
 
     pub fn verify(&self, request: &Unverified<'_>) -> Result<Option<EventId>, Rejection> {

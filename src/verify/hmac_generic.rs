@@ -6,7 +6,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 
 use super::mac::{self, Algorithm};
-use super::{Rejection, Unverified};
+use super::{Rejection, SignInput, SignedHeaders, Unverified};
 use crate::config::{RawProvider, Secret};
 use crate::event::EventId;
 
@@ -81,6 +81,15 @@ impl GenericHmac {
             }
             _ => Err(errors),
         }
+    }
+
+    pub fn sign(&self, input: &SignInput<'_>) -> SignedHeaders {
+        let tag = mac::sign(self.algorithm, self.secrets[0].expose(), &[input.body]);
+        let text = match self.encoding {
+            Encoding::Hex => hex::encode(tag),
+            Encoding::Base64 => BASE64.encode(tag),
+        };
+        vec![(self.header.clone(), format!("{}{text}", self.prefix))]
     }
 
     pub fn verify(&self, request: &Unverified<'_>) -> Result<Option<EventId>, Rejection> {

@@ -1,6 +1,6 @@
 //! SKELETON: being written. Refuses every request (fails closed) and every config.
 
-use super::{Claims, Rejection, Unverified};
+use super::{Claims, Rejection, SignInput, SignedHeaders, Unverified};
 use crate::config::{RawProvider, Secret};
 
 #[derive(Debug)]
@@ -14,5 +14,9 @@ impl Shopify {
 
     pub fn verify(&self, _request: &Unverified<'_>) -> Result<Claims, Rejection> {
         Err(Rejection::BadSignature)
+    }
+
+    pub fn sign(&self, _input: &SignInput<'_>) -> Result<SignedHeaders, String> {
+        Err("not built yet".into())
     }
 }

@@ -9,7 +9,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 
 use super::mac::{self, Algorithm};
-use super::{Rejection, Unverified};
+use super::{Rejection, SignInput, SignedHeaders, Unverified};
 use crate::config::{RawProvider, Secret};
 use crate::event::EventId;
 
@@ -48,6 +48,30 @@ impl StandardWebhooks {
         } else {
             Err(errors)
         }
+    }
+
+    pub fn sign(&self, input: &SignInput<'_>) -> SignedHeaders {
+        let timestamp = input
+            .now
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            .to_string();
+        let parts: [&[u8]; 5] = [
+            input.event_id.as_bytes(),
+            b".",
+            timestamp.as_bytes(),
+            b".",
+            input.body,
+        ];
+        let tag = mac::sign(Algorithm::Sha256, self.keys[0].expose(), &parts);
+        vec![
+            (ID[0].to_string(), input.event_id.to_string()),
+            (TIMESTAMP[0].to_string(), timestamp),
+            (
+                SIGNATURE[0].to_string(),
+                format!("v1,{}", BASE64.encode(tag)),
+            ),
+        ]
     }
 
     pub fn verify(&self, request: &Unverified<'_>) -> Result<Option<EventId>, Rejection> {
