@@ -46,6 +46,11 @@ use crate::store::{Store, StoreError};
 pub enum GatewayError {
     #[error("cannot open the store: {0}")]
     Store(#[from] StoreError),
+    #[error("cannot prepare provider {provider}: {source}")]
+    Prepare {
+        provider: String,
+        source: std::io::Error,
+    },
     #[error("the store's committer stopped unexpectedly")]
     CommitterDied,
     #[error("cannot listen on {address}: {source}")]
@@ -68,6 +73,15 @@ pub struct Gateway {
 pub async fn start(config: Config) -> Result<Gateway, GatewayError> {
     let metrics = Arc::new(Metrics::new());
     let store = Store::open(&config.server.data_dir, &config.store, metrics.clone())?;
+    for provider in &config.providers {
+        provider
+            .verifier
+            .prepare(&config.server.data_dir)
+            .map_err(|source| GatewayError::Prepare {
+                provider: provider.name.to_string(),
+                source,
+            })?;
+    }
     let bind = |address: SocketAddr| {
         TcpListener::bind(address).map_err(|source| GatewayError::Listen { address, source })
     };

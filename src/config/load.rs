@@ -137,6 +137,21 @@ impl Loader<'_> {
             }
         }
 
+        let mut client_ids: Vec<&str> = Vec::new();
+        for provider in &providers {
+            for id in provider
+                .verifier
+                .oauth_builtin()
+                .into_iter()
+                .flat_map(|b| b.client_ids())
+            {
+                if client_ids.contains(&id) {
+                    self.error(None, format!("oauth client id {id:?} is used by two providers; client ids must be unique"));
+                }
+                client_ids.push(id);
+            }
+        }
+
         Some(Config {
             server: server?,
             store,

@@ -15,7 +15,7 @@ use crate::verify::Verifier;
 
 pub use load::{load_file, load_str, ConfigError};
 pub use raw::{RawOAuth, RawOAuthClient, RawProvider};
-pub use secret::{Secret, SecretSource};
+pub use secret::{resolve as resolve_secret, Secret, SecretSource};
 
 /// Everything hookgate needs to run, checked.
 #[derive(Debug)]

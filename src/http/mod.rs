@@ -4,6 +4,7 @@
 mod admin;
 mod body;
 mod error;
+mod oauth_token;
 mod public;
 
 use std::net::TcpListener;

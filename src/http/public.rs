@@ -24,6 +24,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
                 .route(web::post().to(webhook))
                 .default_service(web::to(method_not_allowed)),
         )
+        .route("/oauth/token", web::post().to(super::oauth_token::token))
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz));
 }

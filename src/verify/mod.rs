@@ -249,6 +249,22 @@ impl Verifier {
         })
     }
 
+    /// Loads or creates what the scheme keeps in the data directory (the builtin OAuth key).
+    pub fn prepare(&self, data_dir: &std::path::Path) -> std::io::Result<()> {
+        match self {
+            Verifier::OAuth(scheme) => scheme.prepare(data_dir),
+            _ => Ok(()),
+        }
+    }
+
+    /// The builtin OAuth token issuer, for providers that are their own authorization server.
+    pub fn oauth_builtin(&self) -> Option<&oauth::Builtin> {
+        match self {
+            Verifier::OAuth(scheme) => scheme.builtin(),
+            _ => None,
+        }
+    }
+
     /// Whether events this provider marks as tests are forwarded downstream.
     pub fn forwards_tests(&self) -> bool {
         match self {

@@ -1,18 +1,197 @@
-//! SKELETON: being written. Refuses every request (fails closed) and every config.
+//! `oauth`: the sender presents `Authorization: Bearer <token>`, validated one of three ways
+//! (`[provider.oauth] mode`):
+//!
+//! - `builtin`: hookgate is the authorization server; `POST /oauth/token` issues self-contained
+//!   tokens (client-credentials grant) signed with a key kept in the data directory ([`builtin`]).
+//! - `introspection`: RFC 7662 against an external server, results cached until their `exp`
+//!   ([`introspection`]).
+//! - `jwt`: JWT access tokens checked against a JWKS with `iss`, `aud`, `exp`/`nbf` and an
+//!   algorithm allow-list ([`jwt`]).
+//!
+//! Answers follow RFC 6750: no token, 401 with a bare `WWW-Authenticate: Bearer`; an invalid or
+//! expired token, 401 `invalid_token`; a token without `required_scope`, 403 `insufficient_scope`.
+
+pub mod builtin;
+mod introspection;
+mod jwt;
+
+use std::path::Path;
 
 use super::{Claims, Rejection, Unverified};
-use crate::config::RawProvider;
+use crate::config::{RawOAuth, RawProvider};
+
+pub use builtin::{Builtin, TokenError, TokenGrant};
+use introspection::Introspection;
+use jwt::Jwt;
 
 #[derive(Debug)]
-pub struct OAuth {}
+pub struct OAuth {
+    mode: Mode,
+    required_scope: Option<String>,
+}
+
+#[derive(Debug)]
+enum Mode {
+    Builtin(Builtin),
+    Introspection(Introspection),
+    Jwt(Jwt),
+}
+
+/// What a valid token grants.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Grant {
+    pub scopes: Vec<String>,
+}
 
 impl OAuth {
     pub fn build(raw: &RawProvider) -> Result<OAuth, Vec<String>> {
-        let _ = raw;
-        Err(vec!["this scheme is not built yet".to_string()])
+        let Some(oauth) = &raw.oauth else {
+            return Err(vec![
+                "verify = \"oauth\" needs a [provider.oauth] table".into()
+            ]);
+        };
+        let mut errors = misplaced_keys(oauth);
+        let mode = match oauth.mode.as_str() {
+            "builtin" => Builtin::build(&raw.name, oauth).map(Mode::Builtin),
+            "introspection" => Introspection::build(oauth).map(Mode::Introspection),
+            "jwt" => Jwt::build(oauth).map(Mode::Jwt),
+            other => Err(vec![format!(
+                "oauth mode {other:?} is not one of \"builtin\", \"introspection\", \"jwt\""
+            )]),
+        };
+        match mode {
+            Ok(mode) if errors.is_empty() => Ok(OAuth {
+                mode,
+                required_scope: oauth.required_scope.clone(),
+            }),
+            Ok(_) => Err(errors),
+            Err(more) => {
+                errors.extend(more);
+                Err(errors)
+            }
+        }
     }
 
-    pub async fn verify(&self, _request: &Unverified<'_>) -> Result<Claims, Rejection> {
-        Err(Rejection::MissingToken)
+    /// Loads (or creates) what the mode keeps in the data directory: the builtin token key.
+    pub fn prepare(&self, data_dir: &Path) -> std::io::Result<()> {
+        match &self.mode {
+            Mode::Builtin(builtin) => builtin.prepare(data_dir),
+            _ => Ok(()),
+        }
+    }
+
+    /// The builtin token issuer, when this provider is its own authorization server.
+    pub fn builtin(&self) -> Option<&Builtin> {
+        match &self.mode {
+            Mode::Builtin(builtin) => Some(builtin),
+            _ => None,
+        }
+    }
+
+    pub async fn verify(&self, request: &Unverified<'_>) -> Result<Claims, Rejection> {
+        let token = bearer_token(request)?;
+        let grant = match &self.mode {
+            Mode::Builtin(builtin) => builtin.validate(token, request.now)?,
+            Mode::Introspection(introspection) => {
+                introspection.validate(token, request.now).await?
+            }
+            Mode::Jwt(jwt) => jwt.validate(token).await?,
+        };
+        if let Some(required) = &self.required_scope {
+            if !grant.scopes.iter().any(|scope| scope == required) {
+                return Err(Rejection::InsufficientScope);
+            }
+        }
+        Ok(Claims::default())
+    }
+}
+
+/// The token in `Authorization: Bearer <token>` (the scheme name is case-insensitive).
+fn bearer_token<'a>(request: &'a Unverified<'_>) -> Result<&'a str, Rejection> {
+    let value = request
+        .headers
+        .get("authorization")
+        .ok_or(Rejection::MissingToken)?;
+    let (scheme, token) = value.split_once(' ').ok_or(Rejection::InvalidToken)?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(Rejection::MissingToken);
+    }
+    let token = token.trim();
+    if token.is_empty() || token.len() > 8192 {
+        return Err(Rejection::InvalidToken);
+    }
+    Ok(token)
+}
+
+/// Keys of one mode given to another: a config mistake, not a no-op.
+fn misplaced_keys(oauth: &RawOAuth) -> Vec<String> {
+    let mode = oauth.mode.as_str();
+    let given = [
+        ("clients", oauth.clients.is_some(), "builtin"),
+        ("token_ttl_s", oauth.token_ttl_s.is_some(), "builtin"),
+        (
+            "introspection_url",
+            oauth.introspection_url.is_some(),
+            "introspection",
+        ),
+        ("client_id", oauth.client_id.is_some(), "introspection"),
+        (
+            "client_secret",
+            oauth.client_secret.is_some(),
+            "introspection",
+        ),
+        ("cache_size", oauth.cache_size.is_some(), "introspection"),
+        ("jwks", oauth.jwks.is_some(), "jwt"),
+        ("issuer", oauth.issuer.is_some(), "jwt"),
+        ("audience", oauth.audience.is_some(), "jwt"),
+        ("algorithms", oauth.algorithms.is_some(), "jwt"),
+    ];
+    let known = ["builtin", "introspection", "jwt"].contains(&mode);
+    given
+        .iter()
+        .filter(|(_, present, owner)| *present && known && *owner != mode)
+        .map(|(key, _, owner)| format!("oauth `{key}` applies to mode = {owner:?}, not {mode:?}"))
+        .collect()
+}
+
+/// Scopes written as one space-separated string.
+fn split_scopes(text: &str) -> Vec<String> {
+    text.split(' ')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verify::test_support::{request, TestHeaders};
+    use std::time::SystemTime;
+
+    fn token_of(value: &str) -> Result<String, Rejection> {
+        let headers = TestHeaders(vec![("Authorization", value.to_string())]);
+        bearer_token(&request(&headers, "", SystemTime::now())).map(str::to_string)
+    }
+
+    #[test]
+    fn bearer_tokens() {
+        assert_eq!(token_of("Bearer abc"), Ok("abc".into()));
+        assert_eq!(token_of("bearer  abc "), Ok("abc".into()));
+        assert_eq!(token_of("Basic abc"), Err(Rejection::MissingToken));
+        assert_eq!(token_of("Bearer"), Err(Rejection::InvalidToken));
+        assert_eq!(token_of("Bearer "), Err(Rejection::InvalidToken));
+        let headers = TestHeaders(vec![]);
+        assert_eq!(
+            bearer_token(&request(&headers, "", SystemTime::now())),
+            Err(Rejection::MissingToken)
+        );
+    }
+
+    #[test]
+    fn scopes_split_on_spaces() {
+        assert_eq!(
+            split_scopes(" a  b "),
+            vec!["a".to_string(), "b".to_string()]
+        );
     }
 }
