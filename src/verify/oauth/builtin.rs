@@ -132,6 +132,12 @@ impl Builtin {
         self.clients.iter().any(|c| c.id == id)
     }
 
+    /// The first client's id and secret: what `hookgate send-test` fetches a token with.
+    pub fn sender_credentials(&self) -> (&str, &[u8]) {
+        let client = &self.clients[0];
+        (&client.id, client.secret.expose())
+    }
+
     pub fn client_ids(&self) -> impl Iterator<Item = &str> {
         self.clients.iter().map(|c| c.id.as_str())
     }
