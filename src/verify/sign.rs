@@ -44,7 +44,7 @@ impl Verifier {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::config::Secret;
     use crate::verify::test_support::{raw, TestHeaders};

@@ -1,22 +1,176 @@
-//! SKELETON: being written. Refuses every request (fails closed) and every config.
+//! Slack: `X-Slack-Signature: v0=<hex>`, HMAC-SHA256 of `v0:{timestamp}:{body}` keyed with the
+//! app's signing secret, where the timestamp is `X-Slack-Request-Timestamp` (Unix seconds) and
+//! must lie within `tolerance_s` (default 300) of now, either way. Slash commands and
+//! interactions are form posts with no id of their own (the body hash is used); Events API
+//! callbacks are JSON with a top-level `event_id`, which becomes the event id.
 
-use super::{Claims, Rejection, SignInput, SignedHeaders, Unverified};
+use std::time::Duration;
+
+use super::mac::{self, Algorithm};
+use super::stripe::{first_secret, fresh, unix_seconds, JsonBody};
+use super::{required, Claims, Rejection, SignInput, SignedHeaders, Unverified};
 use crate::config::{RawProvider, Secret};
 
+const SIGNATURE: &str = "X-Slack-Signature";
+const TIMESTAMP: &str = "X-Slack-Request-Timestamp";
+const DEFAULT_TOLERANCE_S: u64 = 300;
+
 #[derive(Debug)]
-pub struct Slack {}
+pub struct Slack {
+    secrets: Vec<Secret>,
+    tolerance: Duration,
+}
 
 impl Slack {
     pub fn build(raw: &RawProvider, secrets: Vec<Secret>) -> Result<Slack, Vec<String>> {
-        let _ = (raw, secrets);
-        Err(vec!["this scheme is not built yet".to_string()])
+        Ok(Slack {
+            secrets,
+            tolerance: Duration::from_secs(raw.tolerance_s.unwrap_or(DEFAULT_TOLERANCE_S)),
+        })
     }
 
-    pub fn verify(&self, _request: &Unverified<'_>) -> Result<Claims, Rejection> {
-        Err(Rejection::BadSignature)
+    pub fn sign(&self, input: &SignInput<'_>) -> Result<SignedHeaders, String> {
+        let secret = first_secret(&self.secrets)?;
+        let ts = unix_seconds(input.now).to_string();
+        let tag = mac::sign(
+            Algorithm::Sha256,
+            secret.expose(),
+            &[b"v0:", ts.as_bytes(), b":", input.body],
+        );
+        Ok(vec![
+            (TIMESTAMP.to_string(), ts),
+            (SIGNATURE.to_string(), format!("v0={}", hex::encode(tag))),
+        ])
     }
 
-    pub fn sign(&self, _input: &SignInput<'_>) -> Result<SignedHeaders, String> {
-        Err("not built yet".into())
+    pub fn verify(&self, request: &Unverified<'_>) -> Result<Claims, Rejection> {
+        let ts = required(request, TIMESTAMP)?;
+        let tag = required(request, SIGNATURE)?
+            .strip_prefix("v0=")
+            .and_then(|text| hex::decode(text).ok())
+            .ok_or(Rejection::MalformedHeader(SIGNATURE))?;
+        let seconds: u64 = ts
+            .parse()
+            .map_err(|_| Rejection::MalformedHeader(TIMESTAMP))?;
+        if !fresh(request.now, seconds, self.tolerance) {
+            return Err(Rejection::StaleTimestamp);
+        }
+        let parts: [&[u8]; 4] = [b"v0:", ts.as_bytes(), b":", &request.body];
+        if !mac::matches_any(Algorithm::Sha256, &self.secrets, &parts, &[tag]) {
+            return Err(Rejection::BadSignature);
+        }
+        Ok(Claims::with_id(
+            JsonBody::parse(&request.body).event_id(&["/event_id"]),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::EventId;
+    use crate::verify::sign::tests::round_trip;
+    use crate::verify::test_support::{raw, request, TestHeaders};
+    use crate::verify::Verifier;
+    use std::time::UNIX_EPOCH;
+
+    // Published in Slack's "Verifying requests from Slack" guide.
+    const SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
+    const TS: u64 = 1531420618;
+    const BODY: &str = "token=xyzz0WbapA4vBCDEFasx0q6G&team_id=T1DC2JH3J&team_domain=testteamnow&channel_id=G8PSS9T3V&channel_name=foobar&user_id=U2CERLKJA&user_name=roadrunner&command=%2Fwebhook-collect&text=&response_url=https%3A%2F%2Fhooks.slack.com%2Fcommands%2FT1DC2JH3J%2F397700885554%2F96rGlfmibIGlgcZRskXaIFfN&trigger_id=398738663015.47445629121.803a0bc887a14d10d2c447fce8b6703c";
+    const SIG: &str = "v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b503";
+
+    fn scheme(secrets: &[&str]) -> Slack {
+        let secrets = secrets.iter().map(|s| Secret::from_literal(s)).collect();
+        Slack::build(&raw("slack"), secrets).unwrap()
+    }
+
+    fn check(
+        scheme: &Slack,
+        headers: Vec<(&'static str, String)>,
+        body: &'static str,
+        now: u64,
+    ) -> Result<Claims, Rejection> {
+        let headers = TestHeaders(headers);
+        let now = UNIX_EPOCH + Duration::from_secs(now);
+        scheme.verify(&request(&headers, body, now))
+    }
+
+    fn published() -> Vec<(&'static str, String)> {
+        vec![(TIMESTAMP, TS.to_string()), (SIGNATURE, SIG.into())]
+    }
+
+    #[test]
+    fn published_vector_has_no_event_id() {
+        let claims = check(&scheme(&[SECRET]), published(), BODY, TS + 300);
+        assert_eq!(claims, Ok(Claims::default()));
+    }
+
+    #[test]
+    fn events_api_event_id() {
+        let body =
+            r#"{"type":"event_callback","event_id":"Ev0PV52K21","event":{"type":"app_mention"}}"#;
+        let tag = mac::sign(
+            Algorithm::Sha256,
+            SECRET.as_bytes(),
+            &[format!("v0:{TS}:{body}").as_bytes()],
+        );
+        let headers = vec![
+            (TIMESTAMP, TS.to_string()),
+            (SIGNATURE, format!("v0={}", hex::encode(tag))),
+        ];
+        let claims = check(&scheme(&[SECRET]), headers, body, TS).unwrap();
+        assert_eq!(claims.event_id, EventId::new("Ev0PV52K21"));
+    }
+
+    #[test]
+    fn rotation_accepts_any_secret() {
+        assert!(check(&scheme(&["old", SECRET]), published(), BODY, TS).is_ok());
+    }
+
+    #[test]
+    fn rejections() {
+        let slack = scheme(&[SECRET]);
+        assert_eq!(
+            check(&slack, published(), "token=forged", TS),
+            Err(Rejection::BadSignature)
+        );
+        assert_eq!(
+            check(&scheme(&["other"]), published(), BODY, TS),
+            Err(Rejection::BadSignature)
+        );
+        for missing in [TIMESTAMP, SIGNATURE] {
+            let headers = published().into_iter().filter(|(k, _)| *k != missing);
+            assert_eq!(
+                check(&slack, headers.collect(), BODY, TS),
+                Err(Rejection::MissingHeader(missing))
+            );
+        }
+        let mut headers = published();
+        headers[1].1 = SIG.replace("v0=", "v1=");
+        assert_eq!(
+            check(&slack, headers, BODY, TS),
+            Err(Rejection::MalformedHeader(SIGNATURE))
+        );
+        let mut headers = published();
+        headers[0].1 = "yesterday".into();
+        assert_eq!(
+            check(&slack, headers, BODY, TS),
+            Err(Rejection::MalformedHeader(TIMESTAMP))
+        );
+        // A replay: the right signature, too late (or too early).
+        assert_eq!(
+            check(&slack, published(), BODY, TS + 301),
+            Err(Rejection::StaleTimestamp)
+        );
+        assert_eq!(
+            check(&slack, published(), BODY, TS - 301),
+            Err(Rejection::StaleTimestamp)
+        );
+    }
+
+    #[test]
+    fn signing_round_trips() {
+        round_trip(&Verifier::Slack(scheme(&[SECRET])));
     }
 }

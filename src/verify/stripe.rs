@@ -1,22 +1,238 @@
-//! SKELETON: being written. Refuses every request (fails closed) and every config.
+//! Stripe: `Stripe-Signature: t=<unix seconds>,v1=<hex>[,v1=<hex>...]`. Each `v1` is hex
+//! HMAC-SHA256 of `{t}.{body}`, keyed with the whole endpoint secret (`whsec_...`) as raw bytes,
+//! not base64-decoded (unlike Standard Webhooks). Stripe lists several `v1` entries while an
+//! endpoint's secret is being rolled; other schemes (`v0`, test-mode signatures) are ignored.
+//! The timestamp must lie within `tolerance_s` (default 300) of now, either way. The event id
+//! is the body's `/id` (`evt_...`).
+//!
+//! This file also holds two helpers the other vendor schemes share: [`fresh`] and [`JsonBody`].
 
-use super::{Claims, Rejection, SignInput, SignedHeaders, Unverified};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::mac::{self, Algorithm};
+use super::{required, Claims, Rejection, SignInput, SignedHeaders, Unverified};
 use crate::config::{RawProvider, Secret};
+use crate::event::EventId;
+
+const SIGNATURE: &str = "Stripe-Signature";
+const DEFAULT_TOLERANCE_S: u64 = 300;
 
 #[derive(Debug)]
-pub struct Stripe {}
+pub struct Stripe {
+    /// The `whsec_...` strings themselves: Stripe keys the MAC with their bytes.
+    secrets: Vec<Secret>,
+    tolerance: Duration,
+}
 
 impl Stripe {
     pub fn build(raw: &RawProvider, secrets: Vec<Secret>) -> Result<Stripe, Vec<String>> {
-        let _ = (raw, secrets);
-        Err(vec!["this scheme is not built yet".to_string()])
+        Ok(Stripe {
+            secrets,
+            tolerance: Duration::from_secs(raw.tolerance_s.unwrap_or(DEFAULT_TOLERANCE_S)),
+        })
     }
 
-    pub fn verify(&self, _request: &Unverified<'_>) -> Result<Claims, Rejection> {
-        Err(Rejection::BadSignature)
+    pub fn sign(&self, input: &SignInput<'_>) -> Result<SignedHeaders, String> {
+        let secret = first_secret(&self.secrets)?;
+        let t = unix_seconds(input.now).to_string();
+        let tag = mac::sign(
+            Algorithm::Sha256,
+            secret.expose(),
+            &[t.as_bytes(), b".", input.body],
+        );
+        Ok(vec![(
+            SIGNATURE.to_string(),
+            format!("t={t},v1={}", hex::encode(tag)),
+        )])
     }
 
-    pub fn sign(&self, _input: &SignInput<'_>) -> Result<SignedHeaders, String> {
-        Err("not built yet".into())
+    pub fn verify(&self, request: &Unverified<'_>) -> Result<Claims, Rejection> {
+        let header = required(request, SIGNATURE)?;
+        let mut timestamp = None;
+        let mut candidates = Vec::new();
+        for (key, value) in header.split(',').filter_map(|item| item.split_once('=')) {
+            match key.trim() {
+                "t" => timestamp = Some(value.trim()),
+                "v1" => candidates.extend(hex::decode(value.trim()).ok()),
+                _ => {}
+            }
+        }
+        let t = timestamp.ok_or(Rejection::MalformedHeader(SIGNATURE))?;
+        let seconds: u64 = t
+            .parse()
+            .map_err(|_| Rejection::MalformedHeader(SIGNATURE))?;
+        if candidates.is_empty() {
+            return Err(Rejection::MalformedHeader(SIGNATURE));
+        }
+        if !fresh(request.now, seconds, self.tolerance) {
+            return Err(Rejection::StaleTimestamp);
+        }
+        let parts: [&[u8]; 3] = [t.as_bytes(), b".", &request.body];
+        if !mac::matches_any(Algorithm::Sha256, &self.secrets, &parts, &candidates) {
+            return Err(Rejection::BadSignature);
+        }
+        Ok(Claims::with_id(
+            JsonBody::parse(&request.body).event_id(&["/id"]),
+        ))
+    }
+}
+
+/// Whether a Unix timestamp lies within `tolerance` of `now`, in the past or the future.
+pub(super) fn fresh(now: SystemTime, seconds: u64, tolerance: Duration) -> bool {
+    let sent = UNIX_EPOCH + Duration::from_secs(seconds);
+    let skew = match now.duration_since(sent) {
+        Ok(age) => age,
+        Err(ahead) => ahead.duration(),
+    };
+    skew <= tolerance
+}
+
+/// Whole seconds since the Unix epoch (0 before it).
+pub(super) fn unix_seconds(now: SystemTime) -> u64 {
+    now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// The secret `sign` uses: the first configured one.
+pub(super) fn first_secret(secrets: &[Secret]) -> Result<&Secret, String> {
+    secrets
+        .first()
+        .ok_or_else(|| "no secret is configured to sign with".to_string())
+}
+
+/// A body read as JSON once, for the fields a scheme takes from it (event id, topic). A body
+/// that is not JSON has no fields. Duplicate keys: the last wins, as everywhere in hookgate.
+pub(super) struct JsonBody(Option<serde_json::Value>);
+
+impl JsonBody {
+    pub(super) fn parse(body: &[u8]) -> JsonBody {
+        JsonBody(serde_json::from_slice(body).ok())
+    }
+
+    /// The string at the first of `pointers` that holds a string or a number (numbers as their
+    /// decimal text).
+    pub(super) fn text(&self, pointers: &[&str]) -> Option<String> {
+        let document = self.0.as_ref()?;
+        pointers
+            .iter()
+            .find_map(|pointer| match document.pointer(pointer)? {
+                serde_json::Value::String(text) => Some(text.clone()),
+                serde_json::Value::Number(number) => Some(number.to_string()),
+                _ => None,
+            })
+    }
+
+    /// [`JsonBody::text`] as an event id (empty or overlong ids are none).
+    pub(super) fn event_id(&self, pointers: &[&str]) -> Option<EventId> {
+        self.text(pointers).and_then(EventId::new)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verify::sign::tests::round_trip;
+    use crate::verify::test_support::{raw, TestHeaders};
+    use crate::verify::Verifier;
+
+    // Computed per stripe-ruby's compute_signature (../shared/vectors/signatures.json).
+    const SECRET: &str = "whsec_test_secret";
+    const TS: u64 = 1614265330;
+    const BODY: &str = r#"{"id":"evt_test_webhook","object":"event"}"#;
+    const V1: &str = "3c5817089d739023dd6190f70a3757e04f7a2fd8b5dab12c2e000f51970dccff";
+
+    fn scheme(secrets: &[&str]) -> Stripe {
+        let secrets = secrets.iter().map(|s| Secret::from_literal(s)).collect();
+        Stripe::build(&raw("stripe"), secrets).unwrap()
+    }
+
+    fn check(
+        scheme: &Stripe,
+        header: Option<String>,
+        body: &str,
+        now: u64,
+    ) -> Result<Claims, Rejection> {
+        let headers = TestHeaders(header.map(|v| (SIGNATURE, v)).into_iter().collect());
+        scheme.verify(&Unverified {
+            headers: &headers,
+            path: "/hooks/p",
+            query: "",
+            body: body.to_string().into(),
+            peer: None,
+            now: UNIX_EPOCH + Duration::from_secs(now),
+        })
+    }
+
+    fn published() -> Option<String> {
+        Some(format!("t={TS},v1={V1}"))
+    }
+
+    #[test]
+    fn computed_vector_and_its_event_id() {
+        let claims = check(&scheme(&[SECRET]), published(), BODY, TS + 299).unwrap();
+        assert_eq!(claims.event_id, EventId::new("evt_test_webhook"));
+        // Several v1 entries (a secret being rolled) and a v0 entry: one match is enough.
+        let listed = format!("t={TS}, v0=abcd, v1={}, v1={V1}", "00".repeat(32));
+        assert!(check(&scheme(&[SECRET]), Some(listed), BODY, TS).is_ok());
+    }
+
+    #[test]
+    fn rotation_accepts_any_secret() {
+        assert!(check(&scheme(&["whsec_old", SECRET]), published(), BODY, TS).is_ok());
+    }
+
+    #[test]
+    fn rejections() {
+        let stripe = scheme(&[SECRET]);
+        let tampered = BODY.replace("evt_test", "evt_fake");
+        assert_eq!(
+            check(&stripe, published(), &tampered, TS),
+            Err(Rejection::BadSignature)
+        );
+        assert_eq!(
+            check(&scheme(&["whsec_other"]), published(), BODY, TS),
+            Err(Rejection::BadSignature)
+        );
+        assert_eq!(
+            check(&stripe, None, BODY, TS),
+            Err(Rejection::MissingHeader(SIGNATURE))
+        );
+        for malformed in [
+            format!("v1={V1}"),
+            format!("t=soon,v1={V1}"),
+            format!("t={TS},v0={V1}"),
+            "garbage".into(),
+        ] {
+            assert_eq!(
+                check(&stripe, Some(malformed), BODY, TS),
+                Err(Rejection::MalformedHeader(SIGNATURE))
+            );
+        }
+        assert_eq!(
+            check(&stripe, published(), BODY, TS + 301),
+            Err(Rejection::StaleTimestamp)
+        );
+        assert_eq!(
+            check(&stripe, published(), BODY, TS - 301),
+            Err(Rejection::StaleTimestamp)
+        );
+        let mut lenient = raw("stripe");
+        lenient.tolerance_s = Some(1000);
+        let lenient = Stripe::build(&lenient, vec![Secret::from_literal(SECRET)]).unwrap();
+        assert!(check(&lenient, published(), BODY, TS + 999).is_ok());
+    }
+
+    #[test]
+    fn signing_round_trips() {
+        round_trip(&Verifier::Stripe(scheme(&[SECRET])));
+    }
+
+    #[test]
+    fn json_fields() {
+        let body = JsonBody::parse(br#"{"id":7,"b":{"c":"x"},"n":null,"e":""}"#);
+        assert_eq!(body.text(&["/missing", "/id"]).as_deref(), Some("7"));
+        assert_eq!(body.text(&["/b/c"]).as_deref(), Some("x"));
+        assert_eq!(body.text(&["/n", "/b"]), None);
+        assert_eq!(body.event_id(&["/e"]), None);
+        assert_eq!(JsonBody::parse(b"id=1").text(&["/id"]), None);
     }
 }
