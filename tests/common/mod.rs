@@ -10,6 +10,7 @@
 
 pub mod raw;
 pub mod sign;
+pub mod stub;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -361,6 +362,16 @@ impl Reply {
     }
 }
 
+/// Asserts a 401 with the body every verification failure gets.
+pub fn assert_unauthorized(reply: &Reply, what: &str) {
+    assert_eq!(reply.status, 401, "{what}: {}", reply.text());
+    assert_eq!(
+        reply.json(),
+        serde_json::json!({"error": "unauthorized"}),
+        "{what}"
+    );
+}
+
 /// Client for one running gateway's two listeners. Cheap to clone.
 #[derive(Clone)]
 pub struct Api {
@@ -618,19 +629,47 @@ impl Fixture {
     }
 
     /// A `[[provider]]` table for this fixture, with a tolerance wide enough for its timestamp.
+    /// Settings may be strings or arrays of strings; a relative `file:` reference is taken under
+    /// `fixtures/`; an empty `secret` (a scheme keyed otherwise, e.g. `public_keys`) gives no
+    /// `secrets` key.
     pub fn provider_toml(&self, name: &str) -> String {
         let verify = self.provider["verify"].as_str().expect("verify");
         let mut extra = String::new();
         for (key, value) in &self.provider {
-            if key != "verify" {
-                let value = value.as_str().expect("provider setting is a string");
-                extra.push_str(&format!("{key} = {}\n", toml_str(value)));
+            if key == "verify" {
+                continue;
             }
+            let value = match value {
+                Value::Array(items) => {
+                    let items: Vec<String> = items
+                        .iter()
+                        .map(|item| fixture_setting(item.as_str().expect("a string in the list")))
+                        .collect();
+                    format!("[{}]", items.join(", "))
+                }
+                value => fixture_setting(value.as_str().expect("provider setting is a string")),
+            };
+            extra.push_str(&format!("{key} = {value}\n"));
         }
         if verify == "standard-webhooks" {
             extra.push_str("tolerance_s = 4000000000\n");
         }
-        provider(name, verify, &[&self.secret], &extra)
+        let secrets: &[&str] = if self.secret.is_empty() {
+            &[]
+        } else {
+            &[&self.secret]
+        };
+        provider(name, verify, secrets, &extra)
+    }
+}
+
+/// One fixture setting as a TOML string, a relative `file:` path made absolute under `fixtures/`.
+fn fixture_setting(value: &str) -> String {
+    match value.strip_prefix("file:") {
+        Some(path) if !Path::new(path).is_absolute() => {
+            toml_str(&format!("file:{}", fixture_path(path).display()))
+        }
+        _ => toml_str(value),
     }
 }
 

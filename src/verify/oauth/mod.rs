@@ -33,7 +33,7 @@ pub struct OAuth {
 #[derive(Debug)]
 enum Mode {
     Builtin(Builtin),
-    Introspection(Introspection),
+    Introspection(Box<Introspection>),
     Jwt(Jwt),
 }
 
@@ -53,7 +53,7 @@ impl OAuth {
         let mut errors = misplaced_keys(oauth);
         let mode = match oauth.mode.as_str() {
             "builtin" => Builtin::build(&raw.name, oauth).map(Mode::Builtin),
-            "introspection" => Introspection::build(oauth).map(Mode::Introspection),
+            "introspection" => Introspection::build(oauth).map(|i| Mode::Introspection(Box::new(i))),
             "jwt" => Jwt::build(oauth).map(Mode::Jwt),
             other => Err(vec![format!(
                 "oauth mode {other:?} is not one of \"builtin\", \"introspection\", \"jwt\""

@@ -1,0 +1,366 @@
+//! OAuth bearer-token providers end to end: the builtin token endpoint and a sender's whole flow
+//! (fetch, send, expire, 401 invalid_token, fetch again, send), introspection against a real
+//! local server (with the number of introspection calls), and JWTs against a JWKS, including
+//! `alg` confusion and `none`.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::{STANDARD as BASE64, URL_SAFE_NO_PAD as BASE64URL};
+use base64::Engine;
+use common::stub::Stub;
+use common::{Gateway, Reply};
+use jsonwebtoken::{encode, EncodingKey, Header};
+use serde_json::{json, Value};
+
+const BODY: &[u8] = br#"{"eventType":"order.created","id":"ord-1"}"#;
+
+fn bearer(token: &str) -> Vec<(String, String)> {
+    vec![("Authorization".to_string(), format!("Bearer {token}"))]
+}
+
+fn builtin_provider(name: &str, client: &str, ttl_s: u64, scope: &str) -> String {
+    format!(
+        "\n[[provider]]\nname = \"{name}\"\nverify = \"oauth\"\nevent_id = \"json:/id\"\n[provider.oauth]\nmode = \"builtin\"\n\
+         token_ttl_s = {ttl_s}\nrequired_scope = \"events:write\"\n\
+         clients = [{{ id = \"{client}\", secret = \"{client}-secret\", scopes = [\"{scope}\"] }}]\n"
+    )
+}
+
+/// POST /oauth/token with HTTP Basic (or form fields when `basic` is false).
+fn fetch_token(gw: &Gateway, client: &str, secret: &str, basic: bool) -> (u16, Value) {
+    let http = reqwest::blocking::Client::new();
+    let mut request = http.post(format!("{}/oauth/token", gw.api().public_url));
+    let mut form = vec![("grant_type", "client_credentials".to_string())];
+    if basic {
+        request = request.header(
+            "Authorization",
+            format!("Basic {}", BASE64.encode(format!("{client}:{secret}"))),
+        );
+    } else {
+        form.push(("client_id", client.to_string()));
+        form.push(("client_secret", secret.to_string()));
+    }
+    let response = request.form(&form).send().unwrap();
+    let status = response.status().as_u16();
+    assert_eq!(response.headers().get("cache-control").unwrap(), "no-store");
+    (status, response.json().unwrap())
+}
+
+fn assert_invalid_token(reply: &Reply, what: &str) {
+    assert_eq!(reply.status, 401, "{what}: {}", reply.text());
+    assert_eq!(
+        reply.header("www-authenticate"),
+        Some(r#"Bearer error="invalid_token""#),
+        "{what}"
+    );
+    assert_eq!(reply.json(), json!({"error": "unauthorized"}), "{what}");
+}
+
+#[test]
+fn builtin_sender_flow_fetch_send_expire_refetch() {
+    let gw = Gateway::start(&builtin_provider("sterling", "sender", 2, "events:write"));
+    let (status, token) = fetch_token(&gw, "sender", "sender-secret", true);
+    assert_eq!(status, 200, "{token}");
+    assert_eq!(
+        (token["token_type"].as_str(), token["expires_in"].as_u64()),
+        (Some("Bearer"), Some(2))
+    );
+    let access = token["access_token"].as_str().unwrap().to_string();
+
+    assert_eq!(
+        gw.post("sterling", &bearer(&access), BODY).ack().0,
+        "accepted"
+    );
+
+    // No credentials: a bare challenge.
+    let reply = gw.post("sterling", &[], BODY);
+    assert_eq!(
+        (reply.status, reply.header("www-authenticate")),
+        (401, Some("Bearer"))
+    );
+
+    // The token expires; the sender gets invalid_token, fetches a new one (form auth this time).
+    std::thread::sleep(Duration::from_millis(2100));
+    assert_invalid_token(
+        &gw.post("sterling", &bearer(&access), BODY),
+        "expired token",
+    );
+    let (status, token) = fetch_token(&gw, "sender", "sender-secret", false);
+    assert_eq!(status, 200);
+    let fresh = token["access_token"].as_str().unwrap();
+    assert_eq!(
+        gw.post("sterling", &bearer(fresh), BODY).ack().0,
+        "duplicate"
+    );
+    assert_eq!(gw.all_events(Some("sterling")).len(), 1);
+}
+
+#[test]
+fn token_endpoint_errors() {
+    let gw = Gateway::start(&builtin_provider("p", "sender", 60, "events:write"));
+    let (status, body) = fetch_token(&gw, "sender", "wrong", true);
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client"))
+    );
+    let (status, body) = fetch_token(&gw, "nobody", "sender-secret", false);
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client"))
+    );
+    let http = reqwest::blocking::Client::new();
+    let url = format!("{}/oauth/token", gw.api().public_url);
+    let reply = http
+        .post(&url)
+        .form(&[
+            ("grant_type", "password"),
+            ("client_id", "sender"),
+            ("client_secret", "sender-secret"),
+        ])
+        .send()
+        .unwrap();
+    assert_eq!(reply.status(), 400);
+    assert_eq!(
+        reply.json::<Value>().unwrap()["error"],
+        "unsupported_grant_type"
+    );
+    let reply = http
+        .post(&url)
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", "sender"),
+            ("client_secret", "sender-secret"),
+            ("scope", "admin"),
+        ])
+        .send()
+        .unwrap();
+    assert_eq!(reply.json::<Value>().unwrap()["error"], "invalid_scope");
+}
+
+#[test]
+fn tokens_are_bound_to_their_provider_scoped_and_survive_a_restart() {
+    let config = builtin_provider("a", "client-a", 3600, "events:write")
+        + &builtin_provider("b", "client-b", 3600, "events:write")
+        + &builtin_provider("c", "client-c", 3600, "events:read");
+    let mut gw = Gateway::start(&config);
+    let token_a = fetch_token(&gw, "client-a", "client-a-secret", true).1["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_invalid_token(
+        &gw.post("b", &bearer(&token_a), BODY),
+        "provider a's token at provider b",
+    );
+    assert_eq!(gw.post("a", &bearer(&token_a), BODY).ack().0, "accepted");
+
+    let token_c = fetch_token(&gw, "client-c", "client-c-secret", true).1["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let reply = gw.post("c", &bearer(&token_c), BODY);
+    assert_eq!(reply.status, 403, "{}", reply.text());
+    assert_eq!(
+        reply.header("www-authenticate"),
+        Some(r#"Bearer error="insufficient_scope""#)
+    );
+
+    gw.restart();
+    let body = br#"{"id":"ord-2"}"#;
+    assert_eq!(
+        gw.post("a", &bearer(&token_a), body).ack().0,
+        "accepted",
+        "token survives a restart"
+    );
+}
+
+#[test]
+fn introspection_is_called_once_per_token() {
+    let stub = Stub::start(|request| {
+        let form: Vec<(String, String)> =
+            form_urlencoded::parse(&request.body).into_owned().collect();
+        let token = form
+            .iter()
+            .find(|(k, _)| k == "token")
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("");
+        let exp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 600;
+        let answer = match token {
+            "good-token" => json!({"active": true, "exp": exp, "scope": "events:write other"}),
+            "no-scope-token" => json!({"active": true, "exp": exp, "scope": "other"}),
+            _ => json!({"active": false}),
+        };
+        (200, "application/json", answer.to_string().into_bytes())
+    });
+    let config = format!(
+        "\n[[provider]]\nname = \"p\"\nverify = \"oauth\"\n[provider.oauth]\nmode = \"introspection\"\nrequired_scope = \"events:write\"\n\
+         introspection_url = \"{}/introspect\"\nclient_id = \"hookgate\"\nclient_secret = \"introspection-secret\"\n",
+        stub.url
+    );
+    let gw = Gateway::start(&config);
+    for i in 0..40 {
+        let body = format!(r#"{{"n":{i}}}"#);
+        assert_eq!(
+            gw.post("p", &bearer("good-token"), body.as_bytes()).ack().0,
+            "accepted"
+        );
+    }
+    assert_eq!(
+        stub.calls(),
+        1,
+        "one introspection for 40 webhooks with one token"
+    );
+    let call = &stub.requests()[0];
+    assert_eq!(call.method, "POST");
+    let expected = format!("Basic {}", BASE64.encode("hookgate:introspection-secret"));
+    assert_eq!(call.header("authorization"), Some(expected.as_str()));
+
+    assert_invalid_token(
+        &gw.post("p", &bearer("revoked-token"), BODY),
+        "inactive token",
+    );
+    assert_eq!(gw.post("p", &bearer("no-scope-token"), BODY).status, 403);
+    assert_eq!(stub.calls(), 3);
+}
+
+fn jwt_provider(jwks: &str) -> String {
+    format!(
+        "\n[[provider]]\nname = \"p\"\nverify = \"oauth\"\n[provider.oauth]\nmode = \"jwt\"\nrequired_scope = \"events:write\"\n\
+         jwks = \"{jwks}\"\nissuer = \"https://idp.example.com\"\naudience = \"hookgate\"\nalgorithms = [\"RS256\"]\n"
+    )
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn rs256(claims: &Value, kid: &str) -> String {
+    let pem = std::fs::read(common::fixture_path("oauth/jwt-test-private-key.pem")).unwrap();
+    let mut header = Header::new(jsonwebtoken::Algorithm::RS256);
+    header.kid = Some(kid.to_string());
+    encode(&header, claims, &EncodingKey::from_rsa_pem(&pem).unwrap()).unwrap()
+}
+
+fn claims(aud: &str, exp: u64, scope: &str) -> Value {
+    json!({"iss": "https://idp.example.com", "aud": aud, "exp": exp, "iat": now(), "scope": scope, "sub": "sender"})
+}
+
+#[test]
+fn jwt_tokens_against_a_jwks_file() {
+    let jwks = common::fixture_path("oauth/jwks.json");
+    let gw = Gateway::start(&jwt_provider(&format!("file:{}", jwks.display())));
+    let good = rs256(
+        &claims("hookgate", now() + 300, "events:write"),
+        "test-key-1",
+    );
+    assert_eq!(gw.post("p", &bearer(&good), BODY).ack().0, "accepted");
+
+    let cases = [
+        (
+            "wrong audience",
+            rs256(
+                &claims("someone-else", now() + 300, "events:write"),
+                "test-key-1",
+            ),
+        ),
+        (
+            "expired",
+            rs256(
+                &claims("hookgate", now() - 120, "events:write"),
+                "test-key-1",
+            ),
+        ),
+        (
+            "unknown kid",
+            rs256(
+                &claims("hookgate", now() + 300, "events:write"),
+                "other-key",
+            ),
+        ),
+        (
+            "alg none",
+            unsigned_token(&claims("hookgate", now() + 300, "events:write")),
+        ),
+        (
+            "HS256 keyed with the public key",
+            hs256_confusion(&claims("hookgate", now() + 300, "events:write")),
+        ),
+        ("garbage", "not.a.jwt".to_string()),
+    ];
+    for (what, token) in &cases {
+        assert_invalid_token(&gw.post("p", &bearer(token), BODY), what);
+    }
+    let no_scope = rs256(
+        &claims("hookgate", now() + 300, "events:read"),
+        "test-key-1",
+    );
+    assert_eq!(gw.post("p", &bearer(&no_scope), BODY).status, 403);
+}
+
+#[test]
+fn jwks_url_is_fetched_and_refreshed_on_unknown_kid() {
+    let jwks = std::fs::read(common::fixture_path("oauth/jwks.json")).unwrap();
+    let stub = Stub::start(move |_| (200, "application/json", jwks.clone()));
+    let gw = Gateway::start(&jwt_provider(&format!("{}/jwks.json", stub.url)));
+    for _ in 0..5 {
+        let token = rs256(
+            &claims("hookgate", now() + 300, "events:write"),
+            "test-key-1",
+        );
+        assert_eq!(gw.post("p", &bearer(&token), BODY).status, 200);
+    }
+    assert_eq!(stub.calls(), 1, "the key set is fetched once, then cached");
+    let unknown = rs256(
+        &claims("hookgate", now() + 300, "events:write"),
+        "rotated-key",
+    );
+    assert_invalid_token(&gw.post("p", &bearer(&unknown), BODY), "unknown kid");
+    assert!(
+        stub.calls() <= 2,
+        "refreshes are rate-limited: {} calls",
+        stub.calls()
+    );
+}
+
+#[test]
+fn hmac_algorithms_are_refused_in_config() {
+    let jwks = common::fixture_path("oauth/jwks.json");
+    let config = jwt_provider(&format!("file:{}", jwks.display()))
+        .replace("[\"RS256\"]", "[\"RS256\", \"HS256\"]");
+    let path = std::env::temp_dir().join(format!("hookgate-jwt-hs-{}.toml", std::process::id()));
+    std::fs::write(
+        &path,
+        format!("[admin]\ntoken = \"0123456789abcdef0123\"\n{config}"),
+    )
+    .unwrap();
+    let output = std::process::Command::new(common::hookgate_bin())
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("HS256 is refused"), "{stderr}");
+}
+
+fn unsigned_token(claims: &Value) -> String {
+    let header = BASE64URL.encode(br#"{"alg":"none","typ":"JWT"}"#);
+    format!("{header}.{}.", BASE64URL.encode(claims.to_string()))
+}
+
+/// The classic confusion attack: HS256 with the RSA public key as the HMAC secret.
+fn hs256_confusion(claims: &Value) -> String {
+    let public = std::fs::read(common::fixture_path("oauth/jwt-test-public-key.pem")).unwrap();
+    let mut header = Header::new(jsonwebtoken::Algorithm::HS256);
+    header.kid = Some("test-key-1".into());
+    encode(&header, claims, &EncodingKey::from_secret(&public)).unwrap()
+}
