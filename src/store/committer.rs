@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::durable::Durability;
 use super::record::{dedup_key, dedup_seq, dedup_value, RecordRef};
-use super::{Committed, NewEvent, StoreError, Trees, NEXT_SEQ_KEY};
+use super::{Committed, NewEvent, StoreError, TreeId, Trees, Write, NEXT_SEQ_KEY};
 use crate::event::Seq;
 use crate::metrics::Metrics;
 
@@ -27,12 +27,36 @@ pub enum Message {
     Close,
 }
 
+/// What a request asks the committer to do.
+pub enum Work {
+    /// Claim the event's dedup key and append it under the next seq.
+    Event(NewEvent),
+    /// Apply these writes together (cursor moves, delivery records, sweeps).
+    Writes(Vec<Write>),
+}
+
+impl Work {
+    fn bytes(&self) -> usize {
+        match self {
+            Work::Event(event) => event.body.len(),
+            Work::Writes(writes) => writes.iter().map(Write::len).sum(),
+        }
+    }
+}
+
+/// What the committer did with one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Event(Committed),
+    Written,
+}
+
 /// One request waiting for the committer.
 pub struct Pending {
-    pub event: NewEvent,
+    pub work: Work,
     /// Past this, the request is not applied: its sender has been (or will be) answered 503.
     pub deadline: Instant,
-    pub reply: oneshot::Sender<Result<Committed, StoreError>>,
+    pub reply: oneshot::Sender<Result<Outcome, StoreError>>,
 }
 
 pub struct Committer {
@@ -40,6 +64,8 @@ pub struct Committer {
     pub durability: Durability,
     pub next_seq: Seq,
     pub metrics: Arc<Metrics>,
+    /// The highest seq durably stored, announced after each sync.
+    pub last_seq: tokio::sync::watch::Sender<Seq>,
 }
 
 impl Committer {
@@ -62,11 +88,11 @@ impl Committer {
                 None => break,
             };
             let mut batch = vec![first];
-            let mut bytes = batch[0].event.body.len();
+            let mut bytes = batch[0].work.bytes();
             while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
                 match queue.try_recv() {
                     Ok(Message::Commit(pending)) => {
-                        bytes += pending.event.body.len();
+                        bytes += pending.work.bytes();
                         batch.push(pending);
                     }
                     Ok(Message::Close) => closing = true,
@@ -108,11 +134,13 @@ impl Committer {
             Ok(outcomes) => {
                 for (pending, outcome) in live.into_iter().zip(outcomes) {
                     match outcome {
-                        Committed::Accepted(_) => self.metrics.events_stored.inc(),
-                        Committed::Duplicate(_) => self.metrics.duplicates.inc(),
+                        Outcome::Event(Committed::Accepted(_)) => self.metrics.events_stored.inc(),
+                        Outcome::Event(Committed::Duplicate(_)) => self.metrics.duplicates.inc(),
+                        Outcome::Written => 0,
                     };
                     let _ = pending.reply.send(Ok(outcome));
                 }
+                let _ = self.last_seq.send(Seq(self.next_seq.0 - 1));
             }
             Err(err) => {
                 tracing::error!(error = %err, batch = live.len(), "Commit failed; answering 503.");
@@ -123,12 +151,15 @@ impl Committer {
         }
     }
 
-    /// Claims each event's dedup key and appends it, all in one transaction.
-    fn apply(&mut self, batch: &[Pending]) -> Result<Vec<Committed>, StoreError> {
-        let encoded: Vec<(Vec<u8>, Vec<u8>, u64)> = batch
+    /// Claims each event's dedup key and appends it, and applies every write, all in one
+    /// transaction.
+    fn apply(&mut self, batch: &[Pending]) -> Result<Vec<Outcome>, StoreError> {
+        let encoded: Vec<Option<(Vec<u8>, Vec<u8>, u64)>> = batch
             .iter()
             .map(|p| {
-                let event = &p.event;
+                let Work::Event(event) = &p.work else {
+                    return None;
+                };
                 let record = RecordRef {
                     provider: event.provider.as_str(),
                     event_id: event.event_id.as_str(),
@@ -138,22 +169,44 @@ impl Committer {
                     body: &event.body,
                     topic: event.topic.as_deref(),
                 };
-                (
+                Some((
                     dedup_key(event.provider.as_str(), event.event_id.as_str()),
                     record.encode(),
                     event.received_at_ms,
-                )
+                ))
             })
             .collect();
         let start = self.next_seq;
-        let trees = (&self.trees.events, &self.trees.dedup, &self.trees.meta);
-        let result = trees.transaction(|(events, dedup, meta)| {
+        let trees = self.trees.all();
+        let result = trees[..].transaction(|trees| {
+            let tree = |id: TreeId| &trees[id as usize];
+            let (events, dedup, meta) = (
+                tree(TreeId::Events),
+                tree(TreeId::Dedup),
+                tree(TreeId::Meta),
+            );
             let mut next = start;
             let mut claimed: HashMap<&[u8], Seq> = HashMap::new();
             let mut outcomes = Vec::with_capacity(encoded.len());
-            for (key, record, received_at_ms) in &encoded {
+            for (pending, encoded) in batch.iter().zip(&encoded) {
+                let Some((key, record, received_at_ms)) = encoded else {
+                    if let Work::Writes(writes) = &pending.work {
+                        for write in writes {
+                            match write {
+                                Write::Put(id, key, value) => {
+                                    tree(*id).insert(key.as_slice(), value.as_slice())?;
+                                }
+                                Write::Delete(id, key) => {
+                                    tree(*id).remove(key.as_slice())?;
+                                }
+                            }
+                        }
+                    }
+                    outcomes.push(Outcome::Written);
+                    continue;
+                };
                 if let Some(seq) = claimed.get(key.as_slice()) {
-                    outcomes.push(Committed::Duplicate(*seq));
+                    outcomes.push(Outcome::Event(Committed::Duplicate(*seq)));
                     continue;
                 }
                 if let Some(value) = dedup.get(key)? {
@@ -162,13 +215,13 @@ impl Committer {
                             "dedup value".into(),
                         ))
                     })?;
-                    outcomes.push(Committed::Duplicate(seq));
+                    outcomes.push(Outcome::Event(Committed::Duplicate(seq)));
                     continue;
                 }
                 events.insert(&next.to_key(), record.as_slice())?;
                 dedup.insert(key.as_slice(), &dedup_value(next, *received_at_ms))?;
                 claimed.insert(key.as_slice(), next);
-                outcomes.push(Committed::Accepted(next));
+                outcomes.push(Outcome::Event(Committed::Accepted(next)));
                 next = Seq(next.0 + 1);
             }
             meta.insert(NEXT_SEQ_KEY, &next.to_key())?;

@@ -23,7 +23,7 @@ use crate::verify::Verified;
 
 pub use record::StoredEvent;
 
-use committer::{Committer, Message, Pending};
+use committer::{Committer, Message, Outcome, Pending, Work};
 use durable::Durability;
 
 const NEXT_SEQ_KEY: &[u8] = b"next_seq";
@@ -38,6 +38,9 @@ pub enum Committed {
     /// This provider + event id was stored before, under this seq.
     Duplicate(Seq),
 }
+
+/// How long a batch of writes may wait for the committer before failing.
+const WRITE_DEADLINE: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -97,12 +100,65 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// sled's trees, opened once.
+/// The store's trees. Only the committer writes to them; anyone may read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TreeId {
+    /// seq -> event record.
+    Events = 0,
+    /// (provider, event id) -> first seq and arrival time.
+    Dedup = 1,
+    /// Named values: the next seq, cursors, flags.
+    Meta = 2,
+    /// (destination, seq) -> why the event is dead there.
+    Dead = 3,
+    /// (destination, seq) -> (): events queued to be delivered again.
+    Replay = 4,
+    /// (destination, seq) -> (): delivered out of order, past the destination's cursor.
+    Settled = 5,
+}
+
+const TREE_NAMES: [&str; 6] = ["events", "dedup", "meta", "dead", "replay", "settled"];
+
+/// One write applied by the committer, in the same transaction and sync as the events around it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Write {
+    Put(TreeId, Vec<u8>, Vec<u8>),
+    Delete(TreeId, Vec<u8>),
+}
+
+impl Write {
+    fn len(&self) -> usize {
+        match self {
+            Write::Put(_, key, value) => key.len() + value.len(),
+            Write::Delete(_, key) => key.len(),
+        }
+    }
+}
+
+/// sled's trees, opened once, indexed by `TreeId`.
 #[derive(Clone)]
 pub struct Trees {
+    all: Vec<sled::Tree>,
     events: sled::Tree,
-    dedup: sled::Tree,
     meta: sled::Tree,
+}
+
+impl Trees {
+    fn open(db: &sled::Db) -> Result<Trees, StoreError> {
+        let all = TREE_NAMES
+            .iter()
+            .map(|name| db.open_tree(name))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Trees {
+            events: all[TreeId::Events as usize].clone(),
+            meta: all[TreeId::Meta as usize].clone(),
+            all,
+        })
+    }
+
+    fn all(&self) -> Vec<&sled::Tree> {
+        self.all.iter().collect()
+    }
 }
 
 /// The handle the rest of hookgate holds. Cheap to clone.
@@ -113,6 +169,8 @@ pub struct Store {
     committer: Arc<Mutex<Option<JoinHandle<()>>>>,
     /// Fires when the committer thread ends, whether closed, failed or panicked.
     committer_ended: Arc<Mutex<Option<oneshot::Receiver<()>>>>,
+    /// The highest seq durably stored.
+    last_seq: tokio::sync::watch::Receiver<Seq>,
 }
 
 /// Sends its notice when dropped: at the end of the committer thread, even by a panic.
@@ -140,21 +198,19 @@ impl Store {
             // The committer flushes (and fsyncs) itself; a background flush would only compete.
             .flush_every_ms(None)
             .open()?;
-        let trees = Trees {
-            events: db.open_tree("events")?,
-            dedup: db.open_tree("dedup")?,
-            meta: db.open_tree("meta")?,
-        };
+        let trees = Trees::open(&db)?;
         let next_seq = next_seq(&trees)?;
         let mut durability = Durability::new(db, dir).map_err(|e| StoreError::Io(Arc::new(e)))?;
         durability.sync().map_err(|e| StoreError::Io(Arc::new(e)))?;
 
         let (queue, receiver) = mpsc::channel(QUEUE_CAPACITY);
+        let (last_seq_sender, last_seq) = tokio::sync::watch::channel(Seq(next_seq.0 - 1));
         let committer = Committer {
             trees: trees.clone(),
             durability,
             next_seq,
             metrics,
+            last_seq: last_seq_sender,
         };
         let (ended, committer_ended) = oneshot::channel();
         let handle = std::thread::Builder::new()
@@ -170,6 +226,7 @@ impl Store {
             queue,
             committer: Arc::new(Mutex::new(Some(handle))),
             committer_ended: Arc::new(Mutex::new(Some(committer_ended))),
+            last_seq,
         })
     }
 
@@ -180,10 +237,36 @@ impl Store {
         event: NewEvent,
         deadline: Duration,
     ) -> Result<Committed, StoreError> {
+        match self.submit(Work::Event(event), deadline).await? {
+            Outcome::Event(committed) => Ok(committed),
+            Outcome::Written => Err(StoreError::Corrupt(
+                "an event commit answered as writes".into(),
+            )),
+        }
+    }
+
+    /// Applies `writes` atomically and durably (in the committer's next group commit).
+    pub async fn write(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        self.submit(Work::Writes(writes), WRITE_DEADLINE)
+            .await
+            .map(|_| ())
+    }
+
+    /// A receiver of the highest seq durably stored; it changes after every commit with events.
+    pub fn last_seq(&self) -> tokio::sync::watch::Receiver<Seq> {
+        self.last_seq.clone()
+    }
+
+    /// Read access to one tree. Writes go through `write`, never here.
+    pub fn tree(&self, id: TreeId) -> &sled::Tree {
+        &self.trees.all[id as usize]
+    }
+
+    async fn submit(&self, work: Work, deadline: Duration) -> Result<Outcome, StoreError> {
         let deadline_at = Instant::now() + deadline;
         let (reply, answer) = oneshot::channel();
         let pending = Pending {
-            event,
+            work,
             deadline: deadline_at,
             reply,
         };
