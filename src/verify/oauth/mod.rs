@@ -53,7 +53,9 @@ impl OAuth {
         let mut errors = misplaced_keys(oauth);
         let mode = match oauth.mode.as_str() {
             "builtin" => Builtin::build(&raw.name, oauth).map(Mode::Builtin),
-            "introspection" => Introspection::build(oauth).map(|i| Mode::Introspection(Box::new(i))),
+            "introspection" => {
+                Introspection::build(oauth).map(|i| Mode::Introspection(Box::new(i)))
+            }
             "jwt" => Jwt::build(oauth).map(Mode::Jwt),
             other => Err(vec![format!(
                 "oauth mode {other:?} is not one of \"builtin\", \"introspection\", \"jwt\""
