@@ -11,9 +11,9 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::raw::{RawAdmin, RawProvider, RawServer, RawStore};
+use super::raw::{RawAdmin, RawConsumer, RawDestination, RawProvider, RawServer, RawStore};
 use super::secret::{self, Secret, SecretSource};
-use super::{AdminConfig, Config, ProviderConfig, ServerConfig, StoreConfig};
+use super::{AdminConfig, Config, ProviderConfig, ServerConfig};
 use crate::event::ProviderName;
 use crate::event_id::EventIdRule;
 use crate::verify::Verifier;
@@ -36,7 +36,7 @@ impl fmt::Display for ConfigError {
 }
 
 /// A table with the position of each key, as the TOML parser saw it.
-type Section = Spanned<BTreeMap<Spanned<String>, Spanned<toml::Value>>>;
+pub(super) type Section = Spanned<BTreeMap<Spanned<String>, Spanned<toml::Value>>>;
 
 /// The document's top level: any other top-level key is an error.
 #[derive(Deserialize)]
@@ -47,6 +47,10 @@ struct Document {
     admin: Option<Section>,
     #[serde(default)]
     provider: Vec<Section>,
+    #[serde(default)]
+    destination: Vec<Section>,
+    #[serde(default)]
+    consumer: Vec<Section>,
 }
 
 /// Loads and validates the file at `path`.
@@ -85,7 +89,7 @@ pub fn load_str(text: &str, _base: &Path) -> Result<(Config, Vec<String>), Vec<C
     }
 }
 
-struct Loader<'a> {
+pub(super) struct Loader<'a> {
     text: &'a str,
     errors: Vec<ConfigError>,
     warnings: Vec<String>,
@@ -111,9 +115,7 @@ impl Loader<'_> {
         };
 
         let server = self.server(server, document.server.as_ref());
-        let store = StoreConfig {
-            cache_bytes: store.cache_mb.saturating_mul(1024 * 1024),
-        };
+        let store = self.store(store, document.store.as_ref());
         let admin = admin
             .and_then(|admin| self.admin(admin, document.admin.as_ref().expect("checked above")));
 
@@ -152,12 +154,50 @@ impl Loader<'_> {
             }
         }
 
+        let mut output_names: Vec<String> = Vec::new();
+        let mut destinations = Vec::new();
+        for section in &document.destination {
+            let Some(raw) = self.section::<RawDestination>(Some(section), "[[destination]]") else {
+                continue;
+            };
+            if self.claim_output_name(&mut output_names, &raw.name, section) {
+                destinations.extend(self.destination(raw, section, &providers));
+            }
+        }
+        let mut consumers = Vec::new();
+        for section in &document.consumer {
+            let Some(raw) = self.section::<RawConsumer>(Some(section), "[[consumer]]") else {
+                continue;
+            };
+            if self.claim_output_name(&mut output_names, &raw.name, section) {
+                consumers.extend(self.consumer(raw, section, &providers));
+            }
+        }
+
         Some(Config {
             server: server?,
             store,
             admin: admin?,
             providers,
+            destinations,
+            consumers,
         })
+    }
+
+    /// Destination and consumer names share one namespace (they name durable cursors).
+    fn claim_output_name(
+        &mut self,
+        names: &mut Vec<String>,
+        name: &str,
+        section: &Section,
+    ) -> bool {
+        if names.iter().any(|n| n == name) {
+            let at = self.key_position(section, "name");
+            self.error(at, format!("{name:?} names two destinations or consumers"));
+            return false;
+        }
+        names.push(name.to_string());
+        true
     }
 
     fn server(&mut self, raw: RawServer, section: Option<&Section>) -> Option<ServerConfig> {
@@ -337,7 +377,7 @@ impl Loader<'_> {
         }
     }
 
-    fn key_position(&self, section: &Section, key: &str) -> Option<(usize, usize)> {
+    pub(super) fn key_position(&self, section: &Section, key: &str) -> Option<(usize, usize)> {
         let offset = section
             .get_ref()
             .keys()
@@ -358,7 +398,11 @@ impl Loader<'_> {
         (line, column)
     }
 
-    fn error(&mut self, position: Option<(usize, usize)>, message: String) {
+    pub(super) fn error_count(&self) -> usize {
+        self.errors.len()
+    }
+
+    pub(super) fn error(&mut self, position: Option<(usize, usize)>, message: String) {
         self.errors.push(ConfigError { position, message });
     }
 }

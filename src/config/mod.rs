@@ -2,6 +2,7 @@
 //! `Config` the rest of hookgate runs on. Secrets are resolved here, once, and never printed.
 
 mod load;
+mod outputs;
 mod raw;
 mod secret;
 
@@ -24,6 +25,8 @@ pub struct Config {
     pub store: StoreConfig,
     pub admin: AdminConfig,
     pub providers: Vec<ProviderConfig>,
+    pub destinations: Vec<DestinationConfig>,
+    pub consumers: Vec<ConsumerConfig>,
 }
 
 /// The public listener and the ingest path.
@@ -39,10 +42,49 @@ pub struct ServerConfig {
     pub workers: usize,
 }
 
-/// sled's tuning.
+/// sled's tuning and the sweeper's horizons.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
     pub cache_bytes: u64,
+    /// An event every destination and consumer has is removed this long after it arrived.
+    pub retention: Duration,
+    /// A (provider, event id) is remembered this long for deduplication.
+    pub dedup_window: Duration,
+    pub sweep_interval: Duration,
+}
+
+/// An HTTP endpoint events are pushed to, at least once, in seq order unless `ordered = false`.
+#[derive(Debug, Clone)]
+pub struct DestinationConfig {
+    pub name: String,
+    pub url: url::Url,
+    /// `None`: every provider.
+    pub providers: Option<Vec<ProviderName>>,
+    /// The decoded Standard Webhooks key deliveries are signed with.
+    pub signing_key: Secret,
+    pub timeout: Duration,
+    pub retry_delays: Vec<Duration>,
+    pub max_in_flight: usize,
+    pub rate_limit_per_min: Option<u32>,
+    pub ordered: bool,
+    pub pause_after_failures: u32,
+    pub alert_ratio: f64,
+    pub alert_url: Option<url::Url>,
+}
+
+/// A reader that pulls events after its durable cursor.
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    pub name: String,
+    /// `None`: every provider.
+    pub providers: Option<Vec<ProviderName>>,
+}
+
+/// Whether an output (destination or consumer) wants a provider's events.
+pub fn wants(providers: &Option<Vec<ProviderName>>, provider: &str) -> bool {
+    providers
+        .as_ref()
+        .is_none_or(|list| list.iter().any(|p| p.as_str() == provider))
 }
 
 /// The admin listener.
@@ -63,5 +105,13 @@ pub struct ProviderConfig {
 impl Config {
     pub fn provider(&self, name: &str) -> Option<&ProviderConfig> {
         self.providers.iter().find(|p| p.name.as_str() == name)
+    }
+
+    pub fn destination(&self, name: &str) -> Option<&DestinationConfig> {
+        self.destinations.iter().find(|d| d.name == name)
+    }
+
+    pub fn consumer(&self, name: &str) -> Option<&ConsumerConfig> {
+        self.consumers.iter().find(|c| c.name == name)
     }
 }

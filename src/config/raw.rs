@@ -26,6 +26,48 @@ pub struct RawServer {
 pub struct RawStore {
     #[serde(default = "default_cache_mb")]
     pub cache_mb: u64,
+    /// How long an event is kept once every destination and consumer has it (default "7d").
+    pub retention: Option<String>,
+    /// How long a (provider, event id) is remembered for deduplication (default "7d").
+    pub dedup_window: Option<String>,
+    /// How often the sweeper runs (default "60s").
+    pub sweep_interval: Option<String>,
+}
+
+/// One `[[destination]]`: an HTTP endpoint events are pushed to.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDestination {
+    pub name: String,
+    pub url: String,
+    /// Providers whose events go here (default: all).
+    pub providers: Option<Vec<String>>,
+    /// Standard Webhooks `whsec_...` secret the deliveries are signed with.
+    pub signing_secret: String,
+    /// Per attempt (default "10s").
+    pub timeout: Option<String>,
+    /// Waits between attempts (default about a day in all).
+    pub retry_delays: Option<Vec<String>>,
+    /// Deliveries at once when `ordered = false` (default 10).
+    pub max_in_flight: Option<usize>,
+    pub rate_limit_per_min: Option<u32>,
+    /// One event at a time in seq order (default true).
+    pub ordered: Option<bool>,
+    /// Consecutive failures before the destination pauses and only probes (default 20).
+    pub pause_after_failures: Option<u32>,
+    /// Failure ratio over the last hour that raises an alert (default 0.5).
+    pub alert_ratio: Option<f64>,
+    /// Where alerts are posted (Slack-compatible `{"text": ...}`).
+    pub alert_url: Option<String>,
+}
+
+/// One `[[consumer]]`: a reader that pulls events with a durable cursor.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConsumer {
+    pub name: String,
+    /// Providers whose events it reads (default: all).
+    pub providers: Option<Vec<String>>,
 }
 
 /// `[admin]`: the admin listener (metrics, events API).
@@ -125,6 +167,9 @@ impl Default for RawStore {
     fn default() -> Self {
         RawStore {
             cache_mb: default_cache_mb(),
+            retention: None,
+            dedup_window: None,
+            sweep_interval: None,
         }
     }
 }

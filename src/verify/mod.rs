@@ -37,7 +37,7 @@ pub use oauth::OAuth;
 pub use shopify::Shopify;
 pub use sign::{SignInput, SignedHeaders};
 pub use slack::Slack;
-pub use standard_webhooks::StandardWebhooks;
+pub use standard_webhooks::{decode_whsec, signature as standard_signature, StandardWebhooks};
 pub use stripe::Stripe;
 pub use twilio::Twilio;
 

@@ -32,7 +32,7 @@ impl StandardWebhooks {
         let mut keys = Vec::new();
         let mut errors = Vec::new();
         for (index, secret) in secrets.iter().enumerate() {
-            match decode_secret(secret.expose()) {
+            match decode_whsec(secret.expose()) {
                 Some(key) => keys.push(key),
                 None => errors.push(format!(
                     "secret #{} is not a Standard Webhooks secret (\"whsec_\" followed by base64)",
@@ -56,21 +56,11 @@ impl StandardWebhooks {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs())
             .to_string();
-        let parts: [&[u8]; 5] = [
-            input.event_id.as_bytes(),
-            b".",
-            timestamp.as_bytes(),
-            b".",
-            input.body,
-        ];
-        let tag = mac::sign(Algorithm::Sha256, self.keys[0].expose(), &parts);
+        let signature = signature(&self.keys[0], input.event_id, &timestamp, input.body);
         vec![
             (ID[0].to_string(), input.event_id.to_string()),
             (TIMESTAMP[0].to_string(), timestamp),
-            (
-                SIGNATURE[0].to_string(),
-                format!("v1,{}", BASE64.encode(tag)),
-            ),
+            (SIGNATURE[0].to_string(), signature),
         ]
     }
 
@@ -122,7 +112,18 @@ fn either<'a>(request: &'a Unverified<'_>, names: [&'static str; 2]) -> Result<&
 }
 
 /// `whsec_<base64>` (or bare base64, as the reference libraries accept) to key bytes.
-fn decode_secret(text: &[u8]) -> Option<Secret> {
+/// The `webhook-signature` value `v1,<base64 tag>` for one message, as a sender computes it.
+pub fn signature(key: &Secret, id: &str, timestamp: &str, body: &[u8]) -> String {
+    let parts: [&[u8]; 5] = [id.as_bytes(), b".", timestamp.as_bytes(), b".", body];
+    format!(
+        "v1,{}",
+        BASE64.encode(mac::sign(Algorithm::Sha256, key.expose(), &parts))
+    )
+}
+
+/// The key in a `whsec_<base64>` secret (bare base64 is accepted too, as the reference
+/// libraries do).
+pub fn decode_whsec(text: &[u8]) -> Option<Secret> {
     let encoded = text.strip_prefix(b"whsec_").unwrap_or(text);
     let key = BASE64.decode(encoded).ok().filter(|key| !key.is_empty())?;
     Some(Secret::from_bytes(key))

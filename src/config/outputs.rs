@@ -1,0 +1,241 @@
+//! Validation of where events go: `[[destination]]` (push), `[[consumer]]` (pull), and the
+//! store's retention settings.
+
+use std::time::Duration;
+
+use super::load::{Loader, Section};
+use super::raw::{RawConsumer, RawDestination, RawStore};
+use super::{ConsumerConfig, DestinationConfig, ProviderConfig, StoreConfig};
+use crate::event::ProviderName;
+
+const DEFAULT_RETRY_DELAYS: [&str; 10] = [
+    "5s", "30s", "2m", "10m", "30m", "1h", "2h", "4h", "8h", "8h",
+];
+
+/// Parses a duration such as `"5s"`, `"2m"`, `"7d"`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|err| format!("{text:?} is not a duration like \"30s\", \"2m\", \"7d\": {err}"))
+}
+
+impl Loader<'_> {
+    pub(super) fn store(&mut self, raw: RawStore, section: Option<&Section>) -> StoreConfig {
+        let mut duration = |key: &str, value: Option<&str>, default: &str| {
+            let at = section.and_then(|s| self.key_position(s, key));
+            match parse_duration(value.unwrap_or(default)) {
+                Ok(duration) => duration,
+                Err(message) => {
+                    self.error(at, format!("[store] {key}: {message}"));
+                    Duration::ZERO
+                }
+            }
+        };
+        let retention = duration("retention", raw.retention.as_deref(), "7d");
+        let dedup_window = duration("dedup_window", raw.dedup_window.as_deref(), "7d");
+        let sweep_interval = duration("sweep_interval", raw.sweep_interval.as_deref(), "60s");
+        StoreConfig {
+            cache_bytes: raw.cache_mb.saturating_mul(1024 * 1024),
+            retention,
+            dedup_window,
+            sweep_interval: sweep_interval.max(Duration::from_millis(100)),
+        }
+    }
+
+    pub(super) fn destination(
+        &mut self,
+        raw: RawDestination,
+        section: &Section,
+        providers: &[ProviderConfig],
+    ) -> Option<DestinationConfig> {
+        let label = format!("destination {:?}", raw.name);
+        let before = self.error_count();
+        let name = self.output_name(&raw.name, section);
+        let url = match url::Url::parse(&raw.url) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") => Some(url),
+            _ => {
+                self.error(
+                    self.key_position(section, "url"),
+                    format!("{label}: url {:?} is not an http(s) URL", raw.url),
+                );
+                None
+            }
+        };
+        let wanted = self.provider_list(raw.providers.as_deref(), providers, section, &label);
+        let signing_key = match crate::config::resolve_secret(&raw.signing_secret) {
+            Ok((secret, _)) => match crate::verify::decode_whsec(secret.expose()) {
+                Some(key) => Some(key),
+                None => {
+                    self.error(
+                        self.key_position(section, "signing_secret"),
+                        format!("{label}: signing_secret must be \"whsec_\" followed by base64"),
+                    );
+                    None
+                }
+            },
+            Err(message) => {
+                self.error(
+                    self.key_position(section, "signing_secret"),
+                    format!("{label}: signing_secret: {message}"),
+                );
+                None
+            }
+        };
+        let timeout = self.duration_key(
+            section,
+            "timeout",
+            raw.timeout.as_deref().unwrap_or("10s"),
+            &label,
+        );
+        let delays: Vec<String> = raw
+            .retry_delays
+            .unwrap_or_else(|| DEFAULT_RETRY_DELAYS.iter().map(|d| d.to_string()).collect());
+        let retry_delays: Vec<Duration> = delays
+            .iter()
+            .filter_map(|d| self.duration_key(section, "retry_delays", d, &label))
+            .collect();
+        if delays.is_empty() {
+            self.error(
+                self.key_position(section, "retry_delays"),
+                format!("{label}: retry_delays must not be empty"),
+            );
+        }
+        let max_in_flight = raw.max_in_flight.unwrap_or(10);
+        if !(1..=1000).contains(&max_in_flight) {
+            self.error(
+                self.key_position(section, "max_in_flight"),
+                format!("{label}: max_in_flight must be between 1 and 1000"),
+            );
+        }
+        let alert_ratio = raw.alert_ratio.unwrap_or(0.5);
+        if !(0.0..=1.0).contains(&alert_ratio) {
+            self.error(
+                self.key_position(section, "alert_ratio"),
+                format!("{label}: alert_ratio must be between 0 and 1"),
+            );
+        }
+        let alert_url = raw
+            .alert_url
+            .as_deref()
+            .and_then(|text| match url::Url::parse(text) {
+                Ok(url) => Some(url),
+                Err(_) => {
+                    self.error(
+                        self.key_position(section, "alert_url"),
+                        format!("{label}: alert_url {text:?} is not a URL"),
+                    );
+                    None
+                }
+            });
+        if raw.rate_limit_per_min == Some(0) {
+            self.error(
+                self.key_position(section, "rate_limit_per_min"),
+                format!("{label}: rate_limit_per_min must be at least 1"),
+            );
+        }
+        if self.error_count() > before {
+            return None;
+        }
+        Some(DestinationConfig {
+            name: name?,
+            url: url?,
+            providers: wanted?,
+            signing_key: signing_key?,
+            timeout: timeout?,
+            retry_delays,
+            max_in_flight,
+            rate_limit_per_min: raw.rate_limit_per_min,
+            ordered: raw.ordered.unwrap_or(true),
+            pause_after_failures: raw.pause_after_failures.unwrap_or(20).max(1),
+            alert_ratio,
+            alert_url,
+        })
+    }
+
+    pub(super) fn consumer(
+        &mut self,
+        raw: RawConsumer,
+        section: &Section,
+        providers: &[ProviderConfig],
+    ) -> Option<ConsumerConfig> {
+        let label = format!("consumer {:?}", raw.name);
+        let name = self.output_name(&raw.name, section);
+        let wanted = self.provider_list(raw.providers.as_deref(), providers, section, &label);
+        Some(ConsumerConfig {
+            name: name?,
+            providers: wanted?,
+        })
+    }
+
+    fn output_name(&mut self, name: &str, section: &Section) -> Option<String> {
+        match ProviderName::parse(name) {
+            Ok(_) => Some(name.to_string()),
+            Err(message) => {
+                self.error(
+                    self.key_position(section, "name"),
+                    message.replace("provider name", "name"),
+                );
+                None
+            }
+        }
+    }
+
+    /// `providers = [...]`: each must be configured. `None` means all.
+    #[allow(clippy::option_option)]
+    fn provider_list(
+        &mut self,
+        names: Option<&[String]>,
+        providers: &[ProviderConfig],
+        section: &Section,
+        label: &str,
+    ) -> Option<Option<Vec<ProviderName>>> {
+        let Some(names) = names else {
+            return Some(None);
+        };
+        let mut wanted = Vec::new();
+        for name in names {
+            match providers.iter().find(|p| p.name.as_str() == name) {
+                Some(provider) => wanted.push(provider.name.clone()),
+                None => {
+                    self.error(
+                        self.key_position(section, "providers"),
+                        format!("{label}: provider {name:?} is not configured"),
+                    );
+                    return None;
+                }
+            }
+        }
+        Some(Some(wanted))
+    }
+
+    fn duration_key(
+        &mut self,
+        section: &Section,
+        key: &str,
+        text: &str,
+        label: &str,
+    ) -> Option<Duration> {
+        match parse_duration(text) {
+            Ok(duration) => Some(duration),
+            Err(message) => {
+                self.error(
+                    self.key_position(section, key),
+                    format!("{label}: {key}: {message}"),
+                );
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert!(parse_duration("soon").is_err());
+    }
+}
