@@ -651,7 +651,7 @@ impl Fixture {
             };
             extra.push_str(&format!("{key} = {value}\n"));
         }
-        if verify == "standard-webhooks" {
+        if matches!(verify, "standard-webhooks" | "stripe" | "slack") {
             extra.push_str("tolerance_s = 4000000000\n");
         }
         let secrets: &[&str] = if self.secret.is_empty() {
