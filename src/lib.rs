@@ -23,6 +23,7 @@ pub mod cmd;
 pub mod config;
 pub mod event;
 pub mod event_id;
+pub mod forward;
 pub mod http;
 pub mod metrics;
 pub mod store;
@@ -32,11 +33,13 @@ use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
 use actix_web::web;
 
 use crate::config::Config;
+use crate::forward::Forwarders;
 use crate::http::AppState;
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
@@ -67,6 +70,7 @@ pub struct Gateway {
     state: web::Data<AppState>,
     public: ServerHandle,
     admin: ServerHandle,
+    forwarders: Forwarders,
 }
 
 /// Opens the store, binds both listeners and starts serving. Must run inside an actix system.
@@ -95,11 +99,13 @@ pub async fn start(config: Config) -> Result<Gateway, GatewayError> {
     let public_addr = local(&public_listener, config.server.listen)?;
     let admin_addr = local(&admin_listener, config.admin.listen)?;
 
+    let forwarders = Forwarders::start(&config, &store)?;
     let state = web::Data::new(AppState {
         config: Arc::new(config),
         store,
         metrics,
         draining: AtomicBool::new(false),
+        destinations: forwarders.destinations().to_vec(),
     });
     let listen_error = |address| move |source| GatewayError::Listen { address, source };
     let public =
@@ -112,6 +118,7 @@ pub async fn start(config: Config) -> Result<Gateway, GatewayError> {
         state,
         public: public.handle(),
         admin: admin.handle(),
+        forwarders,
     };
     actix_web::rt::spawn(public);
     actix_web::rt::spawn(admin);
@@ -126,6 +133,7 @@ impl Gateway {
         tracing::info!("Draining: no new webhooks accepted.");
         http::stop(self.public).await;
         http::stop(self.admin).await;
+        self.forwarders.stop(Duration::from_secs(5)).await;
         self.state.store.close().await;
     }
 }

@@ -27,6 +27,14 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Set at shutdown: readyz answers 503 and new webhooks are refused with 503.
     pub draining: AtomicBool,
+    /// The forwarders' shared state, for the admin API.
+    pub destinations: Vec<Arc<crate::forward::Destination>>,
+}
+
+impl AppState {
+    pub fn destination(&self, name: &str) -> Option<&Arc<crate::forward::Destination>> {
+        self.destinations.iter().find(|d| d.config.name == name)
+    }
 }
 
 impl AppState {

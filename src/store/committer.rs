@@ -44,6 +44,9 @@ impl Work {
     }
 }
 
+/// An event ready for the transaction: dedup key, record, arrival time.
+type Encoded = (Vec<u8>, Vec<u8>, u64);
+
 /// What the committer did with one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -154,7 +157,7 @@ impl Committer {
     /// Claims each event's dedup key and appends it, and applies every write, all in one
     /// transaction.
     fn apply(&mut self, batch: &[Pending]) -> Result<Vec<Outcome>, StoreError> {
-        let encoded: Vec<Option<(Vec<u8>, Vec<u8>, u64)>> = batch
+        let encoded: Vec<Option<Encoded>> = batch
             .iter()
             .map(|p| {
                 let Work::Event(event) = &p.work else {

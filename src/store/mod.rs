@@ -6,6 +6,7 @@
 
 mod committer;
 mod durable;
+pub mod keys;
 mod record;
 
 use std::path::Path;

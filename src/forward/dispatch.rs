@@ -1,0 +1,318 @@
+//! A destination's dispatcher: reads the queue in seq order from the destination's cursor,
+//! skips what is not for it, and hands each event to a delivery task, at most `max_in_flight` at
+//! once (`ordered`: one, so a failing event holds the queue). Replays come first. A delivery task
+//! retries on the schedule until the event is delivered or dead, then reports it durably.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use super::alert::Alerter;
+use super::progress::{Done, Progress};
+use super::request::{attempt, webhook_id, Attempt, Failure};
+use super::schedule::{next_delay, probe_interval};
+use super::status::Status;
+use crate::config::{wants, DestinationConfig};
+use crate::event::{Seq, Source};
+use crate::store::keys::{output_prefix, output_seq_key, seq_of, DeadRecord};
+use crate::store::{Store, StoredEvent, TreeId, Write};
+
+/// Events read from the store at a time.
+const SCAN_BATCH: usize = 256;
+
+/// Everything one destination's tasks share.
+pub struct Destination {
+    pub config: DestinationConfig,
+    pub status: Status,
+    /// Woken by new events, resume and replay.
+    pub wake: Notify,
+    pub store: Store,
+    /// Providers whose test events are forwarded.
+    pub forward_tests: HashMap<String, bool>,
+    pub client: reqwest::Client,
+    pub alerter: Alerter,
+    pub cancel: CancellationToken,
+    /// When the next attempt may start, under `rate_limit_per_min`.
+    pub next_slot: std::sync::Mutex<std::time::Instant>,
+}
+
+impl Destination {
+    /// Whether this destination takes the event at all.
+    pub fn takes(&self, event: &StoredEvent) -> bool {
+        wants(&self.config.providers, &event.provider)
+            && (event.source != Source::Test
+                || self
+                    .forward_tests
+                    .get(&event.provider)
+                    .copied()
+                    .unwrap_or(false))
+    }
+}
+
+pub async fn run(destination: Arc<Destination>, cursor: Seq) {
+    let progress = Progress::spawn(
+        destination.store.clone(),
+        destination.config.name.clone(),
+        cursor,
+    );
+    let permits = Arc::new(Semaphore::new(if destination.config.ordered {
+        1
+    } else {
+        destination.config.max_in_flight
+    }));
+    let mut last_seq = destination.store.last_seq();
+    let mut scan = cursor;
+    let mut replaying: Vec<Seq> = Vec::new();
+    let name = destination.config.name.clone();
+    tracing::info!(destination = %name, cursor = %cursor, "Forwarder started.");
+
+    while !destination.cancel.is_cancelled() {
+        if destination.status.is_paused() {
+            wait(&destination, &mut last_seq, false).await;
+            continue;
+        }
+        // Replays first, each once at a time.
+        replaying.retain(|seq| {
+            destination
+                .store
+                .tree(TreeId::Replay)
+                .contains_key(output_seq_key(&name, *seq))
+                .unwrap_or(false)
+        });
+        if let Some(seq) = next_replay(&destination, &replaying) {
+            if let Some(event) = read(&destination, seq) {
+                let Some(permit) = acquire(&destination, &permits).await else {
+                    break;
+                };
+                replaying.push(seq);
+                spawn_delivery(destination.clone(), progress.clone(), event, true, permit);
+            } else {
+                // The event itself is gone: nothing to replay.
+                let key = output_seq_key(&name, seq);
+                if let Err(err) = destination
+                    .store
+                    .write(vec![Write::Delete(TreeId::Replay, key)])
+                    .await
+                {
+                    tracing::error!(destination = %name, error = %err, "Cannot drop a replay entry.");
+                }
+            }
+            continue;
+        }
+        let events = match destination.store.events_after(scan, SCAN_BATCH, None) {
+            Ok(events) => events,
+            Err(err) => {
+                tracing::error!(destination = %name, error = %err, "Cannot read the queue.");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if events.is_empty() {
+            progress.scanned(scan);
+            wait(&destination, &mut last_seq, true).await;
+            continue;
+        }
+        for event in events {
+            let seq = Seq(event.seq);
+            let key = output_seq_key(&name, seq);
+            if !destination.takes(&event)
+                || destination
+                    .store
+                    .tree(TreeId::Dead)
+                    .contains_key(&key)
+                    .unwrap_or(false)
+            {
+                progress.scanned(seq);
+            } else if destination
+                .store
+                .tree(TreeId::Settled)
+                .contains_key(&key)
+                .unwrap_or(false)
+            {
+                progress.already_settled(seq);
+            } else {
+                let Some(permit) = acquire(&destination, &permits).await else {
+                    break;
+                };
+                progress.dispatched(seq);
+                spawn_delivery(destination.clone(), progress.clone(), event, false, permit);
+            }
+            scan = seq;
+            if destination.cancel.is_cancelled() || destination.status.is_paused() {
+                break;
+            }
+        }
+    }
+    tracing::info!(destination = %name, "Forwarder stopped.");
+}
+
+/// The first replay entry not already being delivered.
+fn next_replay(destination: &Destination, replaying: &[Seq]) -> Option<Seq> {
+    let prefix = output_prefix(&destination.config.name);
+    destination
+        .store
+        .tree(TreeId::Replay)
+        .scan_prefix(prefix)
+        .keys()
+        .filter_map(|key| key.ok().and_then(|key| seq_of(&key)))
+        .find(|seq| !replaying.contains(seq))
+}
+
+fn read(destination: &Destination, seq: Seq) -> Option<StoredEvent> {
+    destination.store.event(seq).ok().flatten()
+}
+
+async fn acquire(
+    destination: &Destination,
+    permits: &Arc<Semaphore>,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    tokio::select! {
+        permit = permits.clone().acquire_owned() => permit.ok(),
+        _ = destination.cancel.cancelled() => None,
+    }
+}
+
+/// Sleeps until new events are stored (when `for_events`), the destination is woken, or cancelled.
+async fn wait(
+    destination: &Destination,
+    last_seq: &mut tokio::sync::watch::Receiver<Seq>,
+    for_events: bool,
+) {
+    tokio::select! {
+        changed = last_seq.changed(), if for_events => {
+            if changed.is_err() {
+                destination.cancel.cancelled().await;
+            }
+        }
+        _ = destination.wake.notified() => {}
+        _ = destination.cancel.cancelled() => {}
+        // A safety net: re-check now and then whatever happened.
+        _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+    }
+}
+
+fn spawn_delivery(
+    destination: Arc<Destination>,
+    progress: Progress,
+    event: StoredEvent,
+    replay: bool,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    actix_web::rt::spawn(async move {
+        if let Some(done) = deliver(&destination, &event).await {
+            let seq = Seq(event.seq);
+            if matches!(done, Done::Dead(_)) {
+                destination.status.dead();
+                tracing::warn!(destination = %destination.config.name, seq = event.seq, event_id = %event.event_id, "Event is dead for this destination.");
+            }
+            progress.finished(seq, done, replay).await;
+        }
+        drop(permit);
+        destination.wake.notify_one();
+    });
+}
+
+/// Attempts until delivered or dead; `None` when cancelled (the event stays in flight and is
+/// sent again after a restart).
+async fn deliver(destination: &Destination, event: &StoredEvent) -> Option<Done> {
+    let config = &destination.config;
+    let mut failures: u32 = 0;
+    loop {
+        while destination.status.is_paused() {
+            tokio::select! {
+                _ = destination.wake.notified() => {}
+                _ = destination.cancel.cancelled() => return None,
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+        rate_limit(destination).await;
+        let result = tokio::select! {
+            result = attempt(&destination.client, config, event) => result,
+            _ = destination.cancel.cancelled() => return None,
+        };
+        let (failure, retry_after, permanent) = match result {
+            Attempt::Delivered => {
+                if let Some(text) = destination.status.delivered() {
+                    destination.alerter.send(&config.name, &text);
+                }
+                return Some(Done::Delivered);
+            }
+            Attempt::Retry(failure, after) => (failure, after, false),
+            Attempt::Permanent(failure) => (failure, None, true),
+        };
+        failures += 1;
+        tracing::info!(destination = %config.name, seq = event.seq, event_id = %event.event_id, status = ?failure.status, kind = failure.kind, "Delivery attempt failed.");
+        if let Some(text) = destination.status.failed(
+            event.seq,
+            &webhook_id(event),
+            &failure,
+            config.alert_ratio,
+            config.pause_after_failures,
+        ) {
+            tracing::error!(destination = %config.name, "Destination alert: {text}.");
+            destination.alerter.send(&config.name, &text);
+        }
+        let delay = if permanent {
+            None
+        } else {
+            next_delay(
+                &config.retry_delays,
+                failures as usize,
+                retry_after,
+                jitter(),
+            )
+        };
+        let Some(mut delay) = delay else {
+            return Some(Done::Dead(dead_record(failures, &failure)));
+        };
+        if destination.status.is_probing() {
+            delay = delay.max(probe_interval(&config.retry_delays));
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = destination.cancel.cancelled() => return None,
+        }
+    }
+}
+
+fn dead_record(attempts: u32, failure: &Failure) -> DeadRecord {
+    let error = match failure.status {
+        Some(status) => format!("HTTP {status}: {}", failure.detail),
+        None => format!("{}: {}", failure.kind, failure.detail),
+    };
+    DeadRecord {
+        at_ms: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+        attempts,
+        error,
+    }
+}
+
+/// At most `rate_limit_per_min` attempts a minute: each waits its turn.
+async fn rate_limit(destination: &Destination) {
+    let Some(per_min) = destination.config.rate_limit_per_min else {
+        return;
+    };
+    let interval = Duration::from_secs(60) / per_min;
+    let wait = {
+        let mut next = destination
+            .next_slot
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        let slot = (*next).max(now);
+        *next = slot + interval;
+        slot - now
+    };
+    if !wait.is_zero() {
+        tokio::time::sleep(wait).await;
+    }
+}
+
+fn jitter() -> f64 {
+    rand::random::<f64>()
+}

@@ -1,0 +1,186 @@
+//! A destination's durable progress, kept by one writer task. The dispatcher reports what it
+//! scanned and dispatched; delivery tasks report what they finished and wait until that is
+//! durable. The writer batches reports into one store write (one group commit), keeping:
+//!
+//! - the cursor: every seq at or below it is delivered, dead, or not for this destination;
+//! - `settled` entries for events delivered out of order above the cursor (unordered mode);
+//! - `dead` records, and the removal of `replay` entries once replayed.
+
+use std::collections::BTreeSet;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::event::Seq;
+use crate::store::keys::{output_seq_key, set_cursor, DeadRecord};
+use crate::store::{Store, TreeId, Write};
+
+/// How a dispatched event ended.
+#[derive(Debug, Clone)]
+pub enum Done {
+    Delivered,
+    Dead(DeadRecord),
+}
+
+pub enum Report {
+    /// Every event at or below this seq was dispatched or skipped.
+    Scanned(Seq),
+    /// This event was handed to a delivery task.
+    Dispatched(Seq),
+    /// This event was found already delivered (a `settled` entry from before a restart).
+    AlreadySettled(Seq),
+    /// A delivery ended; `durable` is answered once that is on disk.
+    Finished {
+        seq: Seq,
+        done: Done,
+        replay: bool,
+        durable: oneshot::Sender<()>,
+    },
+}
+
+/// The writer's handle.
+#[derive(Clone)]
+pub struct Progress {
+    reports: mpsc::UnboundedSender<Report>,
+}
+
+impl Progress {
+    /// Starts the writer for `destination`, whose durable cursor is `cursor`.
+    pub fn spawn(store: Store, destination: String, cursor: Seq) -> Progress {
+        let (reports, receiver) = mpsc::unbounded_channel();
+        let writer = Writer {
+            store,
+            destination,
+            cursor,
+            scanned: cursor,
+            in_flight: BTreeSet::new(),
+            settled_above: BTreeSet::new(),
+        };
+        actix_web::rt::spawn(writer.run(receiver));
+        Progress { reports }
+    }
+
+    pub fn scanned(&self, seq: Seq) {
+        let _ = self.reports.send(Report::Scanned(seq));
+    }
+
+    pub fn dispatched(&self, seq: Seq) {
+        let _ = self.reports.send(Report::Dispatched(seq));
+    }
+
+    pub fn already_settled(&self, seq: Seq) {
+        let _ = self.reports.send(Report::AlreadySettled(seq));
+    }
+
+    /// Reports a finished delivery and waits until it is durable. `false`: the writer is gone
+    /// (shutting down); the event will be delivered again after a restart.
+    pub async fn finished(&self, seq: Seq, done: Done, replay: bool) -> bool {
+        let (durable, wait) = oneshot::channel();
+        let report = Report::Finished {
+            seq,
+            done,
+            replay,
+            durable,
+        };
+        self.reports.send(report).is_ok() && wait.await.is_ok()
+    }
+}
+
+struct Writer {
+    store: Store,
+    destination: String,
+    cursor: Seq,
+    scanned: Seq,
+    in_flight: BTreeSet<Seq>,
+    /// Delivered above the cursor, recorded in `settled`.
+    settled_above: BTreeSet<Seq>,
+}
+
+impl Writer {
+    async fn run(mut self, mut reports: mpsc::UnboundedReceiver<Report>) {
+        while let Some(first) = reports.recv().await {
+            let mut batch = vec![first];
+            while let Ok(report) = reports.try_recv() {
+                batch.push(report);
+            }
+            let mut waiting = Vec::new();
+            let mut writes = Vec::new();
+            for report in batch {
+                match report {
+                    Report::Scanned(seq) => self.scanned = self.scanned.max(seq),
+                    Report::Dispatched(seq) => {
+                        self.in_flight.insert(seq);
+                        self.scanned = self.scanned.max(seq);
+                    }
+                    Report::AlreadySettled(seq) => {
+                        self.settled_above.insert(seq);
+                        self.scanned = self.scanned.max(seq);
+                    }
+                    Report::Finished {
+                        seq,
+                        done,
+                        replay,
+                        durable,
+                    } => {
+                        writes.extend(self.finish(seq, done, replay));
+                        waiting.push(durable);
+                    }
+                }
+            }
+            writes.extend(self.advance());
+            if !writes.is_empty() {
+                while let Err(err) = self.store.write(writes.clone()).await {
+                    tracing::error!(destination = %self.destination, error = %err, "Cannot record delivery progress; retrying.");
+                    if !self.store.is_open() {
+                        return;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+            }
+            for durable in waiting {
+                let _ = durable.send(());
+            }
+        }
+    }
+
+    fn finish(&mut self, seq: Seq, done: Done, replay: bool) -> Vec<Write> {
+        let key = output_seq_key(&self.destination, seq);
+        let mut writes = Vec::new();
+        if replay {
+            writes.push(Write::Delete(TreeId::Replay, key.clone()));
+        } else {
+            self.in_flight.remove(&seq);
+        }
+        match done {
+            Done::Dead(record) => writes.push(Write::Put(TreeId::Dead, key, record.encode())),
+            Done::Delivered if !replay && seq > self.cursor => {
+                writes.push(Write::Put(TreeId::Settled, key, Vec::new()));
+                self.settled_above.insert(seq);
+            }
+            Done::Delivered => {}
+        }
+        writes
+    }
+
+    /// Moves the cursor to just below the oldest event in flight (or to what was scanned), and
+    /// drops the `settled` entries it now covers.
+    fn advance(&mut self) -> Vec<Write> {
+        let target = match self.in_flight.first() {
+            Some(oldest) => Seq(oldest.0 - 1),
+            None => self.scanned,
+        };
+        if target <= self.cursor {
+            return Vec::new();
+        }
+        self.cursor = target;
+        let covered: Vec<Seq> = self.settled_above.range(..=target).copied().collect();
+        let mut writes: Vec<Write> = covered
+            .iter()
+            .map(|seq| {
+                self.settled_above.remove(seq);
+                Write::Delete(TreeId::Settled, output_seq_key(&self.destination, *seq))
+            })
+            .collect();
+        writes.push(set_cursor(&self.destination, target));
+        writes
+    }
+}

@@ -1,0 +1,135 @@
+//! One delivery attempt: the downstream request (the exact bytes, the original content type,
+//! Standard Webhooks headers signed with the destination's secret, the `hookgate-*` headers)
+//! and what its answer means.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::schedule::parse_retry_after;
+use crate::config::DestinationConfig;
+use crate::store::StoredEvent;
+use crate::verify::standard_signature;
+
+/// How much of a failed answer's body is kept for `/v1/errors`.
+pub const ERROR_BODY_BYTES: usize = 512;
+
+/// What an attempt came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attempt {
+    Delivered,
+    /// Worth retrying: connection error, timeout, 5xx, 408, 429.
+    Retry(Failure, Option<Duration>),
+    /// Not worth retrying: any other answer.
+    Permanent(Failure),
+}
+
+/// A failed attempt, as `/v1/errors` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The HTTP status, when there was an answer.
+    pub status: Option<u16>,
+    /// `http`, `timeout`, `connect` or `io`.
+    pub kind: &'static str,
+    /// The first bytes of the answer's body, or the error's text.
+    pub detail: String,
+}
+
+/// The `webhook-id` downstream: `{provider}:{event id}`, stable across retries and replays.
+pub fn webhook_id(event: &StoredEvent) -> String {
+    format!("{}:{}", event.provider, event.event_id)
+}
+
+pub async fn attempt(
+    client: &reqwest::Client,
+    destination: &DestinationConfig,
+    event: &StoredEvent,
+) -> Attempt {
+    let id = webhook_id(event);
+    let timestamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        .to_string();
+    let signature = standard_signature(&destination.signing_key, &id, &timestamp, &event.body);
+    let mut request = client
+        .post(destination.url.clone())
+        .timeout(destination.timeout)
+        .header("webhook-id", &id)
+        .header("webhook-timestamp", &timestamp)
+        .header("webhook-signature", signature)
+        .header("hookgate-provider", &event.provider)
+        .header("hookgate-seq", event.seq.to_string())
+        .header("hookgate-source", event.source.as_str())
+        .body(event.body.clone());
+    if let Some(content_type) = &event.content_type {
+        request = request.header("content-type", content_type);
+    }
+    match request.send().await {
+        Ok(response) => classify(response).await,
+        Err(err) => Attempt::Retry(transport_failure(&err), None),
+    }
+}
+
+async fn classify(response: reqwest::Response) -> Attempt {
+    let status = response.status();
+    if status.is_success() {
+        return Attempt::Delivered;
+    }
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, SystemTime::now()));
+    let body = response.bytes().await.unwrap_or_default();
+    let detail = String::from_utf8_lossy(&body[..body.len().min(ERROR_BODY_BYTES)]).into_owned();
+    let failure = Failure {
+        status: Some(status.as_u16()),
+        kind: "http",
+        detail,
+    };
+    if is_retryable(status.as_u16()) {
+        Attempt::Retry(failure, retry_after)
+    } else {
+        Attempt::Permanent(failure)
+    }
+}
+
+/// 5xx, 408 and 429 are retried; other answers are final.
+pub fn is_retryable(status: u16) -> bool {
+    status >= 500 || status == 408 || status == 429
+}
+
+fn transport_failure(err: &reqwest::Error) -> Failure {
+    let kind = if err.is_timeout() {
+        "timeout"
+    } else if err.is_connect() {
+        "connect"
+    } else {
+        "io"
+    };
+    let mut detail = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        detail = format!("{detail}: {cause}");
+        source = cause.source();
+    }
+    detail.truncate(ERROR_BODY_BYTES);
+    Failure {
+        status: None,
+        kind,
+        detail,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retryable_statuses() {
+        for status in [500, 502, 503, 504, 408, 429] {
+            assert!(is_retryable(status), "{status}");
+        }
+        for status in [400, 401, 403, 404, 409, 410, 422, 301] {
+            assert!(!is_retryable(status), "{status}");
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! A destination's live state, shared by its tasks and the admin API: paused or probing,
+//! consecutive failures, the most recent failed attempts, and the failure ratio over the last
+//! hour that raises an alert (once per episode).
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use super::request::Failure;
+
+/// Failed attempts kept for `/v1/errors`.
+const ERRORS_KEPT: usize = 1000;
+/// The window of the failure ratio.
+const WINDOW: Duration = Duration::from_secs(3600);
+/// Fewer attempts than this in the window never raise a ratio alert.
+const MIN_ATTEMPTS_FOR_RATIO: usize = 10;
+
+/// One failed attempt, as `/v1/errors` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ErrorEntry {
+    pub at_ms: u64,
+    pub seq: u64,
+    pub event_id: String,
+    pub status: Option<u16>,
+    pub kind: &'static str,
+    pub body: String,
+}
+
+#[derive(Debug, Default)]
+pub struct Status {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    paused: bool,
+    consecutive_failures: u32,
+    errors: VecDeque<ErrorEntry>,
+    window: VecDeque<(Instant, bool)>,
+    alerting: bool,
+    /// The destination's `alert_ratio`, as of the last failure.
+    alert_ratio: f64,
+    probing: bool,
+    delivered: u64,
+    dead: u64,
+}
+
+/// What the admin API shows of a destination's live state.
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    pub paused: bool,
+    pub probing: bool,
+    pub consecutive_failures: u32,
+    pub failure_ratio_1h: f64,
+    pub delivered: u64,
+    pub dead: u64,
+    pub last_error: Option<ErrorEntry>,
+}
+
+impl Status {
+    pub fn new(paused: bool) -> Status {
+        Status {
+            inner: Mutex::new(Inner {
+                paused,
+                ..Inner::default()
+            }),
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
+        let mut inner = self
+            .inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&mut inner)
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.with(|s| s.paused)
+    }
+
+    pub fn set_paused(&self, paused: bool) {
+        self.with(|s| s.paused = paused);
+    }
+
+    /// Failing so often that attempts only probe at the schedule's last interval.
+    pub fn is_probing(&self) -> bool {
+        self.with(|s| s.probing)
+    }
+
+    /// Records a delivery; returns an alert text when an alert episode ends.
+    pub fn delivered(&self) -> Option<String> {
+        self.with(|s| {
+            s.delivered += 1;
+            s.consecutive_failures = 0;
+            s.record(true);
+            if s.alerting && s.ratio() <= s.alert_ratio {
+                s.alerting = false;
+            }
+            let was_probing = std::mem::replace(&mut s.probing, false);
+            was_probing.then(|| "deliveries succeed again; probing ends".to_string())
+        })
+    }
+
+    pub fn dead(&self) {
+        self.with(|s| s.dead += 1);
+    }
+
+    /// Records a failed attempt; returns an alert text when this failure starts an episode
+    /// (the ratio passes `alert_ratio`, or the destination starts probing).
+    pub fn failed(
+        &self,
+        seq: u64,
+        event_id: &str,
+        failure: &Failure,
+        alert_ratio: f64,
+        pause_after: u32,
+    ) -> Option<String> {
+        let at_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.with(|s| {
+            s.consecutive_failures += 1;
+            s.record(false);
+            if s.errors.len() == ERRORS_KEPT {
+                s.errors.pop_front();
+            }
+            s.errors.push_back(ErrorEntry {
+                at_ms,
+                seq,
+                event_id: event_id.to_string(),
+                status: failure.status,
+                kind: failure.kind,
+                body: failure.detail.clone(),
+            });
+            s.alert_ratio = alert_ratio;
+            if !s.probing && s.consecutive_failures >= pause_after {
+                s.probing = true;
+                return Some(format!(
+                    "{} consecutive failures: paused, probing at the schedule's last interval",
+                    s.consecutive_failures
+                ));
+            }
+            let ratio = s.ratio();
+            if !s.alerting && s.window.len() >= MIN_ATTEMPTS_FOR_RATIO && ratio > alert_ratio {
+                s.alerting = true;
+                return Some(format!(
+                    "failure ratio {:.0}% over the last hour",
+                    ratio * 100.0
+                ));
+            }
+            None
+        })
+    }
+
+    /// The most recent failed attempts, newest first.
+    pub fn errors(&self, limit: usize) -> Vec<ErrorEntry> {
+        self.with(|s| s.errors.iter().rev().take(limit).cloned().collect())
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        self.with(|s| Snapshot {
+            paused: s.paused,
+            probing: s.probing,
+            consecutive_failures: s.consecutive_failures,
+            failure_ratio_1h: s.ratio(),
+            delivered: s.delivered,
+            dead: s.dead,
+            last_error: s.errors.back().cloned(),
+        })
+    }
+}
+
+impl Inner {
+    fn record(&mut self, success: bool) {
+        let now = Instant::now();
+        while self
+            .window
+            .front()
+            .is_some_and(|(at, _)| now.duration_since(*at) > WINDOW)
+        {
+            self.window.pop_front();
+        }
+        self.window.push_back((now, success));
+    }
+
+    fn ratio(&self) -> f64 {
+        if self.window.is_empty() {
+            return 0.0;
+        }
+        let failures = self.window.iter().filter(|(_, ok)| !ok).count();
+        failures as f64 / self.window.len() as f64
+    }
+}

@@ -1,0 +1,160 @@
+//! The destinations API: `GET /v1/destinations`, pause and resume, the recent errors, the dead
+//! events and their replay.
+
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{page_size, Authorized};
+use crate::event::Seq;
+use crate::http::{ApiError, AppState};
+
+pub fn routes(config: &mut web::ServiceConfig) {
+    config
+        .route("/v1/destinations", web::get().to(list))
+        .route("/v1/destinations/{name}/pause", web::post().to(pause))
+        .route("/v1/destinations/{name}/resume", web::post().to(resume))
+        .route("/v1/errors", web::get().to(errors))
+        .route("/v1/dead", web::get().to(dead))
+        .route("/v1/dead/replay", web::post().to(replay_dead));
+}
+
+async fn list(_: Authorized, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let destinations = state.destinations.clone();
+    let views = web::block(move || destinations.iter().map(|d| d.view()).collect::<Vec<_>>())
+        .await
+        .map_err(|_| ApiError::Unavailable)?;
+    Ok(HttpResponse::Ok().json(json!({ "destinations": views })))
+}
+
+async fn pause(
+    _: Authorized,
+    name: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    set_paused(&name, true, &state).await
+}
+
+async fn resume(
+    _: Authorized,
+    name: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    set_paused(&name, false, &state).await
+}
+
+async fn set_paused(name: &str, paused: bool, state: &AppState) -> Result<HttpResponse, ApiError> {
+    let destination = state.destination(name).ok_or(ApiError::NotFound)?;
+    destination.set_paused(paused).await.map_err(|err| {
+        tracing::error!(destination = name, error = %err, "Cannot record the pause state.");
+        ApiError::Unavailable
+    })?;
+    tracing::info!(
+        destination = name,
+        paused,
+        "Destination paused or resumed by an operator."
+    );
+    Ok(HttpResponse::Ok().json(json!({ "destination": name, "paused": paused })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    destination: Option<String>,
+    limit: Option<usize>,
+}
+
+/// The most recent failed attempts, newest first, of one destination or of all.
+async fn errors(
+    _: Authorized,
+    query: Result<web::Query<ListQuery>, actix_web::Error>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let query = query.map_err(|_| ApiError::BadRequest)?.into_inner();
+    let limit = page_size(query.limit);
+    let mut entries = Vec::new();
+    for destination in selected(&state, query.destination.as_deref())? {
+        for entry in destination.status.errors(limit) {
+            entries.push(json!({ "destination": destination.config.name, "error": entry }));
+        }
+    }
+    entries.sort_by_key(|e| std::cmp::Reverse(e["error"]["at_ms"].as_u64()));
+    entries.truncate(limit);
+    Ok(HttpResponse::Ok().json(json!({ "errors": entries })))
+}
+
+/// Dead events, oldest first.
+async fn dead(
+    _: Authorized,
+    query: Result<web::Query<ListQuery>, actix_web::Error>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let query = query.map_err(|_| ApiError::BadRequest)?.into_inner();
+    let limit = page_size(query.limit);
+    let mut dead = Vec::new();
+    for destination in selected(&state, query.destination.as_deref())? {
+        for (seq, record) in destination.dead(limit) {
+            dead.push(json!({ "destination": destination.config.name, "seq": seq.0, "at_ms": record.at_ms, "attempts": record.attempts, "error": record.error }));
+        }
+    }
+    Ok(HttpResponse::Ok().json(json!({ "dead": dead })))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ReplayFilter {
+    destination: Option<String>,
+    provider: Option<String>,
+    from_seq: Option<u64>,
+    to_seq: Option<u64>,
+}
+
+/// Queues dead events for delivery again; the body (optional JSON) filters by destination,
+/// provider and seq range.
+async fn replay_dead(
+    _: Authorized,
+    body: web::Bytes,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let filter: ReplayFilter = if body.is_empty() {
+        ReplayFilter::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|_| ApiError::BadRequest)?
+    };
+    let range = filter.from_seq.unwrap_or(0)..=filter.to_seq.unwrap_or(u64::MAX);
+    let mut replayed = 0;
+    for destination in selected(&state, filter.destination.as_deref())? {
+        let seqs: Vec<Seq> = destination
+            .dead(usize::MAX)
+            .into_iter()
+            .map(|(seq, _)| seq)
+            .filter(|seq| range.contains(&seq.0))
+            .filter(|seq| match &filter.provider {
+                Some(provider) => state
+                    .store
+                    .event(*seq)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|e| &e.provider == provider),
+                None => true,
+            })
+            .collect();
+        replayed += destination.replay(&seqs).await.map_err(|err| {
+            tracing::error!(error = %err, "Cannot queue replays.");
+            ApiError::Unavailable
+        })?;
+    }
+    tracing::info!(replayed, "Dead events queued for replay.");
+    Ok(HttpResponse::Accepted().json(json!({ "replayed": replayed })))
+}
+
+/// One named destination (404 if unknown), or all of them.
+fn selected<'a>(
+    state: &'a AppState,
+    name: Option<&str>,
+) -> Result<Vec<&'a std::sync::Arc<crate::forward::Destination>>, ApiError> {
+    match name {
+        Some(name) => Ok(vec![state.destination(name).ok_or(ApiError::NotFound)?]),
+        None => Ok(state.destinations.iter().collect()),
+    }
+}
