@@ -23,9 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{wants, Config};
 use crate::event::Seq;
-use crate::store::keys::{
-    cursor_key, output_prefix, output_seq_key, paused_key, seq_of, DeadRecord,
-};
+use crate::store::keys::{output_prefix, output_seq_key, paused_key, seq_of, DeadRecord};
 use crate::store::{Store, StoreError, StoredEvent, TreeId, Write};
 
 pub use dispatch::Destination;
@@ -70,7 +68,7 @@ impl Forwarders {
         let mut destinations = Vec::new();
         let mut tasks = Vec::new();
         for destination in &config.destinations {
-            let cursor = read_cursor(store, &destination.name)?;
+            let cursor = store.cursor(&destination.name)?;
             let paused = store
                 .tree(TreeId::Meta)
                 .contains_key(paused_key(&destination.name))?;
@@ -162,7 +160,7 @@ impl Destination {
         }
         let key = output_seq_key(&self.config.name, Seq(event.seq));
         let has = |tree| self.store.tree(tree).contains_key(&key).unwrap_or(false);
-        let cursor = read_cursor(&self.store, &self.config.name).unwrap_or(Seq(0));
+        let cursor = self.store.cursor(&self.config.name).unwrap_or(Seq(0));
         Some(if has(TreeId::Dead) {
             "dead"
         } else if has(TreeId::Replay) {
@@ -176,7 +174,7 @@ impl Destination {
 
     /// Queue depth, oldest pending age and counts, for `GET /v1/destinations`.
     pub fn view(&self) -> DestinationView {
-        let cursor = read_cursor(&self.store, &self.config.name).unwrap_or(Seq(0));
+        let cursor = self.store.cursor(&self.config.name).unwrap_or(Seq(0));
         let (depth, oldest) = self.pending(cursor);
         let prefix = output_prefix(&self.config.name);
         DestinationView {
@@ -228,13 +226,4 @@ impl Destination {
         }
         (depth, oldest)
     }
-}
-
-/// An output's durable cursor (0 before its first event).
-pub fn read_cursor(store: &Store, output: &str) -> Result<Seq, StoreError> {
-    Ok(store
-        .tree(TreeId::Meta)
-        .get(cursor_key(output))?
-        .and_then(|value| Seq::from_key(&value))
-        .unwrap_or(Seq(0)))
 }

@@ -258,6 +258,15 @@ impl Store {
         self.last_seq.clone()
     }
 
+    /// An output's durable cursor (0 before its first event).
+    pub fn cursor(&self, output: &str) -> Result<Seq, StoreError> {
+        Ok(self
+            .tree(TreeId::Meta)
+            .get(keys::cursor_key(output))?
+            .and_then(|value| Seq::from_key(&value))
+            .unwrap_or(Seq(0)))
+    }
+
     /// Read access to one tree. Writes go through `write`, never here.
     pub fn tree(&self, id: TreeId) -> &sled::Tree {
         &self.trees.all[id as usize]
