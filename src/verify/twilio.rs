@@ -183,6 +183,13 @@ fn port_variants(url: &str) -> [String; 2] {
     }
 }
 
+impl Twilio {
+    /// The URL Twilio calls, as configured: what `hookgate send-test` signs over.
+    pub fn public_url(&self) -> &str {
+        &self.public_url
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
