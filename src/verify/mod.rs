@@ -281,18 +281,45 @@ fn misplaced_keys(raw: &RawProvider) -> Vec<String> {
         (
             "tolerance_s",
             raw.tolerance_s.is_some(),
-            &["standard-webhooks"][..],
+            &["standard-webhooks", "stripe", "slack"][..],
         ),
-        ("header", raw.header.is_some(), &["hmac"][..]),
+        ("header", raw.header.is_some(), &["hmac", "acculynx"][..]),
         ("algorithm", raw.algorithm.is_some(), &["hmac"][..]),
-        ("encoding", raw.encoding.is_some(), &["hmac"][..]),
+        (
+            "encoding",
+            raw.encoding.is_some(),
+            &["hmac", "acculynx"][..],
+        ),
         ("prefix", raw.prefix.is_some(), &["hmac"][..]),
         ("allow_ips", raw.allow_ips.is_some(), &["none"][..]),
+        ("secrets", !raw.secrets.is_empty(), SECRET_SCHEMES),
         (
-            "secrets",
-            !raw.secrets.is_empty(),
-            &["standard-webhooks", "github", "hmac"][..],
+            "public_url",
+            raw.public_url.is_some(),
+            &["twilio", "alcmeon"][..],
         ),
+        (
+            "signature_base",
+            raw.signature_base.is_some(),
+            &["alcmeon"][..],
+        ),
+        (
+            "public_keys",
+            raw.public_keys.is_some(),
+            &["dialog-insight"][..],
+        ),
+        ("hash", raw.hash.is_some(), &["dialog-insight"][..]),
+        (
+            "signature_encoding",
+            raw.signature_encoding.is_some(),
+            &["dialog-insight"][..],
+        ),
+        (
+            "forward_tests",
+            raw.forward_tests.is_some(),
+            &["dialog-insight"][..],
+        ),
+        ("oauth", raw.oauth.is_some(), &["oauth"][..]),
     ];
     given
         .iter()
