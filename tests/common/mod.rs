@@ -439,6 +439,18 @@ impl Api {
     }
 
     /// GET on the admin listener with `token` (None: no Authorization header).
+    /// POST on the admin listener with the token and a JSON body.
+    pub fn admin_post(&self, path: &str, body: &Value) -> Reply {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.admin_url))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(body)
+            .send()
+            .unwrap_or_else(|err| panic!("admin POST {path} failed: {}", error_chain(&err)));
+        read_reply(response).expect("read reply")
+    }
+
     pub fn admin_get_with(&self, path: &str, token: Option<&str>) -> Reply {
         let mut request = self.client.get(format!("{}{path}", self.admin_url));
         if let Some(token) = token {

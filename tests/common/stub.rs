@@ -5,6 +5,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 /// One request the stub received.
 #[derive(Debug, Clone)]
@@ -14,6 +15,8 @@ pub struct StubRequest {
     /// Header names lower-cased.
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// When the request had been read.
+    pub at: Instant,
 }
 
 impl StubRequest {
@@ -26,7 +29,7 @@ impl StubRequest {
     }
 }
 
-/// An answer: status, content type, body.
+/// An answer: status, content type, body. Status 0 closes the connection without an answer.
 pub type StubAnswer = (u16, &'static str, Vec<u8>);
 
 pub struct Stub {
@@ -36,6 +39,20 @@ pub struct Stub {
 
 impl Stub {
     pub fn start(handler: impl Fn(&StubRequest) -> StubAnswer + Send + Sync + 'static) -> Stub {
+        Stub::start_with_headers(move |request| {
+            let (status, content_type, body) = handler(request);
+            (
+                status,
+                vec![("Content-Type".to_string(), content_type.to_string())],
+                body,
+            )
+        })
+    }
+
+    /// As `start`, with a handler that sets any headers.
+    pub fn start_with_headers(
+        handler: impl Fn(&StubRequest) -> (u16, Vec<(String, String)>, Vec<u8>) + Send + Sync + 'static,
+    ) -> Stub {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind stub");
         let url = format!("http://{}", listener.local_addr().expect("stub address"));
         let requests = Arc::new(Mutex::new(Vec::new()));
@@ -49,12 +66,19 @@ impl Stub {
                     let Some(request) = read_request(&mut stream) else {
                         return;
                     };
-                    let (status, content_type, body) = handler(&request);
+                    let (status, headers, body) = handler(&request);
                     recorded.lock().expect("stub lock").push(request);
-                    let head = format!(
-                        "HTTP/1.1 {status} X\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    if status == 0 {
+                        return; // status 0: close the connection without answering
+                    }
+                    let mut head = format!(
+                        "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n",
                         body.len()
                     );
+                    for (name, value) in headers {
+                        head.push_str(&format!("{name}: {value}\r\n"));
+                    }
+                    head.push_str("\r\n");
                     let _ = stream.write_all(head.as_bytes());
                     let _ = stream.write_all(&body);
                 });
@@ -102,5 +126,6 @@ fn read_request(stream: &mut std::net::TcpStream) -> Option<StubRequest> {
         path,
         headers,
         body,
+        at: Instant::now(),
     })
 }
