@@ -14,13 +14,23 @@
 //!    fdatasyncs its files once per batch. Only then is each request answered 200 (`accepted`, or
 //!    `duplicate` with the first copy's seq); past `ack_deadline_ms`, or on any storage error, 503.
 //!
-//! The admin listener ([`http`]) serves [`metrics`] and reads the store back (`/v1/events`).
+//! From the store, events leave in two ways:
+//!
+//! - [`forward`]: per `[[destination]]`, a dispatcher reads the queue in seq order from a durable
+//!   cursor and pushes each event (signed with the Standard Webhooks scheme), retrying on a
+//!   schedule; an event whose schedule is spent is dead until replayed. Progress is written
+//!   through the same group commit as the events.
+//!
+//! The admin listener ([`http`]) serves [`metrics`], reads the store back (`/v1/events`), and
+//! operates the destinations (pause, resume, errors, dead events, replay).
+//! [`consume`] serves pull consumers: the events after a consumer's durable cursor, and its acks.
 //! [`cmd`] holds the command-line entry points; `main.rs` only parses arguments.
 
 #![forbid(unsafe_code)]
 
 pub mod cmd;
 pub mod config;
+pub mod consume;
 pub mod event;
 pub mod event_id;
 pub mod forward;
