@@ -95,7 +95,7 @@ async fn replay_event(
 }
 
 /// An event as the admin API shows it (see the interface contract).
-fn event_json(event: &StoredEvent, state: &AppState) -> Value {
+pub(super) fn event_json(event: &StoredEvent, state: &AppState) -> Value {
     let received_at = time::OffsetDateTime::from_unix_timestamp_nanos(
         i128::from(event.received_at_ms) * 1_000_000,
     )

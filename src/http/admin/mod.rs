@@ -1,6 +1,7 @@
 //! The admin routes: `/healthz` (open), and behind the bearer token `/metrics`, the events API
 //! ([`events`]) and the destinations API ([`destinations`]).
 
+mod consumers;
 mod destinations;
 mod events;
 
@@ -44,7 +45,8 @@ pub fn routes(config: &mut web::ServiceConfig) {
         )
         .route("/metrics", web::get().to(metrics))
         .configure(events::routes)
-        .configure(destinations::routes);
+        .configure(destinations::routes)
+        .configure(consumers::routes);
 }
 
 /// Proof that the request carried the admin token. Taking it as an argument guards a handler.

@@ -1,0 +1,132 @@
+//! Pull consumers (`[[consumer]]`): a consumer reads the events it wants after its durable
+//! cursor, and acknowledges a seq to move the cursor forward. The cursor lives in the store's
+//! `meta` tree beside the destinations' (one namespace), so the retention sweeper honours it.
+//!
+//! The admin routes (`/v1/consumers/{name}/...`) do the waiting and the HTTP; this module owns
+//! what a page holds and which acknowledgements move the cursor.
+
+use crate::config::{wants, ConsumerConfig};
+use crate::event::Seq;
+use crate::store::{keys, Store, StoreError, StoredEvent};
+
+/// Events read from the store per step while looking for those a consumer wants.
+const SCAN_BATCH: usize = 256;
+
+/// One read for a consumer.
+#[derive(Debug)]
+pub struct Page {
+    /// The consumer's durable cursor when read: events at or below it are done.
+    pub cursor: Seq,
+    /// Up to `limit` events after the cursor that the consumer wants, in seq order.
+    pub events: Vec<StoredEvent>,
+    /// The highest seq looked at (wanted or not): a later read for new events may start there.
+    pub scanned: Seq,
+}
+
+/// Up to `limit` events after the consumer's cursor, and after `scanned` (a previous page's, to
+/// skip what it looked at, or `Seq(0)`), whose provider the consumer wants, in seq order.
+/// Blocking: call from a blocking context.
+pub fn read_page(
+    store: &Store,
+    consumer: &ConsumerConfig,
+    scanned: Seq,
+    limit: usize,
+) -> Result<Page, StoreError> {
+    let cursor = store.cursor(&consumer.name)?;
+    let mut page = Page {
+        cursor,
+        events: Vec::new(),
+        scanned: cursor.max(scanned),
+    };
+    while page.events.len() < limit {
+        let batch = store.events_after(page.scanned, SCAN_BATCH, None)?;
+        let end = batch.len() < SCAN_BATCH;
+        for event in batch {
+            page.scanned = Seq(event.seq);
+            if wants(&consumer.providers, &event.provider) {
+                page.events.push(event);
+                if page.events.len() == limit {
+                    break;
+                }
+            }
+        }
+        if end {
+            break;
+        }
+    }
+    Ok(page)
+}
+
+/// Why an acknowledgement did not move the cursor.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AckError {
+    /// The consumer acknowledged a seq not stored yet (a client error).
+    #[error("seq {requested} is beyond the last stored seq {last}")]
+    BeyondEnd { requested: Seq, last: Seq },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Where an acknowledgement of `requested` leaves a cursor at `current`, when `last` is the
+/// highest stored seq: `Some(requested)` moves it, `None` leaves it (a cursor never moves back).
+pub fn ack_target(current: Seq, requested: Seq, last: Seq) -> Result<Option<Seq>, AckError> {
+    if requested > last {
+        return Err(AckError::BeyondEnd { requested, last });
+    }
+    Ok((requested > current).then_some(requested))
+}
+
+/// Serializes acknowledgements, so that two racing ones cannot store their cursors out of order
+/// (the cursor is read, then written, in two steps).
+static ACKS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Moves `consumer`'s cursor to `requested` durably, or leaves it where it is when it is already
+/// there or past it, and returns the cursor.
+pub async fn ack(store: &Store, consumer: &str, requested: Seq) -> Result<Seq, AckError> {
+    let _turn = ACKS.lock().await;
+    let last = *store.last_seq().borrow();
+    let reader = store.clone();
+    let name = consumer.to_string();
+    let current = tokio::task::spawn_blocking(move || reader.cursor(&name))
+        .await
+        .map_err(|_| StoreError::Closed)??;
+    match ack_target(current, requested, last)? {
+        None => Ok(current),
+        Some(target) => {
+            store
+                .write(vec![keys::set_cursor(consumer, target)])
+                .await?;
+            tracing::info!(consumer, seq = %target, "Consumer cursor moved.");
+            Ok(target)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ack_moves_the_cursor_forward_only() {
+        let target = |current, requested, last| {
+            ack_target(Seq(current), Seq(requested), Seq(last)).expect("accepted")
+        };
+        assert_eq!(target(3, 5, 9), Some(Seq(5)));
+        assert_eq!(target(3, 9, 9), Some(Seq(9)));
+        assert_eq!(target(3, 3, 9), None);
+        assert_eq!(target(3, 1, 9), None);
+        assert_eq!(target(0, 0, 0), None);
+    }
+
+    #[test]
+    fn an_ack_beyond_the_last_stored_seq_is_refused() {
+        assert!(matches!(
+            ack_target(Seq(3), Seq(10), Seq(9)),
+            Err(AckError::BeyondEnd {
+                requested: Seq(10),
+                last: Seq(9)
+            })
+        ));
+        assert!(ack_target(Seq(0), Seq(1), Seq(0)).is_err());
+    }
+}

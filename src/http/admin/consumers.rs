@@ -1,0 +1,136 @@
+//! `GET /v1/consumers/{name}/events` (a long poll for the events after the consumer's cursor)
+//! and `POST /v1/consumers/{name}/ack`. What a page holds and how an ack moves the cursor is
+//! [`crate::consume`]'s; this file waits and speaks HTTP.
+
+use std::time::Duration;
+
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+use super::events::event_json;
+use super::{blocking, page_size, Authorized};
+use crate::config::ConsumerConfig;
+use crate::consume::{self, AckError, Page};
+use crate::event::Seq;
+use crate::http::{ApiError, AppState};
+
+/// The longest a read may wait for new events.
+const MAX_WAIT_MS: u64 = 60_000;
+/// How often a waiting read checks whether hookgate is draining (so it does not hold up the
+/// shutdown).
+const DRAIN_CHECK: Duration = Duration::from_millis(100);
+
+pub fn routes(config: &mut web::ServiceConfig) {
+    config
+        .route("/v1/consumers/{name}/events", web::get().to(read_events))
+        .route("/v1/consumers/{name}/ack", web::post().to(ack));
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReadQuery {
+    limit: Option<usize>,
+    #[serde(default)]
+    wait_ms: u64,
+}
+
+/// The events after the consumer's cursor; when there are none, waits (up to `wait_ms`) for some
+/// to be committed.
+async fn read_events(
+    _: Authorized,
+    name: web::Path<String>,
+    query: Result<web::Query<ReadQuery>, actix_web::Error>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let consumer = consumer(&state, &name)?;
+    let query = query.map_err(|_| ApiError::BadRequest)?.into_inner();
+    let limit = page_size(query.limit);
+    let deadline = Instant::now() + Duration::from_millis(query.wait_ms.min(MAX_WAIT_MS));
+    let mut committed = state.store.last_seq();
+    let mut scanned = Seq(0);
+    let page = loop {
+        // Seen before reading: a commit from here on wakes the wait below.
+        committed.mark_unchanged();
+        let page = read(&state, &consumer, scanned, limit).await?;
+        if !page.events.is_empty() || Instant::now() >= deadline {
+            break page;
+        }
+        scanned = page.scanned;
+        if !wait_for_commit(&state, &mut committed, deadline).await {
+            break page;
+        }
+    };
+    let events: Vec<Value> = page.events.iter().map(|e| event_json(e, &state)).collect();
+    Ok(HttpResponse::Ok().json(json!({ "events": events, "cursor": page.cursor.0 })))
+}
+
+/// Waits until events are committed (true), or until `deadline`, the store closes or hookgate
+/// drains (false).
+async fn wait_for_commit(
+    state: &AppState,
+    committed: &mut tokio::sync::watch::Receiver<Seq>,
+    deadline: Instant,
+) -> bool {
+    let mut drain_check = tokio::time::interval(DRAIN_CHECK);
+    loop {
+        tokio::select! {
+            changed = committed.changed() => return changed.is_ok(),
+            () = tokio::time::sleep_until(deadline) => return false,
+            _ = drain_check.tick() => {
+                if state.is_draining() {
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+async fn read(
+    state: &AppState,
+    consumer: &ConsumerConfig,
+    scanned: Seq,
+    limit: usize,
+) -> Result<Page, ApiError> {
+    let store = state.store.clone();
+    let consumer = consumer.clone();
+    blocking(move || consume::read_page(&store, &consumer, scanned, limit)).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AckBody {
+    seq: u64,
+}
+
+/// Moves the consumer's cursor forward to `seq` (never back); 400 past the last stored seq.
+async fn ack(
+    _: Authorized,
+    name: web::Path<String>,
+    body: Result<web::Json<AckBody>, actix_web::Error>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let consumer = consumer(&state, &name)?;
+    let body = body.map_err(|_| ApiError::BadRequest)?.into_inner();
+    match consume::ack(&state.store, &consumer.name, Seq(body.seq)).await {
+        Ok(cursor) => Ok(HttpResponse::Ok().json(json!({ "cursor": cursor.0 }))),
+        Err(AckError::BeyondEnd { requested, last }) => {
+            tracing::warn!(consumer = %consumer.name, seq = %requested, last = %last, "Ack beyond the last stored seq refused.");
+            Err(ApiError::BadRequest)
+        }
+        Err(AckError::Store(err)) => {
+            tracing::error!(consumer = %consumer.name, error = %err, "Cannot move a consumer's cursor.");
+            Err(ApiError::Unavailable)
+        }
+    }
+}
+
+/// The configured consumer named in the route, or 404.
+fn consumer(state: &AppState, name: &str) -> Result<ConsumerConfig, ApiError> {
+    state
+        .config
+        .consumer(name)
+        .cloned()
+        .ok_or(ApiError::NotFound)
+}

@@ -1,0 +1,255 @@
+//! Pull consumers: `GET /v1/consumers/{name}/events` (long poll) and
+//! `POST /v1/consumers/{name}/ack`, against the real binary.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use common::{provider, Api, Gateway, Reply, ADMIN_TOKEN};
+
+/// A `[[consumer]]` table (`providers` omitted when None: every provider).
+fn consumer(name: &str, providers: Option<&[&str]>) -> String {
+    let providers = providers.map_or(String::new(), |list| {
+        let quoted: Vec<String> = list.iter().map(|p| format!("\"{p}\"")).collect();
+        format!("providers = [{}]\n", quoted.join(", "))
+    });
+    format!("\n[[consumer]]\nname = \"{name}\"\n{providers}")
+}
+
+/// Two open providers, `a` and `b`, then `consumers`.
+fn start(consumers: &str) -> Gateway {
+    let providers = provider("a", "none", &[], "") + &provider("b", "none", &[], "");
+    Gateway::start(&(providers + consumers))
+}
+
+/// Posts a distinct JSON event to `provider`; returns its seq.
+fn post(api: &Api, provider: &str, n: u32) -> u64 {
+    let body = format!(r#"{{"provider":"{provider}","n":{n}}}"#);
+    let (status, seq) = api.post(provider, &[], body.as_bytes()).ack();
+    assert_eq!(status, "accepted");
+    seq
+}
+
+/// `GET /v1/consumers/{name}/events?{query}`; panics unless 200.
+fn read(api: &Api, name: &str, query: &str) -> Value {
+    let path = format!("/v1/consumers/{name}/events?{query}");
+    let reply = api.admin_get(&path);
+    assert_eq!(reply.status, 200, "GET {path}: {}", reply.text());
+    reply.json()
+}
+
+/// The seqs of a read's events.
+fn seqs(page: &Value) -> Vec<u64> {
+    page["events"]
+        .as_array()
+        .expect("events array")
+        .iter()
+        .map(|e| e["seq"].as_u64().expect("seq"))
+        .collect()
+}
+
+/// `POST /v1/consumers/{name}/ack` with `body` and `token` (None: no Authorization header).
+fn ack_with(api: &Api, name: &str, body: &str, token: Option<&str>) -> Reply {
+    let client = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let mut request = client
+        .post(format!("{}/v1/consumers/{name}/ack", api.admin_url))
+        .header("content-type", "application/json")
+        .body(body.to_string());
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().unwrap();
+    Reply {
+        status: response.status().as_u16(),
+        headers: response.headers().clone(),
+        body: response.bytes().unwrap().to_vec(),
+    }
+}
+
+/// Acks `seq`; panics unless 200; returns the cursor.
+fn ack(api: &Api, name: &str, seq: u64) -> u64 {
+    let reply = ack_with(api, name, &format!(r#"{{"seq":{seq}}}"#), Some(ADMIN_TOKEN));
+    assert_eq!(reply.status, 200, "ack {seq}: {}", reply.text());
+    reply.json()["cursor"].as_u64().expect("cursor")
+}
+
+/// Reads for `name` with `query` while another thread posts an event to `provider` 300 ms in:
+/// the page, how long the read took, and the posted event's seq.
+fn read_while_posting(
+    gw: &Gateway,
+    name: &str,
+    query: &str,
+    provider: &str,
+) -> (Value, Duration, u64) {
+    let api = gw.api();
+    let provider = provider.to_string();
+    let poster = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        post(&api, &provider, 1)
+    });
+    let started = Instant::now();
+    let page = read(gw, name, query);
+    let elapsed = started.elapsed();
+    (page, elapsed, poster.join().unwrap())
+}
+
+#[test]
+fn events_are_read_again_until_acknowledged_across_restarts() {
+    let mut gw = start(&consumer("reader", None));
+    let posted: Vec<u64> = (0..5).map(|n| post(&gw, "a", n)).collect();
+    assert_eq!(posted, [1, 2, 3, 4, 5]);
+
+    let first = read(&gw, "reader", "limit=3");
+    assert_eq!(seqs(&first), [1, 2, 3]);
+    assert_eq!(first["cursor"], 0);
+    // Each event is the same JSON as `/v1/events/{seq}` gives.
+    for event in first["events"].as_array().unwrap() {
+        let seq = event["seq"].as_u64().unwrap();
+        assert_eq!(Some(event.clone()), gw.event(seq));
+    }
+    assert_eq!(first["events"][0]["json"], json!({"provider": "a", "n": 0}));
+
+    gw.restart();
+    let again = read(&gw, "reader", "limit=3");
+    assert_eq!(again, first, "the same events before any ack");
+
+    assert_eq!(ack(&gw, "reader", 3), 3);
+    let next = read(&gw, "reader", "limit=3");
+    assert_eq!(seqs(&next), [4, 5]);
+    assert_eq!(next["cursor"], 3);
+
+    // The cursor never moves back: an older ack is accepted and changes nothing.
+    assert_eq!(ack(&gw, "reader", 2), 3);
+    assert_eq!(ack(&gw, "reader", 3), 3);
+
+    // The cursor is durable, through a SIGKILL.
+    gw.restart();
+    let after_restart = read(&gw, "reader", "");
+    assert_eq!(seqs(&after_restart), [4, 5]);
+    assert_eq!(after_restart["cursor"], 3);
+
+    assert_eq!(ack(&gw, "reader", 5), 5);
+    let done = read(&gw, "reader", "wait_ms=0");
+    assert_eq!(seqs(&done), Vec::<u64>::new());
+    assert_eq!(done["cursor"], 5);
+    assert_eq!(post(&gw, "b", 6), 6);
+    assert_eq!(seqs(&read(&gw, "reader", "")), [6]);
+}
+
+#[test]
+fn a_consumer_reads_only_the_providers_it_wants() {
+    let gw = start(&(consumer("only_b", Some(&["b"])) + &consumer("all", None)));
+    for n in 0..6 {
+        post(&gw, if n % 2 == 0 { "a" } else { "b" }, n);
+    }
+    let page = read(&gw, "only_b", "");
+    assert_eq!(seqs(&page), [2, 4, 6]);
+    assert!(page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["provider"] == "b"));
+    assert_eq!(seqs(&read(&gw, "all", "")), [1, 2, 3, 4, 5, 6]);
+
+    // `limit` counts wanted events only; the cursors are separate.
+    assert_eq!(seqs(&read(&gw, "only_b", "limit=2")), [2, 4]);
+    assert_eq!(ack(&gw, "only_b", 4), 4);
+    assert_eq!(seqs(&read(&gw, "only_b", "limit=2")), [6]);
+    assert_eq!(seqs(&read(&gw, "all", "limit=2")), [1, 2]);
+    // Acking an unwanted event's seq is fine: it moves past it.
+    assert_eq!(ack(&gw, "only_b", 5), 5);
+    assert_eq!(seqs(&read(&gw, "only_b", "")), [6]);
+}
+
+#[test]
+fn a_long_poll_answers_as_soon_as_a_wanted_event_is_committed() {
+    let gw = start(&consumer("only_b", Some(&["b"])));
+    let (page, elapsed, seq) = read_while_posting(&gw, "only_b", "wait_ms=5000", "b");
+    assert_eq!(seqs(&page), [seq]);
+    assert!(
+        elapsed < Duration::from_millis(2500),
+        "the long poll took {elapsed:?}"
+    );
+    assert!(elapsed >= Duration::from_millis(250), "{elapsed:?}");
+}
+
+#[test]
+fn a_long_poll_answers_empty_when_the_wait_ends() {
+    let gw = start(&consumer("only_b", Some(&["b"])));
+    // Nothing at all.
+    let started = Instant::now();
+    let page = read(&gw, "only_b", "wait_ms=500");
+    let elapsed = started.elapsed();
+    assert_eq!(page, json!({"events": [], "cursor": 0}));
+    assert!(elapsed >= Duration::from_millis(500), "{elapsed:?}");
+    assert!(elapsed < Duration::from_millis(3000), "{elapsed:?}");
+
+    // An event the consumer does not want does not end the wait.
+    let (page, elapsed, _) = read_while_posting(&gw, "only_b", "wait_ms=1000", "a");
+    assert_eq!(seqs(&page), Vec::<u64>::new());
+    assert!(elapsed >= Duration::from_millis(1000), "{elapsed:?}");
+
+    // Without wait_ms, an empty read answers at once.
+    let started = Instant::now();
+    assert_eq!(seqs(&read(&gw, "only_b", "")), Vec::<u64>::new());
+    assert!(started.elapsed() < Duration::from_millis(400));
+}
+
+#[test]
+fn bad_acks_unknown_consumers_and_missing_tokens_are_refused() {
+    let gw = start(&consumer("reader", None));
+    // Nothing stored yet: only 0 can be acknowledged.
+    assert_eq!(ack(&gw, "reader", 0), 0);
+    let beyond = ack_with(&gw, "reader", r#"{"seq":1}"#, Some(ADMIN_TOKEN));
+    assert_eq!(beyond.status, 400, "{}", beyond.text());
+
+    post(&gw, "a", 1);
+    post(&gw, "a", 2);
+    let beyond = ack_with(&gw, "reader", r#"{"seq":3}"#, Some(ADMIN_TOKEN));
+    assert_eq!(beyond.status, 400, "{}", beyond.text());
+    assert_eq!(beyond.json(), json!({"error": "bad_request"}));
+    assert_eq!(
+        read(&gw, "reader", "")["cursor"],
+        0,
+        "a refused ack moves nothing"
+    );
+    for body in [
+        r#"{"seq":-1}"#,
+        r#"{"seq":"1"}"#,
+        "{}",
+        "seq=1",
+        r#"{"seq":1,"x":2}"#,
+    ] {
+        let reply = ack_with(&gw, "reader", body, Some(ADMIN_TOKEN));
+        assert_eq!(reply.status, 400, "{body}: {}", reply.text());
+    }
+    assert_eq!(ack(&gw, "reader", 2), 2);
+
+    let unknown = gw.admin_get("/v1/consumers/nobody/events");
+    assert_eq!(unknown.status, 404, "{}", unknown.text());
+    let unknown = ack_with(&gw, "nobody", r#"{"seq":1}"#, Some(ADMIN_TOKEN));
+    assert_eq!(unknown.status, 404, "{}", unknown.text());
+
+    let anonymous = gw.admin_get_with("/v1/consumers/reader/events", None);
+    assert_eq!(anonymous.status, 401);
+    let wrong = gw.admin_get_with("/v1/consumers/reader/events", Some("not-the-token"));
+    assert_eq!(wrong.status, 401);
+    let anonymous = ack_with(&gw, "reader", r#"{"seq":1}"#, None);
+    assert_eq!(anonymous.status, 401);
+    let anonymous = ack_with(&gw, "nobody", r#"{"seq":1}"#, None);
+    assert_eq!(
+        anonymous.status, 401,
+        "no token is 401 before the name is looked up"
+    );
+
+    let bad_query = gw.admin_get("/v1/consumers/reader/events?limit=x");
+    assert_eq!(bad_query.status, 400);
+    assert_eq!(read(&gw, "reader", "")["cursor"], 2);
+}
