@@ -382,3 +382,28 @@ fn sigkill_mid_delivery_delivers_everything_at_least_once_in_order() {
         "at most the one in flight is sent twice, got {repeats}"
     );
 }
+
+#[test]
+fn test_events_follow_the_providers_forward_tests_setting() {
+    let test_send = common::Fixture::load("dialog-insight/contact-modified-test.json");
+    for forward_tests in [false, true] {
+        let stub = Stub::start(|_| (200, "text/plain", Vec::new()));
+        let provider =
+            test_send.provider_toml("di") + &format!("forward_tests = {forward_tests}\n");
+        let gw = Gateway::start(&(provider + &destination(&stub.url, "")));
+        let (_, seq) = gw
+            .post("di", &test_send.headers, test_send.body.as_bytes())
+            .ack();
+        assert_eq!(gw.event(seq).unwrap()["source"], "test");
+        if forward_tests {
+            wait_until(Duration::from_secs(10), "test event forwarded", || {
+                stub.calls() == 1
+            });
+            assert_eq!(stub.requests()[0].header("hookgate-source"), Some("test"));
+        } else {
+            assert_eq!(delivery_state(&gw, seq), "skipped");
+            std::thread::sleep(Duration::from_millis(500));
+            assert_eq!(stub.calls(), 0, "test events are not forwarded by default");
+        }
+    }
+}
