@@ -4,6 +4,7 @@
 use sha2::{Digest, Sha256};
 
 use crate::event::EventId;
+use crate::verify::fields::JsonBody;
 use crate::verify::{Headers, Verified};
 
 /// A provider's `event_id = "..."` setting.
@@ -50,12 +51,7 @@ pub fn body_hash(body: &[u8]) -> EventId {
 
 /// A string or number at `pointer` in a JSON body; numbers as their decimal text.
 fn json_id(body: &[u8], pointer: &str) -> Option<EventId> {
-    let document: serde_json::Value = serde_json::from_slice(body).ok()?;
-    match document.pointer(pointer)? {
-        serde_json::Value::String(text) => EventId::new(text.as_str()),
-        serde_json::Value::Number(number) => EventId::new(number.to_string()),
-        _ => None,
-    }
+    JsonBody::parse(body).event_id(&[pointer])
 }
 
 #[cfg(test)]

@@ -8,9 +8,9 @@
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 
+use super::fields::{first_secret, JsonBody};
 use super::hmac_generic::Encoding;
 use super::mac::{self, Algorithm};
-use super::stripe::{first_secret, JsonBody};
 use super::{Claims, Rejection, SignInput, SignedHeaders, Unverified};
 use crate::config::{RawProvider, Secret};
 

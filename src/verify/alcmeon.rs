@@ -6,8 +6,8 @@
 //! URL Alcméon calls, and its path is the one signed. There is no timestamp. The event id is the
 //! body's `/id`, the notification id (a number, increasing; stored as its decimal text).
 
+use super::fields::{first_secret, JsonBody};
 use super::mac::{self, Algorithm};
-use super::stripe::{first_secret, JsonBody};
 use super::{required, Claims, Rejection, SignInput, SignedHeaders, Unverified};
 use crate::config::{RawProvider, Secret};
 

@@ -7,6 +7,7 @@
 mod acculynx;
 mod alcmeon;
 mod dialog_insight;
+pub(crate) mod fields;
 mod github;
 mod hmac_generic;
 pub mod mac;

@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
+use super::fields::{first_secret, fresh, unix_seconds, JsonBody};
 use super::mac::{self, Algorithm};
-use super::stripe::{first_secret, fresh, unix_seconds, JsonBody};
 use super::{required, Claims, Rejection, SignInput, SignedHeaders, Unverified};
 use crate::config::{RawProvider, Secret};
 

@@ -8,6 +8,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 
+use super::fields::fresh;
 use super::mac::{self, Algorithm};
 use super::{Rejection, SignInput, SignedHeaders, Unverified};
 use crate::config::{RawProvider, Secret};
@@ -72,12 +73,7 @@ impl StandardWebhooks {
         let seconds: u64 = timestamp
             .parse()
             .map_err(|_| Rejection::MalformedHeader(TIMESTAMP[0]))?;
-        let sent = UNIX_EPOCH + Duration::from_secs(seconds);
-        let skew = match request.now.duration_since(sent) {
-            Ok(age) => age,
-            Err(ahead) => ahead.duration(),
-        };
-        if skew > self.tolerance {
+        if !fresh(request.now, seconds, self.tolerance) {
             return Err(Rejection::StaleTimestamp);
         }
 

@@ -13,8 +13,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
+use super::fields::first_secret;
 use super::mac::{self, Algorithm};
-use super::stripe::first_secret;
 use super::{required, Claims, Rejection, SignInput, SignedHeaders, Unverified};
 use crate::config::{RawProvider, Secret};
 use crate::event::EventId;
