@@ -1,207 +1,300 @@
-//! Quick ingest measurement: starts the release `hookgate` on a temporary data directory and
-//! drives signed 1 KiB Standard Webhooks requests over keep-alive HTTP/1.1 connections.
+//! The ingest benchmark (issue 6), in one run:
 //!
-//! Run: `cargo bench --bench ingest` (optional args: `-- SECONDS CONNECTIONS...`, default
-//! `5 1 64`). Prints, per connection count: acks/s, p50/p99/p99.9 ack latency, fsyncs per ack,
-//! mean commit batch size; then checks that every acked event is in the store.
+//! 1. a no-storage baseline (an actix-web server in this process, as many workers as hookgate's,
+//!    that reads the body and answers 200) under 1, 16, 64 and 256 keep-alive connections;
+//! 2. the release `hookgate` on an empty temporary data directory under the same loads: acks/s,
+//!    p50/p99/p99.9 ack latency, fsyncs per ack, mean commit batch, peak RSS (`VmHWM`);
+//! 3. a rate-limited run at half the highest acks/s (64 connections), for its p99;
+//! 4. the store topped up to 1,000,000 events in-process (see `common::store::preload`), the
+//!    gateway restarted on it (start-up timed from spawn to the `hookgate listening` line) and
+//!    the 64-connection run repeated;
+//! 5. the gateway killed (SIGKILL) and its store read back: every acked event must be there,
+//!    else the bench fails.
+//!
+//! Run: `cargo bench --bench ingest` (args: `-- [SECONDS_PER_RUN] [STORED_EVENTS]`, default
+//! `10 1000000`). The load generator is async (tokio, 2 threads) and shares the machine's cores
+//! with the server under test, as the baseline does.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use base64::engine::general_purpose::STANDARD as BASE64;
-use base64::Engine;
-use hookgate::verify::mac::{sign, Algorithm};
+use common::load::{self, Pace, Run};
+use common::{servers, store, Figures, Gateway};
 
-const SECRET_B64: &str = "YmVuY2gtc2VjcmV0LWJlbmNoLXNlY3JldA==";
-const ADMIN_TOKEN: &str = "bench-admin-token-0123456789";
+const CONNECTIONS: [usize; 4] = [1, 16, 64, 256];
+
+/// One hookgate run's figures.
+struct Row {
+    label: String,
+    figures: Figures,
+    fsyncs_per_ack: f64,
+    mean_batch: f64,
+    peak_rss_mib: f64,
+}
 
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
-        .filter(|a| a != "--bench")
+        .filter(|a| !a.starts_with("--"))
         .collect();
-    let seconds: u64 = args.first().and_then(|a| a.parse().ok()).unwrap_or(5);
-    let mut connections: Vec<usize> = args.iter().skip(1).filter_map(|a| a.parse().ok()).collect();
-    if connections.is_empty() {
-        connections = vec![1, 64];
-    }
-
-    let dir = tempfile::tempdir().expect("temp dir");
-    let gateway = Gateway::start(dir.path());
-    let key = BASE64.decode(SECRET_B64).expect("base64");
-    let next_id = Arc::new(AtomicU64::new(0));
-    let mut acked_total = 0;
-
-    println!("| connections | acks/s | p50 ms | p99 ms | p99.9 ms | fsyncs/ack | mean batch |");
-    println!("|---|---|---|---|---|---|---|");
-    for &n in &connections {
-        let before = gateway.metrics();
-        let started = Instant::now();
-        let deadline = started + Duration::from_secs(seconds);
-        let threads: Vec<_> = (0..n)
-            .map(|_| {
-                let (url, key, next_id) =
-                    (gateway.public_url.clone(), key.clone(), next_id.clone());
-                std::thread::spawn(move || drive(&url, &key, &next_id, deadline))
-            })
-            .collect();
-        let mut latencies: Vec<Duration> = threads
-            .into_iter()
-            .flat_map(|t| t.join().expect("client thread"))
-            .collect();
-        let elapsed = started.elapsed();
-        let after = gateway.metrics();
-        latencies.sort();
-        let acks = latencies.len() as f64;
-        acked_total += latencies.len();
-        let pct = |p: f64| {
-            latencies[((acks * p) as usize).min(latencies.len() - 1)].as_secs_f64() * 1000.0
-        };
-        let fsyncs = after.fsyncs - before.fsyncs;
-        let commits = after.commits - before.commits;
-        println!(
-            "| {n} | {:.0} | {:.2} | {:.2} | {:.2} | {:.3} | {:.1} |",
-            acks / elapsed.as_secs_f64(),
-            pct(0.50),
-            pct(0.99),
-            pct(0.999),
-            fsyncs / acks,
-            acks / commits.max(1.0),
-        );
-    }
-
-    let stored = gateway.metrics().stored as usize;
-    assert_eq!(
-        stored, acked_total,
-        "every acked event must be stored exactly once"
-    );
-    println!("\n{acked_total} events acked, {stored} stored: none lost.");
-}
-
-/// Sends webhooks on one keep-alive connection until `deadline`; returns each ack's latency.
-fn drive(url: &str, key: &[u8], next_id: &AtomicU64, deadline: Instant) -> Vec<Duration> {
-    let client = reqwest::blocking::Client::builder()
-        .pool_max_idle_per_host(1)
+    let seconds: u64 = args.first().and_then(|a| a.parse().ok()).unwrap_or(10);
+    let target_stored: u64 = args
+        .get(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
+    let duration = Duration::from_secs(seconds);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
         .build()
-        .expect("client");
-    let mut latencies = Vec::new();
-    let filler = "x".repeat(900);
-    while Instant::now() < deadline {
-        let id = format!("msg_{}", next_id.fetch_add(1, Ordering::Relaxed));
-        let body =
-            format!(r#"{{"id":"{id}","type":"message.created","data":{{"text":"{filler}"}}}}"#);
-        let ts = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .expect("clock")
-            .as_secs()
-            .to_string();
-        let tag = sign(
-            Algorithm::Sha256,
-            key,
-            &[id.as_bytes(), b".", ts.as_bytes(), b".", body.as_bytes()],
+        .expect("tokio runtime");
+    println!(
+        "{} CPUs; load average at start {}; {seconds} s per run",
+        common::cpus(),
+        common::load_average()
+    );
+
+    // 1. The baseline.
+    let baseline = servers::baseline(common::cpus());
+    let baseline_ids = Arc::new(AtomicU64::new(0));
+    let baselines: Vec<Figures> = CONNECTIONS
+        .iter()
+        .map(|&connections| {
+            let run = closed(&baseline.url, connections, duration, &baseline_ids);
+            runtime.block_on(load::run(&run)).figures()
+        })
+        .collect();
+    runtime.block_on(baseline.stop());
+
+    // 2. hookgate on an empty store.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = common::write_config(dir.path(), "");
+    let ids = Arc::new(AtomicU64::new(0));
+    let mut acked: Vec<u64> = Vec::new();
+    let gateway = Gateway::start(&config);
+    let empty_startup = gateway.startup;
+    let mut rows: Vec<Row> = Vec::new();
+    for &connections in &CONNECTIONS {
+        let run = closed(&gateway.url, connections, duration, &ids);
+        rows.push(measure(
+            &runtime,
+            &gateway,
+            &run,
+            connections.to_string(),
+            &mut acked,
+        ));
+    }
+
+    // 3. Half the highest throughput, paced.
+    let max = rows
+        .iter()
+        .map(|r| r.figures.per_second())
+        .fold(0.0, f64::max);
+    let half = Run {
+        pace: Pace::Rate(max / 2.0),
+        ..closed(&gateway.url, 64, duration, &ids)
+    };
+    let label = format!("64, paced at {:.0}/s (half the max)", max / 2.0);
+    let paced = measure(&runtime, &gateway, &half, label, &mut acked);
+    let stored_so_far = gateway.metrics().stored as u64;
+    gateway.kill();
+
+    // 4. A store with `target_stored` events, and the 64-connection run again.
+    let preload = target_stored.saturating_sub(stored_so_far);
+    let first = ids.fetch_add(preload, Ordering::SeqCst);
+    let took = runtime.block_on(store::preload(&config, first, preload, 4096));
+    println!(
+        "Pre-loaded {preload} events in-process in {:.1} s ({:.0}/s).",
+        took.as_secs_f64(),
+        preload as f64 / took.as_secs_f64()
+    );
+    let gateway = Gateway::start(&config);
+    let full_startup = gateway.startup;
+    let run = closed(&gateway.url, 64, duration, &ids);
+    let label = format!("64, {target_stored} stored");
+    let full = measure(&runtime, &gateway, &run, label, &mut acked);
+    gateway.kill();
+
+    // 5. Every acked event is in the store.
+    let check = runtime.block_on(store::check(&config, &acked));
+
+    print_runs(&baselines, &rows, &paced, &full);
+    let at_64 = CONNECTIONS
+        .iter()
+        .position(|&n| n == 64)
+        .expect("a 64-connection run");
+    let (hookgate_64, baseline_64) = (&rows[at_64], &baselines[at_64]);
+    print_targets(&Targets {
+        ratio_64: hookgate_64.figures.per_second() / baseline_64.per_second(),
+        p99_half: paced.figures.ms(0.99),
+        fsyncs_64: hookgate_64.fsyncs_per_ack,
+        peak_rss_mib: rows
+            .iter()
+            .chain([&paced, &full])
+            .map(|r| r.peak_rss_mib)
+            .fold(0.0, f64::max),
+        full_ratio: full.figures.per_second() / hookgate_64.figures.per_second(),
+        full_startup,
+    });
+    println!(
+        "\nStart-up: {:.0} ms on an empty store, {:.0} ms with {} events stored.",
+        empty_startup.as_secs_f64() * 1000.0,
+        full_startup.as_secs_f64() * 1000.0,
+        check.stored
+    );
+    println!(
+        "Store check ({:.1} s): {} acked, {} stored, {} missing, {} stored twice.",
+        check.took.as_secs_f64(),
+        acked.len(),
+        check.stored,
+        check.missing.len(),
+        check.duplicates
+    );
+    println!("Load average at the end: {}.", common::load_average());
+    if !check.missing.is_empty() {
+        eprintln!(
+            "FAILED: acked events missing from the store, e.g. {:?}",
+            &check.missing[..check.missing.len().min(10)]
         );
-        let sent = Instant::now();
-        let response = client
-            .post(url)
-            .header("content-type", "application/json")
-            .header("webhook-id", &id)
-            .header("webhook-timestamp", &ts)
-            .header("webhook-signature", format!("v1,{}", BASE64.encode(tag)))
-            .body(body)
-            .send()
-            .expect("request");
-        let status = response.status();
-        let _ = response.bytes();
-        assert!(status.is_success(), "unexpected status {status}");
-        latencies.push(sent.elapsed());
-    }
-    latencies
-}
-
-struct Gateway {
-    child: Child,
-    public_url: String,
-    admin_url: String,
-}
-
-struct Counters {
-    fsyncs: f64,
-    commits: f64,
-    stored: f64,
-}
-
-impl Gateway {
-    fn start(dir: &std::path::Path) -> Gateway {
-        let config = dir.join("config.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{ADMIN_TOKEN}\"\n\n\
-                 [[provider]]\nname = \"bench\"\nverify = \"standard-webhooks\"\nsecrets = [\"whsec_{SECRET_B64}\"]\n",
-                dir.join("data").display()
-            ),
-        )
-        .expect("write config");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hookgate"))
-            .args(["serve", "--config"])
-            .arg(&config)
-            .env("RUST_LOG", "warn,hookgate=info")
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn hookgate");
-        let stderr = child.stderr.take().expect("stderr");
-        let mut lines = BufReader::new(stderr).lines();
-        let line = lines
-            .by_ref()
-            .map_while(Result::ok)
-            .find(|line| line.contains("hookgate listening"))
-            .expect("hookgate did not start");
-        let token = |name: &str| -> String {
-            let start = line.find(name).expect("address in log line") + name.len();
-            line[start..]
-                .split_whitespace()
-                .next()
-                .expect("address")
-                .to_string()
-        };
-        let (public, admin) = (token("public="), token("admin="));
-        std::thread::spawn(move || for _ in lines {});
-        Gateway {
-            child,
-            public_url: format!("http://{public}/hooks/bench"),
-            admin_url: format!("http://{admin}"),
-        }
-    }
-
-    fn metrics(&self) -> Counters {
-        let text = reqwest::blocking::Client::new()
-            .get(format!("{}/metrics", self.admin_url))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .and_then(|r| r.text())
-            .expect("metrics");
-        let value = |name: &str| -> f64 {
-            text.lines()
-                .find_map(|line| {
-                    line.strip_prefix(name)
-                        .and_then(|rest| rest.trim().parse().ok())
-                })
-                .unwrap_or(0.0)
-        };
-        Counters {
-            fsyncs: value("hookgate_fsyncs_total "),
-            commits: value("hookgate_commits_total "),
-            stored: value("hookgate_events_stored_total "),
-        }
+        std::process::exit(1);
     }
 }
 
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// A closed-loop run (each connection sends again as soon as it is answered).
+fn closed(url: &str, connections: usize, duration: Duration, ids: &Arc<AtomicU64>) -> Run {
+    Run {
+        url: url.to_string(),
+        connections,
+        duration,
+        pace: Pace::Closed,
+        ids: ids.clone(),
+        last_id: u64::MAX,
+    }
+}
+
+/// Runs `run` against the gateway and reads its counters around it.
+fn measure(
+    runtime: &tokio::runtime::Runtime,
+    gateway: &Gateway,
+    run: &Run,
+    label: String,
+    acked: &mut Vec<u64>,
+) -> Row {
+    let before = gateway.metrics();
+    let outcome = runtime.block_on(load::run(run));
+    let after = gateway.metrics();
+    acked.extend(outcome.acks.iter().map(|a| a.id));
+    let acks = outcome.acks.len().max(1) as f64;
+    let commits = (after.commits - before.commits).max(1.0);
+    Row {
+        label,
+        fsyncs_per_ack: (after.fsyncs - before.fsyncs) / acks,
+        mean_batch: acks / commits,
+        peak_rss_mib: gateway.peak_rss_mib(),
+        figures: outcome.figures(),
+    }
+}
+
+fn print_runs(baselines: &[Figures], rows: &[Row], paced: &Row, full: &Row) {
+    println!("\n### No-storage baseline (actix-web, same worker count)\n");
+    println!("| connections | req/s | p50 ms | p99 ms | p99.9 ms | errors |");
+    println!("|---|---|---|---|---|---|");
+    for (connections, figures) in CONNECTIONS.iter().zip(baselines) {
+        println!(
+            "| {connections} | {:.0} | {:.2} | {:.2} | {:.2} | {} |",
+            figures.per_second(),
+            figures.ms(0.50),
+            figures.ms(0.99),
+            figures.ms(0.999),
+            figures.errors
+        );
+    }
+    println!("\n### hookgate\n");
+    println!(
+        "| connections | acks/s | vs baseline | p50 ms | p99 ms | p99.9 ms | fsyncs/ack | mean batch | peak RSS MiB | errors |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for (i, row) in rows.iter().chain([paced, full]).enumerate() {
+        // Against the baseline at the same connection count (the paced and full-store runs
+        // are compared in the targets table instead).
+        let ratio = baselines
+            .get(i)
+            .filter(|_| i < rows.len())
+            .map_or(String::new(), |b| {
+                format!("{:.2}", row.figures.per_second() / b.per_second())
+            });
+        println!(
+            "| {} | {:.0} | {ratio} | {:.2} | {:.2} | {:.2} | {:.3} | {:.1} | {:.0} | {} |",
+            row.label,
+            row.figures.per_second(),
+            row.figures.ms(0.50),
+            row.figures.ms(0.99),
+            row.figures.ms(0.999),
+            row.fsyncs_per_ack,
+            row.mean_batch,
+            row.peak_rss_mib,
+            row.figures.errors
+        );
+    }
+}
+
+/// The issue's figures, measured.
+struct Targets {
+    ratio_64: f64,
+    p99_half: f64,
+    fsyncs_64: f64,
+    peak_rss_mib: f64,
+    full_ratio: f64,
+    full_startup: Duration,
+}
+
+fn print_targets(t: &Targets) {
+    let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
+    println!("\n### Targets (issue 6)\n");
+    println!("| figure | target | measured | |");
+    println!("|---|---|---|---|");
+    let rows = [
+        (
+            "acks/s at 64 connections, as a ratio of the no-storage baseline",
+            "≥ 0.35",
+            format!("{:.2}", t.ratio_64),
+            t.ratio_64 >= 0.35,
+        ),
+        (
+            "p99 ack latency at half the maximum throughput",
+            "≤ 5 ms",
+            format!("{:.2} ms", t.p99_half),
+            t.p99_half <= 5.0,
+        ),
+        (
+            "fsyncs per ack at 64 connections",
+            "≤ 0.1",
+            format!("{:.3}", t.fsyncs_64),
+            t.fsyncs_64 <= 0.1,
+        ),
+        (
+            "peak RSS under load",
+            "≤ 150 MiB",
+            format!("{:.0} MiB", t.peak_rss_mib),
+            t.peak_rss_mib <= 150.0,
+        ),
+        (
+            "acks/s with 1,000,000 stored events, against an empty store",
+            "≥ 0.9",
+            format!("{:.2}", t.full_ratio),
+            t.full_ratio >= 0.9,
+        ),
+        (
+            "start-up with 1,000,000 stored events",
+            "≤ 2 s",
+            format!("{:.2} s", t.full_startup.as_secs_f64()),
+            t.full_startup <= Duration::from_secs(2),
+        ),
+    ];
+    for (figure, target, measured, ok) in rows {
+        println!("| {figure} | {target} | {measured} | {} |", verdict(ok));
     }
 }

@@ -1,0 +1,222 @@
+//! The load generator: tokio tasks, each with its own keep-alive HTTP/1.1 connection (its own
+//! reqwest client), posting signed 1 KiB Standard Webhooks JSON with unique ids (`msg_{n}`).
+//! Async, so 256 connections cost 256 small tasks, not 256 threads competing with the server
+//! for the same cores.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
+use hookgate::verify::mac::{sign, Algorithm};
+
+use super::Figures;
+
+/// Every request body is exactly this long.
+pub const BODY_BYTES: usize = 1024;
+
+/// A 1 KiB JSON event with id `msg_{id}`.
+pub fn body(id: u64) -> String {
+    let head = format!(r#"{{"id":"msg_{id}","type":"message.created","data":{{"text":""#);
+    let tail = r#""}}"#;
+    let filler = BODY_BYTES.saturating_sub(head.len() + tail.len());
+    format!("{head}{}{tail}", "x".repeat(filler))
+}
+
+/// Standard Webhooks headers for `body`: (`webhook-id`, `webhook-timestamp`, `webhook-signature`).
+pub fn headers(key: &[u8], id: u64, body: &str) -> [(&'static str, String); 3] {
+    let msg_id = format!("msg_{id}");
+    let ts = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        .to_string();
+    let tag = sign(
+        Algorithm::Sha256,
+        key,
+        &[
+            msg_id.as_bytes(),
+            b".",
+            ts.as_bytes(),
+            b".",
+            body.as_bytes(),
+        ],
+    );
+    [
+        ("webhook-id", msg_id),
+        ("webhook-timestamp", ts),
+        ("webhook-signature", format!("v1,{}", BASE64.encode(tag))),
+    ]
+}
+
+/// The event id back from `msg_{n}`.
+pub fn id_number(event_id: &str) -> Option<u64> {
+    event_id.strip_prefix("msg_")?.parse().ok()
+}
+
+/// One request answered 200.
+#[derive(Debug, Clone, Copy)]
+pub struct Ack {
+    pub id: u64,
+    /// The `seq` of hookgate's answer (0 from the baseline).
+    pub seq: u64,
+    pub latency_us: u32,
+    /// When the answer arrived.
+    pub at: Instant,
+}
+
+/// How a run paces its requests.
+#[derive(Debug, Clone, Copy)]
+pub enum Pace {
+    /// Each connection sends its next request as soon as the previous one is answered.
+    Closed,
+    /// This many requests a second in all, spread evenly over the connections. Latency counts
+    /// from the scheduled send time, so a request sent late is charged for its wait.
+    Rate(f64),
+}
+
+/// One run of the load generator.
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub url: String,
+    pub connections: usize,
+    pub duration: Duration,
+    pub pace: Pace,
+    /// Event ids are taken from here; the run also stops once an id reaches `last_id`.
+    pub ids: Arc<AtomicU64>,
+    pub last_id: u64,
+}
+
+/// What a run came to.
+pub struct Outcome {
+    pub acks: Vec<Ack>,
+    /// Requests answered otherwise than 200, or not answered.
+    pub errors: usize,
+    pub elapsed: Duration,
+}
+
+impl Outcome {
+    pub fn figures(&self) -> Figures {
+        Figures::new(
+            self.acks.iter().map(|a| a.latency_us).collect(),
+            self.elapsed,
+            self.errors,
+        )
+    }
+}
+
+/// Runs the load; must be called inside a tokio runtime.
+pub async fn run(run: &Run) -> Outcome {
+    let key: Arc<[u8]> = super::key().into();
+    let started = Instant::now();
+    let deadline = started + run.duration;
+    let tasks: Vec<_> = (0..run.connections)
+        .map(|index| {
+            let schedule = match run.pace {
+                Pace::Closed => None,
+                Pace::Rate(per_second) => {
+                    let gap = Duration::from_secs_f64(1.0 / per_second);
+                    Some((started + gap * index as u32, gap * run.connections as u32))
+                }
+            };
+            let connection = Connection {
+                url: run.url.clone(),
+                key: key.clone(),
+                ids: run.ids.clone(),
+                last_id: run.last_id,
+                deadline,
+                schedule,
+            };
+            tokio::spawn(connection.drive())
+        })
+        .collect();
+    let mut outcome = Outcome {
+        acks: Vec::new(),
+        errors: 0,
+        elapsed: Duration::ZERO,
+    };
+    for task in tasks {
+        let (acks, errors) = task.await.expect("connection task");
+        outcome.acks.extend(acks);
+        outcome.errors += errors;
+    }
+    outcome.elapsed = started.elapsed();
+    outcome
+}
+
+struct Connection {
+    url: String,
+    key: Arc<[u8]>,
+    ids: Arc<AtomicU64>,
+    last_id: u64,
+    deadline: Instant,
+    /// Open loop: the first send time and the gap between this connection's sends.
+    schedule: Option<(Instant, Duration)>,
+}
+
+impl Connection {
+    async fn drive(self) -> (Vec<Ack>, usize) {
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(1)
+            .build()
+            .expect("client");
+        let mut acks = Vec::new();
+        let mut errors = 0;
+        for n in 0u32.. {
+            let due = match self.schedule {
+                Some((first, gap)) => {
+                    let due = first + gap * n;
+                    tokio::time::sleep_until(due.into()).await;
+                    due
+                }
+                None => Instant::now(),
+            };
+            if due >= self.deadline {
+                break;
+            }
+            let id = self.ids.fetch_add(1, Ordering::Relaxed);
+            if id >= self.last_id {
+                break;
+            }
+            let body = body(id);
+            let mut request = client
+                .post(&self.url)
+                .header("content-type", "application/json");
+            for (name, value) in headers(&self.key, id, &body) {
+                request = request.header(name, value);
+            }
+            let answer = match request.body(body).send().await {
+                Ok(response) if response.status().is_success() => response.bytes().await.ok(),
+                _ => None,
+            };
+            let Some(answer) = answer else {
+                errors += 1;
+                continue;
+            };
+            let at = Instant::now();
+            acks.push(Ack {
+                id,
+                seq: seq_of(&answer),
+                latency_us: u32::try_from(at.duration_since(due).as_micros()).unwrap_or(u32::MAX),
+                at,
+            });
+        }
+        (acks, errors)
+    }
+}
+
+/// The `seq` of `{"status":...,"seq":N}`, without a JSON parser on the client's hot path.
+fn seq_of(answer: &[u8]) -> u64 {
+    let text = std::str::from_utf8(answer).unwrap_or("");
+    text.find("\"seq\":")
+        .map(|at| &text[at + 6..])
+        .map(|rest| {
+            rest.trim_start()
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+        })
+        .and_then(|digits| digits.parse().ok())
+        .unwrap_or(0)
+}

@@ -1,0 +1,229 @@
+//! What the benches share: the `hookgate` process under test ([`Gateway`]), the load generator
+//! ([`load`]), the in-process HTTP servers the gateway is compared with or forwards to
+//! ([`servers`]), the store read and filled in-process ([`store`]), and the figures ([`Figures`]).
+//!
+//! Each bench uses a part of this module, so unused items are expected in any one of them.
+#![allow(dead_code)]
+
+pub mod load;
+pub mod servers;
+pub mod store;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The provider's Standard Webhooks secret (base64 of the key), as `whsec_` + this.
+pub const SECRET_B64: &str = "YmVuY2gtc2VjcmV0LWJlbmNoLXNlY3JldA==";
+pub const ADMIN_TOKEN: &str = "bench-admin-token-0123456789";
+/// The provider's name and route.
+pub const PROVIDER: &str = "bench";
+
+/// The key requests are signed with.
+pub fn key() -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(SECRET_B64)
+        .expect("base64 secret")
+}
+
+/// Writes `<dir>/config.toml`: one Standard Webhooks provider, data in `<dir>/data`, both
+/// listeners on port 0, plus `extra` (destinations, store settings).
+pub fn write_config(dir: &Path, extra: &str) -> PathBuf {
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{ADMIN_TOKEN}\"\n\n\
+             [[provider]]\nname = \"{PROVIDER}\"\nverify = \"standard-webhooks\"\n\
+             secrets = [\"whsec_{SECRET_B64}\"]\n\n{extra}",
+            dir.join("data").display()
+        ),
+    )
+    .expect("write config");
+    config
+}
+
+/// A running `hookgate serve` (the release build Cargo built for this bench).
+pub struct Gateway {
+    child: Child,
+    /// `POST` here: `http://{public}/hooks/bench`.
+    pub url: String,
+    pub admin_url: String,
+    /// From process spawn to the `hookgate listening` log line.
+    pub startup: Duration,
+}
+
+/// Counters read from `/metrics`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counters {
+    pub fsyncs: f64,
+    pub commits: f64,
+    pub stored: f64,
+}
+
+impl Gateway {
+    pub fn start(config: &Path) -> Gateway {
+        let spawned = Instant::now();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hookgate"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "warn,hookgate=info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn hookgate");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = BufReader::new(stderr).lines();
+        let line = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find(|line| line.contains("hookgate listening"))
+            .expect("hookgate did not start");
+        let startup = spawned.elapsed();
+        let address = |name: &str| -> String {
+            let start = line.find(name).expect("address in log line") + name.len();
+            line[start..]
+                .split_whitespace()
+                .next()
+                .expect("address")
+                .to_string()
+        };
+        let (public, admin) = (address("public="), address("admin="));
+        // Keep reading, so hookgate never blocks on a full pipe; show its warnings.
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                if line.contains("WARN") || line.contains("ERROR") {
+                    eprintln!("hookgate: {line}");
+                }
+            }
+        });
+        Gateway {
+            child,
+            url: format!("http://{public}/hooks/{PROVIDER}"),
+            admin_url: format!("http://{admin}"),
+            startup,
+        }
+    }
+
+    /// Blocking: call outside the tokio runtime.
+    pub fn metrics(&self) -> Counters {
+        let text = self.admin("GET", "/metrics");
+        let value = |name: &str| -> f64 {
+            text.lines()
+                .find_map(|line| {
+                    line.strip_prefix(name)
+                        .and_then(|rest| rest.trim().parse().ok())
+                })
+                .unwrap_or(0.0)
+        };
+        Counters {
+            fsyncs: value("hookgate_fsyncs_total "),
+            commits: value("hookgate_commits_total "),
+            stored: value("hookgate_events_stored_total "),
+        }
+    }
+
+    /// An admin request; panics unless it succeeds. Blocking.
+    pub fn admin(&self, method: &str, path: &str) -> String {
+        let client = reqwest::blocking::Client::new();
+        let url = format!("{}{path}", self.admin_url);
+        let request = match method {
+            "POST" => client.post(url),
+            _ => client.get(url),
+        };
+        let response = request
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .expect("admin request");
+        assert!(
+            response.status().is_success(),
+            "{method} {path}: {}",
+            response.status()
+        );
+        response.text().expect("admin answer")
+    }
+
+    /// Peak resident set size so far (`VmHWM`), in MiB.
+    pub fn peak_rss_mib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("read /proc/<pid>/status");
+        let kib: f64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+            .expect("VmHWM");
+        kib / 1024.0
+    }
+
+    /// SIGKILL: whatever was acked must be on disk already.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The ack latencies of one run, in microseconds, and what they add up to.
+pub struct Figures {
+    sorted_us: Vec<u32>,
+    pub elapsed: Duration,
+    pub errors: usize,
+}
+
+impl Figures {
+    pub fn new(mut latencies_us: Vec<u32>, elapsed: Duration, errors: usize) -> Figures {
+        latencies_us.sort_unstable();
+        Figures {
+            sorted_us: latencies_us,
+            elapsed,
+            errors,
+        }
+    }
+
+    pub fn count(&self) -> usize {
+        self.sorted_us.len()
+    }
+
+    pub fn per_second(&self) -> f64 {
+        self.count() as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// The `p` quantile (0..=1) in milliseconds; 0 without samples.
+    pub fn ms(&self, p: f64) -> f64 {
+        percentile_ms(&self.sorted_us, p)
+    }
+}
+
+/// The `p` quantile (0..=1) of sorted microseconds, in milliseconds (nearest rank).
+pub fn percentile_ms(sorted_us: &[u32], p: f64) -> f64 {
+    if sorted_us.is_empty() {
+        return 0.0;
+    }
+    let rank = ((sorted_us.len() as f64 * p).ceil() as usize).clamp(1, sorted_us.len());
+    f64::from(sorted_us[rank - 1]) / 1000.0
+}
+
+/// `uptime`'s load averages, to note how busy the shared machine was.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// Online CPUs.
+pub fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}

@@ -1,0 +1,151 @@
+//! A stopped gateway's store, opened in-process through hookgate's own library: filled fast
+//! (verification + `Store::commit`, the ingest path without HTTP), and read back to check that
+//! every acked event is there.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use hookgate::config::{load_file, Config};
+use hookgate::event::Seq;
+use hookgate::event_id::event_id;
+use hookgate::metrics::Metrics;
+use hookgate::store::{Committed, NewEvent, Store};
+use hookgate::verify::{Headers, Unverified};
+
+use super::load::{body, headers, id_number};
+
+fn open(config: &std::path::Path) -> (Config, Store) {
+    let (config, _warnings) = load_file(config).unwrap_or_else(|errors| {
+        panic!("bench config: {errors:?}");
+    });
+    let store = Store::open(
+        &config.server.data_dir,
+        &config.store,
+        Arc::new(Metrics::new()),
+    )
+    .expect("open the store");
+    (config, store)
+}
+
+struct RequestHeaders<'a>(&'a [(&'static str, String)]);
+
+impl Headers for RequestHeaders<'_> {
+    fn get(&self, name: &str) -> Option<&str> {
+        if name.eq_ignore_ascii_case("content-type") {
+            return Some("application/json");
+        }
+        self.0
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+/// Stores the events `msg_{first}` .. `msg_{first + count - 1}` with `concurrency` commits in
+/// flight, each signed, verified and committed as hookgate does for a webhook (so the committer
+/// groups them as it would). The gateway must be stopped. Returns how long it took.
+pub async fn preload(
+    config: &std::path::Path,
+    first: u64,
+    count: u64,
+    concurrency: usize,
+) -> Duration {
+    let started = Instant::now();
+    let (config, store) = open(config);
+    let provider = &config.providers[0];
+    let key = super::key();
+    let next = AtomicU64::new(first);
+    let end = first + count;
+    let worker = || async {
+        loop {
+            let id = next.fetch_add(1, Ordering::Relaxed);
+            if id >= end {
+                break;
+            }
+            let body = body(id);
+            let signed = headers(&key, id, &body);
+            let headers = RequestHeaders(&signed);
+            let path = format!("/hooks/{}", provider.name.as_str());
+            let unverified = Unverified {
+                headers: &headers,
+                path: &path,
+                query: "",
+                body: Bytes::from(body),
+                peer: None,
+                now: SystemTime::now(),
+            };
+            let verified = provider
+                .verifier
+                .verify(unverified)
+                .await
+                .expect("preload event verifies");
+            let id = event_id(provider.event_id.as_ref(), &headers, &verified);
+            let event = NewEvent::webhook(
+                provider.name.clone(),
+                id,
+                Some("application/json".into()),
+                verified,
+            );
+            let committed = store
+                .commit(event, Duration::from_secs(60))
+                .await
+                .expect("preload commit");
+            assert!(matches!(committed, Committed::Accepted(_)), "{committed:?}");
+        }
+    };
+    futures_util::future::join_all((0..concurrency).map(|_| worker())).await;
+    store.close().await;
+    started.elapsed()
+}
+
+/// What the store holds, against what was acked.
+pub struct Check {
+    pub stored: u64,
+    /// Acked ids not found in the store.
+    pub missing: Vec<u64>,
+    /// Ids stored more than once.
+    pub duplicates: u64,
+    pub took: Duration,
+}
+
+/// Reads every event of the (stopped) gateway's store and checks that each id in `acked` is
+/// there.
+pub async fn check(config: &std::path::Path, acked: &[u64]) -> Check {
+    let started = Instant::now();
+    let (_config, store) = open(config);
+    let mut seen: Vec<bool> = Vec::new();
+    let (mut stored, mut duplicates) = (0, 0);
+    let mut after = Seq(0);
+    loop {
+        let events = store
+            .events_after(after, 10_000, None)
+            .expect("read the store");
+        let Some(last) = events.last() else { break };
+        after = Seq(last.seq);
+        for event in &events {
+            stored += 1;
+            let Some(id) = id_number(&event.event_id) else {
+                continue;
+            };
+            let index = usize::try_from(id).expect("id fits");
+            if seen.len() <= index {
+                seen.resize(index + 1, false);
+            }
+            duplicates += u64::from(std::mem::replace(&mut seen[index], true));
+        }
+    }
+    store.close().await;
+    let missing = acked
+        .iter()
+        .copied()
+        .filter(|&id| !seen.get(id as usize).copied().unwrap_or(false))
+        .collect();
+    Check {
+        stored,
+        missing,
+        duplicates,
+        took: started.elapsed(),
+    }
+}
