@@ -24,6 +24,9 @@
 //! The admin listener ([`http`]) serves [`metrics`], reads the store back (`/v1/events`), and
 //! operates the destinations (pause, resume, errors, dead events, replay).
 //! [`consume`] serves pull consumers: the events after a consumer's durable cursor, and its acks.
+//! [`poll`]: per provider with a `[provider.sync]` section, a worker fills the gaps the webhooks
+//! left from the vendor's sync API through the same commit (an event is stored once), moving its
+//! durable cursor only once a page's items are durable.
 //! [`cmd`] holds the command-line entry points; `main.rs` only parses arguments.
 
 #![forbid(unsafe_code)]
@@ -36,6 +39,7 @@ pub mod event_id;
 pub mod forward;
 pub mod http;
 pub mod metrics;
+pub mod poll;
 pub mod store;
 pub mod verify;
 
@@ -52,6 +56,7 @@ use crate::config::Config;
 use crate::forward::Forwarders;
 use crate::http::AppState;
 use crate::metrics::Metrics;
+use crate::poll::Pollers;
 use crate::store::{Store, StoreError};
 
 /// Why hookgate could not start, or stopped on its own.
@@ -64,6 +69,8 @@ pub enum GatewayError {
         provider: String,
         source: std::io::Error,
     },
+    #[error("cannot start the poller of {0}")]
+    Poll(#[from] poll::StartError),
     #[error("the store's committer stopped unexpectedly")]
     CommitterDied,
     #[error("cannot listen on {address}: {source}")]
@@ -81,6 +88,7 @@ pub struct Gateway {
     public: ServerHandle,
     admin: ServerHandle,
     forwarders: Forwarders,
+    pollers: Pollers,
 }
 
 /// Opens the store, binds both listeners and starts serving. Must run inside an actix system.
@@ -110,12 +118,14 @@ pub async fn start(config: Config) -> Result<Gateway, GatewayError> {
     let admin_addr = local(&admin_listener, config.admin.listen)?;
 
     let forwarders = Forwarders::start(&config, &store)?;
+    let pollers = Pollers::start(&config, &store, &metrics)?;
     let state = web::Data::new(AppState {
         config: Arc::new(config),
         store,
         metrics,
         draining: AtomicBool::new(false),
         destinations: forwarders.destinations().to_vec(),
+        pollers: pollers.pollers().to_vec(),
     });
     let listen_error = |address| move |source| GatewayError::Listen { address, source };
     let public =
@@ -129,6 +139,7 @@ pub async fn start(config: Config) -> Result<Gateway, GatewayError> {
         public: public.handle(),
         admin: admin.handle(),
         forwarders,
+        pollers,
     };
     actix_web::rt::spawn(public);
     actix_web::rt::spawn(admin);
@@ -144,6 +155,7 @@ impl Gateway {
         http::stop(self.public).await;
         http::stop(self.admin).await;
         self.forwarders.stop(Duration::from_secs(5)).await;
+        self.pollers.stop(Duration::from_secs(5)).await;
         self.state.store.close().await;
     }
 }

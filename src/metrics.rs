@@ -4,8 +4,13 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::Mutex;
+use std::time::Instant;
 
 /// Labels of `hookgate_requests_total`. Unknown providers share one label value, so an attacker
 /// cannot grow the label set.
@@ -13,6 +18,20 @@ use prometheus_client::registry::Registry;
 pub struct RequestLabels {
     pub provider: String,
     pub status: u16,
+}
+
+/// Labels of the poller's per-provider series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderLabels {
+    pub provider: String,
+}
+
+/// Labels of `hookgate_poll_errors_total`: `kind` is `transport`, `status`, `rate_limited`,
+/// `malformed`, `auth` or `store`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PollErrorLabels {
+    pub provider: String,
+    pub kind: String,
 }
 
 /// The label value for requests to providers that do not exist.
@@ -34,6 +53,16 @@ pub struct Metrics {
     pub events_stored: Counter,
     /// Requests answered `duplicate`.
     pub duplicates: Counter,
+    /// Poller: pages fetched, items in them, and items that were new (gaps filled).
+    pub poll_pages: Family<ProviderLabels, Counter>,
+    pub poll_items: Family<ProviderLabels, Counter>,
+    pub poll_items_new: Family<ProviderLabels, Counter>,
+    pub poll_errors: Family<PollErrorLabels, Counter>,
+    /// Seconds since the last successful poll round, computed when rendered.
+    pub poll_since_success: Family<ProviderLabels, Gauge<f64, AtomicU64>>,
+    /// The sync cursor, when it is a number.
+    pub poll_cursor: Family<ProviderLabels, Gauge<f64, AtomicU64>>,
+    poll_last_success: Mutex<HashMap<String, Instant>>,
 }
 
 impl Metrics {
@@ -77,8 +106,51 @@ impl Metrics {
             "Requests answered as duplicates",
             duplicates.clone(),
         );
+        let poll_pages = Family::<ProviderLabels, Counter>::default();
+        registry.register(
+            "poll_pages",
+            "Sync API pages fetched",
+            poll_pages.clone(),
+        );
+        let poll_items = Family::<ProviderLabels, Counter>::default();
+        registry.register(
+            "poll_items",
+            "Items in the sync API pages fetched",
+            poll_items.clone(),
+        );
+        let poll_items_new = Family::<ProviderLabels, Counter>::default();
+        registry.register(
+            "poll_items_new",
+            "Polled items not stored before: gaps the webhooks left",
+            poll_items_new.clone(),
+        );
+        let poll_errors = Family::<PollErrorLabels, Counter>::default();
+        registry.register(
+            "poll_errors",
+            "Failed sync API polls, by kind",
+            poll_errors.clone(),
+        );
+        let poll_since_success = Family::<ProviderLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "poll_seconds_since_success",
+            "Seconds since the last successful poll round",
+            poll_since_success.clone(),
+        );
+        let poll_cursor = Family::<ProviderLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "poll_cursor",
+            "The sync cursor, when it is a number",
+            poll_cursor.clone(),
+        );
         Metrics {
             registry,
+            poll_pages,
+            poll_items,
+            poll_items_new,
+            poll_errors,
+            poll_since_success,
+            poll_cursor,
+            poll_last_success: Mutex::new(HashMap::new()),
             requests,
             ack_latency,
             commits,
@@ -98,8 +170,31 @@ impl Metrics {
             .inc();
     }
 
+    /// Records a successful poll round of `provider`.
+    pub fn poll_succeeded(&self, provider: &str) {
+        if let Ok(mut last) = self.poll_last_success.lock() {
+            last.insert(provider.to_string(), Instant::now());
+        }
+    }
+
+    /// Sets the seconds-since-success gauges from the last successes.
+    fn refresh_poll_ages(&self) {
+        let Ok(last) = self.poll_last_success.lock() else {
+            return;
+        };
+        for (provider, at) in last.iter() {
+            let labels = ProviderLabels {
+                provider: provider.clone(),
+            };
+            self.poll_since_success
+                .get_or_create(&labels)
+                .set(at.elapsed().as_secs_f64());
+        }
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
+        self.refresh_poll_ages();
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
@@ -133,6 +228,30 @@ mod tests {
         );
         assert!(
             text.contains("hookgate_commit_batch_size_count 0"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn renders_the_poller_metrics() {
+        let metrics = Metrics::new();
+        let labels = ProviderLabels {
+            provider: "alcmeon".into(),
+        };
+        metrics.poll_items_new.get_or_create(&labels).inc_by(3);
+        metrics.poll_cursor.get_or_create(&labels).set(42.0);
+        metrics.poll_succeeded("alcmeon");
+        let text = metrics.render();
+        assert!(
+            text.contains(r#"hookgate_poll_items_new_total{provider="alcmeon"} 3"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"hookgate_poll_cursor{provider="alcmeon"} 42"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"hookgate_poll_seconds_since_success{provider="alcmeon"} 0."#),
             "{text}"
         );
     }

@@ -96,7 +96,7 @@ pub(super) struct Loader<'a> {
 }
 
 impl Loader<'_> {
-    fn validate(&mut self, document: Document) -> Option<Config> {
+    fn validate(&mut self, mut document: Document) -> Option<Config> {
         let server: RawServer = self
             .section(document.server.as_ref(), "[server]")
             .unwrap_or_default();
@@ -124,17 +124,22 @@ impl Loader<'_> {
         if document.provider.is_empty() {
             self.error(None, "no [[provider]] is configured".to_string());
         }
-        for section in &document.provider {
+        for section in &mut document.provider {
+            let sync_at = self.key_position(section, "sync");
+            let sync = section.get_mut().remove("sync");
+            let section = &*section;
             let Some(raw) = self.section::<RawProvider>(Some(section), "[[provider]]") else {
                 continue;
             };
+            let sync = sync.and_then(|value| self.sync(sync_at, value, &raw.name));
             if names_seen.contains(&raw.name) {
                 let at = self.key_position(section, "name");
                 self.error(at, format!("provider {:?} is defined twice", raw.name));
                 continue;
             }
             names_seen.push(raw.name.clone());
-            if let Some(provider) = self.provider(raw, section) {
+            if let Some(mut provider) = self.provider(raw, section) {
+                provider.sync = sync;
                 providers.push(provider);
             }
         }
@@ -313,6 +318,7 @@ impl Loader<'_> {
             name: name?,
             verifier: verifier?,
             event_id,
+            sync: None,
         })
     }
 

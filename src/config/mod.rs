@@ -5,6 +5,7 @@ mod load;
 mod outputs;
 mod raw;
 mod secret;
+mod sync;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,6 +18,7 @@ use crate::verify::Verifier;
 pub use load::{load_file, load_str, ConfigError};
 pub use raw::{RawOAuth, RawOAuthClient, RawProvider};
 pub use secret::{resolve as resolve_secret, Secret, SecretSource};
+pub use sync::{NextCursor, SyncAuth, SyncConfig};
 
 /// Everything hookgate needs to run, checked.
 #[derive(Debug)]
@@ -100,6 +102,8 @@ pub struct ProviderConfig {
     pub name: ProviderName,
     pub verifier: Verifier,
     pub event_id: Option<EventIdRule>,
+    /// `[provider.sync]`: the sync API the poller fills gaps from.
+    pub sync: Option<SyncConfig>,
 }
 
 impl Config {

@@ -150,6 +150,64 @@ pub struct RawOAuthClient {
     pub scopes: Vec<String>,
 }
 
+/// `[provider.sync]`: the provider's sync API, polled to fill what the webhooks missed. Read
+/// apart from `[[provider]]` (the loader takes the `sync` key out first), so the verification
+/// schemes never see it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSync {
+    /// `"alcmeon"` fills Alcméon's defaults; every key below still overrides it.
+    pub preset: Option<String>,
+    /// The GET endpoint that lists events since a cursor.
+    pub url: Option<String>,
+    /// Between rounds (default "60s").
+    pub interval: Option<String>,
+    /// Per request (default "10s").
+    pub timeout: Option<String>,
+    /// The query parameter the cursor goes in (Alcméon: `min_action_id`).
+    pub cursor_param: Option<String>,
+    /// The query parameter the page size goes in, and the size.
+    pub limit_param: Option<String>,
+    pub page_size: Option<u32>,
+    /// JSON pointer to the array of items in a page (`""`: the page is the array).
+    pub items: Option<String>,
+    /// JSON pointer to an item's id, which must equal the event id the webhooks carry.
+    pub item_id: Option<String>,
+    /// Whether the API returns the item at the cursor too (then the next cursor is the highest
+    /// id + 1).
+    pub cursor_inclusive: Option<bool>,
+    /// JSON pointer to the next page's cursor (a token, or a whole URL) instead of the highest id.
+    pub next_pointer: Option<String>,
+    /// Where the very first round starts (default: after the highest event id received so far).
+    pub start_cursor: Option<toml::Value>,
+    /// Pages fetched at most per round (default 10).
+    pub max_pages_per_round: Option<u32>,
+    /// `[provider.sync.auth]` (default: none).
+    pub auth: Option<RawSyncAuth>,
+}
+
+/// `[provider.sync.auth]`: how hookgate authenticates to the sync API.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSyncAuth {
+    /// `none`, `basic`, `header` or `oauth` (the `alcmeon` preset defaults to `basic`).
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    /// basic: the user (Alcméon: the instance id) and the password secret (the application secret).
+    pub user: Option<String>,
+    pub password: Option<String>,
+    /// header: a static header and its secret value.
+    pub name: Option<String>,
+    pub value: Option<String>,
+    /// oauth: client credentials at a token endpoint.
+    pub token_url: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    pub scope: Option<String>,
+    /// oauth: how long before its expiry a token is replaced (default "30m").
+    pub refresh_before: Option<String>,
+}
+
 impl Default for RawServer {
     fn default() -> Self {
         RawServer {

@@ -29,6 +29,8 @@ pub struct AppState {
     pub draining: AtomicBool,
     /// The forwarders' shared state, for the admin API.
     pub destinations: Vec<Arc<crate::forward::Destination>>,
+    /// The pollers' shared state, for the admin API.
+    pub pollers: Vec<Arc<crate::poll::Poller>>,
 }
 
 impl AppState {

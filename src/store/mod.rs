@@ -95,6 +95,26 @@ impl NewEvent {
     }
 }
 
+impl NewEvent {
+    /// An item read from the provider's sync API: `source` is `poll`.
+    pub fn poll(
+        provider: ProviderName,
+        event_id: EventId,
+        content_type: Option<String>,
+        body: Bytes,
+    ) -> NewEvent {
+        NewEvent {
+            provider,
+            event_id,
+            received_at_ms: now_ms(),
+            source: Source::Poll,
+            content_type,
+            body,
+            topic: None,
+        }
+    }
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -4,6 +4,7 @@
 mod consumers;
 mod destinations;
 mod events;
+mod sync;
 
 use std::future::{ready, Ready};
 
@@ -46,7 +47,8 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .route("/metrics", web::get().to(metrics))
         .configure(events::routes)
         .configure(destinations::routes)
-        .configure(consumers::routes);
+        .configure(consumers::routes)
+        .configure(sync::routes);
 }
 
 /// Proof that the request carried the admin token. Taking it as an argument guards a handler.

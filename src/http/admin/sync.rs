@@ -1,0 +1,83 @@
+//! The sync API's poller per provider: `GET /v1/providers/{name}/sync` (cursor, last success,
+//! last error) and `POST /v1/providers/{name}/sync` (poll now, and answer once that round ends).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{web, HttpResponse};
+use serde_json::{json, Value};
+
+use super::Authorized;
+use crate::http::{ApiError, AppState};
+use crate::poll::Poller;
+
+/// How long `POST .../sync` waits for its round before answering 202.
+const POLL_NOW_WAIT: Duration = Duration::from_secs(30);
+
+pub fn routes(config: &mut web::ServiceConfig) {
+    config
+        .route("/v1/providers/{name}/sync", web::get().to(show))
+        .route("/v1/providers/{name}/sync", web::post().to(poll_now));
+}
+
+fn poller(state: &AppState, name: &str) -> Result<Arc<Poller>, ApiError> {
+    state
+        .pollers
+        .iter()
+        .find(|p| p.provider.as_str() == name)
+        .cloned()
+        .ok_or(ApiError::NotFound)
+}
+
+async fn show(
+    _: Authorized,
+    name: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let poller = poller(&state, &name)?;
+    Ok(HttpResponse::Ok().json(view(&poller)))
+}
+
+async fn poll_now(
+    _: Authorized,
+    name: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let poller = poller(&state, &name)?;
+    tracing::info!(provider = %poller.provider, "Poll requested by an operator.");
+    let finished = poller.poll_now(POLL_NOW_WAIT).await;
+    let mut body = view(&poller);
+    body["finished"] = json!(finished);
+    Ok(if finished {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::Accepted().json(body)
+    })
+}
+
+fn view(poller: &Poller) -> Value {
+    let status = poller.status();
+    json!({
+        "provider": poller.provider.as_str(),
+        "url": poller.config.url.as_str(),
+        "interval_ms": poller.config.interval.as_millis() as u64,
+        "cursor_set": status.cursor_set,
+        "cursor": status.cursor,
+        "running": status.running,
+        "rounds": status.rounds,
+        "last_success_at": status.last_success_ms.and_then(rfc3339),
+        "last_success_ms": status.last_success_ms,
+        "last_error": status.last_error.as_ref().map(|message| json!({
+            "at": status.last_error_ms.and_then(rfc3339),
+            "at_ms": status.last_error_ms,
+            "message": message,
+        })),
+    })
+}
+
+fn rfc3339(ms: u64) -> Option<String> {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()?
+        .format(&time::format_description::well_known::Rfc3339)
+        .ok()
+}

@@ -1,0 +1,184 @@
+//! Polling: for each provider with a `[provider.sync]` section, a background worker fills the
+//! gaps the webhooks left from the vendor's sync API (Alcméon's Action Synchronization API and
+//! the like).
+//!
+//! The cursor is set once, on the first round: `start_cursor`, else just after the highest event
+//! id received for the provider so far, else the beginning. It lives in the store's `meta` tree
+//! under `sync/{provider}` and only polling moves it. Each round ([`worker`]) fetches pages from
+//! the cursor (at most `max_pages_per_round`), reads them ([`page`]: the items' exact bytes and
+//! ids, the next cursor), commits every item through the same `Store::commit` as webhooks (so an
+//! action that came both ways is stored once, as `source = "poll"` only when the poll was
+//! first), and moves the cursor only once the whole page is durable. Failures back off without
+//! moving it. OAuth tokens come from [`token`], cached until shortly before they expire.
+//! [`Poller`] holds the live state the admin API shows and its "poll now" trigger.
+
+pub mod page;
+mod token;
+mod worker;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, SyncAuth, SyncConfig};
+use crate::event::ProviderName;
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+use token::TokenSource;
+
+/// Every provider's poller.
+pub struct Pollers {
+    pollers: Vec<Arc<Poller>>,
+    tasks: Vec<actix_web::rt::task::JoinHandle<()>>,
+    cancel: CancellationToken,
+}
+
+/// One provider's poller: its config and the live state the admin API reads.
+pub struct Poller {
+    pub provider: ProviderName,
+    pub config: SyncConfig,
+    store: Store,
+    metrics: Arc<Metrics>,
+    http: reqwest::Client,
+    token: Option<TokenSource>,
+    status: Mutex<Status>,
+    /// Wakes the worker for a round now (`POST /v1/providers/{name}/sync`).
+    wake: tokio::sync::Notify,
+    /// Rounds finished, successful or not.
+    rounds: tokio::sync::watch::Sender<u64>,
+    cancel: CancellationToken,
+}
+
+/// What the admin API shows of a poller.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Status {
+    /// `None` until the first round has set it; then `cursor` is the next request's cursor
+    /// (`null`: from the beginning).
+    pub cursor_set: bool,
+    pub cursor: Option<String>,
+    pub last_success_ms: Option<u64>,
+    pub last_error_ms: Option<u64>,
+    pub last_error: Option<String>,
+    /// A round is running now.
+    pub running: bool,
+    pub rounds: u64,
+}
+
+/// Why the pollers could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("provider {provider}: {message}")]
+pub struct StartError {
+    pub provider: String,
+    pub message: String,
+}
+
+impl Pollers {
+    /// Starts a worker per provider with a sync API. Must run inside the actix system.
+    pub fn start(
+        config: &Config,
+        store: &Store,
+        metrics: &Arc<Metrics>,
+    ) -> Result<Pollers, StartError> {
+        let cancel = CancellationToken::new();
+        let mut pollers = Vec::new();
+        let mut tasks = Vec::new();
+        for provider in &config.providers {
+            let Some(sync) = &provider.sync else { continue };
+            let failed = |message: String| StartError {
+                provider: provider.name.to_string(),
+                message,
+            };
+            let http = reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(sync.timeout)
+                .build()
+                .map_err(|err| failed(format!("cannot build the HTTP client: {err}")))?;
+            let token = match &sync.auth {
+                SyncAuth::OAuth {
+                    token_url,
+                    client_id,
+                    client_secret,
+                    scope,
+                    refresh_before,
+                } => Some(
+                    TokenSource::new(
+                        token_url,
+                        client_id,
+                        client_secret,
+                        scope.clone(),
+                        *refresh_before,
+                        http.clone(),
+                    )
+                    .map_err(failed)?,
+                ),
+                _ => None,
+            };
+            let poller = Arc::new(Poller {
+                provider: provider.name.clone(),
+                config: sync.clone(),
+                store: store.clone(),
+                metrics: metrics.clone(),
+                http,
+                token,
+                status: Mutex::new(Status::default()),
+                wake: tokio::sync::Notify::new(),
+                rounds: tokio::sync::watch::Sender::new(0),
+                cancel: cancel.child_token(),
+            });
+            tasks.push(actix_web::rt::spawn(worker::run(poller.clone())));
+            pollers.push(poller);
+        }
+        Ok(Pollers {
+            pollers,
+            tasks,
+            cancel,
+        })
+    }
+
+    pub fn pollers(&self) -> &[Arc<Poller>] {
+        &self.pollers
+    }
+
+    /// Stops every worker. A page being committed is abandoned before its cursor moves: its
+    /// items are fetched again after a restart and stored once.
+    pub async fn stop(self, within: Duration) {
+        self.cancel.cancel();
+        let all = futures_util::future::join_all(self.tasks);
+        if tokio::time::timeout(within, all).await.is_err() {
+            tracing::warn!("Pollers did not stop in time.");
+        }
+    }
+}
+
+impl Poller {
+    pub fn status(&self) -> Status {
+        self.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Runs a round now (or right after the one running) and waits up to `within` for it to end.
+    /// Returns whether it ended in time.
+    pub async fn poll_now(&self, within: Duration) -> bool {
+        let mut rounds = self.rounds.subscribe();
+        let finished = *rounds.borrow_and_update();
+        // A round running now started before this request: wait for the one after it.
+        let target = finished + if self.status().running { 2 } else { 1 };
+        self.wake.notify_one();
+        let reached = async { rounds.wait_for(|done| *done >= target).await.is_ok() };
+        tokio::time::timeout(within, reached).await.unwrap_or(false)
+    }
+
+    fn update(&self, change: impl FnOnce(&mut Status)) {
+        if let Ok(mut status) = self.status.lock() {
+            change(&mut status);
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

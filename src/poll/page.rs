@@ -1,0 +1,453 @@
+//! The pure half of polling: the URL of the next request, the items of a page (their exact bytes
+//! and ids), and the cursor after it. No I/O here.
+
+use std::cmp::Ordering;
+use std::ops::Range;
+
+use bytes::Bytes;
+use serde_json::Value;
+
+use crate::config::{NextCursor, SyncConfig};
+use crate::event::EventId;
+
+/// One item of a page: its id and its exact bytes in the page (never re-serialized).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    pub id: EventId,
+    pub body: Bytes,
+}
+
+/// A page, read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub items: Vec<Item>,
+    /// `next_pointer` mode: the next page's token or URL, if the page names one.
+    pub next: Option<String>,
+}
+
+/// The URL that fetches the page at `cursor` (`None`: from the beginning). In `next_pointer`
+/// mode a cursor that is a whole URL is that URL.
+pub fn request_url(config: &SyncConfig, cursor: Option<&str>) -> url::Url {
+    if let (NextCursor::Pointer(_), Some(cursor)) = (&config.next, cursor) {
+        if cursor.starts_with("http://") || cursor.starts_with("https://") {
+            if let Ok(url) = url::Url::parse(cursor) {
+                return url;
+            }
+        }
+    }
+    let mut url = config.url.clone();
+    {
+        let mut query = url.query_pairs_mut();
+        if let Some(cursor) = cursor {
+            query.append_pair(&config.cursor_param, cursor);
+        }
+        if let Some((param, size)) = &config.limit {
+            query.append_pair(param, &size.to_string());
+        }
+    }
+    if url.query() == Some("") {
+        url.set_query(None);
+    }
+    url
+}
+
+/// Reads a page: the array at `items`, each item's id at `item_id`, the next token if any.
+pub fn parse(config: &SyncConfig, body: &Bytes) -> Result<Page, String> {
+    let document: Value = serde_json::from_slice(body).map_err(|err| format!("not JSON: {err}"))?;
+    let spans = array_elements(body, &config.items)
+        .ok_or_else(|| format!("no array at {:?}", config.items))?;
+    let mut items = Vec::with_capacity(spans.len());
+    for (index, span) in spans.into_iter().enumerate() {
+        let item: Value = serde_json::from_slice(&body[span.clone()])
+            .map_err(|err| format!("item #{index}: {err}"))?;
+        let id = item
+            .pointer(&config.item_id)
+            .and_then(id_text)
+            .and_then(EventId::new)
+            .ok_or_else(|| format!("item #{index} has no id at {:?}", config.item_id))?;
+        items.push(Item {
+            id,
+            body: body.slice(span),
+        });
+    }
+    let next = match &config.next {
+        NextCursor::Pointer(pointer) => document.pointer(pointer).and_then(id_text),
+        NextCursor::HighestId { .. } => None,
+    };
+    Ok(Page { items, next })
+}
+
+/// A string or a number, as text (numbers in decimal); anything else is no id.
+fn id_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(text) if !text.is_empty() => Some(text.clone()),
+        Value::Number(number) => Some(number.to_string()),
+        _ => None,
+    }
+}
+
+/// The cursor after `page`: in highest-id mode the highest item id (+ 1 when inclusive), else
+/// the page's next token; the current cursor when the page gives none.
+pub fn next_cursor(config: &SyncConfig, current: Option<&str>, page: &Page) -> Option<String> {
+    let found = match &config.next {
+        NextCursor::HighestId { inclusive } => {
+            let highest = page
+                .items
+                .iter()
+                .map(|item| item.id.as_str())
+                .reduce(|a, b| {
+                    if compare_ids(b, a) == Ordering::Greater {
+                        b
+                    } else {
+                        a
+                    }
+                });
+            highest.map(|id| after_id(id, *inclusive))
+        }
+        NextCursor::Pointer(_) => page.next.clone(),
+    };
+    found.or_else(|| current.map(str::to_string))
+}
+
+/// The cursor that follows an id already seen: the id itself, or the next number when the API
+/// returns the item at the cursor too. A non-numeric id cannot be incremented: the API returns
+/// that item again, and the store keeps it once.
+pub fn after_id(id: &str, inclusive: bool) -> String {
+    match id.parse::<u128>() {
+        Ok(n) if inclusive => n.saturating_add(1).to_string(),
+        _ => id.to_string(),
+    }
+}
+
+/// Whether another page should follow in this round.
+pub fn has_more(
+    config: &SyncConfig,
+    page: &Page,
+    before: Option<&str>,
+    after: Option<&str>,
+) -> bool {
+    if after == before {
+        return false;
+    }
+    match &config.next {
+        NextCursor::HighestId { .. } => {
+            !page.items.is_empty()
+                && config
+                    .limit
+                    .as_ref()
+                    .is_none_or(|(_, size)| page.items.len() >= *size as usize)
+        }
+        NextCursor::Pointer(_) => page.next.is_some(),
+    }
+}
+
+/// Event ids in order: numerically when both are numbers, else as text.
+pub fn compare_ids(a: &str, b: &str) -> Ordering {
+    match (a.parse::<u128>(), b.parse::<u128>()) {
+        (Ok(a), Ok(b)) => a.cmp(&b),
+        _ => a.cmp(b),
+    }
+}
+
+/// The byte ranges of the elements of the array at `pointer` in a valid JSON document. Of
+/// duplicate keys the last counts, as in `serde_json::Value`.
+fn array_elements(json: &[u8], pointer: &str) -> Option<Vec<Range<usize>>> {
+    let mut at = skip_ws(json, 0);
+    let tokens: Vec<String> = if pointer.is_empty() {
+        Vec::new()
+    } else {
+        pointer
+            .strip_prefix('/')?
+            .split('/')
+            .map(|t| t.replace("~1", "/").replace("~0", "~"))
+            .collect()
+    };
+    for token in &tokens {
+        at = child(json, at, token)?;
+    }
+    if json.get(at) != Some(&b'[') {
+        return None;
+    }
+    let mut elements = Vec::new();
+    let mut pos = skip_ws(json, at + 1);
+    if json.get(pos) == Some(&b']') {
+        return Some(elements);
+    }
+    loop {
+        let end = skip_value(json, pos)?;
+        elements.push(pos..end);
+        pos = skip_ws(json, end);
+        match json.get(pos)? {
+            b',' => pos = skip_ws(json, pos + 1),
+            b']' => return Some(elements),
+            _ => return None,
+        }
+    }
+}
+
+/// The start of the member `token` of the object (or element of the array) at `at`.
+fn child(json: &[u8], at: usize, token: &str) -> Option<usize> {
+    match json.get(at)? {
+        b'{' => {
+            let mut found = None;
+            let mut pos = skip_ws(json, at + 1);
+            if json.get(pos) == Some(&b'}') {
+                return None;
+            }
+            loop {
+                let key_end = skip_value(json, pos)?;
+                let key: String = serde_json::from_slice(&json[pos..key_end]).ok()?;
+                pos = skip_ws(json, key_end);
+                (json.get(pos)? == &b':').then_some(())?;
+                let value = skip_ws(json, pos + 1);
+                if key == token {
+                    found = Some(value);
+                }
+                pos = skip_ws(json, skip_value(json, value)?);
+                match json.get(pos)? {
+                    b',' => pos = skip_ws(json, pos + 1),
+                    b'}' => return found,
+                    _ => return None,
+                }
+            }
+        }
+        b'[' => {
+            let index: usize = token.parse().ok()?;
+            array_elements(&json[at..], "")?
+                .get(index)
+                .map(|range| at + range.start)
+        }
+        _ => None,
+    }
+}
+
+fn skip_ws(json: &[u8], mut pos: usize) -> usize {
+    while json.get(pos).is_some_and(|b| b.is_ascii_whitespace()) {
+        pos += 1;
+    }
+    pos
+}
+
+/// The end of the value starting at `pos`.
+fn skip_value(json: &[u8], pos: usize) -> Option<usize> {
+    match json.get(pos)? {
+        b'"' => {
+            let mut i = pos + 1;
+            loop {
+                match json.get(i)? {
+                    b'\\' => i += 2,
+                    b'"' => return Some(i + 1),
+                    _ => i += 1,
+                }
+            }
+        }
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut i = pos;
+            loop {
+                match json.get(i)? {
+                    b'"' => {
+                        i = skip_value(json, i)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(i + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+        }
+        _ => {
+            let mut i = pos;
+            while json
+                .get(i)
+                .is_some_and(|b| !matches!(b, b',' | b']' | b'}') && !b.is_ascii_whitespace())
+            {
+                i += 1;
+            }
+            (i > pos).then_some(i)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SyncAuth;
+    use std::time::Duration;
+
+    fn config(next: NextCursor, limit: Option<u32>) -> SyncConfig {
+        SyncConfig {
+            url: url::Url::parse("https://vendor.example/api/actions?app=7").unwrap(),
+            interval: Duration::from_secs(60),
+            timeout: Duration::from_secs(10),
+            cursor_param: "min_action_id".into(),
+            limit: limit.map(|size| ("limit".to_string(), size)),
+            items: "/data".into(),
+            item_id: "/id".into(),
+            next,
+            start_cursor: None,
+            max_pages_per_round: 10,
+            auth: SyncAuth::None,
+        }
+    }
+
+    const INCLUSIVE: NextCursor = NextCursor::HighestId { inclusive: true };
+
+    #[test]
+    fn request_urls() {
+        let c = config(INCLUSIVE, Some(100));
+        assert_eq!(
+            request_url(&c, Some("41")).as_str(),
+            "https://vendor.example/api/actions?app=7&min_action_id=41&limit=100"
+        );
+        assert_eq!(
+            request_url(&c, None).as_str(),
+            "https://vendor.example/api/actions?app=7&limit=100"
+        );
+        let mut bare = config(INCLUSIVE, None);
+        bare.url = url::Url::parse("https://vendor.example/a").unwrap();
+        assert_eq!(
+            request_url(&bare, None).as_str(),
+            "https://vendor.example/a"
+        );
+        let tokens = config(NextCursor::Pointer("/next".into()), None);
+        assert_eq!(
+            request_url(&tokens, Some("https://vendor.example/p/2?x=1")).as_str(),
+            "https://vendor.example/p/2?x=1"
+        );
+        assert_eq!(
+            request_url(&tokens, Some("abc def")).as_str(),
+            "https://vendor.example/api/actions?app=7&min_action_id=abc+def"
+        );
+    }
+
+    #[test]
+    fn items_keep_their_exact_bytes() {
+        let body = Bytes::from_static(
+            br#"{ "meta": {"data": 1}, "data" : [ {"id": 12, "x": "a]}\"" } ,{"x":[1,{"y":2}],"id":"9"}, {"id":10.0} ] }"#,
+        );
+        let page = parse(&config(INCLUSIVE, None), &body).unwrap();
+        let ids: Vec<&str> = page.items.iter().map(|i| i.id.as_str()).collect();
+        assert_eq!(ids, ["12", "9", "10.0"]);
+        assert_eq!(&page.items[0].body[..], br#"{"id": 12, "x": "a]}\"" }"#);
+        assert_eq!(&page.items[1].body[..], br#"{"x":[1,{"y":2}],"id":"9"}"#);
+    }
+
+    #[test]
+    fn nested_pointers_escapes_and_root_arrays() {
+        let body = Bytes::from_static(br#"{"a/b":{"list":[[],[{"id":1}]]}}"#);
+        let mut c = config(INCLUSIVE, None);
+        c.items = "/a~1b/list/1".into();
+        assert_eq!(parse(&c, &body).unwrap().items.len(), 1);
+        c.items = String::new();
+        let root = Bytes::from_static(br#" [ {"id": 3} ] "#);
+        assert_eq!(parse(&c, &root).unwrap().items[0].id.as_str(), "3");
+        let empty = Bytes::from_static(b"[]");
+        assert!(parse(&c, &empty).unwrap().items.is_empty());
+    }
+
+    #[test]
+    fn duplicate_keys_take_the_last_like_serde_json() {
+        let body = Bytes::from_static(br#"{"data":[{"id":1}],"data":[{"id":2},{"id":3}]}"#);
+        let page = parse(&config(INCLUSIVE, None), &body).unwrap();
+        assert_eq!(page.items.len(), 2);
+    }
+
+    #[test]
+    fn malformed_pages() {
+        let c = config(INCLUSIVE, None);
+        for (body, expected) in [
+            (&b"<html>502</html>"[..], "not JSON"),
+            (br#"{"data":{}}"#, "no array"),
+            (br#"{"rows":[]}"#, "no array"),
+            (br#"{"data":[{"id":null}]}"#, "item #0 has no id"),
+            (br#"{"data":[{"id":1},{"name":"x"}]}"#, "item #1 has no id"),
+        ] {
+            let error = parse(&c, &Bytes::copy_from_slice(body)).unwrap_err();
+            assert!(error.contains(expected), "{error}");
+        }
+    }
+
+    fn page(ids: &[&str]) -> Page {
+        Page {
+            items: ids
+                .iter()
+                .map(|id| Item {
+                    id: EventId::new(*id).unwrap(),
+                    body: Bytes::new(),
+                })
+                .collect(),
+            next: None,
+        }
+    }
+
+    #[test]
+    fn the_cursor_follows_the_highest_id() {
+        let inclusive = config(INCLUSIVE, Some(3));
+        let exclusive = config(NextCursor::HighestId { inclusive: false }, Some(3));
+        let p = page(&["9", "100", "11"]);
+        assert_eq!(
+            next_cursor(&inclusive, Some("5"), &p).as_deref(),
+            Some("101")
+        );
+        assert_eq!(
+            next_cursor(&exclusive, Some("5"), &p).as_deref(),
+            Some("100")
+        );
+        assert_eq!(
+            next_cursor(&inclusive, Some("5"), &page(&[])).as_deref(),
+            Some("5")
+        );
+        assert_eq!(next_cursor(&inclusive, None, &page(&[])), None);
+        assert_eq!(
+            next_cursor(&inclusive, None, &page(&["b", "a"])).as_deref(),
+            Some("b")
+        );
+        assert!(has_more(&inclusive, &p, Some("5"), Some("101")));
+        assert!(
+            !has_more(&inclusive, &page(&["1", "2"]), None, Some("3")),
+            "short page"
+        );
+        assert!(!has_more(
+            &inclusive,
+            &page(&["b", "a", "c"]),
+            Some("c"),
+            Some("c")
+        ));
+    }
+
+    #[test]
+    fn next_tokens() {
+        let c = config(NextCursor::Pointer("/paging/next".into()), None);
+        let body = Bytes::from_static(br#"{"data":[{"id":"x"}],"paging":{"next":"tok2"}}"#);
+        let p = parse(&c, &body).unwrap();
+        assert_eq!(p.next.as_deref(), Some("tok2"));
+        assert_eq!(next_cursor(&c, Some("tok1"), &p).as_deref(), Some("tok2"));
+        assert!(has_more(&c, &p, Some("tok1"), Some("tok2")));
+        let last = parse(
+            &c,
+            &Bytes::from_static(br#"{"data":[],"paging":{"next":null}}"#),
+        );
+        let last = last.unwrap();
+        assert_eq!(
+            next_cursor(&c, Some("tok2"), &last).as_deref(),
+            Some("tok2")
+        );
+        assert!(!has_more(&c, &last, Some("tok2"), Some("tok2")));
+    }
+
+    #[test]
+    fn ids_compare_numerically_when_numbers() {
+        assert_eq!(compare_ids("9", "10"), Ordering::Less);
+        assert_eq!(compare_ids("b", "a"), Ordering::Greater);
+        assert_eq!(after_id("41", true), "42");
+        assert_eq!(after_id("41", false), "41");
+        assert_eq!(after_id("x", true), "x");
+    }
+}

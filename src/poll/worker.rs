@@ -1,0 +1,448 @@
+//! One provider's polling loop: set the cursor once, then every `interval` (or when woken) a
+//! round of at most `max_pages_per_round` pages; on failure, back off (at least what
+//! `Retry-After` asks) without moving the cursor.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use super::page::{self, Page};
+use super::{now_ms, Poller};
+use crate::config::SyncAuth;
+use crate::event::Seq;
+use crate::metrics::{PollErrorLabels, ProviderLabels};
+use crate::store::{Committed, NewEvent, StoreError, TreeId, Write};
+
+/// A page larger than this is refused (and retried later).
+const MAX_PAGE_BYTES: usize = 32 * 1024 * 1024;
+/// How long an item may wait for the committer.
+const COMMIT_DEADLINE: Duration = Duration::from_secs(30);
+/// The longest back-off, unless the interval is longer.
+const MAX_BACKOFF: Duration = Duration::from_secs(15 * 60);
+/// How much of a malformed page the log shows.
+const LOGGED_BYTES: usize = 200;
+/// Events read per step while looking for the highest id received.
+const SCAN_BATCH: usize = 1000;
+
+/// Why a round stopped early.
+#[derive(Debug)]
+struct Failure {
+    /// The `kind` label of `hookgate_poll_errors_total`.
+    kind: &'static str,
+    message: String,
+    retry_after: Option<Duration>,
+}
+
+impl Failure {
+    fn new(kind: &'static str, message: String) -> Failure {
+        Failure {
+            kind,
+            message,
+            retry_after: None,
+        }
+    }
+
+    fn store(err: StoreError) -> Failure {
+        Failure::new("store", format!("storage error: {err}"))
+    }
+}
+
+/// The cursor as persisted under `sync/{provider}` in `meta`.
+#[derive(Debug, Serialize, Deserialize)]
+struct Persisted {
+    cursor: Option<String>,
+}
+
+/// `meta` key of a provider's sync cursor.
+pub fn cursor_key(provider: &str) -> Vec<u8> {
+    [b"sync/".as_slice(), provider.as_bytes()].concat()
+}
+
+pub(super) async fn run(poller: Arc<Poller>) {
+    let provider = poller.provider.to_string();
+    tracing::info!(provider, url = %poller.config.url, "Poller started.");
+    let mut failures: u32 = 0;
+    loop {
+        poller.update(|s| s.running = true);
+        // Stopping abandons a round at once: its page's cursor has not moved, so the page is
+        // fetched again after a restart and its items already stored are duplicates.
+        let outcome = tokio::select! {
+            _ = poller.cancel.cancelled() => break,
+            outcome = round(&poller) => outcome,
+        };
+        let now = now_ms();
+        let wait = match outcome {
+            Ok(()) => {
+                failures = 0;
+                poller.metrics.poll_succeeded(&provider);
+                poller.update(|s| s.last_success_ms = Some(now));
+                poller.config.interval
+            }
+            Err(failure) => {
+                failures = failures.saturating_add(1);
+                poller
+                    .metrics
+                    .poll_errors
+                    .get_or_create(&PollErrorLabels {
+                        provider: provider.clone(),
+                        kind: failure.kind.to_string(),
+                    })
+                    .inc();
+                let wait = backoff(failures, poller.config.interval, failure.retry_after);
+                tracing::warn!(provider, kind = failure.kind, error = %failure.message, retry_in_ms = wait.as_millis() as u64, "Poll failed; the cursor stays.");
+                poller.update(|s| {
+                    s.last_error_ms = Some(now);
+                    s.last_error = Some(failure.message);
+                });
+                wait
+            }
+        };
+        poller.update(|s| {
+            s.running = false;
+            s.rounds += 1;
+        });
+        poller.rounds.send_modify(|n| *n += 1);
+        tokio::select! {
+            _ = poller.cancel.cancelled() => break,
+            _ = tokio::time::sleep(wait) => {}
+            _ = poller.wake.notified() => {}
+        }
+    }
+    tracing::info!(provider, "Poller stopped.");
+}
+
+/// The wait after `failures` failures in a row: the interval, doubling, capped, and at least
+/// what the API asked for.
+pub fn backoff(failures: u32, interval: Duration, retry_after: Option<Duration>) -> Duration {
+    let doubled = interval.saturating_mul(1 << failures.saturating_sub(1).min(16));
+    let capped = doubled.min(MAX_BACKOFF.max(interval));
+    retry_after.map_or(capped, |asked| capped.max(asked))
+}
+
+/// One round: pages from the cursor until the API has no more, or the round's page budget is
+/// spent, or the poller is stopped.
+async fn round(poller: &Poller) -> Result<(), Failure> {
+    let mut cursor = cursor(poller).await?;
+    for _ in 0..poller.config.max_pages_per_round {
+        if poller.cancel.is_cancelled() {
+            break;
+        }
+        let url = page::request_url(&poller.config, cursor.as_deref());
+        let (body, content_type) = fetch(poller, url).await?;
+        let page = page::parse(&poller.config, &body).map_err(|message| {
+            let start = String::from_utf8_lossy(&body[..body.len().min(LOGGED_BYTES)]).into_owned();
+            Failure::new(
+                "malformed",
+                format!("malformed page ({message}); it starts with {start:?}"),
+            )
+        })?;
+        commit(poller, &page, content_type).await?;
+        let next = page::next_cursor(&poller.config, cursor.as_deref(), &page);
+        let more = page::has_more(&poller.config, &page, cursor.as_deref(), next.as_deref());
+        if next != cursor {
+            save_cursor(poller, next.clone()).await?;
+            cursor = next;
+        }
+        if !more {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Commits every item of a page, all at once (the committer batches them), and returns once all
+/// are durable. Any failure fails the page: its cursor does not move.
+async fn commit(poller: &Poller, page: &Page, content_type: Option<String>) -> Result<(), Failure> {
+    let labels = ProviderLabels {
+        provider: poller.provider.to_string(),
+    };
+    poller.metrics.poll_pages.get_or_create(&labels).inc();
+    poller
+        .metrics
+        .poll_items
+        .get_or_create(&labels)
+        .inc_by(page.items.len() as u64);
+    let commits = page.items.iter().map(|item| {
+        let event = NewEvent::poll(
+            poller.provider.clone(),
+            item.id.clone(),
+            content_type.clone(),
+            item.body.clone(),
+        );
+        poller.store.commit(event, COMMIT_DEADLINE)
+    });
+    let mut new = 0;
+    for (item, result) in page
+        .items
+        .iter()
+        .zip(futures_util::future::join_all(commits).await)
+    {
+        match result.map_err(Failure::store)? {
+            Committed::Accepted(seq) => {
+                new += 1;
+                tracing::debug!(provider = %poller.provider, event_id = %item.id, seq = %seq, "Gap filled from the sync API.");
+            }
+            Committed::Duplicate(_) => {}
+        }
+    }
+    poller
+        .metrics
+        .poll_items_new
+        .get_or_create(&labels)
+        .inc_by(new);
+    if new > 0 {
+        tracing::info!(provider = %poller.provider, new, items = page.items.len(), "Gaps filled from the sync API.");
+    }
+    Ok(())
+}
+
+/// GETs one page, with the configured authentication; a 401 with an OAuth token fetches a new
+/// token and tries once more.
+async fn fetch(poller: &Poller, url: url::Url) -> Result<(Bytes, Option<String>), Failure> {
+    let mut retried = false;
+    loop {
+        let mut request = poller.http.get(url.clone());
+        request = match &poller.config.auth {
+            SyncAuth::None => request,
+            SyncAuth::Basic { user, password } => {
+                request.basic_auth(user, Some(String::from_utf8_lossy(password.expose())))
+            }
+            SyncAuth::Header { name, value } => request.header(name.as_str(), value.expose()),
+            SyncAuth::OAuth { .. } => {
+                let token = match &poller.token {
+                    Some(source) => source.bearer().await.map_err(|m| Failure::new("auth", m))?,
+                    None => return Err(Failure::new("auth", "no token source".into())),
+                };
+                request.header(AUTHORIZATION, format!("Bearer {token}"))
+            }
+        };
+        let response = request
+            .send()
+            .await
+            .map_err(|err| Failure::new("transport", describe(&err)))?;
+        let status = response.status();
+        if status == StatusCode::UNAUTHORIZED && !retried {
+            if let Some(source) = &poller.token {
+                source.invalidate().await;
+                retried = true;
+                continue;
+            }
+        }
+        if !status.is_success() {
+            let retry_after = response
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| retry_after(v, SystemTime::now()));
+            let kind = match status {
+                StatusCode::TOO_MANY_REQUESTS => "rate_limited",
+                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => "auth",
+                _ => "status",
+            };
+            return Err(Failure {
+                kind,
+                message: format!("the sync API answered {status}"),
+                retry_after,
+            });
+        }
+        let content_type = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        return Ok((read_body(response).await?, content_type));
+    }
+}
+
+/// The body, bounded.
+async fn read_body(mut response: reqwest::Response) -> Result<Bytes, Failure> {
+    let mut body = BytesMut::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|err| Failure::new("transport", describe(&err)))?
+    {
+        if body.len() + chunk.len() > MAX_PAGE_BYTES {
+            return Err(Failure::new(
+                "malformed",
+                format!("page larger than {MAX_PAGE_BYTES} bytes"),
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// A transport error with its causes (reqwest's `Display` hides them).
+fn describe(err: &reqwest::Error) -> String {
+    let mut text = if err.is_timeout() {
+        "timed out".to_string()
+    } else {
+        err.to_string()
+    };
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
+}
+
+/// `Retry-After` as seconds or an HTTP date, capped at an hour.
+pub fn retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    let wait = match value.parse::<u64>() {
+        Ok(seconds) => Duration::from_secs(seconds),
+        Err(_) => {
+            let format = time::format_description::well_known::Rfc2822;
+            let at = time::OffsetDateTime::parse(&value.replace("GMT", "+0000"), &format).ok()?;
+            let now = time::OffsetDateTime::from(now);
+            Duration::try_from(at - now).unwrap_or(Duration::ZERO)
+        }
+    };
+    Some(wait.min(Duration::from_secs(3600)))
+}
+
+/// The cursor, from `meta`; on the very first round, set once and persisted.
+async fn cursor(poller: &Poller) -> Result<Option<String>, Failure> {
+    let status = poller.status();
+    if status.cursor_set {
+        return Ok(status.cursor);
+    }
+    let store = poller.store.clone();
+    let provider = poller.provider.to_string();
+    let start = poller.config.start_cursor.clone();
+    let inclusive = matches!(
+        poller.config.next,
+        crate::config::NextCursor::HighestId { inclusive: true }
+    );
+    let (persisted, initial) = tokio::task::spawn_blocking(move || {
+        let key = cursor_key(&provider);
+        if let Some(value) = store.tree(TreeId::Meta).get(&key)? {
+            let persisted: Persisted = serde_json::from_slice(&value)
+                .map_err(|err| StoreError::Corrupt(format!("sync cursor: {err}")))?;
+            return Ok::<_, StoreError>((Some(persisted.cursor), None));
+        }
+        let initial = match start {
+            Some(start) => Some(start),
+            None => highest_event_id(&store, &provider)?.map(|id| page::after_id(&id, inclusive)),
+        };
+        Ok((None, Some(initial)))
+    })
+    .await
+    .map_err(|err| Failure::new("store", format!("cursor lookup panicked: {err}")))?
+    .map_err(Failure::store)?;
+    let cursor = match (persisted, initial) {
+        (Some(cursor), _) => cursor,
+        (None, Some(initial)) => {
+            tracing::info!(provider = %poller.provider, cursor = ?initial, "Sync cursor set for the first time.");
+            save_cursor(poller, initial.clone()).await?;
+            initial
+        }
+        (None, None) => None,
+    };
+    poller.update(|s| {
+        s.cursor_set = true;
+        s.cursor = cursor.clone();
+    });
+    set_cursor_gauge(poller, cursor.as_deref());
+    Ok(cursor)
+}
+
+/// The highest event id stored for `provider` (numbers compared as numbers). Blocking.
+fn highest_event_id(
+    store: &crate::store::Store,
+    provider: &str,
+) -> Result<Option<String>, StoreError> {
+    let mut highest: Option<String> = None;
+    let mut after = Seq(0);
+    loop {
+        let events = store.events_after(after, SCAN_BATCH, Some(provider))?;
+        for event in &events {
+            let higher = highest.as_deref().is_none_or(|h| {
+                page::compare_ids(&event.event_id, h) == std::cmp::Ordering::Greater
+            });
+            if higher {
+                highest = Some(event.event_id.clone());
+            }
+        }
+        match events.last() {
+            Some(last) if events.len() == SCAN_BATCH => after = Seq(last.seq),
+            _ => return Ok(highest),
+        }
+    }
+}
+
+/// Persists the cursor (durably, through the group commit), then shows it.
+async fn save_cursor(poller: &Poller, cursor: Option<String>) -> Result<(), Failure> {
+    let value = serde_json::to_vec(&Persisted {
+        cursor: cursor.clone(),
+    })
+    .map_err(|err| Failure::new("store", err.to_string()))?;
+    poller
+        .store
+        .write(vec![Write::Put(
+            TreeId::Meta,
+            cursor_key(poller.provider.as_str()),
+            value,
+        )])
+        .await
+        .map_err(Failure::store)?;
+    set_cursor_gauge(poller, cursor.as_deref());
+    poller.update(|s| {
+        s.cursor_set = true;
+        s.cursor = cursor;
+    });
+    Ok(())
+}
+
+fn set_cursor_gauge(poller: &Poller, cursor: Option<&str>) {
+    let value = cursor.map_or(Some(0.0), |c| c.parse::<f64>().ok());
+    if let Some(value) = value {
+        poller
+            .metrics
+            .poll_cursor
+            .get_or_create(&ProviderLabels {
+                provider: poller.provider.to_string(),
+            })
+            .set(value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_the_interval_and_honours_retry_after() {
+        let s = Duration::from_secs;
+        assert_eq!(backoff(1, s(60), None), s(60));
+        assert_eq!(backoff(3, s(60), None), s(240));
+        assert_eq!(backoff(30, s(60), None), s(900));
+        assert_eq!(backoff(30, s(3600), None), s(3600));
+        assert_eq!(backoff(1, Duration::from_millis(200), Some(s(2))), s(2));
+        assert_eq!(backoff(2, s(60), Some(s(1))), s(120));
+    }
+
+    #[test]
+    fn retry_after_values() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(retry_after("3", now), Some(Duration::from_secs(3)));
+        assert_eq!(retry_after("99999", now), Some(Duration::from_secs(3600)));
+        // 2023-11-14T22:13:20Z is 1_700_000_000.
+        assert_eq!(
+            retry_after("Tue, 14 Nov 2023 22:13:30 GMT", now),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn cursor_keys() {
+        assert_eq!(cursor_key("alcmeon"), b"sync/alcmeon".to_vec());
+    }
+}

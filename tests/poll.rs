@@ -1,0 +1,400 @@
+//! The gap-filling poller end to end, against a fake vendor sync API (Alcméon's shape: actions
+//! from `min_action_id` on, inclusive, in `{"data": [...]}`): webhooks deliver most actions, the
+//! poller fills the rest, and every action is stored exactly once, through 500s, a 429 with
+//! `Retry-After`, a malformed page, a page slower than the timeout, and a restart mid-poll.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::sign::{mac, Alg};
+use common::stub::{Stub, StubRequest};
+use common::{provider, wait_until, Gateway};
+use serde_json::{json, Value};
+
+const SECRET: &str = "alcmeon-app-secret-0123";
+
+/// One action as the sync API lists it.
+fn action(id: u64) -> Value {
+    json!({"id": id, "type": "message_received", "task": {"id": id * 10, "conversation": {"id": format!("c-{id}")}}})
+}
+
+/// The same action as the webhook notifies it: the notification id, and the action.
+fn notification(id: u64) -> Vec<u8> {
+    serde_json::to_vec(&json!({"id": id, "action": action(id)})).expect("json")
+}
+
+fn send_webhook(gw: &Gateway, id: u64) {
+    let body = notification(id);
+    let signed = [b"/hooks/alcmeon ".as_slice(), &body].concat();
+    let signature = hex::encode(mac(Alg::Sha256, SECRET.as_bytes(), &signed));
+    let headers = vec![
+        ("X-Alcmeon-Webhook-Signature".to_string(), signature),
+        ("Content-Type".to_string(), "application/json".to_string()),
+    ];
+    let reply = gw.post("alcmeon", &headers, &body);
+    assert_eq!(reply.status, 200, "webhook {id}: {}", reply.text());
+}
+
+/// A stub's answer: status, headers, body.
+type Answer = (u16, Vec<(String, String)>, Vec<u8>);
+
+/// An actions request as the fake API saw it: when it arrived, its `min_action_id`, the status
+/// answered (0 until answered).
+type Request = (Instant, Option<u64>, u16);
+
+/// What the fake API does with its `n`th request for actions (1-based).
+type Fault = fn(n: usize, request: &StubRequest) -> Option<Answer>;
+
+/// The fake vendor: actions `1..=produced`, listed from `min_action_id` on (inclusive), `limit`
+/// at a time; a token endpoint that counts its calls; faults injected by request number.
+struct Vendor {
+    stub: Stub,
+    produced: Arc<AtomicU64>,
+    token_calls: Arc<AtomicUsize>,
+    /// Every actions request: when it arrived, its `min_action_id`, the status answered (0 until
+    /// answered).
+    cursors: Arc<Mutex<Vec<Request>>>,
+}
+
+impl Vendor {
+    fn start(produced: u64, token_lifetime_s: u64, fault: Fault) -> Vendor {
+        let produced = Arc::new(AtomicU64::new(produced));
+        let token_calls = Arc::new(AtomicUsize::new(0));
+        let cursors = Arc::new(Mutex::new(Vec::new()));
+        let actions = Arc::new(AtomicUsize::new(0));
+        let (p, t, c) = (produced.clone(), token_calls.clone(), cursors.clone());
+        let stub = Stub::start_with_headers(move |request| {
+            let json_type = vec![("Content-Type".to_string(), "application/json".to_string())];
+            if request.path.starts_with("/token") {
+                let n = t.fetch_add(1, Ordering::SeqCst) + 1;
+                let body = json!({"access_token": format!("tok-{n}"), "token_type": "bearer", "expires_in": token_lifetime_s});
+                return (200, json_type, body.to_string().into_bytes());
+            }
+            let url = url::Url::parse(&format!("http://vendor{}", request.path)).expect("url");
+            let param = |name: &str| {
+                url.query_pairs()
+                    .find(|(k, _)| k == name)
+                    .and_then(|(_, v)| v.parse::<u64>().ok())
+            };
+            let cursor = param("min_action_id");
+            // Recorded on arrival; the status once answered.
+            let index = {
+                let mut cursors = c.lock().expect("lock");
+                cursors.push((Instant::now(), cursor, 0));
+                cursors.len() - 1
+            };
+            let answer = respond(
+                request,
+                &actions,
+                fault,
+                &p,
+                &t,
+                cursor,
+                param("limit"),
+                json_type,
+            );
+            c.lock().expect("lock")[index].2 = answer.0;
+            answer
+        });
+        Vendor {
+            stub,
+            produced,
+            token_calls,
+            cursors,
+        }
+    }
+
+    fn url(&self) -> String {
+        self.stub.url.clone()
+    }
+
+    fn cursors(&self) -> Vec<Request> {
+        self.cursors.lock().expect("lock").clone()
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn respond(
+    request: &StubRequest,
+    actions: &AtomicUsize,
+    fault: Fault,
+    produced: &AtomicU64,
+    token_calls: &AtomicUsize,
+    cursor: Option<u64>,
+    limit: Option<u64>,
+    json_type: Vec<(String, String)>,
+) -> Answer {
+    let authorization = request.header("authorization").unwrap_or_default();
+    let bearer_ok = authorization == format!("Bearer tok-{}", token_calls.load(Ordering::SeqCst));
+    let basic_ok = authorization.starts_with("Basic ");
+    if !(bearer_ok || basic_ok) {
+        return (401, Vec::new(), Vec::new());
+    }
+    let n = actions.fetch_add(1, Ordering::SeqCst) + 1;
+    if let Some(answer) = fault(n, request) {
+        return answer;
+    }
+    let from = cursor.unwrap_or(1).max(1);
+    let last = produced.load(Ordering::SeqCst);
+    let data: Vec<Value> = (from..=last)
+        .take(limit.unwrap_or(u64::MAX) as usize)
+        .map(action)
+        .collect();
+    (
+        200,
+        json_type,
+        json!({ "data": data }).to_string().into_bytes(),
+    )
+}
+
+fn sync_provider(vendor: &Vendor, sync: &str, auth: &str) -> String {
+    let extra = format!(
+        "[provider.sync]\npreset = \"alcmeon\"\nurl = \"{}/actions\"\n{sync}\n[provider.sync.auth]\n{auth}\n",
+        vendor.url()
+    );
+    provider("alcmeon", "alcmeon", &[SECRET], &extra)
+}
+
+fn oauth(vendor: &Vendor) -> String {
+    format!(
+        "type = \"oauth\"\ntoken_url = \"{}/token\"\nclient_id = \"hookgate\"\nclient_secret = \"client-secret\"\n",
+        vendor.url()
+    )
+}
+
+const BASIC: &str = "user = \"instance-42\"\npassword = \"app-secret\"\n";
+
+/// Stored events of `alcmeon`, counted per event id.
+fn stored(gw: &Gateway) -> BTreeMap<u64, (usize, String)> {
+    let mut counts: BTreeMap<u64, (usize, String)> = BTreeMap::new();
+    for event in gw.all_events(Some("alcmeon")) {
+        let id: u64 = event["event_id"]
+            .as_str()
+            .expect("id")
+            .parse()
+            .expect("numeric id");
+        let source = event["source"].as_str().expect("source").to_string();
+        counts.entry(id).or_insert((0, source)).0 += 1;
+    }
+    counts
+}
+
+fn sync_status(gw: &Gateway) -> Value {
+    gw.admin_json("/v1/providers/alcmeon/sync")
+}
+
+fn faults(n: usize, _: &StubRequest) -> Option<Answer> {
+    match n {
+        5 => Some((
+            429,
+            vec![("Retry-After".into(), "1".into())],
+            b"slow down".to_vec(),
+        )),
+        9 => Some((200, Vec::new(), b"<html>maintenance</html>".to_vec())),
+        13 => {
+            std::thread::sleep(Duration::from_millis(1500)); // longer than the 1 s timeout
+            None
+        }
+        n if n % 7 == 0 => Some((500, Vec::new(), b"oops".to_vec())),
+        _ => None,
+    }
+}
+
+#[test]
+fn webhooks_and_polls_store_every_action_exactly_once() {
+    let vendor = Vendor::start(0, 3600, faults);
+    let sync = "interval = \"200ms\"\ntimeout = \"1s\"\nlimit_param = \"limit\"\npage_size = 100\nmax_pages_per_round = 3\nstart_cursor = 1\n";
+    let gw = Gateway::start(&sync_provider(&vendor, sync, &oauth(&vendor)));
+
+    let started = Instant::now();
+    let mut delivered = 0;
+    for id in 1..=1000u64 {
+        vendor.produced.store(id, Ordering::SeqCst);
+        if matches!(id % 10, 3 | 6 | 9) {
+            continue; // lost webhook: 30 %
+        }
+        send_webhook(&gw, id);
+        delivered += 1;
+        if id % 10 == 1 {
+            send_webhook(&gw, id); // a sender's retry
+        }
+        if id % 50 == 0 {
+            std::thread::sleep(Duration::from_millis(60));
+        }
+    }
+    assert_eq!(delivered, 700);
+    wait_until(Duration::from_secs(40), "every action stored", || {
+        stored(&gw).len() == 1000
+    });
+    let counts = stored(&gw);
+    let twice: Vec<_> = counts.iter().filter(|(_, (n, _))| *n != 1).collect();
+    assert!(twice.is_empty(), "stored more than once: {twice:?}");
+    assert_eq!(
+        counts.keys().copied().collect::<Vec<_>>(),
+        (1..=1000).collect::<Vec<_>>()
+    );
+    let polled = counts.values().filter(|(_, s)| s == "poll").count();
+    assert!(
+        polled >= 300,
+        "the 300 lost webhooks came by poll: {polled}"
+    );
+    assert_eq!(
+        gw.metric("hookgate_poll_items_new_total", &[("provider", "alcmeon")]),
+        Some(polled as f64)
+    );
+    wait_until(
+        Duration::from_secs(10),
+        "the cursor past the last action",
+        || sync_status(&gw)["cursor"] == "1001",
+    );
+
+    let cursors = vendor.cursors();
+    // The cursor never moved back, and nothing was skipped: every request starts at or after 1.
+    assert!(
+        cursors.iter().all(|(_, c, _)| c.is_some()),
+        "start_cursor = 1"
+    );
+    let after_429 = cursors
+        .iter()
+        .position(|(_, _, status)| *status == 429)
+        .expect("a 429 was answered");
+    let waited = cursors[after_429 + 1].0 - cursors[after_429].0;
+    assert!(
+        waited >= Duration::from_millis(950),
+        "Retry-After honoured: {waited:?}"
+    );
+    let statuses: BTreeSet<u16> = cursors.iter().map(|(_, _, s)| *s).collect();
+    assert!(statuses.contains(&500), "{statuses:?}");
+    for kind in ["rate_limited", "status", "malformed", "transport"] {
+        assert!(
+            gw.metric("hookgate_poll_errors_total", &[("kind", kind)])
+                .unwrap_or(0.0)
+                >= 1.0,
+            "{kind} errors counted"
+        );
+    }
+    assert!(sync_status(&gw)["last_success_at"].is_string());
+    assert!(
+        cursors.len() > 10,
+        "many polls ({}) in {:?}",
+        cursors.len(),
+        started.elapsed()
+    );
+    assert_eq!(
+        vendor.token_calls.load(Ordering::SeqCst),
+        1,
+        "one token per token lifetime, not per poll"
+    );
+}
+
+/// Set when the page at 151 is being answered, slowly (before the answer is recorded).
+static SLOW_PAGE_IN_FLIGHT: AtomicBool = AtomicBool::new(false);
+
+fn slow_at_151(_: usize, request: &StubRequest) -> Option<Answer> {
+    if request.path.contains("min_action_id=151")
+        && !SLOW_PAGE_IN_FLIGHT.swap(true, Ordering::SeqCst)
+    {
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    None
+}
+
+#[test]
+fn a_restart_mid_poll_resumes_from_the_durable_cursor() {
+    let vendor = Vendor::start(300, 3600, slow_at_151);
+    let sync = "interval = \"200ms\"\ntimeout = \"10s\"\nlimit_param = \"limit\"\npage_size = 50\nmax_pages_per_round = 100\n";
+    let mut gw = Gateway::start(&sync_provider(&vendor, sync, BASIC));
+    wait_until(Duration::from_secs(10), "the slow page requested", || {
+        SLOW_PAGE_IN_FLIGHT.load(Ordering::SeqCst)
+    });
+    assert_eq!(
+        sync_status(&gw)["cursor"],
+        "151",
+        "three pages of 50 are durable"
+    );
+    let before = vendor.cursors().len();
+    gw.restart(); // SIGKILL while the page at 151 is in flight
+    wait_until(
+        Duration::from_secs(10),
+        "a request after the restart",
+        || vendor.cursors().len() > before,
+    );
+    let (_, first, _) = vendor.cursors()[before];
+    assert_eq!(first, Some(151), "resumed from the durable cursor");
+    wait_until(Duration::from_secs(20), "all 300 actions", || {
+        stored(&gw).len() == 300
+    });
+    assert!(stored(&gw).values().all(|(n, _)| *n == 1));
+    let first_request = vendor.cursors()[0].1;
+    assert_eq!(first_request, None, "nothing received: from the beginning");
+}
+
+fn no_faults(_: usize, _: &StubRequest) -> Option<Answer> {
+    None
+}
+
+#[test]
+fn the_first_cursor_follows_the_highest_webhook_id_and_poll_now_runs_a_round() {
+    let vendor = Vendor::start(20, 3600, no_faults);
+    let mut gw = Gateway::start(&provider("alcmeon", "alcmeon", &[SECRET], ""));
+    for id in [5, 12, 9] {
+        send_webhook(&gw, id);
+    }
+    // The same provider, now with its sync API.
+    let config = std::fs::read_to_string(gw.config_path()).expect("config");
+    let sync = "interval = \"1h\"\nlimit_param = \"limit\"\npage_size = 100\n";
+    let extra = format!(
+        "[provider.sync]\npreset = \"alcmeon\"\nurl = \"{}/actions\"\n{sync}\n[provider.sync.auth]\n{BASIC}\n",
+        vendor.url()
+    );
+    std::fs::write(gw.config_path(), format!("{config}\n{extra}")).expect("write config");
+    gw.restart();
+    wait_until(Duration::from_secs(10), "the first round", || {
+        stored(&gw).len() == 11
+    });
+    assert_eq!(
+        vendor.cursors()[0].1,
+        Some(13),
+        "just after the highest id received"
+    );
+    let ids: Vec<u64> = stored(&gw).keys().copied().collect();
+    assert_eq!(ids, [5, 9, 12, 13, 14, 15, 16, 17, 18, 19, 20]);
+
+    vendor.produced.store(25, Ordering::SeqCst);
+    let reply = gw.admin_post("/v1/providers/alcmeon/sync", &json!({}));
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let body = reply.json();
+    assert_eq!(
+        (body["finished"].clone(), body["cursor"].clone()),
+        (json!(true), json!("26"))
+    );
+    assert_eq!(stored(&gw).len(), 16, "the round ran before the answer");
+    assert_eq!(gw.admin_get("/v1/providers/nope/sync").status, 404);
+    assert_eq!(
+        gw.admin_get_with("/v1/providers/alcmeon/sync", None).status,
+        401
+    );
+}
+
+#[test]
+fn a_short_lived_token_is_fetched_once_per_lifetime() {
+    let vendor = Vendor::start(10, 2, no_faults);
+    let sync = "interval = \"100ms\"\n";
+    let auth = oauth(&vendor) + "refresh_before = \"1s\"\n";
+    let gw = Gateway::start(&sync_provider(&vendor, sync, &auth));
+    std::thread::sleep(Duration::from_millis(3500));
+    let polls = vendor.cursors().len();
+    let tokens = vendor.token_calls.load(Ordering::SeqCst);
+    assert!(polls >= 15, "polls: {polls}");
+    // Renewed every second (2 s lifetime, 1 s ahead): about 4 in 3.5 s, never one per poll.
+    assert!(
+        (2..=6).contains(&tokens),
+        "token calls: {tokens} for {polls} polls"
+    );
+    assert!(vendor.cursors().iter().all(|(_, _, status)| *status == 200));
+    assert_eq!(stored(&gw).len(), 10);
+}
