@@ -40,6 +40,7 @@ pub mod forward;
 pub mod http;
 pub mod metrics;
 pub mod poll;
+pub mod retry_after;
 pub mod store;
 pub mod verify;
 

@@ -4,7 +4,6 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::schedule::parse_retry_after;
 use crate::config::DestinationConfig;
 use crate::store::StoredEvent;
 use crate::verify::standard_signature;
@@ -77,7 +76,7 @@ async fn classify(response: reqwest::Response) -> Attempt {
         .headers()
         .get("retry-after")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| parse_retry_after(v, SystemTime::now()));
+        .and_then(|v| crate::retry_after::parse(v, SystemTime::now()));
     let body = response.bytes().await.unwrap_or_default();
     let detail = String::from_utf8_lossy(&body[..body.len().min(ERROR_BODY_BYTES)]).into_owned();
     let failure = Failure {

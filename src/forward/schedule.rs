@@ -1,7 +1,8 @@
 //! When to try again: the destination's retry schedule with jitter, at least what the
-//! destination asked for with `Retry-After`, and a slow probe once it has failed too often.
+//! destination asked for with `Retry-After` (read by [`crate::retry_after`]), and a slow probe
+//! once it has failed too often.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 /// The wait before attempt `failures + 1`, or `None` when the schedule is spent (the event is
 /// dead). `jitter` in [0, 1) spreads retries by up to ±20 %.
@@ -20,25 +21,6 @@ pub fn next_delay(
 /// The probe interval of a paused destination: the schedule's last delay.
 pub fn probe_interval(delays: &[Duration]) -> Duration {
     delays.last().copied().unwrap_or(Duration::from_secs(60))
-}
-
-/// `Retry-After` as seconds or as an HTTP date, capped at a day.
-pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
-    let value = value.trim();
-    let wait = match value.parse::<u64>() {
-        Ok(seconds) => Duration::from_secs(seconds),
-        Err(_) => httpdate(value)?
-            .duration_since(now)
-            .unwrap_or(Duration::ZERO),
-    };
-    Some(wait.min(Duration::from_secs(86_400)))
-}
-
-fn httpdate(value: &str) -> Option<SystemTime> {
-    let format = time::format_description::well_known::Rfc2822;
-    let parsed = time::OffsetDateTime::parse(&value.replace("GMT", "+0000"), &format).ok()?;
-    let seconds = u64::try_from(parsed.unix_timestamp()).ok()?;
-    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(seconds))
 }
 
 #[cfg(test)]
@@ -83,23 +65,5 @@ mod tests {
             next_delay(&delays, 1, Some(Duration::from_secs(1)), 0.5),
             Some(Duration::from_secs(5))
         );
-    }
-
-    #[test]
-    fn retry_after_forms() {
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_480);
-        assert_eq!(
-            parse_retry_after("120", now),
-            Some(Duration::from_secs(120))
-        );
-        assert_eq!(
-            parse_retry_after("Wed, 21 Oct 2015 07:30:00 GMT", now),
-            Some(Duration::from_secs(120))
-        );
-        assert_eq!(
-            parse_retry_after("999999999", now),
-            Some(Duration::from_secs(86_400))
-        );
-        assert_eq!(parse_retry_after("soon", now), None);
     }
 }

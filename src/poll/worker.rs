@@ -292,19 +292,9 @@ fn describe(err: &reqwest::Error) -> String {
     text
 }
 
-/// `Retry-After` as seconds or an HTTP date, capped at an hour.
-pub fn retry_after(value: &str, now: SystemTime) -> Option<Duration> {
-    let value = value.trim();
-    let wait = match value.parse::<u64>() {
-        Ok(seconds) => Duration::from_secs(seconds),
-        Err(_) => {
-            let format = time::format_description::well_known::Rfc2822;
-            let at = time::OffsetDateTime::parse(&value.replace("GMT", "+0000"), &format).ok()?;
-            let now = time::OffsetDateTime::from(now);
-            Duration::try_from(at - now).unwrap_or(Duration::ZERO)
-        }
-    };
-    Some(wait.min(Duration::from_secs(3600)))
+/// `Retry-After`, capped at an hour for a poll.
+fn retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    crate::retry_after::parse(value, now).map(|wait| wait.min(Duration::from_secs(3600)))
 }
 
 /// The cursor, from `meta`; on the very first round, set once and persisted.
