@@ -91,7 +91,7 @@ fn run(args: &SendTestArgs) -> Result<reqwest::StatusCode, Failure> {
     let body = match &args.file {
         Some(path) => std::fs::read(path)
             .map_err(|err| Failure::Usage(format!("cannot read {}: {err}", path.display())))?,
-        None => sample::body(scheme, &event_id, millis),
+        None => sample::body(scheme, &event_id),
     };
     let url = match &args.url {
         Some(text) => parse_url(text)?,
