@@ -8,7 +8,11 @@ use crate::event::EventId;
 
 /// Whether a Unix timestamp lies within `tolerance` of `now`, in the past or the future.
 pub(crate) fn fresh(now: SystemTime, seconds: u64, tolerance: Duration) -> bool {
-    let sent = UNIX_EPOCH + Duration::from_secs(seconds);
+    // A timestamp past what SystemTime holds is not fresh (and must not panic: it is the
+    // sender's input, found by fuzzing).
+    let Some(sent) = UNIX_EPOCH.checked_add(Duration::from_secs(seconds)) else {
+        return false;
+    };
     let skew = match now.duration_since(sent) {
         Ok(age) => age,
         Err(ahead) => ahead.duration(),
@@ -76,5 +80,6 @@ mod tests {
         let tolerance = Duration::from_secs(300);
         assert!(fresh(now, 700, tolerance) && fresh(now, 1300, tolerance));
         assert!(!fresh(now, 699, tolerance) && !fresh(now, 1301, tolerance));
+        assert!(!fresh(now, u64::MAX, tolerance), "no overflow panic");
     }
 }

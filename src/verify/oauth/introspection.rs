@@ -154,7 +154,7 @@ impl Introspection {
         let exp = response
             .exp()
             .and_then(|exp| u64::try_from(exp.timestamp()).ok())
-            .map(|s| UNIX_EPOCH + Duration::from_secs(s));
+            .and_then(|s| UNIX_EPOCH.checked_add(Duration::from_secs(s)));
         if !response.active() || exp.is_some_and(|exp| exp <= now) {
             return Err(Rejection::InvalidToken);
         }
