@@ -58,8 +58,10 @@ impl Alcmeon {
 
     pub fn sign(&self, input: &SignInput<'_>) -> Result<SignedHeaders, String> {
         let secret = first_secret(&self.secrets)?;
+        // Alcméon signs the path it calls: `public_url`'s when one is configured.
+        let path = self.public_path.as_deref().unwrap_or(input.url.path());
         let parts: [&[u8]; 3] = [
-            input.url.path().as_bytes(),
+            path.as_bytes(),
             self.separator.as_bytes(),
             input.body,
         ];
