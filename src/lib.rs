@@ -24,6 +24,9 @@
 //! The admin listener ([`http`]) serves [`metrics`], reads the store back (`/v1/events`), and
 //! operates the destinations (pause, resume, errors, dead events, replay).
 //! [`consume`] serves pull consumers: the events after a consumer's durable cursor, and its acks.
+//! In the background, [`forward`] pushes stored events downstream, and the store's sweeper
+//! ([`store::sweep`]) removes what every output has once `retention` has passed, and dedup keys
+//! after `dedup_window`.
 //! [`poll`]: per provider with a `[provider.sync]` section, a worker fills the gaps the webhooks
 //! left from the vendor's sync API through the same commit (an event is stored once), moving its
 //! durable cursor only once a page's items are durable.
@@ -58,6 +61,7 @@ use crate::forward::Forwarders;
 use crate::http::AppState;
 use crate::metrics::Metrics;
 use crate::poll::Pollers;
+use crate::store::sweep::{self, Sweeper};
 use crate::store::{Store, StoreError};
 
 /// Why hookgate could not start, or stopped on its own.
@@ -90,6 +94,7 @@ pub struct Gateway {
     admin: ServerHandle,
     forwarders: Forwarders,
     pollers: Pollers,
+    sweeper: Sweeper,
 }
 
 /// Opens the store, binds both listeners and starts serving. Must run inside an actix system.
@@ -120,6 +125,16 @@ pub async fn start(config: Config) -> Result<Gateway, GatewayError> {
 
     let forwarders = Forwarders::start(&config, &store)?;
     let pollers = Pollers::start(&config, &store, &metrics)?;
+    let outputs = forwarders
+        .destinations()
+        .iter()
+        .map(|d| {
+            let destination = d.clone();
+            sweep::Output::destination(d.config.name.clone(), move |e| destination.takes(e))
+        })
+        .chain(config.consumers.iter().map(sweep::Output::consumer))
+        .collect();
+    let sweeper = Sweeper::start(store.clone(), &config.store, outputs, metrics.clone());
     let state = web::Data::new(AppState {
         config: Arc::new(config),
         store,
@@ -141,6 +156,7 @@ pub async fn start(config: Config) -> Result<Gateway, GatewayError> {
         admin: admin.handle(),
         forwarders,
         pollers,
+        sweeper,
     };
     actix_web::rt::spawn(public);
     actix_web::rt::spawn(admin);
@@ -157,6 +173,7 @@ impl Gateway {
         http::stop(self.admin).await;
         self.forwarders.stop(Duration::from_secs(5)).await;
         self.pollers.stop(Duration::from_secs(5)).await;
+        self.sweeper.stop(Duration::from_secs(5)).await;
         self.state.store.close().await;
     }
 }

@@ -53,6 +53,12 @@ pub struct Metrics {
     pub events_stored: Counter,
     /// Requests answered `duplicate`.
     pub duplicates: Counter,
+    /// Bytes the store's files take on disk, measured after each sweep.
+    pub disk_bytes: Gauge,
+    /// Events removed by the retention sweeper.
+    pub events_swept: Counter,
+    /// Dedup keys removed by the retention sweeper.
+    pub dedup_keys_swept: Counter,
     /// Poller: pages fetched, items in them, and items that were new (gaps filled).
     pub poll_pages: Family<ProviderLabels, Counter>,
     pub poll_items: Family<ProviderLabels, Counter>,
@@ -142,6 +148,24 @@ impl Metrics {
             "The sync cursor, when it is a number",
             poll_cursor.clone(),
         );
+        let disk_bytes = Gauge::default();
+        registry.register(
+            "disk_bytes",
+            "Bytes the store's files take on disk",
+            disk_bytes.clone(),
+        );
+        let events_swept = Counter::default();
+        registry.register(
+            "events_swept",
+            "Events removed by the retention sweeper",
+            events_swept.clone(),
+        );
+        let dedup_keys_swept = Counter::default();
+        registry.register(
+            "dedup_keys_swept",
+            "Dedup keys removed by the retention sweeper",
+            dedup_keys_swept.clone(),
+        );
         Metrics {
             registry,
             poll_pages,
@@ -158,6 +182,9 @@ impl Metrics {
             fsyncs,
             events_stored,
             duplicates,
+            disk_bytes,
+            events_swept,
+            dedup_keys_swept,
         }
     }
 
@@ -254,5 +281,16 @@ mod tests {
             text.contains(r#"hookgate_poll_seconds_since_success{provider="alcmeon"} 0."#),
             "{text}"
         );
+    }
+
+    #[test]
+    fn renders_the_sweeper_metrics() {
+        let metrics = Metrics::new();
+        metrics.disk_bytes.set(4096);
+        metrics.events_swept.inc_by(3);
+        let text = metrics.render();
+        assert!(text.contains("hookgate_disk_bytes 4096"), "{text}");
+        assert!(text.contains("hookgate_events_swept_total 3"), "{text}");
+        assert!(text.contains("hookgate_dedup_keys_swept_total 0"), "{text}");
     }
 }

@@ -12,6 +12,9 @@ const DEFAULT_RETRY_DELAYS: [&str; 10] = [
     "5s", "30s", "2m", "10m", "30m", "1h", "2h", "4h", "8h", "8h",
 ];
 
+/// The shortest `[store] dedup_window` accepted.
+const MIN_DEDUP_WINDOW: Duration = Duration::from_secs(60);
+
 /// Parses a duration such as `"5s"`, `"2m"`, `"7d"`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text)
@@ -33,6 +36,18 @@ impl Loader<'_> {
         let retention = duration("retention", raw.retention.as_deref(), "7d");
         let dedup_window = duration("dedup_window", raw.dedup_window.as_deref(), "7d");
         let sweep_interval = duration("sweep_interval", raw.sweep_interval.as_deref(), "60s");
+        // A dedup window must cover the longest retry window of any sender (Alcméon retries for
+        // 24 h; the default 7d covers it); below a minute it is surely a typo ("7s" for "7d").
+        let dedup_parsed = parse_duration(raw.dedup_window.as_deref().unwrap_or("7d")).is_ok();
+        if dedup_parsed && dedup_window < MIN_DEDUP_WINDOW {
+            let at = section.and_then(|s| self.key_position(s, "dedup_window"));
+            self.error(
+                at,
+                "[store] dedup_window must be at least 1m; it should cover the longest retry \
+                 window of any sender (Alcméon retries for 24 h)"
+                    .to_string(),
+            );
+        }
         StoreConfig {
             cache_bytes: raw.cache_mb.saturating_mul(1024 * 1024),
             retention,
@@ -237,5 +252,26 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn dedup_window_is_at_least_a_minute() {
+        let config = |window: &str| {
+            format!(
+                "[server]\nlisten = \"127.0.0.1:8080\"\n[admin]\ntoken = \"t0123456789abcdef\"\n\
+                 [[provider]]\nname = \"p\"\nverify = \"none\"\n\
+                 [store]\ndedup_window = \"{window}\"\n"
+            )
+        };
+        let load =
+            |window: &str| super::super::load_str(&config(window), std::path::Path::new("."));
+        let errors = load("7s").expect_err("7s is too short");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0]
+            .message
+            .contains("dedup_window must be at least 1m"));
+        assert_eq!(errors[0].position.map(|p| p.0), Some(9));
+        let (config, _) = load("1m").expect("1m is enough");
+        assert_eq!(config.store.dedup_window, Duration::from_secs(60));
     }
 }

@@ -8,6 +8,7 @@ mod committer;
 mod durable;
 pub mod keys;
 mod record;
+pub mod sweep;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -186,6 +187,8 @@ impl Trees {
 #[derive(Clone)]
 pub struct Store {
     trees: Trees,
+    /// sled itself, for what no tree answers (the size on disk). Cheap to clone.
+    db: sled::Db,
     queue: mpsc::Sender<Message>,
     committer: Arc<Mutex<Option<JoinHandle<()>>>>,
     /// Fires when the committer thread ends, whether closed, failed or panicked.
@@ -221,7 +224,8 @@ impl Store {
             .open()?;
         let trees = Trees::open(&db)?;
         let next_seq = next_seq(&trees)?;
-        let mut durability = Durability::new(db, dir).map_err(|e| StoreError::Io(Arc::new(e)))?;
+        let mut durability =
+            Durability::new(db.clone(), dir).map_err(|e| StoreError::Io(Arc::new(e)))?;
         durability.sync().map_err(|e| StoreError::Io(Arc::new(e)))?;
 
         let (queue, receiver) = mpsc::channel(QUEUE_CAPACITY);
@@ -244,6 +248,7 @@ impl Store {
         tracing::info!(dir = %dir.display(), next_seq = %next_seq, "Store opened.");
         Ok(Store {
             trees,
+            db,
             queue,
             committer: Arc::new(Mutex::new(Some(handle))),
             committer_ended: Arc::new(Mutex::new(Some(committer_ended))),
@@ -285,6 +290,11 @@ impl Store {
             .get(keys::cursor_key(output))?
             .and_then(|value| Seq::from_key(&value))
             .unwrap_or(Seq(0)))
+    }
+
+    /// The bytes sled's files take on disk (log and blobs). Blocking: it lists the blob files.
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(self.db.size_on_disk()?)
     }
 
     /// Read access to one tree. Writes go through `write`, never here.
