@@ -122,8 +122,15 @@ impl Destination {
         };
         self.store.write(vec![write]).await?;
         self.status.set_paused(paused);
-        self.wake.notify_waiters();
+        self.wake_all();
         Ok(())
+    }
+
+    /// Wakes every task waiting on this destination, and leaves a wake-up for the dispatcher if
+    /// it is busy right now (so a replay or resume is never missed until the next timeout).
+    fn wake_all(&self) {
+        self.wake.notify_waiters();
+        self.wake.notify_one();
     }
 
     /// Queues events for delivery again: each `seq` leaves the dead list (if it was there).
@@ -135,7 +142,7 @@ impl Destination {
             writes.push(Write::Put(TreeId::Replay, key, Vec::new()));
         }
         self.store.write(writes).await?;
-        self.wake.notify_waiters();
+        self.wake_all();
         Ok(seqs.len())
     }
 
