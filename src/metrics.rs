@@ -113,11 +113,7 @@ impl Metrics {
             duplicates.clone(),
         );
         let poll_pages = Family::<ProviderLabels, Counter>::default();
-        registry.register(
-            "poll_pages",
-            "Sync API pages fetched",
-            poll_pages.clone(),
-        );
+        registry.register("poll_pages", "Sync API pages fetched", poll_pages.clone());
         let poll_items = Family::<ProviderLabels, Counter>::default();
         registry.register(
             "poll_items",

@@ -60,11 +60,7 @@ impl Alcmeon {
         let secret = first_secret(&self.secrets)?;
         // Alcméon signs the path it calls: `public_url`'s when one is configured.
         let path = self.public_path.as_deref().unwrap_or(input.url.path());
-        let parts: [&[u8]; 3] = [
-            path.as_bytes(),
-            self.separator.as_bytes(),
-            input.body,
-        ];
+        let parts: [&[u8]; 3] = [path.as_bytes(), self.separator.as_bytes(), input.body];
         let tag = mac::sign(Algorithm::Sha256, secret.expose(), &parts);
         Ok(vec![(SIGNATURE.to_string(), hex::encode(tag))])
     }
