@@ -33,6 +33,9 @@ struct Row {
     fsyncs_per_ack: f64,
     mean_batch: f64,
     peak_rss_mib: f64,
+    /// hookgate's CPU time per ack, and the load generator's (this process) per request.
+    cpu_us_per_ack: f64,
+    client_cpu_us: f64,
 }
 
 fn main() {
@@ -60,11 +63,14 @@ fn main() {
     // 1. The baseline.
     let baseline = servers::baseline(common::cpus());
     let baseline_ids = Arc::new(AtomicU64::new(0));
-    let baselines: Vec<Figures> = CONNECTIONS
+    let baselines: Vec<(Figures, f64)> = CONNECTIONS
         .iter()
         .map(|&connections| {
             let run = closed(&baseline.url, connections, duration, &baseline_ids);
-            runtime.block_on(load::run(&run)).figures()
+            let cpu_before = own_cpu_seconds();
+            let figures = runtime.block_on(load::run(&run)).figures();
+            let cpu_us = (own_cpu_seconds() - cpu_before) * 1e6 / figures.count().max(1) as f64;
+            (figures, cpu_us)
         })
         .collect();
     runtime.block_on(baseline.stop());
@@ -126,7 +132,7 @@ fn main() {
         .iter()
         .position(|&n| n == 64)
         .expect("a 64-connection run");
-    let (hookgate_64, baseline_64) = (&rows[at_64], &baselines[at_64]);
+    let (hookgate_64, baseline_64) = (&rows[at_64], &baselines[at_64].0);
     print_targets(&Targets {
         ratio_64: hookgate_64.figures.per_second() / baseline_64.per_second(),
         p99_half: paced.figures.ms(0.99),
@@ -163,6 +169,12 @@ fn main() {
     }
 }
 
+/// This process's CPU time: the load generator's (and, in the baseline runs, the baseline
+/// server's).
+fn own_cpu_seconds() -> f64 {
+    common::process_cpu_seconds(std::process::id())
+}
+
 /// A closed-loop run (each connection sends again as soon as it is answered).
 fn closed(url: &str, connections: usize, duration: Duration, ids: &Arc<AtomicU64>) -> Run {
     Run {
@@ -184,7 +196,12 @@ fn measure(
     acked: &mut Vec<u64>,
 ) -> Row {
     let before = gateway.metrics();
+    let (cpu_before, client_before) = (gateway.cpu_seconds(), own_cpu_seconds());
     let outcome = runtime.block_on(load::run(run));
+    let (cpu, client) = (
+        gateway.cpu_seconds() - cpu_before,
+        own_cpu_seconds() - client_before,
+    );
     let after = gateway.metrics();
     acked.extend(outcome.acks.iter().map(|a| a.id));
     let acks = outcome.acks.len().max(1) as f64;
@@ -194,17 +211,21 @@ fn measure(
         fsyncs_per_ack: (after.fsyncs - before.fsyncs) / acks,
         mean_batch: acks / commits,
         peak_rss_mib: gateway.peak_rss_mib(),
+        cpu_us_per_ack: cpu * 1e6 / acks,
+        client_cpu_us: client * 1e6 / acks,
         figures: outcome.figures(),
     }
 }
 
-fn print_runs(baselines: &[Figures], rows: &[Row], paced: &Row, full: &Row) {
+fn print_runs(baselines: &[(Figures, f64)], rows: &[Row], paced: &Row, full: &Row) {
     println!("\n### No-storage baseline (actix-web, same worker count)\n");
-    println!("| connections | req/s | p50 ms | p99 ms | p99.9 ms | errors |");
-    println!("|---|---|---|---|---|---|");
-    for (connections, figures) in CONNECTIONS.iter().zip(baselines) {
+    println!(
+        "| connections | req/s | p50 ms | p99 ms | p99.9 ms | CPU µs/req (client + server) | errors |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for (connections, (figures, cpu_us)) in CONNECTIONS.iter().zip(baselines) {
         println!(
-            "| {connections} | {:.0} | {:.2} | {:.2} | {:.2} | {} |",
+            "| {connections} | {:.0} | {:.2} | {:.2} | {:.2} | {cpu_us:.0} | {} |",
             figures.per_second(),
             figures.ms(0.50),
             figures.ms(0.99),
@@ -214,20 +235,20 @@ fn print_runs(baselines: &[Figures], rows: &[Row], paced: &Row, full: &Row) {
     }
     println!("\n### hookgate\n");
     println!(
-        "| connections | acks/s | vs baseline | p50 ms | p99 ms | p99.9 ms | fsyncs/ack | mean batch | peak RSS MiB | errors |"
+        "| connections | acks/s | vs baseline | p50 ms | p99 ms | p99.9 ms | fsyncs/ack | mean batch | peak RSS MiB | hookgate CPU µs/ack | client CPU µs/req | errors |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (i, row) in rows.iter().chain([paced, full]).enumerate() {
         // Against the baseline at the same connection count (the paced and full-store runs
         // are compared in the targets table instead).
         let ratio = baselines
             .get(i)
             .filter(|_| i < rows.len())
-            .map_or(String::new(), |b| {
+            .map_or(String::new(), |(b, _)| {
                 format!("{:.2}", row.figures.per_second() / b.per_second())
             });
         println!(
-            "| {} | {:.0} | {ratio} | {:.2} | {:.2} | {:.2} | {:.3} | {:.1} | {:.0} | {} |",
+            "| {} | {:.0} | {ratio} | {:.2} | {:.2} | {:.2} | {:.3} | {:.1} | {:.0} | {:.0} | {:.0} | {} |",
             row.label,
             row.figures.per_second(),
             row.figures.ms(0.50),
@@ -236,6 +257,8 @@ fn print_runs(baselines: &[Figures], rows: &[Row], paced: &Row, full: &Row) {
             row.fsyncs_per_ack,
             row.mean_batch,
             row.peak_rss_mib,
+            row.cpu_us_per_ack,
+            row.client_cpu_us,
             row.figures.errors
         );
     }

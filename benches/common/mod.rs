@@ -157,6 +157,11 @@ impl Gateway {
         kib / 1024.0
     }
 
+    /// CPU time (user + system) the gateway has used so far, in seconds.
+    pub fn cpu_seconds(&self) -> f64 {
+        process_cpu_seconds(self.child.id())
+    }
+
     /// SIGKILL: whatever was acked must be on disk already.
     pub fn kill(mut self) {
         let _ = self.child.kill();
@@ -209,6 +214,21 @@ pub fn percentile_ms(sorted_us: &[u32], p: f64) -> f64 {
     }
     let rank = ((sorted_us.len() as f64 * p).ceil() as usize).clamp(1, sorted_us.len());
     f64::from(sorted_us[rank - 1]) / 1000.0
+}
+
+/// CPU time (user + system) of process `pid` so far, in seconds, from `/proc/<pid>/stat`
+/// (clock ticks of 1/100 s, Linux's `USER_HZ` on every mainstream architecture).
+pub fn process_cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/<pid>/stat");
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| -> f64 { fields.get(i).and_then(|f| f.parse().ok()).unwrap_or(0.0) };
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// `uptime`'s load averages, to note how busy the shared machine was.
