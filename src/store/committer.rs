@@ -180,8 +180,16 @@ impl Committer {
             })
             .collect();
         let start = self.next_seq;
-        let trees = self.trees.all();
-        let result = trees[..].transaction(|trees| {
+        // A batch of events only touches the first three trees (events, dedup, meta); a smaller
+        // transaction costs less.
+        let any_writes = batch.iter().any(|p| matches!(p.work, Work::Writes(_)));
+        let all = self.trees.all();
+        let trees = if any_writes {
+            &all[..]
+        } else {
+            &all[..=TreeId::Meta as usize]
+        };
+        let result = trees.transaction(|trees| {
             let tree = |id: TreeId| &trees[id as usize];
             let (events, dedup, meta) = (
                 tree(TreeId::Events),
