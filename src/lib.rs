@@ -37,6 +37,7 @@
 pub mod cmd;
 pub mod config;
 pub mod consume;
+pub mod error_chain;
 pub mod event;
 pub mod event_id;
 pub mod forward;

@@ -104,12 +104,7 @@ fn transport_failure(err: &reqwest::Error) -> Failure {
     } else {
         "io"
     };
-    let mut detail = err.to_string();
-    let mut source = std::error::Error::source(err);
-    while let Some(cause) = source {
-        detail = format!("{detail}: {cause}");
-        source = cause.source();
-    }
+    let mut detail = crate::error_chain::error_chain(err);
     detail.truncate(ERROR_BODY_BYTES);
     Failure {
         status: None,

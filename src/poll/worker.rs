@@ -279,17 +279,12 @@ async fn read_body(mut response: reqwest::Response) -> Result<Bytes, Failure> {
 
 /// A transport error with its causes (reqwest's `Display` hides them).
 fn describe(err: &reqwest::Error) -> String {
-    let mut text = if err.is_timeout() {
-        "timed out".to_string()
+    let chain = crate::error_chain::error_chain(err);
+    if err.is_timeout() {
+        format!("timed out: {chain}")
     } else {
-        err.to_string()
-    };
-    let mut source = std::error::Error::source(err);
-    while let Some(cause) = source {
-        text.push_str(&format!(": {cause}"));
-        source = cause.source();
+        chain
     }
-    text
 }
 
 /// `Retry-After`, capped at an hour for a poll.

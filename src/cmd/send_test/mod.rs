@@ -132,7 +132,7 @@ fn run(args: &SendTestArgs) -> Result<reqwest::StatusCode, Failure> {
         Failure::Send(format!(
             "POST {}: {}",
             printable(&prepared.url),
-            request::error_chain(&err)
+            crate::error_chain::error_chain(&err)
         ))
     })?;
     let status = response.status();

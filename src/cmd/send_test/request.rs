@@ -10,6 +10,7 @@ use url::Url;
 
 use super::sample::{self, JSON};
 use super::Failure;
+use crate::error_chain::error_chain;
 use crate::verify::{oauth, SignInput, Verifier};
 
 /// A request ready to post.
@@ -148,17 +149,6 @@ fn token_url(url: &Url) -> Url {
 /// RFC 6749 §2.3.1: client id and secret are form-urlencoded before HTTP Basic.
 fn form_encode(bytes: &[u8]) -> String {
     form_urlencoded::byte_serialize(bytes).collect()
-}
-
-/// An error with its sources (reqwest's `Display` hides the cause).
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]
