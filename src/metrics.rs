@@ -43,10 +43,14 @@ pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
     /// Seconds from the body being read to the 200 (durable) answer.
     pub ack_latency: Histogram,
-    /// Batches committed by the committer.
+    /// Group commits: syncs, each covering every batch applied since the previous one.
     pub commits: Counter,
-    /// Requests per committed batch.
+    /// Requests per group commit.
     pub commit_batch_size: Histogram,
+    /// Seconds the committer spends applying one batch in sled (the transaction).
+    pub commit_apply_seconds: Histogram,
+    /// Seconds one group sync takes (sled flush, blob fsyncs, fdatasync of the log).
+    pub commit_sync_seconds: Histogram,
     /// fsync/fdatasync calls that succeeded.
     pub fsyncs: Counter,
     /// Events stored for the first time.
@@ -87,12 +91,24 @@ impl Metrics {
             ack_latency.clone(),
         );
         let commits = Counter::default();
-        registry.register("commits", "Batches committed", commits.clone());
+        registry.register("commits", "Group commits (one sync each)", commits.clone());
         let commit_batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 12));
         registry.register(
             "commit_batch_size",
-            "Requests per committed batch",
+            "Requests per group commit",
             commit_batch_size.clone(),
+        );
+        let commit_apply_seconds = Histogram::new(exponential_buckets(0.000_01, 2.0, 18));
+        registry.register(
+            "commit_apply_seconds",
+            "Time to apply one batch in sled",
+            commit_apply_seconds.clone(),
+        );
+        let commit_sync_seconds = Histogram::new(exponential_buckets(0.000_01, 2.0, 18));
+        registry.register(
+            "commit_sync_seconds",
+            "Time of one group sync: sled flush and fdatasync",
+            commit_sync_seconds.clone(),
         );
         let fsyncs = Counter::default();
         registry.register(
@@ -175,6 +191,8 @@ impl Metrics {
             ack_latency,
             commits,
             commit_batch_size,
+            commit_apply_seconds,
+            commit_sync_seconds,
             fsyncs,
             events_stored,
             duplicates,

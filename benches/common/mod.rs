@@ -57,11 +57,46 @@ pub struct Gateway {
 }
 
 /// Counters read from `/metrics`.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Counters {
     pub fsyncs: f64,
     pub commits: f64,
     pub stored: f64,
+    /// Sums (seconds) and counts of the committer's two stages: applying a batch in sled, and
+    /// one group sync.
+    pub apply_seconds: f64,
+    pub applies: f64,
+    pub sync_seconds: f64,
+    pub syncs: f64,
+    /// Sum (seconds) and count of the waits from handing an event to the store to its answer.
+    pub ack_seconds: f64,
+    pub acks: f64,
+    /// The group-sync histogram: (upper bound in seconds, cumulative count) per bucket.
+    pub sync_buckets: Vec<(f64, f64)>,
+}
+
+impl Counters {
+    /// The upper bound, in milliseconds, of the bucket holding the `q` quantile (0..=1) of the
+    /// group syncs made between `before` and `self`.
+    pub fn sync_quantile_ms(&self, before: &Counters, q: f64) -> f64 {
+        let counts: Vec<(f64, f64)> = self
+            .sync_buckets
+            .iter()
+            .map(|&(le, count)| {
+                let earlier = before
+                    .sync_buckets
+                    .iter()
+                    .find(|(l, _)| *l == le)
+                    .map_or(0.0, |(_, c)| *c);
+                (le, count - earlier)
+            })
+            .collect();
+        let total = counts.last().map_or(0.0, |(_, c)| *c);
+        counts
+            .iter()
+            .find(|(_, c)| *c >= total * q)
+            .map_or(f64::NAN, |(le, _)| le * 1e3)
+    }
 }
 
 impl Gateway {
@@ -122,6 +157,25 @@ impl Gateway {
             fsyncs: value("hookgate_fsyncs_total "),
             commits: value("hookgate_commits_total "),
             stored: value("hookgate_events_stored_total "),
+            apply_seconds: value("hookgate_commit_apply_seconds_sum "),
+            applies: value("hookgate_commit_apply_seconds_count "),
+            sync_seconds: value("hookgate_commit_sync_seconds_sum "),
+            syncs: value("hookgate_commit_sync_seconds_count "),
+            ack_seconds: value("hookgate_ack_latency_seconds_sum "),
+            acks: value("hookgate_ack_latency_seconds_count "),
+            sync_buckets: text
+                .lines()
+                .filter_map(|line| {
+                    let rest = line.strip_prefix("hookgate_commit_sync_seconds_bucket{le=\"")?;
+                    let (le, count) = rest.split_once("\"} ")?;
+                    let le = if le == "+Inf" {
+                        f64::INFINITY
+                    } else {
+                        le.parse().ok()?
+                    };
+                    Some((le, count.trim().parse().ok()?))
+                })
+                .collect(),
         }
     }
 

@@ -121,15 +121,24 @@ impl Committer {
             return;
         }
 
-        let result = self
-            .apply(&live)
-            .and_then(|outcomes| match self.durability.sync() {
+        let started = Instant::now();
+        let result = self.apply(&live).and_then(|outcomes| {
+            let applied = Instant::now();
+            self.metrics
+                .commit_apply_seconds
+                .observe((applied - started).as_secs_f64());
+            let synced = self.durability.sync();
+            self.metrics
+                .commit_sync_seconds
+                .observe(applied.elapsed().as_secs_f64());
+            match synced {
                 Ok(fsyncs) => {
                     self.metrics.fsyncs.inc_by(fsyncs);
                     Ok(outcomes)
                 }
                 Err(err) => Err(StoreError::Io(Arc::new(err))),
-            });
+            }
+        });
         self.metrics.commits.inc();
         self.metrics.commit_batch_size.observe(live.len() as f64);
 
