@@ -424,7 +424,10 @@ fn print_targets(t: &Targets) {
             ratio_64 >= 0.35,
         ),
         (
-            format!("p99 ack latency at half the maximum throughput ({:.0}/s)", t.half),
+            format!(
+                "p99 ack latency at half the maximum throughput ({:.0}/s)",
+                t.half
+            ),
             "≤ 5 ms",
             format!("{p99_half:.2} ms"),
             p99s_half,
