@@ -71,8 +71,11 @@ pub struct Ack {
 pub enum Pace {
     /// Each connection sends its next request as soon as the previous one is answered.
     Closed,
-    /// This many requests a second in all, spread evenly over the connections. Latency counts
-    /// from the scheduled send time, so a request sent late is charged for its wait.
+    /// This many requests a second in all, spread evenly over the connections. A request that
+    /// could not be sent on time because the previous answer on its connection came late counts
+    /// its latency from the scheduled send time, so a stall is charged to every request it
+    /// delays; one that waited for its time counts from when it was sent, so the timer's
+    /// granularity (tokio's is 1 ms) is not charged to the server.
     Rate(f64),
 }
 
@@ -163,14 +166,19 @@ impl Connection {
             .expect("client");
         let mut acks = Vec::new();
         let mut errors = 0;
+        let mut last_answer = Instant::now();
         for n in 0u32.. {
-            let due = match self.schedule {
+            let (due, start) = match self.schedule {
                 Some((first, gap)) => {
                     let due = first + gap * n;
+                    let late = last_answer > due;
                     tokio::time::sleep_until(due.into()).await;
-                    due
+                    (due, if late { due } else { Instant::now() })
                 }
-                None => Instant::now(),
+                None => {
+                    let now = Instant::now();
+                    (now, now)
+                }
             };
             if due >= self.deadline {
                 break;
@@ -190,15 +198,16 @@ impl Connection {
                 Ok(response) if response.status().is_success() => response.bytes().await.ok(),
                 _ => None,
             };
+            last_answer = Instant::now();
             let Some(answer) = answer else {
                 errors += 1;
                 continue;
             };
-            let at = Instant::now();
+            let at = last_answer;
             acks.push(Ack {
                 id,
                 seq: seq_of(&answer),
-                latency_us: u32::try_from(at.duration_since(due).as_micros()).unwrap_or(u32::MAX),
+                latency_us: u32::try_from(at.duration_since(start).as_micros()).unwrap_or(u32::MAX),
                 at,
             });
         }

@@ -71,22 +71,23 @@ pub struct Counters {
     /// Sum (seconds) and count of the waits from handing an event to the store to its answer.
     pub ack_seconds: f64,
     pub acks: f64,
-    /// The group-sync histogram: (upper bound in seconds, cumulative count) per bucket.
-    pub sync_buckets: Vec<(f64, f64)>,
+    /// Every histogram: name -> (upper bound in seconds, cumulative count) per bucket.
+    pub buckets: std::collections::HashMap<String, Vec<(f64, f64)>>,
 }
 
 impl Counters {
-    /// The upper bound, in milliseconds, of the bucket holding the `q` quantile (0..=1) of the
-    /// group syncs made between `before` and `self`.
-    pub fn sync_quantile_ms(&self, before: &Counters, q: f64) -> f64 {
+    /// The upper bound, in milliseconds, of the bucket holding the `q` quantile (0..=1) of what
+    /// histogram `name` observed between `before` and `self`.
+    pub fn quantile_ms(&self, before: &Counters, name: &str, q: f64) -> f64 {
+        let earlier = before.buckets.get(name);
         let counts: Vec<(f64, f64)> = self
-            .sync_buckets
-            .iter()
+            .buckets
+            .get(name)
+            .into_iter()
+            .flatten()
             .map(|&(le, count)| {
-                let earlier = before
-                    .sync_buckets
-                    .iter()
-                    .find(|(l, _)| *l == le)
+                let earlier = earlier
+                    .and_then(|b| b.iter().find(|(l, _)| *l == le))
                     .map_or(0.0, |(_, c)| *c);
                 (le, count - earlier)
             })
@@ -97,6 +98,34 @@ impl Counters {
             .find(|(_, c)| *c >= total * q)
             .map_or(f64::NAN, |(le, _)| le * 1e3)
     }
+}
+
+/// The buckets of every histogram in a Prometheus text exposition.
+fn histogram_buckets(text: &str) -> std::collections::HashMap<String, Vec<(f64, f64)>> {
+    let mut buckets: std::collections::HashMap<String, Vec<(f64, f64)>> = Default::default();
+    for line in text.lines() {
+        let Some((name, rest)) = line.split_once("_bucket{le=\"") else {
+            continue;
+        };
+        let Some((le, count)) = rest.split_once("\"} ") else {
+            continue;
+        };
+        let le = if le == "+Inf" {
+            f64::INFINITY
+        } else {
+            match le.parse() {
+                Ok(le) => le,
+                Err(_) => continue,
+            }
+        };
+        if let Ok(count) = count.trim().parse() {
+            buckets
+                .entry(name.to_string())
+                .or_default()
+                .push((le, count));
+        }
+    }
+    buckets
 }
 
 impl Gateway {
@@ -163,19 +192,7 @@ impl Gateway {
             syncs: value("hookgate_commit_sync_seconds_count "),
             ack_seconds: value("hookgate_ack_latency_seconds_sum "),
             acks: value("hookgate_ack_latency_seconds_count "),
-            sync_buckets: text
-                .lines()
-                .filter_map(|line| {
-                    let rest = line.strip_prefix("hookgate_commit_sync_seconds_bucket{le=\"")?;
-                    let (le, count) = rest.split_once("\"} ")?;
-                    let le = if le == "+Inf" {
-                        f64::INFINITY
-                    } else {
-                        le.parse().ok()?
-                    };
-                    Some((le, count.trim().parse().ok()?))
-                })
-                .collect(),
+            buckets: histogram_buckets(&text),
         }
     }
 
