@@ -41,7 +41,7 @@ pub struct Metrics {
     registry: Registry,
     /// Webhook requests answered, by provider and status.
     pub requests: Family<RequestLabels, Counter>,
-    /// Seconds from the body being read to the 200 (durable) answer.
+    /// Seconds from handing a verified event to the store to its durable answer.
     pub ack_latency: Histogram,
     /// Group commits: syncs, each covering every batch applied since the previous one.
     pub commits: Counter,
@@ -87,7 +87,7 @@ impl Metrics {
         let ack_latency = Histogram::new(exponential_buckets(0.000_1, 2.0, 18));
         registry.register(
             "ack_latency_seconds",
-            "Time from body read to durable 200",
+            "Time from handing the event to the store to its durable answer",
             ack_latency.clone(),
         );
         let commits = Counter::default();

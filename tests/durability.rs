@@ -237,6 +237,11 @@ fn every_ack_is_preceded_by_an_fsync_and_a_commit() {
         &[("provider", "p"), ("status", "200")],
     );
     assert_eq!(acks, Some(30.0));
+    // Each commit is timed in its two stages; sequential acks mean one sync per ack.
+    let commits = read("hookgate_commits_total");
+    assert_eq!(read("hookgate_commit_sync_seconds_count"), commits);
+    assert!(read("hookgate_commit_apply_seconds_count") >= 30.0);
+    assert!(read("hookgate_commit_sync_seconds_sum") > 0.0);
 }
 
 #[test]
