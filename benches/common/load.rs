@@ -1,5 +1,5 @@
 //! The load generator: tokio tasks, each with its own keep-alive HTTP/1.1 connection (its own
-//! reqwest client), posting signed 1 KiB Standard Webhooks JSON with unique ids (`msg_{n}`).
+//! reqwest client), posting signed 1 KiB Standard Webhooks JSON with unique ids (see [`event_id`]).
 //! Async, so 256 connections cost 256 small tasks, not 256 threads competing with the server
 //! for the same cores.
 
@@ -16,9 +16,52 @@ use super::Figures;
 /// Every request body is exactly this long.
 pub const BODY_BYTES: usize = 1024;
 
-/// A 1 KiB JSON event with id `msg_{id}`.
+/// The event id of request `n`: `msg_{n}`, or with `HOOKGATE_BENCH_IDS=random`, `msg_{m}` where
+/// `m` is `n` times an odd constant (mod 2^64): unique, and scattered over the key space as
+/// random ids (GitHub's delivery GUIDs, Stripe's `evt_` ids) are, rather than each following
+/// the last one in the dedup tree.
+pub fn event_id(n: u64) -> String {
+    if random_ids() {
+        format!("msg_{}", n.wrapping_mul(SCATTER))
+    } else {
+        format!("msg_{n}")
+    }
+}
+
+/// `n` back from `event_id(n)`.
+pub fn id_number(event_id: &str) -> Option<u64> {
+    let m: u64 = event_id.strip_prefix("msg_")?.parse().ok()?;
+    Some(if random_ids() {
+        m.wrapping_mul(UNSCATTER)
+    } else {
+        m
+    })
+}
+
+const SCATTER: u64 = 0x9E37_79B9_7F4A_7C15;
+/// The inverse of `SCATTER` mod 2^64 (Newton's iteration doubles the correct low bits).
+const UNSCATTER: u64 = {
+    let mut x = SCATTER;
+    let mut i = 0;
+    while i < 6 {
+        x = x.wrapping_mul(2u64.wrapping_sub(SCATTER.wrapping_mul(x)));
+        i += 1;
+    }
+    x
+};
+
+const _: () = assert!(SCATTER.wrapping_mul(UNSCATTER) == 1);
+
+/// Whether `HOOKGATE_BENCH_IDS=random` is set (read once).
+pub fn random_ids() -> bool {
+    static RANDOM: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *RANDOM.get_or_init(|| std::env::var("HOOKGATE_BENCH_IDS").is_ok_and(|v| v == "random"))
+}
+
+/// A 1 KiB JSON event with id `event_id(id)`.
 pub fn body(id: u64) -> String {
-    let head = format!(r#"{{"id":"msg_{id}","type":"message.created","data":{{"text":""#);
+    let event_id = event_id(id);
+    let head = format!(r#"{{"id":"{event_id}","type":"message.created","data":{{"text":""#);
     let tail = r#""}}"#;
     let filler = BODY_BYTES.saturating_sub(head.len() + tail.len());
     format!("{head}{}{tail}", "x".repeat(filler))
@@ -26,7 +69,7 @@ pub fn body(id: u64) -> String {
 
 /// Standard Webhooks headers for `body`: (`webhook-id`, `webhook-timestamp`, `webhook-signature`).
 pub fn headers(key: &[u8], id: u64, body: &str) -> [(&'static str, String); 3] {
-    let msg_id = format!("msg_{id}");
+    let msg_id = event_id(id);
     let ts = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .expect("clock")
@@ -48,11 +91,6 @@ pub fn headers(key: &[u8], id: u64, body: &str) -> [(&'static str, String); 3] {
         ("webhook-timestamp", ts),
         ("webhook-signature", format!("v1,{}", BASE64.encode(tag))),
     ]
-}
-
-/// The event id back from `msg_{n}`.
-pub fn id_number(event_id: &str) -> Option<u64> {
-    event_id.strip_prefix("msg_")?.parse().ok()
 }
 
 /// One request answered 200.

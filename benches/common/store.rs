@@ -43,7 +43,7 @@ impl Headers for RequestHeaders<'_> {
     }
 }
 
-/// Stores the events `msg_{first}` .. `msg_{first + count - 1}` with `concurrency` commits in
+/// Stores the events `event_id(first)` .. `event_id(first + count - 1)` with `concurrency` commits in
 /// flight, each signed, verified and committed as hookgate does for a webhook (so the committer
 /// groups them as it would). The gateway must be stopped. Returns how long it took.
 pub async fn preload(
