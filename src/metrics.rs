@@ -43,7 +43,7 @@ pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
     /// Seconds from handing a verified event to the store to its durable answer.
     pub ack_latency: Histogram,
-    /// Group commits: syncs, each covering every batch applied since the previous one.
+    /// Group commits: batches applied in one transaction and made durable by one sync.
     pub commits: Counter,
     /// Requests per group commit.
     pub commit_batch_size: Histogram,

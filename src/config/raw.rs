@@ -252,8 +252,8 @@ fn default_body_timeout_ms() -> u64 {
     10_000
 }
 
-/// sled's page cache. sled's own memory grows with the store (about 70 MiB per million 1 KiB
-/// events, measured by the ingest bench), so the cache is kept small enough for a store of a
+/// sled's page cache. sled's own memory grows with the store (about 75 MiB per million 1 KiB
+/// events with sequential ids, measured by the ingest bench), so the cache is kept small enough for a store of a
 /// million events to stay under 150 MiB under load.
 fn default_cache_mb() -> u64 {
     32
