@@ -1,13 +1,13 @@
 //! Pull consumers (`[[consumer]]`): a consumer reads the events it wants after its durable
-//! cursor, and acknowledges a seq to move the cursor forward. The cursor lives in the store's
-//! `meta` tree beside the destinations' (one namespace), so the retention sweeper honours it.
+//! cursor, and acknowledges a seq to move the cursor forward. The cursor is an output's cursor
+//! in the store, beside the destinations' (one namespace), so the retention sweeper honours it.
 //!
 //! The admin routes (`/v1/consumers/{name}/...`) do the waiting and the HTTP; this module owns
 //! what a page holds and which acknowledgements move the cursor.
 
 use crate::config::{wants, ConsumerConfig};
 use crate::event::Seq;
-use crate::store::{keys, Store, StoreError, StoredEvent};
+use crate::store::{Change, Store, StoreError, StoredEvent};
 
 /// Events read from the store per step while looking for those a consumer wants.
 const SCAN_BATCH: usize = 256;
@@ -25,21 +25,20 @@ pub struct Page {
 
 /// Up to `limit` events after the consumer's cursor, and after `scanned` (a previous page's, to
 /// skip what it looked at, or `Seq(0)`), whose provider the consumer wants, in seq order.
-/// Blocking: call from a blocking context.
-pub fn read_page(
+pub async fn read_page(
     store: &Store,
     consumer: &ConsumerConfig,
     scanned: Seq,
     limit: usize,
 ) -> Result<Page, StoreError> {
-    let cursor = store.cursor(&consumer.name)?;
+    let cursor = store.output(&consumer.name).await?.cursor;
     let mut page = Page {
         cursor,
         events: Vec::new(),
         scanned: cursor.max(scanned),
     };
     while page.events.len() < limit {
-        let batch = store.events_after(page.scanned, SCAN_BATCH, None)?;
+        let batch = store.events_after(page.scanned, SCAN_BATCH, None).await?;
         let end = batch.len() < SCAN_BATCH;
         for event in batch {
             page.scanned = Seq(event.seq);
@@ -76,28 +75,18 @@ pub fn ack_target(current: Seq, requested: Seq, last: Seq) -> Result<Option<Seq>
     Ok((requested > current).then_some(requested))
 }
 
-/// Serializes acknowledgements, so that two racing ones cannot store their cursors out of order
-/// (the cursor is read, then written, in two steps).
-static ACKS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 /// Moves `consumer`'s cursor to `requested` durably, or leaves it where it is when it is already
-/// there or past it, and returns the cursor.
+/// there or past it, and returns the cursor. The store never moves a cursor back, so racing
+/// acknowledgements leave the highest.
 pub async fn ack(store: &Store, consumer: &str, requested: Seq) -> Result<Seq, AckError> {
-    let _turn = ACKS.lock().await;
     let last = *store.last_seq().borrow();
-    let reader = store.clone();
-    let name = consumer.to_string();
-    let current = tokio::task::spawn_blocking(move || reader.cursor(&name))
-        .await
-        .map_err(|_| StoreError::Closed)??;
+    let current = store.output(consumer).await?.cursor;
     match ack_target(current, requested, last)? {
         None => Ok(current),
         Some(target) => {
-            store
-                .write(vec![keys::set_cursor(consumer, target)])
-                .await?;
+            store.change(consumer, vec![Change::Cursor(target)]).await?;
             tracing::info!(consumer, seq = %target, "Consumer cursor moved.");
-            Ok(target)
+            Ok(store.output(consumer).await?.cursor)
         }
     }
 }

@@ -59,7 +59,7 @@ impl fmt::Display for EventId {
 }
 
 /// An event's position in the store: assigned by the committer, strictly increasing, never reused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Seq(pub u64);
 
 impl Seq {

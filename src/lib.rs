@@ -13,6 +13,8 @@
 //!    next seq in one sled transaction, batching every request that waits, then flushes sled and
 //!    fdatasyncs its files once per batch. Only then is each request answered 200 (`accepted`, or
 //!    `duplicate` with the first copy's seq); past `ack_deadline_ms`, or on any storage error, 503.
+//!    The store is one trait ([`store::Backend`]); sled (`store/sled/`) is its embedded backend,
+//!    and nothing outside `store/` knows a tree or a key. Readers only ever see durable events.
 //!
 //! From the store, events leave in two ways:
 //!
@@ -25,7 +27,7 @@
 //! operates the destinations (pause, resume, errors, dead events, replay).
 //! [`consume`] serves pull consumers: the events after a consumer's durable cursor, and its acks.
 //! In the background, [`forward`] pushes stored events downstream, and the store's sweeper
-//! ([`store::sweep`]) removes what every output has once `retention` has passed, and dedup keys
+//! ([`store::retention`]) removes what every output has once `retention` has passed, and dedup keys
 //! after `dedup_window`.
 //! [`poll`]: per provider with a `[provider.sync]` section, a worker fills the gaps the webhooks
 //! left from the vendor's sync API through the same commit (an event is stored once), moving its
@@ -62,7 +64,7 @@ use crate::forward::Forwarders;
 use crate::http::AppState;
 use crate::metrics::Metrics;
 use crate::poll::Pollers;
-use crate::store::sweep::{self, Sweeper};
+use crate::store::retention::{Output, Sweeper};
 use crate::store::{Store, StoreError};
 
 /// Why hookgate could not start, or stopped on its own.
@@ -124,16 +126,16 @@ pub async fn start(config: Config) -> Result<Gateway, GatewayError> {
     let public_addr = local(&public_listener, config.server.listen)?;
     let admin_addr = local(&admin_listener, config.admin.listen)?;
 
-    let forwarders = Forwarders::start(&config, &store)?;
+    let forwarders = Forwarders::start(&config, &store).await?;
     let pollers = Pollers::start(&config, &store, &metrics)?;
     let outputs = forwarders
         .destinations()
         .iter()
         .map(|d| {
             let destination = d.clone();
-            sweep::Output::destination(d.config.name.clone(), move |e| destination.takes(e))
+            Output::destination(d.config.name.clone(), move |e| destination.takes(e))
         })
-        .chain(config.consumers.iter().map(sweep::Output::consumer))
+        .chain(config.consumers.iter().map(Output::consumer))
         .collect();
     let sweeper = Sweeper::start(store.clone(), &config.store, outputs, metrics.clone());
     let state = web::Data::new(AppState {
@@ -191,7 +193,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let store = gateway.state.store.clone();
     let outcome = tokio::select! {
         _ = shutdown => Ok(()),
-        _ = store.committer_ended() => {
+        _ = store.failed() => {
             tracing::error!("The store's committer stopped; nothing can be stored. Shutting down.");
             Err(GatewayError::CommitterDied)
         }

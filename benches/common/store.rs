@@ -121,6 +121,7 @@ pub async fn check(config: &std::path::Path, acked: &[u64]) -> Check {
     loop {
         let events = store
             .events_after(after, 10_000, None)
+            .await
             .expect("read the store");
         let Some(last) = events.last() else { break };
         after = Seq(last.seq);

@@ -3,7 +3,7 @@
 //! once (`ordered`: one, so a failing event holds the queue). Replays come first. A delivery task
 //! retries on the schedule until the event is delivered or dead, then reports it durably.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -17,8 +17,7 @@ use super::schedule::{next_delay, probe_interval};
 use super::status::Status;
 use crate::config::{wants, DestinationConfig};
 use crate::event::{Seq, Source};
-use crate::store::keys::{output_prefix, output_seq_key, seq_of, DeadRecord};
-use crate::store::{Store, StoredEvent, TreeId, Write};
+use crate::store::{Change, DeadRecord, Mark, Store, StoreError, StoredEvent};
 
 /// Events read from the store at a time.
 const SCAN_BATCH: usize = 256;
@@ -65,7 +64,8 @@ pub async fn run(destination: Arc<Destination>, cursor: Seq) {
     }));
     let mut last_seq = destination.store.last_seq();
     let mut scan = cursor;
-    let mut replaying: Vec<Seq> = Vec::new();
+    // Replays being delivered; each delivery task removes its own once it is durably done.
+    let replaying: Replaying = Arc::default();
     let name = destination.config.name.clone();
     tracing::info!(destination = %name, cursor = %cursor, "Forwarder started.");
 
@@ -75,34 +75,45 @@ pub async fn run(destination: Arc<Destination>, cursor: Seq) {
             continue;
         }
         // Replays first, each once at a time.
-        replaying.retain(|seq| {
-            destination
-                .store
-                .tree(TreeId::Replay)
-                .contains_key(output_seq_key(&name, *seq))
-                .unwrap_or(false)
-        });
-        if let Some(seq) = next_replay(&destination, &replaying) {
-            if let Some(event) = read(&destination, seq) {
-                let Some(permit) = acquire(&destination, &permits).await else {
-                    break;
-                };
-                replaying.push(seq);
-                spawn_delivery(destination.clone(), progress.clone(), event, true, permit);
-            } else {
-                // The event itself is gone: nothing to replay.
-                let key = output_seq_key(&name, seq);
-                if let Err(err) = destination
-                    .store
-                    .write(vec![Write::Delete(TreeId::Replay, key)])
-                    .await
-                {
-                    tracing::error!(destination = %name, error = %err, "Cannot drop a replay entry.");
+        match next_replay(&destination, &replaying).await {
+            Ok(Some(seq)) => {
+                match destination.store.event(seq).await {
+                    Ok(Some(event)) => {
+                        let Some(permit) = acquire(&destination, &permits).await else {
+                            break;
+                        };
+                        lock(&replaying).insert(seq);
+                        let replay = Some(replaying.clone());
+                        spawn_delivery(
+                            destination.clone(),
+                            progress.clone(),
+                            event,
+                            replay,
+                            permit,
+                        );
+                    }
+                    // The event itself is gone: nothing to replay.
+                    Ok(None) => {
+                        let drop = vec![Change::Unmark(Mark::Replay, seq)];
+                        if let Err(err) = destination.store.change(&name, drop).await {
+                            tracing::error!(destination = %name, error = %err, "Cannot drop a replay entry.");
+                        }
+                    }
+                    Err(err) => {
+                        tracing::error!(destination = %name, error = %err, "Cannot read an event to replay.");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
                 }
+                continue;
             }
-            continue;
+            Ok(None) => {}
+            Err(err) => {
+                tracing::error!(destination = %name, error = %err, "Cannot read the replay queue.");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
         }
-        let events = match destination.store.events_after(scan, SCAN_BATCH, None) {
+        let events = match read_batch(&destination, scan).await {
             Ok(events) => events,
             Err(err) => {
                 tracing::error!(destination = %name, error = %err, "Cannot read the queue.");
@@ -115,30 +126,18 @@ pub async fn run(destination: Arc<Destination>, cursor: Seq) {
             wait(&destination, &mut last_seq, true).await;
             continue;
         }
-        for event in events {
+        for (event, marks) in events {
             let seq = Seq(event.seq);
-            let key = output_seq_key(&name, seq);
-            if !destination.takes(&event)
-                || destination
-                    .store
-                    .tree(TreeId::Dead)
-                    .contains_key(&key)
-                    .unwrap_or(false)
-            {
+            if !destination.takes(&event) || marks.dead {
                 progress.scanned(seq);
-            } else if destination
-                .store
-                .tree(TreeId::Settled)
-                .contains_key(&key)
-                .unwrap_or(false)
-            {
+            } else if marks.settled {
                 progress.already_settled(seq);
             } else {
                 let Some(permit) = acquire(&destination, &permits).await else {
                     break;
                 };
                 progress.dispatched(seq);
-                spawn_delivery(destination.clone(), progress.clone(), event, false, permit);
+                spawn_delivery(destination.clone(), progress.clone(), event, None, permit);
             }
             scan = seq;
             if destination.cancel.is_cancelled() || destination.status.is_paused() {
@@ -149,20 +148,68 @@ pub async fn run(destination: Arc<Destination>, cursor: Seq) {
     tracing::info!(destination = %name, "Forwarder stopped.");
 }
 
-/// The first replay entry not already being delivered.
-fn next_replay(destination: &Destination, replaying: &[Seq]) -> Option<Seq> {
-    let prefix = output_prefix(&destination.config.name);
-    destination
-        .store
-        .tree(TreeId::Replay)
-        .scan_prefix(prefix)
-        .keys()
-        .filter_map(|key| key.ok().and_then(|key| seq_of(&key)))
-        .find(|seq| !replaying.contains(seq))
+/// The seqs of the replays being delivered.
+type Replaying = Arc<std::sync::Mutex<HashSet<Seq>>>;
+
+fn lock(replaying: &Replaying) -> std::sync::MutexGuard<'_, HashSet<Seq>> {
+    replaying.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn read(destination: &Destination, seq: Seq) -> Option<StoredEvent> {
-    destination.store.event(seq).ok().flatten()
+/// The first replay entry not already being delivered.
+async fn next_replay(
+    destination: &Destination,
+    replaying: &Replaying,
+) -> Result<Option<Seq>, StoreError> {
+    let in_flight = lock(replaying).len();
+    let queued = destination
+        .store
+        .marked(
+            &destination.config.name,
+            Mark::Replay,
+            Seq(0)..=Seq(u64::MAX),
+            in_flight + 1,
+        )
+        .await?;
+    let replaying = lock(replaying);
+    Ok(queued
+        .into_iter()
+        .map(|(seq, _)| seq)
+        .find(|seq| !replaying.contains(seq)))
+}
+
+/// Whether the destination already has an event read from the queue.
+#[derive(Debug, Clone, Copy, Default)]
+struct Known {
+    dead: bool,
+    settled: bool,
+}
+
+/// The next events after `scan`, each with what the destination already knows of it.
+async fn read_batch(
+    destination: &Destination,
+    scan: Seq,
+) -> Result<Vec<(StoredEvent, Known)>, StoreError> {
+    let events = destination
+        .store
+        .events_after(scan, SCAN_BATCH, None)
+        .await?;
+    let Some(last) = events.last().map(|e| Seq(e.seq)) else {
+        return Ok(Vec::new());
+    };
+    let range = Seq(scan.0 + 1)..=last;
+    let dead = destination.marked_in(Mark::Dead, range.clone()).await?;
+    let settled = destination.marked_in(Mark::Settled, range).await?;
+    Ok(events
+        .into_iter()
+        .map(|event| {
+            let seq = Seq(event.seq);
+            let known = Known {
+                dead: dead.contains(&seq),
+                settled: settled.contains(&seq),
+            };
+            (event, known)
+        })
+        .collect())
 }
 
 async fn acquire(
@@ -198,7 +245,7 @@ fn spawn_delivery(
     destination: Arc<Destination>,
     progress: Progress,
     event: StoredEvent,
-    replay: bool,
+    replay: Option<Replaying>,
     permit: tokio::sync::OwnedSemaphorePermit,
 ) {
     actix_web::rt::spawn(async move {
@@ -208,7 +255,10 @@ fn spawn_delivery(
                 destination.status.dead();
                 tracing::warn!(destination = %destination.config.name, seq = event.seq, event_id = %event.event_id, "Event is dead for this destination.");
             }
-            progress.finished(seq, done, replay).await;
+            progress.finished(seq, done, replay.is_some()).await;
+            if let Some(replaying) = replay {
+                lock(&replaying).remove(&seq);
+            }
         }
         drop(permit);
         destination.wake.notify_one();
@@ -282,6 +332,12 @@ fn dead_record(attempts: u32, failure: &Failure) -> DeadRecord {
     let error = match failure.status {
         Some(status) => format!("HTTP {status}: {}", failure.detail),
         None => format!("{}: {}", failure.kind, failure.detail),
+    };
+    // A dead record is kept for as long as the event is dead: a bounded size.
+    const MAX_ERROR_CHARS: usize = 1000;
+    let error = match error.char_indices().nth(MAX_ERROR_CHARS) {
+        Some((end, _)) => format!("{}…", &error[..end]),
+        None => error,
     };
     DeadRecord {
         at_ms: SystemTime::now()

@@ -14,7 +14,8 @@ pub mod request;
 mod schedule;
 mod status;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,8 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{wants, Config};
 use crate::event::Seq;
-use crate::store::keys::{output_prefix, output_seq_key, paused_key, seq_of, DeadRecord};
-use crate::store::{Store, StoreError, StoredEvent, TreeId, Write};
+use crate::store::{Change, DeadRecord, Mark, Store, StoreError, StoredEvent};
 
 pub use dispatch::Destination;
 pub use status::{ErrorEntry, Snapshot};
@@ -45,15 +45,15 @@ pub struct DestinationView {
     pub cursor: u64,
     pub queue_depth: u64,
     pub oldest_pending_age_s: Option<f64>,
-    pub replay_queued: usize,
-    pub dead: usize,
+    pub replay_queued: u64,
+    pub dead: u64,
     #[serde(flatten)]
     pub live: Snapshot,
 }
 
 impl Forwarders {
     /// Starts a forwarder per destination. Must run inside the actix system.
-    pub fn start(config: &Config, store: &Store) -> Result<Forwarders, StoreError> {
+    pub async fn start(config: &Config, store: &Store) -> Result<Forwarders, StoreError> {
         let cancel = CancellationToken::new();
         let forward_tests: HashMap<String, bool> = config
             .providers
@@ -68,13 +68,10 @@ impl Forwarders {
         let mut destinations = Vec::new();
         let mut tasks = Vec::new();
         for destination in &config.destinations {
-            let cursor = store.cursor(&destination.name)?;
-            let paused = store
-                .tree(TreeId::Meta)
-                .contains_key(paused_key(&destination.name))?;
+            let state = store.output(&destination.name).await?;
             let shared = Arc::new(Destination {
                 config: destination.clone(),
-                status: status::Status::new(paused),
+                status: status::Status::new(state.paused),
                 wake: tokio::sync::Notify::new(),
                 store: store.clone(),
                 forward_tests: forward_tests.clone(),
@@ -83,7 +80,10 @@ impl Forwarders {
                 cancel: cancel.child_token(),
                 next_slot: std::sync::Mutex::new(Instant::now()),
             });
-            tasks.push(actix_web::rt::spawn(dispatch::run(shared.clone(), cursor)));
+            tasks.push(actix_web::rt::spawn(dispatch::run(
+                shared.clone(),
+                state.cursor,
+            )));
             destinations.push(shared);
         }
         Ok(Forwarders {
@@ -114,13 +114,9 @@ impl Forwarders {
 impl Destination {
     /// Pauses or resumes, durably (a paused destination stays paused across restarts).
     pub async fn set_paused(&self, paused: bool) -> Result<(), StoreError> {
-        let key = paused_key(&self.config.name);
-        let write = if paused {
-            Write::Put(TreeId::Meta, key, Vec::new())
-        } else {
-            Write::Delete(TreeId::Meta, key)
-        };
-        self.store.write(vec![write]).await?;
+        self.store
+            .change(&self.config.name, vec![Change::Paused(paused)])
+            .await?;
         self.status.set_paused(paused);
         self.wake_all();
         Ok(())
@@ -135,102 +131,120 @@ impl Destination {
 
     /// Queues events for delivery again: each `seq` leaves the dead list (if it was there).
     pub async fn replay(&self, seqs: &[Seq]) -> Result<usize, StoreError> {
-        let mut writes = Vec::new();
-        for seq in seqs {
-            let key = output_seq_key(&self.config.name, *seq);
-            writes.push(Write::Delete(TreeId::Dead, key.clone()));
-            writes.push(Write::Put(TreeId::Replay, key, Vec::new()));
-        }
-        self.store.write(writes).await?;
+        let changes = seqs.iter().flat_map(|seq| {
+            [
+                Change::Unmark(Mark::Dead, *seq),
+                Change::Mark(Mark::Replay, *seq),
+            ]
+        });
+        self.store
+            .change(&self.config.name, changes.collect())
+            .await?;
         self.wake_all();
         Ok(seqs.len())
     }
 
     /// Dead events, oldest first.
-    pub fn dead(&self, limit: usize) -> Vec<(Seq, DeadRecord)> {
-        self.store
-            .tree(TreeId::Dead)
-            .scan_prefix(output_prefix(&self.config.name))
-            .filter_map(Result::ok)
-            .filter_map(|(key, value)| Some((seq_of(&key)?, DeadRecord::decode(&value)?)))
-            .take(limit)
-            .collect()
+    pub async fn dead(&self, limit: usize) -> Result<Vec<(Seq, DeadRecord)>, StoreError> {
+        let dead = self
+            .store
+            .marked(&self.config.name, Mark::Dead, Seq(0)..=Seq(u64::MAX), limit)
+            .await?;
+        Ok(dead
+            .into_iter()
+            .filter_map(|(seq, record)| Some((seq, record?)))
+            .collect())
     }
 
     /// Where one event stands for this destination, or `None` if it does not take it.
-    pub fn delivery_state(&self, event: &StoredEvent) -> Option<&'static str> {
+    pub async fn delivery_state(
+        &self,
+        event: &StoredEvent,
+    ) -> Result<Option<&'static str>, StoreError> {
         if !wants(&self.config.providers, &event.provider) {
-            return None;
+            return Ok(None);
         }
         if !self.takes(event) {
-            return Some("skipped");
+            return Ok(Some("skipped"));
         }
-        let key = output_seq_key(&self.config.name, Seq(event.seq));
-        let has = |tree| self.store.tree(tree).contains_key(&key).unwrap_or(false);
-        let cursor = self.store.cursor(&self.config.name).unwrap_or(Seq(0));
-        Some(if has(TreeId::Dead) {
+        let seq = Seq(event.seq);
+        let marks = self.store.marks(&self.config.name, seq).await?;
+        let cursor = self.store.output(&self.config.name).await?.cursor;
+        Ok(Some(if marks.dead.is_some() {
             "dead"
-        } else if has(TreeId::Replay) {
+        } else if marks.replay {
             "pending"
-        } else if Seq(event.seq) <= cursor || has(TreeId::Settled) {
+        } else if seq <= cursor || marks.settled {
             "delivered"
         } else {
             "pending"
-        })
+        }))
     }
 
     /// Queue depth, oldest pending age and counts, for `GET /v1/destinations`.
-    pub fn view(&self) -> DestinationView {
-        let cursor = self.store.cursor(&self.config.name).unwrap_or(Seq(0));
-        let (depth, oldest) = self.pending(cursor);
-        let prefix = output_prefix(&self.config.name);
-        DestinationView {
-            name: self.config.name.clone(),
+    pub async fn view(&self) -> Result<DestinationView, StoreError> {
+        let name = &self.config.name;
+        let cursor = self.store.output(name).await?.cursor;
+        let (depth, oldest) = self.pending(cursor).await?;
+        Ok(DestinationView {
+            name: name.clone(),
             url: self.config.url.to_string(),
             ordered: self.config.ordered,
             cursor: cursor.0,
             queue_depth: depth,
             oldest_pending_age_s: oldest,
-            replay_queued: self.store.tree(TreeId::Replay).scan_prefix(&prefix).count(),
-            dead: self.store.tree(TreeId::Dead).scan_prefix(&prefix).count(),
+            replay_queued: self.store.count_marked(name, Mark::Replay).await?,
+            dead: self.store.count_marked(name, Mark::Dead).await?,
             live: self.status.snapshot(),
-        }
+        })
     }
 
     /// Events after the cursor this destination takes (counted up to a bound), and the age of
     /// the oldest.
-    fn pending(&self, cursor: Seq) -> (u64, Option<f64>) {
+    async fn pending(&self, cursor: Seq) -> Result<(u64, Option<f64>), StoreError> {
         const COUNT_UP_TO: usize = 100_000;
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        let mut depth = 0;
-        let mut oldest = None;
-        let start = Seq(cursor.0 + 1).to_key();
-        for (key, value) in self
-            .store
-            .tree(TreeId::Events)
-            .range(start..)
-            .filter_map(Result::ok)
-            .take(COUNT_UP_TO)
-        {
-            let Some(seq) = Seq::from_key(&key) else {
-                continue;
+        const PAGE: usize = 1024;
+        let now_ms = crate::store::now_ms();
+        let (mut depth, mut oldest, mut scanned, mut after) = (0, None, 0, cursor);
+        while scanned < COUNT_UP_TO {
+            let events = self.store.events_after(after, PAGE, None).await?;
+            let Some(last) = events.last().map(|e| Seq(e.seq)) else {
+                break;
             };
-            let Ok(event) = StoredEvent::decode(seq, &value) else {
-                continue;
-            };
-            let done = [TreeId::Settled, TreeId::Dead].iter().any(|tree| {
-                self.store
-                    .tree(*tree)
-                    .contains_key(output_seq_key(&self.config.name, seq))
-                    .unwrap_or(false)
-            });
-            if self.takes(&event) && !done {
-                depth += 1;
-                oldest.get_or_insert(now_ms.saturating_sub(event.received_at_ms) as f64 / 1000.0);
+            let done = self.done_in(Seq(after.0 + 1)..=last).await?;
+            for event in &events {
+                if self.takes(event) && !done.contains(&Seq(event.seq)) {
+                    depth += 1;
+                    oldest
+                        .get_or_insert(now_ms.saturating_sub(event.received_at_ms) as f64 / 1000.0);
+                }
+            }
+            scanned += events.len();
+            after = last;
+            if events.len() < PAGE {
+                break;
             }
         }
-        (depth, oldest)
+        Ok((depth, oldest))
+    }
+
+    /// The seqs in `range` that are settled or dead for this destination.
+    async fn done_in(&self, range: RangeInclusive<Seq>) -> Result<HashSet<Seq>, StoreError> {
+        let mut done = self.marked_in(Mark::Settled, range.clone()).await?;
+        done.extend(self.marked_in(Mark::Dead, range).await?);
+        Ok(done)
+    }
+
+    /// The seqs in `range` that carry `mark` for this destination.
+    pub(crate) async fn marked_in(
+        &self,
+        mark: Mark,
+        range: RangeInclusive<Seq>,
+    ) -> Result<HashSet<Seq>, StoreError> {
+        let marked = self
+            .store
+            .marked(&self.config.name, mark, range, usize::MAX)
+            .await?;
+        Ok(marked.into_iter().map(|(seq, _)| seq).collect())
     }
 }

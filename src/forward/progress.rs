@@ -11,8 +11,7 @@ use std::collections::BTreeSet;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::event::Seq;
-use crate::store::keys::{output_seq_key, set_cursor, DeadRecord};
-use crate::store::{Store, TreeId, Write};
+use crate::store::{Change, DeadRecord, Mark, Store};
 
 /// How a dispatched event ended.
 #[derive(Debug, Clone)]
@@ -103,7 +102,7 @@ impl Writer {
                 batch.push(report);
             }
             let mut waiting = Vec::new();
-            let mut writes = Vec::new();
+            let mut changes = Vec::new();
             for report in batch {
                 match report {
                     Report::Scanned(seq) => self.scanned = self.scanned.max(seq),
@@ -121,14 +120,14 @@ impl Writer {
                         replay,
                         durable,
                     } => {
-                        writes.extend(self.finish(seq, done, replay));
+                        changes.extend(self.finish(seq, done, replay));
                         waiting.push(durable);
                     }
                 }
             }
-            writes.extend(self.advance());
-            if !writes.is_empty() {
-                while let Err(err) = self.store.write(writes.clone()).await {
+            changes.extend(self.advance());
+            if !changes.is_empty() {
+                while let Err(err) = self.store.change(&self.destination, changes.clone()).await {
                     tracing::error!(destination = %self.destination, error = %err, "Cannot record delivery progress; retrying.");
                     if !self.store.is_open() {
                         return;
@@ -142,28 +141,27 @@ impl Writer {
         }
     }
 
-    fn finish(&mut self, seq: Seq, done: Done, replay: bool) -> Vec<Write> {
-        let key = output_seq_key(&self.destination, seq);
-        let mut writes = Vec::new();
+    fn finish(&mut self, seq: Seq, done: Done, replay: bool) -> Vec<Change> {
+        let mut changes = Vec::new();
         if replay {
-            writes.push(Write::Delete(TreeId::Replay, key.clone()));
+            changes.push(Change::Unmark(Mark::Replay, seq));
         } else {
             self.in_flight.remove(&seq);
         }
         match done {
-            Done::Dead(record) => writes.push(Write::Put(TreeId::Dead, key, record.encode())),
+            Done::Dead(record) => changes.push(Change::Dead(seq, record)),
             Done::Delivered if !replay && seq > self.cursor => {
-                writes.push(Write::Put(TreeId::Settled, key, Vec::new()));
+                changes.push(Change::Mark(Mark::Settled, seq));
                 self.settled_above.insert(seq);
             }
             Done::Delivered => {}
         }
-        writes
+        changes
     }
 
     /// Moves the cursor to just below the oldest event in flight (or to what was scanned), and
-    /// drops the `settled` entries it now covers.
-    fn advance(&mut self) -> Vec<Write> {
+    /// drops the `settled` marks it now covers.
+    fn advance(&mut self) -> Vec<Change> {
         let target = match self.in_flight.first() {
             Some(oldest) => Seq(oldest.0 - 1),
             None => self.scanned,
@@ -173,14 +171,14 @@ impl Writer {
         }
         self.cursor = target;
         let covered: Vec<Seq> = self.settled_above.range(..=target).copied().collect();
-        let mut writes: Vec<Write> = covered
+        let mut changes: Vec<Change> = covered
             .iter()
             .map(|seq| {
                 self.settled_above.remove(seq);
-                Write::Delete(TreeId::Settled, output_seq_key(&self.destination, *seq))
+                Change::Unmark(Mark::Settled, *seq)
             })
             .collect();
-        writes.push(set_cursor(&self.destination, target));
-        writes
+        changes.push(Change::Cursor(target));
+        changes
     }
 }

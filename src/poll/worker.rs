@@ -15,7 +15,7 @@ use super::{now_ms, Poller};
 use crate::config::SyncAuth;
 use crate::event::Seq;
 use crate::metrics::{PollErrorLabels, ProviderLabels};
-use crate::store::{Committed, NewEvent, StoreError, TreeId, Write};
+use crate::store::{Committed, NewEvent, StoreError};
 
 /// A page larger than this is refused (and retried later).
 const MAX_PAGE_BYTES: usize = 32 * 1024 * 1024;
@@ -55,11 +55,6 @@ impl Failure {
 #[derive(Debug, Serialize, Deserialize)]
 struct Persisted {
     cursor: Option<String>,
-}
-
-/// `meta` key of a provider's sync cursor.
-pub fn cursor_key(provider: &str) -> Vec<u8> {
-    [b"sync/".as_slice(), provider.as_bytes()].concat()
 }
 
 pub(super) async fn run(poller: Arc<Poller>) {
@@ -305,22 +300,21 @@ async fn cursor(poller: &Poller) -> Result<Option<String>, Failure> {
         poller.config.next,
         crate::config::NextCursor::HighestId { inclusive: true }
     );
-    let (persisted, initial) = tokio::task::spawn_blocking(move || {
-        let key = cursor_key(&provider);
-        if let Some(value) = store.tree(TreeId::Meta).get(&key)? {
+    let lookup = async {
+        if let Some(value) = store.sync_cursor(&provider).await? {
             let persisted: Persisted = serde_json::from_slice(&value)
                 .map_err(|err| StoreError::Corrupt(format!("sync cursor: {err}")))?;
             return Ok::<_, StoreError>((Some(persisted.cursor), None));
         }
         let initial = match start {
             Some(start) => Some(start),
-            None => highest_event_id(&store, &provider)?.map(|id| page::after_id(&id, inclusive)),
+            None => highest_event_id(&store, &provider)
+                .await?
+                .map(|id| page::after_id(&id, inclusive)),
         };
         Ok((None, Some(initial)))
-    })
-    .await
-    .map_err(|err| Failure::new("store", format!("cursor lookup panicked: {err}")))?
-    .map_err(Failure::store)?;
+    };
+    let (persisted, initial) = lookup.await.map_err(Failure::store)?;
     let cursor = match (persisted, initial) {
         (Some(cursor), _) => cursor,
         (None, Some(initial)) => {
@@ -338,15 +332,17 @@ async fn cursor(poller: &Poller) -> Result<Option<String>, Failure> {
     Ok(cursor)
 }
 
-/// The highest event id stored for `provider` (numbers compared as numbers). Blocking.
-fn highest_event_id(
+/// The highest event id stored for `provider` (numbers compared as numbers).
+async fn highest_event_id(
     store: &crate::store::Store,
     provider: &str,
 ) -> Result<Option<String>, StoreError> {
     let mut highest: Option<String> = None;
     let mut after = Seq(0);
     loop {
-        let events = store.events_after(after, SCAN_BATCH, Some(provider))?;
+        let events = store
+            .events_after(after, SCAN_BATCH, Some(provider.to_string()))
+            .await?;
         for event in &events {
             let higher = highest.as_deref().is_none_or(|h| {
                 page::compare_ids(&event.event_id, h) == std::cmp::Ordering::Greater
@@ -370,11 +366,7 @@ async fn save_cursor(poller: &Poller, cursor: Option<String>) -> Result<(), Fail
     .map_err(|err| Failure::new("store", err.to_string()))?;
     poller
         .store
-        .write(vec![Write::Put(
-            TreeId::Meta,
-            cursor_key(poller.provider.as_str()),
-            value,
-        )])
+        .set_sync_cursor(poller.provider.as_str(), value)
         .await
         .map_err(Failure::store)?;
     set_cursor_gauge(poller, cursor.as_deref());
@@ -424,10 +416,5 @@ mod tests {
             Some(Duration::from_secs(10))
         );
         assert_eq!(retry_after("soon", now), None);
-    }
-
-    #[test]
-    fn cursor_keys() {
-        assert_eq!(cursor_key("alcmeon"), b"sync/alcmeon".to_vec());
     }
 }

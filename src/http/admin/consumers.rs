@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::time::Instant;
 
-use super::events::event_json;
-use super::{blocking, page_size, Authorized};
+use super::events::events_json;
+use super::{page_size, unavailable, Authorized};
 use crate::config::ConsumerConfig;
 use crate::consume::{self, AckError, Page};
 use crate::event::Seq;
@@ -62,7 +62,7 @@ async fn read_events(
             break page;
         }
     };
-    let events: Vec<Value> = page.events.iter().map(|e| event_json(e, &state)).collect();
+    let events = events_json(&page.events, &state).await?;
     Ok(HttpResponse::Ok().json(json!({ "events": events, "cursor": page.cursor.0 })))
 }
 
@@ -93,9 +93,9 @@ async fn read(
     scanned: Seq,
     limit: usize,
 ) -> Result<Page, ApiError> {
-    let store = state.store.clone();
-    let consumer = consumer.clone();
-    blocking(move || consume::read_page(&store, &consumer, scanned, limit)).await
+    consume::read_page(&state.store, consumer, scanned, limit)
+        .await
+        .map_err(unavailable)
 }
 
 #[derive(Deserialize)]

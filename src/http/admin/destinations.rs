@@ -5,8 +5,7 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{page_size, Authorized};
-use crate::event::Seq;
+use super::{page_size, unavailable, Authorized};
 use crate::http::{ApiError, AppState};
 
 pub fn routes(config: &mut web::ServiceConfig) {
@@ -20,10 +19,10 @@ pub fn routes(config: &mut web::ServiceConfig) {
 }
 
 async fn list(_: Authorized, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let destinations = state.destinations.clone();
-    let views = web::block(move || destinations.iter().map(|d| d.view()).collect::<Vec<_>>())
-        .await
-        .map_err(|_| ApiError::Unavailable)?;
+    let mut views = Vec::new();
+    for destination in &state.destinations {
+        views.push(destination.view().await.map_err(unavailable)?);
+    }
     Ok(HttpResponse::Ok().json(json!({ "destinations": views })))
 }
 
@@ -93,7 +92,7 @@ async fn dead(
     let limit = page_size(query.limit);
     let mut dead = Vec::new();
     for destination in selected(&state, query.destination.as_deref())? {
-        for (seq, record) in destination.dead(limit) {
+        for (seq, record) in destination.dead(limit).await.map_err(unavailable)? {
             dead.push(json!({ "destination": destination.config.name, "seq": seq.0, "at_ms": record.at_ms, "attempts": record.attempts, "error": record.error }));
         }
     }
@@ -124,21 +123,22 @@ async fn replay_dead(
     let range = filter.from_seq.unwrap_or(0)..=filter.to_seq.unwrap_or(u64::MAX);
     let mut replayed = 0;
     for destination in selected(&state, filter.destination.as_deref())? {
-        let seqs: Vec<Seq> = destination
-            .dead(usize::MAX)
-            .into_iter()
-            .map(|(seq, _)| seq)
-            .filter(|seq| range.contains(&seq.0))
-            .filter(|seq| match &filter.provider {
+        let dead = destination.dead(usize::MAX).await.map_err(unavailable)?;
+        let mut seqs = Vec::new();
+        for (seq, _) in dead.into_iter().filter(|(seq, _)| range.contains(&seq.0)) {
+            let wanted = match &filter.provider {
                 Some(provider) => state
                     .store
-                    .event(*seq)
-                    .ok()
-                    .flatten()
+                    .event(seq)
+                    .await
+                    .map_err(unavailable)?
                     .is_some_and(|e| &e.provider == provider),
                 None => true,
-            })
-            .collect();
+            };
+            if wanted {
+                seqs.push(seq);
+            }
+        }
         replayed += destination.replay(&seqs).await.map_err(|err| {
             tracing::error!(error = %err, "Cannot queue replays.");
             ApiError::Unavailable

@@ -6,7 +6,7 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{blocking, page_size, Authorized};
+use super::{page_size, unavailable, Authorized};
 use crate::event::Seq;
 use crate::http::{ApiError, AppState};
 use crate::store::StoredEvent;
@@ -34,16 +34,17 @@ async fn list_events(
 ) -> Result<HttpResponse, ApiError> {
     let query = query.map_err(|_| ApiError::BadRequest)?.into_inner();
     let limit = page_size(query.limit);
-    let store = state.store.clone();
-    let events =
-        blocking(move || store.events_after(Seq(query.after), limit, query.provider.as_deref()))
-            .await?;
+    let events = state
+        .store
+        .events_after(Seq(query.after), limit, query.provider)
+        .await
+        .map_err(unavailable)?;
     let next_after = if events.len() == limit {
         events.last().map(|e| e.seq)
     } else {
         None
     };
-    let events: Vec<Value> = events.iter().map(|e| event_json(e, &state)).collect();
+    let events = events_json(&events, &state).await?;
     Ok(HttpResponse::Ok().json(json!({ "events": events, "next_after": next_after })))
 }
 
@@ -53,9 +54,8 @@ async fn get_event(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let seq = seq.parse::<u64>().map_err(|_| ApiError::NotFound)?;
-    let store = state.store.clone();
-    match blocking(move || store.event(Seq(seq))).await? {
-        Some(event) => Ok(HttpResponse::Ok().json(event_json(&event, &state))),
+    match state.store.event(Seq(seq)).await.map_err(unavailable)? {
+        Some(event) => Ok(HttpResponse::Ok().json(event_json(&event, &state).await?)),
         None => Err(ApiError::NotFound),
     }
 }
@@ -79,11 +79,17 @@ async fn replay_event(
         .destination(&query.destination)
         .ok_or(ApiError::NotFound)?
         .clone();
-    let store = state.store.clone();
-    let event = blocking(move || store.event(Seq(seq)))
-        .await?
+    let event = state
+        .store
+        .event(Seq(seq))
+        .await
+        .map_err(unavailable)?
         .ok_or(ApiError::NotFound)?;
-    if destination.delivery_state(&event).is_none() {
+    let state_there = destination
+        .delivery_state(&event)
+        .await
+        .map_err(unavailable)?;
+    if state_there.is_none() {
         return Err(ApiError::BadRequest);
     }
     destination.replay(&[Seq(seq)]).await.map_err(|err| {
@@ -94,8 +100,20 @@ async fn replay_event(
     Ok(HttpResponse::Accepted().json(json!({ "replayed": 1 })))
 }
 
+/// Events as the admin API shows them.
+pub(super) async fn events_json(
+    events: &[StoredEvent],
+    state: &AppState,
+) -> Result<Vec<Value>, ApiError> {
+    let mut all = Vec::with_capacity(events.len());
+    for event in events {
+        all.push(event_json(event, state).await?);
+    }
+    Ok(all)
+}
+
 /// An event as the admin API shows it (see the interface contract).
-pub(super) fn event_json(event: &StoredEvent, state: &AppState) -> Value {
+pub(super) async fn event_json(event: &StoredEvent, state: &AppState) -> Result<Value, ApiError> {
     let received_at = time::OffsetDateTime::from_unix_timestamp_nanos(
         i128::from(event.received_at_ms) * 1_000_000,
     )
@@ -112,7 +130,7 @@ pub(super) fn event_json(event: &StoredEvent, state: &AppState) -> Value {
         "source": event.source.as_str(),
         "content_type": event.content_type,
         "body_base64": BASE64.encode(&event.body),
-        "deliveries": deliveries(event, state),
+        "deliveries": deliveries(event, state).await?,
     });
     if let Some(topic) = &event.topic {
         object["topic"] = json!(topic);
@@ -120,15 +138,20 @@ pub(super) fn event_json(event: &StoredEvent, state: &AppState) -> Value {
     if let Ok(parsed) = serde_json::from_slice::<Value>(&event.body) {
         object["json"] = parsed;
     }
-    object
+    Ok(object)
 }
 
 /// Where the event stands for each destination that takes its provider.
-fn deliveries(event: &StoredEvent, state: &AppState) -> Value {
-    let states: serde_json::Map<String, Value> = state
-        .destinations
-        .iter()
-        .filter_map(|d| Some((d.config.name.clone(), json!(d.delivery_state(event)?))))
-        .collect();
-    Value::Object(states)
+async fn deliveries(event: &StoredEvent, state: &AppState) -> Result<Value, ApiError> {
+    let mut states = serde_json::Map::new();
+    for destination in &state.destinations {
+        if let Some(there) = destination
+            .delivery_state(event)
+            .await
+            .map_err(unavailable)?
+        {
+            states.insert(destination.config.name.clone(), json!(there));
+        }
+    }
+    Ok(Value::Object(states))
 }

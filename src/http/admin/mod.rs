@@ -25,17 +25,10 @@ fn page_size(limit: Option<usize>) -> usize {
     limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT)
 }
 
-/// Runs a blocking store read off the async workers; storage errors are logged and become 503.
-async fn blocking<T: Send + 'static>(
-    read: impl FnOnce() -> Result<T, crate::store::StoreError> + Send + 'static,
-) -> Result<T, ApiError> {
-    web::block(read)
-        .await
-        .map_err(|_| ApiError::Unavailable)?
-        .map_err(|err| {
-            tracing::error!(error = %err, "Reading the store failed.");
-            ApiError::Unavailable
-        })
+/// A store error as the admin API answers it: logged, and 503.
+fn unavailable(err: crate::store::StoreError) -> ApiError {
+    tracing::error!(error = %err, "Reading the store failed.");
+    ApiError::Unavailable
 }
 
 pub fn routes(config: &mut web::ServiceConfig) {

@@ -1,10 +1,10 @@
 //! The keys of the outputs' durable state (destinations and consumers share one namespace):
-//! cursors and flags in `meta`, and per (output, seq) entries in `dead`, `replay`, `settled`.
-
-use serde::{Deserialize, Serialize};
+//! cursors, pause flags and sync cursors in `meta`, and per (output, seq) entries in `dead`,
+//! `replay`, `settled`; and how a [`Change`] becomes a [`Write`].
 
 use super::{TreeId, Write};
 use crate::event::Seq;
+use crate::store::{Change, DeadRecord};
 
 /// `meta` key of an output's cursor: every seq at or below it is done for that output.
 pub fn cursor_key(output: &str) -> Vec<u8> {
@@ -14,6 +14,11 @@ pub fn cursor_key(output: &str) -> Vec<u8> {
 /// `meta` key set while a destination is paused by an operator.
 pub fn paused_key(output: &str) -> Vec<u8> {
     [b"paused/".as_slice(), output.as_bytes()].concat()
+}
+
+/// `meta` key of a poller's sync cursor.
+pub fn sync_cursor_key(provider: &str) -> Vec<u8> {
+    [b"sync/".as_slice(), provider.as_bytes()].concat()
 }
 
 /// Key of (output, seq) in `dead`, `replay` and `settled`: the name, a NUL, the big-endian seq,
@@ -32,15 +37,6 @@ pub fn seq_of(key: &[u8]) -> Option<Seq> {
     Seq::from_key(key.get(key.len().checked_sub(8)?..)?)
 }
 
-/// Why an event is dead for a destination.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeadRecord {
-    pub at_ms: u64,
-    pub attempts: u32,
-    /// The last failure, as `/v1/errors` shows it.
-    pub error: String,
-}
-
 impl DeadRecord {
     pub fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("a dead record serializes")
@@ -49,11 +45,31 @@ impl DeadRecord {
     pub fn decode(bytes: &[u8]) -> Option<DeadRecord> {
         serde_json::from_slice(bytes).ok()
     }
+
+    /// What a dead mark whose record cannot be read shows: it is still dead.
+    pub fn unreadable() -> DeadRecord {
+        DeadRecord {
+            at_ms: 0,
+            attempts: 0,
+            error: "(unreadable dead record)".into(),
+        }
+    }
 }
 
-/// The write that moves an output's cursor.
-pub fn set_cursor(output: &str, seq: Seq) -> Write {
-    Write::Put(TreeId::Meta, cursor_key(output), seq.to_key().to_vec())
+/// The write that applies one change to `output`.
+pub fn write_of(output: &str, change: Change) -> Write {
+    match change {
+        Change::Cursor(seq) => Write::Raise(TreeId::Meta, cursor_key(output), seq),
+        Change::Paused(true) => Write::Put(TreeId::Meta, paused_key(output), Vec::new()),
+        Change::Paused(false) => Write::Delete(TreeId::Meta, paused_key(output)),
+        Change::Dead(seq, record) => {
+            Write::Put(TreeId::Dead, output_seq_key(output, seq), record.encode())
+        }
+        Change::Mark(mark, seq) => {
+            Write::Put(TreeId::of(mark), output_seq_key(output, seq), Vec::new())
+        }
+        Change::Unmark(mark, seq) => Write::Delete(TreeId::of(mark), output_seq_key(output, seq)),
+    }
 }
 
 #[cfg(test)]
@@ -68,5 +84,10 @@ mod tests {
         assert!(a1 < a2 && a2 < ab);
         assert!(a2.starts_with(&output_prefix("a")) && !ab.starts_with(&output_prefix("a")));
         assert_eq!(seq_of(&a2), Some(Seq(256)));
+    }
+
+    #[test]
+    fn sync_cursor_keys_keep_their_layout() {
+        assert_eq!(sync_cursor_key("alcmeon"), b"sync/alcmeon".to_vec());
     }
 }

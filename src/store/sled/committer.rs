@@ -11,10 +11,12 @@ use sled::Transactional;
 use tokio::sync::{mpsc, oneshot};
 
 use super::durable::Durability;
+use super::pack::{self, Pack};
 use super::record::{dedup_key, dedup_seq, dedup_value, RecordRef};
-use super::{Committed, NewEvent, StoreError, TreeId, Trees, Write, NEXT_SEQ_KEY};
+use super::{TreeId, Trees, Write, NEXT_SEQ_KEY};
 use crate::event::Seq;
 use crate::metrics::Metrics;
+use crate::store::{Committed, NewEvent, StoreError};
 
 /// Most requests in one batch, and most body bytes (at least one request is always taken).
 const MAX_BATCH: usize = 1024;
@@ -45,7 +47,7 @@ impl Work {
 }
 
 /// An event ready for the transaction: dedup key, record, arrival time.
-type Encoded = (Vec<u8>, Vec<u8>, u64);
+type Encoded = ([u8; 16], Vec<u8>, u64);
 
 /// What the committer did with one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +71,8 @@ pub struct Committer {
     pub metrics: Arc<Metrics>,
     /// The highest seq durably stored, announced after each sync.
     pub last_seq: tokio::sync::watch::Sender<Seq>,
+    /// The newest pack, as stored, while it has room: the next events are appended to it.
+    pub open: Option<Pack>,
 }
 
 impl Committer {
@@ -102,14 +106,23 @@ impl Committer {
                     Err(_) => break,
                 }
             }
-            self.commit(batch);
+            if let Err(stop) = self.commit(batch) {
+                // Fail-stop: after a failed sync, what the disk holds is unknown (a retried
+                // fsync may report success for pages the kernel already dropped). No later
+                // batch may be acknowledged on top of it; the queued requests get 503 (Closed)
+                // and hookgate exits, so that its supervisor restarts it on what the disk holds.
+                tracing::error!(error = %stop, "The store cannot tell what reached the disk; it stops accepting events.");
+                return;
+            }
         }
         if let Err(err) = self.durability.sync() {
             tracing::error!(error = %err, "Final sync of the store failed.");
         }
     }
 
-    fn commit(&mut self, batch: Vec<Pending>) {
+    /// Applies and syncs one batch and answers it. `Err`: an fsync failed, and the committer
+    /// must stop (see `durable.rs`).
+    fn commit(&mut self, batch: Vec<Pending>) -> Result<(), StoreError> {
         let now = Instant::now();
         let (live, late): (Vec<Pending>, Vec<Pending>) = batch
             .into_iter()
@@ -118,10 +131,20 @@ impl Committer {
             let _ = pending.reply.send(Err(StoreError::DeadlineExceeded));
         }
         if live.is_empty() {
-            return;
+            return Ok(());
         }
 
+        let bytes: usize = live.iter().map(|p| p.work.bytes()).sum();
+        let events = live.iter().any(|p| matches!(p.work, Work::Event(_)));
+        if let Err(free) = self.durability.room_for(bytes as u64, events) {
+            tracing::error!(free, batch = live.len(), "The disk is full; answering 503.");
+            for pending in live {
+                let _ = pending.reply.send(Err(StoreError::DiskFull { free }));
+            }
+            return Ok(());
+        }
         let started = Instant::now();
+        let mut fatal = false;
         let result = self.apply(&live).and_then(|outcomes| {
             let applied = Instant::now();
             self.metrics
@@ -136,7 +159,10 @@ impl Committer {
                     self.metrics.fsyncs.inc_by(fsyncs);
                     Ok(outcomes)
                 }
-                Err(err) => Err(StoreError::Io(Arc::new(err))),
+                Err(err) => {
+                    fatal = true;
+                    Err(StoreError::Storage(Arc::new(err)))
+                }
             }
         });
         self.metrics.commits.inc();
@@ -144,6 +170,9 @@ impl Committer {
 
         match result {
             Ok(outcomes) => {
+                // Readers see the batch before anyone is answered: a client that reads right
+                // after its 200 finds its event.
+                let _ = self.last_seq.send(Seq(self.next_seq.0 - 1));
                 for (pending, outcome) in live.into_iter().zip(outcomes) {
                     match outcome {
                         Outcome::Event(Committed::Accepted(_)) => self.metrics.events_stored.inc(),
@@ -152,15 +181,20 @@ impl Committer {
                     };
                     let _ = pending.reply.send(Ok(outcome));
                 }
-                let _ = self.last_seq.send(Seq(self.next_seq.0 - 1));
             }
             Err(err) => {
                 tracing::error!(error = %err, batch = live.len(), "Commit failed; answering 503.");
                 for pending in live {
                     let _ = pending.reply.send(Err(err.clone()));
                 }
+                // sled's own failures poison it (see `durable.rs`); a record that cannot be read
+                // aborts the transaction, which applied nothing.
+                if fatal || matches!(err, StoreError::Storage(_)) {
+                    return Err(err);
+                }
             }
         }
+        Ok(())
     }
 
     /// Claims each event's dedup key and appends it, and applies every write, all in one
@@ -192,12 +226,19 @@ impl Committer {
         // A batch of events only touches the first three trees (events, dedup, meta); a smaller
         // transaction costs less.
         let any_writes = batch.iter().any(|p| matches!(p.work, Work::Writes(_)));
-        let all = self.trees.all();
+        let drops_events = batch.iter().any(|p| match &p.work {
+            Work::Writes(writes) => writes
+                .iter()
+                .any(|w| matches!(w, Write::Delete(TreeId::Events, _))),
+            Work::Event(_) => false,
+        });
+        let all: Vec<&::sled::Tree> = self.trees.all.iter().collect();
         let trees = if any_writes {
             &all[..]
         } else {
             &all[..=TreeId::Meta as usize]
         };
+        let open = self.open.clone();
         let result = trees.transaction(|trees| {
             let tree = |id: TreeId| &trees[id as usize];
             let (events, dedup, meta) = (
@@ -206,6 +247,8 @@ impl Committer {
                 tree(TreeId::Meta),
             );
             let mut next = start;
+            let mut pack = open.clone();
+            let mut pack_dirty = false;
             let mut claimed: HashMap<&[u8], Seq> = HashMap::new();
             let mut outcomes = Vec::with_capacity(encoded.len());
             for (pending, encoded) in batch.iter().zip(&encoded) {
@@ -219,6 +262,14 @@ impl Committer {
                                 Write::Delete(id, key) => {
                                     tree(*id).remove(key.as_slice())?;
                                 }
+                                Write::Raise(id, key, seq) => {
+                                    let current = tree(*id)
+                                        .get(key.as_slice())?
+                                        .and_then(|value| Seq::from_key(value.as_ref()));
+                                    if current.is_none_or(|current| current < *seq) {
+                                        tree(*id).insert(key.as_slice(), &seq.to_key())?;
+                                    }
+                                }
                             }
                         }
                     }
@@ -229,7 +280,7 @@ impl Committer {
                     outcomes.push(Outcome::Event(Committed::Duplicate(*seq)));
                     continue;
                 }
-                if let Some(value) = dedup.get(key)? {
+                if let Some(value) = dedup.get(key.as_slice())? {
                     let seq = dedup_seq(&value).ok_or_else(|| {
                         ConflictableTransactionError::Abort(StoreError::Corrupt(
                             "dedup value".into(),
@@ -238,18 +289,41 @@ impl Committer {
                     outcomes.push(Outcome::Event(Committed::Duplicate(seq)));
                     continue;
                 }
-                events.insert(&next.to_key(), record.as_slice())?;
+                if Pack::holds(record) {
+                    let appended = pack
+                        .as_mut()
+                        .is_some_and(|p| p.next() == next && p.push(record));
+                    if !appended {
+                        if let Some(full) = pack.as_ref().filter(|_| pack_dirty) {
+                            events.insert(&pack::key(full.first), full.value())?;
+                        }
+                        let mut fresh = Pack::new(next);
+                        fresh.push(record);
+                        pack = Some(fresh);
+                    }
+                    pack_dirty = true;
+                } else {
+                    for (key, value) in pack::large(next, record) {
+                        events.insert(key, value)?;
+                    }
+                }
                 dedup.insert(key.as_slice(), &dedup_value(next, *received_at_ms))?;
                 claimed.insert(key.as_slice(), next);
                 outcomes.push(Outcome::Event(Committed::Accepted(next)));
                 next = Seq(next.0 + 1);
             }
+            if let Some(open) = pack.as_ref().filter(|_| pack_dirty) {
+                events.insert(&pack::key(open.first), open.value())?;
+            }
             meta.insert(NEXT_SEQ_KEY, &next.to_key())?;
-            Ok((outcomes, next))
+            Ok((outcomes, next, pack))
         });
         match result {
-            Ok((outcomes, next)) => {
+            Ok((outcomes, next, pack)) => {
                 self.next_seq = next;
+                // After the sweeper dropped events, start a fresh pack rather than rewrite one
+                // it may have removed.
+                self.open = if drops_events { None } else { pack };
                 Ok(outcomes)
             }
             Err(TransactionError::Abort(err)) => Err(err),

@@ -1,9 +1,11 @@
-//! How an event is laid out in sled: the value under its seq in the events tree, and the value
-//! under (provider, event id) in the dedup tree. A leading version byte leaves room to evolve.
+//! How one event is encoded (a record, which `pack.rs` groups into sled values), and the key and
+//! value of its (provider, event id) in the dedup tree. A leading version byte leaves room to
+//! evolve.
 
 use serde::{Deserialize, Serialize};
 
 use crate::event::{Seq, Source};
+use crate::store::StoredEvent;
 
 /// Version 2 added `topic`; version 1 records are still read.
 const RECORD_VERSION: u8 = 2;
@@ -19,23 +21,6 @@ pub struct RecordRef<'a> {
     #[serde(with = "serde_bytes")]
     pub body: &'a [u8],
     pub topic: Option<&'a str>,
-}
-
-/// An event read back from the store.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct StoredEvent {
-    #[serde(skip)]
-    pub seq: u64,
-    pub provider: String,
-    pub event_id: String,
-    /// Milliseconds since the Unix epoch.
-    pub received_at_ms: u64,
-    pub source: Source,
-    pub content_type: Option<String>,
-    #[serde(with = "serde_bytes")]
-    pub body: Vec<u8>,
-    /// The topic the sender's envelope names, where the scheme knows one.
-    pub topic: Option<String>,
 }
 
 /// Version 1 records: as `StoredEvent`, without `topic`.
@@ -86,12 +71,18 @@ impl StoredEvent {
     }
 }
 
-/// The dedup tree's key: provider, a NUL (never in a provider name), event id.
-pub fn dedup_key(provider: &str, event_id: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(provider.len() + 1 + event_id.len());
-    key.extend_from_slice(provider.as_bytes());
-    key.push(0);
-    key.extend_from_slice(event_id.as_bytes());
+/// The dedup tree's key: the first 16 bytes of SHA-256(provider, NUL, event id). Fixed-size
+/// and small, so a leaf holds the most keys; 128 bits make a collision (which would answer a
+/// new event `duplicate`) about 10^-25 likely among 10^7 live keys.
+pub fn dedup_key(provider: &str, event_id: &str) -> [u8; 16] {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(provider.as_bytes())
+        .chain_update([0])
+        .chain_update(event_id.as_bytes())
+        .finalize();
+    let mut key = [0u8; 16];
+    key.copy_from_slice(&digest[..16]);
     key
 }
 
@@ -105,6 +96,15 @@ pub fn dedup_value(seq: Seq, received_at_ms: u64) -> [u8; 16] {
 
 pub fn dedup_seq(value: &[u8]) -> Option<Seq> {
     Seq::from_key(value.get(..8)?)
+}
+
+/// Whether a dedup value was received before `cutoff_ms`. A value of another shape is kept.
+pub fn dedup_expired(value: &[u8], cutoff_ms: u64) -> bool {
+    value
+        .get(8..16)
+        .and_then(|bytes| bytes.try_into().ok())
+        .map(u64::from_be_bytes)
+        .is_some_and(|received_at_ms| received_at_ms < cutoff_ms)
 }
 
 #[cfg(test)]
@@ -156,9 +156,19 @@ mod tests {
     }
 
     #[test]
+    fn dedup_keys_expire_by_their_arrival_time() {
+        assert!(dedup_expired(&dedup_value(Seq(3), 9_999), 10_000));
+        assert!(!dedup_expired(&dedup_value(Seq(3), 10_000), 10_000));
+        // A value of another shape is kept.
+        assert!(!dedup_expired(&Seq(3).to_key(), 10_000));
+    }
+
+    #[test]
     fn dedup_values() {
         let value = dedup_value(Seq(42), 7);
         assert_eq!(dedup_seq(&value), Some(Seq(42)));
-        assert_eq!(dedup_key("gh", "x"), b"gh\0x".to_vec());
+        assert_ne!(dedup_key("gh", "x"), dedup_key("gh", "y"));
+        // The NUL keeps ("ab", "c") and ("a", "bc") apart.
+        assert_ne!(dedup_key("ab", "c"), dedup_key("a", "bc"));
     }
 }

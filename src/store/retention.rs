@@ -1,0 +1,280 @@
+//! Retention: the policy (what may go), and the sweeper task that asks the backend to apply it
+//! every `sweep_interval`.
+//!
+//! [`verdict`] is the policy: an event goes only once it is older than the cutoff and each
+//! output that takes it is past it, a destination not keeping it dead or queued for replay. The
+//! outputs come in as [`Output`]s (a name and a "takes this event" predicate), so the store
+//! knows nothing of the forwarders. Dedup keys go once `dedup_window` has passed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::{now_ms, Store, StoredEvent};
+use crate::config::{wants, ConsumerConfig, StoreConfig};
+use crate::event::Seq;
+use crate::metrics::Metrics;
+
+/// Whatever reads the queue and holds events back until it has them: a destination or a
+/// consumer, known by the name its cursor is stored under.
+pub struct Output {
+    pub name: String,
+    takes: Box<dyn Fn(&StoredEvent) -> bool + Send + Sync>,
+    /// Destinations keep dead events and queued replays; consumers do not.
+    pub keeps_marks: bool,
+}
+
+impl Output {
+    /// A destination, with the forwarder's own rule for which events it takes.
+    pub fn destination(
+        name: String,
+        takes: impl Fn(&StoredEvent) -> bool + Send + Sync + 'static,
+    ) -> Output {
+        Output {
+            name,
+            takes: Box::new(takes),
+            keeps_marks: true,
+        }
+    }
+
+    /// A pull consumer: it takes every event of the providers it wants.
+    pub fn consumer(config: &ConsumerConfig) -> Output {
+        let providers = config.providers.clone();
+        Output {
+            name: config.name.clone(),
+            takes: Box::new(move |event| wants(&providers, &event.provider)),
+            keeps_marks: false,
+        }
+    }
+
+    pub fn takes(&self, event: &StoredEvent) -> bool {
+        (self.takes)(event)
+    }
+}
+
+/// Where one output stands with one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Standing {
+    /// The output takes this event at all.
+    pub takes: bool,
+    /// Every seq at or below it is done for the output (delivered, acked, dead or not taken).
+    pub cursor: Seq,
+    /// A dead or replay mark keeps the event for the output.
+    pub kept: bool,
+}
+
+/// What the sweeper does with one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Not past retention yet. Events arrive in seq order, so the scan stops here.
+    Young,
+    /// Past retention, but an output still needs it, or keeps it dead or queued for replay.
+    Held,
+    /// Past retention and done for every output that takes it: it goes.
+    Expired,
+}
+
+/// The policy: an event received before `cutoff_ms` goes once every output that takes it has
+/// moved its cursor past it and keeps no mark for it. An event no output takes goes too.
+pub fn verdict(seq: Seq, received_at_ms: u64, cutoff_ms: u64, standings: &[Standing]) -> Verdict {
+    if received_at_ms >= cutoff_ms {
+        return Verdict::Young;
+    }
+    let held = standings
+        .iter()
+        .any(|s| s.takes && (seq > s.cursor || s.kept));
+    if held {
+        Verdict::Held
+    } else {
+        Verdict::Expired
+    }
+}
+
+/// The arrival times before which events, and dedup keys, may go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cutoffs {
+    pub events_ms: u64,
+    pub dedup_ms: u64,
+}
+
+impl Cutoffs {
+    /// The cutoffs for `retention` and `dedup_window`, from now.
+    pub fn now(retention: Duration, dedup_window: Duration) -> Cutoffs {
+        let now = now_ms();
+        Cutoffs {
+            events_ms: now.saturating_sub(millis(retention)),
+            dedup_ms: now.saturating_sub(millis(dedup_window)),
+        }
+    }
+}
+
+/// What one sweep removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Swept {
+    pub events: u64,
+    pub dedup_keys: u64,
+}
+
+/// The running sweeper.
+pub struct Sweeper {
+    task: actix_web::rt::task::JoinHandle<()>,
+    cancel: CancellationToken,
+}
+
+impl Sweeper {
+    /// Starts sweeping every `config.sweep_interval` (the first sweep at once). Must run inside
+    /// the actix system.
+    pub fn start(
+        store: Store,
+        config: &StoreConfig,
+        outputs: Vec<Output>,
+        metrics: Arc<Metrics>,
+    ) -> Sweeper {
+        let cancel = CancellationToken::new();
+        let task = Task {
+            store,
+            outputs: Arc::new(outputs),
+            metrics,
+            retention: config.retention,
+            dedup_window: config.dedup_window,
+        };
+        let task = actix_web::rt::spawn(task.run(config.sweep_interval, cancel.clone()));
+        Sweeper { task, cancel }
+    }
+
+    /// Stops the sweeper; a sweep in progress stops between two writes (each is atomic).
+    pub async fn stop(self, within: Duration) {
+        self.cancel.cancel();
+        if tokio::time::timeout(within, self.task).await.is_err() {
+            tracing::warn!("The sweeper did not stop in time.");
+        }
+    }
+}
+
+struct Task {
+    store: Store,
+    outputs: Arc<Vec<Output>>,
+    metrics: Arc<Metrics>,
+    retention: Duration,
+    dedup_window: Duration,
+}
+
+impl Task {
+    async fn run(self, interval: Duration, cancel: CancellationToken) {
+        tracing::info!(
+            retention = ?self.retention,
+            dedup_window = ?self.dedup_window,
+            "Sweeper started."
+        );
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = ticks.tick() => {}
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = self.sweep() => {}
+            }
+        }
+        tracing::info!("Sweeper stopped.");
+    }
+
+    /// One sweep, then the disk gauge. Failures are logged; the next sweep tries again.
+    async fn sweep(&self) {
+        let cutoffs = Cutoffs::now(self.retention, self.dedup_window);
+        match self.store.sweep(cutoffs, self.outputs.clone()).await {
+            Ok(swept) => {
+                self.metrics.events_swept.inc_by(swept.events);
+                self.metrics.dedup_keys_swept.inc_by(swept.dedup_keys);
+                if swept != Swept::default() {
+                    tracing::info!(
+                        events = swept.events,
+                        dedup_keys = swept.dedup_keys,
+                        "Swept expired events and dedup keys."
+                    );
+                }
+            }
+            Err(err) => tracing::error!(error = %err, "Sweeping failed; retrying next sweep."),
+        }
+        match self.store.size_on_disk().await {
+            Ok(bytes) => {
+                self.metrics
+                    .disk_bytes
+                    .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+            }
+            Err(err) => tracing::warn!(error = %err, "Cannot measure the store's size."),
+        }
+    }
+}
+
+pub fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CUTOFF: u64 = 10_000;
+    const OLD: u64 = CUTOFF - 1;
+
+    fn standing(takes: bool, cursor: u64, kept: bool) -> Standing {
+        Standing {
+            takes,
+            cursor: Seq(cursor),
+            kept,
+        }
+    }
+
+    #[test]
+    fn young_events_stay_whatever_the_outputs() {
+        assert_eq!(verdict(Seq(1), CUTOFF, CUTOFF, &[]), Verdict::Young);
+        let done = [standing(true, 5, false)];
+        assert_eq!(verdict(Seq(1), CUTOFF + 1, CUTOFF, &done), Verdict::Young);
+    }
+
+    #[test]
+    fn old_events_go_once_every_output_that_takes_them_is_past_them() {
+        let seq = Seq(5);
+        // No outputs at all, or none that takes it.
+        assert_eq!(verdict(seq, OLD, CUTOFF, &[]), Verdict::Expired);
+        let others = [standing(false, 0, false), standing(false, 0, true)];
+        assert_eq!(verdict(seq, OLD, CUTOFF, &others), Verdict::Expired);
+        // At or below every cursor.
+        let past = [standing(true, 5, false), standing(true, 9, false)];
+        assert_eq!(verdict(seq, OLD, CUTOFF, &past), Verdict::Expired);
+        // One destination (or consumer) not there yet.
+        let behind = [standing(true, 9, false), standing(true, 4, false)];
+        assert_eq!(verdict(seq, OLD, CUTOFF, &behind), Verdict::Held);
+    }
+
+    #[test]
+    fn dead_and_replayed_events_stay() {
+        let dead = [standing(true, 9, false), standing(true, 9, true)];
+        assert_eq!(verdict(Seq(5), OLD, CUTOFF, &dead), Verdict::Held);
+    }
+
+    #[test]
+    fn consumers_take_what_they_want() {
+        let consumer = Output::consumer(&ConsumerConfig {
+            name: "pull".into(),
+            providers: Some(vec![crate::event::ProviderName::parse("a").expect("a name")]),
+        });
+        let event = |provider: &str| StoredEvent {
+            seq: 1,
+            provider: provider.into(),
+            event_id: "e".into(),
+            received_at_ms: OLD,
+            source: crate::event::Source::Webhook,
+            content_type: None,
+            body: Vec::new(),
+            topic: None,
+        };
+        assert!(consumer.takes(&event("a")));
+        assert!(!consumer.takes(&event("b")));
+        assert!(!consumer.keeps_marks);
+    }
+}

@@ -1,0 +1,136 @@
+//! Making sled's writes durable, and why that holds for every file sled writes.
+//!
+//! sled 0.34.7 writes these files under `data_dir`, and this is how each becomes durable:
+//!
+//! - `db`, the log: every page write, by whichever thread makes it (the committer, or a reader
+//!   thread splitting, merging or consolidating a node), lands in sled's in-memory io buffers,
+//!   which `flush()` writes to `db` (with `sync_file_range`, which neither flushes the disk's
+//!   cache nor metadata: sled issue #1452). [`Durability::sync`] follows `flush()` with an
+//!   `fdatasync` of `db`. So when `sync` returns `Ok`, every write applied before the call is on
+//!   disk, whoever wrote the pages around it; anything written after rides the next sync.
+//! - `blobs/*`: sled writes a node to its own blob file when the node serializes to more than a
+//!   quarter of a segment, from whatever thread writes the node, and never fsyncs it. Listing
+//!   and fsyncing blob files after a flush cannot be made safe: a reader thread may create a blob
+//!   during the listing, and sled's io threads may write the log entry pointing at it to `db`
+//!   before we sync the blob. So hookgate never lets sled write one: no value is over
+//!   `pack::MAX_VALUE` and no key over `pack::MAX_KEY` (event bodies are cut into parts), and a
+//!   leaf holds at most 20 entries, so no node reaches the threshold (see `pack.rs` for the
+//!   arithmetic). [`Durability::new`] refuses a store that holds blob files.
+//! - `conf`: written once, when the store is created, and never synced by sled: synced here at
+//!   every open, with the directory entries of `data_dir`.
+//! - `snap.*`: a snapshot of the page table, written to a temporary file, `sync_all`ed and
+//!   renamed by sled, old ones removed. It is only a shortcut for recovery: without it, sled
+//!   replays the whole log, which holds everything. Losing a rename to a power loss costs
+//!   start-up time, never data.
+//!
+//! A failed `fdatasync` is fatal: the kernel may have dropped the dirty pages it could not
+//! write and a retry may then "succeed" (PostgreSQL's fsync errors, 2018). A failed sled write
+//! is fatal too: sled 0.34 then sets a global error and refuses every later read and write. The
+//! committer stops at once, nothing after it is acknowledged, and hookgate exits for its
+//! supervisor to restart it on what the disk holds. So that a full disk does not come to that,
+//! [`Durability::room_for`] refuses a batch (503) while the file system has less free space
+//! than the batch needs plus a reserve; batches without events (cursors, and the sweeper's
+//! deletes, which free space) get a smaller reserve.
+
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// The environment variable that injects an fsync failure, for the fail-stop tests: the sync
+/// after this many successful ones fails as an fdatasync error would.
+pub const FAULT_ENV: &str = "HOOKGATE_TEST_FAIL_FSYNC_AFTER";
+
+/// Why a sync failed. Either is fatal.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// sled could not write its buffers.
+    #[error("cannot write the store's log: {0}")]
+    Flush(#[source] sled::Error),
+    /// The fsync failed: what the disk holds is unknown.
+    #[error("fdatasync of the store's log failed: {0}")]
+    Fsync(#[source] io::Error),
+}
+
+/// Free space kept back from batches with events, and from those without.
+const RESERVE_EVENTS: u64 = 1024 * 1024;
+const RESERVE_WRITES: u64 = 256 * 1024;
+
+pub struct Durability {
+    db: sled::Db,
+    dir: PathBuf,
+    /// sled's log file, `<data_dir>/db`, opened once.
+    log: File,
+    /// Syncs left before an injected failure (tests only; see [`FAULT_ENV`]).
+    fault_after: Option<u64>,
+}
+
+impl Durability {
+    pub fn new(db: sled::Db, dir: &Path) -> io::Result<Durability> {
+        let blobs = dir.join("blobs");
+        let mut listing = match std::fs::read_dir(&blobs) {
+            Ok(listing) => Some(listing),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => None,
+            Err(err) => return Err(err),
+        };
+        if let Some(blob) = listing.as_mut().and_then(Iterator::next) {
+            return Err(io::Error::other(format!(
+                "{} holds a blob file ({}), which this hookgate never writes: the store was \
+                 written by an earlier hookgate, whose layout it no longer reads",
+                blobs.display(),
+                blob?.path().display()
+            )));
+        }
+        let log = File::open(dir.join("db"))?;
+        File::open(dir.join("conf"))?.sync_all()?;
+        // The directory entries of sled's files must survive a power loss too.
+        File::open(dir)?.sync_all()?;
+        let fault_after = std::env::var(FAULT_ENV).ok().and_then(|n| n.parse().ok());
+        if let Some(n) = fault_after {
+            tracing::warn!(
+                syncs = n,
+                "{FAULT_ENV} is set: an fsync failure will be injected."
+            );
+        }
+        Ok(Durability {
+            db,
+            dir: dir.to_path_buf(),
+            log,
+            fault_after,
+        })
+    }
+
+    /// `Err(free bytes)` when the file system has too little room for a batch of `bytes` (twice
+    /// that, as sled writes a node's new version before dropping the old), with or without events.
+    pub fn room_for(&self, bytes: u64, events: bool) -> Result<(), u64> {
+        let Ok(stat) = nix::sys::statvfs::statvfs(&self.dir) else {
+            return Ok(());
+        };
+        let free = stat.blocks_available().saturating_mul(stat.fragment_size());
+        let reserve = if events {
+            RESERVE_EVENTS
+        } else {
+            RESERVE_WRITES
+        };
+        if free < reserve.saturating_add(bytes.saturating_mul(2)) {
+            Err(free)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Flushes sled and fdatasyncs its log. When this returns `Ok`, every write applied before
+    /// the call survives a crash or a power loss. Returns the number of fsyncs issued.
+    pub fn sync(&mut self) -> Result<u64, SyncError> {
+        self.db.flush().map_err(SyncError::Flush)?;
+        if let Some(left) = self.fault_after.as_mut() {
+            if *left == 0 {
+                return Err(SyncError::Fsync(io::Error::other(format!(
+                    "injected by {FAULT_ENV}"
+                ))));
+            }
+            *left -= 1;
+        }
+        self.log.sync_data().map_err(SyncError::Fsync)?;
+        Ok(1)
+    }
+}

@@ -1,0 +1,584 @@
+//! The embedded backend: sled under `data_dir`, written only by the committer thread.
+//!
+//! Trees: `events` (big-endian seq -> record), `dedup` ((provider, event id) -> first seq),
+//! `meta` (the next seq, outputs' cursors and pause flags, sync cursors) and, per (output, seq),
+//! `dead`, `replay` and `settled`. Every write goes through the committer ([`committer`]), which
+//! applies a batch in one sled transaction and makes it durable ([`durable`]) before answering.
+//! Reads run on tokio's blocking pool, and never look past the durable `last_seq`.
+
+mod committer;
+mod durable;
+mod keys;
+mod pack;
+pub mod record;
+mod retention;
+
+use std::ops::RangeInclusive;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::{
+    Backend, Change, Committed, Cutoffs, DeadRecord, Mark, Marks, NewEvent, Output, OutputState,
+    StoreError, StoredEvent, Swept,
+};
+use crate::config::StoreConfig;
+use crate::event::Seq;
+use crate::metrics::Metrics;
+
+use committer::{Committer, Message, Outcome, Pending, Work};
+use durable::Durability;
+
+const NEXT_SEQ_KEY: &[u8] = b"next_seq";
+/// `meta` key of the layout version: 3, events in packs (`pack.rs`) and hashed dedup keys.
+const LAYOUT_KEY: &[u8] = b"layout";
+const LAYOUT: &[u8] = &[3];
+/// Requests waiting for the committer beyond this wait for room (bounded by their deadline).
+const QUEUE_CAPACITY: usize = 8192;
+/// How long a batch of writes may wait for the committer before failing.
+const WRITE_DEADLINE: Duration = Duration::from_secs(30);
+
+impl From<::sled::Error> for StoreError {
+    fn from(err: ::sled::Error) -> Self {
+        StoreError::Storage(Arc::new(err))
+    }
+}
+
+/// The store's trees. Only the committer writes to them; anyone may read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TreeId {
+    /// seq -> event record.
+    Events = 0,
+    /// (provider, event id) -> first seq and arrival time.
+    Dedup = 1,
+    /// Named values: the next seq, cursors, flags.
+    Meta = 2,
+    /// (output, seq) -> why the event is dead there.
+    Dead = 3,
+    /// (output, seq) -> (): events queued to be delivered again.
+    Replay = 4,
+    /// (output, seq) -> (): delivered out of order, past the output's cursor.
+    Settled = 5,
+}
+
+const TREE_NAMES: [&str; 6] = ["events", "dedup", "meta", "dead", "replay", "settled"];
+
+impl TreeId {
+    fn of(mark: Mark) -> TreeId {
+        match mark {
+            Mark::Dead => TreeId::Dead,
+            Mark::Replay => TreeId::Replay,
+            Mark::Settled => TreeId::Settled,
+        }
+    }
+}
+
+/// One write applied by the committer, in the same transaction and sync as the events around it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Write {
+    Put(TreeId, Vec<u8>, Vec<u8>),
+    Delete(TreeId, Vec<u8>),
+    /// Puts a seq under a key unless the seq stored there is higher (cursors never move back).
+    Raise(TreeId, Vec<u8>, Seq),
+}
+
+impl Write {
+    fn len(&self) -> usize {
+        match self {
+            Write::Put(_, key, value) => key.len() + value.len(),
+            Write::Delete(_, key) | Write::Raise(_, key, _) => key.len() + 8,
+        }
+    }
+}
+
+/// sled's trees, opened once, indexed by `TreeId`.
+#[derive(Clone)]
+struct Trees {
+    all: Vec<::sled::Tree>,
+}
+
+impl Trees {
+    fn open(db: &::sled::Db) -> Result<Trees, StoreError> {
+        let all = TREE_NAMES
+            .iter()
+            .map(|name| db.open_tree(name))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Trees { all })
+    }
+
+    fn get(&self, id: TreeId) -> &::sled::Tree {
+        &self.all[id as usize]
+    }
+}
+
+/// One value of the `events` tree: the keys it takes, and its durable events (each decoded, or
+/// why it cannot be).
+struct Stored {
+    keys: Vec<Vec<u8>>,
+    events: Vec<(Seq, Result<StoredEvent, String>)>,
+}
+
+/// What readers share: the trees and the durable `last_seq`.
+#[derive(Clone)]
+struct Reader {
+    trees: Trees,
+    db: ::sled::Db,
+    last_seq: watch::Receiver<Seq>,
+}
+
+/// The sled backend.
+pub struct SledStore {
+    reader: Reader,
+    queue: mpsc::Sender<Message>,
+    committer: Mutex<Option<JoinHandle<()>>>,
+    /// Fires when the committer thread ends, whether closed, failed or panicked.
+    committer_ended: Mutex<Option<oneshot::Receiver<()>>>,
+    /// Where the sweeper resumes.
+    sweep: tokio::sync::Mutex<retention::Resume>,
+}
+
+/// Sends its notice when dropped: at the end of the committer thread, even by a panic.
+struct EndNotice(Option<oneshot::Sender<()>>);
+
+impl Drop for EndNotice {
+    fn drop(&mut self) {
+        if let Some(notice) = self.0.take() {
+            let _ = notice.send(());
+        }
+    }
+}
+
+impl SledStore {
+    /// Opens (or creates) the store under `dir` and starts its committer.
+    pub fn open(
+        dir: &Path,
+        config: &StoreConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<SledStore, StoreError> {
+        std::fs::create_dir_all(dir)?;
+        let db = ::sled::Config::new()
+            .path(dir)
+            .cache_capacity(config.cache_bytes)
+            // The committer flushes (and fsyncs) itself; a background flush would only compete.
+            .flush_every_ms(None)
+            .open()?;
+        let trees = Trees::open(&db)?;
+        check_layout(&trees, dir)?;
+        let next_seq = next_seq(&trees)?;
+        let mut durability = Durability::new(db.clone(), dir)?;
+        durability
+            .sync()
+            .map_err(|err| StoreError::Storage(Arc::new(err)))?;
+
+        let (queue, receiver) = mpsc::channel(QUEUE_CAPACITY);
+        let (last_seq_sender, last_seq) = watch::channel(Seq(next_seq.0 - 1));
+        let committer = Committer {
+            trees: trees.clone(),
+            durability,
+            next_seq,
+            metrics,
+            last_seq: last_seq_sender,
+            open: None,
+        };
+        let (ended, committer_ended) = oneshot::channel();
+        let handle = std::thread::Builder::new()
+            .name("hookgate-committer".into())
+            .spawn(move || {
+                let _notice = EndNotice(Some(ended));
+                committer.run(receiver)
+            })?;
+        tracing::info!(dir = %dir.display(), next_seq = %next_seq, "Store opened.");
+        Ok(SledStore {
+            reader: Reader {
+                trees,
+                db,
+                last_seq,
+            },
+            queue,
+            committer: Mutex::new(Some(handle)),
+            committer_ended: Mutex::new(Some(committer_ended)),
+            sweep: tokio::sync::Mutex::new(retention::Resume::default()),
+        })
+    }
+
+    async fn submit(&self, work: Work, deadline: Duration) -> Result<Outcome, StoreError> {
+        let deadline_at = Instant::now() + deadline;
+        let (reply, answer) = oneshot::channel();
+        let pending = Pending {
+            work,
+            deadline: deadline_at,
+            reply,
+        };
+        let wait = async {
+            self.queue
+                .send(Message::Commit(pending))
+                .await
+                .map_err(|_| StoreError::Closed)?;
+            answer.await.map_err(|_| StoreError::Closed)?
+        };
+        match tokio::time::timeout_at(deadline_at.into(), wait).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::DeadlineExceeded),
+        }
+    }
+
+    /// Applies `writes` atomically and durably (in the committer's next group commit).
+    async fn write(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        check_sizes(&writes)?;
+        self.submit(Work::Writes(writes), WRITE_DEADLINE)
+            .await
+            .map(|_| ())
+    }
+
+    /// Runs a read on tokio's blocking pool.
+    async fn read<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&Reader) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let reader = self.reader.clone();
+        tokio::task::spawn_blocking(move || read(&reader))
+            .await
+            .map_err(|err| StoreError::Corrupt(format!("a store read panicked: {err}")))?
+    }
+}
+
+impl Reader {
+    fn last_seq(&self) -> Seq {
+        *self.last_seq.borrow()
+    }
+
+    fn tree(&self, id: TreeId) -> &::sled::Tree {
+        self.trees.get(id)
+    }
+
+    /// Visits, in seq order, the stored values that hold seqs from `from` up to the durable last
+    /// seq, each with its durable events, until `visit` returns `false`.
+    fn scan(
+        &self,
+        from: Seq,
+        mut visit: impl FnMut(Stored) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        let last = self.last_seq();
+        if from > last {
+            return Ok(());
+        }
+        let tree = self.tree(TreeId::Events);
+        // The value holding `from` may start before it (a pack).
+        let start = match tree.range(..=pack::key(from)).next_back().transpose()? {
+            Some((key, _)) if key.len() == 8 => key.to_vec(),
+            _ => pack::key(from).to_vec(),
+        };
+        for item in tree.range(start..) {
+            let (key, value) = item?;
+            let (first, part) = pack::parse_key(&key)
+                .ok_or_else(|| StoreError::Corrupt(format!("events key {key:?}")))?;
+            if part > 0 {
+                continue;
+            }
+            if first > last {
+                break;
+            }
+            if !visit(self.decode(first, &value, last)?)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The durable events of the value stored under `first`'s key, and every key it takes.
+    fn decode(&self, first: Seq, value: &[u8], last: Seq) -> Result<Stored, StoreError> {
+        let corrupt = |err: String| StoreError::Corrupt(format!("events value {first}: {err}"));
+        let mut keys = vec![pack::key(first).to_vec()];
+        let mut events = Vec::new();
+        match pack::parse(value).map_err(corrupt)? {
+            pack::Value::Pack(records) => {
+                for (seq, record) in (first.0..).map(Seq).zip(records) {
+                    if seq > last {
+                        break;
+                    }
+                    events.push((seq, StoredEvent::decode(seq, record)));
+                }
+            }
+            pack::Value::Large { parts, head } => {
+                let mut record = head.to_vec();
+                for part in 1..parts {
+                    let key = pack::part_key(first, part);
+                    let value = self
+                        .tree(TreeId::Events)
+                        .get(key)?
+                        .ok_or_else(|| corrupt(format!("part {part} of {parts} is missing")))?;
+                    record.extend_from_slice(&value);
+                    keys.push(key.to_vec());
+                }
+                events.push((first, StoredEvent::decode(first, &record)));
+            }
+        }
+        Ok(Stored { keys, events })
+    }
+
+    /// Up to `limit` durable events after `after`, optionally of one provider.
+    fn events_after(
+        &self,
+        after: Seq,
+        limit: usize,
+        provider: Option<&str>,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut events = Vec::new();
+        if limit == 0 {
+            return Ok(events);
+        }
+        self.scan(Seq(after.0.saturating_add(1)), |stored| {
+            for (seq, event) in stored.events {
+                if seq <= after {
+                    continue;
+                }
+                let event = event.map_err(StoreError::Corrupt)?;
+                if provider.is_none_or(|p| p == event.provider) {
+                    events.push(event);
+                    if events.len() >= limit {
+                        return Ok(false);
+                    }
+                }
+            }
+            Ok(true)
+        })?;
+        Ok(events)
+    }
+
+    fn event(&self, seq: Seq) -> Result<Option<StoredEvent>, StoreError> {
+        let mut found = None;
+        self.scan(seq, |stored| {
+            found = stored.events.into_iter().find(|(s, _)| *s == seq);
+            Ok(false)
+        })?;
+        found
+            .map(|(_, event)| event.map_err(StoreError::Corrupt))
+            .transpose()
+    }
+
+    fn cursor(&self, output: &str) -> Result<Seq, StoreError> {
+        Ok(self
+            .tree(TreeId::Meta)
+            .get(keys::cursor_key(output))?
+            .and_then(|value| Seq::from_key(&value))
+            .unwrap_or(Seq(0)))
+    }
+
+    /// Every mark of `seq` for `output`, in one read-only transaction: an event moving between
+    /// `dead` and `replay` (replayed, then dead again) is never seen in neither.
+    fn marks(&self, output: &str, seq: Seq) -> Result<Marks, StoreError> {
+        use ::sled::transaction::{ConflictableTransactionError, TransactionError};
+        use ::sled::Transactional;
+        let key = keys::output_seq_key(output, seq);
+        let trees = [
+            self.tree(TreeId::Dead),
+            self.tree(TreeId::Replay),
+            self.tree(TreeId::Settled),
+        ];
+        let result = trees[..].transaction(|trees| {
+            Ok::<_, ConflictableTransactionError<StoreError>>(Marks {
+                dead: trees[0]
+                    .get(&key)?
+                    .map(|value| DeadRecord::decode(&value).unwrap_or_else(DeadRecord::unreadable)),
+                replay: trees[1].get(&key)?.is_some(),
+                settled: trees[2].get(&key)?.is_some(),
+            })
+        });
+        match result {
+            Ok(marks) => Ok(marks),
+            Err(TransactionError::Abort(err)) => Err(err),
+            Err(TransactionError::Storage(err)) => Err(StoreError::from(err)),
+        }
+    }
+}
+
+#[async_trait]
+impl Backend for SledStore {
+    async fn commit(&self, event: NewEvent, deadline: Duration) -> Result<Committed, StoreError> {
+        match self.submit(Work::Event(event), deadline).await? {
+            Outcome::Event(committed) => Ok(committed),
+            Outcome::Written => Err(StoreError::Corrupt(
+                "an event commit answered as writes".into(),
+            )),
+        }
+    }
+
+    fn last_seq(&self) -> watch::Receiver<Seq> {
+        self.reader.last_seq.clone()
+    }
+
+    async fn events_after(
+        &self,
+        after: Seq,
+        limit: usize,
+        provider: Option<String>,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        self.read(move |r| r.events_after(after, limit, provider.as_deref()))
+            .await
+    }
+
+    async fn event(&self, seq: Seq) -> Result<Option<StoredEvent>, StoreError> {
+        self.read(move |r| r.event(seq)).await
+    }
+
+    async fn output(&self, output: &str) -> Result<OutputState, StoreError> {
+        let output = output.to_string();
+        self.read(move |r| {
+            Ok(OutputState {
+                cursor: r.cursor(&output)?,
+                paused: r
+                    .tree(TreeId::Meta)
+                    .contains_key(keys::paused_key(&output))?,
+            })
+        })
+        .await
+    }
+
+    async fn change(&self, output: &str, changes: Vec<Change>) -> Result<(), StoreError> {
+        let writes = changes
+            .into_iter()
+            .map(|change| keys::write_of(output, change))
+            .collect();
+        self.write(writes).await
+    }
+
+    async fn marked(
+        &self,
+        output: &str,
+        mark: Mark,
+        range: RangeInclusive<Seq>,
+        limit: usize,
+    ) -> Result<Vec<(Seq, Option<DeadRecord>)>, StoreError> {
+        let (from, to) = (
+            keys::output_seq_key(output, *range.start()),
+            keys::output_seq_key(output, *range.end()),
+        );
+        self.read(move |r| {
+            let mut marked = Vec::new();
+            for item in r.tree(TreeId::of(mark)).range(from..=to) {
+                if marked.len() >= limit {
+                    break;
+                }
+                let (key, value) = item?;
+                let seq =
+                    keys::seq_of(&key).ok_or_else(|| StoreError::Corrupt("mark key".into()))?;
+                let dead = (mark == Mark::Dead)
+                    .then(|| DeadRecord::decode(&value).unwrap_or_else(DeadRecord::unreadable));
+                marked.push((seq, dead));
+            }
+            Ok(marked)
+        })
+        .await
+    }
+
+    async fn count_marked(&self, output: &str, mark: Mark) -> Result<u64, StoreError> {
+        let prefix = keys::output_prefix(output);
+        self.read(move |r| Ok(r.tree(TreeId::of(mark)).scan_prefix(prefix).count() as u64))
+            .await
+    }
+
+    async fn marks(&self, output: &str, seq: Seq) -> Result<Marks, StoreError> {
+        let output = output.to_string();
+        self.read(move |r| r.marks(&output, seq)).await
+    }
+
+    async fn sync_cursor(&self, provider: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = keys::sync_cursor_key(provider);
+        self.read(move |r| Ok(r.tree(TreeId::Meta).get(key)?.map(|v| v.to_vec())))
+            .await
+    }
+
+    async fn set_sync_cursor(&self, provider: &str, value: Vec<u8>) -> Result<(), StoreError> {
+        let key = keys::sync_cursor_key(provider);
+        self.write(vec![Write::Put(TreeId::Meta, key, value)]).await
+    }
+
+    async fn sweep(
+        &self,
+        cutoffs: Cutoffs,
+        outputs: Arc<Vec<Output>>,
+    ) -> Result<Swept, StoreError> {
+        let mut resume = self.sweep.lock().await;
+        retention::sweep(self, &mut resume, cutoffs, outputs).await
+    }
+
+    async fn size_on_disk(&self) -> Result<u64, StoreError> {
+        self.read(|r| Ok(r.db.size_on_disk()?)).await
+    }
+
+    fn is_open(&self) -> bool {
+        !self.queue.is_closed()
+    }
+
+    async fn failed(&self) {
+        let receiver = self.committer_ended.lock().ok().and_then(|mut r| r.take());
+        match receiver {
+            Some(receiver) => {
+                let _ = receiver.await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    async fn close(&self) {
+        let handle = self.committer.lock().ok().and_then(|mut h| h.take());
+        let Some(handle) = handle else { return };
+        let _ = self.queue.send(Message::Close).await;
+        match tokio::task::spawn_blocking(move || handle.join()).await {
+            Ok(Ok(())) => tracing::info!("Store closed and synced."),
+            _ => tracing::error!("The committer thread panicked."),
+        }
+    }
+}
+
+/// Marks a new store with this layout; refuses a store of another.
+fn check_layout(trees: &Trees, dir: &Path) -> Result<(), StoreError> {
+    let meta = trees.get(TreeId::Meta);
+    match meta.get(LAYOUT_KEY)? {
+        Some(layout) if layout == LAYOUT => Ok(()),
+        None if trees.get(TreeId::Events).is_empty() && trees.get(TreeId::Dedup).is_empty() => {
+            meta.insert(LAYOUT_KEY, LAYOUT)?;
+            Ok(())
+        }
+        found => Err(StoreError::Corrupt(format!(
+            "{} holds a store of layout {:?}, not {LAYOUT:?}: it was written by another \
+             version of hookgate; drain it with that version, or move it aside",
+            dir.display(),
+            found.map_or_else(
+                || "1 or 2 (one sled value per event)".into(),
+                |v| format!("{v:?}")
+            )
+        ))),
+    }
+}
+
+/// The seq the next event gets: from `meta` (written with every batch of events), else 1.
+fn next_seq(trees: &Trees) -> Result<Seq, StoreError> {
+    match trees.get(TreeId::Meta).get(NEXT_SEQ_KEY)? {
+        Some(value) => Seq::from_key(&value).ok_or_else(|| StoreError::Corrupt("next_seq".into())),
+        None if trees.get(TreeId::Events).is_empty() => Ok(Seq(1)),
+        None => Err(StoreError::Corrupt(
+            "events are stored but the next seq is not".into(),
+        )),
+    }
+}
+
+/// Refuses writes whose keys or values could make sled write a blob file (see `pack.rs`).
+fn check_sizes(writes: &[Write]) -> Result<(), StoreError> {
+    for write in writes {
+        let (key, value) = match write {
+            Write::Put(_, key, value) => (key.len(), value.len()),
+            Write::Delete(_, key) | Write::Raise(_, key, _) => (key.len(), 8),
+        };
+        if key > pack::MAX_KEY || value > pack::MAX_VALUE {
+            return Err(StoreError::Corrupt(format!(
+                "a write of a {key}-byte key and a {value}-byte value is over the store's bounds"
+            )));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,226 @@
+//! How events are laid out in the `events` tree: many events per sled value, and no value over
+//! [`MAX_VALUE`] bytes.
+//!
+//! - A **pack** holds the records of consecutive seqs, under the big-endian first seq (8-byte
+//!   key): `[3][count: u16 LE]` then, per record, `[len: u32 LE][record]`. The committer appends
+//!   to the newest pack until it is full, so a store holds about one sled value per few KiB of
+//!   events whatever the commit batches were; sled's memory and start-up cost follow the number
+//!   of values, not of events.
+//! - A **large** record (over what a pack can hold) is cut into parts: part 0 under its seq's
+//!   8-byte key, `[4][parts: u16 LE][bytes]`, parts 1.. under the 10-byte key seq ++ part (u16
+//!   BE), raw bytes. A 10-byte key sorts after its seq's 8-byte key and before the next seq's.
+//!
+//! Why the bound: sled writes a node bigger than a quarter of its segment (128 KiB at the default
+//! 512 KiB) to a separate blob file, which it never fsyncs and which a reader thread may write
+//! at any time (see `durable.rs`). A leaf holds at most 20 entries (it splits past 16, and a
+//! merge adds at most 3 to one of 17), so with every value at most 6 KiB, every node stays
+//! under the blob threshold and sled writes no blob files at all.
+
+use crate::event::Seq;
+
+/// The most bytes of one value in any tree. 20 entries of this, with their keys and framing,
+/// stay under sled's blob threshold of 131,020 bytes at 512 KiB segments.
+pub const MAX_VALUE: usize = 6 * 1024;
+/// The most bytes of one key in any tree (index nodes hold up to 257 keys).
+pub const MAX_KEY: usize = 384;
+
+const PACK: u8 = 3;
+const LARGE: u8 = 4;
+const PACK_HEADER: usize = 3;
+const FRAME_HEADER: usize = 4;
+
+/// The key of a seq's pack, or of a large record's first part.
+pub fn key(seq: Seq) -> [u8; 8] {
+    seq.to_key()
+}
+
+/// The key of part `part` (≥ 1) of a large record.
+pub fn part_key(seq: Seq, part: u16) -> [u8; 10] {
+    let mut key = [0u8; 10];
+    key[..8].copy_from_slice(&seq.to_key());
+    key[8..].copy_from_slice(&part.to_be_bytes());
+    key
+}
+
+/// A pack being filled by the committer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pack {
+    pub first: Seq,
+    count: u16,
+    bytes: Vec<u8>,
+}
+
+impl Pack {
+    pub fn new(first: Seq) -> Pack {
+        let mut bytes = Vec::with_capacity(MAX_VALUE);
+        bytes.push(PACK);
+        bytes.extend_from_slice(&0u16.to_le_bytes());
+        Pack {
+            first,
+            count: 0,
+            bytes,
+        }
+    }
+
+    /// Whether `record` fits in a pack at all (else it is stored as a large record).
+    pub fn holds(record: &[u8]) -> bool {
+        PACK_HEADER + FRAME_HEADER + record.len() <= MAX_VALUE
+    }
+
+    /// The seq the next record appended gets.
+    pub fn next(&self) -> Seq {
+        Seq(self.first.0 + u64::from(self.count))
+    }
+
+    /// Appends the next seq's record, or returns `false` when the pack has no room for it.
+    pub fn push(&mut self, record: &[u8]) -> bool {
+        if self.bytes.len() + FRAME_HEADER + record.len() > MAX_VALUE || self.count == u16::MAX {
+            return false;
+        }
+        let len = u32::try_from(record.len()).expect("a record under MAX_VALUE");
+        self.bytes.extend_from_slice(&len.to_le_bytes());
+        self.bytes.extend_from_slice(record);
+        self.count += 1;
+        self.bytes[1..3].copy_from_slice(&self.count.to_le_bytes());
+        true
+    }
+
+    pub fn value(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// The values a large record is stored as: (key, value), part 0 first.
+pub fn large(seq: Seq, record: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let first_room = MAX_VALUE - PACK_HEADER;
+    let (head, rest) = record.split_at(first_room.min(record.len()));
+    let rest: Vec<&[u8]> = rest.chunks(MAX_VALUE).collect();
+    let parts = u16::try_from(1 + rest.len()).expect("a body under 384 MiB");
+    let mut first = Vec::with_capacity(PACK_HEADER + head.len());
+    first.push(LARGE);
+    first.extend_from_slice(&parts.to_le_bytes());
+    first.extend_from_slice(head);
+    let mut values = vec![(key(seq).to_vec(), first)];
+    for (index, part) in rest.into_iter().enumerate() {
+        let part_no = u16::try_from(index + 1).expect("counted above");
+        values.push((part_key(seq, part_no).to_vec(), part.to_vec()));
+    }
+    values
+}
+
+/// What one 8-byte-keyed value of the `events` tree holds.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Value<'a> {
+    /// Records of consecutive seqs from the key's.
+    Pack(Vec<&'a [u8]>),
+    /// The first bytes of a large record, and how many parts it has (this one included).
+    Large { parts: u16, head: &'a [u8] },
+}
+
+/// Reads a value stored under an 8-byte key.
+pub fn parse(value: &[u8]) -> Result<Value<'_>, String> {
+    let (&kind, rest) = value.split_first().ok_or("an empty events value")?;
+    let count = rest
+        .get(..2)
+        .map(|b| u16::from_le_bytes([b[0], b[1]]))
+        .ok_or("a truncated events value")?;
+    let mut rest = &rest[2..];
+    match kind {
+        PACK => {
+            let mut records = Vec::with_capacity(usize::from(count));
+            for _ in 0..count {
+                let len = rest
+                    .get(..FRAME_HEADER)
+                    .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+                    .ok_or("a truncated pack")?;
+                let record = rest
+                    .get(FRAME_HEADER..FRAME_HEADER + len)
+                    .ok_or("a truncated pack record")?;
+                records.push(record);
+                rest = &rest[FRAME_HEADER + len..];
+            }
+            if !rest.is_empty() {
+                return Err("trailing bytes after a pack".into());
+            }
+            Ok(Value::Pack(records))
+        }
+        LARGE if count >= 1 => Ok(Value::Large {
+            parts: count,
+            head: rest,
+        }),
+        other => Err(format!("unknown events value kind {other}")),
+    }
+}
+
+/// The seq (and, for a part, the part number) of an `events` key.
+pub fn parse_key(key: &[u8]) -> Option<(Seq, u16)> {
+    match key.len() {
+        8 => Some((Seq::from_key(key)?, 0)),
+        10 => Some((
+            Seq::from_key(&key[..8])?,
+            u16::from_be_bytes([key[8], key[9]]),
+        )),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn packs_round_trip(records in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..2000), 1..20)) {
+            let mut pack = Pack::new(Seq(5));
+            let mut pushed = Vec::new();
+            for record in &records {
+                if !pack.push(record) {
+                    break;
+                }
+                pushed.push(record.as_slice());
+            }
+            prop_assert!(pack.value().len() <= MAX_VALUE);
+            prop_assert_eq!(pack.next(), Seq(5 + pushed.len() as u64));
+            prop_assert_eq!(parse(pack.value()).unwrap(), Value::Pack(pushed));
+        }
+
+        #[test]
+        fn large_records_round_trip(record in proptest::collection::vec(any::<u8>(), 0..40_000)) {
+            let values = large(Seq(9), &record);
+            prop_assert!(values.iter().all(|(_, v)| v.len() <= MAX_VALUE));
+            let Value::Large { parts, head } = parse(&values[0].1).unwrap() else { panic!("large") };
+            prop_assert_eq!(usize::from(parts), values.len());
+            let mut joined = head.to_vec();
+            for (index, (key, value)) in values.iter().enumerate().skip(1) {
+                prop_assert_eq!(parse_key(key), Some((Seq(9), index as u16)));
+                joined.extend_from_slice(value);
+            }
+            prop_assert_eq!(joined, record);
+        }
+
+        #[test]
+        fn garbage_never_panics(bytes: Vec<u8>) {
+            let _ = parse(&bytes);
+        }
+    }
+
+    #[test]
+    fn part_keys_sort_between_seqs() {
+        assert!(key(Seq(7)).as_slice() < part_key(Seq(7), 1).as_slice());
+        assert!(part_key(Seq(7), 1).as_slice() < part_key(Seq(7), 2).as_slice());
+        assert!(part_key(Seq(7), u16::MAX).as_slice() < key(Seq(8)).as_slice());
+    }
+
+    #[test]
+    fn a_full_pack_refuses_more() {
+        let mut pack = Pack::new(Seq(1));
+        let record = vec![0u8; 1000];
+        let mut n = 0;
+        while pack.push(&record) {
+            n += 1;
+        }
+        assert_eq!(n, (MAX_VALUE - PACK_HEADER) / (FRAME_HEADER + 1000));
+        assert!(!Pack::holds(&vec![0u8; MAX_VALUE]));
+    }
+}

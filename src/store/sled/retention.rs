@@ -1,0 +1,250 @@
+//! Retention on sled: both trees are scanned from the oldest entry in small steps (at most
+//! [`BATCH`] deletes per store write, a blocking read between async yields), and every delete
+//! goes through the committer's group commit, so a sweep never holds ingest up. Which events
+//! go is [`verdict`]'s decision.
+
+use std::sync::Arc;
+
+use super::{record, Reader, SledStore, TreeId, Write};
+use crate::event::Seq;
+use crate::store::retention::{verdict, Standing, Verdict};
+use crate::store::{Cutoffs, Output, StoreError, StoredEvent, Swept};
+
+/// Most deletes in one store write: one small group commit that events wait little behind.
+const BATCH: usize = 500;
+/// Most dedup keys looked at in one blocking step (each is a few dozen bytes).
+const DEDUP_STEP: usize = 4 * BATCH;
+/// Most entries of a tree one sweep looks at; the next sweep resumes where this one stopped.
+const MAX_EXAMINED: usize = 50_000;
+
+/// Where the next sweep resumes.
+#[derive(Debug, Default)]
+pub struct Resume {
+    /// After this seq (0: from the oldest event).
+    events: Seq,
+    /// After this dedup key (`None`: from the first).
+    dedup: Option<Vec<u8>>,
+}
+
+/// What one blocking step over a tree found.
+struct Step<K> {
+    /// Keys to delete.
+    expired: Vec<K>,
+    examined: usize,
+    /// The last key looked at.
+    last: Option<K>,
+    /// The scan reached a young entry or the end of the tree.
+    done: bool,
+}
+
+impl<K> Default for Step<K> {
+    fn default() -> Self {
+        Step {
+            expired: Vec::new(),
+            examined: 0,
+            last: None,
+            done: false,
+        }
+    }
+}
+
+/// One sweep: expired events, then expired dedup keys.
+pub async fn sweep(
+    store: &SledStore,
+    resume: &mut Resume,
+    cutoffs: Cutoffs,
+    outputs: Arc<Vec<Output>>,
+) -> Result<Swept, StoreError> {
+    let events = sweep_events(store, resume, cutoffs.events_ms, outputs).await?;
+    let dedup_keys = sweep_dedup(store, resume, cutoffs.dedup_ms).await?;
+    Ok(Swept { events, dedup_keys })
+}
+
+/// Removes expired events, oldest first, up to `MAX_EXAMINED` looked at. Returns how many.
+async fn sweep_events(
+    store: &SledStore,
+    resume: &mut Resume,
+    cutoff_ms: u64,
+    outputs: Arc<Vec<Output>>,
+) -> Result<u64, StoreError> {
+    let mut examined = 0;
+    let mut swept = 0;
+    while examined < MAX_EXAMINED {
+        let (outputs, after) = (outputs.clone(), resume.events);
+        let step = store
+            .read(move |r| scan_events(r, &outputs, after, cutoff_ms))
+            .await?;
+        examined += step.examined;
+        if !step.expired.is_empty() {
+            let deletes = step.expired.into_iter();
+            store
+                .write(
+                    deletes
+                        .map(|key| Write::Delete(TreeId::Events, key))
+                        .collect(),
+                )
+                .await?;
+            swept += step.events;
+        }
+        if step.done {
+            resume.events = Seq(0);
+            break;
+        }
+        resume.events = step.last.unwrap_or(after);
+        tokio::task::yield_now().await;
+    }
+    Ok(swept)
+}
+
+/// Removes dedup keys older than the cutoff, up to `MAX_EXAMINED` looked at.
+async fn sweep_dedup(
+    store: &SledStore,
+    resume: &mut Resume,
+    cutoff_ms: u64,
+) -> Result<u64, StoreError> {
+    let mut examined = 0;
+    let mut swept = 0;
+    while examined < MAX_EXAMINED {
+        let after = resume.dedup.clone();
+        let step = store
+            .read(move |r| scan_dedup(r, after.as_deref(), cutoff_ms))
+            .await?;
+        examined += step.examined;
+        swept += step.expired.len() as u64;
+        if !step.expired.is_empty() {
+            let deletes = step.expired.into_iter();
+            store
+                .write(
+                    deletes
+                        .map(|key| Write::Delete(TreeId::Dedup, key))
+                        .collect(),
+                )
+                .await?;
+        }
+        if step.done {
+            resume.dedup = None;
+            break;
+        }
+        resume.dedup = step.last.or(resume.dedup.take());
+        tokio::task::yield_now().await;
+    }
+    Ok(swept)
+}
+
+/// The values after `after` (up to about `BATCH` events), each judged by [`verdict`]: a value
+/// goes when all its events do. Blocking.
+fn scan_events(
+    reader: &Reader,
+    outputs: &[Output],
+    after: Seq,
+    cutoff_ms: u64,
+) -> Result<EventsStep, StoreError> {
+    // Cursors only move forward, so reading them before the events is safe: an event at or
+    // below one is done for that output for good (bar an operator's replay, see `judge`).
+    let cursors = outputs
+        .iter()
+        .map(|output| reader.cursor(&output.name))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut step = EventsStep::default();
+    let mut young = false;
+    reader.scan(Seq(after.0 + 1), |stored| {
+        let mut all_expired = true;
+        for (seq, event) in &stored.events {
+            let verdict = match event {
+                Ok(event) => judge(reader, outputs, &cursors, event, cutoff_ms)?,
+                Err(err) => {
+                    tracing::warn!(seq = %seq, error = %err, "Keeping an event that cannot be read.");
+                    Verdict::Held
+                }
+            };
+            if verdict == Verdict::Young {
+                young = true;
+                return Ok(false);
+            }
+            all_expired &= verdict == Verdict::Expired;
+        }
+        step.examined += stored.events.len();
+        step.last = stored.events.last().map(|(seq, _)| *seq);
+        if all_expired {
+            step.events += stored.events.len() as u64;
+            step.expired.extend(stored.keys);
+        }
+        Ok(step.examined < BATCH)
+    })?;
+    step.done = young || step.last.is_none() || step.examined < BATCH;
+    Ok(step)
+}
+
+/// What one blocking step over the events found.
+#[derive(Default)]
+struct EventsStep {
+    /// Keys of the values to delete, and how many events they hold.
+    expired: Vec<Vec<u8>>,
+    events: u64,
+    examined: usize,
+    /// The last seq of the last value looked at.
+    last: Option<Seq>,
+    /// The scan reached a young event or the end.
+    done: bool,
+}
+
+/// The verdict on one event; the marks are read only when the cursors alone would let it go.
+/// The remaining race, an operator replaying an event already delivered while it is being
+/// swept, loses nothing that was not delivered.
+fn judge(
+    reader: &Reader,
+    outputs: &[Output],
+    cursors: &[Seq],
+    event: &StoredEvent,
+    cutoff_ms: u64,
+) -> Result<Verdict, StoreError> {
+    let seq = Seq(event.seq);
+    let mut standings: Vec<Standing> = outputs
+        .iter()
+        .zip(cursors)
+        .map(|(output, cursor)| Standing {
+            takes: output.takes(event),
+            cursor: *cursor,
+            kept: false,
+        })
+        .collect();
+    let first = verdict(seq, event.received_at_ms, cutoff_ms, &standings);
+    if first != Verdict::Expired {
+        return Ok(first);
+    }
+    for (output, standing) in outputs.iter().zip(standings.iter_mut()) {
+        if output.keeps_marks && standing.takes {
+            let marks = reader.marks(&output.name, seq)?;
+            standing.kept = marks.dead.is_some() || marks.replay;
+        }
+    }
+    Ok(verdict(seq, event.received_at_ms, cutoff_ms, &standings))
+}
+
+/// Up to `DEDUP_STEP` dedup keys after `after` (at most `BATCH` of them expired). Blocking.
+fn scan_dedup(
+    reader: &Reader,
+    after: Option<&[u8]>,
+    cutoff_ms: u64,
+) -> Result<Step<Vec<u8>>, StoreError> {
+    let tree = reader.tree(TreeId::Dedup);
+    // The smallest key after `after` is `after` followed by a zero byte.
+    let iter = match after {
+        Some(after) => tree.range([after, &[0]].concat()..),
+        None => tree.iter(),
+    };
+    let mut step = Step::default();
+    for item in iter {
+        if step.examined >= DEDUP_STEP || step.expired.len() >= BATCH {
+            return Ok(step);
+        }
+        let (key, value) = item?;
+        step.examined += 1;
+        if record::dedup_expired(&value, cutoff_ms) {
+            step.expired.push(key.to_vec());
+        }
+        step.last = Some(key.to_vec());
+    }
+    step.done = true;
+    Ok(step)
+}
