@@ -184,6 +184,7 @@ impl Gateway {
 /// Runs the gateway until `shutdown` resolves, then drains it. If the committer dies first,
 /// hookgate drains and returns an error, so that its supervisor restarts it.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), GatewayError> {
+    let (dir, store_config) = (config.server.data_dir.clone(), config.store.clone());
     let gateway = start(config).await?;
     tracing::info!(
         "hookgate listening public={} admin={}",
@@ -198,7 +199,23 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             Err(GatewayError::CommitterDied)
         }
     };
+    drop(store);
     gateway.shutdown().await;
+    if outcome.is_ok() {
+        // Every handle is gone: leave the store ready for a fast start.
+        let checkpoint =
+            tokio::task::spawn_blocking(move || store::checkpoint(&dir, &store_config));
+        match checkpoint.await {
+            Ok(Ok(took)) => tracing::info!(
+                seconds = took.as_secs_f64(),
+                "Store checkpointed for the next start."
+            ),
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, "Cannot checkpoint the store; the next start replays its log.")
+            }
+            Err(err) => tracing::warn!(error = %err, "The store checkpoint panicked."),
+        }
+    }
     tracing::info!("hookgate stopped.");
     outcome
 }

@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::durable::Durability;
 use super::pack::{self, Pack};
 use super::record::{dedup_key, dedup_seq, dedup_value, RecordRef};
+use super::watermark::Watermark;
 use super::{TreeId, Trees, Write, NEXT_SEQ_KEY};
 use crate::event::Seq;
 use crate::metrics::Metrics;
@@ -47,7 +48,7 @@ impl Work {
 }
 
 /// An event ready for the transaction: dedup key, record, arrival time.
-type Encoded = ([u8; 16], Vec<u8>, u64);
+type Encoded = (Vec<u8>, Vec<u8>, u64);
 
 /// What the committer did with one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +74,8 @@ pub struct Committer {
     pub last_seq: tokio::sync::watch::Sender<Seq>,
     /// The newest pack, as stored, while it has room: the next events are appended to it.
     pub open: Option<Pack>,
+    /// The acknowledged seq, kept beside the log to tell a damaged log at open.
+    pub watermark: Watermark,
 }
 
 impl Committer {
@@ -115,8 +118,13 @@ impl Committer {
                 return;
             }
         }
-        if let Err(err) = self.durability.sync() {
-            tracing::error!(error = %err, "Final sync of the store failed.");
+        match self.durability.sync() {
+            Ok(_) => {
+                if let Err(err) = self.watermark.advance(Seq(self.next_seq.0 - 1), true) {
+                    tracing::error!(error = %err, "Cannot record the acknowledged watermark.");
+                }
+            }
+            Err(err) => tracing::error!(error = %err, "Final sync of the store failed."),
         }
     }
 
@@ -172,7 +180,12 @@ impl Committer {
             Ok(outcomes) => {
                 // Readers see the batch before anyone is answered: a client that reads right
                 // after its 200 finds its event.
-                let _ = self.last_seq.send(Seq(self.next_seq.0 - 1));
+                let durable = Seq(self.next_seq.0 - 1);
+                let _ = self.last_seq.send(durable);
+                if let Err(err) = self.watermark.advance(durable, false) {
+                    // Only the detection of a damaged log suffers; the events are durable.
+                    tracing::warn!(error = %err, "Cannot record the acknowledged watermark.");
+                }
                 for (pending, outcome) in live.into_iter().zip(outcomes) {
                     match outcome {
                         Outcome::Event(Committed::Accepted(_)) => self.metrics.events_stored.inc(),
@@ -226,12 +239,6 @@ impl Committer {
         // A batch of events only touches the first three trees (events, dedup, meta); a smaller
         // transaction costs less.
         let any_writes = batch.iter().any(|p| matches!(p.work, Work::Writes(_)));
-        let drops_events = batch.iter().any(|p| match &p.work {
-            Work::Writes(writes) => writes
-                .iter()
-                .any(|w| matches!(w, Write::Delete(TreeId::Events, _))),
-            Work::Event(_) => false,
-        });
         let all: Vec<&::sled::Tree> = self.trees.all.iter().collect();
         let trees = if any_writes {
             &all[..]
@@ -255,6 +262,15 @@ impl Committer {
                 let Some((key, record, received_at_ms)) = encoded else {
                     if let Work::Writes(writes) = &pending.work {
                         for write in writes {
+                            if write.touches_events() {
+                                // The sweeper changes a pack: the pack so far is stored first
+                                // (so its swap sees what is there), and later events start a
+                                // new one rather than rewrite one it may have changed.
+                                if let Some(open) = pack.take().filter(|_| pack_dirty) {
+                                    events.insert(&pack::key(open.first), open.value())?;
+                                }
+                                pack_dirty = false;
+                            }
                             match write {
                                 Write::Put(id, key, value) => {
                                     tree(*id).insert(key.as_slice(), value.as_slice())?;
@@ -268,6 +284,19 @@ impl Committer {
                                         .and_then(|value| Seq::from_key(value.as_ref()));
                                     if current.is_none_or(|current| current < *seq) {
                                         tree(*id).insert(key.as_slice(), &seq.to_key())?;
+                                    }
+                                }
+                                Write::Swap(id, key, expected, new) => {
+                                    let current = tree(*id).get(key.as_slice())?;
+                                    if current.as_deref() == Some(expected.as_slice()) {
+                                        match new {
+                                            Some(new) => {
+                                                tree(*id).insert(key.as_slice(), new.as_slice())?;
+                                            }
+                                            None => {
+                                                tree(*id).remove(key.as_slice())?;
+                                            }
+                                        }
                                     }
                                 }
                             }
@@ -321,9 +350,7 @@ impl Committer {
         match result {
             Ok((outcomes, next, pack)) => {
                 self.next_seq = next;
-                // After the sweeper dropped events, start a fresh pack rather than rewrite one
-                // it may have removed.
-                self.open = if drops_events { None } else { pack };
+                self.open = pack;
                 Ok(outcomes)
             }
             Err(TransactionError::Abort(err)) => Err(err),

@@ -15,7 +15,8 @@
 //!   before we sync the blob. So hookgate never lets sled write one: no value is over
 //!   `pack::MAX_VALUE` and no key over `pack::MAX_KEY` (event bodies are cut into parts), and a
 //!   leaf holds at most 20 entries, so no node reaches the threshold (see `pack.rs` for the
-//!   arithmetic). [`Durability::new`] refuses a store that holds blob files.
+//!   arithmetic). A store written by an earlier hookgate may hold blob files: they are never
+//!   written again, so [`Durability::new`] fsyncs them, and their directory, once at open.
 //! - `conf`: written once, when the store is created, and never synced by sled: synced here at
 //!   every open, with the directory entries of `data_dir`.
 //! - `snap.*`: a snapshot of the page table, written to a temporary file, `sync_all`ed and
@@ -66,20 +67,7 @@ pub struct Durability {
 
 impl Durability {
     pub fn new(db: sled::Db, dir: &Path) -> io::Result<Durability> {
-        let blobs = dir.join("blobs");
-        let mut listing = match std::fs::read_dir(&blobs) {
-            Ok(listing) => Some(listing),
-            Err(err) if err.kind() == io::ErrorKind::NotFound => None,
-            Err(err) => return Err(err),
-        };
-        if let Some(blob) = listing.as_mut().and_then(Iterator::next) {
-            return Err(io::Error::other(format!(
-                "{} holds a blob file ({}), which this hookgate never writes: the store was \
-                 written by an earlier hookgate, whose layout it no longer reads",
-                blobs.display(),
-                blob?.path().display()
-            )));
-        }
+        sync_old_blobs(&dir.join("blobs"))?;
         let log = File::open(dir.join("db"))?;
         File::open(dir.join("conf"))?.sync_all()?;
         // The directory entries of sled's files must survive a power loss too.
@@ -133,4 +121,23 @@ impl Durability {
         self.log.sync_data().map_err(SyncError::Fsync)?;
         Ok(1)
     }
+}
+
+/// Fsyncs the blob files an earlier hookgate let sled write (never written again), and their
+/// directory.
+fn sync_old_blobs(blobs: &Path) -> io::Result<()> {
+    let listing = match std::fs::read_dir(blobs) {
+        Ok(listing) => listing,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(err) => return Err(err),
+    };
+    let mut any = false;
+    for entry in listing {
+        File::open(entry?.path())?.sync_all()?;
+        any = true;
+    }
+    if any {
+        File::open(blobs)?.sync_all()?;
+    }
+    Ok(())
 }

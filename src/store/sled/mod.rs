@@ -12,6 +12,7 @@ mod keys;
 mod pack;
 pub mod record;
 mod retention;
+mod watermark;
 
 use std::ops::RangeInclusive;
 use std::path::Path;
@@ -34,7 +35,7 @@ use committer::{Committer, Message, Outcome, Pending, Work};
 use durable::Durability;
 
 const NEXT_SEQ_KEY: &[u8] = b"next_seq";
-/// `meta` key of the layout version: 3, events in packs (`pack.rs`) and hashed dedup keys.
+/// `meta` key of the layout version: 3, events in packs (`pack.rs`).
 const LAYOUT_KEY: &[u8] = b"layout";
 const LAYOUT: &[u8] = &[3];
 /// Requests waiting for the committer beyond this wait for room (bounded by their deadline).
@@ -84,6 +85,9 @@ enum Write {
     Delete(TreeId, Vec<u8>),
     /// Puts a seq under a key unless the seq stored there is higher (cursors never move back).
     Raise(TreeId, Vec<u8>, Seq),
+    /// Replaces (`Some`) or removes (`None`) a value, only if it is still `expected`: the
+    /// sweeper's change of a pack the committer may have appended to since it was read.
+    Swap(TreeId, Vec<u8>, Vec<u8>, Option<Vec<u8>>),
 }
 
 impl Write {
@@ -91,7 +95,19 @@ impl Write {
         match self {
             Write::Put(_, key, value) => key.len() + value.len(),
             Write::Delete(_, key) | Write::Raise(_, key, _) => key.len() + 8,
+            Write::Swap(_, key, _, new) => key.len() + new.as_ref().map_or(8, Vec::len),
         }
+    }
+
+    /// Whether the write changes the `events` tree.
+    fn touches_events(&self) -> bool {
+        let tree = match self {
+            Write::Put(tree, ..)
+            | Write::Delete(tree, _)
+            | Write::Raise(tree, ..)
+            | Write::Swap(tree, ..) => tree,
+        };
+        *tree == TreeId::Events
     }
 }
 
@@ -118,6 +134,9 @@ impl Trees {
 /// One value of the `events` tree: the keys it takes, and its durable events (each decoded, or
 /// why it cannot be).
 struct Stored {
+    first: Seq,
+    /// The value under `first`'s key, as stored.
+    value: ::sled::IVec,
     keys: Vec<Vec<u8>>,
     events: Vec<(Seq, Result<StoredEvent, String>)>,
 }
@@ -152,7 +171,27 @@ impl Drop for EndNotice {
     }
 }
 
+/// sled's configuration for the store under `dir`.
+fn sled_config(dir: &Path, config: &StoreConfig) -> ::sled::Config {
+    ::sled::Config::new()
+        .path(dir)
+        .cache_capacity(config.cache_bytes)
+        // The committer flushes (and fsyncs) itself; a background flush would only compete.
+        .flush_every_ms(None)
+}
+
 impl SledStore {
+    /// sled writes a snapshot of its page table only when it opens a store, and replays its log
+    /// since the last one at every open: opening and closing a closed store once moves that
+    /// replay from the next start to now.
+    pub fn checkpoint(dir: &Path, config: &StoreConfig) -> Result<Duration, StoreError> {
+        let started = Instant::now();
+        let db = sled_config(dir, config).open()?;
+        db.flush()?;
+        drop(db);
+        Ok(started.elapsed())
+    }
+
     /// Opens (or creates) the store under `dir` and starts its committer.
     pub fn open(
         dir: &Path,
@@ -160,15 +199,22 @@ impl SledStore {
         metrics: Arc<Metrics>,
     ) -> Result<SledStore, StoreError> {
         std::fs::create_dir_all(dir)?;
-        let db = ::sled::Config::new()
-            .path(dir)
-            .cache_capacity(config.cache_bytes)
-            // The committer flushes (and fsyncs) itself; a background flush would only compete.
-            .flush_every_ms(None)
-            .open()?;
+        let db = sled_config(dir, config).open()?;
         let trees = Trees::open(&db)?;
         check_layout(&trees, dir)?;
         let next_seq = next_seq(&trees)?;
+        let watermark = watermark::Watermark::open(dir)?;
+        if watermark.acked() >= next_seq {
+            return Err(StoreError::Corrupt(format!(
+                "{} holds events up to seq {}, but seq {} was acknowledged (says {}): the log \
+                 was damaged (truncated or corrupted). Restore the data dir from a backup, or \
+                 move it aside to start empty",
+                dir.join("db").display(),
+                next_seq.0 - 1,
+                watermark.acked(),
+                watermark.path().display()
+            )));
+        }
         let mut durability = Durability::new(db.clone(), dir)?;
         durability
             .sync()
@@ -183,6 +229,7 @@ impl SledStore {
             metrics,
             last_seq: last_seq_sender,
             open: None,
+            watermark,
         };
         let (ended, committer_ended) = oneshot::channel();
         let handle = std::thread::Builder::new()
@@ -290,13 +337,14 @@ impl Reader {
     }
 
     /// The durable events of the value stored under `first`'s key, and every key it takes.
-    fn decode(&self, first: Seq, value: &[u8], last: Seq) -> Result<Stored, StoreError> {
+    fn decode(&self, first: Seq, value: &::sled::IVec, last: Seq) -> Result<Stored, StoreError> {
         let corrupt = |err: String| StoreError::Corrupt(format!("events value {first}: {err}"));
         let mut keys = vec![pack::key(first).to_vec()];
         let mut events = Vec::new();
         match pack::parse(value).map_err(corrupt)? {
             pack::Value::Pack(records) => {
-                for (seq, record) in (first.0..).map(Seq).zip(records) {
+                for (offset, record) in records {
+                    let seq = Seq(first.0 + u64::from(offset));
                     if seq > last {
                         break;
                     }
@@ -317,7 +365,12 @@ impl Reader {
                 events.push((first, StoredEvent::decode(first, &record)));
             }
         }
-        Ok(Stored { keys, events })
+        Ok(Stored {
+            first,
+            value: value.clone(),
+            keys,
+            events,
+        })
     }
 
     /// Up to `limit` durable events after `after`, optionally of one provider.
@@ -535,23 +588,20 @@ impl Backend for SledStore {
     }
 }
 
-/// Marks a new store with this layout; refuses a store of another.
+/// Marks the store with this layout (stores from before it, with one event per value, are read
+/// as they are); refuses a store of a layout this hookgate does not know.
 fn check_layout(trees: &Trees, dir: &Path) -> Result<(), StoreError> {
     let meta = trees.get(TreeId::Meta);
     match meta.get(LAYOUT_KEY)? {
         Some(layout) if layout == LAYOUT => Ok(()),
-        None if trees.get(TreeId::Events).is_empty() && trees.get(TreeId::Dedup).is_empty() => {
+        None => {
             meta.insert(LAYOUT_KEY, LAYOUT)?;
             Ok(())
         }
-        found => Err(StoreError::Corrupt(format!(
-            "{} holds a store of layout {:?}, not {LAYOUT:?}: it was written by another \
-             version of hookgate; drain it with that version, or move it aside",
-            dir.display(),
-            found.map_or_else(
-                || "1 or 2 (one sled value per event)".into(),
-                |v| format!("{v:?}")
-            )
+        Some(other) => Err(StoreError::Corrupt(format!(
+            "{} holds a store of layout {other:?}, not {LAYOUT:?}: it was written by a newer \
+             hookgate",
+            dir.display()
         ))),
     }
 }
@@ -571,8 +621,12 @@ fn next_seq(trees: &Trees) -> Result<Seq, StoreError> {
 fn check_sizes(writes: &[Write]) -> Result<(), StoreError> {
     for write in writes {
         let (key, value) = match write {
-            Write::Put(_, key, value) => (key.len(), value.len()),
-            Write::Delete(_, key) | Write::Raise(_, key, _) => (key.len(), 8),
+            Write::Put(_, key, value) | Write::Swap(_, key, _, Some(value)) => {
+                (key.len(), value.len())
+            }
+            Write::Delete(_, key) | Write::Raise(_, key, _) | Write::Swap(_, key, _, None) => {
+                (key.len(), 8)
+            }
         };
         if key > pack::MAX_KEY || value > pack::MAX_VALUE {
             return Err(StoreError::Corrupt(format!(

@@ -1,11 +1,15 @@
 //! How events are laid out in the `events` tree: many events per sled value, and no value over
 //! [`MAX_VALUE`] bytes.
 //!
-//! - A **pack** holds the records of consecutive seqs, under the big-endian first seq (8-byte
-//!   key): `[3][count: u16 LE]` then, per record, `[len: u32 LE][record]`. The committer appends
+//! - A **pack** holds the records of nearby seqs, under the big-endian first seq (8-byte key):
+//!   `[3][count: u16 LE]` then, per record, `[seq - first: u16 LE][len: u32 LE][record]`, in seq
+//!   order. The committer appends consecutive seqs; retention rewrites a pack without the
+//!   records it removes when others in it must stay. The committer appends
 //!   to the newest pack until it is full, so a store holds about one sled value per few KiB of
 //!   events whatever the commit batches were; sled's memory and start-up cost follow the number
 //!   of values, not of events.
+//! - A value whose first byte is 1 or 2 is one record, as stores before packs kept them: they
+//!   are read as a pack of one.
 //! - A **large** record (over what a pack can hold) is cut into parts: part 0 under its seq's
 //!   8-byte key, `[4][parts: u16 LE][bytes]`, parts 1.. under the 10-byte key seq ++ part (u16
 //!   BE), raw bytes. A 10-byte key sorts after its seq's 8-byte key and before the next seq's.
@@ -27,7 +31,7 @@ pub const MAX_KEY: usize = 384;
 const PACK: u8 = 3;
 const LARGE: u8 = 4;
 const PACK_HEADER: usize = 3;
-const FRAME_HEADER: usize = 4;
+const FRAME_HEADER: usize = 6;
 
 /// The key of a seq's pack, or of a large record's first part.
 pub fn key(seq: Seq) -> [u8; 8] {
@@ -42,11 +46,13 @@ pub fn part_key(seq: Seq, part: u16) -> [u8; 10] {
     key
 }
 
-/// A pack being filled by the committer.
+/// A pack being filled by the committer, or rewritten by retention.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pack {
     pub first: Seq,
     count: u16,
+    /// The offset from `first` of the last record.
+    last: Option<u16>,
     bytes: Vec<u8>,
 }
 
@@ -58,6 +64,7 @@ impl Pack {
         Pack {
             first,
             count: 0,
+            last: None,
             bytes,
         }
     }
@@ -69,18 +76,34 @@ impl Pack {
 
     /// The seq the next record appended gets.
     pub fn next(&self) -> Seq {
-        Seq(self.first.0 + u64::from(self.count))
+        Seq(self.first.0 + self.last.map_or(0, |last| u64::from(last) + 1))
     }
 
     /// Appends the next seq's record, or returns `false` when the pack has no room for it.
     pub fn push(&mut self, record: &[u8]) -> bool {
-        if self.bytes.len() + FRAME_HEADER + record.len() > MAX_VALUE || self.count == u16::MAX {
+        self.push_at(self.next(), record)
+    }
+
+    /// Appends the record of `seq` (after every seq in the pack), or returns `false` when the pack
+    /// has no room for it.
+    pub fn push_at(&mut self, seq: Seq, record: &[u8]) -> bool {
+        let Some(offset) = seq
+            .0
+            .checked_sub(self.first.0)
+            .and_then(|o| u16::try_from(o).ok())
+        else {
+            return false;
+        };
+        let in_order = self.last.is_none_or(|last| offset > last);
+        if !in_order || self.bytes.len() + FRAME_HEADER + record.len() > MAX_VALUE {
             return false;
         }
         let len = u32::try_from(record.len()).expect("a record under MAX_VALUE");
+        self.bytes.extend_from_slice(&offset.to_le_bytes());
         self.bytes.extend_from_slice(&len.to_le_bytes());
         self.bytes.extend_from_slice(record);
         self.count += 1;
+        self.last = Some(offset);
         self.bytes[1..3].copy_from_slice(&self.count.to_le_bytes());
         true
     }
@@ -111,8 +134,8 @@ pub fn large(seq: Seq, record: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
 /// What one 8-byte-keyed value of the `events` tree holds.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Value<'a> {
-    /// Records of consecutive seqs from the key's.
-    Pack(Vec<&'a [u8]>),
+    /// Records, each with its seq's offset from the key's, in seq order.
+    Pack(Vec<(u16, &'a [u8])>),
     /// The first bytes of a large record, and how many parts it has (this one included).
     Large { parts: u16, head: &'a [u8] },
 }
@@ -120,6 +143,10 @@ pub enum Value<'a> {
 /// Reads a value stored under an 8-byte key.
 pub fn parse(value: &[u8]) -> Result<Value<'_>, String> {
     let (&kind, rest) = value.split_first().ok_or("an empty events value")?;
+    if kind == 1 || kind == 2 {
+        // A record of the layout before packs (record versions 1 and 2): one event per value.
+        return Ok(Value::Pack(vec![(0, value)]));
+    }
     let count = rest
         .get(..2)
         .map(|b| u16::from_le_bytes([b[0], b[1]]))
@@ -129,14 +156,23 @@ pub fn parse(value: &[u8]) -> Result<Value<'_>, String> {
         PACK => {
             let mut records = Vec::with_capacity(usize::from(count));
             for _ in 0..count {
-                let len = rest
+                let (offset, len) = rest
                     .get(..FRAME_HEADER)
-                    .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+                    .map(|b| {
+                        let offset = u16::from_le_bytes([b[0], b[1]]);
+                        (
+                            offset,
+                            u32::from_le_bytes([b[2], b[3], b[4], b[5]]) as usize,
+                        )
+                    })
                     .ok_or("a truncated pack")?;
                 let record = rest
                     .get(FRAME_HEADER..FRAME_HEADER + len)
                     .ok_or("a truncated pack record")?;
-                records.push(record);
+                if records.last().is_some_and(|(last, _)| *last >= offset) {
+                    return Err("pack records out of order".into());
+                }
+                records.push((offset, record));
                 rest = &rest[FRAME_HEADER + len..];
             }
             if !rest.is_empty() {
@@ -174,11 +210,11 @@ mod tests {
         fn packs_round_trip(records in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..2000), 1..20)) {
             let mut pack = Pack::new(Seq(5));
             let mut pushed = Vec::new();
-            for record in &records {
+            for (index, record) in records.iter().enumerate() {
                 if !pack.push(record) {
                     break;
                 }
-                pushed.push(record.as_slice());
+                pushed.push((index as u16, record.as_slice()));
             }
             prop_assert!(pack.value().len() <= MAX_VALUE);
             prop_assert_eq!(pack.next(), Seq(5 + pushed.len() as u64));
@@ -210,6 +246,20 @@ mod tests {
         assert!(key(Seq(7)).as_slice() < part_key(Seq(7), 1).as_slice());
         assert!(part_key(Seq(7), 1).as_slice() < part_key(Seq(7), 2).as_slice());
         assert!(part_key(Seq(7), u16::MAX).as_slice() < key(Seq(8)).as_slice());
+    }
+
+    #[test]
+    fn sparse_packs_keep_their_seqs() {
+        let mut pack = Pack::new(Seq(10));
+        assert!(pack.push_at(Seq(12), b"a"));
+        assert!(pack.push_at(Seq(15), b"b"));
+        assert!(!pack.push_at(Seq(15), b"c"), "seqs only grow");
+        assert!(!pack.push_at(Seq(9), b"c"), "not before the first");
+        assert_eq!(pack.next(), Seq(16));
+        assert_eq!(
+            parse(pack.value()).unwrap(),
+            Value::Pack(vec![(2, b"a".as_slice()), (5, b"b".as_slice())])
+        );
     }
 
     #[test]

@@ -5,7 +5,8 @@
 
 use std::sync::Arc;
 
-use super::{record, Reader, SledStore, TreeId, Write};
+use super::pack::{self, Pack};
+use super::{record, Reader, SledStore, Stored, TreeId, Write};
 use crate::event::Seq;
 use crate::store::retention::{verdict, Standing, Verdict};
 use crate::store::{Cutoffs, Output, StoreError, StoredEvent, Swept};
@@ -75,15 +76,8 @@ async fn sweep_events(
             .read(move |r| scan_events(r, &outputs, after, cutoff_ms))
             .await?;
         examined += step.examined;
-        if !step.expired.is_empty() {
-            let deletes = step.expired.into_iter();
-            store
-                .write(
-                    deletes
-                        .map(|key| Write::Delete(TreeId::Events, key))
-                        .collect(),
-                )
-                .await?;
+        if !step.writes.is_empty() {
+            store.write(step.writes).await?;
             swept += step.events;
         }
         if step.done {
@@ -148,7 +142,7 @@ fn scan_events(
     let mut step = EventsStep::default();
     let mut young = false;
     reader.scan(Seq(after.0 + 1), |stored| {
-        let mut all_expired = true;
+        let mut expired = Vec::new();
         for (seq, event) in &stored.events {
             let verdict = match event {
                 Ok(event) => judge(reader, outputs, &cursors, event, cutoff_ms)?,
@@ -158,28 +152,65 @@ fn scan_events(
                 }
             };
             if verdict == Verdict::Young {
+                // This one and every later one stay; those before it in the value may go.
                 young = true;
-                return Ok(false);
+                break;
             }
-            all_expired &= verdict == Verdict::Expired;
+            if verdict == Verdict::Expired {
+                expired.push(*seq);
+            }
         }
         step.examined += stored.events.len();
         step.last = stored.events.last().map(|(seq, _)| *seq);
-        if all_expired {
-            step.events += stored.events.len() as u64;
-            step.expired.extend(stored.keys);
+        step.events += expired.len() as u64;
+        if expired.len() == stored.events.len() {
+            // The first key's value only if it is still what was judged (the committer may
+            // have appended to the pack since); a large record's parts never change.
+            let mut keys = stored.keys.into_iter();
+            if let Some(first) = keys.next() {
+                let expected = stored.value.to_vec();
+                step.writes
+                    .push(Write::Swap(TreeId::Events, first, expected, None));
+            }
+            step.writes
+                .extend(keys.map(|key| Write::Delete(TreeId::Events, key)));
+        } else if !expired.is_empty() {
+            step.writes.push(without(&stored, &expired)?);
         }
-        Ok(step.examined < BATCH)
+        Ok(!young && step.examined < BATCH)
     })?;
     step.done = young || step.last.is_none() || step.examined < BATCH;
     Ok(step)
 }
 
+/// The pack `stored`, rewritten without the `expired` seqs (a large value holds one event,
+/// so it is never partly expired).
+fn without(stored: &Stored, expired: &[Seq]) -> Result<Write, StoreError> {
+    let corrupt =
+        |err: String| StoreError::Corrupt(format!("events value {}: {err}", stored.first));
+    let pack::Value::Pack(records) = pack::parse(&stored.value).map_err(corrupt)? else {
+        return Err(corrupt("a large record partly expired".into()));
+    };
+    let mut kept = Pack::new(stored.first);
+    for (offset, record) in records {
+        let seq = Seq(stored.first.0 + u64::from(offset));
+        if !expired.contains(&seq) && !kept.push_at(seq, record) {
+            return Err(corrupt("a pack that no longer fits".into()));
+        }
+    }
+    Ok(Write::Swap(
+        TreeId::Events,
+        pack::key(stored.first).to_vec(),
+        stored.value.to_vec(),
+        Some(kept.value().to_vec()),
+    ))
+}
+
 /// What one blocking step over the events found.
 #[derive(Default)]
 struct EventsStep {
-    /// Keys of the values to delete, and how many events they hold.
-    expired: Vec<Vec<u8>>,
+    /// The deletes (and pack rewrites) that remove the expired events, and how many those are.
+    writes: Vec<Write>,
     events: u64,
     examined: usize,
     /// The last seq of the last value looked at.

@@ -1,0 +1,490 @@
+//! sled 0.34.7 layout benchmark for hookgate.
+//!
+//! usage:
+//!   bench fill   <layout L1|L2|L3> <dir> <n> [seg_size_bytes] [cache_bytes] [fsync 0|1]
+//!   bench reopen <layout> <dir> <n> [seg] [cache] [k_buckets_for_miss]
+//!   bench retain <layout> <dir> <n> [seg] [cache] [extra_batches] [report_every]
+//!
+//! Events: i in 0..n, seq = i+1, received_at = T0 + i*EV_MS ms.
+//! body = 1024 bytes of JSON-ish text with random hex.
+//! event id = 40 chars derived deterministically from i (so lookups can regenerate it).
+use rand::{rngs::SmallRng, Rng, SeedableRng};
+use sha2::{Digest, Sha256};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+use std::time::Instant;
+
+const TX_EVENTS: u64 = 32;
+/// events per chunk (L2-L4); env CHUNK, default 32 (= one chunk per 32-event transaction)
+fn chunk_len() -> u64 {
+    std::env::var("CHUNK").ok().map(|s| s.parse().unwrap()).unwrap_or(32)
+}
+const T0: u64 = 1_700_000_000_000;
+const EV_MS: u64 = 360; // 10k events per hour bucket
+const PROVIDER: &[u8] = b"github";
+
+fn status(field: &str) -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap();
+    for l in s.lines() {
+        if l.starts_with(field) {
+            return l.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() / 1024;
+        }
+    }
+    0
+}
+fn rss() -> String {
+    format!("VmRSS={}MiB VmHWM={}MiB", status("VmRSS:"), status("VmHWM:"))
+}
+fn du(dir: &str) -> u64 {
+    let o = std::process::Command::new("du").args(["-sb", dir]).output().unwrap();
+    String::from_utf8_lossy(&o.stdout).split_whitespace().next().unwrap().parse().unwrap()
+}
+fn du_detail(dir: &str) -> String {
+    let mut out = String::new();
+    let mut blobs = 0u64;
+    let mut nblobs = 0u64;
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let md = e.metadata().unwrap();
+        if md.is_dir() {
+            for b in std::fs::read_dir(e.path()).unwrap() {
+                blobs += b.unwrap().metadata().unwrap().len();
+                nblobs += 1;
+            }
+            out += &format!("{}/:{}files,{}B ", e.file_name().to_string_lossy(), nblobs, blobs);
+        } else {
+            out += &format!("{}:{}B ", e.file_name().to_string_lossy(), md.len());
+        }
+    }
+    out
+}
+
+fn event_id(i: u64) -> [u8; 40] {
+    let h = Sha256::digest(i.to_le_bytes());
+    let hex = b"0123456789abcdef";
+    let mut id = [0u8; 40];
+    for k in 0..20 {
+        id[2 * k] = hex[(h[k] >> 4) as usize];
+        id[2 * k + 1] = hex[(h[k] & 15) as usize];
+    }
+    id
+}
+fn dedup_key_full(i: u64) -> Vec<u8> {
+    let mut k = PROVIDER.to_vec();
+    k.push(0);
+    k.extend_from_slice(&event_id(i));
+    k
+}
+fn hash16(full: &[u8]) -> [u8; 16] {
+    let h = Sha256::digest(full);
+    let mut o = [0u8; 16];
+    o.copy_from_slice(&h[..16]);
+    o
+}
+fn ts(i: u64) -> u64 {
+    T0 + i * EV_MS
+}
+fn bucket(t: u64) -> u32 {
+    (t / 3_600_000) as u32
+}
+fn dedup_key(layout: &str, i: u64) -> Vec<u8> {
+    match layout {
+        "L1" => dedup_key_full(i),
+        "L2" => hash16(&dedup_key_full(i)).to_vec(),
+        "L4" => {
+            let h = hash16(&dedup_key_full(i));
+            let mut k = bucket(ts(i)).to_be_bytes().to_vec();
+            k.push(h[0]);
+            k
+        }
+        _ => {
+            let mut k = bucket(ts(i)).to_be_bytes().to_vec();
+            k.extend_from_slice(&hash16(&dedup_key_full(i)));
+            k
+        }
+    }
+}
+fn l4_has(dd: &sled::Tree, bucket_: u32, h: &[u8; 16]) -> bool {
+    let mut k = bucket_.to_be_bytes().to_vec();
+    k.push(h[0]);
+    match dd.get(k).unwrap() {
+        Some(v) => v.chunks(24).any(|x| x[..16] == h[..]),
+        None => false,
+    }
+}
+fn body(rng: &mut SmallRng) -> Vec<u8> {
+    let hex = b"0123456789abcdef";
+    let mut b = Vec::with_capacity(1024);
+    b.extend_from_slice(b"{\"action\":\"opened\",\"data\":\"");
+    while b.len() < 1022 {
+        b.push(hex[rng.gen_range(0..16)]);
+    }
+    b.extend_from_slice(b"\"}");
+    b
+}
+/// postcard-ish record: seq, received_at, provider, id, body (~1.1 KiB)
+fn record(i: u64, body: &[u8]) -> Vec<u8> {
+    let mut r = Vec::with_capacity(body.len() + 80);
+    r.extend_from_slice(&(i + 1).to_be_bytes());
+    r.extend_from_slice(&ts(i).to_be_bytes());
+    r.push(PROVIDER.len() as u8);
+    r.extend_from_slice(PROVIDER);
+    r.push(40);
+    r.extend_from_slice(&event_id(i));
+    r.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    r.extend_from_slice(body);
+    r
+}
+
+fn open(dir: &str, seg: usize, cache: u64) -> sled::Db {
+    sled::Config::new()
+        .path(dir)
+        .segment_size(seg)
+        .cache_capacity(cache)
+        .open()
+        .unwrap()
+}
+
+fn write_batch(
+    layout: &str,
+    ev: &sled::Tree,
+    dd: &sled::Tree,
+    start: u64,
+    end: u64,
+    rng: &mut SmallRng,
+) -> u64 {
+    let recs: Vec<(u64, Vec<u8>)> = (start..end).map(|i| (i, record(i, &body(rng)))).collect();
+    let dkeys: Vec<Vec<u8>> = (start..end).map(|i| dedup_key(layout, i)).collect();
+    let payload: u64 = recs.iter().map(|r| r.1.len() as u64).sum();
+    let chunk = if layout != "L1" {
+        let mut c = Vec::with_capacity(payload as usize + 4 * recs.len());
+        for (_, r) in &recs {
+            c.extend_from_slice(&(r.len() as u32).to_be_bytes());
+            c.extend_from_slice(r);
+        }
+        Some(c)
+    } else {
+        None
+    };
+    if layout == "L4" {
+        let mut parts: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = Default::default();
+        for (j, (i, _)) in recs.iter().enumerate() {
+            let e = parts.entry(dkeys[j].clone()).or_default();
+            e.extend_from_slice(&hash16(&dedup_key_full(*i)));
+            e.extend_from_slice(&(i + 1).to_be_bytes());
+        }
+        let chunk = chunk.unwrap();
+        let res: Result<(), TransactionError<()>> = (ev, dd).transaction(|(ev, dd)| {
+            for (pk, add) in &parts {
+                let mut v = dd.get(pk)?.map(|v| v.to_vec()).unwrap_or_default();
+                for e in add.chunks(24) {
+                    if v.chunks(24).any(|x| x[..16] == e[..16]) {
+                        return Err(ConflictableTransactionError::Abort(()));
+                    }
+                }
+                v.extend_from_slice(add);
+                dd.insert(pk.as_slice(), v)?;
+            }
+            ev.insert(&(start + 1).to_be_bytes()[..], chunk.as_slice())?;
+            Ok(())
+        });
+        res.unwrap();
+        return payload;
+    }
+    let res: Result<(), TransactionError<()>> = (ev, dd).transaction(|(ev, dd)| {
+        for (j, (i, r)) in recs.iter().enumerate() {
+            if dd.get(&dkeys[j])?.is_some() {
+                return Err(ConflictableTransactionError::Abort(()));
+            }
+            let seq = (i + 1).to_be_bytes();
+            if layout == "L1" {
+                let mut v = [0u8; 16];
+                v[..8].copy_from_slice(&seq);
+                v[8..].copy_from_slice(&ts(*i).to_be_bytes());
+                dd.insert(dkeys[j].as_slice(), &v[..])?;
+                ev.insert(&seq[..], r.as_slice())?;
+            } else {
+                dd.insert(dkeys[j].as_slice(), &seq[..])?;
+            }
+        }
+        if let Some(c) = &chunk {
+            ev.insert(&(start + 1).to_be_bytes()[..], c.as_slice())?;
+        }
+        Ok(())
+    });
+    res.unwrap();
+    payload
+}
+
+fn main() {
+    #[allow(non_snake_case)]
+    let BATCH: u64 = chunk_len();
+    let a: Vec<String> = std::env::args().collect();
+    let cmd = a[1].as_str();
+    let layout = a[2].as_str();
+    let dir = a[3].as_str();
+    let n: u64 = a[4].parse().unwrap();
+    let seg: usize = a.get(5).map(|s| s.parse().unwrap()).unwrap_or(512 * 1024);
+    let cache: u64 = a.get(6).map(|s| s.parse().unwrap()).unwrap_or(32 << 20);
+    match cmd {
+        "fill" => {
+            let t = Instant::now();
+            let db = open(dir, seg, cache);
+            let ev = db.open_tree("events").unwrap();
+            let dd = db.open_tree("dedup").unwrap();
+            let mut rng = SmallRng::seed_from_u64(1);
+            let mut payload = 0u64;
+            let mut i = 0u64;
+            let mut last = Instant::now();
+            let c = if layout == "L1" { TX_EVENTS } else { chunk_len() };
+            while i < n {
+                let end = (i + TX_EVENTS).min(n);
+                let mut s = i;
+                while s < end {
+                    let e = (s + c).min(end);
+                    payload += write_batch(layout, &ev, &dd, s, e, &mut rng);
+                    s = e;
+                }
+                db.flush().unwrap();
+                i = end;
+                if last.elapsed().as_secs() >= 30 {
+                    last = Instant::now();
+                    eprintln!(
+                        "  progress {} ev {:.0}s {} du={}",
+                        i,
+                        t.elapsed().as_secs_f64(),
+                        rss(),
+                        du(dir)
+                    );
+                }
+            }
+            let el = t.elapsed().as_secs_f64();
+            let d = du(dir);
+            println!(
+                "FILL {} n={} seg={} {:.1}s rate={:.0} ev/s {} payload={} du={} ratio={:.2} [{}]",
+                layout,
+                n,
+                seg,
+                el,
+                n as f64 / el,
+                rss(),
+                payload,
+                d,
+                d as f64 / payload as f64,
+                du_detail(dir)
+            );
+            drop((ev, dd));
+            let t2 = Instant::now();
+            drop(db);
+            println!("  drop(db) took {:.2}s; du after drop={}", t2.elapsed().as_secs_f64(), du(dir));
+        }
+        "reopen" => {
+            let k: u32 = a.get(7).map(|s| s.parse().unwrap()).unwrap_or(24);
+            let t = Instant::now();
+            let db = open(dir, seg, cache);
+            let ev = db.open_tree("events").unwrap();
+            let dd = db.open_tree("dedup").unwrap();
+            let got = ev.get(&1u64.to_be_bytes()[..]).unwrap().is_some();
+            let ro = t.elapsed().as_secs_f64();
+            println!("REOPEN {} n={} open+get={:.3}s found={} {}", layout, n, ro, got, rss());
+            let mut rng = SmallRng::seed_from_u64(7);
+            let t = Instant::now();
+            let mut hits = 0;
+            for _ in 0..100_000 {
+                let i = rng.gen_range(0..n);
+                let hit = if layout == "L4" {
+                    l4_has(&dd, bucket(ts(i)), &hash16(&dedup_key_full(i)))
+                } else {
+                    dd.get(dedup_key(layout, i)).unwrap().is_some()
+                };
+                if hit {
+                    hits += 1;
+                }
+            }
+            let el = t.elapsed().as_secs_f64();
+            println!(
+                "  100k random dedup hit lookups {:.2}s ({:.1} us/op) hits={} {}",
+                el,
+                el * 1e6 / 1e5,
+                hits,
+                rss()
+            );
+            // misses
+            let t = Instant::now();
+            let mut probes = 0u64;
+            for m in 0..100_000u64 {
+                let i = n + 10_000_000 + m; // never inserted
+                if layout == "L4" {
+                    let h = hash16(&dedup_key_full(i));
+                    let newest = bucket(ts(n - 1));
+                    for b in 0..k {
+                        probes += 1;
+                        assert!(!l4_has(&dd, newest - b, &h));
+                    }
+                } else if layout == "L3" {
+                    let h = hash16(&dedup_key_full(i));
+                    let newest = bucket(ts(n - 1));
+                    for b in 0..k {
+                        let mut key = (newest - b).to_be_bytes().to_vec();
+                        key.extend_from_slice(&h);
+                        probes += 1;
+                        assert!(dd.get(key).unwrap().is_none());
+                    }
+                } else {
+                    probes += 1;
+                    assert!(dd.get(dedup_key(layout, i)).unwrap().is_none());
+                }
+            }
+            let el = t.elapsed().as_secs_f64();
+            println!(
+                "  100k dedup misses ({} probes, k={}) {:.2}s ({:.1} us/miss) {}",
+                probes,
+                if layout == "L3" || layout == "L4" { k } else { 1 },
+                el,
+                el * 1e6 / 1e5,
+                rss()
+            );
+            // random event reads
+            let t = Instant::now();
+            for _ in 0..100_000 {
+                let i = rng.gen_range(0..n);
+                if layout == "L1" {
+                    ev.get(&(i + 1).to_be_bytes()[..]).unwrap().unwrap();
+                } else {
+                    let first = i / BATCH * BATCH + 1;
+                    ev.get(&first.to_be_bytes()[..]).unwrap().unwrap();
+                }
+            }
+            println!("  100k random event reads {:.2}s {}", t.elapsed().as_secs_f64(), rss());
+            let t2 = Instant::now();
+            drop((ev, dd));
+            drop(db);
+            println!("  drop {:.2}s", t2.elapsed().as_secs_f64());
+        }
+        "retain" => {
+            // delete oldest 90% of events + their dedup keys, then keep inserting+flushing
+            let extra_batches: u64 = a.get(7).map(|s| s.parse().unwrap()).unwrap_or(100_000);
+            let every: u64 = a.get(8).map(|s| s.parse().unwrap()).unwrap_or(2000);
+            let db = open(dir, seg, cache);
+            let ev = db.open_tree("events").unwrap();
+            let dd = db.open_tree("dedup").unwrap();
+            let cut = n * 9 / 10 / BATCH * BATCH; // events [0,cut) are deleted
+            let t = Instant::now();
+            // events/chunks
+            let mut i = 0;
+            while i < cut {
+                let end = (i + BATCH * 64).min(cut);
+                let mut b = sled::Batch::default();
+                let mut bd = sled::Batch::default();
+                if layout == "L1" {
+                    for j in i..end {
+                        b.remove(&(j + 1).to_be_bytes()[..]);
+                    }
+                } else {
+                    let mut j = i;
+                    while j < end {
+                        b.remove(&(j + 1).to_be_bytes()[..]);
+                        j += BATCH;
+                    }
+                }
+                if layout != "L3" && layout != "L4" {
+                    for j in i..end {
+                        bd.remove(dedup_key(layout, j));
+                    }
+                }
+                ev.apply_batch(b).unwrap();
+                dd.apply_batch(bd).unwrap();
+                db.flush().unwrap();
+                i = end;
+            }
+            if layout == "L3" || layout == "L4" {
+                // range delete of expired buckets: all buckets strictly before bucket(ts(cut))
+                let lim = bucket(ts(cut)).to_be_bytes();
+                let mut nd = 0;
+                loop {
+                    let keys: Vec<_> = dd
+                        .range(..&lim[..])
+                        .keys()
+                        .take(4096)
+                        .map(|k| k.unwrap())
+                        .collect();
+                    if keys.is_empty() {
+                        break;
+                    }
+                    let mut bd = sled::Batch::default();
+                    for k in keys {
+                        bd.remove(k);
+                        nd += 1;
+                    }
+                    dd.apply_batch(bd).unwrap();
+                    db.flush().unwrap();
+                }
+                println!("  L3 range-deleted {} dedup keys", nd);
+            }
+            let kept_payload = (n - cut) * 1124;
+            let d = du(dir);
+            println!(
+                "RETAIN {} deleted {} events in {:.1}s; kept~{} du={} ratio={:.2} {} [{}]",
+                layout,
+                cut,
+                t.elapsed().as_secs_f64(),
+                kept_payload,
+                d,
+                d as f64 / kept_payload as f64,
+                rss(),
+                du_detail(dir)
+            );
+            // keep inserting with retention: keep size constant by deleting the oldest batch per new batch
+            let mut rng = SmallRng::seed_from_u64(99);
+            let mut next = n;
+            let mut oldest = cut;
+            let t = Instant::now();
+            for b in 0..extra_batches {
+                write_batch(layout, &ev, &dd, next, next + BATCH, &mut rng);
+                next += BATCH;
+                // retention: delete oldest batch too (steady state)
+                if layout == "L1" {
+                    for j in oldest..oldest + BATCH {
+                        ev.remove(&(j + 1).to_be_bytes()[..]).unwrap();
+                        dd.remove(dedup_key(layout, j)).unwrap();
+                    }
+                } else {
+                    ev.remove(&(oldest + 1).to_be_bytes()[..]).unwrap();
+                    if layout == "L2" {
+                        for j in oldest..oldest + BATCH {
+                            dd.remove(dedup_key(layout, j)).unwrap();
+                        }
+                    } else {
+                        // L3/L4: when `oldest` crosses into a new hour, range-delete the expired bucket
+                        let (b0, b1) = (bucket(ts(oldest)), bucket(ts(oldest + BATCH)));
+                        if b1 != b0 {
+                            let lo = b0.to_be_bytes();
+                            let hi = b1.to_be_bytes();
+                            let mut bd = sled::Batch::default();
+                            for k in dd.range(&lo[..]..&hi[..]).keys() {
+                                bd.remove(k.unwrap());
+                            }
+                            dd.apply_batch(bd).unwrap();
+                        }
+                    }
+                }
+                oldest += BATCH;
+                db.flush().unwrap();
+                if (b + 1) % every == 0 {
+                    let d = du(dir);
+                    println!(
+                        "  +{} batches ({} ev written) {:.0}s du={} ratio={:.2} {} [{}]",
+                        b + 1,
+                        (b + 1) * BATCH,
+                        t.elapsed().as_secs_f64(),
+                        d,
+                        d as f64 / kept_payload as f64,
+                        rss(),
+                        du_detail(dir)
+                    );
+                }
+            }
+        }
+        _ => panic!("unknown cmd"),
+    }
+}
