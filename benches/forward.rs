@@ -19,7 +19,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::load::{self, Ack, Pace, Run};
+use common::load::{self, Ack, IdMode, Pace, Run};
 use common::servers::{self, Deliveries};
 use common::{Gateway, SECRET_B64};
 
@@ -143,6 +143,7 @@ fn run_mode(
         pace: Pace::Closed,
         ids: ids.clone(),
         last_id: backlog,
+        id_mode: IdMode::from_env(),
     }));
     assert_eq!(ingest.errors, 0, "backlog ingest errors");
     let resumed = Instant::now();
@@ -163,6 +164,7 @@ fn run_mode(
         pace: Pace::Rate(rate),
         ids,
         last_id: u64::MAX,
+        id_mode: IdMode::from_env(),
     }));
     let live_arrivals = wait_for(&deliveries, &sent.acks);
     let mut before_ack = 0;

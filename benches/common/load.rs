@@ -1,5 +1,5 @@
 //! The load generator: tokio tasks, each with its own keep-alive HTTP/1.1 connection (its own
-//! reqwest client), posting signed 1 KiB Standard Webhooks JSON with unique ids (see [`event_id`]).
+//! reqwest client), posting signed 1 KiB Standard Webhooks JSON with unique ids (see [`IdMode`]).
 //! Async, so 256 connections cost 256 small tasks, not 256 threads competing with the server
 //! for the same cores.
 
@@ -16,25 +16,51 @@ use super::Figures;
 /// Every request body is exactly this long.
 pub const BODY_BYTES: usize = 1024;
 
-/// The event id of request `n`: `msg_{n}`, or with `HOOKGATE_BENCH_IDS=random`, `msg_{m}` where
-/// `m` is `n` times an odd constant (mod 2^64): unique, and scattered over the key space as
-/// random ids (GitHub's delivery GUIDs, Stripe's `evt_` ids) are, rather than each following
-/// the last one in the dedup tree.
-pub fn event_id(n: u64) -> String {
-    if random_ids() {
-        format!("msg_{}", n.wrapping_mul(SCATTER))
-    } else {
-        format!("msg_{n}")
+/// How request numbers become event ids: a per-run choice (see [`Run::id_mode`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdMode {
+    /// `msg_{n}`: each id follows the last one in the dedup tree.
+    Sequential,
+    /// `msg_r{m}` where `m` is `n` times an odd constant (mod 2^64): unique, and scattered over
+    /// the key space as random ids (GitHub's delivery GUIDs, Stripe's `evt_` ids) are.
+    Random,
+}
+
+impl IdMode {
+    /// `Random` with `HOOKGATE_BENCH_IDS=random`, else `Sequential` (read once).
+    pub fn from_env() -> IdMode {
+        static MODE: std::sync::OnceLock<IdMode> = std::sync::OnceLock::new();
+        *MODE.get_or_init(|| {
+            if std::env::var("HOOKGATE_BENCH_IDS").is_ok_and(|v| v == "random") {
+                IdMode::Random
+            } else {
+                IdMode::Sequential
+            }
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            IdMode::Sequential => "sequential",
+            IdMode::Random => "random",
+        }
     }
 }
 
-/// `n` back from `event_id(n)`.
+/// The event id of request `n` (see [`IdMode`]).
+pub fn event_id(n: u64, mode: IdMode) -> String {
+    match mode {
+        IdMode::Sequential => format!("msg_{n}"),
+        IdMode::Random => format!("msg_r{}", n.wrapping_mul(SCATTER)),
+    }
+}
+
+/// `n` back from `event_id(n, mode)`, whichever the mode (a store may hold both).
 pub fn id_number(event_id: &str) -> Option<u64> {
-    let m: u64 = event_id.strip_prefix("msg_")?.parse().ok()?;
-    Some(if random_ids() {
-        m.wrapping_mul(UNSCATTER)
-    } else {
-        m
+    let rest = event_id.strip_prefix("msg_")?;
+    Some(match rest.strip_prefix('r') {
+        Some(scattered) => scattered.parse::<u64>().ok()?.wrapping_mul(UNSCATTER),
+        None => rest.parse().ok()?,
     })
 }
 
@@ -52,15 +78,9 @@ const UNSCATTER: u64 = {
 
 const _: () = assert!(SCATTER.wrapping_mul(UNSCATTER) == 1);
 
-/// Whether `HOOKGATE_BENCH_IDS=random` is set (read once).
-pub fn random_ids() -> bool {
-    static RANDOM: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *RANDOM.get_or_init(|| std::env::var("HOOKGATE_BENCH_IDS").is_ok_and(|v| v == "random"))
-}
-
-/// A 1 KiB JSON event with id `event_id(id)`.
-pub fn body(id: u64) -> String {
-    let event_id = event_id(id);
+/// A 1 KiB JSON event with id `event_id(id, mode)`.
+pub fn body(id: u64, mode: IdMode) -> String {
+    let event_id = event_id(id, mode);
     let head = format!(r#"{{"id":"{event_id}","type":"message.created","data":{{"text":""#);
     let tail = r#""}}"#;
     let filler = BODY_BYTES.saturating_sub(head.len() + tail.len());
@@ -68,8 +88,8 @@ pub fn body(id: u64) -> String {
 }
 
 /// Standard Webhooks headers for `body`: (`webhook-id`, `webhook-timestamp`, `webhook-signature`).
-pub fn headers(key: &[u8], id: u64, body: &str) -> [(&'static str, String); 3] {
-    let msg_id = event_id(id);
+pub fn headers(key: &[u8], id: u64, mode: IdMode, body: &str) -> [(&'static str, String); 3] {
+    let msg_id = event_id(id, mode);
     let ts = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .expect("clock")
@@ -127,6 +147,8 @@ pub struct Run {
     /// Event ids are taken from here; the run also stops once an id reaches `last_id`.
     pub ids: Arc<AtomicU64>,
     pub last_id: u64,
+    /// How the ids become event ids.
+    pub id_mode: IdMode,
 }
 
 /// What a run came to.
@@ -166,6 +188,7 @@ pub async fn run(run: &Run) -> Outcome {
                 key: key.clone(),
                 ids: run.ids.clone(),
                 last_id: run.last_id,
+                id_mode: run.id_mode,
                 deadline,
                 schedule,
             };
@@ -191,6 +214,7 @@ struct Connection {
     key: Arc<[u8]>,
     ids: Arc<AtomicU64>,
     last_id: u64,
+    id_mode: IdMode,
     deadline: Instant,
     /// Open loop: the first send time and the gap between this connection's sends.
     schedule: Option<(Instant, Duration)>,
@@ -225,11 +249,11 @@ impl Connection {
             if id >= self.last_id {
                 break;
             }
-            let body = body(id);
+            let body = body(id, self.id_mode);
             let mut request = client
                 .post(&self.url)
                 .header("content-type", "application/json");
-            for (name, value) in headers(&self.key, id, &body) {
+            for (name, value) in headers(&self.key, id, self.id_mode, &body) {
                 request = request.header(name, value);
             }
             let answer = match request.body(body).send().await {

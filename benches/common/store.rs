@@ -14,9 +14,10 @@ use hookgate::metrics::Metrics;
 use hookgate::store::{Committed, NewEvent, Store};
 use hookgate::verify::{Headers, Unverified};
 
-use super::load::{body, headers, id_number};
+use super::load::{body, headers, id_number, IdMode};
 
-fn open(config: &std::path::Path) -> (Config, Store) {
+/// Opens the store of the (stopped) gateway configured in `config`.
+pub fn open(config: &std::path::Path) -> (Config, Store) {
     let (config, _warnings) = load_file(config).unwrap_or_else(|errors| {
         panic!("bench config: {errors:?}");
     });
@@ -43,17 +44,46 @@ impl Headers for RequestHeaders<'_> {
     }
 }
 
-/// Stores the events `event_id(first)` .. `event_id(first + count - 1)` with `concurrency` commits in
-/// flight, each signed, verified and committed as hookgate does for a webhook (so the committer
-/// groups them as it would). The gateway must be stopped. Returns how long it took.
+/// Checkpoints the closed store of the (stopped) gateway configured in `config`
+/// (`hookgate::store::checkpoint`: the next open reads a snapshot instead of the whole log).
+/// Returns how long it took.
+pub fn checkpoint(config: &std::path::Path) -> Duration {
+    let (config, _warnings) = load_file(config).unwrap_or_else(|errors| {
+        panic!("bench config: {errors:?}");
+    });
+    hookgate::store::checkpoint(&config.server.data_dir, &config.store).expect("checkpoint")
+}
+
+/// Stores the events `event_id(first, mode)` .. `event_id(first + count - 1, mode)` with
+/// `concurrency` commits in flight, as [`fill`] does, in the (stopped) gateway's store, and closes
+/// it. Returns how long it took.
 pub async fn preload(
     config: &std::path::Path,
     first: u64,
     count: u64,
     concurrency: usize,
+    mode: IdMode,
 ) -> Duration {
     let started = Instant::now();
     let (config, store) = open(config);
+    fill(&config, &store, first, count, concurrency, mode, None).await;
+    store.close().await;
+    started.elapsed()
+}
+
+/// Stores the events `event_id(first, mode)` .. `event_id(first + count - 1, mode)` in `store`
+/// with `concurrency` commits in flight, each signed, verified and committed as hookgate does for
+/// a webhook (so the committer groups them as it would), received at `received_at_ms` if given
+/// (else now).
+pub async fn fill(
+    config: &Config,
+    store: &Store,
+    first: u64,
+    count: u64,
+    concurrency: usize,
+    mode: IdMode,
+    received_at_ms: Option<u64>,
+) {
     let provider = &config.providers[0];
     let key = super::key();
     let next = AtomicU64::new(first);
@@ -64,8 +94,8 @@ pub async fn preload(
             if id >= end {
                 break;
             }
-            let body = body(id);
-            let signed = headers(&key, id, &body);
+            let body = body(id, mode);
+            let signed = headers(&key, id, mode, &body);
             let headers = RequestHeaders(&signed);
             let path = format!("/hooks/{}", provider.name.as_str());
             let unverified = Unverified {
@@ -82,12 +112,15 @@ pub async fn preload(
                 .await
                 .expect("preload event verifies");
             let id = event_id(provider.event_id.as_ref(), &headers, &verified);
-            let event = NewEvent::webhook(
+            let mut event = NewEvent::webhook(
                 provider.name.clone(),
                 id,
                 Some("application/json".into()),
                 verified,
             );
+            if let Some(at) = received_at_ms {
+                event = event.received_at(at);
+            }
             let committed = store
                 .commit(event, Duration::from_secs(60))
                 .await
@@ -96,8 +129,6 @@ pub async fn preload(
         }
     };
     futures_util::future::join_all((0..concurrency).map(|_| worker())).await;
-    store.close().await;
-    started.elapsed()
 }
 
 /// What the store holds, against what was acked.

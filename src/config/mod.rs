@@ -53,7 +53,12 @@ pub struct StoreConfig {
     /// A (provider, event id) is remembered this long for deduplication.
     pub dedup_window: Duration,
     pub sweep_interval: Duration,
+    /// Recent dedup keys sealed into a run at a time (not a config key: tests lower it).
+    pub dedup_run_keys: u64,
 }
+
+/// The recent dedup keys that make a sealed run (see `store/sled/runs.rs`).
+pub const DEFAULT_DEDUP_RUN_KEYS: u64 = 262_144;
 
 /// An HTTP endpoint events are pushed to, at least once, in seq order unless `ordered = false`.
 #[derive(Debug, Clone)]

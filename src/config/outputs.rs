@@ -53,6 +53,7 @@ impl Loader<'_> {
             retention,
             dedup_window,
             sweep_interval: sweep_interval.max(Duration::from_millis(100)),
+            dedup_run_keys: super::DEFAULT_DEDUP_RUN_KEYS,
         }
     }
 

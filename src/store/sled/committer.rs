@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::durable::Durability;
 use super::pack::{self, Pack};
 use super::record::{dedup_key, dedup_seq, dedup_value, RecordRef};
+use super::runs::Runs;
 use super::watermark::Watermark;
 use super::{TreeId, Trees, Write, NEXT_SEQ_KEY};
 use crate::event::Seq;
@@ -28,6 +29,8 @@ pub enum Message {
     Commit(Pending),
     /// Commit what is queued, sync, and stop.
     Close,
+    /// A reader found the store corrupt: stop at once (see `SledStore::read`).
+    Fail(String),
 }
 
 /// What a request asks the committer to do.
@@ -36,6 +39,8 @@ pub enum Work {
     Event(NewEvent),
     /// Apply these writes together (cursor moves, delivery records, sweeps).
     Writes(Vec<Write>),
+    /// Drop the sealed dedup runs whose newest key arrived before this time (ms).
+    ExpireRuns(u64),
 }
 
 impl Work {
@@ -43,6 +48,7 @@ impl Work {
         match self {
             Work::Event(event) => event.body.len(),
             Work::Writes(writes) => writes.iter().map(Write::len).sum(),
+            Work::ExpireRuns(_) => 0,
         }
     }
 }
@@ -55,6 +61,8 @@ type Encoded = (Vec<u8>, Vec<u8>, u64);
 pub enum Outcome {
     Event(Committed),
     Written,
+    /// How many dedup keys went with the expired runs.
+    Expired(u64),
 }
 
 /// One request waiting for the committer.
@@ -76,6 +84,13 @@ pub struct Committer {
     pub open: Option<Pack>,
     /// The acknowledged seq, kept beside the log to tell a damaged log at open.
     pub watermark: Watermark,
+    /// The sealed dedup runs, and the sealing of the `dedup` tree into them.
+    pub runs: Runs,
+}
+
+/// The committer's end on a corrupt store.
+fn stop(reason: &str) {
+    tracing::error!("{reason}; hookgate stops rather than serve a damaged store.");
 }
 
 impl Committer {
@@ -95,6 +110,7 @@ impl Committer {
                     closing = true;
                     continue;
                 }
+                Some(Message::Fail(reason)) => return stop(&reason),
                 None => break,
             };
             let mut batch = vec![first];
@@ -106,10 +122,19 @@ impl Committer {
                         batch.push(pending);
                     }
                     Ok(Message::Close) => closing = true,
+                    // The batch is dropped: its requests are answered 503.
+                    Ok(Message::Fail(reason)) => return stop(&reason),
                     Err(_) => break,
                 }
             }
-            if let Err(stop) = self.commit(batch) {
+            let committed = self.commit(batch).and_then(|()| {
+                // Between batches, a step of sealing recent dedup keys into a run.
+                if self.runs.wants_step() {
+                    self.runs.step()?;
+                }
+                Ok(())
+            });
+            if let Err(stop) = committed {
                 // Fail-stop: after a failed sync, what the disk holds is unknown (a retried
                 // fsync may report success for pages the kernel already dropped). No later
                 // batch may be acknowledged on top of it; the queued requests get 503 (Closed)
@@ -131,6 +156,19 @@ impl Committer {
     /// Applies and syncs one batch and answers it. `Err`: an fsync failed, and the committer
     /// must stop (see `durable.rs`).
     fn commit(&mut self, batch: Vec<Pending>) -> Result<(), StoreError> {
+        let (expiries, batch): (Vec<Pending>, Vec<Pending>) = batch
+            .into_iter()
+            .partition(|p| matches!(p.work, Work::ExpireRuns(_)));
+        for pending in expiries {
+            if let Work::ExpireRuns(cutoff_ms) = pending.work {
+                let expired = self.runs.expire(cutoff_ms);
+                let failed = expired.as_ref().err().cloned();
+                let _ = pending.reply.send(expired.map(Outcome::Expired));
+                if let Some(err) = failed {
+                    return Err(err);
+                }
+            }
+        }
         let now = Instant::now();
         let (live, late): (Vec<Pending>, Vec<Pending>) = batch
             .into_iter()
@@ -190,7 +228,7 @@ impl Committer {
                     match outcome {
                         Outcome::Event(Committed::Accepted(_)) => self.metrics.events_stored.inc(),
                         Outcome::Event(Committed::Duplicate(_)) => self.metrics.duplicates.inc(),
-                        Outcome::Written => 0,
+                        Outcome::Written | Outcome::Expired(_) => 0,
                     };
                     let _ = pending.reply.send(Ok(outcome));
                 }
@@ -246,6 +284,14 @@ impl Committer {
             &all[..=TreeId::Meta as usize]
         };
         let open = self.open.clone();
+        // Keys already sealed into runs, looked up before the transaction: a read inside one
+        // may make sled split a node, which waits for the lock the transaction holds.
+        let mut in_runs: HashMap<&[u8], Seq> = HashMap::new();
+        for (key, _, _) in encoded.iter().flatten() {
+            if let Some(seq) = self.runs.lookup(key)? {
+                in_runs.insert(key.as_slice(), seq);
+            }
+        }
         let result = trees.transaction(|trees| {
             let tree = |id: TreeId| &trees[id as usize];
             let (events, dedup, meta) = (
@@ -318,6 +364,10 @@ impl Committer {
                     outcomes.push(Outcome::Event(Committed::Duplicate(seq)));
                     continue;
                 }
+                if let Some(seq) = in_runs.get(key.as_slice()) {
+                    outcomes.push(Outcome::Event(Committed::Duplicate(*seq)));
+                    continue;
+                }
                 if Pack::holds(record) {
                     let appended = pack
                         .as_mut()
@@ -349,6 +399,7 @@ impl Committer {
         });
         match result {
             Ok((outcomes, next, pack)) => {
+                self.runs.claimed(next.0 - self.next_seq.0);
                 self.next_seq = next;
                 self.open = pack;
                 Ok(outcomes)

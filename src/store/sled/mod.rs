@@ -6,12 +6,14 @@
 //! applies a batch in one sled transaction and makes it durable ([`durable`]) before answering.
 //! Reads run on tokio's blocking pool, and never look past the durable `last_seq`.
 
+mod bloom;
 mod committer;
 mod durable;
 mod keys;
 mod pack;
 pub mod record;
 mod retention;
+mod runs;
 mod watermark;
 
 use std::ops::RangeInclusive;
@@ -64,9 +66,19 @@ enum TreeId {
     Replay = 4,
     /// (output, seq) -> (): delivered out of order, past the output's cursor.
     Settled = 5,
+    /// Sealed runs of older dedup keys (see `runs.rs`).
+    Runs = 6,
 }
 
-const TREE_NAMES: [&str; 6] = ["events", "dedup", "meta", "dead", "replay", "settled"];
+const TREE_NAMES: [&str; 7] = [
+    "events",
+    "dedup",
+    "meta",
+    "dead",
+    "replay",
+    "settled",
+    "dedup_runs",
+];
 
 impl TreeId {
     fn of(mark: Mark) -> TreeId {
@@ -151,6 +163,7 @@ struct Reader {
 
 /// The sled backend.
 pub struct SledStore {
+    dir: std::path::PathBuf,
     reader: Reader,
     queue: mpsc::Sender<Message>,
     committer: Mutex<Option<JoinHandle<()>>>,
@@ -230,6 +243,12 @@ impl SledStore {
             last_seq: last_seq_sender,
             open: None,
             watermark,
+            runs: runs::Runs::open(
+                trees.get(TreeId::Dedup).clone(),
+                trees.get(TreeId::Runs).clone(),
+                trees.get(TreeId::Meta).clone(),
+                config.dedup_run_keys,
+            )?,
         };
         let (ended, committer_ended) = oneshot::channel();
         let handle = std::thread::Builder::new()
@@ -240,6 +259,7 @@ impl SledStore {
             })?;
         tracing::info!(dir = %dir.display(), next_seq = %next_seq, "Store opened.");
         Ok(SledStore {
+            dir: dir.to_path_buf(),
             reader: Reader {
                 trees,
                 db,
@@ -281,15 +301,43 @@ impl SledStore {
             .map(|_| ())
     }
 
-    /// Runs a read on tokio's blocking pool.
+    /// Drops the sealed dedup runs older than `cutoff_ms`; returns how many keys went.
+    async fn expire_runs(&self, cutoff_ms: u64) -> Result<u64, StoreError> {
+        match self
+            .submit(Work::ExpireRuns(cutoff_ms), WRITE_DEADLINE)
+            .await?
+        {
+            Outcome::Expired(keys) => Ok(keys),
+            _ => Err(StoreError::Corrupt(
+                "a run expiry answered otherwise".into(),
+            )),
+        }
+    }
+
+    /// Runs a read on tokio's blocking pool. A read that finds the store corrupt (a record or
+    /// a sled page that does not check out) stops the committer: hookgate then exits, loudly,
+    /// rather than go on serving a store that lost acknowledged events.
     async fn read<T: Send + 'static>(
         &self,
         read: impl FnOnce(&Reader) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let reader = self.reader.clone();
-        tokio::task::spawn_blocking(move || read(&reader))
+        let result = tokio::task::spawn_blocking(move || read(&reader))
             .await
-            .map_err(|err| StoreError::Corrupt(format!("a store read panicked: {err}")))?
+            .map_err(|err| StoreError::Corrupt(format!("a store read panicked: {err}")))?;
+        let corrupt = match &result {
+            Err(StoreError::Corrupt(_)) => true,
+            Err(StoreError::Storage(err)) => matches!(
+                err.downcast_ref::<::sled::Error>(),
+                Some(::sled::Error::Corruption { .. })
+            ),
+            _ => false,
+        };
+        if let (true, Err(err)) = (corrupt, &result) {
+            let reason = format!("the store at {} is corrupt: {err}", self.dir.display());
+            let _ = self.queue.send(Message::Fail(reason)).await;
+        }
+        result
     }
 }
 
@@ -454,7 +502,7 @@ impl Backend for SledStore {
     async fn commit(&self, event: NewEvent, deadline: Duration) -> Result<Committed, StoreError> {
         match self.submit(Work::Event(event), deadline).await? {
             Outcome::Event(committed) => Ok(committed),
-            Outcome::Written => Err(StoreError::Corrupt(
+            Outcome::Written | Outcome::Expired(_) => Err(StoreError::Corrupt(
                 "an event commit answered as writes".into(),
             )),
         }

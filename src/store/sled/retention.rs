@@ -57,7 +57,8 @@ pub async fn sweep(
     outputs: Arc<Vec<Output>>,
 ) -> Result<Swept, StoreError> {
     let events = sweep_events(store, resume, cutoffs.events_ms, outputs).await?;
-    let dedup_keys = sweep_dedup(store, resume, cutoffs.dedup_ms).await?;
+    let mut dedup_keys = sweep_dedup(store, resume, cutoffs.dedup_ms).await?;
+    dedup_keys += store.expire_runs(cutoffs.dedup_ms).await?;
     Ok(Swept { events, dedup_keys })
 }
 

@@ -1,0 +1,412 @@
+//! Dedup keys beyond the recent ones, packed into sealed runs, so that sled holds a few values
+//! per hundred keys instead of one each (sled keeps ~400 bytes of memory per node whatever it
+//! holds, and a leaf holds at most 16 entries: per-key dedup alone cost ~45 MiB per million).
+//!
+//! New claims go to the `dedup` tree, one entry each (fast, atomic with their event). Once
+//! `dedup_run_keys` (262,144) have arrived, the committer moves the `dedup` tree's entries, in key order and a
+//! few thousand per step between batches, into the next run: values of up to `MAX_VALUE` bytes
+//! in the `dedup_runs` tree, each step one transaction that removes the entries it packs, so a
+//! key is always in exactly one place. A run then gets a blocked Bloom filter (stored with it,
+//! kept in memory: 10 bits a key), its key count and its newest arrival time. A lookup checks
+//! the `dedup` tree, then each run whose filter may hold the key (about 1 % of the others).
+//! Retention drops a whole run once its newest key is past `dedup_window`.
+//!
+//! `dedup_runs` keys, all under the run's big-endian u32 id:
+//! - `[id][0][first key]`: entries `[key len: u16 LE][key][seq: 8 BE][received_at ms: 8 BE]`;
+//! - `[id][1]`: the run's summary `[keys: u64 LE][newest: u64 LE][filter parts: u16 LE]`,
+//!   written last: a run without it was being built when hookgate stopped, and is finished at
+//!   the next open;
+//! - `[id][2][part: u16 BE]`: its filter, cut into values.
+
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+
+use super::bloom::{Bloom, KeyHash};
+use super::pack::MAX_VALUE;
+use super::record::{dedup_seq, dedup_value};
+use crate::event::Seq;
+use crate::store::StoreError;
+
+/// Entries moved per step: a step costs the committer a few milliseconds.
+const STEP: usize = 2048;
+const DATA: u8 = 0;
+const SUMMARY: u8 = 1;
+const FILTER: u8 = 2;
+/// `meta` key of the next run id.
+const NEXT_RUN_KEY: &[u8] = b"dedup_runs/next";
+
+/// A sealed run, as kept in memory.
+struct Run {
+    id: u32,
+    bloom: Bloom,
+    keys: u64,
+    newest_ms: u64,
+}
+
+/// The run being filled: where the next step resumes in the `dedup` tree.
+struct Building {
+    run: Run,
+    after: Option<Vec<u8>>,
+}
+
+/// The runs, owned by the committer (the only writer).
+pub struct Runs {
+    /// The `dedup` tree (recent claims) and the `dedup_runs` tree.
+    recent: sled::Tree,
+    tree: sled::Tree,
+    meta: sled::Tree,
+    sealed: Vec<Run>,
+    building: Option<Building>,
+    /// Claims since the last run began, and how many begin one.
+    claimed: u64,
+    seal_at: u64,
+    next_id: u32,
+}
+
+impl Runs {
+    /// Loads the sealed runs' filters, and finishes a run left half built.
+    pub fn open(
+        recent: sled::Tree,
+        tree: sled::Tree,
+        meta: sled::Tree,
+        seal_at: u64,
+    ) -> Result<Runs, StoreError> {
+        let next_id = match meta.get(NEXT_RUN_KEY)? {
+            Some(value) => u32::from_be_bytes(
+                value
+                    .as_ref()
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("next dedup run id".into()))?,
+            ),
+            None => 0,
+        };
+        let mut runs = Runs {
+            recent,
+            tree,
+            meta,
+            sealed: Vec::new(),
+            building: None,
+            claimed: 0,
+            seal_at: seal_at.max(1),
+            next_id,
+        };
+        for id in 0..next_id {
+            if let Some(summary) = runs.tree.get(key(id, SUMMARY, &[]))? {
+                runs.sealed.push(runs.load(id, &summary)?);
+            } else if runs.tree.scan_prefix(key(id, DATA, &[])).next().is_some() {
+                let run = runs.rebuild(id)?;
+                runs.finish(run)?;
+            }
+        }
+        Ok(runs)
+    }
+
+    /// The seq stored under `key` in a run, if any run holds it.
+    pub fn lookup(&self, key: &[u8]) -> Result<Option<Seq>, StoreError> {
+        let hash = KeyHash::of(key);
+        let building = self.building.iter().map(|b| &b.run);
+        for run in building.chain(self.sealed.iter().rev()) {
+            if run.bloom.may_contain(hash) {
+                if let Some(seq) = self.find(run.id, key)? {
+                    return Ok(Some(seq));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Counts `n` new claims in the `dedup` tree.
+    pub fn claimed(&mut self, n: u64) {
+        self.claimed += n;
+    }
+
+    /// Whether a step of sealing is due.
+    pub fn wants_step(&self) -> bool {
+        self.building.is_some() || self.claimed >= self.seal_at
+    }
+
+    /// Moves up to `STEP` entries of the `dedup` tree into the run being built (beginning one if
+    /// none is), in one transaction; seals the run when the tree has been gone through.
+    pub fn step(&mut self) -> Result<(), StoreError> {
+        let mut building = match self.building.take() {
+            Some(building) => building,
+            None => self.begin()?,
+        };
+        let iter = match &building.after {
+            Some(after) => self.recent.range([after.as_slice(), &[0]].concat()..),
+            None => self.recent.iter(),
+        };
+        let mut entries = Vec::with_capacity(STEP);
+        for item in iter.take(STEP) {
+            let (key, value) = item?;
+            entries.push((key, value));
+        }
+        let done = entries.len() < STEP;
+        let values = pack_entries(building.run.id, &entries);
+        let result = (&self.recent, &self.tree).transaction(|(recent, tree)| {
+            for (key, _) in &entries {
+                recent.remove(key)?;
+            }
+            for (key, value) in &values {
+                tree.insert(key.as_slice(), value.as_slice())?;
+            }
+            Ok::<_, ConflictableTransactionError<StoreError>>(())
+        });
+        transacted(result)?;
+        for (key, value) in &entries {
+            building.run.bloom.insert(KeyHash::of(key));
+            building.run.keys += 1;
+            building.run.newest_ms = building.run.newest_ms.max(received_ms(value));
+        }
+        building.after = entries
+            .last()
+            .map(|(key, _)| key.to_vec())
+            .or(building.after);
+        if done {
+            self.finish(building.run)?;
+        } else {
+            self.building = Some(building);
+        }
+        Ok(())
+    }
+
+    /// Drops the sealed runs whose newest key arrived before `cutoff_ms`. Returns how many keys
+    /// went with them.
+    pub fn expire(&mut self, cutoff_ms: u64) -> Result<u64, StoreError> {
+        let mut dropped = 0;
+        let (expired, kept): (Vec<Run>, Vec<Run>) = std::mem::take(&mut self.sealed)
+            .into_iter()
+            .partition(|run| run.newest_ms < cutoff_ms);
+        self.sealed = kept;
+        for run in expired {
+            // The summary goes first: a run without one is finished again at the next open.
+            self.tree.remove(key(run.id, SUMMARY, &[]))?;
+            let prefix = run.id.to_be_bytes();
+            let keys: Vec<sled::IVec> = self
+                .tree
+                .scan_prefix(prefix)
+                .keys()
+                .collect::<Result<_, _>>()?;
+            for key in keys {
+                self.tree.remove(key)?;
+            }
+            dropped += run.keys;
+        }
+        Ok(dropped)
+    }
+
+    /// How many keys the sealed runs hold.
+    #[cfg(test)]
+    fn sealed_keys(&self) -> u64 {
+        self.sealed.iter().map(|run| run.keys).sum()
+    }
+
+    fn begin(&mut self) -> Result<Building, StoreError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.meta
+            .insert(NEXT_RUN_KEY, &self.next_id.to_be_bytes())?;
+        self.claimed = 0;
+        Ok(Building {
+            run: Run {
+                id,
+                bloom: Bloom::with_capacity(2 * self.seal_at as usize),
+                keys: 0,
+                newest_ms: 0,
+            },
+            after: None,
+        })
+    }
+
+    /// Writes a run's filter and summary (the summary last), and keeps it as sealed.
+    fn finish(&mut self, run: Run) -> Result<(), StoreError> {
+        let parts: Vec<&[u8]> = run.bloom.as_bytes().chunks(MAX_VALUE).collect();
+        for (part, bytes) in parts.iter().enumerate() {
+            let part = u16::try_from(part).expect("a filter under 384 MiB");
+            self.tree
+                .insert(key(run.id, FILTER, &part.to_be_bytes()), *bytes)?;
+        }
+        let mut summary = Vec::with_capacity(18);
+        summary.extend_from_slice(&run.keys.to_le_bytes());
+        summary.extend_from_slice(&run.newest_ms.to_le_bytes());
+        summary.extend_from_slice(&(parts.len() as u16).to_le_bytes());
+        self.tree.insert(key(run.id, SUMMARY, &[]), summary)?;
+        self.sealed.push(run);
+        Ok(())
+    }
+
+    fn load(&self, id: u32, summary: &[u8]) -> Result<Run, StoreError> {
+        let corrupt = || StoreError::Corrupt(format!("dedup run {id}: summary"));
+        let field = |at: usize| -> Result<u64, StoreError> {
+            let bytes = summary.get(at..at + 8).ok_or_else(corrupt)?;
+            Ok(u64::from_le_bytes(bytes.try_into().map_err(|_| corrupt())?))
+        };
+        let mut filter = Vec::new();
+        for part in self.tree.scan_prefix(key(id, FILTER, &[])).values() {
+            filter.extend_from_slice(&part?);
+        }
+        Ok(Run {
+            id,
+            bloom: Bloom::from_bytes(filter)
+                .ok_or_else(|| StoreError::Corrupt(format!("dedup run {id}: filter")))?,
+            keys: field(0)?,
+            newest_ms: field(8)?,
+        })
+    }
+
+    /// A run left half built: its filter and summary, from its entries.
+    fn rebuild(&self, id: u32) -> Result<Run, StoreError> {
+        let mut run = Run {
+            id,
+            bloom: Bloom::with_capacity(2 * self.seal_at as usize),
+            keys: 0,
+            newest_ms: 0,
+        };
+        for value in self.tree.scan_prefix(key(id, DATA, &[])).values() {
+            for (key, value) in entries(&value?) {
+                run.bloom.insert(KeyHash::of(key));
+                run.keys += 1;
+                run.newest_ms = run.newest_ms.max(received_ms(value));
+            }
+        }
+        Ok(run)
+    }
+
+    fn find(&self, id: u32, wanted: &[u8]) -> Result<Option<Seq>, StoreError> {
+        let from = key(id, DATA, &[]);
+        let to = key(id, DATA, wanted);
+        let Some((_, value)) = self.tree.range(from..=to).next_back().transpose()? else {
+            return Ok(None);
+        };
+        let found = entries(&value)
+            .find(|(key, _)| *key == wanted)
+            .and_then(|(_, value)| dedup_seq(value));
+        Ok(found)
+    }
+}
+
+fn key(id: u32, kind: u8, rest: &[u8]) -> Vec<u8> {
+    [&id.to_be_bytes()[..], &[kind], rest].concat()
+}
+
+/// The arrival time in a dedup value (see `record::dedup_value`).
+fn received_ms(value: &[u8]) -> u64 {
+    value
+        .get(8..16)
+        .and_then(|bytes| bytes.try_into().ok())
+        .map_or(0, u64::from_be_bytes)
+}
+
+/// `entries` (in key order) packed into run values of at most `MAX_VALUE` bytes.
+fn pack_entries(id: u32, entries: &[(sled::IVec, sled::IVec)]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut values: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    for (entry_key, value) in entries {
+        let Some(seq) = dedup_seq(value) else {
+            continue;
+        };
+        let mut entry = Vec::with_capacity(2 + entry_key.len() + 16);
+        entry.extend_from_slice(&(entry_key.len() as u16).to_le_bytes());
+        entry.extend_from_slice(entry_key);
+        entry.extend_from_slice(&dedup_value(seq, received_ms(value)));
+        match values.last_mut() {
+            Some((_, packed)) if packed.len() + entry.len() <= MAX_VALUE => {
+                packed.extend_from_slice(&entry)
+            }
+            _ => values.push((key(id, DATA, entry_key), entry)),
+        }
+    }
+    values
+}
+
+/// The (key, dedup value) entries of a run value; stops at the first malformed one.
+fn entries(value: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    let mut rest = value;
+    std::iter::from_fn(move || {
+        let len = usize::from(u16::from_le_bytes(rest.get(..2)?.try_into().ok()?));
+        let key = rest.get(2..2 + len)?;
+        let value = rest.get(2 + len..2 + len + 16)?;
+        rest = &rest[2 + len + 16..];
+        Some((key, value))
+    })
+}
+
+fn transacted(result: Result<(), TransactionError<StoreError>>) -> Result<(), StoreError> {
+    match result {
+        Ok(()) => Ok(()),
+        Err(TransactionError::Abort(err)) => Err(err),
+        Err(TransactionError::Storage(err)) => Err(StoreError::from(err)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open() -> (sled::Db, Runs) {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = |name: &str| db.open_tree(name).unwrap();
+        let runs = Runs::open(tree("dedup"), tree("dedup_runs"), tree("meta"), 1000).unwrap();
+        (db, runs)
+    }
+
+    fn claim(runs: &Runs, key: &str, seq: u64, at: u64) {
+        runs.recent
+            .insert(key.as_bytes(), &dedup_value(Seq(seq), at))
+            .unwrap();
+    }
+
+    #[test]
+    fn sealed_keys_are_found_and_leave_the_recent_tree() {
+        let (_db, mut runs) = open();
+        for n in 0..5000u64 {
+            claim(&runs, &format!("p\0id-{n:05}"), n + 1, 1000 + n);
+        }
+        runs.claimed(1000);
+        while runs.wants_step() {
+            runs.step().unwrap();
+        }
+        assert!(runs.recent.is_empty());
+        assert_eq!(runs.sealed_keys(), 5000);
+        for n in [0u64, 1, 2500, 4999] {
+            let key = format!("p\0id-{n:05}");
+            assert_eq!(runs.lookup(key.as_bytes()).unwrap(), Some(Seq(n + 1)));
+        }
+        assert_eq!(runs.lookup(b"p\0id-99999").unwrap(), None);
+        // Reopened: the filter comes back from disk.
+        let reopened = Runs::open(
+            runs.recent.clone(),
+            runs.tree.clone(),
+            runs.meta.clone(),
+            1000,
+        )
+        .unwrap();
+        assert_eq!(reopened.lookup(b"p\0id-01234").unwrap(), Some(Seq(1235)));
+        // Expired once its newest key is past the cutoff.
+        assert_eq!(runs.expire(1000 + 4999).unwrap(), 0);
+        assert_eq!(runs.expire(1000 + 5000).unwrap(), 5000);
+        assert_eq!(runs.lookup(b"p\0id-01234").unwrap(), None);
+        assert!(runs.tree.is_empty());
+    }
+
+    #[test]
+    fn a_half_built_run_is_finished_at_open() {
+        let (_db, mut runs) = open();
+        for n in 0..(STEP as u64 * 2) {
+            claim(&runs, &format!("p\0k{n:06}"), n + 1, 5);
+        }
+        runs.claimed(1000);
+        runs.step().unwrap();
+        assert!(runs.building.is_some());
+        let reopened = Runs::open(
+            runs.recent.clone(),
+            runs.tree.clone(),
+            runs.meta.clone(),
+            1000,
+        )
+        .unwrap();
+        assert_eq!(reopened.sealed_keys(), STEP as u64);
+        assert_eq!(reopened.lookup(b"p\0k000007").unwrap(), Some(Seq(8)));
+        // The rest is still in the recent tree.
+        assert_eq!(reopened.recent.len(), STEP);
+    }
+}

@@ -1,0 +1,979 @@
+//! The store's conformance suite: what every [`Backend`] promises, checked through [`Store`]
+//! alone. Each check takes an opener (`Fn(&Path) -> Store`, the same directory reopening the
+//! same store) and a fresh directory; `conformance!` turns the checks into one test each for a
+//! backend. A new backend adds one `conformance!` line.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hookgate::config::{ConsumerConfig, StoreConfig};
+use hookgate::event::{EventId, ProviderName, Seq, Source};
+use hookgate::metrics::Metrics;
+use hookgate::store::{
+    Change, Committed, Cutoffs, DeadRecord, Mark, Marks, NewEvent, Output, OutputState, Store,
+    StoreError, StoredEvent, Swept,
+};
+use rand::RngCore as _;
+
+/// Long enough for any commit on a loaded test machine.
+const DEADLINE: Duration = Duration::from_secs(30);
+/// Arrival time of "old" events: long before any cutoff used here.
+const LONG_AGO_MS: u64 = 1_000;
+/// Events and dedup keys received before this go (when their outputs are done with them);
+/// events received now (2020s) are young.
+const CUTOFF_MS: u64 = 1_000_000;
+
+fn event(provider: &str, id: &str, body: &[u8]) -> NewEvent {
+    NewEvent::poll(
+        ProviderName::parse(provider).unwrap(),
+        EventId::new(id).unwrap(),
+        Some("application/json".into()),
+        Bytes::copy_from_slice(body),
+    )
+}
+
+async fn commit(store: &Store, event: NewEvent) -> Committed {
+    store.commit(event, DEADLINE).await.unwrap()
+}
+
+async fn accept(store: &Store, provider: &str, id: &str, body: &[u8]) -> Seq {
+    match commit(store, event(provider, id, body)).await {
+        Committed::Accepted(seq) => seq,
+        other => panic!("{provider}/{id}: expected Accepted, got {other:?}"),
+    }
+}
+
+async fn accept_old(store: &Store, provider: &str, id: &str) -> Seq {
+    match commit(store, event(provider, id, b"{}").received_at(LONG_AGO_MS)).await {
+        Committed::Accepted(seq) => seq,
+        other => panic!("{provider}/{id}: expected Accepted, got {other:?}"),
+    }
+}
+
+async fn all_seqs(store: &Store) -> Vec<u64> {
+    let events = store.events_after(Seq(0), 100_000, None).await.unwrap();
+    events.iter().map(|e| e.seq).collect()
+}
+
+fn last_seq(store: &Store) -> Seq {
+    *store.last_seq().borrow()
+}
+
+fn dead(attempts: u32) -> DeadRecord {
+    DeadRecord {
+        at_ms: 1_700_000_000_000 + u64::from(attempts),
+        attempts,
+        error: format!("HTTP 500 after {attempts} attempts"),
+    }
+}
+
+/// Sweeps until a sweep removes nothing (a sweep is a bounded step that resumes), and returns
+/// the total.
+async fn sweep_all(store: &Store, cutoffs: Cutoffs, outputs: &Arc<Vec<Output>>) -> Swept {
+    let mut total = Swept::default();
+    for _ in 0..20 {
+        let swept = store.sweep(cutoffs, outputs.clone()).await.unwrap();
+        if swept == Swept::default() {
+            return total;
+        }
+        total.events += swept.events;
+        total.dedup_keys += swept.dedup_keys;
+    }
+    panic!("sweeping never settled: {total:?} so far");
+}
+
+/// Closes `store`, drops it, and opens the same directory again.
+async fn reopen(store: Store, dir: &Path, open: &impl Fn(&Path) -> Store) -> Store {
+    store.close().await;
+    assert!(!store.is_open(), "is_open() after close()");
+    drop(store);
+    open(dir)
+}
+
+// ---- the checks ----
+
+/// Accepted seqs start at 1 and strictly increase; `last_seq` covers each one once it is acked.
+pub async fn seqs_start_at_one_and_increase(open: impl Fn(&Path) -> Store, dir: &Path) {
+    let store = open(dir);
+    assert!(store.is_open());
+    assert_eq!(last_seq(&store), Seq(0), "an empty store's last_seq");
+    let mut previous = Seq(0);
+    for i in 0..50 {
+        let seq = accept(&store, "p", &format!("id-{i}"), b"{}").await;
+        if i == 0 {
+            assert_eq!(seq, Seq(1), "the first seq");
+        }
+        assert!(seq > previous, "seq {seq} after {previous}");
+        assert!(
+            last_seq(&store) >= seq,
+            "acked {seq}, last_seq {}",
+            last_seq(&store)
+        );
+        previous = seq;
+    }
+}
+
+/// Same provider + id: a duplicate of the first seq, whatever the body; same id under another
+/// provider: a new event.
+pub async fn dedup_by_provider_and_id(open: impl Fn(&Path) -> Store, dir: &Path) {
+    let store = open(dir);
+    let first = accept(&store, "a", "id-1", b"first").await;
+    assert_eq!(
+        commit(&store, event("a", "id-1", b"second")).await,
+        Committed::Duplicate(first)
+    );
+    let other = accept(&store, "b", "id-1", b"other provider").await;
+    assert!(other > first);
+    // An id that is a prefix or extension of another is another id.
+    let longer = accept(&store, "a", "id-10", b"longer").await;
+    assert!(longer > other);
+    assert_eq!(
+        commit(&store, event("b", "id-1", b"again")).await,
+        Committed::Duplicate(other)
+    );
+    // A provider name and id that concatenate alike are distinct.
+    let ab = accept(&store, "ab", "c", b"ab/c").await;
+    let a_bc = accept(&store, "a", "bc", b"a/bc").await;
+    assert_ne!(ab, a_bc);
+    // The duplicate stored nothing: the first body stays.
+    let stored = store.event(first).await.unwrap().unwrap();
+    assert_eq!(stored.body, b"first");
+    let ids: Vec<(String, String)> = store
+        .events_after(Seq(0), 100, None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.provider, e.event_id))
+        .collect();
+    let expected = [
+        ("a", "id-1"),
+        ("b", "id-1"),
+        ("a", "id-10"),
+        ("ab", "c"),
+        ("a", "bc"),
+    ];
+    let expected: Vec<(String, String)> = expected
+        .iter()
+        .map(|(p, i)| (p.to_string(), i.to_string()))
+        .collect();
+    assert_eq!(ids, expected);
+}
+
+/// Many tasks commit the same ids at once: exactly one is accepted per id, every other answer
+/// is a duplicate of that seq, and one event is stored per id.
+pub async fn concurrent_commits_of_one_id(open: impl Fn(&Path) -> Store, dir: &Path) {
+    let store = open(dir);
+    const IDS: usize = 8;
+    const TASKS_PER_ID: usize = 24;
+    let mut tasks = Vec::new();
+    for task in 0..TASKS_PER_ID {
+        for id in 0..IDS {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let body = format!("task {task}");
+                let committed = commit(&store, event("p", &format!("race-{id}"), body.as_bytes()));
+                (id, committed.await)
+            }));
+        }
+    }
+    let mut answers: Vec<Vec<Committed>> = vec![Vec::new(); IDS];
+    for task in tasks {
+        let (id, committed) = task.await.unwrap();
+        answers[id].push(committed);
+    }
+    let mut seqs = BTreeSet::new();
+    for (id, answers) in answers.iter().enumerate() {
+        let accepted: Vec<Seq> = answers
+            .iter()
+            .filter_map(|c| match c {
+                Committed::Accepted(seq) => Some(*seq),
+                Committed::Duplicate(_) => None,
+            })
+            .collect();
+        assert_eq!(accepted.len(), 1, "race-{id}: accepted {accepted:?}");
+        let seq = accepted[0];
+        for answer in answers {
+            assert!(
+                *answer == Committed::Accepted(seq) || *answer == Committed::Duplicate(seq),
+                "race-{id}: {answer:?} beside Accepted({seq})"
+            );
+        }
+        seqs.insert(seq.0);
+    }
+    let stored = store.events_after(Seq(0), 1000, None).await.unwrap();
+    assert_eq!(stored.len(), IDS, "one event per id");
+    for event in &stored {
+        assert!(
+            seqs.contains(&event.seq),
+            "stored seq {} never acked",
+            event.seq
+        );
+    }
+}
+
+/// `events_after`: seq order, `limit`, the provider filter, and nothing past the end.
+pub async fn events_after_orders_limits_and_filters(open: impl Fn(&Path) -> Store, dir: &Path) {
+    let store = open(dir);
+    let mut committed = Vec::new();
+    for i in 0..30u32 {
+        let provider = if i % 3 == 0 { "a" } else { "b" };
+        let id = format!("ev-{i}");
+        let body = format!(r#"{{"n":{i}}}"#);
+        let seq = accept(&store, provider, &id, body.as_bytes()).await;
+        committed.push((seq.0, provider.to_string(), id, body.into_bytes()));
+    }
+    let all = store.events_after(Seq(0), 1000, None).await.unwrap();
+    let got: Vec<(u64, String, String, Vec<u8>)> = all
+        .iter()
+        .map(|e| {
+            (
+                e.seq,
+                e.provider.clone(),
+                e.event_id.clone(),
+                e.body.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(got, committed);
+    for e in &all {
+        assert_eq!(e.source, Source::Poll);
+        assert_eq!(e.content_type.as_deref(), Some("application/json"));
+    }
+    let seqs: Vec<u64> = committed.iter().map(|c| c.0).collect();
+
+    // Limit, from the middle.
+    let page = store.events_after(Seq(seqs[9]), 5, None).await.unwrap();
+    let page: Vec<u64> = page.iter().map(|e| e.seq).collect();
+    assert_eq!(page, seqs[10..15]);
+    // Paging with the last seq of each page visits everything once.
+    let mut paged = Vec::new();
+    let mut after = Seq(0);
+    loop {
+        let page = store.events_after(after, 7, None).await.unwrap();
+        assert!(page.len() <= 7);
+        let Some(last) = page.last() else { break };
+        after = Seq(last.seq);
+        paged.extend(page.iter().map(|e| e.seq));
+    }
+    assert_eq!(paged, seqs);
+    assert!(store
+        .events_after(Seq(0), 0, None)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // The provider filter, with and without a limit.
+    let of_a: Vec<u64> = committed
+        .iter()
+        .filter(|c| c.1 == "a")
+        .map(|c| c.0)
+        .collect();
+    let got = store
+        .events_after(Seq(0), 1000, Some("a".into()))
+        .await
+        .unwrap();
+    assert!(got.iter().all(|e| e.provider == "a"));
+    assert_eq!(got.iter().map(|e| e.seq).collect::<Vec<_>>(), of_a);
+    let got = store
+        .events_after(Seq(of_a[2]), 3, Some("a".into()))
+        .await
+        .unwrap();
+    assert_eq!(got.iter().map(|e| e.seq).collect::<Vec<_>>(), of_a[3..6]);
+    assert!(store
+        .events_after(Seq(0), 1000, Some("nobody".into()))
+        .await
+        .unwrap()
+        .is_empty());
+
+    // At and beyond the end.
+    let last = *seqs.last().unwrap();
+    for after in [last, last + 1, last + 1000, u64::MAX] {
+        let page = store.events_after(Seq(after), 1000, None).await.unwrap();
+        assert!(page.is_empty(), "after {after}: {} events", page.len());
+    }
+}
+
+/// `event(seq)`: the event stored under seq, or None.
+pub async fn event_by_seq(open: impl Fn(&Path) -> Store, dir: &Path) {
+    let store = open(dir);
+    assert_eq!(store.event(Seq(1)).await.unwrap(), None, "an empty store");
+    let mut seqs = Vec::new();
+    for i in 0..20 {
+        let seq = accept(
+            &store,
+            "p",
+            &format!("id-{i}"),
+            format!("body {i}").as_bytes(),
+        )
+        .await;
+        seqs.push(seq);
+    }
+    for (i, seq) in seqs.iter().enumerate() {
+        let event = store.event(*seq).await.unwrap();
+        let event = event.unwrap_or_else(|| panic!("seq {seq} missing"));
+        assert_eq!(event.seq, seq.0);
+        assert_eq!(event.provider, "p");
+        assert_eq!(event.event_id, format!("id-{i}"));
+        assert_eq!(event.body, format!("body {i}").into_bytes());
+        assert_eq!(event.source, Source::Poll);
+    }
+    let last = seqs.last().unwrap().0;
+    for absent in [0, last + 1, last + 100, u64::MAX] {
+        assert_eq!(
+            store.event(Seq(absent)).await.unwrap(),
+            None,
+            "seq {absent}"
+        );
+    }
+}
+
+/// Bodies of any size and content come back byte for byte, through both reads, and do not
+/// disturb their neighbours.
+pub async fn large_bodies_round_trip(open: impl Fn(&Path) -> Store, dir: &Path) {
+    let store = open(dir);
+    let sizes = [
+        1 << 20,
+        200 * 1024,
+        (1 << 20) - 1,
+        6 * 1024 - 1,
+        6 * 1024,
+        6 * 1024 + 1,
+        12 * 1024 + 3,
+        0,
+        1,
+        64 * 1024,
+    ];
+    let mut sent = Vec::new();
+    for (i, size) in sizes.iter().enumerate() {
+        let mut body = vec![0u8; *size];
+        rand::thread_rng().fill_bytes(&mut body);
+        let seq = accept(&store, "p", &format!("large-{i}"), &body).await;
+        // A small event beside each large one.
+        let small = format!("small {i}").into_bytes();
+        let small_seq = accept(&store, "p", &format!("small-{i}"), &small).await;
+        sent.push((seq, body));
+        sent.push((small_seq, small));
+    }
+    for (seq, body) in &sent {
+        let stored = store.event(*seq).await.unwrap().unwrap().body;
+        assert!(
+            stored == *body,
+            "seq {seq}: {} bytes sent, {} read, differing",
+            body.len(),
+            stored.len()
+        );
+    }
+    let all = store.events_after(Seq(0), 1000, None).await.unwrap();
+    assert_eq!(all.len(), sent.len());
+    for (event, (seq, body)) in all.iter().zip(&sent) {
+        assert_eq!(event.seq, seq.0);
+        assert!(
+            event.body == *body,
+            "seq {seq} differs through events_after"
+        );
+    }
+    // Starting a page right after, or at, a large event.
+    let after = store.events_after(sent[0].0, 1, None).await.unwrap();
+    assert_eq!(after[0].seq, sent[1].0 .0);
+}
+
+/// An output's cursor starts at 0 and never moves back; the pause flag toggles; outputs are
+/// independent.
+pub async fn output_cursor_and_pause(open: impl Fn(&Path) -> Store, dir: &Path) {
+    let store = open(dir);
+    let unset = OutputState {
+        cursor: Seq(0),
+        paused: false,
+    };
+    assert_eq!(store.output("crm").await.unwrap(), unset);
+    store
+        .change("crm", vec![Change::Cursor(Seq(5))])
+        .await
+        .unwrap();
+    assert_eq!(store.output("crm").await.unwrap().cursor, Seq(5));
+    store
+        .change("crm", vec![Change::Cursor(Seq(3))])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.output("crm").await.unwrap().cursor,
+        Seq(5),
+        "moved back"
+    );
+    store
+        .change(
+            "crm",
+            vec![Change::Cursor(Seq(300)), Change::Cursor(Seq(7))],
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.output("crm").await.unwrap().cursor, Seq(300));
+    store
+        .change("crm", vec![Change::Paused(true)])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.output("crm").await.unwrap(),
+        OutputState {
+            cursor: Seq(300),
+            paused: true
+        }
+    );
+    // Other outputs, including one whose name extends this one's, are untouched.
+    assert_eq!(store.output("crm2").await.unwrap(), unset);
+    assert_eq!(store.output("cr").await.unwrap(), unset);
+    store
+        .change("crm2", vec![Change::Cursor(Seq(2)), Change::Paused(true)])
+        .await
+        .unwrap();
+    store
+        .change("crm", vec![Change::Paused(false)])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.output("crm").await.unwrap(),
+        OutputState {
+            cursor: Seq(300),
+            paused: false
+        }
+    );
+    assert_eq!(
+        store.output("crm2").await.unwrap(),
+        OutputState {
+            cursor: Seq(2),
+            paused: true
+        }
+    );
+}
+
+/// Dead, replay and settled marks: set, listed by range and limit, counted, read per event,
+/// cleared, and kept apart per output.
+pub async fn marks_set_list_count_and_clear(open: impl Fn(&Path) -> Store, dir: &Path) {
+    let store = open(dir);
+    let all = Seq(0)..=Seq(u64::MAX);
+    assert!(store
+        .marked("crm", Mark::Dead, all.clone(), 100)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(store.count_marked("crm", Mark::Dead).await.unwrap(), 0);
+    assert_eq!(store.marks("crm", Seq(3)).await.unwrap(), Marks::default());
+
+    store
+        .change(
+            "crm",
+            vec![
+                Change::Dead(Seq(3), dead(3)),
+                Change::Dead(Seq(256), dead(256)),
+                Change::Dead(Seq(5), dead(5)),
+                Change::Dead(Seq(1), dead(1)),
+                Change::Mark(Mark::Replay, Seq(4)),
+                Change::Mark(Mark::Settled, Seq(6)),
+                Change::Mark(Mark::Settled, Seq(7)),
+            ],
+        )
+        .await
+        .unwrap();
+    // Another output, whose name extends this one's.
+    store
+        .change(
+            "crm2",
+            vec![
+                Change::Dead(Seq(2), dead(2)),
+                Change::Mark(Mark::Replay, Seq(3)),
+            ],
+        )
+        .await
+        .unwrap();
+
+    let dead_marks = store
+        .marked("crm", Mark::Dead, all.clone(), 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        dead_marks,
+        vec![
+            (Seq(1), Some(dead(1))),
+            (Seq(3), Some(dead(3))),
+            (Seq(5), Some(dead(5))),
+            (Seq(256), Some(dead(256))),
+        ]
+    );
+    let ranged = store
+        .marked("crm", Mark::Dead, Seq(3)..=Seq(255), 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        ranged,
+        vec![(Seq(3), Some(dead(3))), (Seq(5), Some(dead(5)))]
+    );
+    let limited = store
+        .marked("crm", Mark::Dead, Seq(2)..=Seq(1000), 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        limited,
+        vec![(Seq(3), Some(dead(3))), (Seq(5), Some(dead(5)))]
+    );
+    assert_eq!(
+        store
+            .marked("crm", Mark::Replay, all.clone(), 100)
+            .await
+            .unwrap(),
+        vec![(Seq(4), None)]
+    );
+    assert_eq!(
+        store
+            .marked("crm", Mark::Settled, all.clone(), 100)
+            .await
+            .unwrap(),
+        vec![(Seq(6), None), (Seq(7), None)]
+    );
+    assert_eq!(store.count_marked("crm", Mark::Dead).await.unwrap(), 4);
+    assert_eq!(store.count_marked("crm", Mark::Replay).await.unwrap(), 1);
+    assert_eq!(store.count_marked("crm", Mark::Settled).await.unwrap(), 2);
+    assert_eq!(store.count_marked("crm2", Mark::Dead).await.unwrap(), 1);
+    assert_eq!(store.count_marked("cr", Mark::Dead).await.unwrap(), 0);
+    assert_eq!(
+        store.marks("crm", Seq(3)).await.unwrap(),
+        Marks {
+            dead: Some(dead(3)),
+            replay: false,
+            settled: false
+        }
+    );
+    assert_eq!(
+        store.marks("crm2", Seq(3)).await.unwrap(),
+        Marks {
+            dead: None,
+            replay: true,
+            settled: false
+        }
+    );
+    assert_eq!(store.marks("crm", Seq(2)).await.unwrap(), Marks::default());
+
+    // Replayed: the dead mark goes and a replay mark comes, in one change.
+    store
+        .change(
+            "crm",
+            vec![
+                Change::Unmark(Mark::Dead, Seq(5)),
+                Change::Mark(Mark::Replay, Seq(5)),
+                Change::Unmark(Mark::Settled, Seq(6)),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.marks("crm", Seq(5)).await.unwrap(),
+        Marks {
+            dead: None,
+            replay: true,
+            settled: false
+        }
+    );
+    assert_eq!(store.count_marked("crm", Mark::Dead).await.unwrap(), 3);
+    assert_eq!(store.count_marked("crm", Mark::Replay).await.unwrap(), 2);
+    assert_eq!(
+        store
+            .marked("crm", Mark::Settled, all.clone(), 100)
+            .await
+            .unwrap(),
+        vec![(Seq(7), None)]
+    );
+    // A dead record is replaced by a later one for the same seq.
+    store
+        .change("crm", vec![Change::Dead(Seq(3), dead(9))])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.marks("crm", Seq(3)).await.unwrap().dead,
+        Some(dead(9))
+    );
+    // Clearing a mark that is not there is harmless.
+    store
+        .change("crm", vec![Change::Unmark(Mark::Replay, Seq(99))])
+        .await
+        .unwrap();
+    assert_eq!(store.count_marked("crm2", Mark::Dead).await.unwrap(), 1);
+    assert_eq!(store.count_marked("crm2", Mark::Replay).await.unwrap(), 1);
+}
+
+/// Pollers' sync cursors: absent, saved, overwritten, per provider.
+pub async fn sync_cursors_round_trip(open: impl Fn(&Path) -> Store, dir: &Path) {
+    let store = open(dir);
+    assert_eq!(store.sync_cursor("gh").await.unwrap(), None);
+    let binary = vec![0u8, 255, 1, 0, 7, b'x'];
+    store.set_sync_cursor("gh", binary.clone()).await.unwrap();
+    assert_eq!(store.sync_cursor("gh").await.unwrap(), Some(binary));
+    store
+        .set_sync_cursor("gh", b"page=2".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.sync_cursor("gh").await.unwrap(),
+        Some(b"page=2".to_vec())
+    );
+    assert_eq!(store.sync_cursor("g").await.unwrap(), None);
+    assert_eq!(store.sync_cursor("gh2").await.unwrap(), None);
+    store
+        .set_sync_cursor("gh2", b"other".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.sync_cursor("gh").await.unwrap(),
+        Some(b"page=2".to_vec())
+    );
+    // A sync cursor is not an output: it moves any way.
+    store
+        .set_sync_cursor("gh", b"page=1".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.sync_cursor("gh").await.unwrap(),
+        Some(b"page=1".to_vec())
+    );
+}
+
+/// Retention removes exactly the old events every output that takes them is done with: an
+/// output behind, a dead or a replay mark holds an event; young events stay whatever the
+/// cursors; the counts returned match what went.
+pub async fn retention_removes_only_what_every_output_is_done_with(
+    open: impl Fn(&Path) -> Store,
+    dir: &Path,
+) {
+    let store = open(dir);
+    // Old events 1..=8 (odd: provider a, even: b), then young ones.
+    let mut old = Vec::new();
+    for i in 1..=8u64 {
+        let provider = if i % 2 == 1 { "a" } else { "b" };
+        old.push(accept_old(&store, provider, &format!("old-{i}")).await);
+    }
+    assert_eq!(old, (1..=8).map(Seq).collect::<Vec<_>>());
+    let young = [
+        accept(&store, "a", "young-9", b"{}").await,
+        accept(&store, "b", "young-10", b"{}").await,
+    ];
+
+    // The destination takes everything; it is past 6, but keeps 2 dead and 3 queued for replay.
+    // The consumer takes provider b only, and is past 4. The "bystander" destination takes
+    // nothing and is at 0.
+    let outputs = Arc::new(vec![
+        Output::destination("crm".into(), |_: &StoredEvent| true),
+        Output::consumer(&ConsumerConfig {
+            name: "pull".into(),
+            providers: Some(vec![ProviderName::parse("b").unwrap()]),
+        }),
+        Output::destination("bystander".into(), |_: &StoredEvent| false),
+    ]);
+    store
+        .change(
+            "crm",
+            vec![
+                Change::Cursor(Seq(6)),
+                Change::Dead(Seq(2), dead(2)),
+                Change::Mark(Mark::Replay, Seq(3)),
+            ],
+        )
+        .await
+        .unwrap();
+    store
+        .change("pull", vec![Change::Cursor(Seq(4))])
+        .await
+        .unwrap();
+
+    let cutoffs = Cutoffs {
+        events_ms: CUTOFF_MS,
+        dedup_ms: 0,
+    };
+    let swept = sweep_all(&store, cutoffs, &outputs).await;
+    // 1 (a, crm past), 4 (b, both past), 5 (a, crm past) go; 2 dead, 3 replay, 6 (pull
+    // behind), 7 and 8 (crm behind) stay.
+    assert_eq!(
+        all_seqs(&store).await,
+        vec![2, 3, 6, 7, 8, young[0].0, young[1].0],
+        "after the first sweep"
+    );
+    assert_eq!(
+        swept,
+        Swept {
+            events: 3,
+            dedup_keys: 0
+        }
+    );
+    for gone in [1, 4, 5] {
+        assert_eq!(store.event(Seq(gone)).await.unwrap(), None, "seq {gone}");
+    }
+    assert!(store.event(Seq(2)).await.unwrap().is_some());
+
+    // Every output past everything, the dead event replayed and settled: every old event goes,
+    // the young ones stay.
+    store
+        .change(
+            "crm",
+            vec![
+                Change::Cursor(Seq(1000)),
+                Change::Unmark(Mark::Dead, Seq(2)),
+                Change::Unmark(Mark::Replay, Seq(3)),
+            ],
+        )
+        .await
+        .unwrap();
+    store
+        .change("pull", vec![Change::Cursor(Seq(1000))])
+        .await
+        .unwrap();
+    let swept = sweep_all(&store, cutoffs, &outputs).await;
+    assert_eq!(
+        all_seqs(&store).await,
+        vec![young[0].0, young[1].0],
+        "after the second sweep"
+    );
+    assert_eq!(swept.events, 5);
+    // Nothing more to do.
+    assert_eq!(
+        store.sweep(cutoffs, outputs.clone()).await.unwrap(),
+        Swept::default()
+    );
+}
+
+/// An old event no output takes goes; a young event stays even when every output is past it.
+pub async fn retention_of_events_nobody_takes_and_young_events(
+    open: impl Fn(&Path) -> Store,
+    dir: &Path,
+) {
+    let store = open(dir);
+    // Arrival times follow seqs (a sweep may stop at the first young event).
+    let old = accept_old(&store, "b", "old").await;
+    let young = accept(&store, "a", "young", b"{}").await;
+    let outputs = Arc::new(vec![Output::consumer(&ConsumerConfig {
+        name: "pull-a".into(),
+        providers: Some(vec![ProviderName::parse("a").unwrap()]),
+    })]);
+    store
+        .change("pull-a", vec![Change::Cursor(Seq(1000))])
+        .await
+        .unwrap();
+    let cutoffs = Cutoffs {
+        events_ms: CUTOFF_MS,
+        dedup_ms: 0,
+    };
+    let swept = sweep_all(&store, cutoffs, &outputs).await;
+    assert_eq!(all_seqs(&store).await, vec![young.0]);
+    assert_eq!(store.event(old).await.unwrap(), None);
+    assert_eq!(swept.events, 1);
+}
+
+/// Dedup keys received before the dedup cutoff go (the id is then a new event, under a new
+/// seq); younger ones stay.
+pub async fn dedup_keys_expire_by_arrival(open: impl Fn(&Path) -> Store, dir: &Path) {
+    let store = open(dir);
+    let mut old = Vec::new();
+    for i in 0..5 {
+        old.push(accept_old(&store, "p", &format!("old-{i}")).await);
+    }
+    let young = accept(&store, "p", "young", b"{}").await;
+    // No outputs and an events cutoff of 0: events stay, only dedup keys are judged.
+    let outputs = Arc::new(Vec::new());
+    let cutoffs = Cutoffs {
+        events_ms: 0,
+        dedup_ms: CUTOFF_MS,
+    };
+    let swept = sweep_all(&store, cutoffs, &outputs).await;
+    assert_eq!(
+        swept,
+        Swept {
+            events: 0,
+            dedup_keys: 5
+        }
+    );
+    assert_eq!(all_seqs(&store).await.len(), 6, "events are not dedup keys");
+    assert_eq!(
+        commit(&store, event("p", "young", b"{}")).await,
+        Committed::Duplicate(young)
+    );
+    let again = accept(&store, "p", "old-0", b"{}").await;
+    assert!(
+        again > young,
+        "a forgotten id got seq {again}, not a new one"
+    );
+    assert!(!old.contains(&again));
+    // The new copy has a dedup key of its own.
+    assert_eq!(
+        commit(&store, event("p", "old-0", b"{}")).await,
+        Committed::Duplicate(again)
+    );
+}
+
+/// Closed, then opened again on the same directory: events, dedup keys, cursors, pause flags,
+/// marks and sync cursors are all there, commits after `close` fail, and new seqs continue
+/// after the old ones.
+pub async fn reopen_keeps_everything(open: impl Fn(&Path) -> Store, dir: &Path) {
+    let store = open(dir);
+    let mut large = vec![0u8; 300 * 1024];
+    rand::thread_rng().fill_bytes(&mut large);
+    let mut sent = Vec::new();
+    for i in 0..20 {
+        let body = if i == 7 {
+            large.clone()
+        } else {
+            format!("body {i}").into_bytes()
+        };
+        let seq = accept(&store, "p", &format!("id-{i}"), &body).await;
+        sent.push((seq, body));
+    }
+    let last = sent.last().unwrap().0;
+    store
+        .change(
+            "crm",
+            vec![
+                Change::Cursor(Seq(4)),
+                Change::Paused(true),
+                Change::Dead(Seq(2), dead(2)),
+                Change::Mark(Mark::Replay, Seq(3)),
+                Change::Mark(Mark::Settled, Seq(9)),
+            ],
+        )
+        .await
+        .unwrap();
+    store
+        .set_sync_cursor("gh", b"cursor-1".to_vec())
+        .await
+        .unwrap();
+    store.close().await;
+    assert!(!store.is_open());
+    match store.commit(event("p", "late", b"{}"), DEADLINE).await {
+        Err(StoreError::Closed) => {}
+        other => panic!("a commit after close(): {other:?}"),
+    }
+    drop(store);
+
+    let store = open(dir);
+    assert!(store.is_open());
+    assert_eq!(last_seq(&store), last, "last_seq after reopening");
+    let events = store.events_after(Seq(0), 1000, None).await.unwrap();
+    assert_eq!(events.len(), sent.len());
+    for (event, (seq, body)) in events.iter().zip(&sent) {
+        assert_eq!(event.seq, seq.0);
+        assert!(event.body == *body, "seq {seq} changed across reopening");
+    }
+    assert_eq!(store.event(Seq(8)).await.unwrap().unwrap().body, large);
+    assert_eq!(
+        commit(&store, event("p", "id-3", b"again")).await,
+        Committed::Duplicate(sent[3].0)
+    );
+    assert_eq!(
+        store.output("crm").await.unwrap(),
+        OutputState {
+            cursor: Seq(4),
+            paused: true
+        }
+    );
+    assert_eq!(
+        store.marks("crm", Seq(2)).await.unwrap().dead,
+        Some(dead(2))
+    );
+    assert!(store.marks("crm", Seq(3)).await.unwrap().replay);
+    assert!(store.marks("crm", Seq(9)).await.unwrap().settled);
+    assert_eq!(store.count_marked("crm", Mark::Dead).await.unwrap(), 1);
+    assert_eq!(
+        store.sync_cursor("gh").await.unwrap(),
+        Some(b"cursor-1".to_vec())
+    );
+    let next = accept(&store, "p", "after-reopen", b"{}").await;
+    assert!(
+        next > last,
+        "seq {next} reused after reopening (last was {last})"
+    );
+
+    // Reopened with nothing committed in between, seqs still move on.
+    let store = reopen(store, dir, &open).await;
+    let after = accept(&store, "p", "after-second-reopen", b"{}").await;
+    assert!(after > next, "seq {after} after {next}");
+    store.close().await;
+}
+
+/// Seqs are never reused, even when retention removed the newest events before a reopen.
+pub async fn seqs_never_reused_after_sweeping_everything(
+    open: impl Fn(&Path) -> Store,
+    dir: &Path,
+) {
+    let store = open(dir);
+    let mut last = Seq(0);
+    for i in 0..10 {
+        last = accept_old(&store, "p", &format!("old-{i}")).await;
+    }
+    let outputs = Arc::new(Vec::new());
+    let cutoffs = Cutoffs {
+        events_ms: CUTOFF_MS,
+        dedup_ms: CUTOFF_MS,
+    };
+    let swept = sweep_all(&store, cutoffs, &outputs).await;
+    assert_eq!(
+        swept,
+        Swept {
+            events: 10,
+            dedup_keys: 10
+        }
+    );
+    assert!(all_seqs(&store).await.is_empty());
+    let store = reopen(store, dir, &open).await;
+    let next = accept(&store, "p", "old-0", b"{}").await;
+    assert!(next > last, "seq {next} reused (the last was {last})");
+    store.close().await;
+}
+
+// ---- the backends ----
+
+/// One test per check, against the store `$open` opens.
+macro_rules! conformance {
+    ($backend:ident, $open:expr) => {
+        mod $backend {
+            use super::*;
+
+            macro_rules! check {
+                ($name:ident) => {
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $name() {
+                        let dir = tempfile::tempdir().unwrap();
+                        let store_dir = dir.path().join("store");
+                        super::$name($open, &store_dir).await;
+                    }
+                };
+            }
+
+            check!(seqs_start_at_one_and_increase);
+            check!(dedup_by_provider_and_id);
+            check!(concurrent_commits_of_one_id);
+            check!(events_after_orders_limits_and_filters);
+            check!(event_by_seq);
+            check!(large_bodies_round_trip);
+            check!(output_cursor_and_pause);
+            check!(marks_set_list_count_and_clear);
+            check!(sync_cursors_round_trip);
+            check!(retention_removes_only_what_every_output_is_done_with);
+            check!(retention_of_events_nobody_takes_and_young_events);
+            check!(dedup_keys_expire_by_arrival);
+            check!(reopen_keeps_everything);
+            check!(seqs_never_reused_after_sweeping_everything);
+        }
+    };
+}
+
+fn open_sled(dir: &Path) -> Store {
+    let config = StoreConfig {
+        cache_bytes: 16 * 1024 * 1024,
+        retention: Duration::from_secs(7 * 24 * 3600),
+        dedup_window: Duration::from_secs(7 * 24 * 3600),
+        sweep_interval: Duration::from_secs(60),
+        dedup_run_keys: 5,
+    };
+    Store::open(dir, &config, Arc::new(Metrics::new()))
+        .unwrap_or_else(|err| panic!("open the sled store in {}: {err}", dir.display()))
+}
+
+conformance!(sled, open_sled);

@@ -1,0 +1,493 @@
+//! The store under faults: a failed fsync stops the gateway before any later ack (fail-stop),
+//! and a damaged `db` file is either refused at start, loudly, or served whole; never served
+//! empty or partial in silence.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::sign;
+use common::{provider, Gateway};
+
+/// The env var that makes the store's log fsync fail after this many successful ones.
+const FAULT_ENV: &str = "HOOKGATE_TEST_FAIL_FSYNC_AFTER";
+const FAIL_AFTER: usize = 30;
+/// Beside the config: when present, its content is the `FAULT_ENV` value for the next start.
+const FAULT_FILE: &str = "fail_fsync_after";
+
+fn id_provider() -> String {
+    provider("p", "none", &[], "event_id = \"header:X-Id\"")
+}
+
+/// Runs the gateway directly, with `FAULT_ENV` set from the file beside the config if it is
+/// there (a `Wrapper` is a plain `fn`, so the setting travels through the file).
+fn with_fault_from_file(bin: &Path, config: &Path, _data_dir: &Path) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.arg("serve").arg("--config").arg(config);
+    let file = config.parent().unwrap().join(FAULT_FILE);
+    match std::fs::read_to_string(&file) {
+        Ok(n) => {
+            cmd.env(FAULT_ENV, n.trim());
+        }
+        Err(_) => {
+            cmd.env_remove(FAULT_ENV);
+        }
+    }
+    cmd
+}
+
+/// What one POST got (the texts are read through `Debug`, in failure messages).
+#[derive(Debug)]
+#[allow(dead_code)]
+enum Answer {
+    Ok(u64),
+    Status(u16, String),
+    /// No answer: the gateway was gone or went away.
+    Transport(String),
+}
+
+#[test]
+fn a_failed_fsync_stops_the_gateway_before_any_later_ack() {
+    let mut gw = Gateway::builder()
+        .config(&id_provider())
+        .wrapper(with_fault_from_file)
+        .start();
+    // The config's directory exists only once the gateway runs: arm the fault, then restart.
+    let fault_file = gw.config_path().parent().unwrap().join(FAULT_FILE);
+    std::fs::write(&fault_file, FAIL_AFTER.to_string()).unwrap();
+    gw.restart();
+    assert!(
+        gw.logs().contains(FAULT_ENV),
+        "the gateway did not log the injected fault; stderr:\n{}",
+        gw.logs()
+    );
+
+    let mut answers: Vec<(String, Answer)> = Vec::new();
+    let mut failed_at = None;
+    for i in 0..(FAIL_AFTER * 3) {
+        let id = format!("seq-{i}");
+        let body = format!(r#"{{"id":"{id}"}}"#);
+        let answer = match gw.try_post("p", &sign::headers(&[("X-Id", &id)]), body.as_bytes()) {
+            Ok(reply) if reply.status == 200 => {
+                let (status, seq) = reply.ack();
+                assert_eq!(status, "accepted", "{id}");
+                Answer::Ok(seq)
+            }
+            Ok(reply) => Answer::Status(reply.status, reply.text()),
+            Err(err) => Answer::Transport(common::error_chain(&err)),
+        };
+        let ok = matches!(answer, Answer::Ok(_));
+        answers.push((id, answer));
+        if !ok && failed_at.is_none() {
+            failed_at = Some(i);
+        }
+        // After the failure, keep posting until the process is gone (and a few more).
+        if failed_at.is_some_and(|f| i >= f + 5) && !gw.is_running() {
+            break;
+        }
+    }
+    let failed_at = failed_at.unwrap_or_else(|| {
+        panic!(
+            "{} posts all got 200 with {FAULT_ENV}={FAIL_AFTER}; stderr:\n{}",
+            answers.len(),
+            gw.logs()
+        )
+    });
+    eprintln!("answers: {answers:?}");
+    // Every post needs a sync of its own: at most FAIL_AFTER of them could succeed.
+    assert!(
+        (1..=FAIL_AFTER).contains(&failed_at),
+        "the first non-200 was post {failed_at}: {:?}",
+        answers[failed_at]
+    );
+    let late_acks: Vec<_> = answers[failed_at..]
+        .iter()
+        .filter(|(_, a)| matches!(a, Answer::Ok(_)))
+        .collect();
+    assert!(
+        late_acks.is_empty(),
+        "acks after the failed fsync (post {failed_at}: {:?}): {late_acks:?}",
+        answers[failed_at].1
+    );
+    if let Answer::Status(status, _) = &answers[failed_at].1 {
+        assert!(*status >= 500, "the failing post got {status}, not a 5xx");
+    }
+    let status = gw.wait_exit(Duration::from_secs(10));
+    assert!(
+        !status.success(),
+        "the gateway exited {status:?} after a failed fsync"
+    );
+    assert!(
+        gw.logs().contains("fdatasync"),
+        "the log does not name the failed fsync; stderr:\n{}",
+        gw.logs()
+    );
+
+    // Restarted without the fault: every ack is stored under its seq.
+    std::fs::remove_file(&fault_file).unwrap();
+    gw.restart();
+    let stored: BTreeMap<u64, String> = gw
+        .all_events(None)
+        .iter()
+        .map(|e| {
+            let seq = e["seq"].as_u64().unwrap();
+            (seq, e["event_id"].as_str().unwrap().to_string())
+        })
+        .collect();
+    let mut highest = 0;
+    for (id, answer) in &answers {
+        if let Answer::Ok(seq) = answer {
+            assert_eq!(stored.get(seq), Some(id), "acked {id} as {seq}");
+            highest = highest.max(*seq);
+        }
+    }
+    // And the store takes events again, after every seq it ever acked.
+    let (status, seq) = gw
+        .post("p", &sign::headers(&[("X-Id", "after-restart")]), b"{}")
+        .ack();
+    assert_eq!(status, "accepted");
+    assert!(seq > highest, "seq {seq} after acks up to {highest}");
+}
+
+// ---- corruption ----
+
+/// An acked event: id, seq, body.
+type Acked = Vec<(String, u64, Vec<u8>)>;
+
+/// Runs a gateway, posts events (small and large), stops it gracefully, and returns a copy of
+/// its data dir and what was acked.
+fn stopped_store_with_events(copy_to: &Path) -> Acked {
+    let mut gw = Gateway::start(&id_provider());
+    let mut acked = Vec::new();
+    for i in 0..120u64 {
+        let id = format!("ev-{i:03}");
+        let body = if i % 10 == 3 {
+            common::pseudo_random_bytes(40 * 1024, i)
+        } else {
+            format!(
+                r#"{{"id":"{id}","marker":"MARK-{i:03}-{}"}}"#,
+                "y".repeat(400)
+            )
+            .into_bytes()
+        };
+        let (status, seq) = gw.post("p", &sign::headers(&[("X-Id", &id)]), &body).ack();
+        assert_eq!(status, "accepted");
+        acked.push((id, seq, body));
+    }
+    let status = gw.terminate();
+    assert_eq!(status.code(), Some(0), "SIGTERM exit: {status:?}");
+    copy_dir(gw.data_dir(), copy_to);
+    acked
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// How a gateway started on a damaged store behaved.
+enum Start {
+    /// It exited before listening.
+    Refused { status: ExitStatus, log: String },
+    /// It listened, but stopped on its own as soon as a read met the damage, before serving
+    /// any of the damaged store.
+    Stopped { status: ExitStatus, log: String },
+    /// It listened; what it served.
+    Served {
+        events: Result<BTreeMap<u64, (String, Vec<u8>)>, String>,
+        next: Result<u64, String>,
+        log: String,
+    },
+}
+
+/// Starts `hookgate serve` on `data_dir` (a config of its own), and either sees it exit or
+/// reads every event it serves and posts one more.
+fn start_on(data_dir: &Path) -> Start {
+    let config_path = data_dir.parent().unwrap().join("config.toml");
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = {}\n\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken = {}\n{}",
+        common::toml_str(&data_dir.to_string_lossy()),
+        common::toml_str(common::ADMIN_TOKEN),
+        id_provider()
+    );
+    std::fs::write(&config_path, config).unwrap();
+    let mut child = Command::new(common::hookgate_bin())
+        .arg("serve")
+        .arg("--config")
+        .arg(&config_path)
+        .env("RUST_LOG", "info")
+        .env_remove("HOOKGATE_CONFIG")
+        .env_remove(FAULT_ENV)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = Arc::new(Mutex::new(String::new()));
+    let (tx, rx) = mpsc::channel();
+    let drain = {
+        let (stderr, log) = (child.stderr.take().unwrap(), log.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).split(b'\n') {
+                let Ok(line) = line else { break };
+                let line = String::from_utf8_lossy(&line).into_owned();
+                if let Some(addrs) = common::parse_listening_line(&line) {
+                    let _ = tx.send(addrs);
+                }
+                let mut log = log.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        })
+    };
+    let deadline = Instant::now() + common::START_TIMEOUT;
+    let (public, admin) = loop {
+        if let Ok(addrs) = rx.try_recv() {
+            break addrs;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            drain.join().unwrap();
+            let log = log.lock().unwrap().clone();
+            return Start::Refused { status, log };
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "the gateway neither listened nor exited; stderr:\n{}",
+                log.lock().unwrap()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let client = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let events = read_all(&client, &format!("http://{admin}"));
+    if events.is_err() {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(status) = child.try_wait().unwrap() {
+                drain.join().unwrap();
+                let log = log.lock().unwrap().clone();
+                return Start::Stopped { status, log };
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let next = client
+        .post(format!("http://{public}/hooks/p"))
+        .header("X-Id", "after-damage")
+        .body("{}")
+        .send()
+        .map_err(|err| common::error_chain(&err))
+        .and_then(|response| {
+            let status = response.status();
+            let body: serde_json::Value = response.json().map_err(|e| e.to_string())?;
+            match body["seq"].as_u64() {
+                Some(seq) if status == 200 => Ok(seq),
+                _ => Err(format!("{status} {body}")),
+            }
+        });
+    let _ = child.kill();
+    let _ = child.wait();
+    drain.join().unwrap();
+    let log = log.lock().unwrap().clone();
+    Start::Served { events, next, log }
+}
+
+/// Every event the admin API serves, by seq, with its id and body.
+fn read_all(
+    client: &reqwest::blocking::Client,
+    admin_url: &str,
+) -> Result<BTreeMap<u64, (String, Vec<u8>)>, String> {
+    let mut events = BTreeMap::new();
+    let mut after = 0;
+    loop {
+        let response = client
+            .get(format!("{admin_url}/v1/events?after={after}&limit=1000"))
+            .bearer_auth(common::ADMIN_TOKEN)
+            .send()
+            .map_err(|err| common::error_chain(&err))?;
+        let status = response.status();
+        let text = response.text().map_err(|err| err.to_string())?;
+        if status != 200 {
+            return Err(format!("GET /v1/events?after={after}: {status} {text}"));
+        }
+        let page: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+        for event in page["events"].as_array().unwrap() {
+            let seq = event["seq"].as_u64().unwrap();
+            let id = event["event_id"].as_str().unwrap().to_string();
+            events.insert(seq, (id, common::event_body(event)));
+        }
+        match page["next_after"].as_u64() {
+            Some(next) if next > after => after = next,
+            _ => return Ok(events),
+        }
+    }
+}
+
+/// The required behaviour on a damaged store: refused at start with a non-zero exit and a log
+/// naming the store, or every acked event served as acked (and new seqs after them).
+fn assert_refused_loudly_or_served_whole(case: &str, data_dir: &Path, acked: &Acked) {
+    match start_on(data_dir) {
+        Start::Refused { status, log } | Start::Stopped { status, log } => {
+            eprintln!("{case}: refused to start or to go on ({status:?}); stderr:\n{log}");
+            assert!(
+                !status.success(),
+                "{case}: exited {status:?} without serving"
+            );
+            let lower = log.to_lowercase();
+            let names_store = lower.contains("store")
+                || log.contains(&*data_dir.to_string_lossy())
+                || lower.contains("sled");
+            assert!(
+                names_store,
+                "{case}: refused to start without naming the store or its file; stderr:\n{log}"
+            );
+        }
+        Start::Served { events, next, log } => {
+            let events = events.unwrap_or_else(|err| {
+                panic!("{case}: started, but reading its events failed: {err}; stderr:\n{log}")
+            });
+            let missing: Vec<String> = acked
+                .iter()
+                .filter(|(id, seq, body)| events.get(seq).is_none_or(|(i, b)| i != id || b != body))
+                .map(|(id, seq, _)| match events.get(seq) {
+                    None => format!("{id}@{seq}: missing"),
+                    Some((i, _)) if i != id => format!("{id}@{seq}: now {i}"),
+                    Some(_) => format!("{id}@{seq}: body differs"),
+                })
+                .collect();
+            eprintln!(
+                "{case}: started and served {} of {} acked events ({} missing or changed); \
+                 next post: {next:?}",
+                acked.len() - missing.len(),
+                acked.len(),
+                missing.len()
+            );
+            assert!(
+                missing.is_empty(),
+                "{case}: started and served {} events, but {} of {} acked events are missing or \
+                 changed, silently: {:?}...; stderr:\n{log}",
+                events.len(),
+                missing.len(),
+                acked.len(),
+                &missing[..missing.len().min(8)]
+            );
+            let highest = acked.iter().map(|(_, seq, _)| *seq).max().unwrap();
+            let next = next.unwrap_or_else(|err| panic!("{case}: a new post failed: {err}"));
+            assert!(
+                next > highest,
+                "{case}: new seq {next} after acks up to {highest}"
+            );
+        }
+    }
+}
+
+/// A fresh copy of the stopped store, as `<tmp>/data`.
+fn fresh_copy(pristine: &Path) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    copy_dir(pristine, &data);
+    (dir, data)
+}
+
+/// The harness itself: an undamaged copy starts and serves every acked event.
+#[test]
+fn an_intact_copy_of_a_stopped_store_serves_every_ack() {
+    let pristine = tempfile::tempdir().unwrap();
+    let acked = stopped_store_with_events(pristine.path());
+    let (_dir, data) = fresh_copy(pristine.path());
+    match start_on(&data) {
+        Start::Served { .. } => {}
+        Start::Refused { status, log } | Start::Stopped { status, log } => {
+            panic!("an intact store was refused ({status:?}); stderr:\n{log}")
+        }
+    }
+    let (_dir, data) = fresh_copy(pristine.path());
+    assert_refused_loudly_or_served_whole("intact", &data, &acked);
+}
+
+#[test]
+fn a_truncated_db_is_refused_or_served_whole() {
+    let pristine = tempfile::tempdir().unwrap();
+    let acked = stopped_store_with_events(pristine.path());
+    let (_dir, data) = fresh_copy(pristine.path());
+    let db = data.join("db");
+    let len = std::fs::metadata(&db).unwrap().len();
+    let file = std::fs::OpenOptions::new().write(true).open(&db).unwrap();
+    file.set_len(len / 2).unwrap();
+    file.sync_all().unwrap();
+    eprintln!("db truncated from {len} to {} bytes", len / 2);
+    assert_refused_loudly_or_served_whole("db truncated to half", &data, &acked);
+}
+
+#[test]
+fn flipped_bytes_in_db_are_refused_or_served_whole() {
+    let pristine = tempfile::tempdir().unwrap();
+    let acked = stopped_store_with_events(pristine.path());
+    let (_dir, data) = fresh_copy(pristine.path());
+    let db = data.join("db");
+    let mut bytes = std::fs::read(&db).unwrap();
+    // Flip 64 bytes in the middle of the file, in 8 runs of 8 a page apart.
+    let middle = bytes.len() / 2;
+    for run in 0..8 {
+        let at = middle + run * 4096;
+        for byte in &mut bytes[at..at + 8] {
+            *byte ^= 0xFF;
+        }
+    }
+    std::fs::write(&db, &bytes).unwrap();
+    eprintln!(
+        "flipped 8 runs of 8 bytes from offset {middle} of {}",
+        bytes.len()
+    );
+    assert_refused_loudly_or_served_whole("db with flipped bytes", &data, &acked);
+}
+
+/// Flipped bytes inside the stored records of one acked event (every copy sled holds of it):
+/// the event cannot be served as acked, so the store must say so.
+#[test]
+fn a_damaged_event_record_in_db_is_refused_or_served_whole() {
+    let pristine = tempfile::tempdir().unwrap();
+    let acked = stopped_store_with_events(pristine.path());
+    let (_dir, data) = fresh_copy(pristine.path());
+    let db = data.join("db");
+    let mut bytes = std::fs::read(&db).unwrap();
+    let marker = b"MARK-060-";
+    let found: Vec<usize> = bytes
+        .windows(marker.len())
+        .enumerate()
+        .filter(|(_, window)| window == marker)
+        .map(|(at, _)| at)
+        .collect();
+    assert!(!found.is_empty(), "event 60's body is not in db as written");
+    for &at in &found {
+        for byte in &mut bytes[at + marker.len()..at + marker.len() + 16] {
+            *byte ^= 0x5A;
+        }
+    }
+    std::fs::write(&db, &bytes).unwrap();
+    eprintln!(
+        "flipped 16 bytes in each of the {} copies of event 60's body",
+        found.len()
+    );
+    assert_refused_loudly_or_served_whole("db with a damaged record", &data, &acked);
+}

@@ -1,0 +1,393 @@
+//! Readers see only durable events: a seq, once read, names the same event for good.
+//!
+//! In process, readers race the committer: every seq a read returns is at most `last_seq` as
+//! read right after the call (`last_seq` only moves once events are durable), names the same
+//! event every time, and every acked event is there. End to end, a reader polls the admin API
+//! under load while the gateway is SIGKILLed: after the restart, every seq it saw and every
+//! ack still name the same event.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::sign;
+use common::{provider, Api, Gateway};
+use hookgate::config::StoreConfig;
+use hookgate::event::{EventId, ProviderName, Seq};
+use hookgate::metrics::Metrics;
+use hookgate::store::{Committed, NewEvent, Store, StoredEvent};
+use proptest::prelude::*;
+use rand::Rng as _;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn open_sled(dir: &Path) -> Store {
+    let config = StoreConfig {
+        cache_bytes: 16 * 1024 * 1024,
+        retention: Duration::from_secs(7 * 24 * 3600),
+        dedup_window: Duration::from_secs(7 * 24 * 3600),
+        sweep_interval: Duration::from_secs(60),
+        dedup_run_keys: hookgate::config::DEFAULT_DEDUP_RUN_KEYS,
+    };
+    Store::open(dir, &config, Arc::new(Metrics::new())).unwrap()
+}
+
+fn last_seq(store: &Store) -> u64 {
+    store.last_seq().borrow().0
+}
+
+/// What the reader tasks saw: each seq's event id, and every violation.
+#[derive(Default)]
+struct Seen {
+    ids: Mutex<HashMap<u64, String>>,
+    violations: Mutex<Vec<String>>,
+    reads: std::sync::atomic::AtomicU64,
+}
+
+impl Seen {
+    fn violation(&self, text: String) {
+        let mut violations = self.violations.lock().unwrap();
+        if violations.len() < 20 {
+            violations.push(text);
+        }
+    }
+
+    /// Checks one event a read returned, with `last` read right after the call.
+    fn check(&self, event: &StoredEvent, last: u64, what: &str) {
+        if event.seq > last {
+            self.violation(format!(
+                "{what}: seq {} returned while last_seq was {last} after the call",
+                event.seq
+            ));
+        }
+        let mut ids = self.ids.lock().unwrap();
+        let known = ids
+            .entry(event.seq)
+            .or_insert_with(|| event.event_id.clone());
+        if *known != event.event_id {
+            self.violation(format!(
+                "{what}: seq {} named {known}, now {}",
+                event.seq, event.event_id
+            ));
+        }
+    }
+}
+
+/// Commits `batches` (each a burst of concurrent commits from `writers` tasks, unique ids)
+/// while two readers loop over `events_after` and `event`; returns what they saw and the acks.
+async fn race(
+    store: Store,
+    batches: Vec<usize>,
+    writers: usize,
+) -> (Arc<Seen>, Vec<(Seq, String)>) {
+    let seen = Arc::new(Seen::default());
+    let acked: Arc<Mutex<Vec<(Seq, String)>>> = Arc::default();
+    let done = Arc::new(AtomicBool::new(false));
+
+    let mut readers = Vec::new();
+    // A scanner: everything, from the start.
+    {
+        let (store, seen, acked, done) = (store.clone(), seen.clone(), acked.clone(), done.clone());
+        readers.push(tokio::spawn(async move {
+            while !done.load(Ordering::Relaxed) {
+                let before: Vec<Seq> = acked.lock().unwrap().iter().map(|(s, _)| *s).collect();
+                let events = store.events_after(Seq(0), 1_000_000, None).await.unwrap();
+                let last = last_seq(&store);
+                seen.reads.fetch_add(1, Ordering::Relaxed);
+                let mut previous = 0;
+                for event in &events {
+                    seen.check(event, last, "events_after");
+                    if event.seq <= previous {
+                        seen.violation(format!("events_after: {} after {previous}", event.seq));
+                    }
+                    previous = event.seq;
+                }
+                let returned: std::collections::HashSet<u64> =
+                    events.iter().map(|e| e.seq).collect();
+                for seq in before {
+                    if !returned.contains(&seq.0) {
+                        seen.violation(format!("events_after: acked seq {seq} missing"));
+                    }
+                }
+            }
+        }));
+    }
+    // A prober: the tail, by seq and by a short page, just past what is durable.
+    {
+        let (store, seen, done) = (store.clone(), seen.clone(), done.clone());
+        readers.push(tokio::spawn(async move {
+            while !done.load(Ordering::Relaxed) {
+                let durable = last_seq(&store);
+                let probe = durable + rand::thread_rng().gen_range(0..4);
+                let event = store.event(Seq(probe)).await.unwrap();
+                let last = last_seq(&store);
+                seen.reads.fetch_add(1, Ordering::Relaxed);
+                match event {
+                    Some(event) => {
+                        if event.seq != probe {
+                            seen.violation(format!("event({probe}) returned seq {}", event.seq));
+                        }
+                        seen.check(&event, last, "event");
+                    }
+                    None if probe >= 1 && probe <= durable => {
+                        seen.violation(format!("event({probe}) missing, last_seq was {durable}"));
+                    }
+                    None => {}
+                }
+                let after = durable.saturating_sub(2);
+                let page = store.events_after(Seq(after), 8, None).await.unwrap();
+                let last = last_seq(&store);
+                for event in &page {
+                    seen.check(event, last, "events_after(tail)");
+                }
+            }
+        }));
+    }
+
+    let mut n = 0usize;
+    for batch in batches {
+        let mut tasks = Vec::new();
+        for writer in 0..writers {
+            let store = store.clone();
+            let acked = acked.clone();
+            let ids: Vec<String> = (0..batch)
+                .filter(|i| i % writers == writer)
+                .map(|i| format!("ev-{}", n + i))
+                .collect();
+            tasks.push(tokio::spawn(async move {
+                for id in ids {
+                    let event = NewEvent::poll(
+                        ProviderName::parse("p").unwrap(),
+                        EventId::new(id.clone()).unwrap(),
+                        Some("application/json".into()),
+                        Bytes::from(format!(r#"{{"id":"{id}"}}"#)),
+                    );
+                    match store.commit(event, DEADLINE).await.unwrap() {
+                        Committed::Accepted(seq) => acked.lock().unwrap().push((seq, id)),
+                        other => panic!("{id}: {other:?}"),
+                    }
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        n += batch;
+    }
+    // Let the readers run over the final state once more.
+    let reads = seen.reads.load(Ordering::Relaxed);
+    while seen.reads.load(Ordering::Relaxed) < reads + 4 {
+        tokio::task::yield_now().await;
+    }
+    done.store(true, Ordering::Relaxed);
+    for reader in readers {
+        reader.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    (seen, acked)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 8, ..ProptestConfig::default() })]
+
+    #[test]
+    fn readers_racing_the_committer_see_only_durable_events(
+        batches in proptest::collection::vec(1usize..80, 3..12),
+        writers in 1usize..12,
+    ) {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let total: usize = batches.iter().sum();
+        let (seen, acked) = runtime.block_on(async {
+            let store = open_sled(dir.path());
+            let outcome = race(store.clone(), batches, writers).await;
+            store.close().await;
+            outcome
+        });
+        let violations = seen.violations.lock().unwrap().clone();
+        prop_assert!(violations.is_empty(), "violations: {:#?}", violations);
+        prop_assert_eq!(acked.len(), total);
+        // Every ack names the event the readers saw under its seq (when they saw it).
+        let ids = seen.ids.lock().unwrap();
+        for (seq, id) in &acked {
+            if let Some(seen_id) = ids.get(&seq.0) {
+                prop_assert_eq!(seen_id, id, "seq {}", seq);
+            }
+        }
+        // The readers did read while commits went on.
+        prop_assert!(seen.reads.load(Ordering::Relaxed) > 4);
+    }
+}
+
+// ---- end to end ----
+
+/// What the load threads got: acked (id, seq), and any answer other than 200 or 503.
+#[derive(Default)]
+struct Load {
+    acked: Mutex<Vec<(String, u64)>>,
+    unexpected: Mutex<Vec<String>>,
+    stop: AtomicBool,
+}
+
+impl Load {
+    /// Posts unique ids until stopped, the gateway goes away, or 15 s pass.
+    fn run(&self, api: &Api, thread: usize) {
+        let start = Instant::now();
+        for n in 0.. {
+            if self.stop.load(Ordering::Relaxed) || start.elapsed() > Duration::from_secs(15) {
+                break;
+            }
+            let id = format!("load-{thread}-{n}");
+            let body = format!(r#"{{"id":"{id}","pad":"{}"}}"#, "x".repeat(200));
+            match api.try_post("p", &sign::headers(&[("X-Id", &id)]), body.as_bytes()) {
+                Ok(reply) if reply.status == 200 => {
+                    let (status, seq) = reply.ack();
+                    if status != "accepted" {
+                        self.unexpected
+                            .lock()
+                            .unwrap()
+                            .push(format!("{id}: {status}"));
+                    }
+                    self.acked.lock().unwrap().push((id, seq));
+                }
+                Ok(reply) if reply.status == 503 => {}
+                Ok(reply) => self.unexpected.lock().unwrap().push(format!(
+                    "{id}: {} {}",
+                    reply.status,
+                    reply.text()
+                )),
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+/// Polls `/v1/events` through the admin API, mostly at the tail, recording every seq's event
+/// id, until the gateway goes away. Returns the number of pages read.
+fn read_events(admin_url: &str, seen: &Mutex<BTreeMap<u64, String>>, stop: &AtomicBool) -> usize {
+    let client = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let mut after = 0u64;
+    let mut pages = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let url = format!("{admin_url}/v1/events?after={after}&limit=1000");
+        let Ok(response) = client.get(&url).bearer_auth(common::ADMIN_TOKEN).send() else {
+            break;
+        };
+        let Ok(page) = response.json::<serde_json::Value>() else {
+            break;
+        };
+        pages += 1;
+        let mut seen = seen.lock().unwrap();
+        let mut highest = after;
+        for event in page["events"].as_array().expect("events array") {
+            let seq = event["seq"].as_u64().unwrap();
+            let id = event["event_id"].as_str().unwrap().to_string();
+            if let Some(known) = seen.get(&seq) {
+                assert_eq!(
+                    *known, id,
+                    "seq {seq} named two events while the gateway ran"
+                );
+            }
+            seen.insert(seq, id);
+            highest = highest.max(seq);
+        }
+        // Follow the tail, stepping back a little now and then to read pages again.
+        after = if pages % 4 == 0 {
+            highest.saturating_sub(50)
+        } else {
+            highest
+        };
+    }
+    pages
+}
+
+#[test]
+fn seqs_read_through_the_admin_api_survive_sigkill() {
+    let mut gw = Gateway::start(&provider("p", "none", &[], "event_id = \"header:X-Id\""));
+    let load = Load::default();
+    let seen: Mutex<BTreeMap<u64, String>> = Mutex::default();
+    let stop_reader = AtomicBool::new(false);
+    let mut pages = 0;
+    std::thread::scope(|s| {
+        for thread in 0..12 {
+            let (api, load) = (gw.api(), &load);
+            s.spawn(move || load.run(&api, thread));
+        }
+        let (admin_url, seen, stop_reader) = (gw.admin_url.clone(), &seen, &stop_reader);
+        let reader = s.spawn(move || read_events(&admin_url, seen, stop_reader));
+        std::thread::sleep(Duration::from_millis(1500));
+        gw.kill();
+        load.stop.store(true, Ordering::Relaxed);
+        stop_reader.store(true, Ordering::Relaxed);
+        pages = reader.join().unwrap();
+    });
+    let unexpected = load.unexpected.lock().unwrap().clone();
+    assert!(unexpected.is_empty(), "unexpected answers: {unexpected:?}");
+    let acked = load.acked.lock().unwrap().clone();
+    let seen = seen.into_inner().unwrap();
+    eprintln!(
+        "{} acked, {} seqs seen in {pages} pages before SIGKILL",
+        acked.len(),
+        seen.len()
+    );
+    assert!(
+        acked.len() >= 50,
+        "only {} acks before the kill",
+        acked.len()
+    );
+    assert!(seen.len() >= 50, "the reader saw only {} seqs", seen.len());
+
+    gw.restart();
+    let stored: BTreeMap<u64, String> = gw
+        .all_events(None)
+        .iter()
+        .map(|e| {
+            let seq = e["seq"].as_u64().unwrap();
+            (seq, e["event_id"].as_str().unwrap().to_string())
+        })
+        .collect();
+    let changed: Vec<String> = seen
+        .iter()
+        .filter(|(seq, id)| stored.get(seq) != Some(id))
+        .map(|(seq, id)| format!("seq {seq}: seen {id}, stored {:?}", stored.get(seq)))
+        .collect();
+    assert!(
+        changed.is_empty(),
+        "{} of {} seqs seen before SIGKILL name another event (or none) after it: {:?}",
+        changed.len(),
+        seen.len(),
+        &changed[..changed.len().min(10)]
+    );
+    let lost: Vec<String> = acked
+        .iter()
+        .filter(|(id, seq)| stored.get(seq) != Some(id))
+        .map(|(id, seq)| format!("{id} acked as {seq}, stored {:?}", stored.get(seq)))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acks lost or moved: {:?}",
+        lost.len(),
+        acked.len(),
+        &lost[..lost.len().min(10)]
+    );
+    let mut ids: HashMap<&str, u64> = HashMap::new();
+    for (seq, id) in &stored {
+        if let Some(other) = ids.insert(id, *seq) {
+            panic!("{id} stored twice, under {other} and {seq}");
+        }
+    }
+}
