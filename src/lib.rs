@@ -103,7 +103,16 @@ pub struct Gateway {
 /// Opens the store, binds both listeners and starts serving. Must run inside an actix system.
 pub async fn start(config: Config) -> Result<Gateway, GatewayError> {
     let metrics = Arc::new(Metrics::new());
-    let store = Store::open(&config.server.data_dir, &config.store, metrics.clone())?;
+    let (dir, store_config, store_metrics) = (
+        config.server.data_dir.clone(),
+        config.store.clone(),
+        metrics.clone(),
+    );
+    // Opening replays sled's log: a blocking call, kept off the async workers.
+    let store =
+        tokio::task::spawn_blocking(move || Store::open(&dir, &store_config, store_metrics))
+            .await
+            .map_err(|err| StoreError::Corrupt(format!("opening the store panicked: {err}")))??;
     for provider in &config.providers {
         provider
             .verifier

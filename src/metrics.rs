@@ -49,7 +49,7 @@ pub struct Metrics {
     pub commit_batch_size: Histogram,
     /// Seconds the committer spends applying one batch in sled (the transaction).
     pub commit_apply_seconds: Histogram,
-    /// Seconds one group sync takes (sled flush, blob fsyncs, fdatasync of the log).
+    /// Seconds one group sync takes (sled flush, fdatasync of the log).
     pub commit_sync_seconds: Histogram,
     /// fsync/fdatasync calls that succeeded.
     pub fsyncs: Counter,

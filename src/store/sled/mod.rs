@@ -184,13 +184,28 @@ impl Drop for EndNotice {
     }
 }
 
-/// sled's configuration for the store under `dir`.
-fn sled_config(dir: &Path, config: &StoreConfig) -> ::sled::Config {
-    ::sled::Config::new()
+/// Opens sled under `dir`. The previous handle of this process (a closed store, or the
+/// checkpoint's) may take a moment to let go of `db`'s lock after its last drop, while sled's
+/// io threads finish: a lock held elsewhere is retried for two seconds.
+fn open_db(dir: &Path, config: &StoreConfig) -> Result<::sled::Db, ::sled::Error> {
+    let sled = ::sled::Config::new()
         .path(dir)
         .cache_capacity(config.cache_bytes)
         // The committer flushes (and fsyncs) itself; a background flush would only compete.
-        .flush_every_ms(None)
+        .flush_every_ms(None);
+    let mut tries = 0;
+    loop {
+        match sled.open() {
+            // sled reports it as an `Other` error with this text (config.rs:599).
+            Err(::sled::Error::Io(err))
+                if err.to_string().contains("could not acquire lock") && tries < 40 =>
+            {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            opened => return opened,
+        }
+    }
 }
 
 impl SledStore {
@@ -199,7 +214,7 @@ impl SledStore {
     /// replay from the next start to now.
     pub fn checkpoint(dir: &Path, config: &StoreConfig) -> Result<Duration, StoreError> {
         let started = Instant::now();
-        let db = sled_config(dir, config).open()?;
+        let db = open_db(dir, config)?;
         db.flush()?;
         drop(db);
         Ok(started.elapsed())
@@ -212,7 +227,7 @@ impl SledStore {
         metrics: Arc<Metrics>,
     ) -> Result<SledStore, StoreError> {
         std::fs::create_dir_all(dir)?;
-        let db = sled_config(dir, config).open()?;
+        let db = open_db(dir, config)?;
         let trees = Trees::open(&db)?;
         check_layout(&trees, dir)?;
         let next_seq = next_seq(&trees)?;
