@@ -965,12 +965,10 @@ macro_rules! conformance {
 }
 
 fn open_sled(dir: &Path) -> Store {
+    // A run sealed every 5 keys: every check also crosses runs.
     let config = StoreConfig {
-        cache_bytes: 16 * 1024 * 1024,
-        retention: Duration::from_secs(7 * 24 * 3600),
-        dedup_window: Duration::from_secs(7 * 24 * 3600),
-        sweep_interval: Duration::from_secs(60),
         dedup_run_keys: 5,
+        ..StoreConfig::default()
     };
     Store::open(dir, &config, Arc::new(Metrics::new()))
         .unwrap_or_else(|err| panic!("open the sled store in {}: {err}", dir.display()))

@@ -132,14 +132,7 @@ fn a_failed_fsync_stops_the_gateway_before_any_later_ack() {
     // Restarted without the fault: every ack is stored under its seq.
     std::fs::remove_file(&fault_file).unwrap();
     gw.restart();
-    let stored: BTreeMap<u64, String> = gw
-        .all_events(None)
-        .iter()
-        .map(|e| {
-            let seq = e["seq"].as_u64().unwrap();
-            (seq, e["event_id"].as_str().unwrap().to_string())
-        })
-        .collect();
+    let stored = gw.ids_by_seq();
     let mut highest = 0;
     for (id, answer) in &answers {
         if let Answer::Ok(seq) = answer {

@@ -28,14 +28,7 @@ use rand::Rng as _;
 const DEADLINE: Duration = Duration::from_secs(30);
 
 fn open_sled(dir: &Path) -> Store {
-    let config = StoreConfig {
-        cache_bytes: 16 * 1024 * 1024,
-        retention: Duration::from_secs(7 * 24 * 3600),
-        dedup_window: Duration::from_secs(7 * 24 * 3600),
-        sweep_interval: Duration::from_secs(60),
-        dedup_run_keys: hookgate::config::DEFAULT_DEDUP_RUN_KEYS,
-    };
-    Store::open(dir, &config, Arc::new(Metrics::new())).unwrap()
+    Store::open(dir, &StoreConfig::default(), Arc::new(Metrics::new())).unwrap()
 }
 
 fn last_seq(store: &Store) -> u64 {
@@ -352,14 +345,7 @@ fn seqs_read_through_the_admin_api_survive_sigkill() {
     assert!(seen.len() >= 50, "the reader saw only {} seqs", seen.len());
 
     gw.restart();
-    let stored: BTreeMap<u64, String> = gw
-        .all_events(None)
-        .iter()
-        .map(|e| {
-            let seq = e["seq"].as_u64().unwrap();
-            (seq, e["event_id"].as_str().unwrap().to_string())
-        })
-        .collect();
+    let stored = gw.ids_by_seq();
     let changed: Vec<String> = seen
         .iter()
         .filter(|(seq, id)| stored.get(seq) != Some(id))

@@ -60,6 +60,20 @@ pub struct StoreConfig {
 /// The recent dedup keys that make a sealed run (see `store/sled/runs.rs`).
 pub const DEFAULT_DEDUP_RUN_KEYS: u64 = 262_144;
 
+impl Default for StoreConfig {
+    /// What an empty `[store]` section gives.
+    fn default() -> Self {
+        const WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
+        StoreConfig {
+            cache_bytes: 32 * 1024 * 1024,
+            retention: WEEK,
+            dedup_window: WEEK,
+            sweep_interval: Duration::from_secs(60),
+            dedup_run_keys: DEFAULT_DEDUP_RUN_KEYS,
+        }
+    }
+}
+
 /// An HTTP endpoint events are pushed to, at least once, in seq order unless `ordered = false`.
 #[derive(Debug, Clone)]
 pub struct DestinationConfig {

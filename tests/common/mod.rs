@@ -485,6 +485,18 @@ impl Api {
     }
 
     /// Every stored event (optionally of one provider), paging through `/v1/events`.
+    /// Every stored event's id, by seq.
+    pub fn ids_by_seq(&self) -> std::collections::BTreeMap<u64, String> {
+        self.all_events(None)
+            .iter()
+            .map(|e| {
+                let seq = e["seq"].as_u64().expect("a seq");
+                let id = e["event_id"].as_str().expect("an event id");
+                (seq, id.to_string())
+            })
+            .collect()
+    }
+
     pub fn all_events(&self, provider: Option<&str>) -> Vec<Value> {
         let mut events = Vec::new();
         let mut after: Option<u64> = None;
