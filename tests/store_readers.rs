@@ -13,11 +13,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use common::sign;
-use common::{provider, Api, Gateway};
+use common::load::Load;
+use common::{provider, Gateway};
 use hookgate::config::StoreConfig;
 use hookgate::event::{EventId, ProviderName, Seq};
 use hookgate::metrics::Metrics;
@@ -224,47 +224,6 @@ proptest! {
 
 // ---- end to end ----
 
-/// What the load threads got: acked (id, seq), and any answer other than 200 or 503.
-#[derive(Default)]
-struct Load {
-    acked: Mutex<Vec<(String, u64)>>,
-    unexpected: Mutex<Vec<String>>,
-    stop: AtomicBool,
-}
-
-impl Load {
-    /// Posts unique ids until stopped, the gateway goes away, or 15 s pass.
-    fn run(&self, api: &Api, thread: usize) {
-        let start = Instant::now();
-        for n in 0.. {
-            if self.stop.load(Ordering::Relaxed) || start.elapsed() > Duration::from_secs(15) {
-                break;
-            }
-            let id = format!("load-{thread}-{n}");
-            let body = format!(r#"{{"id":"{id}","pad":"{}"}}"#, "x".repeat(200));
-            match api.try_post("p", &sign::headers(&[("X-Id", &id)]), body.as_bytes()) {
-                Ok(reply) if reply.status == 200 => {
-                    let (status, seq) = reply.ack();
-                    if status != "accepted" {
-                        self.unexpected
-                            .lock()
-                            .unwrap()
-                            .push(format!("{id}: {status}"));
-                    }
-                    self.acked.lock().unwrap().push((id, seq));
-                }
-                Ok(reply) if reply.status == 503 => {}
-                Ok(reply) => self.unexpected.lock().unwrap().push(format!(
-                    "{id}: {} {}",
-                    reply.status,
-                    reply.text()
-                )),
-                Err(_) => break,
-            }
-        }
-    }
-}
-
 /// Polls `/v1/events` through the admin API, mostly at the tail, recording every seq's event
 /// id, until the gateway goes away. Returns the number of pages read.
 fn read_events(admin_url: &str, seen: &Mutex<BTreeMap<u64, String>>, stop: &AtomicBool) -> usize {
@@ -318,7 +277,7 @@ fn seqs_read_through_the_admin_api_survive_sigkill() {
     std::thread::scope(|s| {
         for thread in 0..12 {
             let (api, load) = (gw.api(), &load);
-            s.spawn(move || load.run(&api, thread));
+            s.spawn(move || load.run(&api, thread, Duration::from_secs(15)));
         }
         let (admin_url, seen, stop_reader) = (gw.admin_url.clone(), &seen, &stop_reader);
         let reader = s.spawn(move || read_events(&admin_url, seen, stop_reader));

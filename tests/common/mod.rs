@@ -8,6 +8,7 @@
 //! Each test crate uses a different subset of this module, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
+pub mod load;
 pub mod raw;
 pub mod sign;
 pub mod stub;
