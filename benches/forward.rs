@@ -65,11 +65,7 @@ fn main() {
     let backlog = args.first().copied().unwrap_or(100_000);
     let rate = args.get(1).copied().unwrap_or(500) as f64;
     let live = Duration::from_secs(args.get(2).copied().unwrap_or(20));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = common::runtime();
     println!(
         "{} CPUs; load average at start {}",
         common::cpus(),

@@ -94,11 +94,7 @@ fn main() {
         .get(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(10_000_000);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = common::runtime();
     println!(
         "{} CPUs; load average at start {}; {seconds} s per run; {} event ids (random in the \
          pre-loaded store)",

@@ -56,11 +56,7 @@ fn main() {
         .filter(|a| !a.starts_with("--"))
         .find_map(|a| a.parse().ok())
         .unwrap_or(10_000_000);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = common::runtime();
     let temp = tempfile::tempdir().expect("temp dir");
     let config_path = common::write_config(temp.path(), "");
     let data = temp.path().join("data");
