@@ -123,7 +123,7 @@ pub async fn start(config: Config) -> Result<Gateway, GatewayError> {
             })?;
     }
     let bind = |address: SocketAddr| {
-        TcpListener::bind(address).map_err(|source| GatewayError::Listen { address, source })
+        http::bind(address).map_err(|source| GatewayError::Listen { address, source })
     };
     let public_listener = bind(config.server.listen)?;
     let admin_listener = bind(config.admin.listen)?;
@@ -147,6 +147,20 @@ pub async fn start(config: Config) -> Result<Gateway, GatewayError> {
         .chain(config.consumers.iter().map(Output::consumer))
         .collect();
     let sweeper = Sweeper::start(store.clone(), &config.store, outputs, metrics.clone());
+    let limits = Arc::new(http::Limits::new(&config.limits));
+    actix_web::rt::spawn(http::Limits::forget_idle(Arc::downgrade(&limits)));
+    let rejections = Arc::new(http::Rejections::new(
+        metrics.clone(),
+        config.limits.rejection_logs_per_s,
+    ));
+    let connections = Arc::new(http::Connections::new(
+        config.limits.max_connections,
+        config.limits.max_connections_per_address,
+        config.server.trusted_proxies.clone(),
+        metrics.clone(),
+        rejections.clone(),
+    ));
+    let heavy_verifications = tokio::sync::Semaphore::new(config.server.workers);
     let state = web::Data::new(AppState {
         config: Arc::new(config),
         store,
@@ -154,6 +168,10 @@ pub async fn start(config: Config) -> Result<Gateway, GatewayError> {
         draining: AtomicBool::new(false),
         destinations: forwarders.destinations().to_vec(),
         pollers: pollers.pollers().to_vec(),
+        limits,
+        rejections,
+        connections,
+        heavy_verifications,
     });
     let listen_error = |address| move |source| GatewayError::Listen { address, source };
     let public =

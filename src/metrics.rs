@@ -34,6 +34,13 @@ pub struct PollErrorLabels {
     pub kind: String,
 }
 
+/// Labels of `hookgate_rejections_total`: why a request or connection was refused (a fixed set
+/// of names, see `Rejection::cause` and `http/limits.rs`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectionLabels {
+    pub cause: &'static str,
+}
+
 /// The label value for requests to providers that do not exist.
 pub const UNKNOWN_PROVIDER: &str = "_unknown";
 
@@ -41,6 +48,11 @@ pub struct Metrics {
     registry: Registry,
     /// Webhook requests answered, by provider and status.
     pub requests: Family<RequestLabels, Counter>,
+    /// Requests and connections refused, by cause; every one is counted, even when its log line
+    /// is sampled away.
+    pub rejections: Family<RejectionLabels, Counter>,
+    /// Connections open on the public listener.
+    pub connections_open: Gauge,
     /// Seconds from handing a verified event to the store to its durable answer.
     pub ack_latency: Histogram,
     /// Group commits: batches applied in one transaction and made durable by one sync.
@@ -83,6 +95,18 @@ impl Metrics {
             "requests",
             "Webhook requests answered, by provider and status",
             requests.clone(),
+        );
+        let rejections = Family::<RejectionLabels, Counter>::default();
+        registry.register(
+            "rejections",
+            "Requests and connections refused, by cause",
+            rejections.clone(),
+        );
+        let connections_open = Gauge::default();
+        registry.register(
+            "connections_open",
+            "Connections open on the public listener",
+            connections_open.clone(),
         );
         let ack_latency = Histogram::new(exponential_buckets(0.000_1, 2.0, 18));
         registry.register(
@@ -188,6 +212,8 @@ impl Metrics {
             poll_cursor,
             poll_last_success: Mutex::new(HashMap::new()),
             requests,
+            rejections,
+            connections_open,
             ack_latency,
             commits,
             commit_batch_size,

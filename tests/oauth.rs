@@ -25,7 +25,7 @@ fn builtin_provider(name: &str, client: &str, ttl_s: u64, scope: &str) -> String
     format!(
         "\n[[provider]]\nname = \"{name}\"\nverify = \"oauth\"\nevent_id = \"json:/id\"\n[provider.oauth]\nmode = \"builtin\"\n\
          token_ttl_s = {ttl_s}\nrequired_scope = \"events:write\"\n\
-         clients = [{{ id = \"{client}\", secret = \"{client}-secret\", scopes = [\"{scope}\"] }}]\n"
+         clients = [{{ id = \"{client}\", secret = \"{client}-secret-0123456789\", scopes = [\"{scope}\"] }}]\n"
     )
 }
 
@@ -62,7 +62,7 @@ fn assert_invalid_token(reply: &Reply, what: &str) {
 #[test]
 fn builtin_sender_flow_fetch_send_expire_refetch() {
     let gw = Gateway::start(&builtin_provider("sterling", "sender", 2, "events:write"));
-    let (status, token) = fetch_token(&gw, "sender", "sender-secret", true);
+    let (status, token) = fetch_token(&gw, "sender", "sender-secret-0123456789", true);
     assert_eq!(status, 200, "{token}");
     assert_eq!(
         (token["token_type"].as_str(), token["expires_in"].as_u64()),
@@ -88,7 +88,7 @@ fn builtin_sender_flow_fetch_send_expire_refetch() {
         &gw.post("sterling", &bearer(&access), BODY),
         "expired token",
     );
-    let (status, token) = fetch_token(&gw, "sender", "sender-secret", false);
+    let (status, token) = fetch_token(&gw, "sender", "sender-secret-0123456789", false);
     assert_eq!(status, 200);
     let fresh = token["access_token"].as_str().unwrap();
     assert_eq!(
@@ -106,7 +106,7 @@ fn token_endpoint_errors() {
         (status, body["error"].as_str()),
         (401, Some("invalid_client"))
     );
-    let (status, body) = fetch_token(&gw, "nobody", "sender-secret", false);
+    let (status, body) = fetch_token(&gw, "nobody", "sender-secret-0123456789", false);
     assert_eq!(
         (status, body["error"].as_str()),
         (401, Some("invalid_client"))
@@ -118,7 +118,7 @@ fn token_endpoint_errors() {
         .form(&[
             ("grant_type", "password"),
             ("client_id", "sender"),
-            ("client_secret", "sender-secret"),
+            ("client_secret", "sender-secret-0123456789"),
         ])
         .send()
         .unwrap();
@@ -132,7 +132,7 @@ fn token_endpoint_errors() {
         .form(&[
             ("grant_type", "client_credentials"),
             ("client_id", "sender"),
-            ("client_secret", "sender-secret"),
+            ("client_secret", "sender-secret-0123456789"),
             ("scope", "admin"),
         ])
         .send()
@@ -146,7 +146,8 @@ fn tokens_are_bound_to_their_provider_scoped_and_survive_a_restart() {
         + &builtin_provider("b", "client-b", 3600, "events:write")
         + &builtin_provider("c", "client-c", 3600, "events:read");
     let mut gw = Gateway::start(&config);
-    let token_a = fetch_token(&gw, "client-a", "client-a-secret", true).1["access_token"]
+    let token_a = fetch_token(&gw, "client-a", "client-a-secret-0123456789", true).1
+        ["access_token"]
         .as_str()
         .unwrap()
         .to_string();
@@ -156,7 +157,8 @@ fn tokens_are_bound_to_their_provider_scoped_and_survive_a_restart() {
     );
     assert_eq!(gw.post("a", &bearer(&token_a), BODY).ack().0, "accepted");
 
-    let token_c = fetch_token(&gw, "client-c", "client-c-secret", true).1["access_token"]
+    let token_c = fetch_token(&gw, "client-c", "client-c-secret-0123456789", true).1
+        ["access_token"]
         .as_str()
         .unwrap()
         .to_string();

@@ -14,7 +14,7 @@ use common::{fixture_path, provider, toml_str, Gateway};
 /// A provider for each scheme, keyed with `secret` (suffixed per scheme), so that the same
 /// function gives the gateway's config and, with another secret, a wrong one.
 fn providers(secret: &str) -> String {
-    let key = |scheme: &str| format!("{secret}-{scheme}");
+    let key = |scheme: &str| format!("{secret}-{scheme}-long-enough-key");
     let di_key = fixture_path("dialog-insight/test-public-key.pem");
     [
         provider(

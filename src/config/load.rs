@@ -11,8 +11,10 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::raw::{RawAdmin, RawConsumer, RawDestination, RawProvider, RawServer, RawStore};
-use super::secret::{self, Secret, SecretSource};
+use super::raw::{
+    RawAdmin, RawConsumer, RawDestination, RawLimits, RawProvider, RawServer, RawStore,
+};
+use super::secret::{self, Secret};
 use super::{AdminConfig, Config, ProviderConfig, ServerConfig};
 use crate::event::ProviderName;
 use crate::event_id::EventIdRule;
@@ -43,6 +45,7 @@ pub(super) type Section = Spanned<BTreeMap<Spanned<String>, Spanned<toml::Value>
 #[serde(deny_unknown_fields)]
 struct Document {
     server: Option<Section>,
+    limits: Option<Section>,
     store: Option<Section>,
     admin: Option<Section>,
     #[serde(default)]
@@ -89,7 +92,7 @@ pub fn load_str(text: &str, _base: &Path) -> Result<(Config, Vec<String>), Vec<C
     }
 }
 
-pub(super) struct Loader<'a> {
+pub(crate) struct Loader<'a> {
     text: &'a str,
     errors: Vec<ConfigError>,
     warnings: Vec<String>,
@@ -99,6 +102,9 @@ impl Loader<'_> {
     fn validate(&mut self, mut document: Document) -> Option<Config> {
         let server: RawServer = self
             .section(document.server.as_ref(), "[server]")
+            .unwrap_or_default();
+        let limits: RawLimits = self
+            .section(document.limits.as_ref(), "[limits]")
             .unwrap_or_default();
         let store: RawStore = self
             .section(document.store.as_ref(), "[store]")
@@ -115,6 +121,7 @@ impl Loader<'_> {
         };
 
         let server = self.server(server, document.server.as_ref());
+        let limits = self.limits(limits, document.limits.as_ref());
         let store = self.store(store, document.store.as_ref());
         let admin = admin
             .and_then(|admin| self.admin(admin, document.admin.as_ref().expect("checked above")));
@@ -181,6 +188,7 @@ impl Loader<'_> {
 
         Some(Config {
             server: server?,
+            limits,
             store,
             admin: admin?,
             providers,
@@ -207,13 +215,15 @@ impl Loader<'_> {
 
     fn server(&mut self, raw: RawServer, section: Option<&Section>) -> Option<ServerConfig> {
         let at = |key| section.and_then(|s| self.key_position(s, key));
-        let (listen_at, max_at, deadline_at, timeout_at) = (
+        let (listen_at, max_at, deadline_at, timeout_at, proxies_at) = (
             at("listen"),
             at("max_body_bytes"),
             at("ack_deadline_ms"),
             at("body_timeout_ms"),
+            at("trusted_proxies"),
         );
         let listen = self.address(&raw.listen, listen_at);
+        let trusted_proxies = self.trusted_proxies(&raw.trusted_proxies, proxies_at);
         if raw.max_body_bytes == 0 || raw.max_body_bytes > 64 * 1024 * 1024 {
             self.error(
                 max_at,
@@ -236,6 +246,7 @@ impl Loader<'_> {
             ack_deadline: Duration::from_millis(raw.ack_deadline_ms),
             body_timeout: Duration::from_millis(raw.body_timeout_ms),
             workers: workers.max(1),
+            trusted_proxies,
         })
     }
 
@@ -300,6 +311,7 @@ impl Loader<'_> {
             }
             None => None,
         };
+        self.audit_provider(&raw, section);
         let complete = secrets.len() == raw.secrets.len();
         let verify_at = self.key_position(section, "verify");
         let verifier = match Verifier::build(&raw, secrets) {
@@ -358,12 +370,8 @@ impl Loader<'_> {
         at: Option<(usize, usize)>,
     ) -> Option<Secret> {
         match secret::resolve(reference) {
-            Ok((secret, source)) => {
-                if source == SecretSource::Literal {
-                    self.warnings.push(format!(
-                        "{what} is written literally in the config file; use \"env:NAME\" or \"file:/path\" outside local demos"
-                    ));
-                }
+            Ok((secret, _)) => {
+                self.warn_if_literal(reference, what);
                 Some(secret)
             }
             Err(message) => {
@@ -406,6 +414,10 @@ impl Loader<'_> {
 
     pub(super) fn error_count(&self) -> usize {
         self.errors.len()
+    }
+
+    pub(super) fn warn(&mut self, message: String) {
+        self.warnings.push(message);
     }
 
     pub(super) fn error(&mut self, position: Option<(usize, usize)>, message: String) {

@@ -1,6 +1,8 @@
 //! Configuration: the TOML file (`raw`), its loading and validation (`load`), and the validated
 //! `Config` the rest of hookgate runs on. Secrets are resolved here, once, and never printed.
 
+mod audit;
+mod limits;
 mod load;
 mod outputs;
 mod raw;
@@ -8,6 +10,7 @@ mod secret;
 mod sync;
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -15,6 +18,8 @@ use crate::event::ProviderName;
 use crate::event_id::EventIdRule;
 use crate::verify::Verifier;
 
+pub use audit::MIN_OWN_SECRET_BYTES;
+pub use limits::parse_network;
 pub use load::{load_file, load_str, ConfigError};
 pub use raw::{RawOAuth, RawOAuthClient, RawProvider};
 pub use secret::{resolve as resolve_secret, Secret, SecretSource};
@@ -24,6 +29,7 @@ pub use sync::{NextCursor, SyncAuth, SyncConfig};
 #[derive(Debug)]
 pub struct Config {
     pub server: ServerConfig,
+    pub limits: LimitsConfig,
     pub store: StoreConfig,
     pub admin: AdminConfig,
     pub providers: Vec<ProviderConfig>,
@@ -42,6 +48,44 @@ pub struct ServerConfig {
     /// The whole body must arrive within this; else 408 and the connection is closed.
     pub body_timeout: Duration,
     pub workers: usize,
+    /// Peers whose forwarding headers name the client (see `http/client.rs`).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+/// `[limits]`: the abuse limits of the public listener (see `http/limits.rs`).
+#[derive(Debug, Clone)]
+pub struct LimitsConfig {
+    /// Requests from one client address, on every public route.
+    pub per_address: Option<Rate>,
+    /// Verified webhooks into one provider.
+    pub per_provider: Option<Rate>,
+    /// `POST /oauth/token` from one client address.
+    pub oauth_token_per_address: Option<Rate>,
+    pub max_connections: usize,
+    pub max_connections_per_address: usize,
+    pub max_body_bytes_in_flight: usize,
+    /// Log lines per second per cause of rejection.
+    pub rejection_logs_per_s: u32,
+}
+
+/// A token bucket: one request more every `interval`, at most `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub interval: Duration,
+    pub burst: NonZeroU32,
+}
+
+impl Rate {
+    /// `count` requests per `period`, with `burst` (default: `2 * count`) at once; `None` if
+    /// `count` is 0 (no limit).
+    pub fn new(count: u32, period: Duration, burst: Option<u32>) -> Option<Rate> {
+        let count = NonZeroU32::new(count)?;
+        let burst = burst.unwrap_or(count.get().saturating_mul(2));
+        Some(Rate {
+            interval: period / count.get(),
+            burst: NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN),
+        })
+    }
 }
 
 /// sled's tuning and the sweeper's horizons.

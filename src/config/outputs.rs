@@ -96,6 +96,7 @@ impl Loader<'_> {
                 None
             }
         };
+        self.audit_destination(&raw, signing_key.as_ref().map(|key| key.expose()));
         let timeout = self.duration_key(
             section,
             "timeout",

@@ -18,6 +18,40 @@ pub struct RawServer {
     pub body_timeout_ms: u64,
     /// HTTP worker threads; default: the number of CPUs.
     pub workers: Option<usize>,
+    /// Reverse proxies (addresses or CIDRs) whose `X-Forwarded-For` / `Forwarded` headers name
+    /// the client; from any other peer these headers are ignored (default: none).
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+}
+
+/// `[limits]`: what one client, one provider or all of them together may take.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// Requests per second from one client address, on every public route (0: no limit).
+    #[serde(default = "default_per_address_rps")]
+    pub per_address_rps: u32,
+    /// Requests one address may send at once above its rate (default: 2 s of its rate).
+    pub per_address_burst: Option<u32>,
+    /// Verified webhooks per second into one provider (0, the default: no limit).
+    #[serde(default)]
+    pub per_provider_rps: u32,
+    pub per_provider_burst: Option<u32>,
+    /// `POST /oauth/token` requests per minute from one client address.
+    #[serde(default = "default_oauth_token_per_min")]
+    pub oauth_token_per_address_per_min: u32,
+    /// Open connections on the public listener, in all.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+    /// Open connections from one client address (trusted proxies are exempt).
+    #[serde(default = "default_max_connections_per_address")]
+    pub max_connections_per_address: u32,
+    /// Body bytes held by all requests at once, read or being read; over it, 503.
+    #[serde(default = "default_max_body_bytes_in_flight")]
+    pub max_body_bytes_in_flight: u64,
+    /// Log lines per second for each cause of rejection; the rest are counted only.
+    #[serde(default = "default_rejection_logs_per_s")]
+    pub rejection_logs_per_s: u32,
 }
 
 /// `[store]`: sled tuning.
@@ -217,8 +251,49 @@ impl Default for RawServer {
             ack_deadline_ms: default_ack_deadline_ms(),
             body_timeout_ms: default_body_timeout_ms(),
             workers: None,
+            trusted_proxies: Vec::new(),
         }
     }
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        RawLimits {
+            per_address_rps: default_per_address_rps(),
+            per_address_burst: None,
+            per_provider_rps: 0,
+            per_provider_burst: None,
+            oauth_token_per_address_per_min: default_oauth_token_per_min(),
+            max_connections: default_max_connections(),
+            max_connections_per_address: default_max_connections_per_address(),
+            max_body_bytes_in_flight: default_max_body_bytes_in_flight(),
+            rejection_logs_per_s: default_rejection_logs_per_s(),
+        }
+    }
+}
+
+fn default_per_address_rps() -> u32 {
+    1000
+}
+
+fn default_oauth_token_per_min() -> u32 {
+    60
+}
+
+fn default_max_connections() -> u32 {
+    10_000
+}
+
+fn default_max_connections_per_address() -> u32 {
+    256
+}
+
+fn default_max_body_bytes_in_flight() -> u64 {
+    64 * 1024 * 1024
+}
+
+fn default_rejection_logs_per_s() -> u32 {
+    5
 }
 
 impl Default for RawStore {

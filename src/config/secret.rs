@@ -38,6 +38,11 @@ pub enum SecretSource {
     Literal,
 }
 
+/// Whether a reference is the secret itself rather than `env:` or `file:`.
+pub fn is_literal(reference: &str) -> bool {
+    !(reference.starts_with("env:") || reference.starts_with("file:"))
+}
+
 /// Resolves one secret reference. The error names the reference, never the value.
 pub fn resolve(reference: &str) -> Result<(Secret, SecretSource), String> {
     let (value, source) = if let Some(name) = reference.strip_prefix("env:") {

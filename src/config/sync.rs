@@ -100,6 +100,7 @@ impl Loader<'_> {
                 return None;
             }
         };
+        self.audit_sync_auth(raw.auth.as_ref(), &label);
         let mut errors = Vec::new();
         let config = build(raw, &mut errors);
         for message in &errors {

@@ -1,5 +1,7 @@
 //! Reading a request body: raw bytes, at most `limit` of them whatever `Content-Length` says (or
-//! without one), and all of it within `timeout`.
+//! without one), and all of it within `timeout`. Memory is taken as bytes arrive, never from
+//! `Content-Length` (2,000 connections each declaring 1 MiB once reserved 3 GB), and drawn from
+//! the listener's shared [`BodyLease`]: past `max_body_bytes_in_flight`, 503.
 
 use std::time::Duration;
 
@@ -9,12 +11,14 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 
 use super::error::ApiError;
+use super::limits::BodyLease;
 
 pub async fn read_body(
     headers: &HeaderMap,
     mut payload: web::Payload,
     limit: usize,
     timeout: Duration,
+    lease: &mut BodyLease,
 ) -> Result<Bytes, ApiError> {
     let declared = headers
         .get(CONTENT_LENGTH)
@@ -23,13 +27,21 @@ pub async fn read_body(
     if declared.is_some_and(|length| length > limit as u64) {
         return Err(ApiError::PayloadTooLarge);
     }
-    let capacity = declared.map_or(8 * 1024, |length| length as usize);
     let read = async {
-        let mut body = BytesMut::with_capacity(capacity);
+        let mut body = BytesMut::new();
         while let Some(chunk) = payload.next().await {
             let chunk = chunk.map_err(|_| ApiError::BadRequest)?;
             if body.len() + chunk.len() > limit {
                 return Err(ApiError::PayloadTooLarge);
+            }
+            let needed = body.len() + chunk.len();
+            if needed > lease.held() {
+                // Doubling, so a body arriving in many small chunks is copied O(log n) times.
+                let target = needed.max(lease.held() * 2).min(limit);
+                if !lease.grow(target - lease.held()) {
+                    return Err(ApiError::Busy);
+                }
+                body.reserve(target - body.len());
             }
             body.extend_from_slice(&chunk);
         }

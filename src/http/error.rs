@@ -37,6 +37,12 @@ pub enum ApiError {
     BadRequest,
     #[error("unavailable")]
     Unavailable,
+    /// 429: over a rate limit; try again after this many seconds.
+    #[error("rate_limited")]
+    RateLimited(u32),
+    /// 503: the body bytes all requests hold at once are at their ceiling.
+    #[error("busy")]
+    Busy,
 }
 
 impl ApiError {
@@ -44,7 +50,10 @@ impl ApiError {
     fn closes_connection(self) -> bool {
         matches!(
             self,
-            ApiError::BodyTimeout | ApiError::PayloadTooLarge | ApiError::BadRequest
+            ApiError::BodyTimeout
+                | ApiError::PayloadTooLarge
+                | ApiError::BadRequest
+                | ApiError::Busy
         )
     }
 }
@@ -61,15 +70,19 @@ impl ResponseError for ApiError {
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BadRequest => StatusCode::BAD_REQUEST,
-            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable | ApiError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
         let mut response = HttpResponse::build(self.status_code());
         match self {
-            ApiError::Unavailable => {
+            ApiError::Unavailable | ApiError::Busy => {
                 response.insert_header((header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_S)));
+            }
+            ApiError::RateLimited(seconds) => {
+                response.insert_header((header::RETRY_AFTER, HeaderValue::from(*seconds)));
             }
             ApiError::BearerMissing => {
                 response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));

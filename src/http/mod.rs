@@ -3,11 +3,15 @@
 
 mod admin;
 mod body;
+mod client;
+mod connections;
 mod error;
+pub mod limits;
 mod oauth_token;
 mod public;
+mod rejections;
 
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -18,7 +22,14 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
+pub use connections::Connections;
 pub use error::ApiError;
+pub use limits::Limits;
+pub use rejections::{Refused, Rejections};
+
+/// Connections the kernel queues before hookgate accepts them. std's `TcpListener::bind` uses
+/// 128: under 2,000 idle connections, new SYNs overflowed it and waited a 1 s retransmit.
+pub const LISTEN_BACKLOG: i32 = 4096;
 
 /// What every handler shares.
 pub struct AppState {
@@ -31,6 +42,14 @@ pub struct AppState {
     pub destinations: Vec<Arc<crate::forward::Destination>>,
     /// The pollers' shared state, for the admin API.
     pub pollers: Vec<Arc<crate::poll::Poller>>,
+    /// Rate limits and the body budget of the public listener.
+    pub limits: Arc<Limits>,
+    /// Counts and (sampled) logs every refusal.
+    pub rejections: Arc<Rejections>,
+    /// Open connections on the public listener, capped.
+    pub connections: Arc<Connections>,
+    /// Verifications running off the I/O threads at once (RSA, large bodies): one per worker.
+    pub heavy_verifications: tokio::sync::Semaphore,
 }
 
 impl AppState {
@@ -51,8 +70,12 @@ pub fn public_server(state: web::Data<AppState>, listener: TcpListener) -> std::
     let workers = server_config.workers;
     let request_timeout = server_config.body_timeout;
     let shutdown_s = (server_config.body_timeout + server_config.ack_deadline).as_secs() + 1;
+    let connections = state.connections.clone();
     let server =
         HttpServer::new(move || App::new().app_data(state.clone()).configure(public::routes))
+            .on_connect(move |connection, extensions| {
+                connections.on_connect(connection, extensions)
+            })
             .workers(workers)
             .disable_signals()
             .shutdown_timeout(shutdown_s)
@@ -72,6 +95,16 @@ pub fn admin_server(state: web::Data<AppState>, listener: TcpListener) -> std::i
             .listen(listener)?
             .run();
     Ok(server)
+}
+
+/// Binds a listener with a backlog of [`LISTEN_BACKLOG`] (and `SO_REUSEADDR`, as std does).
+pub fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(address), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
 }
 
 /// Stops a server gracefully: no new connections, requests in flight are answered.

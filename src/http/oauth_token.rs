@@ -12,7 +12,9 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 
 use super::body::read_body;
-use super::AppState;
+use super::client::client_address;
+use super::limits::RetryAfter;
+use super::{ApiError, AppState, Refused};
 use crate::verify::oauth::TokenError;
 
 /// Token requests are small; anything larger is not one.
@@ -23,14 +25,40 @@ pub async fn token(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> HttpResponse {
+    let client = client_address(
+        request.peer_addr(),
+        request.headers(),
+        &state.config.server.trusted_proxies,
+    );
+    let bucket = client.or_else(|| request.peer_addr().map(|peer| peer.ip()));
+    if let Some(Err(RetryAfter(seconds))) = bucket.map(|address| state.limits.oauth_token(address))
+    {
+        let refused = Refused {
+            cause: "rate_limited_oauth_token",
+            provider: None,
+            client,
+            verification: false,
+        };
+        state
+            .rejections
+            .record(refused, &"over oauth_token_per_address_per_min");
+        return actix_web::ResponseError::error_response(&ApiError::RateLimited(seconds));
+    }
     let basic_used = request.headers().contains_key(AUTHORIZATION);
     let timeout = state
         .config
         .server
         .body_timeout
         .min(Duration::from_secs(10));
-    let result = match read_body(request.headers(), payload, MAX_TOKEN_REQUEST_BYTES, timeout).await
-    {
+    let mut lease = state.limits.bodies.lease();
+    let body = read_body(
+        request.headers(),
+        payload,
+        MAX_TOKEN_REQUEST_BYTES,
+        timeout,
+        &mut lease,
+    );
+    let result = match body.await {
         Ok(body) => grant(&request, &body, &state),
         Err(_) => Err(TokenError::InvalidRequest),
     };
@@ -40,7 +68,13 @@ pub async fn token(
             .insert_header((header::PRAGMA, "no-cache"))
             .json(grant),
         Err(err) => {
-            tracing::info!(error = %err, peer = ?request.peer_addr(), "Token request refused.");
+            let refused = Refused {
+                cause: "oauth_token_refused",
+                provider: None,
+                client,
+                verification: true,
+            };
+            state.rejections.record(refused, &err);
             let status = match err {
                 TokenError::InvalidClient => StatusCode::UNAUTHORIZED,
                 TokenError::ServerError => StatusCode::INTERNAL_SERVER_ERROR,

@@ -1,21 +1,30 @@
 //! The public routes: `POST /hooks/{provider}`, `/healthz`, `/readyz`.
 //!
-//! A webhook flows: draining check -> provider lookup (404) -> bounded, timed body read
-//! (413/408) -> verification (401) -> event id -> durable commit (200, or 503).
+//! A webhook flows: the client's address (`client.rs`) -> its rate limit (429) -> draining
+//! check -> provider lookup (404) -> bounded, timed body read within the shared body budget
+//! (413/408/503) -> verification (401; off the I/O threads when costly) -> the provider's rate
+//! limit (429) -> event id -> durable commit (200, or 503). Every refusal is counted and its log
+//! line sampled (`rejections.rs`).
 
+use std::net::IpAddr;
 use std::time::{Instant, SystemTime};
 
 use actix_web::http::header::{HeaderMap, CONTENT_TYPE};
 use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::Bytes;
 use serde_json::json;
 
 use super::body::read_body;
+use super::client::client_address;
 use super::error::ApiError;
+use super::limits::RetryAfter;
+use super::rejections::Refused;
 use super::AppState;
+use crate::config::ProviderConfig;
 use crate::event_id::event_id;
 use crate::metrics::UNKNOWN_PROVIDER;
 use crate::store::{Committed, NewEvent};
-use crate::verify::{Headers, Unverified};
+use crate::verify::{Headers, Rejection, Unverified, Verified};
 
 pub fn routes(config: &mut web::ServiceConfig) {
     config
@@ -76,39 +85,76 @@ async fn accept(
     payload: web::Payload,
     state: &AppState,
 ) -> Result<(Committed, Instant), ApiError> {
+    let server = &state.config.server;
+    let client = client_address(
+        request.peer_addr(),
+        request.headers(),
+        &server.trusted_proxies,
+    );
+    let refuse = |cause, verification, error: ApiError, detail: &dyn std::fmt::Display| {
+        let refused = Refused {
+            cause,
+            provider: Some(provider_name),
+            client,
+            verification,
+        };
+        state.rejections.record(refused, detail);
+        error
+    };
+    let bucket = client.or_else(|| request.peer_addr().map(|peer| peer.ip()));
+    if let Some(Err(RetryAfter(seconds))) = bucket.map(|address| state.limits.address(address)) {
+        let error = ApiError::RateLimited(seconds);
+        return Err(refuse(
+            "rate_limited_address",
+            false,
+            error,
+            &"over per_address_rps",
+        ));
+    }
     if state.is_draining() {
         return Err(ApiError::Unavailable);
     }
-    let provider = state.config.provider(provider_name).ok_or_else(|| {
-        tracing::info!(provider = provider_name, "Webhook for an unknown provider.");
-        ApiError::UnknownProvider
-    })?;
-    let server = &state.config.server;
+    let Some(provider) = state.config.provider(provider_name) else {
+        let error = ApiError::UnknownProvider;
+        return Err(refuse(
+            "unknown_provider",
+            false,
+            error,
+            &"no such provider",
+        ));
+    };
+    let mut lease = state.limits.bodies.lease();
     let body = read_body(
         request.headers(),
         payload,
         server.max_body_bytes,
         server.body_timeout,
+        &mut lease,
     )
     .await
-    .inspect_err(
-        |err| tracing::info!(provider = provider_name, error = %err, "Webhook body refused."),
-    )?;
+    .map_err(|error| refuse(body_cause(error), false, error, &error))?;
+
+    let verified = verify(state, provider, request, client, body)
+        .await
+        .map_err(|rejection| {
+            refuse(
+                rejection.cause(),
+                true,
+                ApiError::from(rejection),
+                &rejection,
+            )
+        })?;
+    if let Err(RetryAfter(seconds)) = state.limits.provider(provider_name) {
+        let error = ApiError::RateLimited(seconds);
+        return Err(refuse(
+            "rate_limited_provider",
+            false,
+            error,
+            &"over per_provider_rps",
+        ));
+    }
 
     let headers = RequestHeaders(request.headers());
-    let unverified = Unverified {
-        headers: &headers,
-        path: request.path(),
-        query: request.query_string(),
-        body,
-        peer: request.peer_addr().map(|addr| addr.ip()),
-        now: SystemTime::now(),
-    };
-    let verified = provider.verifier.verify(unverified).await.map_err(|rejection| {
-        tracing::warn!(provider = provider_name, reason = %rejection, peer = ?request.peer_addr(), "Webhook failed verification.");
-        ApiError::from(rejection)
-    })?;
-
     let id = event_id(provider.event_id.as_ref(), &headers, &verified);
     let content_type = headers.get(CONTENT_TYPE.as_str()).map(str::to_string);
     let started = Instant::now();
@@ -123,6 +169,65 @@ async fn accept(
             Err(ApiError::Unavailable)
         }
     }
+}
+
+/// The `cause` label of a body that could not be read.
+fn body_cause(error: ApiError) -> &'static str {
+    match error {
+        ApiError::PayloadTooLarge => "payload_too_large",
+        ApiError::BodyTimeout => "body_timeout",
+        ApiError::Busy => "body_bytes_in_flight",
+        _ => "bad_request",
+    }
+}
+
+/// Runs the provider's scheme: on this I/O thread when it is cheap, else on a blocking thread
+/// (at most one per worker at once), so that an RSA check or a large body does not hold up
+/// every other connection of the worker.
+async fn verify(
+    state: &AppState,
+    provider: &ProviderConfig,
+    request: &HttpRequest,
+    client: Option<IpAddr>,
+    body: Bytes,
+) -> Result<Verified, Rejection> {
+    let now = SystemTime::now();
+    if !provider.verifier.is_cpu_heavy(body.len()) {
+        let unverified = Unverified {
+            headers: &RequestHeaders(request.headers()),
+            path: request.path(),
+            query: request.query_string(),
+            body,
+            peer: client,
+            now,
+        };
+        return provider.verifier.verify(unverified).await;
+    }
+    let _permit = state
+        .heavy_verifications
+        .acquire()
+        .await
+        .map_err(|_| Rejection::Unavailable)?;
+    let config = state.config.clone();
+    let name = provider.name.to_string();
+    let headers = request.headers().clone();
+    let (path, query) = (
+        request.path().to_string(),
+        request.query_string().to_string(),
+    );
+    tokio::task::spawn_blocking(move || {
+        let provider = config.provider(&name).ok_or(Rejection::Unavailable)?;
+        provider.verifier.verify_local(Unverified {
+            headers: &RequestHeaders(&headers),
+            path: &path,
+            query: &query,
+            body,
+            peer: client,
+            now,
+        })
+    })
+    .await
+    .unwrap_or(Err(Rejection::Unavailable))
 }
 
 async fn method_not_allowed() -> Result<HttpResponse, ApiError> {

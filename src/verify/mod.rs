@@ -56,7 +56,8 @@ pub struct Unverified<'a> {
     /// The query string as received, without the `?` (empty when there is none).
     pub query: &'a str,
     pub body: Bytes,
-    /// The TCP peer's address (hookgate does not trust forwarding headers).
+    /// The client's address: the TCP peer's, or what a trusted proxy forwarded; `None` when a
+    /// trusted proxy could not name it.
     pub peer: Option<IpAddr>,
     pub now: SystemTime,
 }
@@ -138,6 +139,26 @@ pub enum Rejection {
     InsufficientScope,
     #[error("the token could not be checked now")]
     Unavailable,
+    #[error("the form has more parameters than hookgate decodes")]
+    TooManyParameters,
+}
+
+impl Rejection {
+    /// The `cause` label of `hookgate_rejections_total`.
+    pub fn cause(self) -> &'static str {
+        match self {
+            Rejection::MissingHeader(_) => "missing_header",
+            Rejection::MalformedHeader(_) => "malformed_header",
+            Rejection::StaleTimestamp => "stale_timestamp",
+            Rejection::BadSignature => "bad_signature",
+            Rejection::AddressNotAllowed => "address_not_allowed",
+            Rejection::MissingToken => "missing_token",
+            Rejection::InvalidToken => "invalid_token",
+            Rejection::InsufficientScope => "insufficient_scope",
+            Rejection::Unavailable => "token_check_unavailable",
+            Rejection::TooManyParameters => "too_many_parameters",
+        }
+    }
 }
 
 /// A provider's verification scheme, built from its config with its secrets resolved.
@@ -231,6 +252,30 @@ impl Verifier {
     /// wait on the network (introspection, a JWKS refresh).
     pub async fn verify(&self, request: Unverified<'_>) -> Result<Verified, Rejection> {
         let claims = match self {
+            Verifier::OAuth(scheme) => scheme.verify(&request).await?,
+            _ => return self.verify_local(request),
+        };
+        Ok(Verified {
+            body: request.body,
+            claims,
+        })
+    }
+
+    /// Whether checking a body of `len` bytes costs enough CPU to run off the I/O threads: an RSA
+    /// signature, or a large body to hash or decode. Never a scheme that waits on the network.
+    pub fn is_cpu_heavy(&self, len: usize) -> bool {
+        const LARGE_BODY: usize = 64 * 1024;
+        match self {
+            Verifier::OAuth(_) | Verifier::None(_) => false,
+            Verifier::DialogInsight(_) => true,
+            _ => len > LARGE_BODY,
+        }
+    }
+
+    /// [`Verifier::verify`] for every scheme that needs no network: pure CPU, callable from a
+    /// blocking thread. A bearer-token scheme answers `Unavailable` here.
+    pub fn verify_local(&self, request: Unverified<'_>) -> Result<Verified, Rejection> {
+        let claims = match self {
             Verifier::StandardWebhooks(scheme) => Claims::with_id(scheme.verify(&request)?),
             Verifier::Github(scheme) => Claims::with_id(scheme.verify(&request)?),
             Verifier::Hmac(scheme) => Claims::with_id(scheme.verify(&request)?),
@@ -242,7 +287,7 @@ impl Verifier {
             Verifier::Alcmeon(scheme) => scheme.verify(&request)?,
             Verifier::AccuLynx(scheme) => scheme.verify(&request)?,
             Verifier::DialogInsight(scheme) => scheme.verify(&request)?,
-            Verifier::OAuth(scheme) => scheme.verify(&request).await?,
+            Verifier::OAuth(_) => return Err(Rejection::Unavailable),
         };
         Ok(Verified {
             body: request.body,

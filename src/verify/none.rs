@@ -1,7 +1,6 @@
 //! No signature: the request is accepted as is, optionally only from listed networks
-//! (`allow_ips`, CIDRs). The address checked is the TCP peer's; forwarding headers are not trusted.
-
-use std::net::IpAddr;
+//! (`allow_ips`, CIDRs). The address checked is the client's: the TCP peer's, or the one a
+//! trusted proxy forwarded (`[server] trusted_proxies`, see `http/client.rs`).
 
 use ipnet::IpNet;
 
@@ -23,12 +22,9 @@ impl AllowIps {
         let mut networks = Vec::new();
         let mut errors = Vec::new();
         for text in list {
-            match text
-                .parse::<IpNet>()
-                .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
-            {
-                Ok(network) => networks.push(network),
-                Err(_) => errors.push(format!(
+            match crate::config::parse_network(text) {
+                Some(network) => networks.push(network),
+                None => errors.push(format!(
                     "allow_ips entry {text:?} is not an address or CIDR"
                 )),
             }

@@ -1,0 +1,176 @@
+//! Caps on the public listener's open connections: in all, and per client address (the TCP
+//! peer; trusted proxies count only toward the total). A connection over a cap is shut down as
+//! soon as it is accepted, before a byte of it is read, and counted in
+//! `hookgate_rejections_total{cause="connections"|"connections_per_address"}`.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::net::{IpAddr, Shutdown};
+use std::sync::{Arc, Mutex};
+
+use actix_web::dev::Extensions;
+use actix_web::rt::net::TcpStream;
+use ipnet::IpNet;
+
+use super::limits::bucket_of;
+use super::rejections::{Refused, Rejections};
+use crate::metrics::Metrics;
+
+pub struct Connections {
+    max: usize,
+    max_per_address: usize,
+    trusted_proxies: Vec<IpNet>,
+    open: Mutex<Open>,
+    metrics: Arc<Metrics>,
+    rejections: Arc<Rejections>,
+}
+
+#[derive(Default)]
+struct Open {
+    total: usize,
+    per_address: HashMap<IpAddr, usize>,
+}
+
+/// Held in a connection's extensions while it is open; gives its place back when dropped.
+struct Place {
+    connections: Arc<Connections>,
+    address: Option<IpAddr>,
+}
+
+impl Connections {
+    pub fn new(
+        max: usize,
+        max_per_address: usize,
+        trusted_proxies: Vec<IpNet>,
+        metrics: Arc<Metrics>,
+        rejections: Arc<Rejections>,
+    ) -> Connections {
+        Connections {
+            max,
+            max_per_address,
+            trusted_proxies,
+            open: Mutex::new(Open::default()),
+            metrics,
+            rejections,
+        }
+    }
+
+    /// actix's `on_connect` hook: takes a place for the new connection, or shuts it down.
+    pub fn on_connect(self: &Arc<Self>, connection: &dyn Any, extensions: &mut Extensions) {
+        let Some(stream) = connection.downcast_ref::<TcpStream>() else {
+            return;
+        };
+        let Ok(peer) = stream.peer_addr() else {
+            return;
+        };
+        match self.take(peer.ip()) {
+            Ok(place) => {
+                extensions.insert(place);
+            }
+            Err(cause) => {
+                self.rejections.record(
+                    Refused {
+                        cause,
+                        provider: None,
+                        client: Some(peer.ip()),
+                        verification: false,
+                    },
+                    &"too many open connections",
+                );
+                // Nothing was read yet: the client sees a reset or EOF and may retry later.
+                let _ = socket2::SockRef::from(stream).shutdown(Shutdown::Both);
+            }
+        }
+    }
+
+    fn take(self: &Arc<Self>, peer: IpAddr) -> Result<Place, &'static str> {
+        let address = bucket_of(peer);
+        let counted = !self
+            .trusted_proxies
+            .iter()
+            .any(|network| network.contains(&address));
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if open.total >= self.max {
+            return Err("connections");
+        }
+        if counted {
+            let from_address = open.per_address.entry(address).or_default();
+            if *from_address >= self.max_per_address {
+                return Err("connections_per_address");
+            }
+            *from_address += 1;
+        }
+        open.total += 1;
+        self.metrics.connections_open.set(open.total as i64);
+        Ok(Place {
+            connections: self.clone(),
+            address: counted.then_some(address),
+        })
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let mut open = self
+            .connections
+            .open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        open.total -= 1;
+        if let Some(address) = self.address {
+            if let Some(count) = open.per_address.get_mut(&address) {
+                *count -= 1;
+                if *count == 0 {
+                    open.per_address.remove(&address);
+                }
+            }
+        }
+        self.connections
+            .metrics
+            .connections_open
+            .set(open.total as i64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connections(trusted: &[&str]) -> Arc<Connections> {
+        let metrics = Arc::new(Metrics::new());
+        Arc::new(Connections::new(
+            3,
+            2,
+            trusted.iter().map(|t| t.parse().unwrap()).collect(),
+            metrics.clone(),
+            Arc::new(Rejections::new(metrics, 0)),
+        ))
+    }
+
+    #[test]
+    fn caps_per_address_and_in_all() {
+        let connections = connections(&[]);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let first = connections.take(a).unwrap();
+        let _second = connections.take(a).unwrap();
+        assert_eq!(connections.take(a).err(), Some("connections_per_address"));
+        let _third = connections.take(b).unwrap();
+        assert_eq!(connections.take(b).err(), Some("connections"));
+        drop(first);
+        assert!(
+            connections.take(a).is_ok(),
+            "a closed connection frees its place"
+        );
+    }
+
+    #[test]
+    fn trusted_proxies_count_only_toward_the_total() {
+        let connections = connections(&["10.0.0.0/8"]);
+        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        let places: Vec<Place> = (0..3).map(|_| connections.take(proxy).unwrap()).collect();
+        assert_eq!(connections.take(proxy).err(), Some("connections"));
+        drop(places);
+        assert_eq!(connections.open.lock().unwrap().total, 0);
+    }
+}
