@@ -2,7 +2,7 @@
 //! without `Content-Length`, senders that stall, and whether the server closes the connection.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 /// One client connection.
@@ -42,6 +42,36 @@ impl RawConn {
         let stream = TcpStream::connect(addr).expect("connect to gateway");
         stream.set_nodelay(true).expect("nodelay");
         RawConn { stream }
+    }
+
+    /// Connects from a chosen loopback address (any of 127.0.0.0/8), as a different client would.
+    pub fn connect_from(addr: SocketAddr, source: IpAddr) -> RawConn {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        socket
+            .bind(&SocketAddr::new(source, 0).into())
+            .expect("bind the source address");
+        socket.connect(&addr.into()).expect("connect to gateway");
+        let stream: TcpStream = socket.into();
+        stream.set_nodelay(true).expect("nodelay");
+        RawConn { stream }
+    }
+
+    /// Sends a whole `POST path` with `headers` and `body` and reads the answer.
+    pub fn exchange(&mut self, path: &str, headers: &[(String, String)], body: &[u8]) -> RawResponse {
+        let addr = self.stream.peer_addr().expect("peer address");
+        let mut headers = headers.to_vec();
+        headers.push(("Content-Length".into(), body.len().to_string()));
+        let mut request = post_head(path, addr, &headers);
+        request.extend_from_slice(body);
+        assert!(self.send(&request), "send the request");
+        self.read_response(Duration::from_secs(10), false)
+    }
+
+    /// Whether the server closed this connection within `deadline` without answering anything.
+    pub fn closed_silently(&mut self, deadline: Duration) -> bool {
+        let response = self.read_response(deadline, true);
+        response.closed && response.status == 0
     }
 
     /// Connects and sends the head of `POST path` with `headers` (the body is up to the test).

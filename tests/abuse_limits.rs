@@ -1,0 +1,368 @@
+//! The public listener's abuse limits, through the real binary: rate limits per address, per
+//! provider and on `/oauth/token` (429 + Retry-After), connection caps, the shared body budget
+//! (503), memory never taken from `Content-Length`, forwarding headers trusted only from
+//! configured proxies, sampled rejection logs with a counter per cause, the listen backlog, the
+//! Twilio form cap, and the start-up audit of the config.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::raw::RawConn;
+use common::{provider, sign, Gateway};
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+fn from(last_octet: u8) -> IpAddr {
+    IpAddr::from([127, 0, 0, last_octet])
+}
+
+fn gateway(limits: &str, providers: &str) -> Gateway {
+    Gateway::builder()
+        .config(&format!("[limits]\n{limits}\n{providers}"))
+        .start()
+}
+
+fn rejections(gw: &Gateway, cause: &str) -> f64 {
+    gw.metric("hookgate_rejections_total", &[("cause", cause)])
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn an_address_over_its_rate_gets_429_with_retry_after_and_others_do_not() {
+    let gw = gateway(
+        "per_address_rps = 1\nper_address_burst = 3",
+        &provider("open", "none", &[], ""),
+    );
+    let mut conn = RawConn::connect_from(gw.public_addr, from(2));
+    for n in 0..3 {
+        let reply = conn.exchange("/hooks/open", &[], format!("{{\"n\":{n}}}").as_bytes());
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    let refused = conn.exchange("/hooks/open", &[], b"{\"n\":3}");
+    assert_eq!(refused.status, 429, "{}", refused.text());
+    let wait: u64 = refused.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=2).contains(&wait), "Retry-After {wait}");
+
+    let other = RawConn::connect_from(gw.public_addr, from(3)).exchange("/hooks/open", &[], b"{}");
+    assert_eq!(other.status, 200, "another address has its own allowance");
+    assert_eq!(rejections(&gw, "rate_limited_address"), 1.0);
+    assert_eq!(gw.all_events(None).len(), 4);
+}
+
+#[test]
+fn the_provider_limit_counts_verified_webhooks_only() {
+    let gw = gateway(
+        "per_provider_rps = 1\nper_provider_burst = 2",
+        &provider("sw", "standard-webhooks", &[SECRET], ""),
+    );
+    let forged = sign::standard_headers("whsec_d3JvbmctZ3Vlc3Mtd3Jvbmc=", "evt_x", b"{}");
+    for _ in 0..20 {
+        assert_eq!(gw.post("sw", &forged, b"{}").status, 401);
+    }
+    for id in ["evt_1", "evt_2"] {
+        let body = format!("{{\"id\":\"{id}\"}}");
+        let headers = sign::standard_headers(SECRET, id, body.as_bytes());
+        assert_eq!(gw.post("sw", &headers, body.as_bytes()).ack().0, "accepted");
+    }
+    let headers = sign::standard_headers(SECRET, "evt_3", b"{}");
+    let reply = gw.post("sw", &headers, b"{}");
+    assert_eq!(reply.status, 429, "{}", reply.text());
+    assert!(reply.header("retry-after").is_some());
+    assert_eq!(rejections(&gw, "rate_limited_provider"), 1.0);
+    assert_eq!(rejections(&gw, "bad_signature"), 20.0);
+}
+
+#[test]
+fn the_token_endpoint_is_rate_limited_per_address() {
+    let oauth = "[provider.oauth]\nmode = \"builtin\"\n\
+                 clients = [{ id = \"sender\", secret = \"sender-secret-0123456789\" }]\n";
+    let gw = gateway(
+        "oauth_token_per_address_per_min = 3",
+        &(provider("oa", "oauth", &[], "") + oauth),
+    );
+    let form = b"grant_type=client_credentials&client_id=sender&client_secret=guess";
+    let headers = sign::headers(&[("Content-Type", "application/x-www-form-urlencoded")]);
+    let mut conn = RawConn::connect_from(gw.public_addr, from(4));
+    let statuses: Vec<u16> = (0..3)
+        .map(|_| conn.exchange("/oauth/token", &headers, form).status)
+        .collect();
+    assert_eq!(statuses, [401, 401, 401], "wrong secrets are refused");
+    let reply = conn.exchange("/oauth/token", &headers, form);
+    assert_eq!(reply.status, 429, "{}", reply.text());
+    let wait: u64 = reply.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=21).contains(&wait), "one token every 20 s: Retry-After {wait}");
+    assert_eq!(rejections(&gw, "rate_limited_oauth_token"), 1.0);
+}
+
+#[test]
+fn connections_over_a_cap_are_shut_before_a_byte_is_read() {
+    let gw = gateway(
+        "max_connections_per_address = 3\nmax_connections = 5",
+        &provider("open", "none", &[], ""),
+    );
+    let held: Vec<RawConn> = (0..3)
+        .map(|_| RawConn::connect_from(gw.public_addr, from(5)))
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut fourth = RawConn::connect_from(gw.public_addr, from(5));
+    assert!(fourth.closed_silently(Duration::from_secs(3)), "over the per-address cap");
+
+    let mut others: Vec<RawConn> = (0..2)
+        .map(|_| RawConn::connect_from(gw.public_addr, from(6)))
+        .collect();
+    let reply = others[0].exchange("/hooks/open", &[], b"{}");
+    assert_eq!(reply.status, 200, "another address still gets in");
+    let mut sixth = RawConn::connect_from(gw.public_addr, from(7));
+    assert!(sixth.closed_silently(Duration::from_secs(3)), "over the total cap");
+
+    drop(held);
+    common::wait_until(Duration::from_secs(5), "a place is free again", || {
+        RawConn::connect_from(gw.public_addr, from(5))
+            .exchange("/hooks/open", &[], b"{}")
+            .status
+            == 200
+    });
+    assert_eq!(rejections(&gw, "connections_per_address"), 1.0);
+    assert!(rejections(&gw, "connections") >= 1.0);
+}
+
+#[test]
+fn body_bytes_in_flight_are_bounded_and_taken_as_they_arrive() {
+    const MIB: usize = 1024 * 1024;
+    let gw = gateway(
+        &format!("max_body_bytes_in_flight = {}", 4 * MIB),
+        &provider("open", "none", &[], ""),
+    );
+    let declared = sign::headers(&[("Content-Length", &MIB.to_string())]);
+    // Ten senders that declared 1 MiB each and sent one byte: they hold one byte each, not
+    // 10 MiB, so the budget still has room for a whole body.
+    let mut stalled: Vec<RawConn> = (0..10)
+        .map(|_| RawConn::post(gw.public_addr, "/hooks/open", &declared))
+        .collect();
+    for conn in &mut stalled {
+        assert!(conn.send(b"{"));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let body = format!("{{\"pad\":\"{}\"}}", "x".repeat(MIB - 20));
+    assert_eq!(gw.post("open", &[], body.as_bytes()).ack().0, "accepted");
+
+    // Senders that each get 900 KiB in: the fifth finds the budget spent.
+    let part = vec![b' '; 900 * 1024];
+    let mut busy = None;
+    let mut filling = Vec::new();
+    for _ in 0..6 {
+        let mut conn = RawConn::post(gw.public_addr, "/hooks/open", &declared);
+        conn.send(b"{");
+        conn.send(&part);
+        std::thread::sleep(Duration::from_millis(200));
+        let reply = conn.read_response(Duration::from_millis(300), false);
+        if reply.status != 0 {
+            busy = Some(reply);
+            break;
+        }
+        filling.push(conn);
+    }
+    let busy = busy.expect("a sender past the budget is answered");
+    assert_eq!(busy.status, 503, "{}", busy.text());
+    assert!(busy.header("retry-after").is_some());
+    assert!(
+        (3..=4).contains(&filling.len()),
+        "{} senders held ~900 KiB each",
+        filling.len()
+    );
+    assert!(rejections(&gw, "body_bytes_in_flight") >= 1.0);
+    drop(filling);
+    drop(stalled);
+    assert_eq!(gw.post("open", &[], body.as_bytes()).ack().0, "duplicate");
+}
+
+/// The gateway under an address-space limit of ~1.5 GiB: a process that allocated each body
+/// from its declared `Content-Length` would need 1 GiB more for the connections below.
+fn with_address_space_limit(bin: &Path, config: &Path, _data_dir: &Path) -> Command {
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg("ulimit -v 1600000 && exec \"$0\" serve --config \"$1\"")
+        .arg(bin)
+        .arg(config)
+        .env("MALLOC_ARENA_MAX", "2");
+    command
+}
+
+#[test]
+fn header_only_connections_reserve_no_memory() {
+    let gw = Gateway::builder()
+        .config(&format!(
+            "[limits]\nmax_connections_per_address = 2000\n{}",
+            provider("open", "none", &[], "")
+        ))
+        .wrapper(with_address_space_limit)
+        .start();
+    let declared = sign::headers(&[("Content-Length", "1048576")]);
+    let conns: Vec<RawConn> = (0..1000)
+        .map(|_| RawConn::post(gw.public_addr, "/hooks/open", &declared))
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    let reply = gw.post("open", &[], b"{\"after\":\"the flood\"}");
+    assert_eq!(reply.ack().0, "accepted", "{}", gw.logs());
+    drop(conns);
+    let mut gw = gw;
+    assert!(gw.is_running(), "{}", gw.logs());
+}
+
+#[test]
+fn forwarding_headers_count_only_from_trusted_proxies() {
+    let gw = Gateway::builder()
+        .server("trusted_proxies = [\"127.0.0.10\"]")
+        .config(&format!(
+            "[limits]\nper_address_rps = 1\nper_address_burst = 1\n{}",
+            provider(
+                "partner",
+                "none",
+                &[],
+                "allow_ips = [\"203.0.113.0/24\"]"
+            )
+        ))
+        .start();
+    let forwarded_for = |ip: &str| sign::headers(&[("X-Forwarded-For", ip)]);
+    let via_proxy = |ip: &str| {
+        RawConn::connect_from(gw.public_addr, from(10)).exchange(
+            "/hooks/partner",
+            &forwarded_for(ip),
+            format!("{{\"from\":\"{ip}\"}}").as_bytes(),
+        )
+    };
+    assert_eq!(via_proxy("203.0.113.7").status, 200, "allowed client behind the proxy");
+    assert_eq!(via_proxy("203.0.113.8").status, 200, "each client has its own bucket");
+    assert_eq!(via_proxy("203.0.113.7").status, 429, "the first client is over its rate");
+    assert_eq!(via_proxy("198.51.100.1").status, 401, "not in allow_ips");
+
+    let spoofed = RawConn::connect_from(gw.public_addr, from(11)).exchange(
+        "/hooks/partner",
+        &forwarded_for("203.0.113.9"),
+        b"{}",
+    );
+    assert_eq!(spoofed.status, 401, "an untrusted peer cannot claim an address");
+    let forwarded = RawConn::connect_from(gw.public_addr, from(10)).exchange(
+        "/hooks/partner",
+        &sign::headers(&[("Forwarded", "for=\"203.0.113.20:5555\";proto=https")]),
+        b"{\"rfc\":7239}",
+    );
+    assert_eq!(forwarded.status, 200, "RFC 7239 Forwarded is read too");
+}
+
+#[test]
+fn rejections_are_all_counted_but_their_logs_are_sampled() {
+    let gw = gateway(
+        "rejection_logs_per_s = 2",
+        &provider("sw", "standard-webhooks", &[SECRET], ""),
+    );
+    let forged = sign::standard_headers("whsec_d3JvbmctZ3Vlc3Mtd3Jvbmc=", "evt_x", b"{}");
+    let started = Instant::now();
+    let mut conn = RawConn::connect_from(gw.public_addr, from(12));
+    for _ in 0..300 {
+        assert_eq!(conn.exchange("/hooks/sw", &forged, b"{}").status, 401);
+    }
+    let seconds = started.elapsed().as_secs() + 1;
+    std::thread::sleep(Duration::from_millis(200));
+    let logged = gw
+        .logs()
+        .lines()
+        .filter(|line| line.contains("Request refused") && line.contains("bad_signature"))
+        .count();
+    assert!(
+        (1..=2 * seconds as usize + 2).contains(&logged),
+        "{logged} lines for 300 refusals in {seconds} s"
+    );
+    assert_eq!(rejections(&gw, "bad_signature"), 300.0);
+    assert!(gw.logs().contains("suppressed") || logged == 300);
+}
+
+#[test]
+fn the_listen_backlog_is_at_least_1024() {
+    let gw = gateway("", &provider("open", "none", &[], ""));
+    let output = Command::new("ss").args(["-ltnH"]).output();
+    let Ok(output) = output else {
+        panic!("`ss` (iproute2) is needed to read the listen backlog");
+    };
+    let text = String::from_utf8_lossy(&output.stdout);
+    let port = format!(":{}", gw.public_addr.port());
+    let line = text
+        .lines()
+        .find(|line| line.split_whitespace().nth(3).is_some_and(|a| a.ends_with(&port)))
+        .unwrap_or_else(|| panic!("no listening socket on {port}: {text}"));
+    let backlog: u32 = line.split_whitespace().nth(2).unwrap().parse().unwrap();
+    assert!(backlog >= 1024, "backlog {backlog}: {line}");
+}
+
+#[test]
+fn a_form_of_half_a_million_parameters_is_refused_without_decoding_it() {
+    let gw = gateway(
+        "",
+        &provider(
+            "tw",
+            "twilio",
+            &["twilio-auth-token"],
+            "public_url = \"https://example.com/hooks/tw\"",
+        ),
+    );
+    let form: Vec<String> = (0..500_000).map(|i| format!("p{i}=v")).collect();
+    let body = form.join("&");
+    let headers = sign::headers(&[
+        ("Content-Type", "application/x-www-form-urlencoded"),
+        ("X-Twilio-Signature", "bm90IGEgc2lnbmF0dXJl"),
+    ]);
+    let reply = gw.post("tw", &headers, &body.as_bytes()[..body.len().min(1024 * 1024)]);
+    assert_eq!(reply.status, 401, "{}", reply.text());
+    assert_eq!(rejections(&gw, "too_many_parameters"), 1.0);
+}
+
+#[test]
+fn the_config_audit_warns_and_refuses_weak_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    let write = |oauth_secret: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "[admin]\ntoken = \"env:HOME\"\n\n{}{}\
+                 [provider.oauth]\nmode = \"builtin\"\nclients = [{{ id = \"c\", secret = \"{oauth_secret}\" }}]\n",
+                provider("open", "none", &[], ""),
+                provider("oa", "oauth", &[], "")
+            ),
+        )
+        .unwrap();
+    };
+    let check = || {
+        let output = Command::new(common::hookgate_bin())
+            .args(["check-config", "--config"])
+            .arg(&config)
+            .env("HOME", "a-home-directory-path")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&output.stdout).to_string()
+            + &String::from_utf8_lossy(&output.stderr);
+        (output.status.code(), text)
+    };
+    write("short");
+    let (code, text) = check();
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("secret must be at least 16 bytes"), "{text}");
+
+    write("a-long-enough-literal-secret");
+    let (code, text) = check();
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("oauth client \"c\" secret is written literally"),
+        "{text}"
+    );
+    assert!(
+        text.contains("verify = \"none\" without allow_ips"),
+        "{text}"
+    );
+}
