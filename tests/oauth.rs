@@ -1,12 +1,15 @@
 //! OAuth bearer-token providers end to end: the builtin token endpoint and a sender's whole flow
-//! (fetch, send, expire, 401 invalid_token, fetch again, send), introspection against a real
-//! local server (with the number of introspection calls), and JWTs against a JWKS, including
-//! `alg` confusion and `none`.
+//! (fetch, send, expire, 401 invalid_token, fetch again, send) with HTTP Basic credentials raw or
+//! form-encoded, introspection against a real local server (the number of introspection calls,
+//! audience and client checks, cached refusals, a bounded positive cache), and JWTs against a
+//! JWKS, including `alg` confusion and `none`, a hanging or failing JWKS URL, and key removal.
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::{STANDARD as BASE64, URL_SAFE_NO_PAD as BASE64URL};
 use base64::Engine;
@@ -141,6 +144,45 @@ fn token_endpoint_errors() {
 }
 
 #[test]
+fn basic_credentials_are_accepted_raw_and_form_encoded() {
+    // Like `openssl rand -base64` output, with a `%` besides: read as form-encoded, `+` would be
+    // a space and `%41` an `A`.
+    let (client, secret) = ("sterling+prod", "k+Zq/9w=%41x+");
+    let config = format!(
+        "\n[[provider]]\nname = \"sterling\"\nverify = \"oauth\"\n[provider.oauth]\nmode = \"builtin\"\n\
+         clients = [{{ id = {}, secret = {}, scopes = [\"events:write\"] }}]\n",
+        common::toml_str(client),
+        common::toml_str(secret)
+    );
+    let gw = Gateway::start(&config);
+    let encoded = |part: &str| form_urlencoded::byte_serialize(part.as_bytes()).collect::<String>();
+    let ways = [
+        ("raw in Basic", client.to_string(), secret.to_string(), true),
+        (
+            "form-encoded in Basic",
+            encoded(client),
+            encoded(secret),
+            true,
+        ),
+        ("form fields", client.to_string(), secret.to_string(), false),
+    ];
+    for (what, id, secret, basic) in ways {
+        let (status, body) = fetch_token(&gw, &id, &secret, basic);
+        assert_eq!(status, 200, "{what}: {body}");
+        let access = body["access_token"].as_str().unwrap();
+        assert_eq!(
+            gw.post("sterling", &bearer(access), BODY).status,
+            200,
+            "{what}"
+        );
+    }
+    // Look-alikes match in neither form.
+    for wrong in ["k Zq/9w=%41x ", "k Zq/9w=Ax ", "k+Zq/9w=Ax+"] {
+        assert_eq!(fetch_token(&gw, client, wrong, true).0, 401, "{wrong}");
+    }
+}
+
+#[test]
 fn tokens_are_bound_to_their_provider_scoped_and_survive_a_restart() {
     let config = builtin_provider("a", "client-a", 3600, "events:write")
         + &builtin_provider("b", "client-b", 3600, "events:write")
@@ -178,9 +220,11 @@ fn tokens_are_bound_to_their_provider_scoped_and_survive_a_restart() {
     );
 }
 
-#[test]
-fn introspection_is_called_once_per_token() {
-    let stub = Stub::start(|request| {
+/// An introspection endpoint: `good-token` is active for audience `hookgate` and client
+/// `sender` (until `revoked` is set), `no-scope-token` lacks the scope, `other-aud-token` and
+/// `other-client-token` are active for someone else; any other token is inactive.
+fn introspection_stub(revoked: Arc<AtomicBool>) -> Stub {
+    Stub::start(move |request| {
         let form: Vec<(String, String)> =
             form_urlencoded::parse(&request.body).into_owned().collect();
         let token = form
@@ -188,24 +232,33 @@ fn introspection_is_called_once_per_token() {
             .find(|(k, _)| k == "token")
             .map(|(_, v)| v.as_str())
             .unwrap_or("");
-        let exp = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-            + 600;
+        let exp = now() + 600;
+        let active = |aud: Value, client: &str, scope: &str| json!({"active": true, "exp": exp, "aud": aud, "client_id": client, "scope": scope});
         let answer = match token {
-            "good-token" => json!({"active": true, "exp": exp, "scope": "events:write other"}),
-            "no-scope-token" => json!({"active": true, "exp": exp, "scope": "other"}),
+            "good-token" if !revoked.load(Ordering::SeqCst) => {
+                active(json!(["hookgate", "other"]), "sender", "events:write other")
+            }
+            "no-scope-token" => active(json!("hookgate"), "sender", "other"),
+            "other-aud-token" => active(json!("someone-else"), "sender", "events:write"),
+            "other-client-token" => active(json!("hookgate"), "intruder", "events:write"),
             _ => json!({"active": false}),
         };
         (200, "application/json", answer.to_string().into_bytes())
-    });
-    let config = format!(
+    })
+}
+
+fn introspection_provider(stub: &Stub, extra: &str) -> String {
+    format!(
         "\n[[provider]]\nname = \"p\"\nverify = \"oauth\"\n[provider.oauth]\nmode = \"introspection\"\nrequired_scope = \"events:write\"\n\
-         introspection_url = \"{}/introspect\"\nclient_id = \"hookgate\"\nclient_secret = \"introspection-secret\"\n",
+         introspection_url = \"{}/introspect\"\nclient_id = \"hookgate\"\nclient_secret = \"introspection-secret\"\n{extra}",
         stub.url
-    );
-    let gw = Gateway::start(&config);
+    )
+}
+
+#[test]
+fn introspection_is_called_once_per_token() {
+    let stub = introspection_stub(Arc::default());
+    let gw = Gateway::start(&introspection_provider(&stub, ""));
     for i in 0..40 {
         let body = format!(r#"{{"n":{i}}}"#);
         assert_eq!(
@@ -229,6 +282,57 @@ fn introspection_is_called_once_per_token() {
     );
     assert_eq!(gw.post("p", &bearer("no-scope-token"), BODY).status, 403);
     assert_eq!(stub.calls(), 3);
+}
+
+#[test]
+fn introspection_refuses_tokens_for_another_audience_or_client() {
+    let stub = introspection_stub(Arc::default());
+    let gw = Gateway::start(&introspection_provider(
+        &stub,
+        "audience = \"hookgate\"\nallowed_client_ids = [\"sender\"]\n",
+    ));
+    assert_eq!(
+        gw.post("p", &bearer("good-token"), BODY).ack().0,
+        "accepted",
+        "aud as a list holding ours, an allowed client"
+    );
+    assert_invalid_token(
+        &gw.post("p", &bearer("other-aud-token"), BODY),
+        "active, but for another audience",
+    );
+    assert_invalid_token(
+        &gw.post("p", &bearer("other-client-token"), BODY),
+        "active, but issued to another client",
+    );
+    assert_eq!(gw.post("p", &bearer("no-scope-token"), BODY).status, 403);
+}
+
+#[test]
+fn a_junk_token_sent_again_and_again_costs_one_introspection() {
+    let stub = introspection_stub(Arc::default());
+    let gw = Gateway::start(&introspection_provider(&stub, ""));
+    for _ in 0..20 {
+        assert_invalid_token(&gw.post("p", &bearer("junk-token"), BODY), "junk token");
+    }
+    assert_eq!(stub.calls(), 1, "the refusal is cached");
+}
+
+#[test]
+fn an_active_answer_is_trusted_no_longer_than_cache_ttl_s() {
+    let revoked = Arc::new(AtomicBool::new(false));
+    let stub = introspection_stub(revoked.clone());
+    let gw = Gateway::start(&introspection_provider(&stub, "cache_ttl_s = 1\n"));
+    assert_eq!(gw.post("p", &bearer("good-token"), BODY).status, 200);
+    assert_eq!(gw.post("p", &bearer("good-token"), BODY).status, 200);
+    assert_eq!(stub.calls(), 1, "cached");
+    // Revoked at the authorization server, its exp still 10 minutes away.
+    revoked.store(true, Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_invalid_token(
+        &gw.post("p", &bearer("good-token"), BODY),
+        "revoked token after cache_ttl_s",
+    );
+    assert_eq!(stub.calls(), 2);
 }
 
 fn jwt_provider(jwks: &str) -> String {
@@ -330,6 +434,156 @@ fn jwks_url_is_fetched_and_refreshed_on_unknown_kid() {
         stub.calls() <= 2,
         "refreshes are rate-limited: {} calls",
         stub.calls()
+    );
+}
+
+/// A JWKS URL answering fetch number `n` (from 0) with `answer(n)`. The counter counts fetches as
+/// they arrive (the stub records a request only once it has answered it).
+fn jwks_stub(
+    answer: impl Fn(usize) -> common::stub::StubAnswer + Send + Sync + 'static,
+) -> (Stub, Arc<AtomicUsize>) {
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let counted = fetches.clone();
+    let stub = Stub::start(move |_| answer(counted.fetch_add(1, Ordering::SeqCst)));
+    (stub, fetches)
+}
+
+fn jwks_fixture() -> Vec<u8> {
+    std::fs::read(common::fixture_path("oauth/jwks.json")).unwrap()
+}
+
+/// A valid token, signed with the fixture key under `kid`.
+fn token(kid: &str) -> String {
+    rs256(&claims("hookgate", now() + 300, "events:write"), kid)
+}
+
+#[test]
+fn a_hanging_jwks_refresh_delays_no_valid_token() {
+    let jwks = jwks_fixture();
+    let (stub, fetches) = jwks_stub(move |n| {
+        if n > 0 {
+            std::thread::sleep(Duration::from_secs(10)); // past the gateway's fetch timeout
+        }
+        (200, "application/json", jwks.clone())
+    });
+    let gw = Gateway::start(
+        &(jwt_provider(&format!("{}/jwks.json", stub.url)) + "jwks_refresh_s = 1\n"),
+    );
+    assert_eq!(
+        gw.post("p", &bearer(&token("test-key-1")), BODY).status,
+        200
+    );
+    // Past jwks_refresh_s, an unknown kid starts a refresh, and the JWKS URL hangs.
+    std::thread::sleep(Duration::from_millis(1100));
+    let api = gw.api();
+    let unknown = std::thread::spawn(move || {
+        let started = Instant::now();
+        let reply = api.post("p", &bearer(&token("rotated-key")), BODY);
+        (reply, started.elapsed())
+    });
+    common::wait_until(
+        Duration::from_secs(3),
+        "the refresh to reach the JWKS",
+        || fetches.load(Ordering::SeqCst) >= 2,
+    );
+    let started = Instant::now();
+    for i in 0..5 {
+        let body = format!(r#"{{"n":{i}}}"#);
+        let reply = gw.post("p", &bearer(&token("test-key-1")), body.as_bytes());
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(1),
+        "5 valid tokens took {took:?} while a JWKS refresh hangs"
+    );
+    let (reply, took) = unknown.join().unwrap();
+    assert_invalid_token(&reply, "unknown kid");
+    assert!(
+        took < Duration::from_secs(1),
+        "the unknown kid was answered after {took:?}"
+    );
+    assert_eq!(fetches.load(Ordering::SeqCst), 2, "one refresh at a time");
+}
+
+#[test]
+fn a_failing_jwks_and_a_flood_of_unknown_kids_cost_few_fetches() {
+    let healthy = Arc::new(AtomicBool::new(false));
+    let up = healthy.clone();
+    let jwks = jwks_fixture();
+    let (stub, fetches) = jwks_stub(move |_| {
+        if up.load(Ordering::SeqCst) {
+            (200, "application/json", jwks.clone())
+        } else {
+            (500, "text/plain", b"down".to_vec())
+        }
+    });
+    let gw = Gateway::start(&jwt_provider(&format!("{}/jwks.json", stub.url)));
+    let valid = token("test-key-1");
+    for _ in 0..20 {
+        let reply = gw.post("p", &bearer(&valid), BODY);
+        assert_eq!(reply.status, 503, "no key set yet: {}", reply.text());
+    }
+    let failed = fetches.load(Ordering::SeqCst);
+    assert!(
+        failed <= 2,
+        "a failed fetch backs off: {failed} fetches for 20 requests"
+    );
+
+    healthy.store(true, Ordering::SeqCst);
+    common::wait_until(
+        Duration::from_secs(10),
+        "the JWKS to be fetched after the backoff",
+        || gw.post("p", &bearer(&valid), BODY).status == 200,
+    );
+    let loaded = fetches.load(Ordering::SeqCst);
+    for i in 0..50 {
+        assert_invalid_token(
+            &gw.post("p", &bearer(&token(&format!("unknown-{i}"))), BODY),
+            "unknown kid",
+        );
+    }
+    let after = fetches.load(Ordering::SeqCst);
+    assert!(
+        after <= loaded + 1,
+        "50 unknown kids made {} fetches",
+        after - loaded
+    );
+}
+
+#[test]
+fn a_key_removed_from_the_jwks_is_refused_after_the_ttl_refresh() {
+    let rotated = Arc::new(AtomicBool::new(false));
+    let flag = rotated.clone();
+    let before = jwks_fixture();
+    let after = String::from_utf8(before.clone())
+        .unwrap()
+        .replace("test-key-1", "test-key-2")
+        .into_bytes();
+    let (stub, _) = jwks_stub(move |_| {
+        let set = if flag.load(Ordering::SeqCst) {
+            &after
+        } else {
+            &before
+        };
+        (200, "application/json", set.clone())
+    });
+    let gw = Gateway::start(
+        &(jwt_provider(&format!("{}/jwks.json", stub.url)) + "jwks_refresh_s = 1\n"),
+    );
+    let old = token("test-key-1");
+    assert_eq!(gw.post("p", &bearer(&old), BODY).status, 200);
+    // The authorization server rotates: test-key-1 leaves the key set, test-key-2 joins it.
+    rotated.store(true, Ordering::SeqCst);
+    common::wait_until(
+        Duration::from_secs(5),
+        "the removed key to be refused",
+        || gw.post("p", &bearer(&old), BODY).status == 401,
+    );
+    assert_invalid_token(&gw.post("p", &bearer(&old), BODY), "removed key");
+    assert_eq!(
+        gw.post("p", &bearer(&token("test-key-2")), BODY).status,
+        200
     );
 }
 

@@ -146,7 +146,7 @@ pub struct RawProvider {
 }
 
 /// `[provider.oauth]`: how bearer tokens are validated.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawOAuth {
     /// `builtin`, `introspection` or `jwt`.
@@ -162,12 +162,22 @@ pub struct RawOAuth {
     /// introspection: hookgate's own credentials at that endpoint.
     pub client_id: Option<String>,
     pub client_secret: Option<String>,
-    /// introspection: most tokens kept in the cache (default 10000).
+    /// introspection: most tokens kept in the cache (default 10000), active and refused apart.
     pub cache_size: Option<usize>,
+    /// introspection: longest an active answer is trusted before asking again, even when its
+    /// `exp` is later (default 300).
+    pub cache_ttl_s: Option<u64>,
+    /// introspection: how long a refused token is remembered as refused (default 30).
+    pub negative_cache_ttl_s: Option<u64>,
+    /// introspection: the `client_id`s an active answer may name (default: any).
+    pub allowed_client_ids: Option<Vec<String>>,
     /// jwt: the key set, `file:/path` or an `http(s)://` URL.
     pub jwks: Option<String>,
-    /// jwt: required `iss` and `aud`.
+    /// jwt: how often a URL key set is fetched again (default 300).
+    pub jwks_refresh_s: Option<u64>,
+    /// jwt: required `iss`.
     pub issuer: Option<String>,
+    /// jwt: required `aud`; introspection: an `aud` an active answer must contain (optional).
     pub audience: Option<String>,
     /// jwt: accepted `alg` values (default `["RS256"]`); never `none`.
     pub algorithms: Option<Vec<String>>,

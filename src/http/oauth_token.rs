@@ -1,6 +1,7 @@
 //! `POST /oauth/token` on the public listener: the client-credentials grant (RFC 6749 §4.4) for
 //! providers with `[provider.oauth] mode = "builtin"`. Clients authenticate with HTTP Basic
-//! (RFC 6749 §2.3.1, form-urlencoded id and secret) or with `client_id` / `client_secret` form
+//! (RFC 6749 §2.3.1 form-urlencodes the id and secret first, but many client libraries do not, so
+//! both the decoded and the raw form are tried) or with `client_id` / `client_secret` form
 //! fields, not both. Errors follow §5.2.
 
 use std::time::{Duration, SystemTime};
@@ -117,23 +118,37 @@ fn grant(
         None => return Err(TokenError::InvalidRequest),
     }
     let basic = basic_credentials(request)?;
-    let (id, secret) = match (basic, form_id, form_secret) {
+    let Credentials { ids, secrets } = match (basic, form_id, form_secret) {
         (Some(credentials), None, None) => credentials,
-        (None, Some(id), Some(secret)) => (id, secret),
+        (None, Some(id), Some(secret)) => Credentials {
+            ids: vec![id],
+            secrets: vec![secret],
+        },
         (None, None, None) => return Err(TokenError::InvalidClient),
         _ => return Err(TokenError::InvalidRequest),
     };
-    let builtin = state
-        .config
-        .providers
+    let (builtin, id) = ids
         .iter()
-        .find_map(|p| p.verifier.oauth_builtin().filter(|b| b.has_client(&id)))
+        .find_map(|id| {
+            let mut builtins = state.config.providers.iter();
+            builtins
+                .find_map(|p| p.verifier.oauth_builtin().filter(|b| b.has_client(id)))
+                .map(|builtin| (builtin, id))
+        })
         .ok_or(TokenError::InvalidClient)?;
-    builtin.issue(&id, &secret, scope.as_deref(), SystemTime::now())
+    let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
+    builtin.issue(id, &secrets, scope.as_deref(), SystemTime::now())
 }
 
-/// `Authorization: Basic base64(urlencode(id) ":" urlencode(secret))`, if present.
-fn basic_credentials(request: &HttpRequest) -> Result<Option<(String, String)>, TokenError> {
+/// A client's id and secret, each in the forms it may be meant in.
+struct Credentials {
+    ids: Vec<String>,
+    secrets: Vec<String>,
+}
+
+/// `Authorization: Basic base64(id ":" secret)`, if present: id and secret each form-urldecoded
+/// first (RFC 6749 §2.3.1), then raw when that differs.
+fn basic_credentials(request: &HttpRequest) -> Result<Option<Credentials>, TokenError> {
     let Some(value) = request.headers().get(AUTHORIZATION) else {
         return Ok(None);
     };
@@ -147,11 +162,37 @@ fn basic_credentials(request: &HttpRequest) -> Result<Option<(String, String)>, 
         .map_err(|_| TokenError::InvalidClient)?;
     let text = String::from_utf8(decoded).map_err(|_| TokenError::InvalidClient)?;
     let (id, secret) = text.split_once(':').ok_or(TokenError::InvalidClient)?;
-    let unescape = |part: &str| -> String {
-        form_urlencoded::parse(format!("x={part}").as_bytes())
-            .next()
-            .map(|(_, v)| v.into_owned())
-            .unwrap_or_default()
-    };
-    Ok(Some((unescape(id), unescape(secret))))
+    Ok(Some(Credentials {
+        ids: forms(id),
+        secrets: forms(secret),
+    }))
+}
+
+/// `part` form-urldecoded, and `part` as it is when that differs.
+fn forms(part: &str) -> Vec<String> {
+    // One `x=<part>` pair, with `&` escaped so that it cannot end the value early.
+    let pair = format!("x={}", part.replace('&', "%26"));
+    let decoded = form_urlencoded::parse(pair.as_bytes())
+        .next()
+        .map(|(_, value)| value.into_owned())
+        .unwrap_or_default();
+    if decoded == part {
+        vec![decoded]
+    } else {
+        vec![decoded, part.to_string()]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::forms;
+
+    #[test]
+    fn basic_parts_are_tried_decoded_then_raw() {
+        assert_eq!(forms("plain-secret"), vec!["plain-secret"]);
+        assert_eq!(forms("a+b/c="), vec!["a b/c=", "a+b/c="]);
+        assert_eq!(forms("a%2Bb%2Fc%3D"), vec!["a+b/c=", "a%2Bb%2Fc%3D"]);
+        assert_eq!(forms("100%&x=y"), vec!["100%&x=y"]);
+        assert_eq!(forms("a%26b"), vec!["a&b", "a%26b"]);
+    }
 }

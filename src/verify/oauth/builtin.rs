@@ -143,18 +143,22 @@ impl Builtin {
     }
 
     /// The client-credentials grant: checks the client, grants the requested scopes (all of the
-    /// client's when none are asked for) and issues a token.
+    /// client's when none are asked for) and issues a token. `secret_forms` are the forms the
+    /// presented secret may be meant in (HTTP Basic: url-decoded and raw); one matching is enough.
     pub fn issue(
         &self,
         client_id: &str,
-        secret: &str,
+        secret_forms: &[&str],
         scope: Option<&str>,
         now: SystemTime,
     ) -> Result<TokenGrant, TokenError> {
         let client = self.clients.iter().find(|c| c.id == client_id);
-        // Compare against something even for an unknown client, to keep timing alike.
+        // Compare against something even for an unknown client, and every form, to keep timing
+        // alike.
         let expected = client.map_or(&b"\0no such client\0"[..], |c| c.secret.expose());
-        let secret_ok = constant_time_eq(secret.as_bytes(), expected);
+        let secret_ok = secret_forms.iter().fold(false, |ok, form| {
+            constant_time_eq(form.as_bytes(), expected) | ok
+        });
         let client = client
             .filter(|_| secret_ok)
             .ok_or(TokenError::InvalidClient)?;
@@ -268,21 +272,13 @@ mod tests {
     fn builtin(provider: &str, dir: &Path) -> Builtin {
         let raw = RawOAuth {
             mode: "builtin".into(),
-            required_scope: None,
             clients: Some(vec![RawOAuthClient {
                 id: "sender".into(),
                 secret: "s3cret".into(),
                 scopes: vec!["events:write".into()],
             }]),
             token_ttl_s: Some(60),
-            introspection_url: None,
-            client_id: None,
-            client_secret: None,
-            cache_size: None,
-            jwks: None,
-            issuer: None,
-            audience: None,
-            algorithms: None,
+            ..RawOAuth::default()
         };
         let builtin = Builtin::build(provider, &raw).unwrap();
         builtin.prepare(dir).unwrap();
@@ -294,7 +290,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let a = builtin("a", dir.path());
         let now = SystemTime::now();
-        let grant = a.issue("sender", "s3cret", None, now).unwrap();
+        let grant = a.issue("sender", &["s3cret"], None, now).unwrap();
         assert_eq!(
             (grant.token_type, grant.expires_in, grant.scope.as_str()),
             ("Bearer", 60, "events:write")
@@ -325,19 +321,29 @@ mod tests {
         let a = builtin("a", dir.path());
         let now = SystemTime::now();
         assert_eq!(
-            a.issue("sender", "wrong", None, now).unwrap_err(),
+            a.issue("sender", &["wrong"], None, now).unwrap_err(),
+            TokenError::InvalidClient
+        );
+        assert!(
+            a.issue("sender", &["s3cret decoded", "s3cret"], None, now)
+                .is_ok(),
+            "any form of the secret may match"
+        );
+        assert_eq!(
+            a.issue("sender", &[], None, now).unwrap_err(),
             TokenError::InvalidClient
         );
         assert_eq!(
-            a.issue("nobody", "s3cret", None, now).unwrap_err(),
+            a.issue("nobody", &["s3cret"], None, now).unwrap_err(),
             TokenError::InvalidClient
         );
         assert_eq!(
-            a.issue("sender", "s3cret", Some("admin"), now).unwrap_err(),
+            a.issue("sender", &["s3cret"], Some("admin"), now)
+                .unwrap_err(),
             TokenError::InvalidScope
         );
         assert!(a
-            .issue("sender", "s3cret", Some("events:write"), now)
+            .issue("sender", &["s3cret"], Some("events:write"), now)
             .is_ok());
     }
 
@@ -345,7 +351,7 @@ mod tests {
     fn the_key_survives_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         let token = builtin("a", dir.path())
-            .issue("sender", "s3cret", None, SystemTime::now())
+            .issue("sender", &["s3cret"], None, SystemTime::now())
             .unwrap();
         let again = builtin("a", dir.path());
         assert!(again

@@ -1,7 +1,10 @@
 //! RFC 7662 token introspection against an external authorization server, through the `oauth2`
-//! crate with hookgate's own client credentials. An active result is cached until its `exp`
-//! (bounded), and concurrent requests with one unknown token share one introspection, so a sender
-//! posting thousands of webhooks with one token costs one call.
+//! crate with hookgate's own client credentials. An active answer counts only if it is unexpired
+//! and, when configured, names our `audience` in its `aud` and one of `allowed_client_ids` as its
+//! `client_id`. Answers are cached ([`TokenCache`]): active ones until their `exp` but no longer
+//! than `cache_ttl_s`, refused ones for `negative_cache_ttl_s`; an unreachable server is never
+//! cached (503, the sender retries). Concurrent requests with one unknown token share one
+//! introspection, so a sender posting thousands of webhooks with one token costs one call.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -14,12 +17,15 @@ use oauth2::{
 };
 use sha2::{Digest, Sha256};
 
+use super::cache::{TokenCache, TokenKey};
 use super::Grant;
 use crate::config::{resolve_secret, RawOAuth};
 use crate::verify::Rejection;
 
 const DEFAULT_CACHE_SIZE: usize = 10_000;
-/// An active token without `exp` is trusted this long before asking again.
+const DEFAULT_CACHE_TTL_S: u64 = 300;
+const DEFAULT_NEGATIVE_CACHE_TTL_S: u64 = 30;
+/// An active token without `exp` is trusted this long (at most `cache_ttl_s`) before asking again.
 const NO_EXP_TTL: Duration = Duration::from_secs(60);
 const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -29,22 +35,20 @@ type IntrospectionClient =
 pub struct Introspection {
     client: IntrospectionClient,
     http: reqwest::Client,
-    cache: Mutex<HashMap<[u8; 32], Cached>>,
-    cache_size: usize,
+    /// What an active answer must name, when configured.
+    audience: Option<String>,
+    allowed_client_ids: Option<Vec<String>>,
+    cache: TokenCache,
     /// One lock per token being introspected right now.
-    in_flight: Mutex<HashMap<[u8; 32], Arc<tokio::sync::Mutex<()>>>>,
-}
-
-#[derive(Clone)]
-struct Cached {
-    until: SystemTime,
-    grant: Grant,
+    in_flight: Mutex<HashMap<TokenKey, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl std::fmt::Debug for Introspection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Introspection")
             .field("url", self.client.introspection_url())
+            .field("audience", &self.audience)
+            .field("allowed_client_ids", &self.allowed_client_ids)
             .finish_non_exhaustive()
     }
 }
@@ -81,6 +85,29 @@ impl Introspection {
                 None
             }
         };
+        let ttl_s = raw.cache_ttl_s.unwrap_or(DEFAULT_CACHE_TTL_S);
+        if !(1..=86_400).contains(&ttl_s) {
+            errors.push("oauth cache_ttl_s must be between 1 and 86400".into());
+        }
+        let negative_ttl_s = raw
+            .negative_cache_ttl_s
+            .unwrap_or(DEFAULT_NEGATIVE_CACHE_TTL_S);
+        if !(1..=3600).contains(&negative_ttl_s) {
+            errors.push("oauth negative_cache_ttl_s must be between 1 and 3600".into());
+        }
+        if raw.audience.as_deref() == Some("") {
+            errors.push("oauth audience must not be empty".into());
+        }
+        match raw.allowed_client_ids.as_deref() {
+            Some([]) => errors.push(
+                "oauth allowed_client_ids must not be empty (leave it out to allow any client)"
+                    .into(),
+            ),
+            Some(ids) if ids.iter().any(String::is_empty) => {
+                errors.push("oauth allowed_client_ids must not hold an empty id".into())
+            }
+            _ => {}
+        }
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(TIMEOUT)
@@ -101,16 +128,21 @@ impl Introspection {
         Ok(Introspection {
             client,
             http,
-            cache: Mutex::new(HashMap::new()),
-            cache_size: raw.cache_size.unwrap_or(DEFAULT_CACHE_SIZE).max(1),
+            audience: raw.audience.clone(),
+            allowed_client_ids: raw.allowed_client_ids.clone(),
+            cache: TokenCache::new(
+                raw.cache_size.unwrap_or(DEFAULT_CACHE_SIZE),
+                Duration::from_secs(ttl_s),
+                Duration::from_secs(negative_ttl_s),
+            ),
             in_flight: Mutex::new(HashMap::new()),
         })
     }
 
     pub async fn validate(&self, token: &str, now: SystemTime) -> Result<Grant, Rejection> {
-        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if let Some(grant) = self.cached(&key, now) {
-            return Ok(grant);
+        let key: TokenKey = Sha256::digest(token.as_bytes()).into();
+        if let Some(known) = self.cache.get(&key, now) {
+            return known.into_result();
         }
         let lock = {
             let mut in_flight = self.in_flight.lock().map_err(|_| Rejection::Unavailable)?;
@@ -118,8 +150,8 @@ impl Introspection {
         };
         let _turn = lock.lock().await;
         // Whoever held the lock before may have filled the cache.
-        let result = match self.cached(&key, now) {
-            Some(grant) => Ok(grant),
+        let result = match self.cache.get(&key, now) {
+            Some(known) => known.into_result(),
             None => self.introspect(token, key, now).await,
         };
         if let Ok(mut in_flight) = self.in_flight.lock() {
@@ -128,18 +160,11 @@ impl Introspection {
         result
     }
 
-    fn cached(&self, key: &[u8; 32], now: SystemTime) -> Option<Grant> {
-        let cache = self.cache.lock().ok()?;
-        cache
-            .get(key)
-            .filter(|entry| entry.until > now)
-            .map(|entry| entry.grant.clone())
-    }
-
+    /// Asks the server, and caches its verdict (not a failure to reach it).
     async fn introspect(
         &self,
         token: &str,
-        key: [u8; 32],
+        key: TokenKey,
         now: SystemTime,
     ) -> Result<Grant, Rejection> {
         let response = self
@@ -151,36 +176,166 @@ impl Introspection {
                 tracing::error!(error = %err, "Token introspection failed.");
                 Rejection::Unavailable
             })?;
-        let exp = response
-            .exp()
-            .and_then(|exp| u64::try_from(exp.timestamp()).ok())
-            .and_then(|s| UNIX_EPOCH.checked_add(Duration::from_secs(s)));
-        if !response.active() || exp.is_some_and(|exp| exp <= now) {
-            return Err(Rejection::InvalidToken);
+        match self.judge(&response, now) {
+            Ok((grant, exp)) => {
+                self.cache.remember_active(key, grant.clone(), exp, now);
+                Ok(grant)
+            }
+            Err(reason) => {
+                tracing::debug!(reason, "The introspected token is refused.");
+                self.cache.remember_refused(key, now);
+                Err(Rejection::InvalidToken)
+            }
         }
-        let grant = Grant {
-            scopes: response
-                .scopes()
-                .map(|scopes| scopes.iter().map(|s| s.to_string()).collect())
-                .unwrap_or_default(),
+    }
+
+    /// What an answer grants and until when, or why it grants nothing.
+    fn judge(
+        &self,
+        answer: &impl TokenIntrospectionResponse,
+        now: SystemTime,
+    ) -> Result<(Grant, SystemTime), &'static str> {
+        if !answer.active() {
+            return Err("inactive");
+        }
+        let exp = match answer.exp() {
+            Some(exp) => u64::try_from(exp.timestamp())
+                .ok()
+                .and_then(|s| UNIX_EPOCH.checked_add(Duration::from_secs(s)))
+                .ok_or("exp out of range")?,
+            None => now + NO_EXP_TTL,
         };
-        let until = exp.unwrap_or(now + NO_EXP_TTL);
-        if let Ok(mut cache) = self.cache.lock() {
-            if cache.len() >= self.cache_size {
-                cache.retain(|_, entry| entry.until > now);
-            }
-            if cache.len() >= self.cache_size {
-                // Still full of live entries: start over rather than grow without bound.
-                cache.clear();
-            }
-            cache.insert(
-                key,
-                Cached {
-                    until,
-                    grant: grant.clone(),
-                },
-            );
+        if exp <= now {
+            return Err("expired");
         }
-        Ok(grant)
+        if let Some(audience) = &self.audience {
+            if !answer.aud().is_some_and(|aud| aud.contains(audience)) {
+                return Err("another audience");
+            }
+        }
+        if let Some(allowed) = &self.allowed_client_ids {
+            if !answer.client_id().is_some_and(|id| allowed.contains(id)) {
+                return Err("another client");
+            }
+        }
+        let scopes = answer
+            .scopes()
+            .map(|scopes| scopes.iter().map(|s| s.to_string()).collect())
+            .unwrap_or_default();
+        Ok((Grant { scopes }, exp))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oauth2::basic::BasicTokenIntrospectionResponse;
+    use serde_json::json;
+
+    fn raw() -> RawOAuth {
+        RawOAuth {
+            mode: "introspection".into(),
+            introspection_url: Some("http://127.0.0.1:9/introspect".into()),
+            client_id: Some("hookgate".into()),
+            client_secret: Some("introspection-secret".into()),
+            ..RawOAuth::default()
+        }
+    }
+
+    fn answer(fields: serde_json::Value) -> BasicTokenIntrospectionResponse {
+        serde_json::from_value(fields).unwrap()
+    }
+
+    fn unix(time: SystemTime) -> u64 {
+        time.duration_since(UNIX_EPOCH).unwrap().as_secs()
+    }
+
+    #[test]
+    fn answers_for_another_audience_or_client_are_refused() {
+        let checked = Introspection::build(&RawOAuth {
+            audience: Some("hookgate".into()),
+            allowed_client_ids: Some(vec!["sender".into()]),
+            ..raw()
+        })
+        .unwrap();
+        let now = SystemTime::now();
+        let exp = unix(now) + 600;
+        let verdict = |fields| checked.judge(&answer(fields), now).map(|(g, _)| g.scopes);
+        assert_eq!(
+            verdict(
+                json!({"active": true, "exp": exp, "aud": "hookgate", "client_id": "sender", "scope": "a b"})
+            ),
+            Ok(vec!["a".to_string(), "b".to_string()])
+        );
+        assert!(
+            verdict(json!({"active": true, "aud": ["x", "hookgate"], "client_id": "sender"}))
+                .is_ok()
+        );
+        let refused = [
+            (
+                json!({"active": true, "aud": "other", "client_id": "sender"}),
+                "another audience",
+            ),
+            (
+                json!({"active": true, "aud": ["x", "y"], "client_id": "sender"}),
+                "another audience",
+            ),
+            (
+                json!({"active": true, "client_id": "sender"}),
+                "another audience",
+            ),
+            (
+                json!({"active": true, "aud": "hookgate", "client_id": "intruder"}),
+                "another client",
+            ),
+            (json!({"active": true, "aud": "hookgate"}), "another client"),
+            (
+                json!({"active": false, "aud": "hookgate", "client_id": "sender"}),
+                "inactive",
+            ),
+            (
+                json!({"active": true, "exp": unix(now), "aud": "hookgate", "client_id": "sender"}),
+                "expired",
+            ),
+        ];
+        for (fields, reason) in refused {
+            assert_eq!(verdict(fields.clone()), Err(reason), "{fields}");
+        }
+        // Without audience or clients configured, any active answer counts.
+        let open = Introspection::build(&raw()).unwrap();
+        let (_, until) = open
+            .judge(&answer(json!({"active": true, "aud": "other"})), now)
+            .unwrap();
+        assert_eq!(until, now + NO_EXP_TTL);
+    }
+
+    #[test]
+    fn new_keys_are_validated() {
+        let errors = Introspection::build(&RawOAuth {
+            cache_ttl_s: Some(0),
+            negative_cache_ttl_s: Some(7200),
+            audience: Some(String::new()),
+            allowed_client_ids: Some(vec![]),
+            ..raw()
+        })
+        .unwrap_err();
+        assert_eq!(
+            errors,
+            vec![
+                "oauth cache_ttl_s must be between 1 and 86400",
+                "oauth negative_cache_ttl_s must be between 1 and 3600",
+                "oauth audience must not be empty",
+                "oauth allowed_client_ids must not be empty (leave it out to allow any client)",
+            ]
+        );
+        let errors = Introspection::build(&RawOAuth {
+            allowed_client_ids: Some(vec!["a".into(), String::new()]),
+            ..raw()
+        })
+        .unwrap_err();
+        assert_eq!(
+            errors,
+            vec!["oauth allowed_client_ids must not hold an empty id"]
+        );
     }
 }

@@ -1,22 +1,24 @@
-//! JWT access tokens checked against a JWKS (a file read at start-up, or a URL fetched on first
-//! use and again when a token names an unknown `kid`, at most every 30 s). `iss`, `aud` and `exp`
-//! are required, `nbf` is honoured, and only the configured algorithms are accepted: HMAC
-//! algorithms are refused at start-up (a public key must never be usable as an HMAC secret) and
-//! `none` is not an algorithm at all.
+//! JWT access tokens checked against a JWKS: a file read at start-up, or a URL kept fresh by
+//! [`RemoteKeys`] (refetched every `jwks_refresh_s`; an unknown `kid` is refused at once and may
+//! start a refetch, which no request waits on). `iss`, `aud` and `exp` are required, `nbf` is
+//! honoured, and only the configured algorithms are accepted: HMAC algorithms are refused at
+//! start-up (a public key must never be usable as an HMAC secret) and `none` is not an algorithm
+//! at all.
 
 use std::str::FromStr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
+use super::jwks::{find, RemoteKeys};
 use super::{split_scopes, Grant};
 use crate::config::RawOAuth;
 use crate::verify::Rejection;
 
-const REFRESH_EVERY: Duration = Duration::from_secs(30);
 const LEEWAY_S: u64 = 30;
+const DEFAULT_JWKS_REFRESH_S: u64 = 300;
 
 #[derive(Debug)]
 pub struct Jwt {
@@ -29,12 +31,7 @@ pub struct Jwt {
 #[derive(Debug)]
 enum Keys {
     File(JwkSet),
-    Url {
-        url: String,
-        http: reqwest::Client,
-        /// The last key set fetched and when.
-        current: tokio::sync::RwLock<Option<(JwkSet, Instant)>>,
-    },
+    Url(RemoteKeys),
 }
 
 /// The claims hookgate reads besides the registered ones `jsonwebtoken` validates.
@@ -74,23 +71,23 @@ impl Jwt {
         if names.is_empty() {
             errors.push("oauth `algorithms` must not be empty".into());
         }
+        let refresh_s = raw.jwks_refresh_s.unwrap_or(DEFAULT_JWKS_REFRESH_S);
+        if !(1..=86_400).contains(&refresh_s) {
+            errors.push("oauth jwks_refresh_s must be between 1 and 86400".into());
+        }
         let keys = match raw.jwks.as_deref() {
             Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
-                match reqwest::Client::builder()
-                    .redirect(reqwest::redirect::Policy::none())
-                    .timeout(Duration::from_secs(5))
-                    .build()
-                {
-                    Ok(http) => Some(Keys::Url {
-                        url: url.to_string(),
-                        http,
-                        current: tokio::sync::RwLock::new(None),
-                    }),
-                    Err(err) => {
-                        errors.push(format!("cannot build the HTTP client: {err}"));
+                match RemoteKeys::new(url, Duration::from_secs(refresh_s)) {
+                    Ok(keys) => Some(Keys::Url(keys)),
+                    Err(message) => {
+                        errors.push(message);
                         None
                     }
                 }
+            }
+            Some(reference) if raw.jwks_refresh_s.is_some() => {
+                errors.push(format!("oauth jwks_refresh_s applies to a URL jwks, not {reference:?} (a file is read once, at start-up)"));
+                None
             }
             Some(reference) => match reference.strip_prefix("file:").map(std::fs::read) {
                 Some(Ok(bytes)) => match serde_json::from_slice::<JwkSet>(&bytes) {
@@ -164,49 +161,39 @@ impl Jwt {
     async fn key(&self, kid: Option<&str>) -> Result<Jwk, Rejection> {
         match &self.keys {
             Keys::File(set) => find(set, kid).ok_or(Rejection::InvalidToken),
-            Keys::Url { url, http, current } => {
-                if let Some((set, _)) = &*current.read().await {
-                    if let Some(jwk) = find(set, kid) {
-                        return Ok(jwk);
-                    }
-                }
-                let mut current = current.write().await;
-                let stale = current
-                    .as_ref()
-                    .is_none_or(|(_, at)| at.elapsed() >= REFRESH_EVERY);
-                if stale {
-                    let set = fetch(http, url).await?;
-                    *current = Some((set, Instant::now()));
-                }
-                current
-                    .as_ref()
-                    .and_then(|(set, _)| find(set, kid))
-                    .ok_or(Rejection::InvalidToken)
-            }
+            Keys::Url(keys) => keys.key(kid).await,
         }
     }
 }
 
-fn find(set: &JwkSet, kid: Option<&str>) -> Option<Jwk> {
-    match kid {
-        Some(kid) => set.find(kid).cloned(),
-        None if set.keys.len() == 1 => set.keys.first().cloned(),
-        None => None,
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-async fn fetch(http: &reqwest::Client, url: &str) -> Result<JwkSet, Rejection> {
-    let response = http
-        .get(url)
-        .send()
-        .await
-        .and_then(|r| r.error_for_status());
-    let set = match response {
-        Ok(response) => response.json::<JwkSet>().await,
-        Err(err) => Err(err),
-    };
-    set.map_err(|err| {
-        tracing::error!(url, error = %err, "Fetching the JWKS failed.");
-        Rejection::Unavailable
-    })
+    fn raw(jwks: &str, refresh_s: Option<u64>) -> RawOAuth {
+        RawOAuth {
+            mode: "jwt".into(),
+            jwks: Some(jwks.into()),
+            jwks_refresh_s: refresh_s,
+            issuer: Some("https://idp.example.com".into()),
+            audience: Some("hookgate".into()),
+            ..RawOAuth::default()
+        }
+    }
+
+    #[test]
+    fn jwks_refresh_s_is_validated() {
+        let url = "https://idp.example.com/jwks.json";
+        assert!(Jwt::build(&raw(url, None)).is_ok());
+        assert!(Jwt::build(&raw(url, Some(1))).is_ok());
+        assert_eq!(
+            Jwt::build(&raw(url, Some(0))).unwrap_err(),
+            vec!["oauth jwks_refresh_s must be between 1 and 86400"]
+        );
+        let errors = Jwt::build(&raw("file:/etc/jwks.json", Some(60))).unwrap_err();
+        assert_eq!(
+            errors,
+            vec!["oauth jwks_refresh_s applies to a URL jwks, not \"file:/etc/jwks.json\" (a file is read once, at start-up)"]
+        );
+    }
 }

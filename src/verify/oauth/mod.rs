@@ -3,16 +3,18 @@
 //!
 //! - `builtin`: hookgate is the authorization server; `POST /oauth/token` issues self-contained
 //!   tokens (client-credentials grant) signed with a key kept in the data directory ([`builtin`]).
-//! - `introspection`: RFC 7662 against an external server, results cached until their `exp`
-//!   ([`introspection`]).
+//! - `introspection`: RFC 7662 against an external server, checked against the configured
+//!   audience and clients, answers cached briefly ([`introspection`], [`cache`]).
 //! - `jwt`: JWT access tokens checked against a JWKS with `iss`, `aud`, `exp`/`nbf` and an
-//!   algorithm allow-list ([`jwt`]).
+//!   algorithm allow-list ([`jwt`]); a URL JWKS is refreshed in the background ([`jwks`]).
 //!
 //! Answers follow RFC 6750: no token, 401 with a bare `WWW-Authenticate: Bearer`; an invalid or
 //! expired token, 401 `invalid_token`; a token without `required_scope`, 403 `insufficient_scope`.
 
 pub mod builtin;
+mod cache;
 mod introspection;
+mod jwks;
 mod jwt;
 
 use std::path::Path;
@@ -127,32 +129,57 @@ fn bearer_token<'a>(request: &'a Unverified<'_>) -> Result<&'a str, Rejection> {
 
 /// Keys of one mode given to another: a config mistake, not a no-op.
 fn misplaced_keys(oauth: &RawOAuth) -> Vec<String> {
+    const BUILTIN: &[&str] = &["builtin"];
+    const INTROSPECTION: &[&str] = &["introspection"];
+    const JWT: &[&str] = &["jwt"];
     let mode = oauth.mode.as_str();
-    let given = [
-        ("clients", oauth.clients.is_some(), "builtin"),
-        ("token_ttl_s", oauth.token_ttl_s.is_some(), "builtin"),
+    let given: [(&str, bool, &[&str]); 14] = [
+        ("clients", oauth.clients.is_some(), BUILTIN),
+        ("token_ttl_s", oauth.token_ttl_s.is_some(), BUILTIN),
         (
             "introspection_url",
             oauth.introspection_url.is_some(),
-            "introspection",
+            INTROSPECTION,
         ),
-        ("client_id", oauth.client_id.is_some(), "introspection"),
+        ("client_id", oauth.client_id.is_some(), INTROSPECTION),
         (
             "client_secret",
             oauth.client_secret.is_some(),
-            "introspection",
+            INTROSPECTION,
         ),
-        ("cache_size", oauth.cache_size.is_some(), "introspection"),
-        ("jwks", oauth.jwks.is_some(), "jwt"),
-        ("issuer", oauth.issuer.is_some(), "jwt"),
-        ("audience", oauth.audience.is_some(), "jwt"),
-        ("algorithms", oauth.algorithms.is_some(), "jwt"),
+        ("cache_size", oauth.cache_size.is_some(), INTROSPECTION),
+        ("cache_ttl_s", oauth.cache_ttl_s.is_some(), INTROSPECTION),
+        (
+            "negative_cache_ttl_s",
+            oauth.negative_cache_ttl_s.is_some(),
+            INTROSPECTION,
+        ),
+        (
+            "allowed_client_ids",
+            oauth.allowed_client_ids.is_some(),
+            INTROSPECTION,
+        ),
+        ("jwks", oauth.jwks.is_some(), JWT),
+        ("jwks_refresh_s", oauth.jwks_refresh_s.is_some(), JWT),
+        ("issuer", oauth.issuer.is_some(), JWT),
+        (
+            "audience",
+            oauth.audience.is_some(),
+            &["jwt", "introspection"],
+        ),
+        ("algorithms", oauth.algorithms.is_some(), JWT),
     ];
     let known = ["builtin", "introspection", "jwt"].contains(&mode);
     given
         .iter()
-        .filter(|(_, present, owner)| *present && known && *owner != mode)
-        .map(|(key, _, owner)| format!("oauth `{key}` applies to mode = {owner:?}, not {mode:?}"))
+        .filter(|(_, present, owners)| *present && known && !owners.contains(&mode))
+        .map(|(key, _, owners)| {
+            let owners: Vec<String> = owners.iter().map(|o| format!("{o:?}")).collect();
+            format!(
+                "oauth `{key}` applies to mode = {}, not {mode:?}",
+                owners.join(" or ")
+            )
+        })
         .collect()
 }
 
@@ -187,6 +214,31 @@ mod tests {
             bearer_token(&request(&headers, "", SystemTime::now())),
             Err(Rejection::MissingToken)
         );
+    }
+
+    #[test]
+    fn keys_of_another_mode_are_errors() {
+        let raw = RawOAuth {
+            mode: "builtin".into(),
+            jwks_refresh_s: Some(60),
+            audience: Some("hookgate".into()),
+            allowed_client_ids: Some(vec!["sender".into()]),
+            ..RawOAuth::default()
+        };
+        assert_eq!(
+            misplaced_keys(&raw),
+            vec![
+                "oauth `allowed_client_ids` applies to mode = \"introspection\", not \"builtin\"",
+                "oauth `jwks_refresh_s` applies to mode = \"jwt\", not \"builtin\"",
+                "oauth `audience` applies to mode = \"jwt\" or \"introspection\", not \"builtin\"",
+            ]
+        );
+        let introspection = RawOAuth {
+            mode: "introspection".into(),
+            audience: Some("hookgate".into()),
+            ..RawOAuth::default()
+        };
+        assert!(misplaced_keys(&introspection).is_empty());
     }
 
     #[test]
