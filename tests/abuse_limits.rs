@@ -95,7 +95,10 @@ fn the_token_endpoint_is_rate_limited_per_address() {
     let reply = conn.exchange("/oauth/token", &headers, form);
     assert_eq!(reply.status, 429, "{}", reply.text());
     let wait: u64 = reply.header("retry-after").unwrap().parse().unwrap();
-    assert!((1..=21).contains(&wait), "one token every 20 s: Retry-After {wait}");
+    assert!(
+        (1..=21).contains(&wait),
+        "one token every 20 s: Retry-After {wait}"
+    );
     assert_eq!(rejections(&gw, "rate_limited_oauth_token"), 1.0);
 }
 
@@ -110,7 +113,10 @@ fn connections_over_a_cap_are_shut_before_a_byte_is_read() {
         .collect();
     std::thread::sleep(Duration::from_millis(200));
     let mut fourth = RawConn::connect_from(gw.public_addr, from(5));
-    assert!(fourth.closed_silently(Duration::from_secs(3)), "over the per-address cap");
+    assert!(
+        fourth.closed_silently(Duration::from_secs(3)),
+        "over the per-address cap"
+    );
 
     let mut others: Vec<RawConn> = (0..2)
         .map(|_| RawConn::connect_from(gw.public_addr, from(6)))
@@ -118,7 +124,10 @@ fn connections_over_a_cap_are_shut_before_a_byte_is_read() {
     let reply = others[0].exchange("/hooks/open", &[], b"{}");
     assert_eq!(reply.status, 200, "another address still gets in");
     let mut sixth = RawConn::connect_from(gw.public_addr, from(7));
-    assert!(sixth.closed_silently(Duration::from_secs(3)), "over the total cap");
+    assert!(
+        sixth.closed_silently(Duration::from_secs(3)),
+        "over the total cap"
+    );
 
     drop(held);
     common::wait_until(Duration::from_secs(5), "a place is free again", || {
@@ -181,13 +190,13 @@ fn body_bytes_in_flight_are_bounded_and_taken_as_they_arrive() {
     assert_eq!(gw.post("open", &[], body.as_bytes()).ack().0, "duplicate");
 }
 
-/// The gateway under an address-space limit of ~1.5 GiB: a process that allocated each body
+/// The gateway under an address-space limit of 600 MB (it idles at ~150 MB): a process that allocated each body
 /// from its declared `Content-Length` would need 1 GiB more for the connections below.
 fn with_address_space_limit(bin: &Path, config: &Path, _data_dir: &Path) -> Command {
     let mut command = Command::new("sh");
     command
         .arg("-c")
-        .arg("ulimit -v 1600000 && exec \"$0\" serve --config \"$1\"")
+        .arg("ulimit -v 600000 && exec \"$0\" serve --config \"$1\"")
         .arg(bin)
         .arg(config)
         .env("MALLOC_ARENA_MAX", "2");
@@ -221,12 +230,7 @@ fn forwarding_headers_count_only_from_trusted_proxies() {
         .server("trusted_proxies = [\"127.0.0.10\"]")
         .config(&format!(
             "[limits]\nper_address_rps = 1\nper_address_burst = 1\n{}",
-            provider(
-                "partner",
-                "none",
-                &[],
-                "allow_ips = [\"203.0.113.0/24\"]"
-            )
+            provider("partner", "none", &[], "allow_ips = [\"203.0.113.0/24\"]")
         ))
         .start();
     let forwarded_for = |ip: &str| sign::headers(&[("X-Forwarded-For", ip)]);
@@ -237,9 +241,21 @@ fn forwarding_headers_count_only_from_trusted_proxies() {
             format!("{{\"from\":\"{ip}\"}}").as_bytes(),
         )
     };
-    assert_eq!(via_proxy("203.0.113.7").status, 200, "allowed client behind the proxy");
-    assert_eq!(via_proxy("203.0.113.8").status, 200, "each client has its own bucket");
-    assert_eq!(via_proxy("203.0.113.7").status, 429, "the first client is over its rate");
+    assert_eq!(
+        via_proxy("203.0.113.7").status,
+        200,
+        "allowed client behind the proxy"
+    );
+    assert_eq!(
+        via_proxy("203.0.113.8").status,
+        200,
+        "each client has its own bucket"
+    );
+    assert_eq!(
+        via_proxy("203.0.113.7").status,
+        429,
+        "the first client is over its rate"
+    );
     assert_eq!(via_proxy("198.51.100.1").status, 401, "not in allow_ips");
 
     let spoofed = RawConn::connect_from(gw.public_addr, from(11)).exchange(
@@ -247,7 +263,10 @@ fn forwarding_headers_count_only_from_trusted_proxies() {
         &forwarded_for("203.0.113.9"),
         b"{}",
     );
-    assert_eq!(spoofed.status, 401, "an untrusted peer cannot claim an address");
+    assert_eq!(
+        spoofed.status, 401,
+        "an untrusted peer cannot claim an address"
+    );
     let forwarded = RawConn::connect_from(gw.public_addr, from(10)).exchange(
         "/hooks/partner",
         &sign::headers(&[("Forwarded", "for=\"203.0.113.20:5555\";proto=https")]),
@@ -294,7 +313,11 @@ fn the_listen_backlog_is_at_least_1024() {
     let port = format!(":{}", gw.public_addr.port());
     let line = text
         .lines()
-        .find(|line| line.split_whitespace().nth(3).is_some_and(|a| a.ends_with(&port)))
+        .find(|line| {
+            line.split_whitespace()
+                .nth(3)
+                .is_some_and(|a| a.ends_with(&port))
+        })
         .unwrap_or_else(|| panic!("no listening socket on {port}: {text}"));
     let backlog: u32 = line.split_whitespace().nth(2).unwrap().parse().unwrap();
     assert!(backlog >= 1024, "backlog {backlog}: {line}");
@@ -317,7 +340,11 @@ fn a_form_of_half_a_million_parameters_is_refused_without_decoding_it() {
         ("Content-Type", "application/x-www-form-urlencoded"),
         ("X-Twilio-Signature", "bm90IGEgc2lnbmF0dXJl"),
     ]);
-    let reply = gw.post("tw", &headers, &body.as_bytes()[..body.len().min(1024 * 1024)]);
+    let reply = gw.post(
+        "tw",
+        &headers,
+        &body.as_bytes()[..body.len().min(1024 * 1024)],
+    );
     assert_eq!(reply.status, 401, "{}", reply.text());
     assert_eq!(rejections(&gw, "too_many_parameters"), 1.0);
 }

@@ -147,7 +147,7 @@ fn token_endpoint_errors() {
 fn basic_credentials_are_accepted_raw_and_form_encoded() {
     // Like `openssl rand -base64` output, with a `%` besides: read as form-encoded, `+` would be
     // a space and `%41` an `A`.
-    let (client, secret) = ("sterling+prod", "k+Zq/9w=%41x+");
+    let (client, secret) = ("sterling+prod", "k+Zq/9w=%41x+R2d+Tq==");
     let config = format!(
         "\n[[provider]]\nname = \"sterling\"\nverify = \"oauth\"\n[provider.oauth]\nmode = \"builtin\"\n\
          clients = [{{ id = {}, secret = {}, scopes = [\"events:write\"] }}]\n",
@@ -177,7 +177,11 @@ fn basic_credentials_are_accepted_raw_and_form_encoded() {
         );
     }
     // Look-alikes match in neither form.
-    for wrong in ["k Zq/9w=%41x ", "k Zq/9w=Ax ", "k+Zq/9w=Ax+"] {
+    for wrong in [
+        "k Zq/9w=%41x R2d Tq==",
+        "k Zq/9w=Ax R2d Tq==",
+        "k+Zq/9w=Ax+R2d+Tq==",
+    ] {
         assert_eq!(fetch_token(&gw, client, wrong, true).0, 401, "{wrong}");
     }
 }

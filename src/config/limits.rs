@@ -46,10 +46,11 @@ impl Loader<'_> {
         LimitsConfig {
             per_address: Rate::new(raw.per_address_rps, second, raw.per_address_burst),
             per_provider: Rate::new(raw.per_provider_rps, second, raw.per_provider_burst),
+            // Guesses at a secret: a minute's worth at once, no more.
             oauth_token_per_address: Rate::new(
                 raw.oauth_token_per_address_per_min,
                 Duration::from_secs(60),
-                None,
+                Some(raw.oauth_token_per_address_per_min),
             ),
             max_connections: raw.max_connections as usize,
             max_connections_per_address: raw.max_connections_per_address as usize,

@@ -58,7 +58,12 @@ impl RawConn {
     }
 
     /// Sends a whole `POST path` with `headers` and `body` and reads the answer.
-    pub fn exchange(&mut self, path: &str, headers: &[(String, String)], body: &[u8]) -> RawResponse {
+    pub fn exchange(
+        &mut self,
+        path: &str,
+        headers: &[(String, String)],
+        body: &[u8],
+    ) -> RawResponse {
         let addr = self.stream.peer_addr().expect("peer address");
         let mut headers = headers.to_vec();
         headers.push(("Content-Length".into(), body.len().to_string()));
