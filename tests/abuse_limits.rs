@@ -358,9 +358,12 @@ fn the_config_audit_warns_and_refuses_weak_settings() {
             &config,
             format!(
                 "[admin]\ntoken = \"env:HOME\"\n\n{}{}\
-                 [provider.oauth]\nmode = \"builtin\"\nclients = [{{ id = \"c\", secret = \"{oauth_secret}\" }}]\n",
+                 [provider.oauth]\nmode = \"builtin\"\nclients = [{{ id = \"c\", secret = \"{oauth_secret}\" }}]\n{}\
+                 [provider.oauth]\nmode = \"introspection\"\nintrospection_url = \"http://127.0.0.1:1/\"\n\
+                 client_id = \"hookgate\"\nclient_secret = \"env:HOME\"\n",
                 provider("open", "none", &[], ""),
-                provider("oa", "oauth", &[], "")
+                provider("oa", "oauth", &[], ""),
+                provider("intro", "oauth", &[], "")
             ),
         )
         .unwrap();
@@ -390,6 +393,10 @@ fn the_config_audit_warns_and_refuses_weak_settings() {
     );
     assert!(
         text.contains("verify = \"none\" without allow_ips"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\"intro\" accepts any active token"),
         "{text}"
     );
 }

@@ -34,6 +34,14 @@ impl Loader<'_> {
                 );
             }
         }
+        if oauth.mode == "introspection"
+            && oauth.audience.is_none()
+            && oauth.allowed_client_ids.is_none()
+        {
+            self.warn(format!(
+                "{label} accepts any active token the authorization server knows: set `audience` or `allowed_client_ids`"
+            ));
+        }
         if let Some(reference) = &oauth.client_secret {
             self.warn_if_literal(reference, &format!("{label} oauth client_secret"));
         }
