@@ -54,7 +54,7 @@ impl JsonBody {
             })
     }
 
-    /// [`JsonBody::text`] as an event id (empty or overlong ids are none).
+    /// [`JsonBody::text`] as an event id (see [`EventId::new`]).
     pub(crate) fn event_id(&self, pointers: &[&str]) -> Option<EventId> {
         self.text(pointers).and_then(EventId::new)
     }
