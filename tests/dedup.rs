@@ -122,3 +122,53 @@ fn the_same_event_id_under_two_providers_is_two_events() {
     assert_eq!(gw.all_events(Some("a")).len(), 1);
     assert_eq!(gw.all_events(Some("b")).len(), 1);
 }
+
+/// A provider whose bodies are signed (generic HMAC-SHA256, hex, in `X-Sig`), its ids at `/id`.
+fn signed_json_ids() -> String {
+    provider(
+        "p",
+        "hmac",
+        &["vendor-key"],
+        "header = \"X-Sig\"\nevent_id = \"json:/id\"",
+    )
+}
+
+/// POSTs `body` to `p` signed as [`signed_json_ids`] expects; the ack.
+fn post_signed(gw: &Gateway, body: &[u8]) -> (String, u64) {
+    let tag = hex::encode(sign::mac(sign::Alg::Sha256, b"vendor-key", body));
+    gw.post("p", &sign::headers(&[("X-Sig", &tag)]), body).ack()
+}
+
+#[test]
+fn numeric_ids_are_kept_as_written() {
+    let gw = Gateway::start(&signed_json_ids());
+    let bodies: [&[u8]; 4] = [
+        br#"{"id":100000000000000000000001}"#,
+        br#"{"id":100000000000000000000002}"#,
+        br#"{"id":1.0}"#,
+        br#"{"id":1e0}"#,
+    ];
+    let acks: Vec<(String, u64)> = bodies.iter().map(|b| post_signed(&gw, b)).collect();
+    assert!(acks.iter().all(|(s, _)| s == "accepted"), "{acks:?}");
+    let ids: Vec<String> = acks
+        .iter()
+        .map(|(_, seq)| {
+            gw.event(*seq).unwrap()["event_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "100000000000000000000001",
+            "100000000000000000000002",
+            "1.0",
+            "1e0"
+        ]
+    );
+    // A retry of the first, with its number written the same way, is a duplicate.
+    let retry = post_signed(&gw, br#"{"retry":1, "id": 100000000000000000000001}"#);
+    assert_eq!(retry, ("duplicate".to_string(), acks[0].1));
+}

@@ -5,10 +5,10 @@ use std::cmp::Ordering;
 use std::ops::Range;
 
 use bytes::Bytes;
-use serde_json::Value;
 
 use crate::config::{NextCursor, SyncConfig};
 use crate::event::EventId;
+use crate::verify::fields::JsonBody;
 
 /// One item of a page: its id and its exact bytes in the page (never re-serialized).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,17 +53,14 @@ pub fn request_url(config: &SyncConfig, cursor: Option<&str>) -> url::Url {
 
 /// Reads a page: the array at `items`, each item's id at `item_id`, the next token if any.
 pub fn parse(config: &SyncConfig, body: &Bytes) -> Result<Page, String> {
-    let document: Value = serde_json::from_slice(body).map_err(|err| format!("not JSON: {err}"))?;
+    let document = JsonBody::try_parse(body).map_err(|err| format!("not JSON: {err}"))?;
     let spans = array_elements(body, &config.items)
         .ok_or_else(|| format!("no array at {:?}", config.items))?;
     let mut items = Vec::with_capacity(spans.len());
     for (index, span) in spans.into_iter().enumerate() {
-        let item: Value = serde_json::from_slice(&body[span.clone()])
-            .map_err(|err| format!("item #{index}: {err}"))?;
-        let id = item
-            .pointer(&config.item_id)
-            .and_then(id_text)
-            .and_then(EventId::new)
+        // Read from the item's raw text, as webhooks' ids are: a number keeps its digits.
+        let id = JsonBody::parse(&body[span.clone()])
+            .event_id(&[&config.item_id])
             .ok_or_else(|| format!("item #{index} has no id at {:?}", config.item_id))?;
         items.push(Item {
             id,
@@ -71,19 +68,10 @@ pub fn parse(config: &SyncConfig, body: &Bytes) -> Result<Page, String> {
         });
     }
     let next = match &config.next {
-        NextCursor::Pointer(pointer) => document.pointer(pointer).and_then(id_text),
+        NextCursor::Pointer(pointer) => document.text(&[pointer]).filter(|t| !t.is_empty()),
         NextCursor::HighestId { .. } => None,
     };
     Ok(Page { items, next })
-}
-
-/// A string or a number, as text (numbers in decimal); anything else is no id.
-fn id_text(value: &Value) -> Option<String> {
-    match value {
-        Value::String(text) if !text.is_empty() => Some(text.clone()),
-        Value::Number(number) => Some(number.to_string()),
-        _ => None,
-    }
 }
 
 /// The cursor after `page`: in highest-id mode the highest item id (+ 1 when inclusive), else
@@ -337,6 +325,23 @@ mod tests {
         assert_eq!(ids, ["12", "9", "10.0"]);
         assert_eq!(&page.items[0].body[..], br#"{"id": 12, "x": "a]}\"" }"#);
         assert_eq!(&page.items[1].body[..], br#"{"x":[1,{"y":2}],"id":"9"}"#);
+    }
+
+    #[test]
+    fn numeric_ids_keep_their_digits() {
+        let body = Bytes::from_static(
+            br#"{"data":[{"id":100000000000000000000001},{"id":100000000000000000000002},{"id":1e0}]}"#,
+        );
+        let page = parse(&config(INCLUSIVE, None), &body).unwrap();
+        let ids: Vec<&str> = page.items.iter().map(|i| i.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "100000000000000000000001",
+                "100000000000000000000002",
+                "1e0"
+            ]
+        );
     }
 
     #[test]
