@@ -80,6 +80,44 @@ impl fmt::Display for EventId {
     }
 }
 
+/// What the store deduplicates an event by, within its provider: the event id alone when it can
+/// be trusted (a signature covers it, it is the body's own hash, or a sync API gave it), else the
+/// id bound to the body's SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DedupId(String);
+
+impl DedupId {
+    /// The id alone: a copy with another body is still a duplicate.
+    pub fn of(id: &EventId) -> DedupId {
+        DedupId(id.0.clone())
+    }
+
+    /// `{id} sha256:{hex of the body}` (a space never occurs in an id, so this never equals an
+    /// id alone). A sender's retry carries the same body and is still a duplicate; a captured
+    /// request replayed under another id claims that id only together with its own body, and
+    /// cannot make the genuine event of that id a duplicate.
+    pub fn bound_to_body(id: &EventId, body: &[u8]) -> DedupId {
+        DedupId(format!("{id} sha256:{}", hex::encode(Sha256::digest(body))))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An event's id, shown to operators and consumers, and what the store deduplicates it by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventKey {
+    pub id: EventId,
+    pub dedup: DedupId,
+}
+
+impl fmt::Display for EventKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.id.fmt(f)
+    }
+}
+
 /// An event's position in the store: assigned by the committer, strictly increasing, never reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Seq(pub u64);
@@ -161,5 +199,18 @@ mod tests {
             assert_eq!(EventId::new(raw), Some(id), "deterministic");
             assert!(reqwest::header::HeaderValue::from_str(&format!("p:{expected}")).is_ok());
         }
+    }
+
+    #[test]
+    fn dedup_ids_bound_to_the_body() {
+        let id = EventId::new("d-1").unwrap();
+        assert_eq!(DedupId::of(&id).as_str(), "d-1");
+        let bound = DedupId::bound_to_body(&id, b"");
+        assert_eq!(
+            bound.as_str(),
+            "d-1 sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert_eq!(bound, DedupId::bound_to_body(&id, b""), "a retry");
+        assert_ne!(bound, DedupId::bound_to_body(&id, b"other"), "a replay");
     }
 }
