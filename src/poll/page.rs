@@ -26,14 +26,11 @@ pub struct Page {
 }
 
 /// The URL that fetches the page at `cursor` (`None`: from the beginning). In `next_pointer`
-/// mode a cursor that is a whole URL is that URL.
-pub fn request_url(config: &SyncConfig, cursor: Option<&str>) -> url::Url {
-    if let (NextCursor::Pointer(_), Some(cursor)) = (&config.next, cursor) {
-        if cursor.starts_with("http://") || cursor.starts_with("https://") {
-            if let Ok(url) = url::Url::parse(cursor) {
-                return url;
-            }
-        }
+/// mode a cursor that is a whole URL is that URL, if [`check_origin`] allows it.
+pub fn request_url(config: &SyncConfig, cursor: Option<&str>) -> Result<url::Url, String> {
+    if let Some(url) = cursor_url(config, cursor) {
+        check_origin(config, Some(&url))?;
+        return Ok(url);
     }
     let mut url = config.url.clone();
     {
@@ -48,7 +45,37 @@ pub fn request_url(config: &SyncConfig, cursor: Option<&str>) -> url::Url {
     if url.query() == Some("") {
         url.set_query(None);
     }
-    url
+    Ok(url)
+}
+
+/// In `next_pointer` mode, a cursor that is a whole http(s) URL, parsed.
+pub fn cursor_url(config: &SyncConfig, cursor: Option<&str>) -> Option<url::Url> {
+    let (NextCursor::Pointer(_), Some(cursor)) = (&config.next, cursor) else {
+        return None;
+    };
+    if cursor.starts_with("http://") || cursor.starts_with("https://") {
+        url::Url::parse(cursor).ok()
+    } else {
+        None
+    }
+}
+
+/// Refuses a next page's URL on another origin (scheme, host, port) than the configured sync
+/// URL's: the request carries the provider's credentials (Alcméon's application secret is also
+/// its webhook key), and a page must not be able to send them elsewhere. The error names the
+/// origins only, never the URL's path or query.
+pub fn check_origin(config: &SyncConfig, next: Option<&url::Url>) -> Result<(), String> {
+    let Some(next) = next else { return Ok(()) };
+    let (theirs, ours) = (next.origin(), config.url.origin());
+    if theirs == ours {
+        Ok(())
+    } else {
+        Err(format!(
+            "the next page's URL is on {}, not on the sync URL's origin {}: not followed",
+            theirs.ascii_serialization(),
+            ours.ascii_serialization()
+        ))
+    }
 }
 
 /// Reads a page: the array at `items`, each item's id at `item_id`, the next token if any.
@@ -291,28 +318,59 @@ mod tests {
     fn request_urls() {
         let c = config(INCLUSIVE, Some(100));
         assert_eq!(
-            request_url(&c, Some("41")).as_str(),
+            request_url(&c, Some("41")).unwrap().as_str(),
             "https://vendor.example/api/actions?app=7&min_action_id=41&limit=100"
         );
         assert_eq!(
-            request_url(&c, None).as_str(),
+            request_url(&c, None).unwrap().as_str(),
             "https://vendor.example/api/actions?app=7&limit=100"
         );
         let mut bare = config(INCLUSIVE, None);
         bare.url = url::Url::parse("https://vendor.example/a").unwrap();
         assert_eq!(
-            request_url(&bare, None).as_str(),
+            request_url(&bare, None).unwrap().as_str(),
             "https://vendor.example/a"
         );
         let tokens = config(NextCursor::Pointer("/next".into()), None);
         assert_eq!(
-            request_url(&tokens, Some("https://vendor.example/p/2?x=1")).as_str(),
+            request_url(&tokens, Some("https://vendor.example/p/2?x=1"))
+                .unwrap()
+                .as_str(),
             "https://vendor.example/p/2?x=1"
         );
         assert_eq!(
-            request_url(&tokens, Some("abc def")).as_str(),
+            request_url(&tokens, Some("abc def")).unwrap().as_str(),
             "https://vendor.example/api/actions?app=7&min_action_id=abc+def"
         );
+    }
+
+    #[test]
+    fn next_urls_are_followed_on_the_sync_urls_origin_only() {
+        let tokens = config(NextCursor::Pointer("/next".into()), None);
+        for same in [
+            "https://vendor.example/p/2",
+            "https://vendor.example:443/p/2",
+            "HTTPS://VENDOR.example/other/path?q=1",
+        ] {
+            assert!(request_url(&tokens, Some(same)).is_ok(), "{same}");
+        }
+        for other in [
+            "https://attacker.example/p/2?token=x",
+            "http://vendor.example/p/2",
+            "https://vendor.example:8443/p/2",
+            "https://sub.vendor.example/p/2",
+            "https://vendor.example.attacker.example/p/2",
+        ] {
+            let error = request_url(&tokens, Some(other)).unwrap_err();
+            assert!(error.contains("not followed"), "{other}: {error}");
+            assert!(!error.contains("/p/2"), "no path nor query in: {error}");
+            let url = cursor_url(&tokens, Some(other));
+            assert!(check_origin(&tokens, url.as_ref()).is_err(), "{other}");
+        }
+        // In highest-id mode a cursor is never a URL.
+        let ids = config(INCLUSIVE, None);
+        let url = request_url(&ids, Some("https://attacker.example/")).unwrap();
+        assert_eq!(url.host_str(), Some("vendor.example"));
     }
 
     #[test]
