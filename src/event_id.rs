@@ -80,7 +80,7 @@ pub fn body_hash(body: &[u8]) -> EventId {
     EventId::new(text).expect("a hash id is never empty")
 }
 
-/// A string or number at `pointer` in a JSON body; numbers as their decimal text.
+/// A string or number at `pointer` in a JSON body; numbers as written.
 fn json_id(body: &[u8], pointer: &str) -> Option<EventId> {
     JsonBody::parse(body).event_id(&[pointer])
 }
