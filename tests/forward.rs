@@ -407,3 +407,53 @@ fn test_events_follow_the_providers_forward_tests_setting() {
         }
     }
 }
+
+#[test]
+fn an_id_unfit_for_a_header_does_not_hold_an_ordered_destination() {
+    // A signed vendor body whose id holds a newline: `webhook-id` cannot carry it as sent.
+    let stub = Stub::start(|_| (200, "text/plain", Vec::new()));
+    let signed = provider(
+        "p",
+        "hmac",
+        &["vendor-key"],
+        "header = \"X-Sig\"\nevent_id = \"json:/id\"",
+    );
+    // An hour between attempts: an event retried instead of sent would hold the queue.
+    let gw = Gateway::start(&(signed + &destination(&stub.url, "retry_delays = [\"1h\"]")));
+    let post = |body: &[u8]| {
+        let tag = hex::encode(sign::mac(sign::Alg::Sha256, b"vendor-key", body));
+        gw.post("p", &sign::headers(&[("X-Sig", &tag)]), body).ack()
+    };
+    let odd = post(br#"{"id":"x\ny","n":0}"#);
+    let encoded = format!("id-sha256:{}", sign::sha256_hex(b"x\ny"));
+    assert_eq!(gw.event(odd.1).unwrap()["event_id"], encoded.as_str());
+    let later: Vec<u64> = (1..=2).map(|i| post(&body(i)).1).collect();
+
+    wait_until(Duration::from_secs(10), "every event delivered", || {
+        stub.calls() == 3
+    });
+    let requests = stub.requests();
+    let order: Vec<u64> = requests.iter().map(seq_header).collect();
+    assert_eq!(
+        order,
+        [odd.1, later[0], later[1]],
+        "in seq order, none held"
+    );
+    let webhook_id = format!("p:{encoded}");
+    assert_eq!(requests[0].header("webhook-id"), Some(webhook_id.as_str()));
+    let ts: i64 = requests[0]
+        .header("webhook-timestamp")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let expected = sign::standard_signature(WHSEC, &webhook_id, ts, &requests[0].body);
+    assert_eq!(
+        requests[0].header("webhook-signature"),
+        Some(expected.as_str())
+    );
+    // The mapping is deterministic: the vendor's retry of the same event is a duplicate.
+    assert_eq!(
+        post(br#"{"id":"x\ny","n":0}"#),
+        ("duplicate".to_string(), odd.1)
+    );
+}

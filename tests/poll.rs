@@ -398,3 +398,72 @@ fn a_short_lived_token_is_fetched_once_per_lifetime() {
     assert!(vendor.cursors().iter().all(|(_, _, status)| *status == 200));
     assert_eq!(stored(&gw).len(), 10);
 }
+
+#[test]
+fn a_next_url_on_another_origin_is_not_followed() {
+    // Another server on loopback: the page chain must never reach it.
+    let elsewhere = Stub::start(|_| (200, "application/json", br#"{"data":[]}"#.to_vec()));
+    let target = format!("{}/events?page=3", elsewhere.url);
+    let vendor = Stub::start(move |request| {
+        // Page 1 links to page 2 on the same origin, page 2 to another server.
+        let own = format!("http://{}", request.header("host").expect("a Host header"));
+        let (ids, next) = if request.path.contains("page=2") {
+            (["a-3"], target.clone())
+        } else {
+            (["a-1"], format!("{own}/events?page=2"))
+        };
+        let page = json!({"data": ids.map(|id| json!({"id": id})), "next": next});
+        (200, "application/json", page.to_string().into_bytes())
+    });
+    let sync = format!(
+        "[provider.sync]\nurl = \"{}/events\"\ncursor_param = \"page_token\"\nitems = \"/data\"\nitem_id = \"/id\"\nnext_pointer = \"/next\"\ninterval = \"200ms\"\n[provider.sync.auth]\ntype = \"header\"\nname = \"X-Api-Key\"\nvalue = \"vendor-credential\"\n",
+        vendor.url
+    );
+    let gw = Gateway::start(&provider("feed", "none", &[], &sync));
+    let cross_origin = || {
+        gw.metric(
+            "hookgate_poll_errors_total",
+            &[("provider", "feed"), ("kind", "cross_origin")],
+        )
+        .unwrap_or(0.0)
+    };
+    wait_until(Duration::from_secs(10), "the chain to stop", || {
+        cross_origin() >= 2.0 || elsewhere.calls() > 0
+    });
+    assert_eq!(
+        elsewhere.calls(),
+        0,
+        "the other origin was sent: {:?}",
+        elsewhere.requests()
+    );
+    // The same-origin page was followed, with the credential, and its items are stored.
+    let paths: Vec<String> = vendor.requests().iter().map(|r| r.path.clone()).collect();
+    assert!(paths.iter().any(|p| p.contains("page=2")), "{paths:?}");
+    assert!(vendor
+        .requests()
+        .iter()
+        .all(|r| r.header("x-api-key") == Some("vendor-credential")));
+    let ids: BTreeSet<String> = gw
+        .all_events(Some("feed"))
+        .iter()
+        .map(|e| e["event_id"].as_str().expect("id").to_string())
+        .collect();
+    assert_eq!(ids, BTreeSet::from(["a-1".to_string(), "a-3".to_string()]));
+    // The refusal shows where poller errors do, naming the origins only; the cursor stays on
+    // the last page followed.
+    let status = gw.admin_json("/v1/providers/feed/sync");
+    let error = status["last_error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(&elsewhere.url)
+            && error.contains("not followed")
+            && !error.contains("page=3"),
+        "{status}"
+    );
+    assert!(
+        status["cursor"]
+            .as_str()
+            .unwrap_or_default()
+            .ends_with("/events?page=2"),
+        "{status}"
+    );
+}

@@ -292,6 +292,13 @@ async fn deliver(destination: &Destination, event: &StoredEvent) -> Option<Done>
             }
             Attempt::Retry(failure, after) => (failure, after, false),
             Attempt::Permanent(failure) => (failure, None, true),
+            Attempt::Unsendable(failure) => {
+                tracing::error!(destination = %config.name, seq = event.seq, event_id = %event.event_id, error = %failure.detail, "Event cannot be sent; it is dead at once.");
+                destination
+                    .status
+                    .unsendable(event.seq, &webhook_id(event), &failure);
+                return Some(Done::Dead(dead_record(failures + 1, &failure)));
+            }
         };
         failures += 1;
         tracing::info!(destination = %config.name, seq = event.seq, event_id = %event.event_id, status = ?failure.status, kind = failure.kind, "Delivery attempt failed.");

@@ -19,6 +19,9 @@ pub enum Attempt {
     Retry(Failure, Option<Duration>),
     /// Not worth retrying: any other answer.
     Permanent(Failure),
+    /// The request could not even be built (a local error, the same on every attempt): the
+    /// event is dead at once, and the destination's health is not in question.
+    Unsendable(Failure),
 }
 
 /// A failed attempt, as `/v1/errors` shows it.
@@ -26,7 +29,7 @@ pub enum Attempt {
 pub struct Failure {
     /// The HTTP status, when there was an answer.
     pub status: Option<u16>,
-    /// `http`, `timeout`, `connect` or `io`.
+    /// `http`, `timeout`, `connect`, `io`, or `request` (the request could not be built).
     pub kind: &'static str,
     /// The first bytes of the answer's body, or the error's text.
     pub detail: String,
@@ -42,8 +45,26 @@ pub async fn attempt(
     destination: &DestinationConfig,
     event: &StoredEvent,
 ) -> Attempt {
+    let request = match build(client, destination, event, SystemTime::now()) {
+        Ok(request) => request,
+        Err(failure) => return Attempt::Unsendable(failure),
+    };
+    match client.execute(request).await {
+        Ok(response) => classify(response).await,
+        Err(err) => Attempt::Retry(transport_failure(&err), None),
+    }
+}
+
+/// The downstream request for `event`, signed at `now`. An error here (a header value that
+/// cannot be sent) is local and would recur on every attempt.
+fn build(
+    client: &reqwest::Client,
+    destination: &DestinationConfig,
+    event: &StoredEvent,
+    now: SystemTime,
+) -> Result<reqwest::Request, Failure> {
     let id = webhook_id(event);
-    let timestamp = SystemTime::now()
+    let timestamp = now
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
         .to_string();
@@ -61,10 +82,18 @@ pub async fn attempt(
     if let Some(content_type) = &event.content_type {
         request = request.header("content-type", content_type);
     }
-    match request.send().await {
-        Ok(response) => classify(response).await,
-        Err(err) => Attempt::Retry(transport_failure(&err), None),
-    }
+    request.build().map_err(|err| {
+        let mut detail = format!(
+            "cannot build the request: {}",
+            crate::error_chain::error_chain(&err)
+        );
+        detail.truncate(ERROR_BODY_BYTES);
+        Failure {
+            status: None,
+            kind: "request",
+            detail,
+        }
+    })
 }
 
 async fn classify(response: reqwest::Response) -> Attempt {
@@ -116,6 +145,68 @@ fn transport_failure(err: &reqwest::Error) -> Failure {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Secret;
+    use crate::event::Source;
+    use std::time::Duration;
+
+    fn destination() -> DestinationConfig {
+        DestinationConfig {
+            name: "crm".into(),
+            // Nothing listens there: a test that reached the network would fail, not hang.
+            url: url::Url::parse("http://127.0.0.1:9/ingest").unwrap(),
+            providers: None,
+            signing_key: Secret::from_bytes(b"key".to_vec()),
+            timeout: Duration::from_secs(1),
+            retry_delays: vec![Duration::from_secs(3600)],
+            max_in_flight: 1,
+            rate_limit_per_min: None,
+            ordered: true,
+            pause_after_failures: 20,
+            alert_ratio: 0.5,
+            alert_url: None,
+        }
+    }
+
+    fn event(event_id: &str) -> StoredEvent {
+        StoredEvent {
+            seq: 7,
+            provider: "p".into(),
+            event_id: event_id.into(),
+            received_at_ms: 0,
+            source: Source::Webhook,
+            content_type: Some("application/json".into()),
+            body: b"{}".to_vec(),
+            topic: None,
+        }
+    }
+
+    #[test]
+    fn requests_carry_the_standard_webhooks_headers() {
+        let client = reqwest::Client::new();
+        let request = build(&client, &destination(), &event("evt-1"), UNIX_EPOCH).unwrap();
+        let header = |name| request.headers()[name].to_str().unwrap();
+        assert_eq!(header("webhook-id"), "p:evt-1");
+        assert_eq!(header("webhook-timestamp"), "0");
+        assert_eq!(header("hookgate-seq"), "7");
+        assert_eq!(request.timeout(), Some(&Duration::from_secs(1)));
+    }
+
+    /// Events stored before ids were made header-safe may hold a control character: such an
+    /// event cannot be sent, now or ever, so it is not retried.
+    #[tokio::test]
+    async fn a_request_that_cannot_be_built_is_unsendable_not_retried() {
+        let client = reqwest::Client::new();
+        let attempt = attempt(&client, &destination(), &event("x\ny")).await;
+        let Attempt::Unsendable(failure) = attempt else {
+            panic!("expected Unsendable, got {attempt:?}");
+        };
+        assert_eq!((failure.status, failure.kind), (None, "request"));
+        assert!(
+            failure.detail.starts_with("cannot build the request"),
+            "{}",
+            failure.detail
+        );
+    }
 
     #[test]
     fn retryable_statuses() {

@@ -118,23 +118,10 @@ impl Status {
         alert_ratio: f64,
         pause_after: u32,
     ) -> Option<String> {
-        let at_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
         self.with(|s| {
             s.consecutive_failures += 1;
             s.record(false);
-            if s.errors.len() == ERRORS_KEPT {
-                s.errors.pop_front();
-            }
-            s.errors.push_back(ErrorEntry {
-                at_ms,
-                seq,
-                event_id: event_id.to_string(),
-                status: failure.status,
-                kind: failure.kind,
-                body: failure.detail.clone(),
-            });
+            s.push_error(seq, event_id, failure);
             s.alert_ratio = alert_ratio;
             if !s.probing && s.consecutive_failures >= pause_after {
                 s.probing = true;
@@ -153,6 +140,12 @@ impl Status {
             }
             None
         })
+    }
+
+    /// Records an event that cannot be sent at all (a local error): shown like a failed attempt,
+    /// but not counted against the destination, which did nothing wrong.
+    pub fn unsendable(&self, seq: u64, event_id: &str, failure: &Failure) {
+        self.with(|s| s.push_error(seq, event_id, failure));
     }
 
     /// The most recent failed attempts, newest first.
@@ -174,6 +167,24 @@ impl Status {
 }
 
 impl Inner {
+    /// Keeps a failed attempt for `/v1/errors`, dropping the oldest beyond [`ERRORS_KEPT`].
+    fn push_error(&mut self, seq: u64, event_id: &str, failure: &Failure) {
+        let at_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        if self.errors.len() == ERRORS_KEPT {
+            self.errors.pop_front();
+        }
+        self.errors.push_back(ErrorEntry {
+            at_ms,
+            seq,
+            event_id: event_id.to_string(),
+            status: failure.status,
+            kind: failure.kind,
+            body: failure.detail.clone(),
+        });
+    }
+
     fn record(&mut self, success: bool) {
         let now = Instant::now();
         while self

@@ -8,9 +8,10 @@
 //! the cursor (at most `max_pages_per_round`), reads them ([`page`]: the items' exact bytes and
 //! ids, the next cursor), commits every item through the same `Store::commit` as webhooks (so an
 //! action that came both ways is stored once, as `source = "poll"` only when the poll was
-//! first), and moves the cursor only once the whole page is durable. Failures back off without
-//! moving it. OAuth tokens come from [`token`], cached until shortly before they expire.
-//! [`Poller`] holds the live state the admin API shows and its "poll now" trigger.
+//! first), and moves the cursor only once the whole page is durable. A next-page URL is followed
+//! only on the sync URL's origin: the requests carry the provider's credentials. Failures back
+//! off without moving the cursor. OAuth tokens come from [`token`], cached until shortly before
+//! they expire. [`Poller`] holds the live state the admin API shows and its "poll now" trigger.
 
 pub mod page;
 mod token;

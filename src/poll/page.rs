@@ -5,10 +5,10 @@ use std::cmp::Ordering;
 use std::ops::Range;
 
 use bytes::Bytes;
-use serde_json::Value;
 
 use crate::config::{NextCursor, SyncConfig};
 use crate::event::EventId;
+use crate::verify::fields::JsonBody;
 
 /// One item of a page: its id and its exact bytes in the page (never re-serialized).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,14 +26,11 @@ pub struct Page {
 }
 
 /// The URL that fetches the page at `cursor` (`None`: from the beginning). In `next_pointer`
-/// mode a cursor that is a whole URL is that URL.
-pub fn request_url(config: &SyncConfig, cursor: Option<&str>) -> url::Url {
-    if let (NextCursor::Pointer(_), Some(cursor)) = (&config.next, cursor) {
-        if cursor.starts_with("http://") || cursor.starts_with("https://") {
-            if let Ok(url) = url::Url::parse(cursor) {
-                return url;
-            }
-        }
+/// mode a cursor that is a whole URL is that URL, if [`check_origin`] allows it.
+pub fn request_url(config: &SyncConfig, cursor: Option<&str>) -> Result<url::Url, String> {
+    if let Some(url) = cursor_url(config, cursor) {
+        check_origin(config, Some(&url))?;
+        return Ok(url);
     }
     let mut url = config.url.clone();
     {
@@ -48,22 +45,49 @@ pub fn request_url(config: &SyncConfig, cursor: Option<&str>) -> url::Url {
     if url.query() == Some("") {
         url.set_query(None);
     }
-    url
+    Ok(url)
+}
+
+/// In `next_pointer` mode, a cursor that is a whole http(s) URL, parsed.
+pub fn cursor_url(config: &SyncConfig, cursor: Option<&str>) -> Option<url::Url> {
+    let (NextCursor::Pointer(_), Some(cursor)) = (&config.next, cursor) else {
+        return None;
+    };
+    if cursor.starts_with("http://") || cursor.starts_with("https://") {
+        url::Url::parse(cursor).ok()
+    } else {
+        None
+    }
+}
+
+/// Refuses a next page's URL on another origin (scheme, host, port) than the configured sync
+/// URL's: the request carries the provider's credentials (Alcméon's application secret is also
+/// its webhook key), and a page must not be able to send them elsewhere. The error names the
+/// origins only, never the URL's path or query.
+pub fn check_origin(config: &SyncConfig, next: Option<&url::Url>) -> Result<(), String> {
+    let Some(next) = next else { return Ok(()) };
+    let (theirs, ours) = (next.origin(), config.url.origin());
+    if theirs == ours {
+        Ok(())
+    } else {
+        Err(format!(
+            "the next page's URL is on {}, not on the sync URL's origin {}: not followed",
+            theirs.ascii_serialization(),
+            ours.ascii_serialization()
+        ))
+    }
 }
 
 /// Reads a page: the array at `items`, each item's id at `item_id`, the next token if any.
 pub fn parse(config: &SyncConfig, body: &Bytes) -> Result<Page, String> {
-    let document: Value = serde_json::from_slice(body).map_err(|err| format!("not JSON: {err}"))?;
+    let document = JsonBody::try_parse(body).map_err(|err| format!("not JSON: {err}"))?;
     let spans = array_elements(body, &config.items)
         .ok_or_else(|| format!("no array at {:?}", config.items))?;
     let mut items = Vec::with_capacity(spans.len());
     for (index, span) in spans.into_iter().enumerate() {
-        let item: Value = serde_json::from_slice(&body[span.clone()])
-            .map_err(|err| format!("item #{index}: {err}"))?;
-        let id = item
-            .pointer(&config.item_id)
-            .and_then(id_text)
-            .and_then(EventId::new)
+        // Read from the item's raw text, as webhooks' ids are: a number keeps its digits.
+        let id = JsonBody::parse(&body[span.clone()])
+            .event_id(&[&config.item_id])
             .ok_or_else(|| format!("item #{index} has no id at {:?}", config.item_id))?;
         items.push(Item {
             id,
@@ -71,19 +95,10 @@ pub fn parse(config: &SyncConfig, body: &Bytes) -> Result<Page, String> {
         });
     }
     let next = match &config.next {
-        NextCursor::Pointer(pointer) => document.pointer(pointer).and_then(id_text),
+        NextCursor::Pointer(pointer) => document.text(&[pointer]).filter(|t| !t.is_empty()),
         NextCursor::HighestId { .. } => None,
     };
     Ok(Page { items, next })
-}
-
-/// A string or a number, as text (numbers in decimal); anything else is no id.
-fn id_text(value: &Value) -> Option<String> {
-    match value {
-        Value::String(text) if !text.is_empty() => Some(text.clone()),
-        Value::Number(number) => Some(number.to_string()),
-        _ => None,
-    }
 }
 
 /// The cursor after `page`: in highest-id mode the highest item id (+ 1 when inclusive), else
@@ -303,28 +318,59 @@ mod tests {
     fn request_urls() {
         let c = config(INCLUSIVE, Some(100));
         assert_eq!(
-            request_url(&c, Some("41")).as_str(),
+            request_url(&c, Some("41")).unwrap().as_str(),
             "https://vendor.example/api/actions?app=7&min_action_id=41&limit=100"
         );
         assert_eq!(
-            request_url(&c, None).as_str(),
+            request_url(&c, None).unwrap().as_str(),
             "https://vendor.example/api/actions?app=7&limit=100"
         );
         let mut bare = config(INCLUSIVE, None);
         bare.url = url::Url::parse("https://vendor.example/a").unwrap();
         assert_eq!(
-            request_url(&bare, None).as_str(),
+            request_url(&bare, None).unwrap().as_str(),
             "https://vendor.example/a"
         );
         let tokens = config(NextCursor::Pointer("/next".into()), None);
         assert_eq!(
-            request_url(&tokens, Some("https://vendor.example/p/2?x=1")).as_str(),
+            request_url(&tokens, Some("https://vendor.example/p/2?x=1"))
+                .unwrap()
+                .as_str(),
             "https://vendor.example/p/2?x=1"
         );
         assert_eq!(
-            request_url(&tokens, Some("abc def")).as_str(),
+            request_url(&tokens, Some("abc def")).unwrap().as_str(),
             "https://vendor.example/api/actions?app=7&min_action_id=abc+def"
         );
+    }
+
+    #[test]
+    fn next_urls_are_followed_on_the_sync_urls_origin_only() {
+        let tokens = config(NextCursor::Pointer("/next".into()), None);
+        for same in [
+            "https://vendor.example/p/2",
+            "https://vendor.example:443/p/2",
+            "HTTPS://VENDOR.example/other/path?q=1",
+        ] {
+            assert!(request_url(&tokens, Some(same)).is_ok(), "{same}");
+        }
+        for other in [
+            "https://attacker.example/p/2?token=x",
+            "http://vendor.example/p/2",
+            "https://vendor.example:8443/p/2",
+            "https://sub.vendor.example/p/2",
+            "https://vendor.example.attacker.example/p/2",
+        ] {
+            let error = request_url(&tokens, Some(other)).unwrap_err();
+            assert!(error.contains("not followed"), "{other}: {error}");
+            assert!(!error.contains("/p/2"), "no path nor query in: {error}");
+            let url = cursor_url(&tokens, Some(other));
+            assert!(check_origin(&tokens, url.as_ref()).is_err(), "{other}");
+        }
+        // In highest-id mode a cursor is never a URL.
+        let ids = config(INCLUSIVE, None);
+        let url = request_url(&ids, Some("https://attacker.example/")).unwrap();
+        assert_eq!(url.host_str(), Some("vendor.example"));
     }
 
     #[test]
@@ -337,6 +383,23 @@ mod tests {
         assert_eq!(ids, ["12", "9", "10.0"]);
         assert_eq!(&page.items[0].body[..], br#"{"id": 12, "x": "a]}\"" }"#);
         assert_eq!(&page.items[1].body[..], br#"{"x":[1,{"y":2}],"id":"9"}"#);
+    }
+
+    #[test]
+    fn numeric_ids_keep_their_digits() {
+        let body = Bytes::from_static(
+            br#"{"data":[{"id":100000000000000000000001},{"id":100000000000000000000002},{"id":1e0}]}"#,
+        );
+        let page = parse(&config(INCLUSIVE, None), &body).unwrap();
+        let ids: Vec<&str> = page.items.iter().map(|i| i.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "100000000000000000000001",
+                "100000000000000000000002",
+                "1e0"
+            ]
+        );
     }
 
     #[test]

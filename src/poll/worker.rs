@@ -126,7 +126,8 @@ async fn round(poller: &Poller) -> Result<(), Failure> {
         if poller.cancel.is_cancelled() {
             break;
         }
-        let url = page::request_url(&poller.config, cursor.as_deref());
+        // A cursor stored before next URLs were checked may point elsewhere: checked again.
+        let url = page::request_url(&poller.config, cursor.as_deref()).map_err(cross_origin)?;
         let (body, content_type) = fetch(poller, url).await?;
         let page = page::parse(&poller.config, &body).map_err(|message| {
             let start = String::from_utf8_lossy(&body[..body.len().min(LOGGED_BYTES)]).into_owned();
@@ -137,6 +138,9 @@ async fn round(poller: &Poller) -> Result<(), Failure> {
         })?;
         commit(poller, &page, content_type).await?;
         let next = page::next_cursor(&poller.config, cursor.as_deref(), &page);
+        // The page's items are stored; a next URL elsewhere ends the chain here, unsaved.
+        let next_url = page::cursor_url(&poller.config, next.as_deref());
+        page::check_origin(&poller.config, next_url.as_ref()).map_err(cross_origin)?;
         let more = page::has_more(&poller.config, &page, cursor.as_deref(), next.as_deref());
         if next != cursor {
             save_cursor(poller, next.clone()).await?;
@@ -147,6 +151,11 @@ async fn round(poller: &Poller) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+/// A next page the poller refuses to follow (see [`page::check_origin`]).
+fn cross_origin(message: String) -> Failure {
+    Failure::new("cross_origin", message)
 }
 
 /// Commits every item of a page, all at once (the committer batches them), and returns once all

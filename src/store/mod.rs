@@ -43,7 +43,7 @@ pub use retention::{Cutoffs, Output, Swept};
 /// `kill -9` and power loss.
 #[async_trait]
 pub trait Backend: Send + Sync + 'static {
-    /// Stores `event` durably, or fails: claims (provider, event id) and appends the event under
+    /// Stores `event` durably, or fails: claims (provider, dedup id) and appends the event under
     /// the next seq, atomically. Resolves only once that is durable; an event not durable within
     /// `deadline` is not applied (if it has not been already) and fails with `DeadlineExceeded`.
     async fn commit(&self, event: NewEvent, deadline: Duration) -> Result<Committed, StoreError>;

@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::event::{EventId, ProviderName, Seq, Source};
+use crate::event::{DedupId, EventId, EventKey, ProviderName, Seq, Source};
 use crate::verify::Verified;
 
 /// What the store did with an event.
@@ -14,7 +14,7 @@ use crate::verify::Verified;
 pub enum Committed {
     /// Stored, durably, under this seq.
     Accepted(Seq),
-    /// This provider + event id was stored before, under this seq.
+    /// This provider + dedup id was stored before, under this seq.
     Duplicate(Seq),
 }
 
@@ -46,6 +46,8 @@ impl From<std::io::Error> for StoreError {
 pub struct NewEvent {
     pub(crate) provider: ProviderName,
     pub(crate) event_id: EventId,
+    /// What the event is deduplicated by (with the provider).
+    pub(crate) dedup_id: DedupId,
     pub(crate) received_at_ms: u64,
     pub(crate) source: Source,
     pub(crate) content_type: Option<String>,
@@ -57,13 +59,14 @@ impl NewEvent {
     /// A verified webhook: `source` is `test` when the sender marked it so, else `webhook`.
     pub fn webhook(
         provider: ProviderName,
-        event_id: EventId,
+        key: EventKey,
         content_type: Option<String>,
         verified: Verified,
     ) -> NewEvent {
         NewEvent {
             provider,
-            event_id,
+            event_id: key.id,
+            dedup_id: key.dedup,
             received_at_ms: now_ms(),
             source: verified.source(),
             content_type,
@@ -72,7 +75,9 @@ impl NewEvent {
         }
     }
 
-    /// An item read from the provider's sync API: `source` is `poll`.
+    /// An item read from the provider's sync API: `source` is `poll`. Its id is trusted (the
+    /// API is called over the configured URL with hookgate's credentials) and deduplicated
+    /// alone, so that an event that came both ways is stored once.
     pub fn poll(
         provider: ProviderName,
         event_id: EventId,
@@ -81,6 +86,7 @@ impl NewEvent {
     ) -> NewEvent {
         NewEvent {
             provider,
+            dedup_id: DedupId::of(&event_id),
             event_id,
             received_at_ms: now_ms(),
             source: Source::Poll,

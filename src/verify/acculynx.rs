@@ -65,9 +65,8 @@ impl AccuLynx {
         }
         let envelope = JsonBody::parse(&request.body);
         Ok(Claims {
-            event_id: envelope.event_id(&["/EventId", "/eventId"]),
             topic: envelope.text(&["/TopicName", "/topicName"]),
-            ..Claims::default()
+            ..Claims::signed_id(envelope.event_id(&["/EventId", "/eventId"]))
         })
     }
 }
@@ -122,6 +121,7 @@ mod tests {
             EventId::new("a653de1a-84a6-488c-90bc-f6c8e990bf51")
         );
         assert_eq!(claims.topic.as_deref(), Some("job-milestone-changed"));
+        assert!(claims.id_signed, "the id is in the signed body");
     }
 
     #[test]

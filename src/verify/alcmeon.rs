@@ -4,7 +4,7 @@
 //! published sample. Their prose omits the space, hence `signature_base = "path+body"`; the
 //! default is `"path+space+body"`. Behind a proxy that rewrites the path, `public_url` gives the
 //! URL Alcméon calls, and its path is the one signed. There is no timestamp. The event id is the
-//! body's `/id`, the notification id (a number, increasing; stored as its decimal text).
+//! body's `/id`, the notification id (a number, increasing; stored as written).
 
 use super::fields::{first_secret, JsonBody};
 use super::mac::{self, Algorithm};
@@ -73,7 +73,7 @@ impl Alcmeon {
         if !mac::matches_any(Algorithm::Sha256, &self.secrets, &parts, &[tag]) {
             return Err(Rejection::BadSignature);
         }
-        Ok(Claims::with_id(
+        Ok(Claims::signed_id(
             JsonBody::parse(&request.body).event_id(&["/id"]),
         ))
     }

@@ -67,6 +67,7 @@ pub struct Unverified<'a> {
 pub struct Verified {
     body: Bytes,
     claims: Claims,
+    covers: Covers,
 }
 
 /// What a scheme learned from a request it accepted.
@@ -74,6 +75,11 @@ pub struct Verified {
 pub struct Claims {
     /// The event id the scheme itself carries, if any.
     pub event_id: Option<EventId>,
+    /// Whether the signature covers `event_id`: it was read from the signed body (Stripe's
+    /// `/id`) or from a header the signature includes (Standard Webhooks' `webhook-id`). An id
+    /// from a header outside the signature (`X-GitHub-Delivery`) is not: a captured request can
+    /// be replayed with any value there.
+    pub id_signed: bool,
     /// The sender marked the event as a test (Dialog Insight's `isTest`).
     pub test: bool,
     /// The event's topic, where the scheme's envelope names one (AccuLynx's `TopicName`).
@@ -81,12 +87,37 @@ pub struct Claims {
 }
 
 impl Claims {
-    pub fn with_id(event_id: Option<EventId>) -> Claims {
+    /// An id the signature covers.
+    pub fn signed_id(event_id: Option<EventId>) -> Claims {
+        Claims {
+            id_signed: event_id.is_some(),
+            event_id,
+            ..Claims::default()
+        }
+    }
+
+    /// An id read from a header the signature does not cover.
+    pub fn unsigned_id(event_id: Option<EventId>) -> Claims {
         Claims {
             event_id,
             ..Claims::default()
         }
     }
+}
+
+/// What a scheme's check vouches for, beyond the id the scheme reads itself: whether an id a
+/// configured `event_id` rule reads can be trusted for deduplication.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Covers {
+    /// Nothing: `none` takes any request (from its allowed networks) as it comes.
+    Nothing,
+    /// The body, by a signature or a MAC over it (Twilio: its parameters, or its SHA-256 in the
+    /// signed URL); headers are not covered, but for the scheme's own signed id.
+    Body,
+    /// The whole request: the sender authenticated itself (`oauth`'s bearer token), so a header
+    /// is its word as much as the body is. A captured token can send anything while it is
+    /// valid, so trusting its headers adds no risk.
+    Sender,
 }
 
 impl Verified {
@@ -95,9 +126,24 @@ impl Verified {
         &self.body
     }
 
-    /// The event id the scheme itself carries (`webhook-id`, `X-GitHub-Delivery`), if any.
-    pub fn scheme_event_id(&self) -> Option<&EventId> {
-        self.claims.event_id.as_ref()
+    /// The event id the scheme itself carries (`webhook-id`, `X-GitHub-Delivery`), if any, and
+    /// whether the signature covers it.
+    pub fn scheme_event_id(&self) -> Option<(&EventId, bool)> {
+        let id = self.claims.event_id.as_ref()?;
+        Some((id, self.claims.id_signed))
+    }
+
+    /// Whether an id read from the body (a `json:` rule) is vouched for: the body is signed, or
+    /// its sender authenticated.
+    pub fn vouches_for_body(&self) -> bool {
+        matches!(self.covers, Covers::Body | Covers::Sender)
+    }
+
+    /// Whether `id`, read from a header (a `header:` rule), is vouched for: its sender
+    /// authenticated, or the signature covers this very id (the scheme's own signed id).
+    pub fn vouches_for_header_id(&self, id: &EventId) -> bool {
+        self.covers == Covers::Sender
+            || (self.claims.id_signed && self.claims.event_id.as_ref() == Some(id))
     }
 
     /// How the event is recorded: a `test` when the sender said so.
@@ -258,6 +304,7 @@ impl Verifier {
         Ok(Verified {
             body: request.body,
             claims,
+            covers: self.covers(),
         })
     }
 
@@ -276,10 +323,10 @@ impl Verifier {
     /// blocking thread. A bearer-token scheme answers `Unavailable` here.
     pub fn verify_local(&self, request: Unverified<'_>) -> Result<Verified, Rejection> {
         let claims = match self {
-            Verifier::StandardWebhooks(scheme) => Claims::with_id(scheme.verify(&request)?),
-            Verifier::Github(scheme) => Claims::with_id(scheme.verify(&request)?),
-            Verifier::Hmac(scheme) => Claims::with_id(scheme.verify(&request)?),
-            Verifier::None(scheme) => Claims::with_id(scheme.verify(&request)?),
+            Verifier::StandardWebhooks(scheme) => Claims::signed_id(scheme.verify(&request)?),
+            Verifier::Github(scheme) => Claims::unsigned_id(scheme.verify(&request)?),
+            Verifier::Hmac(scheme) => Claims::unsigned_id(scheme.verify(&request)?),
+            Verifier::None(scheme) => Claims::unsigned_id(scheme.verify(&request)?),
             Verifier::Stripe(scheme) => scheme.verify(&request)?,
             Verifier::Shopify(scheme) => scheme.verify(&request)?,
             Verifier::Slack(scheme) => scheme.verify(&request)?,
@@ -292,7 +339,26 @@ impl Verifier {
         Ok(Verified {
             body: request.body,
             claims,
+            covers: self.covers(),
         })
+    }
+
+    /// What this scheme's check vouches for.
+    pub fn covers(&self) -> Covers {
+        match self {
+            Verifier::None(_) => Covers::Nothing,
+            Verifier::OAuth(_) => Covers::Sender,
+            Verifier::StandardWebhooks(_)
+            | Verifier::Github(_)
+            | Verifier::Hmac(_)
+            | Verifier::Stripe(_)
+            | Verifier::Shopify(_)
+            | Verifier::Slack(_)
+            | Verifier::Twilio(_)
+            | Verifier::Alcmeon(_)
+            | Verifier::AccuLynx(_)
+            | Verifier::DialogInsight(_) => Covers::Body,
+        }
     }
 
     /// Loads or creates what the scheme keeps in the data directory (the builtin OAuth key).

@@ -42,10 +42,10 @@ impl Shopify {
         if !mac::matches_any(Algorithm::Sha256, &self.secrets, &[&request.body], &[tag]) {
             return Err(Rejection::BadSignature);
         }
+        // The HMAC covers the body only: the id and the topic headers are not signed.
         Ok(Claims {
-            event_id: request.headers.get(WEBHOOK_ID).and_then(EventId::new),
             topic: request.headers.get(TOPIC).map(str::to_string),
-            ..Claims::default()
+            ..Claims::unsigned_id(request.headers.get(WEBHOOK_ID).and_then(EventId::new))
         })
     }
 }
@@ -93,6 +93,10 @@ mod tests {
             EventId::new("b54557e4-bdd9-4b37-8a5f-bf7d70bcd043")
         );
         assert_eq!(claims.topic.as_deref(), Some("orders/create"));
+        assert!(
+            !claims.id_signed,
+            "X-Shopify-Webhook-Id is outside the HMAC"
+        );
         let bare = check(&scheme(&[SECRET]), vec![(SIGNATURE, TAG.into())], BODY).unwrap();
         assert_eq!(bare, Claims::default());
     }

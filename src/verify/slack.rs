@@ -59,7 +59,7 @@ impl Slack {
         if !mac::matches_any(Algorithm::Sha256, &self.secrets, &parts, &[tag]) {
             return Err(Rejection::BadSignature);
         }
-        Ok(Claims::with_id(
+        Ok(Claims::signed_id(
             JsonBody::parse(&request.body).event_id(&["/event_id"]),
         ))
     }

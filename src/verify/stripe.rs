@@ -69,7 +69,7 @@ impl Stripe {
         if !mac::matches_any(Algorithm::Sha256, &self.secrets, &parts, &candidates) {
             return Err(Rejection::BadSignature);
         }
-        Ok(Claims::with_id(
+        Ok(Claims::signed_id(
             JsonBody::parse(&request.body).event_id(&["/id"]),
         ))
     }
@@ -120,6 +120,7 @@ mod tests {
     fn computed_vector_and_its_event_id() {
         let claims = check(&scheme(&[SECRET]), published(), BODY, TS + 299).unwrap();
         assert_eq!(claims.event_id, EventId::new("evt_test_webhook"));
+        assert!(claims.id_signed, "the id is in the signed body");
         // Several v1 entries (a secret being rolled) and a v0 entry: one match is enough.
         let listed = format!("t={TS}, v0=abcd, v1={}, v1={V1}", "00".repeat(32));
         assert!(check(&scheme(&[SECRET]), Some(listed), BODY, TS).is_ok());

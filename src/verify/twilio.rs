@@ -113,7 +113,7 @@ impl Twilio {
         if !matched {
             return Err(Rejection::BadSignature);
         }
-        Ok(Claims::with_id(
+        Ok(Claims::unsigned_id(
             request.headers.get(IDEMPOTENCY).and_then(EventId::new),
         ))
     }

@@ -267,7 +267,7 @@ impl Committer {
                     topic: event.topic.as_deref(),
                 };
                 Some((
-                    dedup_key(event.provider.as_str(), event.event_id.as_str()),
+                    dedup_key(event.provider.as_str(), event.dedup_id.as_str()),
                     record.encode(),
                     event.received_at_ms,
                 ))

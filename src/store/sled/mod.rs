@@ -1,6 +1,6 @@
 //! The embedded backend: sled under `data_dir`, written only by the committer thread.
 //!
-//! Trees: `events` (big-endian seq -> record), `dedup` ((provider, event id) -> first seq),
+//! Trees: `events` (big-endian seq -> record), `dedup` ((provider, dedup id) -> first seq),
 //! `meta` (the next seq, outputs' cursors and pause flags, sync cursors) and, per (output, seq),
 //! `dead`, `replay` and `settled`. Every write goes through the committer ([`committer`]), which
 //! applies a batch in one sled transaction and makes it durable ([`durable`]) before answering.
@@ -56,7 +56,7 @@ impl From<::sled::Error> for StoreError {
 enum TreeId {
     /// seq -> event record.
     Events = 0,
-    /// (provider, event id) -> first seq and arrival time.
+    /// (provider, dedup id) -> first seq and arrival time.
     Dedup = 1,
     /// Named values: the next seq, cursors, flags.
     Meta = 2,

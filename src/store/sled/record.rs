@@ -71,14 +71,15 @@ impl StoredEvent {
     }
 }
 
-/// The dedup tree's key: provider, a NUL (never in a provider name), event id: at most
-/// 64 + 1 + 256 bytes. Ids that arrive in order (most vendors' counters and time-ordered ids)
-/// land in the same few leaves, which keeps sled's log from holding old segments alive.
-pub fn dedup_key(provider: &str, event_id: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(provider.len() + 1 + event_id.len());
+/// The dedup tree's key: provider, a NUL (never in a provider name), dedup id (the event id,
+/// maybe bound to the body's hash): at most 64 + 1 + 256 + 72 bytes. Ids that arrive in order
+/// (most vendors' counters and time-ordered ids) land in the same few leaves, which keeps sled's
+/// log from holding old segments alive.
+pub fn dedup_key(provider: &str, dedup_id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(provider.len() + 1 + dedup_id.len());
     key.extend_from_slice(provider.as_bytes());
     key.push(0);
-    key.extend_from_slice(event_id.as_bytes());
+    key.extend_from_slice(dedup_id.as_bytes());
     key
 }
 
