@@ -2,8 +2,8 @@
 //! sender fares while others flood or hold connections. `cargo bench --bench abuse`.
 //!
 //! One `hookgate serve` (release build) with the bench's Standard Webhooks provider. A valid
-//! sender, on its own thread and address (127.0.0.200), posts signed 1 KiB events one after
-//! another and times each answer, in four phases:
+//! sender, on its own thread and address (127.0.0.200), posts signed 1 KiB events, 200 a second
+//! on one connection, and times each answer, in four phases:
 //!
 //! 1. `quiet`: alone, the reference.
 //! 2. `slow connections`: beside 2,000 connections from 20 addresses that never finish a request:
@@ -32,6 +32,8 @@ use common::{key, load, write_config, Figures, Gateway};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const PHASE: Duration = Duration::from_secs(15);
+/// The valid sender's events per second: a busy vendor, under the default per-address rate.
+const VALID_RATE: u32 = 200;
 
 fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -60,14 +62,16 @@ fn main() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let reopened = Arc::new(AtomicU64::new(0));
-    runtime.spawn(slow_connections(public, 2000, stop.clone(), reopened.clone()));
+    runtime.spawn(slow_connections(
+        public,
+        2000,
+        stop.clone(),
+        reopened.clone(),
+    ));
     std::thread::sleep(Duration::from_secs(3));
     let slow = valid_sender(public, PHASE, 1_000_000);
     stop.store(true, Ordering::Relaxed);
-    let other = format!(
-        "2,000 open, {} reopened",
-        reopened.load(Ordering::Relaxed)
-    );
+    let other = format!("2,000 open, {} reopened", reopened.load(Ordering::Relaxed));
     row("slow connections", &slow, &other, gateway.peak_rss_mib());
     std::thread::sleep(Duration::from_secs(2));
 
@@ -125,7 +129,7 @@ fn row(phase: &str, figures: &Figures, other: &str, rss: f64) {
     );
 }
 
-/// Signed events posted one after another on one keep-alive connection from 127.0.0.200 for
+/// Signed events posted at [`VALID_RATE`] on one keep-alive connection from 127.0.0.200 for
 /// `length`; a connection the gateway closes is reopened.
 fn valid_sender(public: SocketAddr, length: Duration, first_id: u64) -> Figures {
     let key = key();
@@ -134,7 +138,13 @@ fn valid_sender(public: SocketAddr, length: Duration, first_id: u64) -> Figures 
     let started = Instant::now();
     let mut id = first_id;
     let mut conn: Option<TcpStream> = None;
+    let interval = Duration::from_secs(1) / VALID_RATE;
+    let mut next = Instant::now();
     while started.elapsed() < length {
+        next += interval;
+        if let Some(wait) = next.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
         id += 1;
         let body = load::body(id, load::IdMode::Sequential);
         let mut request = format!(
@@ -169,8 +179,8 @@ fn valid_sender(public: SocketAddr, length: Duration, first_id: u64) -> Figures 
 }
 
 fn connect_from(public: SocketAddr, source: IpAddr) -> TcpStream {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
-        .expect("socket");
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
     socket
         .bind(&SocketAddr::new(source, 0).into())
         .expect("bind source");
@@ -272,7 +282,10 @@ async fn flood(public: SocketAddr, source: IpAddr, stop: Arc<AtomicBool>, counts
     }
 }
 
-async fn connect_async(public: SocketAddr, source: IpAddr) -> std::io::Result<tokio::net::TcpStream> {
+async fn connect_async(
+    public: SocketAddr,
+    source: IpAddr,
+) -> std::io::Result<tokio::net::TcpStream> {
     let socket = tokio::net::TcpSocket::new_v4()?;
     socket.bind(SocketAddr::new(source, 0))?;
     let stream = socket.connect(public).await?;

@@ -51,3 +51,14 @@ pub async fn read_body(
         .await
         .unwrap_or(Err(ApiError::BodyTimeout))
 }
+
+/// A refused request's body, read and dropped so that its connection can serve the next request
+/// (closing it would cost the client, and us, a new connection per request): only when it is
+/// small and arrives at once. `false`: the connection must be closed instead.
+pub async fn drain(headers: &HeaderMap, payload: web::Payload, lease: &mut BodyLease) -> bool {
+    const DRAIN_BYTES: usize = 16 * 1024;
+    const DRAIN_TIME: Duration = Duration::from_millis(200);
+    read_body(headers, payload, DRAIN_BYTES, DRAIN_TIME, lease)
+        .await
+        .is_ok()
+}

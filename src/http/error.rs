@@ -37,9 +37,10 @@ pub enum ApiError {
     BadRequest,
     #[error("unavailable")]
     Unavailable,
-    /// 429: over a rate limit; try again after this many seconds.
+    /// 429: over a rate limit; try again after this many seconds. The connection stays open if
+    /// the request's body was read (drained), else it is closed.
     #[error("rate_limited")]
-    RateLimited(u32),
+    RateLimited { retry_after: u32, drained: bool },
     /// 503: the body bytes all requests hold at once are at their ceiling.
     #[error("busy")]
     Busy,
@@ -54,6 +55,7 @@ impl ApiError {
                 | ApiError::PayloadTooLarge
                 | ApiError::BadRequest
                 | ApiError::Busy
+                | ApiError::RateLimited { drained: false, .. }
         )
     }
 }
@@ -71,7 +73,7 @@ impl ResponseError for ApiError {
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BadRequest => StatusCode::BAD_REQUEST,
             ApiError::Unavailable | ApiError::Busy => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -81,8 +83,8 @@ impl ResponseError for ApiError {
             ApiError::Unavailable | ApiError::Busy => {
                 response.insert_header((header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_S)));
             }
-            ApiError::RateLimited(seconds) => {
-                response.insert_header((header::RETRY_AFTER, HeaderValue::from(*seconds)));
+            ApiError::RateLimited { retry_after, .. } => {
+                response.insert_header((header::RETRY_AFTER, HeaderValue::from(*retry_after)));
             }
             ApiError::BearerMissing => {
                 response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));

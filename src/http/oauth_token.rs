@@ -12,7 +12,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 
-use super::body::read_body;
+use super::body::{drain, read_body};
 use super::client::client_address;
 use super::limits::RetryAfter;
 use super::{ApiError, AppState, Refused};
@@ -43,7 +43,12 @@ pub async fn token(
         state
             .rejections
             .record(refused, &"over oauth_token_per_address_per_min");
-        return actix_web::ResponseError::error_response(&ApiError::RateLimited(seconds));
+        let drained = drain(request.headers(), payload, &mut state.limits.bodies.lease()).await;
+        let error = ApiError::RateLimited {
+            retry_after: seconds,
+            drained,
+        };
+        return actix_web::ResponseError::error_response(&error);
     }
     let basic_used = request.headers().contains_key(AUTHORIZATION);
     let timeout = state

@@ -14,7 +14,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use serde_json::json;
 
-use super::body::read_body;
+use super::body::{drain, read_body};
 use super::client::client_address;
 use super::error::ApiError;
 use super::limits::RetryAfter;
@@ -102,8 +102,13 @@ async fn accept(
         error
     };
     let bucket = client.or_else(|| request.peer_addr().map(|peer| peer.ip()));
-    if let Some(Err(RetryAfter(seconds))) = bucket.map(|address| state.limits.address(address)) {
-        let error = ApiError::RateLimited(seconds);
+    if let Some(Err(RetryAfter(retry_after))) = bucket.map(|address| state.limits.address(address))
+    {
+        let drained = drain(request.headers(), payload, &mut state.limits.bodies.lease()).await;
+        let error = ApiError::RateLimited {
+            retry_after,
+            drained,
+        };
         return Err(refuse(
             "rate_limited_address",
             false,
@@ -144,8 +149,11 @@ async fn accept(
                 &rejection,
             )
         })?;
-    if let Err(RetryAfter(seconds)) = state.limits.provider(provider_name) {
-        let error = ApiError::RateLimited(seconds);
+    if let Err(RetryAfter(retry_after)) = state.limits.provider(provider_name) {
+        let error = ApiError::RateLimited {
+            retry_after,
+            drained: true,
+        };
         return Err(refuse(
             "rate_limited_provider",
             false,
