@@ -57,7 +57,9 @@ fn main() {
     );
     println!("|---|---|---|---|---|---|---|---|");
 
+    let mut acked = 0;
     let quiet = valid_sender(public, PHASE, 0);
+    acked += quiet.count();
     row("quiet", &quiet, "-", gateway.peak_rss_mib());
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -70,6 +72,7 @@ fn main() {
     ));
     std::thread::sleep(Duration::from_secs(3));
     let slow = valid_sender(public, PHASE, 1_000_000);
+    acked += slow.count();
     stop.store(true, Ordering::Relaxed);
     let other = format!("2,000 open, {} reopened", reopened.load(Ordering::Relaxed));
     row("slow connections", &slow, &other, gateway.peak_rss_mib());
@@ -88,6 +91,7 @@ fn main() {
         let before = answered.snapshot();
         let started = Instant::now();
         let figures = valid_sender(public, PHASE, start_id);
+        acked += figures.count();
         let after = answered.snapshot();
         let seconds = started.elapsed().as_secs_f64();
         stop.store(true, Ordering::Relaxed);
@@ -106,6 +110,12 @@ fn main() {
         std::thread::sleep(Duration::from_secs(2));
     }
     println!("load after: {}", common::load_average());
+    let stored = gateway.metrics().stored;
+    println!(
+        "valid events acked: {acked}; stored by the gateway: {stored}; gateway still running: {}",
+        std::fs::read_to_string(format!("/proc/{}/status", gateway.pid()))
+            .is_ok_and(|status| !status.contains("State:\tZ"))
+    );
     println!(
         "rejections: {}",
         gateway

@@ -228,6 +228,10 @@ impl Gateway {
         kib / 1024.0
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// CPU time (user + system) the gateway has used so far, in seconds.
     pub fn cpu_seconds(&self) -> f64 {
         process_cpu_seconds(self.child.id())
