@@ -46,13 +46,14 @@ pub mod forward;
 pub mod http;
 pub mod metrics;
 pub mod poll;
+mod reload;
 pub mod retry_after;
 pub mod store;
 pub mod verify;
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -137,16 +138,7 @@ pub async fn start(config: Config) -> Result<Gateway, GatewayError> {
 
     let forwarders = Forwarders::start(&config, &store).await?;
     let pollers = Pollers::start(&config, &store, &metrics)?;
-    let outputs = forwarders
-        .destinations()
-        .iter()
-        .map(|d| {
-            let destination = d.clone();
-            Output::destination(d.config.name.clone(), move |e| destination.takes(e))
-        })
-        .chain(config.consumers.iter().map(Output::consumer))
-        .collect();
-    let sweeper = Sweeper::start(store.clone(), &config.store, outputs, metrics.clone());
+    let sweeper = start_sweeper(&config, &store, &forwarders, &metrics);
     let limits = Arc::new(http::Limits::new(&config.limits));
     actix_web::rt::spawn(http::Limits::forget_idle(Arc::downgrade(&limits)));
     let rejections = Arc::new(http::Rejections::new(
@@ -160,19 +152,13 @@ pub async fn start(config: Config) -> Result<Gateway, GatewayError> {
         metrics.clone(),
         rejections.clone(),
     ));
-    let heavy_verifications = tokio::sync::Semaphore::new(config.server.workers);
-    let state = web::Data::new(AppState {
+    let live = http::Live {
         config: Arc::new(config),
-        store,
-        metrics,
-        draining: AtomicBool::new(false),
+        limits,
         destinations: forwarders.destinations().to_vec(),
         pollers: pollers.pollers().to_vec(),
-        limits,
-        rejections,
-        connections,
-        heavy_verifications,
-    });
+    };
+    let state = web::Data::new(AppState::new(live, store, metrics, rejections, connections));
     let listen_error = |address| move |source| GatewayError::Listen { address, source };
     let public =
         http::public_server(state.clone(), public_listener).map_err(listen_error(public_addr))?;
@@ -193,6 +179,25 @@ pub async fn start(config: Config) -> Result<Gateway, GatewayError> {
     Ok(gateway)
 }
 
+/// The sweeper, over every destination and consumer of `config`.
+fn start_sweeper(
+    config: &Config,
+    store: &Store,
+    forwarders: &Forwarders,
+    metrics: &Arc<Metrics>,
+) -> Sweeper {
+    let outputs = forwarders
+        .destinations()
+        .iter()
+        .map(|d| {
+            let destination = d.clone();
+            Output::destination(d.config.name.clone(), move |e| destination.takes(e))
+        })
+        .chain(config.consumers.iter().map(Output::consumer))
+        .collect();
+    Sweeper::start(store.clone(), &config.store, outputs, metrics.clone())
+}
+
 impl Gateway {
     /// Drains: readyz turns 503, new webhooks are refused, the listeners stop, requests already
     /// read are committed and answered, and the store is synced and closed.
@@ -208,22 +213,31 @@ impl Gateway {
     }
 }
 
-/// Runs the gateway until `shutdown` resolves, then drains it. If the committer dies first,
+/// Runs the gateway until `shutdown` resolves, then drains it; each config received on
+/// `reloads` replaces the running one ([`Gateway::reload`]). If the committer dies first,
 /// hookgate drains and returns an error, so that its supervisor restarts it.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), GatewayError> {
+pub async fn run(
+    config: Config,
+    mut reloads: tokio::sync::mpsc::Receiver<Config>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), GatewayError> {
     let (dir, store_config) = (config.server.data_dir.clone(), config.store.clone());
-    let gateway = start(config).await?;
+    let mut gateway = start(config).await?;
     tracing::info!(
         "hookgate listening public={} admin={}",
         gateway.public_addr,
         gateway.admin_addr
     );
     let store = gateway.state.store.clone();
-    let outcome = tokio::select! {
-        _ = shutdown => Ok(()),
-        _ = store.failed() => {
-            tracing::error!("The store's committer stopped; nothing can be stored. Shutting down.");
-            Err(GatewayError::CommitterDied)
+    tokio::pin!(shutdown);
+    let outcome = loop {
+        tokio::select! {
+            _ = &mut shutdown => break Ok(()),
+            Some(config) = reloads.recv() => gateway.reload(config).await,
+            _ = store.failed() => {
+                tracing::error!("The store's committer stopped; nothing can be stored. Shutting down.");
+                break Err(GatewayError::CommitterDied);
+            }
         }
     };
     drop(store);

@@ -53,7 +53,7 @@ pub struct ServerConfig {
 }
 
 /// `[limits]`: the abuse limits of the public listener (see `http/limits.rs`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LimitsConfig {
     /// Requests from one client address, on every public route.
     pub per_address: Option<Rate>,
@@ -89,7 +89,7 @@ impl Rate {
 }
 
 /// sled's tuning and the sweeper's horizons.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StoreConfig {
     pub cache_bytes: u64,
     /// An event every destination and consumer has is removed this long after it arrived.
@@ -119,7 +119,7 @@ impl Default for StoreConfig {
 }
 
 /// An HTTP endpoint events are pushed to, at least once, in seq order unless `ordered = false`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DestinationConfig {
     pub name: String,
     pub url: url::Url,
@@ -138,7 +138,7 @@ pub struct DestinationConfig {
 }
 
 /// A reader that pulls events after its durable cursor.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ConsumerConfig {
     pub name: String,
     /// `None`: every provider.

@@ -11,7 +11,7 @@ use super::raw::{RawSync, RawSyncAuth};
 use super::{resolve_secret, Secret};
 
 /// How a provider's sync API is polled.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SyncConfig {
     pub url: url::Url,
     pub interval: Duration,
@@ -42,7 +42,7 @@ pub enum NextCursor {
 }
 
 /// How hookgate authenticates to the sync API.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum SyncAuth {
     None,
     Basic {

@@ -6,10 +6,12 @@
 use std::any::Any;
 use std::collections::HashMap;
 use std::net::{IpAddr, Shutdown};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use actix_web::dev::Extensions;
 use actix_web::rt::net::TcpStream;
+use arc_swap::ArcSwap;
 use ipnet::IpNet;
 
 use super::limits::bucket_of;
@@ -17,9 +19,9 @@ use super::rejections::{Refused, Rejections};
 use crate::metrics::Metrics;
 
 pub struct Connections {
-    max: usize,
-    max_per_address: usize,
-    trusted_proxies: Vec<IpNet>,
+    max: AtomicUsize,
+    max_per_address: AtomicUsize,
+    trusted_proxies: ArcSwap<Vec<IpNet>>,
     open: Mutex<Open>,
     metrics: Arc<Metrics>,
     rejections: Arc<Rejections>,
@@ -46,13 +48,21 @@ impl Connections {
         rejections: Arc<Rejections>,
     ) -> Connections {
         Connections {
-            max,
-            max_per_address,
-            trusted_proxies,
+            max: AtomicUsize::new(max),
+            max_per_address: AtomicUsize::new(max_per_address),
+            trusted_proxies: ArcSwap::from_pointee(trusted_proxies),
             open: Mutex::new(Open::default()),
             metrics,
             rejections,
         }
+    }
+
+    /// New caps and proxies (a reload); connections already open stay open.
+    pub fn configure(&self, max: usize, max_per_address: usize, trusted_proxies: Vec<IpNet>) {
+        self.max.store(max, Ordering::Relaxed);
+        self.max_per_address
+            .store(max_per_address, Ordering::Relaxed);
+        self.trusted_proxies.store(Arc::new(trusted_proxies));
     }
 
     /// actix's `on_connect` hook: takes a place for the new connection, or shuts it down.
@@ -87,15 +97,16 @@ impl Connections {
         let address = bucket_of(peer);
         let counted = !self
             .trusted_proxies
+            .load()
             .iter()
             .any(|network| network.contains(&address));
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        if open.total >= self.max {
+        if open.total >= self.max.load(Ordering::Relaxed) {
             return Err("connections");
         }
         if counted {
             let from_address = open.per_address.entry(address).or_default();
-            if *from_address >= self.max_per_address {
+            if *from_address >= self.max_per_address.load(Ordering::Relaxed) {
                 return Err("connections_per_address");
             }
             *from_address += 1;

@@ -20,7 +20,6 @@ pub struct Limits {
     per_address: Option<DefaultKeyedRateLimiter<IpAddr>>,
     per_provider: Option<DefaultKeyedRateLimiter<String>>,
     oauth_token: Option<DefaultKeyedRateLimiter<IpAddr>>,
-    pub bodies: Arc<BodyBudget>,
 }
 
 /// Over a rate: try again after this many seconds.
@@ -33,7 +32,6 @@ impl Limits {
             per_address: config.per_address.map(keyed),
             per_provider: config.per_provider.map(keyed),
             oauth_token: config.oauth_token_per_address.map(keyed),
-            bodies: Arc::new(BodyBudget::new(config.max_body_bytes_in_flight)),
         }
     }
 
@@ -112,15 +110,20 @@ pub fn bucket_of(address: IpAddr) -> IpAddr {
 /// request is answered.
 pub struct BodyBudget {
     held: AtomicUsize,
-    max: usize,
+    max: AtomicUsize,
 }
 
 impl BodyBudget {
-    fn new(max: usize) -> BodyBudget {
+    pub fn new(max: usize) -> BodyBudget {
         BodyBudget {
             held: AtomicUsize::new(0),
-            max,
+            max: AtomicUsize::new(max),
         }
+    }
+
+    /// A new ceiling (a reload): bodies already held keep their bytes.
+    pub fn set_max(&self, max: usize) {
+        self.max.store(max, Ordering::Relaxed);
     }
 
     /// A lease of nothing yet, to grow as bytes arrive.
@@ -150,10 +153,11 @@ impl BodyLease {
     /// Takes `bytes` more, or nothing if that would pass the ceiling.
     pub fn grow(&mut self, bytes: usize) -> bool {
         let budget = &self.budget;
+        let max = budget.max.load(Ordering::Relaxed);
         let taken = budget
             .held
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
-                held.checked_add(bytes).filter(|total| *total <= budget.max)
+                held.checked_add(bytes).filter(|total| *total <= max)
             })
             .is_ok();
         if taken {

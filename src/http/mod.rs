@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, App, HttpServer};
+use arc_swap::ArcSwap;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -24,7 +25,7 @@ use crate::store::Store;
 
 pub use connections::Connections;
 pub use error::ApiError;
-pub use limits::Limits;
+pub use limits::{BodyBudget, Limits};
 pub use rejections::{Refused, Rejections};
 
 /// Connections the kernel queues before hookgate accepts them. std's `TcpListener::bind` uses
@@ -33,17 +34,15 @@ pub const LISTEN_BACKLOG: i32 = 4096;
 
 /// What every handler shares.
 pub struct AppState {
-    pub config: Arc<Config>,
+    /// The config and what is built from it, swapped whole by a reload; a request takes it once
+    /// ([`AppState::live`]) and finishes under it.
+    live: ArcSwap<Live>,
     pub store: Store,
     pub metrics: Arc<Metrics>,
     /// Set at shutdown: readyz answers 503 and new webhooks are refused with 503.
     pub draining: AtomicBool,
-    /// The forwarders' shared state, for the admin API.
-    pub destinations: Vec<Arc<crate::forward::Destination>>,
-    /// The pollers' shared state, for the admin API.
-    pub pollers: Vec<Arc<crate::poll::Poller>>,
-    /// Rate limits and the body budget of the public listener.
-    pub limits: Arc<Limits>,
+    /// The body bytes all requests hold at once, under `max_body_bytes_in_flight`.
+    pub bodies: Arc<BodyBudget>,
     /// Counts and (sampled) logs every refusal.
     pub rejections: Arc<Rejections>,
     /// Open connections on the public listener, capped.
@@ -52,13 +51,66 @@ pub struct AppState {
     pub heavy_verifications: tokio::sync::Semaphore,
 }
 
-impl AppState {
+/// One generation of the config, with what the handlers need that is built from it.
+pub struct Live {
+    pub config: Arc<Config>,
+    /// Rate limits of the public listener.
+    pub limits: Arc<Limits>,
+    /// The forwarders' shared state, for the admin API.
+    pub destinations: Vec<Arc<crate::forward::Destination>>,
+    /// The pollers' shared state, for the admin API.
+    pub pollers: Vec<Arc<crate::poll::Poller>>,
+}
+
+impl Live {
     pub fn destination(&self, name: &str) -> Option<&Arc<crate::forward::Destination>> {
         self.destinations.iter().find(|d| d.config.name == name)
     }
 }
 
 impl AppState {
+    pub fn new(
+        live: Live,
+        store: Store,
+        metrics: Arc<Metrics>,
+        rejections: Arc<Rejections>,
+        connections: Arc<Connections>,
+    ) -> AppState {
+        let limits = &live.config.limits;
+        let bodies = Arc::new(BodyBudget::new(limits.max_body_bytes_in_flight));
+        let heavy_verifications = tokio::sync::Semaphore::new(live.config.server.workers);
+        AppState {
+            live: ArcSwap::from_pointee(live),
+            store,
+            metrics,
+            draining: AtomicBool::new(false),
+            bodies,
+            rejections,
+            connections,
+            heavy_verifications,
+        }
+    }
+
+    /// The current generation: hold it for the whole request.
+    pub fn live(&self) -> Arc<Live> {
+        self.live.load_full()
+    }
+
+    /// Makes `live` the generation new requests see, and applies its limits to the listener's
+    /// shared counters (connections, body bytes, log sampling).
+    pub fn swap(&self, live: Live) {
+        let config = &live.config;
+        self.bodies.set_max(config.limits.max_body_bytes_in_flight);
+        self.rejections
+            .set_logs_per_s(config.limits.rejection_logs_per_s);
+        self.connections.configure(
+            config.limits.max_connections,
+            config.limits.max_connections_per_address,
+            config.server.trusted_proxies.clone(),
+        );
+        self.live.store(Arc::new(live));
+    }
+
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
     }
@@ -66,7 +118,8 @@ impl AppState {
 
 /// Builds the public server on an already bound listener.
 pub fn public_server(state: web::Data<AppState>, listener: TcpListener) -> std::io::Result<Server> {
-    let server_config = &state.config.server;
+    let live = state.live();
+    let server_config = &live.config.server;
     let workers = server_config.workers;
     let request_timeout = server_config.body_timeout;
     let shutdown_s = (server_config.body_timeout + server_config.ack_deadline).as_secs() + 1;

@@ -15,7 +15,7 @@ use base64::Engine;
 use super::body::{drain, read_body};
 use super::client::client_address;
 use super::limits::RetryAfter;
-use super::{ApiError, AppState, Refused};
+use super::{ApiError, AppState, Live, Refused};
 use crate::verify::oauth::TokenError;
 
 /// Token requests are small; anything larger is not one.
@@ -26,14 +26,14 @@ pub async fn token(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> HttpResponse {
+    let live = state.live();
     let client = client_address(
         request.peer_addr(),
         request.headers(),
-        &state.config.server.trusted_proxies,
+        &live.config.server.trusted_proxies,
     );
     let bucket = client.or_else(|| request.peer_addr().map(|peer| peer.ip()));
-    if let Some(Err(RetryAfter(seconds))) = bucket.map(|address| state.limits.oauth_token(address))
-    {
+    if let Some(Err(RetryAfter(seconds))) = bucket.map(|address| live.limits.oauth_token(address)) {
         let refused = Refused {
             cause: "rate_limited_oauth_token",
             provider: None,
@@ -43,7 +43,7 @@ pub async fn token(
         state
             .rejections
             .record(refused, &"over oauth_token_per_address_per_min");
-        let drained = drain(request.headers(), payload, &mut state.limits.bodies.lease()).await;
+        let drained = drain(request.headers(), payload, &mut state.bodies.lease()).await;
         let error = ApiError::RateLimited {
             retry_after: seconds,
             drained,
@@ -51,12 +51,8 @@ pub async fn token(
         return actix_web::ResponseError::error_response(&error);
     }
     let basic_used = request.headers().contains_key(AUTHORIZATION);
-    let timeout = state
-        .config
-        .server
-        .body_timeout
-        .min(Duration::from_secs(10));
-    let mut lease = state.limits.bodies.lease();
+    let timeout = live.config.server.body_timeout.min(Duration::from_secs(10));
+    let mut lease = state.bodies.lease();
     let body = read_body(
         request.headers(),
         payload,
@@ -65,7 +61,7 @@ pub async fn token(
         &mut lease,
     );
     let result = match body.await {
-        Ok(body) => grant(&request, &body, &state),
+        Ok(body) => grant(&request, &body, &live),
         Err(_) => Err(TokenError::InvalidRequest),
     };
     match result {
@@ -99,7 +95,7 @@ pub async fn token(
 fn grant(
     request: &HttpRequest,
     body: &[u8],
-    state: &AppState,
+    live: &Live,
 ) -> Result<crate::verify::oauth::TokenGrant, TokenError> {
     let mut grant_type = None;
     let mut scope = None;
@@ -135,7 +131,7 @@ fn grant(
     let (builtin, id) = ids
         .iter()
         .find_map(|id| {
-            let mut builtins = state.config.providers.iter();
+            let mut builtins = live.config.providers.iter();
             builtins
                 .find_map(|p| p.verifier.oauth_builtin().filter(|b| b.has_client(id)))
                 .map(|builtin| (builtin, id))

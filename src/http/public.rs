@@ -19,7 +19,7 @@ use super::client::client_address;
 use super::error::ApiError;
 use super::limits::RetryAfter;
 use super::rejections::Refused;
-use super::AppState;
+use super::{AppState, Live};
 use crate::config::ProviderConfig;
 use crate::event_id::event_id;
 use crate::metrics::UNKNOWN_PROVIDER;
@@ -54,13 +54,15 @@ async fn webhook(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let provider_name = path.into_inner();
-    let known = state.config.provider(&provider_name).is_some();
+    // This request runs under the config it arrived with, whatever a reload does meanwhile.
+    let live = state.live();
+    let known = live.config.provider(&provider_name).is_some();
     let label = if known {
         provider_name.as_str()
     } else {
         UNKNOWN_PROVIDER
     };
-    let result = accept(&request, &provider_name, payload, &state).await;
+    let result = accept(&request, &provider_name, payload, &state, &live).await;
     let status = match &result {
         Ok(_) => 200,
         Err(err) => actix_web::ResponseError::status_code(err).as_u16(),
@@ -84,8 +86,9 @@ async fn accept(
     provider_name: &str,
     payload: web::Payload,
     state: &AppState,
+    live: &Live,
 ) -> Result<(Committed, Instant), ApiError> {
-    let server = &state.config.server;
+    let server = &live.config.server;
     let client = client_address(
         request.peer_addr(),
         request.headers(),
@@ -102,9 +105,8 @@ async fn accept(
         error
     };
     let bucket = client.or_else(|| request.peer_addr().map(|peer| peer.ip()));
-    if let Some(Err(RetryAfter(retry_after))) = bucket.map(|address| state.limits.address(address))
-    {
-        let drained = drain(request.headers(), payload, &mut state.limits.bodies.lease()).await;
+    if let Some(Err(RetryAfter(retry_after))) = bucket.map(|address| live.limits.address(address)) {
+        let drained = drain(request.headers(), payload, &mut state.bodies.lease()).await;
         let error = ApiError::RateLimited {
             retry_after,
             drained,
@@ -119,7 +121,7 @@ async fn accept(
     if state.is_draining() {
         return Err(ApiError::Unavailable);
     }
-    let Some(provider) = state.config.provider(provider_name) else {
+    let Some(provider) = live.config.provider(provider_name) else {
         let error = ApiError::UnknownProvider;
         return Err(refuse(
             "unknown_provider",
@@ -128,7 +130,7 @@ async fn accept(
             &"no such provider",
         ));
     };
-    let mut lease = state.limits.bodies.lease();
+    let mut lease = state.bodies.lease();
     let body = read_body(
         request.headers(),
         payload,
@@ -139,7 +141,7 @@ async fn accept(
     .await
     .map_err(|error| refuse(body_cause(error), false, error, &error))?;
 
-    let verified = verify(state, provider, request, client, body)
+    let verified = verify(state, live, provider, request, client, body)
         .await
         .map_err(|rejection| {
             refuse(
@@ -149,7 +151,7 @@ async fn accept(
                 &rejection,
             )
         })?;
-    if let Err(RetryAfter(retry_after)) = state.limits.provider(provider_name) {
+    if let Err(RetryAfter(retry_after)) = live.limits.provider(provider_name) {
         let error = ApiError::RateLimited {
             retry_after,
             drained: true,
@@ -194,6 +196,7 @@ fn body_cause(error: ApiError) -> &'static str {
 /// every other connection of the worker.
 async fn verify(
     state: &AppState,
+    live: &Live,
     provider: &ProviderConfig,
     request: &HttpRequest,
     client: Option<IpAddr>,
@@ -216,7 +219,7 @@ async fn verify(
         .acquire()
         .await
         .map_err(|_| Rejection::Unavailable)?;
-    let config = state.config.clone();
+    let config = live.config.clone();
     let name = provider.name.to_string();
     let headers = request.headers().clone();
     let (path, query) = (

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -12,7 +13,7 @@ use crate::metrics::{Metrics, RejectionLabels};
 
 pub struct Rejections {
     metrics: Arc<Metrics>,
-    logs_per_s: u32,
+    logs_per_s: AtomicU32,
     started: Instant,
     windows: Mutex<HashMap<&'static str, Window>>,
 }
@@ -39,10 +40,15 @@ impl Rejections {
     pub fn new(metrics: Arc<Metrics>, logs_per_s: u32) -> Rejections {
         Rejections {
             metrics,
-            logs_per_s,
+            logs_per_s: AtomicU32::new(logs_per_s),
             started: Instant::now(),
             windows: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// A new sampling rate (a reload).
+    pub fn set_logs_per_s(&self, logs_per_s: u32) {
+        self.logs_per_s.store(logs_per_s, Ordering::Relaxed);
     }
 
     /// Counts a refusal and logs it unless this cause has had its lines this second.
@@ -78,7 +84,7 @@ impl Rejections {
             window.second = second;
             window.logged = 0;
         }
-        if window.logged >= self.logs_per_s {
+        if window.logged >= self.logs_per_s.load(Ordering::Relaxed) {
             window.suppressed += 1;
             return None;
         }

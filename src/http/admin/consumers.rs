@@ -129,6 +129,7 @@ async fn ack(
 /// The configured consumer named in the route, or 404.
 fn consumer(state: &AppState, name: &str) -> Result<ConsumerConfig, ApiError> {
     state
+        .live()
         .config
         .consumer(name)
         .cloned()

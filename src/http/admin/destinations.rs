@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{page_size, unavailable, Authorized};
-use crate::http::{ApiError, AppState};
+use crate::http::{ApiError, AppState, Live};
 
 pub fn routes(config: &mut web::ServiceConfig) {
     config
@@ -20,7 +20,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
 
 async fn list(_: Authorized, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let mut views = Vec::new();
-    for destination in &state.destinations {
+    for destination in &state.live().destinations {
         views.push(destination.view().await.map_err(unavailable)?);
     }
     Ok(HttpResponse::Ok().json(json!({ "destinations": views })))
@@ -43,7 +43,8 @@ async fn resume(
 }
 
 async fn set_paused(name: &str, paused: bool, state: &AppState) -> Result<HttpResponse, ApiError> {
-    let destination = state.destination(name).ok_or(ApiError::NotFound)?;
+    let live = state.live();
+    let destination = live.destination(name).ok_or(ApiError::NotFound)?;
     destination.set_paused(paused).await.map_err(|err| {
         tracing::error!(destination = name, error = %err, "Cannot record the pause state.");
         ApiError::Unavailable
@@ -72,7 +73,7 @@ async fn errors(
     let query = query.map_err(|_| ApiError::BadRequest)?.into_inner();
     let limit = page_size(query.limit);
     let mut entries = Vec::new();
-    for destination in selected(&state, query.destination.as_deref())? {
+    for destination in selected(&state.live(), query.destination.as_deref())? {
         for entry in destination.status.errors(limit) {
             entries.push(json!({ "destination": destination.config.name, "error": entry }));
         }
@@ -91,7 +92,7 @@ async fn dead(
     let query = query.map_err(|_| ApiError::BadRequest)?.into_inner();
     let limit = page_size(query.limit);
     let mut dead = Vec::new();
-    for destination in selected(&state, query.destination.as_deref())? {
+    for destination in selected(&state.live(), query.destination.as_deref())? {
         for (seq, record) in destination.dead(limit).await.map_err(unavailable)? {
             dead.push(json!({ "destination": destination.config.name, "seq": seq.0, "at_ms": record.at_ms, "attempts": record.attempts, "error": record.error }));
         }
@@ -122,7 +123,7 @@ async fn replay_dead(
     };
     let range = filter.from_seq.unwrap_or(0)..=filter.to_seq.unwrap_or(u64::MAX);
     let mut replayed = 0;
-    for destination in selected(&state, filter.destination.as_deref())? {
+    for destination in selected(&state.live(), filter.destination.as_deref())? {
         let dead = destination.dead(usize::MAX).await.map_err(unavailable)?;
         let mut seqs = Vec::new();
         for (seq, _) in dead.into_iter().filter(|(seq, _)| range.contains(&seq.0)) {
@@ -149,12 +150,15 @@ async fn replay_dead(
 }
 
 /// One named destination (404 if unknown), or all of them.
-fn selected<'a>(
-    state: &'a AppState,
+fn selected(
+    live: &Live,
     name: Option<&str>,
-) -> Result<Vec<&'a std::sync::Arc<crate::forward::Destination>>, ApiError> {
+) -> Result<Vec<std::sync::Arc<crate::forward::Destination>>, ApiError> {
     match name {
-        Some(name) => Ok(vec![state.destination(name).ok_or(ApiError::NotFound)?]),
-        None => Ok(state.destinations.iter().collect()),
+        Some(name) => Ok(vec![live
+            .destination(name)
+            .ok_or(ApiError::NotFound)?
+            .clone()]),
+        None => Ok(live.destinations.clone()),
     }
 }

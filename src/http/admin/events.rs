@@ -76,6 +76,7 @@ async fn replay_event(
     let seq = seq.parse::<u64>().map_err(|_| ApiError::NotFound)?;
     let query = query.map_err(|_| ApiError::BadRequest)?.into_inner();
     let destination = state
+        .live()
         .destination(&query.destination)
         .ok_or(ApiError::NotFound)?
         .clone();
@@ -144,7 +145,7 @@ pub(super) async fn event_json(event: &StoredEvent, state: &AppState) -> Result<
 /// Where the event stands for each destination that takes its provider.
 async fn deliveries(event: &StoredEvent, state: &AppState) -> Result<Value, ApiError> {
     let mut states = serde_json::Map::new();
-    for destination in &state.destinations {
+    for destination in &state.live().destinations {
         if let Some(there) = destination
             .delivery_state(event)
             .await

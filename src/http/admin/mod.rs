@@ -59,8 +59,8 @@ impl FromRequest for Authorized {
             .and_then(|value| value.strip_prefix("Bearer "));
         let expected = request
             .app_data::<web::Data<AppState>>()
-            .map(|state| state.config.admin.token.expose());
-        let valid = matches!((token, expected), (Some(token), Some(expected)) if constant_time_eq(token.as_bytes(), expected));
+            .map(|state| state.live().config.admin.token.clone());
+        let valid = matches!((token, expected), (Some(token), Some(expected)) if constant_time_eq(token.as_bytes(), expected.expose()));
         if !valid {
             tracing::warn!(peer = ?request.peer_addr(), path = request.path(), "Admin request without a valid token.");
         }

@@ -22,6 +22,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
 
 fn poller(state: &AppState, name: &str) -> Result<Arc<Poller>, ApiError> {
     state
+        .live()
         .pollers
         .iter()
         .find(|p| p.provider.as_str() == name)

@@ -1,0 +1,152 @@
+//! Reloading the config (SIGHUP, `systemctl reload`) without dropping a request.
+//!
+//! The new config was loaded and checked by the caller (an invalid one never gets here: the
+//! old one keeps serving). Requests take the config once when they arrive (`AppState::live`) and
+//! finish under it; the swap only changes what the next requests see. Providers, secrets, keys,
+//! `event_id` rules, limits, trusted proxies and the admin token change at the swap. Destinations,
+//! consumers, sync settings and retention restart the background workers they drive, and only
+//! when they changed: a forwarder's progress is durable, so it resumes where it stopped (an
+//! attempt cut short is made again: at least once, as after a restart). What the process was
+//! started with (listen addresses, data_dir, workers, the store's cache) needs a restart: a change
+//! there is logged and the running value kept.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::{Config, SyncConfig};
+use crate::forward::Forwarders;
+use crate::http::{Limits, Live};
+use crate::poll::Pollers;
+use crate::{start_sweeper, Gateway};
+
+/// How long the old workers get to finish what they are doing.
+const STOP_WITHIN: Duration = Duration::from_secs(5);
+
+impl Gateway {
+    /// Replaces the running config with `config`; on any failure the old one keeps serving.
+    pub async fn reload(&mut self, mut config: Config) {
+        let old = self.state.live();
+        for setting in keep_started_settings(&mut config, &old.config) {
+            tracing::warn!(
+                setting,
+                "Changed in the config, but applied only at the next restart; the running value is kept."
+            );
+        }
+        for provider in &config.providers {
+            if let Err(err) = provider.verifier.prepare(&config.server.data_dir) {
+                tracing::error!(provider = %provider.name, error = %err, "Reload refused: cannot prepare the provider; the running config keeps serving.");
+                return;
+            }
+        }
+
+        let store = self.state.store.clone();
+        let metrics = self.state.metrics.clone();
+        let forwarding = forwarding(&config) != forwarding(&old.config);
+        let polling = syncs(&config) != syncs(&old.config);
+        let sweeping = forwarding
+            || config.consumers != old.config.consumers
+            || config.store != old.config.store;
+        if forwarding {
+            match Forwarders::start(&config, &store).await {
+                Ok(forwarders) => {
+                    let previous = std::mem::replace(&mut self.forwarders, forwarders);
+                    previous.stop(STOP_WITHIN).await;
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "Reload refused: cannot start the destinations; the running config keeps serving.");
+                    return;
+                }
+            }
+        }
+        if polling {
+            match Pollers::start(&config, &store, &metrics) {
+                Ok(pollers) => {
+                    let previous = std::mem::replace(&mut self.pollers, pollers);
+                    previous.stop(STOP_WITHIN).await;
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "Cannot start the new sync pollers; the previous ones keep running.")
+                }
+            }
+        }
+        if sweeping {
+            let sweeper = start_sweeper(&config, &store, &self.forwarders, &metrics);
+            std::mem::replace(&mut self.sweeper, sweeper)
+                .stop(STOP_WITHIN)
+                .await;
+        }
+        let limits = if config.limits == old.config.limits {
+            old.limits.clone()
+        } else {
+            let limits = Arc::new(Limits::new(&config.limits));
+            actix_web::rt::spawn(Limits::forget_idle(Arc::downgrade(&limits)));
+            limits
+        };
+        let providers = config.providers.len();
+        self.state.swap(Live {
+            config: Arc::new(config),
+            limits,
+            destinations: self.forwarders.destinations().to_vec(),
+            pollers: self.pollers.pollers().to_vec(),
+        });
+        tracing::info!(
+            providers,
+            destinations_restarted = forwarding,
+            pollers_restarted = polling,
+            sweeper_restarted = sweeping,
+            "Config reloaded."
+        );
+    }
+}
+
+/// Puts back in `new` what only a restart applies, naming each setting that differed.
+fn keep_started_settings(new: &mut Config, running: &Config) -> Vec<&'static str> {
+    let mut kept = Vec::new();
+    let (server, admin) = (&running.server, &running.admin);
+    if new.server.listen != server.listen {
+        kept.push("[server] listen");
+        new.server.listen = server.listen;
+    }
+    if new.server.data_dir != server.data_dir {
+        kept.push("[server] data_dir");
+        new.server.data_dir = server.data_dir.clone();
+    }
+    if new.server.workers != server.workers {
+        kept.push("[server] workers");
+        new.server.workers = server.workers;
+    }
+    if new.server.body_timeout != server.body_timeout {
+        // Bodies use the new value at once; the HTTP layer's wait for a request's headers keeps
+        // the one it started with.
+        kept.push("[server] body_timeout_ms (for request headers only)");
+    }
+    if new.admin.listen != admin.listen {
+        kept.push("[admin] listen");
+        new.admin.listen = admin.listen;
+    }
+    if new.store.cache_bytes != running.store.cache_bytes {
+        kept.push("[store] cache_mb");
+        new.store.cache_bytes = running.store.cache_bytes;
+    }
+    kept
+}
+
+/// What the forwarders are built from: the destinations, and which providers forward tests.
+fn forwarding(config: &Config) -> (&[crate::config::DestinationConfig], BTreeMap<&str, bool>) {
+    let tests = config
+        .providers
+        .iter()
+        .map(|p| (p.name.as_str(), p.verifier.forwards_tests()))
+        .collect();
+    (&config.destinations, tests)
+}
+
+/// What the pollers are built from: each provider's sync settings.
+fn syncs(config: &Config) -> BTreeMap<&str, &SyncConfig> {
+    config
+        .providers
+        .iter()
+        .filter_map(|p| Some((p.name.as_str(), p.sync.as_ref()?)))
+        .collect()
+}
