@@ -121,6 +121,11 @@ fn keep_started_settings(new: &mut Config, running: &Config) -> Vec<&'static str
         // the one it started with.
         kept.push("[server] body_timeout_ms (for request headers only)");
     }
+    if new.server.tls.is_some() != server.tls.is_some() {
+        // A new certificate and key apply at once; turning TLS on or off needs a restart.
+        kept.push("[server] tls_cert and tls_key (on or off)");
+        new.server.tls = server.tls.clone();
+    }
     if new.admin.listen != admin.listen {
         kept.push("[admin] listen");
         new.admin.listen = admin.listen;

@@ -215,15 +215,17 @@ impl Loader<'_> {
 
     fn server(&mut self, raw: RawServer, section: Option<&Section>) -> Option<ServerConfig> {
         let at = |key| section.and_then(|s| self.key_position(s, key));
-        let (listen_at, max_at, deadline_at, timeout_at, proxies_at) = (
+        let (listen_at, max_at, deadline_at, timeout_at, proxies_at, tls_at) = (
             at("listen"),
             at("max_body_bytes"),
             at("ack_deadline_ms"),
             at("body_timeout_ms"),
             at("trusted_proxies"),
+            at("tls_cert"),
         );
         let listen = self.address(&raw.listen, listen_at);
         let trusted_proxies = self.trusted_proxies(&raw.trusted_proxies, proxies_at);
+        let tls = self.tls(raw.tls_cert.as_deref(), raw.tls_key.as_deref(), tls_at);
         if raw.max_body_bytes == 0 || raw.max_body_bytes > 64 * 1024 * 1024 {
             self.error(
                 max_at,
@@ -247,7 +249,35 @@ impl Loader<'_> {
             body_timeout: Duration::from_millis(raw.body_timeout_ms),
             workers: workers.max(1),
             trusted_proxies,
+            tls,
         })
+    }
+
+    fn tls(
+        &mut self,
+        cert: Option<&str>,
+        key: Option<&str>,
+        at: Option<(usize, usize)>,
+    ) -> Option<super::TlsFiles> {
+        let (cert, key) = match (cert, key) {
+            (None, None) => return None,
+            (Some(cert), Some(key)) => (PathBuf::from(cert), PathBuf::from(key)),
+            _ => {
+                self.error(at, "[server] tls_cert and tls_key go together".into());
+                return None;
+            }
+        };
+        match crate::http::tls::load(&cert, &key) {
+            Ok(certified) => Some(super::TlsFiles {
+                cert,
+                key,
+                certified,
+            }),
+            Err(message) => {
+                self.error(at, format!("[server] TLS: {message}"));
+                None
+            }
+        }
     }
 
     fn admin(&mut self, raw: RawAdmin, section: &Section) -> Option<AdminConfig> {

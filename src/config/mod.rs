@@ -50,6 +50,16 @@ pub struct ServerConfig {
     pub workers: usize,
     /// Peers whose forwarding headers name the client (see `http/client.rs`).
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// TLS on the public listener, loaded and checked (see `http/tls.rs`).
+    pub tls: Option<TlsFiles>,
+}
+
+/// `[server] tls_cert` and `tls_key`, and what they hold.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub certified: std::sync::Arc<rustls::sign::CertifiedKey>,
 }
 
 /// `[limits]`: the abuse limits of the public listener (see `http/limits.rs`).

@@ -22,6 +22,9 @@ pub struct RawServer {
     /// the client; from any other peer these headers are ignored (default: none).
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    /// TLS on the public listener: a PEM certificate chain and its private key (both or neither).
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
 }
 
 /// `[limits]`: what one client, one provider or all of them together may take.
@@ -262,6 +265,8 @@ impl Default for RawServer {
             body_timeout_ms: default_body_timeout_ms(),
             workers: None,
             trusted_proxies: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }

@@ -9,6 +9,7 @@ use std::net::{IpAddr, Shutdown};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use actix_tls::accept::rustls_0_23::TlsStream;
 use actix_web::dev::Extensions;
 use actix_web::rt::net::TcpStream;
 use arc_swap::ArcSwap;
@@ -67,8 +68,13 @@ impl Connections {
 
     /// actix's `on_connect` hook: takes a place for the new connection, or shuts it down.
     pub fn on_connect(self: &Arc<Self>, connection: &dyn Any, extensions: &mut Extensions) {
-        let Some(stream) = connection.downcast_ref::<TcpStream>() else {
-            return;
+        let stream = match connection.downcast_ref::<TcpStream>() {
+            Some(stream) => stream,
+            // Over TLS the cap is checked once the handshake is done.
+            None => match connection.downcast_ref::<TlsStream<TcpStream>>() {
+                Some(tls) => tls.get_ref().0,
+                None => return,
+            },
         };
         let Ok(peer) = stream.peer_addr() else {
             return;

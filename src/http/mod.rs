@@ -10,6 +10,7 @@ pub mod limits;
 mod oauth_token;
 mod public;
 mod rejections;
+pub mod tls;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -49,6 +50,8 @@ pub struct AppState {
     pub connections: Arc<Connections>,
     /// Verifications running off the I/O threads at once (RSA, large bodies): one per worker.
     pub heavy_verifications: tokio::sync::Semaphore,
+    /// The certificate the public listener presents, when it speaks TLS.
+    certificate: Option<Arc<tls::Certificate>>,
 }
 
 /// One generation of the config, with what the handlers need that is built from it.
@@ -79,6 +82,12 @@ impl AppState {
         let limits = &live.config.limits;
         let bodies = Arc::new(BodyBudget::new(limits.max_body_bytes_in_flight));
         let heavy_verifications = tokio::sync::Semaphore::new(live.config.server.workers);
+        let certificate = live
+            .config
+            .server
+            .tls
+            .as_ref()
+            .map(|tls| tls::Certificate::new(tls.certified.clone()));
         AppState {
             live: ArcSwap::from_pointee(live),
             store,
@@ -88,6 +97,7 @@ impl AppState {
             rejections,
             connections,
             heavy_verifications,
+            certificate,
         }
     }
 
@@ -108,6 +118,9 @@ impl AppState {
             config.limits.max_connections_per_address,
             config.server.trusted_proxies.clone(),
         );
+        if let (Some(certificate), Some(tls)) = (&self.certificate, &config.server.tls) {
+            certificate.replace(tls.certified.clone());
+        }
         self.live.store(Arc::new(live));
     }
 
@@ -124,6 +137,7 @@ pub fn public_server(state: web::Data<AppState>, listener: TcpListener) -> std::
     let request_timeout = server_config.body_timeout;
     let shutdown_s = (server_config.body_timeout + server_config.ack_deadline).as_secs() + 1;
     let connections = state.connections.clone();
+    let certificate = state.certificate.clone();
     let server =
         HttpServer::new(move || App::new().app_data(state.clone()).configure(public::routes))
             .on_connect(move |connection, extensions| {
@@ -132,10 +146,14 @@ pub fn public_server(state: web::Data<AppState>, listener: TcpListener) -> std::
             .workers(workers)
             .disable_signals()
             .shutdown_timeout(shutdown_s)
-            .client_request_timeout(request_timeout)
-            .listen(listener)?
-            .run();
-    Ok(server)
+            .client_request_timeout(request_timeout);
+    let server = match certificate {
+        Some(certificate) => {
+            server.listen_rustls_0_23(listener, tls::server_config(certificate))?
+        }
+        None => server.listen(listener)?,
+    };
+    Ok(server.run())
 }
 
 /// Builds the admin server on an already bound listener.
