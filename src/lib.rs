@@ -49,6 +49,7 @@ pub mod poll;
 mod reload;
 pub mod retry_after;
 pub mod store;
+pub mod supervise;
 pub mod verify;
 
 use std::future::Future;
@@ -67,6 +68,7 @@ use crate::metrics::Metrics;
 use crate::poll::Pollers;
 use crate::store::retention::{Output, Sweeper};
 use crate::store::{Store, StoreError};
+use crate::supervise::Died;
 
 /// Why hookgate could not start, or stopped on its own.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +84,8 @@ pub enum GatewayError {
     Poll(#[from] poll::StartError),
     #[error("the store's committer stopped unexpectedly")]
     CommitterDied,
+    #[error("a background task stopped unexpectedly (see the log above)")]
+    TaskDied,
     #[error("cannot listen on {address}: {source}")]
     Listen {
         address: SocketAddr,
@@ -99,6 +103,8 @@ pub struct Gateway {
     forwarders: Forwarders,
     pollers: Pollers,
     sweeper: Sweeper,
+    /// Tripped when a background task stops on its own.
+    died: Died,
 }
 
 /// Opens the store, binds both listeners and starts serving. Must run inside an actix system.
@@ -136,9 +142,10 @@ pub async fn start(config: Config) -> Result<Gateway, GatewayError> {
     let public_addr = local(&public_listener, config.server.listen)?;
     let admin_addr = local(&admin_listener, config.admin.listen)?;
 
-    let forwarders = Forwarders::start(&config, &store).await?;
-    let pollers = Pollers::start(&config, &store, &metrics)?;
-    let sweeper = start_sweeper(&config, &store, &forwarders, &metrics);
+    let died = Died::default();
+    let forwarders = Forwarders::start(&config, &store, &died).await?;
+    let pollers = Pollers::start(&config, &store, &metrics, &died)?;
+    let sweeper = start_sweeper(&config, &store, &forwarders, &metrics, &died);
     let limits = Arc::new(http::Limits::new(&config.limits));
     actix_web::rt::spawn(http::Limits::forget_idle(Arc::downgrade(&limits)));
     let rejections = Arc::new(http::Rejections::new(
@@ -173,6 +180,7 @@ pub async fn start(config: Config) -> Result<Gateway, GatewayError> {
         forwarders,
         pollers,
         sweeper,
+        died,
     };
     actix_web::rt::spawn(public);
     actix_web::rt::spawn(admin);
@@ -185,6 +193,7 @@ fn start_sweeper(
     store: &Store,
     forwarders: &Forwarders,
     metrics: &Arc<Metrics>,
+    died: &Died,
 ) -> Sweeper {
     let outputs = forwarders
         .destinations()
@@ -195,7 +204,7 @@ fn start_sweeper(
         })
         .chain(config.consumers.iter().map(Output::consumer))
         .collect();
-    Sweeper::start(store.clone(), &config.store, outputs, metrics.clone())
+    Sweeper::start(store.clone(), &config.store, outputs, metrics.clone(), died)
 }
 
 impl Gateway {
@@ -229,6 +238,7 @@ pub async fn run(
         gateway.admin_addr
     );
     let store = gateway.state.store.clone();
+    let died = gateway.died.clone();
     tokio::pin!(shutdown);
     let outcome = loop {
         tokio::select! {
@@ -238,6 +248,7 @@ pub async fn run(
                 tracing::error!("The store's committer stopped; nothing can be stored. Shutting down.");
                 break Err(GatewayError::CommitterDied);
             }
+            _ = died.wait() => break Err(GatewayError::TaskDied),
         }
     };
     drop(store);

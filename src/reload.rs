@@ -48,7 +48,7 @@ impl Gateway {
             || config.consumers != old.config.consumers
             || config.store != old.config.store;
         if forwarding {
-            match Forwarders::start(&config, &store).await {
+            match Forwarders::start(&config, &store, &self.died).await {
                 Ok(forwarders) => {
                     let previous = std::mem::replace(&mut self.forwarders, forwarders);
                     previous.stop(STOP_WITHIN).await;
@@ -60,7 +60,7 @@ impl Gateway {
             }
         }
         if polling {
-            match Pollers::start(&config, &store, &metrics) {
+            match Pollers::start(&config, &store, &metrics, &self.died) {
                 Ok(pollers) => {
                     let previous = std::mem::replace(&mut self.pollers, pollers);
                     previous.stop(STOP_WITHIN).await;
@@ -71,7 +71,7 @@ impl Gateway {
             }
         }
         if sweeping {
-            let sweeper = start_sweeper(&config, &store, &self.forwarders, &metrics);
+            let sweeper = start_sweeper(&config, &store, &self.forwarders, &metrics, &self.died);
             std::mem::replace(&mut self.sweeper, sweeper)
                 .stop(STOP_WITHIN)
                 .await;

@@ -20,11 +20,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio_util::sync::CancellationToken;
 
 use crate::config::{wants, Config};
 use crate::event::Seq;
 use crate::store::{Change, DeadRecord, Mark, Store, StoreError, StoredEvent};
+use crate::supervise::{Died, Tasks};
 
 pub use dispatch::Destination;
 pub use status::{ErrorEntry, Snapshot};
@@ -32,8 +32,7 @@ pub use status::{ErrorEntry, Snapshot};
 /// Every destination's forwarder.
 pub struct Forwarders {
     destinations: Vec<Arc<Destination>>,
-    tasks: Vec<actix_web::rt::task::JoinHandle<()>>,
-    cancel: CancellationToken,
+    tasks: Tasks,
 }
 
 /// One destination's state for `GET /v1/destinations`.
@@ -53,8 +52,12 @@ pub struct DestinationView {
 
 impl Forwarders {
     /// Starts a forwarder per destination. Must run inside the actix system.
-    pub async fn start(config: &Config, store: &Store) -> Result<Forwarders, StoreError> {
-        let cancel = CancellationToken::new();
+    pub async fn start(
+        config: &Config,
+        store: &Store,
+        died: &Died,
+    ) -> Result<Forwarders, StoreError> {
+        let tasks = Tasks::new("forwarders", died);
         let forward_tests: HashMap<String, bool> = config
             .providers
             .iter()
@@ -66,7 +69,6 @@ impl Forwarders {
             .build()
             .map_err(|err| StoreError::Corrupt(format!("cannot build the HTTP client: {err}")))?;
         let mut destinations = Vec::new();
-        let mut tasks = Vec::new();
         for destination in &config.destinations {
             let state = store.output(&destination.name).await?;
             let shared = Arc::new(Destination {
@@ -77,19 +79,18 @@ impl Forwarders {
                 forward_tests: forward_tests.clone(),
                 client: client.clone(),
                 alerter: alert::Alerter::new(destination.alert_url.clone(), client.clone()),
-                cancel: cancel.child_token(),
+                cancel: tasks.token(),
                 next_slot: std::sync::Mutex::new(Instant::now()),
             });
-            tasks.push(actix_web::rt::spawn(dispatch::run(
-                shared.clone(),
-                state.cursor,
-            )));
+            tasks.spawn(
+                format!("destination {}", destination.name),
+                dispatch::run(shared.clone(), state.cursor),
+            );
             destinations.push(shared);
         }
         Ok(Forwarders {
             destinations,
             tasks,
-            cancel,
         })
     }
 
@@ -103,11 +104,7 @@ impl Forwarders {
 
     /// Stops every forwarder; deliveries in flight are abandoned (sent again after a restart).
     pub async fn stop(self, within: Duration) {
-        self.cancel.cancel();
-        let all = futures_util::future::join_all(self.tasks);
-        if tokio::time::timeout(within, all).await.is_err() {
-            tracing::warn!("Forwarders did not stop in time.");
-        }
+        self.tasks.stop(within).await;
     }
 }
 

@@ -27,14 +27,14 @@ use crate::config::{Config, SyncAuth, SyncConfig};
 use crate::event::ProviderName;
 use crate::metrics::Metrics;
 use crate::store::Store;
+use crate::supervise::{Died, Tasks};
 
 use token::TokenSource;
 
 /// Every provider's poller.
 pub struct Pollers {
     pollers: Vec<Arc<Poller>>,
-    tasks: Vec<actix_web::rt::task::JoinHandle<()>>,
-    cancel: CancellationToken,
+    tasks: Tasks,
 }
 
 /// One provider's poller: its config and the live state the admin API reads.
@@ -82,10 +82,10 @@ impl Pollers {
         config: &Config,
         store: &Store,
         metrics: &Arc<Metrics>,
+        died: &Died,
     ) -> Result<Pollers, StartError> {
-        let cancel = CancellationToken::new();
+        let tasks = Tasks::new("pollers", died);
         let mut pollers = Vec::new();
-        let mut tasks = Vec::new();
         for provider in &config.providers {
             let Some(sync) = &provider.sync else { continue };
             let failed = |message: String| StartError {
@@ -127,16 +127,15 @@ impl Pollers {
                 status: Mutex::new(Status::default()),
                 wake: tokio::sync::Notify::new(),
                 rounds: tokio::sync::watch::Sender::new(0),
-                cancel: cancel.child_token(),
+                cancel: tasks.token(),
             });
-            tasks.push(actix_web::rt::spawn(worker::run(poller.clone())));
+            tasks.spawn(
+                format!("poller {}", provider.name),
+                worker::run(poller.clone()),
+            );
             pollers.push(poller);
         }
-        Ok(Pollers {
-            pollers,
-            tasks,
-            cancel,
-        })
+        Ok(Pollers { pollers, tasks })
     }
 
     pub fn pollers(&self) -> &[Arc<Poller>] {
@@ -146,11 +145,7 @@ impl Pollers {
     /// Stops every worker. A page being committed is abandoned before its cursor moves: its
     /// items are fetched again after a restart and stored once.
     pub async fn stop(self, within: Duration) {
-        self.cancel.cancel();
-        let all = futures_util::future::join_all(self.tasks);
-        if tokio::time::timeout(within, all).await.is_err() {
-            tracing::warn!("Pollers did not stop in time.");
-        }
+        self.tasks.stop(within).await;
     }
 }
 

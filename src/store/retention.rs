@@ -15,6 +15,7 @@ use super::{now_ms, Store, StoredEvent};
 use crate::config::{wants, ConsumerConfig, StoreConfig};
 use crate::event::Seq;
 use crate::metrics::Metrics;
+use crate::supervise::{Died, Tasks};
 
 /// Whatever reads the queue and holds events back until it has them: a destination or a
 /// consumer, known by the name its cursor is stored under.
@@ -118,8 +119,7 @@ pub struct Swept {
 
 /// The running sweeper.
 pub struct Sweeper {
-    task: actix_web::rt::task::JoinHandle<()>,
-    cancel: CancellationToken,
+    tasks: Tasks,
 }
 
 impl Sweeper {
@@ -130,8 +130,9 @@ impl Sweeper {
         config: &StoreConfig,
         outputs: Vec<Output>,
         metrics: Arc<Metrics>,
+        died: &Died,
     ) -> Sweeper {
-        let cancel = CancellationToken::new();
+        let tasks = Tasks::new("sweeper", died);
         let task = Task {
             store,
             outputs: Arc::new(outputs),
@@ -139,16 +140,16 @@ impl Sweeper {
             retention: config.retention,
             dedup_window: config.dedup_window,
         };
-        let task = actix_web::rt::spawn(task.run(config.sweep_interval, cancel.clone()));
-        Sweeper { task, cancel }
+        tasks.spawn(
+            "sweeper".to_string(),
+            task.run(config.sweep_interval, tasks.token()),
+        );
+        Sweeper { tasks }
     }
 
     /// Stops the sweeper; a sweep in progress stops between two writes (each is atomic).
     pub async fn stop(self, within: Duration) {
-        self.cancel.cancel();
-        if tokio::time::timeout(within, self.task).await.is_err() {
-            tracing::warn!("The sweeper did not stop in time.");
-        }
+        self.tasks.stop(within).await;
     }
 }
 
