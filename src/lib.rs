@@ -6,7 +6,9 @@
 //!    bounded by `max_body_bytes` and `body_timeout_ms`.
 //! 2. [`config`]: the provider named in the route, with its scheme and secrets (resolved at load).
 //! 3. [`verify`]: the provider's scheme checks the raw bytes in constant time and turns the
-//!    request into a `Verified` one, or refuses it (401). Nothing unverified goes further.
+//!    request into a `Verified` one, or refuses it (401). Nothing unverified goes further. A
+//!    verified vendor handshake (Slack's `url_verification`) carries the answer it expects, which
+//!    [`http`] returns with a 200 instead of storing anything.
 //! 4. [`event_id`]: the id the event is deduplicated by (configured rule, scheme's own, or the
 //!    body's SHA-256).
 //! 5. [`store`]: the committer thread claims (provider, event id) and appends the event under the

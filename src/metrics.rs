@@ -48,6 +48,8 @@ pub struct Metrics {
     registry: Registry,
     /// Webhook requests answered, by provider and status.
     pub requests: Family<RequestLabels, Counter>,
+    /// Vendors' handshakes (Slack's `url_verification`) answered without storing anything.
+    pub handshakes: Family<ProviderLabels, Counter>,
     /// Requests and connections refused, by cause; every one is counted, even when its log line
     /// is sampled away.
     pub rejections: Family<RejectionLabels, Counter>,
@@ -95,6 +97,12 @@ impl Metrics {
             "requests",
             "Webhook requests answered, by provider and status",
             requests.clone(),
+        );
+        let handshakes = Family::<ProviderLabels, Counter>::default();
+        registry.register(
+            "handshakes",
+            "Vendor handshakes answered without storing anything, by provider",
+            handshakes.clone(),
         );
         let rejections = Family::<RejectionLabels, Counter>::default();
         registry.register(
@@ -212,6 +220,7 @@ impl Metrics {
             poll_cursor,
             poll_last_success: Mutex::new(HashMap::new()),
             requests,
+            handshakes,
             rejections,
             connections_open,
             ack_latency,
@@ -233,6 +242,14 @@ impl Metrics {
             .get_or_create(&RequestLabels {
                 provider: provider.to_string(),
                 status,
+            })
+            .inc();
+    }
+
+    pub fn handshake(&self, provider: &str) {
+        self.handshakes
+            .get_or_create(&ProviderLabels {
+                provider: provider.to_string(),
             })
             .inc();
     }
@@ -282,8 +299,13 @@ mod tests {
     fn renders_names_from_the_contract() {
         let metrics = Metrics::new();
         metrics.request("github", 200);
+        metrics.handshake("slack");
         metrics.fsyncs.inc();
         let text = metrics.render();
+        assert!(
+            text.contains(r#"hookgate_handshakes_total{provider="slack"} 1"#),
+            "{text}"
+        );
         assert!(
             text.contains(r#"hookgate_requests_total{provider="github",status="200"} 1"#),
             "{text}"

@@ -35,6 +35,13 @@ fn providers(secret: &str) -> String {
             &[&key("tw")],
             "public_url = \"https://hooks.example.com/hooks/tw\"",
         ),
+        // A Webhook Setting's SharedKey under HMAC-SHA256, which this provider requires.
+        provider(
+            "tw256",
+            "twilio",
+            &[&key("tw256")],
+            "public_url = \"https://hooks.example.com/hooks/tw256\"\nalgorithm = \"sha256\"",
+        ),
         provider("alc", "alcmeon", &[&key("alc")], ""),
         provider("acx", "acculynx", &[&key("acx")], ""),
         provider("open", "none", &[], ""),
@@ -184,6 +191,14 @@ fn twilio_json_body_carries_its_hash_in_the_url() {
 }
 
 #[test]
+fn twilio_sha256_when_the_provider_requires_it() {
+    // The provider refuses SHA-1: stored means send-test signed with HMAC-SHA256 and said so.
+    let event = sends_and_stores("tw256", &[]);
+    let fixture = common::Fixture::load("twilio/incoming-sms.json");
+    assert_eq!(common::event_body(&event), fixture.body.as_bytes());
+}
+
+#[test]
 fn alcmeon() {
     sends_and_stores("alc", &[]);
 }
@@ -230,7 +245,7 @@ fn wrong_secrets_get_401_and_exit_1() {
     let wrong = dir.path().join("wrong.toml");
     write_config(&wrong, &providers("wrong"));
     let names = [
-        "sw", "gh", "mac", "stripe", "shop", "slack", "tw", "alc", "acx",
+        "sw", "gh", "mac", "stripe", "shop", "slack", "tw", "tw256", "alc", "acx",
     ];
     for name in names {
         let url = format!("{}/hooks/{name}", gw.public_url);

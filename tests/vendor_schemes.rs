@@ -1,6 +1,8 @@
 //! The vendor schemes end to end (stripe, shopify, slack, twilio, alcmeon, acculynx): each
 //! fixture posted to the real binary is stored with its exact bytes, the scheme's event id and
-//! topic, and one typical forgery per scheme is refused with 401 and not stored.
+//! topic, and one typical forgery per scheme is refused with 401 and not stored. Vendors'
+//! handshakes (Slack's url_verification and ssl_check, GitHub's ping) and Twilio's HMAC-SHA256
+//! signatures from a Webhook Setting.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -180,4 +182,142 @@ fn acculynx_without_its_header_or_in_another_encoding_is_401() {
         gw.post("acculynx-b64", &configured, body).ack().0,
         "accepted"
     );
+}
+
+#[test]
+fn slack_url_verification_is_answered_after_the_signature_and_not_stored() {
+    let fixture = Fixture::load("slack/url-verification.json");
+    let gw = Gateway::start(&fixture.provider_toml("slack"));
+    let body = fixture.body.as_bytes();
+    // Unsigned, or signed with another secret: 401 like any request.
+    let unsigned = with_header(&fixture, "X-Slack-Signature", None);
+    assert_unauthorized(&gw.post("slack", &unsigned, body), "slack: unsigned");
+    let forged = format!(
+        "v0={}",
+        hex::encode(sign::mac(
+            Alg::Sha256,
+            b"not-the-signing-secret",
+            &[b"v0:1718000010:", body].concat()
+        ))
+    );
+    let forged = with_header(&fixture, "X-Slack-Signature", Some(&forged));
+    assert_unauthorized(&gw.post("slack", &forged, body), "slack: wrong secret");
+
+    for _ in 0..2 {
+        let reply = gw.post("slack", &fixture.headers, body);
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        assert_eq!(reply.header("content-type"), Some("application/json"));
+        assert_eq!(
+            reply.json(),
+            serde_json::json!({"challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"})
+        );
+    }
+    assert!(gw.all_events(None).is_empty(), "a handshake was stored");
+    let handshakes = gw.metric("hookgate_handshakes_total", &[("provider", "slack")]);
+    assert_eq!(handshakes, Some(2.0));
+    let answered = gw.metric(
+        "hookgate_requests_total",
+        &[("provider", "slack"), ("status", "200")],
+    );
+    assert_eq!(answered, Some(2.0));
+
+    // Events still go to the store, on the same provider.
+    let event = Fixture::load("slack/event-callback.json");
+    let reply = gw.post("slack", &event.headers, event.body.as_bytes());
+    assert_eq!(reply.ack().0, "accepted");
+    assert_eq!(gw.all_events(None).len(), 1);
+}
+
+#[test]
+fn slack_ssl_check_is_answered_empty_and_not_stored() {
+    let secret = "ssl-check-signing-secret";
+    let gw = Gateway::start(&provider("slack", "slack", &[secret], ""));
+    let body = b"token=gIkuvaNzQIHg97ATvDxqgjtO&ssl_check=1";
+    let ts = sign::now_ts().to_string();
+    let tag = sign::mac(
+        Alg::Sha256,
+        secret.as_bytes(),
+        &[format!("v0:{ts}:").as_bytes(), body].concat(),
+    );
+    let headers = sign::headers(&[
+        ("X-Slack-Request-Timestamp", &ts),
+        ("X-Slack-Signature", &format!("v0={}", hex::encode(tag))),
+        ("Content-Type", "application/x-www-form-urlencoded"),
+    ]);
+    let reply = gw.post("slack", &headers, body);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(reply.body.is_empty(), "{}", reply.text());
+    assert!(gw.all_events(None).is_empty());
+}
+
+#[test]
+fn github_ping_is_stored_as_a_test_and_not_forwarded() {
+    let ping = Fixture::load("github/ping.json");
+    // A destination that takes every provider; nothing listens there, and nothing should be sent.
+    let destination = "\n[[destination]]\nname = \"crm\"\nurl = \"http://127.0.0.1:9/ingest\"\n\
+        signing_secret = \"whsec_c2VjcmV0LWtleS1mb3ItY3Jt\"\n";
+    let gw = Gateway::start(&(ping.provider_toml("github") + destination));
+    let (status, seq) = gw.post("github", &ping.headers, ping.body.as_bytes()).ack();
+    assert_eq!(status, "accepted");
+    let event = gw.event(seq).unwrap();
+    assert_eq!(event["source"], "test");
+    assert_eq!(event["event_id"], "d4b9a8f0-1c2e-11ef-8a3b-0242ac120002");
+    assert_eq!(event["deliveries"]["crm"], "skipped");
+    // GitHub's "Redeliver" sends the same delivery again.
+    let again = gw.post("github", &ping.headers, ping.body.as_bytes());
+    assert_eq!(again.ack(), ("duplicate".to_string(), seq));
+}
+
+#[test]
+fn twilio_sha256_from_a_webhook_setting() {
+    let sha256 = Fixture::load("twilio/incoming-sms-sha256.json");
+    let sha1 = Fixture::load("twilio/incoming-sms.json");
+    // `twilio` accepts either (both keys listed); `twilio-256` requires SHA-256.
+    let public_url = "public_url = \"https://hooks.example.com/hooks/twilio\"";
+    let config = provider(
+        "twilio",
+        "twilio",
+        &[&sha1.secret, &sha256.secret],
+        public_url,
+    ) + &sha256.provider_toml("twilio-256");
+    let gw = Gateway::start(&config);
+    let body = sha256.body.as_bytes();
+    for name in ["twilio", "twilio-256"] {
+        let reply = gw.post(name, &sha256.headers, body);
+        assert_eq!(reply.ack().0, "accepted", "{name}");
+        let events = gw.all_events(Some(name));
+        assert_eq!(
+            events[0]["event_id"],
+            "7c1e0b9a-3d5f-4e2a-8b6c-9d0e1f2a3b4c"
+        );
+    }
+    // The auth token's SHA-1 signature still passes where either is accepted...
+    let reply = gw.post("twilio", &sha1.headers, body);
+    assert_eq!(reply.ack().0, "accepted");
+    // ...but not where SHA-256 is required, whatever the settings header claims.
+    assert_unauthorized(
+        &gw.post("twilio-256", &sha1.headers, body),
+        "twilio: SHA-1 to a sha256 provider",
+    );
+    let claims_sha1 = with_header(
+        &sha256,
+        "X-Twilio-Webhooks-Signature-Settings",
+        Some("key=KS0,algorithm=HMAC_SHA1"),
+    );
+    assert_unauthorized(
+        &gw.post("twilio-256", &claims_sha1, body),
+        "twilio: settings header naming SHA-1",
+    );
+    let refused = gw.metric(
+        "hookgate_rejections_total",
+        &[("cause", "algorithm_not_allowed")],
+    );
+    assert_eq!(refused, Some(2.0));
+    // The SHA-256 tag without the settings header is checked as SHA-1, and fails.
+    let no_settings = with_header(&sha256, "X-Twilio-Webhooks-Signature-Settings", None);
+    assert_unauthorized(
+        &gw.post("twilio", &no_settings, body),
+        "twilio: SHA-256 tag checked as SHA-1",
+    );
+    assert_eq!(gw.all_events(None).len(), 3);
 }

@@ -24,7 +24,7 @@ use crate::config::ProviderConfig;
 use crate::event_id::event_id;
 use crate::metrics::UNKNOWN_PROVIDER;
 use crate::store::{Committed, NewEvent};
-use crate::verify::{Headers, Rejection, Unverified, Verified};
+use crate::verify::{Handshake, Headers, Rejection, Unverified, Verified};
 
 pub fn routes(config: &mut web::ServiceConfig) {
     config
@@ -68,7 +68,14 @@ async fn webhook(
         Err(err) => actix_web::ResponseError::status_code(err).as_u16(),
     };
     state.metrics.request(label, status);
-    let (committed, started) = result?;
+    let (committed, started) = match result? {
+        Accepted::Stored(committed, started) => (committed, started),
+        Accepted::Handshake(answer) => {
+            return Ok(HttpResponse::Ok()
+                .content_type(answer.content_type)
+                .body(answer.body))
+        }
+    };
     state
         .metrics
         .ack_latency
@@ -80,14 +87,21 @@ async fn webhook(
     Ok(HttpResponse::Ok().json(json!({ "status": status, "seq": seq.0 })))
 }
 
-/// Everything between the request and the durable commit. Returns when the commit started.
+/// How a verified request was taken: stored (with when its commit started), or a vendor's
+/// handshake, answered without storing anything.
+enum Accepted {
+    Stored(Committed, Instant),
+    Handshake(Handshake),
+}
+
+/// Everything between the request and the durable commit (or a handshake's answer).
 async fn accept(
     request: &HttpRequest,
     provider_name: &str,
     payload: web::Payload,
     state: &AppState,
     live: &Live,
-) -> Result<(Committed, Instant), ApiError> {
+) -> Result<Accepted, ApiError> {
     let server = &live.config.server;
     let client = client_address(
         request.peer_addr(),
@@ -164,6 +178,14 @@ async fn accept(
         ));
     }
 
+    if let Some(answer) = verified.handshake() {
+        state.metrics.handshake(provider_name);
+        tracing::info!(
+            provider = provider_name,
+            "Handshake answered; nothing stored."
+        );
+        return Ok(Accepted::Handshake(answer.clone()));
+    }
     let headers = RequestHeaders(request.headers());
     let id = event_id(provider.event_id.as_ref(), &headers, &verified);
     let content_type = headers.get(CONTENT_TYPE.as_str()).map(str::to_string);
@@ -172,7 +194,7 @@ async fn accept(
     match state.store.commit(event, server.ack_deadline).await {
         Ok(committed) => {
             tracing::debug!(provider = provider_name, event_id = %id, ?committed, "Webhook stored.");
-            Ok((committed, started))
+            Ok(Accepted::Stored(committed, started))
         }
         Err(err) => {
             tracing::error!(provider = provider_name, event_id = %id, error = %err, "Webhook not stored; answering 503.");

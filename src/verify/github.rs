@@ -1,13 +1,20 @@
 //! GitHub: `X-Hub-Signature-256: sha256=<hex>`, HMAC-SHA256 of the body with the raw secret;
 //! the event id is `X-GitHub-Delivery`.
+//!
+//! The `ping` GitHub sends when a webhook is created (or pinged from its settings page) is a
+//! signed delivery like any other, and GitHub only needs a 2xx back: it is stored as a test
+//! event, which destinations do not receive (they would get a body with no event in it, and
+//! without the `X-GitHub-Event` header that names it).
 
+use super::fields::JsonBody;
 use super::mac::{self, Algorithm};
-use super::{required, Rejection, SignInput, SignedHeaders, Unverified};
+use super::{required, Claims, Rejection, SignInput, SignedHeaders, Unverified};
 use crate::config::Secret;
 use crate::event::EventId;
 
 const SIGNATURE: &str = "X-Hub-Signature-256";
 const DELIVERY: &str = "X-GitHub-Delivery";
+const EVENT: &str = "X-GitHub-Event";
 
 #[derive(Debug)]
 pub struct Github {
@@ -30,7 +37,7 @@ impl Github {
         ]
     }
 
-    pub fn verify(&self, request: &Unverified<'_>) -> Result<Option<EventId>, Rejection> {
+    pub fn verify(&self, request: &Unverified<'_>) -> Result<Claims, Rejection> {
         let header = required(request, SIGNATURE)?;
         let tag = header
             .strip_prefix("sha256=")
@@ -39,8 +46,21 @@ impl Github {
         if !mac::matches_any(Algorithm::Sha256, &self.secrets, &[&request.body], &[tag]) {
             return Err(Rejection::BadSignature);
         }
-        Ok(request.headers.get(DELIVERY).and_then(EventId::new))
+        Ok(Claims {
+            test: is_ping(request),
+            ..Claims::unsigned_id(request.headers.get(DELIVERY).and_then(EventId::new))
+        })
     }
+}
+
+/// A `ping`: named so by `X-GitHub-Event`, which the signature does not cover, and shaped so in
+/// the signed body (its `zen` and `hook_id`), so that rewriting the header of a captured event
+/// cannot turn it into a test.
+fn is_ping(request: &Unverified<'_>) -> bool {
+    let body = JsonBody::parse(&request.body);
+    request.headers.get(EVENT) == Some("ping")
+        && body.text(&["/zen"]).is_some()
+        && body.text(&["/hook_id"]).is_some()
 }
 
 #[cfg(test)]
@@ -52,7 +72,7 @@ mod tests {
     fn check(
         headers: Vec<(&'static str, String)>,
         body: &'static str,
-    ) -> Result<Option<EventId>, Rejection> {
+    ) -> Result<Claims, Rejection> {
         let github = Github::new(vec![Secret::from_literal("It's a Secret to Everybody")]);
         let headers = TestHeaders(headers);
         github.verify(&request(&headers, body, SystemTime::now()))
@@ -63,11 +83,36 @@ mod tests {
 
     #[test]
     fn published_vector() {
-        let id = check(
+        let claims = check(
             vec![(SIGNATURE, PUBLISHED.into()), (DELIVERY, "d-1".into())],
             "Hello, World!",
         );
-        assert_eq!(id, Ok(EventId::new("d-1")));
+        assert_eq!(claims, Ok(Claims::unsigned_id(EventId::new("d-1"))));
+    }
+
+    #[test]
+    fn a_ping_is_a_test_when_its_body_is_one() {
+        const PING: &str =
+            r#"{"zen":"Design for failure.","hook_id":42,"hook":{"type":"Repository"}}"#;
+        let signed = |event: &str, body: &str| {
+            let tag = mac::sign(
+                Algorithm::Sha256,
+                b"It's a Secret to Everybody",
+                &[body.as_bytes()],
+            );
+            vec![
+                (SIGNATURE, format!("sha256={}", hex::encode(tag))),
+                (DELIVERY, "d-2".to_string()),
+                (EVENT, event.to_string()),
+            ]
+        };
+        let ping = check(signed("ping", PING), PING).unwrap();
+        assert!(ping.test);
+        assert_eq!(ping.event_id, EventId::new("d-2"));
+        // Any other event, or a ping header on a body that is no ping: an ordinary event.
+        assert!(!check(signed("push", PING), PING).unwrap().test);
+        let push = r#"{"ref":"refs/heads/main","hook_id":42}"#;
+        assert!(!check(signed("ping", push), push).unwrap().test);
     }
 
     #[test]

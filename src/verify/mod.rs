@@ -84,6 +84,19 @@ pub struct Claims {
     pub test: bool,
     /// The event's topic, where the scheme's envelope names one (AccuLynx's `TopicName`).
     pub topic: Option<String>,
+    /// The request is a vendor's handshake, not an event: the answer it expects.
+    pub handshake: Option<Handshake>,
+}
+
+/// What a vendor's handshake (Slack's `url_verification`) expects back with a 200, instead of an
+/// acknowledgement. A handshake is verified like any request, then answered: it is no event, so
+/// it is neither stored nor forwarded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handshake {
+    /// The answer's `Content-Type`.
+    pub content_type: &'static str,
+    /// The answer's body.
+    pub body: String,
 }
 
 impl Claims {
@@ -159,6 +172,11 @@ impl Verified {
         self.claims.topic.as_deref()
     }
 
+    /// The answer the request expects when it is a vendor's handshake rather than an event.
+    pub fn handshake(&self) -> Option<&Handshake> {
+        self.claims.handshake.as_ref()
+    }
+
     pub fn into_body(self) -> Bytes {
         self.body
     }
@@ -187,6 +205,8 @@ pub enum Rejection {
     Unavailable,
     #[error("the form has more parameters than hookgate decodes")]
     TooManyParameters,
+    #[error("signed with an algorithm the provider does not accept")]
+    AlgorithmNotAllowed,
 }
 
 impl Rejection {
@@ -203,6 +223,7 @@ impl Rejection {
             Rejection::InsufficientScope => "insufficient_scope",
             Rejection::Unavailable => "token_check_unavailable",
             Rejection::TooManyParameters => "too_many_parameters",
+            Rejection::AlgorithmNotAllowed => "algorithm_not_allowed",
         }
     }
 }
@@ -324,7 +345,7 @@ impl Verifier {
     pub fn verify_local(&self, request: Unverified<'_>) -> Result<Verified, Rejection> {
         let claims = match self {
             Verifier::StandardWebhooks(scheme) => Claims::signed_id(scheme.verify(&request)?),
-            Verifier::Github(scheme) => Claims::unsigned_id(scheme.verify(&request)?),
+            Verifier::Github(scheme) => scheme.verify(&request)?,
             Verifier::Hmac(scheme) => Claims::unsigned_id(scheme.verify(&request)?),
             Verifier::None(scheme) => Claims::unsigned_id(scheme.verify(&request)?),
             Verifier::Stripe(scheme) => scheme.verify(&request)?,
@@ -396,7 +417,11 @@ fn misplaced_keys(raw: &RawProvider) -> Vec<String> {
             &["standard-webhooks", "stripe", "slack"][..],
         ),
         ("header", raw.header.is_some(), &["hmac", "acculynx"][..]),
-        ("algorithm", raw.algorithm.is_some(), &["hmac"][..]),
+        (
+            "algorithm",
+            raw.algorithm.is_some(),
+            &["hmac", "twilio"][..],
+        ),
         (
             "encoding",
             raw.encoding.is_some(),

@@ -3,12 +3,17 @@
 //! must lie within `tolerance_s` (default 300) of now, either way. Slash commands and
 //! interactions are form posts with no id of their own (the body hash is used); Events API
 //! callbacks are JSON with a top-level `event_id`, which becomes the event id.
+//!
+//! Two signed requests are handshakes, not events, answered and never stored: the Events API's
+//! `url_verification` (`{"type":"url_verification","challenge":"..."}`), answered with
+//! `{"challenge":"..."}`, and the `ssl_check=1` form post Slack sends to slash command URLs,
+//! answered with an empty 200.
 
 use std::time::Duration;
 
 use super::fields::{first_secret, fresh, unix_seconds, JsonBody};
 use super::mac::{self, Algorithm};
-use super::{required, Claims, Rejection, SignInput, SignedHeaders, Unverified};
+use super::{required, Claims, Handshake, Rejection, SignInput, SignedHeaders, Unverified};
 use crate::config::{RawProvider, Secret};
 
 const SIGNATURE: &str = "X-Slack-Signature";
@@ -59,10 +64,30 @@ impl Slack {
         if !mac::matches_any(Algorithm::Sha256, &self.secrets, &parts, &[tag]) {
             return Err(Rejection::BadSignature);
         }
-        Ok(Claims::signed_id(
-            JsonBody::parse(&request.body).event_id(&["/event_id"]),
-        ))
+        let json = JsonBody::parse(&request.body);
+        Ok(Claims {
+            handshake: handshake(&json, &request.body),
+            ..Claims::signed_id(json.event_id(&["/event_id"]))
+        })
     }
+}
+
+/// The answer a handshake expects: the challenge of a `url_verification`, nothing for an
+/// `ssl_check`; `None` for an event.
+fn handshake(json: &JsonBody<'_>, body: &[u8]) -> Option<Handshake> {
+    if json.text(&["/type"]).as_deref() == Some("url_verification") {
+        let challenge = json.text(&["/challenge"])?;
+        return Some(Handshake {
+            content_type: "application/json",
+            body: serde_json::json!({ "challenge": challenge }).to_string(),
+        });
+    }
+    let ssl_check =
+        form_urlencoded::parse(body).any(|(key, value)| key == "ssl_check" && value == "1");
+    ssl_check.then(|| Handshake {
+        content_type: "text/plain",
+        body: String::new(),
+    })
 }
 
 #[cfg(test)]
@@ -110,17 +135,60 @@ mod tests {
     fn events_api_event_id() {
         let body =
             r#"{"type":"event_callback","event_id":"Ev0PV52K21","event":{"type":"app_mention"}}"#;
+        let claims = check(&scheme(&[SECRET]), signed(body), body, TS).unwrap();
+        assert_eq!(claims.event_id, EventId::new("Ev0PV52K21"));
+    }
+
+    /// Headers signing `body` at `TS` with `SECRET`.
+    fn signed(body: &str) -> Vec<(&'static str, String)> {
         let tag = mac::sign(
             Algorithm::Sha256,
             SECRET.as_bytes(),
             &[format!("v0:{TS}:{body}").as_bytes()],
         );
-        let headers = vec![
+        vec![
             (TIMESTAMP, TS.to_string()),
             (SIGNATURE, format!("v0={}", hex::encode(tag))),
-        ];
-        let claims = check(&scheme(&[SECRET]), headers, body, TS).unwrap();
-        assert_eq!(claims.event_id, EventId::new("Ev0PV52K21"));
+        ]
+    }
+
+    #[test]
+    fn url_verification_is_answered_with_its_challenge() {
+        // Slack's documented example.
+        let body = r#"{"token":"Jhj5dZrVaK7ZwHHjRyZWjbDl","challenge":"3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P","type":"url_verification"}"#;
+        let claims = check(&scheme(&[SECRET]), signed(body), body, TS).unwrap();
+        let answer = claims.handshake.unwrap();
+        assert_eq!(answer.content_type, "application/json");
+        assert_eq!(
+            answer.body,
+            r#"{"challenge":"3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"}"#
+        );
+        // Only after the signature: unsigned, or signed with another secret, it is refused.
+        assert_eq!(
+            check(&scheme(&["other"]), signed(body), body, TS),
+            Err(Rejection::BadSignature)
+        );
+        // Without a challenge there is nothing to answer: an ordinary request.
+        let body = r#"{"type":"url_verification"}"#;
+        let claims = check(&scheme(&[SECRET]), signed(body), body, TS).unwrap();
+        assert_eq!(claims.handshake, None);
+    }
+
+    #[test]
+    fn ssl_check_is_answered_empty() {
+        let body = "token=gIkuvaNzQIHg97ATvDxqgjtO&ssl_check=1";
+        let claims = check(&scheme(&[SECRET]), signed(body), body, TS).unwrap();
+        let answer = claims.handshake.unwrap();
+        assert_eq!(
+            (answer.content_type, answer.body.as_str()),
+            ("text/plain", "")
+        );
+        // A slash command is an event, even one whose text mentions ssl_check.
+        let body = "command=%2Fcheck&text=ssl_check%3D1";
+        let claims = check(&scheme(&[SECRET]), signed(body), body, TS).unwrap();
+        assert_eq!(claims.handshake, None);
+        let claims = check(&scheme(&[SECRET]), published(), BODY, TS).unwrap();
+        assert_eq!(claims.handshake, None);
     }
 
     #[test]
