@@ -10,6 +10,7 @@ pub mod limits;
 mod oauth_token;
 mod public;
 mod rejections;
+mod request_id;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};

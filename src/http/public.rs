@@ -19,8 +19,10 @@ use super::client::client_address;
 use super::error::ApiError;
 use super::limits::RetryAfter;
 use super::rejections::Refused;
+use super::request_id::{RequestId, X_REQUEST_ID};
 use super::AppState;
 use crate::config::ProviderConfig;
+use crate::event::EventId;
 use crate::event_id::event_id;
 use crate::metrics::UNKNOWN_PROVIDER;
 use crate::store::{Committed, NewEvent};
@@ -47,12 +49,16 @@ impl Headers for RequestHeaders<'_> {
     }
 }
 
+/// Answers a webhook, with its request id in `X-Request-Id`. A stored one (200) is logged on one
+/// info line; refusals are logged, sampled, where they are decided (`accept`).
 async fn webhook(
     request: HttpRequest,
     path: web::Path<String>,
     payload: web::Payload,
     state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
+) -> HttpResponse {
+    let arrived = Instant::now();
+    let request_id = RequestId::of(request.headers());
     let provider_name = path.into_inner();
     let known = state.config.provider(&provider_name).is_some();
     let label = if known {
@@ -66,25 +72,36 @@ async fn webhook(
         Err(err) => actix_web::ResponseError::status_code(err).as_u16(),
     };
     state.metrics.request(label, status);
-    let (committed, started) = result?;
-    state
-        .metrics
-        .ack_latency
-        .observe(started.elapsed().as_secs_f64());
-    let (status, seq) = match committed {
-        Committed::Accepted(seq) => ("accepted", seq),
-        Committed::Duplicate(seq) => ("duplicate", seq),
+    let mut response = match result {
+        Ok((committed, started, event_id)) => {
+            state
+                .metrics
+                .ack_latency
+                .observe(started.elapsed().as_secs_f64());
+            let (status, seq) = match committed {
+                Committed::Accepted(seq) => ("accepted", seq),
+                Committed::Duplicate(seq) => ("duplicate", seq),
+            };
+            let latency_ms = (arrived.elapsed().as_secs_f64() * 1e6).round() / 1e3;
+            tracing::info!(request_id = %request_id, provider = %provider_name, event_id = %event_id, seq = seq.0, status, latency_ms, "Webhook stored.");
+            HttpResponse::Ok().json(json!({ "status": status, "seq": seq.0 }))
+        }
+        Err(err) => actix_web::ResponseError::error_response(&err),
     };
-    Ok(HttpResponse::Ok().json(json!({ "status": status, "seq": seq.0 })))
+    if let Some(value) = request_id.header_value() {
+        response.headers_mut().insert(X_REQUEST_ID, value);
+    }
+    response
 }
 
-/// Everything between the request and the durable commit. Returns when the commit started.
+/// Everything between the request and the durable commit. Returns when the commit started, and
+/// the event's id.
 async fn accept(
     request: &HttpRequest,
     provider_name: &str,
     payload: web::Payload,
     state: &AppState,
-) -> Result<(Committed, Instant), ApiError> {
+) -> Result<(Committed, Instant, EventId), ApiError> {
     let server = &state.config.server;
     let client = client_address(
         request.peer_addr(),
@@ -170,7 +187,7 @@ async fn accept(
     match state.store.commit(event, server.ack_deadline).await {
         Ok(committed) => {
             tracing::debug!(provider = provider_name, event_id = %id, ?committed, "Webhook stored.");
-            Ok((committed, started))
+            Ok((committed, started, id.id))
         }
         Err(err) => {
             tracing::error!(provider = provider_name, event_id = %id, error = %err, "Webhook not stored; answering 503.");
