@@ -76,7 +76,7 @@ fn print_list(page: &Value) {
 
 fn print_event(event: &Value) {
     let body = body(event).unwrap_or_default();
-    let mut fields = Table::new(&[]);
+    let mut fields = Table::fields();
     for (name, key) in [
         ("seq", "seq"),
         ("provider", "provider"),

@@ -4,8 +4,9 @@
 
 use serde_json::Value;
 
-/// Cells longer than this are cut (the whole value is in `--json`).
-const MAX_CELL_CHARS: usize = 60;
+/// Cells of a listing longer than this are cut (the whole value is in `--json`); a
+/// `sha256:<hex>` event id fits.
+const MAX_CELL_CHARS: usize = 72;
 /// Between two columns.
 const GAP: &str = "  ";
 
@@ -13,21 +14,41 @@ const GAP: &str = "  ";
 pub struct Table {
     header: Vec<String>,
     rows: Vec<Vec<String>>,
+    /// Whether long cells are cut (in a listing, not in one item's fields).
+    cut: bool,
 }
 
 impl Table {
-    /// A table with these column titles; none for a list of `key  value` lines.
+    /// A listing with these column titles.
     pub fn new(header: &[&str]) -> Table {
         Table {
             header: header.iter().map(|title| title.to_string()).collect(),
             rows: Vec::new(),
+            cut: true,
         }
     }
 
-    /// Adds a row; each cell is cleaned and cut to [`MAX_CELL_CHARS`].
+    /// `name  value` lines, values in full.
+    pub fn fields() -> Table {
+        Table {
+            header: Vec::new(),
+            rows: Vec::new(),
+            cut: false,
+        }
+    }
+
+    /// Adds a row; each cell is cleaned (and in a listing cut to [`MAX_CELL_CHARS`]).
     pub fn row(&mut self, cells: impl IntoIterator<Item = String>) {
-        self.rows
-            .push(cells.into_iter().map(|cell| cut(&cell)).collect());
+        let cut = self.cut;
+        let cells = cells.into_iter().map(|cell| {
+            let cell = clean(&cell, false);
+            if cut {
+                shorten(cell)
+            } else {
+                cell
+            }
+        });
+        self.rows.push(cells.collect());
     }
 
     /// The lines, each ending in a newline, without trailing spaces.
@@ -113,9 +134,8 @@ pub fn clean(text: &str, keep_lines: bool) -> String {
         .collect()
 }
 
-/// One line, cleaned and cut to [`MAX_CELL_CHARS`].
-fn cut(text: &str) -> String {
-    let text = clean(text, false);
+/// `text` cut to [`MAX_CELL_CHARS`].
+fn shorten(text: String) -> String {
     if text.chars().count() <= MAX_CELL_CHARS {
         return text;
     }
@@ -173,7 +193,7 @@ mod tests {
             table.render(),
             "SEQ   PROVIDER  ID\n1     github    abc\n1234  a\n"
         );
-        let mut fields = Table::new(&[]);
+        let mut fields = Table::fields();
         fields.row(["seq".to_string(), "4".to_string()]);
         fields.row(["provider".to_string(), "github".to_string()]);
         assert_eq!(fields.render(), "seq       4\nprovider  github\n");
@@ -216,12 +236,15 @@ mod tests {
     }
 
     #[test]
-    fn long_cells_are_cut() {
-        let mut table = Table::new(&[]);
+    fn long_cells_are_cut_in_listings_only() {
+        let mut table = Table::new(&["X"]);
         table.row(["é".repeat(100)]);
-        let line = table.render();
-        assert_eq!(line.trim_end().chars().count(), MAX_CELL_CHARS);
-        assert!(line.trim_end().ends_with('…'));
+        let line = table.render().lines().nth(1).unwrap().to_string();
+        assert_eq!(line.chars().count(), MAX_CELL_CHARS);
+        assert!(line.ends_with('…'));
+        let mut fields = Table::fields();
+        fields.row(["é".repeat(100)]);
+        assert_eq!(fields.render(), "é".repeat(100) + "\n");
     }
 
     #[test]

@@ -83,7 +83,7 @@ async fn webhook(
                 Committed::Duplicate(seq) => ("duplicate", seq),
             };
             let latency_ms = (arrived.elapsed().as_secs_f64() * 1e6).round() / 1e3;
-            tracing::info!(request_id = %request_id, provider = %provider_name, event_id = %event_id, seq = seq.0, status, latency_ms, "Webhook stored.");
+            tracing::info!(request_id = %request_id, provider = %provider_name, event_id = %event_id, seq = seq.0, status = %status, latency_ms, "Webhook stored.");
             HttpResponse::Ok().json(json!({ "status": status, "seq": seq.0 }))
         }
         Err(err) => actix_web::ResponseError::error_response(&err),
