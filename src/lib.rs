@@ -34,7 +34,8 @@
 //! [`poll`]: per provider with a `[provider.sync]` section, a worker fills the gaps the webhooks
 //! left from the vendor's sync API through the same commit (an event is stored once), moving its
 //! durable cursor only once a page's items are durable.
-//! [`cmd`] holds the command-line entry points; `main.rs` only parses arguments.
+//! [`cmd`] holds the command-line entry points (the gateway's, and the operator subcommands over
+//! the admin API); `main.rs` only parses arguments.
 
 #![forbid(unsafe_code)]
 

@@ -58,38 +58,58 @@ struct Document {
 
 /// Loads and validates the file at `path`.
 pub fn load_file(path: &Path) -> Result<(Config, Vec<String>), Vec<ConfigError>> {
-    let text = std::fs::read_to_string(path).map_err(|err| {
-        vec![ConfigError {
-            position: None,
-            message: format!("cannot read {}: {err}", path.display()),
-        }]
-    })?;
+    let text = read(path)?;
     load_str(&text, path.parent().unwrap_or(Path::new(".")))
 }
 
 /// Loads and validates a config text. Relative `data_dir`s are kept relative (to the working
 /// directory, as systemd's `WorkingDirectory=` sets it). Returns the config and warnings.
 pub fn load_str(text: &str, _base: &Path) -> Result<(Config, Vec<String>), Vec<ConfigError>> {
-    let mut loader = Loader {
-        text,
-        errors: Vec::new(),
-        warnings: Vec::new(),
-    };
-    let document: Document = match toml::from_str(text) {
-        Ok(document) => document,
-        Err(err) => {
-            let position = err.span().map(|span| loader.position(span.start));
-            return Err(vec![ConfigError {
-                position,
-                message: err.message().trim().to_string(),
-            }]);
-        }
-    };
+    let (mut loader, document) = Loader::parse(text)?;
     let config = loader.validate(document);
     match config {
         Some(config) if loader.errors.is_empty() => Ok((config, loader.warnings)),
         _ => Err(loader.errors),
     }
+}
+
+/// How the operator subcommands reach the admin API, from `[admin]` alone.
+#[derive(Debug)]
+pub struct AdminAccess {
+    pub listen: SocketAddr,
+    /// `[admin] token`, resolved; `None` when it was not asked for.
+    pub token: Option<Secret>,
+}
+
+/// `[admin]` of the file at `path`: the listener's address, and the token resolved only when
+/// `resolve_token` (an operator given the token in `HOOKGATE_ADMIN_TOKEN` may not be allowed to
+/// read the gateway's secrets). The other sections are neither validated nor resolved, so an
+/// operator's shell needs none of the providers' secrets.
+pub fn load_admin_file(path: &Path, resolve_token: bool) -> Result<AdminAccess, Vec<ConfigError>> {
+    let text = read(path)?;
+    let (mut loader, document) = Loader::parse(&text)?;
+    let access = match &document.admin {
+        Some(section) => loader
+            .section::<RawAdmin>(Some(section), "[admin]")
+            .and_then(|raw| loader.admin_access(raw, section, resolve_token)),
+        None => {
+            loader.error(None, "[admin] is missing".to_string());
+            None
+        }
+    };
+    match access {
+        Some(access) if loader.errors.is_empty() => Ok(access),
+        _ => Err(loader.errors),
+    }
+}
+
+fn read(path: &Path) -> Result<String, Vec<ConfigError>> {
+    std::fs::read_to_string(path).map_err(|err| {
+        vec![ConfigError {
+            position: None,
+            message: format!("cannot read {}: {err}", path.display()),
+        }]
+    })
 }
 
 pub(crate) struct Loader<'a> {
@@ -98,7 +118,26 @@ pub(crate) struct Loader<'a> {
     warnings: Vec<String>,
 }
 
-impl Loader<'_> {
+impl<'a> Loader<'a> {
+    /// Parses the TOML document; a syntax error is the only error then.
+    fn parse(text: &'a str) -> Result<(Loader<'a>, Document), Vec<ConfigError>> {
+        let loader = Loader {
+            text,
+            errors: Vec::new(),
+            warnings: Vec::new(),
+        };
+        match toml::from_str(text) {
+            Ok(document) => Ok((loader, document)),
+            Err(err) => {
+                let position = err.span().map(|span| loader.position(span.start));
+                Err(vec![ConfigError {
+                    position,
+                    message: err.message().trim().to_string(),
+                }])
+            }
+        }
+    }
+
     fn validate(&mut self, mut document: Document) -> Option<Config> {
         let server: RawServer = self
             .section(document.server.as_ref(), "[server]")
@@ -281,7 +320,27 @@ impl Loader<'_> {
     }
 
     fn admin(&mut self, raw: RawAdmin, section: &Section) -> Option<AdminConfig> {
+        let access = self.admin_access(raw, section, true)?;
+        Some(AdminConfig {
+            listen: access.listen,
+            token: access.token?,
+        })
+    }
+
+    /// `[admin]`'s address, and its token when `resolve_token`.
+    fn admin_access(
+        &mut self,
+        raw: RawAdmin,
+        section: &Section,
+        resolve_token: bool,
+    ) -> Option<AdminAccess> {
         let listen = self.address(&raw.listen, self.key_position(section, "listen"));
+        if !resolve_token {
+            return Some(AdminAccess {
+                listen: listen?,
+                token: None,
+            });
+        }
         let token = match &raw.token {
             Some(reference) => self.secret(
                 reference,
@@ -302,9 +361,9 @@ impl Loader<'_> {
                 "[admin] token must be at least 16 bytes".into(),
             );
         }
-        Some(AdminConfig {
+        Some(AdminAccess {
             listen: listen?,
-            token: token?,
+            token: Some(token?),
         })
     }
 
@@ -564,5 +623,51 @@ secrets = ["y"]
         let debug = format!("{config:?}");
         assert!(!debug.contains("0123456789abcdef"));
         assert!(!debug.contains("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"));
+    }
+
+    #[test]
+    fn admin_alone_needs_none_of_the_other_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        let text = r#"
+[admin]
+listen = "0.0.0.0:9191"
+token = "env:HOOKGATE_TEST_ADMIN_ONLY_TOKEN"
+
+[[provider]]
+name = "demo"
+verify = "github"
+secrets = ["env:HOOKGATE_TEST_SURELY_UNSET_SECRET"]
+"#;
+        std::fs::write(&path, text).unwrap();
+        let access = load_admin_file(&path, false).unwrap();
+        assert_eq!(access.listen.to_string(), "0.0.0.0:9191");
+        assert!(access.token.is_none());
+        let errors = load_admin_file(&path, true).unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0]
+                .message
+                .contains("HOOKGATE_TEST_ADMIN_ONLY_TOKEN is not set"),
+            "{errors:?}"
+        );
+        assert_eq!(errors[0].position, Some((4, 1)));
+        std::env::set_var("HOOKGATE_TEST_ADMIN_ONLY_TOKEN", "0123456789abcdef0");
+        let access = load_admin_file(&path, true).unwrap();
+        assert_eq!(access.token.unwrap().expose(), b"0123456789abcdef0");
+    }
+
+    #[test]
+    fn admin_alone_still_reports_a_bad_admin_section() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, "[server]\nlisten = \"x\"\n").unwrap();
+        let errors = load_admin_file(&path, false).unwrap_err();
+        assert_eq!(errors[0].message, "[admin] is missing");
+        std::fs::write(&path, "[admin]\nlisten = \"nowhere\"\n").unwrap();
+        let errors = load_admin_file(&path, false).unwrap_err();
+        assert_eq!(errors[0].position, Some((2, 1)), "{errors:?}");
+        let errors = load_admin_file(&dir.path().join("missing.toml"), false).unwrap_err();
+        assert!(errors[0].message.starts_with("cannot read"), "{errors:?}");
     }
 }

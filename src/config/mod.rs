@@ -20,7 +20,7 @@ use crate::verify::Verifier;
 
 pub use audit::MIN_OWN_SECRET_BYTES;
 pub use limits::parse_network;
-pub use load::{load_file, load_str, ConfigError};
+pub use load::{load_admin_file, load_file, load_str, AdminAccess, ConfigError};
 pub use raw::{RawOAuth, RawOAuthClient, RawProvider};
 pub use secret::{resolve as resolve_secret, Secret, SecretSource};
 pub use sync::{NextCursor, SyncAuth, SyncConfig};

@@ -10,6 +10,7 @@ pub mod limits;
 mod oauth_token;
 mod public;
 mod rejections;
+mod request_id;
 pub mod tls;
 
 use std::net::{SocketAddr, TcpListener};

@@ -19,8 +19,10 @@ use super::client::client_address;
 use super::error::ApiError;
 use super::limits::RetryAfter;
 use super::rejections::Refused;
+use super::request_id::{RequestId, X_REQUEST_ID};
 use super::{AppState, Live};
 use crate::config::ProviderConfig;
+use crate::event::EventId;
 use crate::event_id::event_id;
 use crate::metrics::UNKNOWN_PROVIDER;
 use crate::store::{Committed, NewEvent};
@@ -47,12 +49,16 @@ impl Headers for RequestHeaders<'_> {
     }
 }
 
+/// Answers a webhook, with its request id in `X-Request-Id`. A stored one (200) is logged on one
+/// info line; refusals are logged, sampled, where they are decided (`accept`).
 async fn webhook(
     request: HttpRequest,
     path: web::Path<String>,
     payload: web::Payload,
     state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
+) -> HttpResponse {
+    let arrived = Instant::now();
+    let request_id = RequestId::of(request.headers());
     let provider_name = path.into_inner();
     // This request runs under the config it arrived with, whatever a reload does meanwhile.
     let live = state.live();
@@ -68,29 +74,35 @@ async fn webhook(
         Err(err) => actix_web::ResponseError::status_code(err).as_u16(),
     };
     state.metrics.request(label, status);
-    let (committed, started) = match result? {
-        Accepted::Stored(committed, started) => (committed, started),
-        Accepted::Handshake(answer) => {
-            return Ok(HttpResponse::Ok()
-                .content_type(answer.content_type)
-                .body(answer.body))
+    let mut response = match result {
+        Ok(Accepted::Handshake(answer)) => HttpResponse::Ok()
+            .content_type(answer.content_type)
+            .body(answer.body),
+        Ok(Accepted::Stored(committed, started, event_id)) => {
+            state
+                .metrics
+                .ack_latency
+                .observe(started.elapsed().as_secs_f64());
+            let (status, seq) = match committed {
+                Committed::Accepted(seq) => ("accepted", seq),
+                Committed::Duplicate(seq) => ("duplicate", seq),
+            };
+            let latency_ms = (arrived.elapsed().as_secs_f64() * 1e6).round() / 1e3;
+            tracing::info!(request_id = %request_id, provider = %provider_name, event_id = %event_id, seq = seq.0, status = %status, latency_ms, "Webhook stored.");
+            HttpResponse::Ok().json(json!({ "status": status, "seq": seq.0 }))
         }
+        Err(err) => actix_web::ResponseError::error_response(&err),
     };
-    state
-        .metrics
-        .ack_latency
-        .observe(started.elapsed().as_secs_f64());
-    let (status, seq) = match committed {
-        Committed::Accepted(seq) => ("accepted", seq),
-        Committed::Duplicate(seq) => ("duplicate", seq),
-    };
-    Ok(HttpResponse::Ok().json(json!({ "status": status, "seq": seq.0 })))
+    if let Some(value) = request_id.header_value() {
+        response.headers_mut().insert(X_REQUEST_ID, value);
+    }
+    response
 }
 
-/// How a verified request was taken: stored (with when its commit started), or a vendor's
-/// handshake, answered without storing anything.
+/// How a verified request was taken: stored (with when its commit started, and the event's
+/// id), or a vendor's handshake, answered without storing anything.
 enum Accepted {
-    Stored(Committed, Instant),
+    Stored(Committed, Instant, EventId),
     Handshake(Handshake),
 }
 
@@ -194,7 +206,7 @@ async fn accept(
     match state.store.commit(event, server.ack_deadline).await {
         Ok(committed) => {
             tracing::debug!(provider = provider_name, event_id = %id, ?committed, "Webhook stored.");
-            Ok(Accepted::Stored(committed, started))
+            Ok(Accepted::Stored(committed, started, id.id))
         }
         Err(err) => {
             tracing::error!(provider = provider_name, event_id = %id, error = %err, "Webhook not stored; answering 503.");

@@ -314,17 +314,26 @@ impl Drop for Gateway {
     }
 }
 
-/// Parses `... hookgate listening public=IP:PORT admin=IP:PORT ...`.
+/// Parses `... hookgate listening public=IP:PORT admin=IP:PORT ...`, in a text line or in the
+/// `message` of a JSON line (`--log-format json`).
 pub fn parse_listening_line(line: &str) -> Option<(SocketAddr, SocketAddr)> {
     let rest = &line[line.find("hookgate listening")?..];
     let mut public = None;
     let mut admin = None;
+    // The address ends at a closing quote or comma (JSON: `admin=IP:PORT","target":...`).
+    let address = |text: &str| -> Option<SocketAddr> {
+        text.trim_start_matches('"')
+            .split(['"', ','])
+            .next()?
+            .parse()
+            .ok()
+    };
     for token in rest.split_whitespace() {
         let token = token.trim_matches(|c| c == '"' || c == ',');
         if let Some(addr) = token.strip_prefix("public=") {
-            public = addr.trim_matches('"').parse().ok();
+            public = address(addr);
         } else if let Some(addr) = token.strip_prefix("admin=") {
-            admin = addr.trim_matches('"').parse().ok();
+            admin = address(addr);
         }
     }
     Some((public?, admin?))

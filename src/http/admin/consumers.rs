@@ -1,5 +1,5 @@
-//! `GET /v1/consumers/{name}/events` (a long poll for the events after the consumer's cursor)
-//! and `POST /v1/consumers/{name}/ack`. What a page holds and how an ack moves the cursor is
+//! `GET /v1/consumers` (each consumer's cursor and lag), `GET /v1/consumers/{name}/events` (a
+//! long poll for the events after the consumer's cursor) and `POST /v1/consumers/{name}/ack`. What a page holds and how an ack moves the cursor is
 //! [`crate::consume`]'s; this file waits and speaks HTTP.
 
 use std::time::Duration;
@@ -24,8 +24,40 @@ const DRAIN_CHECK: Duration = Duration::from_millis(100);
 
 pub fn routes(config: &mut web::ServiceConfig) {
     config
+        .route("/v1/consumers", web::get().to(list))
         .route("/v1/consumers/{name}/events", web::get().to(read_events))
         .route("/v1/consumers/{name}/ack", web::post().to(ack));
+}
+
+/// Each consumer's cursor, and how far behind the last durable seq it is: `lag` counts every
+/// event after the cursor (of any provider: the cursor moves only when the consumer acks) and
+/// `oldest_pending_age_s` is the age of the first of them.
+async fn list(_: Authorized, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let last = *state.store.last_seq().borrow();
+    let now_ms = crate::store::now_ms();
+    let mut consumers = Vec::new();
+    for consumer in &state.live().config.consumers {
+        let cursor = state
+            .store
+            .output(&consumer.name)
+            .await
+            .map_err(unavailable)?
+            .cursor;
+        let next = state.store.events_after(cursor, 1, None).await;
+        let oldest = next
+            .map_err(unavailable)?
+            .first()
+            .map(|event| now_ms.saturating_sub(event.received_at_ms) as f64 / 1000.0);
+        consumers.push(json!({
+            "name": consumer.name,
+            "providers": consumer.providers.as_ref().map(|names| names.iter().map(|n| n.as_str()).collect::<Vec<_>>()),
+            "cursor": cursor.0,
+            "last_seq": last.0,
+            "lag": last.0.saturating_sub(cursor.0),
+            "oldest_pending_age_s": oldest,
+        }));
+    }
+    Ok(HttpResponse::Ok().json(json!({ "consumers": consumers })))
 }
 
 #[derive(Deserialize)]

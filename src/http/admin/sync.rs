@@ -1,5 +1,6 @@
 //! The sync API's poller per provider: `GET /v1/providers/{name}/sync` (cursor, last success,
-//! last error) and `POST /v1/providers/{name}/sync` (poll now, and answer once that round ends).
+//! last error), `POST /v1/providers/{name}/sync` (poll now, and answer once that round ends), and
+//! `GET /v1/pollers` (every poller's state).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +17,7 @@ const POLL_NOW_WAIT: Duration = Duration::from_secs(30);
 
 pub fn routes(config: &mut web::ServiceConfig) {
     config
+        .route("/v1/pollers", web::get().to(list))
         .route("/v1/providers/{name}/sync", web::get().to(show))
         .route("/v1/providers/{name}/sync", web::post().to(poll_now));
 }
@@ -28,6 +30,16 @@ fn poller(state: &AppState, name: &str) -> Result<Arc<Poller>, ApiError> {
         .find(|p| p.provider.as_str() == name)
         .cloned()
         .ok_or(ApiError::NotFound)
+}
+
+async fn list(_: Authorized, state: web::Data<AppState>) -> HttpResponse {
+    let pollers: Vec<Value> = state
+        .live()
+        .pollers
+        .iter()
+        .map(|poller| view(poller))
+        .collect();
+    HttpResponse::Ok().json(json!({ "pollers": pollers }))
 }
 
 async fn show(
