@@ -33,6 +33,8 @@
 //! left from the vendor's sync API through the same commit (an event is stored once), moving its
 //! durable cursor only once a page's items are durable.
 //! [`cmd`] holds the command-line entry points; `main.rs` only parses arguments.
+//! [`notify`] tells systemd when hookgate is ready, reloading or stopping, and pings its watchdog
+//! while the committer and the forwarders are alive.
 
 #![forbid(unsafe_code)]
 
@@ -45,6 +47,7 @@ pub mod event_id;
 pub mod forward;
 pub mod http;
 pub mod metrics;
+pub mod notify;
 pub mod poll;
 pub mod retry_after;
 pub mod store;
@@ -219,13 +222,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         gateway.admin_addr
     );
     let store = gateway.state.store.clone();
+    notify::ready(&format!(
+        "Listening public={} admin={}",
+        gateway.public_addr, gateway.admin_addr
+    ));
     let outcome = tokio::select! {
         _ = shutdown => Ok(()),
         _ = store.failed() => {
             tracing::error!("The store's committer stopped; nothing can be stored. Shutting down.");
             Err(GatewayError::CommitterDied)
         }
+        never = notify::watchdog(|within| notify::alive(&store, &gateway.forwarders, within)) => match never {},
     };
+    notify::stopping();
     drop(store);
     gateway.shutdown().await;
     if outcome.is_ok() {

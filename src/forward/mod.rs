@@ -101,6 +101,17 @@ impl Forwarders {
         &self.destinations
     }
 
+    /// The destinations whose dispatcher ended (a dispatcher only ends when stopped, or by a
+    /// panic): for the systemd watchdog.
+    pub fn stopped(&self) -> Vec<&str> {
+        self.destinations
+            .iter()
+            .zip(&self.tasks)
+            .filter(|(_, task)| task.is_finished())
+            .map(|(destination, _)| destination.config.name.as_str())
+            .collect()
+    }
+
     /// Stops every forwarder; deliveries in flight are abandoned (sent again after a restart).
     pub async fn stop(self, within: Duration) {
         self.cancel.cancel();
