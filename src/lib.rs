@@ -36,6 +36,8 @@
 //! durable cursor only once a page's items are durable.
 //! [`cmd`] holds the command-line entry points (the gateway's, and the operator subcommands over
 //! the admin API); `main.rs` only parses arguments.
+//! [`notify`] tells systemd when hookgate is ready, reloading or stopping, and pings its watchdog
+//! while the committer and the background tasks are alive ([`supervise`]).
 
 #![forbid(unsafe_code)]
 
@@ -48,6 +50,7 @@ pub mod event_id;
 pub mod forward;
 pub mod http;
 pub mod metrics;
+pub mod notify;
 pub mod poll;
 mod reload;
 pub mod retry_after;
@@ -242,6 +245,10 @@ pub async fn run(
     );
     let store = gateway.state.store.clone();
     let died = gateway.died.clone();
+    notify::ready(&format!(
+        "Listening public={} admin={}",
+        gateway.public_addr, gateway.admin_addr
+    ));
     tokio::pin!(shutdown);
     let outcome = loop {
         tokio::select! {
@@ -252,8 +259,10 @@ pub async fn run(
                 break Err(GatewayError::CommitterDied);
             }
             _ = died.wait() => break Err(GatewayError::TaskDied),
+            never = notify::watchdog(|within| notify::alive(&store, &died, within)) => match never {},
         }
     };
+    notify::stopping();
     drop(store);
     gateway.shutdown().await;
     if outcome.is_ok() {

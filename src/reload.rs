@@ -25,7 +25,13 @@ const STOP_WITHIN: Duration = Duration::from_secs(5);
 
 impl Gateway {
     /// Replaces the running config with `config`; on any failure the old one keeps serving.
-    pub async fn reload(&mut self, mut config: Config) {
+    pub async fn reload(&mut self, config: Config) {
+        crate::notify::reloading();
+        self.apply(config).await;
+        crate::notify::reloaded("Config reloaded (see the log for what changed)");
+    }
+
+    async fn apply(&mut self, mut config: Config) {
         let old = self.state.live();
         for setting in keep_started_settings(&mut config, &old.config) {
             tracing::warn!(

@@ -927,6 +927,20 @@ pub async fn seqs_never_reused_after_sweeping_everything(
     store.close().await;
 }
 
+/// `ping` answers while the store is open, between commits too, and changes nothing; after
+/// `close` it fails.
+pub async fn ping_answers_while_open(open: impl Fn(&Path) -> Store, dir: &Path) {
+    let store = open(dir);
+    store.ping(DEADLINE).await.unwrap();
+    let seq = accept(&store, "p", "id", b"{}").await;
+    store.ping(DEADLINE).await.unwrap();
+    assert_eq!(last_seq(&store), seq, "a ping moved last_seq");
+    assert_eq!(all_seqs(&store).await, vec![seq.0]);
+    store.close().await;
+    let closed = store.ping(DEADLINE).await;
+    assert!(matches!(closed, Err(StoreError::Closed)), "{closed:?}");
+}
+
 // ---- the backends ----
 
 /// One test per check, against the store `$open` opens.
@@ -960,6 +974,7 @@ macro_rules! conformance {
             check!(dedup_keys_expire_by_arrival);
             check!(reopen_keeps_everything);
             check!(seqs_never_reused_after_sweeping_everything);
+            check!(ping_answers_while_open);
         }
     };
 }

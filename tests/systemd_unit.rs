@@ -1,28 +1,46 @@
-//! The shipped systemd unit is valid: `systemd-analyze verify` accepts it once its
-//! `/usr/local/bin/hookgate` points at the binary under test.
+//! The shipped systemd unit (the one the .deb installs): `systemd-analyze verify` accepts it once
+//! its `/usr/bin/hookgate` points at the binary under test, `systemd-analyze security` rates its
+//! sandbox at most [`MAX_EXPOSURE`], and it keeps the behaviour the README describes.
 
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
-#[test]
-fn systemd_unit_verifies() {
-    let unit = std::fs::read_to_string(concat!(
+/// The highest exposure `systemd-analyze security` may give the unit (0 is best, 10 worst).
+const MAX_EXPOSURE: f64 = 1.5;
+
+fn unit() -> String {
+    std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/systemd/hookgate.service"
     ))
-    .expect("systemd/hookgate.service");
-    assert!(unit.contains("ExecStart=/usr/local/bin/hookgate serve --config "));
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("hookgate.service");
+    .expect("systemd/hookgate.service")
+}
+
+/// The unit, with the binary under test as its binary, in a temporary directory.
+fn unit_under_test(dir: &Path) -> PathBuf {
+    let unit = unit();
+    assert!(unit.contains("ExecStart=/usr/bin/hookgate serve --config "));
+    let path = dir.join("hookgate.service");
     std::fs::write(
         &path,
-        unit.replace("/usr/local/bin/hookgate", env!("CARGO_BIN_EXE_hookgate")),
+        unit.replace("/usr/bin/hookgate", env!("CARGO_BIN_EXE_hookgate")),
     )
     .expect("write unit");
-    let output = Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(&path)
+    path
+}
+
+fn systemd_analyze(args: &[&str], unit: &Path) -> Output {
+    Command::new("systemd-analyze")
+        .args(args)
+        .arg(unit)
         .output()
-        .expect("systemd-analyze (from Debian's systemd package) must be installed");
+        .expect("systemd-analyze (from Debian's systemd package) must be installed")
+}
+
+#[test]
+fn systemd_unit_verifies() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let output = systemd_analyze(&["verify"], &unit_under_test(dir.path()));
     let stderr = String::from_utf8_lossy(&output.stderr);
     let problems: Vec<&str> = stderr
         .lines()
@@ -33,4 +51,66 @@ fn systemd_unit_verifies() {
         output.status.success() && problems.is_empty(),
         "systemd-analyze verify: {stderr}"
     );
+}
+
+#[test]
+fn systemd_unit_is_hardened() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let output = systemd_analyze(
+        &["security", "--offline=true", "--no-pager"],
+        &unit_under_test(dir.path()),
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    // "→ Overall exposure level for hookgate.service: 1.1 OK 🙂"
+    let exposure: f64 = stdout
+        .lines()
+        .find_map(|line| {
+            line.split("Overall exposure level for hookgate.service:")
+                .nth(1)
+        })
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|level| level.parse().ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "no exposure level in systemd-analyze security's output:\n{stdout}\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        });
+    assert!(
+        exposure <= MAX_EXPOSURE,
+        "exposure {exposure} > {MAX_EXPOSURE}:\n{stdout}"
+    );
+}
+
+#[test]
+fn systemd_unit_keeps_its_behaviour() {
+    let unit = unit();
+    let lines: Vec<&str> = unit.lines().map(str::trim).collect();
+    for expected in [
+        "Type=notify",
+        "User=hookgate",
+        "StateDirectory=hookgate",
+        "ExecStartPre=/usr/bin/hookgate check-config --config /etc/hookgate/config.toml",
+        "ExecStart=/usr/bin/hookgate serve --config /etc/hookgate/config.toml",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "KillSignal=SIGTERM",
+        "Restart=on-failure",
+        "WatchdogSec=30",
+        "CapabilityBoundingSet=",
+        "ReadWritePaths=/var/lib/hookgate",
+        "UMask=0077",
+        "SystemCallFilter=@system-service",
+        "MemoryDenyWriteExecute=yes",
+        "PrivateDevices=yes",
+    ] {
+        assert!(lines.contains(&expected), "no `{expected}` in the unit");
+    }
+    // The packaged config reads its admin token from the credential the unit loads.
+    let config = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/packaging/config.toml"
+    ))
+    .expect("packaging/config.toml");
+    assert!(config.contains(r#"token = "credential:admin-token""#));
+    assert!(lines.contains(&"LoadCredential=admin-token:/etc/hookgate/credentials/admin-token"));
 }

@@ -78,7 +78,7 @@ impl Loader<'_> {
     pub(super) fn warn_if_literal(&mut self, reference: &str, what: &str) {
         if secret::is_literal(reference) {
             self.warn(format!(
-                "{what} is written literally in the config file; use \"env:NAME\" or \"file:/path\" outside local demos"
+                "{what} is written literally in the config file; use \"credential:NAME\", \"env:NAME\" or \"file:/path\" outside local demos"
             ));
         }
     }

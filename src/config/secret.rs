@@ -1,7 +1,9 @@
-//! Secrets: written `env:NAME`, `file:/path` or as a literal (for local demos only), resolved once
-//! at load time and never printed.
+//! Secrets: written `env:NAME`, `file:/path`, `credential:NAME` (a systemd credential) or as a
+//! literal (for local demos only), resolved once at load time and never printed.
 
+use std::ffi::OsStr;
 use std::fmt;
+use std::path::Path;
 
 /// A resolved secret value. `Debug` and `Display` redact it, so it cannot leak into logs.
 #[derive(Clone, PartialEq, Eq)]
@@ -35,12 +37,22 @@ impl fmt::Debug for Secret {
 pub enum SecretSource {
     Env,
     File,
+    Credential,
     Literal,
 }
 
-/// Whether a reference is the secret itself rather than `env:` or `file:`.
+/// The prefixes of a reference to a secret kept outside the config.
+const REFERENCES: [&str; 3] = ["env:", "file:", "credential:"];
+
+/// The variable systemd sets for a unit with `LoadCredential=` or `LoadCredentialEncrypted=`:
+/// a private directory holding one file per credential, readable by the service only.
+pub const CREDENTIALS_DIRECTORY: &str = "CREDENTIALS_DIRECTORY";
+
+/// Whether a reference is the secret itself rather than `env:`, `file:` or `credential:`.
 pub fn is_literal(reference: &str) -> bool {
-    !(reference.starts_with("env:") || reference.starts_with("file:"))
+    !REFERENCES
+        .iter()
+        .any(|prefix| reference.starts_with(prefix))
 }
 
 /// Resolves one secret reference. The error names the reference, never the value.
@@ -50,12 +62,11 @@ pub fn resolve(reference: &str) -> Result<(Secret, SecretSource), String> {
             std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))?;
         (value.into_bytes(), SecretSource::Env)
     } else if let Some(path) = reference.strip_prefix("file:") {
-        let mut value =
-            std::fs::read(path).map_err(|err| format!("cannot read secret file {path}: {err}"))?;
-        while value.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-            value.pop();
-        }
+        let value = read_trimmed(Path::new(path))
+            .map_err(|err| format!("cannot read secret file {path}: {err}"))?;
         (value, SecretSource::File)
+    } else if let Some(name) = reference.strip_prefix("credential:") {
+        (credential(name)?, SecretSource::Credential)
     } else {
         (reference.as_bytes().to_vec(), SecretSource::Literal)
     };
@@ -63,10 +74,40 @@ pub fn resolve(reference: &str) -> Result<(Secret, SecretSource), String> {
         return Err(match source {
             SecretSource::Env => format!("{} is empty", reference),
             SecretSource::File => format!("secret file {} is empty", &reference[5..]),
+            SecretSource::Credential => format!("{reference} is empty"),
             SecretSource::Literal => "a secret is empty".to_string(),
         });
     }
     Ok((Secret(value), source))
+}
+
+/// The systemd credential `name`: the file of that name in `$CREDENTIALS_DIRECTORY`.
+fn credential(name: &str) -> Result<Vec<u8>, String> {
+    credential_in(std::env::var_os(CREDENTIALS_DIRECTORY).as_deref(), name)
+}
+
+/// The credential `name` in `dir` (the value of `$CREDENTIALS_DIRECTORY`, if set).
+fn credential_in(dir: Option<&OsStr>, name: &str) -> Result<Vec<u8>, String> {
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') {
+        return Err(format!("credential name {name:?} is not a file name"));
+    }
+    let dir = dir.ok_or_else(|| {
+        format!(
+            "credential:{name} needs ${CREDENTIALS_DIRECTORY}, which systemd sets for a unit \
+             with LoadCredential={name}:/path; it is not set"
+        )
+    })?;
+    let path = Path::new(&dir).join(name);
+    read_trimmed(&path).map_err(|err| format!("cannot read credential {}: {err}", path.display()))
+}
+
+/// A file's bytes, without trailing line ends.
+fn read_trimmed(path: &Path) -> std::io::Result<Vec<u8>> {
+    let mut value = std::fs::read(path)?;
+    while value.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        value.pop();
+    }
+    Ok(value)
 }
 
 #[cfg(test)]
@@ -99,5 +140,35 @@ mod tests {
         assert!(resolve("env:HOOKGATE_TEST_SECRET_EMPTY").is_err());
         assert!(resolve("").is_err());
         assert!(resolve("file:/nonexistent/hookgate").is_err());
+    }
+
+    #[test]
+    fn credentials_come_from_the_credentials_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("admin-token"), "from-systemd\n").unwrap();
+        std::fs::write(dir.path().join("empty"), "\n").unwrap();
+        let at = Some(dir.path().as_os_str());
+        assert_eq!(credential_in(at, "admin-token").unwrap(), b"from-systemd");
+        assert!(!is_literal("credential:admin-token"));
+
+        let unset = credential_in(None, "admin-token").unwrap_err();
+        assert!(unset.contains("$CREDENTIALS_DIRECTORY"), "{unset}");
+        assert!(unset.contains("LoadCredential=admin-token:"), "{unset}");
+        let missing = credential_in(at, "github").unwrap_err();
+        assert!(missing.contains("cannot read credential"), "{missing}");
+        assert!(missing.contains(&dir.path().join("github").display().to_string()));
+        for name in ["", ".", "..", "../admin-token", "a/b"] {
+            let err = credential_in(at, name).unwrap_err();
+            assert!(err.contains("is not a file name"), "{name:?}: {err}");
+        }
+        // Through `resolve`, with systemd's variable set (no other test reads it).
+        std::env::set_var(CREDENTIALS_DIRECTORY, dir.path());
+        let (secret, source) = resolve("credential:admin-token").unwrap();
+        assert_eq!(
+            (secret.expose(), source),
+            (&b"from-systemd"[..], SecretSource::Credential)
+        );
+        let empty = resolve("credential:empty").unwrap_err();
+        assert_eq!(empty, "credential:empty is empty");
     }
 }

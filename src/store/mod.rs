@@ -103,6 +103,13 @@ pub trait Backend: Send + Sync + 'static {
     /// True while the store accepts commits.
     fn is_open(&self) -> bool;
 
+    /// Answers once the backend has worked through what was queued before the call, or fails
+    /// with `DeadlineExceeded` after `within`: the liveness check of the systemd watchdog. For
+    /// sled, a round through the committer's group commit (one flush and fdatasync when nothing
+    /// else is committing), so a committer wedged in a write or an fsync does not answer. A full
+    /// disk still answers: it is not a reason to restart.
+    async fn ping(&self, within: Duration) -> Result<(), StoreError>;
+
     /// Resolves when the store stopped accepting without being closed (for one caller: the
     /// process supervisor). Nothing can be stored any more.
     async fn failed(&self);

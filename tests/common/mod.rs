@@ -87,6 +87,7 @@ pub struct GatewayBuilder {
     server: String,
     extra: String,
     wrapper: Option<Wrapper>,
+    env: Vec<(String, std::ffi::OsString)>,
 }
 
 impl GatewayBuilder {
@@ -110,6 +111,12 @@ impl GatewayBuilder {
         self
     }
 
+    /// Sets an environment variable for the gateway (at every start).
+    pub fn env(mut self, name: &str, value: impl Into<std::ffi::OsString>) -> Self {
+        self.env.push((name.to_string(), value.into()));
+        self
+    }
+
     /// Writes the config and starts the gateway; panics (with its stderr) if it does not come up.
     pub fn start(self) -> Gateway {
         let dir = tempfile::tempdir().expect("create temp dir");
@@ -129,6 +136,7 @@ impl GatewayBuilder {
             config_path,
             data_dir,
             wrapper: self.wrapper,
+            env: self.env,
             child: None,
             logs: Arc::new(Mutex::new(String::new())),
             api: Api::unconnected(),
@@ -144,6 +152,7 @@ pub struct Gateway {
     config_path: PathBuf,
     data_dir: PathBuf,
     wrapper: Option<Wrapper>,
+    env: Vec<(String, std::ffi::OsString)>,
     child: Option<Child>,
     logs: Arc<Mutex<String>>,
     api: Api,
@@ -254,6 +263,7 @@ impl Gateway {
             }
         };
         cmd.env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(name, value)| (name, value)))
             .env_remove("HOOKGATE_CONFIG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -40,6 +40,16 @@ use std::path::{Path, PathBuf};
 /// The environment variable that injects an fsync failure, for the fail-stop tests: the sync
 /// after this many successful ones fails as an fdatasync error would.
 pub const FAULT_ENV: &str = "HOOKGATE_TEST_FAIL_FSYNC_AFTER";
+/// The environment variable that wedges the committer, for the watchdog test: the sync after
+/// this many successful ones never returns, as an fsync on a dead disk may not.
+pub const HANG_ENV: &str = "HOOKGATE_TEST_HANG_FSYNC_AFTER";
+
+/// A fault injected into [`Durability::sync`] (tests only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    Fail,
+    Hang,
+}
 
 /// Why a sync failed. Either is fatal.
 #[derive(Debug, thiserror::Error)]
@@ -61,8 +71,8 @@ pub struct Durability {
     dir: PathBuf,
     /// sled's log file, `<data_dir>/db`, opened once.
     log: File,
-    /// Syncs left before an injected failure (tests only; see [`FAULT_ENV`]).
-    fault_after: Option<u64>,
+    /// Syncs left before an injected fault (tests only; see [`FAULT_ENV`] and [`HANG_ENV`]).
+    fault_after: Option<(u64, Fault)>,
 }
 
 impl Durability {
@@ -72,13 +82,13 @@ impl Durability {
         File::open(dir.join("conf"))?.sync_all()?;
         // The directory entries of sled's files must survive a power loss too.
         File::open(dir)?.sync_all()?;
-        let fault_after = std::env::var(FAULT_ENV).ok().and_then(|n| n.parse().ok());
-        if let Some(n) = fault_after {
-            tracing::warn!(
-                syncs = n,
-                "{FAULT_ENV} is set: an fsync failure will be injected."
-            );
-        }
+        let fault_after = [(FAULT_ENV, Fault::Fail), (HANG_ENV, Fault::Hang)]
+            .into_iter()
+            .find_map(|(var, fault)| {
+                let syncs = std::env::var(var).ok()?.parse().ok()?;
+                tracing::warn!(syncs, "{var} is set: an fsync fault will be injected.");
+                Some((syncs, fault))
+            });
         Ok(Durability {
             db,
             dir: dir.to_path_buf(),
@@ -110,13 +120,17 @@ impl Durability {
     /// the call survives a crash or a power loss. Returns the number of fsyncs issued.
     pub fn sync(&mut self) -> Result<u64, SyncError> {
         self.db.flush().map_err(SyncError::Flush)?;
-        if let Some(left) = self.fault_after.as_mut() {
-            if *left == 0 {
+        match self.fault_after.as_mut() {
+            Some((0, Fault::Fail)) => {
                 return Err(SyncError::Fsync(io::Error::other(format!(
                     "injected by {FAULT_ENV}"
                 ))));
             }
-            *left -= 1;
+            Some((0, Fault::Hang)) => loop {
+                std::thread::park();
+            },
+            Some((left, _)) => *left -= 1,
+            None => {}
         }
         self.log.sync_data().map_err(SyncError::Fsync)?;
         Ok(1)

@@ -630,6 +630,13 @@ impl Backend for SledStore {
         !self.queue.is_closed()
     }
 
+    async fn ping(&self, within: Duration) -> Result<(), StoreError> {
+        match self.submit(Work::Writes(Vec::new()), within).await {
+            Ok(_) | Err(StoreError::DiskFull { .. }) => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+
     async fn failed(&self) {
         let receiver = self.committer_ended.lock().ok().and_then(|mut r| r.take());
         match receiver {

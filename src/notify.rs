@@ -1,0 +1,113 @@
+//! Telling the service manager how hookgate stands: systemd's `Type=notify` protocol, through the
+//! `sd-notify` crate.
+//!
+//! - [`ready`]: `READY=1` once the store is open and both listeners are bound.
+//! - [`stopping`]: `STOPPING=1` when draining starts.
+//! - [`reloading`] then [`reloaded`]: `RELOADING=1` when a reload (SIGHUP, from `systemctl
+//!   reload`) starts, `READY=1` when it is over, whether the new config was applied or refused.
+//! - [`watchdog`]: `WATCHDOG=1` every half `WatchdogSec=`, only while the store's committer
+//!   answers and every forwarder's dispatcher runs ([`alive`]); past `WatchdogSec=` without a
+//!   ping, systemd kills hookgate and `Restart=` starts it again.
+//!
+//! Every function does nothing when `$NOTIFY_SOCKET` is unset (hookgate not started by systemd,
+//! or by a unit of another type), so hookgate runs the same anywhere. A message that cannot be
+//! sent is logged and otherwise ignored.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::time::Duration;
+
+use sd_notify::NotifyState;
+
+use crate::store::Store;
+use crate::supervise::Died;
+
+/// `READY=1`: start-up is over. `status` is what `systemctl status` shows.
+pub fn ready(status: &str) {
+    send(&[NotifyState::Ready, NotifyState::Status(status)]);
+}
+
+/// `STOPPING=1`: draining has started.
+pub fn stopping() {
+    send(&[
+        NotifyState::Stopping,
+        NotifyState::Status("Draining: no new webhooks accepted."),
+    ]);
+}
+
+/// `RELOADING=1`, with the `MONOTONIC_USEC=` systemd 253 and later require: a reload has started.
+/// Follow it with [`reloaded`], whether the reload succeeds or not.
+pub fn reloading() {
+    match NotifyState::monotonic_usec_now() {
+        Ok(now) => send(&[NotifyState::Reloading, now]),
+        Err(err) => {
+            tracing::warn!(error = %err, "Cannot read the monotonic clock for RELOADING=1.");
+            send(&[NotifyState::Reloading]);
+        }
+    }
+}
+
+/// `READY=1` again: the reload is over. `status` says whether the new config was applied.
+pub fn reloaded(status: &str) {
+    ready(status);
+}
+
+/// Pings the watchdog every half `WatchdogSec=` while `alive` succeeds within that time; never
+/// returns. Without a watchdog (`$WATCHDOG_USEC` unset, or `$WATCHDOG_PID` naming another
+/// process) it only waits. `alive` gets the time it has and says why it failed, for the log.
+pub async fn watchdog<F, Fut>(mut alive: F) -> Infallible
+where
+    F: FnMut(Duration) -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    let Some(interval) = sd_notify::watchdog_enabled().map(|timeout| timeout / 2) else {
+        return std::future::pending().await;
+    };
+    tracing::info!(
+        seconds = interval.as_secs_f64(),
+        "systemd watchdog enabled: pinging while the committer and the forwarders are alive."
+    );
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        ticks.tick().await;
+        let checked = tokio::time::timeout(interval, alive(interval))
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {interval:?}")));
+        match checked {
+            Ok(()) => {
+                send(&[NotifyState::Watchdog]);
+                if std::mem::take(&mut failing) {
+                    tracing::info!("Alive again: the systemd watchdog is pinged again.");
+                }
+            }
+            Err(reason) if !failing => {
+                failing = true;
+                tracing::error!(
+                    reason = %reason,
+                    "Not pinging the systemd watchdog; systemd restarts hookgate if this lasts."
+                );
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// The watchdog's check: the store's committer answers within `within`, and no background task
+/// (a forwarder's dispatcher, a poller, the sweeper) has ended on its own.
+pub async fn alive(store: &Store, died: &Died, within: Duration) -> Result<(), String> {
+    if died.happened() {
+        return Err("a background task ended (see the log)".to_string());
+    }
+    store
+        .ping(within)
+        .await
+        .map_err(|err| format!("the store's committer does not answer: {err}"))
+}
+
+fn send(states: &[NotifyState]) {
+    if let Err(err) = sd_notify::notify(states) {
+        tracing::warn!(error = %err, "Cannot notify systemd.");
+    }
+}
