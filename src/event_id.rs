@@ -88,7 +88,7 @@ fn json_id(body: &[u8], pointer: &str) -> Option<EventId> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Secret;
+    use crate::secret::Secret;
     use crate::verify::test_support::raw;
     use crate::verify::{SignInput, Unverified, Verifier};
     use std::time::SystemTime;

@@ -4,7 +4,7 @@
 
 use super::load::{Loader, Section};
 use super::raw::{RawDestination, RawProvider, RawSyncAuth};
-use super::secret;
+use crate::secret;
 
 /// Bytes a secret hookgate checks or signs with must have at least (128 bits).
 pub const MIN_OWN_SECRET_BYTES: usize = 16;

@@ -14,10 +14,10 @@ use toml::Spanned;
 use super::raw::{
     RawAdmin, RawConsumer, RawDestination, RawLimits, RawProvider, RawServer, RawStore,
 };
-use super::secret::{self, Secret};
 use super::{AdminConfig, Config, ProviderConfig, ServerConfig};
 use crate::event::ProviderName;
 use crate::event_id::EventIdRule;
+use crate::secret::{self, Secret};
 use crate::verify::Verifier;
 
 /// One problem in the config file.

@@ -6,7 +6,6 @@ mod limits;
 mod load;
 mod outputs;
 mod raw;
-mod secret;
 mod sync;
 
 use std::net::SocketAddr;
@@ -18,11 +17,11 @@ use crate::event::ProviderName;
 use crate::event_id::EventIdRule;
 use crate::verify::Verifier;
 
+pub use crate::secret::{resolve as resolve_secret, Secret, SecretSource};
 pub use audit::MIN_OWN_SECRET_BYTES;
 pub use limits::parse_network;
 pub use load::{load_file, load_str, ConfigError};
 pub use raw::{RawOAuth, RawOAuthClient, RawProvider};
-pub use secret::{resolve as resolve_secret, Secret, SecretSource};
 pub use sync::{NextCursor, SyncAuth, SyncConfig};
 
 /// Everything hookgate needs to run, checked.

@@ -46,7 +46,7 @@ impl Verifier {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::config::Secret;
+    use crate::secret::Secret;
     use crate::verify::test_support::{raw, TestHeaders};
     use crate::verify::{Unverified, Verifier};
     use bytes::Bytes;
