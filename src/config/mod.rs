@@ -6,7 +6,9 @@ mod limits;
 mod load;
 mod outputs;
 mod raw;
+mod scheme;
 mod sync;
+mod verifier;
 
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
@@ -21,7 +23,6 @@ pub use crate::secret::{resolve as resolve_secret, Secret, SecretSource};
 pub use audit::MIN_OWN_SECRET_BYTES;
 pub use limits::parse_network;
 pub use load::{load_file, load_str, ConfigError};
-pub use raw::{RawOAuth, RawOAuthClient, RawProvider};
 pub use sync::{NextCursor, SyncAuth, SyncConfig};
 
 /// Everything hookgate needs to run, checked.
