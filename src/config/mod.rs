@@ -1,5 +1,8 @@
-//! Configuration: the TOML file (`raw`), its loading and validation (`load`), and the validated
-//! `Config` the rest of hookgate runs on. Secrets are resolved here, once, and never printed.
+//! Configuration: the TOML file (`raw`; a provider's scheme keys in `scheme`, one serde variant
+//! per scheme), its loading and validation (`load`), and the validated `Config` the rest of
+//! hookgate runs on. `verifier` builds each provider's [`Verifier`] from its scheme's keys:
+//! `config` imports `verify`, never the reverse. Every secret is resolved here, in one place
+//! (`Loader::resolve`, which warns about secrets written literally), once, and never printed.
 
 mod audit;
 mod limits;
