@@ -88,9 +88,8 @@ fn json_id(body: &[u8], pointer: &str) -> Option<EventId> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Secret;
-    use crate::verify::test_support::raw;
-    use crate::verify::{SignInput, Unverified, Verifier};
+    use crate::secret::Secret;
+    use crate::verify::{self, SignInput, Unverified, Verifier};
     use std::time::SystemTime;
 
     struct OwnedHeaders(Vec<(String, String)>);
@@ -106,17 +105,23 @@ mod tests {
     }
 
     fn verifier(verify: &str) -> Verifier {
-        let mut provider = raw(verify);
-        let secret = match verify {
-            "standard-webhooks" => "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
-            "none" => return Verifier::build(&provider, vec![]).unwrap(),
-            _ => "key",
-        };
-        provider.secrets = vec![secret.into()];
-        if verify == "hmac" {
-            provider.header = Some("X-Sig".into());
+        let secrets = |secret| vec![Secret::from_literal(secret)];
+        match verify {
+            "standard-webhooks" => Verifier::StandardWebhooks(
+                verify::StandardWebhooks::new(
+                    &secrets("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+                    None,
+                )
+                .unwrap(),
+            ),
+            "none" => Verifier::None(verify::AllowIps::new(None)),
+            "github" => Verifier::Github(verify::Github::new(secrets("key"))),
+            "stripe" => Verifier::Stripe(verify::Stripe::new(secrets("key"), None)),
+            "hmac" => Verifier::Hmac(
+                verify::GenericHmac::new(secrets("key"), Some("X-Sig"), None, None, None).unwrap(),
+            ),
+            other => panic!("no test verifier for {other}"),
         }
-        Verifier::build(&provider, vec![Secret::from_literal(secret)]).unwrap()
     }
 
     /// The key of a request signed by `verify`'s own `sign` (scheme id `sid`), with an

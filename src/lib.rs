@@ -4,7 +4,9 @@
 //!
 //! 1. [`http`]: `POST /hooks/{provider}` on the public listener. The body is read as raw bytes,
 //!    bounded by `max_body_bytes` and `body_timeout_ms`.
-//! 2. [`config`]: the provider named in the route, with its scheme and secrets (resolved at load).
+//! 2. [`config`]: the provider named in the route, with its scheme and secrets (resolved at load,
+//!    each through [`secret`], which neither [`config`] nor [`verify`] owns: both use it).
+//!    `config` builds each provider's verifier; [`verify`] knows nothing of the config file.
 //! 3. [`verify`]: the provider's scheme checks the raw bytes in constant time and turns the
 //!    request into a `Verified` one, or refuses it (401). Nothing unverified goes further. A
 //!    verified vendor handshake (Slack's `url_verification`) carries the answer it expects, which
@@ -54,6 +56,7 @@ pub mod notify;
 pub mod poll;
 mod reload;
 pub mod retry_after;
+pub mod secret;
 pub mod store;
 pub mod supervise;
 pub mod verify;

@@ -11,14 +11,12 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::raw::{
-    RawAdmin, RawConsumer, RawDestination, RawLimits, RawProvider, RawServer, RawStore,
-};
-use super::secret::{self, Secret};
+use super::raw::{RawAdmin, RawConsumer, RawDestination, RawLimits, RawServer, RawStore};
+use super::scheme::RawProvider;
 use super::{AdminConfig, Config, ProviderConfig, ServerConfig};
 use crate::event::ProviderName;
 use crate::event_id::EventIdRule;
-use crate::verify::Verifier;
+use crate::secret::{self, Secret};
 
 /// One problem in the config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -376,19 +374,6 @@ impl<'a> Loader<'a> {
             }
         };
         let label = format!("provider {:?}", raw.name);
-        let secrets_at = self.key_position(section, "secrets");
-        let secrets: Vec<Secret> = raw
-            .secrets
-            .iter()
-            .enumerate()
-            .filter_map(|(index, reference)| {
-                self.secret(
-                    reference,
-                    &format!("{label} secret #{}", index + 1),
-                    secrets_at,
-                )
-            })
-            .collect();
         let event_id = match raw.event_id.as_deref().map(EventIdRule::parse) {
             Some(Ok(rule)) => Some(rule),
             Some(Err(message)) => {
@@ -400,21 +385,7 @@ impl<'a> Loader<'a> {
             }
             None => None,
         };
-        self.audit_provider(&raw, section);
-        let complete = secrets.len() == raw.secrets.len();
-        let verify_at = self.key_position(section, "verify");
-        let verifier = match Verifier::build(&raw, secrets) {
-            Ok(verifier) => Some(verifier),
-            Err(messages) => {
-                for message in messages {
-                    self.error(verify_at, format!("{label}: {message}"));
-                }
-                None
-            }
-        };
-        if !complete {
-            return None;
-        }
+        let verifier = self.verifier(&raw, section);
         Some(ProviderConfig {
             name: name?,
             verifier: verifier?,
@@ -423,46 +394,78 @@ impl<'a> Loader<'a> {
         })
     }
 
-    /// Deserializes one section, reporting its error at the key it names (else the section).
+    /// Deserializes one section, reporting each error at the key it names (else the section).
     fn section<T: DeserializeOwned>(
         &mut self,
         section: Option<&Section>,
         label: &str,
     ) -> Option<T> {
-        let section = section?;
-        let table: toml::Table = section
+        self.section_without(section?, label, &[])
+    }
+
+    /// [`Loader::section`] without the keys in `skip` (read apart). An unknown key is reported
+    /// and left out, and the rest read again, so that every unknown key is reported at once (a
+    /// key of another verification scheme, say) along with what is wrong besides.
+    pub(super) fn section_without<T: DeserializeOwned>(
+        &mut self,
+        section: &Section,
+        label: &str,
+        skip: &[&str],
+    ) -> Option<T> {
+        let mut table: toml::Table = section
             .get_ref()
             .iter()
+            .filter(|(key, _)| !skip.contains(&key.get_ref().as_str()))
             .map(|(key, value)| (key.get_ref().clone(), value.get_ref().clone()))
             .collect();
-        match T::deserialize(toml::Value::Table(table)) {
-            Ok(value) => Some(value),
-            Err(err) => {
-                let message = err.message().trim().to_string();
-                // serde names the offending key first, in backticks.
-                let named = message.split('`').nth(1).unwrap_or_default();
-                let key = section.get_ref().keys().find(|key| key.get_ref() == named);
-                let offset = key.map_or(section.span().start, |key| key.span().start);
-                self.error(
-                    Some(self.position(offset)),
-                    format!("in {label}: {message}"),
-                );
-                None
+        loop {
+            let message = match T::deserialize(toml::Value::Table(table.clone())) {
+                Ok(value) => return Some(value),
+                Err(err) => err.message().trim().to_string(),
+            };
+            // serde names the offending key first, in backticks.
+            let named = message.split('`').nth(1).unwrap_or_default();
+            let (key, within) = locate(&table, named);
+            let offset = key
+                .and_then(|key| section.get_ref().keys().find(|k| k.get_ref() == key))
+                .map_or(section.span().start, |key| key.span().start);
+            let within = within.map_or(String::new(), |table| format!(" [{table}]"));
+            self.error(
+                Some(self.position(offset)),
+                format!("in {label}{within}: {message}"),
+            );
+            let unknown = message.starts_with("unknown field");
+            if !(unknown && remove(&mut table, named)) {
+                return None;
             }
         }
     }
 
-    fn secret(
+    /// The one place a reference in the config file (`env:NAME`, `file:/path` or the value
+    /// itself) is read. A secret written literally earns a warning naming it (`warn_as`); a
+    /// public key (`warn_as` is `None`) may be written inline. The error names the reference,
+    /// never a value.
+    pub(super) fn resolve(
+        &mut self,
+        reference: &str,
+        warn_as: Option<&str>,
+    ) -> Result<Secret, String> {
+        let (value, _) = secret::resolve(reference)?;
+        if let Some(what) = warn_as {
+            self.warn_if_literal(reference, what);
+        }
+        Ok(value)
+    }
+
+    /// A secret resolved (see [`Loader::resolve`]), or an error about `what` at `at`.
+    pub(super) fn secret(
         &mut self,
         reference: &str,
         what: &str,
         at: Option<(usize, usize)>,
     ) -> Option<Secret> {
-        match secret::resolve(reference) {
-            Ok((secret, _)) => {
-                self.warn_if_literal(reference, what);
-                Some(secret)
-            }
+        match self.resolve(reference, Some(what)) {
+            Ok(secret) => Some(secret),
             Err(message) => {
                 self.error(at, format!("{what}: {message}"));
                 None
@@ -512,6 +515,33 @@ impl<'a> Loader<'a> {
     pub(super) fn error(&mut self, position: Option<(usize, usize)>, message: String) {
         self.errors.push(ConfigError { position, message });
     }
+}
+
+/// Where a key serde names sits in a section: the section's own key, or the key of the table
+/// inside it (`[provider.oauth]`) that holds it, named second.
+fn locate<'a>(table: &'a toml::Table, key: &str) -> (Option<&'a str>, Option<&'a str>) {
+    if let Some((own, _)) = table.get_key_value(key) {
+        return (Some(own.as_str()), None);
+    }
+    let inner = table
+        .iter()
+        .find(|(_, value)| value.as_table().is_some_and(|t| t.contains_key(key)));
+    match inner {
+        Some((name, _)) => (Some(name.as_str()), Some(name.as_str())),
+        None => (None, None),
+    }
+}
+
+/// Removes `key` from the section, or from the table inside it that holds it; whether it was
+/// there.
+fn remove(table: &mut toml::Table, key: &str) -> bool {
+    if table.remove(key).is_some() {
+        return true;
+    }
+    table
+        .iter_mut()
+        .filter_map(|(_, value)| value.as_table_mut())
+        .any(|inner| inner.remove(key).is_some())
 }
 
 #[cfg(test)]

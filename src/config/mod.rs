@@ -1,13 +1,17 @@
-//! Configuration: the TOML file (`raw`), its loading and validation (`load`), and the validated
-//! `Config` the rest of hookgate runs on. Secrets are resolved here, once, and never printed.
+//! Configuration: the TOML file (`raw`; a provider's scheme keys in `scheme`, one serde variant
+//! per scheme), its loading and validation (`load`), and the validated `Config` the rest of
+//! hookgate runs on. `verifier` builds each provider's [`Verifier`] from its scheme's keys:
+//! `config` imports `verify`, never the reverse. Every secret is resolved here, in one place
+//! (`Loader::resolve`, which warns about secrets written literally), once, and never printed.
 
 mod audit;
 mod limits;
 mod load;
 mod outputs;
 mod raw;
-mod secret;
+mod scheme;
 mod sync;
+mod verifier;
 
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
@@ -18,11 +22,10 @@ use crate::event::ProviderName;
 use crate::event_id::EventIdRule;
 use crate::verify::Verifier;
 
+pub use crate::secret::{resolve as resolve_secret, Secret, SecretSource};
 pub use audit::MIN_OWN_SECRET_BYTES;
 pub use limits::parse_network;
 pub use load::{load_admin_file, load_file, load_str, AdminAccess, ConfigError};
-pub use raw::{RawOAuth, RawOAuthClient, RawProvider};
-pub use secret::{resolve as resolve_secret, Secret, SecretSource};
 pub use sync::{NextCursor, SyncAuth, SyncConfig};
 
 /// Everything hookgate needs to run, checked.

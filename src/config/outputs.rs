@@ -77,8 +77,9 @@ impl Loader<'_> {
             }
         };
         let wanted = self.provider_list(raw.providers.as_deref(), providers, section, &label);
-        let signing_key = match crate::config::resolve_secret(&raw.signing_secret) {
-            Ok((secret, _)) => match crate::verify::decode_whsec(secret.expose()) {
+        let what = format!("{label} signing_secret");
+        let signing_key = match self.resolve(&raw.signing_secret, Some(&what)) {
+            Ok(secret) => match crate::verify::decode_whsec(secret.expose()) {
                 Some(key) => Some(key),
                 None => {
                     self.error(

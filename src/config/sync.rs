@@ -8,7 +8,10 @@ use toml::Spanned;
 use super::load::Loader;
 use super::outputs::parse_duration;
 use super::raw::{RawSync, RawSyncAuth};
-use super::{resolve_secret, Secret};
+use super::Secret;
+
+/// Reads an auth secret: its key (`password`...) and its reference.
+type Resolve<'a> = dyn FnMut(&str, &str) -> Result<Secret, String> + 'a;
 
 /// How a provider's sync API is polled.
 #[derive(Debug, Clone, PartialEq)]
@@ -100,9 +103,10 @@ impl Loader<'_> {
                 return None;
             }
         };
-        self.audit_sync_auth(raw.auth.as_ref(), &label);
         let mut errors = Vec::new();
-        let config = build(raw, &mut errors);
+        let config = build(raw, &mut errors, &mut |key, reference| {
+            self.resolve(reference, Some(&format!("{label} auth {key}")))
+        });
         for message in &errors {
             self.error(at, format!("{label}: {message}"));
         }
@@ -117,8 +121,8 @@ impl RawSync {
     }
 }
 
-/// The checked config, or `None` with `errors` filled.
-fn build(raw: RawSync, errors: &mut Vec<String>) -> Option<SyncConfig> {
+/// The checked config, or `None` with `errors` filled; `resolve` reads the auth secrets.
+fn build(raw: RawSync, errors: &mut Vec<String>, resolve: &mut Resolve<'_>) -> Option<SyncConfig> {
     let preset = match raw.preset.as_deref() {
         None => None,
         Some("alcmeon") => Some(&ALCMEON),
@@ -204,7 +208,7 @@ fn build(raw: RawSync, errors: &mut Vec<String>) -> Option<SyncConfig> {
     if max_pages_per_round == 0 {
         errors.push("max_pages_per_round must be at least 1".into());
     }
-    let auth = auth(raw.auth, preset.map(|p| p.auth), errors);
+    let auth = auth(raw.auth, preset.map(|p| p.auth), errors, resolve);
     Some(SyncConfig {
         url: url?,
         interval,
@@ -224,6 +228,7 @@ fn auth(
     raw: Option<RawSyncAuth>,
     preset: Option<&str>,
     errors: &mut Vec<String>,
+    resolve: &mut Resolve<'_>,
 ) -> Option<SyncAuth> {
     let Some(raw) = raw else {
         if let Some(kind) = preset.filter(|k| *k != "none") {
@@ -235,8 +240,8 @@ fn auth(
         return Some(SyncAuth::None);
     };
     let kind = raw.kind.as_deref().or(preset).unwrap_or("none");
-    let mut secret = |key: &str, reference: Option<&str>| match reference.map(resolve_secret) {
-        Some(Ok((secret, _))) => Some(secret),
+    let mut secret = |key: &str, reference: Option<&str>| match reference.map(|r| resolve(key, r)) {
+        Some(Ok(secret)) => Some(secret),
         Some(Err(message)) => {
             errors.push(format!("auth {key}: {message}"));
             None
@@ -363,7 +368,9 @@ mod tests {
     fn parse(text: &str) -> Result<SyncConfig, Vec<String>> {
         let raw = RawSync::deserialize_value(toml::from_str(text).unwrap()).map_err(|e| vec![e])?;
         let mut errors = Vec::new();
-        let config = build(raw, &mut errors);
+        let config = build(raw, &mut errors, &mut |_, reference| {
+            crate::secret::resolve(reference).map(|(secret, _)| secret)
+        });
         match config {
             Some(config) if errors.is_empty() => Ok(config),
             _ => Err(errors),

@@ -145,8 +145,8 @@ fn transport_failure(err: &reqwest::Error) -> Failure {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Secret;
     use crate::event::Source;
+    use crate::secret::Secret;
     use std::time::Duration;
 
     fn destination() -> DestinationConfig {

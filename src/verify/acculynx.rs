@@ -12,7 +12,7 @@ use super::fields::{first_secret, JsonBody};
 use super::hmac_generic::Encoding;
 use super::mac::{self, Algorithm};
 use super::{Claims, Rejection, SignInput, SignedHeaders, Unverified};
-use crate::config::{RawProvider, Secret};
+use crate::secret::Secret;
 
 const DEFAULT_HEADER: &str = "X-AccuLynx-Signature";
 /// How rejections name the header, which may be configured.
@@ -26,13 +26,19 @@ pub struct AccuLynx {
 }
 
 impl AccuLynx {
-    pub fn build(raw: &RawProvider, secrets: Vec<Secret>) -> Result<AccuLynx, Vec<String>> {
+    /// The keys as written: `header` and `encoding`, both optional. Every problem is reported
+    /// at once.
+    pub fn new(
+        secrets: Vec<Secret>,
+        header: Option<&str>,
+        encoding: Option<&str>,
+    ) -> Result<AccuLynx, Vec<String>> {
         let mut errors = Vec::new();
-        let header = raw.header.as_deref().unwrap_or(DEFAULT_HEADER);
+        let header = header.unwrap_or(DEFAULT_HEADER);
         if actix_web::http::header::HeaderName::from_bytes(header.as_bytes()).is_err() {
             errors.push(format!("header {header:?} is not a valid header name"));
         }
-        let encoding = Encoding::parse(raw.encoding.as_deref().unwrap_or("hex"))
+        let encoding = Encoding::parse(encoding.unwrap_or("hex"))
             .map_err(|e| errors.push(e))
             .ok();
         match encoding {
@@ -84,7 +90,7 @@ mod tests {
     use super::*;
     use crate::event::EventId;
     use crate::verify::sign::tests::round_trip;
-    use crate::verify::test_support::{raw, request, TestHeaders};
+    use crate::verify::test_support::{request, TestHeaders};
     use crate::verify::Verifier;
     use std::time::SystemTime;
 
@@ -92,11 +98,8 @@ mod tests {
     const BODY: &str = r#"{"topicName":"job-milestone-changed","eventId":"a653de1a-84a6-488c-90bc-f6c8e990bf51","Event":{"milestoneId":3}}"#;
 
     fn scheme(secrets: &[&str], header: Option<&str>, encoding: Option<&str>) -> AccuLynx {
-        let mut provider = raw("acculynx");
-        provider.header = header.map(str::to_string);
-        provider.encoding = encoding.map(str::to_string);
         let secrets = secrets.iter().map(|s| Secret::from_literal(s)).collect();
-        AccuLynx::build(&provider, secrets).unwrap()
+        AccuLynx::new(secrets, header, encoding).unwrap()
     }
 
     fn tag(secret: &str, body: &str) -> Vec<u8> {
@@ -176,10 +179,7 @@ mod tests {
 
     #[test]
     fn config_errors_are_collected() {
-        let mut provider = raw("acculynx");
-        provider.header = Some("bad header".into());
-        provider.encoding = Some("base32".into());
-        let errors = AccuLynx::build(&provider, vec![]).unwrap_err();
+        let errors = AccuLynx::new(vec![], Some("bad header"), Some("base32")).unwrap_err();
         assert_eq!(errors.len(), 2, "{errors:?}");
     }
 

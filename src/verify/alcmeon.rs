@@ -9,7 +9,7 @@
 use super::fields::{first_secret, JsonBody};
 use super::mac::{self, Algorithm};
 use super::{required, Claims, Rejection, SignInput, SignedHeaders, Unverified};
-use crate::config::{RawProvider, Secret};
+use crate::secret::Secret;
 
 const SIGNATURE: &str = "X-Alcmeon-Webhook-Signature";
 
@@ -23,9 +23,15 @@ pub struct Alcmeon {
 }
 
 impl Alcmeon {
-    pub fn build(raw: &RawProvider, secrets: Vec<Secret>) -> Result<Alcmeon, Vec<String>> {
+    /// The keys as written: `signature_base` and `public_url`, both optional. Every problem is
+    /// reported at once.
+    pub fn new(
+        secrets: Vec<Secret>,
+        signature_base: Option<&str>,
+        public_url: Option<&str>,
+    ) -> Result<Alcmeon, Vec<String>> {
         let mut errors = Vec::new();
-        let separator = match raw.signature_base.as_deref() {
+        let separator = match signature_base {
             None | Some("path+space+body") => " ",
             Some("path+body") => "",
             Some(other) => {
@@ -35,7 +41,7 @@ impl Alcmeon {
                 " "
             }
         };
-        let public_path = match raw.public_url.as_deref().map(url::Url::parse) {
+        let public_path = match public_url.map(url::Url::parse) {
             None => None,
             Some(Ok(url)) if matches!(url.scheme(), "http" | "https") => {
                 Some(url.path().to_string())
@@ -84,7 +90,7 @@ mod tests {
     use super::*;
     use crate::event::EventId;
     use crate::verify::sign::tests::round_trip;
-    use crate::verify::test_support::{raw, TestHeaders};
+    use crate::verify::test_support::TestHeaders;
     use crate::verify::{Unverified, Verifier};
     use std::time::SystemTime;
 
@@ -95,10 +101,8 @@ mod tests {
     const SIG: &str = "23b8881b0bcd2a1587bf084245adda8dc6cfef291730ae02f92d2ee2e524a8a7";
 
     fn scheme(secrets: &[&str], base: Option<&str>) -> Alcmeon {
-        let mut provider = raw("alcmeon");
-        provider.signature_base = base.map(str::to_string);
         let secrets = secrets.iter().map(|s| Secret::from_literal(s)).collect();
-        Alcmeon::build(&provider, secrets).unwrap()
+        Alcmeon::new(secrets, base, None).unwrap()
     }
 
     fn check(
@@ -157,9 +161,9 @@ mod tests {
 
     #[test]
     fn public_url_path_is_signed_instead() {
-        let mut provider = raw("alcmeon");
-        provider.public_url = Some(format!("https://crm.example.com{PATH}?x=1"));
-        let behind_proxy = Alcmeon::build(&provider, vec![Secret::from_literal(SECRET)]).unwrap();
+        let public_url = format!("https://crm.example.com{PATH}?x=1");
+        let secrets = vec![Secret::from_literal(SECRET)];
+        let behind_proxy = Alcmeon::new(secrets, None, Some(&public_url)).unwrap();
         assert!(check(&behind_proxy, Some(SIG), "/hooks/alcmeon", BODY).is_ok());
         assert_eq!(
             check(&scheme(&[SECRET], None), Some(SIG), "/hooks/alcmeon", BODY),
@@ -199,10 +203,7 @@ mod tests {
 
     #[test]
     fn config_errors_are_collected() {
-        let mut provider = raw("alcmeon");
-        provider.signature_base = Some("body".into());
-        provider.public_url = Some("ftp://example.com/x".into());
-        let errors = Alcmeon::build(&provider, vec![]).unwrap_err();
+        let errors = Alcmeon::new(vec![], Some("body"), Some("ftp://example.com/x")).unwrap_err();
         assert_eq!(errors.len(), 2, "{errors:?}");
     }
 

@@ -6,8 +6,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::value::RawValue;
 
-use crate::config::Secret;
 use crate::event::EventId;
+use crate::secret::Secret;
 
 /// Whether a Unix timestamp lies within `tolerance` of `now`, in the past or the future.
 pub(crate) fn fresh(now: SystemTime, seconds: u64, tolerance: Duration) -> bool {

@@ -9,8 +9,8 @@
 use super::fields::JsonBody;
 use super::mac::{self, Algorithm};
 use super::{required, Claims, Rejection, SignInput, SignedHeaders, Unverified};
-use crate::config::Secret;
 use crate::event::EventId;
+use crate::secret::Secret;
 
 const SIGNATURE: &str = "X-Hub-Signature-256";
 const DELIVERY: &str = "X-GitHub-Delivery";

@@ -7,8 +7,8 @@ use base64::Engine;
 
 use super::mac::{self, Algorithm};
 use super::{Rejection, SignInput, SignedHeaders, Unverified};
-use crate::config::{RawProvider, Secret};
 use crate::event::EventId;
+use crate::secret::Secret;
 
 /// How the tag is written in the header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,9 +46,17 @@ pub struct GenericHmac {
 }
 
 impl GenericHmac {
-    pub fn build(raw: &RawProvider, secrets: Vec<Secret>) -> Result<GenericHmac, Vec<String>> {
+    /// The keys as written: `header` (required), `algorithm` (default `sha256`), `encoding`
+    /// (default `hex`) and `prefix` (default none). Every problem is reported at once.
+    pub fn new(
+        secrets: Vec<Secret>,
+        header: Option<&str>,
+        algorithm: Option<&str>,
+        encoding: Option<&str>,
+        prefix: Option<&str>,
+    ) -> Result<GenericHmac, Vec<String>> {
         let mut errors = Vec::new();
-        let header = match raw.header.as_deref() {
+        let header = match header {
             Some(name)
                 if actix_web::http::header::HeaderName::from_bytes(name.as_bytes()).is_ok() =>
             {
@@ -63,10 +71,10 @@ impl GenericHmac {
                 None
             }
         };
-        let algorithm = Algorithm::parse(raw.algorithm.as_deref().unwrap_or("sha256"))
+        let algorithm = Algorithm::parse(algorithm.unwrap_or("sha256"))
             .map_err(|e| errors.push(e))
             .ok();
-        let encoding = Encoding::parse(raw.encoding.as_deref().unwrap_or("hex"))
+        let encoding = Encoding::parse(encoding.unwrap_or("hex"))
             .map_err(|e| errors.push(e))
             .ok();
         match (header, algorithm, encoding) {
@@ -76,7 +84,7 @@ impl GenericHmac {
                     header: header.to_string(),
                     algorithm,
                     encoding,
-                    prefix: raw.prefix.clone().unwrap_or_default(),
+                    prefix: prefix.unwrap_or_default().to_string(),
                 })
             }
             _ => Err(errors),
@@ -112,16 +120,19 @@ impl GenericHmac {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::verify::test_support::{raw, TestHeaders};
+    use crate::verify::test_support::TestHeaders;
     use std::time::SystemTime;
 
     fn scheme(algorithm: &str, encoding: &str, prefix: Option<&str>) -> GenericHmac {
-        let mut provider = raw("hmac");
-        provider.header = Some("X-Sig".into());
-        provider.algorithm = Some(algorithm.into());
-        provider.encoding = Some(encoding.into());
-        provider.prefix = prefix.map(str::to_string);
-        GenericHmac::build(&provider, vec![Secret::from_literal("key")]).unwrap()
+        let secrets = vec![Secret::from_literal("key")];
+        GenericHmac::new(
+            secrets,
+            Some("X-Sig"),
+            Some(algorithm),
+            Some(encoding),
+            prefix,
+        )
+        .unwrap()
     }
 
     fn check(scheme: &GenericHmac, value: &str) -> Result<Option<EventId>, Rejection> {
@@ -168,10 +179,7 @@ mod tests {
 
     #[test]
     fn config_errors_are_collected() {
-        let mut provider = raw("hmac");
-        provider.algorithm = Some("md5".into());
-        provider.encoding = Some("base32".into());
-        let errors = GenericHmac::build(&provider, vec![]).unwrap_err();
+        let errors = GenericHmac::new(vec![], None, Some("md5"), Some("base32"), None).unwrap_err();
         assert_eq!(errors.len(), 3, "{errors:?}");
     }
 }

@@ -25,7 +25,6 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 
-use crate::config::{RawProvider, Secret};
 use crate::event::{EventId, Source};
 
 pub use acculynx::AccuLynx;
@@ -228,7 +227,8 @@ impl Rejection {
     }
 }
 
-/// A provider's verification scheme, built from its config with its secrets resolved.
+/// A provider's verification scheme, with its secrets resolved. `config` builds it, one
+/// constructor per scheme; nothing here reads the config file.
 #[derive(Debug)]
 pub enum Verifier {
     StandardWebhooks(StandardWebhooks),
@@ -245,7 +245,7 @@ pub enum Verifier {
     OAuth(OAuth),
 }
 
-/// The names accepted in `verify = "..."`.
+/// The schemes' names, as `verify = "..."` gives them.
 pub const SCHEMES: &[&str] = &[
     "standard-webhooks",
     "github",
@@ -261,60 +261,7 @@ pub const SCHEMES: &[&str] = &[
     "oauth",
 ];
 
-/// Schemes keyed with shared secrets (`secrets = [...]`).
-const SECRET_SCHEMES: &[&str] = &[
-    "standard-webhooks",
-    "github",
-    "hmac",
-    "stripe",
-    "shopify",
-    "slack",
-    "twilio",
-    "alcmeon",
-    "acculynx",
-];
-
 impl Verifier {
-    /// Builds the scheme `raw.verify` names, reporting every problem at once.
-    pub fn build(raw: &RawProvider, secrets: Vec<Secret>) -> Result<Verifier, Vec<String>> {
-        let mut errors = misplaced_keys(raw);
-        let needs_secrets = SECRET_SCHEMES.contains(&raw.verify.as_str());
-        if needs_secrets && raw.secrets.is_empty() {
-            errors.push(format!(
-                "verify = {:?} needs at least one secret",
-                raw.verify
-            ));
-        }
-        let built = match raw.verify.as_str() {
-            "standard-webhooks" => {
-                StandardWebhooks::build(raw, &secrets).map(Verifier::StandardWebhooks)
-            }
-            "github" => Ok(Verifier::Github(Github::new(secrets))),
-            "hmac" => GenericHmac::build(raw, secrets).map(Verifier::Hmac),
-            "none" => AllowIps::build(raw).map(Verifier::None),
-            "stripe" => Stripe::build(raw, secrets).map(Verifier::Stripe),
-            "shopify" => Shopify::build(raw, secrets).map(Verifier::Shopify),
-            "slack" => Slack::build(raw, secrets).map(Verifier::Slack),
-            "twilio" => Twilio::build(raw, secrets).map(Verifier::Twilio),
-            "alcmeon" => Alcmeon::build(raw, secrets).map(Verifier::Alcmeon),
-            "acculynx" => AccuLynx::build(raw, secrets).map(Verifier::AccuLynx),
-            "dialog-insight" => DialogInsight::build(raw).map(Verifier::DialogInsight),
-            "oauth" => OAuth::build(raw).map(Verifier::OAuth),
-            other => Err(vec![format!(
-                "verify = {other:?} is not a known scheme (known: {})",
-                SCHEMES.join(", ")
-            )]),
-        };
-        match built {
-            Ok(verifier) if errors.is_empty() => Ok(verifier),
-            Ok(_) => Err(errors),
-            Err(more) => {
-                errors.extend(more);
-                Err(errors)
-            }
-        }
-    }
-
     /// Checks the request; on success it becomes `Verified`. Only bearer-token schemes may
     /// wait on the network (introspection, a JWKS refresh).
     pub async fn verify(&self, request: Unverified<'_>) -> Result<Verified, Rejection> {
@@ -407,71 +354,6 @@ impl Verifier {
     }
 }
 
-/// Scheme-specific keys given to a scheme they do not apply to: a config mistake, not a no-op.
-fn misplaced_keys(raw: &RawProvider) -> Vec<String> {
-    let scheme = raw.verify.as_str();
-    let given = [
-        (
-            "tolerance_s",
-            raw.tolerance_s.is_some(),
-            &["standard-webhooks", "stripe", "slack"][..],
-        ),
-        ("header", raw.header.is_some(), &["hmac", "acculynx"][..]),
-        (
-            "algorithm",
-            raw.algorithm.is_some(),
-            &["hmac", "twilio"][..],
-        ),
-        (
-            "encoding",
-            raw.encoding.is_some(),
-            &["hmac", "acculynx"][..],
-        ),
-        ("prefix", raw.prefix.is_some(), &["hmac"][..]),
-        ("allow_ips", raw.allow_ips.is_some(), &["none"][..]),
-        ("secrets", !raw.secrets.is_empty(), SECRET_SCHEMES),
-        (
-            "public_url",
-            raw.public_url.is_some(),
-            &["twilio", "alcmeon"][..],
-        ),
-        (
-            "signature_base",
-            raw.signature_base.is_some(),
-            &["alcmeon"][..],
-        ),
-        (
-            "public_keys",
-            raw.public_keys.is_some(),
-            &["dialog-insight"][..],
-        ),
-        ("hash", raw.hash.is_some(), &["dialog-insight"][..]),
-        (
-            "signature_encoding",
-            raw.signature_encoding.is_some(),
-            &["dialog-insight"][..],
-        ),
-        (
-            "forward_tests",
-            raw.forward_tests.is_some(),
-            &["dialog-insight"][..],
-        ),
-        ("oauth", raw.oauth.is_some(), &["oauth"][..]),
-    ];
-    given
-        .iter()
-        .filter(|(_, present, schemes)| {
-            *present && SCHEMES.contains(&scheme) && !schemes.contains(&scheme)
-        })
-        .map(|(key, _, schemes)| {
-            format!(
-                "`{key}` does not apply to verify = {scheme:?} (only to {})",
-                schemes.join(", ")
-            )
-        })
-        .collect()
-}
-
 /// A header that must be present, as `&str`.
 fn required<'a>(request: &'a Unverified<'_>, name: &'static str) -> Result<&'a str, Rejection> {
     request
@@ -496,28 +378,6 @@ pub(crate) mod test_support {
         }
     }
 
-    pub fn raw(verify: &str) -> RawProvider {
-        RawProvider {
-            name: "p".into(),
-            verify: verify.into(),
-            secrets: vec![],
-            event_id: None,
-            tolerance_s: None,
-            header: None,
-            algorithm: None,
-            encoding: None,
-            prefix: None,
-            allow_ips: None,
-            public_url: None,
-            signature_base: None,
-            public_keys: None,
-            hash: None,
-            signature_encoding: None,
-            forward_tests: None,
-            oauth: None,
-        }
-    }
-
     /// A request for unit tests, at `now`, posted to `/hooks/p` without a query string.
     pub fn request<'a>(
         headers: &'a TestHeaders,
@@ -532,25 +392,5 @@ pub(crate) mod test_support {
             peer: None,
             now,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::test_support::raw;
-    use super::*;
-
-    #[test]
-    fn unknown_scheme_and_misplaced_keys_are_reported_together() {
-        let mut provider = raw("nope");
-        provider.secrets = vec!["x".into()];
-        let errors = Verifier::build(&provider, vec![Secret::from_literal("x")]).unwrap_err();
-        assert!(errors[0].contains("not a known scheme"), "{errors:?}");
-
-        let mut provider = raw("github");
-        provider.header = Some("X".into());
-        provider.allow_ips = Some(vec![]);
-        let errors = Verifier::build(&provider, vec![]).unwrap_err();
-        assert_eq!(errors.len(), 3, "{errors:?}");
     }
 }

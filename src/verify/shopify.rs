@@ -9,8 +9,8 @@ use base64::Engine;
 use super::fields::first_secret;
 use super::mac::{self, Algorithm};
 use super::{required, Claims, Rejection, SignInput, SignedHeaders, Unverified};
-use crate::config::{RawProvider, Secret};
 use crate::event::EventId;
+use crate::secret::Secret;
 
 const SIGNATURE: &str = "X-Shopify-Hmac-Sha256";
 const WEBHOOK_ID: &str = "X-Shopify-Webhook-Id";
@@ -22,8 +22,8 @@ pub struct Shopify {
 }
 
 impl Shopify {
-    pub fn build(_raw: &RawProvider, secrets: Vec<Secret>) -> Result<Shopify, Vec<String>> {
-        Ok(Shopify { secrets })
+    pub fn new(secrets: Vec<Secret>) -> Shopify {
+        Shopify { secrets }
     }
 
     pub fn sign(&self, input: &SignInput<'_>) -> Result<SignedHeaders, String> {
@@ -54,7 +54,7 @@ impl Shopify {
 mod tests {
     use super::*;
     use crate::verify::sign::tests::round_trip;
-    use crate::verify::test_support::{raw, request, TestHeaders};
+    use crate::verify::test_support::{request, TestHeaders};
     use crate::verify::Verifier;
     use std::time::SystemTime;
 
@@ -65,7 +65,7 @@ mod tests {
 
     fn scheme(secrets: &[&str]) -> Shopify {
         let secrets = secrets.iter().map(|s| Secret::from_literal(s)).collect();
-        Shopify::build(&raw("shopify"), secrets).unwrap()
+        Shopify::new(secrets)
     }
 
     fn check(

@@ -14,11 +14,11 @@ use std::time::Duration;
 use super::fields::{first_secret, fresh, unix_seconds, JsonBody};
 use super::mac::{self, Algorithm};
 use super::{required, Claims, Handshake, Rejection, SignInput, SignedHeaders, Unverified};
-use crate::config::{RawProvider, Secret};
+use crate::secret::Secret;
 
 const SIGNATURE: &str = "X-Slack-Signature";
 const TIMESTAMP: &str = "X-Slack-Request-Timestamp";
-const DEFAULT_TOLERANCE_S: u64 = 300;
+const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
 
 #[derive(Debug)]
 pub struct Slack {
@@ -27,11 +27,12 @@ pub struct Slack {
 }
 
 impl Slack {
-    pub fn build(raw: &RawProvider, secrets: Vec<Secret>) -> Result<Slack, Vec<String>> {
-        Ok(Slack {
+    /// `tolerance` defaults to 5 minutes.
+    pub fn new(secrets: Vec<Secret>, tolerance: Option<Duration>) -> Slack {
+        Slack {
             secrets,
-            tolerance: Duration::from_secs(raw.tolerance_s.unwrap_or(DEFAULT_TOLERANCE_S)),
-        })
+            tolerance: tolerance.unwrap_or(DEFAULT_TOLERANCE),
+        }
     }
 
     pub fn sign(&self, input: &SignInput<'_>) -> Result<SignedHeaders, String> {
@@ -95,7 +96,7 @@ mod tests {
     use super::*;
     use crate::event::EventId;
     use crate::verify::sign::tests::round_trip;
-    use crate::verify::test_support::{raw, request, TestHeaders};
+    use crate::verify::test_support::{request, TestHeaders};
     use crate::verify::Verifier;
     use std::time::UNIX_EPOCH;
 
@@ -107,7 +108,7 @@ mod tests {
 
     fn scheme(secrets: &[&str]) -> Slack {
         let secrets = secrets.iter().map(|s| Secret::from_literal(s)).collect();
-        Slack::build(&raw("slack"), secrets).unwrap()
+        Slack::new(secrets, None)
     }
 
     fn check(

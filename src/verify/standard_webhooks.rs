@@ -11,10 +11,10 @@ use base64::Engine;
 use super::fields::fresh;
 use super::mac::{self, Algorithm};
 use super::{Rejection, SignInput, SignedHeaders, Unverified};
-use crate::config::{RawProvider, Secret};
 use crate::event::EventId;
+use crate::secret::Secret;
 
-const DEFAULT_TOLERANCE_S: u64 = 300;
+const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
 
 #[derive(Debug)]
 pub struct StandardWebhooks {
@@ -29,7 +29,11 @@ const TIMESTAMP: [&str; 2] = ["webhook-timestamp", "svix-timestamp"];
 const SIGNATURE: [&str; 2] = ["webhook-signature", "svix-signature"];
 
 impl StandardWebhooks {
-    pub fn build(raw: &RawProvider, secrets: &[Secret]) -> Result<StandardWebhooks, Vec<String>> {
+    /// `secrets` as written (`whsec_...`); `tolerance` defaults to 5 minutes.
+    pub fn new(
+        secrets: &[Secret],
+        tolerance: Option<Duration>,
+    ) -> Result<StandardWebhooks, Vec<String>> {
         let mut keys = Vec::new();
         let mut errors = Vec::new();
         for (index, secret) in secrets.iter().enumerate() {
@@ -44,7 +48,7 @@ impl StandardWebhooks {
         if errors.is_empty() {
             Ok(StandardWebhooks {
                 keys,
-                tolerance: Duration::from_secs(raw.tolerance_s.unwrap_or(DEFAULT_TOLERANCE_S)),
+                tolerance: tolerance.unwrap_or(DEFAULT_TOLERANCE),
             })
         } else {
             Err(errors)
@@ -128,7 +132,7 @@ pub fn decode_whsec(text: &[u8]) -> Option<Secret> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::verify::test_support::{raw, TestHeaders};
+    use crate::verify::test_support::TestHeaders;
     use std::time::SystemTime;
 
     // The published vector from standard-webhooks' JavaScript library tests.
@@ -140,7 +144,7 @@ mod tests {
 
     fn scheme(secrets: &[&str]) -> StandardWebhooks {
         let secrets: Vec<Secret> = secrets.iter().map(|s| Secret::from_literal(s)).collect();
-        StandardWebhooks::build(&raw("standard-webhooks"), &secrets).unwrap()
+        StandardWebhooks::new(&secrets, None).unwrap()
     }
 
     fn check(
@@ -232,6 +236,6 @@ mod tests {
     #[test]
     fn secrets_must_be_base64() {
         let bad = [Secret::from_literal("whsec_not base64!")];
-        assert!(StandardWebhooks::build(&raw("standard-webhooks"), &bad).is_err());
+        assert!(StandardWebhooks::new(&bad, None).is_err());
     }
 }

@@ -10,10 +10,10 @@ use std::time::Duration;
 use super::fields::{first_secret, fresh, unix_seconds, JsonBody};
 use super::mac::{self, Algorithm};
 use super::{required, Claims, Rejection, SignInput, SignedHeaders, Unverified};
-use crate::config::{RawProvider, Secret};
+use crate::secret::Secret;
 
 const SIGNATURE: &str = "Stripe-Signature";
-const DEFAULT_TOLERANCE_S: u64 = 300;
+const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
 
 #[derive(Debug)]
 pub struct Stripe {
@@ -23,11 +23,12 @@ pub struct Stripe {
 }
 
 impl Stripe {
-    pub fn build(raw: &RawProvider, secrets: Vec<Secret>) -> Result<Stripe, Vec<String>> {
-        Ok(Stripe {
+    /// `tolerance` defaults to 5 minutes.
+    pub fn new(secrets: Vec<Secret>, tolerance: Option<Duration>) -> Stripe {
+        Stripe {
             secrets,
-            tolerance: Duration::from_secs(raw.tolerance_s.unwrap_or(DEFAULT_TOLERANCE_S)),
-        })
+            tolerance: tolerance.unwrap_or(DEFAULT_TOLERANCE),
+        }
     }
 
     pub fn sign(&self, input: &SignInput<'_>) -> Result<SignedHeaders, String> {
@@ -80,7 +81,7 @@ mod tests {
     use super::*;
     use crate::event::EventId;
     use crate::verify::sign::tests::round_trip;
-    use crate::verify::test_support::{raw, TestHeaders};
+    use crate::verify::test_support::TestHeaders;
     use crate::verify::Verifier;
     use std::time::UNIX_EPOCH;
 
@@ -92,7 +93,7 @@ mod tests {
 
     fn scheme(secrets: &[&str]) -> Stripe {
         let secrets = secrets.iter().map(|s| Secret::from_literal(s)).collect();
-        Stripe::build(&raw("stripe"), secrets).unwrap()
+        Stripe::new(secrets, None)
     }
 
     fn check(
@@ -166,9 +167,10 @@ mod tests {
             check(&stripe, published(), BODY, TS - 301),
             Err(Rejection::StaleTimestamp)
         );
-        let mut lenient = raw("stripe");
-        lenient.tolerance_s = Some(1000);
-        let lenient = Stripe::build(&lenient, vec![Secret::from_literal(SECRET)]).unwrap();
+        let lenient = Stripe::new(
+            vec![Secret::from_literal(SECRET)],
+            Some(Duration::from_secs(1000)),
+        );
         assert!(check(&lenient, published(), BODY, TS + 999).is_ok());
     }
 

@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 
 use super::hmac_generic::Encoding;
 use super::{required, Claims, Rejection, SignedHeaders, Unverified};
-use crate::config::{resolve_secret, RawProvider};
+use crate::secret::Secret;
 
 const SIGNATURE: &str = "X-DI-Signature";
 
@@ -71,26 +71,27 @@ impl fmt::Debug for DialogInsight {
 }
 
 impl DialogInsight {
-    /// Reads and checks every key and option, reporting every problem at once.
-    pub fn build(raw: &RawProvider) -> Result<DialogInsight, Vec<String>> {
+    /// Checks every key and option, reporting every problem at once. `public_keys` holds each
+    /// key's text (PEM or XML) with the label its errors start with; the caller sees that there
+    /// is at least one. `hash` defaults to `sha256`, `signature_encoding` to `base64`.
+    pub fn new(
+        public_keys: &[(String, Secret)],
+        hash: Option<&str>,
+        signature_encoding: Option<&str>,
+        forward_tests: bool,
+    ) -> Result<DialogInsight, Vec<String>> {
         let mut errors = Vec::new();
-        let references = raw.public_keys.as_deref().unwrap_or_default();
-        if references.is_empty() {
-            errors.push("verify = \"dialog-insight\" needs at least one of `public_keys`".into());
-        }
         let mut keys = Vec::new();
-        for (i, reference) in references.iter().enumerate() {
-            let key = resolve_secret(reference)
-                .and_then(|(text, _)| keys::parse_public_key(text.expose()));
-            match key {
+        for (label, text) in public_keys {
+            match keys::parse_public_key(text.expose()) {
                 Ok(key) => keys.push(key),
-                Err(err) => errors.push(format!("public_keys[{i}] {}: {err}", describe(reference))),
+                Err(err) => errors.push(format!("{label}: {err}")),
             }
         }
-        let hash = Hash::parse(raw.hash.as_deref().unwrap_or("sha256"))
+        let hash = Hash::parse(hash.unwrap_or("sha256"))
             .map_err(|err| errors.push(err))
             .ok();
-        let encoding_name = raw.signature_encoding.as_deref().unwrap_or("base64");
+        let encoding_name = signature_encoding.unwrap_or("base64");
         let encoding = Encoding::parse(encoding_name)
             .map_err(|_| {
                 errors.push(format!(
@@ -103,7 +104,7 @@ impl DialogInsight {
                 keys,
                 hash,
                 encoding,
-                forward_tests: raw.forward_tests.unwrap_or(false),
+                forward_tests,
             }),
             _ => Err(errors),
         }
@@ -166,16 +167,6 @@ impl DialogInsight {
             Encoding::Base64 => BASE64.encode(signature),
             Encoding::Hex => hex::encode(signature),
         })
-    }
-}
-
-/// A key reference for an error message: a `file:`/`env:` reference as written, never an
-/// inline value.
-fn describe(reference: &str) -> String {
-    if reference.starts_with("file:") || reference.starts_with("env:") {
-        format!("({reference})")
-    } else {
-        "(inline)".to_string()
     }
 }
 

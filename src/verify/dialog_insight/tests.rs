@@ -3,7 +3,8 @@ use std::time::SystemTime;
 use rsa::pkcs1::EncodeRsaPublicKey;
 
 use super::*;
-use crate::verify::test_support::{raw, request, TestHeaders};
+use crate::secret::resolve;
+use crate::verify::test_support::{request, TestHeaders};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/dialog-insight");
 const PRIVATE: &str = include_str!("../../../fixtures/dialog-insight/test-private-key.pem");
@@ -15,16 +16,22 @@ fn file(name: &str) -> String {
     format!("file:{FIXTURES}/{name}")
 }
 
-fn provider(keys: &[String], hash: Option<&str>, encoding: Option<&str>) -> RawProvider {
-    let mut provider = raw("dialog-insight");
-    provider.public_keys = Some(keys.to_vec());
-    provider.hash = hash.map(str::to_string);
-    provider.signature_encoding = encoding.map(str::to_string);
-    provider
+/// The scheme with the keys at `keys` (`file:` references, labelled with their index).
+fn build(
+    keys: &[String],
+    hash: Option<&str>,
+    encoding: Option<&str>,
+) -> Result<DialogInsight, Vec<String>> {
+    let texts: Vec<(String, Secret)> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, key)| (format!("public_keys[{i}]"), resolve(key).unwrap().0))
+        .collect();
+    DialogInsight::new(&texts, hash, encoding, false)
 }
 
 fn scheme(keys: &[String]) -> DialogInsight {
-    DialogInsight::build(&provider(keys, None, None)).unwrap()
+    build(keys, None, None).unwrap()
 }
 
 fn check(
@@ -95,9 +102,7 @@ fn sha1_and_hex_options() {
     for (hash_name, hash) in [("sha256", Hash::Sha256), ("sha1", Hash::Sha1)] {
         for (encoding_name, encoding) in [("base64", Encoding::Base64), ("hex", Encoding::Hex)] {
             let what = format!("{hash_name}/{encoding_name}");
-            let scheme =
-                DialogInsight::build(&provider(&keys, Some(hash_name), Some(encoding_name)))
-                    .unwrap();
+            let scheme = build(&keys, Some(hash_name), Some(encoding_name)).unwrap();
             assert_eq!(
                 (scheme.hash(), scheme.signature_encoding()),
                 (hash, encoding)
@@ -118,7 +123,7 @@ fn sha1_and_hex_options() {
         }
     }
     // Hex in either case.
-    let scheme = DialogInsight::build(&provider(&keys, None, Some("hex"))).unwrap();
+    let scheme = build(&keys, None, Some("hex")).unwrap();
     let upper = signed(PRIVATE, Hash::Sha256, Encoding::Hex, BODY).map(|s| s.to_uppercase());
     assert!(check(&scheme, upper, BODY).is_ok());
 }
@@ -197,44 +202,27 @@ fn is_test_marks_the_claims() {
 fn forward_tests_defaults_to_false() {
     let keys = [file("test-public-key.pem")];
     assert!(!scheme(&keys).forward_tests());
-    let mut forwarding = provider(&keys, None, None);
-    forwarding.forward_tests = Some(true);
-    assert!(DialogInsight::build(&forwarding).unwrap().forward_tests());
+    let text = resolve(&keys[0]).unwrap().0;
+    let forwarding = DialogInsight::new(&[("key".into(), text)], None, None, true);
+    assert!(forwarding.unwrap().forward_tests());
 }
 
 #[test]
 fn every_config_error_is_reported_at_once() {
     let keys = [
         file("test-weak-1024-public-key.pem"),
-        file("no-such-key.pem"),
         file("test-private-key.pem"),
         file("test-public-key.pem"),
     ];
-    let errors = DialogInsight::build(&provider(&keys, Some("md5"), Some("base32"))).unwrap_err();
-    assert_eq!(errors.len(), 5, "{errors:?}");
-    assert!(errors[0].starts_with("public_keys[0] (file:") && errors[0].contains("1024-bit"));
-    assert!(errors[1].contains("cannot read"), "{errors:?}");
-    assert!(errors[2].contains("private key"), "{errors:?}");
-    assert!(errors[3].contains("hash \"md5\""), "{errors:?}");
+    let errors = build(&keys, Some("md5"), Some("base32")).unwrap_err();
+    assert_eq!(errors.len(), 4, "{errors:?}");
+    assert!(errors[0].starts_with("public_keys[0]: ") && errors[0].contains("1024-bit"));
+    assert!(errors[1].contains("private key"), "{errors:?}");
+    assert!(errors[2].contains("hash \"md5\""), "{errors:?}");
     assert!(
-        errors[4].contains("signature_encoding \"base32\""),
+        errors[3].contains("signature_encoding \"base32\""),
         "{errors:?}"
     );
-
-    for missing in [None, Some(vec![])] {
-        let mut provider = raw("dialog-insight");
-        provider.public_keys = missing;
-        let errors = DialogInsight::build(&provider).unwrap_err();
-        assert!(errors[0].contains("public_keys"), "{errors:?}");
-    }
-}
-
-#[test]
-fn the_verifier_enum_builds_it_and_refuses_secrets() {
-    let mut provider = provider(&[file("test-public-key.pem")], None, None);
-    assert!(crate::verify::Verifier::build(&provider, vec![]).is_ok());
-    provider.secrets = vec!["x".into()];
-    assert!(crate::verify::Verifier::build(&provider, vec![]).is_err());
 }
 
 #[test]

@@ -16,7 +16,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 use super::{split_scopes, Grant};
-use crate::config::{resolve_secret, RawOAuth, Secret};
+use crate::secret::Secret;
 use crate::verify::mac::{self, constant_time_eq, Algorithm};
 use crate::verify::Rejection;
 
@@ -34,11 +34,13 @@ pub struct Builtin {
     key: OnceLock<Secret>,
 }
 
+/// A client allowed to fetch tokens, with its secret resolved.
 #[derive(Debug)]
-struct Client {
-    id: String,
-    secret: Secret,
-    scopes: Vec<String>,
+pub struct Client {
+    pub id: String,
+    pub secret: Secret,
+    /// Scopes this client may be granted.
+    pub scopes: Vec<String>,
 }
 
 /// The token's claims.
@@ -80,14 +82,18 @@ pub enum TokenError {
 }
 
 impl Builtin {
-    pub fn build(provider: &str, raw: &RawOAuth) -> Result<Builtin, Vec<String>> {
+    /// The issuer for `provider`'s `clients`; tokens live `token_ttl_s` (default 3600).
+    pub fn new(
+        provider: &str,
+        listed: Vec<Client>,
+        token_ttl_s: Option<u64>,
+    ) -> Result<Builtin, Vec<String>> {
         let mut errors = Vec::new();
         let mut clients = Vec::new();
-        let listed = raw.clients.as_deref().unwrap_or_default();
         if listed.is_empty() {
             errors.push("oauth mode \"builtin\" needs at least one client in `clients`".into());
         }
-        for (index, client) in listed.iter().enumerate() {
+        for (index, client) in listed.into_iter().enumerate() {
             if client.id.is_empty() || clients.iter().any(|c: &Client| c.id == client.id) {
                 errors.push(format!(
                     "oauth client #{} has an empty or repeated id",
@@ -95,18 +101,9 @@ impl Builtin {
                 ));
                 continue;
             }
-            match resolve_secret(&client.secret) {
-                Ok((secret, _)) => clients.push(Client {
-                    id: client.id.clone(),
-                    secret,
-                    scopes: client.scopes.clone(),
-                }),
-                Err(message) => {
-                    errors.push(format!("oauth client {:?} secret: {message}", client.id))
-                }
-            }
+            clients.push(client);
         }
-        let ttl_s = raw.token_ttl_s.unwrap_or(DEFAULT_TTL_S);
+        let ttl_s = token_ttl_s.unwrap_or(DEFAULT_TTL_S);
         if !(1..=86_400).contains(&ttl_s) {
             errors.push("oauth token_ttl_s must be between 1 and 86400".into());
         }
@@ -267,20 +264,14 @@ fn load_or_create_key(dir: &Path) -> std::io::Result<Secret> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::RawOAuthClient;
 
     fn builtin(provider: &str, dir: &Path) -> Builtin {
-        let raw = RawOAuth {
-            mode: "builtin".into(),
-            clients: Some(vec![RawOAuthClient {
-                id: "sender".into(),
-                secret: "s3cret".into(),
-                scopes: vec!["events:write".into()],
-            }]),
-            token_ttl_s: Some(60),
-            ..RawOAuth::default()
+        let client = Client {
+            id: "sender".into(),
+            secret: Secret::from_literal("s3cret"),
+            scopes: vec!["events:write".into()],
         };
-        let builtin = Builtin::build(provider, &raw).unwrap();
+        let builtin = Builtin::new(provider, vec![client], Some(60)).unwrap();
         builtin.prepare(dir).unwrap();
         builtin
     }

@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 
 use super::cache::{TokenCache, TokenKey};
 use super::Grant;
-use crate::config::{resolve_secret, RawOAuth};
+use crate::secret::Secret;
 use crate::verify::Rejection;
 
 const DEFAULT_CACHE_SIZE: usize = 10_000;
@@ -53,8 +53,30 @@ impl std::fmt::Debug for Introspection {
     }
 }
 
+/// `mode = "introspection"`'s keys, with `client_secret` resolved.
+#[derive(Debug, Default)]
+pub struct IntrospectionSettings {
+    /// The RFC 7662 endpoint.
+    pub introspection_url: Option<String>,
+    /// hookgate's own credentials at that endpoint. `client_secret` is `None` when it is
+    /// missing or could not be resolved: the caller reports which.
+    pub client_id: Option<String>,
+    pub client_secret: Option<Secret>,
+    /// An `aud` an active answer must contain.
+    pub audience: Option<String>,
+    /// The `client_id`s an active answer may name (default: any).
+    pub allowed_client_ids: Option<Vec<String>>,
+    /// Most tokens kept in the cache (default 10000).
+    pub cache_size: Option<usize>,
+    /// Longest an active answer is trusted (default 300).
+    pub cache_ttl_s: Option<u64>,
+    /// How long a refused token is remembered (default 30).
+    pub negative_cache_ttl_s: Option<u64>,
+}
+
 impl Introspection {
-    pub fn build(raw: &RawOAuth) -> Result<Introspection, Vec<String>> {
+    /// Checks every setting, reporting every problem at once.
+    pub fn new(raw: IntrospectionSettings) -> Result<Introspection, Vec<String>> {
         let mut errors = Vec::new();
         let url = match raw
             .introspection_url
@@ -74,17 +96,6 @@ impl Introspection {
         if raw.client_id.is_none() {
             errors.push("oauth mode \"introspection\" needs `client_id`".into());
         }
-        let secret = match raw.client_secret.as_deref().map(resolve_secret) {
-            Some(Ok((secret, _))) => Some(secret),
-            Some(Err(message)) => {
-                errors.push(format!("oauth client_secret: {message}"));
-                None
-            }
-            None => {
-                errors.push("oauth mode \"introspection\" needs `client_secret`".into());
-                None
-            }
-        };
         let ttl_s = raw.cache_ttl_s.unwrap_or(DEFAULT_CACHE_TTL_S);
         if !(1..=86_400).contains(&ttl_s) {
             errors.push("oauth cache_ttl_s must be between 1 and 86400".into());
@@ -113,7 +124,7 @@ impl Introspection {
             .timeout(TIMEOUT)
             .build()
             .map_err(|err| vec![format!("cannot build the HTTP client: {err}")])?;
-        let (Some(url), Some(client_id), Some(secret)) = (url, raw.client_id.clone(), secret)
+        let (Some(url), Some(client_id), Some(secret)) = (url, raw.client_id, raw.client_secret)
         else {
             return Err(errors);
         };
@@ -128,8 +139,8 @@ impl Introspection {
         Ok(Introspection {
             client,
             http,
-            audience: raw.audience.clone(),
-            allowed_client_ids: raw.allowed_client_ids.clone(),
+            audience: raw.audience,
+            allowed_client_ids: raw.allowed_client_ids,
             cache: TokenCache::new(
                 raw.cache_size.unwrap_or(DEFAULT_CACHE_SIZE),
                 Duration::from_secs(ttl_s),
@@ -232,13 +243,12 @@ mod tests {
     use oauth2::basic::BasicTokenIntrospectionResponse;
     use serde_json::json;
 
-    fn raw() -> RawOAuth {
-        RawOAuth {
-            mode: "introspection".into(),
+    fn raw() -> IntrospectionSettings {
+        IntrospectionSettings {
             introspection_url: Some("http://127.0.0.1:9/introspect".into()),
             client_id: Some("hookgate".into()),
-            client_secret: Some("introspection-secret".into()),
-            ..RawOAuth::default()
+            client_secret: Some(Secret::from_literal("introspection-secret")),
+            ..IntrospectionSettings::default()
         }
     }
 
@@ -252,7 +262,7 @@ mod tests {
 
     #[test]
     fn answers_for_another_audience_or_client_are_refused() {
-        let checked = Introspection::build(&RawOAuth {
+        let checked = Introspection::new(IntrospectionSettings {
             audience: Some("hookgate".into()),
             allowed_client_ids: Some(vec!["sender".into()]),
             ..raw()
@@ -302,7 +312,7 @@ mod tests {
             assert_eq!(verdict(fields.clone()), Err(reason), "{fields}");
         }
         // Without audience or clients configured, any active answer counts.
-        let open = Introspection::build(&raw()).unwrap();
+        let open = Introspection::new(raw()).unwrap();
         let (_, until) = open
             .judge(&answer(json!({"active": true, "aud": "other"})), now)
             .unwrap();
@@ -311,7 +321,7 @@ mod tests {
 
     #[test]
     fn new_keys_are_validated() {
-        let errors = Introspection::build(&RawOAuth {
+        let errors = Introspection::new(IntrospectionSettings {
             cache_ttl_s: Some(0),
             negative_cache_ttl_s: Some(7200),
             audience: Some(String::new()),
@@ -328,7 +338,7 @@ mod tests {
                 "oauth allowed_client_ids must not be empty (leave it out to allow any client)",
             ]
         );
-        let errors = Introspection::build(&RawOAuth {
+        let errors = Introspection::new(IntrospectionSettings {
             allowed_client_ids: Some(vec!["a".into(), String::new()]),
             ..raw()
         })

@@ -14,7 +14,6 @@ use serde::Deserialize;
 
 use super::jwks::{find, RemoteKeys};
 use super::{split_scopes, Grant};
-use crate::config::RawOAuth;
 use crate::verify::Rejection;
 
 const LEEWAY_S: u64 = 30;
@@ -43,8 +42,23 @@ struct AccessClaims {
     scp: Option<Vec<String>>,
 }
 
+/// `mode = "jwt"`'s keys.
+#[derive(Debug, Default)]
+pub struct JwtSettings {
+    /// The key set: `file:/path` or an `http(s)://` URL.
+    pub jwks: Option<String>,
+    /// How often a URL key set is fetched again (default 300).
+    pub jwks_refresh_s: Option<u64>,
+    /// Required `iss` and `aud`.
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    /// Accepted `alg` values (default `["RS256"]`).
+    pub algorithms: Option<Vec<String>>,
+}
+
 impl Jwt {
-    pub fn build(raw: &RawOAuth) -> Result<Jwt, Vec<String>> {
+    /// Checks every setting and reads a `file:` key set, reporting every problem at once.
+    pub fn new(raw: JwtSettings) -> Result<Jwt, Vec<String>> {
         let mut errors = Vec::new();
         let issuer = raw.issuer.clone().unwrap_or_else(|| {
             errors.push("oauth mode \"jwt\" needs `issuer`".into());
@@ -170,27 +184,26 @@ impl Jwt {
 mod tests {
     use super::*;
 
-    fn raw(jwks: &str, refresh_s: Option<u64>) -> RawOAuth {
-        RawOAuth {
-            mode: "jwt".into(),
+    fn raw(jwks: &str, refresh_s: Option<u64>) -> JwtSettings {
+        JwtSettings {
             jwks: Some(jwks.into()),
             jwks_refresh_s: refresh_s,
             issuer: Some("https://idp.example.com".into()),
             audience: Some("hookgate".into()),
-            ..RawOAuth::default()
+            algorithms: None,
         }
     }
 
     #[test]
     fn jwks_refresh_s_is_validated() {
         let url = "https://idp.example.com/jwks.json";
-        assert!(Jwt::build(&raw(url, None)).is_ok());
-        assert!(Jwt::build(&raw(url, Some(1))).is_ok());
+        assert!(Jwt::new(raw(url, None)).is_ok());
+        assert!(Jwt::new(raw(url, Some(1))).is_ok());
         assert_eq!(
-            Jwt::build(&raw(url, Some(0))).unwrap_err(),
+            Jwt::new(raw(url, Some(0))).unwrap_err(),
             vec!["oauth jwks_refresh_s must be between 1 and 86400"]
         );
-        let errors = Jwt::build(&raw("file:/etc/jwks.json", Some(60))).unwrap_err();
+        let errors = Jwt::new(raw("file:/etc/jwks.json", Some(60))).unwrap_err();
         assert_eq!(
             errors,
             vec!["oauth jwks_refresh_s applies to a URL jwks, not \"file:/etc/jwks.json\" (a file is read once, at start-up)"]

@@ -20,11 +20,10 @@ mod jwt;
 use std::path::Path;
 
 use super::{Claims, Rejection, Unverified};
-use crate::config::{RawOAuth, RawProvider};
 
-pub use builtin::{Builtin, TokenError, TokenGrant};
-use introspection::Introspection;
-use jwt::Jwt;
+pub use builtin::{Builtin, Client, TokenError, TokenGrant};
+pub use introspection::{Introspection, IntrospectionSettings};
+pub use jwt::{Jwt, JwtSettings};
 
 #[derive(Debug)]
 pub struct OAuth {
@@ -32,8 +31,9 @@ pub struct OAuth {
     required_scope: Option<String>,
 }
 
+/// How tokens are validated: `[provider.oauth] mode`.
 #[derive(Debug)]
-enum Mode {
+pub enum Mode {
     Builtin(Builtin),
     Introspection(Box<Introspection>),
     Jwt(Jwt),
@@ -46,33 +46,11 @@ pub struct Grant {
 }
 
 impl OAuth {
-    pub fn build(raw: &RawProvider) -> Result<OAuth, Vec<String>> {
-        let Some(oauth) = &raw.oauth else {
-            return Err(vec![
-                "verify = \"oauth\" needs a [provider.oauth] table".into()
-            ]);
-        };
-        let mut errors = misplaced_keys(oauth);
-        let mode = match oauth.mode.as_str() {
-            "builtin" => Builtin::build(&raw.name, oauth).map(Mode::Builtin),
-            "introspection" => {
-                Introspection::build(oauth).map(|i| Mode::Introspection(Box::new(i)))
-            }
-            "jwt" => Jwt::build(oauth).map(Mode::Jwt),
-            other => Err(vec![format!(
-                "oauth mode {other:?} is not one of \"builtin\", \"introspection\", \"jwt\""
-            )]),
-        };
-        match mode {
-            Ok(mode) if errors.is_empty() => Ok(OAuth {
-                mode,
-                required_scope: oauth.required_scope.clone(),
-            }),
-            Ok(_) => Err(errors),
-            Err(more) => {
-                errors.extend(more);
-                Err(errors)
-            }
+    /// Tokens validated by `mode`; each must carry `required_scope` when one is set.
+    pub fn new(mode: Mode, required_scope: Option<String>) -> OAuth {
+        OAuth {
+            mode,
+            required_scope,
         }
     }
 
@@ -127,62 +105,6 @@ fn bearer_token<'a>(request: &'a Unverified<'_>) -> Result<&'a str, Rejection> {
     Ok(token)
 }
 
-/// Keys of one mode given to another: a config mistake, not a no-op.
-fn misplaced_keys(oauth: &RawOAuth) -> Vec<String> {
-    const BUILTIN: &[&str] = &["builtin"];
-    const INTROSPECTION: &[&str] = &["introspection"];
-    const JWT: &[&str] = &["jwt"];
-    let mode = oauth.mode.as_str();
-    let given: [(&str, bool, &[&str]); 14] = [
-        ("clients", oauth.clients.is_some(), BUILTIN),
-        ("token_ttl_s", oauth.token_ttl_s.is_some(), BUILTIN),
-        (
-            "introspection_url",
-            oauth.introspection_url.is_some(),
-            INTROSPECTION,
-        ),
-        ("client_id", oauth.client_id.is_some(), INTROSPECTION),
-        (
-            "client_secret",
-            oauth.client_secret.is_some(),
-            INTROSPECTION,
-        ),
-        ("cache_size", oauth.cache_size.is_some(), INTROSPECTION),
-        ("cache_ttl_s", oauth.cache_ttl_s.is_some(), INTROSPECTION),
-        (
-            "negative_cache_ttl_s",
-            oauth.negative_cache_ttl_s.is_some(),
-            INTROSPECTION,
-        ),
-        (
-            "allowed_client_ids",
-            oauth.allowed_client_ids.is_some(),
-            INTROSPECTION,
-        ),
-        ("jwks", oauth.jwks.is_some(), JWT),
-        ("jwks_refresh_s", oauth.jwks_refresh_s.is_some(), JWT),
-        ("issuer", oauth.issuer.is_some(), JWT),
-        (
-            "audience",
-            oauth.audience.is_some(),
-            &["jwt", "introspection"],
-        ),
-        ("algorithms", oauth.algorithms.is_some(), JWT),
-    ];
-    let known = ["builtin", "introspection", "jwt"].contains(&mode);
-    given
-        .iter()
-        .filter(|(_, present, owners)| *present && known && !owners.contains(&mode))
-        .map(|(key, _, owners)| {
-            let owners: Vec<String> = owners.iter().map(|o| format!("{o:?}")).collect();
-            format!(
-                "oauth `{key}` applies to mode = {}, not {mode:?}",
-                owners.join(" or ")
-            )
-        })
-        .collect()
-}
-
 /// Scopes written as one space-separated string.
 fn split_scopes(text: &str) -> Vec<String> {
     text.split(' ')
@@ -214,31 +136,6 @@ mod tests {
             bearer_token(&request(&headers, "", SystemTime::now())),
             Err(Rejection::MissingToken)
         );
-    }
-
-    #[test]
-    fn keys_of_another_mode_are_errors() {
-        let raw = RawOAuth {
-            mode: "builtin".into(),
-            jwks_refresh_s: Some(60),
-            audience: Some("hookgate".into()),
-            allowed_client_ids: Some(vec!["sender".into()]),
-            ..RawOAuth::default()
-        };
-        assert_eq!(
-            misplaced_keys(&raw),
-            vec![
-                "oauth `allowed_client_ids` applies to mode = \"introspection\", not \"builtin\"",
-                "oauth `jwks_refresh_s` applies to mode = \"jwt\", not \"builtin\"",
-                "oauth `audience` applies to mode = \"jwt\" or \"introspection\", not \"builtin\"",
-            ]
-        );
-        let introspection = RawOAuth {
-            mode: "introspection".into(),
-            audience: Some("hookgate".into()),
-            ..RawOAuth::default()
-        };
-        assert!(misplaced_keys(&introspection).is_empty());
     }
 
     #[test]

@@ -24,8 +24,8 @@ mod urls;
 use super::fields::first_secret;
 use super::mac;
 use super::{required, Claims, Rejection, SignInput, SignedHeaders, Unverified};
-use crate::config::{RawProvider, Secret};
 use crate::event::EventId;
+use crate::secret::Secret;
 use settings::{Policy, SETTINGS};
 use urls::{body_hash_in, port_variants, BODY_HASH};
 
@@ -47,8 +47,14 @@ pub struct Twilio {
 }
 
 impl Twilio {
-    pub fn build(raw: &RawProvider, secrets: Vec<Secret>) -> Result<Twilio, Vec<String>> {
-        let public_url = match raw.public_url.as_deref() {
+    /// The keys as written: `public_url` (required) and `algorithm` (default `either`). Every
+    /// problem is reported at once.
+    pub fn new(
+        secrets: Vec<Secret>,
+        public_url: Option<&str>,
+        algorithm: Option<&str>,
+    ) -> Result<Twilio, Vec<String>> {
+        let public_url = match public_url {
             None => Err("verify = \"twilio\" needs `public_url`, the URL Twilio calls".to_string()),
             Some(text) => match url::Url::parse(text) {
                 Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => {
@@ -57,7 +63,7 @@ impl Twilio {
                 _ => Err(format!("public_url {text:?} is not an http(s) URL")),
             },
         };
-        match (public_url, Policy::parse(raw.algorithm.as_deref())) {
+        match (public_url, Policy::parse(algorithm)) {
             (Ok((public_url, has_query)), Ok(policy)) => Ok(Twilio {
                 secrets,
                 public_url,

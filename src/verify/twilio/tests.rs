@@ -1,6 +1,6 @@
 use super::*;
 use crate::verify::sign::tests::round_trip;
-use crate::verify::test_support::{raw, TestHeaders};
+use crate::verify::test_support::TestHeaders;
 use crate::verify::{Unverified, Verifier};
 use std::time::SystemTime;
 
@@ -31,11 +31,8 @@ fn scheme(secrets: &[&str], public_url: &str) -> Twilio {
 
 /// A scheme whose `algorithm` is `algorithm`.
 fn scheme_accepting(secrets: &[&str], public_url: &str, algorithm: Option<&str>) -> Twilio {
-    let mut provider = raw("twilio");
-    provider.public_url = Some(public_url.into());
-    provider.algorithm = algorithm.map(str::to_string);
     let secrets = secrets.iter().map(|s| Secret::from_literal(s)).collect();
-    Twilio::build(&provider, secrets).unwrap()
+    Twilio::new(secrets, Some(public_url), algorithm).unwrap()
 }
 
 /// `form(signature)` with the settings header naming HMAC-SHA256.
@@ -210,9 +207,7 @@ fn a_sha256_provider_refuses_sha1() {
 
 #[test]
 fn an_unknown_algorithm_is_a_config_error_reported_with_the_others() {
-    let mut provider = raw("twilio");
-    provider.algorithm = Some("sha512".into());
-    let errors = Twilio::build(&provider, vec![]).unwrap_err();
+    let errors = Twilio::new(vec![], None, Some("sha512")).unwrap_err();
     assert_eq!(errors.len(), 2, "{errors:?}");
     assert!(errors[0].contains("public_url"), "{errors:?}");
     assert!(errors[1].contains("sha512"), "{errors:?}");
@@ -287,12 +282,10 @@ fn forms_over_the_parameter_cap_are_refused_before_decoding_them_all() {
 
 #[test]
 fn public_url_is_required_and_checked() {
-    let errors = Twilio::build(&raw("twilio"), vec![]).unwrap_err();
+    let errors = Twilio::new(vec![], None, None).unwrap_err();
     assert!(errors[0].contains("public_url"), "{errors:?}");
     for bad in ["mycompany.com/sms", "ftp://mycompany.com/sms", "https://"] {
-        let mut provider = raw("twilio");
-        provider.public_url = Some(bad.into());
-        assert!(Twilio::build(&provider, vec![]).is_err(), "{bad}");
+        assert!(Twilio::new(vec![], Some(bad), None).is_err(), "{bad}");
     }
 }
 
