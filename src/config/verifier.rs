@@ -418,7 +418,7 @@ mod tests {
         .unwrap();
         let literal: Vec<&str> = warnings
             .iter()
-            .filter_map(|w| w.strip_suffix(" is written literally in the config file; use \"env:NAME\" or \"file:/path\" outside local demos"))
+            .filter_map(|w| w.strip_suffix(" is written literally in the config file; use \"credential:NAME\", \"env:NAME\" or \"file:/path\" outside local demos"))
             .collect();
         assert_eq!(
             literal,
