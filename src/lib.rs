@@ -155,8 +155,7 @@ pub async fn start(config: Config) -> Result<Gateway, GatewayError> {
     let forwarders = Forwarders::start(&config, &store, &died).await?;
     let pollers = Pollers::start(&config, &store, &metrics, &died)?;
     let sweeper = start_sweeper(&config, &store, &forwarders, &metrics, &died);
-    let limits = Arc::new(http::Limits::new(&config.limits));
-    actix_web::rt::spawn(http::Limits::forget_idle(Arc::downgrade(&limits)));
+    let limits = http::Limits::start(&config.limits);
     let rejections = Arc::new(http::Rejections::new(
         metrics.clone(),
         config.limits.rejection_logs_per_s,

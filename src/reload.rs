@@ -85,9 +85,7 @@ impl Gateway {
         let limits = if config.limits == old.config.limits {
             old.limits.clone()
         } else {
-            let limits = Arc::new(Limits::new(&config.limits));
-            actix_web::rt::spawn(Limits::forget_idle(Arc::downgrade(&limits)));
-            limits
+            Limits::start(&config.limits)
         };
         let providers = config.providers.len();
         self.state.swap(Live {

@@ -6,7 +6,28 @@
 use std::net::{IpAddr, SocketAddr};
 
 use actix_web::http::header::HeaderMap;
+use actix_web::HttpRequest;
 use ipnet::IpNet;
+
+/// Who sent a request, as the limits and `allow_ips` see it.
+pub struct Client {
+    /// [`client_address`].
+    pub address: Option<IpAddr>,
+    /// The address its rate limits count under: the client's, else (unnamed behind a trusted
+    /// proxy) the TCP peer's.
+    pub bucket: Option<IpAddr>,
+}
+
+impl Client {
+    pub fn of(request: &HttpRequest, trusted: &[IpNet]) -> Client {
+        let peer = request.peer_addr();
+        let address = client_address(peer, request.headers(), trusted);
+        Client {
+            address,
+            bucket: address.or_else(|| peer.map(|peer| peer.ip())),
+        }
+    }
+}
 
 /// The client's address; `None` when a trusted proxy forwarded a hop it could not name
 /// (`Forwarded: for=unknown`, a garbled entry): such a request matches no `allow_ips`.

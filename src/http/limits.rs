@@ -50,9 +50,16 @@ impl Limits {
         check(self.oauth_token.as_ref(), &bucket_of(client))
     }
 
+    /// Limits for `config`, with their housekeeping task ([`Limits::forget_idle`]) started.
+    pub fn start(config: &LimitsConfig) -> Arc<Limits> {
+        let limits = Arc::new(Limits::new(config));
+        actix_web::rt::spawn(Limits::forget_idle(Arc::downgrade(&limits)));
+        limits
+    }
+
     /// Forgets the buckets that are full again, so that the memory they take follows the
     /// addresses seen lately, not every address ever seen. Runs until `limits` is dropped.
-    pub async fn forget_idle(limits: Weak<Limits>) {
+    async fn forget_idle(limits: Weak<Limits>) {
         loop {
             tokio::time::sleep(Duration::from_secs(10)).await;
             let Some(limits) = limits.upgrade() else {

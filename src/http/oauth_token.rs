@@ -13,7 +13,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 
 use super::body::{drain, read_body};
-use super::client::client_address;
+use super::client::Client;
 use super::limits::RetryAfter;
 use super::{ApiError, AppState, Live, Refused};
 use crate::verify::oauth::TokenError;
@@ -27,12 +27,10 @@ pub async fn token(
     state: web::Data<AppState>,
 ) -> HttpResponse {
     let live = state.live();
-    let client = client_address(
-        request.peer_addr(),
-        request.headers(),
-        &live.config.server.trusted_proxies,
-    );
-    let bucket = client.or_else(|| request.peer_addr().map(|peer| peer.ip()));
+    let Client {
+        address: client,
+        bucket,
+    } = Client::of(&request, &live.config.server.trusted_proxies);
     if let Some(Err(RetryAfter(seconds))) = bucket.map(|address| live.limits.oauth_token(address)) {
         let refused = Refused {
             cause: "rate_limited_oauth_token",

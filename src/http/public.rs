@@ -15,7 +15,7 @@ use bytes::Bytes;
 use serde_json::json;
 
 use super::body::{drain, read_body};
-use super::client::client_address;
+use super::client::Client;
 use super::error::ApiError;
 use super::limits::RetryAfter;
 use super::rejections::Refused;
@@ -115,11 +115,10 @@ async fn accept(
     live: &Live,
 ) -> Result<Accepted, ApiError> {
     let server = &live.config.server;
-    let client = client_address(
-        request.peer_addr(),
-        request.headers(),
-        &server.trusted_proxies,
-    );
+    let Client {
+        address: client,
+        bucket,
+    } = Client::of(request, &server.trusted_proxies);
     let refuse = |cause, verification, error: ApiError, detail: &dyn std::fmt::Display| {
         let refused = Refused {
             cause,
@@ -130,7 +129,6 @@ async fn accept(
         state.rejections.record(refused, detail);
         error
     };
-    let bucket = client.or_else(|| request.peer_addr().map(|peer| peer.ip()));
     if let Some(Err(RetryAfter(retry_after))) = bucket.map(|address| live.limits.address(address)) {
         let drained = drain(request.headers(), payload, &mut state.bodies.lease()).await;
         let error = ApiError::RateLimited {
