@@ -2,9 +2,12 @@
 //! downstream of the stream rely on it (docs/store.md, "The JetStream backend").
 //!
 //! - An event is one message on `hookgate.events.<provider>.<dedup hash>`, its body the
-//!   payload byte for byte, its fields in `Hookgate-*` headers (and `Content-Type`).
+//!   payload byte for byte, its fields in `Hookgate-*` headers (and `Content-Type`). When the
+//!   dedup key of the copy there (seq S) has expired while the event is kept, the next copy of
+//!   the same id goes to `hookgate.events.<provider>.<dedup hash>.<S>`, and so on.
 //! - An output's state is one value under `output.<name>` in the bucket `<stream>_state`, a
-//!   poller's sync cursor the value under `sync.<provider>`.
+//!   poller's sync cursor the value under `sync.<provider>`, and an expired dedup key of a kept
+//!   event an empty value under `forgotten.<dedup hash>.<seq>`.
 
 use async_nats::HeaderMap;
 use base64::Engine as _;
@@ -41,10 +44,20 @@ pub fn event_subject(provider: &str, hash: &str) -> String {
     format!("hookgate.events.{provider}.{hash}")
 }
 
+/// The subject of the next copy of an id after the copy at `seq`, whose dedup key expired.
+pub fn next_subject(base: &str, seq: u64) -> String {
+    format!("{base}.{seq}")
+}
+
+/// The dedup hash in an event's subject.
+pub fn hash_of(subject: &str) -> Option<&str> {
+    subject.split('.').nth(3)
+}
+
 /// The subjects of one provider's events, or of all.
 pub fn events_filter(provider: Option<&str>) -> String {
     match provider {
-        Some(provider) => format!("hookgate.events.{provider}.*"),
+        Some(provider) => format!("hookgate.events.{provider}.>"),
         None => EVENTS.to_string(),
     }
 }
@@ -147,6 +160,11 @@ pub fn output_key(name: &str) -> String {
     format!("output.{}", key_token(name))
 }
 
+/// `forgotten.<hash>.<seq>`: the dedup key of the event at `seq` has expired; the event stays.
+pub fn forgotten_key(hash: &str, seq: u64) -> String {
+    format!("forgotten.{hash}.{seq}")
+}
+
 /// `sync.<provider>`: a poller's sync cursor.
 pub fn sync_key(provider: &str) -> String {
     format!("sync.{}", key_token(provider))
@@ -178,10 +196,11 @@ mod tests {
         assert_ne!(dedup_hash("ab", "c"), dedup_hash("a", "bc"));
         assert_eq!(dedup_hash("a", "id-1"), dedup_hash("a", "id-1"));
         assert_eq!(dedup_hash("a", "id-1").len(), 32);
-        assert_eq!(
-            event_subject("github", &dedup_hash("github", "x")),
-            format!("hookgate.events.github.{}", dedup_hash("github", "x"))
-        );
+        let hash = dedup_hash("github", "x");
+        let subject = event_subject("github", &hash);
+        assert_eq!(subject, format!("hookgate.events.github.{hash}"));
+        assert_eq!(hash_of(&subject), Some(hash.as_str()));
+        assert_eq!(hash_of(&next_subject(&subject, 7)), Some(hash.as_str()));
     }
 
     #[test]

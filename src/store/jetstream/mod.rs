@@ -48,6 +48,9 @@ const MAX_MSGS_PER_SUBJECT_EXCEEDED: ErrorCode = ErrorCode(10077);
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// Events one sweep looks at, at most.
 const SWEEP_STEP: usize = 512;
+/// Subjects one commit tries, at most (a chain longer than this is an id whose dedup key
+/// expired this many times while its copies stayed).
+const PUBLISH_ROUNDS: usize = 16;
 /// Compare-and-set rounds of one `change` before it gives up.
 const CAS_ROUNDS: usize = 64;
 
@@ -59,8 +62,10 @@ pub struct JetStreamStore {
     kv: kv::Store,
     last_seq: watch::Sender<Seq>,
     open: AtomicBool,
-    /// Where the next sweep resumes (0: from the stream's first message).
+    /// Where the next sweep of events resumes (0: from the stream's first message).
     sweep_from: AtomicU64,
+    /// Where the next sweep of dedup keys resumes: every event before it has none.
+    dedup_from: AtomicU64,
 }
 
 impl JetStreamStore {
@@ -115,6 +120,7 @@ impl JetStreamStore {
             last_seq: watch::Sender::new(Seq(last)),
             open: AtomicBool::new(true),
             sweep_from: AtomicU64::new(0),
+            dedup_from: AtomicU64::new(0),
         })
     }
 
@@ -136,38 +142,51 @@ impl JetStreamStore {
         });
     }
 
-    /// Publishes and waits for the stream's ack; a refusal of the subject is a duplicate.
+    /// Publishes and waits for the stream's ack. A refusal of the subject is a duplicate of
+    /// the copy there, unless that copy's dedup key has expired: then the next subject of the
+    /// chain is tried.
     async fn publish(&self, event: NewEvent) -> Result<Committed, StoreError> {
         let hash = layout::dedup_hash(event.provider.as_str(), event.dedup_id.as_str());
-        let subject = layout::event_subject(event.provider.as_str(), &hash);
-        let headers = layout::headers(&event, &hash);
-        // A refusal whose first copy is gone by the time it is looked up (swept in between)
-        // is published again.
-        for _ in 0..3 {
+        let base = layout::event_subject(event.provider.as_str(), &hash);
+        let mut headers = layout::headers(&event, &hash);
+        let mut subject = base.clone();
+        for _ in 0..PUBLISH_ROUNDS {
             let ack = self
                 .js
                 .publish_with_headers(subject.clone(), headers.clone(), event.body.clone())
                 .await
                 .map_err(storage)?;
-            match ack.await {
-                Ok(ack) if ack.duplicate => return Ok(Committed::Duplicate(Seq(ack.sequence))),
+            let first = match ack.await {
+                Ok(ack) if ack.duplicate => ack.sequence,
                 Ok(ack) => {
                     self.acknowledged(ack.sequence);
                     return Ok(Committed::Accepted(Seq(ack.sequence)));
                 }
                 Err(err) if is_code(&err, MAX_MSGS_PER_SUBJECT_EXCEEDED) => {
                     match self.stream.direct_get_last_for_subject(&subject).await {
-                        Ok(first) => return Ok(Committed::Duplicate(Seq(first.sequence))),
+                        Ok(first) => first.sequence,
+                        // Swept since the refusal: the subject is free again.
                         Err(err) if err.kind() == DirectGetErrorKind::NotFound => continue,
                         Err(err) => return Err(storage(err)),
                     }
                 }
                 Err(err) => return Err(storage(err)),
+            };
+            if !self.is_forgotten(&hash, first).await? {
+                return Ok(Committed::Duplicate(Seq(first)));
             }
+            subject = layout::next_subject(&base, first);
+            headers.insert(layout::MSG_ID, layout::next_subject(&hash, first));
         }
         Err(StoreError::Corrupt(format!(
-            "subject {subject} refuses events but holds none"
+            "no free subject after {PUBLISH_ROUNDS} tries from {base}"
         )))
+    }
+
+    /// Whether the dedup key of the event at `seq` (of this hash) has expired.
+    async fn is_forgotten(&self, hash: &str, seq: u64) -> Result<bool, StoreError> {
+        let key = layout::forgotten_key(hash, seq);
+        Ok(self.kv.get(key).await.map_err(storage)?.is_some())
     }
 
     async fn message(&self, seq: u64) -> Result<Option<StoredEvent>, StoreError> {
@@ -180,15 +199,24 @@ impl JetStreamStore {
         }
     }
 
-    /// The first event at or after `from` on `filter`, if any.
-    async fn next(&self, filter: &str, from: u64) -> Result<Option<StoredEvent>, StoreError> {
+    /// The first event at or after `from` on `filter`, if any, with its dedup hash.
+    async fn next(
+        &self,
+        filter: &str,
+        from: u64,
+    ) -> Result<Option<(StoredEvent, String)>, StoreError> {
         match self
             .stream
             .direct_get_next_for_subject(filter, Some(from))
             .await
         {
             Ok(message) => {
-                layout::stored_event(message.sequence, &message.headers, &message.payload).map(Some)
+                let hash = layout::hash_of(&message.subject)
+                    .unwrap_or_default()
+                    .to_string();
+                let event =
+                    layout::stored_event(message.sequence, &message.headers, &message.payload)?;
+                Ok(Some((event, hash)))
             }
             Err(err) if err.kind() == DirectGetErrorKind::NotFound => Ok(None),
             Err(err) => Err(storage(err)),
@@ -208,6 +236,98 @@ impl JetStreamStore {
             }
             _ => Ok((OutputRecord::default(), None)),
         }
+    }
+}
+
+impl JetStreamStore {
+    /// One bounded step of deleting the events every output is done with (the same policy as
+    /// sled's). A deleted event takes its dedup key with it, counted when it was due.
+    async fn sweep_events(
+        &self,
+        cutoffs: Cutoffs,
+        outputs: &[Output],
+    ) -> Result<Swept, StoreError> {
+        let mut records = Vec::with_capacity(outputs.len());
+        for output in outputs {
+            records.push(self.record(&output.name).await?.0);
+        }
+        let last = self.last_seq.borrow().0;
+        let mut swept = Swept::default();
+        let mut from = self.sweep_from.load(Ordering::SeqCst).max(1);
+        for _ in 0..SWEEP_STEP {
+            let (event, hash) = match self.next(layout::EVENTS, from).await? {
+                Some((event, hash)) if event.seq <= last => (event, hash),
+                _ => {
+                    self.sweep_from.store(0, Ordering::SeqCst);
+                    return Ok(swept);
+                }
+            };
+            let seq = Seq(event.seq);
+            let standings: Vec<Standing> = outputs
+                .iter()
+                .zip(&records)
+                .map(|(output, record)| Standing {
+                    takes: output.takes(&event),
+                    cursor: Seq(record.cursor),
+                    kept: output.keeps_marks && record.keeps(seq),
+                })
+                .collect();
+            match verdict(seq, event.received_at_ms, cutoffs.events_ms, &standings) {
+                Verdict::Young => {
+                    // Held events before it may go later: the next sweep starts over.
+                    self.sweep_from.store(0, Ordering::SeqCst);
+                    return Ok(swept);
+                }
+                Verdict::Held => {}
+                Verdict::Expired => {
+                    let due = event.received_at_ms < cutoffs.dedup_ms;
+                    // Counted once: a key forgotten before was counted then.
+                    let counted = due && self.is_forgotten(&hash, event.seq).await?;
+                    // Another gateway sweeping the same stream may have deleted it already.
+                    if self
+                        .stream
+                        .delete_message(event.seq)
+                        .await
+                        .map_err(storage)?
+                    {
+                        swept.events += 1;
+                        if due && !counted {
+                            swept.dedup_keys += 1;
+                        }
+                    }
+                }
+            }
+            from = event.seq + 1;
+        }
+        self.sweep_from.store(from, Ordering::SeqCst);
+        Ok(swept)
+    }
+
+    /// One bounded step of expiring the dedup keys of events received before `cutoff_ms` that
+    /// stay: each gets a `forgotten` mark, so that the next copy of its id is a new event.
+    async fn forget_dedup_keys(&self, cutoff_ms: u64) -> Result<u64, StoreError> {
+        let last = self.last_seq.borrow().0;
+        let mut forgotten = 0;
+        let mut from = self.dedup_from.load(Ordering::SeqCst).max(1);
+        for _ in 0..SWEEP_STEP {
+            let (event, hash) = match self.next(layout::EVENTS, from).await? {
+                Some((event, hash)) if event.seq <= last => (event, hash),
+                _ => break,
+            };
+            if event.received_at_ms >= cutoff_ms {
+                // Arrival follows seqs: everything before this one is done.
+                break;
+            }
+            let key = layout::forgotten_key(&hash, event.seq);
+            match self.kv.create(key, Bytes::new()).await {
+                Ok(_) => forgotten += 1,
+                Err(err) if err.kind() == kv::CreateErrorKind::AlreadyExists => {}
+                Err(err) => return Err(storage(err)),
+            }
+            from = event.seq + 1;
+        }
+        self.dedup_from.store(from, Ordering::SeqCst);
+        Ok(forgotten)
     }
 }
 
@@ -237,7 +357,7 @@ impl Backend for JetStreamStore {
         let mut from = after.0.saturating_add(1);
         while events.len() < limit && from <= last && after.0 < u64::MAX {
             match self.next(&filter, from).await? {
-                Some(event) if event.seq <= last => {
+                Some((event, _)) if event.seq <= last => {
                     from = event.seq + 1;
                     events.push(event);
                 }
@@ -336,56 +456,12 @@ impl Backend for JetStreamStore {
         cutoffs: Cutoffs,
         outputs: Arc<Vec<Output>>,
     ) -> Result<Swept, StoreError> {
-        let mut records = Vec::with_capacity(outputs.len());
-        for output in outputs.iter() {
-            records.push(self.record(&output.name).await?.0);
-        }
-        let last = self.last_seq.borrow().0;
-        let mut swept = Swept::default();
-        let mut from = self.sweep_from.load(Ordering::SeqCst).max(1);
-        for _ in 0..SWEEP_STEP {
-            let event = match self.next(layout::EVENTS, from).await? {
-                Some(event) if event.seq <= last => event,
-                _ => {
-                    self.sweep_from.store(0, Ordering::SeqCst);
-                    return Ok(swept);
-                }
-            };
-            let seq = Seq(event.seq);
-            let standings: Vec<Standing> = outputs
-                .iter()
-                .zip(&records)
-                .map(|(output, record)| Standing {
-                    takes: output.takes(&event),
-                    cursor: Seq(record.cursor),
-                    kept: output.keeps_marks && record.keeps(seq),
-                })
-                .collect();
-            match verdict(seq, event.received_at_ms, cutoffs.events_ms, &standings) {
-                Verdict::Young => {
-                    self.sweep_from.store(0, Ordering::SeqCst);
-                    return Ok(swept);
-                }
-                Verdict::Held => {}
-                Verdict::Expired => {
-                    // Another gateway sweeping the same stream may have deleted it already.
-                    if self
-                        .stream
-                        .delete_message(event.seq)
-                        .await
-                        .map_err(storage)?
-                    {
-                        swept.events += 1;
-                        if event.received_at_ms < cutoffs.dedup_ms {
-                            swept.dedup_keys += 1;
-                        }
-                    }
-                }
-            }
-            from = event.seq + 1;
-        }
-        self.sweep_from.store(from, Ordering::SeqCst);
-        Ok(swept)
+        let events = self.sweep_events(cutoffs, &outputs).await?;
+        let forgotten = self.forget_dedup_keys(cutoffs.dedup_ms).await?;
+        Ok(Swept {
+            events: events.events,
+            dedup_keys: events.dedup_keys + forgotten,
+        })
     }
 
     async fn size_on_disk(&self) -> Result<u64, StoreError> {
