@@ -51,6 +51,17 @@ impl Loader<'_> {
                     .to_string(),
             );
         }
+        // On JetStream an event is its own dedup key: removing it frees its id. So events stay
+        // at least as long as the dedup window (docs/store.md).
+        if matches!(backend, StoreBackend::JetStream(_)) && retention < dedup_window {
+            let at = section.and_then(|s| self.key_position(s, "retention"));
+            self.error(
+                at,
+                "[store] retention: with backend = \"jetstream\" it must be at least \
+                 dedup_window (an event is its own dedup key there)"
+                    .to_string(),
+            );
+        }
         StoreConfig {
             cache_bytes: raw.cache_mb.saturating_mul(1024 * 1024),
             retention,
