@@ -85,6 +85,14 @@ impl JetStreamStore {
             options = options.token(String::from_utf8_lossy(token.expose()).into_owned());
         }
         let client = options.connect(servers).await.map_err(storage)?;
+        let version = client.server_info().version;
+        if !supported(&version) {
+            return Err(StoreError::Storage(Arc::new(std::io::Error::other(
+                format!(
+                "nats-server {version} is too old for the JetStream store: it needs 2.10 or later"
+            ),
+            ))));
+        }
         let js = jetstream::new(client.clone());
         js.create_or_update_stream(stream::Config {
             name: config.stream.clone(),
@@ -505,6 +513,16 @@ impl Backend for JetStreamStore {
     }
 }
 
+/// nats-server 2.10 or later: tested with 2.10.26 and 2.15.1; against Debian's 2.9.10 the
+/// client cannot read the answer to the stream's creation.
+fn supported(version: &str) -> bool {
+    let mut parts = version
+        .split('.')
+        .map(|part| part.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major, minor) >= (2, 10)
+}
+
 /// Whether a publish failed with this JetStream error code.
 fn is_code(err: &jetstream::context::PublishError, code: ErrorCode) -> bool {
     std::error::Error::source(err)
@@ -514,4 +532,16 @@ fn is_code(err: &jetstream::context::PublishError, code: ErrorCode) -> bool {
 
 fn storage(err: impl std::error::Error + Send + Sync + 'static) -> StoreError {
     StoreError::Storage(Arc::new(err))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn server_versions() {
+        assert!(super::supported("2.10.26"));
+        assert!(super::supported("2.15.1"));
+        assert!(super::supported("3.0.0"));
+        assert!(!super::supported("2.9.10"));
+        assert!(!super::supported("garbage"));
+    }
 }
