@@ -608,6 +608,48 @@ pub async fn marks_set_list_count_and_clear(open: impl Fn(&Path) -> Store, dir: 
     assert_eq!(store.count_marked("crm2", Mark::Replay).await.unwrap(), 1);
 }
 
+/// Changes to one output from many tasks at once all apply: the cursor ends at the highest
+/// one, and every mark set is there (a backend whose `change` is a read-modify-write must not
+/// lose one to another writer).
+pub async fn concurrent_changes_of_one_output_all_apply(open: impl Fn(&Path) -> Store, dir: &Path) {
+    let store = open(dir);
+    const TASKS: u64 = 8;
+    const CHANGES: u64 = 10;
+    let mut tasks = Vec::new();
+    for task in 0..TASKS {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..CHANGES {
+                let seq = 1 + task * CHANGES + i;
+                // Cursors arrive out of order across tasks.
+                let cursor = (task * 7 + i * 13) % (TASKS * CHANGES) + 1;
+                store
+                    .change(
+                        "crm",
+                        vec![
+                            Change::Cursor(Seq(cursor)),
+                            Change::Mark(Mark::Settled, Seq(seq)),
+                        ],
+                    )
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let highest = (0..TASKS)
+        .flat_map(|task| (0..CHANGES).map(move |i| (task * 7 + i * 13) % (TASKS * CHANGES) + 1))
+        .max()
+        .unwrap();
+    assert_eq!(store.output("crm").await.unwrap().cursor, Seq(highest));
+    assert_eq!(
+        store.count_marked("crm", Mark::Settled).await.unwrap(),
+        TASKS * CHANGES
+    );
+}
+
 /// Pollers' sync cursors: absent, saved, overwritten, per provider.
 pub async fn sync_cursors_round_trip(open: impl Fn(&Path) -> Store, dir: &Path) {
     let store = open(dir);
@@ -973,6 +1015,7 @@ macro_rules! conformance {
             check!(large_bodies_round_trip);
             check!(output_cursor_and_pause);
             check!(marks_set_list_count_and_clear);
+            check!(concurrent_changes_of_one_output_all_apply);
             check!(sync_cursors_round_trip);
             check!(retention_removes_only_what_every_output_is_done_with);
             check!(retention_of_events_nobody_takes_and_young_events);
