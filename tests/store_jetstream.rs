@@ -54,6 +54,8 @@ fn a_gateway_on_jetstream_stores_deduplicates_and_serves() {
         gw.post("std", &other, b"{}").ack(),
         ("accepted".to_string(), 2)
     );
+    assert_eq!(gw.metric("hookgate_events_stored_total", &[]), Some(2.0));
+    assert_eq!(gw.metric("hookgate_duplicates_total", &[]), Some(1.0));
     let events = gw.all_events(None);
     assert_eq!(events.len(), 2, "{events:?}");
     assert_eq!(events[0]["event_id"], "msg_1");

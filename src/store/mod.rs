@@ -143,7 +143,7 @@ impl Store {
                         "the JetStream store opens within a tokio runtime: {err}"
                     ))))
                 })?;
-                let store = runtime.block_on(jetstream::JetStreamStore::open(js))?;
+                let store = runtime.block_on(jetstream::JetStreamStore::open(js, metrics))?;
                 Ok(Store(Arc::new(store)))
             }
         }

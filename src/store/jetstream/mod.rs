@@ -41,6 +41,7 @@ use super::{
 };
 use crate::config::JetStreamConfig;
 use crate::event::Seq;
+use crate::metrics::Metrics;
 
 /// "maximum messages per subject exceeded": the subject (the dedup key) holds an event.
 const MAX_MSGS_PER_SUBJECT_EXCEEDED: ErrorCode = ErrorCode(10077);
@@ -62,6 +63,8 @@ pub struct JetStreamStore {
     kv: kv::Store,
     last_seq: watch::Sender<Seq>,
     open: AtomicBool,
+    /// `events_stored` and `duplicates` count here as on sled (there is no group commit).
+    metrics: Arc<Metrics>,
     /// Where the next sweep of events resumes (0: from the stream's first message).
     sweep_from: AtomicU64,
     /// Where the next sweep of dedup keys resumes: every event before it has none.
@@ -71,7 +74,10 @@ pub struct JetStreamStore {
 impl JetStreamStore {
     /// Connects, and creates the stream and the bucket if they are missing (an existing
     /// stream's settings are updated to these).
-    pub async fn open(config: &JetStreamConfig) -> Result<JetStreamStore, StoreError> {
+    pub async fn open(
+        config: &JetStreamConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<JetStreamStore, StoreError> {
         let servers = config
             .servers
             .iter()
@@ -127,6 +133,7 @@ impl JetStreamStore {
             kv,
             last_seq: watch::Sender::new(Seq(last)),
             open: AtomicBool::new(true),
+            metrics,
             sweep_from: AtomicU64::new(0),
             dedup_from: AtomicU64::new(0),
         })
@@ -344,9 +351,14 @@ impl Backend for JetStreamStore {
     async fn commit(&self, event: NewEvent, deadline: Duration) -> Result<Committed, StoreError> {
         self.check_open()?;
         // A publish that times out may still be stored: the sender's retry is then a duplicate.
-        tokio::time::timeout(deadline, self.publish(event))
+        let committed = tokio::time::timeout(deadline, self.publish(event))
             .await
-            .map_err(|_| StoreError::DeadlineExceeded)?
+            .map_err(|_| StoreError::DeadlineExceeded)??;
+        match committed {
+            Committed::Accepted(_) => self.metrics.events_stored.inc(),
+            Committed::Duplicate(_) => self.metrics.duplicates.inc(),
+        };
+        Ok(committed)
     }
 
     fn last_seq(&self) -> watch::Receiver<Seq> {
