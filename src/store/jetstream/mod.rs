@@ -19,6 +19,7 @@
 
 mod layout;
 mod outputs;
+mod retention;
 
 use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -34,7 +35,6 @@ use bytes::Bytes;
 use tokio::sync::watch;
 
 use self::outputs::OutputRecord;
-use super::retention::{verdict, Standing, Verdict};
 use super::{
     Backend, Change, Committed, Cutoffs, DeadRecord, Mark, Marks, NewEvent, Output, OutputState,
     StoreError, StoredEvent, Swept,
@@ -47,8 +47,6 @@ use crate::metrics::Metrics;
 const MAX_MSGS_PER_SUBJECT_EXCEEDED: ErrorCode = ErrorCode(10077);
 /// JetStream's own duplicate window for `Nats-Msg-Id` (its default).
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
-/// Events one sweep looks at, at most.
-const SWEEP_STEP: usize = 512;
 /// Subjects one commit tries, at most (a chain longer than this is an id whose dedup key
 /// expired this many times while its copies stayed).
 const PUBLISH_ROUNDS: usize = 16;
@@ -251,98 +249,6 @@ impl JetStreamStore {
             }
             _ => Ok((OutputRecord::default(), None)),
         }
-    }
-}
-
-impl JetStreamStore {
-    /// One bounded step of deleting the events every output is done with (the same policy as
-    /// sled's). A deleted event takes its dedup key with it, counted when it was due.
-    async fn sweep_events(
-        &self,
-        cutoffs: Cutoffs,
-        outputs: &[Output],
-    ) -> Result<Swept, StoreError> {
-        let mut records = Vec::with_capacity(outputs.len());
-        for output in outputs {
-            records.push(self.record(&output.name).await?.0);
-        }
-        let last = self.last_seq.borrow().0;
-        let mut swept = Swept::default();
-        let mut from = self.sweep_from.load(Ordering::SeqCst).max(1);
-        for _ in 0..SWEEP_STEP {
-            let (event, hash) = match self.next(layout::EVENTS, from).await? {
-                Some((event, hash)) if event.seq <= last => (event, hash),
-                _ => {
-                    self.sweep_from.store(0, Ordering::SeqCst);
-                    return Ok(swept);
-                }
-            };
-            let seq = Seq(event.seq);
-            let standings: Vec<Standing> = outputs
-                .iter()
-                .zip(&records)
-                .map(|(output, record)| Standing {
-                    takes: output.takes(&event),
-                    cursor: Seq(record.cursor),
-                    kept: output.keeps_marks && record.keeps(seq),
-                })
-                .collect();
-            match verdict(seq, event.received_at_ms, cutoffs.events_ms, &standings) {
-                Verdict::Young => {
-                    // Held events before it may go later: the next sweep starts over.
-                    self.sweep_from.store(0, Ordering::SeqCst);
-                    return Ok(swept);
-                }
-                Verdict::Held => {}
-                Verdict::Expired => {
-                    let due = event.received_at_ms < cutoffs.dedup_ms;
-                    // Counted once: a key forgotten before was counted then.
-                    let counted = due && self.is_forgotten(&hash, event.seq).await?;
-                    // Another gateway sweeping the same stream may have deleted it already.
-                    if self
-                        .stream
-                        .delete_message(event.seq)
-                        .await
-                        .map_err(storage)?
-                    {
-                        swept.events += 1;
-                        if due && !counted {
-                            swept.dedup_keys += 1;
-                        }
-                    }
-                }
-            }
-            from = event.seq + 1;
-        }
-        self.sweep_from.store(from, Ordering::SeqCst);
-        Ok(swept)
-    }
-
-    /// One bounded step of expiring the dedup keys of events received before `cutoff_ms` that
-    /// stay: each gets a `forgotten` mark, so that the next copy of its id is a new event.
-    async fn forget_dedup_keys(&self, cutoff_ms: u64) -> Result<u64, StoreError> {
-        let last = self.last_seq.borrow().0;
-        let mut forgotten = 0;
-        let mut from = self.dedup_from.load(Ordering::SeqCst).max(1);
-        for _ in 0..SWEEP_STEP {
-            let (event, hash) = match self.next(layout::EVENTS, from).await? {
-                Some((event, hash)) if event.seq <= last => (event, hash),
-                _ => break,
-            };
-            if event.received_at_ms >= cutoff_ms {
-                // Arrival follows seqs: everything before this one is done.
-                break;
-            }
-            let key = layout::forgotten_key(&hash, event.seq);
-            match self.kv.create(key, Bytes::new()).await {
-                Ok(_) => forgotten += 1,
-                Err(err) if err.kind() == kv::CreateErrorKind::AlreadyExists => {}
-                Err(err) => return Err(storage(err)),
-            }
-            from = event.seq + 1;
-        }
-        self.dedup_from.store(from, Ordering::SeqCst);
-        Ok(forgotten)
     }
 }
 
