@@ -13,9 +13,11 @@
 //! - **Outputs' state** (cursor, pause flag, marks) is one value per output in the KV bucket
 //!   `<stream>_state`, changed by compare-and-set on its revision ([`outputs`]); sync cursors
 //!   are values there too.
-//! - **Retention**: the stream has no `max_age`; the sweeper deletes events by the same policy
-//!   as sled's ([`retention::verdict`]). An event is its own dedup key: the key goes when the
-//!   event goes, never before (see docs/store.md).
+//! - **Retention** ([`retention`]): the stream has no `max_age`; the sweeper deletes events by
+//!   the same policy as sled's ([`crate::store::retention::verdict`]). An event is its own dedup
+//!   key, so it goes with the event; when the dedup window passes while the event stays, a
+//!   `forgotten` mark in the bucket sends the next copy of the id to a subject of its own
+//!   (see docs/store.md).
 
 mod layout;
 mod outputs;
