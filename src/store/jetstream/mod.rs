@@ -2,7 +2,7 @@
 //! gateways can share it (issue 13, "Cluster mode"; this is its store interface only).
 //!
 //! - **Events**: one stream (`[store] stream`, default `HOOKGATE`) taking `hookgate.events.>`.
-//!   An event is one message on `hookgate.events.<provider>.<dedup hash>` ([`layout`]); the
+//!   An event is one message on `hookgate.events.<provider>.<dedup hash>` (`layout.rs`); the
 //!   stream keeps one message per subject and refuses a second (`max_msgs_per_subject = 1`,
 //!   `discard = new`, `discard_new_per_subject`), so a duplicate's publish fails with error
 //!   10077 on whichever gateway sends it, and is answered with the first copy's seq (the last
@@ -11,9 +11,9 @@
 //! - **Durable** means acknowledged by the stream (by a quorum of its replicas): `last_seq` is
 //!   the highest acknowledged seq, and readers see nothing above it.
 //! - **Outputs' state** (cursor, pause flag, marks) is one value per output in the KV bucket
-//!   `<stream>_state`, changed by compare-and-set on its revision ([`outputs`]); sync cursors
+//!   `<stream>_state`, changed by compare-and-set on its revision (`outputs.rs`); sync cursors
 //!   are values there too.
-//! - **Retention** ([`retention`]): the stream has no `max_age`; the sweeper deletes events by
+//! - **Retention** (`retention.rs`): the stream has no `max_age`; the sweeper deletes events by
 //!   the same policy as sled's ([`crate::store::retention::verdict`]). An event is its own dedup
 //!   key, so it goes with the event; when the dedup window passes while the event stays, a
 //!   `forgotten` mark in the bucket sends the next copy of the id to a subject of its own
