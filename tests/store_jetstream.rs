@@ -1,6 +1,7 @@
 //! The JetStream backend beyond the conformance suite: a gateway (the real binary) on a real
 //! nats-server stores, deduplicates and serves webhooks; with its server gone, a webhook is
-//! answered 503, never 500. And a measurement of commit latency on one node (ignored; run it
+//! answered 503, never 500; acknowledged events survive a `kill -9` of the server. And a
+//! measurement of commit latency on one node (ignored; run it
 //! with `cargo test --release --test store_jetstream -- --ignored --nocapture`).
 #![allow(clippy::unwrap_used)]
 
@@ -87,13 +88,7 @@ fn without_its_nats_server_a_webhook_gets_503() {
     );
 }
 
-/// Commit latency on one node (R1, the server's default sync every 2 minutes): sequential
-/// commits, then 16 tasks at once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a measurement: run with --ignored --nocapture"]
-async fn measure_commit_latency_on_one_node() {
-    let dir = tempfile::tempdir().unwrap();
-    let nats = NatsServer::start(dir.path());
+fn open_store(nats: &NatsServer) -> Store {
     let config = StoreConfig {
         backend: StoreBackend::JetStream(JetStreamConfig {
             servers: vec![nats.url()],
@@ -103,9 +98,66 @@ async fn measure_commit_latency_on_one_node() {
         }),
         ..StoreConfig::default()
     };
-    let store = tokio::task::block_in_place(|| {
-        Store::open(dir.path(), &config, Arc::new(Metrics::new())).unwrap()
-    });
+    tokio::task::block_in_place(|| {
+        Store::open(nats.dir(), &config, Arc::new(Metrics::new())).unwrap()
+    })
+}
+
+/// Every acknowledged event survives a `kill -9` of the server (a crash of the process, not a
+/// power loss: the server has not fsynced them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_events_survive_a_kill_9_of_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start(dir.path());
+    let store = open_store(&nats);
+    let mut tasks = Vec::new();
+    for task in 0..8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            for i in 0..50 {
+                let event = NewEvent::poll(
+                    ProviderName::parse("p").unwrap(),
+                    EventId::new(format!("id-{task}-{i}")).unwrap(),
+                    None,
+                    Bytes::from(format!("body {task} {i}")),
+                );
+                match store.commit(event, Duration::from_secs(10)).await {
+                    Ok(Committed::Accepted(seq)) => acked.push((seq, format!("body {task} {i}"))),
+                    other => panic!("{other:?}"),
+                }
+            }
+            acked
+        }));
+    }
+    let mut acked = Vec::new();
+    for task in tasks {
+        acked.extend(task.await.unwrap());
+    }
+    nats.kill_hard();
+    drop(store);
+    let nats = NatsServer::start(dir.path());
+    let store = open_store(&nats);
+    assert_eq!(store.last_seq().borrow().0, 400, "last_seq after the crash");
+    for (seq, body) in &acked {
+        let event = store.event(*seq).await.unwrap();
+        assert_eq!(
+            event.map(|e| e.body),
+            Some(body.clone().into_bytes()),
+            "seq {seq}"
+        );
+    }
+    store.close().await;
+}
+
+/// Commit latency on one node (R1, the server's default sync every 2 minutes): sequential
+/// commits, then 16 tasks at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: run with --ignored --nocapture"]
+async fn measure_commit_latency_on_one_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start(dir.path());
+    let store = open_store(&nats);
     let body = Bytes::from(vec![b'x'; 1024]);
     let event = move |i: usize| {
         NewEvent::poll(

@@ -88,6 +88,14 @@ impl NatsServer {
     }
 }
 
+impl NatsServer {
+    /// Kills the server with SIGKILL (a crash) and waits for it to be gone.
+    pub fn kill_hard(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for NatsServer {
     fn drop(&mut self) {
         if let Ok(pid) = i32::try_from(self.child.id()) {
