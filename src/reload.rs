@@ -138,6 +138,10 @@ fn keep_started_settings(new: &mut Config, running: &Config) -> Vec<&'static str
         kept.push("[store] cache_mb");
         new.store.cache_bytes = running.store.cache_bytes;
     }
+    if new.store.backend != running.store.backend {
+        kept.push("[store] backend (and servers, stream, replicas, token)");
+        new.store.backend = running.store.backend.clone();
+    }
     kept
 }
 

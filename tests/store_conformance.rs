@@ -4,20 +4,25 @@
 //! backend. A new backend adds one `conformance!` line.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use bytes::Bytes;
-use hookgate::config::{ConsumerConfig, StoreConfig};
+use hookgate::config::{ConsumerConfig, JetStreamConfig, StoreBackend, StoreConfig};
 use hookgate::event::{EventId, ProviderName, Seq, Source};
 use hookgate::metrics::Metrics;
 use hookgate::store::{
-    Change, Committed, Cutoffs, DeadRecord, Mark, Marks, NewEvent, Output, OutputState, Store,
-    StoreError, StoredEvent, Swept,
+    Backend, Change, Committed, Cutoffs, DeadRecord, Mark, Marks, NewEvent, Output, OutputState,
+    Store, StoreError, StoredEvent, Swept,
 };
 use rand::RngCore as _;
+
+use common::nats::NatsServer;
 
 /// Long enough for any commit on a loaded test machine.
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -603,6 +608,48 @@ pub async fn marks_set_list_count_and_clear(open: impl Fn(&Path) -> Store, dir: 
     assert_eq!(store.count_marked("crm2", Mark::Replay).await.unwrap(), 1);
 }
 
+/// Changes to one output from many tasks at once all apply: the cursor ends at the highest
+/// one, and every mark set is there (a backend whose `change` is a read-modify-write must not
+/// lose one to another writer).
+pub async fn concurrent_changes_of_one_output_all_apply(open: impl Fn(&Path) -> Store, dir: &Path) {
+    let store = open(dir);
+    const TASKS: u64 = 8;
+    const CHANGES: u64 = 10;
+    let mut tasks = Vec::new();
+    for task in 0..TASKS {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..CHANGES {
+                let seq = 1 + task * CHANGES + i;
+                // Cursors arrive out of order across tasks.
+                let cursor = (task * 7 + i * 13) % (TASKS * CHANGES) + 1;
+                store
+                    .change(
+                        "crm",
+                        vec![
+                            Change::Cursor(Seq(cursor)),
+                            Change::Mark(Mark::Settled, Seq(seq)),
+                        ],
+                    )
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let highest = (0..TASKS)
+        .flat_map(|task| (0..CHANGES).map(move |i| (task * 7 + i * 13) % (TASKS * CHANGES) + 1))
+        .max()
+        .unwrap();
+    assert_eq!(store.output("crm").await.unwrap().cursor, Seq(highest));
+    assert_eq!(
+        store.count_marked("crm", Mark::Settled).await.unwrap(),
+        TASKS * CHANGES
+    );
+}
+
 /// Pollers' sync cursors: absent, saved, overwritten, per provider.
 pub async fn sync_cursors_round_trip(open: impl Fn(&Path) -> Store, dir: &Path) {
     let store = open(dir);
@@ -968,6 +1015,7 @@ macro_rules! conformance {
             check!(large_bodies_round_trip);
             check!(output_cursor_and_pause);
             check!(marks_set_list_count_and_clear);
+            check!(concurrent_changes_of_one_output_all_apply);
             check!(sync_cursors_round_trip);
             check!(retention_removes_only_what_every_output_is_done_with);
             check!(retention_of_events_nobody_takes_and_young_events);
@@ -990,3 +1038,105 @@ fn open_sled(dir: &Path) -> Store {
 }
 
 conformance!(sled, open_sled);
+
+/// A JetStream store on a nats-server of its own (tests/common/nats.rs) keeping its streams in
+/// `dir`. The server lives as long as the store: reopening the store restarts the server on the
+/// same directory.
+fn open_jetstream(dir: &Path) -> Store {
+    let server = NatsServer::start(dir);
+    let config = StoreConfig {
+        backend: StoreBackend::JetStream(JetStreamConfig {
+            servers: vec![server.url()],
+            stream: "HOOKGATE".into(),
+            replicas: 1,
+            token: None,
+        }),
+        ..StoreConfig::default()
+    };
+    let store = tokio::task::block_in_place(|| {
+        Store::open(dir, &config, Arc::new(Metrics::new()))
+            .unwrap_or_else(|err| panic!("open the JetStream store on {}: {err}", server.url()))
+    });
+    Store::from_backend(WithServer {
+        store,
+        _server: server,
+    })
+}
+
+conformance!(jetstream, open_jetstream);
+
+/// A store and the nats-server it runs on, stopped after the store is dropped.
+struct WithServer {
+    store: Store,
+    _server: NatsServer,
+}
+
+#[async_trait]
+impl Backend for WithServer {
+    async fn commit(&self, event: NewEvent, deadline: Duration) -> Result<Committed, StoreError> {
+        self.store.commit(event, deadline).await
+    }
+    fn last_seq(&self) -> tokio::sync::watch::Receiver<Seq> {
+        self.store.last_seq()
+    }
+    async fn events_after(
+        &self,
+        after: Seq,
+        limit: usize,
+        provider: Option<String>,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        self.store.events_after(after, limit, provider).await
+    }
+    async fn event(&self, seq: Seq) -> Result<Option<StoredEvent>, StoreError> {
+        self.store.event(seq).await
+    }
+    async fn output(&self, output: &str) -> Result<OutputState, StoreError> {
+        self.store.output(output).await
+    }
+    async fn change(&self, output: &str, changes: Vec<Change>) -> Result<(), StoreError> {
+        self.store.change(output, changes).await
+    }
+    async fn marked(
+        &self,
+        output: &str,
+        mark: Mark,
+        range: std::ops::RangeInclusive<Seq>,
+        limit: usize,
+    ) -> Result<Vec<(Seq, Option<DeadRecord>)>, StoreError> {
+        self.store.marked(output, mark, range, limit).await
+    }
+    async fn count_marked(&self, output: &str, mark: Mark) -> Result<u64, StoreError> {
+        self.store.count_marked(output, mark).await
+    }
+    async fn marks(&self, output: &str, seq: Seq) -> Result<Marks, StoreError> {
+        self.store.marks(output, seq).await
+    }
+    async fn sync_cursor(&self, provider: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.store.sync_cursor(provider).await
+    }
+    async fn set_sync_cursor(&self, provider: &str, value: Vec<u8>) -> Result<(), StoreError> {
+        self.store.set_sync_cursor(provider, value).await
+    }
+    async fn sweep(
+        &self,
+        cutoffs: Cutoffs,
+        outputs: Arc<Vec<Output>>,
+    ) -> Result<Swept, StoreError> {
+        self.store.sweep(cutoffs, outputs).await
+    }
+    async fn size_on_disk(&self) -> Result<u64, StoreError> {
+        self.store.size_on_disk().await
+    }
+    fn is_open(&self) -> bool {
+        self.store.is_open()
+    }
+    async fn ping(&self, within: Duration) -> Result<(), StoreError> {
+        self.store.ping(within).await
+    }
+    async fn failed(&self) {
+        self.store.failed().await;
+    }
+    async fn close(&self) {
+        self.store.close().await;
+    }
+}

@@ -632,6 +632,53 @@ secrets = ["y"]
     }
 
     #[test]
+    fn store_backends() {
+        let (config, _) = load(VALID).unwrap();
+        assert_eq!(config.store.backend, crate::config::StoreBackend::Sled);
+        let jetstream = format!(
+            "{VALID}\n[store]\nbackend = \"jetstream\"\nservers = [\"nats://127.0.0.1:4222\"]\n"
+        );
+        let (config, _) = load(&jetstream).unwrap();
+        match config.store.backend {
+            crate::config::StoreBackend::JetStream(js) => {
+                assert_eq!(js.servers, ["nats://127.0.0.1:4222"]);
+                assert_eq!(js.stream, "HOOKGATE");
+                assert_eq!(js.replicas, 1);
+                assert!(js.token.is_none());
+            }
+            other => panic!("{other:?}"),
+        }
+        for (store, expected) in [
+            ("backend = \"jetstream\"", "needs at least one NATS server"),
+            ("backend = \"kafka\"", "neither \"sled\" nor \"jetstream\""),
+            ("servers = [\"nats://h:4222\"]", "only for backend = \"jetstream\""),
+            (
+                "backend = \"jetstream\"\nservers = [\"http://h\"]\nstream = \"a.b\"\nreplicas = 0",
+                "not a nats:// or tls:// URL",
+            ),
+            (
+                "backend = \"jetstream\"\nservers = [\"nats://h:4222\"]\nretention = \"1d\"",
+                "at least dedup_window",
+            ),
+            (
+                "backend = \"jetstream\"\nservers = [\"nats://h:4222\"]\ntoken = \"env:HOOKGATE_TEST_UNSET_NATS\"",
+                "HOOKGATE_TEST_UNSET_NATS is not set",
+            ),
+        ] {
+            let errors = load(&format!("{VALID}\n[store]\n{store}\n")).unwrap_err();
+            assert!(
+                errors.iter().any(|e| e.message.contains(expected)),
+                "{store}: {errors:?}"
+            );
+        }
+        let errors = load(&format!(
+            "{VALID}\n[store]\nbackend = \"jetstream\"\nservers = [\"nats://h:4222\"]\nstream = \"a.b\"\nreplicas = 9\n"
+        ))
+        .unwrap_err();
+        assert_eq!(errors.len(), 2, "{errors:?}");
+    }
+
+    #[test]
     fn syntax_errors_have_a_position() {
         let errors = load("[server\nlisten = 1").unwrap_err();
         assert_eq!(errors.len(), 1);

@@ -112,6 +112,29 @@ pub struct StoreConfig {
     pub sweep_interval: Duration,
     /// Recent dedup keys sealed into a run at a time (not a config key: tests lower it).
     pub dedup_run_keys: u64,
+    /// Where the store lives: `[store] backend`.
+    pub backend: StoreBackend,
+}
+
+/// `[store] backend`: sled on this machine (the default), or a NATS JetStream stream.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum StoreBackend {
+    #[default]
+    Sled,
+    JetStream(JetStreamConfig),
+}
+
+/// The JetStream backend's settings (`[store] backend = "jetstream"`; see docs/store.md).
+#[derive(Debug, Clone, PartialEq)]
+pub struct JetStreamConfig {
+    /// The NATS servers to connect to, as `nats://host:port` URLs.
+    pub servers: Vec<String>,
+    /// The stream holding the events; the KV bucket of outputs' state is `<stream>_state`.
+    pub stream: String,
+    /// The stream's and the bucket's replicas (1 on a single server, 3 in a cluster).
+    pub replicas: usize,
+    /// The NATS authentication token, when the server asks for one.
+    pub token: Option<Secret>,
 }
 
 /// The recent dedup keys that make a sealed run (see `store/sled/runs.rs`).
@@ -127,6 +150,7 @@ impl Default for StoreConfig {
             dedup_window: WEEK,
             sweep_interval: Duration::from_secs(60),
             dedup_run_keys: DEFAULT_DEDUP_RUN_KEYS,
+            backend: StoreBackend::Sled,
         }
     }
 }

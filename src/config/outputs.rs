@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use super::load::{Loader, Section};
 use super::raw::{RawConsumer, RawDestination, RawStore};
-use super::{ConsumerConfig, DestinationConfig, ProviderConfig, StoreConfig};
+use super::{
+    ConsumerConfig, DestinationConfig, JetStreamConfig, ProviderConfig, StoreBackend, StoreConfig,
+};
 use crate::event::ProviderName;
 
 const DEFAULT_RETRY_DELAYS: [&str; 10] = [
@@ -23,6 +25,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 
 impl Loader<'_> {
     pub(super) fn store(&mut self, raw: RawStore, section: Option<&Section>) -> StoreConfig {
+        let backend = self.store_backend(&raw, section);
         let mut duration = |key: &str, value: Option<&str>, default: &str| {
             let at = section.and_then(|s| self.key_position(s, key));
             match parse_duration(value.unwrap_or(default)) {
@@ -48,12 +51,110 @@ impl Loader<'_> {
                     .to_string(),
             );
         }
+        // On JetStream an event is its own dedup key: removing it frees its id. So events stay
+        // at least as long as the dedup window (docs/store.md).
+        if matches!(backend, StoreBackend::JetStream(_)) && retention < dedup_window {
+            let at = section.and_then(|s| self.key_position(s, "retention"));
+            self.error(
+                at,
+                "[store] retention: with backend = \"jetstream\" it must be at least \
+                 dedup_window (an event is its own dedup key there)"
+                    .to_string(),
+            );
+        }
         StoreConfig {
             cache_bytes: raw.cache_mb.saturating_mul(1024 * 1024),
             retention,
             dedup_window,
             sweep_interval: sweep_interval.max(Duration::from_millis(100)),
             dedup_run_keys: super::DEFAULT_DEDUP_RUN_KEYS,
+            backend,
+        }
+    }
+
+    /// `[store] backend` and the JetStream keys, which only that backend takes.
+    fn store_backend(&mut self, raw: &RawStore, section: Option<&Section>) -> StoreBackend {
+        let at = |loader: &Self, key: &str| section.and_then(|s| loader.key_position(s, key));
+        match raw.backend.as_deref().unwrap_or("sled") {
+            "sled" => {
+                for (key, given) in [
+                    ("servers", raw.servers.is_some()),
+                    ("stream", raw.stream.is_some()),
+                    ("replicas", raw.replicas.is_some()),
+                    ("token", raw.token.is_some()),
+                ] {
+                    if given {
+                        self.error(
+                            at(self, key),
+                            format!("[store] {key}: only for backend = \"jetstream\""),
+                        );
+                    }
+                }
+                StoreBackend::Sled
+            }
+            "jetstream" => {
+                let servers = raw.servers.clone().unwrap_or_default();
+                if servers.is_empty() {
+                    self.error(
+                        at(self, "servers"),
+                        "[store] servers: backend = \"jetstream\" needs at least one NATS \
+                         server, e.g. servers = [\"nats://127.0.0.1:4222\"]"
+                            .to_string(),
+                    );
+                }
+                for server in &servers {
+                    let ok = url::Url::parse(server)
+                        .is_ok_and(|url| matches!(url.scheme(), "nats" | "tls") && url.has_host());
+                    if !ok {
+                        self.error(
+                            at(self, "servers"),
+                            format!("[store] servers: {server:?} is not a nats:// or tls:// URL"),
+                        );
+                    }
+                }
+                let stream = raw.stream.clone().unwrap_or_else(|| "HOOKGATE".to_string());
+                let valid_name = !stream.is_empty()
+                    && stream.len() <= 32
+                    && stream
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+                if !valid_name {
+                    self.error(
+                        at(self, "stream"),
+                        format!(
+                            "[store] stream: {stream:?} must be 1 to 32 letters, digits, '-' or '_'"
+                        ),
+                    );
+                }
+                let replicas = raw.replicas.unwrap_or(1);
+                if !(1..=5).contains(&replicas) {
+                    self.error(
+                        at(self, "replicas"),
+                        format!("[store] replicas: {replicas} is not between 1 and 5"),
+                    );
+                }
+                let token = match raw.token.as_deref().map(crate::config::resolve_secret) {
+                    None => None,
+                    Some(Ok((token, _))) => Some(token),
+                    Some(Err(err)) => {
+                        self.error(at(self, "token"), format!("[store] token: {err}"));
+                        None
+                    }
+                };
+                StoreBackend::JetStream(JetStreamConfig {
+                    servers,
+                    stream,
+                    replicas,
+                    token,
+                })
+            }
+            other => {
+                self.error(
+                    at(self, "backend"),
+                    format!("[store] backend: {other:?} is neither \"sled\" nor \"jetstream\""),
+                );
+                StoreBackend::Sled
+            }
         }
     }
 

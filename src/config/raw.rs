@@ -57,7 +57,7 @@ pub struct RawLimits {
     pub rejection_logs_per_s: u32,
 }
 
-/// `[store]`: sled tuning.
+/// `[store]`: the backend, sled tuning, retention.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawStore {
@@ -69,6 +69,16 @@ pub struct RawStore {
     pub dedup_window: Option<String>,
     /// How often the sweeper runs (default "60s").
     pub sweep_interval: Option<String>,
+    /// `"sled"` (the default) or `"jetstream"`.
+    pub backend: Option<String>,
+    /// JetStream: the NATS servers' URLs.
+    pub servers: Option<Vec<String>>,
+    /// JetStream: the stream's name (default "HOOKGATE").
+    pub stream: Option<String>,
+    /// JetStream: replicas of the stream and the bucket (default 1).
+    pub replicas: Option<usize>,
+    /// JetStream: a secret reference to the NATS authentication token.
+    pub token: Option<String>,
 }
 
 /// One `[[destination]]`: an HTTP endpoint events are pushed to.
@@ -237,6 +247,11 @@ impl Default for RawStore {
             retention: None,
             dedup_window: None,
             sweep_interval: None,
+            backend: None,
+            servers: None,
+            stream: None,
+            replicas: None,
+            token: None,
         }
     }
 }

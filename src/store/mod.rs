@@ -15,9 +15,11 @@
 //!   fsync), it stops accepting: [`Backend::failed`] resolves and hookgate exits, so that no later
 //!   acknowledgement is given on top of a state that did not reach the disk.
 //!
-//! The backends: [`sled`] (the default, embedded; `store/sled/`). Every call that may block runs
-//! off the async workers inside the backend.
+//! The backends: [`sled`] (the default, embedded; `store/sled/`) and [`jetstream`] (a NATS
+//! JetStream stream several gateways can share; `store/jetstream/`). Every call that may block
+//! runs off the async workers inside the backend.
 
+pub mod jetstream;
 mod model;
 pub mod retention;
 pub mod sled;
@@ -29,7 +31,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::config::StoreConfig;
+use crate::config::{StoreBackend, StoreConfig};
 use crate::event::Seq;
 use crate::metrics::Metrics;
 
@@ -123,15 +125,28 @@ pub trait Backend: Send + Sync + 'static {
 pub struct Store(Arc<dyn Backend>);
 
 impl Store {
-    /// Opens (or creates) the configured backend's store under `dir`.
+    /// Opens (or creates) the configured backend's store: sled's under `dir`, or JetStream's
+    /// stream and bucket on its servers. Blocking: call it off the async workers (from
+    /// `spawn_blocking`, or inside `block_in_place`), within a tokio runtime for JetStream.
     pub fn open(
         dir: &Path,
         config: &StoreConfig,
         metrics: Arc<Metrics>,
     ) -> Result<Store, StoreError> {
-        Ok(Store(Arc::new(sled::SledStore::open(
-            dir, config, metrics,
-        )?)))
+        match &config.backend {
+            StoreBackend::Sled => Ok(Store(Arc::new(sled::SledStore::open(
+                dir, config, metrics,
+            )?))),
+            StoreBackend::JetStream(js) => {
+                let runtime = tokio::runtime::Handle::try_current().map_err(|err| {
+                    StoreError::Storage(Arc::new(std::io::Error::other(format!(
+                        "the JetStream store opens within a tokio runtime: {err}"
+                    ))))
+                })?;
+                let store = runtime.block_on(jetstream::JetStreamStore::open(js, metrics))?;
+                Ok(Store(Arc::new(store)))
+            }
+        }
     }
 
     /// A store around any backend (the conformance suite uses it).
@@ -143,8 +158,12 @@ impl Store {
 /// Leaves a closed store ready for a fast next start; every handle to it must be gone. Returns
 /// how long it took. For sled: opening it replays its log since the previous open and writes a
 /// snapshot of its page table, so the next open reads the snapshot instead of the log.
+/// JetStream keeps no local state: nothing to do.
 pub fn checkpoint(dir: &Path, config: &StoreConfig) -> Result<Duration, StoreError> {
-    sled::SledStore::checkpoint(dir, config)
+    match config.backend {
+        StoreBackend::Sled => sled::SledStore::checkpoint(dir, config),
+        StoreBackend::JetStream(_) => Ok(Duration::ZERO),
+    }
 }
 
 impl std::ops::Deref for Store {

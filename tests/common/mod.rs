@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod load;
+pub mod nats;
 pub mod raw;
 pub mod sign;
 pub mod stub;

@@ -1,0 +1,467 @@
+//! The JetStream backend: the store in a NATS JetStream stream and a KV bucket, so that several
+//! gateways can share it (issue 13, "Cluster mode"; this is its store interface only).
+//!
+//! - **Events**: one stream (`[store] stream`, default `HOOKGATE`) taking `hookgate.events.>`.
+//!   An event is one message on `hookgate.events.<provider>.<dedup hash>` (`layout.rs`); the
+//!   stream keeps one message per subject and refuses a second (`max_msgs_per_subject = 1`,
+//!   `discard = new`, `discard_new_per_subject`), so a duplicate's publish fails with error
+//!   10077 on whichever gateway sends it, and is answered with the first copy's seq (the last
+//!   message of the subject). `Nats-Msg-Id` (the same hash) answers retries of a publish within
+//!   JetStream's duplicate window without that lookup. A seq is the stream sequence.
+//! - **Durable** means acknowledged by the stream (by a quorum of its replicas): `last_seq` is
+//!   the highest acknowledged seq, and readers see nothing above it.
+//! - **Outputs' state** (cursor, pause flag, marks) is one value per output in the KV bucket
+//!   `<stream>_state`, changed by compare-and-set on its revision (`outputs.rs`); sync cursors
+//!   are values there too.
+//! - **Retention** (`retention.rs`): the stream has no `max_age`; the sweeper deletes events by
+//!   the same policy as sled's ([`crate::store::retention::verdict`]). An event is its own dedup
+//!   key, so it goes with the event; when the dedup window passes while the event stays, a
+//!   `forgotten` mark in the bucket sends the next copy of the id to a subject of its own
+//!   (see docs/store.md).
+
+mod layout;
+mod outputs;
+mod retention;
+
+use std::ops::RangeInclusive;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::kv;
+use async_nats::jetstream::stream::{self, DirectGetErrorKind, DiscardPolicy, StorageType};
+use async_nats::jetstream::{self, ErrorCode};
+use async_nats::ServerAddr;
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::watch;
+
+use self::outputs::OutputRecord;
+use super::{
+    Backend, Change, Committed, Cutoffs, DeadRecord, Mark, Marks, NewEvent, Output, OutputState,
+    StoreError, StoredEvent, Swept,
+};
+use crate::config::JetStreamConfig;
+use crate::event::Seq;
+use crate::metrics::Metrics;
+
+/// "maximum messages per subject exceeded": the subject (the dedup key) holds an event.
+const MAX_MSGS_PER_SUBJECT_EXCEEDED: ErrorCode = ErrorCode(10077);
+/// JetStream's own duplicate window for `Nats-Msg-Id` (its default).
+const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+/// Subjects one commit tries, at most (a chain longer than this is an id whose dedup key
+/// expired this many times while its copies stayed).
+const PUBLISH_ROUNDS: usize = 16;
+/// Compare-and-set rounds of one `change` before it gives up.
+const CAS_ROUNDS: usize = 64;
+
+/// The store on a NATS JetStream stream and KV bucket.
+pub struct JetStreamStore {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    stream: stream::Stream,
+    kv: kv::Store,
+    last_seq: watch::Sender<Seq>,
+    open: AtomicBool,
+    /// `events_stored` and `duplicates` count here as on sled (there is no group commit).
+    metrics: Arc<Metrics>,
+    /// Where the next sweep of events resumes (0: from the stream's first message).
+    sweep_from: AtomicU64,
+    /// Where the next sweep of dedup keys resumes: every event before it has none.
+    dedup_from: AtomicU64,
+}
+
+impl JetStreamStore {
+    /// Connects, and creates the stream and the bucket if they are missing (an existing
+    /// stream's settings are updated to these).
+    pub async fn open(
+        config: &JetStreamConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<JetStreamStore, StoreError> {
+        let servers = config
+            .servers
+            .iter()
+            .map(|server| server.parse::<ServerAddr>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(storage)?;
+        let mut options = async_nats::ConnectOptions::new()
+            .name("hookgate")
+            .connection_timeout(Duration::from_secs(5));
+        if let Some(token) = &config.token {
+            options = options.token(String::from_utf8_lossy(token.expose()).into_owned());
+        }
+        let client = options.connect(servers).await.map_err(storage)?;
+        let version = client.server_info().version;
+        if !supported(&version) {
+            return Err(StoreError::Storage(Arc::new(std::io::Error::other(
+                format!(
+                "nats-server {version} is too old for the JetStream store: it needs 2.10 or later"
+            ),
+            ))));
+        }
+        let js = jetstream::new(client.clone());
+        js.create_or_update_stream(stream::Config {
+            name: config.stream.clone(),
+            subjects: vec![layout::EVENTS.to_string()],
+            max_messages_per_subject: 1,
+            discard: DiscardPolicy::New,
+            discard_new_per_subject: true,
+            duplicate_window: DUPLICATE_WINDOW,
+            num_replicas: config.replicas,
+            storage: StorageType::File,
+            allow_direct: true,
+            ..Default::default()
+        })
+        .await
+        .map_err(storage)?;
+        let stream = js.get_stream(&config.stream).await.map_err(storage)?;
+        let kv = js
+            .create_or_update_key_value(kv::Config {
+                bucket: layout::bucket(&config.stream),
+                history: 1,
+                storage: StorageType::File,
+                num_replicas: config.replicas,
+                ..Default::default()
+            })
+            .await
+            .map_err(storage)?;
+        let last = stream.cached_info().state.last_sequence;
+        Ok(JetStreamStore {
+            client,
+            js,
+            stream,
+            kv,
+            last_seq: watch::Sender::new(Seq(last)),
+            open: AtomicBool::new(true),
+            metrics,
+            sweep_from: AtomicU64::new(0),
+            dedup_from: AtomicU64::new(0),
+        })
+    }
+
+    fn check_open(&self) -> Result<(), StoreError> {
+        if self.open.load(Ordering::SeqCst) {
+            Ok(())
+        } else {
+            Err(StoreError::Closed)
+        }
+    }
+
+    fn acknowledged(&self, seq: u64) {
+        self.last_seq.send_if_modified(|last| {
+            let moved = seq > last.0;
+            if moved {
+                *last = Seq(seq);
+            }
+            moved
+        });
+    }
+
+    /// Publishes and waits for the stream's ack. A refusal of the subject is a duplicate of
+    /// the copy there, unless that copy's dedup key has expired: then the next subject of the
+    /// chain is tried.
+    async fn publish(&self, event: NewEvent) -> Result<Committed, StoreError> {
+        let hash = layout::dedup_hash(event.provider.as_str(), event.dedup_id.as_str());
+        let base = layout::event_subject(event.provider.as_str(), &hash);
+        let mut headers = layout::headers(&event, &hash);
+        let mut subject = base.clone();
+        for _ in 0..PUBLISH_ROUNDS {
+            let ack = self
+                .js
+                .publish_with_headers(subject.clone(), headers.clone(), event.body.clone())
+                .await
+                .map_err(storage)?;
+            let first = match ack.await {
+                Ok(ack) if ack.duplicate => ack.sequence,
+                Ok(ack) => {
+                    self.acknowledged(ack.sequence);
+                    return Ok(Committed::Accepted(Seq(ack.sequence)));
+                }
+                Err(err) if is_code(&err, MAX_MSGS_PER_SUBJECT_EXCEEDED) => {
+                    match self.stream.direct_get_last_for_subject(&subject).await {
+                        Ok(first) => first.sequence,
+                        // Swept since the refusal: the subject is free again.
+                        Err(err) if err.kind() == DirectGetErrorKind::NotFound => continue,
+                        Err(err) => return Err(storage(err)),
+                    }
+                }
+                Err(err) => return Err(storage(err)),
+            };
+            if !self.is_forgotten(&hash, first).await? {
+                return Ok(Committed::Duplicate(Seq(first)));
+            }
+            subject = layout::next_subject(&base, first);
+            headers.insert(layout::MSG_ID, layout::next_subject(&hash, first));
+        }
+        Err(StoreError::Corrupt(format!(
+            "no free subject after {PUBLISH_ROUNDS} tries from {base}"
+        )))
+    }
+
+    /// Whether the dedup key of the event at `seq` (of this hash) has expired.
+    async fn is_forgotten(&self, hash: &str, seq: u64) -> Result<bool, StoreError> {
+        let key = layout::forgotten_key(hash, seq);
+        Ok(self.kv.get(key).await.map_err(storage)?.is_some())
+    }
+
+    async fn message(&self, seq: u64) -> Result<Option<StoredEvent>, StoreError> {
+        match self.stream.direct_get(seq).await {
+            Ok(message) => {
+                layout::stored_event(message.sequence, &message.headers, &message.payload).map(Some)
+            }
+            Err(err) if err.kind() == DirectGetErrorKind::NotFound => Ok(None),
+            Err(err) => Err(storage(err)),
+        }
+    }
+
+    /// The first event at or after `from` on `filter`, if any, with its dedup hash.
+    async fn next(
+        &self,
+        filter: &str,
+        from: u64,
+    ) -> Result<Option<(StoredEvent, String)>, StoreError> {
+        match self
+            .stream
+            .direct_get_next_for_subject(filter, Some(from))
+            .await
+        {
+            Ok(message) => {
+                let hash = layout::hash_of(&message.subject)
+                    .unwrap_or_default()
+                    .to_string();
+                let event =
+                    layout::stored_event(message.sequence, &message.headers, &message.payload)?;
+                Ok(Some((event, hash)))
+            }
+            Err(err) if err.kind() == DirectGetErrorKind::NotFound => Ok(None),
+            Err(err) => Err(storage(err)),
+        }
+    }
+
+    /// An output's record and its revision (None: never written).
+    async fn record(&self, output: &str) -> Result<(OutputRecord, Option<u64>), StoreError> {
+        let entry = self
+            .kv
+            .entry(layout::output_key(output))
+            .await
+            .map_err(storage)?;
+        match entry {
+            Some(entry) if entry.operation == kv::Operation::Put => {
+                Ok((OutputRecord::decode(&entry.value)?, Some(entry.revision)))
+            }
+            _ => Ok((OutputRecord::default(), None)),
+        }
+    }
+}
+
+#[async_trait]
+impl Backend for JetStreamStore {
+    async fn commit(&self, event: NewEvent, deadline: Duration) -> Result<Committed, StoreError> {
+        self.check_open()?;
+        // A publish that times out may still be stored: the sender's retry is then a duplicate.
+        let committed = tokio::time::timeout(deadline, self.publish(event))
+            .await
+            .map_err(|_| StoreError::DeadlineExceeded)??;
+        match committed {
+            Committed::Accepted(_) => self.metrics.events_stored.inc(),
+            Committed::Duplicate(_) => self.metrics.duplicates.inc(),
+        };
+        Ok(committed)
+    }
+
+    fn last_seq(&self) -> watch::Receiver<Seq> {
+        self.last_seq.subscribe()
+    }
+
+    async fn events_after(
+        &self,
+        after: Seq,
+        limit: usize,
+        provider: Option<String>,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let last = self.last_seq.borrow().0;
+        let filter = layout::events_filter(provider.as_deref());
+        let mut events = Vec::new();
+        let mut from = after.0.saturating_add(1);
+        while events.len() < limit && from <= last && after.0 < u64::MAX {
+            match self.next(&filter, from).await? {
+                Some((event, _)) if event.seq <= last => {
+                    from = event.seq + 1;
+                    events.push(event);
+                }
+                _ => break,
+            }
+        }
+        Ok(events)
+    }
+
+    async fn event(&self, seq: Seq) -> Result<Option<StoredEvent>, StoreError> {
+        if seq.0 == 0 || seq > *self.last_seq.borrow() {
+            return Ok(None);
+        }
+        self.message(seq.0).await
+    }
+
+    async fn output(&self, output: &str) -> Result<OutputState, StoreError> {
+        Ok(self.record(output).await?.0.state())
+    }
+
+    async fn change(&self, output: &str, changes: Vec<Change>) -> Result<(), StoreError> {
+        let key = layout::output_key(output);
+        for _ in 0..CAS_ROUNDS {
+            let (mut record, revision) = self.record(output).await?;
+            let before = record.clone();
+            record.apply(&changes);
+            if revision.is_some() && record == before {
+                return Ok(());
+            }
+            let value = Bytes::from(record.encode());
+            let written = match revision {
+                Some(revision) => self.kv.update(&key, value, revision).await.map_err(|err| {
+                    (
+                        err.kind() == kv::UpdateErrorKind::WrongLastRevision,
+                        storage(err),
+                    )
+                }),
+                None => self.kv.create(&key, value).await.map_err(|err| {
+                    (
+                        err.kind() == kv::CreateErrorKind::AlreadyExists,
+                        storage(err),
+                    )
+                }),
+            };
+            match written {
+                Ok(_) => return Ok(()),
+                // Another writer got there first: read its value and apply the changes again.
+                Err((true, _)) => continue,
+                Err((false, err)) => return Err(err),
+            }
+        }
+        Err(StoreError::Storage(Arc::new(std::io::Error::other(
+            format!("output {output}: {CAS_ROUNDS} compare-and-set rounds lost to other writers"),
+        ))))
+    }
+
+    async fn marked(
+        &self,
+        output: &str,
+        mark: Mark,
+        range: RangeInclusive<Seq>,
+        limit: usize,
+    ) -> Result<Vec<(Seq, Option<DeadRecord>)>, StoreError> {
+        Ok(self.record(output).await?.0.marked(mark, range, limit))
+    }
+
+    async fn count_marked(&self, output: &str, mark: Mark) -> Result<u64, StoreError> {
+        Ok(self.record(output).await?.0.count(mark))
+    }
+
+    async fn marks(&self, output: &str, seq: Seq) -> Result<Marks, StoreError> {
+        Ok(self.record(output).await?.0.marks(seq))
+    }
+
+    async fn sync_cursor(&self, provider: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let entry = self
+            .kv
+            .entry(layout::sync_key(provider))
+            .await
+            .map_err(storage)?;
+        Ok(entry
+            .filter(|entry| entry.operation == kv::Operation::Put)
+            .map(|entry| entry.value.to_vec()))
+    }
+
+    async fn set_sync_cursor(&self, provider: &str, value: Vec<u8>) -> Result<(), StoreError> {
+        self.kv
+            .put(layout::sync_key(provider), Bytes::from(value))
+            .await
+            .map_err(storage)?;
+        Ok(())
+    }
+
+    async fn sweep(
+        &self,
+        cutoffs: Cutoffs,
+        outputs: Arc<Vec<Output>>,
+    ) -> Result<Swept, StoreError> {
+        let events = self.sweep_events(cutoffs, &outputs).await?;
+        let forgotten = self.forget_dedup_keys(cutoffs.dedup_ms).await?;
+        Ok(Swept {
+            events: events.events,
+            dedup_keys: events.dedup_keys + forgotten,
+        })
+    }
+
+    async fn size_on_disk(&self) -> Result<u64, StoreError> {
+        let events = self.stream.get_info().await.map_err(storage)?.state.bytes;
+        let state = self.kv.stream_name.clone();
+        let state = self
+            .js
+            .get_stream(state)
+            .await
+            .map_err(storage)?
+            .cached_info()
+            .state
+            .bytes;
+        Ok(events + state)
+    }
+
+    fn is_open(&self) -> bool {
+        self.open.load(Ordering::SeqCst)
+    }
+
+    async fn ping(&self, within: Duration) -> Result<(), StoreError> {
+        self.check_open()?;
+        tokio::time::timeout(within, self.js.query_account())
+            .await
+            .map_err(|_| StoreError::DeadlineExceeded)?
+            .map_err(storage)?;
+        Ok(())
+    }
+
+    /// A NATS connection that drops is not a failure: commits answer 503 until the client
+    /// reconnects on its own. So this never resolves.
+    async fn failed(&self) {
+        std::future::pending::<()>().await;
+    }
+
+    async fn close(&self) {
+        self.open.store(false, Ordering::SeqCst);
+        if let Err(err) = self.client.drain().await {
+            tracing::warn!(error = %err, "Draining the NATS connection failed.");
+        }
+    }
+}
+
+/// nats-server 2.10 or later: tested with 2.10.26 and 2.15.1; against Debian's 2.9.10 the
+/// client cannot read the answer to the stream's creation.
+fn supported(version: &str) -> bool {
+    let mut parts = version
+        .split('.')
+        .map(|part| part.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major, minor) >= (2, 10)
+}
+
+/// Whether a publish failed with this JetStream error code.
+fn is_code(err: &jetstream::context::PublishError, code: ErrorCode) -> bool {
+    std::error::Error::source(err)
+        .and_then(|source| source.downcast_ref::<jetstream::Error>())
+        .is_some_and(|source| source.error_code() == code)
+}
+
+fn storage(err: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::Storage(Arc::new(err))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn server_versions() {
+        assert!(super::supported("2.10.26"));
+        assert!(super::supported("2.15.1"));
+        assert!(super::supported("3.0.0"));
+        assert!(!super::supported("2.9.10"));
+        assert!(!super::supported("garbage"));
+    }
+}

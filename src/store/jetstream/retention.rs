@@ -1,0 +1,107 @@
+//! Retention on JetStream: deleting the events every output is done with, and expiring the
+//! dedup keys of events that stay (a `forgotten` mark in the bucket; see `layout`).
+
+use std::sync::atomic::Ordering;
+
+use async_nats::jetstream::kv;
+use bytes::Bytes;
+
+use super::{layout, storage, JetStreamStore};
+use crate::event::Seq;
+use crate::store::retention::{verdict, Standing, Verdict};
+use crate::store::{Cutoffs, Output, StoreError, Swept};
+
+/// Events one sweep looks at, at most (each scan).
+const SWEEP_STEP: usize = 512;
+
+impl JetStreamStore {
+    /// One bounded step of deleting the events every output is done with (the same policy as
+    /// sled's). A deleted event takes its dedup key with it, counted when it was due.
+    pub(super) async fn sweep_events(
+        &self,
+        cutoffs: Cutoffs,
+        outputs: &[Output],
+    ) -> Result<Swept, StoreError> {
+        let mut records = Vec::with_capacity(outputs.len());
+        for output in outputs {
+            records.push(self.record(&output.name).await?.0);
+        }
+        let last = self.last_seq.borrow().0;
+        let mut swept = Swept::default();
+        let mut from = self.sweep_from.load(Ordering::SeqCst).max(1);
+        for _ in 0..SWEEP_STEP {
+            let (event, hash) = match self.next(layout::EVENTS, from).await? {
+                Some((event, hash)) if event.seq <= last => (event, hash),
+                _ => {
+                    self.sweep_from.store(0, Ordering::SeqCst);
+                    return Ok(swept);
+                }
+            };
+            let seq = Seq(event.seq);
+            let standings: Vec<Standing> = outputs
+                .iter()
+                .zip(&records)
+                .map(|(output, record)| Standing {
+                    takes: output.takes(&event),
+                    cursor: Seq(record.cursor),
+                    kept: output.keeps_marks && record.keeps(seq),
+                })
+                .collect();
+            match verdict(seq, event.received_at_ms, cutoffs.events_ms, &standings) {
+                Verdict::Young => {
+                    // Held events before it may go later: the next sweep starts over.
+                    self.sweep_from.store(0, Ordering::SeqCst);
+                    return Ok(swept);
+                }
+                Verdict::Held => {}
+                Verdict::Expired => {
+                    let due = event.received_at_ms < cutoffs.dedup_ms;
+                    // Counted once: a key forgotten before was counted then.
+                    let counted = due && self.is_forgotten(&hash, event.seq).await?;
+                    // Another gateway sweeping the same stream may have deleted it already.
+                    if self
+                        .stream
+                        .delete_message(event.seq)
+                        .await
+                        .map_err(storage)?
+                    {
+                        swept.events += 1;
+                        if due && !counted {
+                            swept.dedup_keys += 1;
+                        }
+                    }
+                }
+            }
+            from = event.seq + 1;
+        }
+        self.sweep_from.store(from, Ordering::SeqCst);
+        Ok(swept)
+    }
+
+    /// One bounded step of expiring the dedup keys of events received before `cutoff_ms` that
+    /// stay: each gets a `forgotten` mark, so that the next copy of its id is a new event.
+    pub(super) async fn forget_dedup_keys(&self, cutoff_ms: u64) -> Result<u64, StoreError> {
+        let last = self.last_seq.borrow().0;
+        let mut forgotten = 0;
+        let mut from = self.dedup_from.load(Ordering::SeqCst).max(1);
+        for _ in 0..SWEEP_STEP {
+            let (event, hash) = match self.next(layout::EVENTS, from).await? {
+                Some((event, hash)) if event.seq <= last => (event, hash),
+                _ => break,
+            };
+            if event.received_at_ms >= cutoff_ms {
+                // Arrival follows seqs: everything before this one is done.
+                break;
+            }
+            let key = layout::forgotten_key(&hash, event.seq);
+            match self.kv.create(key, Bytes::new()).await {
+                Ok(_) => forgotten += 1,
+                Err(err) if err.kind() == kv::CreateErrorKind::AlreadyExists => {}
+                Err(err) => return Err(storage(err)),
+            }
+            from = event.seq + 1;
+        }
+        self.dedup_from.store(from, Ordering::SeqCst);
+        Ok(forgotten)
+    }
+}
