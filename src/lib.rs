@@ -51,6 +51,7 @@ pub mod event;
 pub mod event_id;
 pub mod forward;
 pub mod http;
+pub mod lease;
 pub mod metrics;
 pub mod notify;
 pub mod poll;

@@ -991,6 +991,30 @@ pub async fn ping_answers_while_open(open: impl Fn(&Path) -> Store, dir: &Path) 
 // ---- the backends ----
 
 /// One test per check, against the store `$open` opens.
+/// Leases: a holder keeps its lease while it renews it; a store other gateways share (a lease
+/// time) gives a lease to one holder at a time, and to another once given up; a store one
+/// gateway owns (no lease time) gives every lease to whoever asks.
+pub async fn leases_have_one_holder_at_a_time(open: impl Fn(&Path) -> Store, dir: &Path) {
+    let store = open(dir);
+    assert!(store.hold_lease("destination/crm", "a").await.unwrap());
+    assert!(store.hold_lease("destination/crm", "a").await.unwrap());
+    let shared = store.lease_time().is_some();
+    assert_eq!(
+        store.hold_lease("destination/crm", "b").await.unwrap(),
+        !shared
+    );
+    assert!(store.hold_lease("poller/gh", "b").await.unwrap());
+    // Giving up a lease one does not hold changes nothing.
+    store.release_lease("destination/crm", "b").await.unwrap();
+    assert!(store.hold_lease("destination/crm", "a").await.unwrap());
+    store.release_lease("destination/crm", "a").await.unwrap();
+    assert!(store.hold_lease("destination/crm", "b").await.unwrap());
+    assert_eq!(
+        store.hold_lease("destination/crm", "a").await.unwrap(),
+        !shared
+    );
+}
+
 macro_rules! conformance {
     ($backend:ident, $open:expr) => {
         mod $backend {
@@ -1023,6 +1047,7 @@ macro_rules! conformance {
             check!(reopen_keeps_everything);
             check!(seqs_never_reused_after_sweeping_everything);
             check!(ping_answers_while_open);
+            check!(leases_have_one_holder_at_a_time);
         }
     };
 }
@@ -1050,6 +1075,7 @@ fn open_jetstream(dir: &Path) -> Store {
             stream: "HOOKGATE".into(),
             replicas: 1,
             token: None,
+            lease_time: Duration::from_secs(10),
         }),
         ..StoreConfig::default()
     };
@@ -1123,6 +1149,15 @@ impl Backend for WithServer {
         outputs: Arc<Vec<Output>>,
     ) -> Result<Swept, StoreError> {
         self.store.sweep(cutoffs, outputs).await
+    }
+    async fn hold_lease(&self, name: &str, holder: &str) -> Result<bool, StoreError> {
+        self.store.hold_lease(name, holder).await
+    }
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        self.store.release_lease(name, holder).await
+    }
+    fn lease_time(&self) -> Option<Duration> {
+        self.store.lease_time()
     }
     async fn size_on_disk(&self) -> Result<u64, StoreError> {
         self.store.size_on_disk().await

@@ -95,6 +95,7 @@ fn open_store(nats: &NatsServer) -> Store {
             stream: "HOOKGATE".into(),
             replicas: 1,
             token: None,
+            lease_time: Duration::from_secs(10),
         }),
         ..StoreConfig::default()
     };

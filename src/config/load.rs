@@ -645,6 +645,7 @@ secrets = ["y"]
                 assert_eq!(js.stream, "HOOKGATE");
                 assert_eq!(js.replicas, 1);
                 assert!(js.token.is_none());
+                assert_eq!(js.lease_time, std::time::Duration::from_secs(10));
             }
             other => panic!("{other:?}"),
         }
@@ -652,6 +653,11 @@ secrets = ["y"]
             ("backend = \"jetstream\"", "needs at least one NATS server"),
             ("backend = \"kafka\"", "neither \"sled\" nor \"jetstream\""),
             ("servers = [\"nats://h:4222\"]", "only for backend = \"jetstream\""),
+            ("lease_time = \"5s\"", "only for backend = \"jetstream\""),
+            (
+                "backend = \"jetstream\"\nservers = [\"nats://h:4222\"]\nlease_time = \"100ms\"",
+                "is under 1s",
+            ),
             (
                 "backend = \"jetstream\"\nservers = [\"http://h\"]\nstream = \"a.b\"\nreplicas = 0",
                 "not a nats:// or tls:// URL",

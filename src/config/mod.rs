@@ -135,6 +135,9 @@ pub struct JetStreamConfig {
     pub replicas: usize,
     /// The NATS authentication token, when the server asks for one.
     pub token: Option<Secret>,
+    /// How long a node's lease on a background task (a destination's delivery, a poller, the
+    /// sweeper) lasts without renewal: when its node dies, another takes the task over after it.
+    pub lease_time: Duration,
 }
 
 /// The recent dedup keys that make a sealed run (see `store/sled/runs.rs`).

@@ -17,6 +17,9 @@ const DEFAULT_RETRY_DELAYS: [&str; 10] = [
 /// The shortest `[store] dedup_window` accepted.
 const MIN_DEDUP_WINDOW: Duration = Duration::from_secs(60);
 
+/// The shortest lease: a node renews it every third of it, over the network.
+const MIN_LEASE_TIME: Duration = Duration::from_secs(1);
+
 /// Parses a duration such as `"5s"`, `"2m"`, `"7d"`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text)
@@ -82,6 +85,7 @@ impl Loader<'_> {
                     ("stream", raw.stream.is_some()),
                     ("replicas", raw.replicas.is_some()),
                     ("token", raw.token.is_some()),
+                    ("lease_time", raw.lease_time.is_some()),
                 ] {
                     if given {
                         self.error(
@@ -141,11 +145,30 @@ impl Loader<'_> {
                         None
                     }
                 };
+                let lease_time = raw.lease_time.as_deref().unwrap_or("10s");
+                let lease_time = match parse_duration(lease_time) {
+                    Ok(time) if time >= MIN_LEASE_TIME => time,
+                    Ok(_) => {
+                        self.error(
+                            at(self, "lease_time"),
+                            format!("[store] lease_time: {lease_time:?} is under 1s"),
+                        );
+                        MIN_LEASE_TIME
+                    }
+                    Err(message) => {
+                        self.error(
+                            at(self, "lease_time"),
+                            format!("[store] lease_time: {message}"),
+                        );
+                        MIN_LEASE_TIME
+                    }
+                };
                 StoreBackend::JetStream(JetStreamConfig {
                     servers,
                     stream,
                     replicas,
                     token,
+                    lease_time,
                 })
             }
             other => {

@@ -79,6 +79,9 @@ pub struct RawStore {
     pub replicas: Option<usize>,
     /// JetStream: a secret reference to the NATS authentication token.
     pub token: Option<String>,
+    /// JetStream: how long a node's hold on a destination, poller or the sweeper lasts without
+    /// renewal (default "10s").
+    pub lease_time: Option<String>,
 }
 
 /// One `[[destination]]`: an HTTP endpoint events are pushed to.
@@ -252,6 +255,7 @@ impl Default for RawStore {
             stream: None,
             replicas: None,
             token: None,
+            lease_time: None,
         }
     }
 }

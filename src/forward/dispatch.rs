@@ -33,7 +33,6 @@ pub struct Destination {
     pub forward_tests: HashMap<String, bool>,
     pub client: reqwest::Client,
     pub alerter: Alerter,
-    pub cancel: CancellationToken,
     /// When the next attempt may start, under `rate_limit_per_min`.
     pub next_slot: std::sync::Mutex<std::time::Instant>,
 }
@@ -51,7 +50,30 @@ impl Destination {
     }
 }
 
-pub async fn run(destination: Arc<Destination>, cursor: Seq) {
+/// Reads the destination's durable state, then delivers until `stop`. Called for each term of
+/// this gateway's lease on the destination: a term starts where the last one, on any gateway,
+/// left the cursor.
+pub async fn start(destination: Arc<Destination>, stop: CancellationToken) {
+    let name = &destination.config.name;
+    let state = loop {
+        match destination.store.output(name).await {
+            Ok(state) => break state,
+            Err(err) => {
+                tracing::error!(destination = %name, error = %err, "Cannot read the destination's cursor.");
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    };
+    destination.status.set_paused(state.paused);
+    run(destination, state.cursor, stop).await;
+}
+
+/// Delivers from `cursor` until `stop` (the end of this gateway's lease on the destination, or
+/// shutdown): deliveries in flight then stop too, and are sent again by whoever delivers next.
+async fn run(destination: Arc<Destination>, cursor: Seq, stop: CancellationToken) {
     let progress = Progress::spawn(
         destination.store.clone(),
         destination.config.name.clone(),
@@ -69,9 +91,9 @@ pub async fn run(destination: Arc<Destination>, cursor: Seq) {
     let name = destination.config.name.clone();
     tracing::info!(destination = %name, cursor = %cursor, "Forwarder started.");
 
-    while !destination.cancel.is_cancelled() {
+    while !stop.is_cancelled() {
         if destination.status.is_paused() {
-            wait(&destination, &mut last_seq, false).await;
+            wait(&destination, &mut last_seq, false, &stop).await;
             continue;
         }
         // Replays first, each once at a time.
@@ -79,7 +101,7 @@ pub async fn run(destination: Arc<Destination>, cursor: Seq) {
             Ok(Some(seq)) => {
                 match destination.store.event(seq).await {
                     Ok(Some(event)) => {
-                        let Some(permit) = acquire(&destination, &permits).await else {
+                        let Some(permit) = acquire(&permits, &stop).await else {
                             break;
                         };
                         lock(&replaying).insert(seq);
@@ -89,7 +111,7 @@ pub async fn run(destination: Arc<Destination>, cursor: Seq) {
                             progress.clone(),
                             event,
                             replay,
-                            permit,
+                            (permit, stop.clone()),
                         );
                     }
                     // The event itself is gone: nothing to replay.
@@ -123,7 +145,7 @@ pub async fn run(destination: Arc<Destination>, cursor: Seq) {
         };
         if events.is_empty() {
             progress.scanned(scan);
-            wait(&destination, &mut last_seq, true).await;
+            wait(&destination, &mut last_seq, true, &stop).await;
             continue;
         }
         for (event, marks) in events {
@@ -133,14 +155,20 @@ pub async fn run(destination: Arc<Destination>, cursor: Seq) {
             } else if marks.settled {
                 progress.already_settled(seq);
             } else {
-                let Some(permit) = acquire(&destination, &permits).await else {
+                let Some(permit) = acquire(&permits, &stop).await else {
                     break;
                 };
                 progress.dispatched(seq);
-                spawn_delivery(destination.clone(), progress.clone(), event, None, permit);
+                spawn_delivery(
+                    destination.clone(),
+                    progress.clone(),
+                    event,
+                    None,
+                    (permit, stop.clone()),
+                );
             }
             scan = seq;
-            if destination.cancel.is_cancelled() || destination.status.is_paused() {
+            if stop.is_cancelled() || destination.status.is_paused() {
                 break;
             }
         }
@@ -213,31 +241,45 @@ async fn read_batch(
 }
 
 async fn acquire(
-    destination: &Destination,
     permits: &Arc<Semaphore>,
+    stop: &CancellationToken,
 ) -> Option<tokio::sync::OwnedSemaphorePermit> {
     tokio::select! {
         permit = permits.clone().acquire_owned() => permit.ok(),
-        _ = destination.cancel.cancelled() => None,
+        _ = stop.cancelled() => None,
     }
 }
 
-/// Sleeps until new events are stored (when `for_events`), the destination is woken, or cancelled.
+/// Sleeps until new events are stored (when `for_events`), the destination is woken, or
+/// stopped. On a store other gateways share, it also wakes every second and reads the pause
+/// flag again: an operator may have paused or resumed the destination, or queued replays,
+/// through another gateway.
 async fn wait(
     destination: &Destination,
     last_seq: &mut tokio::sync::watch::Receiver<Seq>,
     for_events: bool,
+    stop: &CancellationToken,
 ) {
+    let shared = destination.store.lease_time().is_some();
+    // A safety net: re-check now and then whatever happened.
+    let recheck = Duration::from_secs(if shared { 1 } else { 5 });
     tokio::select! {
         changed = last_seq.changed(), if for_events => {
             if changed.is_err() {
-                destination.cancel.cancelled().await;
+                stop.cancelled().await;
             }
         }
         _ = destination.wake.notified() => {}
-        _ = destination.cancel.cancelled() => {}
-        // A safety net: re-check now and then whatever happened.
-        _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+        _ = stop.cancelled() => {}
+        _ = tokio::time::sleep(recheck) => {}
+    }
+    if shared && !stop.is_cancelled() {
+        match destination.store.output(&destination.config.name).await {
+            Ok(state) => destination.status.set_paused(state.paused),
+            Err(err) => {
+                tracing::warn!(destination = %destination.config.name, error = %err, "Cannot read the destination's pause flag.");
+            }
+        }
     }
 }
 
@@ -246,10 +288,10 @@ fn spawn_delivery(
     progress: Progress,
     event: StoredEvent,
     replay: Option<Replaying>,
-    permit: tokio::sync::OwnedSemaphorePermit,
+    (permit, stop): (tokio::sync::OwnedSemaphorePermit, CancellationToken),
 ) {
     actix_web::rt::spawn(async move {
-        if let Some(done) = deliver(&destination, &event).await {
+        if let Some(done) = deliver(&destination, &event, &stop).await {
             let seq = Seq(event.seq);
             if matches!(done, Done::Dead(_)) {
                 destination.status.dead();
@@ -267,21 +309,25 @@ fn spawn_delivery(
 
 /// Attempts until delivered or dead; `None` when cancelled (the event stays in flight and is
 /// sent again after a restart).
-async fn deliver(destination: &Destination, event: &StoredEvent) -> Option<Done> {
+async fn deliver(
+    destination: &Destination,
+    event: &StoredEvent,
+    stop: &CancellationToken,
+) -> Option<Done> {
     let config = &destination.config;
     let mut failures: u32 = 0;
     loop {
         while destination.status.is_paused() {
             tokio::select! {
                 _ = destination.wake.notified() => {}
-                _ = destination.cancel.cancelled() => return None,
+                _ = stop.cancelled() => return None,
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
             }
         }
         rate_limit(destination).await;
         let result = tokio::select! {
             result = attempt(&destination.client, config, event) => result,
-            _ = destination.cancel.cancelled() => return None,
+            _ = stop.cancelled() => return None,
         };
         let (failure, retry_after, permanent) = match result {
             Attempt::Delivered => {
@@ -330,7 +376,7 @@ async fn deliver(destination: &Destination, event: &StoredEvent) -> Option<Done>
         }
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
-            _ = destination.cancel.cancelled() => return None,
+            _ = stop.cancelled() => return None,
         }
     }
 }

@@ -6,6 +6,8 @@
 //! schedule ([`schedule`]) says when to retry; a writer ([`progress`]) records what is done
 //! (cursor, out-of-order deliveries, dead events) through the store's group commit before a
 //! delivery counts. [`status`] keeps live state for the admin API and raises alerts ([`alert`]).
+//! When several gateways share the store, one of them delivers to a destination at a time: the
+//! one holding its lease ([`crate::lease`]), from the durable cursor and marks.
 
 mod alert;
 mod dispatch;
@@ -79,12 +81,17 @@ impl Forwarders {
                 forward_tests: forward_tests.clone(),
                 client: client.clone(),
                 alerter: alert::Alerter::new(destination.alert_url.clone(), client.clone()),
-                cancel: tasks.token(),
                 next_slot: std::sync::Mutex::new(Instant::now()),
             });
+            let dispatcher = shared.clone();
             tasks.spawn(
                 format!("destination {}", destination.name),
-                dispatch::run(shared.clone(), state.cursor),
+                crate::lease::run_leased(
+                    store.clone(),
+                    format!("destination/{}", destination.name),
+                    tasks.token(),
+                    move |stop| dispatch::start(dispatcher.clone(), stop),
+                ),
             );
             destinations.push(shared);
         }

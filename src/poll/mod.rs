@@ -12,6 +12,9 @@
 //! only on the sync URL's origin: the requests carry the provider's credentials. Failures back
 //! off without moving the cursor. OAuth tokens come from [`token`], cached until shortly before
 //! they expire. [`Poller`] holds the live state the admin API shows and its "poll now" trigger.
+//! When several gateways share the store, one polls a provider at a time: the one holding its
+//! lease ([`crate::lease`]); the cursor is written by compare-and-set, so a gateway that lost the
+//! lease mid-round cannot move it back.
 
 pub mod page;
 mod token;
@@ -21,7 +24,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
-use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, SyncAuth, SyncConfig};
 use crate::event::ProviderName;
@@ -50,7 +52,6 @@ pub struct Poller {
     wake: tokio::sync::Notify,
     /// Rounds finished, successful or not.
     rounds: tokio::sync::watch::Sender<u64>,
-    cancel: CancellationToken,
 }
 
 /// What the admin API shows of a poller.
@@ -127,11 +128,16 @@ impl Pollers {
                 status: Mutex::new(Status::default()),
                 wake: tokio::sync::Notify::new(),
                 rounds: tokio::sync::watch::Sender::new(0),
-                cancel: tasks.token(),
             });
+            let worker = poller.clone();
             tasks.spawn(
                 format!("poller {}", provider.name),
-                worker::run(poller.clone()),
+                crate::lease::run_leased(
+                    store.clone(),
+                    format!("poller/{}", provider.name),
+                    tasks.token(),
+                    move |stop| worker::run(worker.clone(), stop),
+                ),
             );
             pollers.push(poller);
         }

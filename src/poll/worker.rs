@@ -9,6 +9,7 @@ use bytes::{Bytes, BytesMut};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
 
 use super::page::{self, Page};
 use super::{now_ms, Poller};
@@ -57,7 +58,8 @@ struct Persisted {
     cursor: Option<String>,
 }
 
-pub(super) async fn run(poller: Arc<Poller>) {
+/// Polls until `stop` (the end of this gateway's lease on the poller, or shutdown).
+pub(super) async fn run(poller: Arc<Poller>, stop: CancellationToken) {
     let provider = poller.provider.to_string();
     tracing::info!(provider, url = %poller.config.url, "Poller started.");
     let mut failures: u32 = 0;
@@ -66,8 +68,8 @@ pub(super) async fn run(poller: Arc<Poller>) {
         // Stopping abandons a round at once: its page's cursor has not moved, so the page is
         // fetched again after a restart and its items already stored are duplicates.
         let outcome = tokio::select! {
-            _ = poller.cancel.cancelled() => break,
-            outcome = round(&poller) => outcome,
+            _ = stop.cancelled() => break,
+            outcome = round(&poller, &stop) => outcome,
         };
         let now = now_ms();
         let wait = match outcome {
@@ -102,7 +104,7 @@ pub(super) async fn run(poller: Arc<Poller>) {
         });
         poller.rounds.send_modify(|n| *n += 1);
         tokio::select! {
-            _ = poller.cancel.cancelled() => break,
+            _ = stop.cancelled() => break,
             _ = tokio::time::sleep(wait) => {}
             _ = poller.wake.notified() => {}
         }
@@ -120,10 +122,10 @@ pub fn backoff(failures: u32, interval: Duration, retry_after: Option<Duration>)
 
 /// One round: pages from the cursor until the API has no more, or the round's page budget is
 /// spent, or the poller is stopped.
-async fn round(poller: &Poller) -> Result<(), Failure> {
+async fn round(poller: &Poller, stop: &CancellationToken) -> Result<(), Failure> {
     let mut cursor = cursor(poller).await?;
     for _ in 0..poller.config.max_pages_per_round {
-        if poller.cancel.is_cancelled() {
+        if stop.is_cancelled() {
             break;
         }
         // A cursor stored before next URLs were checked may point elsewhere: checked again.

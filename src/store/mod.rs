@@ -90,7 +90,8 @@ pub trait Backend: Send + Sync + 'static {
     /// A poller's durable sync cursor (opaque bytes), if one was saved.
     async fn sync_cursor(&self, provider: &str) -> Result<Option<Vec<u8>>, StoreError>;
 
-    /// Saves a poller's sync cursor durably.
+    /// Saves a poller's sync cursor durably, unless another gateway sharing the store wrote it
+    /// since this one last read or wrote it (then it fails, and the caller reads it again).
     async fn set_sync_cursor(&self, provider: &str, value: Vec<u8>) -> Result<(), StoreError>;
 
     /// One bounded step of retention: removes events received before `cutoffs.events_ms` that
@@ -98,6 +99,19 @@ pub trait Backend: Send + Sync + 'static {
     /// received before `cutoffs.dedup_ms`. Called again later, it resumes.
     async fn sweep(&self, cutoffs: Cutoffs, outputs: Arc<Vec<Output>>)
         -> Result<Swept, StoreError>;
+
+    /// Takes the lease `name` for `holder`, or renews it if `holder` holds it, and answers
+    /// whether `holder` holds it now. A lease lapses [`Backend::lease_time`] after it was last
+    /// taken or renewed; only then may another holder take it. Leases decide which of several
+    /// gateways sharing a store does the work only one may do ([`crate::lease`]).
+    async fn hold_lease(&self, name: &str, holder: &str) -> Result<bool, StoreError>;
+
+    /// Gives the lease `name` up if `holder` holds it.
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError>;
+
+    /// How long a lease lasts without renewal; `None` when one gateway owns the store (sled):
+    /// then every lease is always held.
+    fn lease_time(&self) -> Option<Duration>;
 
     /// The bytes the store takes on disk.
     async fn size_on_disk(&self) -> Result<u64, StoreError>;

@@ -134,15 +134,21 @@ impl Sweeper {
     ) -> Sweeper {
         let tasks = Tasks::new("sweeper", died);
         let task = Task {
-            store,
+            store: store.clone(),
             outputs: Arc::new(outputs),
             metrics,
             retention: config.retention,
             dedup_window: config.dedup_window,
         };
+        let interval = config.sweep_interval;
         tasks.spawn(
             "sweeper".to_string(),
-            task.run(config.sweep_interval, tasks.token()),
+            crate::lease::run_leased(
+                store.clone(),
+                "sweeper".to_string(),
+                tasks.token(),
+                move |stop| task.clone().run(interval, stop),
+            ),
         );
         Sweeper { tasks }
     }
@@ -153,6 +159,7 @@ impl Sweeper {
     }
 }
 
+#[derive(Clone)]
 struct Task {
     store: Store,
     outputs: Arc<Vec<Output>>,

@@ -155,6 +155,16 @@ pub fn bucket(stream: &str) -> String {
     format!("{stream}_state")
 }
 
+/// The KV bucket of leases.
+pub fn lease_bucket(stream: &str) -> String {
+    format!("{stream}_leases")
+}
+
+/// A lease's key: its name as one token.
+pub fn lease_key(name: &str) -> String {
+    key_token(name)
+}
+
 /// `output.<name>`: one output's cursor, pause flag and marks.
 pub fn output_key(name: &str) -> String {
     format!("output.{}", key_token(name))

@@ -18,14 +18,21 @@
 //!   key, so it goes with the event; when the dedup window passes while the event stays, a
 //!   `forgotten` mark in the bucket sends the next copy of the id to a subject of its own
 //!   (see docs/store.md).
+//! - **Several gateways** share the stream: each follows the stream's last sequence (so events
+//!   other nodes stored reach its readers within [`FOLLOW_INTERVAL`]), and the work only one of
+//!   them may do (a destination's deliveries, a poller, the sweeper) is leased in the bucket
+//!   `<stream>_leases` (`leases.rs`). A poller's sync cursor is written by compare-and-set
+//!   against the value this node last read, so a node that lost its lease cannot move it back.
 
 mod layout;
+mod leases;
 mod outputs;
 mod retention;
 
+use std::collections::HashMap;
 use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use async_nats::jetstream::kv;
@@ -54,6 +61,8 @@ const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 const PUBLISH_ROUNDS: usize = 16;
 /// Compare-and-set rounds of one `change` before it gives up.
 const CAS_ROUNDS: usize = 64;
+/// How often a gateway asks the stream for its last sequence, to see other gateways' events.
+pub const FOLLOW_INTERVAL: Duration = Duration::from_millis(100);
 
 /// The store on a NATS JetStream stream and KV bucket.
 pub struct JetStreamStore {
@@ -61,7 +70,13 @@ pub struct JetStreamStore {
     js: jetstream::Context,
     stream: stream::Stream,
     kv: kv::Store,
-    last_seq: watch::Sender<Seq>,
+    /// Leases: an entry lapses `lease_time` after it was last written.
+    leases: kv::Store,
+    lease_time: Duration,
+    /// Also moved by the follower task, which holds it weakly.
+    last_seq: Arc<watch::Sender<Seq>>,
+    /// The revision of each provider's sync cursor as this node last read or wrote it.
+    sync_revisions: Mutex<HashMap<String, u64>>,
     open: AtomicBool,
     /// `events_stored` and `duplicates` count here as on sled (there is no group commit).
     metrics: Arc<Metrics>,
@@ -125,13 +140,29 @@ impl JetStreamStore {
             })
             .await
             .map_err(storage)?;
+        let leases = js
+            .create_or_update_key_value(kv::Config {
+                bucket: layout::lease_bucket(&config.stream),
+                history: 1,
+                max_age: config.lease_time,
+                storage: StorageType::File,
+                num_replicas: config.replicas,
+                ..Default::default()
+            })
+            .await
+            .map_err(storage)?;
         let last = stream.cached_info().state.last_sequence;
+        let last_seq = Arc::new(watch::Sender::new(Seq(last)));
+        tokio::spawn(follow(stream.clone(), Arc::downgrade(&last_seq)));
         Ok(JetStreamStore {
             client,
             js,
             stream,
             kv,
-            last_seq: watch::Sender::new(Seq(last)),
+            leases,
+            lease_time: config.lease_time,
+            last_seq,
+            sync_revisions: Mutex::default(),
             open: AtomicBool::new(true),
             metrics,
             sweep_from: AtomicU64::new(0),
@@ -148,13 +179,7 @@ impl JetStreamStore {
     }
 
     fn acknowledged(&self, seq: u64) {
-        self.last_seq.send_if_modified(|last| {
-            let moved = seq > last.0;
-            if moved {
-                *last = Seq(seq);
-            }
-            moved
-        });
+        advance(&self.last_seq, seq);
     }
 
     /// Publishes and waits for the stream's ack. A refusal of the subject is a duplicate of
@@ -236,6 +261,14 @@ impl JetStreamStore {
             Err(err) if err.kind() == DirectGetErrorKind::NotFound => Ok(None),
             Err(err) => Err(storage(err)),
         }
+    }
+
+    fn sync_revision(&self, provider: &str) -> Option<u64> {
+        let revisions = self
+            .sync_revisions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        revisions.get(provider).copied()
     }
 
     /// An output's record and its revision (None: never written).
@@ -366,17 +399,66 @@ impl Backend for JetStreamStore {
             .entry(layout::sync_key(provider))
             .await
             .map_err(storage)?;
-        Ok(entry
-            .filter(|entry| entry.operation == kv::Operation::Put)
-            .map(|entry| entry.value.to_vec()))
+        let mut revisions = self
+            .sync_revisions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match entry {
+            Some(entry) => {
+                revisions.insert(provider.to_string(), entry.revision);
+                Ok((entry.operation == kv::Operation::Put).then(|| entry.value.to_vec()))
+            }
+            None => {
+                revisions.remove(provider);
+                Ok(None)
+            }
+        }
     }
 
+    /// Compare-and-set against the revision this node last read or wrote: fails when another
+    /// node moved the cursor since (this one then reads it again before its next write).
     async fn set_sync_cursor(&self, provider: &str, value: Vec<u8>) -> Result<(), StoreError> {
-        self.kv
-            .put(layout::sync_key(provider), Bytes::from(value))
-            .await
-            .map_err(storage)?;
-        Ok(())
+        let key = layout::sync_key(provider);
+        let known = self.sync_revision(provider);
+        let written = match known {
+            Some(revision) => self
+                .kv
+                .update(&key, Bytes::from(value), revision)
+                .await
+                .map_err(|err| {
+                    (
+                        err.kind() == kv::UpdateErrorKind::WrongLastRevision,
+                        storage(err),
+                    )
+                }),
+            None => self
+                .kv
+                .create(&key, Bytes::from(value))
+                .await
+                .map_err(|err| {
+                    (
+                        err.kind() == kv::CreateErrorKind::AlreadyExists,
+                        storage(err),
+                    )
+                }),
+        };
+        let mut revisions = self
+            .sync_revisions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match written {
+            Ok(revision) => {
+                revisions.insert(provider.to_string(), revision);
+                Ok(())
+            }
+            Err((true, _)) => {
+                revisions.remove(provider);
+                Err(StoreError::Storage(Arc::new(std::io::Error::other(format!(
+                    "the sync cursor of {provider} was moved by another gateway since this one read it"
+                )))))
+            }
+            Err((false, err)) => Err(err),
+        }
     }
 
     async fn sweep(
@@ -390,6 +472,19 @@ impl Backend for JetStreamStore {
             events: events.events,
             dedup_keys: events.dedup_keys + forgotten,
         })
+    }
+
+    async fn hold_lease(&self, name: &str, holder: &str) -> Result<bool, StoreError> {
+        self.check_open()?;
+        leases::hold(&self.leases, name, holder).await
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        leases::release(&self.leases, name, holder).await
+    }
+
+    fn lease_time(&self) -> Option<Duration> {
+        Some(self.lease_time)
     }
 
     async fn size_on_disk(&self) -> Result<u64, StoreError> {
@@ -429,6 +524,41 @@ impl Backend for JetStreamStore {
         self.open.store(false, Ordering::SeqCst);
         if let Err(err) = self.client.drain().await {
             tracing::warn!(error = %err, "Draining the NATS connection failed.");
+        }
+    }
+}
+
+/// Moves `last_seq` forward to `seq` (never back).
+fn advance(last_seq: &watch::Sender<Seq>, seq: u64) {
+    last_seq.send_if_modified(|last| {
+        let moved = seq > last.0;
+        if moved {
+            *last = Seq(seq);
+        }
+        moved
+    });
+}
+
+/// Follows the stream's last sequence, so that events other gateways stored reach this one's
+/// readers (dispatchers wait on `last_seq`). The stream's state counts only stored messages: in
+/// a cluster, those its replicas' quorum has, as a publish ack does. Ends with the store.
+async fn follow(stream: stream::Stream, last_seq: Weak<watch::Sender<Seq>>) {
+    let mut failing = false;
+    loop {
+        tokio::time::sleep(FOLLOW_INTERVAL).await;
+        let Some(sender) = last_seq.upgrade() else {
+            return;
+        };
+        match stream.get_info().await {
+            Ok(info) => {
+                failing = false;
+                advance(&sender, info.state.last_sequence);
+            }
+            Err(err) if !failing => {
+                failing = true;
+                tracing::warn!(error = %err, "Cannot read the stream's last sequence; other gateways' events wait.");
+            }
+            Err(_) => {}
         }
     }
 }

@@ -630,6 +630,19 @@ impl Backend for SledStore {
         !self.queue.is_closed()
     }
 
+    /// One gateway owns a sled store (sled locks its directory): every lease is its own.
+    async fn hold_lease(&self, _name: &str, _holder: &str) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+
+    async fn release_lease(&self, _name: &str, _holder: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn lease_time(&self) -> Option<Duration> {
+        None
+    }
+
     async fn ping(&self, within: Duration) -> Result<(), StoreError> {
         match self.submit(Work::Writes(Vec::new()), within).await {
             Ok(_) | Err(StoreError::DiskFull { .. }) => Ok(()),

@@ -1,0 +1,126 @@
+//! Work only one gateway may do at a time, when several share a store (cluster mode).
+//!
+//! A destination's deliveries, a provider's poller and the sweeper each run under a lease named
+//! after them ([`run_leased`]). On sled one gateway owns the store, so the work starts at once
+//! and runs for good. On JetStream, every gateway runs the same task: it waits for the lease,
+//! does the work while it renews the lease every third of the lease time, and stops the work
+//! when the lease is taken by another or cannot be renewed for two thirds of the lease time:
+//! before the lease lapses, so before any other gateway can take it. When a gateway dies, its
+//! leases lapse after the lease time and the others take its work over from the durable state
+//! (a destination's cursor and marks, a poller's sync cursor). Stopping gives the leases up.
+
+use std::future::Future;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::store::Store;
+
+/// How long a stopped piece of work may take to end before it is dropped.
+const STOP_WITHIN: Duration = Duration::from_secs(1);
+
+/// This process's name in leases: the host, the process id and a random part (a restarted
+/// gateway is a new holder).
+pub fn holder() -> &'static str {
+    static HOLDER: OnceLock<String> = OnceLock::new();
+    HOLDER.get_or_init(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|host| host.trim().to_string())
+            .unwrap_or_else(|_| "hookgate".to_string());
+        format!(
+            "{host}/{}/{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        )
+    })
+}
+
+/// Runs the work `start` makes, only while this gateway holds the lease `name`, until `cancel`.
+/// Each term of holding gets a token of its own that is cancelled when the term ends: the work
+/// must stop on it. The work ending on its own ends this too (its supervisor reports it).
+pub async fn run_leased<F, Fut>(store: Store, name: String, cancel: CancellationToken, mut start: F)
+where
+    F: FnMut(CancellationToken) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let Some(lease_time) = store.lease_time() else {
+        start(cancel).await;
+        return;
+    };
+    let renew_every = lease_time / 3;
+    let give_up_after = lease_time * 2 / 3;
+    let wait_every = lease_time / 10;
+    let holder = holder();
+    loop {
+        // Waiting for the lease.
+        let took = loop {
+            let asked = Instant::now();
+            match hold(&store, &name, holder, renew_every).await {
+                Some(true) => break asked,
+                Some(false) => {}
+                None => tracing::debug!(lease = name, "Cannot ask for a lease; trying again."),
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(wait_every) => {}
+            }
+        };
+        tracing::info!(
+            lease = name,
+            holder,
+            "Took the lease: this gateway does the work."
+        );
+        let term = cancel.child_token();
+        let work = start(term.clone());
+        tokio::pin!(work);
+        let mut renewed = took;
+        let why = loop {
+            tokio::select! {
+                _ = cancel.cancelled() => {
+                    term.cancel();
+                    let _ = tokio::time::timeout(STOP_WITHIN, &mut work).await;
+                    if let Err(err) = store.release_lease(&name, holder).await {
+                        tracing::debug!(lease = name, error = %err, "Cannot give the lease up; it lapses.");
+                    }
+                    return;
+                }
+                () = &mut work => {
+                    let _ = store.release_lease(&name, holder).await;
+                    return;
+                }
+                _ = tokio::time::sleep(renew_every.saturating_sub(renewed.elapsed()).max(wait_every)) => {
+                    let asked = Instant::now();
+                    match hold(&store, &name, holder, renew_every).await {
+                        Some(true) => renewed = asked,
+                        Some(false) => break "another gateway holds it",
+                        None if renewed.elapsed() >= give_up_after => {
+                            break "it could not be renewed in time"
+                        }
+                        None => {}
+                    }
+                }
+            }
+        };
+        tracing::warn!(
+            lease = name,
+            holder,
+            reason = why,
+            "Lost the lease: this gateway stops the work."
+        );
+        term.cancel();
+        let _ = tokio::time::timeout(STOP_WITHIN, &mut work).await;
+    }
+}
+
+/// Takes or renews the lease, within `within`: `None` when the store did not answer.
+async fn hold(store: &Store, name: &str, holder: &str, within: Duration) -> Option<bool> {
+    match tokio::time::timeout(within, store.hold_lease(name, holder)).await {
+        Ok(Ok(held)) => Some(held),
+        Ok(Err(err)) => {
+            tracing::debug!(lease = name, error = %err, "A lease request failed.");
+            None
+        }
+        Err(_) => None,
+    }
+}

@@ -1,0 +1,59 @@
+//! Leases on JetStream: which gateway does the work only one may do at a time (a destination's
+//! deliveries, a poller, the sweeper).
+//!
+//! A lease is one entry of the bucket `<stream>_leases`, whose value is its holder and whose
+//! `max_age` is the lease time: the server removes an entry not written for that long. Taking a
+//! lease creates the entry (it fails while another holder's entry is there); renewing it writes
+//! the entry again by compare-and-set on its revision (it fails once another holder took it).
+//! Nothing depends on the gateways' clocks: only the server ages entries.
+
+use async_nats::jetstream::kv;
+use bytes::Bytes;
+
+use super::{layout, storage};
+use crate::store::StoreError;
+
+/// Takes the lease `name` for `holder`, or renews it if `holder` holds it: whether `holder`
+/// holds it now.
+pub async fn hold(leases: &kv::Store, name: &str, holder: &str) -> Result<bool, StoreError> {
+    let key = layout::lease_key(name);
+    let value = Bytes::copy_from_slice(holder.as_bytes());
+    match leases.entry(&key).await.map_err(storage)? {
+        Some(entry) if entry.operation == kv::Operation::Put => {
+            if entry.value != holder.as_bytes() {
+                return Ok(false);
+            }
+            match leases.update(&key, value, entry.revision).await {
+                Ok(_) => Ok(true),
+                Err(err) if err.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(false),
+                Err(err) => Err(storage(err)),
+            }
+        }
+        // Never taken, lapsed, or released.
+        _ => match leases.create(&key, value).await {
+            Ok(_) => Ok(true),
+            Err(err) if err.kind() == kv::CreateErrorKind::AlreadyExists => Ok(false),
+            Err(err) => Err(storage(err)),
+        },
+    }
+}
+
+/// Gives the lease up if `holder` holds it, so that another gateway takes it at once.
+pub async fn release(leases: &kv::Store, name: &str, holder: &str) -> Result<(), StoreError> {
+    let key = layout::lease_key(name);
+    let Some(entry) = leases.entry(&key).await.map_err(storage)? else {
+        return Ok(());
+    };
+    if entry.operation != kv::Operation::Put || entry.value != holder.as_bytes() {
+        return Ok(());
+    }
+    match leases
+        .delete_expect_revision(&key, Some(entry.revision))
+        .await
+    {
+        Ok(()) => Ok(()),
+        // Taken meanwhile: not ours to delete.
+        Err(err) if err.kind() == kv::DeleteErrorKind::WrongLastRevision => Ok(()),
+        Err(err) => Err(storage(err)),
+    }
+}
