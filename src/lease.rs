@@ -50,7 +50,7 @@ where
     };
     let renew_every = lease_time / 3;
     let give_up_after = lease_time * 2 / 3;
-    let wait_every = lease_time / 10;
+    let wait_every = lease_time / 12;
     let holder = holder();
     loop {
         // Waiting for the lease.

@@ -7,17 +7,14 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use bytes::Bytes;
 use common::nats::NatsServer;
 use common::{provider, sign, toml_str, Gateway};
-use hookgate::config::{JetStreamConfig, StoreBackend, StoreConfig};
 use hookgate::event::{EventId, ProviderName};
-use hookgate::metrics::Metrics;
-use hookgate::store::{Committed, NewEvent, Store};
+use hookgate::store::{Committed, NewEvent};
 
 fn jetstream_store(nats: &NatsServer) -> String {
     format!(
@@ -88,29 +85,11 @@ fn without_its_nats_server_a_webhook_gets_503() {
     );
 }
 
-fn open_store(nats: &NatsServer) -> Store {
-    let config = StoreConfig {
-        backend: StoreBackend::JetStream(JetStreamConfig {
-            servers: vec![nats.url()],
-            stream: "HOOKGATE".into(),
-            replicas: 1,
-            token: None,
-            lease_time: Duration::from_secs(10),
-        }),
-        ..StoreConfig::default()
-    };
-    tokio::task::block_in_place(|| {
-        Store::open(nats.dir(), &config, Arc::new(Metrics::new())).unwrap()
-    })
-}
-
-/// Every acknowledged event survives a `kill -9` of the server (a crash of the process, not a
-/// power loss: the server has not fsynced them).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_events_survive_a_kill_9_of_the_server() {
     let dir = tempfile::tempdir().unwrap();
     let nats = NatsServer::start(dir.path());
-    let store = open_store(&nats);
+    let store = nats.store(Duration::from_secs(10));
     let mut tasks = Vec::new();
     for task in 0..8 {
         let store = store.clone();
@@ -138,7 +117,7 @@ async fn acknowledged_events_survive_a_kill_9_of_the_server() {
     nats.kill_hard();
     drop(store);
     let nats = NatsServer::start(dir.path());
-    let store = open_store(&nats);
+    let store = nats.store(Duration::from_secs(10));
     assert_eq!(store.last_seq().borrow().0, 400, "last_seq after the crash");
     for (seq, body) in &acked {
         let event = store.event(*seq).await.unwrap();
@@ -158,7 +137,7 @@ async fn acknowledged_events_survive_a_kill_9_of_the_server() {
 async fn measure_commit_latency_on_one_node() {
     let dir = tempfile::tempdir().unwrap();
     let nats = NatsServer::start(dir.path());
-    let store = open_store(&nats);
+    let store = nats.store(Duration::from_secs(10));
     let body = Bytes::from(vec![b'x'; 1024]);
     let event = move |i: usize| {
         NewEvent::poll(

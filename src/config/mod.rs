@@ -135,8 +135,8 @@ pub struct JetStreamConfig {
     pub replicas: usize,
     /// The NATS authentication token, when the server asks for one.
     pub token: Option<Secret>,
-    /// How long a node's lease on a background task (a destination's delivery, a poller, the
-    /// sweeper) lasts without renewal: when its node dies, another takes the task over after it.
+    /// The longest a background task held by a gateway that died (a destination's deliveries, a
+    /// poller, the sweeper) waits before another gateway takes it over.
     pub lease_time: Duration,
 }
 

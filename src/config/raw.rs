@@ -79,8 +79,8 @@ pub struct RawStore {
     pub replicas: Option<usize>,
     /// JetStream: a secret reference to the NATS authentication token.
     pub token: Option<String>,
-    /// JetStream: how long a node's hold on a destination, poller or the sweeper lasts without
-    /// renewal (default "10s").
+    /// JetStream: the longest a dead gateway's destinations, pollers or sweeper wait before
+    /// another gateway takes them over (default "10s").
     pub lease_time: Option<String>,
 }
 

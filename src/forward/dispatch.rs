@@ -68,7 +68,9 @@ pub async fn start(destination: Arc<Destination>, stop: CancellationToken) {
         }
     };
     destination.status.set_paused(state.paused);
-    run(destination, state.cursor, stop).await;
+    destination.status.set_delivering(true);
+    run(destination.clone(), state.cursor, stop).await;
+    destination.status.set_delivering(false);
 }
 
 /// Delivers from `cursor` until `stop` (the end of this gateway's lease on the destination, or

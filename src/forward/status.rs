@@ -36,6 +36,7 @@ pub struct Status {
 #[derive(Debug, Default)]
 struct Inner {
     paused: bool,
+    delivering: bool,
     consecutive_failures: u32,
     errors: VecDeque<ErrorEntry>,
     window: VecDeque<(Instant, bool)>,
@@ -51,6 +52,8 @@ struct Inner {
 #[derive(Debug, Clone, Serialize)]
 pub struct Snapshot {
     pub paused: bool,
+    /// This gateway delivers to the destination now (it holds its lease; always, on sled).
+    pub delivering_here: bool,
     pub probing: bool,
     pub consecutive_failures: u32,
     pub failure_ratio_1h: f64,
@@ -83,6 +86,10 @@ impl Status {
 
     pub fn set_paused(&self, paused: bool) {
         self.with(|s| s.paused = paused);
+    }
+
+    pub fn set_delivering(&self, delivering: bool) {
+        self.with(|s| s.delivering = delivering);
     }
 
     /// Failing so often that attempts only probe at the schedule's last interval.
@@ -156,6 +163,7 @@ impl Status {
     pub fn snapshot(&self) -> Snapshot {
         self.with(|s| Snapshot {
             paused: s.paused,
+            delivering_here: s.delivering,
             probing: s.probing,
             consecutive_failures: s.consecutive_failures,
             failure_ratio_1h: s.ratio(),

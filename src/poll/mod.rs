@@ -66,6 +66,8 @@ pub struct Status {
     pub last_error: Option<String>,
     /// A round is running now.
     pub running: bool,
+    /// This gateway polls the provider now (it holds its lease; always, on sled).
+    pub polling_here: bool,
     pub rounds: u64,
 }
 

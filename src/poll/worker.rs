@@ -62,6 +62,7 @@ struct Persisted {
 pub(super) async fn run(poller: Arc<Poller>, stop: CancellationToken) {
     let provider = poller.provider.to_string();
     tracing::info!(provider, url = %poller.config.url, "Poller started.");
+    poller.update(|s| s.polling_here = true);
     let mut failures: u32 = 0;
     loop {
         poller.update(|s| s.running = true);
@@ -109,6 +110,10 @@ pub(super) async fn run(poller: Arc<Poller>, stop: CancellationToken) {
             _ = poller.wake.notified() => {}
         }
     }
+    poller.update(|s| {
+        s.polling_here = false;
+        s.running = false;
+    });
     tracing::info!(provider, "Poller stopped.");
 }
 

@@ -109,8 +109,9 @@ pub trait Backend: Send + Sync + 'static {
     /// Gives the lease `name` up if `holder` holds it.
     async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError>;
 
-    /// How long a lease lasts without renewal; `None` when one gateway owns the store (sled):
-    /// then every lease is always held.
+    /// How long a lease lasts without renewal (for JetStream, two thirds of the configured
+    /// `lease_time`, so that a dead gateway's work is taken over within `lease_time`); `None`
+    /// when one gateway owns the store (sled): then every lease is always held.
     fn lease_time(&self) -> Option<Duration>;
 
     /// The bytes the store takes on disk.

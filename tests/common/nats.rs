@@ -12,8 +12,12 @@ use std::fs::File;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hookgate::config::{JetStreamConfig, StoreBackend, StoreConfig};
+use hookgate::metrics::Metrics;
+use hookgate::store::Store;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -85,6 +89,25 @@ impl NatsServer {
     /// The directory the server keeps its store and log in.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// A JetStream store on this server (stream `HOOKGATE`, one replica), as a gateway opens it.
+    /// Call it within a multi-threaded tokio runtime.
+    pub fn store(&self, lease_time: Duration) -> Store {
+        let config = StoreConfig {
+            backend: StoreBackend::JetStream(JetStreamConfig {
+                servers: vec![self.url()],
+                stream: "HOOKGATE".into(),
+                replicas: 1,
+                token: None,
+                lease_time,
+            }),
+            ..StoreConfig::default()
+        };
+        tokio::task::block_in_place(|| {
+            Store::open(&self.dir, &config, Arc::new(Metrics::new()))
+                .unwrap_or_else(|err| panic!("open the JetStream store on {}: {err}", self.url()))
+        })
     }
 }
 

@@ -77,6 +77,7 @@ fn view(poller: &Poller) -> Value {
         "cursor_set": status.cursor_set,
         "cursor": status.cursor,
         "running": status.running,
+        "polling_here": status.polling_here,
         "rounds": status.rounds,
         "last_success_at": status.last_success_ms.and_then(rfc3339),
         "last_success_ms": status.last_success_ms,

@@ -72,6 +72,7 @@ pub struct JetStreamStore {
     kv: kv::Store,
     /// Leases: an entry lapses `lease_time` after it was last written.
     leases: kv::Store,
+    /// See [`lapse_time`].
     lease_time: Duration,
     /// Also moved by the follower task, which holds it weakly.
     last_seq: Arc<watch::Sender<Seq>>,
@@ -144,7 +145,7 @@ impl JetStreamStore {
             .create_or_update_key_value(kv::Config {
                 bucket: layout::lease_bucket(&config.stream),
                 history: 1,
-                max_age: config.lease_time,
+                max_age: lapse_time(config.lease_time),
                 storage: StorageType::File,
                 num_replicas: config.replicas,
                 ..Default::default()
@@ -160,7 +161,7 @@ impl JetStreamStore {
             stream,
             kv,
             leases,
-            lease_time: config.lease_time,
+            lease_time: lapse_time(config.lease_time),
             last_seq,
             sync_revisions: Mutex::default(),
             open: AtomicBool::new(true),
@@ -526,6 +527,13 @@ impl Backend for JetStreamStore {
             tracing::warn!(error = %err, "Draining the NATS connection failed.");
         }
     }
+}
+
+/// How long a lease entry lives without renewal: two thirds of `lease_time`, so that with the
+/// waits of [`crate::lease`] (a twelfth of it) and the server's expiry (measured at up to a few
+/// hundred milliseconds), another gateway takes a dead one's work over within `lease_time`.
+fn lapse_time(lease_time: Duration) -> Duration {
+    lease_time * 2 / 3
 }
 
 /// Moves `last_seq` forward to `seq` (never back).
