@@ -36,6 +36,8 @@
 //! [`poll`]: per provider with a `[provider.sync]` section, a worker fills the gaps the webhooks
 //! left from the vendor's sync API through the same commit (an event is stored once), moving its
 //! durable cursor only once a page's items are durable.
+//! When several gateways share a JetStream store, the work only one may do at a time (a
+//! destination's deliveries, a poller, the sweeper) runs under a [`lease`] in the store.
 //! [`cmd`] holds the command-line entry points (the gateway's, and the operator subcommands over
 //! the admin API); `main.rs` only parses arguments.
 //! [`notify`] tells systemd when hookgate is ready, reloading or stopping, and pings its watchdog
