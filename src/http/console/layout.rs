@@ -1,0 +1,228 @@
+//! The console's page shell (head, navigation, sign-out form), its style sheet, and the helpers
+//! every page formats with. Plain HTML and CSS that read without script and reflow on a phone.
+
+use actix_web::http::header;
+use actix_web::HttpResponse;
+use maud::{html, Markup, DOCTYPE};
+
+use super::session::Session;
+
+/// Which page the navigation marks as current.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Section {
+    Overview,
+    Events,
+    Destinations,
+    Consumers,
+    None,
+}
+
+/// A whole page; with a session, the navigation and the sign-out form.
+pub fn page(title: &str, section: Section, session: Option<&Session>, body: Markup) -> Markup {
+    let link = |href: &str, label: &str, this: Section| {
+        html! { a href=(href) aria-current=[(this == section).then_some("page")] { (label) } }
+    };
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · hookgate" }
+                link rel="stylesheet" href="/console/style.css";
+            }
+            body {
+                header {
+                    strong.brand { "hookgate" }
+                    @if let Some(session) = session {
+                        nav {
+                            (link("/console", "Overview", Section::Overview))
+                            (link("/console/events", "Events", Section::Events))
+                            (link("/console/destinations", "Destinations", Section::Destinations))
+                            (link("/console/consumers", "Consumers & pollers", Section::Consumers))
+                        }
+                        form.signout method="post" action="/console/sign-out" {
+                            (csrf_field(session))
+                            button type="submit" { "Sign out" }
+                        }
+                    }
+                }
+                main {
+                    h1 { (title) }
+                    (body)
+                }
+            }
+        }
+    }
+}
+
+/// The hidden field that carries the session's CSRF token in a form.
+pub fn csrf_field(session: &Session) -> Markup {
+    html! { input type="hidden" name="csrf" value=(session.csrf); }
+}
+
+/// A 200 HTML answer, with the headers every console page carries: no caching, no framing, no
+/// referrer, and a policy that allows no script at all.
+pub fn respond(markup: Markup) -> HttpResponse {
+    let mut response = HttpResponse::Ok();
+    secure(&mut response);
+    response
+        .content_type("text/html; charset=utf-8")
+        .body(markup.into_string())
+}
+
+/// Adds the console's security headers to an answer being built.
+pub fn secure(response: &mut actix_web::HttpResponseBuilder) {
+    response
+        .insert_header((
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
+             frame-ancestors 'none'; base-uri 'none'",
+        ))
+        .insert_header((header::X_FRAME_OPTIONS, "DENY"))
+        .insert_header((header::REFERRER_POLICY, "no-referrer"))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .insert_header((header::CACHE_CONTROL, "no-store"));
+}
+
+/// A 303 to `location` (after a form, so a reload does not post it again).
+pub fn see_other(location: &str) -> HttpResponse {
+    let mut response = HttpResponse::SeeOther();
+    secure(&mut response);
+    response
+        .insert_header((header::LOCATION, location))
+        .finish()
+}
+
+/// Milliseconds since the Unix epoch as `2026-12-02 21:06:07 UTC`.
+pub fn when(ms: u64) -> String {
+    let format = time::format_description::parse_borrowed::<1>(
+        "[year]-[month]-[day] [hour]:[minute]:[second]",
+    );
+    let at = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000);
+    match (format, at) {
+        (Ok(format), Ok(at)) => at
+            .format(&format)
+            .map_or_else(|_| ms.to_string(), |at| format!("{at} UTC")),
+        _ => ms.to_string(),
+    }
+}
+
+/// A duration in seconds, short: `42 s`, `3 min`, `5 h 12 min`, `2 d 3 h`.
+pub fn age(seconds: f64) -> String {
+    let s = seconds.max(0.0) as u64;
+    match s {
+        0..=119 => format!("{s} s"),
+        120..=3599 => format!("{} min", s / 60),
+        3600..=172_799 => format!("{} h {} min", s / 3600, s % 3600 / 60),
+        _ => format!("{} d {} h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
+/// A byte count, short: `512 B`, `3.2 MiB`.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// The style sheet, served at `/console/style.css`.
+pub const STYLE: &str = r#"
+:root { --fg: #1d2330; --muted: #5c6577; --line: #d9dde5; --bg: #f6f7f9; --card: #fff;
+  --accent: #2456c7; --ok: #1f7a3d; --warn: #a15c00; --bad: #b3261e; }
+* { box-sizing: border-box; }
+body { margin: 0; font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif;
+  color: var(--fg); background: var(--bg); }
+header { display: flex; flex-wrap: wrap; align-items: center; gap: .5rem 1.25rem;
+  padding: .6rem 1rem; background: var(--fg); color: #fff; }
+header a { color: #dfe6f5; text-decoration: none; padding: .2rem 0; }
+header a[aria-current] { color: #fff; border-bottom: 2px solid #fff; }
+header nav { display: flex; flex-wrap: wrap; gap: .25rem 1rem; flex: 1; }
+.brand { font-size: 1.05rem; letter-spacing: .02em; }
+.signout button { background: transparent; color: #dfe6f5; border: 1px solid #6b7488; }
+main { padding: 1rem; max-width: 72rem; margin: 0 auto; }
+h1 { font-size: 1.35rem; margin: .25rem 0 1rem; }
+h2 { font-size: 1.1rem; margin: 1.5rem 0 .5rem; }
+h3 { font-size: 1rem; margin: 1rem 0 .4rem; }
+a { color: var(--accent); }
+.cards { display: flex; flex-wrap: wrap; gap: .75rem; }
+.card { background: var(--card); border: 1px solid var(--line); border-radius: 6px;
+  padding: .75rem 1rem; min-width: 12rem; flex: 1 1 14rem; }
+.card .figure { font-size: 1.4rem; font-weight: 600; }
+.card .label, .muted { color: var(--muted); font-size: .9rem; }
+section.destination { background: var(--card); border: 1px solid var(--line); border-radius: 6px;
+  padding: .25rem 1rem 1rem; margin-bottom: 1rem; }
+.scroll { overflow-x: auto; }
+table { border-collapse: collapse; width: 100%; background: var(--card); }
+th, td { text-align: left; padding: .35rem .6rem; border-bottom: 1px solid var(--line);
+  vertical-align: top; }
+th { font-weight: 600; color: var(--muted); font-size: .85rem; white-space: nowrap; }
+td.num { font-variant-numeric: tabular-nums; white-space: nowrap; }
+code, pre { font: 13px/1.4 ui-monospace, "DejaVu Sans Mono", monospace; }
+pre { background: var(--card); border: 1px solid var(--line); padding: .75rem; overflow-x: auto;
+  white-space: pre-wrap; word-break: break-all; }
+.state { display: inline-block; padding: 0 .45rem; border-radius: 999px; font-size: .85rem;
+  border: 1px solid currentColor; }
+.state.delivered, .state.running { color: var(--ok); }
+.state.pending, .state.probing, .state.paused { color: var(--warn); }
+.state.dead, .state.failing { color: var(--bad); }
+.state.skipped { color: var(--muted); }
+form.inline { display: inline; }
+form.search, form.filter { display: flex; flex-wrap: wrap; gap: .5rem .75rem; align-items: end;
+  background: var(--card); border: 1px solid var(--line); border-radius: 6px; padding: .75rem; }
+form.search label, form.filter label { display: flex; flex-direction: column; font-size: .85rem;
+  color: var(--muted); }
+input, select, button { font: inherit; padding: .3rem .5rem; border: 1px solid var(--line);
+  border-radius: 4px; background: #fff; color: var(--fg); }
+button { cursor: pointer; background: var(--accent); color: #fff; border-color: var(--accent); }
+button.secondary { background: #fff; color: var(--accent); }
+.notice { background: #e8f1ff; border: 1px solid #b6cdf5; padding: .5rem .75rem;
+  border-radius: 6px; margin-bottom: 1rem; }
+.error { background: #fdecea; border-color: #f2b8b5; }
+svg.chart { width: 120px; height: 28px; display: block; }
+svg.chart rect { fill: var(--accent); }
+svg.chart.bad rect { fill: var(--bad); }
+svg.chart.muted rect { fill: #8a93a6; }
+svg.chart line { stroke: var(--line); stroke-width: 1; }
+.signin { max-width: 24rem; margin: 3rem auto; background: var(--card); padding: 1rem 1.25rem;
+  border: 1px solid var(--line); border-radius: 6px; }
+.signin input { width: 100%; margin: .25rem 0 .75rem; }
+@media (max-width: 40rem) {
+  main { padding: .6rem; }
+  th, td { padding: .3rem .4rem; }
+  .card { min-width: 9rem; }
+}
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn figures_read_short() {
+        assert_eq!(age(42.4), "42 s");
+        assert_eq!(age(600.0), "10 min");
+        assert_eq!(age(3.0 * 3600.0 + 720.0), "3 h 12 min");
+        assert_eq!(age(3.0 * 86_400.0 + 7200.0), "3 d 2 h");
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(3 * 1024 * 1024 + 200 * 1024), "3.2 MiB");
+        assert_eq!(when(0), "1970-01-01 00:00:00 UTC");
+    }
+
+    #[test]
+    fn pages_escape_what_they_show() {
+        let markup = page("<script>", Section::None, None, html! { p { "a & b" } }).into_string();
+        assert!(markup.contains("&lt;script&gt; · hookgate"), "{markup}");
+        assert!(!markup.contains("<script>"), "{markup}");
+        assert!(markup.contains("a &amp; b"));
+    }
+}
