@@ -8,6 +8,7 @@
 //! Each test crate uses a different subset of this module, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod console;
 pub mod load;
 pub mod nats;

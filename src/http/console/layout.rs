@@ -62,7 +62,7 @@ pub fn csrf_field(session: &Session) -> Markup {
 }
 
 /// A 200 HTML answer, with the headers every console page carries: no caching, no framing, no
-/// referrer, and a policy that allows no script at all.
+/// referrer sent to other sites, and a policy that allows no script at all.
 pub fn respond(markup: Markup) -> HttpResponse {
     let mut response = HttpResponse::Ok();
     secure(&mut response);
@@ -71,7 +71,9 @@ pub fn respond(markup: Markup) -> HttpResponse {
         .body(markup.into_string())
 }
 
-/// Adds the console's security headers to an answer being built.
+/// Adds the console's security headers to an answer being built. The referrer policy is
+/// `same-origin`, not `no-referrer`: under `no-referrer` a browser sends `Origin: null` with the
+/// console's own forms, which the origin check ([`super::csrf`]) must refuse.
 pub fn secure(response: &mut actix_web::HttpResponseBuilder) {
     response
         .insert_header((
@@ -80,7 +82,7 @@ pub fn secure(response: &mut actix_web::HttpResponseBuilder) {
              frame-ancestors 'none'; base-uri 'none'",
         ))
         .insert_header((header::X_FRAME_OPTIONS, "DENY"))
-        .insert_header((header::REFERRER_POLICY, "no-referrer"))
+        .insert_header((header::REFERRER_POLICY, "same-origin"))
         .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .insert_header((header::CACHE_CONTROL, "no-store"));
 }
@@ -199,7 +201,8 @@ svg.chart line { stroke: var(--line); stroke-width: 1; }
 @media (max-width: 40rem) {
   main { padding: .6rem; }
   th, td { padding: .3rem .4rem; }
-  .card { min-width: 9rem; }
+  .card { min-width: 9rem; flex-basis: 9rem; padding: .5rem .75rem; }
+  .card .figure { font-size: 1.2rem; }
 }
 "#;
 
