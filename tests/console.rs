@@ -6,6 +6,10 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
 use common::console::{csrf_in, ConsoleClient};
 use common::stub::Stub;
 use common::{provider, sign, Gateway, ADMIN_TOKEN};
@@ -198,9 +202,7 @@ fn search_finds_events_and_the_event_page_shows_them() {
         let body = format!(r#"{{"id":"order-{i}","amount":{i}}}"#);
         seqs.push(gateway.post("p", &[], body.as_bytes()).ack().1);
     }
-    common::wait_until(std::time::Duration::from_secs(10), "deliveries", || {
-        stub.calls() == 5
-    });
+    common::wait_until(Duration::from_secs(10), "deliveries", || stub.calls() == 5);
     let mut console = ConsoleClient::new(&gateway.admin_url);
     console.sign_in();
 
@@ -251,4 +253,150 @@ fn search_finds_events_and_the_event_page_shows_them() {
         "{raw}"
     );
     assert_eq!(console.get("/console/events/999999").status, 404);
+}
+
+#[test]
+fn a_replay_filter_from_the_console_replays_only_what_it_selects() {
+    let healthy = Arc::new(AtomicBool::new(false));
+    let up = healthy.clone();
+    let stub = Stub::start(move |_| {
+        if up.load(Ordering::SeqCst) {
+            (200, "text/plain", b"ok".to_vec())
+        } else {
+            (500, "text/plain", b"down".to_vec())
+        }
+    });
+    let config = provider("p", "none", &[], "event_id = \"json:/id\"")
+        + &provider("q", "none", &[], "event_id = \"json:/id\"")
+        + &format!(
+            "\n[[destination]]\nname = \"crm\"\nurl = \"{}/ingest\"\nsigning_secret = \"whsec_ZG93bnN0cmVhbS1zaWduaW5nLWtleS0x\"\nretry_delays = [\"10ms\"]\nordered = false\n",
+            stub.url
+        );
+    let gateway = Gateway::start(&config);
+    let mut seqs = Vec::new();
+    for provider in ["p", "q"] {
+        for i in 0..2 {
+            let body = format!(r#"{{"id":"{provider}-{i}"}}"#);
+            seqs.push((
+                provider,
+                gateway.post(provider, &[], body.as_bytes()).ack().1,
+            ));
+        }
+    }
+    let state = |seq: u64| gateway.event(seq).unwrap()["deliveries"]["crm"].clone();
+    common::wait_until(Duration::from_secs(10), "all dead", || {
+        seqs.iter().all(|(_, seq)| state(*seq) == "dead")
+    });
+    healthy.store(true, Ordering::SeqCst);
+
+    let mut console = ConsoleClient::new(&gateway.admin_url);
+    console.sign_in();
+    let replay = console.post_form(
+        "/console/replay",
+        &[
+            ("destination", "crm"),
+            ("provider", "q"),
+            ("from_seq", ""),
+            ("to_seq", ""),
+        ],
+    );
+    assert_eq!(replay.status, 303, "{}", replay.text());
+    assert_eq!(
+        replay.header("location"),
+        Some("/console/destinations?notice=replayed&count=2")
+    );
+    common::wait_until(Duration::from_secs(10), "q's events delivered", || {
+        seqs.iter()
+            .filter(|(p, _)| *p == "q")
+            .all(|(_, seq)| state(*seq) == "delivered")
+    });
+    for (_, seq) in seqs.iter().filter(|(p, _)| *p == "p") {
+        assert_eq!(state(*seq), "dead", "p's events were not selected");
+    }
+    let page = console.get("/console/destinations").text();
+    assert!(
+        page.contains("Replay all 2 dead"),
+        "p's two are still dead: {page}"
+    );
+    assert_eq!(
+        console
+            .post_form("/console/replay", &[("from_seq", "x")])
+            .status,
+        400
+    );
+}
+
+#[test]
+fn consumers_and_pollers_show_their_cursors_and_last_results() {
+    let vendor = Stub::start(|request| {
+        if request.path.starts_with("/broken") {
+            (503, "text/plain", b"maintenance".to_vec())
+        } else {
+            (
+                200,
+                "application/json",
+                br#"{"data":[{"id":5},{"id":7}]}"#.to_vec(),
+            )
+        }
+    });
+    let sync = |name: &str, path: &str| {
+        provider(
+            name,
+            "none",
+            &[],
+            &format!(
+                "[provider.sync]\nurl = \"{}/{path}\"\ncursor_param = \"after\"\nitems = \"/data\"\nitem_id = \"/id\"\ninterval = \"200ms\"\n",
+                vendor.url
+            ),
+        )
+    };
+    let config = sync("feed", "events")
+        + &sync("flaky", "broken")
+        + "\n[[consumer]]\nname = \"warehouse\"\nproviders = [\"feed\"]\n";
+    let gateway = Gateway::start(&config);
+    common::wait_until(Duration::from_secs(10), "both pollers ran", || {
+        let pollers = gateway.admin_json("/v1/pollers");
+        pollers["pollers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["last_success_at"].is_string() || p["last_error"].is_object())
+            && gateway.all_events(None).len() == 2
+    });
+    let mut console = ConsoleClient::new(&gateway.admin_url);
+    console.sign_in();
+    let html = console.get("/console/consumers").text();
+    let row = |name: &str| {
+        let at = html
+            .find(&format!(r#"<th scope="row">{name}</th>"#))
+            .unwrap_or_else(|| panic!("{name}: {html}"));
+        html[at..html[at..].find("</tr>").unwrap() + at].to_string()
+    };
+    let warehouse = row("warehouse");
+    assert!(warehouse.contains(r#"<td>feed</td>"#), "{warehouse}");
+    assert!(
+        warehouse.contains(r#"<td class="num">2</td>"#),
+        "lag 2: {warehouse}"
+    );
+    let feed = row("feed");
+    assert!(feed.contains("<code>7</code>"), "cursor: {feed}");
+    assert!(feed.contains("ago)"), "a last success: {feed}");
+    assert!(
+        feed.contains(r#"<td class="num">200ms</td>"#),
+        "the interval: {feed}"
+    );
+    let flaky = row("flaky");
+    assert!(flaky.contains("state failing"), "{flaky}");
+    assert!(flaky.contains("503"), "the last error: {flaky}");
+}
+
+#[test]
+fn a_body_that_is_not_utf8_is_shown_as_base64() {
+    let gateway_raw = Gateway::start(&provider("raw", "none", &[], ""));
+    let seq = gateway_raw.post("raw", &[], &[0xff, 0xfe, 0x00]).ack().1;
+    let mut console = ConsoleClient::new(&gateway_raw.admin_url);
+    console.sign_in();
+    let html = console.get(&format!("/console/events/{seq}")).text();
+    assert!(html.contains("Not UTF-8"), "{html}");
+    assert!(html.contains(r#"<pre id="body">//4A</pre>"#), "{html}");
 }

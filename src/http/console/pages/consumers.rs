@@ -54,7 +54,7 @@ pub async fn show(
                             td { (badge(if status.running { "running" } else if status.last_error_ms > status.last_success_ms { "failing" } else { "waiting" })) }
                             td { code { (if status.cursor_set { status.cursor.clone().unwrap_or_else(|| "(from the start)".to_string()) } else { "(not set yet)".to_string() }) } }
                             td.num { (status.rounds) }
-                            td.num { (age(poller.config.interval.as_secs_f64())) }
+                            td.num { (humantime::format_duration(poller.config.interval)) }
                             td.num { (status.last_success_ms.map_or_else(|| "never".to_string(), |ms| format!("{} ({} ago)", when(ms), ago(ms)))) }
                             td {
                                 @if let (Some(at), Some(message)) = (status.last_error_ms, &status.last_error) {
