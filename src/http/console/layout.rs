@@ -138,73 +138,7 @@ pub fn bytes(n: u64) -> String {
 }
 
 /// The style sheet, served at `/console/style.css`.
-pub const STYLE: &str = r#"
-:root { --fg: #1d2330; --muted: #5c6577; --line: #d9dde5; --bg: #f6f7f9; --card: #fff;
-  --accent: #2456c7; --ok: #1f7a3d; --warn: #a15c00; --bad: #b3261e; }
-* { box-sizing: border-box; }
-body { margin: 0; font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif;
-  color: var(--fg); background: var(--bg); }
-header { display: flex; flex-wrap: wrap; align-items: center; gap: .5rem 1.25rem;
-  padding: .6rem 1rem; background: var(--fg); color: #fff; }
-header a { color: #dfe6f5; text-decoration: none; padding: .2rem 0; }
-header a[aria-current] { color: #fff; border-bottom: 2px solid #fff; }
-header nav { display: flex; flex-wrap: wrap; gap: .25rem 1rem; flex: 1; }
-.brand { font-size: 1.05rem; letter-spacing: .02em; }
-.signout button { background: transparent; color: #dfe6f5; border: 1px solid #6b7488; }
-main { padding: 1rem; max-width: 72rem; margin: 0 auto; }
-h1 { font-size: 1.35rem; margin: .25rem 0 1rem; }
-h2 { font-size: 1.1rem; margin: 1.5rem 0 .5rem; }
-h3 { font-size: 1rem; margin: 1rem 0 .4rem; }
-a { color: var(--accent); }
-.cards { display: flex; flex-wrap: wrap; gap: .75rem; }
-.card { background: var(--card); border: 1px solid var(--line); border-radius: 6px;
-  padding: .75rem 1rem; min-width: 12rem; flex: 1 1 14rem; }
-.card .figure { font-size: 1.4rem; font-weight: 600; }
-.card .label, .muted { color: var(--muted); font-size: .9rem; }
-section.destination { background: var(--card); border: 1px solid var(--line); border-radius: 6px;
-  padding: .25rem 1rem 1rem; margin-bottom: 1rem; }
-.scroll { overflow-x: auto; }
-table { border-collapse: collapse; width: 100%; background: var(--card); }
-th, td { text-align: left; padding: .35rem .6rem; border-bottom: 1px solid var(--line);
-  vertical-align: top; }
-th { font-weight: 600; color: var(--muted); font-size: .85rem; white-space: nowrap; }
-td.num { font-variant-numeric: tabular-nums; white-space: nowrap; }
-code, pre { font: 13px/1.4 ui-monospace, "DejaVu Sans Mono", monospace; }
-pre { background: var(--card); border: 1px solid var(--line); padding: .75rem; overflow-x: auto;
-  white-space: pre-wrap; word-break: break-all; }
-.state { display: inline-block; padding: 0 .45rem; border-radius: 999px; font-size: .85rem;
-  border: 1px solid currentColor; }
-.state.delivered, .state.running { color: var(--ok); }
-.state.pending, .state.probing, .state.paused { color: var(--warn); }
-.state.dead, .state.failing { color: var(--bad); }
-.state.skipped { color: var(--muted); }
-form.inline { display: inline; }
-form.search, form.filter { display: flex; flex-wrap: wrap; gap: .5rem .75rem; align-items: end;
-  background: var(--card); border: 1px solid var(--line); border-radius: 6px; padding: .75rem; }
-form.search label, form.filter label { display: flex; flex-direction: column; font-size: .85rem;
-  color: var(--muted); }
-input, select, button { font: inherit; padding: .3rem .5rem; border: 1px solid var(--line);
-  border-radius: 4px; background: #fff; color: var(--fg); }
-button { cursor: pointer; background: var(--accent); color: #fff; border-color: var(--accent); }
-button.secondary { background: #fff; color: var(--accent); }
-.notice { background: #e8f1ff; border: 1px solid #b6cdf5; padding: .5rem .75rem;
-  border-radius: 6px; margin-bottom: 1rem; }
-.error { background: #fdecea; border-color: #f2b8b5; }
-svg.chart { width: 120px; height: 28px; display: block; }
-svg.chart rect { fill: var(--accent); }
-svg.chart.bad rect { fill: var(--bad); }
-svg.chart.muted rect { fill: #8a93a6; }
-svg.chart line { stroke: var(--line); stroke-width: 1; }
-.signin { max-width: 24rem; margin: 3rem auto; background: var(--card); padding: 1rem 1.25rem;
-  border: 1px solid var(--line); border-radius: 6px; }
-.signin input { width: 100%; margin: .25rem 0 .75rem; }
-@media (max-width: 40rem) {
-  main { padding: .6rem; }
-  th, td { padding: .3rem .4rem; }
-  .card { min-width: 9rem; flex-basis: 9rem; padding: .5rem .75rem; }
-  .card .figure { font-size: 1.2rem; }
-}
-"#;
+pub const STYLE: &str = include_str!("style.css");
 
 #[cfg(test)]
 mod tests {
