@@ -121,6 +121,13 @@ fn forms_from_another_origin_or_without_the_token_change_nothing() {
         &[("Origin", "http://evil.example")],
     );
     assert_eq!(foreign.status, 403);
+    assert!(
+        foreign
+            .text()
+            .contains("Refused: the request's Origin is not this console's."),
+        "{}",
+        foreign.text()
+    );
     let cross_site = console.post(
         pause,
         &[("csrf", &csrf)],

@@ -33,15 +33,16 @@ impl ResponseError for ConsoleError {
         if let ConsoleError::SignIn = self {
             return layout::see_other("/console/sign-in");
         }
+        let status = self.status_code();
         let message = match self {
+            ConsoleError::Refused(refusal) => format!("Refused: {refusal}."),
             ConsoleError::Api(ApiError::NotFound) => "Nothing here by that name.".to_string(),
             ConsoleError::Api(ApiError::BadRequest) => "That request is not valid.".to_string(),
             ConsoleError::Api(ApiError::Unavailable) => {
                 "The store cannot answer now; try again shortly.".to_string()
             }
-            other => format!("{}.", capitalized(&other.to_string())),
+            _ => format!("{}.", status.canonical_reason().unwrap_or("Error")),
         };
-        let status = self.status_code();
         let markup = layout::page(
             status.canonical_reason().unwrap_or("Error"),
             Section::None,
@@ -57,11 +58,4 @@ impl ResponseError for ConsoleError {
             .content_type("text/html; charset=utf-8")
             .body(markup.into_string())
     }
-}
-
-fn capitalized(text: &str) -> String {
-    let mut chars = text.chars();
-    chars.next().map_or_else(String::new, |first| {
-        first.to_uppercase().chain(chars).collect()
-    })
 }
