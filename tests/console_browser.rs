@@ -161,6 +161,11 @@ fn an_operator_finds_replays_pauses_and_resumes_in_a_browser() {
     browser.goto(&format!("{}/elsewhere", stub.url));
     browser.click("#go");
     assert_eq!(browser.text("h1").as_deref(), Some("Forbidden"));
+    // Refused for where it came from (the guessed token is not even looked at).
+    assert_eq!(
+        browser.text("p.notice").as_deref(),
+        Some("Refused: the request comes from another site.")
+    );
     assert!(!paused(&gateway), "the cross-origin form paused nothing");
 
     // On a phone's width the overview still reads.
