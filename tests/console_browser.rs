@@ -173,6 +173,9 @@ fn an_operator_finds_replays_pauses_and_resumes_in_a_browser() {
     browser.goto("/console");
     assert_eq!(browser.text("h1").as_deref(), Some("Overview"));
     browser.screenshot("overview-phone");
+    browser.goto(&format!("/console/events/{seq}"));
+    assert_eq!(browser.text("#delivery-crm").as_deref(), Some("delivered"));
+    browser.screenshot("event-phone");
 }
 
 /// The downstream: 500 until `healthy`, then 200. And at `/elsewhere`, a page on the stub's own
