@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::console::{csrf_in, ConsoleClient};
 use common::stub::Stub;
-use common::{provider, sign, Gateway, ADMIN_TOKEN};
+use common::{provider, sign, toml_str, Gateway, ADMIN_TOKEN};
 
 const GITHUB_SECRET: &str = "console-github-secret";
 
@@ -406,4 +406,32 @@ fn a_body_that_is_not_utf8_is_shown_as_base64() {
     let html = console.get(&format!("/console/events/{seq}")).text();
     assert!(html.contains("Not UTF-8"), "{html}");
     assert!(html.contains(r#"<pre id="body">//4A</pre>"#), "{html}");
+}
+
+#[test]
+fn a_reload_with_a_new_admin_token_ends_every_session() {
+    let (gateway, _stub) = start();
+    let mut console = ConsoleClient::new(&gateway.admin_url);
+    console.sign_in();
+    assert_eq!(console.get("/console").status, 200);
+
+    let config = std::fs::read_to_string(gateway.config_path()).unwrap();
+    let rotated = "rotated-admin-token-0123456789";
+    std::fs::write(
+        gateway.config_path(),
+        config.replace(&toml_str(ADMIN_TOKEN), &toml_str(rotated)),
+    )
+    .unwrap();
+    let reloads = gateway.logs().matches("Config reloaded.").count();
+    gateway.signal(nix::sys::signal::Signal::SIGHUP);
+    common::wait_until(Duration::from_secs(10), "the reload", || {
+        gateway.logs().matches("Config reloaded.").count() > reloads
+    });
+
+    let after = console.get("/console");
+    assert_eq!(after.status, 303, "the old session is over");
+    assert_eq!(after.header("location"), Some("/console/sign-in"));
+    assert_eq!(console.sign_in_with(ADMIN_TOKEN).status, 401);
+    assert_eq!(console.sign_in_with(rotated).status, 303);
+    assert_eq!(console.get("/console").status, 200);
 }
