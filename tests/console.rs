@@ -260,6 +260,8 @@ fn search_finds_events_and_the_event_page_shows_them() {
         "{raw}"
     );
     assert_eq!(console.get("/console/events/999999").status, 404);
+    let odd_query = console.get(&format!("/console/events/{}?count=many", seqs[3]));
+    assert_eq!(odd_query.status, 200, "a malformed notice is ignored");
 }
 
 #[test]

@@ -49,9 +49,11 @@ struct Dead {
 
 pub async fn show(
     operator: Operator,
-    query: web::Query<Query>,
+    query: Result<web::Query<Query>, actix_web::Error>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ConsoleError> {
+    // A malformed query only loses its notice (or view), not the page.
+    let query = query.map(web::Query::into_inner).unwrap_or_default();
     let views = destinations::views(&state).await?;
     let live = state.live();
     let mut sections = Vec::new();

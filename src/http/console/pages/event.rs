@@ -34,9 +34,11 @@ fn seq_of(path: &str) -> Result<Seq, ConsoleError> {
 pub async fn show(
     operator: Operator,
     seq: web::Path<String>,
-    query: web::Query<Query>,
+    query: Result<web::Query<Query>, actix_web::Error>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ConsoleError> {
+    // A malformed query only loses its notice (or view), not the page.
+    let query = query.map(web::Query::into_inner).unwrap_or_default();
     let seq = seq_of(&seq)?;
     let event = events::stored(seq, &state).await?;
     let raw = query.view.as_deref() == Some("raw");
