@@ -28,7 +28,9 @@
 //!   through the same group commit as the events.
 //!
 //! The admin listener ([`http`]) serves [`metrics`], reads the store back (`/v1/events`), and
-//! operates the destinations (pause, resume, errors, dead events, replay).
+//! operates the destinations (pause, resume, errors, dead events, replay); its console
+//! (`/console`) shows and does the same in a browser, behind a session opened with the admin
+//! token.
 //! [`consume`] serves pull consumers: the events after a consumer's durable cursor, and its acks.
 //! In the background, [`forward`] pushes stored events downstream, and the store's sweeper
 //! ([`store::retention`]) removes what every output has once `retention` has passed, and dedup keys

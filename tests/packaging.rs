@@ -93,6 +93,7 @@ fn the_deb_installs_binary_unit_user_state_dir_and_conffile() {
         "usr/lib/tmpfiles.d/hookgate.conf",
         "etc/hookgate/config.toml",
         "usr/share/doc/hookgate/README.md",
+        "usr/share/doc/hookgate/docs/configuration.md",
     ] {
         assert!(entry(file).starts_with("-rw-r--r--"), "{}", entry(file));
     }

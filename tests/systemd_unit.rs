@@ -1,6 +1,6 @@
 //! The shipped systemd unit (the one the .deb installs): `systemd-analyze verify` accepts it once
 //! its `/usr/bin/hookgate` points at the binary under test, `systemd-analyze security` rates its
-//! sandbox at most [`MAX_EXPOSURE`], and it keeps the behaviour the README describes.
+//! sandbox at most [`MAX_EXPOSURE`], and it keeps the behaviour docs/operations.md describes.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

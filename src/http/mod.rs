@@ -1,10 +1,12 @@
 //! The two HTTP listeners: the public one that senders post webhooks to, and the admin one
-//! (metrics and the events API), which needs the admin token.
+//! (metrics and the events API, which need the admin token, and the operator's console, which
+//! needs a session opened with it).
 
 mod admin;
 mod body;
 mod client;
 mod connections;
+mod console;
 mod error;
 pub mod limits;
 mod oauth_token;
@@ -53,6 +55,8 @@ pub struct AppState {
     pub heavy_verifications: tokio::sync::Semaphore,
     /// The certificate the public listener presents, when it speaks TLS.
     certificate: Option<Arc<tls::Certificate>>,
+    /// The console's signed-in sessions (admin listener only).
+    sessions: console::Sessions,
 }
 
 /// One generation of the config, with what the handlers need that is built from it.
@@ -99,6 +103,7 @@ impl AppState {
             connections,
             heavy_verifications,
             certificate,
+            sessions: console::Sessions::default(),
         }
     }
 
@@ -157,15 +162,19 @@ pub fn public_server(state: web::Data<AppState>, listener: TcpListener) -> std::
     Ok(server.run())
 }
 
-/// Builds the admin server on an already bound listener.
+/// Builds the admin server on an already bound listener: the admin API and the console.
 pub fn admin_server(state: web::Data<AppState>, listener: TcpListener) -> std::io::Result<Server> {
-    let server =
-        HttpServer::new(move || App::new().app_data(state.clone()).configure(admin::routes))
-            .workers(1)
-            .disable_signals()
-            .shutdown_timeout(5)
-            .listen(listener)?
-            .run();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .configure(admin::routes)
+            .configure(console::routes)
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(5)
+    .listen(listener)?
+    .run();
     Ok(server)
 }
 

@@ -24,7 +24,7 @@ use super::{AppState, Live};
 use crate::config::ProviderConfig;
 use crate::event::EventId;
 use crate::event_id::event_id;
-use crate::metrics::UNKNOWN_PROVIDER;
+use crate::metrics::{Stored, UNKNOWN_PROVIDER};
 use crate::store::{Committed, NewEvent};
 use crate::verify::{Handshake, Headers, Rejection, Unverified, Verified};
 
@@ -69,20 +69,19 @@ async fn webhook(
         UNKNOWN_PROVIDER
     };
     let result = accept(&request, &provider_name, payload, &state, &live).await;
-    let status = match &result {
-        Ok(_) => 200,
-        Err(err) => actix_web::ResponseError::status_code(err).as_u16(),
+    let (status, stored) = match &result {
+        Ok(Accepted::Stored(Committed::Accepted(_), ..)) => (200, Some(Stored::Accepted)),
+        Ok(Accepted::Stored(Committed::Duplicate(_), ..)) => (200, Some(Stored::Duplicate)),
+        Ok(Accepted::Handshake(_)) => (200, None),
+        Err(err) => (actix_web::ResponseError::status_code(err).as_u16(), None),
     };
-    state.metrics.request(label, status);
+    state.metrics.request(label, status, stored);
     let mut response = match result {
         Ok(Accepted::Handshake(answer)) => HttpResponse::Ok()
             .content_type(answer.content_type)
             .body(answer.body),
         Ok(Accepted::Stored(committed, started, event_id)) => {
-            state
-                .metrics
-                .ack_latency
-                .observe(started.elapsed().as_secs_f64());
+            state.metrics.acked(started.elapsed().as_secs_f64());
             let (status, seq) = match committed {
                 Committed::Accepted(seq) => ("accepted", seq),
                 Committed::Duplicate(seq) => ("duplicate", seq),

@@ -8,6 +8,8 @@
 //! Each test crate uses a different subset of this module, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
+pub mod browser;
+pub mod console;
 pub mod load;
 pub mod nats;
 pub mod raw;
@@ -570,7 +572,7 @@ pub fn error_chain(err: &dyn std::error::Error) -> String {
     text
 }
 
-fn read_reply(response: reqwest::blocking::Response) -> Result<Reply, reqwest::Error> {
+pub fn read_reply(response: reqwest::blocking::Response) -> Result<Reply, reqwest::Error> {
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let body = response.bytes()?.to_vec();

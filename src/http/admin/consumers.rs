@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use actix_web::{web, HttpResponse};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::time::Instant;
 
@@ -29,10 +29,29 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .route("/v1/consumers/{name}/ack", web::post().to(ack));
 }
 
-/// Each consumer's cursor, and how far behind the last durable seq it is: `lag` counts every
-/// event after the cursor (of any provider: the cursor moves only when the consumer acks) and
-/// `oldest_pending_age_s` is the age of the first of them.
+/// Each consumer's cursor, and how far behind the last durable seq it is.
 async fn list(_: Authorized, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let consumers = lags(&state).await?;
+    Ok(HttpResponse::Ok().json(json!({ "consumers": consumers })))
+}
+
+/// One consumer's cursor and lag, as `GET /v1/consumers` shows it.
+#[derive(Debug, Serialize)]
+pub(in crate::http) struct ConsumerLag {
+    pub name: String,
+    /// The providers it takes (`None`: all).
+    pub providers: Option<Vec<String>>,
+    pub cursor: u64,
+    pub last_seq: u64,
+    /// Every event after the cursor, of any provider: the cursor moves only when the consumer
+    /// acks.
+    pub lag: u64,
+    /// The age of the first event after the cursor.
+    pub oldest_pending_age_s: Option<f64>,
+}
+
+/// Each configured consumer's cursor and lag.
+pub(in crate::http) async fn lags(state: &AppState) -> Result<Vec<ConsumerLag>, ApiError> {
     let last = *state.store.last_seq().borrow();
     let now_ms = crate::store::now_ms();
     let mut consumers = Vec::new();
@@ -48,16 +67,19 @@ async fn list(_: Authorized, state: web::Data<AppState>) -> Result<HttpResponse,
             .map_err(unavailable)?
             .first()
             .map(|event| now_ms.saturating_sub(event.received_at_ms) as f64 / 1000.0);
-        consumers.push(json!({
-            "name": consumer.name,
-            "providers": consumer.providers.as_ref().map(|names| names.iter().map(|n| n.as_str()).collect::<Vec<_>>()),
-            "cursor": cursor.0,
-            "last_seq": last.0,
-            "lag": last.0.saturating_sub(cursor.0),
-            "oldest_pending_age_s": oldest,
-        }));
+        consumers.push(ConsumerLag {
+            name: consumer.name.clone(),
+            providers: consumer
+                .providers
+                .as_ref()
+                .map(|names| names.iter().map(|n| n.to_string()).collect()),
+            cursor: cursor.0,
+            last_seq: last.0,
+            lag: last.0.saturating_sub(cursor.0),
+            oldest_pending_age_s: oldest,
+        });
     }
-    Ok(HttpResponse::Ok().json(json!({ "consumers": consumers })))
+    Ok(consumers)
 }
 
 #[derive(Deserialize)]

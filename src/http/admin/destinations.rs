@@ -6,6 +6,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{page_size, unavailable, Authorized};
+use crate::forward::DestinationView;
 use crate::http::{ApiError, AppState, Live};
 
 pub fn routes(config: &mut web::ServiceConfig) {
@@ -19,11 +20,17 @@ pub fn routes(config: &mut web::ServiceConfig) {
 }
 
 async fn list(_: Authorized, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let views = views(&state).await?;
+    Ok(HttpResponse::Ok().json(json!({ "destinations": views })))
+}
+
+/// Every destination's queue depth, oldest pending age, counts and live state.
+pub(in crate::http) async fn views(state: &AppState) -> Result<Vec<DestinationView>, ApiError> {
     let mut views = Vec::new();
     for destination in &state.live().destinations {
         views.push(destination.view().await.map_err(unavailable)?);
     }
-    Ok(HttpResponse::Ok().json(json!({ "destinations": views })))
+    Ok(views)
 }
 
 async fn pause(
@@ -31,7 +38,8 @@ async fn pause(
     name: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    set_paused(&name, true, &state).await
+    set_paused(&name, true, &state).await?;
+    Ok(HttpResponse::Ok().json(json!({ "destination": *name, "paused": true })))
 }
 
 async fn resume(
@@ -39,10 +47,16 @@ async fn resume(
     name: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    set_paused(&name, false, &state).await
+    set_paused(&name, false, &state).await?;
+    Ok(HttpResponse::Ok().json(json!({ "destination": *name, "paused": false })))
 }
 
-async fn set_paused(name: &str, paused: bool, state: &AppState) -> Result<HttpResponse, ApiError> {
+/// Pauses or resumes the destination `name` (404 if unknown), durably.
+pub(in crate::http) async fn set_paused(
+    name: &str,
+    paused: bool,
+    state: &AppState,
+) -> Result<(), ApiError> {
     let live = state.live();
     let destination = live.destination(name).ok_or(ApiError::NotFound)?;
     destination.set_paused(paused).await.map_err(|err| {
@@ -54,7 +68,7 @@ async fn set_paused(name: &str, paused: bool, state: &AppState) -> Result<HttpRe
         paused,
         "Destination paused or resumed by an operator."
     );
-    Ok(HttpResponse::Ok().json(json!({ "destination": name, "paused": paused })))
+    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -100,13 +114,14 @@ async fn dead(
     Ok(HttpResponse::Ok().json(json!({ "dead": dead })))
 }
 
+/// Which dead events a replay takes: every one unless narrowed.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct ReplayFilter {
-    destination: Option<String>,
-    provider: Option<String>,
-    from_seq: Option<u64>,
-    to_seq: Option<u64>,
+pub(in crate::http) struct ReplayFilter {
+    pub destination: Option<String>,
+    pub provider: Option<String>,
+    pub from_seq: Option<u64>,
+    pub to_seq: Option<u64>,
 }
 
 /// Queues dead events for delivery again; the body (optional JSON) filters by destination,
@@ -121,6 +136,15 @@ async fn replay_dead(
     } else {
         serde_json::from_slice(&body).map_err(|_| ApiError::BadRequest)?
     };
+    let replayed = replay_dead_events(&filter, &state).await?;
+    Ok(HttpResponse::Accepted().json(json!({ "replayed": replayed })))
+}
+
+/// Queues the dead events `filter` selects for delivery again; returns how many.
+pub(in crate::http) async fn replay_dead_events(
+    filter: &ReplayFilter,
+    state: &AppState,
+) -> Result<usize, ApiError> {
     let range = filter.from_seq.unwrap_or(0)..=filter.to_seq.unwrap_or(u64::MAX);
     let mut replayed = 0;
     for destination in selected(&state.live(), filter.destination.as_deref())? {
@@ -146,7 +170,7 @@ async fn replay_dead(
         })?;
     }
     tracing::info!(replayed, "Dead events queued for replay.");
-    Ok(HttpResponse::Accepted().json(json!({ "replayed": replayed })))
+    Ok(replayed)
 }
 
 /// One named destination (404 if unknown), or all of them.

@@ -6,7 +6,7 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{page_size, unavailable, Authorized};
+use super::{page_size, rfc3339, unavailable, Authorized};
 use crate::event::Seq;
 use crate::http::{ApiError, AppState};
 use crate::store::StoredEvent;
@@ -54,10 +54,18 @@ async fn get_event(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let seq = seq.parse::<u64>().map_err(|_| ApiError::NotFound)?;
-    match state.store.event(Seq(seq)).await.map_err(unavailable)? {
-        Some(event) => Ok(HttpResponse::Ok().json(event_json(&event, &state).await?)),
-        None => Err(ApiError::NotFound),
-    }
+    let event = stored(Seq(seq), &state).await?;
+    Ok(HttpResponse::Ok().json(event_json(&event, &state).await?))
+}
+
+/// The stored event `seq`, or 404.
+pub(in crate::http) async fn stored(seq: Seq, state: &AppState) -> Result<StoredEvent, ApiError> {
+    state
+        .store
+        .event(seq)
+        .await
+        .map_err(unavailable)?
+        .ok_or(ApiError::NotFound)
 }
 
 #[derive(Deserialize)]
@@ -75,30 +83,37 @@ async fn replay_event(
 ) -> Result<HttpResponse, ApiError> {
     let seq = seq.parse::<u64>().map_err(|_| ApiError::NotFound)?;
     let query = query.map_err(|_| ApiError::BadRequest)?.into_inner();
-    let destination = state
+    replay_one(Seq(seq), &query.destination, &state).await?;
+    Ok(HttpResponse::Accepted().json(json!({ "replayed": 1 })))
+}
+
+/// Queues event `seq` for delivery to `destination` again: 404 if either is unknown, 400 if the
+/// destination does not take the event.
+pub(in crate::http) async fn replay_one(
+    seq: Seq,
+    destination: &str,
+    state: &AppState,
+) -> Result<(), ApiError> {
+    let output = state
         .live()
-        .destination(&query.destination)
+        .destination(destination)
         .ok_or(ApiError::NotFound)?
         .clone();
-    let event = state
-        .store
-        .event(Seq(seq))
-        .await
-        .map_err(unavailable)?
-        .ok_or(ApiError::NotFound)?;
-    let state_there = destination
+    let event = stored(seq, state).await?;
+    if output
         .delivery_state(&event)
         .await
-        .map_err(unavailable)?;
-    if state_there.is_none() {
+        .map_err(unavailable)?
+        .is_none()
+    {
         return Err(ApiError::BadRequest);
     }
-    destination.replay(&[Seq(seq)]).await.map_err(|err| {
+    output.replay(&[seq]).await.map_err(|err| {
         tracing::error!(error = %err, "Cannot queue a replay.");
         ApiError::Unavailable
     })?;
-    tracing::info!(destination = %query.destination, seq, "Replay queued.");
-    Ok(HttpResponse::Accepted().json(json!({ "replayed": 1 })))
+    tracing::info!(destination, seq = seq.0, "Replay queued.");
+    Ok(())
 }
 
 /// Events as the admin API shows them.
@@ -115,14 +130,12 @@ pub(super) async fn events_json(
 
 /// An event as the admin API shows it (see the interface contract).
 pub(super) async fn event_json(event: &StoredEvent, state: &AppState) -> Result<Value, ApiError> {
-    let received_at = time::OffsetDateTime::from_unix_timestamp_nanos(
-        i128::from(event.received_at_ms) * 1_000_000,
-    )
-    .ok()
-    .and_then(|at| {
-        at.format(&time::format_description::well_known::Rfc3339)
-            .ok()
-    });
+    let received_at = rfc3339(event.received_at_ms);
+    let deliveries: serde_json::Map<String, Value> = deliveries(event, state)
+        .await?
+        .into_iter()
+        .map(|(name, there)| (name, json!(there)))
+        .collect();
     let mut object = json!({
         "seq": event.seq,
         "provider": event.provider,
@@ -131,7 +144,7 @@ pub(super) async fn event_json(event: &StoredEvent, state: &AppState) -> Result<
         "source": event.source.as_str(),
         "content_type": event.content_type,
         "body_base64": BASE64.encode(&event.body),
-        "deliveries": deliveries(event, state).await?,
+        "deliveries": deliveries,
     });
     if let Some(topic) = &event.topic {
         object["topic"] = json!(topic);
@@ -142,17 +155,21 @@ pub(super) async fn event_json(event: &StoredEvent, state: &AppState) -> Result<
     Ok(object)
 }
 
-/// Where the event stands for each destination that takes its provider.
-async fn deliveries(event: &StoredEvent, state: &AppState) -> Result<Value, ApiError> {
-    let mut states = serde_json::Map::new();
+/// Where the event stands (`delivered`, `pending`, `dead`, `skipped`) for each destination that
+/// takes its provider, in the config's order.
+pub(in crate::http) async fn deliveries(
+    event: &StoredEvent,
+    state: &AppState,
+) -> Result<Vec<(String, &'static str)>, ApiError> {
+    let mut states = Vec::new();
     for destination in &state.live().destinations {
         if let Some(there) = destination
             .delivery_state(event)
             .await
             .map_err(unavailable)?
         {
-            states.insert(destination.config.name.clone(), json!(there));
+            states.push((destination.config.name.clone(), there));
         }
     }
-    Ok(Value::Object(states))
+    Ok(states)
 }

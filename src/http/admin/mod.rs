@@ -1,9 +1,10 @@
 //! The admin routes: `/healthz` (open), and behind the bearer token `/metrics`, the events API
-//! ([`events`]) and the destinations API ([`destinations`]).
+//! ([`events`]) and the destinations API ([`destinations`]). The console (`http/console/`) calls
+//! the same functions behind its session instead of the bearer token.
 
-mod consumers;
-mod destinations;
-mod events;
+pub(super) mod consumers;
+pub(super) mod destinations;
+pub(super) mod events;
 mod sync;
 
 use std::future::{ready, Ready};
@@ -26,9 +27,17 @@ fn page_size(limit: Option<usize>) -> usize {
 }
 
 /// A store error as the admin API answers it: logged, and 503.
-fn unavailable(err: crate::store::StoreError) -> ApiError {
+pub(super) fn unavailable(err: crate::store::StoreError) -> ApiError {
     tracing::error!(error = %err, "Reading the store failed.");
     ApiError::Unavailable
+}
+
+/// Milliseconds since the Unix epoch as RFC 3339 (UTC).
+pub(super) fn rfc3339(ms: u64) -> Option<String> {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()?
+        .format(&time::format_description::well_known::Rfc3339)
+        .ok()
 }
 
 pub fn routes(config: &mut web::ServiceConfig) {
@@ -44,6 +53,11 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .configure(sync::routes);
 }
 
+/// Whether `token` is the admin token of the running config (in constant time).
+pub(super) fn is_admin_token(state: &AppState, token: &str) -> bool {
+    constant_time_eq(token.as_bytes(), state.live().config.admin.token.expose())
+}
+
 /// Proof that the request carried the admin token. Taking it as an argument guards a handler.
 pub(super) struct Authorized;
 
@@ -57,10 +71,9 @@ impl FromRequest for Authorized {
             .get(AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.strip_prefix("Bearer "));
-        let expected = request
-            .app_data::<web::Data<AppState>>()
-            .map(|state| state.live().config.admin.token.clone());
-        let valid = matches!((token, expected), (Some(token), Some(expected)) if constant_time_eq(token.as_bytes(), expected.expose()));
+        let state = request.app_data::<web::Data<AppState>>();
+        let valid =
+            matches!((token, state), (Some(token), Some(state)) if is_admin_token(state, token));
         if !valid {
             tracing::warn!(peer = ?request.peer_addr(), path = request.path(), "Admin request without a valid token.");
         }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use actix_web::{web, HttpResponse};
 use serde_json::{json, Value};
 
-use super::Authorized;
+use super::{rfc3339, Authorized};
 use crate::http::{ApiError, AppState};
 use crate::poll::Poller;
 
@@ -87,11 +87,4 @@ fn view(poller: &Poller) -> Value {
             "message": message,
         })),
     })
-}
-
-fn rfc3339(ms: u64) -> Option<String> {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()?
-        .format(&time::format_description::well_known::Rfc3339)
-        .ok()
 }

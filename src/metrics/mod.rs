@@ -1,4 +1,7 @@
-//! Prometheus metrics, served as text on the admin listener's `/metrics`.
+//! Prometheus metrics, served as text on the admin listener's `/metrics`, and the last hour of
+//! webhook answers minute by minute ([`recent`]) that the console draws.
+
+pub mod recent;
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -39,6 +42,13 @@ pub struct PollErrorLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RejectionLabels {
     pub cause: &'static str,
+}
+
+/// What a 200 that stored an event did (see [`Metrics::request`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    Accepted,
+    Duplicate,
 }
 
 /// The label value for requests to providers that do not exist.
@@ -87,6 +97,8 @@ pub struct Metrics {
     /// The sync cursor, when it is a number.
     pub poll_cursor: Family<ProviderLabels, Gauge<f64, AtomicU64>>,
     poll_last_success: Mutex<HashMap<String, Instant>>,
+    /// The last hour of answers and ack latencies, minute by minute, for the console.
+    pub recent: recent::Recent,
 }
 
 impl Metrics {
@@ -219,6 +231,7 @@ impl Metrics {
             poll_since_success,
             poll_cursor,
             poll_last_success: Mutex::new(HashMap::new()),
+            recent: recent::Recent::default(),
             requests,
             handshakes,
             rejections,
@@ -237,13 +250,27 @@ impl Metrics {
         }
     }
 
-    pub fn request(&self, provider: &str, status: u16) {
+    /// Counts one answered webhook: `status`, and for a 200 that stored an event, whether it was
+    /// a duplicate.
+    pub fn request(&self, provider: &str, status: u16, stored: Option<Stored>) {
         self.requests
             .get_or_create(&RequestLabels {
                 provider: provider.to_string(),
                 status,
             })
             .inc();
+        let answer = match stored {
+            Some(Stored::Accepted) => recent::Answer::Accepted,
+            Some(Stored::Duplicate) => recent::Answer::Duplicate,
+            None => recent::Answer::Status(status),
+        };
+        self.recent.record(provider, answer, recent::minute_now());
+    }
+
+    /// Counts the time from handing a verified event to the store to its durable answer.
+    pub fn acked(&self, seconds: f64) {
+        self.ack_latency.observe(seconds);
+        self.recent.ack(seconds, recent::minute_now());
     }
 
     pub fn handshake(&self, provider: &str) {
@@ -298,7 +325,7 @@ mod tests {
     #[test]
     fn renders_names_from_the_contract() {
         let metrics = Metrics::new();
-        metrics.request("github", 200);
+        metrics.request("github", 200, Some(Stored::Accepted));
         metrics.handshake("slack");
         metrics.fsyncs.inc();
         let text = metrics.render();
