@@ -5,6 +5,9 @@
 //! (SIGTERM, so it shuts JetStream down cleanly; SIGKILL if it does not exit in 10 s). Starting
 //! another on the same directory afterwards finds the same streams: a restart.
 //!
+//! [`NatsCluster`] runs a 3-node JetStream cluster on loopback the same way, for cluster mode's
+//! tests and bench: each node can be killed (SIGKILL) and restarted on its own ports and store.
+//!
 //! The binary: `HOOKGATE_NATS_SERVER`, else `nats-server` on PATH (`.ci/install-nats` puts one
 //! there).
 
@@ -20,6 +23,7 @@ use hookgate::metrics::Metrics;
 use hookgate::store::Store;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use serde_json::Value;
 
 /// The largest message the test servers take: the conformance suite stores 1 MiB bodies, over
 /// nats-server's default `max_payload` of 1 MiB once headers are added.
@@ -45,23 +49,15 @@ impl NatsServer {
         for _ in 0..5 {
             let port = free_port();
             let log = File::create(dir.join("nats-server.log")).expect("create the server log");
-            let mut child = Command::new(binary())
+            let mut command = Command::new(binary());
+            command
                 .arg("-c")
                 .arg(&config)
                 .arg("-js")
                 .arg("-sd")
                 .arg(dir.join("jetstream"))
-                .args(["-p", &port.to_string(), "-a", "127.0.0.1"])
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().expect("clone the log file"))
-                .stderr(log)
-                .spawn()
-                .unwrap_or_else(|err| {
-                    panic!(
-                        "start {}: {err} (set HOOKGATE_NATS_SERVER or run .ci/install-nats)",
-                        binary().display()
-                    )
-                });
+                .args(["-p", &port.to_string(), "-a", "127.0.0.1"]);
+            let mut child = spawn(command, log);
             match wait_until_listening(&mut child, port) {
                 Ok(()) => {
                     return NatsServer {
@@ -143,6 +139,21 @@ fn binary() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("nats-server"))
 }
 
+/// Spawns a nats-server command with its output into `log`.
+fn spawn(mut command: Command, log: File) -> Child {
+    command
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("clone the log file"))
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|err| {
+            panic!(
+                "start {}: {err} (set HOOKGATE_NATS_SERVER or run .ci/install-nats)",
+                binary().display()
+            )
+        })
+}
+
 fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     listener.local_addr().expect("local address").port()
@@ -161,4 +172,276 @@ fn wait_until_listening(child: &mut Child, port: u16) -> Result<(), String> {
         std::thread::sleep(Duration::from_millis(10));
     }
     Err("it did not listen within 20 s".to_string())
+}
+
+/// When the cluster's servers fsync what they store.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum SyncInterval {
+    /// nats-server's default: every 2 minutes.
+    Default,
+    /// `sync_interval: always`: before every ack.
+    Always,
+}
+
+/// A node's ports: clients, routes between the nodes, and the monitoring endpoint.
+#[derive(Clone, Copy)]
+struct NodePorts {
+    client: u16,
+    route: u16,
+    monitor: u16,
+}
+
+/// A 3-node JetStream cluster on loopback; every node still running is stopped on drop.
+pub struct NatsCluster {
+    dir: PathBuf,
+    ports: Vec<NodePorts>,
+    nodes: Vec<Option<Child>>,
+}
+
+/// The nodes of a [`NatsCluster`].
+pub const CLUSTER_SIZE: usize = 3;
+
+impl NatsCluster {
+    /// Starts three nodes with stores under `dir/n0` .. `dir/n2` and waits until JetStream has
+    /// a meta leader. Panics when it does not within 30 s.
+    pub fn start(dir: &Path) -> NatsCluster {
+        NatsCluster::start_with(dir, SyncInterval::Default)
+    }
+
+    pub fn start_with(dir: &Path, sync: SyncInterval) -> NatsCluster {
+        std::fs::create_dir_all(dir).expect("create the cluster directory");
+        let ports: Vec<NodePorts> = (0..CLUSTER_SIZE)
+            .map(|_| NodePorts {
+                client: free_port(),
+                route: free_port(),
+                monitor: free_port(),
+            })
+            .collect();
+        for (node, _) in ports.iter().enumerate() {
+            let routes: Vec<String> = ports
+                .iter()
+                .map(|other| format!("\"nats-route://127.0.0.1:{}\"", other.route))
+                .collect();
+            let mine = ports[node];
+            let sync_line = match sync {
+                SyncInterval::Default => "",
+                SyncInterval::Always => "sync_interval: always\n",
+            };
+            let store = dir.join(format!("n{node}"));
+            let config = format!(
+                "server_name: n{node}\nlisten: 127.0.0.1:{}\nhttp: 127.0.0.1:{}\n\
+                 max_payload: {MAX_PAYLOAD}\n\
+                 jetstream {{\n  store_dir: \"{}\"\n  {sync_line}}}\n\
+                 cluster {{\n  name: hookgate-test\n  listen: 127.0.0.1:{}\n  routes: [{}]\n}}\n",
+                mine.client,
+                mine.monitor,
+                store.display(),
+                mine.route,
+                routes.join(", ")
+            );
+            std::fs::write(dir.join(format!("n{node}.conf")), config)
+                .expect("write a node's config");
+        }
+        let mut cluster = NatsCluster {
+            dir: dir.to_path_buf(),
+            nodes: (0..CLUSTER_SIZE).map(|_| None).collect(),
+            ports,
+        };
+        for node in 0..CLUSTER_SIZE {
+            cluster.spawn(node);
+        }
+        cluster.wait_for_meta_leader();
+        cluster
+    }
+
+    /// The client URLs of all nodes, as a gateway's `servers` lists them.
+    pub fn urls(&self) -> Vec<String> {
+        self.ports
+            .iter()
+            .map(|ports| format!("nats://127.0.0.1:{}", ports.client))
+            .collect()
+    }
+
+    /// The directory the nodes keep their stores, configs and logs in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Kills a node with SIGKILL (a crash) and waits for it to be gone.
+    pub fn kill(&mut self, node: usize) {
+        if let Some(mut child) = self.nodes[node].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills every node with SIGKILL, all at once.
+    pub fn kill_all(&mut self) {
+        for child in self.nodes.iter_mut().flatten() {
+            let _ = child.kill();
+        }
+        for node in 0..CLUSTER_SIZE {
+            self.kill(node);
+        }
+    }
+
+    /// Starts a killed node again on its ports and store.
+    pub fn restart(&mut self, node: usize) {
+        assert!(self.nodes[node].is_none(), "node {node} is running");
+        self.spawn(node);
+    }
+
+    /// Starts every killed node again and waits until JetStream has a meta leader.
+    pub fn restart_all(&mut self) {
+        for node in 0..CLUSTER_SIZE {
+            if self.nodes[node].is_none() {
+                self.spawn(node);
+            }
+        }
+        self.wait_for_meta_leader();
+    }
+
+    /// The node leading `stream`, if some running node knows one.
+    pub fn stream_leader(&self, stream: &str) -> Option<usize> {
+        (0..CLUSTER_SIZE)
+            .filter(|&node| self.nodes[node].is_some())
+            .find_map(|node| {
+                let leader = self.stream_state(node, stream)?["cluster"]["leader"]
+                    .as_str()?
+                    .to_string();
+                // Empty while the stream has no leader.
+                leader.strip_prefix('n')?.parse().ok()
+            })
+    }
+
+    /// What node `node` holds of `stream`: its `state` in the monitoring endpoint's `/jsz`
+    /// (`messages`, `bytes`, `first_seq`, `last_seq`, ...), with `cluster` beside it.
+    pub fn stream_on(&self, node: usize, stream: &str) -> Option<Value> {
+        let mut found = self.stream_state(node, stream)?;
+        let mut state = found["state"].take();
+        state["cluster"] = found["cluster"].take();
+        Some(state)
+    }
+
+    /// Waits until every node holds the same messages of `stream` (count, bytes, first and
+    /// last seq) and returns that state. Panics after `timeout`.
+    pub fn wait_caught_up(&self, stream: &str, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        let mut last = Vec::new();
+        while Instant::now() < deadline {
+            last = (0..CLUSTER_SIZE)
+                .map(|node| self.stream_on(node, stream))
+                .collect();
+            let key = |state: &Option<Value>| {
+                state.as_ref().map(|state| {
+                    ["messages", "bytes", "first_seq", "last_seq"]
+                        .map(|field| state[field].as_u64().unwrap_or(u64::MAX))
+                })
+            };
+            if let Some(first) = key(&last[0]) {
+                if last.iter().all(|state| key(state) == Some(first)) {
+                    return last[0].clone().unwrap_or_default();
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("the nodes did not catch up on {stream} within {timeout:?}: {last:?}");
+    }
+
+    /// The process ids of the running nodes.
+    pub fn pids(&self) -> Vec<u32> {
+        self.nodes.iter().flatten().map(Child::id).collect()
+    }
+
+    /// The log of a node.
+    pub fn log(&self, node: usize) -> String {
+        std::fs::read_to_string(self.dir.join(format!("n{node}.log"))).unwrap_or_default()
+    }
+
+    fn spawn(&mut self, node: usize) {
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("n{node}.log")))
+            .expect("open a node's log");
+        let mut command = Command::new(binary());
+        command
+            .arg("-c")
+            .arg(self.dir.join(format!("n{node}.conf")));
+        let mut child = spawn(command, log);
+        if let Err(failure) = wait_until_listening(&mut child, self.ports[node].client) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("node n{node} did not start: {failure}\n{}", self.log(node));
+        }
+        self.nodes[node] = Some(child);
+    }
+
+    fn wait_for_meta_leader(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let led = (0..CLUSTER_SIZE).any(|node| {
+                self.monitor(node, "/jsz").is_some_and(|jsz| {
+                    jsz["meta_cluster"]["leader"]
+                        .as_str()
+                        .is_some_and(|l| !l.is_empty())
+                })
+            });
+            if led {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "the cluster elected no meta leader within 30 s\n{}",
+            self.log(0)
+        );
+    }
+
+    /// The stream's entry in node `node`'s `/jsz?streams=true`, if that node is up and holds it.
+    fn stream_state(&self, node: usize, stream: &str) -> Option<Value> {
+        self.nodes[node].as_ref()?;
+        let jsz = self.monitor(node, "/jsz?streams=true")?;
+        jsz["account_details"]
+            .as_array()?
+            .iter()
+            .flat_map(|account| {
+                account["stream_detail"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .find(|detail| detail["name"] == stream)
+    }
+
+    /// A GET of the node's monitoring endpoint, as JSON; None when it does not answer.
+    fn monitor(&self, node: usize, path: &str) -> Option<Value> {
+        let url = format!("http://127.0.0.1:{}{path}", self.ports[node].monitor);
+        let client = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .ok()?;
+        client.get(url).send().ok()?.json().ok()
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for child in self.nodes.iter_mut().flatten() {
+            if let Ok(pid) = i32::try_from(child.id()) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for child in self.nodes.iter_mut().flatten() {
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }

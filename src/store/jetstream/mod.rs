@@ -54,6 +54,11 @@ use crate::metrics::Metrics;
 
 /// "maximum messages per subject exceeded": the subject (the dedup key) holds an event.
 const MAX_MSGS_PER_SUBJECT_EXCEEDED: ErrorCode = ErrorCode(10077);
+/// "duplicate message id is in process": a publish with the same `Nats-Msg-Id` (a copy of this
+/// event, through another gateway) is being stored right now; its outcome is not known yet.
+const DUPLICATE_IN_PROCESS: ErrorCode = ErrorCode(10158);
+/// How long a publish refused with [`DUPLICATE_IN_PROCESS`] waits before it is sent again.
+const IN_PROCESS_PAUSE: Duration = Duration::from_millis(2);
 /// JetStream's own duplicate window for `Nats-Msg-Id` (its default).
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// Subjects one commit tries, at most (a chain longer than this is an id whose dedup key
@@ -187,13 +192,15 @@ impl JetStreamStore {
 
     /// Publishes and waits for the stream's ack. A refusal of the subject is a duplicate of
     /// the copy there, unless that copy's dedup key has expired: then the next subject of the
-    /// chain is tried.
+    /// chain is tried. While a copy is in process elsewhere, the publish is sent again until
+    /// that copy's outcome decides (bounded by the caller's deadline).
     async fn publish(&self, event: NewEvent) -> Result<Committed, StoreError> {
         let hash = layout::dedup_hash(event.provider.as_str(), event.dedup_id.as_str());
         let base = layout::event_subject(event.provider.as_str(), &hash);
         let mut headers = layout::headers(&event, &hash);
         let mut subject = base.clone();
-        for _ in 0..PUBLISH_ROUNDS {
+        let mut round = 0;
+        while round < PUBLISH_ROUNDS {
             let ack = self
                 .js
                 .publish_with_headers(subject.clone(), headers.clone(), event.body.clone())
@@ -204,6 +211,10 @@ impl JetStreamStore {
                 Ok(ack) => {
                     self.acknowledged(ack.sequence);
                     return Ok(Committed::Accepted(Seq(ack.sequence)));
+                }
+                Err(err) if is_code(&err, DUPLICATE_IN_PROCESS) => {
+                    tokio::time::sleep(IN_PROCESS_PAUSE).await;
+                    continue;
                 }
                 Err(err) if is_code(&err, MAX_MSGS_PER_SUBJECT_EXCEEDED) => {
                     match self.stream.direct_get_last_for_subject(&subject).await {
@@ -220,6 +231,7 @@ impl JetStreamStore {
             }
             subject = layout::next_subject(&base, first);
             headers.insert(layout::MSG_ID, layout::next_subject(&hash, first));
+            round += 1;
         }
         Err(StoreError::Corrupt(format!(
             "no free subject after {PUBLISH_ROUNDS} tries from {base}"

@@ -1,0 +1,440 @@
+//! The cluster bench (issue 13): hookgate on a 3-node JetStream cluster (stream and buckets with
+//! 3 replicas, real nats-server processes on loopback) against raw JetStream publishes of the
+//! same 1 KiB messages from this process, in one run.
+//!
+//! For each of the servers' two fsync choices (nats-server's default `sync_interval`, then
+//! `sync_interval: always`), on a fresh cluster:
+//!
+//! 1. closed-loop throughput, three times alternating: raw publishes (64 in flight over two
+//!    client connections, each publish awaiting its ack, into a stream with hookgate's settings:
+//!    one message per subject, `discard_new_per_subject`, R3) against two `hookgate serve`
+//!    processes sharing the cluster (64 signed Standard Webhooks connections, 32 to each): acks/s,
+//!    the ratio (median of the three pairs), and CPU per ack of every process involved;
+//! 2. open loop at half the highest hookgate acks/s, spread over both gateways: p50/p99 ack
+//!    latency (the median p99 of three runs).
+//!
+//! Then, on the default-sync cluster: the stream is filled with `STORED` more events (published
+//! straight to hookgate's subjects, so each is a dedup key), and each server's resident memory
+//! is read before and after: RAM per million dedup keys (anonymous memory, which is Go's heap,
+//! and the whole RSS); every server is killed with SIGKILL and restarted: the time until the
+//! stream acks a publish again, and until a gateway answers 200 again, per million stored
+//! events.
+//!
+//! Run: `cargo bench --bench cluster` (args: `-- [SECONDS_PER_RUN] [STORED]`, default
+//! `10 1000000`). Needs nats-server 2.10+ (`.ci/install-nats`).
+
+mod common;
+#[allow(dead_code)]
+#[path = "../tests/common/nats.rs"]
+mod nats;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, stream};
+use bytes::Bytes;
+use common::load::{self, IdMode, Pace, Run};
+use common::{process_cpu_seconds, write_config, Figures, Gateway};
+use nats::{NatsCluster, SyncInterval};
+use sha2::{Digest, Sha256};
+
+const CONNECTIONS: usize = 64;
+const ROUNDS: usize = 3;
+const RAW_STREAM: &str = "RAW";
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let seconds: u64 = args.first().and_then(|a| a.parse().ok()).unwrap_or(10);
+    let stored: u64 = args
+        .get(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
+    let run_for = Duration::from_secs(seconds);
+    println!(
+        "cluster bench: 3 nats-server nodes, R3, {} cores, load {}, {seconds} s per run",
+        common::cpus(),
+        common::load_average()
+    );
+    let ids = Arc::new(AtomicU64::new(0));
+    for sync in [SyncInterval::Default, SyncInterval::Always] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut cluster = NatsCluster::start_with(&dir.path().join("nats"), sync);
+        let gateways = [
+            gateway(&cluster, &dir.path().join("a")),
+            gateway(&cluster, &dir.path().join("b")),
+        ];
+        println!("\n## sync_interval {sync:?}");
+        let max = throughput(&cluster, &gateways, run_for, &ids);
+        latency_at(&gateways, max / 2.0, run_for, &ids);
+        if sync == SyncInterval::Default {
+            sizing(&mut cluster, gateways, &dir.path().join("a"), stored, &ids);
+        }
+    }
+}
+
+/// A gateway on the cluster, with its config and data under `dir`.
+fn gateway(cluster: &NatsCluster, dir: &std::path::Path) -> Gateway {
+    std::fs::create_dir_all(dir).expect("gateway dir");
+    let servers: Vec<String> = cluster
+        .urls()
+        .iter()
+        .map(|url| format!("\"{url}\""))
+        .collect();
+    let config = write_config(
+        dir,
+        &format!(
+            "[store]\nbackend = \"jetstream\"\nservers = [{}]\nreplicas = 3\n",
+            servers.join(", ")
+        ),
+    );
+    Gateway::start(&config)
+}
+
+/// Step 1; returns the highest hookgate acks/s.
+fn throughput(
+    cluster: &NatsCluster,
+    gateways: &[Gateway; 2],
+    run_for: Duration,
+    ids: &Arc<AtomicU64>,
+) -> f64 {
+    let runtime = common::runtime();
+    let clients = runtime.block_on(raw_clients(cluster));
+    let mut ratios = Vec::new();
+    let mut best = 0.0_f64;
+    for round in 1..=ROUNDS {
+        let pids = cluster.pids();
+        let cpu = |pids: &[u32]| {
+            pids.iter()
+                .map(|&pid| process_cpu_seconds(pid))
+                .sum::<f64>()
+        };
+        let own = std::process::id();
+
+        let (nats_before, own_before) = (cpu(&pids), process_cpu_seconds(own));
+        let raw = runtime.block_on(raw_run(&clients, run_for, ids));
+        let (nats_raw, own_raw) = (
+            cpu(&pids) - nats_before,
+            process_cpu_seconds(own) - own_before,
+        );
+
+        let gateway_pids: Vec<u32> = gateways.iter().map(Gateway::pid).collect();
+        let (nats_before, own_before, gw_before) =
+            (cpu(&pids), process_cpu_seconds(own), cpu(&gateway_pids));
+        let hooked = runtime.block_on(http_run(gateways, Pace::Closed, run_for, ids));
+        let (nats_hk, own_hk, gw_hk) = (
+            cpu(&pids) - nats_before,
+            process_cpu_seconds(own) - own_before,
+            cpu(&gateway_pids) - gw_before,
+        );
+        let us = |seconds: f64, figures: &Figures| seconds * 1e6 / figures.count().max(1) as f64;
+        println!(
+            "round {round}: raw {:>8.0} publishes/s p50 {:.2} ms p99 {:.2} ms (errors {}), \
+             CPU/ack: nats {:.0} µs + client {:.0} µs",
+            raw.per_second(),
+            raw.ms(0.5),
+            raw.ms(0.99),
+            raw.errors,
+            us(nats_raw, &raw),
+            us(own_raw, &raw),
+        );
+        println!(
+            "         hookgate {:>8.0} acks/s p50 {:.2} ms p99 {:.2} ms (errors {}), \
+             CPU/ack: nats {:.0} µs + gateways {:.0} µs + load {:.0} µs; ratio {:.2}",
+            hooked.per_second(),
+            hooked.ms(0.5),
+            hooked.ms(0.99),
+            hooked.errors,
+            us(nats_hk, &hooked),
+            us(gw_hk, &hooked),
+            us(own_hk, &hooked),
+            hooked.per_second() / raw.per_second()
+        );
+        ratios.push(hooked.per_second() / raw.per_second());
+        best = best.max(hooked.per_second());
+    }
+    ratios.sort_by(f64::total_cmp);
+    println!(
+        "throughput ratio hookgate / raw JetStream (median of {ROUNDS}): {:.2} (target >= 0.7)",
+        ratios[ROUNDS / 2]
+    );
+    best
+}
+
+/// Step 2: open loop at `rate` acks/s over both gateways.
+fn latency_at(gateways: &[Gateway; 2], rate: f64, run_for: Duration, ids: &Arc<AtomicU64>) {
+    let runtime = common::runtime();
+    let mut p99s = Vec::new();
+    for round in 1..=ROUNDS {
+        let figures = runtime.block_on(http_run(gateways, Pace::Rate(rate), run_for, ids));
+        println!(
+            "open loop at {rate:.0}/s, round {round}: {:.0} acks/s p50 {:.2} ms p99 {:.2} ms \
+             (errors {})",
+            figures.per_second(),
+            figures.ms(0.5),
+            figures.ms(0.99),
+            figures.errors
+        );
+        p99s.push(figures.ms(0.99));
+    }
+    p99s.sort_by(f64::total_cmp);
+    println!(
+        "p99 at half the highest rate (median of {ROUNDS}): {:.2} ms (target <= 20 ms)",
+        p99s[ROUNDS / 2]
+    );
+}
+
+/// Step 3: RAM per million dedup keys, restart time per million stored events.
+fn sizing(
+    cluster: &mut NatsCluster,
+    gateways: [Gateway; 2],
+    gateway_dir: &std::path::Path,
+    stored: u64,
+    ids: &Arc<AtomicU64>,
+) {
+    drop(gateways);
+    let runtime = common::runtime();
+    let before: Vec<(f64, f64)> = (0..nats::CLUSTER_SIZE)
+        .map(|n| memory(cluster, n))
+        .collect();
+    let filled = Instant::now();
+    let clients = runtime.block_on(raw_clients(cluster));
+    runtime.block_on(fill(&clients, stored, ids));
+    let fill_time = filled.elapsed();
+    let state = cluster.wait_caught_up("HOOKGATE", Duration::from_secs(300));
+    let raw = cluster.stream_on(0, RAW_STREAM).unwrap_or_default();
+    let messages = state["messages"].as_u64().unwrap_or(0) + raw["messages"].as_u64().unwrap_or(0);
+    println!(
+        "\nfilled {stored} events in {:.1} s; the streams hold {messages}",
+        fill_time.as_secs_f64()
+    );
+    for (node, (heap0, rss0)) in before.iter().enumerate() {
+        let (heap, rss) = memory(cluster, node);
+        let per_million = |after: f64, before: f64| (after - before) / (stored as f64 / 1e6);
+        println!(
+            "n{node}: Go heap {:.0} -> {:.0} MiB, RSS {:.0} -> {:.0} MiB: \
+             {:.0} MiB heap / {:.0} MiB RSS per million dedup keys ({:.0} / {:.0} B each)",
+            heap0,
+            heap,
+            rss0,
+            rss,
+            per_million(heap, *heap0),
+            per_million(rss, *rss0),
+            per_million(heap, *heap0) * 1024.0 * 1024.0 / 1e6,
+            per_million(rss, *rss0) * 1024.0 * 1024.0 / 1e6,
+        );
+    }
+    drop(clients);
+
+    cluster.kill_all();
+    let restarted = Instant::now();
+    cluster.restart_all();
+    let clients = runtime.block_on(async {
+        loop {
+            let clients = raw_clients(cluster).await;
+            let ack = clients[0]
+                .publish(
+                    format!("hookgate.events.bench.{}", hash("after-restart")),
+                    Bytes::from_static(b"{}"),
+                )
+                .await;
+            if let Ok(ack) = ack {
+                if tokio::time::timeout(Duration::from_secs(2), ack)
+                    .await
+                    .is_ok_and(|ack| ack.is_ok())
+                {
+                    return clients;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let acking = restarted.elapsed();
+    drop(clients);
+    let gw = Gateway::start(&gateway_dir.join("config.toml"));
+    let client = reqwest::blocking::Client::new();
+    let answering = loop {
+        let id = ids.fetch_add(1, Ordering::Relaxed);
+        let body = load::body(id, IdMode::Random);
+        let mut request = client.post(&gw.url).body(body.clone());
+        for (name, value) in load::headers(&common::key(), id, IdMode::Random, &body) {
+            request = request.header(name, value);
+        }
+        if request.send().is_ok_and(|r| r.status().is_success()) {
+            break restarted.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let millions = messages as f64 / 1e6;
+    println!(
+        "after SIGKILL of every server with {messages} events: the stream acks again after \
+         {:.1} s ({:.1} s per million), a gateway started then answers 200 after {:.1} s \
+         (start-up {:.1} s)",
+        acking.as_secs_f64(),
+        acking.as_secs_f64() / millions,
+        answering.as_secs_f64(),
+        gw.startup.as_secs_f64()
+    );
+}
+
+/// A node's anonymous resident memory (`RssAnon`: Go's heap and stacks, not file pages) and its
+/// whole resident set (`VmRSS`), in MiB.
+fn memory(cluster: &NatsCluster, node: usize) -> (f64, f64) {
+    let pid = cluster.pids()[node];
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| -> f64 {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1024.0
+    };
+    (field("RssAnon:"), field("VmRSS:"))
+}
+
+/// Two JetStream contexts, on different nodes, as two gateways have; the raw stream exists.
+async fn raw_clients(cluster: &NatsCluster) -> Vec<jetstream::Context> {
+    let urls = cluster.urls();
+    let mut contexts = Vec::new();
+    for url in [&urls[0], &urls[1]] {
+        let client = async_nats::connect(url.as_str()).await.expect("connect");
+        contexts.push(jetstream::new(client));
+    }
+    contexts[0]
+        .get_or_create_stream(stream::Config {
+            name: RAW_STREAM.into(),
+            subjects: vec!["raw.>".into()],
+            max_messages_per_subject: 1,
+            discard: stream::DiscardPolicy::New,
+            discard_new_per_subject: true,
+            num_replicas: 3,
+            storage: stream::StorageType::File,
+            allow_direct: true,
+            ..Default::default()
+        })
+        .await
+        .expect("create the raw stream");
+    contexts
+}
+
+fn hash(id: &str) -> String {
+    hex::encode(&Sha256::digest(format!("bench\0{id}").as_bytes())[..16])
+}
+
+/// One raw publish of event `id` to `prefix.<hash>` with hookgate's headers; its latency.
+async fn publish(js: &jetstream::Context, prefix: &str, id: u64) -> Option<u32> {
+    let event_id = load::event_id(id, IdMode::Random);
+    let hash = hash(&event_id);
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", hash.as_str());
+    headers.insert("Hookgate-Provider", "bench");
+    headers.insert("Hookgate-Event-Id", event_id.as_str());
+    headers.insert("Hookgate-Received-At", "1764720000000");
+    headers.insert("Hookgate-Source", "webhook");
+    headers.insert("Content-Type", "application/json");
+    let body = Bytes::from(load::body(id, IdMode::Random));
+    let start = Instant::now();
+    let ack = js
+        .publish_with_headers(format!("{prefix}.{hash}"), headers, body)
+        .await
+        .ok()?;
+    ack.await.ok()?;
+    Some(start.elapsed().as_micros() as u32)
+}
+
+/// Closed loop of raw publishes, `CONNECTIONS` in flight over the clients.
+async fn raw_run(
+    clients: &[jetstream::Context],
+    run_for: Duration,
+    ids: &Arc<AtomicU64>,
+) -> Figures {
+    let started = Instant::now();
+    let deadline = started + run_for;
+    let tasks: Vec<_> = (0..CONNECTIONS)
+        .map(|task| {
+            let js = clients[task % clients.len()].clone();
+            let ids = ids.clone();
+            tokio::spawn(async move {
+                let (mut latencies, mut errors) = (Vec::new(), 0);
+                while Instant::now() < deadline {
+                    let id = ids.fetch_add(1, Ordering::Relaxed);
+                    match publish(&js, "raw.bench", id).await {
+                        Some(us) => latencies.push(us),
+                        None => errors += 1,
+                    }
+                }
+                (latencies, errors)
+            })
+        })
+        .collect();
+    let (mut latencies, mut errors) = (Vec::new(), 0);
+    for task in tasks {
+        let (l, e) = task.await.expect("publisher");
+        latencies.extend(l);
+        errors += e;
+    }
+    Figures::new(latencies, started.elapsed(), errors)
+}
+
+/// Publishes `count` events straight to hookgate's stream, 64 in flight.
+async fn fill(clients: &[jetstream::Context], count: u64, ids: &Arc<AtomicU64>) {
+    let first = ids.fetch_add(count, Ordering::Relaxed);
+    let next = Arc::new(AtomicU64::new(first));
+    let end = first + count;
+    let tasks: Vec<_> = (0..CONNECTIONS)
+        .map(|task| {
+            let js = clients[task % clients.len()].clone();
+            let next = next.clone();
+            tokio::spawn(async move {
+                loop {
+                    let id = next.fetch_add(1, Ordering::Relaxed);
+                    if id >= end {
+                        return;
+                    }
+                    while publish(&js, "hookgate.events.bench", id).await.is_none() {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("filler");
+    }
+}
+
+/// `CONNECTIONS` signed HTTP connections, half to each gateway, at `pace` (a rate is split).
+async fn http_run(
+    gateways: &[Gateway; 2],
+    pace: Pace,
+    run_for: Duration,
+    ids: &Arc<AtomicU64>,
+) -> Figures {
+    let runs = gateways.iter().map(|gw| Run {
+        url: gw.url.clone(),
+        connections: CONNECTIONS / 2,
+        duration: run_for,
+        pace: match pace {
+            Pace::Rate(rate) => Pace::Rate(rate / 2.0),
+            Pace::Closed => Pace::Closed,
+        },
+        ids: ids.clone(),
+        last_id: u64::MAX,
+        id_mode: IdMode::Random,
+    });
+    let tasks: Vec<_> = runs
+        .map(|run| tokio::spawn(async move { load::run(&run).await }))
+        .collect();
+    let (mut latencies, mut errors, mut elapsed) = (Vec::new(), 0, Duration::ZERO);
+    for task in tasks {
+        let outcome = task.await.expect("load");
+        latencies.extend(outcome.acks.iter().map(|ack| ack.latency_us));
+        errors += outcome.errors;
+        elapsed = elapsed.max(outcome.elapsed);
+    }
+    Figures::new(latencies, elapsed, errors)
+}
