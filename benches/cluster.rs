@@ -14,11 +14,11 @@
 //!    latency (the median p99 of three runs).
 //!
 //! Then, on the default-sync cluster: the stream is filled with `STORED` more events (published
-//! straight to hookgate's subjects, so each is a dedup key), and each server's resident memory
-//! is read before and after: RAM per million dedup keys (anonymous memory, which is Go's heap,
-//! and the whole RSS); every server is killed with SIGKILL and restarted: the time until the
-//! stream acks a publish again, and until a gateway answers 200 again, per million stored
-//! events.
+//! straight to hookgate's subjects, so each is a dedup key); each server's resident memory
+//! (`VmRSS`) against the same server's when the cluster was empty, per million messages held,
+//! while running and again after every server was killed with SIGKILL and restarted (when it
+//! holds only the indexes it rebuilt from disk); and the restart: a gateway started with the
+//! servers, timed until it listens (it waits for the cluster) and until it answers 200.
 //!
 //! Run: `cargo bench --bench cluster` (args: `-- [SECONDS_PER_RUN] [STORED]`, default
 //! `10 1000000`). Needs nats-server 2.10+ (`.ci/install-nats`).
@@ -63,6 +63,9 @@ fn main() {
     for sync in [SyncInterval::Default, SyncInterval::Always] {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut cluster = NatsCluster::start_with(&dir.path().join("nats"), sync);
+        let empty: Vec<f64> = (0..nats::CLUSTER_SIZE)
+            .map(|node| memory(&cluster, node))
+            .collect();
         let gateways = [
             gateway(&cluster, &dir.path().join("a")),
             gateway(&cluster, &dir.path().join("b")),
@@ -71,7 +74,14 @@ fn main() {
         let max = throughput(&cluster, &gateways, run_for, &ids);
         latency_at(&gateways, max / 2.0, run_for, &ids);
         if sync == SyncInterval::Default {
-            sizing(&mut cluster, gateways, &dir.path().join("a"), stored, &ids);
+            sizing(
+                &mut cluster,
+                gateways,
+                &dir.path().join("a"),
+                stored,
+                &ids,
+                &empty,
+            );
         }
     }
 }
@@ -87,7 +97,8 @@ fn gateway(cluster: &NatsCluster, dir: &std::path::Path) -> Gateway {
     let config = write_config(
         dir,
         &format!(
-            "[store]\nbackend = \"jetstream\"\nservers = [{}]\nreplicas = 3\n",
+            "[limits]\nper_address_rps = 0\n\n\
+             [store]\nbackend = \"jetstream\"\nservers = [{}]\nreplicas = 3\n",
             servers.join(", ")
         ),
     );
@@ -187,74 +198,35 @@ fn latency_at(gateways: &[Gateway; 2], rate: f64, run_for: Duration, ids: &Arc<A
     );
 }
 
-/// Step 3: RAM per million dedup keys, restart time per million stored events.
+/// Step 3: RAM per million stored events (each one a dedup key), and the restart.
 fn sizing(
     cluster: &mut NatsCluster,
     gateways: [Gateway; 2],
     gateway_dir: &std::path::Path,
     stored: u64,
     ids: &Arc<AtomicU64>,
+    empty: &[f64],
 ) {
     drop(gateways);
     let runtime = common::runtime();
-    let before: Vec<(f64, f64)> = (0..nats::CLUSTER_SIZE)
-        .map(|n| memory(cluster, n))
-        .collect();
     let filled = Instant::now();
     let clients = runtime.block_on(raw_clients(cluster));
     runtime.block_on(fill(&clients, stored, ids));
+    drop(clients);
     let fill_time = filled.elapsed();
-    let state = cluster.wait_caught_up("HOOKGATE", Duration::from_secs(300));
-    let raw = cluster.stream_on(0, RAW_STREAM).unwrap_or_default();
-    let messages = state["messages"].as_u64().unwrap_or(0) + raw["messages"].as_u64().unwrap_or(0);
+    let messages = held(cluster);
     println!(
-        "\nfilled {stored} events in {:.1} s; the streams hold {messages}",
+        "\nfilled {stored} events in {:.1} s; the streams hold {messages} messages",
         fill_time.as_secs_f64()
     );
-    for (node, (heap0, rss0)) in before.iter().enumerate() {
-        let (heap, rss) = memory(cluster, node);
-        let per_million = |after: f64, before: f64| (after - before) / (stored as f64 / 1e6);
-        println!(
-            "n{node}: Go heap {:.0} -> {:.0} MiB, RSS {:.0} -> {:.0} MiB: \
-             {:.0} MiB heap / {:.0} MiB RSS per million dedup keys ({:.0} / {:.0} B each)",
-            heap0,
-            heap,
-            rss0,
-            rss,
-            per_million(heap, *heap0),
-            per_million(rss, *rss0),
-            per_million(heap, *heap0) * 1024.0 * 1024.0 / 1e6,
-            per_million(rss, *rss0) * 1024.0 * 1024.0 / 1e6,
-        );
-    }
-    drop(clients);
+    report_memory(cluster, "running", empty, messages);
 
     cluster.kill_all();
     let restarted = Instant::now();
     cluster.restart_all();
-    let clients = runtime.block_on(async {
-        loop {
-            let clients = raw_clients(cluster).await;
-            let ack = clients[0]
-                .publish(
-                    format!("hookgate.events.bench.{}", hash("after-restart")),
-                    Bytes::from_static(b"{}"),
-                )
-                .await;
-            if let Ok(ack) = ack {
-                if tokio::time::timeout(Duration::from_secs(2), ack)
-                    .await
-                    .is_ok_and(|ack| ack.is_ok())
-                {
-                    return clients;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    });
-    let acking = restarted.elapsed();
-    drop(clients);
+    // A gateway started at once, as systemd restarts one: it waits for the cluster.
     let gw = Gateway::start(&gateway_dir.join("config.toml"));
+    let listening = restarted.elapsed();
     let client = reqwest::blocking::Client::new();
     let answering = loop {
         let id = ids.fetch_add(1, Ordering::Relaxed);
@@ -268,32 +240,54 @@ fn sizing(
         }
         std::thread::sleep(Duration::from_millis(50));
     };
+    let messages = held(cluster);
     let millions = messages as f64 / 1e6;
     println!(
-        "after SIGKILL of every server with {messages} events: the stream acks again after \
-         {:.1} s ({:.1} s per million), a gateway started then answers 200 after {:.1} s \
-         (start-up {:.1} s)",
-        acking.as_secs_f64(),
-        acking.as_secs_f64() / millions,
+        "SIGKILL of every server holding {messages} messages, then restart: a gateway started \
+         with them listens after {:.1} s and answers 200 after {:.1} s ({:.1} s per million \
+         messages)",
+        listening.as_secs_f64(),
         answering.as_secs_f64(),
-        gw.startup.as_secs_f64()
+        answering.as_secs_f64() / millions
+    );
+    report_memory(
+        cluster,
+        "after the restart (indexes rebuilt from disk)",
+        empty,
+        messages,
     );
 }
 
-/// A node's anonymous resident memory (`RssAnon`: Go's heap and stacks, not file pages) and its
-/// whole resident set (`VmRSS`), in MiB.
-fn memory(cluster: &NatsCluster, node: usize) -> (f64, f64) {
+/// The messages the cluster's streams hold, once every node holds them.
+fn held(cluster: &NatsCluster) -> u64 {
+    let events = cluster.wait_caught_up("HOOKGATE", Duration::from_secs(300));
+    let raw = cluster.wait_caught_up(RAW_STREAM, Duration::from_secs(300));
+    events["messages"].as_u64().unwrap_or(0) + raw["messages"].as_u64().unwrap_or(0)
+}
+
+/// Each node's RSS, and what it adds to the empty node's per million messages held.
+fn report_memory(cluster: &NatsCluster, when: &str, empty: &[f64], messages: u64) {
+    for (node, empty) in empty.iter().enumerate() {
+        let rss = memory(cluster, node);
+        let per_million = (rss - empty) / (messages as f64 / 1e6);
+        println!(
+            "n{node} {when}: RSS {rss:.0} MiB (empty {empty:.0} MiB): {per_million:.0} MiB per \
+             million messages ({:.0} B each)",
+            per_million * 1024.0 * 1024.0 / 1e6
+        );
+    }
+}
+
+/// A node's resident set (`VmRSS`), in MiB.
+fn memory(cluster: &NatsCluster, node: usize) -> f64 {
     let pid = cluster.pids()[node];
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| -> f64 {
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix(name))
-            .and_then(|rest| rest.split_whitespace().next()?.parse::<f64>().ok())
-            .unwrap_or(0.0)
-            / 1024.0
-    };
-    (field("RssAnon:"), field("VmRSS:"))
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next()?.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
 }
 
 /// Two JetStream contexts, on different nodes, as two gateways have; the raw stream exists.

@@ -43,7 +43,12 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
 /// A gateway on the cluster: provider `sw` (Standard Webhooks), stream with 3 replicas, plus
 /// `extra` config.
 fn node(cluster: &NatsCluster, extra: &str) -> Gateway {
-    let servers: Vec<String> = cluster.urls().iter().map(|url| toml_str(url)).collect();
+    node_on(&cluster.urls(), extra)
+}
+
+/// A gateway on the cluster of these client URLs.
+fn node_on(urls: &[String], extra: &str) -> Gateway {
+    let servers: Vec<String> = urls.iter().map(|url| toml_str(url)).collect();
     Gateway::builder()
         .config(&provider("sw", "standard-webhooks", &[SECRET], ""))
         .config(&format!(
@@ -425,5 +430,40 @@ fn set_duplicate_window(cluster: &NatsCluster, window: Duration) {
         config.duplicate_window = window;
         let updated = js.update_stream(config).await.unwrap();
         assert_eq!(updated.config.duplicate_window, window);
+    });
+}
+
+#[test]
+fn a_gateway_started_while_the_cluster_has_no_quorum_waits_for_it() {
+    let _one = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = NatsCluster::start(dir.path());
+    let first = node(&cluster, "");
+    drop(first);
+    // One node of three: no leader for anything until another comes back.
+    cluster.kill_all();
+    cluster.restart(0);
+    let started = Instant::now();
+    let urls = cluster.urls();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(Duration::from_secs(3));
+            cluster.restart(1);
+            cluster.restart(2);
+        });
+        let gw = node_on(&urls, "");
+        let body = body("after-quorum");
+        let headers = sign::standard_headers(SECRET, "after-quorum", &body);
+        assert_eq!(gw.post("sw", &headers, &body).status, 200);
+        assert!(
+            gw.logs()
+                .contains("JetStream is not ready for the store yet"),
+            "{}",
+            gw.logs()
+        );
+        eprintln!(
+            "the gateway answered 200 {:?} after its start",
+            started.elapsed()
+        );
     });
 }

@@ -140,11 +140,15 @@ impl Gateway {
             .expect("spawn hookgate");
         let stderr = child.stderr.take().expect("stderr");
         let mut lines = BufReader::new(stderr).lines();
+        let mut before = Vec::new();
         let line = lines
             .by_ref()
             .map_while(Result::ok)
-            .find(|line| line.contains("hookgate listening"))
-            .expect("hookgate did not start");
+            .find(|line| {
+                before.push(line.clone());
+                line.contains("hookgate listening")
+            })
+            .unwrap_or_else(|| panic!("hookgate did not start:\n{}", before.join("\n")));
         let startup = spawned.elapsed();
         let address = |name: &str| -> String {
             let start = line.find(name).expect("address in log line") + name.len();

@@ -33,7 +33,7 @@ use std::collections::HashMap;
 use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::kv;
 use async_nats::jetstream::stream::{self, DirectGetErrorKind, DiscardPolicy, StorageType};
@@ -68,6 +68,8 @@ const PUBLISH_ROUNDS: usize = 16;
 const CAS_ROUNDS: usize = 64;
 /// Direct gets of one read in flight at once.
 const READ_AHEAD: usize = 64;
+/// How long a start waits for a JetStream that is not ready (a cluster electing leaders).
+const OPEN_PATIENCE: Duration = Duration::from_secs(120);
 /// How often a gateway asks the stream for its last sequence, to see other gateways' events.
 pub const FOLLOW_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -123,42 +125,19 @@ impl JetStreamStore {
             ))));
         }
         let js = jetstream::new(client.clone());
-        js.create_or_update_stream(stream::Config {
-            name: config.stream.clone(),
-            subjects: vec![layout::EVENTS.to_string()],
-            max_messages_per_subject: 1,
-            discard: DiscardPolicy::New,
-            discard_new_per_subject: true,
-            duplicate_window: DUPLICATE_WINDOW,
-            num_replicas: config.replicas,
-            storage: StorageType::File,
-            allow_direct: true,
-            ..Default::default()
-        })
-        .await
-        .map_err(storage)?;
-        let stream = js.get_stream(&config.stream).await.map_err(storage)?;
-        let kv = js
-            .create_or_update_key_value(kv::Config {
-                bucket: layout::bucket(&config.stream),
-                history: 1,
-                storage: StorageType::File,
-                num_replicas: config.replicas,
-                ..Default::default()
-            })
-            .await
-            .map_err(storage)?;
-        let leases = js
-            .create_or_update_key_value(kv::Config {
-                bucket: layout::lease_bucket(&config.stream),
-                history: 1,
-                max_age: lapse_time(config.lease_time),
-                storage: StorageType::File,
-                num_replicas: config.replicas,
-                ..Default::default()
-            })
-            .await
-            .map_err(storage)?;
+        // A cluster that is electing leaders or catching up after a restart times its requests
+        // out: wait for it rather than fail the start.
+        let started = Instant::now();
+        let (stream, kv, leases) = loop {
+            match set_up(&js, config).await {
+                Ok(handles) => break handles,
+                Err(err) if is_not_ready(&*err) && started.elapsed() < OPEN_PATIENCE => {
+                    tracing::warn!(error = %crate::error_chain::error_chain(&*err), "JetStream is not ready for the store yet; asking again in 1 s.");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(err) => return Err(StoreError::Storage(Arc::from(err))),
+            }
+        };
         let last = stream.cached_info().state.last_sequence;
         let last_seq = Arc::new(watch::Sender::new(Seq(last)));
         tokio::spawn(follow(stream.clone(), Arc::downgrade(&last_seq)));
@@ -568,6 +547,78 @@ impl Backend for JetStreamStore {
 /// How long a lease entry lives without renewal: two thirds of `lease_time`, so that with the
 /// waits of [`crate::lease`] (a twelfth of it) and the server's expiry (measured at up to a few
 /// hundred milliseconds), another gateway takes a dead one's work over within `lease_time`.
+type SetUpError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Creates (or updates to these settings) the stream and the two buckets, and returns them.
+async fn set_up(
+    js: &jetstream::Context,
+    config: &JetStreamConfig,
+) -> Result<(stream::Stream, kv::Store, kv::Store), SetUpError> {
+    js.create_or_update_stream(stream::Config {
+        name: config.stream.clone(),
+        subjects: vec![layout::EVENTS.to_string()],
+        max_messages_per_subject: 1,
+        discard: DiscardPolicy::New,
+        discard_new_per_subject: true,
+        duplicate_window: DUPLICATE_WINDOW,
+        num_replicas: config.replicas,
+        storage: StorageType::File,
+        allow_direct: true,
+        ..Default::default()
+    })
+    .await?;
+    let stream = js.get_stream(&config.stream).await?;
+    let kv = js
+        .create_or_update_key_value(kv::Config {
+            bucket: layout::bucket(&config.stream),
+            history: 1,
+            storage: StorageType::File,
+            num_replicas: config.replicas,
+            ..Default::default()
+        })
+        .await?;
+    let leases = js
+        .create_or_update_key_value(kv::Config {
+            bucket: layout::lease_bucket(&config.stream),
+            history: 1,
+            max_age: lapse_time(config.lease_time),
+            storage: StorageType::File,
+            num_replicas: config.replicas,
+            ..Default::default()
+        })
+        .await?;
+    Ok((stream, kv, leases))
+}
+
+/// Whether a set-up error says JetStream could not answer yet (a request timed out, or it is
+/// unavailable), as while a cluster elects leaders, rather than that the settings are refused.
+fn is_not_ready(err: &(dyn std::error::Error + 'static)) -> bool {
+    use async_nats::jetstream::context::{
+        CreateKeyValueError, CreateKeyValueErrorKind, CreateStreamError, CreateStreamErrorKind,
+        GetStreamError, GetStreamErrorKind,
+    };
+    let mut next = Some(err);
+    while let Some(err) = next {
+        let not_ready = if let Some(err) = err.downcast_ref::<CreateStreamError>() {
+            matches!(
+                err.kind(),
+                CreateStreamErrorKind::TimedOut | CreateStreamErrorKind::JetStreamUnavailable
+            )
+        } else if let Some(err) = err.downcast_ref::<GetStreamError>() {
+            matches!(err.kind(), GetStreamErrorKind::Request)
+        } else if let Some(err) = err.downcast_ref::<CreateKeyValueError>() {
+            matches!(err.kind(), CreateKeyValueErrorKind::TimedOut)
+        } else {
+            false
+        };
+        if not_ready {
+            return true;
+        }
+        next = err.source();
+    }
+    false
+}
+
 fn lapse_time(lease_time: Duration) -> Duration {
     lease_time * 2 / 3
 }
