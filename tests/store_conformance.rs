@@ -608,6 +608,60 @@ pub async fn marks_set_list_count_and_clear(open: impl Fn(&Path) -> Store, dir: 
     assert_eq!(store.count_marked("crm2", Mark::Replay).await.unwrap(), 1);
 }
 
+/// Thousands of dead records (a destination down for long): listed in seq order by range and
+/// limit, counted, cleared one by one, and the cursor still moves beside them.
+pub async fn many_dead_records(open: impl Fn(&Path) -> Store, dir: &Path) {
+    let store = open(dir);
+    const DEAD: u64 = 3_000;
+    // Every third seq from 1 on, 500 to a change.
+    let seqs: Vec<u64> = (0..DEAD).map(|i| 1 + 3 * i).collect();
+    for chunk in seqs.chunks(500) {
+        let changes = chunk.iter().map(|&seq| Change::Dead(Seq(seq), dead(7)));
+        store.change("crm", changes.collect()).await.unwrap();
+    }
+    assert_eq!(store.count_marked("crm", Mark::Dead).await.unwrap(), DEAD);
+    let first = store
+        .marked("crm", Mark::Dead, Seq(0)..=Seq(u64::MAX), 5)
+        .await
+        .unwrap();
+    let first: Vec<u64> = first.into_iter().map(|(seq, _)| seq.0).collect();
+    assert_eq!(first, vec![1, 4, 7, 10, 13]);
+    let ranged = store
+        .marked("crm", Mark::Dead, Seq(4_000)..=Seq(5_000), usize::MAX)
+        .await
+        .unwrap();
+    let expected: Vec<u64> = seqs
+        .iter()
+        .copied()
+        .filter(|seq| (4_000..=5_000).contains(seq))
+        .collect();
+    assert_eq!(
+        ranged.iter().map(|(seq, _)| seq.0).collect::<Vec<_>>(),
+        expected
+    );
+    assert!(ranged.iter().all(|(_, record)| record == &Some(dead(7))));
+    for &seq in &seqs[..100] {
+        store
+            .change("crm", vec![Change::Unmark(Mark::Dead, Seq(seq))])
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store.count_marked("crm", Mark::Dead).await.unwrap(),
+        DEAD - 100
+    );
+    assert_eq!(store.marks("crm", Seq(1)).await.unwrap(), Marks::default());
+    assert_eq!(
+        store.marks("crm", Seq(seqs[100])).await.unwrap().dead,
+        Some(dead(7))
+    );
+    store
+        .change("crm", vec![Change::Cursor(Seq(DEAD * 3))])
+        .await
+        .unwrap();
+    assert_eq!(store.output("crm").await.unwrap().cursor, Seq(DEAD * 3));
+}
+
 /// Changes to one output from many tasks at once all apply: the cursor ends at the highest
 /// one, and every mark set is there (a backend whose `change` is a read-modify-write must not
 /// lose one to another writer).
@@ -1039,6 +1093,7 @@ macro_rules! conformance {
             check!(large_bodies_round_trip);
             check!(output_cursor_and_pause);
             check!(marks_set_list_count_and_clear);
+            check!(many_dead_records);
             check!(concurrent_changes_of_one_output_all_apply);
             check!(sync_cursors_round_trip);
             check!(retention_removes_only_what_every_output_is_done_with);

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use common::nats::NatsServer;
 use common::{provider, sign, toml_str, Gateway};
 use hookgate::event::{EventId, ProviderName, Seq};
-use hookgate::store::{Committed, NewEvent};
+use hookgate::store::{Change, Committed, DeadRecord, Mark, NewEvent};
 
 fn jetstream_store(nats: &NatsServer) -> String {
     format!(
@@ -209,5 +209,49 @@ async fn measure_commit_latency_on_one_node() {
         "reads: {:.0} events/s in pages of 1,000",
         read as f64 / started.elapsed().as_secs_f64()
     );
+    store.close().await;
+}
+
+/// What a destination's cursor move costs beside the dead events it keeps (R1, one node): 200
+/// moves with 0, 2,000 and 20,000 dead records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: run with --ignored --nocapture"]
+async fn measure_cursor_moves_beside_dead_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start(dir.path());
+    let store = nats.store(Duration::from_secs(10));
+    let dead = |seq: u64| {
+        Change::Dead(
+            Seq(seq),
+            DeadRecord {
+                at_ms: 1_764_720_000_000,
+                attempts: 8,
+                error: "HTTP 503 from https://crm.example.com/ingest: upstream unavailable".into(),
+            },
+        )
+    };
+    let mut cursor = 1_000_000;
+    let mut kept = 0;
+    for wanted in [0, 2_000, 20_000] {
+        while kept < wanted {
+            let batch: Vec<Change> = (kept..wanted.min(kept + 1_000)).map(dead).collect();
+            kept += batch.len() as u64;
+            store.change("crm", batch).await.unwrap();
+        }
+        const MOVES: u32 = 200;
+        let started = Instant::now();
+        for _ in 0..MOVES {
+            cursor += 1;
+            store
+                .change("crm", vec![Change::Cursor(Seq(cursor))])
+                .await
+                .unwrap();
+        }
+        println!(
+            "cursor moves beside {kept} dead events: {:?} each",
+            started.elapsed() / MOVES
+        );
+        assert_eq!(store.count_marked("crm", Mark::Dead).await.unwrap(), kept);
+    }
     store.close().await;
 }

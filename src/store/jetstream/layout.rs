@@ -165,9 +165,19 @@ pub fn lease_key(name: &str) -> String {
     key_token(name)
 }
 
-/// `output.<name>`: one output's cursor, pause flag and marks.
+/// `output.<name>`: one output's cursor, pause flag, replay and settled marks.
 pub fn output_key(name: &str) -> String {
     format!("output.{}", key_token(name))
+}
+
+/// `dead.<name>.`: the prefix of an output's dead-record shards.
+pub fn dead_prefix(name: &str) -> String {
+    format!("dead.{}.", key_token(name))
+}
+
+/// `dead.<name>.<shard>`: one shard of an output's dead records.
+pub fn dead_key(name: &str, shard: u64) -> String {
+    format!("{}{shard}", dead_prefix(name))
 }
 
 /// `forgotten.<hash>.<seq>`: the dedup key of the event at `seq` has expired; the event stays.

@@ -10,9 +10,10 @@
 //!   JetStream's duplicate window without that lookup. A seq is the stream sequence.
 //! - **Durable** means acknowledged by the stream (by a quorum of its replicas): `last_seq` is
 //!   the highest acknowledged seq, and readers see nothing above it.
-//! - **Outputs' state** (cursor, pause flag, marks) is one value per output in the KV bucket
-//!   `<stream>_state`, changed by compare-and-set on its revision (`outputs.rs`); sync cursors
-//!   are values there too.
+//! - **Outputs' state** is in the KV bucket `<stream>_state`: per output, a small value for the
+//!   cursor, pause flag, replay and settled marks, and the dead records in shards of
+//!   [`outputs::SHARD_SEQS`] seqs, each changed by compare-and-set on its revision, in an order
+//!   that is safe across a crash (`outputs.rs`); sync cursors are values there too.
 //! - **Retention** (`retention.rs`): the stream has no `max_age`; the sweeper deletes events by
 //!   the same policy as sled's ([`crate::store::retention::verdict`]). An event is its own dedup
 //!   key, so it goes with the event; when the dedup window passes while the event stays, a
@@ -43,7 +44,11 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::watch;
 
-use self::outputs::OutputRecord;
+use futures_util::TryStreamExt;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use self::outputs::{shard_of, DeadShard, Plan, Position};
 use super::{
     Backend, Change, Committed, Cutoffs, DeadRecord, Mark, Marks, NewEvent, Output, OutputState,
     StoreError, StoredEvent, Swept,
@@ -279,18 +284,83 @@ impl JetStreamStore {
     }
 
     /// An output's record and its revision (None: never written).
-    async fn record(&self, output: &str) -> Result<(OutputRecord, Option<u64>), StoreError> {
-        let entry = self
+    /// A value of the bucket and its revision; the default when it is missing.
+    async fn entry<T: DeserializeOwned + Default>(
+        &self,
+        key: &str,
+    ) -> Result<(T, Option<u64>), StoreError> {
+        match self.kv.entry(key).await.map_err(storage)? {
+            Some(entry) if entry.operation == kv::Operation::Put => {
+                Ok((outputs::decode(&entry.value)?, Some(entry.revision)))
+            }
+            _ => Ok((T::default(), None)),
+        }
+    }
+
+    /// Applies `apply` to a value of the bucket by compare-and-set on its revision, read again
+    /// and applied again when another writer got there first.
+    async fn update<T>(&self, key: &str, apply: impl Fn(&mut T)) -> Result<(), StoreError>
+    where
+        T: Serialize + DeserializeOwned + Default + PartialEq + Clone,
+    {
+        for _ in 0..CAS_ROUNDS {
+            let (mut value, revision) = self.entry::<T>(key).await?;
+            let before = value.clone();
+            apply(&mut value);
+            if revision.is_some() && value == before {
+                return Ok(());
+            }
+            let bytes = Bytes::from(outputs::encode(&value));
+            let written = match revision {
+                Some(revision) => self.kv.update(key, bytes, revision).await.map_err(|err| {
+                    (
+                        err.kind() == kv::UpdateErrorKind::WrongLastRevision,
+                        storage(err),
+                    )
+                }),
+                None => self.kv.create(key, bytes).await.map_err(|err| {
+                    (
+                        err.kind() == kv::CreateErrorKind::AlreadyExists,
+                        storage(err),
+                    )
+                }),
+            };
+            match written {
+                Ok(_) => return Ok(()),
+                Err((true, _)) => continue,
+                Err((false, err)) => return Err(err),
+            }
+        }
+        Err(StoreError::Storage(Arc::new(std::io::Error::other(
+            format!("{key}: {CAS_ROUNDS} compare-and-set rounds lost to other writers"),
+        ))))
+    }
+
+    async fn position(&self, output: &str) -> Result<Position, StoreError> {
+        Ok(self.entry(&layout::output_key(output)).await?.0)
+    }
+
+    async fn dead_shard(&self, output: &str, shard: u64) -> Result<DeadShard, StoreError> {
+        Ok(self.entry(&layout::dead_key(output, shard)).await?.0)
+    }
+
+    /// The shards of an output's dead records that exist, in order.
+    async fn dead_shards(&self, output: &str) -> Result<Vec<u64>, StoreError> {
+        let prefix = format!("{}{}", self.kv.prefix, layout::dead_prefix(output));
+        let mut subjects = self
             .kv
-            .entry(layout::output_key(output))
+            .stream
+            .info_with_subjects(format!("{prefix}>"))
             .await
             .map_err(storage)?;
-        match entry {
-            Some(entry) if entry.operation == kv::Operation::Put => {
-                Ok((OutputRecord::decode(&entry.value)?, Some(entry.revision)))
+        let mut shards = Vec::new();
+        while let Some((subject, _)) = subjects.try_next().await.map_err(storage)? {
+            if let Some(shard) = subject.strip_prefix(&prefix).and_then(|s| s.parse().ok()) {
+                shards.push(shard);
             }
-            _ => Ok((OutputRecord::default(), None)),
         }
+        shards.sort_unstable();
+        Ok(shards)
     }
 }
 
@@ -352,43 +422,29 @@ impl Backend for JetStreamStore {
     }
 
     async fn output(&self, output: &str) -> Result<OutputState, StoreError> {
-        Ok(self.record(output).await?.0.state())
+        Ok(self.position(output).await?.state())
     }
 
     async fn change(&self, output: &str, changes: Vec<Change>) -> Result<(), StoreError> {
-        let key = layout::output_key(output);
-        for _ in 0..CAS_ROUNDS {
-            let (mut record, revision) = self.record(output).await?;
-            let before = record.clone();
-            record.apply(&changes);
-            if revision.is_some() && record == before {
-                return Ok(());
-            }
-            let value = Bytes::from(record.encode());
-            let written = match revision {
-                Some(revision) => self.kv.update(&key, value, revision).await.map_err(|err| {
-                    (
-                        err.kind() == kv::UpdateErrorKind::WrongLastRevision,
-                        storage(err),
-                    )
-                }),
-                None => self.kv.create(&key, value).await.map_err(|err| {
-                    (
-                        err.kind() == kv::CreateErrorKind::AlreadyExists,
-                        storage(err),
-                    )
-                }),
-            };
-            match written {
-                Ok(_) => return Ok(()),
-                // Another writer got there first: read its value and apply the changes again.
-                Err((true, _)) => continue,
-                Err((false, err)) => return Err(err),
-            }
+        let plan = Plan::new(changes);
+        for (shard, changes) in &plan.adding {
+            let key = layout::dead_key(output, *shard);
+            self.update(&key, |dead: &mut DeadShard| dead.apply(changes))
+                .await?;
         }
-        Err(StoreError::Storage(Arc::new(std::io::Error::other(
-            format!("output {output}: {CAS_ROUNDS} compare-and-set rounds lost to other writers"),
-        ))))
+        if !plan.position.is_empty() {
+            let key = layout::output_key(output);
+            self.update(&key, |position: &mut Position| {
+                position.apply(&plan.position)
+            })
+            .await?;
+        }
+        for (shard, changes) in &plan.removing {
+            let key = layout::dead_key(output, *shard);
+            self.update(&key, |dead: &mut DeadShard| dead.apply(changes))
+                .await?;
+        }
+        Ok(())
     }
 
     async fn marked(
@@ -398,15 +454,49 @@ impl Backend for JetStreamStore {
         range: RangeInclusive<Seq>,
         limit: usize,
     ) -> Result<Vec<(Seq, Option<DeadRecord>)>, StoreError> {
-        Ok(self.record(output).await?.0.marked(mark, range, limit))
+        if mark != Mark::Dead {
+            let position = self.position(output).await?;
+            let marked = position.marked(mark, range, limit);
+            return Ok(marked.into_iter().map(|seq| (seq, None)).collect());
+        }
+        let (first, last) = (shard_of(range.start().0), shard_of(range.end().0));
+        let mut found = Vec::new();
+        for shard in self.dead_shards(output).await? {
+            if shard < first || shard > last || found.len() >= limit {
+                continue;
+            }
+            let dead = self.dead_shard(output, shard).await?;
+            let wanted = dead.0.range(range.start().0..=range.end().0);
+            for (seq, record) in wanted.take(limit - found.len()) {
+                found.push((Seq(*seq), Some(record.clone())));
+            }
+        }
+        Ok(found)
     }
 
     async fn count_marked(&self, output: &str, mark: Mark) -> Result<u64, StoreError> {
-        Ok(self.record(output).await?.0.count(mark))
+        let count = match mark {
+            Mark::Replay => self.position(output).await?.replay.len(),
+            Mark::Settled => self.position(output).await?.settled.len(),
+            Mark::Dead => {
+                let mut count = 0;
+                for shard in self.dead_shards(output).await? {
+                    count += self.dead_shard(output, shard).await?.0.len();
+                }
+                count
+            }
+        };
+        Ok(u64::try_from(count).unwrap_or(u64::MAX))
     }
 
     async fn marks(&self, output: &str, seq: Seq) -> Result<Marks, StoreError> {
-        Ok(self.record(output).await?.0.marks(seq))
+        let position = self.position(output).await?;
+        let dead = self.dead_shard(output, shard_of(seq.0)).await?;
+        Ok(Marks {
+            dead: dead.0.get(&seq.0).cloned(),
+            replay: position.replay.contains(&seq.0),
+            settled: position.settled.contains(&seq.0),
+        })
     }
 
     async fn sync_cursor(&self, provider: &str) -> Result<Option<Vec<u8>>, StoreError> {

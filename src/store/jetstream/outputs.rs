@@ -1,35 +1,65 @@
-//! An output's durable state on JetStream: one JSON value per output in the KV bucket, so that
-//! one `change` (a cursor, a pause flag and marks together) is one compare-and-set of one value.
+//! An output's durable state on JetStream, in the KV bucket, in values whose size does not grow
+//! with the dead events it keeps:
+//!
+//! - `output.<name>` ([`Position`]): the cursor, the pause flag, and the replay and settled
+//!   marks (a few at a time: queued replays, and events delivered out of order above the
+//!   cursor). Every delivery changes it, so it stays small.
+//! - `dead.<name>.<shard>` ([`DeadShard`]): the dead records of the seqs
+//!   `shard * SHARD_SEQS ..` `(shard + 1) * SHARD_SEQS`, so no value holds more than
+//!   [`SHARD_SEQS`] records (each error is at most 1,000 characters) and a delivery never
+//!   rewrites them.
+//!
+//! Each value is changed by compare-and-set on its revision. One `change` may touch several
+//! values, which are not written atomically together; they are written in the order that keeps
+//! every guarantee across a crash between two writes ([`Plan`]): dead records added first, then
+//! the position, then dead records removed. A crash between the first two leaves a dead
+//! record for an event the cursor has not passed: the event is delivered again (at least once)
+//! and, if it fails again, recorded dead again under the same key (once); a crash between the
+//! last two (a replay) leaves the event both queued for replay and listed dead until the
+//! operator discards the dead record.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::RangeInclusive;
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::event::Seq;
-use crate::store::{Change, DeadRecord, Mark, Marks, OutputState, StoreError};
+use crate::store::{Change, DeadRecord, Mark, OutputState, StoreError};
 
-/// Everything one output keeps: `output.<name>` in the bucket.
+/// Seqs per dead-record shard.
+pub const SHARD_SEQS: u64 = 128;
+
+/// `output.<name>`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct OutputRecord {
+pub struct Position {
     pub cursor: u64,
     pub paused: bool,
-    pub dead: BTreeMap<u64, DeadRecord>,
     pub replay: BTreeSet<u64>,
     pub settled: BTreeSet<u64>,
 }
 
-impl OutputRecord {
-    pub fn decode(bytes: &[u8]) -> Result<OutputRecord, StoreError> {
-        serde_json::from_slice(bytes)
-            .map_err(|err| StoreError::Corrupt(format!("an output's state: {err}")))
-    }
+/// `dead.<name>.<shard>`: seq -> why it is dead.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DeadShard(pub BTreeMap<u64, DeadRecord>);
 
-    pub fn encode(&self) -> Vec<u8> {
-        // A struct of numbers, strings and maps with integer keys always serializes.
-        serde_json::to_vec(self).unwrap_or_default()
-    }
+/// The shard holding `seq`'s dead record.
+pub fn shard_of(seq: u64) -> u64 {
+    seq / SHARD_SEQS
+}
 
+/// Both values are JSON.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes)
+        .map_err(|err| StoreError::Corrupt(format!("an output's state: {err}")))
+}
+
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Structs of numbers, strings and maps with integer keys always serialize.
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+impl Position {
     pub fn state(&self) -> OutputState {
         OutputState {
             cursor: Seq(self.cursor),
@@ -37,26 +67,17 @@ impl OutputRecord {
         }
     }
 
-    /// Applies `changes` in order; a cursor never moves back.
+    /// Applies the changes of the position, in order; a cursor never moves back.
     pub fn apply(&mut self, changes: &[Change]) {
         for change in changes {
             match change {
                 Change::Cursor(seq) => self.cursor = self.cursor.max(seq.0),
                 Change::Paused(paused) => self.paused = *paused,
-                Change::Dead(seq, record) => {
-                    self.dead.insert(seq.0, record.clone());
-                }
-                Change::Mark(Mark::Dead, _) => {
-                    // A dead mark comes with its record, as `Change::Dead`.
-                }
                 Change::Mark(Mark::Replay, seq) => {
                     self.replay.insert(seq.0);
                 }
                 Change::Mark(Mark::Settled, seq) => {
                     self.settled.insert(seq.0);
-                }
-                Change::Unmark(Mark::Dead, seq) => {
-                    self.dead.remove(&seq.0);
                 }
                 Change::Unmark(Mark::Replay, seq) => {
                     self.replay.remove(&seq.0);
@@ -64,62 +85,77 @@ impl OutputRecord {
                 Change::Unmark(Mark::Settled, seq) => {
                     self.settled.remove(&seq.0);
                 }
+                // Dead records are in their shards; a dead mark comes with its record.
+                Change::Dead(..) | Change::Mark(Mark::Dead, _) | Change::Unmark(Mark::Dead, _) => {}
             }
         }
     }
 
-    /// Up to `limit` seqs in `range` carrying `mark`, in order.
-    pub fn marked(
-        &self,
-        mark: Mark,
-        range: RangeInclusive<Seq>,
-        limit: usize,
-    ) -> Vec<(Seq, Option<DeadRecord>)> {
-        let range = range.start().0..=range.end().0;
-        match mark {
-            Mark::Dead => self
-                .dead
-                .range(range)
-                .take(limit)
-                .map(|(seq, record)| (Seq(*seq), Some(record.clone())))
-                .collect(),
-            Mark::Replay => set_range(&self.replay, range, limit),
-            Mark::Settled => set_range(&self.settled, range, limit),
-        }
-    }
-
-    pub fn count(&self, mark: Mark) -> u64 {
-        let count = match mark {
-            Mark::Dead => self.dead.len(),
-            Mark::Replay => self.replay.len(),
-            Mark::Settled => self.settled.len(),
+    /// Up to `limit` seqs in `range` carrying a replay or settled mark, in order.
+    pub fn marked(&self, mark: Mark, range: RangeInclusive<Seq>, limit: usize) -> Vec<Seq> {
+        let set = match mark {
+            Mark::Replay => &self.replay,
+            Mark::Settled => &self.settled,
+            Mark::Dead => return Vec::new(),
         };
-        u64::try_from(count).unwrap_or(u64::MAX)
-    }
-
-    pub fn marks(&self, seq: Seq) -> Marks {
-        Marks {
-            dead: self.dead.get(&seq.0).cloned(),
-            replay: self.replay.contains(&seq.0),
-            settled: self.settled.contains(&seq.0),
-        }
-    }
-
-    /// A dead or replay mark keeps the event (for a destination).
-    pub fn keeps(&self, seq: Seq) -> bool {
-        self.dead.contains_key(&seq.0) || self.replay.contains(&seq.0)
+        set.range(range.start().0..=range.end().0)
+            .take(limit)
+            .map(|seq| Seq(*seq))
+            .collect()
     }
 }
 
-fn set_range(
-    set: &BTreeSet<u64>,
-    range: RangeInclusive<u64>,
-    limit: usize,
-) -> Vec<(Seq, Option<DeadRecord>)> {
-    set.range(range)
-        .take(limit)
-        .map(|seq| (Seq(*seq), None))
-        .collect()
+impl DeadShard {
+    /// Applies the dead-record changes of this shard's seqs, in order.
+    pub fn apply(&mut self, changes: &[Change]) {
+        for change in changes {
+            match change {
+                Change::Dead(seq, record) => {
+                    self.0.insert(seq.0, record.clone());
+                }
+                Change::Unmark(Mark::Dead, seq) => {
+                    self.0.remove(&seq.0);
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The writes one `change` makes, in the order they are made.
+#[derive(Debug, Default, PartialEq)]
+pub struct Plan {
+    /// Shards gaining a dead record (with every change of theirs), written first.
+    pub adding: BTreeMap<u64, Vec<Change>>,
+    /// The position's changes, written next (skipped when empty).
+    pub position: Vec<Change>,
+    /// Shards only losing dead records, written last.
+    pub removing: BTreeMap<u64, Vec<Change>>,
+}
+
+impl Plan {
+    pub fn new(changes: Vec<Change>) -> Plan {
+        let mut shards: BTreeMap<u64, Vec<Change>> = BTreeMap::new();
+        let mut plan = Plan::default();
+        for change in changes {
+            match &change {
+                Change::Dead(seq, _) | Change::Unmark(Mark::Dead, seq) => {
+                    shards.entry(shard_of(seq.0)).or_default().push(change);
+                }
+                Change::Mark(Mark::Dead, _) => {}
+                _ => plan.position.push(change),
+            }
+        }
+        for (shard, changes) in shards {
+            let adds = changes.iter().any(|c| matches!(c, Change::Dead(..)));
+            if adds {
+                plan.adding.insert(shard, changes);
+            } else {
+                plan.removing.insert(shard, changes);
+            }
+        }
+        plan
+    }
 }
 
 #[cfg(test)]
@@ -135,25 +171,49 @@ mod tests {
     }
 
     #[test]
-    fn cursor_never_moves_back_and_marks_toggle() {
-        let mut record = OutputRecord::default();
-        record.apply(&[Change::Cursor(Seq(5)), Change::Cursor(Seq(3))]);
-        assert_eq!(record.cursor, 5);
-        record.apply(&[
-            Change::Dead(Seq(7), dead()),
+    fn the_cursor_never_moves_back_and_marks_toggle() {
+        let mut position = Position::default();
+        position.apply(&[Change::Cursor(Seq(5)), Change::Cursor(Seq(3))]);
+        assert_eq!(position.cursor, 5);
+        position.apply(&[
             Change::Mark(Mark::Replay, Seq(8)),
             Change::Mark(Mark::Settled, Seq(9)),
-        ]);
-        assert!(record.keeps(Seq(7)) && record.keeps(Seq(8)) && !record.keeps(Seq(9)));
-        record.apply(&[
-            Change::Unmark(Mark::Dead, Seq(7)),
             Change::Mark(Mark::Replay, Seq(7)),
         ]);
         assert_eq!(
-            record.marked(Mark::Replay, Seq(0)..=Seq(100), 10),
-            vec![(Seq(7), None), (Seq(8), None)]
+            position.marked(Mark::Replay, Seq(0)..=Seq(100), 10),
+            vec![Seq(7), Seq(8)]
         );
-        assert_eq!(record.count(Mark::Dead), 0);
-        assert_eq!(OutputRecord::decode(&record.encode()).ok(), Some(record));
+        position.apply(&[Change::Unmark(Mark::Settled, Seq(9))]);
+        assert!(position.settled.is_empty());
+        assert_eq!(decode::<Position>(&encode(&position)).ok(), Some(position));
+    }
+
+    #[test]
+    fn a_plan_adds_dead_records_before_the_position_and_removes_them_after() {
+        let far = SHARD_SEQS * 3 + 1;
+        let plan = Plan::new(vec![
+            Change::Dead(Seq(7), dead()),
+            Change::Cursor(Seq(7)),
+            Change::Unmark(Mark::Dead, Seq(far)),
+            Change::Mark(Mark::Replay, Seq(far)),
+        ]);
+        assert_eq!(
+            plan.adding.keys().copied().collect::<Vec<_>>(),
+            vec![shard_of(7)]
+        );
+        assert_eq!(
+            plan.position,
+            vec![Change::Cursor(Seq(7)), Change::Mark(Mark::Replay, Seq(far))]
+        );
+        assert_eq!(
+            plan.removing.keys().copied().collect::<Vec<_>>(),
+            vec![shard_of(far)]
+        );
+        let mut shard = DeadShard::default();
+        shard.apply(&plan.adding[&shard_of(7)]);
+        assert_eq!(shard.0.get(&7), Some(&dead()));
+        shard.apply(&[Change::Unmark(Mark::Dead, Seq(7))]);
+        assert!(shard.0.is_empty());
     }
 }

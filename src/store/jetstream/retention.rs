@@ -1,11 +1,13 @@
 //! Retention on JetStream: deleting the events every output is done with, and expiring the
 //! dedup keys of events that stay (a `forgotten` mark in the bucket; see `layout`).
 
+use std::collections::hash_map::{Entry, HashMap};
 use std::sync::atomic::Ordering;
 
 use async_nats::jetstream::kv;
 use bytes::Bytes;
 
+use super::outputs::{shard_of, DeadShard};
 use super::{layout, storage, JetStreamStore};
 use crate::event::Seq;
 use crate::store::retention::{verdict, Standing, Verdict};
@@ -22,10 +24,12 @@ impl JetStreamStore {
         cutoffs: Cutoffs,
         outputs: &[Output],
     ) -> Result<Swept, StoreError> {
-        let mut records = Vec::with_capacity(outputs.len());
+        let mut positions = Vec::with_capacity(outputs.len());
         for output in outputs {
-            records.push(self.record(&output.name).await?.0);
+            positions.push(self.position(&output.name).await?);
         }
+        // The dead-record shards read so far, per output (a step spans one or two).
+        let mut dead: Vec<HashMap<u64, DeadShard>> = vec![HashMap::new(); outputs.len()];
         let last = self.last_seq.borrow().0;
         let mut swept = Swept::default();
         let mut from = self.sweep_from.load(Ordering::SeqCst).max(1);
@@ -38,15 +42,18 @@ impl JetStreamStore {
                 }
             };
             let seq = Seq(event.seq);
-            let standings: Vec<Standing> = outputs
-                .iter()
-                .zip(&records)
-                .map(|(output, record)| Standing {
+            let mut standings = Vec::with_capacity(outputs.len());
+            for (i, (output, position)) in outputs.iter().zip(&positions).enumerate() {
+                // A dead or replay mark keeps the event (for a destination).
+                let kept = output.keeps_marks
+                    && (position.replay.contains(&seq.0)
+                        || self.dead_in(&mut dead[i], &output.name, seq.0).await?);
+                standings.push(Standing {
                     takes: output.takes(&event),
-                    cursor: Seq(record.cursor),
-                    kept: output.keeps_marks && record.keeps(seq),
-                })
-                .collect();
+                    cursor: Seq(position.cursor),
+                    kept,
+                });
+            }
             match verdict(seq, event.received_at_ms, cutoffs.events_ms, &standings) {
                 Verdict::Young => {
                     // Held events before it may go later: the next sweep starts over.
@@ -76,6 +83,21 @@ impl JetStreamStore {
         }
         self.sweep_from.store(from, Ordering::SeqCst);
         Ok(swept)
+    }
+
+    /// Whether `seq` has a dead record for `output`, reading its shard into `shards` once.
+    async fn dead_in(
+        &self,
+        shards: &mut HashMap<u64, DeadShard>,
+        output: &str,
+        seq: u64,
+    ) -> Result<bool, StoreError> {
+        let shard = shard_of(seq);
+        let dead = match shards.entry(shard) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(entry) => entry.insert(self.dead_shard(output, shard).await?),
+        };
+        Ok(dead.0.contains_key(&seq))
     }
 
     /// One bounded step of expiring the dedup keys of events received before `cutoff_ms` that
