@@ -14,7 +14,8 @@
 //!    latency (the median p99 of three runs), each run after raw publishes paced the same way,
 //!    whose p99 shows what JetStream itself adds at that rate on this machine.
 //!
-//! Then, on the default-sync cluster: the stream is filled with `STORED` more events (published
+//! Then, on the default-sync cluster: raw publishes with 64, 16 and 4 in flight, for the servers'
+//! CPU per message (JetStream batches what arrives together); the stream is filled with `STORED` more events (published
 //! straight to hookgate's subjects, so each is a dedup key); each server's resident memory
 //! (`VmRSS`) against the same server's when the cluster was empty, per million messages held,
 //! while running and again after every server was killed with SIGKILL and restarted (when it
@@ -75,6 +76,9 @@ fn main() {
         let max = throughput(&cluster, &gateways, run_for, &ids);
         latency_at(&cluster, &gateways, max / 2.0, run_for, &ids);
         if sync == SyncInterval::Default {
+            batching(&cluster, run_for, &ids);
+        }
+        if sync == SyncInterval::Default {
             sizing(
                 &mut cluster,
                 gateways,
@@ -127,7 +131,7 @@ fn throughput(
         let own = std::process::id();
 
         let (nats_before, own_before) = (cpu(&pids), process_cpu_seconds(own));
-        let raw = runtime.block_on(raw_run(&clients, Pace::Closed, run_for, ids));
+        let raw = runtime.block_on(raw_run(&clients, CONNECTIONS, Pace::Closed, run_for, ids));
         let (nats_raw, own_raw) = (
             cpu(&pids) - nats_before,
             process_cpu_seconds(own) - own_before,
@@ -188,7 +192,13 @@ fn latency_at(
     let clients = runtime.block_on(raw_clients(cluster));
     let (mut p99s, mut raw_p99s) = (Vec::new(), Vec::new());
     for round in 1..=ROUNDS {
-        let raw = runtime.block_on(raw_run(&clients, Pace::Rate(rate), run_for, ids));
+        let raw = runtime.block_on(raw_run(
+            &clients,
+            CONNECTIONS,
+            Pace::Rate(rate),
+            run_for,
+            ids,
+        ));
         let figures = runtime.block_on(http_run(gateways, Pace::Rate(rate), run_for, ids));
         println!(
             "open loop at {rate:.0}/s, round {round}: raw p50 {:.2} ms p99 {:.2} ms; hookgate \
@@ -213,7 +223,29 @@ fn latency_at(
     );
 }
 
-/// Step 3: RAM per million stored events (each one a dedup key), and the restart.
+/// Step 3: nats-server's CPU per message against the publishes in flight at once.
+fn batching(cluster: &NatsCluster, run_for: Duration, ids: &Arc<AtomicU64>) {
+    let runtime = common::runtime();
+    let clients = runtime.block_on(raw_clients(cluster));
+    let pids = cluster.pids();
+    let cpu = || {
+        pids.iter()
+            .map(|&pid| process_cpu_seconds(pid))
+            .sum::<f64>()
+    };
+    for in_flight in [64, 16, 4] {
+        let before = cpu();
+        let raw = runtime.block_on(raw_run(&clients, in_flight, Pace::Closed, run_for, ids));
+        println!(
+            "raw, {in_flight:>2} publishes in flight: {:>6.0} publishes/s, nats CPU {:.0} µs per \
+             message",
+            raw.per_second(),
+            (cpu() - before) * 1e6 / raw.count().max(1) as f64
+        );
+    }
+}
+
+/// Step 4: RAM per million stored events (each one a dedup key), and the restart.
 fn sizing(
     cluster: &mut NatsCluster,
     gateways: [Gateway; 2],
@@ -355,16 +387,17 @@ async fn publish(js: &jetstream::Context, prefix: &str, id: u64) -> Option<u32> 
     Some(start.elapsed().as_micros() as u32)
 }
 
-/// Closed loop of raw publishes, `CONNECTIONS` in flight over the clients.
+/// Raw publishes, `in_flight` at once over the clients, closed loop or paced.
 async fn raw_run(
     clients: &[jetstream::Context],
+    in_flight: usize,
     pace: Pace,
     run_for: Duration,
     ids: &Arc<AtomicU64>,
 ) -> Figures {
     let started = Instant::now();
     let deadline = started + run_for;
-    let tasks: Vec<_> = (0..CONNECTIONS)
+    let tasks: Vec<_> = (0..in_flight)
         .map(|task| {
             let js = clients[task % clients.len()].clone();
             let ids = ids.clone();
@@ -374,7 +407,7 @@ async fn raw_run(
                 Pace::Closed => None,
                 Pace::Rate(rate) => {
                     let gap = Duration::from_secs_f64(1.0 / rate);
-                    Some((started + gap * task as u32, gap * CONNECTIONS as u32))
+                    Some((started + gap * task as u32, gap * in_flight as u32))
                 }
             };
             tokio::spawn(async move {
