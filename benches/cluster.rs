@@ -102,8 +102,8 @@ fn gateway(cluster: &NatsCluster, dir: &std::path::Path) -> Gateway {
     let config = write_config(
         dir,
         &format!(
-            "[limits]\nper_address_rps = 0\n\n\
-             [store]\nbackend = \"jetstream\"\nservers = [{}]\nreplicas = 3\n",
+            "{}[store]\nbackend = \"jetstream\"\nservers = [{}]\nreplicas = 3\n",
+            common::NO_ADDRESS_LIMIT,
             servers.join(", ")
         ),
     );

@@ -126,7 +126,10 @@ fn run_mode(
         "[[destination]]\nname = \"downstream\"\nurl = \"{}\"\nsigning_secret = \"whsec_{SECRET_B64}\"\n{}",
         downstream.url, mode.toml
     );
-    let config = common::write_config(dir.path(), &destination);
+    let config = common::write_config(
+        dir.path(),
+        &format!("{}{destination}", common::NO_ADDRESS_LIMIT),
+    );
     let gateway = Gateway::start(&config);
     let ids = Arc::new(AtomicU64::new(0));
 

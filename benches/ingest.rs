@@ -176,7 +176,7 @@ fn main() {
 
     // 5. A store with `target_stored` events, next to a fresh empty one.
     let full_dir = tempfile::tempdir().expect("temp dir");
-    let full_config = common::write_config(full_dir.path(), "");
+    let full_config = common::write_config(full_dir.path(), common::NO_ADDRESS_LIMIT);
     let full_data = full_dir.path().join("data");
     let first = bench.ids.fetch_add(target_stored, Ordering::SeqCst);
     let took = bench.runtime.block_on(store::preload(
@@ -299,7 +299,7 @@ fn main() {
 impl Target {
     /// A gateway on a new config and empty store under `dir`.
     fn start(dir: &std::path::Path) -> Target {
-        let config = common::write_config(dir, "");
+        let config = common::write_config(dir, common::NO_ADDRESS_LIMIT);
         Target {
             gateway: Gateway::start(&config),
             config,

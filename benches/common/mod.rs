@@ -19,6 +19,9 @@ pub const SECRET_B64: &str = "YmVuY2gtc2VjcmV0LWJlbmNoLXNlY3JldA==";
 pub const ADMIN_TOKEN: &str = "bench-admin-token-0123456789";
 /// The provider's name and route.
 pub const PROVIDER: &str = "bench";
+/// Config for a gateway whose load generator is one trusted sender: no per-address rate limit
+/// (the default 1000/s would cap every run at 1,000 acks/s plus a burst).
+pub const NO_ADDRESS_LIMIT: &str = "[limits]\nper_address_rps = 0\n\n";
 
 /// The key requests are signed with.
 pub fn key() -> Vec<u8> {

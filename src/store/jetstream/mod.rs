@@ -362,6 +362,30 @@ impl JetStreamStore {
         shards.sort_unstable();
         Ok(shards)
     }
+
+    /// Every shard of an output's dead records, read in one pass over the bucket's stream (a
+    /// watch from the last value of each key) rather than one request per shard.
+    async fn every_dead_shard(&self, output: &str) -> Result<Vec<DeadShard>, StoreError> {
+        if self.dead_shards(output).await?.is_empty() {
+            // A watch of keys that have no value would wait for one.
+            return Ok(Vec::new());
+        }
+        let mut watch = self
+            .kv
+            .watch_with_history(format!("{}>", layout::dead_prefix(output)))
+            .await
+            .map_err(storage)?;
+        let mut shards = Vec::new();
+        while let Some(entry) = watch.try_next().await.map_err(storage)? {
+            if entry.operation == kv::Operation::Put {
+                shards.push(outputs::decode(&entry.value)?);
+            }
+            if entry.delta == 0 {
+                break;
+            }
+        }
+        Ok(shards)
+    }
 }
 
 #[async_trait]
@@ -478,13 +502,12 @@ impl Backend for JetStreamStore {
         let count = match mark {
             Mark::Replay => self.position(output).await?.replay.len(),
             Mark::Settled => self.position(output).await?.settled.len(),
-            Mark::Dead => {
-                let mut count = 0;
-                for shard in self.dead_shards(output).await? {
-                    count += self.dead_shard(output, shard).await?.0.len();
-                }
-                count
-            }
+            Mark::Dead => self
+                .every_dead_shard(output)
+                .await?
+                .iter()
+                .map(|dead| dead.0.len())
+                .sum(),
         };
         Ok(u64::try_from(count).unwrap_or(u64::MAX))
     }
