@@ -137,7 +137,11 @@ impl Gateway {
         let mut child = Command::new(env!("CARGO_BIN_EXE_hookgate"))
             .args(["serve", "--config"])
             .arg(config)
-            .env("RUST_LOG", "warn,hookgate=info")
+            // `HOOKGATE_BENCH_LOG` overrides the log filter (`warn` drops the line per webhook).
+            .env(
+                "RUST_LOG",
+                std::env::var("HOOKGATE_BENCH_LOG").unwrap_or_else(|_| "warn,hookgate=info".into()),
+            )
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn hookgate");
