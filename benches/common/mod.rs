@@ -137,7 +137,9 @@ impl Gateway {
         let mut child = Command::new(env!("CARGO_BIN_EXE_hookgate"))
             .args(["serve", "--config"])
             .arg(config)
-            // `HOOKGATE_BENCH_LOG` overrides the log filter (`warn` drops the line per webhook).
+            // `HOOKGATE_BENCH_LOG` overrides the log filter; it must keep `hookgate=info` for the
+            // listening line (`warn,hookgate=info,hookgate::http::public=warn` drops the line per
+            // stored webhook).
             .env(
                 "RUST_LOG",
                 std::env::var("HOOKGATE_BENCH_LOG").unwrap_or_else(|_| "warn,hookgate=info".into()),
