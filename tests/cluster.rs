@@ -284,7 +284,7 @@ fn killing_the_stream_leader_mid_load_loses_no_acked_event() {
 
     let killed = killed.unwrap();
     cluster.restart(killed);
-    let state = cluster.wait_caught_up(STREAM, SETTLE);
+    let state = wait_recovered(&cluster, &[&a, &b]);
     let stored = senders.assert_all_stored(&a);
     assert_eq!(senders.assert_all_stored(&b), stored);
     // The restarted replica holds what the others hold: every message, no more.
@@ -295,6 +295,22 @@ fn killing_the_stream_leader_mid_load_loses_no_acked_event() {
     assert_eq!(replica["last_seq"], state["last_seq"], "{replica}");
     let acked = senders.seen.lock().unwrap().acks.len();
     eprintln!("{acked} acked, {stored} stored");
+}
+
+/// Waits until every replica of the stream and of both buckets holds the same state, and both
+/// gateways read the store again (until the buckets' replicas answer direct gets, a gateway's
+/// admin API answers 503); returns the stream's state.
+fn wait_recovered(cluster: &NatsCluster, gateways: &[&Gateway]) -> serde_json::Value {
+    let state = cluster.wait_caught_up(STREAM, SETTLE);
+    for bucket in ["state", "leases"] {
+        cluster.wait_caught_up(&format!("KV_{STREAM}_{bucket}"), SETTLE);
+    }
+    for gw in gateways {
+        wait_until(SETTLE, "the gateway reads the store", || {
+            gw.admin_get("/v1/events?limit=1000").status == 200
+        });
+    }
+    state
 }
 
 #[test]
@@ -335,7 +351,7 @@ fn killing_every_nats_server_loses_no_acked_event() {
             senders.longest_gap_since(killed_at)
         );
     });
-    cluster.wait_caught_up(STREAM, SETTLE);
+    wait_recovered(&cluster, &[&a, &b]);
     let stored = senders.assert_all_stored(&a);
     assert_eq!(senders.assert_all_stored(&b), stored);
     // Deliveries went on after the restart: every stored event reaches the destination.

@@ -507,7 +507,6 @@ impl Api {
         }
     }
 
-    /// Every stored event (optionally of one provider), paging through `/v1/events`.
     /// Every stored event's id, by seq.
     pub fn ids_by_seq(&self) -> std::collections::BTreeMap<u64, String> {
         self.all_events(None)
@@ -520,6 +519,7 @@ impl Api {
             .collect()
     }
 
+    /// Every stored event (optionally of one provider), paging through `/v1/events`.
     pub fn all_events(&self, provider: Option<&str>) -> Vec<Value> {
         let mut events = Vec::new();
         let mut after: Option<u64> = None;
