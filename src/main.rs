@@ -6,6 +6,6 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = hookgate::cmd::Cli::parse();
-    hookgate::cmd::logging::init(cli.log_format());
+    let _logging = hookgate::cmd::logging::init(cli.log_format());
     ExitCode::from(hookgate::cmd::execute(cli))
 }

@@ -487,3 +487,84 @@ fn json_logs_have_a_line_per_stored_webhook_and_the_request_id_is_echoed() {
     assert_eq!(stored[1]["request_id"], json!(generated));
     assert_eq!(stored[1]["status"], "duplicate");
 }
+
+/// A log reader that stops reading (a stuck journald, a full pipe) must not hold up acks: log
+/// lines wait in the gateway's buffer, and are all written once the reader reads again.
+#[test]
+fn a_stderr_nobody_reads_does_not_hold_up_acks() {
+    const EVENTS: usize = 3_000;
+    let dir = TempDir::new().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = {}\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+             token = {}\n{}",
+            toml_str(&dir.path().join("data").to_string_lossy()),
+            toml_str(ADMIN_TOKEN),
+            provider("p", "none", &[], "event_id = \"json:/id\"")
+        ),
+    )
+    .unwrap();
+    let child = Command::new(hookgate_bin())
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut gateway = KillOnDrop(child);
+    let mut stderr = std::io::BufReader::new(gateway.0.stderr.take().unwrap());
+    let mut line = String::new();
+    let addrs = loop {
+        line.clear();
+        let read = std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+        assert!(read > 0, "hookgate exited before listening");
+        if let Some(addrs) = common::parse_listening_line(&line) {
+            break addrs;
+        }
+    };
+    // From here on nobody reads stderr: the pipe (64 KiB) fills after a few hundred lines.
+    let api = common::Api::new(addrs.0, addrs.1);
+    std::thread::scope(|s| {
+        for thread in 0..4 {
+            let api = &api;
+            s.spawn(move || {
+                for n in (thread..EVENTS).step_by(4) {
+                    let body = format!(r#"{{"id":"evt-{n}"}}"#);
+                    let reply = api
+                        .try_post("p", &[], body.as_bytes())
+                        .unwrap_or_else(|err| panic!("event {n}: {}", common::error_chain(&err)));
+                    assert_eq!(reply.status, 200, "event {n}: {}", reply.text());
+                }
+            });
+        }
+    });
+    let metrics = api.metrics_text();
+    assert_eq!(
+        common::parse_metric(&metrics, "hookgate_log_lines_dropped_total", &[]),
+        Some(0.0),
+        "{metrics}"
+    );
+    // Reading again, every line arrives.
+    let mut rest = String::new();
+    let mut stored = 0;
+    while stored < EVENTS {
+        rest.clear();
+        let read = std::io::BufRead::read_line(&mut stderr, &mut rest).unwrap();
+        assert!(read > 0, "stderr ended after {stored} lines");
+        stored += usize::from(rest.contains("Webhook stored."));
+    }
+}
+
+/// Kills the child process when dropped.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -97,6 +97,9 @@ pub struct Metrics {
     /// The sync cursor, when it is a number.
     pub poll_cursor: Family<ProviderLabels, Gauge<f64, AtomicU64>>,
     poll_last_success: Mutex<HashMap<String, Instant>>,
+    /// Log lines dropped because the log's reader fell behind (see `cmd::logging`), brought up
+    /// to date when rendered; the lock keeps two renders from counting the same lines.
+    log_lines_dropped: Mutex<Counter>,
     /// The last hour of answers and ack latencies, minute by minute, for the console.
     pub recent: recent::Recent,
 }
@@ -222,8 +225,15 @@ impl Metrics {
             "Dedup keys removed by the retention sweeper",
             dedup_keys_swept.clone(),
         );
+        let log_lines_dropped = Counter::default();
+        registry.register(
+            "log_lines_dropped",
+            "Log lines dropped because the log's reader fell behind",
+            log_lines_dropped.clone(),
+        );
         Metrics {
             registry,
+            log_lines_dropped: Mutex::new(log_lines_dropped),
             poll_pages,
             poll_items,
             poll_items_new,
@@ -303,9 +313,19 @@ impl Metrics {
         }
     }
 
+    /// Brings `hookgate_log_lines_dropped_total` up to the log writer's count.
+    fn refresh_log_lines_dropped(&self) {
+        let Ok(counter) = self.log_lines_dropped.lock() else {
+            return;
+        };
+        let dropped = crate::cmd::logging::dropped_lines();
+        counter.inc_by(dropped.saturating_sub(counter.get()));
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         self.refresh_poll_ages();
+        self.refresh_log_lines_dropped();
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out

@@ -411,7 +411,7 @@ impl Api {
         Api::new(nowhere, nowhere)
     }
 
-    fn new(public_addr: SocketAddr, admin_addr: SocketAddr) -> Api {
+    pub fn new(public_addr: SocketAddr, admin_addr: SocketAddr) -> Api {
         let client = reqwest::blocking::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(30))
