@@ -22,7 +22,8 @@
 //!    pre-loaded) event must be there, else the bench fails.
 //!
 //! Run: `cargo bench --bench ingest` (args: `-- [SECONDS_PER_RUN] [STORED_EVENTS]`, default
-//! `10 10000000`; `HOOKGATE_BENCH_DATA=DIR` keeps the first gateway's config and store in DIR;
+//! `10 10000000`; `HOOKGATE_BENCH_DATA=DIR` keeps the first gateway's config and store in DIR,
+//! and the pre-loaded one's in DIR/pre-loaded;
 //! `HOOKGATE_BENCH_IDS=random` scatters the event ids of every run except step 4's, which sets its
 //! own; the pre-loaded store always has random ids).
 //! The load generator is async (tokio, 2 threads) and shares the machine's cores with the server
@@ -111,7 +112,8 @@ fn main() {
     };
 
     let baseline = servers::baseline(common::cpus());
-    // HOOKGATE_BENCH_DATA=DIR keeps the config and store there after the run, to inspect them.
+    // HOOKGATE_BENCH_DATA=DIR keeps the configs and stores there after the run, to inspect them:
+    // the first gateway's in DIR, the pre-loaded one's in DIR/pre-loaded.
     let temp = tempfile::tempdir().expect("temp dir");
     let kept = std::env::var_os("HOOKGATE_BENCH_DATA").map(std::path::PathBuf::from);
     let mut empty = Target::start(kept.as_deref().unwrap_or(temp.path()));
@@ -175,9 +177,14 @@ fn main() {
     bench.id_mode = IdMode::from_env();
 
     // 5. A store with `target_stored` events, next to a fresh empty one.
-    let full_dir = tempfile::tempdir().expect("temp dir");
-    let full_config = common::write_config(full_dir.path(), common::NO_ADDRESS_LIMIT);
-    let full_data = full_dir.path().join("data");
+    let full_temp = tempfile::tempdir().expect("temp dir");
+    let full_dir = match &kept {
+        Some(kept) => kept.join("pre-loaded"),
+        None => full_temp.path().to_path_buf(),
+    };
+    std::fs::create_dir_all(&full_dir).expect("create the pre-loaded store's dir");
+    let full_config = common::write_config(&full_dir, common::NO_ADDRESS_LIMIT);
+    let full_data = full_dir.join("data");
     let first = bench.ids.fetch_add(target_stored, Ordering::SeqCst);
     let took = bench.runtime.block_on(store::preload(
         &full_config,
