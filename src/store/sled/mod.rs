@@ -184,31 +184,12 @@ impl Drop for EndNotice {
     }
 }
 
-/// The segment size of a new store. sled reads the header of every segment of `db` when it
-/// opens a store: at 10 M events (17 GB) that was 32,000 scattered reads with sled's default of
-/// 512 KiB, 1.2-2.5 s with a cold page cache, against 2,000 at 8 MiB. Larger segments also
-/// raise sled's blob threshold (a quarter of a segment), so `pack.rs`'s bound holds with room.
-const SEGMENT_BYTES: usize = 8 << 20;
-
-/// The segment size `dir`'s store was created with (sled refuses to open it with another), or
-/// [`SEGMENT_BYTES`] for a new store. sled's `conf` is text: `segment_size: N` on a line.
-fn segment_size(dir: &Path) -> usize {
-    let Ok(conf) = std::fs::read(dir.join("conf")) else {
-        return SEGMENT_BYTES;
-    };
-    String::from_utf8_lossy(&conf)
-        .lines()
-        .find_map(|line| line.strip_prefix("segment_size: ")?.trim().parse().ok())
-        .unwrap_or(SEGMENT_BYTES)
-}
-
 /// Opens sled under `dir`. The previous handle of this process (a closed store, or the
 /// checkpoint's) may take a moment to let go of `db`'s lock after its last drop, while sled's
 /// io threads finish: a lock held elsewhere is retried for two seconds.
 fn open_db(dir: &Path, config: &StoreConfig) -> Result<::sled::Db, ::sled::Error> {
     let sled = ::sled::Config::new()
         .path(dir)
-        .segment_size(segment_size(dir))
         .cache_capacity(config.cache_bytes)
         // The committer flushes (and fsyncs) itself; a background flush would only compete.
         .flush_every_ms(None);
@@ -749,27 +730,4 @@ fn check_sizes(writes: &[Write]) -> Result<(), StoreError> {
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_new_store_takes_large_segments_and_an_older_one_keeps_its_own() {
-        let config = StoreConfig::default();
-        let new = tempfile::tempdir().unwrap();
-        drop(open_db(new.path(), &config).unwrap());
-        assert_eq!(segment_size(new.path()), SEGMENT_BYTES);
-
-        // A store created with sled's default segments, as hookgate made them before.
-        let old = tempfile::tempdir().unwrap();
-        let db = ::sled::Config::new().path(old.path()).open().unwrap();
-        db.insert(b"k", b"v").unwrap();
-        db.flush().unwrap();
-        drop(db);
-        assert_eq!(segment_size(old.path()), 512 * 1024);
-        let reopened = open_db(old.path(), &config).unwrap();
-        assert_eq!(reopened.get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
-    }
 }

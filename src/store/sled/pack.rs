@@ -14,9 +14,8 @@
 //!   8-byte key, `[4][parts: u16 LE][bytes]`, parts 1.. under the 10-byte key seq ++ part (u16
 //!   BE), raw bytes. A 10-byte key sorts after its seq's 8-byte key and before the next seq's.
 //!
-//! Why the bound: sled writes a node bigger than a quarter of its segment (128 KiB at sled's
-//! default of 512 KiB, the smallest segment a hookgate store has; new stores take 8 MiB) to a
-//! separate blob file, which it never fsyncs and which a reader thread may write
+//! Why the bound: sled writes a node bigger than a quarter of its segment (128 KiB at the default
+//! 512 KiB) to a separate blob file, which it never fsyncs and which a reader thread may write
 //! at any time (see `durable.rs`). A leaf holds at most 20 entries (it splits past 16, and a
 //! merge adds at most 3 to one of 17), so with every value at most 6 KiB, every node stays
 //! under the blob threshold and sled writes no blob files at all.
@@ -24,7 +23,7 @@
 use crate::event::Seq;
 
 /// The most bytes of one value in any tree. 20 entries of this, with their keys and framing,
-/// stay under sled's blob threshold of 131,020 bytes at 512 KiB segments (and so at 8 MiB).
+/// stay under sled's blob threshold of 131,020 bytes at 512 KiB segments.
 pub const MAX_VALUE: usize = 6 * 1024;
 /// The most bytes of one key in any tree (index nodes hold up to 257 keys).
 pub const MAX_KEY: usize = 384;
