@@ -107,16 +107,15 @@ fn every_problem_is_reported_at_once() {
 #[test]
 fn serve_refuses_a_missing_secret() {
     let dir = tempfile::tempdir().unwrap();
-    let config = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = {}\n\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken = {}\n{}",
-        common::toml_str(&dir.path().join("data").to_string_lossy()),
-        common::toml_str(common::ADMIN_TOKEN),
-        common::provider(
+    let config = common::config_toml(
+        &dir.path().join("data"),
+        "",
+        &common::provider(
             "alpha",
             "github",
             &["env:HOOKGATE_TEST_SURELY_UNSET_SECRET"],
-            ""
-        )
+            "",
+        ),
     );
     let path = write_config(dir.path(), &config);
     let mut child = Command::new(common::hookgate_bin())

@@ -152,13 +152,12 @@ fn xml_keys_and_rotation_in_the_real_binary() {
 #[test]
 fn a_bad_key_makes_check_config_fail() {
     let dir = tempfile::tempdir().unwrap();
-    let config = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = {}\n\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken = {}\n{}{}",
-        toml_str(&dir.path().join("data").to_string_lossy()),
-        toml_str(common::ADMIN_TOKEN),
+    let providers = format!(
+        "{}{}",
         di_provider("weak", &["test-weak-1024-public-key.pem"], "hash = \"md5\""),
         di_provider("private", &["test-private-key.pem"], ""),
     );
+    let config = common::config_toml(&dir.path().join("data"), "", &providers);
     let path = dir.path().join("config.toml");
     std::fs::write(&path, config).unwrap();
     let out = Command::new(common::hookgate_bin())

@@ -495,15 +495,10 @@ fn a_stderr_nobody_reads_does_not_hold_up_acks() {
     const EVENTS: usize = 3_000;
     let dir = TempDir::new().unwrap();
     let config = dir.path().join("config.toml");
+    let provider = provider("p", "none", &[], "event_id = \"json:/id\"");
     std::fs::write(
         &config,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = {}\n[admin]\nlisten = \"127.0.0.1:0\"\n\
-             token = {}\n{}",
-            toml_str(&dir.path().join("data").to_string_lossy()),
-            toml_str(ADMIN_TOKEN),
-            provider("p", "none", &[], "event_id = \"json:/id\"")
-        ),
+        common::config_toml(&dir.path().join("data"), "", &provider),
     )
     .unwrap();
     let child = Command::new(hookgate_bin())

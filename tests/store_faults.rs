@@ -211,12 +211,7 @@ enum Start {
 /// reads every event it serves and posts one more.
 fn start_on(data_dir: &Path) -> Start {
     let config_path = data_dir.parent().unwrap().join("config.toml");
-    let config = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = {}\n\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken = {}\n{}",
-        common::toml_str(&data_dir.to_string_lossy()),
-        common::toml_str(common::ADMIN_TOKEN),
-        id_provider()
-    );
+    let config = common::config_toml(data_dir, "", &id_provider());
     std::fs::write(&config_path, config).unwrap();
     let mut child = Command::new(common::hookgate_bin())
         .arg("serve")

@@ -84,6 +84,16 @@ pub fn provider(name: &str, verify: &str, secrets: &[&str], extra: &str) -> Stri
     )
 }
 
+/// A config with both listeners on loopback ports the OS picks, the store in `data_dir` and the
+/// test admin token: `server` adds lines to `[server]`, `extra` tables after `[admin]`.
+pub fn config_toml(data_dir: &Path, server: &str, extra: &str) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = {}\n{server}\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken = {}\n{extra}",
+        toml_str(&data_dir.to_string_lossy()),
+        toml_str(ADMIN_TOKEN),
+    )
+}
+
 /// Configures and starts a [`Gateway`].
 #[derive(Default)]
 pub struct GatewayBuilder {
@@ -126,13 +136,7 @@ impl GatewayBuilder {
         let data_dir = dir.path().join("data");
         std::fs::create_dir_all(&data_dir).expect("create data dir");
         let config_path = dir.path().join("config.toml");
-        let config = format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = {}\n{}\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken = {}\n{}",
-            toml_str(&data_dir.to_string_lossy()),
-            self.server,
-            toml_str(ADMIN_TOKEN),
-            self.extra
-        );
+        let config = config_toml(&data_dir, &self.server, &self.extra);
         std::fs::write(&config_path, config).expect("write config");
         let mut gateway = Gateway {
             dir,
