@@ -56,6 +56,9 @@ fn node_on(urls: &[String], extra: &str) -> Gateway {
             servers.join(", ")
         ))
         .config(extra)
+        // A gateway listens once the stream and buckets answer; after a restart of the cluster
+        // that waits for its elections (4-9 s each) and 10 s JetStream request timeouts.
+        .start_timeout(SETTLE)
         .start()
 }
 

@@ -101,6 +101,7 @@ pub struct GatewayBuilder {
     extra: String,
     wrapper: Option<Wrapper>,
     env: Vec<(String, std::ffi::OsString)>,
+    start_timeout: Option<Duration>,
 }
 
 impl GatewayBuilder {
@@ -130,6 +131,12 @@ impl GatewayBuilder {
         self
     }
 
+    /// How long a start may take before it counts as failed ([`START_TIMEOUT`] unless set).
+    pub fn start_timeout(mut self, timeout: Duration) -> Self {
+        self.start_timeout = Some(timeout);
+        self
+    }
+
     /// Writes the config and starts the gateway; panics (with its stderr) if it does not come up.
     pub fn start(self) -> Gateway {
         let dir = tempfile::tempdir().expect("create temp dir");
@@ -144,6 +151,7 @@ impl GatewayBuilder {
             data_dir,
             wrapper: self.wrapper,
             env: self.env,
+            start_timeout: self.start_timeout.unwrap_or(START_TIMEOUT),
             child: None,
             logs: Arc::new(Mutex::new(String::new())),
             api: Api::unconnected(),
@@ -160,6 +168,7 @@ pub struct Gateway {
     data_dir: PathBuf,
     wrapper: Option<Wrapper>,
     env: Vec<(String, std::ffi::OsString)>,
+    start_timeout: Duration,
     child: Option<Child>,
     logs: Arc<Mutex<String>>,
     api: Api,
@@ -294,7 +303,7 @@ impl Gateway {
                 logs.push('\n');
             }
         });
-        let started = rx.recv_timeout(START_TIMEOUT);
+        let started = rx.recv_timeout(self.start_timeout);
         let (public, admin) = match started {
             Ok(addrs) => addrs,
             Err(err) => {
