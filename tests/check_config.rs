@@ -5,8 +5,8 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
 fn check_config(config: &Path) -> Output {
     Command::new(common::hookgate_bin())
@@ -118,29 +118,8 @@ fn serve_refuses_a_missing_secret() {
         ),
     );
     let path = write_config(dir.path(), &config);
-    let mut child = Command::new(common::hookgate_bin())
-        .arg("serve")
-        .arg("--config")
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("serve is still running 20 s after being given a missing secret");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let (status, stderr) = common::serve_until_it_exits(&path, Duration::from_secs(20));
     assert!(!status.success(), "serve exited 0 without its secret");
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
     assert!(
         stderr.contains("HOOKGATE_TEST_SURELY_UNSET_SECRET"),
         "the error does not name the variable: {stderr}"

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use hookgate::config::{ConsumerConfig, JetStreamConfig, StoreBackend, StoreConfig};
+use hookgate::config::{ConsumerConfig, JetStreamConfig, NatsAuth, StoreBackend, StoreConfig};
 use hookgate::event::{EventId, ProviderName, Seq, Source};
 use hookgate::metrics::Metrics;
 use hookgate::store::{
@@ -1129,7 +1129,8 @@ fn open_jetstream(dir: &Path) -> Store {
             servers: vec![server.url()],
             stream: "HOOKGATE".into(),
             replicas: 1,
-            token: None,
+            auth: NatsAuth::None,
+            tls: None,
             lease_time: Duration::from_secs(10),
         }),
         ..StoreConfig::default()

@@ -644,7 +644,8 @@ secrets = ["y"]
                 assert_eq!(js.servers, ["nats://127.0.0.1:4222"]);
                 assert_eq!(js.stream, "HOOKGATE");
                 assert_eq!(js.replicas, 1);
-                assert!(js.token.is_none());
+                assert_eq!(js.auth, crate::config::NatsAuth::None);
+                assert!(js.tls.is_none());
                 assert_eq!(js.lease_time, std::time::Duration::from_secs(10));
             }
             other => panic!("{other:?}"),
@@ -670,6 +671,32 @@ secrets = ["y"]
                 "backend = \"jetstream\"\nservers = [\"nats://h:4222\"]\ntoken = \"env:HOOKGATE_TEST_UNSET_NATS\"",
                 "HOOKGATE_TEST_UNSET_NATS is not set",
             ),
+            (
+                "backend = \"jetstream\"\nservers = [\"nats://h:4222\"]\ntoken = \"t\"\nuser = \"u\"\npassword = \"p\"",
+                "choose one way to authenticate to NATS",
+            ),
+            (
+                "backend = \"jetstream\"\nservers = [\"nats://h:4222\"]\nuser = \"u\"",
+                "user and password go together",
+            ),
+            (
+                "backend = \"jetstream\"\nservers = [\"nats://h:4222\"]\nnkey_seed = \"UABC\"",
+                "not a NATS user NKey seed",
+            ),
+            (
+                "backend = \"jetstream\"\nservers = [\"nats://h:4222\"]\ncredentials = \"/nonexistent/hookgate.creds\"",
+                "cannot read /nonexistent/hookgate.creds",
+            ),
+            (
+                "backend = \"jetstream\"\nservers = [\"nats://h:4222\"]\ntls_ca = \"/nonexistent/ca.pem\"",
+                "cannot read certificates from /nonexistent/ca.pem",
+            ),
+            (
+                "backend = \"jetstream\"\nservers = [\"nats://h:4222\"]\ntls_cert = \"/nonexistent/c.pem\"",
+                "tls_cert and tls_key go together",
+            ),
+            ("tls_ca = \"ca.pem\"", "only for backend = \"jetstream\""),
+            ("password = \"p\"", "only for backend = \"jetstream\""),
         ] {
             let errors = load(&format!("{VALID}\n[store]\n{store}\n")).unwrap_err();
             assert!(

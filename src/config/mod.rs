@@ -5,6 +5,7 @@
 //! (`Loader::resolve`, which warns about secrets written literally), once, and never printed.
 
 mod audit;
+mod jetstream;
 mod limits;
 mod load;
 mod outputs;
@@ -133,11 +134,40 @@ pub struct JetStreamConfig {
     pub stream: String,
     /// The stream's and the bucket's replicas (1 on a single server, 3 in a cluster).
     pub replicas: usize,
-    /// The NATS authentication token, when the server asks for one.
-    pub token: Option<Secret>,
+    /// How hookgate proves who it is to the NATS servers.
+    pub auth: NatsAuth,
+    /// TLS settings beyond the `tls://` URLs' defaults; `None`: plain `nats://` servers are
+    /// spoken to in the clear.
+    pub tls: Option<NatsTls>,
     /// The longest a background task held by a gateway that died (a destination's deliveries, a
     /// poller, the sweeper) waits before another gateway takes it over.
     pub lease_time: Duration,
+}
+
+/// `[store] token`, `user` + `password`, `nkey_seed` or `credentials`: at most one.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum NatsAuth {
+    #[default]
+    None,
+    /// An authorization token.
+    Token(Secret),
+    UserPassword {
+        user: String,
+        password: Secret,
+    },
+    /// An NKey seed (`SU...`): the server knows the user by its public key.
+    NKey(Secret),
+    /// A `.creds` file (a user JWT and its NKey seed), for servers in operator mode.
+    Credentials(PathBuf),
+}
+
+/// `[store] tls_ca`, `tls_cert` and `tls_key`: any of them makes TLS required.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct NatsTls {
+    /// PEM certificates to trust instead of the system's roots.
+    pub ca: Option<PathBuf>,
+    /// A PEM client certificate chain and its key, for servers that verify clients.
+    pub client: Option<(PathBuf, PathBuf)>,
 }
 
 /// The recent dedup keys that make a sealed run (see `store/sled/runs.rs`).

@@ -5,9 +5,7 @@ use std::time::Duration;
 
 use super::load::{Loader, Section};
 use super::raw::{RawConsumer, RawDestination, RawStore};
-use super::{
-    ConsumerConfig, DestinationConfig, JetStreamConfig, ProviderConfig, StoreBackend, StoreConfig,
-};
+use super::{ConsumerConfig, DestinationConfig, ProviderConfig, StoreBackend, StoreConfig};
 use crate::event::ProviderName;
 
 const DEFAULT_RETRY_DELAYS: [&str; 10] = [
@@ -16,9 +14,6 @@ const DEFAULT_RETRY_DELAYS: [&str; 10] = [
 
 /// The shortest `[store] dedup_window` accepted.
 const MIN_DEDUP_WINDOW: Duration = Duration::from_secs(60);
-
-/// The shortest lease: a node renews it every third of it, over the network.
-const MIN_LEASE_TIME: Duration = Duration::from_secs(1);
 
 /// Parses a duration such as `"5s"`, `"2m"`, `"7d"`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -80,97 +75,15 @@ impl Loader<'_> {
         let at = |loader: &Self, key: &str| section.and_then(|s| loader.key_position(s, key));
         match raw.backend.as_deref().unwrap_or("sled") {
             "sled" => {
-                for (key, given) in [
-                    ("servers", raw.servers.is_some()),
-                    ("stream", raw.stream.is_some()),
-                    ("replicas", raw.replicas.is_some()),
-                    ("token", raw.token.is_some()),
-                    ("lease_time", raw.lease_time.is_some()),
-                ] {
-                    if given {
-                        self.error(
-                            at(self, key),
-                            format!("[store] {key}: only for backend = \"jetstream\""),
-                        );
-                    }
+                for key in super::jetstream::keys_given(raw) {
+                    self.error(
+                        at(self, key),
+                        format!("[store] {key}: only for backend = \"jetstream\""),
+                    );
                 }
                 StoreBackend::Sled
             }
-            "jetstream" => {
-                let servers = raw.servers.clone().unwrap_or_default();
-                if servers.is_empty() {
-                    self.error(
-                        at(self, "servers"),
-                        "[store] servers: backend = \"jetstream\" needs at least one NATS \
-                         server, e.g. servers = [\"nats://127.0.0.1:4222\"]"
-                            .to_string(),
-                    );
-                }
-                for server in &servers {
-                    let ok = url::Url::parse(server)
-                        .is_ok_and(|url| matches!(url.scheme(), "nats" | "tls") && url.has_host());
-                    if !ok {
-                        self.error(
-                            at(self, "servers"),
-                            format!("[store] servers: {server:?} is not a nats:// or tls:// URL"),
-                        );
-                    }
-                }
-                let stream = raw.stream.clone().unwrap_or_else(|| "HOOKGATE".to_string());
-                let valid_name = !stream.is_empty()
-                    && stream.len() <= 32
-                    && stream
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-                if !valid_name {
-                    self.error(
-                        at(self, "stream"),
-                        format!(
-                            "[store] stream: {stream:?} must be 1 to 32 letters, digits, '-' or '_'"
-                        ),
-                    );
-                }
-                let replicas = raw.replicas.unwrap_or(1);
-                if !(1..=5).contains(&replicas) {
-                    self.error(
-                        at(self, "replicas"),
-                        format!("[store] replicas: {replicas} is not between 1 and 5"),
-                    );
-                }
-                let token = match raw.token.as_deref().map(crate::config::resolve_secret) {
-                    None => None,
-                    Some(Ok((token, _))) => Some(token),
-                    Some(Err(err)) => {
-                        self.error(at(self, "token"), format!("[store] token: {err}"));
-                        None
-                    }
-                };
-                let lease_time = raw.lease_time.as_deref().unwrap_or("10s");
-                let lease_time = match parse_duration(lease_time) {
-                    Ok(time) if time >= MIN_LEASE_TIME => time,
-                    Ok(_) => {
-                        self.error(
-                            at(self, "lease_time"),
-                            format!("[store] lease_time: {lease_time:?} is under 1s"),
-                        );
-                        MIN_LEASE_TIME
-                    }
-                    Err(message) => {
-                        self.error(
-                            at(self, "lease_time"),
-                            format!("[store] lease_time: {message}"),
-                        );
-                        MIN_LEASE_TIME
-                    }
-                };
-                StoreBackend::JetStream(JetStreamConfig {
-                    servers,
-                    stream,
-                    replicas,
-                    token,
-                    lease_time,
-                })
-            }
+            "jetstream" => StoreBackend::JetStream(self.jetstream(raw, section)),
             other => {
                 self.error(
                     at(self, "backend"),

@@ -79,6 +79,17 @@ pub struct RawStore {
     pub replicas: Option<usize>,
     /// JetStream: a secret reference to the NATS authentication token.
     pub token: Option<String>,
+    /// JetStream: a NATS user name, with `password` (a secret reference).
+    pub user: Option<String>,
+    pub password: Option<String>,
+    /// JetStream: a secret reference to a NATS NKey seed.
+    pub nkey_seed: Option<String>,
+    /// JetStream: the path of a NATS `.creds` file.
+    pub credentials: Option<String>,
+    /// JetStream: PEM files: certificates to trust, and a client certificate and key.
+    pub tls_ca: Option<String>,
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
     /// JetStream: the longest a dead gateway's destinations, pollers or sweeper wait before
     /// another gateway takes them over (default "10s").
     pub lease_time: Option<String>,
@@ -255,6 +266,13 @@ impl Default for RawStore {
             stream: None,
             replicas: None,
             token: None,
+            user: None,
+            password: None,
+            nkey_seed: None,
+            credentials: None,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
             lease_time: None,
         }
     }

@@ -84,6 +84,41 @@ pub fn provider(name: &str, verify: &str, secrets: &[&str], extra: &str) -> Stri
     )
 }
 
+/// Runs `hookgate serve --config path` for a start that must fail: waits up to `within` for it
+/// to exit (killing it and panicking if it still runs then), and returns its status and stderr.
+pub fn serve_until_it_exits(path: &Path, within: Duration) -> (ExitStatus, String) {
+    let mut child = Command::new(hookgate_bin())
+        .arg("serve")
+        .arg("--config")
+        .arg(path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn hookgate serve");
+    let mut pipe = child.stderr.take().expect("stderr is piped");
+    let reader = std::thread::spawn(move || {
+        let mut stderr = String::new();
+        let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+        stderr
+    });
+    let deadline = Instant::now() + within;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for hookgate serve") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "hookgate serve --config {} still runs after {within:?}",
+                path.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    (status, reader.join().expect("read stderr"))
+}
+
 /// A config with both listeners on loopback ports the OS picks, the store in `data_dir` and the
 /// test admin token: `server` adds lines to `[server]`, `extra` tables after `[admin]`.
 pub fn config_toml(data_dir: &Path, server: &str, extra: &str) -> String {

@@ -18,7 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hookgate::config::{JetStreamConfig, StoreBackend, StoreConfig};
+use hookgate::config::{JetStreamConfig, NatsAuth, StoreBackend, StoreConfig};
 use hookgate::metrics::Metrics;
 use hookgate::store::Store;
 use nix::sys::signal::{kill, Signal};
@@ -40,9 +40,15 @@ impl NatsServer {
     /// Starts a server whose JetStream store is `dir/jetstream` (created if missing; its log
     /// goes to `dir/nats-server.log`). Panics when none starts within 20 s.
     pub fn start(dir: &Path) -> NatsServer {
+        NatsServer::start_with(dir, "")
+    }
+
+    /// [`NatsServer::start`] with `conf` added to the server's configuration file (an
+    /// `authorization` or `tls` block, operator mode).
+    pub fn start_with(dir: &Path, conf: &str) -> NatsServer {
         std::fs::create_dir_all(dir).expect("create the nats-server directory");
         let config = dir.join("nats-server.conf");
-        std::fs::write(&config, format!("max_payload: {MAX_PAYLOAD}\n"))
+        std::fs::write(&config, format!("max_payload: {MAX_PAYLOAD}\n{conf}\n"))
             .expect("write nats-server.conf");
         let mut last_failure = String::new();
         // A free port found by binding port 0 may be taken again before the server binds it.
@@ -95,7 +101,8 @@ impl NatsServer {
                 servers: vec![self.url()],
                 stream: "HOOKGATE".into(),
                 replicas: 1,
-                token: None,
+                auth: NatsAuth::None,
+                tls: None,
                 lease_time,
             }),
             ..StoreConfig::default()

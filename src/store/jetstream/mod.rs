@@ -53,7 +53,7 @@ use super::{
     Backend, Change, Committed, Cutoffs, DeadRecord, Mark, Marks, NewEvent, Output, OutputState,
     StoreError, StoredEvent, Swept,
 };
-use crate::config::JetStreamConfig;
+use crate::config::{JetStreamConfig, NatsAuth};
 use crate::event::Seq;
 use crate::metrics::Metrics;
 
@@ -101,6 +101,34 @@ pub struct JetStreamStore {
     dedup_from: AtomicU64,
 }
 
+/// How to reach the servers: the name, the connect timeout, the credentials and TLS.
+async fn connect_options(config: &JetStreamConfig) -> std::io::Result<async_nats::ConnectOptions> {
+    let text =
+        |secret: &crate::config::Secret| String::from_utf8_lossy(secret.expose()).into_owned();
+    let options = async_nats::ConnectOptions::new()
+        .name("hookgate")
+        .connection_timeout(Duration::from_secs(5));
+    let mut options = match &config.auth {
+        NatsAuth::None => options,
+        NatsAuth::Token(token) => options.token(text(token)),
+        NatsAuth::UserPassword { user, password } => {
+            options.user_and_password(user.clone(), text(password))
+        }
+        NatsAuth::NKey(seed) => options.nkey(text(seed)),
+        NatsAuth::Credentials(path) => options.credentials_file(path).await?,
+    };
+    if let Some(tls) = &config.tls {
+        options = options.require_tls(true);
+        if let Some(ca) = &tls.ca {
+            options = options.add_root_certificates(ca.clone());
+        }
+        if let Some((cert, key)) = &tls.client {
+            options = options.add_client_certificate(cert.clone(), key.clone());
+        }
+    }
+    Ok(options)
+}
+
 impl JetStreamStore {
     /// Connects, and creates the stream and the bucket if they are missing (an existing
     /// stream's settings are updated to these).
@@ -114,13 +142,19 @@ impl JetStreamStore {
             .map(|server| server.parse::<ServerAddr>())
             .collect::<Result<Vec<_>, _>>()
             .map_err(storage)?;
-        let mut options = async_nats::ConnectOptions::new()
-            .name("hookgate")
-            .connection_timeout(Duration::from_secs(5));
-        if let Some(token) = &config.token {
-            options = options.token(String::from_utf8_lossy(token.expose()).into_owned());
-        }
-        let client = options.connect(servers).await.map_err(storage)?;
+        let unreachable = |err: &dyn std::fmt::Display| {
+            StoreError::Storage(Arc::new(std::io::Error::other(format!(
+                "cannot connect to the NATS servers {}: {err}",
+                config.servers.join(", ")
+            ))))
+        };
+        let options = connect_options(config)
+            .await
+            .map_err(|err| unreachable(&err))?;
+        let client = options
+            .connect(servers)
+            .await
+            .map_err(|err| unreachable(&err))?;
         let version = client.server_info().version;
         if !supported(&version) {
             return Err(StoreError::Storage(Arc::new(std::io::Error::other(
