@@ -250,6 +250,17 @@ impl Gateway {
         process_cpu_seconds(self.child.id())
     }
 
+    /// SIGTERM, and waits for the clean shutdown (which checkpoints the store).
+    pub fn stop(mut self) {
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        let _ = self.child.wait();
+    }
+
     /// SIGKILL: whatever was acked must be on disk already.
     pub fn kill(mut self) {
         let _ = self.child.kill();
@@ -320,6 +331,13 @@ pub fn process_cpu_seconds(pid: u32) -> f64 {
 }
 
 /// `uptime`'s load averages, to note how busy the shared machine was.
+/// Writes dirty pages out and drops the kernel's page cache, as a reboot would leave it; false
+/// when this process may not (it needs root).
+pub fn drop_page_cache() -> bool {
+    let synced = Command::new("sync").status().is_ok_and(|s| s.success());
+    synced && std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok()
+}
+
 pub fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|text| {
