@@ -1119,6 +1119,20 @@ fn open_sled(dir: &Path) -> Store {
 
 conformance!(sled, open_sled);
 
+/// sled reopened by the committer after every batch (`[store] checkpoint_mb`'s checkpoints,
+/// as often as they can come): readers and writers must not tell.
+fn open_sled_checkpointing(dir: &Path) -> Store {
+    let config = StoreConfig {
+        dedup_run_keys: 5,
+        checkpoint_bytes: 1,
+        ..StoreConfig::default()
+    };
+    Store::open(dir, &config, Arc::new(Metrics::new()))
+        .unwrap_or_else(|err| panic!("open the sled store in {}: {err}", dir.display()))
+}
+
+conformance!(sled_checkpointing, open_sled_checkpointing);
+
 /// A JetStream store on a nats-server of its own (tests/common/nats.rs) keeping its streams in
 /// `dir`. The server lives as long as the store: reopening the store restarts the server on the
 /// same directory.

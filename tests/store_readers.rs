@@ -3,8 +3,8 @@
 //! In process, readers race the committer: every seq a read returns is at most `last_seq` as
 //! read right after the call (`last_seq` only moves once events are durable), names the same
 //! event every time, and every acked event is there. End to end, a reader polls the admin API
-//! under load while the gateway is SIGKILLed: after the restart, every seq it saw and every
-//! ack still name the same event.
+//! under load while the gateway is SIGKILLed, also while sled is checkpointed under it: after
+//! the restart, every seq it saw and every ack still name the same event.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -269,7 +269,25 @@ fn read_events(admin_url: &str, seen: &Mutex<BTreeMap<u64, String>>, stop: &Atom
 
 #[test]
 fn seqs_read_through_the_admin_api_survive_sigkill() {
-    let mut gw = Gateway::start(&provider("p", "none", &[], "event_id = \"header:X-Id\""));
+    assert_seqs_survive_sigkill("", Duration::from_millis(1500), 0.0);
+}
+
+/// The same with sled checkpointed (closed and reopened under the readers) every MB committed.
+#[test]
+fn seqs_read_across_checkpoints_survive_sigkill() {
+    // Without the per-address rate limit, so that the load commits a few MB in that time.
+    let store = "\n[store]\ncheckpoint_mb = 1\n[limits]\nper_address_rps = 0\n";
+    assert_seqs_survive_sigkill(store, Duration::from_secs(6), 1.0);
+}
+
+/// Load and a reader of the admin API for `load_for`, then SIGKILL: the reader saw only seqs
+/// that name the same event after the restart, every ack is stored once. The store was
+/// checkpointed at least `checkpoints` times by then.
+fn assert_seqs_survive_sigkill(store: &str, load_for: Duration, checkpoints: f64) {
+    let mut gw = Gateway::start(&format!(
+        "{}{store}",
+        provider("p", "none", &[], "event_id = \"header:X-Id\"")
+    ));
     let load = Load::default();
     let seen: Mutex<BTreeMap<u64, String>> = Mutex::default();
     let stop_reader = AtomicBool::new(false);
@@ -277,11 +295,15 @@ fn seqs_read_through_the_admin_api_survive_sigkill() {
     std::thread::scope(|s| {
         for thread in 0..12 {
             let (api, load) = (gw.api(), &load);
-            s.spawn(move || load.run(&api, thread, Duration::from_secs(15)));
+            s.spawn(move || load.run(&api, thread, load_for + Duration::from_secs(15)));
         }
         let (admin_url, seen, stop_reader) = (gw.admin_url.clone(), &seen, &stop_reader);
         let reader = s.spawn(move || read_events(&admin_url, seen, stop_reader));
-        std::thread::sleep(Duration::from_millis(1500));
+        std::thread::sleep(load_for);
+        let done = gw
+            .metric("hookgate_store_checkpoints_total", &[])
+            .unwrap_or(0.0);
+        assert!(done >= checkpoints, "{done} checkpoints, not {checkpoints}");
         gw.kill();
         load.stop.store(true, Ordering::Relaxed);
         stop_reader.store(true, Ordering::Relaxed);

@@ -113,6 +113,9 @@ pub struct StoreConfig {
     pub sweep_interval: Duration,
     /// Recent dedup keys sealed into a run at a time (not a config key: tests lower it).
     pub dedup_run_keys: u64,
+    /// sled: bytes committed after which the committer checkpoints (reopens) sled, so that a
+    /// start after a crash replays at most about this much; 0: only at a clean shutdown.
+    pub checkpoint_bytes: u64,
     /// Where the store lives: `[store] backend`.
     pub backend: StoreBackend,
 }
@@ -170,6 +173,9 @@ pub struct NatsTls {
     pub client: Option<(PathBuf, PathBuf)>,
 }
 
+/// `[store] checkpoint_mb`'s default: a replay of this much took about 0.6 s at 10 M events.
+pub const DEFAULT_CHECKPOINT_MB: u64 = 256;
+
 /// The recent dedup keys that make a sealed run (see `store/sled/runs.rs`).
 pub const DEFAULT_DEDUP_RUN_KEYS: u64 = 262_144;
 
@@ -183,6 +189,7 @@ impl Default for StoreConfig {
             dedup_window: WEEK,
             sweep_interval: Duration::from_secs(60),
             dedup_run_keys: DEFAULT_DEDUP_RUN_KEYS,
+            checkpoint_bytes: DEFAULT_CHECKPOINT_MB * 1024 * 1024,
             backend: StoreBackend::Sled,
         }
     }

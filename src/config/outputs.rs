@@ -66,6 +66,7 @@ impl Loader<'_> {
             dedup_window,
             sweep_interval: sweep_interval.max(Duration::from_millis(100)),
             dedup_run_keys: super::DEFAULT_DEDUP_RUN_KEYS,
+            checkpoint_bytes: raw.checkpoint_mb.saturating_mul(1024 * 1024),
             backend,
         }
     }

@@ -63,6 +63,9 @@ pub struct RawLimits {
 pub struct RawStore {
     #[serde(default = "default_cache_mb")]
     pub cache_mb: u64,
+    /// sled: MB committed between checkpoints while running; 0: only at a clean shutdown.
+    #[serde(default = "default_checkpoint_mb")]
+    pub checkpoint_mb: u64,
     /// How long an event is kept once every destination and consumer has it (default "7d").
     pub retention: Option<String>,
     /// How long a (provider, event id) is remembered for deduplication (default "7d").
@@ -258,6 +261,7 @@ impl Default for RawStore {
     fn default() -> Self {
         RawStore {
             cache_mb: default_cache_mb(),
+            checkpoint_mb: default_checkpoint_mb(),
             retention: None,
             dedup_window: None,
             sweep_interval: None,
@@ -296,6 +300,10 @@ fn default_ack_deadline_ms() -> u64 {
 
 fn default_body_timeout_ms() -> u64 {
     10_000
+}
+
+fn default_checkpoint_mb() -> u64 {
+    super::DEFAULT_CHECKPOINT_MB
 }
 
 /// sled's page cache. sled's own memory beside it grows with the number of sled values, which

@@ -77,6 +77,8 @@ pub struct Metrics {
     pub commit_sync_seconds: Histogram,
     /// fsync/fdatasync calls that succeeded.
     pub fsyncs: Counter,
+    /// sled reopened by the committer to bound the replay of a start after a crash.
+    pub store_checkpoints: Counter,
     /// Events stored for the first time.
     pub events_stored: Counter,
     /// Requests answered `duplicate`.
@@ -162,6 +164,12 @@ impl Metrics {
             "fsyncs",
             "fsync and fdatasync calls that succeeded",
             fsyncs.clone(),
+        );
+        let store_checkpoints = Counter::default();
+        registry.register(
+            "store_checkpoints",
+            "Checkpoints of the sled store while running ([store] checkpoint_mb)",
+            store_checkpoints.clone(),
         );
         let events_stored = Counter::default();
         registry.register(
@@ -252,6 +260,7 @@ impl Metrics {
             commit_apply_seconds,
             commit_sync_seconds,
             fsyncs,
+            store_checkpoints,
             events_stored,
             duplicates,
             disk_bytes,

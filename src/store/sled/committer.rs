@@ -10,12 +10,13 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 use tokio::sync::{mpsc, oneshot};
 
+use super::checkpoint::Reopen;
 use super::durable::Durability;
 use super::pack::{self, Pack};
 use super::record::{dedup_key, dedup_seq, dedup_value, RecordRef};
 use super::runs::Runs;
 use super::watermark::Watermark;
-use super::{TreeId, Trees, Write, NEXT_SEQ_KEY};
+use super::{Handles, TreeId, Trees, Write, NEXT_SEQ_KEY};
 use crate::event::Seq;
 use crate::metrics::Metrics;
 use crate::store::{Committed, NewEvent, StoreError};
@@ -86,6 +87,11 @@ pub struct Committer {
     pub watermark: Watermark,
     /// The sealed dedup runs, and the sealing of the `dedup` tree into them.
     pub runs: Runs,
+    /// The readers' handles of sled, and what reopens it (see `checkpoint.rs`).
+    pub handles: Handles,
+    pub reopen: Reopen,
+    /// Bytes committed since sled was last opened.
+    pub since_checkpoint: u64,
 }
 
 /// The committer's end on a corrupt store.
@@ -141,6 +147,16 @@ impl Committer {
                 // and hookgate exits, so that its supervisor restarts it on what the disk holds.
                 tracing::error!(error = %stop, "The store cannot tell what reached the disk; it stops accepting events.");
                 return;
+            }
+            self.since_checkpoint += bytes as u64;
+            if self.reopen.due(self.since_checkpoint) {
+                self = match self.checkpoint() {
+                    Ok(reopened) => reopened,
+                    Err(err) => {
+                        tracing::error!(error = %err, "The store cannot be reopened after its checkpoint; it stops accepting events.");
+                        return;
+                    }
+                };
             }
         }
         match self.durability.sync() {

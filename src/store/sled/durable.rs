@@ -37,6 +37,8 @@ use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::store::StoreError;
+
 /// The environment variable that injects an fsync failure, for the fail-stop tests: the sync
 /// after this many successful ones fails as an fdatasync error would.
 pub const FAULT_ENV: &str = "HOOKGATE_TEST_FAIL_FSYNC_AFTER";
@@ -79,9 +81,7 @@ impl Durability {
     pub fn new(db: sled::Db, dir: &Path) -> io::Result<Durability> {
         sync_old_blobs(&dir.join("blobs"))?;
         let log = File::open(dir.join("db"))?;
-        File::open(dir.join("conf"))?.sync_all()?;
-        // The directory entries of sled's files must survive a power loss too.
-        File::open(dir)?.sync_all()?;
+        sync_sled_files(dir)?;
         let fault_after = [(FAULT_ENV, Fault::Fail), (HANG_ENV, Fault::Hang)]
             .into_iter()
             .find_map(|(var, fault)| {
@@ -95,6 +95,36 @@ impl Durability {
             log,
             fault_after,
         })
+    }
+
+    /// Lets go of sled (the caller has dropped every other handle of it), then takes the handle
+    /// `open` returns (a checkpoint: see `checkpoint.rs`). The log file and the fault hook's
+    /// count stay.
+    pub fn reopen(
+        self,
+        open: impl FnOnce() -> Result<sled::Db, sled::Error>,
+    ) -> Result<Durability, StoreError> {
+        let Durability {
+            db,
+            dir,
+            log,
+            fault_after,
+        } = self;
+        drop(db);
+        let db = open()?;
+        // The open wrote a snapshot and renamed it into place.
+        sync_sled_files(&dir)?;
+        Ok(Durability {
+            db,
+            dir,
+            log,
+            fault_after,
+        })
+    }
+
+    /// sled's handle, for the trees.
+    pub fn db(&self) -> &sled::Db {
+        &self.db
     }
 
     /// `Err(free bytes)` when the file system has too little room for a batch of `bytes` (twice
@@ -135,6 +165,13 @@ impl Durability {
         self.log.sync_data().map_err(SyncError::Fsync)?;
         Ok(1)
     }
+}
+
+/// Fsyncs sled's `conf` file and the store's directory, whose entries (`db`, `conf`, the
+/// snapshots) must survive a power loss too.
+fn sync_sled_files(dir: &Path) -> io::Result<()> {
+    File::open(dir.join("conf"))?.sync_all()?;
+    File::open(dir)?.sync_all()
 }
 
 /// Fsyncs the blob files an earlier hookgate let sled write (never written again), and their

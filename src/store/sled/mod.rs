@@ -7,6 +7,7 @@
 //! Reads run on tokio's blocking pool, and never look past the durable `last_seq`.
 
 mod bloom;
+mod checkpoint;
 mod committer;
 mod durable;
 mod keys;
@@ -18,7 +19,7 @@ mod watermark;
 
 use std::ops::RangeInclusive;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -153,8 +154,11 @@ struct Stored {
     events: Vec<(Seq, Result<StoredEvent, String>)>,
 }
 
-/// What readers share: the trees and the durable `last_seq`.
-#[derive(Clone)]
+/// sled's handles as readers share them. The committer takes them away while it reopens sled
+/// (`checkpoint.rs`): a read holds the lock for as long as it runs, so none holds sled open.
+type Handles = Arc<RwLock<Option<(Trees, ::sled::Db)>>>;
+
+/// What one read sees: the trees and the durable `last_seq`.
 struct Reader {
     trees: Trees,
     db: ::sled::Db,
@@ -164,7 +168,8 @@ struct Reader {
 /// The sled backend.
 pub struct SledStore {
     dir: std::path::PathBuf,
-    reader: Reader,
+    handles: Handles,
+    last_seq: watch::Receiver<Seq>,
     queue: mpsc::Sender<Message>,
     committer: Mutex<Option<JoinHandle<()>>>,
     /// Fires when the committer thread ends, whether closed, failed or panicked.
@@ -259,8 +264,9 @@ impl SledStore {
             trees.get(TreeId::Meta).clone(),
             config.dedup_run_keys,
         )?;
+        let handles: Handles = Arc::new(RwLock::new(Some((trees.clone(), db))));
         let committer = Committer {
-            trees: trees.clone(),
+            trees,
             durability,
             next_seq,
             metrics,
@@ -268,6 +274,12 @@ impl SledStore {
             open: None,
             watermark,
             runs,
+            handles: handles.clone(),
+            reopen: checkpoint::Reopen {
+                dir: dir.to_path_buf(),
+                config: config.clone(),
+            },
+            since_checkpoint: 0,
         };
         let (ended, committer_ended) = oneshot::channel();
         let handle = std::thread::Builder::new()
@@ -287,11 +299,8 @@ impl SledStore {
         );
         Ok(SledStore {
             dir: dir.to_path_buf(),
-            reader: Reader {
-                trees,
-                db,
-                last_seq,
-            },
+            handles,
+            last_seq,
             queue,
             committer: Mutex::new(Some(handle)),
             committer_ended: Mutex::new(Some(committer_ended)),
@@ -348,10 +357,18 @@ impl SledStore {
         &self,
         read: impl FnOnce(&Reader) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let reader = self.reader.clone();
-        let result = tokio::task::spawn_blocking(move || read(&reader))
-            .await
-            .map_err(|err| StoreError::Corrupt(format!("a store read panicked: {err}")))?;
+        let (handles, last_seq) = (self.handles.clone(), self.last_seq.clone());
+        let result = tokio::task::spawn_blocking(move || {
+            let held = handles.read().unwrap_or_else(PoisonError::into_inner);
+            let (trees, db) = held.as_ref().ok_or(StoreError::Closed)?;
+            read(&Reader {
+                trees: trees.clone(),
+                db: db.clone(),
+                last_seq,
+            })
+        })
+        .await
+        .map_err(|err| StoreError::Corrupt(format!("a store read panicked: {err}")))?;
         let corrupt = match &result {
             Err(StoreError::Corrupt(_)) => true,
             Err(StoreError::Storage(err)) => matches!(
@@ -536,7 +553,7 @@ impl Backend for SledStore {
     }
 
     fn last_seq(&self) -> watch::Receiver<Seq> {
-        self.reader.last_seq.clone()
+        self.last_seq.clone()
     }
 
     async fn events_after(

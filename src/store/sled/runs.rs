@@ -58,6 +58,12 @@ pub struct Runs {
     recent: sled::Tree,
     tree: sled::Tree,
     meta: sled::Tree,
+    kept: Detached,
+}
+
+/// What [`Runs`] holds beside its trees, kept while the committer reopens sled (see
+/// `checkpoint.rs`).
+pub struct Detached {
     sealed: Vec<Run>,
     building: Option<Building>,
     /// Claims since the last run began, and how many begin one.
@@ -66,6 +72,18 @@ pub struct Runs {
     last_claims: usize,
     seal_at: u64,
     next_id: u32,
+}
+
+impl Detached {
+    /// The runs again, on the reopened trees.
+    pub fn attach(self, recent: sled::Tree, tree: sled::Tree, meta: sled::Tree) -> Runs {
+        Runs {
+            recent,
+            tree,
+            meta,
+            kept: self,
+        }
+    }
 }
 
 /// Threads reading the sealed runs' filters at open.
@@ -92,12 +110,14 @@ impl Runs {
             recent,
             tree,
             meta,
-            sealed: Vec::new(),
-            building: None,
-            claimed: 0,
-            last_claims: 0,
-            seal_at: seal_at.max(1),
-            next_id,
+            kept: Detached {
+                sealed: Vec::new(),
+                building: None,
+                claimed: 0,
+                last_claims: 0,
+                seal_at: seal_at.max(1),
+                next_id,
+            },
         };
         let summaries = (0..next_id)
             .map(|id| Ok((id, runs.tree.get(key(id, SUMMARY, &[]))?)))
@@ -105,7 +125,7 @@ impl Runs {
         let loaded = runs.load_all(&summaries)?;
         for ((id, _), run) in summaries.iter().zip(loaded) {
             match run {
-                Some(run) => runs.sealed.push(run),
+                Some(run) => runs.kept.sealed.push(run),
                 None if runs.tree.scan_prefix(key(*id, DATA, &[])).next().is_some() => {
                     let run = runs.rebuild(*id)?;
                     runs.finish(run)?;
@@ -149,11 +169,16 @@ impl Runs {
         })
     }
 
+    /// Drops the trees and keeps the rest (the filters, the run being built, the count).
+    pub fn detach(self) -> Detached {
+        self.kept
+    }
+
     /// The seq stored under `key` in a run, if any run holds it.
     pub fn lookup(&self, key: &[u8]) -> Result<Option<Seq>, StoreError> {
         let hash = KeyHash::of(key);
-        let building = self.building.iter().map(|b| &b.run);
-        for run in building.chain(self.sealed.iter().rev()) {
+        let building = self.kept.building.iter().map(|b| &b.run);
+        for run in building.chain(self.kept.sealed.iter().rev()) {
             if run.bloom.may_contain(hash) {
                 if let Some(seq) = self.find(run.id, key)? {
                     return Ok(Some(seq));
@@ -165,19 +190,19 @@ impl Runs {
 
     /// Counts `n` new claims in the `dedup` tree.
     pub fn claimed(&mut self, n: u64) {
-        self.claimed += n;
-        self.last_claims = usize::try_from(n).unwrap_or(usize::MAX);
+        self.kept.claimed += n;
+        self.kept.last_claims = usize::try_from(n).unwrap_or(usize::MAX);
     }
 
     /// Whether a step of sealing is due.
     pub fn wants_step(&self) -> bool {
-        self.building.is_some() || self.claimed >= self.seal_at
+        self.kept.building.is_some() || self.kept.claimed >= self.kept.seal_at
     }
 
     /// Moves up to `STEP` (or twice the last batch's claims) entries of the `dedup` tree into the run being built (beginning one if
     /// none is), in one transaction; seals the run when the tree has been gone through.
     pub fn step(&mut self) -> Result<(), StoreError> {
-        let mut building = match self.building.take() {
+        let mut building = match self.kept.building.take() {
             Some(building) => building,
             None => self.begin()?,
         };
@@ -185,7 +210,7 @@ impl Runs {
             Some(after) => self.recent.range([after.as_slice(), &[0]].concat()..),
             None => self.recent.iter(),
         };
-        let step = STEP.max(self.last_claims.saturating_mul(2));
+        let step = STEP.max(self.kept.last_claims.saturating_mul(2));
         let mut entries = Vec::with_capacity(step);
         for item in iter.take(step) {
             let (key, value) = item?;
@@ -215,7 +240,7 @@ impl Runs {
         if done {
             self.finish(building.run)?;
         } else {
-            self.building = Some(building);
+            self.kept.building = Some(building);
         }
         Ok(())
     }
@@ -224,10 +249,10 @@ impl Runs {
     /// went with them.
     pub fn expire(&mut self, cutoff_ms: u64) -> Result<u64, StoreError> {
         let mut dropped = 0;
-        let (expired, kept): (Vec<Run>, Vec<Run>) = std::mem::take(&mut self.sealed)
+        let (expired, kept): (Vec<Run>, Vec<Run>) = std::mem::take(&mut self.kept.sealed)
             .into_iter()
             .partition(|run| run.newest_ms < cutoff_ms);
-        self.sealed = kept;
+        self.kept.sealed = kept;
         for run in expired {
             // The summary goes first: a run without one is finished again at the next open.
             self.tree.remove(key(run.id, SUMMARY, &[]))?;
@@ -248,19 +273,19 @@ impl Runs {
     /// How many keys the sealed runs hold.
     #[cfg(test)]
     fn sealed_keys(&self) -> u64 {
-        self.sealed.iter().map(|run| run.keys).sum()
+        self.kept.sealed.iter().map(|run| run.keys).sum()
     }
 
     fn begin(&mut self) -> Result<Building, StoreError> {
-        let id = self.next_id;
-        self.next_id += 1;
+        let id = self.kept.next_id;
+        self.kept.next_id += 1;
         self.meta
-            .insert(NEXT_RUN_KEY, &self.next_id.to_be_bytes())?;
-        self.claimed = 0;
+            .insert(NEXT_RUN_KEY, &self.kept.next_id.to_be_bytes())?;
+        self.kept.claimed = 0;
         Ok(Building {
             run: Run {
                 id,
-                bloom: Bloom::with_capacity(2 * self.seal_at as usize),
+                bloom: Bloom::with_capacity(2 * self.kept.seal_at as usize),
                 keys: 0,
                 newest_ms: 0,
             },
@@ -281,7 +306,7 @@ impl Runs {
         summary.extend_from_slice(&run.newest_ms.to_le_bytes());
         summary.extend_from_slice(&(parts.len() as u16).to_le_bytes());
         self.tree.insert(key(run.id, SUMMARY, &[]), summary)?;
-        self.sealed.push(run);
+        self.kept.sealed.push(run);
         Ok(())
     }
 
@@ -308,7 +333,7 @@ impl Runs {
     fn rebuild(&self, id: u32) -> Result<Run, StoreError> {
         let mut run = Run {
             id,
-            bloom: Bloom::with_capacity(2 * self.seal_at as usize),
+            bloom: Bloom::with_capacity(2 * self.kept.seal_at as usize),
             keys: 0,
             newest_ms: 0,
         };
@@ -447,7 +472,7 @@ mod tests {
         runs.claimed(1000);
         runs.claimed(0); // a last batch that claimed nothing: a step of STEP
         runs.step().unwrap();
-        assert!(runs.building.is_some());
+        assert!(runs.kept.building.is_some());
         let reopened = Runs::open(
             runs.recent.clone(),
             runs.tree.clone(),
