@@ -39,7 +39,8 @@
 //! left from the vendor's sync API through the same commit (an event is stored once), moving its
 //! durable cursor only once a page's items are durable.
 //! When several gateways share a JetStream store, the work only one may do at a time (a
-//! destination's deliveries, a poller, the sweeper) runs under a [`lease`] in the store.
+//! destination's deliveries, a poller, the sweeper) runs under a [`lease`] in the store, and
+//! [`peers`] reports the gateways whose config differs from this one's.
 //! [`cmd`] holds the command-line entry points (the gateway's, and the operator subcommands over
 //! the admin API); `main.rs` only parses arguments.
 //! [`notify`] tells systemd when hookgate is ready, reloading or stopping, and pings its watchdog
@@ -58,6 +59,7 @@ pub mod http;
 pub mod lease;
 pub mod metrics;
 pub mod notify;
+pub mod peers;
 pub mod poll;
 mod reload;
 pub mod retry_after;
@@ -117,6 +119,8 @@ pub struct Gateway {
     forwarders: Forwarders,
     pollers: Pollers,
     sweeper: Sweeper,
+    /// Telling the other gateways on a shared store what this one runs.
+    peers: Option<peers::Peers>,
     /// Tripped when a background task stops on its own.
     died: Died,
 }
@@ -160,6 +164,7 @@ pub async fn start(config: Config) -> Result<Gateway, GatewayError> {
     let forwarders = Forwarders::start(&config, &store, &died).await?;
     let pollers = Pollers::start(&config, &store, &metrics, &died)?;
     let sweeper = start_sweeper(&config, &store, &forwarders, &metrics, &died);
+    let peers = peers::Peers::start(&store, &config, &metrics);
     let limits = http::Limits::start(&config.limits);
     let rejections = Arc::new(http::Rejections::new(
         metrics.clone(),
@@ -193,6 +198,7 @@ pub async fn start(config: Config) -> Result<Gateway, GatewayError> {
         forwarders,
         pollers,
         sweeper,
+        peers,
         died,
     };
     actix_web::rt::spawn(public);
@@ -231,6 +237,9 @@ impl Gateway {
         self.forwarders.stop(Duration::from_secs(5)).await;
         self.pollers.stop(Duration::from_secs(5)).await;
         self.sweeper.stop(Duration::from_secs(5)).await;
+        if let Some(peers) = self.peers {
+            peers.stop();
+        }
         self.state.store.close().await;
     }
 }

@@ -82,6 +82,9 @@ impl Gateway {
                 .stop(STOP_WITHIN)
                 .await;
         }
+        if let Some(peers) = &self.peers {
+            peers.reloaded(&config);
+        }
         let limits = if config.limits == old.config.limits {
             old.limits.clone()
         } else {

@@ -8,7 +8,8 @@
 //!   moves back; every action is stored exactly once.
 //!
 //! And, on two stores opened on one server as two gateways open theirs: each sees the events
-//! the other stored, and a poller's stale write of the sync cursor fails.
+//! the other stored, and a poller's stale write of the sync cursor fails. Two gateways with
+//! other configs count each other until a reload makes them agree.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -336,4 +337,31 @@ async fn a_stale_poller_cannot_move_the_sync_cursor() {
     assert_eq!(a.sync_cursor("gh").await.unwrap(), Some(b"20".to_vec()));
     a.set_sync_cursor("gh", b"30".to_vec()).await.unwrap();
     assert_eq!(b.sync_cursor("gh").await.unwrap(), Some(b"30".to_vec()));
+}
+
+/// Two gateways on one store, one with a consumer the other lacks: each counts the other in
+/// `hookgate_gateways_disagreeing` within the lease time; once the second reloads the first's
+/// config (SIGHUP), both count none.
+#[test]
+fn gateways_with_other_configs_are_counted_until_they_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start(dir.path());
+    let shared = provider("p", "none", &[], "");
+    let first = node(&nats, &shared);
+    let second = node(
+        &nats,
+        &format!("{shared}\n[[consumer]]\nname = \"extra\"\n"),
+    );
+    let disagreeing = |gw: &Gateway| gw.metric("hookgate_gateways_disagreeing", &[]);
+    wait_until(LEASE * 3, "both gateways count the other", || {
+        disagreeing(&first) == Some(1.0) && disagreeing(&second) == Some(1.0)
+    });
+    let config = std::fs::read_to_string(second.config_path()).unwrap();
+    let same = config.replace("\n[[consumer]]\nname = \"extra\"\n", "\n");
+    assert_ne!(config, same);
+    std::fs::write(second.config_path(), same).unwrap();
+    second.signal(nix::sys::signal::Signal::SIGHUP);
+    wait_until(LEASE * 3, "both gateways agree again", || {
+        disagreeing(&first) == Some(0.0) && disagreeing(&second) == Some(0.0)
+    });
 }

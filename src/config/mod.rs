@@ -258,4 +258,32 @@ impl Config {
     pub fn consumer(&self, name: &str) -> Option<&ConsumerConfig> {
         self.consumers.iter().find(|c| c.name == name)
     }
+
+    /// A digest of what gateways sharing a store must agree on (see `peers.rs`): each
+    /// provider's name, event id rule and whether it polls; each destination's name, URL,
+    /// providers, order and retry schedule; each consumer; retention and the dedup window.
+    /// Secrets stay out of it.
+    pub fn shared_fingerprint(&self) -> String {
+        use sha2::Digest as _;
+        let mut shared = String::new();
+        for p in &self.providers {
+            let polls = p.sync.is_some();
+            shared += &format!("provider {} {:?} polls={polls}\n", p.name, p.event_id);
+        }
+        for d in &self.destinations {
+            shared += &format!(
+                "destination {} {} {:?} ordered={} {:?}\n",
+                d.name, d.url, d.providers, d.ordered, d.retry_delays
+            );
+        }
+        for c in &self.consumers {
+            shared += &format!("consumer {} {:?}\n", c.name, c.providers);
+        }
+        shared += &format!(
+            "retention {:?} dedup_window {:?}\n",
+            self.store.retention, self.store.dedup_window
+        );
+        let digest = sha2::Sha256::digest(shared.as_bytes());
+        digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    }
 }

@@ -65,6 +65,8 @@ pub struct Metrics {
     pub rejections: Family<RejectionLabels, Counter>,
     /// Connections open on the public listener.
     pub connections_open: Gauge,
+    /// Other gateways on the same store that run another config (see `peers.rs`).
+    pub gateways_disagreeing: Gauge,
     /// Seconds from handing a verified event to the store to its durable answer.
     pub ack_latency: Histogram,
     /// Group commits: batches applied in one transaction and made durable by one sync.
@@ -126,6 +128,12 @@ impl Metrics {
             "rejections",
             "Requests and connections refused, by cause",
             rejections.clone(),
+        );
+        let gateways_disagreeing = Gauge::default();
+        registry.register(
+            "gateways_disagreeing",
+            "Other live gateways on the same store whose providers, destinations, consumers or retention differ from this one's",
+            gateways_disagreeing.clone(),
         );
         let connections_open = Gauge::default();
         registry.register(
@@ -254,6 +262,7 @@ impl Metrics {
             handshakes,
             rejections,
             connections_open,
+            gateways_disagreeing,
             ack_latency,
             commits,
             commit_batch_size,

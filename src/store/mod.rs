@@ -109,6 +109,17 @@ pub trait Backend: Send + Sync + 'static {
     /// Gives the lease `name` up if `holder` holds it.
     async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError>;
 
+    /// Records `fingerprint` for `holder` (it lapses as a lease does) and returns every live
+    /// gateway's `(holder, fingerprint)`, this one's included (see `peers.rs`). One gateway owns
+    /// a sled store: there, only its own.
+    async fn announce(
+        &self,
+        holder: &str,
+        fingerprint: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(vec![(holder.to_string(), fingerprint.to_string())])
+    }
+
     /// How long a lease lasts without renewal (for JetStream, two thirds of the configured
     /// `lease_time`, so that a dead gateway's work is taken over within `lease_time`); `None`
     /// when one gateway owns the store (sled): then every lease is always held.

@@ -165,6 +165,13 @@ pub fn lease_key(name: &str) -> String {
     key_token(name)
 }
 
+/// `gateway.<holder>` in the leases bucket: a live gateway's config fingerprint.
+pub fn gateway_key(holder: &str) -> String {
+    format!("{GATEWAY_PREFIX}{}", key_token(holder))
+}
+
+pub const GATEWAY_PREFIX: &str = "gateway.";
+
 /// `output.<name>`: one output's cursor, pause flag, replay and settled marks.
 pub fn output_key(name: &str) -> String {
     format!("output.{}", key_token(name))

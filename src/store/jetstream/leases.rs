@@ -9,6 +9,7 @@
 
 use async_nats::jetstream::kv;
 use bytes::Bytes;
+use futures_util::TryStreamExt as _;
 
 use super::{layout, storage};
 use crate::store::StoreError;
@@ -36,6 +37,41 @@ pub async fn hold(leases: &kv::Store, name: &str, holder: &str) -> Result<bool, 
             Err(err) => Err(storage(err)),
         },
     }
+}
+
+/// Writes `holder`'s fingerprint (the bucket ages it out as a lease), and reads every live
+/// gateway's.
+pub async fn announce(
+    leases: &kv::Store,
+    holder: &str,
+    fingerprint: &str,
+) -> Result<Vec<(String, String)>, StoreError> {
+    let value = Bytes::from(format!("{holder}\n{fingerprint}"));
+    leases
+        .put(layout::gateway_key(holder), value)
+        .await
+        .map_err(storage)?;
+    let keys: Vec<String> = leases
+        .keys()
+        .await
+        .map_err(storage)?
+        .try_collect()
+        .await
+        .map_err(storage)?;
+    let mut gateways = Vec::new();
+    for key in keys
+        .iter()
+        .filter(|k| k.starts_with(layout::GATEWAY_PREFIX))
+    {
+        let Some(value) = leases.get(key).await.map_err(storage)? else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&value);
+        if let Some((holder, fingerprint)) = text.split_once('\n') {
+            gateways.push((holder.to_string(), fingerprint.to_string()));
+        }
+    }
+    Ok(gateways)
 }
 
 /// Gives the lease up if `holder` holds it, so that another gateway takes it at once.

@@ -650,6 +650,15 @@ impl Backend for JetStreamStore {
         Some(self.lease_time)
     }
 
+    async fn announce(
+        &self,
+        holder: &str,
+        fingerprint: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        self.check_open()?;
+        leases::announce(&self.leases, holder, fingerprint).await
+    }
+
     async fn size_on_disk(&self) -> Result<u64, StoreError> {
         let events = self.stream.get_info().await.map_err(storage)?.state.bytes;
         let state = self.kv.stream_name.clone();
