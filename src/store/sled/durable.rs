@@ -24,6 +24,15 @@
 //!   replays the whole log, which holds everything. Losing a rename to a power loss costs
 //!   start-up time, never data.
 //!
+//! One assumption this does not close: sled reuses a segment of `db` once the pages moved out of
+//! it were written with `sync_file_range` (its "stable" LSN: `pagecache/segment.rs`, header
+//! note 1; `pagecache/iobuf.rs`), not after an `fdatasync`. Every batch's `fdatasync` makes
+//! those moved pages durable; but if, within one `flush()`, sled moved an acknowledged page and
+//! reused its old segment, and power fails before the batch's `fdatasync`, a disk whose volatile
+//! cache reorders writes could keep the overwrite and lose the moved page. Closing it needs sled
+//! to fsync before reusing a segment. Checkpoints (`checkpoint.rs`) add no such case: sled is
+//! reopened only after a synced batch.
+//!
 //! A failed `fdatasync` is fatal: the kernel may have dropped the dirty pages it could not
 //! write and a retry may then "succeed" (PostgreSQL's fsync errors, 2018). A failed sled write
 //! is fatal too: sled 0.34 then sets a global error and refuses every later read and write. The
