@@ -2,11 +2,8 @@
 //! to the servers and how it checks them (TLS). Files named here are read and checked at load,
 //! so `hookgate check-config` reports a missing or unreadable one.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
-
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
 
 use super::load::{Loader, Section};
 use super::outputs::parse_duration;
@@ -210,7 +207,7 @@ impl Loader<'_> {
             return None;
         }
         let ca = raw.tls_ca.as_deref().map(PathBuf::from);
-        if let Some(Err(message)) = ca.as_deref().map(read_certificates) {
+        if let Some(Err(message)) = ca.as_deref().map(crate::http::tls::read_certificates) {
             self.error(at(self, "tls_ca"), format!("[store] tls_ca: {message}"));
         }
         let client = match (raw.tls_cert.as_deref(), raw.tls_key.as_deref()) {
@@ -232,15 +229,4 @@ impl Loader<'_> {
         };
         Some(NatsTls { ca, client })
     }
-}
-
-/// The certificates in the PEM file at `path`: at least one.
-fn read_certificates(path: &Path) -> Result<(), String> {
-    let certificates = CertificateDer::pem_file_iter(path)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|err| format!("cannot read certificates from {}: {err}", path.display()))?;
-    if certificates.is_empty() {
-        return Err(format!("{} holds no certificate", path.display()));
-    }
-    Ok(())
 }

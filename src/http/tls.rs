@@ -51,14 +51,20 @@ pub fn server_config(certificate: Arc<Certificate>) -> rustls::ServerConfig {
     config
 }
 
+/// The certificates in the PEM file at `path`: at least one.
+pub fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certificates = CertificateDer::pem_file_iter(path)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|err| format!("cannot read certificates from {}: {err}", path.display()))?;
+    if certificates.is_empty() {
+        return Err(format!("{} holds no certificate", path.display()));
+    }
+    Ok(certificates)
+}
+
 /// Reads a PEM certificate chain and its private key, and checks that they belong together.
 pub fn load(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, String> {
-    let chain = CertificateDer::pem_file_iter(cert)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|err| format!("cannot read certificates from {}: {err}", cert.display()))?;
-    if chain.is_empty() {
-        return Err(format!("{} holds no certificate", cert.display()));
-    }
+    let chain = read_certificates(cert)?;
     let private = PrivateKeyDer::from_pem_file(key)
         .map_err(|err| format!("cannot read a private key from {}: {err}", key.display()))?;
     let provider = rustls::crypto::ring::default_provider();
