@@ -82,7 +82,8 @@ async fn sweep_all(store: &Store, cutoffs: Cutoffs, outputs: &Arc<Vec<Output>>) 
     let mut total = Swept::default();
     for _ in 0..20 {
         let swept = store.sweep(cutoffs, outputs.clone()).await.unwrap();
-        if swept == Swept::default() {
+        // A compaction after the pass (sled) frees disk, not events: not counted here.
+        if swept.events == 0 && swept.dedup_keys == 0 {
             return total;
         }
         total.events += swept.events;
@@ -803,7 +804,8 @@ pub async fn retention_removes_only_what_every_output_is_done_with(
         swept,
         Swept {
             events: 3,
-            dedup_keys: 0
+            dedup_keys: 0,
+            disk_freed: 0,
         }
     );
     for gone in [1, 4, 5] {
@@ -889,7 +891,8 @@ pub async fn dedup_keys_expire_by_arrival(open: impl Fn(&Path) -> Store, dir: &P
         swept,
         Swept {
             events: 0,
-            dedup_keys: 5
+            dedup_keys: 5,
+            disk_freed: 0,
         }
     );
     assert_eq!(all_seqs(&store).await.len(), 6, "events are not dedup keys");
@@ -1018,7 +1021,8 @@ pub async fn seqs_never_reused_after_sweeping_everything(
         swept,
         Swept {
             events: 10,
-            dedup_keys: 10
+            dedup_keys: 10,
+            disk_freed: 0,
         }
     );
     assert!(all_seqs(&store).await.is_empty());
@@ -1132,6 +1136,22 @@ fn open_sled_checkpointing(dir: &Path) -> Store {
 }
 
 conformance!(sled_checkpointing, open_sled_checkpointing);
+
+/// sled compacted (copied afresh, and switched to the copy) after every retention pass, and
+/// checkpointed after every batch meanwhile: readers and writers must not tell either.
+fn open_sled_compacting(dir: &Path) -> Store {
+    let config = StoreConfig {
+        dedup_run_keys: 5,
+        checkpoint_bytes: 1,
+        compact_ratio: 1.0,
+        compact_min_bytes: 0,
+        ..StoreConfig::default()
+    };
+    Store::open(dir, &config, Arc::new(Metrics::new()))
+        .unwrap_or_else(|err| panic!("open the sled store in {}: {err}", dir.display()))
+}
+
+conformance!(sled_compacting, open_sled_compacting);
 
 /// A JetStream store on a nats-server of its own (tests/common/nats.rs) keeping its streams in
 /// `dir`. The server lives as long as the store: reopening the store restarts the server on the

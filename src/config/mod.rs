@@ -116,6 +116,11 @@ pub struct StoreConfig {
     /// sled: bytes committed after which the committer checkpoints (reopens) sled, so that a
     /// start after a crash replays at most about this much; 0: only at a clean shutdown.
     pub checkpoint_bytes: u64,
+    /// sled: after a retention pass, the store is compacted (copied afresh, see
+    /// `store/sled/compact.rs`) when its file is over this many times the bytes it holds, and
+    /// over them by at least `compact_min_bytes`; 0: never.
+    pub compact_ratio: f64,
+    pub compact_min_bytes: u64,
     /// Where the store lives: `[store] backend`.
     pub backend: StoreBackend,
 }
@@ -176,6 +181,13 @@ pub struct NatsTls {
 /// `[store] checkpoint_mb`'s default: a replay of this much took about 0.6 s at 10 M events.
 pub const DEFAULT_CHECKPOINT_MB: u64 = 256;
 
+/// `[store] compact_ratio`'s default: a store fills to about 1.3 times the bytes it holds
+/// (sled rewrites a segment once it is half garbage), so this is reached only once retention
+/// has freed a good part of it.
+pub const DEFAULT_COMPACT_RATIO: f64 = 1.5;
+/// `[store] compact_min_mb`'s default: less than this to win is not worth a copy.
+pub const DEFAULT_COMPACT_MIN_MB: u64 = 256;
+
 /// The recent dedup keys that make a sealed run (see `store/sled/runs.rs`).
 pub const DEFAULT_DEDUP_RUN_KEYS: u64 = 262_144;
 
@@ -190,6 +202,8 @@ impl Default for StoreConfig {
             sweep_interval: Duration::from_secs(60),
             dedup_run_keys: DEFAULT_DEDUP_RUN_KEYS,
             checkpoint_bytes: DEFAULT_CHECKPOINT_MB * 1024 * 1024,
+            compact_ratio: DEFAULT_COMPACT_RATIO,
+            compact_min_bytes: DEFAULT_COMPACT_MIN_MB * 1024 * 1024,
             backend: StoreBackend::Sled,
         }
     }

@@ -49,6 +49,17 @@ impl Loader<'_> {
                     .to_string(),
             );
         }
+        let ratio = raw.compact_ratio;
+        if !(ratio == 0.0 || (ratio.is_finite() && ratio >= 1.0)) {
+            let at = section.and_then(|s| self.key_position(s, "compact_ratio"));
+            self.error(
+                at,
+                format!(
+                    "[store] compact_ratio: {ratio} is neither 0 (never compact) nor a ratio of \
+                     at least 1 (a store always takes at least what it holds)"
+                ),
+            );
+        }
         // On JetStream an event is its own dedup key: removing it frees its id. So events stay
         // at least as long as the dedup window (docs/store.md).
         if matches!(backend, StoreBackend::JetStream(_)) && retention < dedup_window {
@@ -67,6 +78,8 @@ impl Loader<'_> {
             sweep_interval: sweep_interval.max(Duration::from_millis(100)),
             dedup_run_keys: super::DEFAULT_DEDUP_RUN_KEYS,
             checkpoint_bytes: raw.checkpoint_mb.saturating_mul(1024 * 1024),
+            compact_ratio: raw.compact_ratio,
+            compact_min_bytes: raw.compact_min_mb.saturating_mul(1024 * 1024),
             backend,
         }
     }

@@ -66,6 +66,12 @@ pub struct RawStore {
     /// sled: MB committed between checkpoints while running; 0: only at a clean shutdown.
     #[serde(default = "default_checkpoint_mb")]
     pub checkpoint_mb: u64,
+    /// sled: compact after a retention pass when the file is over this many times what it
+    /// holds (and over it by `compact_min_mb`); 0: never.
+    #[serde(default = "default_compact_ratio")]
+    pub compact_ratio: f64,
+    #[serde(default = "default_compact_min_mb")]
+    pub compact_min_mb: u64,
     /// How long an event is kept once every destination and consumer has it (default "7d").
     pub retention: Option<String>,
     /// How long a (provider, event id) is remembered for deduplication (default "7d").
@@ -262,6 +268,8 @@ impl Default for RawStore {
         RawStore {
             cache_mb: default_cache_mb(),
             checkpoint_mb: default_checkpoint_mb(),
+            compact_ratio: default_compact_ratio(),
+            compact_min_mb: default_compact_min_mb(),
             retention: None,
             dedup_window: None,
             sweep_interval: None,
@@ -304,6 +312,14 @@ fn default_body_timeout_ms() -> u64 {
 
 fn default_checkpoint_mb() -> u64 {
     super::DEFAULT_CHECKPOINT_MB
+}
+
+fn default_compact_ratio() -> f64 {
+    super::DEFAULT_COMPACT_RATIO
+}
+
+fn default_compact_min_mb() -> u64 {
+    super::DEFAULT_COMPACT_MIN_MB
 }
 
 /// sled's page cache. sled's own memory beside it grows with the number of sled values, which

@@ -81,6 +81,8 @@ pub struct Metrics {
     pub fsyncs: Counter,
     /// sled reopened by the committer to bound the replay of a start after a crash.
     pub store_checkpoints: Counter,
+    /// sled stores copied afresh to give disk back after retention.
+    pub store_compactions: Counter,
     /// Events stored for the first time.
     pub events_stored: Counter,
     /// Requests answered `duplicate`.
@@ -179,6 +181,12 @@ impl Metrics {
             "Checkpoints of the sled store while running ([store] checkpoint_mb)",
             store_checkpoints.clone(),
         );
+        let store_compactions = Counter::default();
+        registry.register(
+            "store_compactions",
+            "Compactions of the sled store after retention ([store] compact_ratio)",
+            store_compactions.clone(),
+        );
         let events_stored = Counter::default();
         registry.register(
             "events_stored",
@@ -270,6 +278,7 @@ impl Metrics {
             commit_sync_seconds,
             fsyncs,
             store_checkpoints,
+            store_compactions,
             events_stored,
             duplicates,
             disk_bytes,

@@ -115,6 +115,8 @@ impl Cutoffs {
 pub struct Swept {
     pub events: u64,
     pub dedup_keys: u64,
+    /// Bytes of disk a compaction after this sweep gave back (sled: `compact.rs`).
+    pub disk_freed: u64,
 }
 
 /// The running sweeper.
@@ -201,6 +203,7 @@ impl Task {
                     tracing::info!(
                         events = swept.events,
                         dedup_keys = swept.dedup_keys,
+                        disk_freed_mb = swept.disk_freed / (1024 * 1024),
                         "Swept expired events and dedup keys."
                     );
                 }

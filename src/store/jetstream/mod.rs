@@ -634,6 +634,7 @@ impl Backend for JetStreamStore {
         Ok(Swept {
             events: events.events,
             dedup_keys: events.dedup_keys + forgotten,
+            disk_freed: 0,
         })
     }
 

@@ -22,6 +22,8 @@
 //! fsync (nothing later is acknowledged; hookgate exits and its supervisor restarts it).
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::committer::Committer;
@@ -31,14 +33,20 @@ use crate::store::StoreError;
 
 /// What the committer needs to reopen sled, and when it should.
 pub struct Reopen {
+    /// sled's directory (`place.rs`), under `data_dir`.
     pub dir: PathBuf,
+    pub data_dir: PathBuf,
     pub config: StoreConfig,
+    /// Set while a compaction follows the trees (`compact.rs`): no checkpoint may replace them.
+    pub compacting: Arc<AtomicBool>,
 }
 
 impl Reopen {
     /// Whether `committed` bytes since the last open call for a checkpoint.
     pub fn due(&self, committed: u64) -> bool {
-        self.config.checkpoint_bytes > 0 && committed >= self.config.checkpoint_bytes
+        self.config.checkpoint_bytes > 0
+            && committed >= self.config.checkpoint_bytes
+            && !self.compacting.load(Ordering::Acquire)
     }
 }
 

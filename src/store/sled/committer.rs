@@ -11,12 +11,14 @@ use sled::Transactional;
 use tokio::sync::{mpsc, oneshot};
 
 use super::checkpoint::Reopen;
+use super::compact::Pause;
 use super::durable::Durability;
+use super::live::{change, Live};
 use super::pack::{self, Pack};
 use super::record::{dedup_key, dedup_seq, dedup_value, RecordRef};
 use super::runs::Runs;
 use super::watermark::Watermark;
-use super::{Handles, TreeId, Trees, Write, NEXT_SEQ_KEY};
+use super::{Handles, TreeId, Trees, Write, LIVE_KEY, NEXT_SEQ_KEY};
 use crate::event::Seq;
 use crate::metrics::Metrics;
 use crate::store::{Committed, NewEvent, StoreError};
@@ -32,6 +34,8 @@ pub enum Message {
     Close,
     /// A reader found the store corrupt: stop at once (see `SledStore::read`).
     Fail(String),
+    /// A compaction's copy is nearly done: wait for it between two batches (`compact.rs`).
+    Pause(Pause),
 }
 
 /// What a request asks the committer to do.
@@ -92,11 +96,18 @@ pub struct Committer {
     pub reopen: Reopen,
     /// Bytes committed since sled was last opened.
     pub since_checkpoint: u64,
+    /// The bytes of keys and values stored (`live.rs`).
+    pub live: Live,
 }
 
 /// The committer's end on a corrupt store.
 fn stop(reason: &str) {
     tracing::error!("{reason}; hookgate stops rather than serve a damaged store.");
+}
+
+/// The committer's end when a compaction's switch failed half-way.
+fn unsure(err: &StoreError) {
+    tracing::error!(error = %err, "The store cannot tell which copy of it is current; it stops accepting events.");
 }
 
 impl Committer {
@@ -117,9 +128,17 @@ impl Committer {
                     continue;
                 }
                 Some(Message::Fail(reason)) => return stop(&reason),
+                Some(Message::Pause(pause)) => {
+                    self = match self.pause(pause) {
+                        Ok(switched) => switched,
+                        Err(err) => return unsure(&err),
+                    };
+                    continue;
+                }
                 None => break,
             };
             let mut batch = vec![first];
+            let mut pause = None;
             let mut bytes = batch[0].work.bytes();
             while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
                 match queue.try_recv() {
@@ -130,6 +149,11 @@ impl Committer {
                     Ok(Message::Close) => closing = true,
                     // The batch is dropped: its requests are answered 503.
                     Ok(Message::Fail(reason)) => return stop(&reason),
+                    // Taken once this batch is committed.
+                    Ok(Message::Pause(asked)) => {
+                        pause = Some(asked);
+                        break;
+                    }
                     Err(_) => break,
                 }
             }
@@ -147,6 +171,12 @@ impl Committer {
                 // and hookgate exits, so that its supervisor restarts it on what the disk holds.
                 tracing::error!(error = %stop, "The store cannot tell what reached the disk; it stops accepting events.");
                 return;
+            }
+            if let Some(pause) = pause {
+                self = match self.pause(pause) {
+                    Ok(switched) => switched,
+                    Err(err) => return unsure(&err),
+                };
             }
             self.since_checkpoint += bytes as u64;
             if self.reopen.due(self.since_checkpoint) {
@@ -300,6 +330,9 @@ impl Committer {
             &all[..=TreeId::Meta as usize]
         };
         let open = self.open.clone();
+        // With the sealing's changes since the last batch (`runs.rs`).
+        self.live.add(self.runs.take_delta());
+        let live = self.live.get();
         // Keys already sealed into runs, looked up before the transaction: a read inside one
         // may make sled split a node, which waits for the lock the transaction holds.
         let mut in_runs: HashMap<&[u8], Seq> = HashMap::new();
@@ -316,6 +349,7 @@ impl Committer {
                 tree(TreeId::Meta),
             );
             let mut next = start;
+            let mut delta = 0i64;
             let mut pack = open.clone();
             let mut pack_dirty = false;
             let mut claimed: HashMap<&[u8], Seq> = HashMap::new();
@@ -329,36 +363,41 @@ impl Committer {
                                 // (so its swap sees what is there), and later events start a
                                 // new one rather than rewrite one it may have changed.
                                 if let Some(open) = pack.take().filter(|_| pack_dirty) {
-                                    events.insert(&pack::key(open.first), open.value())?;
+                                    let (key, value) = (pack::key(open.first), open.value());
+                                    let old = events.insert(&key, value)?;
+                                    delta += change(&key, old, Some(value));
                                 }
                                 pack_dirty = false;
                             }
                             match write {
                                 Write::Put(id, key, value) => {
-                                    tree(*id).insert(key.as_slice(), value.as_slice())?;
+                                    let old = tree(*id).insert(key.as_slice(), value.as_slice())?;
+                                    delta += change(key, old, Some(value.as_slice()));
                                 }
                                 Write::Delete(id, key) => {
-                                    tree(*id).remove(key.as_slice())?;
+                                    let old = tree(*id).remove(key.as_slice())?;
+                                    delta += change(key, old, None);
                                 }
                                 Write::Raise(id, key, seq) => {
                                     let current = tree(*id)
                                         .get(key.as_slice())?
                                         .and_then(|value| Seq::from_key(value.as_ref()));
                                     if current.is_none_or(|current| current < *seq) {
-                                        tree(*id).insert(key.as_slice(), &seq.to_key())?;
+                                        let old =
+                                            tree(*id).insert(key.as_slice(), &seq.to_key())?;
+                                        delta += change(key, old, Some(&seq.to_key()[..]));
                                     }
                                 }
                                 Write::Swap(id, key, expected, new) => {
                                     let current = tree(*id).get(key.as_slice())?;
                                     if current.as_deref() == Some(expected.as_slice()) {
-                                        match new {
+                                        let old = match new {
                                             Some(new) => {
-                                                tree(*id).insert(key.as_slice(), new.as_slice())?;
+                                                tree(*id).insert(key.as_slice(), new.as_slice())?
                                             }
-                                            None => {
-                                                tree(*id).remove(key.as_slice())?;
-                                            }
-                                        }
+                                            None => tree(*id).remove(key.as_slice())?,
+                                        };
+                                        delta += change(key, old, new.as_deref());
                                     }
                                 }
                             }
@@ -390,7 +429,9 @@ impl Committer {
                         .is_some_and(|p| p.next() == next && p.push(record));
                     if !appended {
                         if let Some(full) = pack.as_ref().filter(|_| pack_dirty) {
-                            events.insert(&pack::key(full.first), full.value())?;
+                            let (key, value) = (pack::key(full.first), full.value());
+                            let old = events.insert(&key, value)?;
+                            delta += change(&key, old, Some(value));
                         }
                         let mut fresh = Pack::new(next);
                         fresh.push(record);
@@ -399,22 +440,31 @@ impl Committer {
                     pack_dirty = true;
                 } else {
                     for (key, value) in pack::large(next, record) {
-                        events.insert(key, value)?;
+                        let old = events.insert(key.as_slice(), value.as_slice())?;
+                        delta += change(&key, old, Some(value.as_slice()));
                     }
                 }
-                dedup.insert(key.as_slice(), &dedup_value(next, *received_at_ms))?;
+                let value = dedup_value(next, *received_at_ms);
+                let old = dedup.insert(key.as_slice(), &value)?;
+                delta += change(key, old, Some(&value[..]));
                 claimed.insert(key.as_slice(), next);
                 outcomes.push(Outcome::Event(Committed::Accepted(next)));
                 next = Seq(next.0 + 1);
             }
             if let Some(open) = pack.as_ref().filter(|_| pack_dirty) {
-                events.insert(&pack::key(open.first), open.value())?;
+                let (key, value) = (pack::key(open.first), open.value());
+                let old = events.insert(&key, value)?;
+                delta += change(&key, old, Some(value));
             }
             meta.insert(NEXT_SEQ_KEY, &next.to_key())?;
-            Ok((outcomes, next, pack))
+            if let Some(live) = live.map(|live| live.saturating_add_signed(delta)) {
+                meta.insert(LIVE_KEY, &live.to_be_bytes())?;
+            }
+            Ok((outcomes, next, pack, delta))
         });
         match result {
-            Ok((outcomes, next, pack)) => {
+            Ok((outcomes, next, pack, delta)) => {
+                self.live.add(delta);
                 self.runs.claimed(next.0 - self.next_seq.0);
                 self.next_seq = next;
                 self.open = pack;

@@ -131,6 +131,19 @@ impl Durability {
         })
     }
 
+    /// Lets go of sled, and takes `db`, a copy of the store under `dir` whose files are synced
+    /// (a compaction: see `compact.rs`). The fault hook's count stays.
+    pub fn replace(self, db: sled::Db, dir: &Path) -> Result<Durability, StoreError> {
+        let fault_after = self.fault_after;
+        drop(self);
+        Ok(Durability {
+            db,
+            dir: dir.to_path_buf(),
+            log: File::open(dir.join("db"))?,
+            fault_after,
+        })
+    }
+
     /// sled's handle, for the trees.
     pub fn db(&self) -> &sled::Db {
         &self.db

@@ -9,9 +9,12 @@
 mod bloom;
 mod checkpoint;
 mod committer;
+mod compact;
 mod durable;
 mod keys;
+mod live;
 mod pack;
+mod place;
 pub mod record;
 mod retention;
 mod runs;
@@ -19,6 +22,7 @@ mod watermark;
 
 use std::ops::RangeInclusive;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -36,11 +40,14 @@ use crate::metrics::Metrics;
 
 use committer::{Committer, Message, Outcome, Pending, Work};
 use durable::Durability;
+use live::Live;
 
 const NEXT_SEQ_KEY: &[u8] = b"next_seq";
 /// `meta` key of the layout version: 3, events in packs (`pack.rs`).
 const LAYOUT_KEY: &[u8] = b"layout";
 const LAYOUT: &[u8] = &[3];
+/// `meta` key of the bytes of keys and values stored (`live.rs`).
+const LIVE_KEY: &[u8] = b"live_bytes";
 /// Requests waiting for the committer beyond this wait for room (bounded by their deadline).
 const QUEUE_CAPACITY: usize = 8192;
 /// How long a batch of writes may wait for the committer before failing.
@@ -167,7 +174,14 @@ struct Reader {
 
 /// The sled backend.
 pub struct SledStore {
+    /// `data_dir`: sled's files are in it, or in the `sled.<n>` it names (`place.rs`).
     dir: std::path::PathBuf,
+    config: StoreConfig,
+    metrics: Arc<Metrics>,
+    /// The bytes of keys and values stored, as the committer counts them.
+    live: Live,
+    /// Set while a compaction runs; see `compact.rs`.
+    compacting: Arc<AtomicBool>,
     handles: Handles,
     last_seq: watch::Receiver<Seq>,
     queue: mpsc::Sender<Message>,
@@ -219,7 +233,7 @@ impl SledStore {
     /// replay from the next start to now.
     pub fn checkpoint(dir: &Path, config: &StoreConfig) -> Result<Duration, StoreError> {
         let started = Instant::now();
-        let db = open_db(dir, config)?;
+        let db = open_db(&place::live_dir(dir)?, config)?;
         db.flush()?;
         drop(db);
         Ok(started.elapsed())
@@ -233,24 +247,27 @@ impl SledStore {
     ) -> Result<SledStore, StoreError> {
         std::fs::create_dir_all(dir)?;
         let started = Instant::now();
-        let db = open_db(dir, config)?;
+        let sled_dir = place::live_dir(dir)?;
+        place::remove_others(dir, &sled_dir);
+        let db = open_db(&sled_dir, config)?;
         let sled_opened = started.elapsed();
         let trees = Trees::open(&db)?;
-        check_layout(&trees, dir)?;
+        check_layout(&trees, &sled_dir)?;
         let next_seq = next_seq(&trees)?;
+        let live = Live::new(live_bytes(&trees, next_seq)?);
         let watermark = watermark::Watermark::open(dir)?;
         if watermark.acked() >= next_seq {
             return Err(StoreError::Corrupt(format!(
                 "{} holds events up to seq {}, but seq {} was acknowledged (says {}): the log \
                  was damaged (truncated or corrupted). Restore the data dir from a backup, or \
                  move it aside to start empty",
-                dir.join("db").display(),
+                sled_dir.join("db").display(),
                 next_seq.0 - 1,
                 watermark.acked(),
                 watermark.path().display()
             )));
         }
-        let mut durability = Durability::new(db.clone(), dir)?;
+        let mut durability = Durability::new(db.clone(), &sled_dir)?;
         durability
             .sync()
             .map_err(|err| StoreError::Storage(Arc::new(err)))?;
@@ -265,21 +282,25 @@ impl SledStore {
             config.dedup_run_keys,
         )?;
         let handles: Handles = Arc::new(RwLock::new(Some((trees.clone(), db))));
+        let compacting = Arc::new(AtomicBool::new(false));
         let committer = Committer {
             trees,
             durability,
             next_seq,
-            metrics,
+            metrics: metrics.clone(),
             last_seq: last_seq_sender,
             open: None,
             watermark,
             runs,
             handles: handles.clone(),
             reopen: checkpoint::Reopen {
-                dir: dir.to_path_buf(),
+                dir: sled_dir.clone(),
+                data_dir: dir.to_path_buf(),
                 config: config.clone(),
+                compacting: compacting.clone(),
             },
             since_checkpoint: 0,
+            live: live.clone(),
         };
         let (ended, committer_ended) = oneshot::channel();
         let handle = std::thread::Builder::new()
@@ -290,7 +311,7 @@ impl SledStore {
             })?;
         let ms = |took: Duration| took.as_millis() as u64;
         tracing::info!(
-            dir = %dir.display(),
+            dir = %sled_dir.display(),
             next_seq = %next_seq,
             sled_ms = ms(sled_opened),
             checks_ms = ms(checked - sled_opened),
@@ -299,6 +320,10 @@ impl SledStore {
         );
         Ok(SledStore {
             dir: dir.to_path_buf(),
+            config: config.clone(),
+            metrics,
+            live,
+            compacting,
             handles,
             last_seq,
             queue,
@@ -335,6 +360,98 @@ impl SledStore {
         self.submit(Work::Writes(writes), WRITE_DEADLINE)
             .await
             .map(|_| ())
+    }
+
+    /// Compacts the store (`compact.rs`) when sled's file is over `compact_ratio` times the
+    /// bytes it holds and over them by `compact_min_bytes`. Returns the bytes given back.
+    /// Failures are logged: the store goes on as it was, and the next pass tries again.
+    async fn compact_if_worth_it(&self) -> Result<u64, StoreError> {
+        let (ratio, least) = (self.config.compact_ratio, self.config.compact_min_bytes);
+        if ratio == 0.0 {
+            return Ok(0);
+        }
+        let size = self.size_on_disk().await?;
+        let live = self.live.get();
+        let worth_it = match live {
+            Some(live) => size as f64 > ratio * live as f64 && size - live.min(size) >= least,
+            // A store from before the count: its first compaction counts.
+            None => size >= least,
+        };
+        if !worth_it {
+            return Ok(0);
+        }
+        let needed = live.unwrap_or(size).saturating_mul(3) / 2;
+        let free = nix::sys::statvfs::statvfs(&self.dir)
+            .map(|stat| stat.blocks_available().saturating_mul(stat.fragment_size()))
+            .unwrap_or(u64::MAX);
+        if free < needed {
+            tracing::warn!(
+                size_mb = size >> 20,
+                live_mb = live.map(|live| live >> 20),
+                free_mb = free >> 20,
+                "The store would be worth compacting, but the disk has no room for its copy."
+            );
+            return Ok(0);
+        }
+        tracing::info!(
+            size_mb = size >> 20,
+            live_mb = live.map(|live| live >> 20),
+            "Compacting the store."
+        );
+        // Stopping the sweeper drops this future: the copy then gives up at its next step.
+        struct Abort(Arc<AtomicBool>);
+        impl Drop for Abort {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        let abort = Abort(Arc::new(AtomicBool::new(false)));
+        let (dir, config, handles, queue, compacting, stop) = (
+            self.dir.clone(),
+            self.config.clone(),
+            self.handles.clone(),
+            self.queue.clone(),
+            self.compacting.clone(),
+            abort.0.clone(),
+        );
+        compacting.store(true, Ordering::Release);
+        let compacted = tokio::task::spawn_blocking(move || {
+            let result = compact::Compaction {
+                data_dir: &dir,
+                config: &config,
+                handles: &handles,
+                queue: &queue,
+                abort: &stop,
+            }
+            .run(size);
+            // Only once the copy has let go of the old trees may a checkpoint reopen them.
+            compacting.store(false, Ordering::Release);
+            result
+        })
+        .await;
+        drop(abort);
+        match compacted {
+            Ok(Ok(done)) => {
+                self.metrics.store_compactions.inc();
+                tracing::info!(
+                    before_mb = done.before >> 20,
+                    after_mb = done.after >> 20,
+                    live_mb = done.live >> 20,
+                    took_ms = done.took.as_millis() as u64,
+                    paused_ms = done.paused.as_millis() as u64,
+                    "Store compacted."
+                );
+                Ok(done.before.saturating_sub(done.after))
+            }
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, "Compacting the store failed; it stays as it was.");
+                Ok(0)
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "Compacting the store panicked; it stays as it was.");
+                Ok(0)
+            }
+        }
     }
 
     /// Drops the sealed dedup runs older than `cutoff_ms`; returns how many keys went.
@@ -648,7 +765,12 @@ impl Backend for SledStore {
         outputs: Arc<Vec<Output>>,
     ) -> Result<Swept, StoreError> {
         let mut resume = self.sweep.lock().await;
-        retention::sweep(self, &mut resume, cutoffs, outputs).await
+        let mut swept = retention::sweep(self, &mut resume, cutoffs, outputs).await?;
+        // Once a pass is through (the next starts from the oldest entries again).
+        if *resume == retention::Resume::default() {
+            swept.disk_freed = self.compact_if_worth_it().await?;
+        }
+        Ok(swept)
     }
 
     async fn size_on_disk(&self) -> Result<u64, StoreError> {
@@ -715,6 +837,18 @@ fn check_layout(trees: &Trees, dir: &Path) -> Result<(), StoreError> {
              hookgate",
             dir.display()
         ))),
+    }
+}
+
+/// The bytes of keys and values stored, from `meta`; 0 in a new store, `None` in one written
+/// before the count.
+fn live_bytes(trees: &Trees, next_seq: Seq) -> Result<Option<u64>, StoreError> {
+    match trees.get(TreeId::Meta).get(LIVE_KEY)? {
+        Some(value) => live::decode(&value)
+            .map(Some)
+            .ok_or_else(|| StoreError::Corrupt("live_bytes".into())),
+        None if next_seq == Seq(1) => Ok(Some(0)),
+        None => Ok(None),
     }
 }
 

@@ -19,7 +19,7 @@ const DEDUP_STEP: usize = 4 * BATCH;
 const MAX_EXAMINED: usize = 50_000;
 
 /// Where the next sweep resumes.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct Resume {
     /// After this seq (0: from the oldest event).
     events: Seq,
@@ -59,7 +59,11 @@ pub async fn sweep(
     let events = sweep_events(store, resume, cutoffs.events_ms, outputs).await?;
     let mut dedup_keys = sweep_dedup(store, resume, cutoffs.dedup_ms).await?;
     dedup_keys += store.expire_runs(cutoffs.dedup_ms).await?;
-    Ok(Swept { events, dedup_keys })
+    Ok(Swept {
+        events,
+        dedup_keys,
+        disk_freed: 0,
+    })
 }
 
 /// Removes expired events, oldest first, up to `MAX_EXAMINED` looked at. Returns how many.

@@ -22,6 +22,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
 use super::bloom::{Bloom, KeyHash};
+use super::live::change;
 use super::pack::MAX_VALUE;
 use super::record::{dedup_seq, dedup_value};
 use crate::event::Seq;
@@ -72,6 +73,8 @@ pub struct Detached {
     last_claims: usize,
     seal_at: u64,
     next_id: u32,
+    /// The change in stored bytes since the committer last took it (`live.rs`).
+    delta: i64,
 }
 
 impl Detached {
@@ -117,6 +120,7 @@ impl Runs {
                 last_claims: 0,
                 seal_at: seal_at.max(1),
                 next_id,
+                delta: 0,
             },
         };
         let summaries = (0..next_id)
@@ -188,6 +192,11 @@ impl Runs {
         Ok(None)
     }
 
+    /// The change in stored bytes since the last call.
+    pub fn take_delta(&mut self) -> i64 {
+        std::mem::take(&mut self.kept.delta)
+    }
+
     /// Counts `n` new claims in the `dedup` tree.
     pub fn claimed(&mut self, n: u64) {
         self.kept.claimed += n;
@@ -228,6 +237,9 @@ impl Runs {
             Ok::<_, ConflictableTransactionError<StoreError>>(())
         });
         transacted(result)?;
+        let size = |key: &[u8], value: &[u8]| (key.len() + value.len()) as i64;
+        self.kept.delta += values.iter().map(|(k, v)| size(k, v)).sum::<i64>()
+            - entries.iter().map(|(k, v)| size(k, v)).sum::<i64>();
         for (key, value) in &entries {
             building.run.bloom.insert(KeyHash::of(key));
             building.run.keys += 1;
@@ -255,7 +267,9 @@ impl Runs {
         self.kept.sealed = kept;
         for run in expired {
             // The summary goes first: a run without one is finished again at the next open.
-            self.tree.remove(key(run.id, SUMMARY, &[]))?;
+            let summary = key(run.id, SUMMARY, &[]);
+            let old = self.tree.remove(&summary)?;
+            self.kept.delta += change(&summary, old, None);
             let prefix = run.id.to_be_bytes();
             let keys: Vec<sled::IVec> = self
                 .tree
@@ -263,7 +277,8 @@ impl Runs {
                 .keys()
                 .collect::<Result<_, _>>()?;
             for key in keys {
-                self.tree.remove(key)?;
+                let old = self.tree.remove(&key)?;
+                self.kept.delta += change(&key, old, None);
             }
             dropped += run.keys;
         }
@@ -298,14 +313,17 @@ impl Runs {
         let parts: Vec<&[u8]> = run.bloom.as_bytes().chunks(MAX_VALUE).collect();
         for (part, bytes) in parts.iter().enumerate() {
             let part = u16::try_from(part).expect("a filter under 384 MiB");
-            self.tree
-                .insert(key(run.id, FILTER, &part.to_be_bytes()), *bytes)?;
+            let key = key(run.id, FILTER, &part.to_be_bytes());
+            let old = self.tree.insert(&key, *bytes)?;
+            self.kept.delta += change(&key, old, Some(bytes));
         }
         let mut summary = Vec::with_capacity(18);
         summary.extend_from_slice(&run.keys.to_le_bytes());
         summary.extend_from_slice(&run.newest_ms.to_le_bytes());
         summary.extend_from_slice(&(parts.len() as u16).to_le_bytes());
-        self.tree.insert(key(run.id, SUMMARY, &[]), summary)?;
+        let key = key(run.id, SUMMARY, &[]);
+        let old = self.tree.insert(&key, summary.as_slice())?;
+        self.kept.delta += change(&key, old, Some(&summary));
         self.kept.sealed.push(run);
         Ok(())
     }

@@ -1,0 +1,462 @@
+//! Compaction: giving disk back after retention, while the gateway runs.
+//!
+//! sled 0.34 never shrinks its `db` file: space freed by retention is reused for new writes but
+//! kept (a store that once held 10 M events keeps their size). So, after a retention pass,
+//! when the file is over `[store] compact_ratio` times the bytes the store holds (`live.rs`) and
+//! over them by at least `compact_min_mb`, the store is copied into a fresh sled directory
+//! beside it (`place.rs`) and the gateway switches to the copy:
+//!
+//! 1. Checkpoints are held off (the copy follows the trees it watches, which a reopen would
+//!    replace), and a first empty batch makes sure no write the watch may miss is in flight.
+//! 2. A thread per tree drains sled's change feed (`Tree::watch_prefix`), which sees every
+//!    insert and remove, transactional or not, once it is visible: the keys changed are noted.
+//! 3. The copier reads every tree in key order and inserts each entry into the copy; every few
+//!    MB it copies the keys noted since again, with their values of now (removing those gone).
+//!    An entry is only ever copied after it is read, by the same thread, so an entry read
+//!    before a change is copied again after it: no change is lost, however the two interleave.
+//! 4. The copy is closed and reopened (its snapshot written, so a start after a crash does not
+//!    replay the whole copy), and the noted keys copied again until few are left.
+//! 5. The committer pauses between two batches (`Message::Pause`): every change it made is in
+//!    the feed. The drains end once the feed is empty, the last keys are copied, the copy is
+//!    flushed and fsynced with its directory, and handed to the committer, which points
+//!    `current` at it (a fsynced rename) and gives the readers its trees. Had the pointer not
+//!    reached the disk, the store would fail-stop: at that moment both copies are identical.
+//! 6. The old files are removed.
+//!
+//! Requests wait in the queue only during step 5 (a few ms plus the last keys and fsyncs). A
+//! failure before it leaves the store as it was and removes the copy; the sweeper tries again
+//! after its next pass. The copy needs free space for what the store holds: without it, the
+//! compaction is not tried (a warning says so).
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::committer::{Committer, Message, Pending, Work};
+use super::live::change;
+use super::{open_db, place, Handles, Trees, TREE_NAMES};
+use crate::config::StoreConfig;
+use crate::store::StoreError;
+
+/// The changed keys are copied again after this many bytes of the scan.
+const CATCH_UP_EVERY: u64 = 8 * 1024 * 1024;
+/// The last round before the pause copies at most about this many keys.
+const FEW_KEYS: usize = 2_000;
+const MAX_ROUNDS: usize = 20;
+
+/// The copy, ready: handed to the paused committer.
+pub struct Copy {
+    pub db: sled::Db,
+    pub dir: PathBuf,
+    /// The bytes of keys and values it holds, counted as it was written.
+    pub live: u64,
+}
+
+/// The committer's pause, for step 5.
+pub struct Pause {
+    /// Sent once the committer is between batches, waiting.
+    pub paused: oneshot::Sender<()>,
+    /// The copy to switch to, or `None` to go on as before.
+    pub resume: std::sync::mpsc::Receiver<Option<Copy>>,
+    /// Whether the switch happened.
+    pub switched: oneshot::Sender<bool>,
+}
+
+/// What a compaction did.
+#[derive(Debug, Clone, Copy)]
+pub struct Compacted {
+    pub before: u64,
+    pub after: u64,
+    pub live: u64,
+    pub took: Duration,
+    /// How long the committer waited for the switch.
+    pub paused: Duration,
+}
+
+/// What the compaction needs of the store.
+pub struct Compaction<'a> {
+    pub data_dir: &'a Path,
+    pub config: &'a StoreConfig,
+    pub handles: &'a Handles,
+    pub queue: &'a mpsc::Sender<Message>,
+    /// Set when the compaction should give up (the sweeper was stopped).
+    pub abort: &'a AtomicBool,
+}
+
+impl Compaction<'_> {
+    /// Copies the store and switches to the copy (see the module's doc). Blocking; the caller
+    /// holds the committer's checkpoints off meanwhile (`Reopen::compacting`).
+    pub fn run(self, before: u64) -> Result<Compacted, StoreError> {
+        let started = Instant::now();
+        let live_dir = place::live_dir(self.data_dir)?;
+        let dir = place::next_dir(self.data_dir, &live_dir);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)?;
+        }
+        // A checkpoint under way is over once a batch submitted now is answered.
+        self.barrier()?;
+        let trees = lock_read(self.handles)
+            .as_ref()
+            .map(|(trees, _)| trees.clone())
+            .ok_or(StoreError::Closed)?;
+        let watch = Watch::start(&trees);
+        let copied = self
+            .barrier()
+            .and_then(|()| self.copy(&trees, &watch, &dir));
+        let result = match copied {
+            Ok((db, live)) => self.switch(&trees, watch, db, &dir, live),
+            Err(err) => {
+                drop(watch.stop());
+                Err(err)
+            }
+        };
+        // The old store's last handles outside the committer.
+        drop(trees);
+        match result {
+            Ok((live, paused)) => {
+                place::remove_others(self.data_dir, &dir);
+                let after = sled_size(&dir);
+                Ok(Compacted {
+                    before,
+                    after,
+                    live,
+                    took: started.elapsed(),
+                    paused,
+                })
+            }
+            Err(err) => {
+                if let Err(remove) = std::fs::remove_dir_all(&dir) {
+                    tracing::warn!(dir = %dir.display(), error = %remove, "Cannot remove an unfinished copy of the store.");
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// Waits until the committer has answered a batch submitted now: any write in flight when
+    /// the watch began is then done, and so is any checkpoint.
+    fn barrier(&self) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let pending = Pending {
+            work: Work::Writes(Vec::new()),
+            deadline: Instant::now() + Duration::from_secs(60),
+            reply,
+        };
+        self.queue
+            .blocking_send(Message::Commit(pending))
+            .map_err(|_| StoreError::Closed)?;
+        answer.blocking_recv().map_err(|_| StoreError::Closed)??;
+        Ok(())
+    }
+
+    fn aborted(&self) -> Result<(), StoreError> {
+        if self.abort.load(Ordering::Relaxed) {
+            return Err(StoreError::Closed);
+        }
+        Ok(())
+    }
+
+    /// Steps 3 and 4: the copy, and its count of bytes.
+    fn copy(
+        &self,
+        trees: &Trees,
+        watch: &Watch,
+        dir: &Path,
+    ) -> Result<(sled::Db, i64), StoreError> {
+        std::fs::create_dir_all(dir)?;
+        let db = open_db(dir, self.config)?;
+        let copy = Trees::open(&db)?;
+        let mut live = 0i64;
+        let mut since = 0u64;
+        for (old, new) in trees.all.iter().zip(&copy.all) {
+            for item in old.iter() {
+                let (key, value) = item?;
+                since += (key.len() + value.len()) as u64;
+                let replaced = new.insert(key.clone(), value.clone())?;
+                live += change(&key, replaced, Some(&value));
+                if since >= CATCH_UP_EVERY {
+                    since = 0;
+                    live += watch.catch_up(trees, &copy)?.1;
+                    self.aborted()?;
+                }
+            }
+        }
+        live += watch.catch_up(trees, &copy)?.1;
+        // Reopened, the copy has a snapshot: a start right after the switch replays only the
+        // last rounds.
+        drop(copy);
+        db.flush()?;
+        drop(db);
+        let db = open_db(dir, self.config)?;
+        let copy = Trees::open(&db)?;
+        for _ in 0..MAX_ROUNDS {
+            self.aborted()?;
+            let (keys, delta) = watch.catch_up(trees, &copy)?;
+            live += delta;
+            if keys <= FEW_KEYS {
+                break;
+            }
+        }
+        Ok((db, live))
+    }
+
+    /// Step 5: with the committer paused, the last keys, the sync, and the switch. Returns the
+    /// copy's count of bytes and how long the committer waited.
+    fn switch(
+        &self,
+        trees: &Trees,
+        watch: Watch,
+        db: sled::Db,
+        dir: &Path,
+        mut live: i64,
+    ) -> Result<(u64, Duration), StoreError> {
+        let (paused, is_paused) = oneshot::channel();
+        let (resume, resumed) = std::sync::mpsc::channel();
+        let (switched, has_switched) = oneshot::channel();
+        let pause = Pause {
+            paused,
+            resume: resumed,
+            switched,
+        };
+        let give_up = |watch: Watch, resume: &std::sync::mpsc::Sender<Option<Copy>>| {
+            let _ = resume.send(None);
+            drop(watch.stop());
+        };
+        self.queue
+            .blocking_send(Message::Pause(pause))
+            .map_err(|_| StoreError::Closed)?;
+        if is_paused.blocking_recv().is_err() {
+            give_up(watch, &resume);
+            return Err(StoreError::Closed);
+        }
+        let waited = Instant::now();
+        let last = watch
+            .stop()
+            .and_then(|dirty| {
+                let copy = Trees::open(&db)?;
+                live += copy_keys(trees, &copy, dirty)?;
+                Ok(())
+            })
+            .and_then(|()| {
+                db.flush()?;
+                sync_dir_files(dir)?;
+                File::open(self.data_dir)?.sync_all()?;
+                Ok(())
+            });
+        if let Err(err) = last {
+            let _ = resume.send(None);
+            return Err(err);
+        }
+        let live = u64::try_from(live).unwrap_or(0);
+        let copy = Copy {
+            db,
+            dir: dir.to_path_buf(),
+            live,
+        };
+        resume.send(Some(copy)).map_err(|_| StoreError::Closed)?;
+        match has_switched.blocking_recv() {
+            Ok(true) => Ok((live, waited.elapsed())),
+            _ => Err(StoreError::Closed),
+        }
+    }
+}
+
+/// Step 2: the threads noting changed keys, one per tree.
+struct Watch {
+    dirty: Arc<Mutex<HashSet<(usize, sled::IVec)>>>,
+    stop: Arc<AtomicBool>,
+    /// Set by a drain whose tree was dropped: the copy cannot be trusted.
+    lost: Arc<AtomicBool>,
+    drains: Vec<JoinHandle<()>>,
+}
+
+impl Watch {
+    fn start(trees: &Trees) -> Watch {
+        let dirty = Arc::new(Mutex::new(HashSet::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let lost = Arc::new(AtomicBool::new(false));
+        let drains = trees
+            .all
+            .iter()
+            .enumerate()
+            .map(|(index, tree)| {
+                let feed = tree.watch_prefix(Vec::new());
+                let (dirty, stop, lost) = (dirty.clone(), stop.clone(), lost.clone());
+                std::thread::Builder::new()
+                    .name(format!("hookgate-watch-{}", TREE_NAMES[index]))
+                    .spawn(move || {
+                        if drain(feed, index, &dirty, &stop).is_err() {
+                            lost.store(true, Ordering::Release);
+                        }
+                    })
+                    .expect("a thread can be started")
+            })
+            .collect();
+        Watch {
+            dirty,
+            stop,
+            lost,
+            drains,
+        }
+    }
+
+    /// Copies the keys changed since the last call again. Returns how many, and the change in
+    /// the copy's bytes.
+    fn catch_up(&self, old: &Trees, copy: &Trees) -> Result<(usize, i64), StoreError> {
+        if self.lost.load(Ordering::Acquire) {
+            return Err(lost());
+        }
+        let dirty = std::mem::take(&mut *lock(&self.dirty));
+        let keys = dirty.len();
+        Ok((keys, copy_keys(old, copy, dirty)?))
+    }
+
+    /// Ends the drains once the feeds are empty (the committer is paused: nothing more comes),
+    /// and returns the keys noted last.
+    fn stop(self) -> Result<HashSet<(usize, sled::IVec)>, StoreError> {
+        self.stop.store(true, Ordering::Release);
+        for drain in self.drains {
+            let _ = drain.join();
+        }
+        if self.lost.load(Ordering::Acquire) {
+            return Err(lost());
+        }
+        Ok(std::mem::take(&mut *lock(&self.dirty)))
+    }
+}
+
+/// Notes the key of every change in `feed` until `stop` is set and the feed is empty. `Err`:
+/// the feed ended (its tree was dropped).
+///
+/// The feed is polled as a future: sled 0.34's `Subscriber::next_timeout` reports a timeout
+/// as a disconnection, and after a write that changed nothing (its event is dropped unfilled)
+/// it reports that same error forever; the future skips such events.
+fn drain(
+    mut feed: sled::Subscriber,
+    tree: usize,
+    dirty: &Mutex<HashSet<(usize, sled::IVec)>>,
+    stop: &AtomicBool,
+) -> Result<(), ()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(|_| ())?;
+    runtime.block_on(async {
+        loop {
+            let wait = if stop.load(Ordering::Acquire) {
+                // Once stopped, only what is already there (the future looks at its channel
+                // first, so a missed wake-up cannot hide an event).
+                Duration::ZERO
+            } else {
+                Duration::from_millis(20)
+            };
+            match tokio::time::timeout(wait, &mut feed).await {
+                Ok(Some(event)) => {
+                    lock(dirty).insert((tree, event.key().clone()));
+                }
+                Ok(None) => return Err(()),
+                Err(_) if wait.is_zero() => return Ok(()),
+                Err(_) => {}
+            }
+        }
+    })
+}
+
+fn lost() -> StoreError {
+    StoreError::Corrupt("a compaction lost sight of the store's changes".into())
+}
+
+fn lock_read(handles: &Handles) -> std::sync::RwLockReadGuard<'_, Option<(Trees, sled::Db)>> {
+    handles.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Copies `keys` from `old` to `copy` as they are now; returns the change in the copy's bytes.
+fn copy_keys(
+    old: &Trees,
+    copy: &Trees,
+    keys: HashSet<(usize, sled::IVec)>,
+) -> Result<i64, StoreError> {
+    let mut delta = 0;
+    for (tree, key) in keys {
+        let (from, to) = (&old.all[tree], &copy.all[tree]);
+        delta += match from.get(&key)? {
+            Some(value) => {
+                let replaced = to.insert(key.clone(), value.clone())?;
+                change(&key, replaced, Some(&value))
+            }
+            None => change(&key, to.remove(&key)?, None),
+        };
+    }
+    Ok(delta)
+}
+
+/// Fsyncs the copy's files and its directory (it writes no blob file: see `durable.rs`).
+fn sync_dir_files(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_file() {
+            File::open(&path)?.sync_all()?;
+        }
+    }
+    File::open(dir)?.sync_all()
+}
+
+/// The bytes of sled's files under `dir`.
+fn sled_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|listing| {
+            listing
+                .flatten()
+                .filter_map(|entry| entry.metadata().ok())
+                .filter(|meta| meta.is_file())
+                .map(|meta| meta.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+impl Committer {
+    /// Step 5 on the committer's side: waits, between two batches, for the copy; points
+    /// `current` at it and switches to it. `Err`: the pointer may or may not have reached the
+    /// disk, and the committer must stop.
+    pub fn pause(mut self, pause: Pause) -> Result<Committer, StoreError> {
+        let _ = pause.paused.send(());
+        let Ok(Some(copy)) = pause.resume.recv() else {
+            let _ = pause.switched.send(false);
+            return Ok(self);
+        };
+        if let Err(err) = place::point_to(&self.reopen.data_dir, &copy.dir) {
+            let _ = pause.switched.send(false);
+            return Err(err.into());
+        }
+        let handles = self.handles.clone();
+        let mut readers = handles.write().unwrap_or_else(PoisonError::into_inner);
+        *readers = None;
+        drop(self.trees);
+        let runs = self.runs.detach();
+        self.durability = self.durability.replace(copy.db, &copy.dir)?;
+        self.trees = Trees::open(self.durability.db())?;
+        self.runs = runs.attach(
+            self.trees.get(super::TreeId::Dedup).clone(),
+            self.trees.get(super::TreeId::Runs).clone(),
+            self.trees.get(super::TreeId::Meta).clone(),
+        );
+        *readers = Some((self.trees.clone(), self.durability.db().clone()));
+        drop(readers);
+        self.reopen.dir = copy.dir;
+        self.since_checkpoint = 0;
+        self.live.set(copy.live);
+        let _ = pause.switched.send(true);
+        Ok(self)
+    }
+}

@@ -1,0 +1,141 @@
+//! Where sled's files live under `data_dir`, so that a compaction (`compact.rs`) can write a
+//! fresh copy beside them and switch to it at once.
+//!
+//! - Without a `current` file, sled's files (`db`, `conf`, `snap.*`, `blobs/`) are in
+//!   `data_dir` itself: every store until its first compaction.
+//! - `data_dir/current` names the subdirectory that holds them, `sled.<n>`. It is replaced by a
+//!   rename, after its new version and `sled.<n>`'s files were fsynced, so a power loss leaves
+//!   either the old name or the new one, each naming a complete store.
+//! - Whatever `current` does not name (an older copy, or a copy a crash interrupted) is removed
+//!   at open and after each switch.
+//!
+//! The watermark (`acked`) stays in `data_dir`: it names seqs, which a copy keeps.
+
+use std::fs::File;
+use std::io::{self, Write as _};
+use std::path::{Path, PathBuf};
+
+const CURRENT: &str = "current";
+const PREFIX: &str = "sled.";
+/// sled 0.34's files and directories in the directory it is given.
+const SLED_FILES: [&str; 3] = ["db", "conf", "blobs"];
+
+/// The directory that holds the store's sled files.
+pub fn live_dir(data_dir: &Path) -> io::Result<PathBuf> {
+    match std::fs::read_to_string(data_dir.join(CURRENT)) {
+        Ok(name) => {
+            let name = name.trim();
+            if !is_copy(name) {
+                return Err(io::Error::other(format!(
+                    "{} names {name:?}, not a sled.<n> directory",
+                    data_dir.join(CURRENT).display()
+                )));
+            }
+            Ok(data_dir.join(name))
+        }
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(data_dir.to_path_buf()),
+        Err(err) => Err(err),
+    }
+}
+
+/// Where the next copy goes: the first `sled.<n>` after the live one.
+pub fn next_dir(data_dir: &Path, live: &Path) -> PathBuf {
+    let n = live
+        .file_name()
+        .and_then(|name| name.to_str())
+        .and_then(|name| name.strip_prefix(PREFIX))
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0);
+    data_dir.join(format!("{PREFIX}{}", n + 1))
+}
+
+/// Makes `dir` (a `sled.<n>` under `data_dir`, whose files are synced) the live store, durably.
+pub fn point_to(data_dir: &Path, dir: &Path) -> io::Result<()> {
+    let name = dir
+        .file_name()
+        .and_then(|name| name.to_str())
+        .filter(|name| is_copy(name))
+        .ok_or_else(|| io::Error::other(format!("{} is not a sled.<n>", dir.display())))?;
+    let temporary = data_dir.join(format!("{CURRENT}.new"));
+    let mut file = File::create(&temporary)?;
+    file.write_all(format!("{name}\n").as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, data_dir.join(CURRENT))?;
+    File::open(data_dir)?.sync_all()
+}
+
+/// Removes every copy of the store but `live`, and sled's files in `data_dir` once a copy is
+/// live. Failures are logged: what is left only takes disk until the next try.
+pub fn remove_others(data_dir: &Path, live: &Path) {
+    let remove = |path: &Path| {
+        let removed = if path.is_dir() {
+            std::fs::remove_dir_all(path)
+        } else {
+            std::fs::remove_file(path)
+        };
+        if let Err(err) = removed {
+            tracing::warn!(path = %path.display(), error = %err, "Cannot remove an old copy of the store.");
+        }
+    };
+    let Ok(listing) = std::fs::read_dir(data_dir) else {
+        return;
+    };
+    let root_is_old = live != data_dir;
+    for entry in listing.flatten() {
+        let path = entry.path();
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let old_copy = (is_copy(name) && path != live)
+            || name == format!("{CURRENT}.new")
+            || (root_is_old && (SLED_FILES.contains(&name) || name.starts_with("snap.")));
+        if old_copy {
+            remove(&path);
+        }
+    }
+}
+
+fn is_copy(name: &str) -> bool {
+    name.strip_prefix(PREFIX)
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pointer_moves_and_what_it_left_goes() {
+        let data = tempfile::tempdir().unwrap();
+        let root = data.path();
+        assert_eq!(live_dir(root).unwrap(), root);
+        for file in ["db", "conf", "snap.0000001", "acked"] {
+            std::fs::write(root.join(file), b"x").unwrap();
+        }
+        let first = next_dir(root, root);
+        assert_eq!(first, root.join("sled.1"));
+        std::fs::create_dir(&first).unwrap();
+        point_to(root, &first).unwrap();
+        assert_eq!(live_dir(root).unwrap(), first);
+        remove_others(root, &first);
+        let mut left: Vec<String> = std::fs::read_dir(root)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["acked", "current", "sled.1"]);
+
+        let second = next_dir(root, &first);
+        assert_eq!(second, root.join("sled.2"));
+        std::fs::create_dir(&second).unwrap();
+        // A copy interrupted before the switch goes at the next open.
+        remove_others(root, &first);
+        assert!(!second.exists() && first.exists());
+    }
+
+    #[test]
+    fn a_pointer_to_elsewhere_is_refused() {
+        let data = tempfile::tempdir().unwrap();
+        std::fs::write(data.path().join("current"), "../etc\n").unwrap();
+        assert!(live_dir(data.path()).is_err());
+    }
+}

@@ -1,0 +1,225 @@
+//! sled's compaction after retention (`src/store/sled/compact.rs`), through the library on a
+//! real sled directory: the disk comes back, and nothing committed before or during the copy is
+//! lost, moved to another seq, or forgotten by dedup, before and after a reopen.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hookgate::config::StoreConfig;
+use hookgate::event::{EventId, ProviderName, Seq};
+use hookgate::metrics::Metrics;
+use hookgate::store::{Committed, Cutoffs, NewEvent, Store, Swept};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+const LONG_AGO_MS: u64 = 1_000;
+const CUTOFF_MS: u64 = 1_000_000;
+const BODY: usize = 1024;
+
+fn body(id: &str) -> Bytes {
+    let mut body = format!("{{\"id\":\"{id}\",\"pad\":\"").into_bytes();
+    body.resize(BODY - 2, b'x');
+    body.extend_from_slice(b"\"}");
+    Bytes::from(body)
+}
+
+fn event(id: &str) -> NewEvent {
+    NewEvent::poll(
+        ProviderName::parse("p").unwrap(),
+        EventId::new(id).unwrap(),
+        Some("application/json".into()),
+        body(id),
+    )
+}
+
+fn open(dir: &Path, metrics: Arc<Metrics>) -> Store {
+    let config = StoreConfig {
+        compact_min_bytes: 0,
+        // A run sealed every 1,000 keys: runs expire, and are copied, too.
+        dedup_run_keys: 1_000,
+        ..StoreConfig::default()
+    };
+    Store::open(dir, &config, metrics).unwrap()
+}
+
+async fn accept(store: &Store, event: NewEvent) -> Seq {
+    match store.commit(event, DEADLINE).await.unwrap() {
+        Committed::Accepted(seq) => seq,
+        other => panic!("expected Accepted, got {other:?}"),
+    }
+}
+
+/// Commits `count` events named `<prefix>-<i>` from 16 tasks; returns their ids by seq.
+async fn fill(
+    store: &Store,
+    prefix: &str,
+    count: usize,
+    received_at_ms: Option<u64>,
+) -> BTreeMap<u64, String> {
+    let tasks: Vec<_> = (0..16)
+        .map(|task| {
+            let (store, prefix) = (store.clone(), prefix.to_string());
+            tokio::spawn(async move {
+                let mut acked = Vec::new();
+                for i in (task..count).step_by(16) {
+                    let id = format!("{prefix}-{i}");
+                    let mut event = event(&id);
+                    if let Some(at) = received_at_ms {
+                        event = event.received_at(at);
+                    }
+                    acked.push((accept(&store, event).await.0, id));
+                }
+                acked
+            })
+        })
+        .collect();
+    let mut all = BTreeMap::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    all
+}
+
+/// Bytes of every file under `dir`.
+fn disk_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|entry| {
+            let meta = entry.metadata().unwrap();
+            if meta.is_dir() {
+                disk_bytes(&entry.path())
+            } else {
+                meta.len()
+            }
+        })
+        .sum()
+}
+
+/// Every stored event's id by seq; each body must be the one committed under that id.
+async fn stored(store: &Store) -> BTreeMap<u64, String> {
+    let events = store.events_after(Seq(0), 1_000_000, None).await.unwrap();
+    events
+        .into_iter()
+        .map(|event| {
+            assert_eq!(event.body, body(&event.event_id), "seq {}", event.seq);
+            (event.seq, event.event_id)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_then_compaction_gives_disk_back_while_commits_go_on() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path();
+    let metrics = Arc::new(Metrics::new());
+    let store = open(dir, metrics.clone());
+    fill(&store, "old", 30_000, Some(LONG_AGO_MS)).await;
+    let mut kept = fill(&store, "young", 10_000, None).await;
+    let filled = disk_bytes(dir);
+
+    // Commits go on while retention sweeps and the store is copied and switched.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..4)
+        .map(|writer| {
+            let (store, stop) = (store.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut acked = Vec::new();
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let id = format!("during-{writer}-{i}");
+                    acked.push((accept(&store, event(&id)).await.0, id));
+                    i += 1;
+                }
+                acked
+            })
+        })
+        .collect();
+    let cutoffs = Cutoffs {
+        events_ms: CUTOFF_MS,
+        dedup_ms: CUTOFF_MS,
+    };
+    let mut total = Swept::default();
+    for _ in 0..50 {
+        let swept = store.sweep(cutoffs, Arc::new(Vec::new())).await.unwrap();
+        total.events += swept.events;
+        total.dedup_keys += swept.dedup_keys;
+        total.disk_freed += swept.disk_freed;
+        if swept.disk_freed > 0 {
+            break;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for writer in writers {
+        kept.extend(writer.await.unwrap());
+    }
+    assert_eq!(total.events, 30_000, "{total:?}");
+    assert!(total.disk_freed > 0, "no compaction: {total:?}");
+    assert_eq!(metrics.store_compactions.get(), 1);
+    let compacted = disk_bytes(dir);
+
+    let payload = (kept.len() * BODY) as u64;
+    eprintln!(
+        "filled {filled} bytes; {} events kept ({payload} bytes of bodies), {compacted} bytes after",
+        kept.len()
+    );
+    // sled's log never takes less than 8 MiB.
+    assert!(
+        (compacted as f64) < 1.5 * payload as f64 + 8.0 * 1024.0 * 1024.0,
+        "{compacted} bytes on disk for {payload} bytes kept"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("current")).unwrap().trim(),
+        "sled.1"
+    );
+    assert!(!dir.join("db").exists(), "the old log was not removed");
+
+    assert_eq!(stored(&store).await, kept, "after the compaction");
+    // Dedup still holds every kept event, whether its key was recent or in a run.
+    for (seq, id) in kept.iter().step_by(97) {
+        assert_eq!(
+            store.commit(event(id), DEADLINE).await.unwrap(),
+            Committed::Duplicate(Seq(*seq))
+        );
+    }
+    // And seqs go on from where they were.
+    let next = accept(&store, event("after")).await;
+    assert_eq!(next.0, kept.keys().last().unwrap() + 1);
+    kept.insert(next.0, "after".into());
+
+    store.close().await;
+    drop(store);
+    let store = open(dir, Arc::new(Metrics::new()));
+    assert_eq!(stored(&store).await, kept, "after a reopen");
+    assert_eq!(
+        store.commit(event("young-7"), DEADLINE).await.unwrap(),
+        Committed::Duplicate(Seq(*kept
+            .iter()
+            .find(|(_, id)| *id == "young-7")
+            .unwrap()
+            .0))
+    );
+    store.close().await;
+}
+
+/// A store whose file is not over `compact_ratio` times what it holds is left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_without_much_garbage_is_not_compacted() {
+    let data = tempfile::tempdir().unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let store = open(data.path(), metrics.clone());
+    fill(&store, "young", 5_000, None).await;
+    let cutoffs = Cutoffs {
+        events_ms: CUTOFF_MS,
+        dedup_ms: CUTOFF_MS,
+    };
+    let swept = store.sweep(cutoffs, Arc::new(Vec::new())).await.unwrap();
+    assert_eq!(swept, Swept::default());
+    assert_eq!(metrics.store_compactions.get(), 0);
+    assert!(!data.path().join("current").exists());
+    store.close().await;
+}
