@@ -49,6 +49,8 @@ const CATCH_UP_EVERY: u64 = 8 * 1024 * 1024;
 /// The last round before the pause copies at most about this many keys.
 const FEW_KEYS: usize = 2_000;
 const MAX_ROUNDS: usize = 20;
+/// Entries written to the copy per transaction (see [`write`]).
+const BATCH: usize = 170;
 
 /// The copy, ready: handed to the paused committer.
 pub struct Copy {
@@ -175,19 +177,24 @@ impl Compaction<'_> {
         let mut live = 0i64;
         let mut since = 0u64;
         for (old, new) in trees.all.iter().zip(&copy.all) {
+            let mut batch = Vec::with_capacity(BATCH);
             for item in old.iter() {
                 let (key, value) = item?;
                 since += (key.len() + value.len()) as u64;
-                let replaced = new.insert(key.clone(), value.clone())?;
-                live += change(&key, replaced, Some(&value));
+                batch.push((key, Some(value)));
+                if batch.len() >= BATCH {
+                    live += write(&db, new, &mut batch)?;
+                }
                 if since >= CATCH_UP_EVERY {
                     since = 0;
-                    live += watch.catch_up(trees, &copy)?.1;
+                    live += write(&db, new, &mut batch)?;
+                    live += watch.catch_up(trees, &copy, &db)?.1;
                     self.aborted()?;
                 }
             }
+            live += write(&db, new, &mut batch)?;
         }
-        live += watch.catch_up(trees, &copy)?.1;
+        live += watch.catch_up(trees, &copy, &db)?.1;
         // Reopened, the copy has a snapshot: a start right after the switch replays only the
         // last rounds.
         drop(copy);
@@ -197,7 +204,7 @@ impl Compaction<'_> {
         let copy = Trees::open(&db)?;
         for _ in 0..MAX_ROUNDS {
             self.aborted()?;
-            let (keys, delta) = watch.catch_up(trees, &copy)?;
+            let (keys, delta) = watch.catch_up(trees, &copy, &db)?;
             live += delta;
             if keys <= FEW_KEYS {
                 break;
@@ -240,7 +247,7 @@ impl Compaction<'_> {
             .stop()
             .and_then(|dirty| {
                 let copy = Trees::open(&db)?;
-                live += copy_keys(trees, &copy, dirty)?;
+                live += copy_keys(trees, &copy, &db, dirty)?;
                 Ok(())
             })
             .and_then(|()| {
@@ -308,13 +315,18 @@ impl Watch {
 
     /// Copies the keys changed since the last call again. Returns how many, and the change in
     /// the copy's bytes.
-    fn catch_up(&self, old: &Trees, copy: &Trees) -> Result<(usize, i64), StoreError> {
+    fn catch_up(
+        &self,
+        old: &Trees,
+        copy: &Trees,
+        db: &sled::Db,
+    ) -> Result<(usize, i64), StoreError> {
         if self.lost.load(Ordering::Acquire) {
             return Err(lost());
         }
         let dirty = std::mem::take(&mut *lock(&self.dirty));
         let keys = dirty.len();
-        Ok((keys, copy_keys(old, copy, dirty)?))
+        Ok((keys, copy_keys(old, copy, db, dirty)?))
     }
 
     /// Ends the drains once the feeds are empty (the committer is paused: nothing more comes),
@@ -384,19 +396,61 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 fn copy_keys(
     old: &Trees,
     copy: &Trees,
+    db: &sled::Db,
     keys: HashSet<(usize, sled::IVec)>,
 ) -> Result<i64, StoreError> {
-    let mut delta = 0;
+    let mut by_tree: Vec<Vec<sled::IVec>> = vec![Vec::new(); old.all.len()];
     for (tree, key) in keys {
-        let (from, to) = (&old.all[tree], &copy.all[tree]);
-        delta += match from.get(&key)? {
-            Some(value) => {
-                let replaced = to.insert(key.clone(), value.clone())?;
-                change(&key, replaced, Some(&value))
-            }
-            None => change(&key, to.remove(&key)?, None),
-        };
+        by_tree[tree].push(key);
     }
+    let mut delta = 0;
+    for ((from, to), keys) in old.all.iter().zip(&copy.all).zip(by_tree) {
+        let mut batch = Vec::with_capacity(BATCH);
+        for key in keys {
+            let value = from.get(&key)?;
+            batch.push((key, value));
+            if batch.len() >= BATCH {
+                delta += write(db, to, &mut batch)?;
+            }
+        }
+        delta += write(db, to, &mut batch)?;
+    }
+    Ok(delta)
+}
+
+/// Puts (`Some`) or removes (`None`) `batch`'s entries in `tree` of the copy, in one
+/// transaction followed by a flush (no fsync: the copy is synced once, before the switch), and
+/// empties it. Returns the change in the copy's bytes.
+///
+/// Written this way, sled's log held 1.45-1.5 times the bytes copied, against 1.9 times with one
+/// `insert` per entry (measured with 40,000 and 400,000 values of 6,000 bytes; batches of 20
+/// entries: 1.71; of 1,000: 1.52; of 5,000: 2.21; without the flush: 1.64).
+fn write(
+    db: &sled::Db,
+    tree: &sled::Tree,
+    batch: &mut Vec<(sled::IVec, Option<sled::IVec>)>,
+) -> Result<i64, StoreError> {
+    if batch.is_empty() {
+        return Ok(0);
+    }
+    let result = tree.transaction(|tree| {
+        let mut delta = 0;
+        for (key, value) in batch.iter() {
+            let replaced = match value {
+                Some(value) => tree.insert(key, value)?,
+                None => tree.remove(key)?,
+            };
+            delta += change(key, replaced, value.as_deref());
+        }
+        Ok::<_, sled::transaction::ConflictableTransactionError<StoreError>>(delta)
+    });
+    let delta = match result {
+        Ok(delta) => delta,
+        Err(sled::transaction::TransactionError::Abort(err)) => return Err(err),
+        Err(sled::transaction::TransactionError::Storage(err)) => return Err(err.into()),
+    };
+    db.flush()?;
+    batch.clear();
     Ok(delta)
 }
 

@@ -31,7 +31,15 @@ pub fn live_dir(data_dir: &Path) -> io::Result<PathBuf> {
                     data_dir.join(CURRENT).display()
                 )));
             }
-            Ok(data_dir.join(name))
+            let dir = data_dir.join(name);
+            // Never a new, empty store in place of a lost one.
+            if !dir.join("db").is_file() {
+                return Err(io::Error::other(format!(
+                    "{} names {name}, which holds no store: restore the data dir from a backup",
+                    data_dir.join(CURRENT).display()
+                )));
+            }
+            Ok(dir)
         }
         Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(data_dir.to_path_buf()),
         Err(err) => Err(err),
@@ -114,6 +122,7 @@ mod tests {
         let first = next_dir(root, root);
         assert_eq!(first, root.join("sled.1"));
         std::fs::create_dir(&first).unwrap();
+        std::fs::write(first.join("db"), b"x").unwrap();
         point_to(root, &first).unwrap();
         assert_eq!(live_dir(root).unwrap(), first);
         remove_others(root, &first);
@@ -133,9 +142,12 @@ mod tests {
     }
 
     #[test]
-    fn a_pointer_to_elsewhere_is_refused() {
+    fn a_pointer_to_elsewhere_or_to_nothing_is_refused() {
         let data = tempfile::tempdir().unwrap();
         std::fs::write(data.path().join("current"), "../etc\n").unwrap();
         assert!(live_dir(data.path()).is_err());
+        std::fs::write(data.path().join("current"), "sled.3\n").unwrap();
+        let err = live_dir(data.path()).unwrap_err().to_string();
+        assert!(err.contains("sled.3, which holds no store"), "{err}");
     }
 }

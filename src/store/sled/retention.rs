@@ -19,12 +19,20 @@ const DEDUP_STEP: usize = 4 * BATCH;
 const MAX_EXAMINED: usize = 50_000;
 
 /// Where the next sweep resumes.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct Resume {
     /// After this seq (0: from the oldest event).
     events: Seq,
     /// After this dedup key (`None`: from the first).
     dedup: Option<Vec<u8>>,
+}
+
+impl Resume {
+    /// Whether the last sweep went through every expired event (the next starts from the
+    /// oldest again). The recent dedup keys are a bounded tree swept in steps beside.
+    pub fn events_done(&self) -> bool {
+        self.events == Seq(0)
+    }
 }
 
 /// What one blocking step over a tree found.
