@@ -328,4 +328,25 @@ mod tests {
         let (config, _) = load("1m").expect("1m is enough");
         assert_eq!(config.store.dedup_window, Duration::from_secs(60));
     }
+
+    #[test]
+    fn compact_ratio_is_zero_or_at_least_one() {
+        let load = |store: &str| {
+            let text = format!(
+                "[server]\nlisten = \"127.0.0.1:8080\"\n[admin]\ntoken = \"t0123456789abcdef\"\n\
+                 [[provider]]\nname = \"p\"\nverify = \"none\"\n[store]\n{store}\n"
+            );
+            super::super::load_str(&text, std::path::Path::new("."))
+        };
+        for wrong in ["0.5", "-1.0", "nan"] {
+            let errors = load(&format!("compact_ratio = {wrong}")).expect_err(wrong);
+            assert!(errors[0].message.contains("compact_ratio"), "{errors:?}");
+        }
+        let (config, _) = load("compact_ratio = 0.0\ncompact_min_mb = 10").expect("0 is never");
+        assert_eq!(config.store.compact_ratio, 0.0);
+        assert_eq!(config.store.compact_min_bytes, 10 * 1024 * 1024);
+        let (config, _) = load("").expect("the defaults");
+        assert_eq!(config.store.compact_ratio, 2.5);
+        assert_eq!(config.store.compact_min_bytes, 256 * 1024 * 1024);
+    }
 }

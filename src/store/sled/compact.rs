@@ -8,7 +8,7 @@
 //!
 //! 1. Checkpoints are held off (the copy follows the trees it watches, which a reopen would
 //!    replace), and a first empty batch makes sure no write the watch may miss is in flight.
-//! 2. A thread per tree drains sled's change feed (`Tree::watch_prefix`), which sees every
+//! 2. A thread drains sled's change feed of every tree (`Tree::watch_prefix`), which sees every
 //!    insert and remove, transactional or not, once it is visible: the keys changed are noted.
 //! 3. The copier reads every tree in key order and inserts each entry into the copy; every few
 //!    MB it copies the keys noted since again, with their values of now (removing those gone).
@@ -40,7 +40,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::committer::{Committer, Message, Pending, Work};
 use super::live::change;
-use super::{open_db, place, Handles, Trees, TREE_NAMES};
+use super::{open_db, place, Handles, Trees};
 use crate::config::StoreConfig;
 use crate::store::StoreError;
 
@@ -274,13 +274,13 @@ impl Compaction<'_> {
     }
 }
 
-/// Step 2: the threads noting changed keys, one per tree.
+/// Step 2: the thread noting changed keys.
 struct Watch {
     dirty: Arc<Mutex<HashSet<(usize, sled::IVec)>>>,
     stop: Arc<AtomicBool>,
     /// Set by a drain whose tree was dropped: the copy cannot be trusted.
     lost: Arc<AtomicBool>,
-    drains: Vec<JoinHandle<()>>,
+    drain: JoinHandle<()>,
 }
 
 impl Watch {
@@ -288,28 +288,27 @@ impl Watch {
         let dirty = Arc::new(Mutex::new(HashSet::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let lost = Arc::new(AtomicBool::new(false));
-        let drains = trees
+        let feeds: Vec<_> = trees
             .all
             .iter()
-            .enumerate()
-            .map(|(index, tree)| {
-                let feed = tree.watch_prefix(Vec::new());
-                let (dirty, stop, lost) = (dirty.clone(), stop.clone(), lost.clone());
-                std::thread::Builder::new()
-                    .name(format!("hookgate-watch-{}", TREE_NAMES[index]))
-                    .spawn(move || {
-                        if drain(feed, index, &dirty, &stop).is_err() {
-                            lost.store(true, Ordering::Release);
-                        }
-                    })
-                    .expect("a thread can be started")
-            })
+            .map(|tree| tree.watch_prefix(Vec::new()))
             .collect();
+        let drain = {
+            let (dirty, stop, lost) = (dirty.clone(), stop.clone(), lost.clone());
+            std::thread::Builder::new()
+                .name("hookgate-compaction-watch".into())
+                .spawn(move || {
+                    if drain(feeds, &dirty, &stop).is_err() {
+                        lost.store(true, Ordering::Release);
+                    }
+                })
+                .expect("a thread can be started")
+        };
         Watch {
             dirty,
             stop,
             lost,
-            drains,
+            drain,
         }
     }
 
@@ -333,9 +332,7 @@ impl Watch {
     /// and returns the keys noted last.
     fn stop(self) -> Result<HashSet<(usize, sled::IVec)>, StoreError> {
         self.stop.store(true, Ordering::Release);
-        for drain in self.drains {
-            let _ = drain.join();
-        }
+        let _ = self.drain.join();
         if self.lost.load(Ordering::Acquire) {
             return Err(lost());
         }
@@ -343,15 +340,14 @@ impl Watch {
     }
 }
 
-/// Notes the key of every change in `feed` until `stop` is set and the feed is empty. `Err`:
-/// the feed ended (its tree was dropped).
+/// Notes the key of every change in `feeds` (one per tree, in `TreeId` order) until `stop` is
+/// set and every feed is empty. `Err`: a feed ended (its tree was dropped).
 ///
-/// The feed is polled as a future: sled 0.34's `Subscriber::next_timeout` reports a timeout
+/// The feeds are polled as futures: sled 0.34's `Subscriber::next_timeout` reports a timeout
 /// as a disconnection, and after a write that changed nothing (its event is dropped unfilled)
 /// it reports that same error forever; the future skips such events.
 fn drain(
-    mut feed: sled::Subscriber,
-    tree: usize,
+    mut feeds: Vec<sled::Subscriber>,
     dirty: &Mutex<HashSet<(usize, sled::IVec)>>,
     stop: &AtomicBool,
 ) -> Result<(), ()> {
@@ -361,19 +357,21 @@ fn drain(
         .map_err(|_| ())?;
     runtime.block_on(async {
         loop {
-            let wait = if stop.load(Ordering::Acquire) {
-                // Once stopped, only what is already there (the future looks at its channel
-                // first, so a missed wake-up cannot hide an event).
+            let stopping = stop.load(Ordering::Acquire);
+            // Once stopped, only what is already there (a future looks at its channel first,
+            // so a missed wake-up cannot hide an event).
+            let wait = if stopping {
                 Duration::ZERO
             } else {
                 Duration::from_millis(20)
             };
-            match tokio::time::timeout(wait, &mut feed).await {
-                Ok(Some(event)) => {
+            let next = futures_util::future::select_all(feeds.iter_mut());
+            match tokio::time::timeout(wait, next).await {
+                Ok((Some(event), tree, _)) => {
                     lock(dirty).insert((tree, event.key().clone()));
                 }
-                Ok(None) => return Err(()),
-                Err(_) if wait.is_zero() => return Ok(()),
+                Ok((None, _, _)) => return Err(()),
+                Err(_) if stopping => return Ok(()),
                 Err(_) => {}
             }
         }

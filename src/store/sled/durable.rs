@@ -31,7 +31,9 @@
 //! reused its old segment, and power fails before the batch's `fdatasync`, a disk whose volatile
 //! cache reorders writes could keep the overwrite and lose the moved page. Closing it needs sled
 //! to fsync before reusing a segment. Checkpoints (`checkpoint.rs`) add no such case: sled is
-//! reopened only after a synced batch.
+//! reopened only after a synced batch. Nor do compactions (`compact.rs`): the copy's files and
+//! directory are fsynced whole, while the committer is paused after a synced batch, before
+//! `current` names it (itself fsynced and renamed, and its directory fsynced).
 //!
 //! A failed `fdatasync` is fatal: the kernel may have dropped the dirty pages it could not
 //! write and a retry may then "succeed" (PostgreSQL's fsync errors, 2018). A failed sled write
