@@ -111,8 +111,10 @@ impl Compaction<'_> {
         let copied = self
             .barrier()
             .and_then(|()| self.copy(&trees, &watch, &dir));
+        // Once the copy is handed to the committer, `current` may name it, whatever comes back.
+        let mut handed_over = false;
         let result = match copied {
-            Ok((db, live)) => self.switch(&trees, watch, db, &dir, live),
+            Ok((db, live)) => self.switch(&trees, watch, db, &dir, live, &mut handed_over),
             Err(err) => {
                 drop(watch.stop());
                 Err(err)
@@ -131,6 +133,10 @@ impl Compaction<'_> {
                     took: started.elapsed(),
                     paused,
                 })
+            }
+            Err(err) if handed_over => {
+                tracing::error!(dir = %dir.display(), "The store's switch to its copy failed half-way; the next start keeps whichever copy `current` names (both hold the same).");
+                Err(err)
             }
             Err(err) => {
                 if let Err(remove) = std::fs::remove_dir_all(&dir) {
@@ -222,6 +228,7 @@ impl Compaction<'_> {
         db: sled::Db,
         dir: &Path,
         mut live: i64,
+        handed_over: &mut bool,
     ) -> Result<(u64, Duration), StoreError> {
         let (paused, is_paused) = oneshot::channel();
         let (resume, resumed) = std::sync::mpsc::channel();
@@ -266,6 +273,7 @@ impl Compaction<'_> {
             dir: dir.to_path_buf(),
             live,
         };
+        *handed_over = true;
         resume.send(Some(copy)).map_err(|_| StoreError::Closed)?;
         match has_switched.blocking_recv() {
             Ok(true) => Ok((live, waited.elapsed())),

@@ -466,6 +466,8 @@ impl SledStore {
                 Ok(0)
             }
             Err(err) => {
+                // It panicked (or never ran): nothing follows the trees any more.
+                self.compacting.store(false, Ordering::Release);
                 tracing::error!(error = %err, "Compacting the store panicked; it stays as it was.");
                 Ok(0)
             }
