@@ -242,10 +242,9 @@ impl Compaction<'_> {
             let _ = resume.send(None);
             drop(watch.stop());
         };
-        self.queue
-            .blocking_send(Message::Pause(pause))
-            .map_err(|_| StoreError::Closed)?;
-        if is_paused.blocking_recv().is_err() {
+        if self.queue.blocking_send(Message::Pause(pause)).is_err()
+            || is_paused.blocking_recv().is_err()
+        {
             give_up(watch, &resume);
             return Err(StoreError::Closed);
         }
