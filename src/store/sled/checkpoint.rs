@@ -23,10 +23,11 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::Instant;
 
 use super::committer::Committer;
+use super::durable::Durability;
 use super::{open_db, TreeId, Trees};
 use crate::config::StoreConfig;
 use crate::store::StoreError;
@@ -53,17 +54,34 @@ impl Reopen {
 impl Committer {
     /// Closes and reopens sled (see the module's doc); `Err`: the store could not be opened
     /// again, and the committer must stop.
-    pub fn checkpoint(mut self) -> Result<Committer, StoreError> {
+    pub fn checkpoint(self) -> Result<Committer, StoreError> {
         let started = Instant::now();
+        let (dir, config) = (self.reopen.dir.clone(), self.reopen.config.clone());
+        let mut this =
+            self.with_new_sled(|durability| durability.reopen(|| open_db(&dir, &config)))?;
+        this.metrics.store_checkpoints.inc();
+        tracing::info!(
+            committed_mb = this.since_checkpoint / (1024 * 1024),
+            took_ms = started.elapsed().as_millis() as u64,
+            "Store checkpointed: a start after a crash replays from here."
+        );
+        this.since_checkpoint = 0;
+        Ok(this)
+    }
+
+    /// Takes sled's handles away from the readers (waiting for the reads in progress), lets
+    /// `replace` swap the durability layer's sled (reopened, or a compaction's copy), and gives
+    /// the readers the new trees. `Err`: the committer must stop.
+    pub fn with_new_sled(
+        mut self,
+        replace: impl FnOnce(Durability) -> Result<Durability, StoreError>,
+    ) -> Result<Committer, StoreError> {
         let handles = self.handles.clone();
-        let mut readers = handles
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut readers = handles.write().unwrap_or_else(PoisonError::into_inner);
         *readers = None;
         drop(self.trees);
         let runs = self.runs.detach();
-        let (dir, config) = (&self.reopen.dir, &self.reopen.config);
-        self.durability = self.durability.reopen(|| open_db(dir, config))?;
+        self.durability = replace(self.durability)?;
         self.trees = Trees::open(self.durability.db())?;
         self.runs = runs.attach(
             self.trees.get(TreeId::Dedup).clone(),
@@ -71,14 +89,6 @@ impl Committer {
             self.trees.get(TreeId::Meta).clone(),
         );
         *readers = Some((self.trees.clone(), self.durability.db().clone()));
-        drop(readers);
-        self.metrics.store_checkpoints.inc();
-        tracing::info!(
-            committed_mb = self.since_checkpoint / (1024 * 1024),
-            took_ms = started.elapsed().as_millis() as u64,
-            "Store checkpointed: a start after a crash replays from here."
-        );
-        self.since_checkpoint = 0;
         Ok(self)
     }
 }

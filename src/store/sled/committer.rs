@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::checkpoint::Reopen;
 use super::compact::Pause;
 use super::durable::Durability;
-use super::live::{change, Live};
+use super::live::{put, remove, Live};
 use super::pack::{self, Pack};
 use super::record::{dedup_key, dedup_seq, dedup_value, RecordRef};
 use super::runs::Runs;
@@ -363,41 +363,32 @@ impl Committer {
                                 // (so its swap sees what is there), and later events start a
                                 // new one rather than rewrite one it may have changed.
                                 if let Some(open) = pack.take().filter(|_| pack_dirty) {
-                                    let (key, value) = (pack::key(open.first), open.value());
-                                    let old = events.insert(&key, value)?;
-                                    delta += change(&key, old, Some(value));
+                                    delta += put(events, &pack::key(open.first), open.value())?;
                                 }
                                 pack_dirty = false;
                             }
                             match write {
                                 Write::Put(id, key, value) => {
-                                    let old = tree(*id).insert(key.as_slice(), value.as_slice())?;
-                                    delta += change(key, old, Some(value.as_slice()));
+                                    delta += put(tree(*id), key, value)?;
                                 }
                                 Write::Delete(id, key) => {
-                                    let old = tree(*id).remove(key.as_slice())?;
-                                    delta += change(key, old, None);
+                                    delta += remove(tree(*id), key)?;
                                 }
                                 Write::Raise(id, key, seq) => {
                                     let current = tree(*id)
                                         .get(key.as_slice())?
                                         .and_then(|value| Seq::from_key(value.as_ref()));
                                     if current.is_none_or(|current| current < *seq) {
-                                        let old =
-                                            tree(*id).insert(key.as_slice(), &seq.to_key())?;
-                                        delta += change(key, old, Some(&seq.to_key()[..]));
+                                        delta += put(tree(*id), key, &seq.to_key())?;
                                     }
                                 }
                                 Write::Swap(id, key, expected, new) => {
                                     let current = tree(*id).get(key.as_slice())?;
                                     if current.as_deref() == Some(expected.as_slice()) {
-                                        let old = match new {
-                                            Some(new) => {
-                                                tree(*id).insert(key.as_slice(), new.as_slice())?
-                                            }
-                                            None => tree(*id).remove(key.as_slice())?,
+                                        delta += match new {
+                                            Some(new) => put(tree(*id), key, new)?,
+                                            None => remove(tree(*id), key)?,
                                         };
-                                        delta += change(key, old, new.as_deref());
                                     }
                                 }
                             }
@@ -429,9 +420,7 @@ impl Committer {
                         .is_some_and(|p| p.next() == next && p.push(record));
                     if !appended {
                         if let Some(full) = pack.as_ref().filter(|_| pack_dirty) {
-                            let (key, value) = (pack::key(full.first), full.value());
-                            let old = events.insert(&key, value)?;
-                            delta += change(&key, old, Some(value));
+                            delta += put(events, &pack::key(full.first), full.value())?;
                         }
                         let mut fresh = Pack::new(next);
                         fresh.push(record);
@@ -440,21 +429,16 @@ impl Committer {
                     pack_dirty = true;
                 } else {
                     for (key, value) in pack::large(next, record) {
-                        let old = events.insert(key.as_slice(), value.as_slice())?;
-                        delta += change(&key, old, Some(value.as_slice()));
+                        delta += put(events, &key, &value)?;
                     }
                 }
-                let value = dedup_value(next, *received_at_ms);
-                let old = dedup.insert(key.as_slice(), &value)?;
-                delta += change(key, old, Some(&value[..]));
+                delta += put(dedup, key, &dedup_value(next, *received_at_ms))?;
                 claimed.insert(key.as_slice(), next);
                 outcomes.push(Outcome::Event(Committed::Accepted(next)));
                 next = Seq(next.0 + 1);
             }
             if let Some(open) = pack.as_ref().filter(|_| pack_dirty) {
-                let (key, value) = (pack::key(open.first), open.value());
-                let old = events.insert(&key, value)?;
-                delta += change(&key, old, Some(value));
+                delta += put(events, &pack::key(open.first), open.value())?;
             }
             meta.insert(NEXT_SEQ_KEY, &next.to_key())?;
             if let Some(live) = live.map(|live| live.saturating_add_signed(delta)) {

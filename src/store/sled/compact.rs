@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 use super::committer::{Committer, Message, Pending, Work};
-use super::live::change;
+use super::live::{put, remove};
 use super::{open_db, place, Handles, Trees};
 use crate::config::StoreConfig;
 use crate::store::StoreError;
@@ -441,11 +441,10 @@ fn write(
     let result = tree.transaction(|tree| {
         let mut delta = 0;
         for (key, value) in batch.iter() {
-            let replaced = match value {
-                Some(value) => tree.insert(key, value)?,
-                None => tree.remove(key)?,
+            delta += match value {
+                Some(value) => put(tree, key, value)?,
+                None => remove(tree, key)?,
             };
-            delta += change(key, replaced, value.as_deref());
         }
         Ok::<_, sled::transaction::ConflictableTransactionError<StoreError>>(delta)
     });
@@ -498,20 +497,8 @@ impl Committer {
             let _ = pause.switched.send(false);
             return Err(err.into());
         }
-        let handles = self.handles.clone();
-        let mut readers = handles.write().unwrap_or_else(PoisonError::into_inner);
-        *readers = None;
-        drop(self.trees);
-        let runs = self.runs.detach();
-        self.durability = self.durability.replace(copy.db, &copy.dir)?;
-        self.trees = Trees::open(self.durability.db())?;
-        self.runs = runs.attach(
-            self.trees.get(super::TreeId::Dedup).clone(),
-            self.trees.get(super::TreeId::Runs).clone(),
-            self.trees.get(super::TreeId::Meta).clone(),
-        );
-        *readers = Some((self.trees.clone(), self.durability.db().clone()));
-        drop(readers);
+        let (db, dir) = (copy.db, copy.dir.clone());
+        self = self.with_new_sled(|durability| durability.replace(db, &dir))?;
         self.reopen.dir = copy.dir;
         self.since_checkpoint = 0;
         self.live.set(copy.live);
