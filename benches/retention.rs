@@ -6,25 +6,31 @@
 //!    EVENTS 1 KiB events with random ids (see `common::store::fill`), the oldest 90 % received
 //!    two days ago and the rest now; closed, checkpointed (`hookgate::store::checkpoint`) and
 //!    opened again, each timed; its data directory against the payload (events x body bytes);
-//! 2. `Store::sweep` with cutoffs one day back (events and dedup keys), called until it sweeps
+//! 2. a paced load of RATE new events a second (open loop, each commit timed from when it was
+//!    due), first alone for 20 s, then beside step 3: the latency of its commits and the
+//!    process's peak RSS alone, during the retention passes and during the compaction, to see
+//!    what a compaction costs the gateway's acks;
+//! 3. `Store::sweep` with cutoffs one day back (events and dedup keys), called until it sweeps
 //!    nothing: those 90 % go, and the store compacts itself after the pass (`[store]
 //!    compact_ratio`, default). Timed, the compaction apart; then the data directory against
 //!    the payload still kept;
-//! 3. 200,000 new events committed (received now, so sweeping removes nothing new), the data
+//! 4. 200,000 new events committed (received now, so sweeping removes nothing new), the data
 //!    directory measured after every 50,000, to see whether sled gives space back as it writes;
 //!    then closed and checkpointed, and measured once more.
 //!
-//! Run: `cargo bench --bench retention` (args: `-- [EVENTS]`, default `10000000`).
+//! Run: `cargo bench --bench retention` (args: `-- [EVENTS] [RATE]`, default `10000000 5000`).
 //! The data directory's size is the sum of its files' sizes (`du -sb`); sled's own
 //! `size_on_disk` is shown beside it.
 
 mod common;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::load::{IdMode, BODY_BYTES};
 use common::store;
+use common::Figures;
 use hookgate::store::{now_ms, Cutoffs, Store, Swept};
 
 /// Events committed after the retention run, and how often the data directory is measured then.
@@ -33,6 +39,8 @@ const MEASURE_EVERY: u64 = 50_000;
 /// Commits in flight while filling.
 const CONCURRENCY: usize = 4096;
 const DAY_MS: u64 = 24 * 3600 * 1000;
+/// How long the paced load runs alone, before the retention run.
+const PACED_ALONE: Duration = Duration::from_secs(20);
 /// The issue's bound on the data directory, over the payload it holds.
 const TARGET_RATIO: f64 = 1.5;
 
@@ -53,11 +61,13 @@ impl Point {
 }
 
 fn main() {
-    let events: u64 = std::env::args()
+    let args: Vec<u64> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with("--"))
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(10_000_000);
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let events = args.first().copied().unwrap_or(10_000_000);
+    let rate = args.get(1).copied().unwrap_or(5_000);
     // The store's own log lines (checkpoints, the compaction's copy and pause) go to stderr.
     tracing_subscriber::fmt()
         .with_max_level(tracing::Level::INFO)
@@ -119,15 +129,26 @@ fn main() {
     );
     points.push(measure(&runtime, &store, &data, "filled", events));
 
-    // 2. Retention: the old 90 % go.
+    // 2. A paced load, alone.
+    let config = Arc::new(config);
+    let mut next = events;
+    let alone = Paced::start(&config, &store, next, rate);
+    std::thread::sleep(PACED_ALONE);
+    let alone = alone.stop();
+    next += alone.samples.len() as u64 + alone.errors as u64;
+
+    // 3. Retention: the old 90 % go, beside the same load.
     let cutoff = now_ms() - DAY_MS;
     let cutoffs = Cutoffs {
         events_ms: cutoff,
         dedup_ms: cutoff,
     };
+    let beside = Paced::start(&config, &store, next, rate);
     let started = Instant::now();
-    let (swept, compaction) = sweep_all(&runtime, &store, cutoffs);
+    let (swept, compaction, compacting) = sweep_all(&runtime, &store, cutoffs);
     let sweep_took = started.elapsed();
+    let beside = beside.stop();
+    next += beside.samples.len() as u64 + beside.errors as u64;
     println!(
         "Swept {} events and {} dedup keys in {:.1} s ({:.0} events/s), of which the \
          compaction took {:.1} s and gave back {:.0} MiB.",
@@ -141,7 +162,7 @@ fn main() {
     if swept.events != old || swept.dedup_keys != old {
         println!("Note: {old} events and dedup keys were old enough to go.");
     }
-    let mut kept = events - swept.events;
+    let mut kept = events - swept.events + alone.samples.len() as u64 + beside.samples.len() as u64;
     points.push(measure(
         &runtime,
         &store,
@@ -150,10 +171,10 @@ fn main() {
         kept,
     ));
 
-    // 3. New events, and whether sled gives the space back.
-    let mut next = events;
-    while next < events + NEW_EVENTS {
-        let count = MEASURE_EVERY.min(events + NEW_EVENTS - next);
+    // 4. New events, and whether sled gives the space back.
+    let new_from = next;
+    while next < new_from + NEW_EVENTS {
+        let count = MEASURE_EVERY.min(new_from + NEW_EVENTS - next);
         runtime.block_on(store::fill(
             &config,
             &store,
@@ -165,9 +186,9 @@ fn main() {
         ));
         next += count;
         kept += count;
-        let (again, _) = sweep_all(&runtime, &store, cutoffs);
+        let (again, _, _) = sweep_all(&runtime, &store, cutoffs);
         kept -= again.events;
-        let label = format!("{} new events", next - events);
+        let label = format!("{} new events", next - new_from);
         points.push(measure(&runtime, &store, &data, &label, kept));
     }
     runtime.block_on(store.close());
@@ -182,19 +203,21 @@ fn main() {
 
     print_points(&points);
     print_targets(&points, sweep_took);
+    print_load(rate, &alone, &beside, compacting);
     println!("Load average at the end: {}.", common::load_average());
 }
 
-/// Sweeps until a sweep removes nothing and gives no disk back; returns the total, and how long
-/// the sweeps that compacted took.
+/// Sweeps until a sweep removes nothing and gives no disk back; returns the total, how long the
+/// sweeps that compacted took, and when the last of them ran.
 fn sweep_all(
     runtime: &tokio::runtime::Runtime,
     store: &Store,
     cutoffs: Cutoffs,
-) -> (Swept, Duration) {
+) -> (Swept, Duration, Option<(Instant, Instant)>) {
     let outputs = Arc::new(Vec::new());
     let mut total = Swept::default();
     let mut compacting = Duration::ZERO;
+    let mut window = None;
     let mut report = Instant::now() + Duration::from_secs(10);
     loop {
         let started = Instant::now();
@@ -202,10 +225,11 @@ fn sweep_all(
             .block_on(store.sweep(cutoffs, outputs.clone()))
             .expect("sweep");
         if swept == Swept::default() {
-            return (total, compacting);
+            return (total, compacting, window);
         }
         if swept.disk_freed > 0 {
             compacting += started.elapsed();
+            window = Some((started, Instant::now()));
         }
         total.events += swept.events;
         total.dedup_keys += swept.dedup_keys;
@@ -217,6 +241,123 @@ fn sweep_all(
             );
             report += Duration::from_secs(10);
         }
+    }
+}
+
+/// A paced load (`common::store::paced`) on a thread of its own, and the peak RSS of this
+/// process while it ran.
+struct Paced {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<(Vec<(Instant, u32)>, usize)>,
+}
+
+/// What a paced load saw.
+struct Seen {
+    samples: Vec<(Instant, u32)>,
+    errors: usize,
+    peak_rss_mib: f64,
+}
+
+impl Paced {
+    fn start(
+        config: &Arc<hookgate::config::Config>,
+        store: &Store,
+        first: u64,
+        rate: u64,
+    ) -> Paced {
+        reset_peak_rss();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (config, store, stopped) = (config.clone(), store.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            let local = tokio::task::LocalSet::new();
+            local.block_on(&runtime, store::paced(config, store, first, rate, stopped))
+        });
+        Paced { stop, thread }
+    }
+
+    fn stop(self) -> Seen {
+        self.stop.store(true, Ordering::Relaxed);
+        let (samples, errors) = self.thread.join().expect("paced load");
+        Seen {
+            samples,
+            errors,
+            peak_rss_mib: peak_rss_mib(),
+        }
+    }
+}
+
+/// Resets this process's peak RSS (`VmHWM`) to its current RSS (Linux's `clear_refs`, value 5).
+fn reset_peak_rss() {
+    if std::fs::write("/proc/self/clear_refs", "5").is_err() {
+        println!("Note: cannot reset the peak RSS; the figures below include the fill's.");
+    }
+}
+
+/// This process's peak RSS since the last reset, in MiB.
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+fn print_load(rate: u64, alone: &Seen, beside: &Seen, compacting: Option<(Instant, Instant)>) {
+    println!("\n### Commit latency under a paced load of {rate} events/s\n");
+    println!("| while | commits | failed | p50 ms | p99 ms | p99.9 ms | max ms | peak RSS MiB |");
+    println!("|---|---|---|---|---|---|---|---|");
+    let row = |label: &str, samples: Vec<u32>, errors: usize, rss: Option<f64>| {
+        let figures = Figures::new(samples, Duration::ZERO, errors);
+        println!(
+            "| {label} | {} | {errors} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
+            figures.count(),
+            figures.ms(0.5),
+            figures.ms(0.99),
+            figures.ms(0.999),
+            figures.ms(1.0),
+            rss.map_or_else(|| "".to_string(), |mib| format!("{mib:.0}"))
+        );
+    };
+    let all = |seen: &Seen| seen.samples.iter().map(|(_, us)| *us).collect::<Vec<_>>();
+    row(
+        "alone (20 s)",
+        all(alone),
+        alone.errors,
+        Some(alone.peak_rss_mib),
+    );
+    row(
+        "beside the retention run, all of it",
+        all(beside),
+        beside.errors,
+        Some(beside.peak_rss_mib),
+    );
+    if let Some((from, to)) = compacting {
+        let during = beside
+            .samples
+            .iter()
+            .filter(|(at, _)| *at >= from && *at < to)
+            .map(|(_, us)| *us)
+            .collect();
+        row(
+            &format!(
+                "beside the pass that compacted ({:.1} s)",
+                (to - from).as_secs_f64()
+            ),
+            during,
+            0,
+            None,
+        );
     }
 }
 

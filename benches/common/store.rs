@@ -84,8 +84,6 @@ pub async fn fill(
     mode: IdMode,
     received_at_ms: Option<u64>,
 ) {
-    let provider = &config.providers[0];
-    let key = super::key();
     let next = AtomicU64::new(first);
     let end = first + count;
     let worker = || async {
@@ -94,41 +92,94 @@ pub async fn fill(
             if id >= end {
                 break;
             }
-            let body = body(id, mode);
-            let signed = headers(&key, id, mode, &body);
-            let headers = RequestHeaders(&signed);
-            let path = format!("/hooks/{}", provider.name.as_str());
-            let unverified = Unverified {
-                headers: &headers,
-                path: &path,
-                query: "",
-                body: Bytes::from(body),
-                peer: None,
-                now: SystemTime::now(),
-            };
-            let verified = provider
-                .verifier
-                .verify(unverified)
-                .await
-                .expect("preload event verifies");
-            let id = event_id(provider.event_id.as_ref(), &headers, &verified);
-            let mut event = NewEvent::webhook(
-                provider.name.clone(),
-                id,
-                Some("application/json".into()),
-                verified,
-            );
-            if let Some(at) = received_at_ms {
-                event = event.received_at(at);
-            }
-            let committed = store
-                .commit(event, Duration::from_secs(60))
+            let committed = commit_one(config, store, id, mode, received_at_ms)
                 .await
                 .expect("preload commit");
             assert!(matches!(committed, Committed::Accepted(_)), "{committed:?}");
         }
     };
     futures_util::future::join_all((0..concurrency).map(|_| worker())).await;
+}
+
+/// Signs, verifies and commits the event `event_id(id, mode)` as hookgate does for a webhook,
+/// received at `received_at_ms` if given (else now).
+async fn commit_one(
+    config: &Config,
+    store: &Store,
+    id: u64,
+    mode: IdMode,
+    received_at_ms: Option<u64>,
+) -> Result<Committed, hookgate::store::StoreError> {
+    let provider = &config.providers[0];
+    let body = body(id, mode);
+    let signed = headers(&super::key(), id, mode, &body);
+    let headers = RequestHeaders(&signed);
+    let path = format!("/hooks/{}", provider.name.as_str());
+    let unverified = Unverified {
+        headers: &headers,
+        path: &path,
+        query: "",
+        body: Bytes::from(body),
+        peer: None,
+        now: SystemTime::now(),
+    };
+    let verified = provider
+        .verifier
+        .verify(unverified)
+        .await
+        .expect("bench event verifies");
+    let event_id = event_id(provider.event_id.as_ref(), &headers, &verified);
+    let mut event = NewEvent::webhook(
+        provider.name.clone(),
+        event_id,
+        Some("application/json".into()),
+        verified,
+    );
+    if let Some(at) = received_at_ms {
+        event = event.received_at(at);
+    }
+    store.commit(event, Duration::from_secs(60)).await
+}
+
+/// An open-loop load on `store`: `rate` commits a second, each started on time whether or not
+/// the ones before were answered, with ids from `first` on (random), until `stop` is set.
+/// Returns when each was due and how long its commit took from then, in µs, and how many failed.
+/// Runs in a `LocalSet` (a verification borrows the request's headers, which are not `Sync`).
+pub async fn paced(
+    config: Arc<Config>,
+    store: Store,
+    first: u64,
+    rate: u64,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> (Vec<(Instant, u32)>, usize) {
+    let started = tokio::time::Instant::now();
+    // Each commit sends its figures here: a finished task holds no memory in the bench process,
+    // whose RSS is the store's.
+    let (sender, mut results) = tokio::sync::mpsc::unbounded_channel();
+    for n in 0.. {
+        let due = started + Duration::from_secs_f64(n as f64 / rate as f64);
+        tokio::time::sleep_until(due).await;
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let (config, store, sender) = (config.clone(), store.clone(), sender.clone());
+        tokio::task::spawn_local(async move {
+            let result = commit_one(&config, &store, first + n, IdMode::Random, None).await;
+            let took = u32::try_from(due.elapsed().as_micros()).unwrap_or(u32::MAX);
+            let _ = sender.send((due.into_std(), took, result.is_ok()));
+        });
+    }
+    drop(sender);
+    let mut samples = Vec::new();
+    let mut errors = 0;
+    while let Some((at, took, ok)) = results.recv().await {
+        if ok {
+            samples.push((at, took));
+        } else {
+            errors += 1;
+        }
+    }
+    (samples, errors)
 }
 
 /// What the store holds, against what was acked.

@@ -188,6 +188,8 @@ pub struct SledStore {
     /// The size of the last copy over the bytes it held (`f64` bits): a copy of the store now
     /// would take about this times what it holds.
     copy_ratio: std::sync::atomic::AtomicU64,
+    /// Holds compactions off for a while after one failed.
+    compact_backoff: compact::Backoff,
     handles: Handles,
     last_seq: watch::Receiver<Seq>,
     queue: mpsc::Sender<Message>,
@@ -331,6 +333,7 @@ impl SledStore {
             live,
             compacting,
             copy_ratio: std::sync::atomic::AtomicU64::new(FIRST_COPY_RATIO.to_bits()),
+            compact_backoff: compact::Backoff::default(),
             handles,
             last_seq,
             queue,
@@ -375,6 +378,9 @@ impl SledStore {
     async fn compact_if_worth_it(&self) -> Result<u64, StoreError> {
         let (ratio, least) = (self.config.compact_ratio, self.config.compact_min_bytes);
         if ratio == 0.0 {
+            return Ok(0);
+        }
+        if self.compact_backoff.waiting() {
             return Ok(0);
         }
         let size = self.size_on_disk().await?;
@@ -446,6 +452,7 @@ impl SledStore {
         drop(abort);
         match compacted {
             Ok(Ok(done)) => {
+                self.compact_backoff.succeeded();
                 self.metrics.store_compactions.inc();
                 if done.live > 0 {
                     let learnt = done.after as f64 / done.live as f64;
@@ -462,13 +469,15 @@ impl SledStore {
                 Ok(done.before.saturating_sub(done.after))
             }
             Ok(Err(err)) => {
-                tracing::warn!(error = %err, "Compacting the store failed; it stays as it was.");
+                let retry = self.compact_backoff.failed();
+                tracing::warn!(error = %err, retry_in_s = retry.as_secs(), "Compacting the store failed; it stays as it was.");
                 Ok(0)
             }
             Err(err) => {
                 // It panicked (or never ran): nothing follows the trees any more.
                 self.compacting.store(false, Ordering::Release);
-                tracing::error!(error = %err, "Compacting the store panicked; it stays as it was.");
+                let retry = self.compact_backoff.failed();
+                tracing::error!(error = %err, retry_in_s = retry.as_secs(), "Compacting the store panicked; it stays as it was.");
                 Ok(0)
             }
         }
