@@ -6,10 +6,11 @@
 //!    EVENTS 1 KiB events with random ids (see `common::store::fill`), the oldest 90 % received
 //!    two days ago and the rest now; closed, checkpointed (`hookgate::store::checkpoint`) and
 //!    opened again, each timed; its data directory against the payload (events x body bytes);
-//! 2. a paced load of RATE new events a second (open loop, each commit timed from when it was
-//!    due), first alone for 20 s, then beside step 3: the latency of its commits and the
-//!    process's peak RSS alone, during the retention passes and during the compaction, to see
-//!    what a compaction costs the gateway's acks;
+//! 2. with RATE > 0 only, a paced load of RATE new events a second (open loop, each commit timed
+//!    from when it was due), first alone for 20 s, then beside step 3: the latency of its
+//!    commits and the process's peak RSS alone, during the retention passes and during the
+//!    compaction, to see what a compaction costs the gateway's acks (the disk figures are then
+//!    those of a store that also takes the load);
 //! 3. `Store::sweep` with cutoffs one day back (events and dedup keys), called until it sweeps
 //!    nothing: those 90 % go, and the store compacts itself after the pass (`[store]
 //!    compact_ratio`, default). Timed, the compaction apart; then the data directory against
@@ -18,7 +19,9 @@
 //!    directory measured after every 50,000, to see whether sled gives space back as it writes;
 //!    then closed and checkpointed, and measured once more.
 //!
-//! Run: `cargo bench --bench retention` (args: `-- [EVENTS] [RATE]`, default `10000000 5000`).
+//! Run: `cargo bench --bench retention` (args: `-- [EVENTS] [RATE]`, default `10000000 0`: no
+//! paced load; `-- 2000000 5000` and `-- 2000000 1000` gave the figures under load in
+//! docs/performance.md).
 //! The data directory's size is the sum of its files' sizes (`du -sb`); sled's own
 //! `size_on_disk` is shown beside it.
 
@@ -67,7 +70,7 @@ fn main() {
         .filter_map(|a| a.parse().ok())
         .collect();
     let events = args.first().copied().unwrap_or(10_000_000);
-    let rate = args.get(1).copied().unwrap_or(5_000);
+    let rate = args.get(1).copied().unwrap_or(0);
     // The store's own log lines (checkpoints, the compaction's copy and pause) go to stderr.
     tracing_subscriber::fmt()
         .with_max_level(tracing::Level::INFO)
@@ -132,10 +135,12 @@ fn main() {
     // 2. A paced load, alone.
     let config = Arc::new(config);
     let mut next = events;
-    let alone = Paced::start(&config, &store, next, rate);
-    std::thread::sleep(PACED_ALONE);
-    let alone = alone.stop();
-    next += alone.samples.len() as u64 + alone.errors as u64;
+    let alone = (rate > 0).then(|| {
+        let alone = Paced::start(&config, &store, next, rate);
+        std::thread::sleep(PACED_ALONE);
+        alone.stop()
+    });
+    next += alone.as_ref().map_or(0, Seen::sent);
 
     // 3. Retention: the old 90 % go, beside the same load.
     let cutoff = now_ms() - DAY_MS;
@@ -143,12 +148,12 @@ fn main() {
         events_ms: cutoff,
         dedup_ms: cutoff,
     };
-    let beside = Paced::start(&config, &store, next, rate);
+    let beside = (rate > 0).then(|| Paced::start(&config, &store, next, rate));
     let started = Instant::now();
     let (swept, compaction, compacting) = sweep_all(&runtime, &store, cutoffs);
     let sweep_took = started.elapsed();
-    let beside = beside.stop();
-    next += beside.samples.len() as u64 + beside.errors as u64;
+    let beside = beside.map(Paced::stop);
+    next += beside.as_ref().map_or(0, Seen::sent);
     println!(
         "Swept {} events and {} dedup keys in {:.1} s ({:.0} events/s), of which the \
          compaction took {:.1} s and gave back {:.0} MiB.",
@@ -162,7 +167,8 @@ fn main() {
     if swept.events != old || swept.dedup_keys != old {
         println!("Note: {old} events and dedup keys were old enough to go.");
     }
-    let mut kept = events - swept.events + alone.samples.len() as u64 + beside.samples.len() as u64;
+    let accepted = |seen: &Option<Seen>| seen.as_ref().map_or(0, |seen| seen.samples.len() as u64);
+    let mut kept = events - swept.events + accepted(&alone) + accepted(&beside);
     points.push(measure(
         &runtime,
         &store,
@@ -203,7 +209,9 @@ fn main() {
 
     print_points(&points);
     print_targets(&points, sweep_took);
-    print_load(rate, &alone, &beside, compacting);
+    if let (Some(alone), Some(beside)) = (&alone, &beside) {
+        print_load(rate, alone, beside, compacting);
+    }
     println!("Load average at the end: {}.", common::load_average());
 }
 
@@ -256,6 +264,13 @@ struct Seen {
     samples: Vec<(Instant, u32)>,
     errors: usize,
     peak_rss_mib: f64,
+}
+
+impl Seen {
+    /// The commits sent, answered or not (each used an id).
+    fn sent(&self) -> u64 {
+        (self.samples.len() + self.errors) as u64
+    }
 }
 
 impl Paced {

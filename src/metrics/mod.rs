@@ -83,6 +83,8 @@ pub struct Metrics {
     pub store_checkpoints: Counter,
     /// sled stores copied afresh to give disk back after retention.
     pub store_compactions: Counter,
+    /// Compactions given up (the copy could not catch up, or an error): the next try waits.
+    pub store_compactions_failed: Counter,
     /// Events stored for the first time.
     pub events_stored: Counter,
     /// Requests answered `duplicate`.
@@ -187,6 +189,12 @@ impl Metrics {
             "Compactions of the sled store after retention ([store] compact_ratio)",
             store_compactions.clone(),
         );
+        let store_compactions_failed = Counter::default();
+        registry.register(
+            "store_compactions_failed",
+            "Compactions of the sled store given up or failed; the next try waits 10 min, doubling up to 6 h",
+            store_compactions_failed.clone(),
+        );
         let events_stored = Counter::default();
         registry.register(
             "events_stored",
@@ -279,6 +287,7 @@ impl Metrics {
             fsyncs,
             store_checkpoints,
             store_compactions,
+            store_compactions_failed,
             events_stored,
             duplicates,
             disk_bytes,

@@ -256,7 +256,7 @@ impl SledStore {
         std::fs::create_dir_all(dir)?;
         let started = Instant::now();
         let sled_dir = place::live_dir(dir)?;
-        place::remove_others(dir, &sled_dir);
+        place::remove_others(dir, &sled_dir, place::Removal::AtOnce);
         let db = open_db(&sled_dir, config)?;
         let sled_opened = started.elapsed();
         let trees = Trees::open(&db)?;
@@ -470,6 +470,7 @@ impl SledStore {
             }
             Ok(Err(err)) => {
                 let retry = self.compact_backoff.failed();
+                self.metrics.store_compactions_failed.inc();
                 tracing::warn!(error = %err, retry_in_s = retry.as_secs(), "Compacting the store failed; it stays as it was.");
                 Ok(0)
             }
@@ -477,6 +478,7 @@ impl SledStore {
                 // It panicked (or never ran): nothing follows the trees any more.
                 self.compacting.store(false, Ordering::Release);
                 let retry = self.compact_backoff.failed();
+                self.metrics.store_compactions_failed.inc();
                 tracing::error!(error = %err, retry_in_s = retry.as_secs(), "Compacting the store panicked; it stays as it was.");
                 Ok(0)
             }
