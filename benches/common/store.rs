@@ -84,6 +84,7 @@ pub async fn fill(
     mode: IdMode,
     received_at_ms: Option<u64>,
 ) {
+    let key = super::key();
     let next = AtomicU64::new(first);
     let end = first + count;
     let worker = || async {
@@ -92,7 +93,7 @@ pub async fn fill(
             if id >= end {
                 break;
             }
-            let committed = commit_one(config, store, id, mode, received_at_ms)
+            let committed = commit_one(config, store, &key, id, mode, received_at_ms)
                 .await
                 .expect("preload commit");
             assert!(matches!(committed, Committed::Accepted(_)), "{committed:?}");
@@ -106,13 +107,14 @@ pub async fn fill(
 async fn commit_one(
     config: &Config,
     store: &Store,
+    key: &[u8],
     id: u64,
     mode: IdMode,
     received_at_ms: Option<u64>,
 ) -> Result<Committed, hookgate::store::StoreError> {
     let provider = &config.providers[0];
     let body = body(id, mode);
-    let signed = headers(&super::key(), id, mode, &body);
+    let signed = headers(key, id, mode, &body);
     let headers = RequestHeaders(&signed);
     let path = format!("/hooks/{}", provider.name.as_str());
     let unverified = Unverified {
@@ -152,6 +154,7 @@ pub async fn paced(
     rate: u64,
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) -> (Vec<(Instant, u32)>, usize) {
+    let key: Arc<[u8]> = super::key().into();
     let started = tokio::time::Instant::now();
     // Each commit sends its figures here: a finished task holds no memory in the bench process,
     // whose RSS is the store's.
@@ -162,9 +165,10 @@ pub async fn paced(
         if stop.load(Ordering::Relaxed) {
             break;
         }
-        let (config, store, sender) = (config.clone(), store.clone(), sender.clone());
+        let (config, store, key, sender) =
+            (config.clone(), store.clone(), key.clone(), sender.clone());
         tokio::task::spawn_local(async move {
-            let result = commit_one(&config, &store, first + n, IdMode::Random, None).await;
+            let result = commit_one(&config, &store, &key, first + n, IdMode::Random, None).await;
             let took = u32::try_from(due.elapsed().as_micros()).unwrap_or(u32::MAX);
             let _ = sender.send((due.into_std(), took, result.is_ok()));
         });

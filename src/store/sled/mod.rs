@@ -469,20 +469,24 @@ impl SledStore {
                 Ok(done.before.saturating_sub(done.after))
             }
             Ok(Err(err)) => {
-                let retry = self.compact_backoff.failed();
-                self.metrics.store_compactions_failed.inc();
+                let retry = self.compaction_failed();
                 tracing::warn!(error = %err, retry_in_s = retry.as_secs(), "Compacting the store failed; it stays as it was.");
                 Ok(0)
             }
             Err(err) => {
                 // It panicked (or never ran): nothing follows the trees any more.
                 self.compacting.store(false, Ordering::Release);
-                let retry = self.compact_backoff.failed();
-                self.metrics.store_compactions_failed.inc();
+                let retry = self.compaction_failed();
                 tracing::error!(error = %err, retry_in_s = retry.as_secs(), "Compacting the store panicked; it stays as it was.");
                 Ok(0)
             }
         }
+    }
+
+    /// Counts a compaction that failed; returns how long the next try waits.
+    fn compaction_failed(&self) -> Duration {
+        self.metrics.store_compactions_failed.inc();
+        self.compact_backoff.failed()
     }
 
     /// Drops the sealed dedup runs older than `cutoff_ms`; returns how many keys went.
