@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
+use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot};
 
 use super::checkpoint::Reopen;
@@ -105,6 +106,14 @@ fn stop(reason: &str) {
     tracing::error!("{reason}; hookgate stops rather than serve a damaged store.");
 }
 
+/// The committer's end after a failed write or sync. Fail-stop: after a failed sync, what the
+/// disk holds is unknown (a retried fsync may report success for pages the kernel already
+/// dropped). No later batch may be acknowledged on top of it; the queued requests get 503
+/// (Closed) and hookgate exits, so that its supervisor restarts it on what the disk holds.
+fn stop_unsure(err: &StoreError) {
+    tracing::error!(error = %err, "The store cannot tell what reached the disk; it stops accepting events.");
+}
+
 /// The committer's end when a compaction's switch failed half-way.
 fn unsure(err: &StoreError) {
     tracing::error!(error = %err, "The store cannot tell which copy of it is current; it stops accepting events.");
@@ -118,6 +127,18 @@ impl Committer {
         loop {
             let next = if closing {
                 queue.try_recv().ok()
+            } else if self.runs.wants_step() {
+                // The runs' own work goes on while no request waits (`runs.rs`).
+                match queue.try_recv() {
+                    Ok(message) => Some(message),
+                    Err(TryRecvError::Empty) => {
+                        if let Err(err) = self.runs.step() {
+                            return stop_unsure(&err);
+                        }
+                        continue;
+                    }
+                    Err(TryRecvError::Disconnected) => None,
+                }
             } else {
                 queue.blocking_recv()
             };
@@ -164,13 +185,8 @@ impl Committer {
                 }
                 Ok(())
             });
-            if let Err(stop) = committed {
-                // Fail-stop: after a failed sync, what the disk holds is unknown (a retried
-                // fsync may report success for pages the kernel already dropped). No later
-                // batch may be acknowledged on top of it; the queued requests get 503 (Closed)
-                // and hookgate exits, so that its supervisor restarts it on what the disk holds.
-                tracing::error!(error = %stop, "The store cannot tell what reached the disk; it stops accepting events.");
-                return;
+            if let Err(err) = committed {
+                return stop_unsure(&err);
             }
             if let Some(pause) = pause {
                 self = match self.pause(pause) {
