@@ -917,3 +917,6 @@ fn check_sizes(writes: &[Write]) -> Result<(), StoreError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

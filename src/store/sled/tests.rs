@@ -1,0 +1,81 @@
+//! The committer's own work between requests, on a real store.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::{Backend, SledStore, TreeId};
+use crate::config::StoreConfig;
+use crate::event::{EventId, ProviderName};
+use crate::metrics::Metrics;
+use crate::store::NewEvent;
+
+fn tree_len(store: &SledStore, id: TreeId) -> usize {
+    let handles = store.handles.read().unwrap();
+    handles.as_ref().unwrap().0.get(id).len()
+}
+
+/// Waits until `tree_len` stays the same for 300 ms; returns it.
+async fn settled_len(store: &SledStore, id: TreeId) -> usize {
+    let mut last = tree_len(store, id);
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = tree_len(store, id);
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_runs_go_while_no_request_comes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig {
+        dedup_run_keys: 1_000,
+        compact_ratio: 0.0,
+        ..StoreConfig::default()
+    };
+    let store = Arc::new(SledStore::open(dir.path(), &config, Arc::new(Metrics::new())).unwrap());
+    let tasks: Vec<_> = (0..32)
+        .map(|task| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for n in (task..20_000).step_by(32) {
+                    let event = NewEvent::poll(
+                        ProviderName::parse("p").unwrap(),
+                        EventId::new(format!("event-{n:06}")).unwrap(),
+                        None,
+                        Bytes::from_static(b"{}"),
+                    )
+                    .received_at(1_000);
+                    store.commit(event, Duration::from_secs(30)).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    // The sealing of the last claims ends while no request comes, too.
+    assert!(settled_len(&store, TreeId::Dedup).await < 1_000);
+    let values = tree_len(&store, TreeId::Runs);
+    assert!(
+        values > 2 * 64,
+        "{values} run values: too few for several steps"
+    );
+
+    let expired = store.expire_runs(2_000).await.unwrap();
+    assert!(expired >= 19_000, "{expired} keys expired");
+    // No request follows: the committer removes the runs' values on its own.
+    let started = Instant::now();
+    while tree_len(&store, TreeId::Runs) > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{} of {values} run values left",
+            tree_len(&store, TreeId::Runs)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
