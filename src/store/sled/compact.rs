@@ -24,7 +24,7 @@
 //!    flushed and fsynced with its directory, and handed to the committer, which points
 //!    `current` at it (a fsynced rename) and gives the readers its trees. Had the pointer not
 //!    reached the disk, the store would fail-stop: at that moment both copies are identical.
-//! 6. The old files are removed.
+//! 6. The old files are removed, gradually (`place.rs`), with checkpoints allowed again.
 //!
 //! Requests wait in the queue only during step 5 (a few ms plus the last keys and fsyncs): it
 //! starts only once a round of step 4 copied at most [`FEW_KEYS`] keys. Under a load that
@@ -150,7 +150,7 @@ pub struct Pause {
 }
 
 /// What a compaction did.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Compacted {
     pub before: u64,
     pub after: u64,
@@ -158,6 +158,19 @@ pub struct Compacted {
     pub took: Duration,
     /// How long the committer waited for the switch.
     pub paused: Duration,
+    /// The copy, now the store: whatever else is under `data_dir` is old ([`remove_old`]).
+    pub dir: PathBuf,
+}
+
+/// Step 6: removes the old files, gradually (`place.rs`). Checkpoints need not wait for it: they
+/// reopen the copy.
+pub fn remove_old(data_dir: &Path, done: &Compacted) {
+    let removing = Instant::now();
+    place::remove_others(data_dir, &done.dir, place::Removal::Gradually);
+    tracing::info!(
+        took_ms = removing.elapsed().as_millis() as u64,
+        "Compaction: the old files removed."
+    );
 }
 
 /// What the compaction needs of the store.
@@ -202,22 +215,14 @@ impl Compaction<'_> {
         // The old store's last handles outside the committer.
         drop(trees);
         match result {
-            Ok((live, paused)) => {
-                let removing = Instant::now();
-                place::remove_others(self.data_dir, &dir, place::Removal::Gradually);
-                tracing::info!(
-                    took_ms = removing.elapsed().as_millis() as u64,
-                    "Compaction: the old files removed."
-                );
-                let after = sled_size(&dir);
-                Ok(Compacted {
-                    before,
-                    after,
-                    live,
-                    took: started.elapsed(),
-                    paused,
-                })
-            }
+            Ok((live, paused)) => Ok(Compacted {
+                before,
+                after: sled_size(&dir),
+                live,
+                took: started.elapsed(),
+                paused,
+                dir,
+            }),
             Err(err) if handed_over => {
                 tracing::error!(dir = %dir.display(), "The store's switch to its copy failed half-way; the next start keeps whichever copy `current` names (both hold the same).");
                 Err(err)

@@ -446,6 +446,9 @@ impl SledStore {
             .run(size);
             // Only once the copy has let go of the old trees may a checkpoint reopen them.
             compacting.store(false, Ordering::Release);
+            if let Ok(done) = &result {
+                compact::remove_old(&dir, done);
+            }
             result
         })
         .await;
