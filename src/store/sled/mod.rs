@@ -4,7 +4,7 @@
 //! `meta` (the next seq, outputs' cursors and pause flags, sync cursors) and, per (output, seq),
 //! `dead`, `replay` and `settled`. Every write goes through the committer ([`committer`]), which
 //! applies a batch in one sled transaction and makes it durable ([`durable`]) before answering.
-//! Reads run on tokio's blocking pool, and never look past the durable `last_seq`.
+//! Reads ([`reader`]) run on tokio's blocking pool, and never look past the durable `last_seq`.
 
 mod bloom;
 mod checkpoint;
@@ -15,6 +15,7 @@ mod keys;
 mod live;
 mod pack;
 mod place;
+mod reader;
 pub mod record;
 mod retention;
 mod runs;
@@ -41,6 +42,7 @@ use crate::metrics::Metrics;
 use committer::{Committer, Message, Outcome, Pending, Work};
 use durable::Durability;
 use live::Live;
+use reader::{Reader, Stored};
 
 const NEXT_SEQ_KEY: &[u8] = b"next_seq";
 /// `meta` key of the layout version: 3, events in packs (`pack.rs`).
@@ -154,26 +156,9 @@ impl Trees {
     }
 }
 
-/// One value of the `events` tree: the keys it takes, and its durable events (each decoded, or
-/// why it cannot be).
-struct Stored {
-    first: Seq,
-    /// The value under `first`'s key, as stored.
-    value: ::sled::IVec,
-    keys: Vec<Vec<u8>>,
-    events: Vec<(Seq, Result<StoredEvent, String>)>,
-}
-
 /// sled's handles as readers share them. The committer takes them away while it reopens sled
 /// (`checkpoint.rs`): a read holds the lock for as long as it runs, so none holds sled open.
 type Handles = Arc<RwLock<Option<(Trees, ::sled::Db)>>>;
-
-/// What one read sees: the trees and the durable `last_seq`.
-struct Reader {
-    trees: Trees,
-    db: ::sled::Db,
-    last_seq: watch::Receiver<Seq>,
-}
 
 /// The sled backend.
 pub struct SledStore {
@@ -537,162 +522,6 @@ impl SledStore {
             let _ = self.queue.send(Message::Fail(reason)).await;
         }
         result
-    }
-}
-
-impl Reader {
-    fn last_seq(&self) -> Seq {
-        *self.last_seq.borrow()
-    }
-
-    fn tree(&self, id: TreeId) -> &::sled::Tree {
-        self.trees.get(id)
-    }
-
-    /// Visits, in seq order, the stored values that hold seqs from `from` up to the durable last
-    /// seq, each with its durable events, until `visit` returns `false`.
-    fn scan(
-        &self,
-        from: Seq,
-        mut visit: impl FnMut(Stored) -> Result<bool, StoreError>,
-    ) -> Result<(), StoreError> {
-        let last = self.last_seq();
-        if from > last {
-            return Ok(());
-        }
-        let tree = self.tree(TreeId::Events);
-        // The value holding `from` may start before it (a pack).
-        let start = match tree.range(..=pack::key(from)).next_back().transpose()? {
-            Some((key, _)) if key.len() == 8 => key.to_vec(),
-            _ => pack::key(from).to_vec(),
-        };
-        for item in tree.range(start..) {
-            let (key, value) = item?;
-            let (first, part) = pack::parse_key(&key)
-                .ok_or_else(|| StoreError::Corrupt(format!("events key {key:?}")))?;
-            if part > 0 {
-                continue;
-            }
-            if first > last {
-                break;
-            }
-            if !visit(self.decode(first, &value, last)?)? {
-                break;
-            }
-        }
-        Ok(())
-    }
-
-    /// The durable events of the value stored under `first`'s key, and every key it takes.
-    fn decode(&self, first: Seq, value: &::sled::IVec, last: Seq) -> Result<Stored, StoreError> {
-        let corrupt = |err: String| StoreError::Corrupt(format!("events value {first}: {err}"));
-        let mut keys = vec![pack::key(first).to_vec()];
-        let mut events = Vec::new();
-        match pack::parse(value).map_err(corrupt)? {
-            pack::Value::Pack(records) => {
-                for (offset, record) in records {
-                    let seq = Seq(first.0 + u64::from(offset));
-                    if seq > last {
-                        break;
-                    }
-                    events.push((seq, StoredEvent::decode(seq, record)));
-                }
-            }
-            pack::Value::Large { parts, head } => {
-                let mut record = head.to_vec();
-                for part in 1..parts {
-                    let key = pack::part_key(first, part);
-                    let value = self
-                        .tree(TreeId::Events)
-                        .get(key)?
-                        .ok_or_else(|| corrupt(format!("part {part} of {parts} is missing")))?;
-                    record.extend_from_slice(&value);
-                    keys.push(key.to_vec());
-                }
-                events.push((first, StoredEvent::decode(first, &record)));
-            }
-        }
-        Ok(Stored {
-            first,
-            value: value.clone(),
-            keys,
-            events,
-        })
-    }
-
-    /// Up to `limit` durable events after `after`, optionally of one provider.
-    fn events_after(
-        &self,
-        after: Seq,
-        limit: usize,
-        provider: Option<&str>,
-    ) -> Result<Vec<StoredEvent>, StoreError> {
-        let mut events = Vec::new();
-        if limit == 0 {
-            return Ok(events);
-        }
-        self.scan(Seq(after.0.saturating_add(1)), |stored| {
-            for (seq, event) in stored.events {
-                if seq <= after {
-                    continue;
-                }
-                let event = event.map_err(StoreError::Corrupt)?;
-                if provider.is_none_or(|p| p == event.provider) {
-                    events.push(event);
-                    if events.len() >= limit {
-                        return Ok(false);
-                    }
-                }
-            }
-            Ok(true)
-        })?;
-        Ok(events)
-    }
-
-    fn event(&self, seq: Seq) -> Result<Option<StoredEvent>, StoreError> {
-        let mut found = None;
-        self.scan(seq, |stored| {
-            found = stored.events.into_iter().find(|(s, _)| *s == seq);
-            Ok(false)
-        })?;
-        found
-            .map(|(_, event)| event.map_err(StoreError::Corrupt))
-            .transpose()
-    }
-
-    fn cursor(&self, output: &str) -> Result<Seq, StoreError> {
-        Ok(self
-            .tree(TreeId::Meta)
-            .get(keys::cursor_key(output))?
-            .and_then(|value| Seq::from_key(&value))
-            .unwrap_or(Seq(0)))
-    }
-
-    /// Every mark of `seq` for `output`, in one read-only transaction: an event moving between
-    /// `dead` and `replay` (replayed, then dead again) is never seen in neither.
-    fn marks(&self, output: &str, seq: Seq) -> Result<Marks, StoreError> {
-        use ::sled::transaction::{ConflictableTransactionError, TransactionError};
-        use ::sled::Transactional;
-        let key = keys::output_seq_key(output, seq);
-        let trees = [
-            self.tree(TreeId::Dead),
-            self.tree(TreeId::Replay),
-            self.tree(TreeId::Settled),
-        ];
-        let result = trees[..].transaction(|trees| {
-            Ok::<_, ConflictableTransactionError<StoreError>>(Marks {
-                dead: trees[0]
-                    .get(&key)?
-                    .map(|value| DeadRecord::decode(&value).unwrap_or_else(DeadRecord::unreadable)),
-                replay: trees[1].get(&key)?.is_some(),
-                settled: trees[2].get(&key)?.is_some(),
-            })
-        });
-        match result {
-            Ok(marks) => Ok(marks),
-            Err(TransactionError::Abort(err)) => Err(err),
-            Err(TransactionError::Storage(err)) => Err(StoreError::from(err)),
-        }
     }
 }
 
