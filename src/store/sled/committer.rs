@@ -6,17 +6,18 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::transaction::TransactionError;
 use sled::Transactional;
 use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot};
 
 use super::checkpoint::Reopen;
+use super::claims::{self, entry_len};
 use super::compact::Pause;
 use super::durable::Durability;
 use super::live::{put, remove, Live};
 use super::pack::{self, Pack};
-use super::record::{dedup_key, dedup_seq, dedup_value, RecordRef};
+use super::record::{dedup_key, RecordRef};
 use super::runs::Runs;
 use super::watermark::Watermark;
 use super::{Handles, TreeId, Trees, Write, LIVE_KEY, NEXT_SEQ_KEY};
@@ -45,8 +46,8 @@ pub enum Work {
     Event(NewEvent),
     /// Apply these writes together (cursor moves, delivery records, sweeps).
     Writes(Vec<Write>),
-    /// Drop the sealed dedup runs whose newest key arrived before this time (ms).
-    ExpireRuns(u64),
+    /// Drop the dedup keys (recent claims, sealed runs) that arrived before this time (ms).
+    ExpireDedup(u64),
 }
 
 impl Work {
@@ -54,7 +55,7 @@ impl Work {
         match self {
             Work::Event(event) => event.body.len(),
             Work::Writes(writes) => writes.iter().map(Write::len).sum(),
-            Work::ExpireRuns(_) => 0,
+            Work::ExpireDedup(_) => 0,
         }
     }
 }
@@ -67,7 +68,7 @@ type Encoded = (Vec<u8>, Vec<u8>, u64);
 pub enum Outcome {
     Event(Committed),
     Written,
-    /// How many dedup keys went with the expired runs.
+    /// How many dedup keys expired.
     Expired(u64),
 }
 
@@ -90,7 +91,7 @@ pub struct Committer {
     pub open: Option<Pack>,
     /// The acknowledged seq, kept beside the log to tell a damaged log at open.
     pub watermark: Watermark,
-    /// The sealed dedup runs, and the sealing of the `dedup` tree into them.
+    /// The recent dedup claims and the sealed runs (`claims.rs`, `runs.rs`).
     pub runs: Runs,
     /// The readers' handles of sled, and what reopens it (see `checkpoint.rs`).
     pub handles: Handles,
@@ -220,9 +221,9 @@ impl Committer {
     fn commit(&mut self, batch: Vec<Pending>) -> Result<(), StoreError> {
         let (expiries, batch): (Vec<Pending>, Vec<Pending>) = batch
             .into_iter()
-            .partition(|p| matches!(p.work, Work::ExpireRuns(_)));
+            .partition(|p| matches!(p.work, Work::ExpireDedup(_)));
         for pending in expiries {
-            if let Work::ExpireRuns(cutoff_ms) = pending.work {
+            if let Work::ExpireDedup(cutoff_ms) = pending.work {
                 let expired = self.runs.expire(cutoff_ms);
                 let failed = expired.as_ref().err().cloned();
                 let _ = pending.reply.send(expired.map(Outcome::Expired));
@@ -349,12 +350,12 @@ impl Committer {
         // With the sealing's changes since the last batch (`runs.rs`).
         self.live.add(self.runs.take_delta());
         let live = self.live.get();
-        // Keys already sealed into runs, looked up before the transaction: a read inside one
-        // may make sled split a node, which waits for the lock the transaction holds.
-        let mut in_runs: HashMap<&[u8], Seq> = HashMap::new();
+        // Keys already claimed, looked up before the transaction: a read inside one may make
+        // sled split a node, which waits for the lock the transaction holds.
+        let mut known: HashMap<&[u8], Seq> = HashMap::new();
         for (key, _, _) in encoded.iter().flatten() {
             if let Some(seq) = self.runs.lookup(key)? {
-                in_runs.insert(key.as_slice(), seq);
+                known.insert(key.as_slice(), seq);
             }
         }
         let result = trees.transaction(|trees| {
@@ -369,6 +370,8 @@ impl Committer {
             let mut pack = open.clone();
             let mut pack_dirty = false;
             let mut claimed: HashMap<&[u8], Seq> = HashMap::new();
+            // The batch's new claims, in log values of up to `MAX_VALUE` bytes (`claims.rs`).
+            let mut log: Vec<(Seq, Vec<u8>)> = Vec::new();
             let mut outcomes = Vec::with_capacity(encoded.len());
             for (pending, encoded) in batch.iter().zip(&encoded) {
                 let Some((key, record, received_at_ms)) = encoded else {
@@ -417,16 +420,7 @@ impl Committer {
                     outcomes.push(Outcome::Event(Committed::Duplicate(*seq)));
                     continue;
                 }
-                if let Some(value) = dedup.get(key.as_slice())? {
-                    let seq = dedup_seq(&value).ok_or_else(|| {
-                        ConflictableTransactionError::Abort(StoreError::Corrupt(
-                            "dedup value".into(),
-                        ))
-                    })?;
-                    outcomes.push(Outcome::Event(Committed::Duplicate(seq)));
-                    continue;
-                }
-                if let Some(seq) = in_runs.get(key.as_slice()) {
+                if let Some(seq) = known.get(key.as_slice()) {
                     outcomes.push(Outcome::Event(Committed::Duplicate(*seq)));
                     continue;
                 }
@@ -448,13 +442,25 @@ impl Committer {
                         delta += put(events, &key, &value)?;
                     }
                 }
-                delta += put(dedup, key, &dedup_value(next, *received_at_ms))?;
+                match log.last_mut() {
+                    Some((_, value)) if value.len() + entry_len(key) <= pack::MAX_VALUE => {
+                        claims::push_entry(value, key, next, *received_at_ms);
+                    }
+                    _ => {
+                        let mut value = Vec::new();
+                        claims::push_entry(&mut value, key, next, *received_at_ms);
+                        log.push((next, value));
+                    }
+                }
                 claimed.insert(key.as_slice(), next);
                 outcomes.push(Outcome::Event(Committed::Accepted(next)));
                 next = Seq(next.0 + 1);
             }
             if let Some(open) = pack.as_ref().filter(|_| pack_dirty) {
                 delta += put(events, &pack::key(open.first), open.value())?;
+            }
+            for (first, value) in &log {
+                delta += put(dedup, &claims::log_key(*first), value)?;
             }
             meta.insert(NEXT_SEQ_KEY, &next.to_key())?;
             if let Some(live) = live.map(|live| live.saturating_add_signed(delta)) {
@@ -465,7 +471,17 @@ impl Committer {
         match result {
             Ok((outcomes, next, pack, delta)) => {
                 self.live.add(delta);
-                self.runs.claimed(next.0 - self.next_seq.0);
+                let accepted =
+                    encoded
+                        .iter()
+                        .zip(&outcomes)
+                        .filter_map(|(encoded, outcome)| match (encoded, outcome) {
+                            (Some((key, _, _)), Outcome::Event(Committed::Accepted(seq))) => {
+                                Some((key.as_slice(), *seq))
+                            }
+                            _ => None,
+                        });
+                self.runs.claimed(accepted.collect::<Vec<_>>().into_iter());
                 self.next_seq = next;
                 self.open = pack;
                 Ok(outcomes)

@@ -8,6 +8,7 @@
 
 mod bloom;
 mod checkpoint;
+mod claims;
 mod committer;
 mod compact;
 mod durable;
@@ -45,9 +46,12 @@ use live::Live;
 use reader::{Reader, Stored};
 
 const NEXT_SEQ_KEY: &[u8] = b"next_seq";
-/// `meta` key of the layout version: 3, events in packs (`pack.rs`).
+/// `meta` key of the layout version: 4, events in packs (`pack.rs`) and the recent dedup claims
+/// in a log (`claims.rs`). Layout 3 had one `dedup` entry per key; stores without the key are
+/// older still (one event per value, read as they are).
 const LAYOUT_KEY: &[u8] = b"layout";
-const LAYOUT: &[u8] = &[3];
+const LAYOUT: &[u8] = &[4];
+const LAYOUT_3: &[u8] = &[3];
 /// What a compaction's copy is expected to take over the bytes it holds, until one was measured
 /// (`compact.rs`: 1.45-1.5 in sled's own measurements).
 const FIRST_COPY_RATIO: f64 = 1.5;
@@ -245,7 +249,7 @@ impl SledStore {
         let db = open_db(&sled_dir, config)?;
         let sled_opened = started.elapsed();
         let trees = Trees::open(&db)?;
-        check_layout(&trees, &sled_dir)?;
+        let legacy = check_layout(&trees, &sled_dir)?;
         let next_seq = next_seq(&trees)?;
         let live = Live::new(live_bytes(&trees, next_seq)?);
         let watermark = watermark::Watermark::open(dir)?;
@@ -273,6 +277,7 @@ impl SledStore {
             trees.get(TreeId::Runs).clone(),
             trees.get(TreeId::Meta).clone(),
             config.dedup_run_keys,
+            legacy.then_some((LAYOUT_KEY, LAYOUT)),
         )?;
         let handles: Handles = Arc::new(RwLock::new(Some((trees.clone(), db))));
         let compacting = Arc::new(AtomicBool::new(false));
@@ -477,10 +482,11 @@ impl SledStore {
         self.compact_backoff.failed()
     }
 
-    /// Drops the sealed dedup runs older than `cutoff_ms`; returns how many keys went.
-    async fn expire_runs(&self, cutoff_ms: u64) -> Result<u64, StoreError> {
+    /// Drops the dedup keys (recent claims and sealed runs) older than `cutoff_ms`; returns how
+    /// many went.
+    async fn expire_dedup(&self, cutoff_ms: u64) -> Result<u64, StoreError> {
         match self
-            .submit(Work::ExpireRuns(cutoff_ms), WRITE_DEADLINE)
+            .submit(Work::ExpireDedup(cutoff_ms), WRITE_DEADLINE)
             .await?
         {
             Outcome::Expired(keys) => Ok(keys),
@@ -689,16 +695,14 @@ impl Backend for SledStore {
     }
 }
 
-/// Marks the store with this layout (stores from before it, with one event per value, are read
-/// as they are); refuses a store of a layout this hookgate does not know.
-fn check_layout(trees: &Trees, dir: &Path) -> Result<(), StoreError> {
-    let meta = trees.get(TreeId::Meta);
-    match meta.get(LAYOUT_KEY)? {
-        Some(layout) if layout == LAYOUT => Ok(()),
-        None => {
-            meta.insert(LAYOUT_KEY, LAYOUT)?;
-            Ok(())
-        }
+/// Whether the store is of an older layout, whose `dedup` tree the open turns into a log (and
+/// then marks the store with this layout); refuses a store of a layout this hookgate does not
+/// know.
+fn check_layout(trees: &Trees, dir: &Path) -> Result<bool, StoreError> {
+    match trees.get(TreeId::Meta).get(LAYOUT_KEY)? {
+        Some(layout) if layout == LAYOUT => Ok(false),
+        Some(layout) if layout == LAYOUT_3 => Ok(true),
+        None => Ok(true),
         Some(other) => Err(StoreError::Corrupt(format!(
             "{} holds a store of layout {other:?}, not {LAYOUT:?}: it was written by a newer \
              hookgate",

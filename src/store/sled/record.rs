@@ -71,37 +71,15 @@ impl StoredEvent {
     }
 }
 
-/// The dedup tree's key: provider, a NUL (never in a provider name), dedup id (the event id,
-/// maybe bound to the body's hash): at most 64 + 1 + 256 + 72 bytes. Ids that arrive in order
-/// (most vendors' counters and time-ordered ids) land in the same few leaves, which keeps sled's
-/// log from holding old segments alive.
+/// An event's dedup key: provider, a NUL (never in a provider name), dedup id (the event id,
+/// maybe bound to the body's hash): at most 64 + 1 + 256 + 72 bytes. Kept whole in the log of
+/// recent claims (`claims.rs`) and in the sealed runs (`runs.rs`), in key order there.
 pub fn dedup_key(provider: &str, dedup_id: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(provider.len() + 1 + dedup_id.len());
     key.extend_from_slice(provider.as_bytes());
     key.push(0);
     key.extend_from_slice(dedup_id.as_bytes());
     key
-}
-
-/// The dedup tree's value: the first copy's seq and when it was received (for expiry).
-pub fn dedup_value(seq: Seq, received_at_ms: u64) -> [u8; 16] {
-    let mut value = [0u8; 16];
-    value[..8].copy_from_slice(&seq.to_key());
-    value[8..].copy_from_slice(&received_at_ms.to_be_bytes());
-    value
-}
-
-pub fn dedup_seq(value: &[u8]) -> Option<Seq> {
-    Seq::from_key(value.get(..8)?)
-}
-
-/// Whether a dedup value was received before `cutoff_ms`. A value of another shape is kept.
-pub fn dedup_expired(value: &[u8], cutoff_ms: u64) -> bool {
-    value
-        .get(8..16)
-        .and_then(|bytes| bytes.try_into().ok())
-        .map(u64::from_be_bytes)
-        .is_some_and(|received_at_ms| received_at_ms < cutoff_ms)
 }
 
 #[cfg(test)]
@@ -153,17 +131,7 @@ mod tests {
     }
 
     #[test]
-    fn dedup_keys_expire_by_their_arrival_time() {
-        assert!(dedup_expired(&dedup_value(Seq(3), 9_999), 10_000));
-        assert!(!dedup_expired(&dedup_value(Seq(3), 10_000), 10_000));
-        // A value of another shape is kept.
-        assert!(!dedup_expired(&Seq(3).to_key(), 10_000));
-    }
-
-    #[test]
-    fn dedup_values() {
-        let value = dedup_value(Seq(42), 7);
-        assert_eq!(dedup_seq(&value), Some(Seq(42)));
+    fn dedup_keys() {
         assert_eq!(dedup_key("gh", "x"), b"gh\0x".to_vec());
         // The NUL keeps ("ab", "c") and ("a", "bc") apart.
         assert_ne!(dedup_key("ab", "c"), dedup_key("a", "bc"));

@@ -6,15 +6,13 @@
 use std::sync::Arc;
 
 use super::pack::{self, Pack};
-use super::{record, Reader, SledStore, Stored, TreeId, Write};
+use super::{Reader, SledStore, Stored, TreeId, Write};
 use crate::event::Seq;
 use crate::store::retention::{verdict, Standing, Verdict};
 use crate::store::{Cutoffs, Output, StoreError, StoredEvent, Swept};
 
 /// Most deletes in one store write: one small group commit that events wait little behind.
 const BATCH: usize = 500;
-/// Most dedup keys looked at in one blocking step (each is a few dozen bytes).
-const DEDUP_STEP: usize = 4 * BATCH;
 /// Most entries of a tree one sweep looks at; the next sweep resumes where this one stopped.
 const MAX_EXAMINED: usize = 50_000;
 
@@ -23,41 +21,17 @@ const MAX_EXAMINED: usize = 50_000;
 pub struct Resume {
     /// After this seq (0: from the oldest event).
     events: Seq,
-    /// After this dedup key (`None`: from the first).
-    dedup: Option<Vec<u8>>,
 }
 
 impl Resume {
     /// Whether the last sweep went through every expired event (the next starts from the
-    /// oldest again). The recent dedup keys are a bounded tree swept in steps beside.
+    /// oldest again).
     pub fn events_done(&self) -> bool {
         self.events == Seq(0)
     }
 }
 
-/// What one blocking step over a tree found.
-struct Step<K> {
-    /// Keys to delete.
-    expired: Vec<K>,
-    examined: usize,
-    /// The last key looked at.
-    last: Option<K>,
-    /// The scan reached a young entry or the end of the tree.
-    done: bool,
-}
-
-impl<K> Default for Step<K> {
-    fn default() -> Self {
-        Step {
-            expired: Vec::new(),
-            examined: 0,
-            last: None,
-            done: false,
-        }
-    }
-}
-
-/// One sweep: expired events, then expired dedup keys.
+/// One sweep: expired events, then expired dedup keys (the committer's part: `runs.rs`).
 pub async fn sweep(
     store: &SledStore,
     resume: &mut Resume,
@@ -65,8 +39,7 @@ pub async fn sweep(
     outputs: Arc<Vec<Output>>,
 ) -> Result<Swept, StoreError> {
     let events = sweep_events(store, resume, cutoffs.events_ms, outputs).await?;
-    let mut dedup_keys = sweep_dedup(store, resume, cutoffs.dedup_ms).await?;
-    dedup_keys += store.expire_runs(cutoffs.dedup_ms).await?;
+    let dedup_keys = store.expire_dedup(cutoffs.dedup_ms).await?;
     Ok(Swept {
         events,
         dedup_keys,
@@ -98,41 +71,6 @@ async fn sweep_events(
             break;
         }
         resume.events = step.last.unwrap_or(after);
-        tokio::task::yield_now().await;
-    }
-    Ok(swept)
-}
-
-/// Removes dedup keys older than the cutoff, up to `MAX_EXAMINED` looked at.
-async fn sweep_dedup(
-    store: &SledStore,
-    resume: &mut Resume,
-    cutoff_ms: u64,
-) -> Result<u64, StoreError> {
-    let mut examined = 0;
-    let mut swept = 0;
-    while examined < MAX_EXAMINED {
-        let after = resume.dedup.clone();
-        let step = store
-            .read(move |r| scan_dedup(r, after.as_deref(), cutoff_ms))
-            .await?;
-        examined += step.examined;
-        swept += step.expired.len() as u64;
-        if !step.expired.is_empty() {
-            let deletes = step.expired.into_iter();
-            store
-                .write(
-                    deletes
-                        .map(|key| Write::Delete(TreeId::Dedup, key))
-                        .collect(),
-                )
-                .await?;
-        }
-        if step.done {
-            resume.dedup = None;
-            break;
-        }
-        resume.dedup = step.last.or(resume.dedup.take());
         tokio::task::yield_now().await;
     }
     Ok(swept)
@@ -263,32 +201,4 @@ fn judge(
         }
     }
     Ok(verdict(seq, event.received_at_ms, cutoff_ms, &standings))
-}
-
-/// Up to `DEDUP_STEP` dedup keys after `after` (at most `BATCH` of them expired). Blocking.
-fn scan_dedup(
-    reader: &Reader,
-    after: Option<&[u8]>,
-    cutoff_ms: u64,
-) -> Result<Step<Vec<u8>>, StoreError> {
-    let tree = reader.tree(TreeId::Dedup);
-    // The smallest key after `after` is `after` followed by a zero byte.
-    let iter = match after {
-        Some(after) => tree.range([after, &[0]].concat()..),
-        None => tree.iter(),
-    };
-    let mut step = Step::default();
-    for item in iter {
-        if step.examined >= DEDUP_STEP || step.expired.len() >= BATCH {
-            return Ok(step);
-        }
-        let (key, value) = item?;
-        step.examined += 1;
-        if record::dedup_expired(&value, cutoff_ms) {
-            step.expired.push(key.to_vec());
-        }
-        step.last = Some(key.to_vec());
-    }
-    step.done = true;
-    Ok(step)
 }

@@ -2,41 +2,47 @@
 //! per hundred keys instead of one each (sled keeps ~400 bytes of memory per node whatever it
 //! holds, and a leaf holds at most 16 entries: per-key dedup alone cost ~45 MiB per million).
 //!
-//! New claims go to the `dedup` tree, one entry each (fast, atomic with their event). Once
-//! `dedup_run_keys` (262,144) have arrived, the committer moves the `dedup` tree's entries, in key order and a
-//! few thousand per step between batches, into the next run: values of up to `MAX_VALUE` bytes
-//! in the `dedup_runs` tree, each step one transaction that removes the entries it packs, so a
-//! key is always in exactly one place. A run then gets a blocked Bloom filter (stored with it,
-//! kept in memory: 10 bits a key), its key count and its newest arrival time. A lookup checks
-//! the `dedup` tree, then each run whose filter may hold the key (about 1 % of the others).
+//! New claims go to the log of recent claims (`claims.rs`: one value per batch, indexed in
+//! memory). Once `dedup_run_keys` (262,144) have arrived, the committer seals the log's values
+//! up to the newest one into the next run, in steps between batches (and while it is idle):
+//! it reads them [`STEP`] claims at a time, sorting each step's claims by key; it then merges
+//! those sorted chunks into values of up to `MAX_VALUE` bytes in the `dedup_runs` tree, in key
+//! order; a run then gets a blocked Bloom filter (stored with it, kept in memory: 10 bits a
+//! key), its key count, its newest arrival time and the newest log key it holds. Only then are
+//! those log values removed (and taken out of the index), a few hundred per step: until they
+//! are, a key is in both places, never in neither. A lookup checks the recent claims, then each
+//! sealed run whose filter may hold the key (about 1 % of the others).
 //! Retention drops a whole run once its newest key is past `dedup_window`: the run leaves the
 //! lookups at once, and its values are removed [`DROP_STEP`] at a time between batches (all
 //! of them at once held the committer ~0.23 s for six runs, and every sender with it).
 //!
 //! `dedup_runs` keys, all under the run's big-endian u32 id:
-//! - `[id][0][first key]`: entries `[key len: u16 LE][key][seq: 8 BE][received_at ms: 8 BE]`;
-//! - `[id][1]`: the run's summary `[keys: u64 LE][newest: u64 LE][filter parts: u16 LE]`,
-//!   written last: a run without it was being built when hookgate stopped, and is finished at
-//!   the next open;
+//! - `[id][0][first key]`: entries as in the log (`claims::entries`);
+//! - `[id][1]`: the run's summary `[keys: u64 LE][newest: u64 LE][filter parts: u16 LE]
+//!   [newest log key: u64 LE]` (stores of layout 3 have no log key), written last: a run
+//!   without it was being built when hookgate stopped; its claims are still in the log, so an
+//!   open drops what it had written (a store of layout 3 moved its keys out as it went, so an
+//!   open finishes such a run instead);
 //! - `[id][2][part: u16 BE]`: its filter, cut into values;
-//! - `[id][3]`: written when the run expires, before its summary is removed, and removed with
-//!   its last value: a run that has it is being dropped (an open goes on dropping it).
+//! - `[id][3]`: written when the run expires (or is dropped half built), before its summary is
+//!   removed, and removed with its last value: a run that has it is being dropped (an open goes
+//!   on dropping it).
 
-use sled::transaction::{ConflictableTransactionError, TransactionError};
-use sled::Transactional;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
 
 use super::bloom::{Bloom, KeyHash};
+use super::claims::{self, entries, entry_len, push_entry, Claims, Index};
 use super::live::change;
 use super::pack::MAX_VALUE;
-use super::record::{dedup_seq, dedup_value};
 use crate::event::Seq;
 use crate::store::StoreError;
 
-/// Entries moved per step, one step after each batch, at least: about a millisecond of the
-/// committer's time, and ten times the keys a batch claims at 64 connections, so sealing keeps
-/// up without stalling ingest (2,048 per step cut the throughput of a 10 M store by three
-/// quarters while a run was sealed). A bigger batch moves twice the keys it claimed.
-const STEP: usize = 256;
+/// Claims read (or written into the run) per step, at least: well under a millisecond of the
+/// committer's time. A bigger batch moves twice the keys it claimed.
+const STEP: usize = 2048;
+/// Log values removed per step once their run is sealed.
+const TRIM_STEP: usize = 256;
 const DATA: u8 = 0;
 const SUMMARY: u8 = 1;
 const FILTER: u8 = 2;
@@ -52,18 +58,80 @@ struct Run {
     bloom: Bloom,
     keys: u64,
     newest_ms: u64,
+    /// The newest log key (a seq) whose claims it holds.
+    through: Seq,
 }
 
-/// The run being filled: where the next step resumes in the `dedup` tree.
+/// The run being built.
 struct Building {
     run: Run,
-    after: Option<Vec<u8>>,
+    phase: Phase,
 }
 
-/// The runs, owned by the committer (the only writer).
+enum Phase {
+    /// Reading the log values after `after`, up to the run's `through`.
+    Collect { after: Seq, gathered: Gathered },
+    /// Writing the gathered claims into the run, in key order.
+    Write(Merge),
+}
+
+/// Claims read from the log: their entries, and chunks of offsets into them, each in key order.
+#[derive(Default)]
+struct Gathered {
+    bytes: Vec<u8>,
+    chunks: Vec<Vec<u32>>,
+}
+
+impl Gathered {
+    fn entry(&self, offset: u32) -> (&[u8], Seq, u64) {
+        entries(&self.bytes[offset as usize..])
+            .next()
+            .expect("a gathered entry")
+    }
+}
+
+/// A k-way merge of the gathered chunks: the next key of each chunk, smallest first.
+struct Merge {
+    gathered: Gathered,
+    next: Vec<usize>,
+    heap: BinaryHeap<Reverse<(Vec<u8>, usize)>>,
+}
+
+impl Merge {
+    fn new(gathered: Gathered) -> Merge {
+        let mut merge = Merge {
+            next: vec![0; gathered.chunks.len()],
+            heap: BinaryHeap::with_capacity(gathered.chunks.len()),
+            gathered,
+        };
+        for chunk in 0..merge.gathered.chunks.len() {
+            merge.advance(chunk);
+        }
+        merge
+    }
+
+    /// Puts chunk's next key on the heap.
+    fn advance(&mut self, chunk: usize) {
+        if let Some(&offset) = self.gathered.chunks[chunk].get(self.next[chunk]) {
+            let key = self.gathered.entry(offset).0.to_vec();
+            self.heap.push(Reverse((key, chunk)));
+        }
+    }
+
+    /// The next claim in key order, as an offset into the gathered bytes.
+    fn pop(&mut self) -> Option<u32> {
+        let Reverse((_, chunk)) = self.heap.pop()?;
+        let offset = self.gathered.chunks[chunk][self.next[chunk]];
+        self.next[chunk] += 1;
+        self.advance(chunk);
+        Some(offset)
+    }
+}
+
+/// The runs and the recent claims, owned by the committer (the only writer).
 pub struct Runs {
-    /// The `dedup` tree (recent claims) and the `dedup_runs` tree.
-    recent: sled::Tree,
+    /// The log of recent claims (the `dedup` tree), the `dedup_runs` tree, `meta`.
+    claims: Claims,
     tree: sled::Tree,
     meta: sled::Tree,
     kept: Detached,
@@ -72,6 +140,7 @@ pub struct Runs {
 /// What [`Runs`] holds beside its trees, kept while the committer reopens sled (see
 /// `checkpoint.rs`).
 pub struct Detached {
+    index: Index,
     sealed: Vec<Run>,
     building: Option<Building>,
     /// Claims since the last run began, and how many begin one.
@@ -80,17 +149,21 @@ pub struct Detached {
     last_claims: usize,
     seal_at: u64,
     next_id: u32,
+    /// The newest log key a sealed run holds, and whether the log values up to it are gone.
+    sealed_through: Seq,
+    trimmed: bool,
     /// Expired runs whose values are still being removed, oldest first.
-    dropping: std::collections::VecDeque<u32>,
+    dropping: VecDeque<u32>,
     /// The change in stored bytes since the committer last took it (`live.rs`).
     delta: i64,
 }
 
 impl Detached {
     /// The runs again, on the reopened trees.
-    pub fn attach(self, recent: sled::Tree, tree: sled::Tree, meta: sled::Tree) -> Runs {
+    pub fn attach(mut self, log: sled::Tree, tree: sled::Tree, meta: sled::Tree) -> Runs {
+        let index = std::mem::replace(&mut self.index, Index::new());
         Runs {
-            recent,
+            claims: Claims { log, index },
             tree,
             meta,
             kept: self,
@@ -102,12 +175,15 @@ impl Detached {
 const LOADERS: usize = 8;
 
 impl Runs {
-    /// Loads the sealed runs' filters, and finishes a run left half built.
+    /// Loads the sealed runs' filters, deals with a run left half built, and indexes the log.
+    /// `legacy`: the store is of layout 3, whose `dedup` tree held one entry per key; it is
+    /// turned into a log, and `layout` written to `meta`, in one transaction.
     pub fn open(
-        recent: sled::Tree,
+        log: sled::Tree,
         tree: sled::Tree,
         meta: sled::Tree,
         seal_at: u64,
+        legacy: Option<(&[u8], &[u8])>,
     ) -> Result<Runs, StoreError> {
         let next_id = match meta.get(NEXT_RUN_KEY)? {
             Some(value) => u32::from_be_bytes(
@@ -119,17 +195,23 @@ impl Runs {
             None => 0,
         };
         let mut runs = Runs {
-            recent,
+            claims: Claims {
+                log: log.clone(),
+                index: Index::new(),
+            },
             tree,
             meta,
             kept: Detached {
+                index: Index::new(),
                 sealed: Vec::new(),
                 building: None,
                 claimed: 0,
                 last_claims: 0,
                 seal_at: seal_at.max(1),
                 next_id,
-                dropping: std::collections::VecDeque::new(),
+                sealed_through: Seq(0),
+                trimmed: false,
+                dropping: VecDeque::new(),
                 delta: 0,
             },
         };
@@ -144,13 +226,32 @@ impl Runs {
                     runs.kept.dropping.push_back(*id);
                 }
                 None if runs.tree.scan_prefix(key(*id, DATA, &[])).next().is_some() => {
-                    let run = runs.rebuild(*id)?;
-                    runs.finish(run)?;
+                    if legacy.is_some() {
+                        let run = runs.rebuild(*id)?;
+                        runs.finish(run)?;
+                    } else {
+                        runs.mark_dropping(*id)?;
+                    }
                 }
                 // Expired and dropped.
                 None => {}
             }
         }
+        if let Some((layout_key, layout)) = legacy {
+            runs.kept.delta += claims::convert_layout3(&log, &runs.meta, layout_key, layout)?;
+        }
+        runs.kept.sealed_through = runs
+            .kept
+            .sealed
+            .iter()
+            .map(|run| run.through)
+            .max()
+            .unwrap_or(Seq(0));
+        let through = runs.kept.sealed_through.to_key();
+        runs.kept.trimmed = log.range(..=through).next().is_none();
+        let (claims, unsealed) = Claims::open(log, runs.kept.sealed_through)?;
+        runs.claims = claims;
+        runs.kept.claimed = unsealed;
         Ok(runs)
     }
 
@@ -186,16 +287,19 @@ impl Runs {
         })
     }
 
-    /// Drops the trees and keeps the rest (the filters, the run being built, the count).
-    pub fn detach(self) -> Detached {
+    /// Drops the trees and keeps the rest (the index, the filters, the run being built).
+    pub fn detach(mut self) -> Detached {
+        self.kept.index = self.claims.index;
         self.kept
     }
 
-    /// The seq stored under `key` in a run, if any run holds it.
+    /// The seq `key` was first stored under, if the recent claims or a sealed run hold it.
     pub fn lookup(&self, key: &[u8]) -> Result<Option<Seq>, StoreError> {
+        if let Some(seq) = self.claims.lookup(key)? {
+            return Ok(Some(seq));
+        }
         let hash = KeyHash::of(key);
-        let building = self.kept.building.iter().map(|b| &b.run);
-        for run in building.chain(self.kept.sealed.iter().rev()) {
+        for run in self.kept.sealed.iter().rev() {
             if run.bloom.may_contain(hash) {
                 if let Some(seq) = self.find(run.id, key)? {
                     return Ok(Some(seq));
@@ -210,25 +314,35 @@ impl Runs {
         std::mem::take(&mut self.kept.delta)
     }
 
-    /// Counts `n` new claims in the `dedup` tree.
-    pub fn claimed(&mut self, n: u64) {
-        self.kept.claimed += n;
-        self.kept.last_claims = usize::try_from(n).unwrap_or(usize::MAX);
+    /// Indexes a committed batch's new claims (already in the log).
+    pub fn claimed<'a>(&mut self, claims: impl ExactSizeIterator<Item = (&'a [u8], Seq)>) {
+        let n = claims.len();
+        self.claims.committed(claims);
+        self.kept.claimed += n as u64;
+        self.kept.last_claims = n;
     }
 
-    /// Whether a step is due: of sealing, or of dropping an expired run.
+    /// Whether a step is due: of dropping an expired run, of trimming the log, or of sealing.
     pub fn wants_step(&self) -> bool {
-        self.kept.building.is_some()
+        !self.kept.dropping.is_empty()
+            || !self.kept.trimmed
+            || self.kept.building.is_some()
             || self.kept.claimed >= self.kept.seal_at
-            || !self.kept.dropping.is_empty()
     }
 
-    /// A step of dropping the oldest expired run if there is one, else of sealing.
+    /// A step of dropping the oldest expired run if there is one, else of trimming the log of
+    /// what a sealed run holds, else of sealing.
     pub fn step(&mut self) -> Result<(), StoreError> {
-        match self.kept.dropping.front() {
-            Some(&id) => self.drop_step(id),
-            None => self.seal_step(),
+        if let Some(&id) = self.kept.dropping.front() {
+            return self.drop_step(id);
         }
+        if !self.kept.trimmed {
+            let (delta, done) = self.claims.trim(self.kept.sealed_through, TRIM_STEP)?;
+            self.kept.delta += delta;
+            self.kept.trimmed = done;
+            return Ok(());
+        }
+        self.seal_step()
     }
 
     /// Removes up to [`DROP_STEP`] values of the expired run `id`, and its mark with the last.
@@ -253,78 +367,124 @@ impl Runs {
         Ok(())
     }
 
-    /// Moves up to `STEP` (or twice the last batch's claims) entries of the `dedup` tree into the run being built (beginning one if
-    /// none is), in one transaction; seals the run when the tree has been gone through.
+    /// A step of the run being built (beginning one if none is): reads, or writes, up to
+    /// [`STEP`] claims (or twice the last batch's); seals the run when they are all written.
     fn seal_step(&mut self) -> Result<(), StoreError> {
         let mut building = match self.kept.building.take() {
             Some(building) => building,
-            None => self.begin()?,
-        };
-        let iter = match &building.after {
-            Some(after) => self.recent.range([after.as_slice(), &[0]].concat()..),
-            None => self.recent.iter(),
+            None => match self.begin()? {
+                Some(building) => building,
+                None => return Ok(()),
+            },
         };
         let step = STEP.max(self.kept.last_claims.saturating_mul(2));
-        let mut entries = Vec::with_capacity(step);
-        for item in iter.take(step) {
-            let (key, value) = item?;
-            entries.push((key, value));
-        }
-        let done = entries.len() < step;
-        let values = pack_entries(building.run.id, &entries);
-        let result = (&self.recent, &self.tree).transaction(|(recent, tree)| {
-            for (key, _) in &entries {
-                recent.remove(key)?;
+        building.phase = match building.phase {
+            Phase::Collect {
+                after,
+                mut gathered,
+            } => {
+                let from = Seq(after.0 + 1).to_key();
+                let mut chunk = Vec::new();
+                let mut last = after;
+                let mut done = true;
+                for item in self.claims.log.range(from..=building.run.through.to_key()) {
+                    let (key, value) = item?;
+                    last = Seq::from_key(&key)
+                        .ok_or_else(|| StoreError::Corrupt("a dedup log key".into()))?;
+                    let mut at = gathered.bytes.len();
+                    gathered.bytes.extend_from_slice(&value);
+                    for (entry_key, _, _) in entries(&value) {
+                        chunk.push(u32::try_from(at).expect("a run under 4 GiB"));
+                        at += entry_len(entry_key);
+                    }
+                    if chunk.len() >= step {
+                        done = false;
+                        break;
+                    }
+                }
+                chunk.sort_unstable_by(|a, b| gathered.entry(*a).0.cmp(gathered.entry(*b).0));
+                gathered.chunks.push(chunk);
+                if done {
+                    Phase::Write(Merge::new(gathered))
+                } else {
+                    Phase::Collect {
+                        after: last,
+                        gathered,
+                    }
+                }
             }
-            for (key, value) in &values {
-                tree.insert(key.as_slice(), value.as_slice())?;
+            Phase::Write(mut merge) => {
+                let mut value: Vec<u8> = Vec::new();
+                let mut first: Vec<u8> = Vec::new();
+                let mut written = 0;
+                while written < step {
+                    let Some(offset) = merge.pop() else { break };
+                    let (entry_key, seq, received) = merge.gathered.entry(offset);
+                    if !value.is_empty() && value.len() + entry_len(entry_key) > MAX_VALUE {
+                        self.put_run_value(building.run.id, &first, &value)?;
+                        value.clear();
+                    }
+                    if value.is_empty() {
+                        first = entry_key.to_vec();
+                    }
+                    push_entry(&mut value, entry_key, seq, received);
+                    let run = &mut building.run;
+                    run.bloom.insert(KeyHash::of(entry_key));
+                    run.keys += 1;
+                    run.newest_ms = run.newest_ms.max(received);
+                    written += 1;
+                }
+                if !value.is_empty() {
+                    self.put_run_value(building.run.id, &first, &value)?;
+                }
+                if merge.heap.is_empty() {
+                    self.finish(building.run)?;
+                    return Ok(());
+                }
+                Phase::Write(merge)
             }
-            Ok::<_, ConflictableTransactionError<StoreError>>(())
-        });
-        transacted(result)?;
-        let size = |key: &[u8], value: &[u8]| (key.len() + value.len()) as i64;
-        self.kept.delta += values.iter().map(|(k, v)| size(k, v)).sum::<i64>()
-            - entries.iter().map(|(k, v)| size(k, v)).sum::<i64>();
-        for (key, value) in &entries {
-            building.run.bloom.insert(KeyHash::of(key));
-            building.run.keys += 1;
-            building.run.newest_ms = building.run.newest_ms.max(received_ms(value));
-        }
-        building.after = entries
-            .last()
-            .map(|(key, _)| key.to_vec())
-            .or(building.after);
-        if done {
-            self.finish(building.run)?;
-        } else {
-            self.kept.building = Some(building);
-        }
+        };
+        self.kept.building = Some(building);
+        Ok(())
+    }
+
+    fn put_run_value(&mut self, id: u32, first: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        let key = key(id, DATA, first);
+        let old = self.tree.insert(&key, value)?;
+        self.kept.delta += change(&key, old, Some(value));
         Ok(())
     }
 
     /// Drops the sealed runs whose newest key arrived before `cutoff_ms` from the lookups, and
-    /// marks them for their values' removal (see [`Runs::step`]). Returns how many keys went
-    /// with them.
+    /// marks them for their values' removal (see [`Runs::step`]); removes the log's values
+    /// whose claims all arrived before it. Returns how many keys went.
     pub fn expire(&mut self, cutoff_ms: u64) -> Result<u64, StoreError> {
-        let mut dropped = 0;
+        let (mut dropped, delta) = self.claims.expire(cutoff_ms, self.kept.sealed_through)?;
+        self.kept.delta += delta;
         let (expired, kept): (Vec<Run>, Vec<Run>) = std::mem::take(&mut self.kept.sealed)
             .into_iter()
             .partition(|run| run.newest_ms < cutoff_ms);
         self.kept.sealed = kept;
         for run in expired {
-            // The mark goes before the summary: a run without either is finished again at the
-            // next open, one with the mark goes on being dropped.
-            let mark = key(run.id, DROPPING, &[]);
-            let none: &[u8] = &[];
-            let old = self.tree.insert(&mark, none)?;
-            self.kept.delta += change(&mark, old, Some(none));
-            let summary = key(run.id, SUMMARY, &[]);
-            let old = self.tree.remove(&summary)?;
-            self.kept.delta += change(&summary, old, None);
-            self.kept.dropping.push_back(run.id);
+            self.mark_dropping(run.id)?;
             dropped += run.keys;
         }
         Ok(dropped)
+    }
+
+    /// Marks run `id` for its values' removal. The mark goes before the summary is removed: a
+    /// run with neither is dealt with again at the next open, one with the mark goes on being
+    /// dropped.
+    fn mark_dropping(&mut self, id: u32) -> Result<(), StoreError> {
+        let mark = key(id, DROPPING, &[]);
+        let none: &[u8] = &[];
+        let old = self.tree.insert(&mark, none)?;
+        self.kept.delta += change(&mark, old, Some(none));
+        let summary = key(id, SUMMARY, &[]);
+        let old = self.tree.remove(&summary)?;
+        self.kept.delta += change(&summary, old, None);
+        self.kept.dropping.push_back(id);
+        Ok(())
     }
 
     /// How many keys the sealed runs hold.
@@ -333,24 +493,42 @@ impl Runs {
         self.kept.sealed.iter().map(|run| run.keys).sum()
     }
 
-    fn begin(&mut self) -> Result<Building, StoreError> {
+    /// A new run of the log's values after the last sealed one, up to its newest; `None` if the
+    /// log holds none.
+    fn begin(&mut self) -> Result<Option<Building>, StoreError> {
+        let Some((newest, _)) = self.claims.log.last()? else {
+            self.kept.claimed = 0;
+            return Ok(None);
+        };
+        let through =
+            Seq::from_key(&newest).ok_or_else(|| StoreError::Corrupt("a dedup log key".into()))?;
+        if through <= self.kept.sealed_through {
+            self.kept.claimed = 0;
+            return Ok(None);
+        }
         let id = self.kept.next_id;
         self.kept.next_id += 1;
         self.meta
             .insert(NEXT_RUN_KEY, &self.kept.next_id.to_be_bytes())?;
+        let capacity = self.kept.claimed.max(self.kept.seal_at) as usize;
         self.kept.claimed = 0;
-        Ok(Building {
+        Ok(Some(Building {
             run: Run {
                 id,
-                bloom: Bloom::with_capacity(2 * self.kept.seal_at as usize),
+                bloom: Bloom::with_capacity(capacity),
                 keys: 0,
                 newest_ms: 0,
+                through,
             },
-            after: None,
-        })
+            phase: Phase::Collect {
+                after: self.kept.sealed_through,
+                gathered: Gathered::default(),
+            },
+        }))
     }
 
-    /// Writes a run's filter and summary (the summary last), and keeps it as sealed.
+    /// Writes a run's filter and summary (the summary last), keeps it as sealed, and has the
+    /// log values it holds removed.
     fn finish(&mut self, run: Run) -> Result<(), StoreError> {
         let parts: Vec<&[u8]> = run.bloom.as_bytes().chunks(MAX_VALUE).collect();
         for (part, bytes) in parts.iter().enumerate() {
@@ -359,13 +537,18 @@ impl Runs {
             let old = self.tree.insert(&key, *bytes)?;
             self.kept.delta += change(&key, old, Some(bytes));
         }
-        let mut summary = Vec::with_capacity(18);
+        let mut summary = Vec::with_capacity(26);
         summary.extend_from_slice(&run.keys.to_le_bytes());
         summary.extend_from_slice(&run.newest_ms.to_le_bytes());
         summary.extend_from_slice(&(parts.len() as u16).to_le_bytes());
+        summary.extend_from_slice(&run.through.0.to_le_bytes());
         let key = key(run.id, SUMMARY, &[]);
         let old = self.tree.insert(&key, summary.as_slice())?;
         self.kept.delta += change(&key, old, Some(&summary));
+        if run.through > self.kept.sealed_through {
+            self.kept.sealed_through = run.through;
+            self.kept.trimmed = false;
+        }
         self.kept.sealed.push(run);
         Ok(())
     }
@@ -386,22 +569,25 @@ impl Runs {
                 .ok_or_else(|| StoreError::Corrupt(format!("dedup run {id}: filter")))?,
             keys: field(0)?,
             newest_ms: field(8)?,
+            // A run of layout 3 holds no log value.
+            through: Seq(if summary.len() > 18 { field(18)? } else { 0 }),
         })
     }
 
-    /// A run left half built: its filter and summary, from its entries.
+    /// A run of layout 3 left half built: its filter and summary, from its entries.
     fn rebuild(&self, id: u32) -> Result<Run, StoreError> {
         let mut run = Run {
             id,
             bloom: Bloom::with_capacity(2 * self.kept.seal_at as usize),
             keys: 0,
             newest_ms: 0,
+            through: Seq(0),
         };
         for value in self.tree.scan_prefix(key(id, DATA, &[])).values() {
-            for (key, value) in entries(&value?) {
+            for (key, _, received) in entries(&value?) {
                 run.bloom.insert(KeyHash::of(key));
                 run.keys += 1;
-                run.newest_ms = run.newest_ms.max(received_ms(value));
+                run.newest_ms = run.newest_ms.max(received);
             }
         }
         Ok(run)
@@ -414,63 +600,14 @@ impl Runs {
             return Ok(None);
         };
         let found = entries(&value)
-            .find(|(key, _)| *key == wanted)
-            .and_then(|(_, value)| dedup_seq(value));
+            .find(|(key, _, _)| *key == wanted)
+            .map(|(_, seq, _)| seq);
         Ok(found)
     }
 }
 
 fn key(id: u32, kind: u8, rest: &[u8]) -> Vec<u8> {
     [&id.to_be_bytes()[..], &[kind], rest].concat()
-}
-
-/// The arrival time in a dedup value (see `record::dedup_value`).
-fn received_ms(value: &[u8]) -> u64 {
-    value
-        .get(8..16)
-        .and_then(|bytes| bytes.try_into().ok())
-        .map_or(0, u64::from_be_bytes)
-}
-
-/// `entries` (in key order) packed into run values of at most `MAX_VALUE` bytes.
-fn pack_entries(id: u32, entries: &[(sled::IVec, sled::IVec)]) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let mut values: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-    for (entry_key, value) in entries {
-        let Some(seq) = dedup_seq(value) else {
-            continue;
-        };
-        let mut entry = Vec::with_capacity(2 + entry_key.len() + 16);
-        entry.extend_from_slice(&(entry_key.len() as u16).to_le_bytes());
-        entry.extend_from_slice(entry_key);
-        entry.extend_from_slice(&dedup_value(seq, received_ms(value)));
-        match values.last_mut() {
-            Some((_, packed)) if packed.len() + entry.len() <= MAX_VALUE => {
-                packed.extend_from_slice(&entry)
-            }
-            _ => values.push((key(id, DATA, entry_key), entry)),
-        }
-    }
-    values
-}
-
-/// The (key, dedup value) entries of a run value; stops at the first malformed one.
-fn entries(value: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
-    let mut rest = value;
-    std::iter::from_fn(move || {
-        let len = usize::from(u16::from_le_bytes(rest.get(..2)?.try_into().ok()?));
-        let key = rest.get(2..2 + len)?;
-        let value = rest.get(2 + len..2 + len + 16)?;
-        rest = &rest[2 + len + 16..];
-        Some((key, value))
-    })
-}
-
-fn transacted(result: Result<(), TransactionError<StoreError>>) -> Result<(), StoreError> {
-    match result {
-        Ok(()) => Ok(()),
-        Err(TransactionError::Abort(err)) => Err(err),
-        Err(TransactionError::Storage(err)) => Err(StoreError::from(err)),
-    }
 }
 
 #[cfg(test)]
@@ -480,109 +617,218 @@ mod tests {
     fn open() -> (sled::Db, Runs) {
         let db = sled::Config::new().temporary(true).open().unwrap();
         let tree = |name: &str| db.open_tree(name).unwrap();
-        let runs = Runs::open(tree("dedup"), tree("dedup_runs"), tree("meta"), 1000).unwrap();
+        let runs = Runs::open(tree("dedup"), tree("dedup_runs"), tree("meta"), 1000, None).unwrap();
         (db, runs)
     }
 
-    fn claim(runs: &Runs, key: &str, seq: u64, at: u64) {
-        runs.recent
-            .insert(key.as_bytes(), &dedup_value(Seq(seq), at))
-            .unwrap();
-    }
-
-    #[test]
-    fn sealed_keys_are_found_and_leave_the_recent_tree() {
-        let (_db, mut runs) = open();
-        for n in 0..5000u64 {
-            claim(&runs, &format!("p\0id-{n:05}"), n + 1, 1000 + n);
-        }
-        runs.claimed(1000);
-        while runs.wants_step() {
-            runs.step().unwrap();
-        }
-        assert!(runs.recent.is_empty());
-        assert_eq!(runs.sealed_keys(), 5000);
-        for n in [0u64, 1, 2500, 4999] {
-            let key = format!("p\0id-{n:05}");
-            assert_eq!(runs.lookup(key.as_bytes()).unwrap(), Some(Seq(n + 1)));
-        }
-        assert_eq!(runs.lookup(b"p\0id-99999").unwrap(), None);
-        // Reopened: the filter comes back from disk.
-        let reopened = Runs::open(
-            runs.recent.clone(),
+    fn reopen(runs: &Runs) -> Runs {
+        Runs::open(
+            runs.claims.log.clone(),
             runs.tree.clone(),
             runs.meta.clone(),
             1000,
+            None,
         )
-        .unwrap();
-        assert_eq!(reopened.lookup(b"p\0id-01234").unwrap(), Some(Seq(1235)));
-        // Expired once its newest key is past the cutoff.
-        assert_eq!(runs.expire(1000 + 4999).unwrap(), 0);
-        assert_eq!(runs.expire(1000 + 5000).unwrap(), 5000);
-        assert_eq!(runs.lookup(b"p\0id-01234").unwrap(), None);
+        .unwrap()
+    }
+
+    fn id(n: u64) -> String {
+        format!("p\0id-{n:05}")
+    }
+
+    /// Claims `id(n)` under seq n + 1 for every n in `ns`, received at `at`, as committed
+    /// batches of 25 do: one log value each.
+    fn claim(runs: &mut Runs, ns: std::ops::Range<u64>, at: u64) {
+        let ns: Vec<u64> = ns.collect();
+        for batch in ns.chunks(25) {
+            let mut value = Vec::new();
+            for n in batch {
+                push_entry(&mut value, id(*n).as_bytes(), Seq(n + 1), at);
+            }
+            let first = Seq(batch[0] + 1);
+            runs.claims
+                .log
+                .insert(claims::log_key(first), value)
+                .unwrap();
+            let keys: Vec<String> = batch.iter().map(|n| id(*n)).collect();
+            let claimed: Vec<(&[u8], Seq)> = keys
+                .iter()
+                .zip(batch)
+                .map(|(key, n)| (key.as_bytes(), Seq(n + 1)))
+                .collect();
+            runs.claimed(claimed.into_iter());
+        }
+    }
+
+    fn settle(runs: &mut Runs) -> usize {
+        let mut steps = 0;
         while runs.wants_step() {
             runs.step().unwrap();
+            steps += 1;
         }
+        steps
+    }
+
+    #[test]
+    fn sealed_keys_are_found_and_leave_the_log() {
+        let (_db, mut runs) = open();
+        // Random ids: the log is in seq order, the run in key order.
+        let mut ns: Vec<u64> = (0..5000).map(|n| (n * 7919) % 5000).collect();
+        ns.dedup();
+        claim(&mut runs, 0..5000, 1000);
+        settle(&mut runs);
+        assert!(runs.claims.log.is_empty());
+        assert_eq!(runs.claims.index.len(), 0);
+        assert_eq!(runs.sealed_keys(), 5000);
+        for n in [0u64, 1, 2500, 4999] {
+            assert_eq!(runs.lookup(id(n).as_bytes()).unwrap(), Some(Seq(n + 1)));
+        }
+        assert_eq!(runs.lookup(b"p\0id-99999").unwrap(), None);
+        // The run's values are in key order, each under its first key.
+        let mut last = Vec::new();
+        for value in runs.tree.scan_prefix(key(0, DATA, &[])).values() {
+            for (key, _, _) in entries(&value.unwrap()) {
+                assert!(key > last.as_slice());
+                last = key.to_vec();
+            }
+        }
+        // Reopened: the filter comes back from disk.
+        let reopened = reopen(&runs);
+        assert_eq!(
+            reopened.lookup(id(1234).as_bytes()).unwrap(),
+            Some(Seq(1235))
+        );
+        assert!(!reopened.wants_step());
+        // Expired once its newest key is past the cutoff.
+        assert_eq!(runs.expire(1000).unwrap(), 0);
+        assert_eq!(runs.expire(1001).unwrap(), 5000);
+        assert_eq!(runs.lookup(id(1234).as_bytes()).unwrap(), None);
+        settle(&mut runs);
         assert!(runs.tree.is_empty());
+    }
+
+    #[test]
+    fn claims_made_while_a_run_is_built_go_to_the_next() {
+        let (_db, mut runs) = open();
+        claim(&mut runs, 0..1000, 5);
+        assert!(runs.wants_step());
+        runs.step().unwrap();
+        assert!(runs.kept.building.is_some());
+        claim(&mut runs, 1000..1500, 6);
+        settle(&mut runs);
+        assert_eq!(runs.sealed_keys(), 1000);
+        // The later claims are still in the log, and found there.
+        assert_eq!(runs.kept.claimed, 500);
+        assert_eq!(runs.claims.index.len(), 500);
+        for n in [0u64, 999, 1000, 1499] {
+            assert_eq!(runs.lookup(id(n).as_bytes()).unwrap(), Some(Seq(n + 1)));
+        }
+        claim(&mut runs, 1500..2000, 7);
+        settle(&mut runs);
+        assert_eq!(runs.sealed_keys(), 2000);
+        assert!(runs.claims.log.is_empty());
+        // The claims of the log that arrived before a cutoff expire with it, whole values.
+        claim(&mut runs, 2000..2100, 8);
+        assert_eq!(runs.expire(8).unwrap(), 2000);
+        assert_eq!(runs.lookup(id(2050).as_bytes()).unwrap(), Some(Seq(2051)));
+        assert_eq!(runs.expire(9).unwrap(), 100);
+        assert_eq!(runs.lookup(id(2050).as_bytes()).unwrap(), None);
+        assert!(runs.claims.log.is_empty());
     }
 
     #[test]
     fn an_expired_run_goes_in_steps_and_an_open_goes_on_dropping_it() {
         let (_db, mut runs) = open();
-        for n in 0..20_000u64 {
-            claim(&runs, &format!("p\0id-{n:05}"), n + 1, 7);
-        }
-        runs.claimed(1000);
-        while runs.wants_step() {
-            runs.step().unwrap();
-        }
+        claim(&mut runs, 0..20_000, 7);
+        settle(&mut runs);
         let values = runs.tree.len();
         assert!(values > DROP_STEP, "{values} values: too few to take steps");
         assert_eq!(runs.expire(8).unwrap(), 20_000);
-        assert_eq!(runs.lookup(b"p\0id-00042").unwrap(), None);
+        assert_eq!(runs.lookup(id(42).as_bytes()).unwrap(), None);
         runs.step().unwrap();
         // One step removed DROP_STEP values, and the mark stays.
         assert_eq!(runs.tree.len(), values - DROP_STEP);
         // A stop here: the next open neither rebuilds the run nor keeps it, and goes on.
-        let mut reopened = Runs::open(
-            runs.recent.clone(),
-            runs.tree.clone(),
-            runs.meta.clone(),
-            1000,
-        )
-        .unwrap();
+        let mut reopened = reopen(&runs);
         assert_eq!(reopened.sealed_keys(), 0);
-        assert_eq!(reopened.lookup(b"p\0id-00042").unwrap(), None);
+        assert_eq!(reopened.lookup(id(42).as_bytes()).unwrap(), None);
         assert!(reopened.wants_step());
-        let mut steps = 0;
-        while reopened.wants_step() {
-            reopened.step().unwrap();
-            steps += 1;
-        }
+        let steps = settle(&mut reopened);
         assert!(reopened.tree.is_empty());
         assert_eq!(steps, (values - DROP_STEP) / DROP_STEP + 1);
     }
 
     #[test]
-    fn a_half_built_run_is_finished_at_open() {
+    fn a_half_built_run_is_dropped_at_open_and_its_claims_sealed_again() {
         let (_db, mut runs) = open();
-        for n in 0..(STEP as u64 * 2) {
-            claim(&runs, &format!("p\0k{n:06}"), n + 1, 5);
+        claim(&mut runs, 0..10_000, 5);
+        // Gathered, then one step of writing.
+        while matches!(
+            runs.kept.building.as_ref().map(|b| &b.phase),
+            None | Some(Phase::Collect { .. })
+        ) {
+            runs.step().unwrap();
         }
-        runs.claimed(1000);
-        runs.claimed(0); // a last batch that claimed nothing: a step of STEP
         runs.step().unwrap();
-        assert!(runs.kept.building.is_some());
-        let reopened = Runs::open(
-            runs.recent.clone(),
-            runs.tree.clone(),
-            runs.meta.clone(),
+        assert!(runs.tree.scan_prefix(key(0, DATA, &[])).next().is_some());
+        let mut reopened = reopen(&runs);
+        assert_eq!(reopened.sealed_keys(), 0);
+        // Every claim is still found, in the log.
+        assert_eq!(reopened.kept.claimed, 10_000);
+        assert_eq!(
+            reopened.lookup(id(9_999).as_bytes()).unwrap(),
+            Some(Seq(10_000))
+        );
+        settle(&mut reopened);
+        assert_eq!(reopened.sealed_keys(), 10_000);
+        assert!(reopened
+            .tree
+            .scan_prefix(key(0, DATA, &[]))
+            .next()
+            .is_none());
+        assert!(reopened.claims.log.is_empty());
+        for n in [0u64, 4_321, 9_999] {
+            assert_eq!(reopened.lookup(id(n).as_bytes()).unwrap(), Some(Seq(n + 1)));
+        }
+    }
+
+    #[test]
+    fn a_dedup_tree_of_layout_3_becomes_a_log() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = |name: &str| db.open_tree(name).unwrap();
+        let (dedup, meta) = (tree("dedup"), tree("meta"));
+        meta.insert(b"layout", &[3]).unwrap();
+        // Layout 3: one entry per key, in key order, seqs in any order; one key of 8 bytes.
+        for n in 0..3000u64 {
+            let seq = Seq((n * 7919) % 3000 + 1);
+            let value = [seq.to_key(), 77u64.to_be_bytes()].concat();
+            dedup.insert(id(n).as_bytes(), value).unwrap();
+        }
+        dedup
+            .insert(
+                b"p\0short",
+                [Seq(3001).to_key(), 78u64.to_be_bytes()].concat(),
+            )
+            .unwrap();
+        let mut runs = Runs::open(
+            dedup.clone(),
+            tree("dedup_runs"),
+            meta.clone(),
             1000,
+            Some((b"layout", &[4])),
         )
         .unwrap();
-        assert_eq!(reopened.sealed_keys(), STEP as u64);
-        assert_eq!(reopened.lookup(b"p\0k000007").unwrap(), Some(Seq(8)));
-        // The rest is still in the recent tree.
-        assert_eq!(reopened.recent.len(), STEP);
+        assert_eq!(meta.get(b"layout").unwrap().unwrap().as_ref(), &[4]);
+        assert_eq!(runs.kept.claimed, 3001);
+        for n in [0u64, 1500, 2999] {
+            let seq = Seq((n * 7919) % 3000 + 1);
+            assert_eq!(runs.lookup(id(n).as_bytes()).unwrap(), Some(seq));
+        }
+        assert_eq!(runs.lookup(b"p\0short").unwrap(), Some(Seq(3001)));
+        settle(&mut runs);
+        assert_eq!(runs.sealed_keys(), 3001);
+        assert_eq!(runs.lookup(b"p\0short").unwrap(), Some(Seq(3001)));
+        assert_eq!(runs.expire(78).unwrap(), 0);
+        assert_eq!(runs.expire(79).unwrap(), 3001);
     }
 }

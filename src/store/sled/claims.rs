@@ -1,0 +1,359 @@
+//! The recent dedup claims: a log in the `dedup` tree, one value per batch of events, and an
+//! index of it in memory.
+//!
+//! A batch's new claims go into one value keyed by the batch's first new seq (big-endian), so
+//! the log only grows at its end, wherever the ids fall: one sled write per batch. (One entry per
+//! key, in key order, made a batch of random ids touch a leaf per event, and cost 1.4 x the CPU
+//! per ack of sequential ids.) A value is a list of entries
+//! `[key len: u16 LE][key][seq: 8 BE][received_at ms: 8 BE]`, the same entries sealed runs hold.
+//!
+//! The index maps a 64-bit hash of each key (SipHash with this process's random keys, so a
+//! sender cannot choose colliding ids) to its seq, and a lookup checks the key in the log value
+//! holding that seq: a hash that collides costs a read, never a wrong answer. It is rebuilt from
+//! the log at open, and holds at most the claims not yet sealed into a run (twice
+//! `dedup_run_keys`: ~16 bytes each).
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+
+use super::live::change;
+use super::pack::MAX_VALUE;
+use crate::event::Seq;
+use crate::store::StoreError;
+
+/// The claims' index: a 32-bit hash of each key -> the low 32 bits of its seq, 8 bytes a claim
+/// (plus the map's own byte). A seq is told from its low bits as the newest seq indexed with
+/// them: the log holds claims within a few million seqs of each other (it is sealed every
+/// `dedup_run_keys`), never 2^32 apart. Hashes shared by several claims (about one lookup in
+/// 8,000 at 524,288 claims) keep the other seqs in `more`.
+pub struct Index {
+    hasher: RandomState,
+    one: HashMap<u32, u32>,
+    more: HashMap<u32, Vec<u32>>,
+    newest: Seq,
+}
+
+impl Index {
+    pub fn new() -> Index {
+        Index {
+            hasher: RandomState::new(),
+            one: HashMap::new(),
+            more: HashMap::new(),
+            newest: Seq(0),
+        }
+    }
+
+    pub fn hash(&self, key: &[u8]) -> u32 {
+        self.hasher.hash_one(key) as u32
+    }
+
+    pub fn insert(&mut self, hash: u32, seq: Seq) {
+        self.newest = self.newest.max(seq);
+        let low = seq.0 as u32;
+        if let Some(first) = self.one.insert(hash, low) {
+            self.one.insert(hash, first);
+            self.more.entry(hash).or_default().push(low);
+        }
+    }
+
+    /// Removes `seq` under `hash`, if it is there.
+    pub fn remove(&mut self, hash: u32, seq: Seq) {
+        let low = seq.0 as u32;
+        if let Some(others) = self.more.get_mut(&hash) {
+            others.retain(|other| *other != low);
+            let promoted = (self.one.get(&hash) == Some(&low)).then(|| others.pop());
+            if others.is_empty() {
+                self.more.remove(&hash);
+            }
+            if let Some(next) = promoted.flatten() {
+                self.one.insert(hash, next);
+            }
+            return;
+        }
+        if self.one.get(&hash) == Some(&low) {
+            self.one.remove(&hash);
+        }
+    }
+
+    /// The seqs whose keys may have this hash.
+    pub fn candidates(&self, hash: u32) -> impl Iterator<Item = Seq> + '_ {
+        let others = self.more.get(&hash).map_or(&[][..], Vec::as_slice);
+        let newest = self.newest.0;
+        self.one
+            .get(&hash)
+            .into_iter()
+            .chain(others.iter())
+            .map(move |low| Seq(newest - u64::from((newest as u32).wrapping_sub(*low))))
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.one.len() + self.more.values().map(Vec::len).sum::<usize>()
+    }
+
+    /// Indexes every entry of a log value.
+    pub fn add_value(&mut self, value: &[u8]) {
+        for (key, seq, _) in entries(value) {
+            self.insert(self.hash(key), seq);
+        }
+    }
+
+    /// Takes every entry of a log value out of the index.
+    pub fn remove_value(&mut self, value: &[u8]) {
+        for (key, seq, _) in entries(value) {
+            self.remove(self.hash(key), seq);
+        }
+    }
+}
+
+/// The recent claims: the log (the `dedup` tree) and its index.
+pub struct Claims {
+    pub log: sled::Tree,
+    pub index: Index,
+}
+
+impl Claims {
+    /// Indexes the log. Returns it and how many claims it holds after `sealed` (the newest log
+    /// key a sealed run holds).
+    pub fn open(log: sled::Tree, sealed: Seq) -> Result<(Claims, u64), StoreError> {
+        let mut index = Index::new();
+        let mut unsealed = 0u64;
+        for item in log.iter() {
+            let (key, value) = item?;
+            let first = log_seq(&key)?;
+            index.add_value(&value);
+            if first > sealed {
+                unsealed += entries(&value).count() as u64;
+            }
+        }
+        Ok((Claims { log, index }, unsealed))
+    }
+
+    /// The seq `key` was claimed under, if it is in the log.
+    pub fn lookup(&self, key: &[u8]) -> Result<Option<Seq>, StoreError> {
+        for seq in self.index.candidates(self.index.hash(key)) {
+            if self.holds(key, seq)? {
+                return Ok(Some(seq));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Whether the log value holding `seq` holds it under `key`.
+    fn holds(&self, key: &[u8], seq: Seq) -> Result<bool, StoreError> {
+        let Some((_, value)) = self.log.range(..=seq.to_key()).next_back().transpose()? else {
+            return Ok(false);
+        };
+        let found = entries(&value).any(|(k, s, _)| s == seq && k == key);
+        Ok(found)
+    }
+
+    /// Indexes a batch's claims once its transaction has committed.
+    pub fn committed<'a>(&mut self, claims: impl Iterator<Item = (&'a [u8], Seq)>) {
+        for (key, seq) in claims {
+            self.index.insert(self.index.hash(key), seq);
+        }
+    }
+
+    /// Removes up to `most` log values from the front whose first seq is at or below `through`
+    /// (their claims are in a sealed run), and takes them out of the index. Returns the change in
+    /// stored bytes, and whether none is left.
+    pub fn trim(&mut self, through: Seq, most: usize) -> Result<(i64, bool), StoreError> {
+        let values: Vec<(sled::IVec, sled::IVec)> = self
+            .log
+            .range(..=through.to_key())
+            .take(most)
+            .collect::<Result<_, _>>()?;
+        let mut delta = 0;
+        for (key, value) in &values {
+            self.index.remove_value(value);
+            delta += change(key, self.log.remove(key)?, None);
+        }
+        Ok((delta, values.len() < most))
+    }
+
+    /// Removes the log values after `sealed` (the values up to it are a sealed run's, and
+    /// expire with it), oldest first, whose claims all arrived before `cutoff_ms`, up to the
+    /// first that holds a younger one. Returns how many claims went and the change in stored
+    /// bytes.
+    pub fn expire(&mut self, cutoff_ms: u64, sealed: Seq) -> Result<(u64, i64), StoreError> {
+        let mut claims = 0u64;
+        let mut delta = 0;
+        for item in self.log.range(Seq(sealed.0 + 1).to_key()..) {
+            let (key, value) = item?;
+            if entries(&value).any(|(_, _, received)| received >= cutoff_ms) {
+                break;
+            }
+            claims += entries(&value).count() as u64;
+            self.index.remove_value(&value);
+            delta += change(&key, self.log.remove(&key)?, None);
+        }
+        Ok((claims, delta))
+    }
+}
+
+/// Turns a `dedup` tree of layout 3 (one entry per key: `key -> [seq: 8 BE][received_at ms:
+/// 8 BE]`) into a log, and writes `layout` under `layout_key` in `meta`, in one transaction.
+/// Returns the change in stored bytes.
+pub fn convert_layout3(
+    log: &sled::Tree,
+    meta: &sled::Tree,
+    layout_key: &[u8],
+    layout: &[u8],
+) -> Result<i64, StoreError> {
+    let corrupt = || StoreError::Corrupt("a dedup value of layout 3".into());
+    let mut claims: Vec<(sled::IVec, Seq, u64)> = Vec::new();
+    let mut delta = 0i64;
+    for item in log.iter() {
+        let (key, value) = item?;
+        delta -= (key.len() + value.len()) as i64;
+        let seq = value.get(..8).and_then(Seq::from_key).ok_or_else(corrupt)?;
+        let received = value
+            .get(8..16)
+            .and_then(|bytes| bytes.try_into().ok())
+            .map(u64::from_be_bytes)
+            .ok_or_else(corrupt)?;
+        claims.push((key, seq, received));
+    }
+    claims.sort_by_key(|(_, seq, _)| *seq);
+    let mut values: Vec<([u8; 8], Vec<u8>)> = Vec::new();
+    for (key, seq, received) in &claims {
+        match values.last_mut() {
+            Some((_, value)) if value.len() + entry_len(key) <= MAX_VALUE => {
+                push_entry(value, key, *seq, *received);
+            }
+            _ => {
+                let mut value = Vec::new();
+                push_entry(&mut value, key, *seq, *received);
+                values.push((log_key(*seq), value));
+            }
+        }
+    }
+    delta += values
+        .iter()
+        .map(|(key, value)| (key.len() + value.len()) as i64)
+        .sum::<i64>();
+    let result = (log, meta).transaction(|(log, meta)| {
+        // Every old key goes before any new one is written (an old key may have 8 bytes).
+        for (key, _, _) in &claims {
+            log.remove(key)?;
+        }
+        for (key, value) in &values {
+            log.insert(&key[..], value.as_slice())?;
+        }
+        meta.insert(layout_key, layout)?;
+        Ok::<_, ConflictableTransactionError<StoreError>>(())
+    });
+    match result {
+        Ok(()) => Ok(delta),
+        Err(TransactionError::Abort(err)) => Err(err),
+        Err(TransactionError::Storage(err)) => Err(StoreError::from(err)),
+    }
+}
+
+/// A log value's key: its first seq.
+pub fn log_key(first: Seq) -> [u8; 8] {
+    first.to_key()
+}
+
+fn log_seq(key: &[u8]) -> Result<Seq, StoreError> {
+    Seq::from_key(key).ok_or_else(|| StoreError::Corrupt("a dedup log key".into()))
+}
+
+/// Appends one entry to a log (or run) value.
+pub fn push_entry(value: &mut Vec<u8>, key: &[u8], seq: Seq, received_at_ms: u64) {
+    value.extend_from_slice(&(key.len() as u16).to_le_bytes());
+    value.extend_from_slice(key);
+    value.extend_from_slice(&seq.to_key());
+    value.extend_from_slice(&received_at_ms.to_be_bytes());
+}
+
+/// The bytes `push_entry` adds for `key`.
+pub fn entry_len(key: &[u8]) -> usize {
+    2 + key.len() + 16
+}
+
+/// The entries of a log (or run) value; stops at the first malformed one.
+pub fn entries(value: &[u8]) -> impl Iterator<Item = (&[u8], Seq, u64)> {
+    let mut rest = value;
+    std::iter::from_fn(move || {
+        let len = usize::from(u16::from_le_bytes(rest.get(..2)?.try_into().ok()?));
+        let key = rest.get(2..2 + len)?;
+        let seq = Seq::from_key(rest.get(2 + len..10 + len)?)?;
+        let received = u64::from_be_bytes(rest.get(10 + len..18 + len)?.try_into().ok()?);
+        rest = &rest[18 + len..];
+        Some((key, seq, received))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colliding_hashes_keep_every_seq() {
+        let mut index = Index::new();
+        index.insert(7, Seq(1));
+        index.insert(7, Seq(2));
+        index.insert(7, Seq(3));
+        index.insert(8, Seq(4));
+        assert_eq!(
+            index.candidates(7).collect::<Vec<_>>(),
+            [Seq(1), Seq(2), Seq(3)]
+        );
+        index.remove(7, Seq(1));
+        let mut left: Vec<_> = index.candidates(7).collect();
+        left.sort();
+        assert_eq!(left, [Seq(2), Seq(3)]);
+        index.remove(7, Seq(3));
+        index.remove(7, Seq(9));
+        assert_eq!(index.candidates(7).collect::<Vec<_>>(), [Seq(2)]);
+        index.remove(7, Seq(2));
+        assert_eq!(index.candidates(7).count(), 0);
+        assert_eq!(index.len(), 1);
+
+        // Seqs come back whole from their low bits, up to 2^32 below the newest.
+        let mut index = Index::new();
+        let (old, new) = (Seq((5 << 32) + u64::from(u32::MAX)), Seq((6 << 32) + 3));
+        index.insert(9, old);
+        index.insert(10, new);
+        assert_eq!(index.candidates(9).collect::<Vec<_>>(), [old]);
+        assert_eq!(index.candidates(10).collect::<Vec<_>>(), [new]);
+    }
+
+    #[test]
+    fn a_lookup_checks_the_key_behind_its_hash() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let (mut claims, unsealed) = Claims::open(db.open_tree("dedup").unwrap(), Seq(0)).unwrap();
+        assert_eq!(unsealed, 0);
+        let mut value = Vec::new();
+        push_entry(&mut value, b"p\0a", Seq(5), 1);
+        push_entry(&mut value, b"p\0b", Seq(6), 2);
+        claims.log.insert(log_key(Seq(5)), value).unwrap();
+        claims.committed([(&b"p\0a"[..], Seq(5)), (&b"p\0b"[..], Seq(6))].into_iter());
+        assert_eq!(claims.lookup(b"p\0b").unwrap(), Some(Seq(6)));
+        assert_eq!(claims.lookup(b"p\0c").unwrap(), None);
+        // Another key under b's hash: the log tells them apart.
+        let hash = claims.index.hash(b"p\0c");
+        claims.index.insert(hash, Seq(6));
+        assert_eq!(claims.lookup(b"p\0c").unwrap(), None);
+        assert_eq!(claims.lookup(b"p\0b").unwrap(), Some(Seq(6)));
+
+        // Rebuilt at open; claims at or below a sealed seq are not counted as unsealed.
+        let (reopened, unsealed) = Claims::open(claims.log.clone(), Seq(4)).unwrap();
+        assert_eq!(
+            (reopened.lookup(b"p\0a").unwrap(), unsealed),
+            (Some(Seq(5)), 2)
+        );
+        assert_eq!(Claims::open(claims.log.clone(), Seq(5)).unwrap().1, 0);
+
+        // Expiry takes whole values, oldest first.
+        assert_eq!(claims.expire(2, Seq(0)).unwrap().0, 0);
+        assert_eq!(claims.expire(3, Seq(0)).unwrap().0, 2);
+        assert_eq!(claims.lookup(b"p\0a").unwrap(), None);
+        assert!(claims.log.is_empty());
+    }
+}
