@@ -97,6 +97,32 @@ fn sigkill_under_load_loses_no_ack() {
     load.assert_all_stored(&gw);
 }
 
+/// Runs sealed every 300 claims: the kill lands while claims are read into a run, written into
+/// it, or trimmed from the log. Every acked id, sent again, is a duplicate of its first seq.
+#[test]
+fn sigkill_while_dedup_runs_are_sealed_keeps_every_dedup_key() {
+    let mut gw = Gateway::builder()
+        .config(&id_provider())
+        .env("HOOKGATE_TEST_DEDUP_RUN_KEYS", "300")
+        .start();
+    let load = Load::default();
+    load.while_running(&gw, 16, || {
+        std::thread::sleep(Duration::from_millis(1500));
+        gw.signal(Signal::SIGKILL);
+        load.stop.store(true, Ordering::Relaxed);
+    });
+    let acked = load.acked.lock().unwrap().clone();
+    assert!(acked.len() >= 900, "only {} acks: fewer than 3 runs", acked.len());
+    gw.restart();
+    load.assert_all_stored(&gw);
+    let api = gw.api();
+    for (id, seq) in &acked {
+        let headers = sign::headers(&[("X-Id", id)]);
+        let reply = api.try_post("p", &headers, Load::body(id).as_bytes()).unwrap();
+        assert_eq!(reply.ack(), ("duplicate".to_string(), *seq), "{id}");
+    }
+}
+
 #[test]
 fn an_ack_followed_at_once_by_sigkill_is_kept() {
     let mut gw = Gateway::start(&provider("p", "none", &[], ""));

@@ -34,6 +34,11 @@ impl Load {
         });
     }
 
+    /// The body sent with `id`.
+    pub fn body(id: &str) -> String {
+        format!(r#"{{"id":"{id}","pad":"{}"}}"#, "x".repeat(300))
+    }
+
     /// Sends unique-id webhooks until stopped, the gateway goes away, or `limit` passes.
     pub fn run(&self, api: &Api, thread: usize, limit: Duration) {
         let start = Instant::now();
@@ -42,7 +47,7 @@ impl Load {
                 break;
             }
             let id = format!("load-{thread}-{n}");
-            let body = format!(r#"{{"id":"{id}","pad":"{}"}}"#, "x".repeat(300));
+            let body = Load::body(&id);
             let headers = sign::headers(&[("X-Id", &id)]);
             match api.try_post("p", &headers, body.as_bytes()) {
                 Ok(reply) if reply.status == 200 => {

@@ -276,7 +276,7 @@ impl SledStore {
             trees.get(TreeId::Dedup).clone(),
             trees.get(TreeId::Runs).clone(),
             trees.get(TreeId::Meta).clone(),
-            config.dedup_run_keys,
+            runs::run_keys(config.dedup_run_keys),
             legacy.then_some((LAYOUT_KEY, LAYOUT)),
         )?;
         let handles: Handles = Arc::new(RwLock::new(Some((trees.clone(), db))));

@@ -49,6 +49,18 @@ const FILTER: u8 = 2;
 const DROPPING: u8 = 3;
 /// Values of an expired run removed per step.
 const DROP_STEP: usize = 64;
+/// The environment variable that lowers `dedup_run_keys`, for the tests that kill the real
+/// binary while runs are sealed (it is not a config key).
+pub const RUN_KEYS_ENV: &str = "HOOKGATE_TEST_DEDUP_RUN_KEYS";
+
+/// The claims that begin a run: `configured`, unless a test lowered it.
+pub fn run_keys(configured: u64) -> u64 {
+    std::env::var(RUN_KEYS_ENV)
+        .ok()
+        .and_then(|keys| keys.parse().ok())
+        .unwrap_or(configured)
+}
+
 /// `meta` key of the next run id.
 const NEXT_RUN_KEY: &[u8] = b"dedup_runs/next";
 
