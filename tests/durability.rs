@@ -112,13 +112,19 @@ fn sigkill_while_dedup_runs_are_sealed_keeps_every_dedup_key() {
         load.stop.store(true, Ordering::Relaxed);
     });
     let acked = load.acked.lock().unwrap().clone();
-    assert!(acked.len() >= 900, "only {} acks: fewer than 3 runs", acked.len());
+    assert!(
+        acked.len() >= 900,
+        "only {} acks: fewer than 3 runs",
+        acked.len()
+    );
     gw.restart();
     load.assert_all_stored(&gw);
     let api = gw.api();
     for (id, seq) in &acked {
         let headers = sign::headers(&[("X-Id", id)]);
-        let reply = api.try_post("p", &headers, Load::body(id).as_bytes()).unwrap();
+        let reply = api
+            .try_post("p", &headers, Load::body(id).as_bytes())
+            .unwrap();
         assert_eq!(reply.ack(), ("duplicate".to_string(), *seq), "{id}");
     }
 }
