@@ -89,7 +89,6 @@ impl Index {
             .map(move |low| Seq(newest - u64::from((newest as u32).wrapping_sub(*low))))
     }
 
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.one.len() + self.more.values().map(Vec::len).sum::<usize>()
     }
@@ -152,9 +151,9 @@ impl Claims {
     }
 
     /// Indexes a batch's claims once its transaction has committed.
-    pub fn committed<'a>(&mut self, claims: impl Iterator<Item = (&'a [u8], Seq)>) {
+    pub fn committed(&mut self, claims: &[(&[u8], Seq)]) {
         for (key, seq) in claims {
-            self.index.insert(self.index.hash(key), seq);
+            self.index.insert(self.index.hash(key), *seq);
         }
     }
 
@@ -219,30 +218,21 @@ pub fn convert_layout3(
         claims.push((key, seq, received));
     }
     claims.sort_by_key(|(_, seq, _)| *seq);
-    let mut values: Vec<([u8; 8], Vec<u8>)> = Vec::new();
+    let mut values: Vec<(Seq, Vec<u8>)> = Vec::new();
     for (key, seq, received) in &claims {
-        match values.last_mut() {
-            Some((_, value)) if value.len() + entry_len(key) <= MAX_VALUE => {
-                push_entry(value, key, *seq, *received);
-            }
-            _ => {
-                let mut value = Vec::new();
-                push_entry(&mut value, key, *seq, *received);
-                values.push((log_key(*seq), value));
-            }
-        }
+        append(&mut values, key, *seq, *received);
     }
     delta += values
         .iter()
-        .map(|(key, value)| (key.len() + value.len()) as i64)
+        .map(|(_, value)| (8 + value.len()) as i64)
         .sum::<i64>();
     let result = (log, meta).transaction(|(log, meta)| {
         // Every old key goes before any new one is written (an old key may have 8 bytes).
         for (key, _, _) in &claims {
             log.remove(key)?;
         }
-        for (key, value) in &values {
-            log.insert(&key[..], value.as_slice())?;
+        for (first, value) in &values {
+            log.insert(&log_key(*first), value.as_slice())?;
         }
         meta.insert(layout_key, layout)?;
         Ok::<_, ConflictableTransactionError<StoreError>>(())
@@ -261,6 +251,21 @@ pub fn log_key(first: Seq) -> [u8; 8] {
 
 fn log_seq(key: &[u8]) -> Result<Seq, StoreError> {
     Seq::from_key(key).ok_or_else(|| StoreError::Corrupt("a dedup log key".into()))
+}
+
+/// Appends a claim to the last of `values` (log values, each with its first seq), or to a new
+/// one if it would pass `MAX_VALUE` bytes.
+pub fn append(values: &mut Vec<(Seq, Vec<u8>)>, key: &[u8], seq: Seq, received_at_ms: u64) {
+    match values.last_mut() {
+        Some((_, value)) if value.len() + entry_len(key) <= MAX_VALUE => {
+            push_entry(value, key, seq, received_at_ms);
+        }
+        _ => {
+            let mut value = Vec::new();
+            push_entry(&mut value, key, seq, received_at_ms);
+            values.push((seq, value));
+        }
+    }
 }
 
 /// Appends one entry to a log (or run) value.
@@ -333,7 +338,7 @@ mod tests {
         push_entry(&mut value, b"p\0a", Seq(5), 1);
         push_entry(&mut value, b"p\0b", Seq(6), 2);
         claims.log.insert(log_key(Seq(5)), value).unwrap();
-        claims.committed([(&b"p\0a"[..], Seq(5)), (&b"p\0b"[..], Seq(6))].into_iter());
+        claims.committed(&[(&b"p\0a"[..], Seq(5)), (&b"p\0b"[..], Seq(6))]);
         assert_eq!(claims.lookup(b"p\0b").unwrap(), Some(Seq(6)));
         assert_eq!(claims.lookup(b"p\0c").unwrap(), None);
         // Another key under b's hash: the log tells them apart.

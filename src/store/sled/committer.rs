@@ -12,7 +12,7 @@ use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot};
 
 use super::checkpoint::Reopen;
-use super::claims::{self, entry_len};
+use super::claims;
 use super::compact::Pause;
 use super::durable::Durability;
 use super::live::{put, remove, Live};
@@ -442,16 +442,7 @@ impl Committer {
                         delta += put(events, &key, &value)?;
                     }
                 }
-                match log.last_mut() {
-                    Some((_, value)) if value.len() + entry_len(key) <= pack::MAX_VALUE => {
-                        claims::push_entry(value, key, next, *received_at_ms);
-                    }
-                    _ => {
-                        let mut value = Vec::new();
-                        claims::push_entry(&mut value, key, next, *received_at_ms);
-                        log.push((next, value));
-                    }
-                }
+                claims::append(&mut log, key, next, *received_at_ms);
                 claimed.insert(key.as_slice(), next);
                 outcomes.push(Outcome::Event(Committed::Accepted(next)));
                 next = Seq(next.0 + 1);
@@ -471,17 +462,17 @@ impl Committer {
         match result {
             Ok((outcomes, next, pack, delta)) => {
                 self.live.add(delta);
-                let accepted =
-                    encoded
-                        .iter()
-                        .zip(&outcomes)
-                        .filter_map(|(encoded, outcome)| match (encoded, outcome) {
-                            (Some((key, _, _)), Outcome::Event(Committed::Accepted(seq))) => {
-                                Some((key.as_slice(), *seq))
-                            }
-                            _ => None,
-                        });
-                self.runs.claimed(accepted.collect::<Vec<_>>().into_iter());
+                let accepted: Vec<(&[u8], Seq)> = encoded
+                    .iter()
+                    .zip(&outcomes)
+                    .filter_map(|(encoded, outcome)| match (encoded, outcome) {
+                        (Some((key, _, _)), Outcome::Event(Committed::Accepted(seq))) => {
+                            Some((key.as_slice(), *seq))
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                self.runs.claimed(&accepted);
                 self.next_seq = next;
                 self.open = pack;
                 Ok(outcomes)

@@ -279,6 +279,7 @@ impl SledStore {
             runs::run_keys(config.dedup_run_keys),
             legacy.then_some((LAYOUT_KEY, LAYOUT)),
         )?;
+        let recent_claims = runs.recent_claims();
         let handles: Handles = Arc::new(RwLock::new(Some((trees.clone(), db))));
         let compacting = Arc::new(AtomicBool::new(false));
         let committer = Committer {
@@ -314,6 +315,7 @@ impl SledStore {
             sled_ms = ms(sled_opened),
             checks_ms = ms(checked - sled_opened),
             dedup_runs_ms = ms(started.elapsed() - checked),
+            recent_claims,
             "Store opened."
         );
         Ok(SledStore {

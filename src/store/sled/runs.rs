@@ -39,8 +39,10 @@ use crate::event::Seq;
 use crate::store::StoreError;
 
 /// Claims read (or written into the run) per step, at least: well under a millisecond of the
-/// committer's time. A bigger batch moves twice the keys it claimed.
+/// committer's time.
 const STEP: usize = 2048;
+/// A step after a batch reads (or writes) at least this many times the claims it made.
+const PACE: usize = 4;
 /// Log values removed per step once their run is sealed.
 const TRIM_STEP: usize = 256;
 const DATA: u8 = 0;
@@ -157,7 +159,7 @@ pub struct Detached {
     building: Option<Building>,
     /// Claims since the last run began, and how many begin one.
     claimed: u64,
-    /// Claims of the last batch: a step moves at least twice as many.
+    /// Claims of the last batch: a step moves at least [`PACE`] times as many.
     last_claims: usize,
     seal_at: u64,
     next_id: u32,
@@ -321,13 +323,18 @@ impl Runs {
         Ok(None)
     }
 
+    /// How many claims the log's index holds.
+    pub fn recent_claims(&self) -> usize {
+        self.claims.index.len()
+    }
+
     /// The change in stored bytes since the last call.
     pub fn take_delta(&mut self) -> i64 {
         std::mem::take(&mut self.kept.delta)
     }
 
     /// Indexes a committed batch's new claims (already in the log).
-    pub fn claimed<'a>(&mut self, claims: impl ExactSizeIterator<Item = (&'a [u8], Seq)>) {
+    pub fn claimed(&mut self, claims: &[(&[u8], Seq)]) {
         let n = claims.len();
         self.claims.committed(claims);
         self.kept.claimed += n as u64;
@@ -342,8 +349,10 @@ impl Runs {
             || self.kept.claimed >= self.kept.seal_at
     }
 
-    /// A step of dropping the oldest expired run if there is one, else of trimming the log of
-    /// what a sealed run holds, else of sealing.
+    /// A step of dropping the oldest expired run if there is one; else of trimming the log of
+    /// what a sealed run holds, and of sealing. Each step seals [`PACE`] times the last
+    /// batch's claims, so that a run is read and written while half as many new claims arrive:
+    /// the log stays under about twice `dedup_run_keys` whatever the load.
     pub fn step(&mut self) -> Result<(), StoreError> {
         if let Some(&id) = self.kept.dropping.front() {
             return self.drop_step(id);
@@ -352,9 +361,11 @@ impl Runs {
             let (delta, done) = self.claims.trim(self.kept.sealed_through, TRIM_STEP)?;
             self.kept.delta += delta;
             self.kept.trimmed = done;
-            return Ok(());
         }
-        self.seal_step()
+        if self.kept.building.is_some() || self.kept.claimed >= self.kept.seal_at {
+            self.seal_step()?;
+        }
+        Ok(())
     }
 
     /// Removes up to [`DROP_STEP`] values of the expired run `id`, and its mark with the last.
@@ -380,7 +391,8 @@ impl Runs {
     }
 
     /// A step of the run being built (beginning one if none is): reads, or writes, up to
-    /// [`STEP`] claims (or twice the last batch's); seals the run when they are all written.
+    /// [`STEP`] claims (or [`PACE`] times the last batch's); seals the run when they are all
+    /// written.
     fn seal_step(&mut self) -> Result<(), StoreError> {
         let mut building = match self.kept.building.take() {
             Some(building) => building,
@@ -389,7 +401,7 @@ impl Runs {
                 None => return Ok(()),
             },
         };
-        let step = STEP.max(self.kept.last_claims.saturating_mul(2));
+        let step = STEP.max(self.kept.last_claims.saturating_mul(PACE));
         building.phase = match building.phase {
             Phase::Collect {
                 after,
@@ -668,7 +680,7 @@ mod tests {
                 .zip(batch)
                 .map(|(key, n)| (key.as_bytes(), Seq(n + 1)))
                 .collect();
-            runs.claimed(claimed.into_iter());
+            runs.claimed(&claimed);
         }
     }
 
