@@ -167,10 +167,14 @@ impl Claims {
             .take(most)
             .collect::<Result<_, _>>()?;
         let mut delta = 0;
+        let mut batch = sled::Batch::default();
         for (key, value) in &values {
             self.index.remove_value(value);
-            delta += change(key, self.log.remove(key)?, None);
+            delta += change(key, Some(value.clone()), None);
+            batch.remove(key);
         }
+        // Only the committer writes the log: what was read is what goes.
+        self.log.apply_batch(batch)?;
         Ok((delta, values.len() < most))
     }
 

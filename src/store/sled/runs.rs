@@ -438,29 +438,34 @@ impl Runs {
                 }
             }
             Phase::Write(mut merge) => {
-                let mut value: Vec<u8> = Vec::new();
-                let mut first: Vec<u8> = Vec::new();
+                // The step's values go to sled in one batch: one write to its log, which holds
+                // less garbage than a write per value (`compact.rs` measured the same).
+                let mut values: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
                 let mut written = 0;
                 while written < step {
                     let Some(offset) = merge.pop() else { break };
                     let (entry_key, seq, received) = merge.gathered.entry(offset);
-                    if !value.is_empty() && value.len() + entry_len(entry_key) > MAX_VALUE {
-                        self.put_run_value(building.run.id, &first, &value)?;
-                        value.clear();
+                    let full = values
+                        .last()
+                        .is_none_or(|(_, value)| value.len() + entry_len(entry_key) > MAX_VALUE);
+                    if full {
+                        values.push((key(building.run.id, DATA, entry_key), Vec::new()));
                     }
-                    if value.is_empty() {
-                        first = entry_key.to_vec();
-                    }
-                    push_entry(&mut value, entry_key, seq, received);
+                    let (_, value) = values.last_mut().expect("a value");
+                    push_entry(value, entry_key, seq, received);
                     let run = &mut building.run;
                     run.bloom.insert(KeyHash::of(entry_key));
                     run.keys += 1;
                     run.newest_ms = run.newest_ms.max(received);
                     written += 1;
                 }
-                if !value.is_empty() {
-                    self.put_run_value(building.run.id, &first, &value)?;
+                let mut batch = sled::Batch::default();
+                for (key, value) in values {
+                    // A new run's keys are new: nothing is replaced.
+                    self.kept.delta += change(&key, None, Some(&value));
+                    batch.insert(key, value);
                 }
+                self.tree.apply_batch(batch)?;
                 if merge.heap.is_empty() {
                     self.finish(building.run)?;
                     return Ok(());
@@ -469,13 +474,6 @@ impl Runs {
             }
         };
         self.kept.building = Some(building);
-        Ok(())
-    }
-
-    fn put_run_value(&mut self, id: u32, first: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        let key = key(id, DATA, first);
-        let old = self.tree.insert(&key, value)?;
-        self.kept.delta += change(&key, old, Some(value));
         Ok(())
     }
 
