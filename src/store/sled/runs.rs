@@ -89,14 +89,20 @@ enum Phase {
     Write(Merge),
 }
 
-/// Claims read from the log: their entries, and chunks of offsets into them, each in key order.
+/// Claims read from the log, a chunk per step.
 #[derive(Default)]
 struct Gathered {
-    bytes: Vec<u8>,
-    chunks: Vec<Vec<u32>>,
+    chunks: Vec<Chunk>,
 }
 
-impl Gathered {
+/// One step's claims: their entries as read, and the offsets of the entries in key order
+/// (kept exactly as large as they are: a run's chunks hold ~16 MiB at 262,144 claims).
+struct Chunk {
+    bytes: Vec<u8>,
+    order: Vec<u32>,
+}
+
+impl Chunk {
     fn entry(&self, offset: u32) -> (&[u8], Seq, u64) {
         entries(&self.bytes[offset as usize..])
             .next()
@@ -126,19 +132,21 @@ impl Merge {
 
     /// Puts chunk's next key on the heap.
     fn advance(&mut self, chunk: usize) {
-        if let Some(&offset) = self.gathered.chunks[chunk].get(self.next[chunk]) {
-            let key = self.gathered.entry(offset).0.to_vec();
+        let part = &self.gathered.chunks[chunk];
+        if let Some(&offset) = part.order.get(self.next[chunk]) {
+            let key = part.entry(offset).0.to_vec();
             self.heap.push(Reverse((key, chunk)));
         }
     }
 
-    /// The next claim in key order, as an offset into the gathered bytes.
-    fn pop(&mut self) -> Option<u32> {
-        let Reverse((_, chunk)) = self.heap.pop()?;
-        let offset = self.gathered.chunks[chunk][self.next[chunk]];
+    /// The next claim in key order.
+    fn pop(&mut self) -> Option<(Vec<u8>, Seq, u64)> {
+        let Reverse((key, chunk)) = self.heap.pop()?;
+        let part = &self.gathered.chunks[chunk];
+        let (_, seq, received) = part.entry(part.order[self.next[chunk]]);
         self.next[chunk] += 1;
         self.advance(chunk);
-        Some(offset)
+        Some((key, seq, received))
     }
 }
 
@@ -408,25 +416,34 @@ impl Runs {
                 mut gathered,
             } => {
                 let from = Seq(after.0 + 1).to_key();
-                let mut chunk = Vec::new();
+                let mut chunk = Chunk {
+                    bytes: Vec::new(),
+                    order: Vec::new(),
+                };
                 let mut last = after;
                 let mut done = true;
                 for item in self.claims.log.range(from..=building.run.through.to_key()) {
                     let (key, value) = item?;
                     last = Seq::from_key(&key)
                         .ok_or_else(|| StoreError::Corrupt("a dedup log key".into()))?;
-                    let mut at = gathered.bytes.len();
-                    gathered.bytes.extend_from_slice(&value);
+                    let mut at = chunk.bytes.len();
+                    chunk.bytes.extend_from_slice(&value);
                     for (entry_key, _, _) in entries(&value) {
-                        chunk.push(u32::try_from(at).expect("a run under 4 GiB"));
+                        chunk
+                            .order
+                            .push(u32::try_from(at).expect("a step under 4 GiB"));
                         at += entry_len(entry_key);
                     }
-                    if chunk.len() >= step {
+                    if chunk.order.len() >= step {
                         done = false;
                         break;
                     }
                 }
-                chunk.sort_unstable_by(|a, b| gathered.entry(*a).0.cmp(gathered.entry(*b).0));
+                let mut order = std::mem::take(&mut chunk.order);
+                order.sort_unstable_by(|a, b| chunk.entry(*a).0.cmp(chunk.entry(*b).0));
+                order.shrink_to_fit();
+                chunk.order = order;
+                chunk.bytes.shrink_to_fit();
                 gathered.chunks.push(chunk);
                 if done {
                     Phase::Write(Merge::new(gathered))
@@ -443,8 +460,10 @@ impl Runs {
                 let mut values: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
                 let mut written = 0;
                 while written < step {
-                    let Some(offset) = merge.pop() else { break };
-                    let (entry_key, seq, received) = merge.gathered.entry(offset);
+                    let Some((entry_key, seq, received)) = merge.pop() else {
+                        break;
+                    };
+                    let entry_key = entry_key.as_slice();
                     let full = values
                         .last()
                         .is_none_or(|(_, value)| value.len() + entry_len(entry_key) > MAX_VALUE);
