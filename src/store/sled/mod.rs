@@ -201,8 +201,10 @@ impl Drop for EndNotice {
 }
 
 /// Opens sled under `dir`. The previous handle of this process (a closed store, or the
-/// checkpoint's) may take a moment to let go of `db`'s lock after its last drop, while sled's
-/// io threads finish: a lock held elsewhere is retried for two seconds.
+/// checkpoint's) may take a while to let go of `db`'s lock after its last drop, while sled's
+/// io threads finish: the first write after an open makes one of them go through every segment
+/// of the log (`SegmentAccountant::stabilize`: 3.5-3.8 s at 10 M events, 34,000 segments), and
+/// a stop right after a start waits for it. A lock held elsewhere is retried for ten seconds.
 fn open_db(dir: &Path, config: &StoreConfig) -> Result<::sled::Db, ::sled::Error> {
     let sled = ::sled::Config::new()
         .path(dir)
@@ -214,7 +216,7 @@ fn open_db(dir: &Path, config: &StoreConfig) -> Result<::sled::Db, ::sled::Error
         match sled.open() {
             // sled reports it as an `Other` error with this text (config.rs:599).
             Err(::sled::Error::Io(err))
-                if err.to_string().contains("could not acquire lock") && tries < 40 =>
+                if err.to_string().contains("could not acquire lock") && tries < 200 =>
             {
                 tries += 1;
                 std::thread::sleep(Duration::from_millis(50));
