@@ -7,11 +7,11 @@
 //! per ack of sequential ids.) A value is a list of entries
 //! `[key len: u16 LE][key][seq: 8 BE][received_at ms: 8 BE]`, the same entries sealed runs hold.
 //!
-//! The index maps a 64-bit hash of each key (SipHash with this process's random keys, so a
+//! The index maps a 32-bit hash of each key (SipHash with this process's random keys, so a
 //! sender cannot choose colliding ids) to its seq, and a lookup checks the key in the log value
 //! holding that seq: a hash that collides costs a read, never a wrong answer. It is rebuilt from
-//! the log at open, and holds at most the claims not yet sealed into a run (twice
-//! `dedup_run_keys`: ~16 bytes each).
+//! the log at open, and holds the claims not yet sealed into a run and trimmed from the log (up
+//! to about twice `dedup_run_keys`: ~9 bytes each, see [`Index`]).
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
