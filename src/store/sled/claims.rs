@@ -112,6 +112,11 @@ impl Index {
 pub struct Claims {
     pub log: sled::Tree,
     pub index: Index,
+    /// The log values up to this key have expired (their claims are no longer found), and go
+    /// in steps, as a sealed run's do (`Runs::step`).
+    pub expired: Seq,
+    /// The newest seq among them.
+    pub expired_seq: Seq,
 }
 
 impl Claims {
@@ -128,13 +133,19 @@ impl Claims {
                 unsealed += entries(&value).count() as u64;
             }
         }
-        Ok((Claims { log, index }, unsealed))
+        let claims = Claims {
+            log,
+            index,
+            expired: Seq(0),
+            expired_seq: Seq(0),
+        };
+        Ok((claims, unsealed))
     }
 
     /// The seq `key` was claimed under, if it is in the log.
     pub fn lookup(&self, key: &[u8]) -> Result<Option<Seq>, StoreError> {
         for seq in self.index.candidates(self.index.hash(key)) {
-            if self.holds(key, seq)? {
+            if seq > self.expired_seq && self.holds(key, seq)? {
                 return Ok(Some(seq));
             }
         }
@@ -178,23 +189,26 @@ impl Claims {
         Ok((delta, values.len() < most))
     }
 
-    /// Removes the log values after `sealed` (the values up to it are a sealed run's, and
+    /// Expires the log values after `sealed` (the values up to it are a sealed run's, and
     /// expire with it), oldest first, whose claims all arrived before `cutoff_ms`, up to the
-    /// first that holds a younger one. Returns how many claims went and the change in stored
-    /// bytes.
-    pub fn expire(&mut self, cutoff_ms: u64, sealed: Seq) -> Result<(u64, i64), StoreError> {
+    /// first that holds a younger one: their claims are no longer found, and the values go in
+    /// steps (removing ~500,000 claims in one turn of the committer held every commit). Returns
+    /// how many claims expired.
+    pub fn expire(&mut self, cutoff_ms: u64, sealed: Seq) -> Result<u64, StoreError> {
         let mut claims = 0u64;
-        let mut delta = 0;
-        for item in self.log.range(Seq(sealed.0 + 1).to_key()..) {
+        let after = sealed.max(self.expired);
+        for item in self.log.range(Seq(after.0 + 1).to_key()..) {
             let (key, value) = item?;
             if entries(&value).any(|(_, _, received)| received >= cutoff_ms) {
                 break;
             }
             claims += entries(&value).count() as u64;
-            self.index.remove_value(&value);
-            delta += change(&key, self.log.remove(&key)?, None);
+            self.expired = log_seq(&key)?;
+            if let Some((_, newest, _)) = entries(&value).last() {
+                self.expired_seq = self.expired_seq.max(newest);
+            }
         }
-        Ok((claims, delta))
+        Ok(claims)
     }
 }
 
@@ -359,10 +373,12 @@ mod tests {
         );
         assert_eq!(Claims::open(claims.log.clone(), Seq(5)).unwrap().1, 0);
 
-        // Expiry takes whole values, oldest first.
-        assert_eq!(claims.expire(2, Seq(0)).unwrap().0, 0);
-        assert_eq!(claims.expire(3, Seq(0)).unwrap().0, 2);
+        // Expiry takes whole values, oldest first; they are no longer found, then trimmed.
+        assert_eq!(claims.expire(2, Seq(0)).unwrap(), 0);
+        assert_eq!(claims.expire(3, Seq(0)).unwrap(), 2);
         assert_eq!(claims.lookup(b"p\0a").unwrap(), None);
+        assert_eq!(claims.expire(3, Seq(0)).unwrap(), 0);
+        claims.trim(claims.expired, 10).unwrap();
         assert!(claims.log.is_empty());
     }
 }
