@@ -108,15 +108,37 @@ impl Index {
     }
 }
 
-/// The recent claims: the log (the `dedup` tree) and its index.
+/// The recent claims: the log (the `dedup` tree), and what is kept of it in memory.
 pub struct Claims {
     pub log: sled::Tree,
-    pub index: Index,
+    kept: Kept,
+}
+
+/// What [`Claims`] holds beside the log, kept while the committer reopens sled.
+pub struct Kept {
+    index: Index,
     /// The log values up to this key have expired (their claims are no longer found), and go
     /// in steps, as a sealed run's do (`Runs::step`).
-    pub expired: Seq,
+    expired: Seq,
     /// The newest seq among them.
-    pub expired_seq: Seq,
+    expired_seq: Seq,
+}
+
+impl Default for Kept {
+    fn default() -> Kept {
+        Kept {
+            index: Index::new(),
+            expired: Seq(0),
+            expired_seq: Seq(0),
+        }
+    }
+}
+
+impl Kept {
+    /// The claims again, on the reopened log.
+    pub fn attach(self, log: sled::Tree) -> Claims {
+        Claims { log, kept: self }
+    }
 }
 
 impl Claims {
@@ -133,19 +155,32 @@ impl Claims {
                 unsealed += entries(&value).count() as u64;
             }
         }
-        let claims = Claims {
-            log,
+        let kept = Kept {
             index,
-            expired: Seq(0),
-            expired_seq: Seq(0),
+            ..Kept::default()
         };
-        Ok((claims, unsealed))
+        Ok((kept.attach(log), unsealed))
+    }
+
+    /// Drops the log and keeps the rest.
+    pub fn detach(self) -> Kept {
+        self.kept
+    }
+
+    /// How many claims the index holds.
+    pub fn len(&self) -> usize {
+        self.kept.index.len()
+    }
+
+    /// The newest log key whose values have expired.
+    pub fn expired(&self) -> Seq {
+        self.kept.expired
     }
 
     /// The seq `key` was claimed under, if it is in the log.
     pub fn lookup(&self, key: &[u8]) -> Result<Option<Seq>, StoreError> {
-        for seq in self.index.candidates(self.index.hash(key)) {
-            if seq > self.expired_seq && self.holds(key, seq)? {
+        for seq in self.kept.index.candidates(self.kept.index.hash(key)) {
+            if seq > self.kept.expired_seq && self.holds(key, seq)? {
                 return Ok(Some(seq));
             }
         }
@@ -164,12 +199,12 @@ impl Claims {
     /// Indexes a batch's claims once its transaction has committed.
     pub fn committed(&mut self, claims: &[(&[u8], Seq)]) {
         for (key, seq) in claims {
-            self.index.insert(self.index.hash(key), *seq);
+            self.kept.index.insert(self.kept.index.hash(key), *seq);
         }
     }
 
     /// Removes up to `most` log values from the front whose first seq is at or below `through`
-    /// (their claims are in a sealed run), and takes them out of the index. Returns the change in
+    /// (their claims are in a sealed run, or expired), and takes them out of the index. Returns the change in
     /// stored bytes, and whether none is left.
     pub fn trim(&mut self, through: Seq, most: usize) -> Result<(i64, bool), StoreError> {
         let values: Vec<(sled::IVec, sled::IVec)> = self
@@ -180,7 +215,7 @@ impl Claims {
         let mut delta = 0;
         let mut batch = sled::Batch::default();
         for (key, value) in &values {
-            self.index.remove_value(value);
+            self.kept.index.remove_value(value);
             delta += change(key, Some(value.clone()), None);
             batch.remove(key);
         }
@@ -192,20 +227,19 @@ impl Claims {
     /// Expires the log values after `sealed` (the values up to it are a sealed run's, and
     /// expire with it), oldest first, whose claims all arrived before `cutoff_ms`, up to the
     /// first that holds a younger one: their claims are no longer found, and the values go in
-    /// steps (removing ~500,000 claims in one turn of the committer held every commit). Returns
-    /// how many claims expired.
+    /// steps, as a sealed run's do. Returns how many claims expired.
     pub fn expire(&mut self, cutoff_ms: u64, sealed: Seq) -> Result<u64, StoreError> {
         let mut claims = 0u64;
-        let after = sealed.max(self.expired);
+        let after = sealed.max(self.kept.expired);
         for item in self.log.range(Seq(after.0 + 1).to_key()..) {
             let (key, value) = item?;
             if entries(&value).any(|(_, _, received)| received >= cutoff_ms) {
                 break;
             }
             claims += entries(&value).count() as u64;
-            self.expired = log_seq(&key)?;
+            self.kept.expired = log_seq(&key)?;
             if let Some((_, newest, _)) = entries(&value).last() {
-                self.expired_seq = self.expired_seq.max(newest);
+                self.kept.expired_seq = self.kept.expired_seq.max(newest);
             }
         }
         Ok(claims)
@@ -360,8 +394,8 @@ mod tests {
         assert_eq!(claims.lookup(b"p\0b").unwrap(), Some(Seq(6)));
         assert_eq!(claims.lookup(b"p\0c").unwrap(), None);
         // Another key under b's hash: the log tells them apart.
-        let hash = claims.index.hash(b"p\0c");
-        claims.index.insert(hash, Seq(6));
+        let hash = claims.kept.index.hash(b"p\0c");
+        claims.kept.index.insert(hash, Seq(6));
         assert_eq!(claims.lookup(b"p\0c").unwrap(), None);
         assert_eq!(claims.lookup(b"p\0b").unwrap(), Some(Seq(6)));
 
@@ -378,7 +412,7 @@ mod tests {
         assert_eq!(claims.expire(3, Seq(0)).unwrap(), 2);
         assert_eq!(claims.lookup(b"p\0a").unwrap(), None);
         assert_eq!(claims.expire(3, Seq(0)).unwrap(), 0);
-        claims.trim(claims.expired, 10).unwrap();
+        claims.trim(claims.expired(), 10).unwrap();
         assert!(claims.log.is_empty());
     }
 }

@@ -32,7 +32,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 
 use super::bloom::{Bloom, KeyHash};
-use super::claims::{self, entries, entry_len, push_entry, Claims, Index};
+use super::claims::{self, entries, entry_len, push_entry, Claims};
 use super::live::change;
 use super::pack::MAX_VALUE;
 use crate::event::Seq;
@@ -163,9 +163,8 @@ pub struct Runs {
 /// What [`Runs`] holds beside its trees, kept while the committer reopens sled (see
 /// `checkpoint.rs`).
 pub struct Detached {
-    /// The log's index, and how far it has expired (see [`Claims`]).
-    index: Index,
-    expired: (Seq, Seq),
+    /// The log's index, and how far it has expired.
+    claims: claims::Kept,
     sealed: Vec<Run>,
     building: Option<Building>,
     /// Claims since the last run began, and how many begin one.
@@ -186,15 +185,8 @@ pub struct Detached {
 impl Detached {
     /// The runs again, on the reopened trees.
     pub fn attach(mut self, log: sled::Tree, tree: sled::Tree, meta: sled::Tree) -> Runs {
-        let index = std::mem::replace(&mut self.index, Index::new());
-        let (expired, expired_seq) = self.expired;
         Runs {
-            claims: Claims {
-                log,
-                index,
-                expired,
-                expired_seq,
-            },
+            claims: std::mem::take(&mut self.claims).attach(log),
             tree,
             meta,
             kept: self,
@@ -226,17 +218,11 @@ impl Runs {
             None => 0,
         };
         let mut runs = Runs {
-            claims: Claims {
-                log: log.clone(),
-                index: Index::new(),
-                expired: Seq(0),
-                expired_seq: Seq(0),
-            },
+            claims: claims::Kept::default().attach(log.clone()),
             tree,
             meta,
             kept: Detached {
-                index: Index::new(),
-                expired: (Seq(0), Seq(0)),
+                claims: claims::Kept::default(),
                 sealed: Vec::new(),
                 building: None,
                 claimed: 0,
@@ -323,8 +309,7 @@ impl Runs {
 
     /// Drops the trees and keeps the rest (the index, the filters, the run being built).
     pub fn detach(mut self) -> Detached {
-        self.kept.index = self.claims.index;
-        self.kept.expired = (self.claims.expired, self.claims.expired_seq);
+        self.kept.claims = self.claims.detach();
         self.kept
     }
 
@@ -346,7 +331,7 @@ impl Runs {
 
     /// How many claims the log's index holds.
     pub fn recent_claims(&self) -> usize {
-        self.claims.index.len()
+        self.claims.len()
     }
 
     /// The change in stored bytes since the last call.
@@ -379,7 +364,7 @@ impl Runs {
             return self.drop_step(id);
         }
         if !self.kept.trimmed {
-            let through = self.kept.sealed_through.max(self.claims.expired);
+            let through = self.kept.sealed_through.max(self.claims.expired());
             let (delta, done) = self.claims.trim(through, TRIM_STEP)?;
             self.kept.delta += delta;
             self.kept.trimmed = done;
@@ -559,7 +544,7 @@ impl Runs {
         };
         let through =
             Seq::from_key(&newest).ok_or_else(|| StoreError::Corrupt("a dedup log key".into()))?;
-        let after = self.kept.sealed_through.max(self.claims.expired);
+        let after = self.kept.sealed_through.max(self.claims.expired());
         if through <= after {
             self.kept.claimed = 0;
             return Ok(None);
@@ -736,7 +721,7 @@ mod tests {
         claim(&mut runs, 0..5000, 1000);
         settle(&mut runs);
         assert!(runs.claims.log.is_empty());
-        assert_eq!(runs.claims.index.len(), 0);
+        assert_eq!(runs.recent_claims(), 0);
         assert_eq!(runs.sealed_keys(), 5000);
         for n in [0u64, 1, 2500, 4999] {
             assert_eq!(runs.lookup(id(n).as_bytes()).unwrap(), Some(Seq(n + 1)));
@@ -777,7 +762,7 @@ mod tests {
         assert_eq!(runs.sealed_keys(), 1000);
         // The later claims are still in the log, and found there.
         assert_eq!(runs.kept.claimed, 500);
-        assert_eq!(runs.claims.index.len(), 500);
+        assert_eq!(runs.recent_claims(), 500);
         for n in [0u64, 999, 1000, 1499] {
             assert_eq!(runs.lookup(id(n).as_bytes()).unwrap(), Some(Seq(n + 1)));
         }
@@ -795,7 +780,7 @@ mod tests {
         assert!(!runs.claims.log.is_empty());
         settle(&mut runs);
         assert!(runs.claims.log.is_empty());
-        assert_eq!(runs.claims.index.len(), 0);
+        assert_eq!(runs.recent_claims(), 0);
         // Claims after them are still found, and sealed later.
         claim(&mut runs, 2100..2110, 10);
         assert_eq!(runs.lookup(id(2105).as_bytes()).unwrap(), Some(Seq(2106)));
