@@ -73,7 +73,7 @@ impl From<::sled::Error> for StoreError {
 enum TreeId {
     /// seq -> event record.
     Events = 0,
-    /// (provider, dedup id) -> first seq and arrival time.
+    /// first new seq of a batch -> its dedup claims: the log of recent claims (`claims.rs`).
     Dedup = 1,
     /// Named values: the next seq, cursors, flags.
     Meta = 2,
