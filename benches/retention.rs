@@ -64,11 +64,7 @@ impl Point {
 }
 
 fn main() {
-    let args: Vec<u64> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .filter_map(|a| a.parse().ok())
-        .collect();
+    let args = common::number_args();
     let events = args.first().copied().unwrap_or(10_000_000);
     let rate = args.get(1).copied().unwrap_or(0);
     // The store's own log lines (checkpoints, the compaction's copy and pause) go to stderr.

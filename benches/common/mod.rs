@@ -23,6 +23,15 @@ pub const PROVIDER: &str = "bench";
 /// (the default 1000/s would cap every run at 1,000 acks/s plus a burst).
 pub const NO_ADDRESS_LIMIT: &str = "[limits]\nper_address_rps = 0\n\n";
 
+/// The bench's numeric arguments (after `--`; cargo's own flags skipped).
+pub fn number_args() -> Vec<u64> {
+    std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .filter_map(|a| a.parse().ok())
+        .collect()
+}
+
 /// The key requests are signed with.
 pub fn key() -> Vec<u8> {
     use base64::Engine;

@@ -18,15 +18,16 @@ use super::load::{body, headers, id_number, IdMode};
 
 /// Opens the store of the (stopped) gateway configured in `config`.
 pub fn open(config: &std::path::Path) -> (Config, Store) {
+    open_counted(config, Arc::new(Metrics::new()))
+}
+
+/// [`open`], counting into `metrics`.
+fn open_counted(config: &std::path::Path, metrics: Arc<Metrics>) -> (Config, Store) {
     let (config, _warnings) = load_file(config).unwrap_or_else(|errors| {
         panic!("bench config: {errors:?}");
     });
-    let store = Store::open(
-        &config.server.data_dir,
-        &config.store,
-        Arc::new(Metrics::new()),
-    )
-    .expect("open the store");
+    let store =
+        Store::open(&config.server.data_dir, &config.store, metrics).expect("open the store");
     (config, store)
 }
 
@@ -63,12 +64,31 @@ pub async fn preload(
     count: u64,
     concurrency: usize,
     mode: IdMode,
-) -> Duration {
+) -> Preloaded {
     let started = Instant::now();
-    let (config, store) = open(config);
+    let metrics = Arc::new(Metrics::new());
+    let (config, store) = open_counted(config, metrics.clone());
     fill(&config, &store, first, count, concurrency, mode, None).await;
     store.close().await;
-    started.elapsed()
+    let text = metrics.render();
+    let metric = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(0.0)
+    };
+    Preloaded {
+        took: started.elapsed(),
+        mean_batch: metric("hookgate_commit_batch_size_sum")
+            / metric("hookgate_commit_batch_size_count").max(1.0),
+    }
+}
+
+/// What [`preload`] took.
+pub struct Preloaded {
+    pub took: Duration,
+    /// The committer's mean batch, in events.
+    pub mean_batch: f64,
 }
 
 /// Stores the events `event_id(first, mode)` .. `event_id(first + count - 1, mode)` in `store`

@@ -4,6 +4,7 @@
 //!   bench fill   <layout L1|L2|L3> <dir> <n> [seg_size_bytes] [cache_bytes] [fsync 0|1]
 //!   bench reopen <layout> <dir> <n> [seg] [cache] [k_buckets_for_miss]
 //!   bench retain <layout> <dir> <n> [seg] [cache] [extra_batches] [report_every]
+//!   bench txsize <dir> <values> <values_per_transaction> [value_bytes]
 //!
 //! Events: i in 0..n, seq = i+1, received_at = T0 + i*EV_MS ms.
 //! body = 1024 bytes of JSON-ish text with random hex.
@@ -216,10 +217,71 @@ fn write_batch(
     payload
 }
 
+/// A counter of `/proc/self/io` (`wchar`: bytes handed to write calls; `write_bytes`: bytes
+/// that reached the block device).
+fn proc_io(field: &str) -> u64 {
+    let io = std::fs::read_to_string("/proc/self/io").unwrap();
+    io.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(": "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// `txsize <dir> <values> <values per transaction> [value bytes]`: sled alone, written as
+/// hookgate's committer writes (a transaction over an `events` and a `meta` tree, then
+/// `flush`): `values` values of `value bytes` (default 6,000) under ascending 8-byte keys, plus
+/// two small `meta` values per transaction. Prints the data dir and the bytes written against
+/// the values' bytes, to see what the size of a transaction does to sled's space.
+fn txsize(a: &[String]) {
+    let dir = a[0].as_str();
+    let total: u64 = a[1].parse().unwrap();
+    let per: u64 = a[2].parse().unwrap();
+    let vlen: usize = a.get(3).map(|s| s.parse().unwrap()).unwrap_or(6000);
+    let db = open(dir, 512 * 1024, 32 << 20);
+    let ev = db.open_tree("events").unwrap();
+    let mt = db.open_tree("meta").unwrap();
+    let (wchar, block) = (proc_io("wchar"), proc_io("write_bytes"));
+    let t = Instant::now();
+    let value = vec![7u8; vlen];
+    let mut k = 0u64;
+    while k < total {
+        (&ev, &mt)
+            .transaction(|(ev, mt)| {
+                for i in k..(k + per).min(total) {
+                    ev.insert(&i.to_be_bytes(), value.as_slice())?;
+                }
+                mt.insert(b"next", &(k + per).to_be_bytes())?;
+                mt.insert(b"live", &k.to_be_bytes())?;
+                Ok::<_, ConflictableTransactionError<()>>(())
+            })
+            .unwrap();
+        db.flush().unwrap();
+        k += per;
+    }
+    let took = t.elapsed();
+    let (wchar, block) = (proc_io("wchar") - wchar, proc_io("write_bytes") - block);
+    drop((ev, mt));
+    drop(db);
+    let payload = (total * vlen as u64) as f64;
+    println!(
+        "{total} values of {vlen} B, {per} a transaction: {:.1} s; data dir {:.2} x the values, \
+         written {:.2} x (write calls), {:.2} x (block device)",
+        took.as_secs_f64(),
+        du(dir) as f64 / payload,
+        wchar as f64 / payload,
+        block as f64 / payload
+    );
+}
+
 fn main() {
     #[allow(non_snake_case)]
     let BATCH: u64 = chunk_len();
     let a: Vec<String> = std::env::args().collect();
+    if a[1] == "txsize" {
+        return txsize(&a[2..]);
+    }
     let cmd = a[1].as_str();
     let layout = a[2].as_str();
     let dir = a[3].as_str();
