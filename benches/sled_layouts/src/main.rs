@@ -5,6 +5,7 @@
 //!   bench reopen <layout> <dir> <n> [seg] [cache] [k_buckets_for_miss]
 //!   bench retain <layout> <dir> <n> [seg] [cache] [extra_batches] [report_every]
 //!   bench txsize <dir> <values> <values_per_transaction> [value_bytes]
+//!   bench firstwrite <dir> <values>
 //!
 //! Events: i in 0..n, seq = i+1, received_at = T0 + i*EV_MS ms.
 //! body = 1024 bytes of JSON-ish text with random hex.
@@ -275,12 +276,58 @@ fn txsize(a: &[String]) {
     );
 }
 
+/// `firstwrite <dir> <values>`: fills sled with `values` values of 6,000 bytes (200 a
+/// transaction), closes it, opens it again and times the open, then the first transaction and
+/// flush after it, then a second one: sled's first write after an open deactivates every
+/// segment of the log at once (`SegmentAccountant::stabilize`).
+fn firstwrite(a: &[String]) {
+    let dir = a[0].as_str();
+    let total: u64 = a[1].parse().unwrap();
+    let value = vec![7u8; 6000];
+    {
+        let db = open(dir, 512 * 1024, 32 << 20);
+        let ev = db.open_tree("events").unwrap();
+        for start in (0..total).step_by(200) {
+            let mut batch = sled::Batch::default();
+            for i in start..(start + 200).min(total) {
+                batch.insert(&i.to_be_bytes(), value.as_slice());
+            }
+            ev.apply_batch(batch).unwrap();
+        }
+        db.flush().unwrap();
+    }
+    // Once more, so that the open below reads a snapshot and replays little.
+    drop(open(dir, 512 * 1024, 32 << 20));
+    let t = Instant::now();
+    let db = open(dir, 512 * 1024, 32 << 20);
+    let opened = t.elapsed();
+    let ev = db.open_tree("events").unwrap();
+    let mut writes = Vec::new();
+    for i in 0..2u64 {
+        let t = Instant::now();
+        ev.insert(&(total + i).to_be_bytes(), value.as_slice()).unwrap();
+        db.flush().unwrap();
+        writes.push(t.elapsed());
+    }
+    println!(
+        "{total} values ({} MB, {} segments of 512 KiB): open {:.3} s, first write {:.3} s, \
+         second {:.3} s",
+        du(dir) / 1_000_000,
+        du(dir) / (512 * 1024),
+        opened.as_secs_f64(),
+        writes[0].as_secs_f64(),
+        writes[1].as_secs_f64()
+    );
+}
+
 fn main() {
     #[allow(non_snake_case)]
     let BATCH: u64 = chunk_len();
     let a: Vec<String> = std::env::args().collect();
-    if a[1] == "txsize" {
-        return txsize(&a[2..]);
+    match a[1].as_str() {
+        "txsize" => return txsize(&a[2..]),
+        "firstwrite" => return firstwrite(&a[2..]),
+        _ => {}
     }
     let cmd = a[1].as_str();
     let layout = a[2].as_str();
