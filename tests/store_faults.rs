@@ -479,3 +479,26 @@ fn a_damaged_event_record_in_db_is_refused_or_served_whole() {
     );
     assert_refused_loudly_or_served_whole("db with a damaged record", &data, &acked);
 }
+
+/// The start warns when the data dir's file system is mounted with online discard (which
+/// stalls every commit while space is freed: `src/store/sled/mount.rs`), and only then.
+/// `findmnt` (util-linux) says how the test machine's is mounted; either way is checked.
+#[test]
+fn a_data_dir_on_a_discard_mount_is_warned_about_at_start() {
+    let gw = Gateway::start(&id_provider());
+    let findmnt = Command::new("findmnt")
+        .args(["--noheadings", "--output", "OPTIONS", "--target"])
+        .arg(gw.data_dir())
+        .output()
+        .expect("findmnt (util-linux) runs");
+    assert!(findmnt.status.success(), "{findmnt:?}");
+    let options = String::from_utf8_lossy(&findmnt.stdout).trim().to_string();
+    let discard = options.split(',').any(|option| option == "discard");
+    let warned = gw.logs().contains("mounted with online discard");
+    assert_eq!(
+        warned,
+        discard,
+        "mount options {options:?}; logs:\n{}",
+        gw.logs()
+    );
+}

@@ -14,6 +14,7 @@ mod compact;
 mod durable;
 mod keys;
 mod live;
+mod mount;
 mod pack;
 mod place;
 mod reader;
@@ -245,6 +246,7 @@ impl SledStore {
         metrics: Arc<Metrics>,
     ) -> Result<SledStore, StoreError> {
         std::fs::create_dir_all(dir)?;
+        mount::warn_if_online_discard(dir);
         let started = Instant::now();
         let sled_dir = place::live_dir(dir)?;
         place::remove_others(dir, &sled_dir, place::Removal::AtOnce);
