@@ -83,11 +83,40 @@ pub struct Counters {
     /// Sum (seconds) and count of the waits from handing an event to the store to its answer.
     pub ack_seconds: f64,
     pub acks: f64,
+    /// Sum and count of the committer's batch sizes, in events.
+    pub batch_events: f64,
+    pub batches: f64,
     /// Every histogram: name -> (upper bound in seconds, cumulative count) per bucket.
     pub buckets: std::collections::HashMap<String, Vec<(f64, f64)>>,
 }
 
 impl Counters {
+    /// The counters of a Prometheus text exposition (hookgate's `/metrics`).
+    pub fn from_text(text: &str) -> Counters {
+        let value = |name: &str| -> f64 {
+            text.lines()
+                .find_map(|line| {
+                    line.strip_prefix(name)
+                        .and_then(|rest| rest.trim().parse().ok())
+                })
+                .unwrap_or(0.0)
+        };
+        Counters {
+            fsyncs: value("hookgate_fsyncs_total "),
+            commits: value("hookgate_commits_total "),
+            stored: value("hookgate_events_stored_total "),
+            apply_seconds: value("hookgate_commit_apply_seconds_sum "),
+            applies: value("hookgate_commit_apply_seconds_count "),
+            sync_seconds: value("hookgate_commit_sync_seconds_sum "),
+            syncs: value("hookgate_commit_sync_seconds_count "),
+            ack_seconds: value("hookgate_ack_latency_seconds_sum "),
+            acks: value("hookgate_ack_latency_seconds_count "),
+            batch_events: value("hookgate_commit_batch_size_sum "),
+            batches: value("hookgate_commit_batch_size_count "),
+            buckets: histogram_buckets(text),
+        }
+    }
+
     /// The upper bound, in milliseconds, of the bucket holding the `q` quantile (0..=1) of what
     /// histogram `name` observed between `before` and `self`.
     pub fn quantile_ms(&self, before: &Counters, name: &str, q: f64) -> f64 {
@@ -195,27 +224,7 @@ impl Gateway {
 
     /// Blocking: call outside the tokio runtime.
     pub fn metrics(&self) -> Counters {
-        let text = self.admin("GET", "/metrics");
-        let value = |name: &str| -> f64 {
-            text.lines()
-                .find_map(|line| {
-                    line.strip_prefix(name)
-                        .and_then(|rest| rest.trim().parse().ok())
-                })
-                .unwrap_or(0.0)
-        };
-        Counters {
-            fsyncs: value("hookgate_fsyncs_total "),
-            commits: value("hookgate_commits_total "),
-            stored: value("hookgate_events_stored_total "),
-            apply_seconds: value("hookgate_commit_apply_seconds_sum "),
-            applies: value("hookgate_commit_apply_seconds_count "),
-            sync_seconds: value("hookgate_commit_sync_seconds_sum "),
-            syncs: value("hookgate_commit_sync_seconds_count "),
-            ack_seconds: value("hookgate_ack_latency_seconds_sum "),
-            acks: value("hookgate_ack_latency_seconds_count "),
-            buckets: histogram_buckets(&text),
-        }
+        Counters::from_text(&self.admin("GET", "/metrics"))
     }
 
     /// An admin request; panics unless it succeeds. Blocking.

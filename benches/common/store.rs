@@ -70,17 +70,10 @@ pub async fn preload(
     let (config, store) = open_counted(config, metrics.clone());
     fill(&config, &store, first, count, concurrency, mode, None).await;
     store.close().await;
-    let text = metrics.render();
-    let metric = |name: &str| -> f64 {
-        text.lines()
-            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-            .and_then(|value| value.parse().ok())
-            .unwrap_or(0.0)
-    };
+    let counters = super::Counters::from_text(&metrics.render());
     Preloaded {
         took: started.elapsed(),
-        mean_batch: metric("hookgate_commit_batch_size_sum")
-            / metric("hookgate_commit_batch_size_count").max(1.0),
+        mean_batch: counters.batch_events / counters.batches.max(1.0),
     }
 }
 
