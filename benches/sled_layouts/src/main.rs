@@ -4,8 +4,8 @@
 //!   bench fill   <layout L1|L2|L3> <dir> <n> [seg_size_bytes] [cache_bytes] [fsync 0|1]
 //!   bench reopen <layout> <dir> <n> [seg] [cache] [k_buckets_for_miss]
 //!   bench retain <layout> <dir> <n> [seg] [cache] [extra_batches] [report_every]
-//!   bench txsize <dir> <values> <values_per_transaction> [value_bytes]
-//!   bench firstwrite <dir> <values>
+//!   bench txsize <dir> <values> <values_per_transaction> [value_bytes] [segment_bytes]
+//!   bench firstwrite <dir> <values> [segment_bytes]
 //!
 //! Events: i in 0..n, seq = i+1, received_at = T0 + i*EV_MS ms.
 //! body = 1024 bytes of JSON-ish text with random hex.
@@ -230,7 +230,7 @@ fn proc_io(field: &str) -> u64 {
         .unwrap()
 }
 
-/// `txsize <dir> <values> <values per transaction> [value bytes]`: sled alone, written as
+/// `txsize <dir> <values> <values per transaction> [value bytes] [segment bytes]`: sled alone, written as
 /// hookgate's committer writes (a transaction over an `events` and a `meta` tree, then
 /// `flush`): `values` values of `value bytes` (default 6,000) under ascending 8-byte keys, plus
 /// two small `meta` values per transaction. Prints the data dir and the bytes written against
@@ -240,7 +240,8 @@ fn txsize(a: &[String]) {
     let total: u64 = a[1].parse().unwrap();
     let per: u64 = a[2].parse().unwrap();
     let vlen: usize = a.get(3).map(|s| s.parse().unwrap()).unwrap_or(6000);
-    let db = open(dir, 512 * 1024, 32 << 20);
+    let segment: usize = a.get(4).map_or(512 * 1024, |s| s.parse().unwrap());
+    let db = open(dir, segment, 32 << 20);
     let ev = db.open_tree("events").unwrap();
     let mt = db.open_tree("meta").unwrap();
     let (wchar, block) = (proc_io("wchar"), proc_io("write_bytes"));
@@ -267,7 +268,7 @@ fn txsize(a: &[String]) {
     drop(db);
     let payload = (total * vlen as u64) as f64;
     println!(
-        "{total} values of {vlen} B, {per} a transaction: {:.1} s; data dir {:.2} x the values, \
+        "{total} values of {vlen} B, {per} a transaction, segments of {segment} B: {:.1} s; data dir {:.2} x the values, \
          written {:.2} x (write calls), {:.2} x (block device)",
         took.as_secs_f64(),
         du(dir) as f64 / payload,
@@ -276,16 +277,21 @@ fn txsize(a: &[String]) {
     );
 }
 
-/// `firstwrite <dir> <values>`: fills sled with `values` values of 6,000 bytes (200 a
-/// transaction), closes it, opens it again and times the open, then the first transaction and
-/// flush after it, then a second one: sled's first write after an open deactivates every
-/// segment of the log at once (`SegmentAccountant::stabilize`).
+/// `firstwrite <dir> <values> [segment bytes]`: fills sled with `values` values of 6,000 bytes
+/// (200 a transaction) in segments of that size (default 512 KiB), closes it, opens it
+/// again and times the open, then 400 writes of one value, each flushed (2.4 MB: sled rolls into
+/// new segments, for which a writer needs its `SegmentAccountant`). sled's first write after an
+/// open deactivates every segment of the log at once (`SegmentAccountant::stabilize`), on the io
+/// thread that wrote it, after the flush has returned; each deactivation counts the free and
+/// inactive segments over all of them, so that pass is quadratic in the segment count, and a
+/// write that needs the accountant meanwhile waits for it.
 fn firstwrite(a: &[String]) {
     let dir = a[0].as_str();
     let total: u64 = a[1].parse().unwrap();
+    let segment: usize = a.get(2).map_or(512 * 1024, |s| s.parse().unwrap());
     let value = vec![7u8; 6000];
     {
-        let db = open(dir, 512 * 1024, 32 << 20);
+        let db = open(dir, segment, 32 << 20);
         let ev = db.open_tree("events").unwrap();
         for start in (0..total).step_by(200) {
             let mut batch = sled::Batch::default();
@@ -297,26 +303,31 @@ fn firstwrite(a: &[String]) {
         db.flush().unwrap();
     }
     // Once more, so that the open below reads a snapshot and replays little.
-    drop(open(dir, 512 * 1024, 32 << 20));
+    drop(open(dir, segment, 32 << 20));
     let t = Instant::now();
-    let db = open(dir, 512 * 1024, 32 << 20);
+    let db = open(dir, segment, 32 << 20);
     let opened = t.elapsed();
     let ev = db.open_tree("events").unwrap();
-    let mut writes = Vec::new();
-    for i in 0..2u64 {
+    let started = Instant::now();
+    let mut slowest = (0, std::time::Duration::ZERO);
+    for i in 0..400u64 {
         let t = Instant::now();
         ev.insert(&(total + i).to_be_bytes(), value.as_slice()).unwrap();
         db.flush().unwrap();
-        writes.push(t.elapsed());
+        if t.elapsed() > slowest.1 {
+            slowest = (i, t.elapsed());
+        }
     }
+    let size = du(dir);
     println!(
-        "{total} values ({} MB, {} segments of 512 KiB): open {:.3} s, first write {:.3} s, \
-         second {:.3} s",
-        du(dir) / 1_000_000,
-        du(dir) / (512 * 1024),
+        "{total} values ({} MB, {} segments of {segment} bytes): open {:.3} s; 400 writes after \
+         it {:.3} s, the slowest (write {}) {:.3} s",
+        size / 1_000_000,
+        size / segment as u64,
         opened.as_secs_f64(),
-        writes[0].as_secs_f64(),
-        writes[1].as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        slowest.0,
+        slowest.1.as_secs_f64()
     );
 }
 
