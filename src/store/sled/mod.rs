@@ -201,14 +201,41 @@ impl Drop for EndNotice {
     }
 }
 
+/// The size of sled's log segments in a store hookgate creates. sled's first write after an open
+/// deactivates every segment in one pass that counts all of them for each one (quadratic in
+/// their number: 3.5-3.8 s at 10 M events in 34,000 segments of sled's default 512 KiB), holding
+/// the lock that a write rolling into a new segment needs (`benches/sled_layouts/FINDINGS.md`,
+/// section 7); an open also reads every segment's header. Four times larger segments make that
+/// pass 16 times shorter.
+const SEGMENT_BYTES: usize = 2 << 20;
+
+/// The segment size of the sled store in `dir`: the one its `conf` file records (sled refuses to
+/// open a store with another), or [`SEGMENT_BYTES`] for a new store. A compaction's copy is a
+/// new store, so an older store moves to the current size at its next compaction.
+fn segment_bytes(dir: &Path) -> usize {
+    std::fs::read(dir.join("conf"))
+        .ok()
+        .and_then(|conf| recorded_segment_bytes(&conf))
+        .unwrap_or(SEGMENT_BYTES)
+}
+
+/// The `segment_size: N` line of sled's `conf` (text lines, then a 4-byte checksum).
+fn recorded_segment_bytes(conf: &[u8]) -> Option<usize> {
+    conf.split(|&byte| byte == b'\n').find_map(|line| {
+        let value = line.strip_prefix(b"segment_size: ")?;
+        std::str::from_utf8(value).ok()?.trim().parse().ok()
+    })
+}
+
 /// Opens sled under `dir`. The previous handle of this process (a closed store, or the
 /// checkpoint's) may take a while to let go of `db`'s lock after its last drop, while sled's
-/// io threads finish: the first write after an open makes one of them go through every segment
-/// of the log (`SegmentAccountant::stabilize`: 3.5-3.8 s at 10 M events, 34,000 segments), and
-/// a stop right after a start waits for it. A lock held elsewhere is retried for ten seconds.
+/// io threads finish the pass that the first write after an open starts (see
+/// [`SEGMENT_BYTES`]), and a stop right after a start waits for it. A lock held elsewhere is
+/// retried for ten seconds.
 fn open_db(dir: &Path, config: &StoreConfig) -> Result<::sled::Db, ::sled::Error> {
     let sled = ::sled::Config::new()
         .path(dir)
+        .segment_size(segment_bytes(dir))
         .cache_capacity(config.cache_bytes)
         // The committer flushes (and fsyncs) itself; a background flush would only compete.
         .flush_every_ms(None);

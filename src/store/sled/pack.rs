@@ -14,8 +14,9 @@
 //!   8-byte key, `[4][parts: u16 LE][bytes]`, parts 1.. under the 10-byte key seq ++ part (u16
 //!   BE), raw bytes. A 10-byte key sorts after its seq's 8-byte key and before the next seq's.
 //!
-//! Why the bound: sled writes a node bigger than a quarter of its segment (128 KiB at the default
-//! 512 KiB) to a separate blob file, which it never fsyncs and which a reader thread may write
+//! Why the bound: sled writes a node bigger than a quarter of its segment (128 KiB at sled's
+//! default 512 KiB, the smallest segments of any hookgate store; 512 KiB at hookgate's 2 MiB)
+//! to a separate blob file, which it never fsyncs and which a reader thread may write
 //! at any time (see `durable.rs`). A leaf holds at most 20 entries (it splits past 16, and a
 //! merge adds at most 3 to one of 17), so with every value at most 6 KiB, every node stays
 //! under the blob threshold and sled writes no blob files at all.

@@ -89,3 +89,34 @@ async fn expired_runs_go_while_no_request_comes() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// sled refuses to open a store with another segment size than the one it was made with: a store
+/// made with sled's default (512 KiB, every store before `SEGMENT_BYTES`) keeps it, and a new
+/// one gets `SEGMENT_BYTES`; both open, take events and open again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_keeps_the_segment_size_it_was_made_with() {
+    let (old, new) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    drop(::sled::Config::new().path(old.path()).open().unwrap());
+    assert_ne!(super::SEGMENT_BYTES, 512 * 1024);
+    for (dir, expected) in [(old.path(), 512 * 1024), (new.path(), super::SEGMENT_BYTES)] {
+        for round in 0..2 {
+            let store =
+                SledStore::open(dir, &StoreConfig::default(), Arc::new(Metrics::new())).unwrap();
+            let event = NewEvent::poll(
+                ProviderName::parse("p").unwrap(),
+                EventId::new(format!("event-{round}")).unwrap(),
+                None,
+                Bytes::from_static(b"{}"),
+            );
+            store.commit(event, Duration::from_secs(30)).await.unwrap();
+            store.close().await;
+            let conf = std::fs::read(dir.join("conf")).unwrap();
+            assert_eq!(super::recorded_segment_bytes(&conf), Some(expected));
+            assert_eq!(super::segment_bytes(dir), expected);
+        }
+    }
+    assert_eq!(
+        super::segment_bytes(&new.path().join("nothing")),
+        super::SEGMENT_BYTES
+    );
+}
