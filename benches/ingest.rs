@@ -4,7 +4,9 @@
 //!    baseline (an actix-web server in this process, as many workers as hookgate's, that reads
 //!    the body and answers 200) and then against the release `hookgate` on an empty temporary
 //!    data directory: acks/s, p50/p99/p99.9 ack latency, fsyncs per ack, mean commit batch, the
-//!    committer's apply and sync times, peak RSS (`VmHWM`), CPU per ack;
+//!    committer's apply and sync times, peak RSS (`VmHWM`), CPU per ack, and that CPU by thread
+//!    (HTTP workers, committer, sled's io threads, log writer, the rest; from
+//!    `/proc/<pid>/task`);
 //! 2. the 64-connection pair twice more, alternating, so the throughput ratio and the CPU per ack
 //!    are the medians of three runs made side by side;
 //! 3. three open-loop runs at half the highest acks/s (64 connections), each after a baseline run
@@ -69,6 +71,8 @@ struct GatewayFigures {
     commit_wait_p99_ms: f64,
     peak_rss_mib: f64,
     cpu_us_per_ack: f64,
+    /// `cpu_us_per_ack` by [`common::THREAD_GROUPS`], then the rest of the process.
+    cpu_us_by_thread: [f64; common::THREAD_GROUPS.len() + 1],
 }
 
 /// A hookgate under test, and the ids it acked.
@@ -399,11 +403,13 @@ impl Bench {
         let run = self.run(&gateway.url, connections, pace);
         let before = gateway.metrics();
         let (cpu_before, client_before) = (gateway.cpu_seconds(), own_cpu_seconds());
+        let threads_before = gateway.cpu_seconds_by_thread();
         let outcome = self.runtime.block_on(load::run(&run));
         let (cpu, client) = (
             gateway.cpu_seconds() - cpu_before,
             own_cpu_seconds() - client_before,
         );
+        let threads_after = gateway.cpu_seconds_by_thread();
         let after = gateway.metrics();
         target.acked.extend(outcome.acks.iter().map(|a| a.id));
         let acks = outcome.acks.len().max(1) as f64;
@@ -436,11 +442,28 @@ impl Bench {
                 ),
                 peak_rss_mib: gateway.peak_rss_mib(),
                 cpu_us_per_ack: cpu * 1e6 / acks,
+                cpu_us_by_thread: per_thread_us(cpu, &threads_before, &threads_after, acks),
             }),
             bench_cpu_us: client * 1e6 / acks,
         });
         per_second
     }
+}
+
+/// A run's CPU per ack by thread group, and what the groups leave of the process's `cpu`.
+fn per_thread_us(
+    cpu: f64,
+    before: &[f64; common::THREAD_GROUPS.len()],
+    after: &[f64; common::THREAD_GROUPS.len()],
+    acks: f64,
+) -> [f64; common::THREAD_GROUPS.len() + 1] {
+    let mut us = [0.0; common::THREAD_GROUPS.len() + 1];
+    for (group, (a, b)) in after.iter().zip(before).enumerate() {
+        us[group] = (a - b) * 1e6 / acks;
+    }
+    let named: f64 = us.iter().sum();
+    us[common::THREAD_GROUPS.len()] = cpu * 1e6 / acks - named;
+    us
 }
 
 /// This process's CPU time: the load generator's (and, in the baseline runs, the baseline
@@ -488,6 +511,23 @@ fn print_rows(rows: &[Row]) {
             row.bench_cpu_us,
             row.figures.errors
         );
+    }
+    println!("\n### hookgate's CPU µs per ack, by thread, in the same runs\n");
+    let groups: Vec<&str> = common::THREAD_GROUPS
+        .iter()
+        .map(|(_, name)| *name)
+        .collect();
+    println!("| connections | {} | other |", groups.join(" | "));
+    println!("|---|{}---|", "---|".repeat(groups.len()));
+    for row in rows {
+        if let Some(g) = &row.gateway {
+            let cells: Vec<String> = g
+                .cpu_us_by_thread
+                .iter()
+                .map(|us| format!("{us:.1}"))
+                .collect();
+            println!("| {} | {} |", row.label, cells.join(" | "));
+        }
     }
 }
 

@@ -268,6 +268,11 @@ impl Gateway {
         process_cpu_seconds(self.child.id())
     }
 
+    /// CPU time the gateway's threads have used so far, in seconds, by [`THREAD_GROUPS`].
+    pub fn cpu_seconds_by_thread(&self) -> [f64; THREAD_GROUPS.len()] {
+        threads_cpu_seconds(self.child.id())
+    }
+
     /// SIGTERM, and waits for the clean shutdown (which checkpoints the store).
     pub fn stop(mut self) {
         if let Ok(pid) = i32::try_from(self.child.id()) {
@@ -337,6 +342,11 @@ pub fn percentile_ms(sorted_us: &[u32], p: f64) -> f64 {
 /// (clock ticks of 1/100 s, Linux's `USER_HZ` on every mainstream architecture).
 pub fn process_cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/<pid>/stat");
+    stat_cpu_seconds(&stat)
+}
+
+/// utime + stime of a `/proc/<pid>/stat` or `/proc/<pid>/task/<tid>/stat` line, in seconds.
+fn stat_cpu_seconds(stat: &str) -> f64 {
     // Fields after the command name, which is in parentheses and may hold spaces.
     let fields: Vec<&str> = stat
         .rsplit_once(')')
@@ -346,6 +356,38 @@ pub fn process_cpu_seconds(pid: u32) -> f64 {
     let ticks = |i: usize| -> f64 { fields.get(i).and_then(|f| f.parse().ok()).unwrap_or(0.0) };
     // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
     (ticks(11) + ticks(12)) / 100.0
+}
+
+/// How the gateway's threads are grouped when their CPU is told apart, by name prefix: the
+/// HTTP workers, the committer, sled's io threads, the log's writer. Threads that end during a
+/// run are in none (a run's "other" is the process's CPU less these).
+pub const THREAD_GROUPS: [(&str, &str); 4] = [
+    ("actix-rt", "HTTP workers"),
+    ("hookgate-commit", "committer"),
+    ("sled-io", "sled io"),
+    ("hookgate-log", "log writer"),
+];
+
+/// CPU time (user + system) of process `pid`'s live threads so far, in seconds, summed by
+/// [`THREAD_GROUPS`].
+pub fn threads_cpu_seconds(pid: u32) -> [f64; THREAD_GROUPS.len()] {
+    let mut seconds = [0.0; THREAD_GROUPS.len()];
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return seconds;
+    };
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue; // the thread ended since the directory was read
+        };
+        let name = stat
+            .split_once('(')
+            .and_then(|(_, rest)| rest.rsplit_once(')'))
+            .map_or("", |(name, _)| name);
+        if let Some(group) = THREAD_GROUPS.iter().position(|(p, _)| name.starts_with(p)) {
+            seconds[group] += stat_cpu_seconds(&stat);
+        }
+    }
+    seconds
 }
 
 /// `uptime`'s load averages, to note how busy the shared machine was.
