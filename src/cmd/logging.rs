@@ -5,7 +5,9 @@
 //! Lines are written by a thread of their own ([`tracing_appender::non_blocking`]), so a reader
 //! that stops reading (a stuck journald, a full pipe) never holds up a request: up to
 //! [`BUFFERED_LINES`] lines wait in memory, and past that new lines are dropped and counted
-//! (`hookgate_log_lines_dropped_total`). Dropping the [`Logging`] guard writes out what waits.
+//! (`hookgate_log_lines_dropped_total`). That thread writes the lines waiting in one `write`
+//! (up to [`WRITE_BYTES`]) instead of one each, and writes out as soon as none wait, so a line
+//! is never held back. Dropping the [`Logging`] guard writes out what waits.
 //!
 //! Text is journald-friendly: no colours unless stderr is a terminal, and when stderr is the
 //! journal (systemd's `JOURNAL_STREAM` names it) no timestamp (journald stamps each line) but a
@@ -37,6 +39,9 @@ pub enum LogFormat {
 /// Lines waiting for stderr before new ones are dropped (about 25 MiB of 200-byte lines).
 pub const BUFFERED_LINES: usize = 128_000;
 
+/// The most the log's thread gathers into one `write` on stderr.
+pub const WRITE_BYTES: usize = 64 * 1024;
+
 /// Counts the lines dropped because [`BUFFERED_LINES`] were waiting.
 static DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
 
@@ -59,7 +64,10 @@ pub fn init(format: LogFormat) -> Logging {
         .buffered_lines_limit(BUFFERED_LINES)
         .lossy(true)
         .thread_name("hookgate-log")
-        .finish(std::io::stderr());
+        .finish(std::io::BufWriter::with_capacity(
+            WRITE_BYTES,
+            std::io::stderr(),
+        ));
     let _ = DROPPED.set(writer.error_counter());
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
