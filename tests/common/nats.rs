@@ -215,7 +215,23 @@ impl NatsCluster {
         NatsCluster::start_with(dir, SyncInterval::Default)
     }
 
+    /// As [`NatsCluster::start`]. A new cluster that elects no meta leader (seen once, cause
+    /// not found; the ports are picked free, then bound by the servers a moment later) is
+    /// stopped, reported on stderr with every node's log, and started once more under
+    /// `dir/retry` on other ports; a second failure panics. No test is about nats-server
+    /// forming a cluster; a restart of a formed one is never retried. Each cluster has a name of
+    /// its own, so two that crossed would refuse each other's routes and say so in their logs.
     pub fn start_with(dir: &Path, sync: SyncInterval) -> NatsCluster {
+        match NatsCluster::try_start(dir, sync) {
+            Ok(cluster) => cluster,
+            Err(failure) => {
+                eprintln!("a new nats cluster failed to form; starting another: {failure}");
+                NatsCluster::try_start(&dir.join("retry"), sync).unwrap_or_else(|f| panic!("{f}"))
+            }
+        }
+    }
+
+    fn try_start(dir: &Path, sync: SyncInterval) -> Result<NatsCluster, String> {
         std::fs::create_dir_all(dir).expect("create the cluster directory");
         let ports: Vec<NodePorts> = (0..CLUSTER_SIZE)
             .map(|_| NodePorts {
@@ -239,10 +255,11 @@ impl NatsCluster {
                 "server_name: n{node}\nlisten: 127.0.0.1:{}\nhttp: 127.0.0.1:{}\n\
                  max_payload: {MAX_PAYLOAD}\n\
                  jetstream {{\n  store_dir: \"{}\"\n  {sync_line}}}\n\
-                 cluster {{\n  name: hookgate-test\n  listen: 127.0.0.1:{}\n  routes: [{}]\n}}\n",
+                 cluster {{\n  name: hookgate-test-{}\n  listen: 127.0.0.1:{}\n  routes: [{}]\n}}\n",
                 mine.client,
                 mine.monitor,
                 store.display(),
+                ports[0].route,
                 mine.route,
                 routes.join(", ")
             );
@@ -257,8 +274,8 @@ impl NatsCluster {
         for node in 0..CLUSTER_SIZE {
             cluster.spawn(node);
         }
-        cluster.wait_for_meta_leader();
-        cluster
+        cluster.wait_for_meta_leader()?;
+        Ok(cluster)
     }
 
     /// The client URLs of all nodes, as a gateway's `servers` lists them.
@@ -305,7 +322,8 @@ impl NatsCluster {
                 self.spawn(node);
             }
         }
-        self.wait_for_meta_leader();
+        self.wait_for_meta_leader()
+            .unwrap_or_else(|f| panic!("{f}"));
     }
 
     /// The node leading `stream`, if some running node knows one.
@@ -384,7 +402,8 @@ impl NatsCluster {
         self.nodes[node] = Some(child);
     }
 
-    fn wait_for_meta_leader(&self) {
+    /// Waits up to 30 s for JetStream's meta leader; else says so with every node's log.
+    fn wait_for_meta_leader(&self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             let led = (0..CLUSTER_SIZE).any(|node| {
@@ -395,14 +414,17 @@ impl NatsCluster {
                 })
             });
             if led {
-                return;
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!(
+        let logs: Vec<String> = (0..CLUSTER_SIZE)
+            .map(|node| format!("--- n{node}'s log:\n{}", self.log(node)))
+            .collect();
+        Err(format!(
             "the cluster elected no meta leader within 30 s\n{}",
-            self.log(0)
-        );
+            logs.join("\n")
+        ))
     }
 
     /// The stream's entry in node `node`'s `/jsz?streams=true`, if that node is up and holds it.
