@@ -390,7 +390,6 @@ pub fn threads_cpu_seconds(pid: u32) -> [f64; THREAD_GROUPS.len()] {
     seconds
 }
 
-/// `uptime`'s load averages, to note how busy the shared machine was.
 /// Writes dirty pages out and drops the kernel's page cache, as a reboot would leave it; false
 /// when this process may not (it needs root).
 pub fn drop_page_cache() -> bool {
@@ -398,6 +397,7 @@ pub fn drop_page_cache() -> bool {
     synced && std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok()
 }
 
+/// `uptime`'s load averages, to note how busy the shared machine was.
 pub fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|text| {
