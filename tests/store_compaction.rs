@@ -187,10 +187,14 @@ async fn retention_then_compaction_gives_disk_back_while_commits_go_on() {
         "filled {filled} bytes; {} events kept ({payload} bytes of bodies), {compacted} bytes after",
         kept.len()
     );
-    // sled's log takes a few segments more than it holds: ~8 MiB in segments of 512 KiB, ~11
-    // MiB in the copy's 2 MiB ones (12 MB held; `benches/sled_layouts` txsize).
+    // sled's log takes a few segments more than it holds, and its file grows a whole segment at
+    // a time. Holding 12.3-12.6 MB, the copy (2 MiB segments) has measured 25.2 to 31.5 MB, in
+    // steps of one segment, depending on how many commits raced the copy: 6.5 to 12.6 MB over
+    // 1.5 x the bodies. Eight segments over 1.5 x leaves room for one or two more; what the
+    // ratio is on a store of real size, the retention bench measures.
+    let segment = segment_bytes(&dir.join("sled.1")) as f64;
     assert!(
-        (compacted as f64) < 1.5 * payload as f64 + 12.0 * 1024.0 * 1024.0,
+        (compacted as f64) < 1.5 * payload as f64 + 8.0 * segment,
         "{compacted} bytes on disk for {payload} bytes kept"
     );
     assert_eq!(
