@@ -429,8 +429,9 @@ impl Committer {
                         .as_mut()
                         .is_some_and(|p| p.next() == next && p.push(record));
                     if !appended {
-                        if let Some(full) = pack.as_ref().filter(|_| pack_dirty) {
-                            delta += put(events, &pack::key(full.first), full.value())?;
+                        // Nothing more is appended to the pack it leaves: it is sealed.
+                        if let Some(full) = &pack {
+                            delta += put(events, &pack::key(full.first), &full.sealed())?;
                         }
                         let mut fresh = Pack::new(next);
                         fresh.push(record);

@@ -47,11 +47,14 @@ use live::Live;
 use reader::{Reader, Stored};
 
 const NEXT_SEQ_KEY: &[u8] = b"next_seq";
-/// `meta` key of the layout version: 4, events in packs (`pack.rs`) and the recent dedup claims
-/// in a log (`claims.rs`). Layout 3 had one `dedup` entry per key; stores without the key are
+/// `meta` key of the layout version: 5, events in packs (`pack.rs`), full ones sealed
+/// (compressed), and the recent dedup claims in a log (`claims.rs`). Layout 4 had no sealed
+/// packs: it is marked 5 at its first open, so that an older hookgate refuses it rather than
+/// fail on a sealed pack. Layout 3 had one `dedup` entry per key; stores without the key are
 /// older still (one event per value, read as they are).
 const LAYOUT_KEY: &[u8] = b"layout";
-const LAYOUT: &[u8] = &[4];
+const LAYOUT: &[u8] = &[5];
+const LAYOUT_4: &[u8] = &[4];
 const LAYOUT_3: &[u8] = &[3];
 /// What a compaction's copy is expected to take over the bytes it holds, until one was measured
 /// (`compact.rs`: 1.45-1.5 in sled's own measurements).
@@ -732,8 +735,14 @@ impl Backend for SledStore {
 /// then marks the store with this layout); refuses a store of a layout this hookgate does not
 /// know.
 fn check_layout(trees: &Trees, dir: &Path) -> Result<bool, StoreError> {
-    match trees.get(TreeId::Meta).get(LAYOUT_KEY)? {
+    let meta = trees.get(TreeId::Meta);
+    match meta.get(LAYOUT_KEY)? {
         Some(layout) if layout == LAYOUT => Ok(false),
+        Some(layout) if layout == LAYOUT_4 => {
+            // Durable before any sealed pack is: the open's sync, or the first batch's.
+            meta.insert(LAYOUT_KEY, LAYOUT)?;
+            Ok(false)
+        }
         Some(layout) if layout == LAYOUT_3 => Ok(true),
         None => Ok(true),
         Some(other) => Err(StoreError::Corrupt(format!(

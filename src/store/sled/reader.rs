@@ -72,7 +72,7 @@ impl Reader {
         let corrupt = |err: String| StoreError::Corrupt(format!("events value {first}: {err}"));
         let mut keys = vec![pack::key(first).to_vec()];
         let mut events = Vec::new();
-        match pack::parse(value).map_err(corrupt)? {
+        match pack::parse(&pack::unseal(value).map_err(corrupt)?).map_err(corrupt)? {
             pack::Value::Pack(records) => {
                 for (offset, record) in records {
                     let seq = Seq(first.0 + u64::from(offset));

@@ -139,7 +139,8 @@ fn scan_events(
 fn without(stored: &Stored, expired: &[Seq]) -> Result<Write, StoreError> {
     let corrupt =
         |err: String| StoreError::Corrupt(format!("events value {}: {err}", stored.first));
-    let pack::Value::Pack(records) = pack::parse(&stored.value).map_err(corrupt)? else {
+    let unsealed = pack::unseal(&stored.value).map_err(corrupt)?;
+    let pack::Value::Pack(records) = pack::parse(&unsealed).map_err(corrupt)? else {
         return Err(corrupt("a large record partly expired".into()));
     };
     let mut kept = Pack::new(stored.first);
@@ -153,7 +154,7 @@ fn without(stored: &Stored, expired: &[Seq]) -> Result<Write, StoreError> {
         TreeId::Events,
         pack::key(stored.first).to_vec(),
         stored.value.to_vec(),
-        Some(kept.value().to_vec()),
+        Some(kept.sealed()),
     ))
 }
 

@@ -120,3 +120,60 @@ async fn a_store_keeps_the_segment_size_it_was_made_with() {
         super::SEGMENT_BYTES
     );
 }
+
+/// A full pack is stored sealed (compressed) and reads back as it was written; a store of layout
+/// 4 (no sealed packs) opens and is marked 5, so that an older hookgate refuses it, and a store
+/// of a layout this hookgate does not know is refused with a message that says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_packs_are_sealed_and_the_layout_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig::default();
+    let body = |n: usize| format!(r#"{{"id":"event-{n}","text":"{}"}}"#, "hello ".repeat(150));
+    let meta_layout = |set: Option<u8>| {
+        let db = super::open_db(dir.path(), &config).unwrap();
+        let meta = db.open_tree("meta").unwrap();
+        if let Some(layout) = set {
+            meta.insert(super::LAYOUT_KEY, &[layout]).unwrap();
+            db.flush().unwrap();
+        }
+        let layout = meta.get(super::LAYOUT_KEY).unwrap().unwrap().to_vec();
+        let events = db.open_tree("events").unwrap();
+        let kinds: Vec<u8> = events.iter().values().map(|v| v.unwrap()[0]).collect();
+        (layout, kinds)
+    };
+    let store = SledStore::open(dir.path(), &config, Arc::new(Metrics::new())).unwrap();
+    for n in 0..40 {
+        let event = NewEvent::poll(
+            ProviderName::parse("p").unwrap(),
+            EventId::new(format!("event-{n}")).unwrap(),
+            None,
+            Bytes::from(body(n)),
+        );
+        store.commit(event, Duration::from_secs(30)).await.unwrap();
+    }
+    store.close().await;
+    drop(store);
+    let (layout, kinds) = meta_layout(Some(4));
+    assert_eq!(layout, [4]);
+    // Every pack but the newest is sealed (kind 5); the newest is raw (kind 3).
+    assert!(kinds.len() > 4, "{kinds:?}");
+    let (newest, full) = kinds.split_last().unwrap();
+    assert!(full.iter().all(|&kind| kind == 5), "{kinds:?}");
+    assert_eq!(*newest, 3);
+
+    let store = SledStore::open(dir.path(), &config, Arc::new(Metrics::new())).unwrap();
+    let events = store.events_after(super::Seq(0), 100, None).await.unwrap();
+    let bodies: Vec<Vec<u8>> = events.into_iter().map(|event| event.body).collect();
+    let expected: Vec<Vec<u8>> = (0..40).map(|n| body(n).into_bytes()).collect();
+    assert_eq!(bodies, expected);
+    store.close().await;
+    drop(store);
+    assert_eq!(meta_layout(None).0, [5], "marked at its open");
+    assert_eq!(meta_layout(Some(6)).0, [6]);
+
+    let refused = SledStore::open(dir.path(), &config, Arc::new(Metrics::new()))
+        .err()
+        .expect("a store of layout 6 is refused");
+    assert!(refused.to_string().contains("newer hookgate"), "{refused}");
+    assert_eq!(meta_layout(Some(5)).1.len(), kinds.len());
+}
