@@ -732,8 +732,8 @@ impl Backend for SledStore {
 }
 
 /// Whether the store is of an older layout, whose `dedup` tree the open turns into a log (and
-/// then marks the store with this layout); refuses a store of a layout this hookgate does not
-/// know.
+/// then marks the store with this layout); marks a store of layout 4 with this one (nothing else
+/// differs); refuses a store of a layout this hookgate does not know.
 fn check_layout(trees: &Trees, dir: &Path) -> Result<bool, StoreError> {
     let meta = trees.get(TreeId::Meta);
     match meta.get(LAYOUT_KEY)? {
