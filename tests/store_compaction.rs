@@ -268,3 +268,62 @@ async fn a_store_without_much_garbage_is_not_compacted() {
     assert!(!data.path().join("current").exists());
     store.close().await;
 }
+
+/// A compaction's copy seals the packs the committer left raw (here, the pack open at each of
+/// ten stops; also every pack of a store from before sealing), and they read back as written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compaction_seals_the_packs_left_raw() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path();
+    let text = |n: usize| format!(r#"{{"id":"event-{n}","text":"{}"}}"#, "hello ".repeat(100));
+    let mut expected = BTreeMap::new();
+    for stop in 0..10 {
+        let store = open_with(dir, Arc::new(Metrics::new()), 1.0);
+        for n in stop * 3..stop * 3 + 3 {
+            let event = NewEvent::poll(
+                ProviderName::parse("p").unwrap(),
+                EventId::new(format!("event-{n}")).unwrap(),
+                None,
+                Bytes::from(text(n)),
+            );
+            expected.insert(accept(&store, event).await.0, text(n).into_bytes());
+        }
+        store.close().await;
+    }
+    // The kind of each pack (the first byte of each 8-byte-keyed `events` value): 3 raw, 5 sealed.
+    let kinds = |dir: &Path| {
+        let db = sled::Config::new()
+            .path(dir)
+            .segment_size(segment_bytes(dir))
+            .open()
+            .unwrap();
+        let events = db.open_tree("events").unwrap();
+        let kinds: Vec<u8> = events
+            .iter()
+            .map(|entry| entry.unwrap())
+            .filter(|(key, _)| key.len() == 8)
+            .map(|(_, value)| value[0])
+            .collect();
+        kinds
+    };
+    assert_eq!(kinds(dir), [3; 10], "one raw pack per stop");
+
+    let metrics = Arc::new(Metrics::new());
+    let store = open_with(dir, metrics.clone(), 1.0);
+    let cutoffs = Cutoffs {
+        events_ms: 0,
+        dedup_ms: 0,
+    };
+    store.sweep(cutoffs, Arc::new(Vec::new())).await.unwrap();
+    assert_eq!(metrics.store_compactions.get(), 1);
+    let events = store.events_after(Seq(0), 100, None).await.unwrap();
+    let read: BTreeMap<u64, Vec<u8>> = events.into_iter().map(|e| (e.seq, e.body)).collect();
+    assert_eq!(read, expected);
+    store.close().await;
+    drop(store);
+    assert_eq!(
+        kinds(&dir.join("sled.1")),
+        [5; 10],
+        "every pack sealed by the copy"
+    );
+}

@@ -47,7 +47,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::committer::{Committer, Message, Pending, Work};
 use super::live::change;
-use super::{open_db, place, Handles, Trees};
+use super::{open_db, pack, place, Handles, TreeId, Trees, TREE_NAMES};
 use crate::config::StoreConfig;
 use crate::store::StoreError;
 
@@ -564,9 +564,10 @@ fn copy_keys(
     Ok(copied)
 }
 
-/// Puts (`Some`) or removes (`None`) `batch`'s entries in `tree` of the copy, in one sled
-/// `Batch` followed by a flush (no fsync: the scan writes the copy back every few MB, and it is
-/// synced whole before the switch), and empties it. Returns the change in the copy's bytes.
+/// Puts (`Some`) or removes (`None`) `batch`'s entries in `tree` of the copy (sealing the raw
+/// packs of `events` that compress: `pack::resealed`), in one sled `Batch` followed by a flush
+/// (no fsync: the scan writes the copy back every few MB, and it is synced whole before the
+/// switch), and empties it. Returns the change in the copy's bytes.
 ///
 /// Written this way, sled's log held 1.48 times the bytes copied (40,000 values of 6,000 bytes),
 /// against 1.58 with the same entries in a transaction and 1.92 with one `insert` per entry;
@@ -583,8 +584,16 @@ fn write(
     }
     let mut writes = sled::Batch::default();
     let mut delta = 0;
+    let events = *tree.name() == *TREE_NAMES[TreeId::Events as usize].as_bytes();
     // The copier is the copy's only writer: what it holds now is what the batch replaces.
-    for (key, value) in batch.drain(..) {
+    for (key, mut value) in batch.drain(..) {
+        if let Some(sealed) = value
+            .as_ref()
+            .filter(|_| events)
+            .and_then(|value| pack::resealed(&key, value))
+        {
+            value = Some(sealed.into());
+        }
         delta += change(&key, tree.get(&key)?, value.as_deref());
         match value {
             Some(value) => writes.insert(key, value),

@@ -128,29 +128,39 @@ impl Pack {
     /// The pack's value once nothing more is appended to it: compressed, unless that would not
     /// make it smaller.
     pub fn sealed(&self) -> Vec<u8> {
-        thread_local! {
-            static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> =
-                const { RefCell::new(None) };
-        }
-        let mut sealed = vec![0; 1 + zstd::zstd_safe::compress_bound(self.bytes.len())];
-        sealed[0] = SEALED;
-        let compressed = COMPRESSOR.with_borrow_mut(|compressor| {
-            let compressor = match compressor {
-                Some(compressor) => compressor,
-                None => compressor.insert(zstd::bulk::Compressor::new(ZSTD_LEVEL).ok()?),
-            };
-            compressor
-                .compress_to_buffer(&self.bytes, &mut sealed[1..])
-                .ok()
-        });
-        match compressed {
-            Some(len) if 1 + len < self.bytes.len() => {
-                sealed.truncate(1 + len);
-                sealed
-            }
-            _ => self.bytes.clone(),
-        }
+        seal(&self.bytes).unwrap_or_else(|| self.bytes.clone())
     }
+}
+
+/// An `events` entry's value sealed, if it is a raw pack that compression makes smaller (a
+/// compaction's copy seals what the committer left raw: packs of a store from before sealing, the
+/// pack open at a stop, a pack the sweeper cut short). A large record's parts (10-byte keys) are
+/// raw bytes, whatever their first byte, and stay as they are.
+pub fn resealed(key: &[u8], value: &[u8]) -> Option<Vec<u8>> {
+    (key.len() == 8 && value.first() == Some(&PACK))
+        .then(|| seal(value))
+        .flatten()
+}
+
+/// A raw pack's bytes compressed into a sealed value, or `None` when that is not smaller.
+fn seal(raw: &[u8]) -> Option<Vec<u8>> {
+    thread_local! {
+        static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> =
+            const { RefCell::new(None) };
+    }
+    let mut sealed = vec![0; 1 + zstd::zstd_safe::compress_bound(raw.len())];
+    sealed[0] = SEALED;
+    let len = COMPRESSOR.with_borrow_mut(|compressor| {
+        let compressor = match compressor {
+            Some(compressor) => compressor,
+            None => compressor.insert(zstd::bulk::Compressor::new(ZSTD_LEVEL).ok()?),
+        };
+        compressor.compress_to_buffer(raw, &mut sealed[1..]).ok()
+    })?;
+    (1 + len < raw.len()).then(|| {
+        sealed.truncate(1 + len);
+        sealed
+    })
 }
 
 /// The bytes [`parse`] reads from a stored value: a sealed pack's, decompressed (at most
@@ -347,6 +357,47 @@ mod tests {
         // A frame that would decompress to more than any pack holds is refused, not allocated.
         let big = zstd::bulk::compress(&vec![PACK; MAX_VALUE + 1], 1).unwrap();
         assert!(unseal(&[&[SEALED], big.as_slice()].concat()).is_err());
+    }
+
+    #[test]
+    fn only_raw_packs_that_shrink_are_resealed() {
+        let text = br#"{"id":"evt_1","type":"message.created","text":"hello hello hello"}"#;
+        let mut pack = Pack::new(Seq(7));
+        pack.push(text);
+        pack.push(text);
+        let key = key(Seq(7));
+        let resealed = resealed(&key, pack.value()).expect("JSON shrinks");
+        assert_eq!(resealed, pack.sealed());
+        assert_eq!(unseal(&resealed).unwrap().as_ref(), pack.value());
+        assert_eq!(
+            super::resealed(&key, &resealed),
+            None,
+            "sealed stays as it is"
+        );
+        let mut state = 1u64;
+        let noise: Vec<u8> = (0..4000)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (state >> 56) as u8
+            })
+            .collect();
+        let mut random = Pack::new(Seq(9));
+        random.push(&noise);
+        assert_eq!(
+            super::resealed(&key, random.value()),
+            None,
+            "noise stays raw"
+        );
+        // A large record's part that happens to start like a pack is raw bytes all the same.
+        let mut record = vec![b'a'; MAX_VALUE * 2];
+        record[MAX_VALUE - PACK_HEADER] = PACK;
+        let parts = large(Seq(3), &record);
+        assert_eq!(parts[1].1[0], PACK);
+        for (key, value) in parts {
+            assert_eq!(super::resealed(&key, &value), None);
+        }
     }
 
     #[test]
