@@ -69,6 +69,10 @@ struct GatewayFigures {
     /// and the bucket bound of its 99th percentile.
     commit_wait_ms: f64,
     commit_wait_p99_ms: f64,
+    /// sled checkpoints during the run, and the mean time one held the committer: every ack
+    /// waits meanwhile (`[store] checkpoint_mb`).
+    checkpoints: f64,
+    checkpoint_ms: f64,
     peak_rss_mib: f64,
     cpu_us_per_ack: f64,
     /// `cpu_us_per_ack` by [`common::THREAD_GROUPS`], then the rest of the process.
@@ -440,6 +444,11 @@ impl Bench {
                     after.ack_seconds - before.ack_seconds,
                     after.acks - before.acks,
                 ),
+                checkpoints: after.checkpoints - before.checkpoints,
+                checkpoint_ms: mean_ms(
+                    after.checkpoint_seconds - before.checkpoint_seconds,
+                    after.checkpoints - before.checkpoints,
+                ),
                 peak_rss_mib: gateway.peak_rss_mib(),
                 cpu_us_per_ack: cpu * 1e6 / acks,
                 cpu_us_by_thread: per_thread_us(cpu, &threads_before, &threads_after, acks),
@@ -475,15 +484,20 @@ fn own_cpu_seconds() -> f64 {
 fn print_rows(rows: &[Row]) {
     println!("\n### Runs, in the order they were made\n");
     println!(
-        "| server | connections | req/s | p50 ms | p99 ms | p99.9 ms | fsyncs/ack | mean batch | apply ms | sync ms | sync p99 ≤ ms | commit wait ms | commit wait p99 ≤ ms | peak RSS MiB | hookgate CPU µs/ack | bench CPU µs/req | errors |"
+        "| server | connections | req/s | p50 ms | p99 ms | p99.9 ms | fsyncs/ack | mean batch | apply ms | sync ms | sync p99 ≤ ms | commit wait ms | commit wait p99 ≤ ms | checkpoints (mean pause) | peak RSS MiB | hookgate CPU µs/ack | bench CPU µs/req | errors |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for row in rows {
         let gateway = row.gateway.as_ref().map_or_else(
-            || "| | | | | | | | | ".to_string(),
+            || "| | | | | | | | | | ".to_string(),
             |g| {
+                let checkpoints = if g.checkpoints > 0.0 {
+                    format!("{:.0} ({:.0} ms)", g.checkpoints, g.checkpoint_ms)
+                } else {
+                    "0".to_string()
+                };
                 format!(
-                    "| {:.3} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} ",
+                    "| {:.3} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {checkpoints} | {:.0} | {:.0} ",
                     g.fsyncs_per_ack,
                     g.mean_batch,
                     g.apply_ms,

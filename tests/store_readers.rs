@@ -271,7 +271,7 @@ fn read_events(admin_url: &str, seen: &Mutex<BTreeMap<u64, String>>, stop: &Atom
 fn seqs_read_through_the_admin_api_survive_sigkill() {
     // Without the per-address rate limit, which a fast run of the load passes (429s).
     let store = "\n[limits]\nper_address_rps = 0\n";
-    assert_seqs_survive_sigkill(store, Duration::from_millis(1500), None);
+    assert_seqs_survive_sigkill(store, Duration::from_millis(1500), &[]);
 }
 
 /// The same with sled checkpointed (closed and reopened under the readers) every MB committed.
@@ -279,8 +279,12 @@ fn seqs_read_through_the_admin_api_survive_sigkill() {
 fn seqs_read_across_checkpoints_survive_sigkill() {
     // Without the per-address rate limit, so that the load commits a few MB in that time.
     let store = "\n[store]\ncheckpoint_mb = 1\n[limits]\nper_address_rps = 0\n";
-    let checkpoints = ("hookgate_store_checkpoints_total", 1.0);
-    assert_seqs_survive_sigkill(store, Duration::from_secs(6), Some(checkpoints));
+    // Each checkpoint is counted, and its pause timed.
+    let checkpoints = [
+        ("hookgate_store_checkpoints_total", 1.0),
+        ("hookgate_store_checkpoint_seconds_count", 1.0),
+    ];
+    assert_seqs_survive_sigkill(store, Duration::from_secs(6), &checkpoints);
 }
 
 /// The same with sled compacted (copied afresh and switched to the copy) after every retention
@@ -290,13 +294,13 @@ fn seqs_read_across_compactions_survive_sigkill() {
     let store = "\n[store]\ncheckpoint_mb = 1\ncompact_ratio = 1.0\ncompact_min_mb = 0\n\
                  sweep_interval = \"200ms\"\n[limits]\nper_address_rps = 0\n";
     let compactions = ("hookgate_store_compactions_total", 3.0);
-    assert_seqs_survive_sigkill(store, Duration::from_secs(6), Some(compactions));
+    assert_seqs_survive_sigkill(store, Duration::from_secs(6), &[compactions]);
 }
 
 /// Load and a reader of the admin API for `load_for`, then SIGKILL: the reader saw only seqs
-/// that name the same event after the restart, every ack is stored once. The counter
-/// `at_least` names had reached its value by then.
-fn assert_seqs_survive_sigkill(store: &str, load_for: Duration, at_least: Option<(&str, f64)>) {
+/// that name the same event after the restart, every ack is stored once. The metrics
+/// `at_least` names had reached their values by then.
+fn assert_seqs_survive_sigkill(store: &str, load_for: Duration, at_least: &[(&str, f64)]) {
     let mut gw = Gateway::start(&format!(
         "{}{store}",
         provider("p", "none", &[], "event_id = \"header:X-Id\"")
@@ -314,9 +318,9 @@ fn assert_seqs_survive_sigkill(store: &str, load_for: Duration, at_least: Option
         let reader = s.spawn(move || read_events(&admin_url, seen, stop_reader));
         std::thread::sleep(load_for);
         // On a slow machine, the load may need longer to commit enough for the checkpoints.
-        if let Some((counter, least)) = at_least {
-            common::wait_until(Duration::from_secs(60), counter, || {
-                gw.metric(counter, &[]).unwrap_or(0.0) >= least
+        for &(metric, least) in at_least {
+            common::wait_until(Duration::from_secs(60), metric, || {
+                gw.metric(metric, &[]).unwrap_or(0.0) >= least
             });
         }
         gw.kill();

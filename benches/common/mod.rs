@@ -86,6 +86,9 @@ pub struct Counters {
     /// Sum and count of the committer's batch sizes, in events.
     pub batch_events: f64,
     pub batches: f64,
+    /// Sum (seconds) and count of the committer's pauses to checkpoint sled.
+    pub checkpoint_seconds: f64,
+    pub checkpoints: f64,
     /// Every histogram: name -> (upper bound in seconds, cumulative count) per bucket.
     pub buckets: std::collections::HashMap<String, Vec<(f64, f64)>>,
 }
@@ -113,6 +116,8 @@ impl Counters {
             acks: value("hookgate_ack_latency_seconds_count "),
             batch_events: value("hookgate_commit_batch_size_sum "),
             batches: value("hookgate_commit_batch_size_count "),
+            checkpoint_seconds: value("hookgate_store_checkpoint_seconds_sum "),
+            checkpoints: value("hookgate_store_checkpoint_seconds_count "),
             buckets: histogram_buckets(text),
         }
     }

@@ -81,6 +81,8 @@ pub struct Metrics {
     pub fsyncs: Counter,
     /// sled reopened by the committer to bound the replay of a start after a crash.
     pub store_checkpoints: Counter,
+    /// Seconds each of those checkpoints held the committer: every ack waits meanwhile.
+    pub store_checkpoint_seconds: Histogram,
     /// sled stores copied afresh to give disk back after retention.
     pub store_compactions: Counter,
     /// Compactions given up (the copy could not catch up, or an error): the next try waits.
@@ -182,6 +184,12 @@ impl Metrics {
             "store_checkpoints",
             "Checkpoints of the sled store while running ([store] checkpoint_mb)",
             store_checkpoints.clone(),
+        );
+        let store_checkpoint_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        registry.register(
+            "store_checkpoint_seconds",
+            "Time each checkpoint of the sled store held the committer (and every ack)",
+            store_checkpoint_seconds.clone(),
         );
         let store_compactions = Counter::default();
         registry.register(
@@ -286,6 +294,7 @@ impl Metrics {
             commit_sync_seconds,
             fsyncs,
             store_checkpoints,
+            store_checkpoint_seconds,
             store_compactions,
             store_compactions_failed,
             events_stored,

@@ -59,10 +59,14 @@ impl Committer {
         let (dir, config) = (self.reopen.dir.clone(), self.reopen.config.clone());
         let mut this =
             self.with_new_sled(|durability| durability.reopen(|| open_db(&dir, &config)))?;
+        let took = started.elapsed();
         this.metrics.store_checkpoints.inc();
+        this.metrics
+            .store_checkpoint_seconds
+            .observe(took.as_secs_f64());
         tracing::info!(
             committed_mb = this.since_checkpoint / (1024 * 1024),
-            took_ms = started.elapsed().as_millis() as u64,
+            took_ms = took.as_millis() as u64,
             "Store checkpointed: a start after a crash replays from here."
         );
         this.since_checkpoint = 0;
