@@ -211,10 +211,12 @@ impl Gateway {
                 .to_string()
         };
         let (public, admin) = (address("public="), address("admin="));
-        // Keep reading, so hookgate never blocks on a full pipe; show its warnings.
+        // Keep reading, so hookgate never blocks on a full pipe; show its warnings, and its
+        // checkpoints (each a pause of every ack).
         std::thread::spawn(move || {
             for line in lines.map_while(Result::ok) {
-                if line.contains("WARN") || line.contains("ERROR") {
+                if line.contains("WARN") || line.contains("ERROR") || line.contains("checkpointed")
+                {
                     eprintln!("hookgate: {line}");
                 }
             }

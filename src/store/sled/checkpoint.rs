@@ -24,10 +24,10 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::committer::Committer;
-use super::durable::Durability;
+use super::durable::{Durability, Reopened};
 use super::{open_db, TreeId, Trees};
 use crate::config::StoreConfig;
 use crate::store::StoreError;
@@ -57,9 +57,18 @@ impl Committer {
     pub fn checkpoint(self) -> Result<Committer, StoreError> {
         let started = Instant::now();
         let (dir, config) = (self.reopen.dir.clone(), self.reopen.config.clone());
-        let mut this =
-            self.with_new_sled(|durability| durability.reopen(|| open_db(&dir, &config)))?;
+        let mut parts = None;
+        let mut this = self.with_new_sled(|durability| {
+            let (durability, reopened) = durability.reopen(|| open_db(&dir, &config))?;
+            parts = Some(reopened);
+            Ok(durability)
+        })?;
         let took = started.elapsed();
+        let ms = |part: fn(&Reopened) -> Duration| {
+            parts
+                .as_ref()
+                .map_or(0, |parts| part(parts).as_millis() as u64)
+        };
         this.metrics.store_checkpoints.inc();
         this.metrics
             .store_checkpoint_seconds
@@ -67,6 +76,9 @@ impl Committer {
         tracing::info!(
             committed_mb = this.since_checkpoint / (1024 * 1024),
             took_ms = took.as_millis() as u64,
+            close_ms = ms(|parts| parts.close),
+            open_ms = ms(|parts| parts.open),
+            sync_ms = ms(|parts| parts.sync),
             "Store checkpointed: a start after a crash replays from here."
         );
         this.since_checkpoint = 0;

@@ -48,6 +48,7 @@
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use crate::store::StoreError;
 
@@ -79,6 +80,16 @@ pub enum SyncError {
 /// Free space kept back from batches with events, and from those without.
 const RESERVE_EVENTS: u64 = 1024 * 1024;
 const RESERVE_WRITES: u64 = 256 * 1024;
+
+/// How long each part of a [`Durability::reopen`] took: sled closing (its last flush, its
+/// threads), opening (its snapshot read, its log replayed since, a new snapshot written), and the
+/// fsyncs of its files after.
+#[derive(Debug, Clone, Copy)]
+pub struct Reopened {
+    pub close: Duration,
+    pub open: Duration,
+    pub sync: Duration,
+}
 
 pub struct Durability {
     db: sled::Db,
@@ -115,23 +126,32 @@ impl Durability {
     pub fn reopen(
         self,
         open: impl FnOnce() -> Result<sled::Db, sled::Error>,
-    ) -> Result<Durability, StoreError> {
+    ) -> Result<(Durability, Reopened), StoreError> {
         let Durability {
             db,
             dir,
             log,
             fault_after,
         } = self;
+        let started = Instant::now();
         drop(db);
+        let closed = Instant::now();
         let db = open()?;
+        let opened = Instant::now();
         // The open wrote a snapshot and renamed it into place.
         sync_sled_files(&dir)?;
-        Ok(Durability {
+        let reopened = Reopened {
+            close: closed - started,
+            open: opened - closed,
+            sync: opened.elapsed(),
+        };
+        let durability = Durability {
             db,
             dir,
             log,
             fault_after,
-        })
+        };
+        Ok((durability, reopened))
     }
 
     /// Lets go of sled, and takes `db`, a copy of the store under `dir` whose files are synced
