@@ -19,7 +19,10 @@ use std::time::Instant;
 const TX_EVENTS: u64 = 32;
 /// events per chunk (L2-L4); env CHUNK, default 32 (= one chunk per 32-event transaction)
 fn chunk_len() -> u64 {
-    std::env::var("CHUNK").ok().map(|s| s.parse().unwrap()).unwrap_or(32)
+    std::env::var("CHUNK")
+        .ok()
+        .map(|s| s.parse().unwrap())
+        .unwrap_or(32)
 }
 const T0: u64 = 1_700_000_000_000;
 const EV_MS: u64 = 360; // 10k events per hour bucket
@@ -35,11 +38,23 @@ fn status(field: &str) -> u64 {
     0
 }
 fn rss() -> String {
-    format!("VmRSS={}MiB VmHWM={}MiB", status("VmRSS:"), status("VmHWM:"))
+    format!(
+        "VmRSS={}MiB VmHWM={}MiB",
+        status("VmRSS:"),
+        status("VmHWM:")
+    )
 }
 fn du(dir: &str) -> u64 {
-    let o = std::process::Command::new("du").args(["-sb", dir]).output().unwrap();
-    String::from_utf8_lossy(&o.stdout).split_whitespace().next().unwrap().parse().unwrap()
+    let o = std::process::Command::new("du")
+        .args(["-sb", dir])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 fn du_detail(dir: &str) -> String {
     let mut out = String::new();
@@ -53,7 +68,12 @@ fn du_detail(dir: &str) -> String {
                 blobs += b.unwrap().metadata().unwrap().len();
                 nblobs += 1;
             }
-            out += &format!("{}/:{}files,{}B ", e.file_name().to_string_lossy(), nblobs, blobs);
+            out += &format!(
+                "{}/:{}files,{}B ",
+                e.file_name().to_string_lossy(),
+                nblobs,
+                blobs
+            );
         } else {
             out += &format!("{}:{}B ", e.file_name().to_string_lossy(), md.len());
         }
@@ -312,7 +332,8 @@ fn firstwrite(a: &[String]) {
     let mut slowest = (0, std::time::Duration::ZERO);
     for i in 0..400u64 {
         let t = Instant::now();
-        ev.insert(&(total + i).to_be_bytes(), value.as_slice()).unwrap();
+        ev.insert(&(total + i).to_be_bytes(), value.as_slice())
+            .unwrap();
         db.flush().unwrap();
         if t.elapsed() > slowest.1 {
             slowest = (i, t.elapsed());
@@ -356,7 +377,11 @@ fn main() {
             let mut payload = 0u64;
             let mut i = 0u64;
             let mut last = Instant::now();
-            let c = if layout == "L1" { TX_EVENTS } else { chunk_len() };
+            let c = if layout == "L1" {
+                TX_EVENTS
+            } else {
+                chunk_len()
+            };
             while i < n {
                 let end = (i + TX_EVENTS).min(n);
                 let mut s = i;
@@ -396,7 +421,11 @@ fn main() {
             drop((ev, dd));
             let t2 = Instant::now();
             drop(db);
-            println!("  drop(db) took {:.2}s; du after drop={}", t2.elapsed().as_secs_f64(), du(dir));
+            println!(
+                "  drop(db) took {:.2}s; du after drop={}",
+                t2.elapsed().as_secs_f64(),
+                du(dir)
+            );
         }
         "reopen" => {
             let k: u32 = a.get(7).map(|s| s.parse().unwrap()).unwrap_or(24);
@@ -406,7 +435,14 @@ fn main() {
             let dd = db.open_tree("dedup").unwrap();
             let got = ev.get(&1u64.to_be_bytes()[..]).unwrap().is_some();
             let ro = t.elapsed().as_secs_f64();
-            println!("REOPEN {} n={} open+get={:.3}s found={} {}", layout, n, ro, got, rss());
+            println!(
+                "REOPEN {} n={} open+get={:.3}s found={} {}",
+                layout,
+                n,
+                ro,
+                got,
+                rss()
+            );
             let mut rng = SmallRng::seed_from_u64(7);
             let t = Instant::now();
             let mut hits = 0;
@@ -459,7 +495,11 @@ fn main() {
             println!(
                 "  100k dedup misses ({} probes, k={}) {:.2}s ({:.1} us/miss) {}",
                 probes,
-                if layout == "L3" || layout == "L4" { k } else { 1 },
+                if layout == "L3" || layout == "L4" {
+                    k
+                } else {
+                    1
+                },
                 el,
                 el * 1e6 / 1e5,
                 rss()
@@ -475,7 +515,11 @@ fn main() {
                     ev.get(&first.to_be_bytes()[..]).unwrap().unwrap();
                 }
             }
-            println!("  100k random event reads {:.2}s {}", t.elapsed().as_secs_f64(), rss());
+            println!(
+                "  100k random event reads {:.2}s {}",
+                t.elapsed().as_secs_f64(),
+                rss()
+            );
             let t2 = Instant::now();
             drop((ev, dd));
             drop(db);
