@@ -57,28 +57,24 @@ impl Committer {
     pub fn checkpoint(self) -> Result<Committer, StoreError> {
         let started = Instant::now();
         let (dir, config) = (self.reopen.dir.clone(), self.reopen.config.clone());
-        let mut parts = None;
+        let mut parts = Reopened::default();
         let mut this = self.with_new_sled(|durability| {
             let (durability, reopened) = durability.reopen(|| open_db(&dir, &config))?;
-            parts = Some(reopened);
+            parts = reopened;
             Ok(durability)
         })?;
         let took = started.elapsed();
-        let ms = |part: fn(&Reopened) -> Duration| {
-            parts
-                .as_ref()
-                .map_or(0, |parts| part(parts).as_millis() as u64)
-        };
+        let ms = |part: Duration| part.as_millis() as u64;
         this.metrics.store_checkpoints.inc();
         this.metrics
             .store_checkpoint_seconds
             .observe(took.as_secs_f64());
         tracing::info!(
             committed_mb = this.since_checkpoint / (1024 * 1024),
-            took_ms = took.as_millis() as u64,
-            close_ms = ms(|parts| parts.close),
-            open_ms = ms(|parts| parts.open),
-            sync_ms = ms(|parts| parts.sync),
+            took_ms = ms(took),
+            close_ms = ms(parts.close),
+            open_ms = ms(parts.open),
+            sync_ms = ms(parts.sync),
             "Store checkpointed: a start after a crash replays from here."
         );
         this.since_checkpoint = 0;

@@ -586,14 +586,11 @@ fn write(
     let mut delta = 0;
     let events = *tree.name() == *TREE_NAMES[TreeId::Events as usize].as_bytes();
     // The copier is the copy's only writer: what it holds now is what the batch replaces.
-    for (key, mut value) in batch.drain(..) {
-        if let Some(sealed) = value
-            .as_ref()
-            .filter(|_| events)
-            .and_then(|value| pack::resealed(&key, value))
-        {
-            value = Some(sealed.into());
-        }
+    for (key, value) in batch.drain(..) {
+        let value = match value {
+            Some(value) if events => Some(pack::resealed(&key, &value).map_or(value, Into::into)),
+            other => other,
+        };
         delta += change(&key, tree.get(&key)?, value.as_deref());
         match value {
             Some(value) => writes.insert(key, value),

@@ -84,7 +84,7 @@ const RESERVE_WRITES: u64 = 256 * 1024;
 /// How long each part of a [`Durability::reopen`] took: sled closing (its last flush, its
 /// threads), opening (its snapshot read, its log replayed since, a new snapshot written), and the
 /// fsyncs of its files after.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Reopened {
     pub close: Duration,
     pub open: Duration,

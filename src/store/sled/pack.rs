@@ -366,14 +366,10 @@ mod tests {
         pack.push(text);
         pack.push(text);
         let key = key(Seq(7));
-        let resealed = resealed(&key, pack.value()).expect("JSON shrinks");
-        assert_eq!(resealed, pack.sealed());
-        assert_eq!(unseal(&resealed).unwrap().as_ref(), pack.value());
-        assert_eq!(
-            super::resealed(&key, &resealed),
-            None,
-            "sealed stays as it is"
-        );
+        let sealed = resealed(&key, pack.value()).expect("JSON shrinks");
+        assert_eq!(sealed, pack.sealed());
+        assert_eq!(unseal(&sealed).unwrap().as_ref(), pack.value());
+        assert_eq!(resealed(&key, &sealed), None, "sealed stays as it is");
         let mut state = 1u64;
         let noise: Vec<u8> = (0..4000)
             .map(|_| {
@@ -385,18 +381,14 @@ mod tests {
             .collect();
         let mut random = Pack::new(Seq(9));
         random.push(&noise);
-        assert_eq!(
-            super::resealed(&key, random.value()),
-            None,
-            "noise stays raw"
-        );
+        assert_eq!(resealed(&key, random.value()), None, "noise stays raw");
         // A large record's part that happens to start like a pack is raw bytes all the same.
         let mut record = vec![b'a'; MAX_VALUE * 2];
         record[MAX_VALUE - PACK_HEADER] = PACK;
         let parts = large(Seq(3), &record);
         assert_eq!(parts[1].1[0], PACK);
         for (key, value) in parts {
-            assert_eq!(super::resealed(&key, &value), None);
+            assert_eq!(resealed(&key, &value), None);
         }
     }
 
