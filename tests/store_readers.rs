@@ -271,7 +271,7 @@ fn read_events(admin_url: &str, seen: &Mutex<BTreeMap<u64, String>>, stop: &Atom
 fn seqs_read_through_the_admin_api_survive_sigkill() {
     // Without the per-address rate limit, which a fast run of the load passes (429s).
     let store = "\n[limits]\nper_address_rps = 0\n";
-    assert_seqs_survive_sigkill(store, Duration::from_millis(1500), &[]);
+    assert_seqs_survive_sigkill(store, &[], Duration::from_millis(1500), &[]);
 }
 
 /// The same with sled checkpointed (closed and reopened under the readers) every MB committed.
@@ -284,7 +284,30 @@ fn seqs_read_across_checkpoints_survive_sigkill() {
         ("hookgate_store_checkpoints_total", 1.0),
         ("hookgate_store_checkpoint_seconds_count", 1.0),
     ];
-    assert_seqs_survive_sigkill(store, Duration::from_secs(6), &checkpoints);
+    assert_seqs_survive_sigkill(store, &[], Duration::from_secs(6), &checkpoints);
+}
+
+/// The same killed while a checkpoint keeps sled closed (3 s longer than it takes, by the test
+/// hook), once events were acknowledged from the checkpoint journal meanwhile: the restart
+/// applies the journal, and those events keep their seqs.
+#[test]
+fn events_journaled_during_a_checkpoint_survive_sigkill() {
+    let store = "\n[store]\ncheckpoint_mb = 1\n[limits]\nper_address_rps = 0\n";
+    let slow = [("HOOKGATE_TEST_SLOW_CHECKPOINT_MS", "3000")];
+    let journaled = [("hookgate_store_journaled_events_total", 50.0)];
+    let gw = assert_seqs_survive_sigkill(store, &slow, Duration::from_secs(1), &journaled);
+    let logs = gw.logs();
+    let restart = logs.split("---- harness: restart ----").nth(1).unwrap();
+    let applied: u64 = restart
+        .split("journal_events=")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no journal_events in the restart's logs:\n{restart}"));
+    assert!(
+        applied > 0,
+        "the restart applied no journaled event:\n{restart}"
+    );
 }
 
 /// The same with sled compacted (copied afresh and switched to the copy) after every retention
@@ -294,17 +317,29 @@ fn seqs_read_across_compactions_survive_sigkill() {
     let store = "\n[store]\ncheckpoint_mb = 1\ncompact_ratio = 1.0\ncompact_min_mb = 0\n\
                  sweep_interval = \"200ms\"\n[limits]\nper_address_rps = 0\n";
     let compactions = ("hookgate_store_compactions_total", 3.0);
-    assert_seqs_survive_sigkill(store, Duration::from_secs(6), &[compactions]);
+    assert_seqs_survive_sigkill(store, &[], Duration::from_secs(6), &[compactions]);
 }
 
 /// Load and a reader of the admin API for `load_for`, then SIGKILL: the reader saw only seqs
 /// that name the same event after the restart, every ack is stored once. The metrics
-/// `at_least` names had reached their values by then.
-fn assert_seqs_survive_sigkill(store: &str, load_for: Duration, at_least: &[(&str, f64)]) {
-    let mut gw = Gateway::start(&format!(
+/// `at_least` names had reached their values by then. Returns the restarted gateway.
+fn assert_seqs_survive_sigkill(
+    store: &str,
+    env: &[(&str, &str)],
+    load_for: Duration,
+    at_least: &[(&str, f64)],
+) -> Gateway {
+    let config = format!(
         "{}{store}",
         provider("p", "none", &[], "event_id = \"header:X-Id\"")
-    ));
+    );
+    let mut gw = env
+        .iter()
+        .fold(
+            Gateway::builder().config(&config),
+            |builder, (name, value)| builder.env(name, value),
+        )
+        .start();
     let load = Load::default();
     let seen: Mutex<BTreeMap<u64, String>> = Mutex::default();
     let stop_reader = AtomicBool::new(false);
@@ -376,4 +411,5 @@ fn assert_seqs_survive_sigkill(store: &str, load_for: Duration, at_least: &[(&st
             panic!("{id} stored twice, under {other} and {seq}");
         }
     }
+    gw
 }

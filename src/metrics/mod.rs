@@ -81,8 +81,12 @@ pub struct Metrics {
     pub fsyncs: Counter,
     /// sled reopened by the committer to bound the replay of a start after a crash.
     pub store_checkpoints: Counter,
-    /// Seconds each of those checkpoints held the committer: every ack waits meanwhile.
+    /// Seconds each of those checkpoints kept sled closed (acks go on through the journal).
     pub store_checkpoint_seconds: Histogram,
+    /// Events accepted into the checkpoint journal while sled was closed.
+    pub store_journaled_events: Counter,
+    /// Requests held while sled was closed (writes, and events whose dedup needs sled).
+    pub store_checkpoint_held: Counter,
     /// sled stores copied afresh to give disk back after retention.
     pub store_compactions: Counter,
     /// Compactions given up (the copy could not catch up, or an error): the next try waits.
@@ -185,10 +189,22 @@ impl Metrics {
             "Checkpoints of the sled store while running ([store] checkpoint_mb)",
             store_checkpoints.clone(),
         );
+        let store_journaled_events = Counter::default();
+        registry.register(
+            "store_journaled_events",
+            "Events accepted into the checkpoint journal while the sled store was closed",
+            store_journaled_events.clone(),
+        );
+        let store_checkpoint_held = Counter::default();
+        registry.register(
+            "store_checkpoint_held",
+            "Requests held until the sled store reopened (writes, and events whose dedup needs it)",
+            store_checkpoint_held.clone(),
+        );
         let store_checkpoint_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
         registry.register(
             "store_checkpoint_seconds",
-            "Time each checkpoint of the sled store held the committer (and every ack)",
+            "Time each checkpoint kept the sled store closed (events are journaled meanwhile)",
             store_checkpoint_seconds.clone(),
         );
         let store_compactions = Counter::default();
@@ -294,6 +310,8 @@ impl Metrics {
             commit_sync_seconds,
             fsyncs,
             store_checkpoints,
+            store_journaled_events,
+            store_checkpoint_held,
             store_checkpoint_seconds,
             store_compactions,
             store_compactions_failed,

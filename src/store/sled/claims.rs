@@ -135,6 +135,14 @@ impl Default for Kept {
 }
 
 impl Kept {
+    /// Whether the log may hold `key`: false only when no unexpired claim has its hash, told
+    /// without reading the log (while sled is closed for a checkpoint).
+    pub fn may_hold(&self, key: &[u8]) -> bool {
+        self.index
+            .candidates(self.index.hash(key))
+            .any(|seq| seq > self.expired_seq)
+    }
+
     /// The claims again, on the reopened log.
     pub fn attach(self, log: sled::Tree) -> Claims {
         Claims { log, kept: self }

@@ -15,6 +15,7 @@ use super::checkpoint::Reopen;
 use super::claims;
 use super::compact::Pause;
 use super::durable::Durability;
+use super::journal::{Encoded, Journal};
 use super::live::{put, remove, Live};
 use super::pack::{self, Pack};
 use super::record::{dedup_key, RecordRef};
@@ -26,7 +27,7 @@ use crate::metrics::Metrics;
 use crate::store::{Committed, NewEvent, StoreError};
 
 /// Most requests in one batch, and most body bytes (at least one request is always taken).
-const MAX_BATCH: usize = 1024;
+pub const MAX_BATCH: usize = 1024;
 const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
 
 /// What the committer's queue carries.
@@ -38,6 +39,8 @@ pub enum Message {
     Fail(String),
     /// A compaction's copy is nearly done: wait for it between two batches (`compact.rs`).
     Pause(Pause),
+    /// sled is open again after a checkpoint (`checkpoint.rs`).
+    Reopened,
 }
 
 /// What a request asks the committer to do.
@@ -51,7 +54,7 @@ pub enum Work {
 }
 
 impl Work {
-    fn bytes(&self) -> usize {
+    pub fn bytes(&self) -> usize {
         match self {
             Work::Event(event) => event.body.len(),
             Work::Writes(writes) => writes.iter().map(Write::len).sum(),
@@ -60,8 +63,30 @@ impl Work {
     }
 }
 
-/// An event ready for the transaction: dedup key, record, arrival time.
-type Encoded = (Vec<u8>, Vec<u8>, u64);
+/// What one request asks of the transaction.
+pub enum Step<'a> {
+    /// An event, encoded: claim its dedup key and append it under the next seq.
+    Event(Encoded),
+    Writes(&'a [Write]),
+}
+
+/// An event as the transaction and the journal take it.
+pub fn encode(event: &NewEvent) -> Encoded {
+    let record = RecordRef {
+        provider: event.provider.as_str(),
+        event_id: event.event_id.as_str(),
+        received_at_ms: event.received_at_ms,
+        source: event.source,
+        content_type: event.content_type.as_deref(),
+        body: &event.body,
+        topic: event.topic.as_deref(),
+    };
+    (
+        dedup_key(event.provider.as_str(), event.dedup_id.as_str()),
+        record.encode(),
+        event.received_at_ms,
+    )
+}
 
 /// What the committer did with one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +125,8 @@ pub struct Committer {
     pub since_checkpoint: u64,
     /// The bytes of keys and values stored (`live.rs`).
     pub live: Live,
+    /// Where events go while sled is closed for a checkpoint (`journal.rs`).
+    pub journal: Journal,
 }
 
 /// The committer's end on a corrupt store.
@@ -120,13 +147,74 @@ fn unsure(err: &StoreError) {
     tracing::error!(error = %err, "The store cannot tell which copy of it is current; it stops accepting events.");
 }
 
+/// What the queue held besides requests, kept until the committer acts on it.
+#[derive(Default)]
+pub struct Signals {
+    pub closing: bool,
+    /// A reader found the store corrupt: stop at once.
+    pub fail: Option<String>,
+    /// A compaction waits for the committer, between two batches.
+    pub pause: Option<Pause>,
+    /// sled was reopened for a checkpoint (`checkpoint.rs`).
+    pub reopened: bool,
+}
+
+impl Signals {
+    /// Keeps a message that is not a request; gives a request back.
+    pub fn take(&mut self, message: Message) -> Option<Pending> {
+        match message {
+            Message::Commit(pending) => return Some(pending),
+            Message::Close => self.closing = true,
+            Message::Fail(reason) => self.fail = Some(reason),
+            Message::Pause(pause) => self.pause = Some(pause),
+            Message::Reopened => self.reopened = true,
+        }
+        None
+    }
+}
+
+/// Takes `first` and the requests queued behind it, up to a batch, and their bytes. Stops at a
+/// failure or a pause, which the caller takes first or right after the batch.
+pub fn take_batch(
+    first: Pending,
+    queue: &mut mpsc::Receiver<Message>,
+    signals: &mut Signals,
+) -> (Vec<Pending>, usize) {
+    let mut bytes = first.work.bytes();
+    let mut batch = vec![first];
+    while batch.len() < MAX_BATCH
+        && bytes < MAX_BATCH_BYTES
+        && signals.fail.is_none()
+        && signals.pause.is_none()
+    {
+        let Ok(message) = queue.try_recv() else {
+            break;
+        };
+        if let Some(pending) = signals.take(message) {
+            bytes += pending.work.bytes();
+            batch.push(pending);
+        }
+    }
+    (batch, bytes)
+}
+
 impl Committer {
     /// Runs until told to close (or every sender is gone), commits what is still queued, and
     /// syncs once more.
     pub fn run(mut self, mut queue: mpsc::Receiver<Message>) {
-        let mut closing = false;
+        let mut signals = Signals::default();
         loop {
-            let next = if closing {
+            if let Some(reason) = signals.fail.take() {
+                // The batch taken with it, if any, was dropped: its requests are answered 503.
+                return stop(&reason);
+            }
+            if let Some(pause) = signals.pause.take() {
+                self = match self.pause(pause) {
+                    Ok(switched) => switched,
+                    Err(err) => return unsure(&err),
+                };
+            }
+            let next = if signals.closing {
                 queue.try_recv().ok()
             } else if self.runs.wants_step() {
                 // The runs' own work goes on while no request waits (`runs.rs`).
@@ -143,41 +231,13 @@ impl Committer {
             } else {
                 queue.blocking_recv()
             };
-            let first = match next {
-                Some(Message::Commit(pending)) => pending,
-                Some(Message::Close) => {
-                    closing = true;
-                    continue;
-                }
-                Some(Message::Fail(reason)) => return stop(&reason),
-                Some(Message::Pause(pause)) => {
-                    self = match self.pause(pause) {
-                        Ok(switched) => switched,
-                        Err(err) => return unsure(&err),
-                    };
-                    continue;
-                }
-                None => break,
+            let Some(message) = next else { break };
+            let Some(first) = signals.take(message) else {
+                continue;
             };
-            let mut batch = vec![first];
-            let mut pause = None;
-            let mut bytes = batch[0].work.bytes();
-            while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
-                match queue.try_recv() {
-                    Ok(Message::Commit(pending)) => {
-                        bytes += pending.work.bytes();
-                        batch.push(pending);
-                    }
-                    Ok(Message::Close) => closing = true,
-                    // The batch is dropped: its requests are answered 503.
-                    Ok(Message::Fail(reason)) => return stop(&reason),
-                    // Taken once this batch is committed.
-                    Ok(Message::Pause(asked)) => {
-                        pause = Some(asked);
-                        break;
-                    }
-                    Err(_) => break,
-                }
+            let (batch, bytes) = take_batch(first, &mut queue, &mut signals);
+            if signals.fail.is_some() {
+                continue;
             }
             let committed = self.commit(batch).and_then(|()| {
                 // Between batches, a step of sealing recent dedup keys into a run.
@@ -189,15 +249,9 @@ impl Committer {
             if let Err(err) = committed {
                 return stop_unsure(&err);
             }
-            if let Some(pause) = pause {
-                self = match self.pause(pause) {
-                    Ok(switched) => switched,
-                    Err(err) => return unsure(&err),
-                };
-            }
             self.since_checkpoint += bytes as u64;
-            if self.reopen.due(self.since_checkpoint) {
-                self = match self.checkpoint() {
+            if signals.pause.is_none() && self.reopen.due(self.since_checkpoint) {
+                self = match self.checkpoint(&mut queue, &mut signals) {
                     Ok(reopened) => reopened,
                     Err(err) => {
                         tracing::error!(error = %err, "The store cannot be reopened after its checkpoint; it stops accepting events.");
@@ -218,7 +272,7 @@ impl Committer {
 
     /// Applies and syncs one batch and answers it. `Err`: an fsync failed, and the committer
     /// must stop (see `durable.rs`).
-    fn commit(&mut self, batch: Vec<Pending>) -> Result<(), StoreError> {
+    pub fn commit(&mut self, batch: Vec<Pending>) -> Result<(), StoreError> {
         let (expiries, batch): (Vec<Pending>, Vec<Pending>) = batch
             .into_iter()
             .partition(|p| matches!(p.work, Work::ExpireDedup(_)));
@@ -254,7 +308,15 @@ impl Committer {
         }
         let started = Instant::now();
         let mut fatal = false;
-        let result = self.apply(&live).and_then(|outcomes| {
+        let steps: Vec<Step> = live
+            .iter()
+            .map(|pending| match &pending.work {
+                Work::Event(event) => Step::Event(encode(event)),
+                Work::Writes(writes) => Step::Writes(writes),
+                Work::ExpireDedup(_) => Step::Writes(&[]),
+            })
+            .collect();
+        let result = self.apply(&steps).and_then(|outcomes| {
             let applied = Instant::now();
             self.metrics
                 .commit_apply_seconds
@@ -313,33 +375,11 @@ impl Committer {
 
     /// Claims each event's dedup key and appends it, and applies every write, all in one
     /// transaction.
-    fn apply(&mut self, batch: &[Pending]) -> Result<Vec<Outcome>, StoreError> {
-        let encoded: Vec<Option<Encoded>> = batch
-            .iter()
-            .map(|p| {
-                let Work::Event(event) = &p.work else {
-                    return None;
-                };
-                let record = RecordRef {
-                    provider: event.provider.as_str(),
-                    event_id: event.event_id.as_str(),
-                    received_at_ms: event.received_at_ms,
-                    source: event.source,
-                    content_type: event.content_type.as_deref(),
-                    body: &event.body,
-                    topic: event.topic.as_deref(),
-                };
-                Some((
-                    dedup_key(event.provider.as_str(), event.dedup_id.as_str()),
-                    record.encode(),
-                    event.received_at_ms,
-                ))
-            })
-            .collect();
+    pub fn apply(&mut self, steps: &[Step]) -> Result<Vec<Outcome>, StoreError> {
         let start = self.next_seq;
         // A batch of events only touches the first three trees (events, dedup, meta); a smaller
         // transaction costs less.
-        let any_writes = batch.iter().any(|p| matches!(p.work, Work::Writes(_)));
+        let any_writes = steps.iter().any(|step| matches!(step, Step::Writes(_)));
         let all: Vec<&::sled::Tree> = self.trees.all.iter().collect();
         let trees = if any_writes {
             &all[..]
@@ -353,7 +393,10 @@ impl Committer {
         // Keys already claimed, looked up before the transaction: a read inside one may make
         // sled split a node, which waits for the lock the transaction holds.
         let mut known: HashMap<&[u8], Seq> = HashMap::new();
-        for (key, _, _) in encoded.iter().flatten() {
+        for step in steps {
+            let Step::Event((key, _, _)) = step else {
+                continue;
+            };
             if let Some(seq) = self.runs.lookup(key)? {
                 known.insert(key.as_slice(), seq);
             }
@@ -372,11 +415,12 @@ impl Committer {
             let mut claimed: HashMap<&[u8], Seq> = HashMap::new();
             // The batch's new claims, in log values of up to `MAX_VALUE` bytes (`claims.rs`).
             let mut log: Vec<(Seq, Vec<u8>)> = Vec::new();
-            let mut outcomes = Vec::with_capacity(encoded.len());
-            for (pending, encoded) in batch.iter().zip(&encoded) {
-                let Some((key, record, received_at_ms)) = encoded else {
-                    if let Work::Writes(writes) = &pending.work {
-                        for write in writes {
+            let mut outcomes = Vec::with_capacity(steps.len());
+            for step in steps {
+                let (key, record, received_at_ms) = match step {
+                    Step::Event(encoded) => encoded,
+                    Step::Writes(writes) => {
+                        for write in *writes {
                             if write.touches_events() {
                                 // The sweeper changes a pack: the pack so far is stored first
                                 // (so its swap sees what is there), and later events start a
@@ -412,9 +456,9 @@ impl Committer {
                                 }
                             }
                         }
+                        outcomes.push(Outcome::Written);
+                        continue;
                     }
-                    outcomes.push(Outcome::Written);
-                    continue;
                 };
                 if let Some(seq) = claimed.get(key.as_slice()) {
                     outcomes.push(Outcome::Event(Committed::Duplicate(*seq)));
@@ -463,11 +507,11 @@ impl Committer {
         match result {
             Ok((outcomes, next, pack, delta)) => {
                 self.live.add(delta);
-                let accepted: Vec<(&[u8], Seq)> = encoded
+                let accepted: Vec<(&[u8], Seq)> = steps
                     .iter()
                     .zip(&outcomes)
-                    .filter_map(|(encoded, outcome)| match (encoded, outcome) {
-                        (Some((key, _, _)), Outcome::Event(Committed::Accepted(seq))) => {
+                    .filter_map(|(step, outcome)| match (step, outcome) {
+                        (Step::Event((key, _, _)), Outcome::Event(Committed::Accepted(seq))) => {
                             Some((key.as_slice(), *seq))
                         }
                         _ => None,

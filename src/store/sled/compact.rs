@@ -46,6 +46,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 use super::committer::{Committer, Message, Pending, Work};
+use super::durable::Durability;
 use super::live::change;
 use super::{open_db, pack, place, Handles, TreeId, Trees, TREE_NAMES};
 use crate::config::StoreConfig;
@@ -647,6 +648,29 @@ impl Committer {
         self.since_checkpoint = 0;
         self.live.set(copy.live);
         let _ = pause.switched.send(true);
+        Ok(self)
+    }
+
+    /// Takes sled's handles away from the readers (waiting for the reads in progress), lets
+    /// `replace` swap the durability layer's sled (reopened, or a compaction's copy), and gives
+    /// the readers the new trees. `Err`: the committer must stop.
+    pub fn with_new_sled(
+        mut self,
+        replace: impl FnOnce(Durability) -> Result<Durability, StoreError>,
+    ) -> Result<Committer, StoreError> {
+        let handles = self.handles.clone();
+        let mut readers = handles.write().unwrap_or_else(PoisonError::into_inner);
+        *readers = None;
+        drop(self.trees);
+        let runs = self.runs.detach();
+        self.durability = replace(self.durability)?;
+        self.trees = Trees::open(self.durability.db())?;
+        self.runs = runs.attach(
+            self.trees.get(TreeId::Dedup).clone(),
+            self.trees.get(TreeId::Runs).clone(),
+            self.trees.get(TreeId::Meta).clone(),
+        );
+        *readers = Some((self.trees.clone(), self.durability.db().clone()));
         Ok(self)
     }
 }

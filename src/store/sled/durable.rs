@@ -172,23 +172,9 @@ impl Durability {
         &self.db
     }
 
-    /// `Err(free bytes)` when the file system has too little room for a batch of `bytes` (twice
-    /// that, as sled writes a node's new version before dropping the old), with or without events.
+    /// `Err(free bytes)` when the file system has too little room for a batch (see [`room_for`]).
     pub fn room_for(&self, bytes: u64, events: bool) -> Result<(), u64> {
-        let Ok(stat) = nix::sys::statvfs::statvfs(&self.dir) else {
-            return Ok(());
-        };
-        let free = stat.blocks_available().saturating_mul(stat.fragment_size());
-        let reserve = if events {
-            RESERVE_EVENTS
-        } else {
-            RESERVE_WRITES
-        };
-        if free < reserve.saturating_add(bytes.saturating_mul(2)) {
-            Err(free)
-        } else {
-            Ok(())
-        }
+        room_for(&self.dir, bytes, events)
     }
 
     /// Flushes sled and fdatasyncs its log. When this returns `Ok`, every write applied before
@@ -209,6 +195,26 @@ impl Durability {
         }
         self.log.sync_data().map_err(SyncError::Fsync)?;
         Ok(1)
+    }
+}
+
+/// `Err(free bytes)` when the file system holding `dir` has too little room for a batch of
+/// `bytes` (twice that, as sled writes a node's new version before dropping the old), with or
+/// without events.
+pub fn room_for(dir: &Path, bytes: u64, events: bool) -> Result<(), u64> {
+    let Ok(stat) = nix::sys::statvfs::statvfs(dir) else {
+        return Ok(());
+    };
+    let free = stat.blocks_available().saturating_mul(stat.fragment_size());
+    let reserve = if events {
+        RESERVE_EVENTS
+    } else {
+        RESERVE_WRITES
+    };
+    if free < reserve.saturating_add(bytes.saturating_mul(2)) {
+        Err(free)
+    } else {
+        Ok(())
     }
 }
 

@@ -12,6 +12,7 @@ mod claims;
 mod committer;
 mod compact;
 mod durable;
+mod journal;
 mod keys;
 mod live;
 mod mount;
@@ -303,6 +304,7 @@ impl SledStore {
             .sync()
             .map_err(|err| StoreError::Storage(Arc::new(err)))?;
 
+        let (journal, journaled) = journal::Journal::open(dir)?;
         let (queue, receiver) = mpsc::channel(QUEUE_CAPACITY);
         let (last_seq_sender, last_seq) = watch::channel(Seq(next_seq.0 - 1));
         let checked = started.elapsed();
@@ -316,7 +318,7 @@ impl SledStore {
         let recent_claims = runs.recent_claims();
         let handles: Handles = Arc::new(RwLock::new(Some((trees.clone(), db))));
         let compacting = Arc::new(AtomicBool::new(false));
-        let committer = Committer {
+        let mut committer = Committer {
             trees,
             durability,
             next_seq,
@@ -331,10 +333,15 @@ impl SledStore {
                 data_dir: dir.to_path_buf(),
                 config: config.clone(),
                 compacting: compacting.clone(),
+                wake: queue.downgrade(),
+                slow: checkpoint::slow_from_env(),
             },
             since_checkpoint: 0,
             live: live.clone(),
+            journal,
         };
+        // Events acknowledged from the journal while sled was closed, before a crash or a stop.
+        let journal_events = committer.apply_journal(journaled)?;
         let (ended, committer_ended) = oneshot::channel();
         let handle = std::thread::Builder::new()
             .name("hookgate-committer".into())
@@ -350,6 +357,7 @@ impl SledStore {
             checks_ms = ms(checked - sled_opened),
             dedup_runs_ms = ms(started.elapsed() - checked),
             recent_claims,
+            journal_events,
             "Store opened."
         );
         Ok(SledStore {

@@ -183,6 +183,17 @@ pub struct Detached {
 }
 
 impl Detached {
+    /// Whether `key` may have been claimed: false only when neither the recent claims' index
+    /// nor any sealed run's filter may hold it, told from memory alone (while sled is closed for
+    /// a checkpoint). Each sealed run answers "maybe" for about 1 % of absent keys.
+    pub fn may_hold(&self, key: &[u8]) -> bool {
+        if self.claims.may_hold(key) {
+            return true;
+        }
+        let hash = KeyHash::of(key);
+        self.sealed.iter().any(|run| run.bloom.may_contain(hash))
+    }
+
     /// The runs again, on the reopened trees.
     pub fn attach(mut self, log: sled::Tree, tree: sled::Tree, meta: sled::Tree) -> Runs {
         Runs {

@@ -177,3 +177,74 @@ async fn full_packs_are_sealed_and_the_layout_says_so() {
     assert!(refused.to_string().contains("newer hookgate"), "{refused}");
     assert_eq!(meta_layout(Some(5)).1.len(), kinds.len());
 }
+
+/// At open, the journal's frames that sled lacks are applied under their seqs (with their dedup
+/// claims), frames it already holds are skipped, and the journal is emptied; a journal that
+/// does not follow sled's seqs is refused, naming the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_applies_the_journal_sled_lacks() {
+    use super::committer::encode;
+    use super::journal::{Frame, Journal};
+    use crate::store::Committed;
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig::default();
+    let open = || SledStore::open(dir.path(), &config, Arc::new(Metrics::new()));
+    let event = |id: &str| {
+        NewEvent::poll(
+            ProviderName::parse("p").unwrap(),
+            EventId::new(id.to_string()).unwrap(),
+            None,
+            Bytes::from(format!(r#"{{"id":"{id}"}}"#)),
+        )
+    };
+    let frame = |first: u64, ids: &[&str]| Frame {
+        first: super::Seq(first),
+        events: ids.iter().map(|id| encode(&event(id))).collect(),
+    };
+    let write_journal = |frames: &[Frame]| {
+        let (mut journal, _) = Journal::open(dir.path()).unwrap();
+        journal.clear().unwrap();
+        for frame in frames {
+            journal.append(frame).unwrap();
+        }
+    };
+    let deadline = Duration::from_secs(30);
+
+    let store = open().unwrap();
+    for id in ["a", "b"] {
+        store.commit(event(id), deadline).await.unwrap();
+    }
+    store.close().await;
+    drop(store);
+    // Seqs 1-2 are in sled already (a crash after applying, before emptying the journal).
+    write_journal(&[
+        frame(1, &["a", "b"]),
+        frame(3, &["c"]),
+        frame(4, &["d", "e"]),
+    ]);
+    let store = open().unwrap();
+    assert_eq!(*store.last_seq().borrow(), super::Seq(5));
+    let events = store.events_after(super::Seq(0), 10, None).await.unwrap();
+    let ids: Vec<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
+    assert_eq!(ids, ["a", "b", "c", "d", "e"]);
+    assert_eq!(
+        store.commit(event("d"), deadline).await.unwrap(),
+        Committed::Duplicate(super::Seq(4))
+    );
+    store.close().await;
+    drop(store);
+    assert_eq!(
+        std::fs::metadata(dir.path().join("journal")).unwrap().len(),
+        0
+    );
+
+    // A frame past a gap: acknowledged events are missing between sled and the journal.
+    write_journal(&[frame(8, &["h"])]);
+    let refused = open().err().expect("a journal with a gap is refused");
+    let text = refused.to_string();
+    assert!(
+        text.contains("journal") && text.contains("from seq 8"),
+        "{text}"
+    );
+}

@@ -1,0 +1,269 @@
+//! The checkpoint journal: `<data_dir>/journal`, where the committer makes new events durable
+//! while sled is closed for a checkpoint (`checkpoint.rs`), so that senders are answered
+//! meanwhile instead of waiting for sled to reopen.
+//!
+//! Each batch the committer accepts while sled is closed is one frame, appended and
+//! fdatasynced before any of its requests is answered:
+//! `[payload len: u32 LE][crc32 of payload: u32 LE][payload]`, the payload being
+//! `[first seq: u64 BE][events: u32 LE]` then per event
+//! `[key len: u16 LE][dedup key][received_at ms: u64 LE][record len: u32 LE][record]`, under the
+//! consecutive seqs from the first one. Once sled is open again, the committer applies the
+//! frames to it as ordinary batches, syncs it, and empties the journal.
+//!
+//! At open, frames that sled already holds (applied before a crash that came before the
+//! journal was emptied) are skipped, and the others applied before anything else. The last
+//! frame may be torn: a power loss during its write, before its fdatasync, so none of its
+//! events was answered; it is cut off. A frame that does not check out with more bytes after
+//! it, or frames that do not follow sled's seqs, mean the file was damaged: hookgate refuses
+//! to start and names it.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::event::Seq;
+use crate::store::StoreError;
+
+/// An event as the committer stores it: dedup key, record, arrival time (ms).
+pub type Encoded = (Vec<u8>, Vec<u8>, u64);
+
+/// One batch of events accepted while sled was closed, under consecutive seqs from `first`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    pub first: Seq,
+    pub events: Vec<Encoded>,
+}
+
+impl Frame {
+    /// The seq after the frame's last event.
+    pub fn end(&self) -> Seq {
+        Seq(self.first.0 + self.events.len() as u64)
+    }
+}
+
+const HEADER: usize = 8;
+
+pub struct Journal {
+    path: PathBuf,
+    file: File,
+    /// Where the next frame goes.
+    len: u64,
+}
+
+impl Journal {
+    /// Opens (or creates) the journal under `dir` and reads the frames it holds, the torn end
+    /// cut off.
+    pub fn open(dir: &Path) -> Result<(Journal, Vec<Frame>), StoreError> {
+        let path = dir.join("journal");
+        let created = !path.exists();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)?;
+        if created {
+            File::open(dir)?.sync_all()?;
+        }
+        let bytes = std::fs::read(&path)?;
+        let (frames, good) = read_frames(&bytes).map_err(|at| {
+            StoreError::Corrupt(format!(
+                "{} is damaged at byte {at} (a frame that does not check out, with more after \
+                 it): the events it holds were acknowledged. Restore the data dir from a backup",
+                path.display()
+            ))
+        })?;
+        if good < bytes.len() {
+            tracing::warn!(
+                path = %path.display(),
+                torn = bytes.len() - good,
+                "The journal ends with a frame cut short by a crash (never acknowledged); dropping it."
+            );
+            file.set_len(good as u64)?;
+            file.sync_data()?;
+        }
+        let journal = Journal {
+            path,
+            file,
+            len: good as u64,
+        };
+        Ok((journal, frames))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends a frame and fdatasyncs it. `Err` is fatal, as a failed sync of sled's log is
+    /// (`durable.rs`).
+    pub fn append(&mut self, frame: &Frame) -> io::Result<()> {
+        let bytes = encode(frame);
+        self.file.write_all_at(&bytes, self.len)?;
+        self.file.sync_data()?;
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Empties the journal, once sled holds every frame and is synced.
+    pub fn clear(&mut self) -> io::Result<()> {
+        if self.len > 0 {
+            self.file.set_len(0)?;
+            self.file.sync_data()?;
+            self.len = 0;
+        }
+        Ok(())
+    }
+}
+
+fn encode(frame: &Frame) -> Vec<u8> {
+    let size: usize = frame
+        .events
+        .iter()
+        .map(|(key, record, _)| 2 + key.len() + 8 + 4 + record.len())
+        .sum();
+    let mut payload = Vec::with_capacity(12 + size);
+    payload.extend_from_slice(&frame.first.0.to_be_bytes());
+    payload.extend_from_slice(&(frame.events.len() as u32).to_le_bytes());
+    for (key, record, received_at_ms) in &frame.events {
+        payload.extend_from_slice(&(key.len() as u16).to_le_bytes());
+        payload.extend_from_slice(key);
+        payload.extend_from_slice(&received_at_ms.to_le_bytes());
+        payload.extend_from_slice(&(record.len() as u32).to_le_bytes());
+        payload.extend_from_slice(record);
+    }
+    let mut out = Vec::with_capacity(HEADER + payload.len());
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    out.extend_from_slice(&payload);
+    out
+}
+
+/// The frames in `bytes`, and how many bytes they take (the rest is a torn last frame).
+/// `Err(offset)`: a frame there does not check out and more bytes follow it.
+fn read_frames(bytes: &[u8]) -> Result<(Vec<Frame>, usize), usize> {
+    let mut frames = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let Some(header) = bytes.get(at..at + HEADER) else {
+            break;
+        };
+        let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+        let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
+        let end = at + HEADER + len;
+        let Some(payload) = bytes.get(at + HEADER..end) else {
+            break;
+        };
+        let frame = (crc32fast::hash(payload) == crc)
+            .then(|| decode(payload))
+            .flatten();
+        match frame {
+            Some(frame) => frames.push(frame),
+            None if end == bytes.len() => break,
+            None => return Err(at),
+        }
+        at = end;
+    }
+    Ok((frames, at))
+}
+
+fn decode(payload: &[u8]) -> Option<Frame> {
+    let mut rest = payload;
+    let mut take = |n: usize| -> Option<&[u8]> {
+        let (head, tail) = rest.split_at_checked(n)?;
+        rest = tail;
+        Some(head)
+    };
+    let first = Seq(u64::from_be_bytes(take(8)?.try_into().ok()?));
+    let count = u32::from_le_bytes(take(4)?.try_into().ok()?);
+    let mut events = Vec::with_capacity(count.min(1 << 16) as usize);
+    for _ in 0..count {
+        let key_len = u16::from_le_bytes(take(2)?.try_into().ok()?);
+        let key = take(key_len.into())?.to_vec();
+        let received_at_ms = u64::from_le_bytes(take(8)?.try_into().ok()?);
+        let record_len = u32::from_le_bytes(take(4)?.try_into().ok()?);
+        let record = take(record_len as usize)?.to_vec();
+        events.push((key, record, received_at_ms));
+    }
+    rest.is_empty().then_some(Frame { first, events })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(first: u64, n: usize) -> Frame {
+        let events = (0..n)
+            .map(|i| {
+                let key = format!("p\0id-{first}-{i}").into_bytes();
+                (key, vec![i as u8; 100 + i], 1_700_000_000_000 + i as u64)
+            })
+            .collect();
+        Frame {
+            first: Seq(first),
+            events,
+        }
+    }
+
+    fn journal_with(dir: &Path, frames: &[Frame]) -> Vec<u8> {
+        let (mut journal, read) = Journal::open(dir).unwrap();
+        assert!(read.is_empty());
+        for frame in frames {
+            journal.append(frame).unwrap();
+        }
+        std::fs::read(journal.path()).unwrap()
+    }
+
+    #[test]
+    fn frames_read_back_as_written_and_clear_empties() {
+        let dir = tempfile::tempdir().unwrap();
+        let frames = [frame(1, 3), frame(4, 1), frame(5, 20)];
+        journal_with(dir.path(), &frames);
+        let (mut journal, read) = Journal::open(dir.path()).unwrap();
+        assert_eq!(read, frames);
+        assert_eq!(read[2].end(), Seq(25));
+        journal.clear().unwrap();
+        journal.append(&frame(25, 2)).unwrap();
+        let (_, read) = Journal::open(dir.path()).unwrap();
+        assert_eq!(read, [frame(25, 2)]);
+    }
+
+    #[test]
+    fn a_torn_last_frame_is_cut_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let frames = [frame(1, 3), frame(4, 2)];
+        let bytes = journal_with(dir.path(), &frames);
+        let whole = bytes.len();
+        // Cut anywhere in the last frame, or its bytes garbled (the file grew, the data did not
+        // reach the disk): only the first frame is read, and the file is cut back to it.
+        let second = whole - encode(&frames[1]).len();
+        for cut in [second + 3, second + HEADER + 5, whole - 1] {
+            std::fs::write(dir.path().join("journal"), &bytes[..cut]).unwrap();
+            let (_, read) = Journal::open(dir.path()).unwrap();
+            assert_eq!(read, frames[..1], "cut at {cut}");
+            assert_eq!(
+                std::fs::metadata(dir.path().join("journal")).unwrap().len(),
+                second as u64
+            );
+        }
+        let mut garbled = bytes.clone();
+        garbled[whole - 10] ^= 0xff;
+        std::fs::write(dir.path().join("journal"), &garbled).unwrap();
+        let (_, read) = Journal::open(dir.path()).unwrap();
+        assert_eq!(read, frames[..1]);
+    }
+
+    #[test]
+    fn a_damaged_frame_with_frames_after_it_refuses_to_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = journal_with(dir.path(), &[frame(1, 3), frame(4, 2)]);
+        bytes[HEADER + 20] ^= 0x01;
+        std::fs::write(dir.path().join("journal"), &bytes).unwrap();
+        let err = Journal::open(dir.path()).err().expect("a damaged journal");
+        let text = err.to_string();
+        assert!(
+            text.contains("journal") && text.contains("byte 0"),
+            "{text}"
+        );
+    }
+}
