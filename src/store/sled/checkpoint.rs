@@ -103,13 +103,17 @@ impl Committer {
         queue: &mut mpsc::Receiver<Message>,
         signals: &mut Signals,
     ) -> Result<Committer, StoreError> {
+        let Some(wake) = Wake::reserve(&self.reopen.wake) else {
+            // The queue is full: tried again after the next batch.
+            return Ok(self);
+        };
         let started = Instant::now();
         // Readers wait from here until sled holds what is journaled meanwhile.
         let handles = self.handles.clone();
         let mut readers = handles.write().unwrap_or_else(PoisonError::into_inner);
         *readers = None;
         let runs = self.runs.detach();
-        let reopening = reopen(self.durability, self.trees, &self.reopen)?;
+        let reopening = reopen(self.durability, self.trees, &self.reopen, wake)?;
         let mut bridge = Bridge {
             journal: &mut self.journal,
             runs: &runs,
@@ -154,8 +158,10 @@ impl Committer {
             "Store checkpointed: a start after a crash replays from here."
         );
         self.since_checkpoint = 0;
-        for batch in chunks(held) {
-            self.commit(batch)?;
+        if signals.fail.is_none() {
+            for batch in chunks(held) {
+                self.commit(batch)?;
+            }
         }
         Ok(self)
     }
@@ -218,9 +224,13 @@ impl Committer {
 }
 
 /// Starts the thread that closes and reopens sled.
-fn reopen(durability: Durability, trees: Trees, reopen: &Reopen) -> Result<Reopening, StoreError> {
-    let (dir, config) = (reopen.dir.clone(), reopen.config.clone());
-    let (wake, slow) = (Wake(reopen.wake.clone()), reopen.slow);
+fn reopen(
+    durability: Durability,
+    trees: Trees,
+    reopen: &Reopen,
+    wake: Wake,
+) -> Result<Reopening, StoreError> {
+    let (dir, config, slow) = (reopen.dir.clone(), reopen.config.clone(), reopen.slow);
     let thread = std::thread::Builder::new()
         .name("hookgate-checkpoint".into())
         .spawn(move || {
@@ -236,15 +246,29 @@ fn reopen(durability: Durability, trees: Trees, reopen: &Reopen) -> Result<Reope
     Ok(thread)
 }
 
-/// Wakes the committer when the reopening thread ends, however it ends.
-struct Wake(mpsc::WeakSender<Message>);
+/// Wakes the committer when the reopening thread ends, however it ends, through a place in its
+/// queue reserved beforehand (so the thread never waits for the committer, which may be
+/// joining it).
+struct Wake(Option<mpsc::OwnedPermit<Message>>);
+
+impl Wake {
+    /// `None` when the queue is full. No sender left (the store is being dropped): nothing to
+    /// reserve, as the queue's end wakes the committer.
+    fn reserve(queue: &mpsc::WeakSender<Message>) -> Option<Wake> {
+        let Some(queue) = queue.upgrade() else {
+            return Some(Wake(None));
+        };
+        queue
+            .try_reserve_owned()
+            .ok()
+            .map(|permit| Wake(Some(permit)))
+    }
+}
 
 impl Drop for Wake {
     fn drop(&mut self) {
-        // Blocks while the queue is full: the committer empties it meanwhile. No sender left:
-        // the committer's queue ends, which wakes it too.
-        if let Some(queue) = self.0.upgrade() {
-            let _ = queue.blocking_send(Message::Reopened);
+        if let Some(permit) = self.0.take() {
+            permit.send(Message::Reopened);
         }
     }
 }
@@ -338,6 +362,7 @@ impl Bridge<'_> {
                 }
                 return Err(err);
             }
+            self.metrics.fsyncs.inc();
             self.next = frame.end();
             self.last_seq.send_replace(Seq(self.next.0 - 1));
             self.metrics
