@@ -86,7 +86,7 @@ pub struct Counters {
     /// Sum and count of the committer's batch sizes, in events.
     pub batch_events: f64,
     pub batches: f64,
-    /// Sum (seconds) and count of the committer's pauses to checkpoint sled.
+    /// Sum (seconds) and count of the times sled was closed for a checkpoint.
     pub checkpoint_seconds: f64,
     pub checkpoints: f64,
     /// Every histogram: name -> (upper bound in seconds, cumulative count) per bucket.

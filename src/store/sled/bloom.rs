@@ -1,9 +1,11 @@
 //! A blocked Bloom filter: every key sets 8 bits within one 64-byte block, so a lookup costs
-//! one cache line. At 10 bits per key it answers "maybe" for about 1 % of absent keys.
+//! one cache line. At 16 bits per key it answers "maybe" for about 0.09 % of absent keys (1.04 %
+//! at 10, 0.41 % at 12, 0.18 % at 14: measured on a million absent keys). Runs sealed by an
+//! earlier hookgate keep the 10 bits they were written with.
 
 const BLOCK_BITS: u64 = 512;
 const BLOCK_BYTES: usize = 64;
-const BITS_PER_KEY: usize = 10;
+const BITS_PER_KEY: usize = 16;
 const PROBES: u64 = 8;
 
 /// A key's hash, computed once and probed in every filter. Written down here (FNV-1a, then
@@ -89,7 +91,7 @@ mod tests {
         let found = |key: String| bloom.may_contain(KeyHash::of(key.as_bytes()));
         assert!((0..10_000).all(|n| found(format!("in-{n}"))));
         let false_positives = (0..100_000).filter(|n| found(format!("out-{n}"))).count();
-        assert!(false_positives < 3_000, "{false_positives} of 100000");
+        assert!(false_positives < 300, "{false_positives} of 100000");
         let copy = Bloom::from_bytes(bloom.as_bytes().to_vec()).unwrap();
         assert!(copy.may_contain(KeyHash::of(b"in-7")));
     }
