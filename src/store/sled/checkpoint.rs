@@ -139,7 +139,9 @@ impl Committer {
             self.trees.get(TreeId::Meta).clone(),
         );
         bridged?;
+        let frame_count = frames.len();
         let journaled = self.apply_journal(frames)?;
+        let applied = started.elapsed() - closed;
         *readers = Some((self.trees.clone(), self.durability.db().clone()));
         drop(readers);
         let ms = |part: Duration| part.as_millis() as u64;
@@ -154,6 +156,8 @@ impl Committer {
             open_ms = ms(parts.open),
             sync_ms = ms(parts.sync),
             journaled,
+            frames = frame_count,
+            apply_ms = ms(applied),
             held = held.len(),
             "Store checkpointed: a start after a crash replays from here."
         );
