@@ -124,9 +124,15 @@ impl Committer {
             claimed: HashMap::new(),
             frames: Vec::new(),
             held: Vec::new(),
+            slowest_append: Duration::ZERO,
         };
         let bridged = bridge.run(queue, signals);
-        let Bridge { frames, held, .. } = bridge;
+        let Bridge {
+            frames,
+            held,
+            slowest_append,
+            ..
+        } = bridge;
         let (durability, trees, parts) = reopening
             .join()
             .map_err(|_| StoreError::Corrupt("reopening sled panicked".into()))??;
@@ -157,6 +163,7 @@ impl Committer {
             sync_ms = ms(parts.sync),
             journaled,
             frames = frame_count,
+            slowest_frame_ms = ms(slowest_append),
             apply_ms = ms(applied),
             held = held.len(),
             "Store checkpointed: a start after a crash replays from here."
@@ -309,6 +316,8 @@ struct Bridge<'a> {
     frames: Vec<Frame>,
     /// Requests that wait for sled.
     held: Vec<Pending>,
+    /// The longest a frame's write and fdatasync took.
+    slowest_append: Duration,
 }
 
 impl Bridge<'_> {
@@ -374,7 +383,10 @@ impl Bridge<'_> {
             answers.push((pending, Committed::Accepted(seq)));
         }
         if !frame.events.is_empty() {
-            if let Err(err) = self.journal.append(&frame) {
+            let appending = Instant::now();
+            let appended = self.journal.append(&frame);
+            self.slowest_append = self.slowest_append.max(appending.elapsed());
+            if let Err(err) = appended {
                 let err = StoreError::Storage(Arc::new(err));
                 tracing::error!(error = %err, path = %self.journal.path().display(), "Cannot write the checkpoint journal; answering 503.");
                 for (pending, _) in answers {
