@@ -72,7 +72,10 @@ where
     let mut failing = false;
     loop {
         ticks.tick().await;
-        let checked = tokio::time::timeout(interval, alive(interval))
+        // The checks get three quarters of the interval, so that a committer that does not
+        // answer is reported as such (its own deadline passes first), not as a check that
+        // did not end.
+        let checked = tokio::time::timeout(interval, alive(interval * 3 / 4))
             .await
             .unwrap_or_else(|_| Err(format!("no answer within {interval:?}")));
         match checked {
