@@ -43,7 +43,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 use super::committer::{
-    encode, take_batch, Committer, Message, Outcome, Pending, Signals, Step, Work, MAX_BATCH,
+    answer, answer_late, encode, take_batch, Committer, Message, Outcome, Pending, Signals, Step,
+    Work, MAX_BATCH,
 };
 use super::durable::{self, Durability, Reopened};
 use super::journal::{Frame, Journal};
@@ -211,11 +212,7 @@ impl Committer {
                 .sync()
                 .map_err(|err| StoreError::Storage(Arc::new(err)))?;
             self.metrics.fsyncs.inc_by(fsyncs);
-            let durable = Seq(self.next_seq.0 - 1);
-            self.last_seq.send_replace(durable);
-            if let Err(err) = self.watermark.advance(durable, false) {
-                tracing::warn!(error = %err, "Cannot record the acknowledged watermark.");
-            }
+            self.announce_durable();
         }
         self.journal.clear()?;
         Ok(applied)
@@ -353,17 +350,12 @@ impl Bridge<'_> {
             self.hold(batch);
             return Ok(());
         }
-        let now = Instant::now();
         let mut frame = Frame {
             first: self.next,
             events: Vec::new(),
         };
         let mut answers = Vec::new();
-        for pending in batch {
-            if pending.deadline <= now || pending.reply.is_closed() {
-                let _ = pending.reply.send(Err(StoreError::DeadlineExceeded));
-                continue;
-            }
+        for pending in answer_late(batch) {
             let Work::Event(event) = &pending.work else {
                 self.hold(vec![pending]);
                 continue;
@@ -403,11 +395,7 @@ impl Bridge<'_> {
             self.frames.push(frame);
         }
         for (pending, committed) in answers {
-            match committed {
-                Committed::Accepted(_) => self.metrics.events_stored.inc(),
-                Committed::Duplicate(_) => self.metrics.duplicates.inc(),
-            };
-            let _ = pending.reply.send(Ok(Outcome::Event(committed)));
+            answer(self.metrics, pending, Outcome::Event(committed));
         }
         Ok(())
     }

@@ -198,6 +198,29 @@ pub fn take_batch(
     (batch, bytes)
 }
 
+/// Answers `DeadlineExceeded` to the requests past their deadline or whose sender is gone, and
+/// returns the others.
+pub fn answer_late(batch: Vec<Pending>) -> Vec<Pending> {
+    let now = Instant::now();
+    let (live, late): (Vec<Pending>, Vec<Pending>) = batch
+        .into_iter()
+        .partition(|p| p.deadline > now && !p.reply.is_closed());
+    for pending in late {
+        let _ = pending.reply.send(Err(StoreError::DeadlineExceeded));
+    }
+    live
+}
+
+/// Answers a request whose work is durable, and counts what it stored.
+pub fn answer(metrics: &Metrics, pending: Pending, outcome: Outcome) {
+    match outcome {
+        Outcome::Event(Committed::Accepted(_)) => metrics.events_stored.inc(),
+        Outcome::Event(Committed::Duplicate(_)) => metrics.duplicates.inc(),
+        Outcome::Written | Outcome::Expired(_) => 0,
+    };
+    let _ = pending.reply.send(Ok(outcome));
+}
+
 impl Committer {
     /// Runs until told to close (or every sender is gone), commits what is still queued, and
     /// syncs once more.
@@ -286,13 +309,7 @@ impl Committer {
                 }
             }
         }
-        let now = Instant::now();
-        let (live, late): (Vec<Pending>, Vec<Pending>) = batch
-            .into_iter()
-            .partition(|p| p.deadline > now && !p.reply.is_closed());
-        for pending in late {
-            let _ = pending.reply.send(Err(StoreError::DeadlineExceeded));
-        }
+        let live = answer_late(batch);
         if live.is_empty() {
             return Ok(());
         }
@@ -343,19 +360,9 @@ impl Committer {
             Ok(outcomes) => {
                 // Readers see the batch before anyone is answered: a client that reads right
                 // after its 200 finds its event.
-                let durable = Seq(self.next_seq.0 - 1);
-                let _ = self.last_seq.send(durable);
-                if let Err(err) = self.watermark.advance(durable, false) {
-                    // Only the detection of a damaged log suffers; the events are durable.
-                    tracing::warn!(error = %err, "Cannot record the acknowledged watermark.");
-                }
+                self.announce_durable();
                 for (pending, outcome) in live.into_iter().zip(outcomes) {
-                    match outcome {
-                        Outcome::Event(Committed::Accepted(_)) => self.metrics.events_stored.inc(),
-                        Outcome::Event(Committed::Duplicate(_)) => self.metrics.duplicates.inc(),
-                        Outcome::Written | Outcome::Expired(_) => 0,
-                    };
-                    let _ = pending.reply.send(Ok(outcome));
+                    answer(&self.metrics, pending, outcome);
                 }
             }
             Err(err) => {
@@ -371,6 +378,16 @@ impl Committer {
             }
         }
         Ok(())
+    }
+
+    /// Tells the readers (and the watermark) that every seq sled holds is durable.
+    pub fn announce_durable(&mut self) {
+        let durable = Seq(self.next_seq.0 - 1);
+        self.last_seq.send_replace(durable);
+        if let Err(err) = self.watermark.advance(durable, false) {
+            // Only the detection of a damaged log suffers; the events are durable.
+            tracing::warn!(error = %err, "Cannot record the acknowledged watermark.");
+        }
     }
 
     /// Claims each event's dedup key and appends it, and applies every write, all in one

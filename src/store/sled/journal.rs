@@ -17,11 +17,12 @@
 //! it, or frames that do not follow sled's seqs, mean the file was damaged: hookgate refuses
 //! to start and names it.
 
-use std::fs::{File, OpenOptions};
-use std::io;
+use std::fs::File;
+use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use super::watermark::open_or_create;
 use crate::event::Seq;
 use crate::store::StoreError;
 
@@ -57,16 +58,12 @@ impl Journal {
     pub fn open(dir: &Path) -> Result<(Journal, Vec<Frame>), StoreError> {
         let path = dir.join("journal");
         let created = !path.exists();
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)?;
+        let mut file = open_or_create(&path)?;
         if created {
             File::open(dir)?.sync_all()?;
         }
-        let bytes = std::fs::read(&path)?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
         let (frames, good) = read_frames(&bytes).map_err(|at| {
             StoreError::Corrupt(format!(
                 "{} is damaged at byte {at} (a frame that does not check out, with more after \

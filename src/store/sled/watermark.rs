@@ -16,6 +16,16 @@ use std::time::{Duration, Instant};
 
 use crate::event::Seq;
 
+/// Opens `path` to read and write, creating it empty if it is not there.
+pub fn open_or_create(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+}
+
 /// How often the watermark reaches the disk.
 const SYNC_EVERY: Duration = Duration::from_secs(1);
 const MAGIC: &[u8; 4] = b"hgw1";
@@ -33,12 +43,7 @@ impl Watermark {
     /// Opens (or creates) the watermark of the store under `dir`, and reads it.
     pub fn open(dir: &Path) -> io::Result<Watermark> {
         let path = dir.join("acked");
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)?;
+        let file = open_or_create(&path)?;
         let mut bytes = [0u8; 16];
         let read = file.read_at(&mut bytes, 0)?;
         let written = match read {
