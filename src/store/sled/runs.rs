@@ -624,10 +624,14 @@ impl Runs {
             let bytes = summary.get(at..at + 8).ok_or_else(corrupt)?;
             Ok(u64::from_le_bytes(bytes.try_into().map_err(|_| corrupt())?))
         };
-        let mut filter = Vec::new();
-        for part in self.tree.scan_prefix(key(id, FILTER, &[])).values() {
-            filter.extend_from_slice(&part?);
-        }
+        // Gathered first and joined once: a filter grown part by part would keep up to
+        // half of its size again as spare capacity for as long as the run lives.
+        let parts = self
+            .tree
+            .scan_prefix(key(id, FILTER, &[]))
+            .values()
+            .collect::<Result<Vec<_>, _>>()?;
+        let filter = parts.concat();
         Ok(Run {
             id,
             bloom: Bloom::from_bytes(filter)
