@@ -5,7 +5,6 @@
 //! ([`admin_client`] reaches it, [`table`] shows its answers).
 
 mod admin_client;
-pub mod allocator;
 mod check_config;
 mod consumers;
 mod dead;

@@ -50,3 +50,20 @@ fn start() -> Mutex<mpsc::Sender<Job>> {
     }
     Mutex::new(jobs)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_open_runs_on_the_same_thread() {
+        let here = std::thread::current().id();
+        let first = run(|| std::thread::current().id());
+        let second = std::thread::spawn(|| run(|| std::thread::current().id()))
+            .join()
+            .unwrap();
+        assert_ne!(first, here);
+        assert_eq!(first, second);
+        assert_eq!(run(|| 7), 7);
+    }
+}
