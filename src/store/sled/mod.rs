@@ -16,7 +16,6 @@ mod journal;
 mod keys;
 mod live;
 mod mount;
-mod opener;
 mod pack;
 mod place;
 mod reader;
@@ -244,10 +243,6 @@ fn open_db(dir: &Path, config: &StoreConfig) -> Result<::sled::Db, ::sled::Error
         .cache_capacity(config.cache_bytes)
         // The committer flushes (and fsyncs) itself; a background flush would only compete.
         .flush_every_ms(None);
-    opener::run(move || open_retrying(&sled))
-}
-
-fn open_retrying(sled: &::sled::Config) -> Result<::sled::Db, ::sled::Error> {
     let mut tries = 0;
     loop {
         match sled.open() {
