@@ -126,6 +126,9 @@ fn main() {
     // the first gateway's in DIR, the pre-loaded one's in DIR/pre-loaded.
     let temp = tempfile::tempdir().expect("temp dir");
     let kept = std::env::var_os("HOOKGATE_BENCH_DATA").map(std::path::PathBuf::from);
+    if let Some(kept) = &kept {
+        std::fs::create_dir_all(kept).expect("create HOOKGATE_BENCH_DATA");
+    }
     let mut empty = Target::start(kept.as_deref().unwrap_or(temp.path()));
     let empty_startup = empty.gateway.startup;
 
