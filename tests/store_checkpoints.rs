@@ -1,12 +1,16 @@
 //! Checkpoints do not hold the senders. While a checkpoint keeps sled closed (`[store]
 //! checkpoint_mb`; made 3 s longer here by the test hook), a new event is acknowledged from the
 //! checkpoint journal and a copy of it answers `duplicate` with its seq; a copy of an event from
-//! before, whose dedup needs sled, and a reader wait for sled, then find what they should.
+//! before, whose dedup needs sled, and a reader wait for sled, then find what they should. A
+//! copy of an event whose claim is in a sealed dedup run is answered from the run's file,
+//! without waiting.
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
-use common::{provider, sign, Api, Gateway, Reply};
+use std::time::Duration;
+
+use common::{provider, sign, wait_until, Api, Gateway, Reply};
 
 const SLOW_ENV: &str = "HOOKGATE_TEST_SLOW_CHECKPOINT_MS";
 
@@ -19,22 +23,30 @@ fn metric(gw: &Gateway, name: &str) -> f64 {
     gw.metric(name, &[]).unwrap_or(0.0)
 }
 
-#[test]
-fn events_are_acknowledged_while_a_checkpoint_keeps_sled_closed() {
-    let mut gw = Gateway::builder()
+/// A gateway whose checkpoints come every 1 MiB committed and keep sled closed 3 s longer.
+fn slow_checkpoints() -> common::GatewayBuilder {
+    Gateway::builder()
         .server("ack_deadline_ms = 20000")
         .config(&format!(
             "{}\n[store]\ncheckpoint_mb = 1\n[limits]\nper_address_rps = 0\n",
             provider("p", "none", &[], "event_id = \"header:X-Id\"")
         ))
         .env(SLOW_ENV, "3000")
-        .start();
+}
+
+/// 1.2 MB: the checkpoint starts once the batch that crosses 1 MiB is answered.
+fn start_checkpoint(api: &Api) {
+    for i in 0..6 {
+        assert_eq!(post(api, &format!("big-{i}"), 200_000).ack().0, "accepted");
+    }
+}
+
+#[test]
+fn events_are_acknowledged_while_a_checkpoint_keeps_sled_closed() {
+    let mut gw = slow_checkpoints().start();
     let api = gw.api();
     let (_, before) = post(&api, "before", 10).ack();
-    // 1.2 MB: the checkpoint starts once the batch that crosses 1 MiB is answered.
-    for i in 0..6 {
-        assert_eq!(post(&api, &format!("big-{i}"), 200_000).ack().0, "accepted");
-    }
+    start_checkpoint(&api);
 
     let (status, x) = post(&api, "x", 10).ack();
     assert_eq!(status, "accepted");
@@ -60,4 +72,62 @@ fn events_are_acknowledged_while_a_checkpoint_keeps_sled_closed() {
     assert_eq!(stored.get(&before).map(String::as_str), Some("before"));
     assert_eq!(stored.len(), 8, "{stored:?}");
     assert_eq!(post(&api, "x", 10).ack(), ("duplicate".into(), x));
+}
+
+#[test]
+fn a_copy_of_an_event_in_a_sealed_run_is_answered_while_sled_is_closed() {
+    let mut gw = slow_checkpoints()
+        .env("HOOKGATE_TEST_DEDUP_RUN_KEYS", "300")
+        .start();
+    let api = gw.api();
+    let old: Vec<u64> = (0..700)
+        .map(|i| post(&api, &format!("old-{i}"), 10).ack().1)
+        .collect();
+    // Two runs sealed (0-299 and 300-599, each with its file); 600-699 still in the log.
+    let runs = gw.data_dir().join("dedup-runs");
+    wait_until(Duration::from_secs(20), "two sealed runs' files", || {
+        std::fs::read_dir(&runs).map_or(0, |files| {
+            files
+                .flatten()
+                .filter(|file| file.path().extension().is_some_and(|ext| ext == "run"))
+                .count()
+        }) == 2
+    });
+    start_checkpoint(&api);
+
+    for i in [0, 150, 299, 300, 599] {
+        assert_eq!(
+            post(&api, &format!("old-{i}"), 10).ack(),
+            ("duplicate".into(), old[i]),
+            "old-{i}"
+        );
+    }
+    let (status, new) = post(&api, "new", 10).ack();
+    assert_eq!(status, "accepted");
+    assert_eq!(
+        metric(&gw, "hookgate_store_checkpoints_total"),
+        0.0,
+        "answered while sled was closed"
+    );
+    assert_eq!(metric(&gw, "hookgate_store_checkpoint_held_total"), 0.0);
+
+    // One whose claim is in the log of recent claims still waits for sled.
+    assert_eq!(
+        post(&api, "old-650", 10).ack(),
+        ("duplicate".into(), old[650])
+    );
+    assert_eq!(metric(&gw, "hookgate_store_checkpoints_total"), 1.0);
+    assert_eq!(metric(&gw, "hookgate_store_checkpoint_held_total"), 1.0);
+
+    gw.restart();
+    let api = gw.api();
+    let stored = api.ids_by_seq();
+    assert_eq!(stored.len(), 700 + 6 + 1, "every event stored once");
+    assert_eq!(stored.get(&new).map(String::as_str), Some("new"));
+    for i in [0, 299, 599, 699] {
+        assert_eq!(
+            post(&api, &format!("old-{i}"), 10).ack(),
+            ("duplicate".into(), old[i])
+        );
+    }
 }

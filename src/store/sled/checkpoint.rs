@@ -16,11 +16,13 @@
 //!    crash start would have replayed) and writes a new snapshot, and the durability layer
 //!    fsyncs sled's files and the directory as at a start; then wakes the committer;
 //! 3. meanwhile (0.1-0.6 s), the committer goes on taking batches: a new event whose dedup key
-//!    neither the recent claims' index nor a sealed run's filter may hold (told from memory),
-//!    and that is not a copy of one accepted meanwhile, gets the next seq and goes into a frame
-//!    of the journal (`journal.rs`), fdatasynced before it is answered, and `last_seq` moves
-//!    past it. A copy of an event accepted meanwhile is answered `duplicate` with its seq.
-//!    Everything else (events whose dedup needs sled, cursor moves and other writes, dedup
+//!    neither the recent claims' index nor a sealed run holds (told from memory, and from the
+//!    files of the runs whose filter may hold it: `run_file.rs`), and that is not a copy of one
+//!    accepted meanwhile, gets the next seq and goes into a frame of the journal
+//!    (`journal.rs`), fdatasynced before it is answered, and `last_seq` moves past it. A copy
+//!    of an event accepted meanwhile, or of one a run's file holds, is answered `duplicate`
+//!    with its seq. Everything else (events whose dedup needs sled: the recent claims' index
+//!    may hold them, or a run without a usable file; cursor moves and other writes, dedup
 //!    expiries) is held;
 //! 4. once woken, it takes sled back, applies the journal's frames to it as ordinary batches
 //!    (the same seqs: nothing else was written), syncs, empties the journal and gives the
@@ -48,7 +50,7 @@ use super::committer::{
 };
 use super::durable::{self, Durability, Reopened};
 use super::journal::{Frame, Journal};
-use super::runs::Detached;
+use super::runs::{Closed, Detached};
 use super::{open_db, TreeId, Trees};
 use crate::config::StoreConfig;
 use crate::event::Seq;
@@ -365,9 +367,16 @@ impl Bridge<'_> {
                 answers.push((pending, Committed::Duplicate(*seq)));
                 continue;
             }
-            if self.runs.may_hold(&encoded.0) {
-                self.hold(vec![pending]);
-                continue;
+            match self.runs.lookup(&encoded.0) {
+                Closed::Absent => {}
+                Closed::Found(seq) => {
+                    answers.push((pending, Committed::Duplicate(seq)));
+                    continue;
+                }
+                Closed::NeedsSled => {
+                    self.hold(vec![pending]);
+                    continue;
+                }
             }
             let seq = frame.end();
             self.claimed.insert(encoded.0.clone(), seq);

@@ -25,6 +25,11 @@
 //!   replays the whole log, which holds everything. Losing a rename to a power loss costs
 //!   start-up time, never data.
 //!
+//! Beside sled, `<data_dir>/dedup-runs/*.run` (`run_file.rs`) hold copies of the sealed dedup
+//! runs, read only while a checkpoint has sled closed. They are never synced and need not be:
+//! sled holds each run, and a copy that does not check out (a CRC per value and on the index) is
+//! not used, so losing or damaging one costs waiting for sled, never a wrong answer.
+//!
 //! One assumption this does not close: sled reuses a segment of `db` once the pages moved out of
 //! it were written with `sync_file_range` (its "stable" LSN: `pagecache/segment.rs`, header
 //! note 1; `pagecache/iobuf.rs`), not after an `fdatasync`. Every batch's `fdatasync` makes

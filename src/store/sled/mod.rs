@@ -21,6 +21,7 @@ mod place;
 mod reader;
 pub mod record;
 mod retention;
+mod run_file;
 mod runs;
 mod watermark;
 
@@ -314,6 +315,7 @@ impl SledStore {
             trees.get(TreeId::Meta).clone(),
             runs::run_keys(config.dedup_run_keys),
             legacy.then_some((LAYOUT_KEY, LAYOUT)),
+            run_file::dir(dir),
         )?;
         let recent_claims = runs.recent_claims();
         let handles: Handles = Arc::new(RwLock::new(Some((trees.clone(), db))));

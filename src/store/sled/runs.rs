@@ -30,11 +30,14 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
+use std::ops::Bound;
+use std::path::PathBuf;
 
 use super::bloom::{Bloom, KeyHash};
 use super::claims::{self, entries, entry_len, push_entry, Claims};
 use super::live::change;
 use super::pack::MAX_VALUE;
+use super::run_file::{self, RunFile, Writer};
 use crate::event::Seq;
 use crate::store::StoreError;
 
@@ -50,6 +53,8 @@ const DATA: u8 = 0;
 const SUMMARY: u8 = 1;
 const FILTER: u8 = 2;
 const DROPPING: u8 = 3;
+/// The length of a value's key before its first entry's key: the run id and [`DATA`].
+const DATA_KEY: usize = 5;
 /// Values of an expired run removed per step.
 const DROP_STEP: usize = 64;
 /// The environment variable that lowers `dedup_run_keys`, for the tests that kill the real
@@ -75,12 +80,38 @@ struct Run {
     newest_ms: u64,
     /// The newest log key (a seq) whose claims it holds.
     through: Seq,
+    /// Its copy in a file of its own, read while sled is closed (`run_file.rs`).
+    file: Option<RunFile>,
+    /// Writing the copy failed: not tried again until the next open.
+    copy_failed: bool,
+}
+
+/// A sealed run's copy being written from sled (for a run sealed by an earlier hookgate, or
+/// whose copy was lost), a step at a time.
+struct Copying {
+    id: u32,
+    writer: Writer,
+    /// The last `dedup_runs` key copied.
+    after: Option<Vec<u8>>,
+}
+
+impl Run {
+    fn wants_copy(&self) -> bool {
+        self.file.is_none() && !self.copy_failed
+    }
+
+    fn copy_failed(&mut self, err: &std::io::Error) {
+        tracing::warn!(error = %err, run = self.id, "Cannot write a dedup run's file; while sled is closed, events this run may hold wait for it.");
+        self.copy_failed = true;
+    }
 }
 
 /// The run being built.
 struct Building {
     run: Run,
     phase: Phase,
+    /// Its file, written as its values are; `None` once a write failed.
+    file: Option<Writer>,
 }
 
 enum Phase {
@@ -180,18 +211,50 @@ pub struct Detached {
     dropping: VecDeque<u32>,
     /// The change in stored bytes since the committer last took it (`live.rs`).
     delta: i64,
+    /// The directory of the runs' files.
+    files: PathBuf,
+    copying: Option<Copying>,
+}
+
+/// What the runs tell of a key while sled is closed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Closed {
+    /// Neither the recent claims nor any sealed run holds it.
+    Absent,
+    /// A sealed run's file holds it, first stored under this seq.
+    Found(Seq),
+    /// Only sled can tell: the recent claims' index may hold it, or a run that may hold it has
+    /// no file that checks out.
+    NeedsSled,
 }
 
 impl Detached {
-    /// Whether `key` may have been claimed: false only when neither the recent claims' index
-    /// nor any sealed run's filter may hold it, told from memory alone (while sled is closed for
-    /// a checkpoint). Each sealed run answers "maybe" for about 0.09 % of absent keys.
-    pub fn may_hold(&self, key: &[u8]) -> bool {
+    /// Whether `key` was claimed, told without sled (while it is closed for a checkpoint): from
+    /// the recent claims' index and the sealed runs' filters, which answer "maybe" for about
+    /// 0.09 % of absent keys each, and for those, from the runs' files. Runs are asked newest
+    /// first, as [`Runs::lookup`] asks them.
+    pub fn lookup(&self, key: &[u8]) -> Closed {
         if self.claims.may_hold(key) {
-            return true;
+            return Closed::NeedsSled;
         }
         let hash = KeyHash::of(key);
-        self.sealed.iter().any(|run| run.bloom.may_contain(hash))
+        for run in self.sealed.iter().rev() {
+            if !run.bloom.may_contain(hash) {
+                continue;
+            }
+            let Some(file) = &run.file else {
+                return Closed::NeedsSled;
+            };
+            match file.find(key) {
+                Ok(Some(seq)) => return Closed::Found(seq),
+                Ok(None) => {}
+                Err(err) => {
+                    tracing::warn!(error = %err, run = run.id, "Cannot read a dedup run's file; the event waits for sled.");
+                    return Closed::NeedsSled;
+                }
+            }
+        }
+        Closed::Absent
     }
 
     /// The runs again, on the reopened trees.
@@ -211,13 +274,15 @@ const LOADERS: usize = 8;
 impl Runs {
     /// Loads the sealed runs' filters, deals with a run left half built, and indexes the log.
     /// `legacy`: the store is of layout 3, whose `dedup` tree held one entry per key; it is
-    /// turned into a log, and `layout` written to `meta`, in one transaction.
+    /// turned into a log, and `layout` written to `meta`, in one transaction. `files`: the
+    /// directory of the runs' files (`run_file.rs`).
     pub fn open(
         log: sled::Tree,
         tree: sled::Tree,
         meta: sled::Tree,
         seal_at: u64,
         legacy: Option<(&[u8], &[u8])>,
+        files: PathBuf,
     ) -> Result<Runs, StoreError> {
         let next_id = match meta.get(NEXT_RUN_KEY)? {
             Some(value) => u32::from_be_bytes(
@@ -244,6 +309,8 @@ impl Runs {
                 trimmed: false,
                 dropping: VecDeque::new(),
                 delta: 0,
+                files,
+                copying: None,
             },
         };
         let summaries = (0..next_id)
@@ -259,7 +326,7 @@ impl Runs {
                 None if runs.tree.scan_prefix(key(*id, DATA, &[])).next().is_some() => {
                     if legacy.is_some() {
                         let run = runs.rebuild(*id)?;
-                        runs.finish(run)?;
+                        runs.finish(run, None)?;
                     } else {
                         runs.mark_dropping(*id)?;
                     }
@@ -268,6 +335,8 @@ impl Runs {
                 None => {}
             }
         }
+        let sealed: Vec<u32> = runs.kept.sealed.iter().map(|run| run.id).collect();
+        run_file::remove_others(&runs.kept.files, &sealed);
         if let Some((layout_key, layout)) = legacy {
             runs.kept.delta += claims::convert_layout3(&log, &runs.meta, layout_key, layout)?;
         }
@@ -363,12 +432,15 @@ impl Runs {
         self.kept.building.is_none() && self.kept.claimed + claims as u64 >= self.kept.seal_at
     }
 
-    /// Whether a step is due: of dropping an expired run, of trimming the log, or of sealing.
+    /// Whether a step is due: of dropping an expired run, of trimming the log, of sealing, or
+    /// of copying a sealed run into its file.
     pub fn wants_step(&self) -> bool {
         !self.kept.dropping.is_empty()
             || !self.kept.trimmed
             || self.kept.building.is_some()
             || self.kept.claimed >= self.kept.seal_at
+            || self.kept.copying.is_some()
+            || self.kept.sealed.iter().any(Run::wants_copy)
     }
 
     /// A step of dropping the oldest expired run if there is one; else of trimming the log of
@@ -387,6 +459,60 @@ impl Runs {
         }
         if self.kept.building.is_some() || self.kept.claimed >= self.kept.seal_at {
             self.seal_step()?;
+        } else if self.kept.trimmed {
+            self.copy_step()?;
+        }
+        Ok(())
+    }
+
+    /// A step of copying a sealed run without a file into one: [`DROP_STEP`] values.
+    fn copy_step(&mut self) -> Result<(), StoreError> {
+        let mut copying = match self.kept.copying.take() {
+            Some(copying) => copying,
+            None => {
+                let Some(run) = self.kept.sealed.iter_mut().find(|run| run.wants_copy()) else {
+                    return Ok(());
+                };
+                match Writer::create(&self.kept.files, run.id) {
+                    Ok(writer) => Copying {
+                        id: run.id,
+                        writer,
+                        after: None,
+                    },
+                    Err(err) => {
+                        run.copy_failed(&err);
+                        return Ok(());
+                    }
+                }
+            }
+        };
+        let Some(at) = self.kept.sealed.iter().position(|run| run.id == copying.id) else {
+            // Expired meanwhile: the writer goes, and its partial file with it.
+            return Ok(());
+        };
+        let from = match &copying.after {
+            Some(after) => Bound::Excluded(after.clone()),
+            None => Bound::Included(key(copying.id, DATA, &[])),
+        };
+        let to = Bound::Excluded(key(copying.id, DATA + 1, &[]));
+        let mut copied = 0;
+        for item in self.tree.range::<Vec<u8>, _>((from, to)) {
+            let (key, value) = item?;
+            if let Err(err) = copying.writer.append(&key[DATA_KEY..], &value) {
+                self.kept.sealed[at].copy_failed(&err);
+                return Ok(());
+            }
+            copying.after = Some(key.to_vec());
+            copied += 1;
+            if copied == DROP_STEP {
+                self.kept.copying = Some(copying);
+                return Ok(());
+            }
+        }
+        let run = &mut self.kept.sealed[at];
+        match copying.writer.finish() {
+            Ok(file) => run.file = Some(file),
+            Err(err) => run.copy_failed(&err),
         }
         Ok(())
     }
@@ -493,6 +619,15 @@ impl Runs {
                     run.newest_ms = run.newest_ms.max(received);
                     written += 1;
                 }
+                if let Some(file) = &mut building.file {
+                    let appended = values
+                        .iter()
+                        .try_for_each(|(key, value)| file.append(&key[DATA_KEY..], value));
+                    if let Err(err) = appended {
+                        building.run.copy_failed(&err);
+                        building.file = None;
+                    }
+                }
                 let mut batch = sled::Batch::default();
                 for (key, value) in values {
                     // A new run's keys are new: nothing is replaced.
@@ -501,7 +636,7 @@ impl Runs {
                 }
                 self.tree.apply_batch(batch)?;
                 if merge.heap.is_empty() {
-                    self.finish(building.run)?;
+                    self.finish(building.run, building.file)?;
                     return Ok(());
                 }
                 Phase::Write(merge)
@@ -534,6 +669,7 @@ impl Runs {
     /// run with neither is dealt with again at the next open, one with the mark goes on being
     /// dropped.
     fn mark_dropping(&mut self, id: u32) -> Result<(), StoreError> {
+        run_file::remove(&self.kept.files, id);
         let mark = key(id, DROPPING, &[]);
         let none: &[u8] = &[];
         let old = self.tree.insert(&mark, none)?;
@@ -571,24 +707,31 @@ impl Runs {
             .insert(NEXT_RUN_KEY, &self.kept.next_id.to_be_bytes())?;
         let capacity = self.kept.claimed.max(self.kept.seal_at) as usize;
         self.kept.claimed = 0;
+        let mut run = Run {
+            id,
+            bloom: Bloom::with_capacity(capacity),
+            keys: 0,
+            newest_ms: 0,
+            through,
+            file: None,
+            copy_failed: false,
+        };
+        let file = Writer::create(&self.kept.files, id)
+            .inspect_err(|err| run.copy_failed(err))
+            .ok();
         Ok(Some(Building {
-            run: Run {
-                id,
-                bloom: Bloom::with_capacity(capacity),
-                keys: 0,
-                newest_ms: 0,
-                through,
-            },
+            run,
             phase: Phase::Collect {
                 after,
                 gathered: Gathered::default(),
             },
+            file,
         }))
     }
 
-    /// Writes a run's filter and summary (the summary last), keeps it as sealed, and has the
-    /// log values it holds removed.
-    fn finish(&mut self, run: Run) -> Result<(), StoreError> {
+    /// Writes a run's filter and summary (the summary last), keeps it as sealed (with its
+    /// `file`, put in place), and has the log values it holds removed.
+    fn finish(&mut self, mut run: Run, file: Option<Writer>) -> Result<(), StoreError> {
         let parts: Vec<&[u8]> = run.bloom.as_bytes().chunks(MAX_VALUE).collect();
         for (part, bytes) in parts.iter().enumerate() {
             let part = u16::try_from(part).expect("a filter under 384 MiB");
@@ -613,6 +756,12 @@ impl Runs {
         if run.through > self.kept.sealed_through {
             self.kept.sealed_through = run.through;
             self.kept.trimmed = false;
+        }
+        match file.map(Writer::finish) {
+            Some(Ok(file)) => run.file = Some(file),
+            Some(Err(err)) => run.copy_failed(&err),
+            // Copied from sled in later steps.
+            None => {}
         }
         self.kept.sealed.push(run);
         Ok(())
@@ -641,6 +790,8 @@ impl Runs {
             newest_ms: field(8)?,
             // A run of layout 3 holds no log value.
             through: Seq(if summary.len() > 18 { field(18)? } else { 0 }),
+            file: RunFile::open(&self.kept.files, id),
+            copy_failed: false,
         })
     }
 
@@ -652,6 +803,8 @@ impl Runs {
             keys: 0,
             newest_ms: 0,
             through: Seq(0),
+            file: None,
+            copy_failed: false,
         };
         for value in self.tree.scan_prefix(key(id, DATA, &[])).values() {
             for (key, _, received) in entries(&value?) {
@@ -684,11 +837,20 @@ fn key(id: u32, kind: u8, rest: &[u8]) -> Vec<u8> {
 mod tests {
     use super::*;
 
-    fn open() -> (sled::Db, Runs) {
+    fn open() -> (sled::Db, Runs, tempfile::TempDir) {
         let db = sled::Config::new().temporary(true).open().unwrap();
         let tree = |name: &str| db.open_tree(name).unwrap();
-        let runs = Runs::open(tree("dedup"), tree("dedup_runs"), tree("meta"), 1000, None).unwrap();
-        (db, runs)
+        let files = tempfile::tempdir().unwrap();
+        let runs = Runs::open(
+            tree("dedup"),
+            tree("dedup_runs"),
+            tree("meta"),
+            1000,
+            None,
+            files.path().to_path_buf(),
+        )
+        .unwrap();
+        (db, runs, files)
     }
 
     fn reopen(runs: &Runs) -> Runs {
@@ -698,6 +860,7 @@ mod tests {
             runs.meta.clone(),
             1000,
             None,
+            runs.kept.files.clone(),
         )
         .unwrap()
     }
@@ -741,7 +904,7 @@ mod tests {
 
     #[test]
     fn sealed_keys_are_found_and_leave_the_log() {
-        let (_db, mut runs) = open();
+        let (_db, mut runs, _files) = open();
         // Random ids: the log is in seq order, the run in key order.
         let mut ns: Vec<u64> = (0..5000).map(|n| (n * 7919) % 5000).collect();
         ns.dedup();
@@ -778,8 +941,97 @@ mod tests {
     }
 
     #[test]
+    fn while_sled_is_closed_the_runs_files_tell_every_sealed_key() {
+        let (_db, mut runs, files) = open();
+        claim(&mut runs, 0..2000, 1000);
+        settle(&mut runs);
+        // More than DROP_STEP values: copied in two steps below.
+        claim(&mut runs, 2000..16_000, 1000);
+        settle(&mut runs);
+        // Too few to begin a run: they stay in the log.
+        claim(&mut runs, 16_000..16_100, 1000);
+        settle(&mut runs);
+        let names = |dir: &std::path::Path| {
+            let mut names: Vec<String> = std::fs::read_dir(dir)
+                .unwrap()
+                .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+                .collect();
+            names.sort();
+            names
+        };
+        assert_eq!(names(files.path()), ["00000000.run", "00000001.run"]);
+
+        let trees = (
+            runs.claims.log.clone(),
+            runs.tree.clone(),
+            runs.meta.clone(),
+        );
+        let detached = runs.detach();
+        for n in 0..16_000 {
+            assert_eq!(
+                detached.lookup(id(n).as_bytes()),
+                Closed::Found(Seq(n + 1)),
+                "sealed key {n}"
+            );
+        }
+        for n in 16_000..16_100 {
+            assert_eq!(detached.lookup(id(n).as_bytes()), Closed::NeedsSled);
+        }
+        for n in 20_000..30_000 {
+            assert_eq!(detached.lookup(id(n).as_bytes()), Closed::Absent);
+        }
+
+        // A file that does not check out: its run's keys wait for sled, the other's are told.
+        std::fs::File::create(files.path().join("00000001.run")).unwrap();
+        assert_eq!(detached.lookup(id(3000).as_bytes()), Closed::NeedsSled);
+        assert_eq!(
+            detached.lookup(id(1000).as_bytes()),
+            Closed::Found(Seq(1001))
+        );
+
+        // Reopened, the damaged file is not used, sled still finds every key, and the run is
+        // copied again in steps.
+        let runs = detached.attach(trees.0, trees.1, trees.2);
+        let mut runs = reopen(&runs);
+        assert!(runs.kept.sealed[0].file.is_some());
+        assert!(runs.kept.sealed[1].file.is_none());
+        assert_eq!(runs.lookup(id(3000).as_bytes()).unwrap(), Some(Seq(3001)));
+        assert!(runs.wants_step());
+        assert!(settle(&mut runs) > 1, "copied in more than one step");
+        let trees = (
+            runs.claims.log.clone(),
+            runs.tree.clone(),
+            runs.meta.clone(),
+        );
+        let detached = runs.detach();
+        for n in (0..16_000).step_by(7) {
+            assert_eq!(detached.lookup(id(n).as_bytes()), Closed::Found(Seq(n + 1)));
+        }
+        assert_eq!(detached.lookup(id(40_000).as_bytes()), Closed::Absent);
+        let mut runs = detached.attach(trees.0, trees.1, trees.2);
+        // Expired runs take their files with them.
+        assert_eq!(runs.expire(1001).unwrap(), 16_100);
+        settle(&mut runs);
+        assert!(names(files.path()).is_empty());
+    }
+
+    #[test]
+    fn a_run_dropped_half_built_leaves_no_file() {
+        let (_db, mut runs, files) = open();
+        claim(&mut runs, 0..1000, 5);
+        runs.step().unwrap();
+        runs.step().unwrap();
+        assert!(runs.kept.building.is_some());
+        // hookgate stops here: the next open drops the half-built run, and its file.
+        let reopened = reopen(&runs);
+        drop(runs);
+        assert!(std::fs::read_dir(files.path()).unwrap().next().is_none());
+        assert_eq!(reopened.kept.sealed.len(), 0);
+    }
+
+    #[test]
     fn claims_made_while_a_run_is_built_go_to_the_next() {
-        let (_db, mut runs) = open();
+        let (_db, mut runs, _files) = open();
         claim(&mut runs, 0..1000, 5);
         assert!(runs.wants_step());
         runs.step().unwrap();
@@ -818,7 +1070,7 @@ mod tests {
     /// born of them is dropped rather than sealed (a sealed run would find them again).
     #[test]
     fn a_run_whose_claims_expired_while_it_was_built_is_dropped() {
-        let (_db, mut runs) = open();
+        let (_db, mut runs, _files) = open();
         claim(&mut runs, 0..1000, 5);
         runs.step().unwrap();
         assert!(runs.kept.building.is_some());
@@ -834,7 +1086,7 @@ mod tests {
 
     #[test]
     fn an_expired_run_goes_in_steps_and_an_open_goes_on_dropping_it() {
-        let (_db, mut runs) = open();
+        let (_db, mut runs, _files) = open();
         claim(&mut runs, 0..20_000, 7);
         settle(&mut runs);
         let values = runs.tree.len();
@@ -856,7 +1108,7 @@ mod tests {
 
     #[test]
     fn a_half_built_run_is_dropped_at_open_and_its_claims_sealed_again() {
-        let (_db, mut runs) = open();
+        let (_db, mut runs, _files) = open();
         claim(&mut runs, 0..10_000, 5);
         // Gathered, then one step of writing.
         while matches!(
@@ -893,6 +1145,7 @@ mod tests {
         let db = sled::Config::new().temporary(true).open().unwrap();
         let tree = |name: &str| db.open_tree(name).unwrap();
         let (dedup, meta) = (tree("dedup"), tree("meta"));
+        let files = tempfile::tempdir().unwrap();
         meta.insert(b"layout", &[3]).unwrap();
         // Layout 3: one entry per key, in key order, seqs in any order; one key of 8 bytes.
         for n in 0..3000u64 {
@@ -912,6 +1165,7 @@ mod tests {
             meta.clone(),
             1000,
             Some((b"layout", &[4])),
+            files.path().to_path_buf(),
         )
         .unwrap();
         assert_eq!(meta.get(b"layout").unwrap().unwrap().as_ref(), &[4]);
