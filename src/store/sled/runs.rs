@@ -12,6 +12,10 @@
 //! those log values removed (and taken out of the index), a few hundred per step: until they
 //! are, a key is in both places, never in neither. A lookup checks the recent claims, then each
 //! sealed run whose filter may hold the key (about 0.09 % of the others).
+//! Each sealed run also has a copy in a file of its own (`run_file.rs`), written as the run is,
+//! which lookups read while a checkpoint has sled closed; a run without one (sealed by an
+//! earlier hookgate, or whose copy was lost) is copied from sled in steps, once nothing else is
+//! due.
 //! Retention drops a whole run once its newest key is past `dedup_window`: the run leaves the
 //! lookups at once, and its values are removed [`DROP_STEP`] at a time between batches (all
 //! of them at once held the committer ~0.23 s for six runs, and every sender with it).
