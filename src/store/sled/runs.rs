@@ -36,6 +36,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::ops::Bound;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::bloom::{Bloom, KeyHash};
 use super::claims::{self, entries, entry_len, push_entry, Claims};
@@ -88,6 +89,8 @@ struct Run {
     file: Option<RunFile>,
     /// Writing the copy failed: not tried again until the next open.
     copy_failed: bool,
+    /// A lookup found its copy damaged: it is written again once sled is back.
+    damaged: AtomicBool,
 }
 
 /// A sealed run's copy being written from sled (for a run sealed by an earlier hookgate, or
@@ -101,7 +104,7 @@ struct Copying {
 
 impl Run {
     fn wants_copy(&self) -> bool {
-        self.file.is_none() && !self.copy_failed
+        (self.file.is_none() || self.damaged.load(Ordering::Relaxed)) && !self.copy_failed
     }
 
     fn copy_failed(&mut self, err: &std::io::Error) {
@@ -246,14 +249,19 @@ impl Detached {
             if !run.bloom.may_contain(hash) {
                 continue;
             }
-            let Some(file) = &run.file else {
+            let Some(file) = run
+                .file
+                .as_ref()
+                .filter(|_| !run.damaged.load(Ordering::Relaxed))
+            else {
                 return Closed::NeedsSled;
             };
             match file.find(key) {
                 Ok(Some(seq)) => return Closed::Found(seq),
                 Ok(None) => {}
                 Err(err) => {
-                    tracing::warn!(error = %err, run = run.id, "Cannot read a dedup run's file; the event waits for sled.");
+                    tracing::warn!(error = %err, run = run.id, "Cannot read a dedup run's file; the event waits for sled, and the file is written again.");
+                    run.damaged.store(true, Ordering::Relaxed);
                     return Closed::NeedsSled;
                 }
             }
@@ -477,6 +485,8 @@ impl Runs {
                 let Some(run) = self.kept.sealed.iter_mut().find(|run| run.wants_copy()) else {
                     return Ok(());
                 };
+                run.file = None;
+                run.damaged.store(false, Ordering::Relaxed);
                 match Writer::create(&self.kept.files, run.id) {
                     Ok(writer) => Copying {
                         id: run.id,
@@ -719,6 +729,7 @@ impl Runs {
             through,
             file: None,
             copy_failed: false,
+            damaged: AtomicBool::new(false),
         };
         let file = Writer::create(&self.kept.files, id)
             .inspect_err(|err| run.copy_failed(err))
@@ -796,6 +807,7 @@ impl Runs {
             through: Seq(if summary.len() > 18 { field(18)? } else { 0 }),
             file: RunFile::open(&self.kept.files, id),
             copy_failed: false,
+            damaged: AtomicBool::new(false),
         })
     }
 
@@ -809,6 +821,7 @@ impl Runs {
             through: Seq(0),
             file: None,
             copy_failed: false,
+            damaged: AtomicBool::new(false),
         };
         for value in self.tree.scan_prefix(key(id, DATA, &[])).values() {
             for (key, _, received) in entries(&value?) {
@@ -1012,6 +1025,33 @@ mod tests {
             assert_eq!(detached.lookup(id(n).as_bytes()), Closed::Found(Seq(n + 1)));
         }
         assert_eq!(detached.lookup(id(40_000).as_bytes()), Closed::Absent);
+
+        // A value damaged in place (the footer and index still check out): found at a lookup,
+        // the run then waits for sled, and its copy is written again once sled is back.
+        let path = files.path().join("00000001.run");
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[10] ^= 0x40;
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(detached.lookup(id(2000).as_bytes()), Closed::NeedsSled);
+        assert_eq!(detached.lookup(id(9000).as_bytes()), Closed::NeedsSled);
+        assert_eq!(detached.lookup(id(10).as_bytes()), Closed::Found(Seq(11)));
+        let mut runs = detached.attach(trees.0, trees.1, trees.2);
+        assert!(runs.wants_step());
+        settle(&mut runs);
+        let trees = (
+            runs.claims.log.clone(),
+            runs.tree.clone(),
+            runs.meta.clone(),
+        );
+        let detached = runs.detach();
+        assert_eq!(
+            detached.lookup(id(2000).as_bytes()),
+            Closed::Found(Seq(2001))
+        );
+        assert_eq!(
+            detached.lookup(id(9000).as_bytes()),
+            Closed::Found(Seq(9001))
+        );
         let mut runs = detached.attach(trees.0, trees.1, trees.2);
         // Expired runs take their files with them.
         assert_eq!(runs.expire(1001).unwrap(), 16_100);
