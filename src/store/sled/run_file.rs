@@ -7,8 +7,9 @@
 //! The copy is a cache, never the record: sled holds the run. The file is written as the run is
 //! (the same values, in key order), renamed into place once complete, and never fsynced. Each
 //! value and the index carry a CRC-32, and a file that does not check out is not used: the
-//! event waits for sled, as it would without a file. A run sealed by an earlier hookgate has no
-//! file, and its "maybe" keys wait for sled until it expires.
+//! event waits for sled, as it would without a file. A run without a usable file (sealed by an
+//! earlier hookgate, or whose file was lost or found damaged) is copied from sled again, in
+//! steps (`runs.rs`); until then its "maybe" keys wait for sled.
 //!
 //! Layout of `<data_dir>/dedup-runs/<id>.run`: the run's values, one after another; then the
 //! index, per value: its first key (u16 LE length, bytes), offset (u64 LE), length (u32 LE) and
