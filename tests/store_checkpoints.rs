@@ -35,9 +35,12 @@ fn slow_checkpoints() -> common::GatewayBuilder {
 }
 
 /// 1.2 MB: the checkpoint starts once the batch that crosses 1 MiB is answered.
-fn start_checkpoint(api: &Api) {
+fn start_checkpoint(api: &Api, name: &str) {
     for i in 0..6 {
-        assert_eq!(post(api, &format!("big-{i}"), 200_000).ack().0, "accepted");
+        assert_eq!(
+            post(api, &format!("{name}-{i}"), 200_000).ack().0,
+            "accepted"
+        );
     }
 }
 
@@ -46,7 +49,7 @@ fn events_are_acknowledged_while_a_checkpoint_keeps_sled_closed() {
     let mut gw = slow_checkpoints().start();
     let api = gw.api();
     let (_, before) = post(&api, "before", 10).ack();
-    start_checkpoint(&api);
+    start_checkpoint(&api, "big");
 
     let (status, x) = post(&api, "x", 10).ack();
     assert_eq!(status, "accepted");
@@ -93,7 +96,7 @@ fn a_copy_of_an_event_in_a_sealed_run_is_answered_while_sled_is_closed() {
                 .count()
         }) == 2
     });
-    start_checkpoint(&api);
+    start_checkpoint(&api, "big");
 
     for i in [0, 150, 299, 300, 599] {
         assert_eq!(
@@ -130,4 +133,32 @@ fn a_copy_of_an_event_in_a_sealed_run_is_answered_while_sled_is_closed() {
             ("duplicate".into(), old[i])
         );
     }
+
+    // The copies lost, or a store sealed before them: written again from sled after a start.
+    gw.terminate();
+    std::fs::remove_dir_all(&runs).unwrap();
+    gw.restart();
+    wait_until(
+        Duration::from_secs(20),
+        "the runs' files written again",
+        || {
+            std::fs::read_dir(&runs).map_or(0, |files| {
+                files
+                    .flatten()
+                    .filter(|file| file.path().extension().is_some_and(|ext| ext == "run"))
+                    .count()
+            }) >= 2
+        },
+    );
+    start_checkpoint(&gw.api(), "bigger");
+    assert_eq!(
+        post(&gw.api(), "old-100", 10).ack(),
+        ("duplicate".into(), old[100])
+    );
+    assert_eq!(
+        metric(&gw, "hookgate_store_checkpoints_total"),
+        0.0,
+        "answered while sled was closed"
+    );
+    assert_eq!(metric(&gw, "hookgate_store_checkpoint_held_total"), 0.0);
 }
