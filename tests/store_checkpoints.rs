@@ -19,6 +19,16 @@ fn post(api: &Api, id: &str, pad: usize) -> Reply {
     api.post("p", &sign::headers(&[("X-Id", id)]), body.as_bytes())
 }
 
+/// How many complete dedup run files `dir` holds.
+fn run_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |files| {
+        files
+            .flatten()
+            .filter(|file| file.path().extension().is_some_and(|ext| ext == "run"))
+            .count()
+    })
+}
+
 fn metric(gw: &Gateway, name: &str) -> f64 {
     gw.metric(name, &[]).unwrap_or(0.0)
 }
@@ -89,12 +99,7 @@ fn a_copy_of_an_event_in_a_sealed_run_is_answered_while_sled_is_closed() {
     // Two runs sealed (0-299 and 300-599, each with its file); 600-699 still in the log.
     let runs = gw.data_dir().join("dedup-runs");
     wait_until(Duration::from_secs(20), "two sealed runs' files", || {
-        std::fs::read_dir(&runs).map_or(0, |files| {
-            files
-                .flatten()
-                .filter(|file| file.path().extension().is_some_and(|ext| ext == "run"))
-                .count()
-        }) == 2
+        run_files(&runs) == 2
     });
     start_checkpoint(&api, "big");
 
@@ -141,14 +146,7 @@ fn a_copy_of_an_event_in_a_sealed_run_is_answered_while_sled_is_closed() {
     wait_until(
         Duration::from_secs(20),
         "the runs' files written again",
-        || {
-            std::fs::read_dir(&runs).map_or(0, |files| {
-                files
-                    .flatten()
-                    .filter(|file| file.path().extension().is_some_and(|ext| ext == "run"))
-                    .count()
-            }) >= 2
-        },
+        || run_files(&runs) >= 2,
     );
     start_checkpoint(&gw.api(), "bigger");
     assert_eq!(

@@ -52,14 +52,13 @@ pub fn remove_others(dir: &Path, kept: &[u32]) {
         return;
     };
     for entry in listing.flatten() {
-        let name = entry.file_name();
-        let id = name
-            .to_str()
-            .and_then(|name| name.strip_suffix(".run"))
-            .and_then(|id| id.parse::<u32>().ok());
+        let path = entry.path();
+        let id = Some(&path)
+            .filter(|path| path.extension().is_some_and(|ext| ext == SUFFIX))
+            .and_then(|path| path.file_stem()?.to_str()?.parse::<u32>().ok());
         if id.is_none_or(|id| !kept.contains(&id)) {
-            if let Err(err) = std::fs::remove_file(entry.path()) {
-                tracing::warn!(error = %err, path = %entry.path().display(), "Cannot remove a stale dedup run file.");
+            if let Err(err) = std::fs::remove_file(&path) {
+                tracing::warn!(error = %err, path = %path.display(), "Cannot remove a stale dedup run file.");
             }
         }
     }
@@ -105,11 +104,11 @@ impl Writer {
 
     /// Writes the index and puts the file in place.
     pub fn finish(mut self) -> io::Result<RunFile> {
+        let index_crc = crc32fast::hash(&self.index);
         self.out.write_all(&self.index)?;
         self.out
             .write_all(&(self.index.len() as u64).to_le_bytes())?;
-        self.out
-            .write_all(&crc32fast::hash(&self.index).to_le_bytes())?;
+        self.out.write_all(&index_crc.to_le_bytes())?;
         self.out.write_all(MAGIC)?;
         self.out.flush()?;
         std::fs::rename(&self.partial, &self.path)?;
@@ -117,7 +116,7 @@ impl Writer {
             file: File::open(&self.path)?,
             index_at: self.offset,
             index_len: self.index.len(),
-            index_crc: crc32fast::hash(&self.index),
+            index_crc,
         })
     }
 }
