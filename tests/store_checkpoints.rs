@@ -3,7 +3,8 @@
 //! checkpoint journal and a copy of it answers `duplicate` with its seq; a copy of an event from
 //! before, whose dedup needs sled, and a reader wait for sled, then find what they should. A
 //! copy of an event whose claim is in a sealed dedup run is answered from the run's file,
-//! without waiting.
+//! without waiting. Once sled is open again, events go on being acknowledged from the journal
+//! while it is applied to sled.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -13,6 +14,7 @@ use std::time::Duration;
 use common::{provider, sign, wait_until, Api, Gateway, Reply};
 
 const SLOW_ENV: &str = "HOOKGATE_TEST_SLOW_CHECKPOINT_MS";
+const SLOW_APPLY_ENV: &str = "HOOKGATE_TEST_SLOW_APPLY_MS";
 
 fn post(api: &Api, id: &str, pad: usize) -> Reply {
     let body = format!(r#"{{"id":"{id}","pad":"{}"}}"#, "x".repeat(pad));
@@ -159,4 +161,70 @@ fn a_copy_of_an_event_in_a_sealed_run_is_answered_while_sled_is_closed() {
         "answered while sled was closed"
     );
     assert_eq!(metric(&gw, "hookgate_store_checkpoint_held_total"), 0.0);
+}
+
+/// Once sled is open again, the journal is applied a step at a time (each made 3 s longer here):
+/// the copy of an event from before, held while sled was closed, is answered before the first
+/// step; a new event arriving during a step is journaled and answered before the next, and a
+/// copy of one applied meanwhile is told by sled. Killed
+/// with SIGKILL while the journal is still being applied, the gateway restarts with every
+/// acknowledged event stored once, under the seq it was acknowledged with.
+#[test]
+fn events_are_acknowledged_while_the_journal_is_applied() {
+    let mut gw = slow_checkpoints().env(SLOW_APPLY_ENV, "3000").start();
+    let api = gw.api();
+    let (_, before) = post(&api, "before", 10).ack();
+    start_checkpoint(&api, "big");
+    let (status, x) = post(&api, "x", 10).ack();
+    assert_eq!(status, "accepted");
+    assert_eq!(metric(&gw, "hookgate_store_checkpoints_total"), 0.0);
+
+    // Held while sled was closed; told by sled as soon as it is open, before the first step.
+    assert_eq!(post(&api, "before", 10).ack(), ("duplicate".into(), before));
+    assert_eq!(metric(&gw, "hookgate_store_checkpoints_total"), 1.0);
+    assert_eq!(metric(&gw, "hookgate_store_checkpoint_held_total"), 1.0);
+    let journaled = metric(&gw, "hookgate_store_journaled_events_total");
+
+    // The first step (x's frame) is being applied: y waits for it, then is journaled.
+    let (status, y) = post(&api, "y", 10).ack();
+    assert_eq!((status.as_str(), y), ("accepted", x + 1));
+    assert_eq!(
+        metric(&gw, "hookgate_store_journaled_events_total"),
+        journaled + 1.0,
+        "y was acknowledged from the journal, while it was applied"
+    );
+    // y's frame is being applied: a copy of x (in sled now) and a new event z wait for that step.
+    let (copy_of_x, z) = std::thread::scope(|s| {
+        let copy = s.spawn(|| post(&api, "x", 10).ack());
+        let z = s.spawn(|| post(&api, "z", 10).ack());
+        (copy.join().unwrap(), z.join().unwrap())
+    });
+    assert_eq!(copy_of_x, ("duplicate".into(), x));
+    let (status, z) = z;
+    assert_eq!((status.as_str(), z), ("accepted", y + 1));
+    assert_eq!(
+        metric(&gw, "hookgate_store_journaled_events_total"),
+        journaled + 2.0
+    );
+    assert!(
+        !gw.logs().contains("Store checkpointed"),
+        "z's frame is being applied"
+    );
+
+    // SIGKILL before the journal is applied and emptied.
+    gw.restart();
+    assert!(
+        gw.logged_at_last_start("journal_events") >= 1,
+        "the start applied the journal"
+    );
+    let api = gw.api();
+    let stored = api.ids_by_seq();
+    assert_eq!(stored.get(&before).map(String::as_str), Some("before"));
+    assert_eq!(stored.get(&x).map(String::as_str), Some("x"));
+    assert_eq!(stored.get(&y).map(String::as_str), Some("y"));
+    assert_eq!(stored.get(&z).map(String::as_str), Some("z"));
+    assert_eq!(stored.len(), 10, "every event stored once: {stored:?}");
+    for (id, seq) in [("x", x), ("y", y), ("z", z)] {
+        assert_eq!(post(&api, id, 10).ack(), ("duplicate".into(), seq));
+    }
 }

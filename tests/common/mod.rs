@@ -239,6 +239,20 @@ impl Gateway {
         self.logs.lock().expect("logs lock").clone()
     }
 
+    /// The number a log line of the last start gave `field` (`field=N`); panics if none did.
+    pub fn logged_at_last_start(&self, field: &str) -> u64 {
+        let logs = self.logs();
+        let last = logs
+            .rsplit("---- harness: restart ----")
+            .next()
+            .unwrap_or_default();
+        last.split(&format!("{field}="))
+            .nth(1)
+            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in the last start's logs:\n{last}"))
+    }
+
     /// The process id of the running gateway.
     pub fn pid(&self) -> i32 {
         let child = self.child.as_ref().expect("gateway is not running");

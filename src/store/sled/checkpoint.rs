@@ -24,9 +24,14 @@
 //!    with its seq. Everything else (events whose dedup needs sled: the recent claims' index
 //!    may hold them, or a run without a usable file; cursor moves and other writes, dedup
 //!    expiries) is held;
-//! 4. once woken, it takes sled back, applies the journal's frames to it as ordinary batches
-//!    (the same seqs: nothing else was written), syncs, empties the journal and gives the
-//!    readers their handles; then commits what it held, as one batch.
+//! 4. once woken, it takes sled back and applies the journal's frames to it as ordinary batches
+//!    (the same seqs: nothing else was written), [`APPLY_STEP`] events at a time. Between two
+//!    steps it goes on journaling what arrived, now with dedup told by sled and by the events
+//!    journaled but not applied yet (for [`JOURNALING_STEPS`] at most; later arrivals wait,
+//!    so that the apply ends whatever the load); events held in step 3 are told that way
+//!    first. An ack thus waits for one step of the apply, not for all of it. Once every frame
+//!    is applied it syncs, empties the journal and gives the readers their handles; then commits
+//!    what it held (writes, expiries), as ordinary batches.
 //!
 //! So a reader never reads sled while it lacks an acknowledged event: one that reads right after
 //! an ack given meanwhile waits for the checkpoint's end and finds its event. If
@@ -35,7 +40,7 @@
 //! fsync (nothing later is acknowledged; hookgate exits and its supervisor restarts it, and
 //! the start applies the journal).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError};
@@ -50,7 +55,7 @@ use super::committer::{
 };
 use super::durable::{self, Durability, Reopened};
 use super::journal::{Frame, Journal};
-use super::runs::{Closed, Detached};
+use super::runs::{Closed, Detached, Runs};
 use super::{open_db, TreeId, Trees};
 use crate::config::StoreConfig;
 use crate::event::Seq;
@@ -60,6 +65,20 @@ use crate::store::{Committed, StoreError};
 /// The environment variable that makes each checkpoint keep sled closed this many ms longer,
 /// for the tests that kill the gateway while events are journaled.
 pub const SLOW_ENV: &str = "HOOKGATE_TEST_SLOW_CHECKPOINT_MS";
+
+/// The environment variable that makes each step of applying the journal this many ms longer,
+/// for the tests of what happens meanwhile.
+pub const SLOW_APPLY_ENV: &str = "HOOKGATE_TEST_SLOW_APPLY_MS";
+
+/// Events applied from the journal between two looks at the queue: what an ack given meanwhile
+/// waits for (~5 ms of sled's transaction). At open, nothing waits, and frames are applied a
+/// batch at a time.
+const APPLY_STEP: usize = 256;
+
+/// The steps of the apply after which new events are journaled (~1 s at ~5 ms a step). Applying
+/// is 2-3 times as fast as hookgate takes events, so the journal empties well before; if it has
+/// not, later arrivals wait in the queue until it has, so that the apply ends whatever the load.
+const JOURNALING_STEPS: usize = 200;
 
 /// What the committer needs to reopen sled, and when it should.
 pub struct Reopen {
@@ -71,8 +90,10 @@ pub struct Reopen {
     pub compacting: Arc<AtomicBool>,
     /// The committer's own queue, to wake it once sled is open again.
     pub wake: mpsc::WeakSender<Message>,
-    /// Added to each checkpoint (tests only; see [`SLOW_ENV`]).
+    /// Added to each checkpoint, and to each step of applying its journal (tests only; see
+    /// [`SLOW_ENV`] and [`SLOW_APPLY_ENV`]).
     pub slow: Option<Duration>,
+    pub slow_apply: Option<Duration>,
 }
 
 impl Reopen {
@@ -84,13 +105,10 @@ impl Reopen {
     }
 }
 
-/// The test hook's delay, if [`SLOW_ENV`] is set.
-pub fn slow_from_env() -> Option<Duration> {
-    let ms: u64 = std::env::var(SLOW_ENV).ok()?.parse().ok()?;
-    tracing::warn!(
-        ms,
-        "{SLOW_ENV} is set: each checkpoint keeps the store closed longer."
-    );
+/// A test hook's delay, if its variable ([`SLOW_ENV`], [`SLOW_APPLY_ENV`]) is set.
+pub fn slow_from_env(name: &str) -> Option<Duration> {
+    let ms: u64 = std::env::var(name).ok()?.parse().ok()?;
+    tracing::warn!(ms, "{name} is set: each checkpoint takes longer.");
     Some(Duration::from_millis(ms))
 }
 
@@ -117,25 +135,16 @@ impl Committer {
         *readers = None;
         let runs = self.runs.detach();
         let reopening = reopen(self.durability, self.trees, &self.reopen, wake)?;
-        let mut bridge = Bridge {
+        let mut journaled = Journaled::new(self.next_seq);
+        let bridged = Bridge {
             journal: &mut self.journal,
-            runs: &runs,
+            dedup: Dedup::Closed(&runs),
             metrics: &self.metrics,
             last_seq: &self.last_seq,
             data_dir: &self.reopen.data_dir,
-            next: self.next_seq,
-            claimed: HashMap::new(),
-            frames: Vec::new(),
-            held: Vec::new(),
-            slowest_append: Duration::ZERO,
-        };
-        let bridged = bridge.run(queue, signals);
-        let Bridge {
-            frames,
-            held,
-            slowest_append,
-            ..
-        } = bridge;
+            state: &mut journaled,
+        }
+        .run(queue, signals);
         let (durability, trees, parts) = reopening
             .join()
             .map_err(|_| StoreError::Corrupt("reopening sled panicked".into()))??;
@@ -148,51 +157,109 @@ impl Committer {
             self.trees.get(TreeId::Meta).clone(),
         );
         bridged?;
-        let frame_count = frames.len();
-        let journaled = self.apply_journal(frames)?;
-        let applied = started.elapsed() - closed;
-        *readers = Some((self.trees.clone(), self.durability.db().clone()));
-        drop(readers);
-        let ms = |part: Duration| part.as_millis() as u64;
+        let held = journaled.held.len();
+        self.metrics.store_checkpoint_held.inc_by(held as u64);
         self.metrics.store_checkpoints.inc();
         self.metrics
             .store_checkpoint_seconds
             .observe(closed.as_secs_f64());
+        let journaled_closed = journaled.events;
+        let applied = self.catch_up(&mut journaled, queue, signals)?;
+        let applying = started.elapsed() - closed;
+        *readers = Some((self.trees.clone(), self.durability.db().clone()));
+        drop(readers);
+        let ms = |part: Duration| part.as_millis() as u64;
         tracing::info!(
             committed_mb = self.since_checkpoint / (1024 * 1024),
             closed_ms = ms(closed),
             close_ms = ms(parts.close),
             open_ms = ms(parts.open),
             sync_ms = ms(parts.sync),
-            journaled,
-            frames = frame_count,
-            slowest_frame_ms = ms(slowest_append),
-            apply_ms = ms(applied),
-            held = held.len(),
+            journaled = journaled_closed,
+            journaled_applying = journaled.events - journaled_closed,
+            frames = journaled.frames_written,
+            slowest_frame_ms = ms(journaled.slowest_append),
+            applied,
+            apply_ms = ms(applying),
+            held,
             "Store checkpointed: a start after a crash replays from here."
         );
         self.since_checkpoint = 0;
         if signals.fail.is_none() {
-            for batch in chunks(held) {
+            for batch in chunks(std::mem::take(&mut journaled.held)) {
                 self.commit(batch)?;
             }
         }
         Ok(self)
     }
 
+    /// Applies what was journaled while sled was closed, a step at a time, and between two
+    /// steps journals what arrived (see the module's doc). Returns how many events it applied.
+    fn catch_up(
+        &mut self,
+        journaled: &mut Journaled,
+        queue: &mut mpsc::Receiver<Message>,
+        signals: &mut Signals,
+    ) -> Result<u64, StoreError> {
+        // Events held for sled are told now; writes and expiries wait for the end.
+        let (events, others): (Vec<Pending>, Vec<Pending>) = std::mem::take(&mut journaled.held)
+            .into_iter()
+            .partition(|pending| matches!(pending.work, Work::Event(_)));
+        journaled.held = others;
+        if !events.is_empty() {
+            self.bridge(journaled).commit(events)?;
+        }
+        let (mut applied, mut steps) = (0, 0);
+        while !journaled.frames.is_empty() {
+            applied += self.apply_frames(&mut journaled.frames, APPLY_STEP)?;
+            if let Some(slow) = self.reopen.slow_apply {
+                std::thread::sleep(slow);
+            }
+            steps += 1;
+            if steps <= JOURNALING_STEPS {
+                self.bridge(journaled).take_waiting(queue, signals)?;
+            }
+        }
+        self.journal_applied(applied)
+    }
+
+    /// The bridge once sled is open again, while the journal is applied.
+    fn bridge<'a>(&'a mut self, state: &'a mut Journaled) -> Bridge<'a> {
+        Bridge {
+            journal: &mut self.journal,
+            dedup: Dedup::Open(&self.runs),
+            metrics: &self.metrics,
+            last_seq: &self.last_seq,
+            data_dir: &self.reopen.data_dir,
+            state,
+        }
+    }
+
     /// Applies the journal's frames that sled does not hold yet, syncs sled, announces them to
-    /// the readers and empties the journal (after a checkpoint, and at open). Returns how many
-    /// events it applied. `Err`: the journal does not follow sled's seqs or claims, or a write
-    /// or sync failed.
+    /// the readers and empties the journal (at open). Returns how many events it applied.
+    /// `Err`: the journal does not follow sled's seqs or claims, or a write or sync failed.
     pub fn apply_journal(&mut self, frames: Vec<Frame>) -> Result<u64, StoreError> {
+        let mut frames = VecDeque::from(frames);
         let mut applied = 0;
-        // Frames are applied together, up to a batch (a transaction per frame cost ~20 µs an
-        // event), and cut where the committer would have begun sealing a dedup run after one:
-        // runs begin where they would have.
+        while !frames.is_empty() {
+            applied += self.apply_frames(&mut frames, MAX_BATCH)?;
+        }
+        self.journal_applied(applied)
+    }
+
+    /// Applies whole frames from the front of `frames`, together (a transaction per frame cost
+    /// ~20 µs an event), until they hold `most` events or the committer would have begun
+    /// sealing a dedup run after them (runs begin where they would have). Frames sled holds
+    /// already (applied before a crash that left the journal full) are skipped. Returns how
+    /// many events it applied.
+    fn apply_frames(
+        &mut self,
+        frames: &mut VecDeque<Frame>,
+        most: usize,
+    ) -> Result<u64, StoreError> {
         let mut chunk: Vec<Step> = Vec::new();
-        for frame in frames {
+        while let Some(frame) = frames.pop_front() {
             if frame.end() <= self.next_seq {
-                // Applied before a crash that left the journal full.
                 continue;
             }
             let next = Seq(self.next_seq.0 + chunk.len() as u64);
@@ -203,11 +270,16 @@ impl Committer {
                 )));
             }
             chunk.extend(frame.events.into_iter().map(Step::Event));
-            if chunk.len() >= MAX_BATCH || self.runs.seals_after(chunk.len()) {
-                applied += self.apply_journaled(std::mem::take(&mut chunk))?;
+            if chunk.len() >= most || self.runs.seals_after(chunk.len()) {
+                break;
             }
         }
-        applied += self.apply_journaled(chunk)?;
+        self.apply_journaled(chunk)
+    }
+
+    /// Once every frame is applied: syncs sled, announces the events to the readers and empties
+    /// the journal. Returns `applied`.
+    fn journal_applied(&mut self, applied: u64) -> Result<u64, StoreError> {
         if applied > 0 {
             let fsyncs = self
                 .durability
@@ -299,24 +371,66 @@ impl Drop for Wake {
     }
 }
 
-/// The committer's side while sled is closed: events go to the journal.
+/// What the committer journaled during a checkpoint, and what it held.
+struct Journaled {
+    /// The seq the next accepted event gets.
+    next: Seq,
+    /// The dedup keys journaled.
+    claimed: HashMap<Vec<u8>, Seq>,
+    /// What the journal holds that sled does not yet, oldest first.
+    frames: VecDeque<Frame>,
+    /// Requests that wait for sled.
+    held: Vec<Pending>,
+    /// How many events and frames were journaled.
+    events: u64,
+    frames_written: u64,
+    /// The longest a frame's write and fdatasync took.
+    slowest_append: Duration,
+}
+
+impl Journaled {
+    fn new(next: Seq) -> Journaled {
+        Journaled {
+            next,
+            claimed: HashMap::new(),
+            frames: VecDeque::new(),
+            held: Vec::new(),
+            events: 0,
+            frames_written: 0,
+            slowest_append: Duration::ZERO,
+        }
+    }
+}
+
+/// What tells a new event's dedup besides what was journaled.
+enum Dedup<'a> {
+    /// sled is closed: the runs as they were, from memory and the runs' files.
+    Closed(&'a Detached),
+    /// sled is open again, and holds every claim but those journaled and not applied yet.
+    Open(&'a Runs),
+}
+
+impl Dedup<'_> {
+    fn lookup(&self, key: &[u8]) -> Result<Closed, StoreError> {
+        Ok(match self {
+            Dedup::Closed(runs) => runs.lookup(key),
+            Dedup::Open(runs) => match runs.lookup(key)? {
+                Some(seq) => Closed::Found(seq),
+                None => Closed::Absent,
+            },
+        })
+    }
+}
+
+/// The committer's side during a checkpoint: new events go to the journal.
 struct Bridge<'a> {
     journal: &'a mut Journal,
-    runs: &'a Detached,
+    dedup: Dedup<'a>,
     metrics: &'a Metrics,
     /// Announces each journaled batch (readers wait for sled meanwhile).
     last_seq: &'a watch::Sender<Seq>,
     data_dir: &'a Path,
-    /// The seq the next accepted event gets.
-    next: Seq,
-    /// The dedup keys accepted meanwhile.
-    claimed: HashMap<Vec<u8>, Seq>,
-    /// What the journal holds, for sled once it is back.
-    frames: Vec<Frame>,
-    /// Requests that wait for sled.
-    held: Vec<Pending>,
-    /// The longest a frame's write and fdatasync took.
-    slowest_append: Duration,
+    state: &'a mut Journaled,
 }
 
 impl Bridge<'_> {
@@ -331,77 +445,99 @@ impl Bridge<'_> {
             let Some(message) = queue.blocking_recv() else {
                 break;
             };
-            let Some(first) = signals.take(message) else {
-                continue;
-            };
-            let (batch, _) = take_batch(first, queue, signals);
-            if signals.fail.is_none() {
-                self.commit(batch)?;
-            }
+            self.take(message, queue, signals)?;
         }
         signals.reopened = false;
         Ok(())
     }
 
-    /// Journals and answers a batch's new events, answers copies of events journaled
-    /// meanwhile, and holds the rest.
+    /// Takes the batches waiting in the queue, without waiting for more; stops at a failure or a
+    /// compaction's pause, which the committer takes once the checkpoint is over.
+    fn take_waiting(
+        &mut self,
+        queue: &mut mpsc::Receiver<Message>,
+        signals: &mut Signals,
+    ) -> Result<(), StoreError> {
+        while signals.fail.is_none() && signals.pause.is_none() {
+            let Ok(message) = queue.try_recv() else {
+                break;
+            };
+            self.take(message, queue, signals)?;
+        }
+        Ok(())
+    }
+
+    /// Commits `message` and the requests queued behind it, up to a batch.
+    fn take(
+        &mut self,
+        message: Message,
+        queue: &mut mpsc::Receiver<Message>,
+        signals: &mut Signals,
+    ) -> Result<(), StoreError> {
+        let Some(first) = signals.take(message) else {
+            return Ok(());
+        };
+        let (batch, _) = take_batch(first, queue, signals);
+        if signals.fail.is_none() {
+            self.commit(batch)?;
+        }
+        Ok(())
+    }
+
+    /// Journals and answers a batch's new events, answers copies of events stored or journaled
+    /// before, and holds the rest. `Err`: the journal could not be written, or sled read.
     fn commit(&mut self, batch: Vec<Pending>) -> Result<(), StoreError> {
         let bytes: usize = batch.iter().map(|p| p.work.bytes()).sum();
         if durable::room_for(self.data_dir, bytes as u64, true).is_err() {
-            // Told and answered once sled is back.
-            self.hold(batch);
+            // Told and answered once sled holds the journal.
+            self.state.held.extend(batch);
             return Ok(());
         }
         let mut frame = Frame {
-            first: self.next,
+            first: self.state.next,
             events: Vec::new(),
         };
         let mut answers = Vec::new();
+        let mut failed = None;
         for pending in answer_late(batch) {
             let Work::Event(event) = &pending.work else {
-                self.hold(vec![pending]);
+                self.state.held.push(pending);
                 continue;
             };
             let encoded = encode(event);
-            if let Some(seq) = self.claimed.get(&encoded.0) {
+            if let Some(seq) = self.state.claimed.get(&encoded.0) {
                 answers.push((pending, Committed::Duplicate(*seq)));
                 continue;
             }
-            match self.runs.lookup(&encoded.0) {
-                Closed::Absent => {}
-                Closed::Found(seq) => {
+            match self.dedup.lookup(&encoded.0) {
+                Ok(Closed::Absent) => {}
+                Ok(Closed::Found(seq)) => {
                     answers.push((pending, Committed::Duplicate(seq)));
                     continue;
                 }
-                Closed::NeedsSled => {
-                    self.hold(vec![pending]);
+                Ok(Closed::NeedsSled) => {
+                    self.state.held.push(pending);
+                    continue;
+                }
+                Err(err) => {
+                    let _ = pending.reply.send(Err(err.clone()));
+                    failed = Some(err);
                     continue;
                 }
             }
             let seq = frame.end();
-            self.claimed.insert(encoded.0.clone(), seq);
+            self.state.claimed.insert(encoded.0.clone(), seq);
             frame.events.push(encoded);
             answers.push((pending, Committed::Accepted(seq)));
         }
-        if !frame.events.is_empty() {
-            let appending = Instant::now();
-            let appended = self.journal.append(&frame);
-            self.slowest_append = self.slowest_append.max(appending.elapsed());
-            if let Err(err) = appended {
-                let err = StoreError::Storage(Arc::new(err));
-                tracing::error!(error = %err, path = %self.journal.path().display(), "Cannot write the checkpoint journal; answering 503.");
-                for (pending, _) in answers {
-                    let _ = pending.reply.send(Err(err.clone()));
-                }
-                return Err(err);
+        if failed.is_none() && !frame.events.is_empty() {
+            failed = self.append(frame).err();
+        }
+        if let Some(err) = failed {
+            for (pending, _) in answers {
+                let _ = pending.reply.send(Err(err.clone()));
             }
-            self.metrics.fsyncs.inc();
-            self.next = frame.end();
-            self.last_seq.send_replace(Seq(self.next.0 - 1));
-            self.metrics
-                .store_journaled_events
-                .inc_by(frame.events.len() as u64);
-            self.frames.push(frame);
+            return Err(err);
         }
         for (pending, committed) in answers {
             answer(self.metrics, pending, Outcome::Event(committed));
@@ -409,11 +545,26 @@ impl Bridge<'_> {
         Ok(())
     }
 
-    fn hold(&mut self, requests: Vec<Pending>) {
-        self.metrics
-            .store_checkpoint_held
-            .inc_by(requests.len() as u64);
-        self.held.extend(requests);
+    /// Writes and fdatasyncs `frame` to the journal, and announces its events to `last_seq`.
+    fn append(&mut self, frame: Frame) -> Result<(), StoreError> {
+        let appending = Instant::now();
+        let appended = self.journal.append(&frame);
+        let state = &mut *self.state;
+        state.slowest_append = state.slowest_append.max(appending.elapsed());
+        if let Err(err) = appended {
+            let err = StoreError::Storage(Arc::new(err));
+            tracing::error!(error = %err, path = %self.journal.path().display(), "Cannot write the checkpoint journal; answering 503.");
+            return Err(err);
+        }
+        self.metrics.fsyncs.inc();
+        let events = frame.events.len() as u64;
+        state.next = frame.end();
+        state.events += events;
+        state.frames_written += 1;
+        self.last_seq.send_replace(Seq(state.next.0 - 1));
+        self.metrics.store_journaled_events.inc_by(events);
+        state.frames.push_back(frame);
+        Ok(())
     }
 }
 
