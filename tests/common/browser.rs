@@ -44,6 +44,9 @@ pub struct Browser {
     driver: Child,
     /// Prefix of the paths given to [`Browser::goto`].
     pub base: String,
+    /// chromedriver's and Chromium's `TMPDIR`: their profile and scoped directories go with it
+    /// (dropped after the driver is killed).
+    _tmp: tempfile::TempDir,
 }
 
 impl Browser {
@@ -55,8 +58,10 @@ impl Browser {
             let probe = TcpListener::bind("127.0.0.1:0").expect("bind a probe port");
             probe.local_addr().expect("probe address").port()
         };
+        let tmp = tempfile::tempdir().expect("a temp dir for Chromium");
         let driver = Command::new(&chromedriver)
             .arg(format!("--port={port}"))
+            .env("TMPDIR", tmp.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -99,6 +104,7 @@ impl Browser {
             client: Some(client),
             driver,
             base: base.to_string(),
+            _tmp: tmp,
         }
     }
 
