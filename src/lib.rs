@@ -62,6 +62,7 @@ pub mod notify;
 pub mod peers;
 pub mod poll;
 mod reload;
+pub mod response_body;
 pub mod retry_after;
 pub mod secret;
 pub mod store;

@@ -1,7 +1,8 @@
 //! Forwarding end to end, against downstream servers started by the tests: retries on failures,
 //! timeouts and dropped connections; 400 goes dead at once; 429 honours Retry-After; dead events
 //! are replayed once the downstream is fixed; pause and resume; seq order; signatures checked by
-//! a separate Standard Webhooks implementation (tests/common/sign.rs); SIGKILL mid-delivery.
+//! a separate Standard Webhooks implementation (tests/common/sign.rs); SIGKILL mid-delivery; an
+//! answer whose body is too long to read.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -11,6 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::raw::long_body_server;
 use common::stub::{Stub, StubRequest};
 use common::{provider, sign, wait_until, Gateway};
 use serde_json::json;
@@ -18,13 +20,14 @@ use serde_json::json;
 const WHSEC: &str = "whsec_ZG93bnN0cmVhbS1zaWduaW5nLWtleS0x";
 
 fn destination(url: &str, extra: &str) -> String {
-    let delays = if extra.contains("retry_delays") {
-        ""
-    } else {
-        "retry_delays = [\"100ms\", \"100ms\", \"100ms\"]\n"
-    };
+    let default = |key: &str, line: &'static str| if extra.contains(key) { "" } else { line };
+    let delays = default(
+        "retry_delays",
+        "retry_delays = [\"100ms\", \"100ms\", \"100ms\"]\n",
+    );
+    let timeout = default("timeout", "timeout = \"500ms\"\n");
     format!(
-        "\n[[destination]]\nname = \"crm\"\nurl = \"{url}/ingest\"\nsigning_secret = \"{WHSEC}\"\ntimeout = \"500ms\"\n{delays}{extra}\n"
+        "\n[[destination]]\nname = \"crm\"\nurl = \"{url}/ingest\"\nsigning_secret = \"{WHSEC}\"\n{timeout}{delays}{extra}\n"
     )
 }
 
@@ -455,5 +458,32 @@ fn an_id_unfit_for_a_header_does_not_hold_an_ordered_destination() {
     assert_eq!(
         post(br#"{"id":"x\ny","n":0}"#),
         ("duplicate".to_string(), odd.1)
+    );
+}
+
+/// A downstream that answers 400 with a body of 1 GiB: the forwarder reads the first bytes of it
+/// for the error and hangs up, rather than read it whole into memory. The event is dead at once,
+/// with those bytes in its error.
+#[test]
+fn a_long_error_body_is_read_only_in_part() {
+    let (url, written) = long_body_server(400, 1 << 30);
+    let gw = Gateway::start(&config(&url, "timeout = \"30s\"\n"));
+    let (_, seq) = gw.post("p", &[], &body(1)).ack();
+    wait_until(Duration::from_secs(10), "dead", || {
+        delivery_state(&gw, seq) == "dead"
+    });
+    let dead = gw.admin_json("/v1/dead?destination=crm");
+    let error = dead["dead"][0]["error"].as_str().unwrap();
+    assert!(error.contains("HTTP 400"), "{error}");
+    assert!(error.contains(&"x".repeat(400)), "{error}");
+    assert!(
+        error.len() < 1024,
+        "the error keeps the start of the body: {error}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let sent = written.load(Ordering::Relaxed);
+    assert!(
+        sent < 64 << 20,
+        "the forwarder read {sent} bytes of the body"
     );
 }

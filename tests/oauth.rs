@@ -555,6 +555,23 @@ fn a_failing_jwks_and_a_flood_of_unknown_kids_cost_few_fetches() {
     );
 }
 
+/// A JWKS URL whose answer is 256 MiB long: hookgate reads its first MiB, refuses it as too
+/// large for a key set and hangs up, rather than read it whole into memory.
+#[test]
+fn a_jwks_answer_too_long_is_refused_unread() {
+    let (url, written) = common::raw::long_body_server(200, 256 << 20);
+    let gw = Gateway::start(&jwt_provider(&format!("{url}/jwks.json")));
+    let reply = gw.post("p", &bearer(&token("test-key-1")), BODY);
+    assert_eq!(reply.status, 503, "no key set: {}", reply.text());
+    common::wait_until(Duration::from_secs(10), "the refusal logged", || {
+        gw.logs()
+            .contains("the key set is larger than 1048576 bytes")
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let sent = written.load(Ordering::Relaxed);
+    assert!(sent < 64 << 20, "hookgate read {sent} bytes of the key set");
+}
+
 #[test]
 fn a_key_removed_from_the_jwks_is_refused_after_the_ttl_refresh() {
     let rotated = Arc::new(AtomicBool::new(false));

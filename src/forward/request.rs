@@ -5,6 +5,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::config::DestinationConfig;
+use crate::response_body::read_at_most;
 use crate::store::StoredEvent;
 use crate::verify::standard_signature;
 
@@ -106,8 +107,11 @@ async fn classify(response: reqwest::Response) -> Attempt {
         .get("retry-after")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| crate::retry_after::parse(v, SystemTime::now()));
-    let body = response.bytes().await.unwrap_or_default();
-    let detail = String::from_utf8_lossy(&body[..body.len().min(ERROR_BODY_BYTES)]).into_owned();
+    let body = read_at_most(response, ERROR_BODY_BYTES)
+        .await
+        .map(|body| body.bytes)
+        .unwrap_or_default();
+    let detail = String::from_utf8_lossy(&body).into_owned();
     let failure = Failure {
         status: Some(status.as_u16()),
         kind: "http",

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -16,6 +16,7 @@ use super::{now_ms, Poller};
 use crate::config::SyncAuth;
 use crate::event::Seq;
 use crate::metrics::{PollErrorLabels, ProviderLabels};
+use crate::response_body::read_at_most;
 use crate::store::{Committed, NewEvent, StoreError};
 
 /// A page larger than this is refused (and retried later).
@@ -270,22 +271,17 @@ async fn fetch(poller: &Poller, url: url::Url) -> Result<(Bytes, Option<String>)
 }
 
 /// The body, bounded.
-async fn read_body(mut response: reqwest::Response) -> Result<Bytes, Failure> {
-    let mut body = BytesMut::new();
-    while let Some(chunk) = response
-        .chunk()
+async fn read_body(response: reqwest::Response) -> Result<Bytes, Failure> {
+    let body = read_at_most(response, MAX_PAGE_BYTES)
         .await
-        .map_err(|err| Failure::new("transport", describe(&err)))?
-    {
-        if body.len() + chunk.len() > MAX_PAGE_BYTES {
-            return Err(Failure::new(
-                "malformed",
-                format!("page larger than {MAX_PAGE_BYTES} bytes"),
-            ));
-        }
-        body.extend_from_slice(&chunk);
+        .map_err(|err| Failure::new("transport", describe(&err)))?;
+    if !body.whole {
+        return Err(Failure::new(
+            "malformed",
+            format!("page larger than {MAX_PAGE_BYTES} bytes"),
+        ));
     }
-    Ok(body.freeze())
+    Ok(body.bytes)
 }
 
 /// A transport error with its causes (reqwest's `Display` hides them).

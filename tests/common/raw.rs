@@ -186,3 +186,42 @@ pub fn post_head(path: &str, host: SocketAddr, extra_headers: &[(String, String)
     head.push_str("\r\n");
     head.into_bytes()
 }
+
+/// A server on a loopback port that answers every request with `status` and a chunked body of
+/// `x`s as long as `body_bytes` (in 64 KiB chunks), as a broken or hostile server may: long
+/// enough to fill memory, were the client to read it whole. Returns its URL, and how many body
+/// bytes it could write before each client went (the socket's buffers hold a few MiB of them).
+pub fn long_body_server(
+    status: u16,
+    body_bytes: u64,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    const CHUNK: usize = 64 * 1024;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("address"));
+    let written = std::sync::Arc::new(AtomicU64::new(0));
+    let counter = written.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let counter = counter.clone();
+            std::thread::spawn(move || {
+                let mut stream = stream;
+                let mut request = [0u8; 4096];
+                let _ = stream.read(&mut request);
+                let head = format!("HTTP/1.1 {status} Oops\r\ntransfer-encoding: chunked\r\n\r\n");
+                let chunk = format!("{CHUNK:x}\r\n{}\r\n", "x".repeat(CHUNK));
+                if stream.write_all(head.as_bytes()).is_err() {
+                    return;
+                }
+                for _ in 0..body_bytes / CHUNK as u64 {
+                    if stream.write_all(chunk.as_bytes()).is_err() {
+                        return;
+                    }
+                    counter.fetch_add(CHUNK as u64, Ordering::Relaxed);
+                }
+                let _ = stream.write_all(b"0\r\n\r\n");
+            });
+        }
+    });
+    (url, written)
+}

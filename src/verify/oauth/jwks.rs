@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use tokio::sync::watch;
 
+use crate::error_chain::error_chain;
+use crate::response_body::read_at_most;
 use crate::verify::Rejection;
 
 /// An unknown `kid` fetches the set again no sooner than this after a success.
@@ -231,13 +233,23 @@ pub fn find(set: &JwkSet, kid: Option<&str>) -> Option<Jwk> {
     }
 }
 
-async fn fetch_set(http: &reqwest::Client, url: &str) -> Result<JwkSet, reqwest::Error> {
-    http.get(url)
+/// A key set larger than this is refused (they hold a few keys of a few hundred bytes each).
+const MAX_SET_BYTES: usize = 1024 * 1024;
+
+async fn fetch_set(http: &reqwest::Client, url: &str) -> Result<JwkSet, String> {
+    let response = http
+        .get(url)
         .send()
-        .await?
-        .error_for_status()?
-        .json::<JwkSet>()
         .await
+        .and_then(reqwest::Response::error_for_status)
+        .map_err(|err| error_chain(&err))?;
+    let body = read_at_most(response, MAX_SET_BYTES)
+        .await
+        .map_err(|err| error_chain(&err))?;
+    if !body.whole {
+        return Err(format!("the key set is larger than {MAX_SET_BYTES} bytes"));
+    }
+    serde_json::from_slice(&body.bytes).map_err(|err| format!("not a JWK set: {err}"))
 }
 
 #[cfg(test)]
