@@ -1,9 +1,14 @@
 //! The bodies of answers from other servers (downstreams, vendors' sync APIs, an identity
-//! provider's key set), read up to a bound: a server that answers with an endless body costs at
-//! most that much memory. `reqwest::Response::{bytes, text, json}` read without one, and
-//! `clippy.toml` disallows them.
+//! provider's key set, token and introspection endpoints), read up to a bound: a server that
+//! answers with an endless body costs at most that much memory. `reqwest::Response::{bytes,
+//! text, json}` read without one, and `clippy.toml` disallows them; so does the `oauth2` crate's
+//! own client over `reqwest`, hence [`OAuthHttp`].
+
+use std::future::Future;
+use std::pin::Pin;
 
 use bytes::{Bytes, BytesMut};
+use oauth2::HttpClientError;
 
 /// The start of a body.
 pub struct Body {
@@ -34,6 +39,53 @@ pub async fn read_at_most(
         bytes: bytes.freeze(),
         whole: true,
     })
+}
+
+/// The most of an OAuth server's answer (a token, an introspection) read; a longer one is an
+/// error.
+pub const MAX_OAUTH_ANSWER: usize = 1024 * 1024;
+
+/// The `oauth2` crate's HTTP client over `reqwest`, reading each answer up to
+/// [`MAX_OAUTH_ANSWER`] bytes (the crate's own reads them whole).
+#[derive(Clone)]
+pub struct OAuthHttp(pub reqwest::Client);
+
+type OAuthAnswer<'c> = Pin<
+    Box<
+        dyn Future<Output = Result<oauth2::HttpResponse, HttpClientError<reqwest::Error>>>
+            + Send
+            + Sync
+            + 'c,
+    >,
+>;
+
+impl<'c> oauth2::AsyncHttpClient<'c> for OAuthHttp {
+    type Error = HttpClientError<reqwest::Error>;
+    type Future = OAuthAnswer<'c>;
+
+    fn call(&'c self, request: oauth2::HttpRequest) -> Self::Future {
+        Box::pin(async move {
+            let request = reqwest::Request::try_from(request).map_err(Box::new)?;
+            let response = self.0.execute(request).await.map_err(Box::new)?;
+            let mut answer = oauth2::http::Response::builder()
+                .status(response.status())
+                .version(response.version());
+            for (name, value) in response.headers() {
+                answer = answer.header(name, value);
+            }
+            let body = read_at_most(response, MAX_OAUTH_ANSWER)
+                .await
+                .map_err(Box::new)?;
+            if !body.whole {
+                return Err(HttpClientError::Other(format!(
+                    "the answer is longer than {MAX_OAUTH_ANSWER} bytes"
+                )));
+            }
+            answer
+                .body(body.bytes.to_vec())
+                .map_err(HttpClientError::Http)
+        })
+    }
 }
 
 #[cfg(test)]
@@ -75,6 +127,20 @@ mod tests {
         let body = get(&serve(1000, None), 4096).await;
         assert_eq!(body.bytes.len(), 4096);
         assert!(!body.whole);
+    }
+
+    #[tokio::test]
+    async fn an_oauth_answer_too_long_is_an_error() {
+        use oauth2::AsyncHttpClient;
+        let call = |url: String| async move {
+            let request = oauth2::http::Request::get(url).body(Vec::new()).unwrap();
+            OAuthHttp(reqwest::Client::new()).call(request).await
+        };
+        let answer = call(serve(1000, Some(4))).await.unwrap();
+        assert_eq!((answer.status().as_u16(), answer.body().len()), (500, 4000));
+        let chunks = MAX_OAUTH_ANSWER / 1000 + 1;
+        let refused = call(serve(1000, Some(chunks))).await.unwrap_err();
+        assert!(refused.to_string().contains("longer than"), "{refused}");
     }
 
     #[tokio::test]

@@ -251,18 +251,17 @@ fn introspection_stub(revoked: Arc<AtomicBool>) -> Stub {
     })
 }
 
-fn introspection_provider(stub: &Stub, extra: &str) -> String {
+fn introspection_provider(url: &str, extra: &str) -> String {
     format!(
         "\n[[provider]]\nname = \"p\"\nverify = \"oauth\"\n[provider.oauth]\nmode = \"introspection\"\nrequired_scope = \"events:write\"\n\
-         introspection_url = \"{}/introspect\"\nclient_id = \"hookgate\"\nclient_secret = \"introspection-secret\"\n{extra}",
-        stub.url
+         introspection_url = \"{url}/introspect\"\nclient_id = \"hookgate\"\nclient_secret = \"introspection-secret\"\n{extra}"
     )
 }
 
 #[test]
 fn introspection_is_called_once_per_token() {
     let stub = introspection_stub(Arc::default());
-    let gw = Gateway::start(&introspection_provider(&stub, ""));
+    let gw = Gateway::start(&introspection_provider(&stub.url, ""));
     for i in 0..40 {
         let body = format!(r#"{{"n":{i}}}"#);
         assert_eq!(
@@ -292,7 +291,7 @@ fn introspection_is_called_once_per_token() {
 fn introspection_refuses_tokens_for_another_audience_or_client() {
     let stub = introspection_stub(Arc::default());
     let gw = Gateway::start(&introspection_provider(
-        &stub,
+        &stub.url,
         "audience = \"hookgate\"\nallowed_client_ids = [\"sender\"]\n",
     ));
     assert_eq!(
@@ -314,7 +313,7 @@ fn introspection_refuses_tokens_for_another_audience_or_client() {
 #[test]
 fn a_junk_token_sent_again_and_again_costs_one_introspection() {
     let stub = introspection_stub(Arc::default());
-    let gw = Gateway::start(&introspection_provider(&stub, ""));
+    let gw = Gateway::start(&introspection_provider(&stub.url, ""));
     for _ in 0..20 {
         assert_invalid_token(&gw.post("p", &bearer("junk-token"), BODY), "junk token");
     }
@@ -325,7 +324,7 @@ fn a_junk_token_sent_again_and_again_costs_one_introspection() {
 fn an_active_answer_is_trusted_no_longer_than_cache_ttl_s() {
     let revoked = Arc::new(AtomicBool::new(false));
     let stub = introspection_stub(revoked.clone());
-    let gw = Gateway::start(&introspection_provider(&stub, "cache_ttl_s = 1\n"));
+    let gw = Gateway::start(&introspection_provider(&stub.url, "cache_ttl_s = 1\n"));
     assert_eq!(gw.post("p", &bearer("good-token"), BODY).status, 200);
     assert_eq!(gw.post("p", &bearer("good-token"), BODY).status, 200);
     assert_eq!(stub.calls(), 1, "cached");
@@ -553,6 +552,23 @@ fn a_failing_jwks_and_a_flood_of_unknown_kids_cost_few_fetches() {
         "50 unknown kids made {} fetches",
         after - loaded
     );
+}
+
+/// An introspection endpoint whose answer is 256 MiB long: hookgate reads its first MiB, refuses
+/// it and hangs up (the `oauth2` crate's own client would read it whole); the sender gets 503.
+#[test]
+fn an_introspection_answer_too_long_is_refused_unread() {
+    let (url, written) = common::raw::long_body_server(200, 256 << 20);
+    let gw = Gateway::start(&introspection_provider(&url, ""));
+    let reply = gw.post("p", &bearer("good-token"), BODY);
+    assert_eq!(reply.status, 503, "{}", reply.text());
+    common::wait_until(Duration::from_secs(10), "the refusal logged", || {
+        gw.logs()
+            .contains("the answer is longer than 1048576 bytes")
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let sent = written.load(Ordering::Relaxed);
+    assert!(sent < 64 << 20, "hookgate read {sent} bytes of the answer");
 }
 
 /// A JWKS URL whose answer is 256 MiB long: hookgate reads its first MiB, refuses it as too

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 use oauth2::basic::BasicClient;
 use oauth2::{ClientId, ClientSecret, EndpointNotSet, EndpointSet, Scope, TokenResponse, TokenUrl};
 
+use crate::error_chain::error_chain;
+use crate::response_body::OAuthHttp;
 use crate::secret::Secret;
 
 type TokenClient =
@@ -19,7 +21,7 @@ pub struct TokenSource {
     client: TokenClient,
     scope: Option<String>,
     refresh_before: Duration,
-    http: reqwest::Client,
+    http: OAuthHttp,
     /// Only the provider's worker asks, one request at a time; the lock is never contended.
     cached: tokio::sync::Mutex<Option<Cached>>,
 }
@@ -56,7 +58,7 @@ impl TokenSource {
             client,
             scope,
             refresh_before,
-            http,
+            http: OAuthHttp(http),
             cached: tokio::sync::Mutex::new(None),
         })
     }
@@ -74,7 +76,7 @@ impl TokenSource {
         let response = request
             .request_async(&self.http)
             .await
-            .map_err(|err| format!("token request failed: {err}"))?;
+            .map_err(|err| format!("token request failed: {}", error_chain(&err)))?;
         let token = response.access_token().secret().clone();
         let lifetime = response.expires_in().unwrap_or(NO_EXPIRY_TTL);
         let renew_in = renew_after(lifetime, self.refresh_before);

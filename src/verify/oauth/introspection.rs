@@ -19,6 +19,8 @@ use sha2::{Digest, Sha256};
 
 use super::cache::{TokenCache, TokenKey};
 use super::Grant;
+use crate::error_chain::error_chain;
+use crate::response_body::OAuthHttp;
 use crate::secret::Secret;
 use crate::verify::Rejection;
 
@@ -34,7 +36,7 @@ type IntrospectionClient =
 
 pub struct Introspection {
     client: IntrospectionClient,
-    http: reqwest::Client,
+    http: OAuthHttp,
     /// What an active answer must name, when configured.
     audience: Option<String>,
     allowed_client_ids: Option<Vec<String>>,
@@ -138,7 +140,7 @@ impl Introspection {
             .set_introspection_url(url);
         Ok(Introspection {
             client,
-            http,
+            http: OAuthHttp(http),
             audience: raw.audience,
             allowed_client_ids: raw.allowed_client_ids,
             cache: TokenCache::new(
@@ -184,7 +186,7 @@ impl Introspection {
             .request_async(&self.http)
             .await
             .map_err(|err| {
-                tracing::error!(error = %err, "Token introspection failed.");
+                tracing::error!(error = %error_chain(&err), "Token introspection failed.");
                 Rejection::Unavailable
             })?;
         match self.judge(&response, now) {
