@@ -554,38 +554,43 @@ fn a_failing_jwks_and_a_flood_of_unknown_kids_cost_few_fetches() {
     );
 }
 
-/// An introspection endpoint whose answer is 256 MiB long: hookgate reads its first MiB, refuses
-/// it and hangs up (the `oauth2` crate's own client would read it whole); the sender gets 503.
-#[test]
-fn an_introspection_answer_too_long_is_refused_unread() {
+/// An OAuth server (`provider(url)`) whose answer is 256 MiB long: hookgate reads its first MiB,
+/// refuses it (logging `refusal`) and hangs up, rather than read it whole into memory; the
+/// sender of a request with `token` gets 503.
+fn assert_answer_too_long_is_refused_unread(
+    provider: impl Fn(&str) -> String,
+    token: &str,
+    refusal: &str,
+) {
     let (url, written) = common::raw::long_body_server(200, 256 << 20);
-    let gw = Gateway::start(&introspection_provider(&url, ""));
-    let reply = gw.post("p", &bearer("good-token"), BODY);
+    let gw = Gateway::start(&provider(&url));
+    let reply = gw.post("p", &bearer(token), BODY);
     assert_eq!(reply.status, 503, "{}", reply.text());
-    common::wait_until(Duration::from_secs(10), "the refusal logged", || {
-        gw.logs()
-            .contains("the answer is longer than 1048576 bytes")
+    common::wait_until(Duration::from_secs(10), refusal, || {
+        gw.logs().contains(refusal)
     });
     std::thread::sleep(Duration::from_millis(500));
     let sent = written.load(Ordering::Relaxed);
     assert!(sent < 64 << 20, "hookgate read {sent} bytes of the answer");
 }
 
-/// A JWKS URL whose answer is 256 MiB long: hookgate reads its first MiB, refuses it as too
-/// large for a key set and hangs up, rather than read it whole into memory.
+/// The `oauth2` crate's own client would read an introspection answer whole.
+#[test]
+fn an_introspection_answer_too_long_is_refused_unread() {
+    assert_answer_too_long_is_refused_unread(
+        |url| introspection_provider(url, ""),
+        "good-token",
+        "the answer is longer than 1048576 bytes",
+    );
+}
+
 #[test]
 fn a_jwks_answer_too_long_is_refused_unread() {
-    let (url, written) = common::raw::long_body_server(200, 256 << 20);
-    let gw = Gateway::start(&jwt_provider(&format!("{url}/jwks.json")));
-    let reply = gw.post("p", &bearer(&token("test-key-1")), BODY);
-    assert_eq!(reply.status, 503, "no key set: {}", reply.text());
-    common::wait_until(Duration::from_secs(10), "the refusal logged", || {
-        gw.logs()
-            .contains("the key set is larger than 1048576 bytes")
-    });
-    std::thread::sleep(Duration::from_millis(500));
-    let sent = written.load(Ordering::Relaxed);
-    assert!(sent < 64 << 20, "hookgate read {sent} bytes of the key set");
+    assert_answer_too_long_is_refused_unread(
+        |url| jwt_provider(&format!("{url}/jwks.json")),
+        &token("test-key-1"),
+        "the key set is larger than 1048576 bytes",
+    );
 }
 
 #[test]
