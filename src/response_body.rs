@@ -1,8 +1,8 @@
 //! The bodies of answers from other servers (downstreams, vendors' sync APIs, an identity
 //! provider's key set, token and introspection endpoints), read up to a bound: a server that
 //! answers with an endless body costs at most that much memory. `reqwest::Response::{bytes,
-//! text, json}` read without one, and `clippy.toml` disallows them; so does the `oauth2` crate's
-//! own client over `reqwest`, hence [`OAuthHttp`].
+//! text, json}` read without one (`clippy.toml` disallows them), and so does the `oauth2`
+//! crate's own client over `reqwest`: hence [`OAuthHttp`].
 
 use std::future::Future;
 use std::pin::Pin;
