@@ -103,6 +103,20 @@ struct Copying {
 }
 
 impl Run {
+    /// A run to be filled, with a filter sized for `capacity` keys and no copy yet.
+    fn empty(id: u32, capacity: usize, through: Seq) -> Run {
+        Run {
+            id,
+            bloom: Bloom::with_capacity(capacity),
+            keys: 0,
+            newest_ms: 0,
+            through,
+            file: None,
+            copy_failed: false,
+            damaged: AtomicBool::new(false),
+        }
+    }
+
     fn wants_copy(&self) -> bool {
         (self.file.is_none() || self.damaged.load(Ordering::Relaxed)) && !self.copy_failed
     }
@@ -721,16 +735,7 @@ impl Runs {
             .insert(NEXT_RUN_KEY, &self.kept.next_id.to_be_bytes())?;
         let capacity = self.kept.claimed.max(self.kept.seal_at) as usize;
         self.kept.claimed = 0;
-        let mut run = Run {
-            id,
-            bloom: Bloom::with_capacity(capacity),
-            keys: 0,
-            newest_ms: 0,
-            through,
-            file: None,
-            copy_failed: false,
-            damaged: AtomicBool::new(false),
-        };
+        let mut run = Run::empty(id, capacity, through);
         let file = Writer::create(&self.kept.files, id)
             .inspect_err(|err| run.copy_failed(err))
             .ok();
@@ -813,16 +818,7 @@ impl Runs {
 
     /// A run of layout 3 left half built: its filter and summary, from its entries.
     fn rebuild(&self, id: u32) -> Result<Run, StoreError> {
-        let mut run = Run {
-            id,
-            bloom: Bloom::with_capacity(2 * self.kept.seal_at as usize),
-            keys: 0,
-            newest_ms: 0,
-            through: Seq(0),
-            file: None,
-            copy_failed: false,
-            damaged: AtomicBool::new(false),
-        };
+        let mut run = Run::empty(id, 2 * self.kept.seal_at as usize, Seq(0));
         for value in self.tree.scan_prefix(key(id, DATA, &[])).values() {
             for (key, _, received) in entries(&value?) {
                 run.bloom.insert(KeyHash::of(key));
