@@ -117,6 +117,25 @@ fn sigkill_while_dedup_runs_are_sealed_keeps_every_dedup_key() {
         "only {} acks: fewer than 3 runs",
         acked.len()
     );
+    // A run whose log values are gone says where the committer's time went.
+    let logs = gw.logs();
+    let sealed: Vec<&str> = logs
+        .lines()
+        .filter(|line| line.contains("Dedup run sealed"))
+        .collect();
+    assert!(sealed.len() >= 2, "fewer than 2 runs sealed:\n{logs}");
+    for line in sealed {
+        for field in [
+            "keys=",
+            "steps=",
+            "collect_ms=",
+            "write_ms=",
+            "trim_ms=",
+            "log_values=",
+        ] {
+            assert!(line.contains(field), "{field} missing: {line}");
+        }
+    }
     gw.restart();
     load.assert_all_stored(&gw);
     let api = gw.api();

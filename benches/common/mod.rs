@@ -212,10 +212,13 @@ impl Gateway {
         };
         let (public, admin) = (address("public="), address("admin="));
         // Keep reading, so hookgate never blocks on a full pipe; show its warnings, and its
-        // checkpoints (each a pause of every ack).
+        // checkpoints (each a pause of every ack), and its seals of dedup runs.
         std::thread::spawn(move || {
             for line in lines.map_while(Result::ok) {
-                if line.contains("WARN") || line.contains("ERROR") || line.contains("checkpointed")
+                if line.contains("WARN")
+                    || line.contains("ERROR")
+                    || line.contains("checkpointed")
+                    || line.contains("Dedup run sealed")
                 {
                     eprintln!("hookgate: {line}");
                 }

@@ -6,6 +6,7 @@
 //!   bench retain <layout> <dir> <n> [seg] [cache] [extra_batches] [report_every]
 //!   bench txsize <dir> <values> <values_per_transaction> [value_bytes] [segment_bytes]
 //!   bench firstwrite <dir> <values> [segment_bytes]
+//!   bench logdrop <dir> <values> [value_bytes] [events_per_value] [step]
 //!
 //! Events: i in 0..n, seq = i+1, received_at = T0 + i*EV_MS ms.
 //! body = 1024 bytes of JSON-ish text with random hex.
@@ -352,6 +353,92 @@ fn firstwrite(a: &[String]) {
     );
 }
 
+/// The log of recent claims after a run is sealed: `values` values of `value_bytes` (one per
+/// committed batch, beside `events_per_value` 1 KiB events in `events`), removed `step` at a
+/// time (each step's values read first) from the log's front, as hookgate did; the same from
+/// the key after the last one removed; and a third such log dropped whole with `Db::drop_tree`.
+fn logdrop(a: &[String]) {
+    let dir = a[0].as_str();
+    let values: u64 = a[1].parse().unwrap();
+    let value_bytes: usize = a.get(2).map_or(1100, |s| s.parse().unwrap());
+    let events_per_value: u64 = a.get(3).map_or(17, |s| s.parse().unwrap());
+    let step: usize = a.get(4).map_or(256, |s| s.parse().unwrap());
+    let db = open(dir, 2 << 20, 32 << 20);
+    let events = db.open_tree("events").unwrap();
+    let mut rng = SmallRng::seed_from_u64(1);
+    let mut fill = |log: &sled::Tree, first: u64| {
+        for i in first..first + values {
+            let mut value = vec![0u8; value_bytes];
+            rng.fill(value.as_mut_slice());
+            let mut event = vec![0u8; 1024 * events_per_value as usize];
+            rng.fill(event.as_mut_slice());
+            events.insert(i.to_be_bytes(), event).unwrap();
+            log.insert(i.to_be_bytes(), value).unwrap();
+        }
+        db.flush().unwrap();
+    };
+    let front = db.open_tree("log_front").unwrap();
+    let cursor = db.open_tree("log_cursor").unwrap();
+    let dropped = db.open_tree("log_dropped").unwrap();
+    fill(&front, 0);
+    fill(&cursor, values);
+    fill(&dropped, 2 * values);
+    drop(dropped);
+
+    let trim = |log: &sled::Tree, from_cursor: bool| {
+        let t = Instant::now();
+        let mut slowest = std::time::Duration::ZERO;
+        let mut after: Option<sled::IVec> = None;
+        loop {
+            let started = Instant::now();
+            let range = match (&after, from_cursor) {
+                (Some(key), true) => log.range::<&[u8], _>((
+                    std::ops::Bound::Excluded(key.as_ref()),
+                    std::ops::Bound::Unbounded,
+                )),
+                _ => log.range::<&[u8], _>(..),
+            };
+            let taken: Vec<(sled::IVec, sled::IVec)> =
+                range.take(step).collect::<Result<_, _>>().unwrap();
+            let Some((last, _)) = taken.last() else {
+                break;
+            };
+            after = Some(last.clone());
+            let mut batch = sled::Batch::default();
+            for (key, _) in &taken {
+                batch.remove(key);
+            }
+            log.apply_batch(batch).unwrap();
+            slowest = slowest.max(started.elapsed());
+        }
+        let took = t.elapsed();
+        format!(
+            "{:.1} ms ({:.2} us a value, slowest step {:.2} ms)",
+            took.as_secs_f64() * 1e3,
+            took.as_secs_f64() * 1e6 / values as f64,
+            slowest.as_secs_f64() * 1e3
+        )
+    };
+    let from_front = trim(&front, false);
+    let from_cursor = trim(&cursor, true);
+    db.flush().unwrap();
+
+    let t = Instant::now();
+    assert!(db.drop_tree("log_dropped").unwrap());
+    let drop_time = t.elapsed();
+    let t = Instant::now();
+    db.flush().unwrap();
+    let drop_flush = t.elapsed();
+    println!(
+        "{values} log values of {value_bytes} bytes, removed {step} a step: from the front \
+         {from_front}; from the last removed {from_cursor}; dropped whole in {:.1} ms ({:.2} us a \
+         value, flush after {:.1} ms)",
+        drop_time.as_secs_f64() * 1e3,
+        drop_time.as_secs_f64() * 1e6 / values as f64,
+        drop_flush.as_secs_f64() * 1e3,
+    );
+}
+
 fn main() {
     #[allow(non_snake_case)]
     let BATCH: u64 = chunk_len();
@@ -359,6 +446,7 @@ fn main() {
     match a[1].as_str() {
         "txsize" => return txsize(&a[2..]),
         "firstwrite" => return firstwrite(&a[2..]),
+        "logdrop" => return logdrop(&a[2..]),
         _ => {}
     }
     let cmd = a[1].as_str();

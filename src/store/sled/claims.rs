@@ -15,6 +15,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
+use std::ops::Bound;
 
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
@@ -108,6 +109,16 @@ impl Index {
     }
 }
 
+/// What a step of [`Claims::trim`] did.
+pub struct Trimmed {
+    /// The change in stored bytes.
+    pub delta: i64,
+    /// Log values removed.
+    pub values: usize,
+    /// Whether no value is left to remove.
+    pub done: bool,
+}
+
 /// The recent claims: the log (the `dedup` tree), and what is kept of it in memory.
 pub struct Claims {
     pub log: sled::Tree,
@@ -122,6 +133,8 @@ pub struct Kept {
     expired: Seq,
     /// The newest seq among them.
     expired_seq: Seq,
+    /// The last log key removed (none is left before it), since the log was opened.
+    trimmed_to: Option<Seq>,
 }
 
 impl Default for Kept {
@@ -130,6 +143,7 @@ impl Default for Kept {
             index: Index::new(),
             expired: Seq(0),
             expired_seq: Seq(0),
+            trimmed_to: None,
         }
     }
 }
@@ -211,15 +225,28 @@ impl Claims {
         }
     }
 
-    /// Removes up to `most` log values from the front whose first seq is at or below `through`
-    /// (their claims are in a sealed run, or expired), and takes them out of the index. Returns the change in
-    /// stored bytes, and whether none is left.
-    pub fn trim(&mut self, through: Seq, most: usize) -> Result<(i64, bool), StoreError> {
-        let values: Vec<(sled::IVec, sled::IVec)> = self
-            .log
-            .range(..=through.to_key())
-            .take(most)
-            .collect::<Result<_, _>>()?;
+    /// Removes log values from the front whose first seq is at or below `through` (their claims
+    /// are in a sealed run, or expired), until at least `claims` claims went, and takes them out
+    /// of the index. Each step reads on from the last value removed: sled keeps the leaves it
+    /// emptied for a while, and walking them again from the front made the steps cost 30-60 %
+    /// more in all (`benches/sled_layouts/FINDINGS.md`, section 8).
+    pub fn trim(&mut self, through: Seq, claims: usize) -> Result<Trimmed, StoreError> {
+        let from = match self.kept.trimmed_to {
+            Some(last) => Bound::Excluded(last.to_key()),
+            None => Bound::Unbounded,
+        };
+        let mut values: Vec<(sled::IVec, sled::IVec)> = Vec::new();
+        let mut taken = 0;
+        let mut done = true;
+        for item in self.log.range((from, Bound::Included(through.to_key()))) {
+            if taken >= claims {
+                done = false;
+                break;
+            }
+            let (key, value) = item?;
+            taken += entries(&value).count();
+            values.push((key, value));
+        }
         let mut delta = 0;
         let mut batch = sled::Batch::default();
         for (key, value) in &values {
@@ -227,9 +254,17 @@ impl Claims {
             delta += change(key, Some(value.clone()), None);
             batch.remove(key);
         }
-        // Only the committer writes the log: what was read is what goes.
+        // Only the committer writes the log: what was read is what goes, and nothing goes
+        // before it but what earlier steps removed.
         self.log.apply_batch(batch)?;
-        Ok((delta, values.len() < most))
+        if let Some((last, _)) = values.last() {
+            self.kept.trimmed_to = Some(log_seq(last)?);
+        }
+        Ok(Trimmed {
+            delta,
+            values: values.len(),
+            done,
+        })
     }
 
     /// Expires the log values after `sealed` (the values up to it are a sealed run's, and
@@ -390,6 +425,35 @@ mod tests {
     }
 
     #[test]
+    fn trimming_goes_on_from_the_last_value_removed() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let (mut claims, _) = Claims::open(db.open_tree("dedup").unwrap(), Seq(0)).unwrap();
+        let key = |n: u64| format!("p\0{n}").into_bytes();
+        for n in 1..=10 {
+            let mut value = Vec::new();
+            push_entry(&mut value, &key(n), Seq(n), 1);
+            claims.log.insert(log_key(Seq(n)), value).unwrap();
+            claims.committed(&[(&key(n)[..], Seq(n))]);
+        }
+        let mut steps = Vec::new();
+        loop {
+            let trimmed = claims.trim(Seq(6), 2).unwrap();
+            steps.push(trimmed.values);
+            if trimmed.done {
+                break;
+            }
+        }
+        // The third step reads to the end of what is at or below 6.
+        assert_eq!(steps, [2, 2, 2]);
+        for n in 1..=10 {
+            let expected = (n > 6).then_some(Seq(n));
+            assert_eq!(claims.lookup(&key(n)).unwrap(), expected, "{n}");
+        }
+        assert_eq!(claims.trim(Seq(10), 100).unwrap().values, 4);
+        assert!(claims.log.is_empty());
+    }
+
+    #[test]
     fn a_lookup_checks_the_key_behind_its_hash() {
         let db = sled::Config::new().temporary(true).open().unwrap();
         let (mut claims, unsealed) = Claims::open(db.open_tree("dedup").unwrap(), Seq(0)).unwrap();
@@ -420,7 +484,8 @@ mod tests {
         assert_eq!(claims.expire(3, Seq(0)).unwrap(), 2);
         assert_eq!(claims.lookup(b"p\0a").unwrap(), None);
         assert_eq!(claims.expire(3, Seq(0)).unwrap(), 0);
-        claims.trim(claims.expired(), 10).unwrap();
+        let trimmed = claims.trim(claims.expired(), 1).unwrap();
+        assert_eq!((trimmed.values, trimmed.done), (1, true));
         assert!(claims.log.is_empty());
     }
 }

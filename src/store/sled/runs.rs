@@ -9,9 +9,12 @@
 //! those sorted chunks into values of up to `MAX_VALUE` bytes in the `dedup_runs` tree, in key
 //! order; a run then gets a blocked Bloom filter (stored with it, kept in memory: 16 bits a
 //! key), its key count, its newest arrival time and the newest log key it holds. Only then are
-//! those log values removed (and taken out of the index), a few hundred per step: until they
-//! are, a key is in both places, never in neither. A lookup checks the recent claims, then each
-//! sealed run whose filter may hold the key (about 0.09 % of the others).
+//! those log values removed (and taken out of the index), as many claims a step as a step of
+//! sealing reads: until they are, a key is in both places, never in neither. (256 values a
+//! step, ~15 claims each, held the committer 3-5 ms a step, up to 15 ms, in `cargo bench
+//! --bench ingest`, and every ack waiting behind it.) Once they are gone, an info line says how
+//! long the run's steps took. A lookup checks the recent claims, then each sealed run whose
+//! filter may hold the key (about 0.09 % of the others).
 //! Each sealed run also has a copy in a file of its own (`run_file.rs`), written as the run is,
 //! which lookups read while a checkpoint has sled closed; a run without one (sealed by an
 //! earlier hookgate, or whose copy was lost) is copied from sled in steps, once nothing else is
@@ -37,6 +40,7 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::ops::Bound;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use super::bloom::{Bloom, KeyHash};
 use super::claims::{self, entries, entry_len, push_entry, Claims};
@@ -46,14 +50,12 @@ use super::run_file::{self, RunFile, Writer};
 use crate::event::Seq;
 use crate::store::StoreError;
 
-/// Claims read (or written into the run) per step, at least: a fraction of a millisecond of the
-/// committer's time (2,048 doubled the p99 of commits at 1,000 a second, each waiting behind a
+/// Claims read (or written into the run, or trimmed from the log) per step, at least: a fraction
+/// of a millisecond of the committer's time (2,048 doubled the p99 of commits at 1,000 a second, each waiting behind a
 /// step).
 const STEP: usize = 256;
 /// A step after a batch reads (or writes) at least this many times the claims it made.
 const PACE: usize = 4;
-/// Log values removed per step once their run is sealed.
-const TRIM_STEP: usize = 256;
 const DATA: u8 = 0;
 const SUMMARY: u8 = 1;
 const FILTER: u8 = 2;
@@ -133,6 +135,60 @@ struct Building {
     phase: Phase,
     /// Its file, written as its values are; `None` once a write failed.
     file: Option<Writer>,
+    spent: Spent,
+}
+
+/// The committer's time spent on one run, in steps between batches: logged once the log values
+/// it holds are removed.
+#[derive(Default)]
+struct Spent {
+    /// The run's id and key count, once sealed.
+    run: u32,
+    keys: u64,
+    collect: Steps,
+    write: Steps,
+    trim: Steps,
+    /// Log values removed.
+    trimmed: usize,
+}
+
+/// Steps of one kind: how many, their time, the longest.
+#[derive(Default)]
+struct Steps {
+    count: u32,
+    total: Duration,
+    slowest: Duration,
+}
+
+impl Steps {
+    /// Counts a step begun at `started`.
+    fn took(&mut self, started: Instant) {
+        let took = started.elapsed();
+        self.count += 1;
+        self.total += took;
+        self.slowest = self.slowest.max(took);
+    }
+}
+
+impl Spent {
+    fn log(&self) {
+        let ms = |spent: Duration| (spent.as_secs_f64() * 1e6).round() / 1e3;
+        tracing::info!(
+            run = self.run,
+            keys = self.keys,
+            collect_steps = self.collect.count,
+            collect_ms = ms(self.collect.total),
+            slowest_collect_ms = ms(self.collect.slowest),
+            write_steps = self.write.count,
+            write_ms = ms(self.write.total),
+            slowest_write_ms = ms(self.write.slowest),
+            trim_steps = self.trim.count,
+            trim_ms = ms(self.trim.total),
+            slowest_trim_ms = ms(self.trim.slowest),
+            log_values = self.trimmed,
+            "Dedup run sealed; the recent claims it holds have left the log."
+        );
+    }
 }
 
 enum Phase {
@@ -228,6 +284,8 @@ pub struct Detached {
     /// The newest log key a sealed run holds, and whether the log values up to it are gone.
     sealed_through: Seq,
     trimmed: bool,
+    /// The run sealed last, and the time spent on it, until its log values are gone.
+    trimming: Option<Spent>,
     /// Expired runs whose values are still being removed, oldest first.
     dropping: VecDeque<u32>,
     /// The change in stored bytes since the committer last took it (`live.rs`).
@@ -333,6 +391,7 @@ impl Runs {
                 next_id,
                 sealed_through: Seq(0),
                 trimmed: false,
+                trimming: None,
                 dropping: VecDeque::new(),
                 delta: 0,
                 files,
@@ -352,7 +411,7 @@ impl Runs {
                 None if runs.tree.scan_prefix(key(*id, DATA, &[])).next().is_some() => {
                     if legacy.is_some() {
                         let run = runs.rebuild(*id)?;
-                        runs.finish(run, None)?;
+                        runs.finish(run, None, Spent::default())?;
                     } else {
                         runs.mark_dropping(*id)?;
                     }
@@ -470,18 +529,27 @@ impl Runs {
     }
 
     /// A step of dropping the oldest expired run if there is one; else of trimming the log of
-    /// what a sealed run holds, and of sealing. Each step seals [`PACE`] times the last
-    /// batch's claims, so that a run is read and written while half as many new claims arrive:
-    /// the log stays under about twice `dedup_run_keys` whatever the load.
+    /// what a sealed run holds, and of sealing. Each step trims and seals [`PACE`] times the
+    /// last batch's claims, so that a run is read and written while half as many new claims
+    /// arrive: the log stays under about twice `dedup_run_keys` whatever the load.
     pub fn step(&mut self) -> Result<(), StoreError> {
         if let Some(&id) = self.kept.dropping.front() {
             return self.drop_step(id);
         }
         if !self.kept.trimmed {
             let through = self.kept.sealed_through.max(self.claims.expired());
-            let (delta, done) = self.claims.trim(through, TRIM_STEP)?;
-            self.kept.delta += delta;
-            self.kept.trimmed = done;
+            let started = Instant::now();
+            let trimmed = self.claims.trim(through, self.step_claims())?;
+            self.kept.delta += trimmed.delta;
+            self.kept.trimmed = trimmed.done;
+            if let Some(spent) = &mut self.kept.trimming {
+                spent.trim.took(started);
+                spent.trimmed += trimmed.values;
+                if self.kept.trimmed {
+                    spent.log();
+                    self.kept.trimming = None;
+                }
+            }
         }
         if self.kept.building.is_some() || self.kept.claimed >= self.kept.seal_at {
             self.seal_step()?;
@@ -489,6 +557,12 @@ impl Runs {
             self.copy_step()?;
         }
         Ok(())
+    }
+
+    /// The claims a step reads, writes or trims: [`PACE`] times the last batch's, at least
+    /// [`STEP`].
+    fn step_claims(&self) -> usize {
+        STEP.max(self.kept.last_claims.saturating_mul(PACE))
     }
 
     /// A step of copying a sealed run without a file into one: [`DROP_STEP`] values.
@@ -578,7 +652,8 @@ impl Runs {
                 None => return Ok(()),
             },
         };
-        let step = STEP.max(self.kept.last_claims.saturating_mul(PACE));
+        let step = self.step_claims();
+        let started = Instant::now();
         building.phase = match building.phase {
             Phase::Collect {
                 after,
@@ -614,6 +689,7 @@ impl Runs {
                 chunk.order = order;
                 chunk.bytes.shrink_to_fit();
                 gathered.chunks.push(chunk);
+                building.spent.collect.took(started);
                 if done {
                     Phase::Write(Merge::new(gathered))
                 } else {
@@ -663,8 +739,9 @@ impl Runs {
                     batch.insert(key, value);
                 }
                 self.tree.apply_batch(batch)?;
+                building.spent.write.took(started);
                 if merge.heap.is_empty() {
-                    self.finish(building.run, building.file)?;
+                    self.finish(building.run, building.file, building.spent)?;
                     return Ok(());
                 }
                 Phase::Write(merge)
@@ -746,12 +823,18 @@ impl Runs {
                 gathered: Gathered::default(),
             },
             file,
+            spent: Spent::default(),
         }))
     }
 
     /// Writes a run's filter and summary (the summary last), keeps it as sealed (with its
     /// `file`, put in place), and has the log values it holds removed.
-    fn finish(&mut self, mut run: Run, file: Option<Writer>) -> Result<(), StoreError> {
+    fn finish(
+        &mut self,
+        mut run: Run,
+        file: Option<Writer>,
+        mut spent: Spent,
+    ) -> Result<(), StoreError> {
         let parts: Vec<&[u8]> = run.bloom.as_bytes().chunks(MAX_VALUE).collect();
         for (part, bytes) in parts.iter().enumerate() {
             let part = u16::try_from(part).expect("a filter under 384 MiB");
@@ -776,6 +859,8 @@ impl Runs {
         if run.through > self.kept.sealed_through {
             self.kept.sealed_through = run.through;
             self.kept.trimmed = false;
+            (spent.run, spent.keys) = (run.id, run.keys);
+            self.kept.trimming = Some(spent);
         }
         match file.map(Writer::finish) {
             Some(Ok(file)) => run.file = Some(file),
