@@ -219,9 +219,11 @@ fn main() {
     let data_bytes = common::dir_bytes(&full_data);
     let data_ratio = data_bytes as f64 / payload.max(1) as f64;
     println!(
-        "Checkpoint: {:.2} s. Data dir: {data_bytes} bytes ({:.0} MiB), {data_ratio:.2} x the \
-         payload ({payload} bytes).",
-        checkpoint.as_secs_f64(),
+        "Checkpoint: {:.2} s ({:.2} s of it waiting for the pre-load's store to let go of its \
+         lock). Data dir: {data_bytes} bytes ({:.0} MiB), {data_ratio:.2} x the payload \
+         ({payload} bytes).",
+        checkpoint.took.as_secs_f64(),
+        checkpoint.lock_wait.as_secs_f64(),
         common::mib(data_bytes),
     );
     // Starts after clean stops (SIGTERM, which checkpoints): the first after the pre-load, whose

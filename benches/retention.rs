@@ -122,8 +122,10 @@ fn main() {
     let (config, store) = store::open(&config_path);
     let reopen = opening.elapsed();
     println!(
-        "Checkpoint {:.2} s; open after it {:.2} s.",
-        checkpoint.as_secs_f64(),
+        "Checkpoint {:.2} s ({:.2} s of it waiting for the filled store's lock); open after it \
+         {:.2} s.",
+        checkpoint.took.as_secs_f64(),
+        checkpoint.lock_wait.as_secs_f64(),
         reopen.as_secs_f64()
     );
     points.push(measure(&runtime, &store, &data, "filled", events));

@@ -287,8 +287,9 @@ pub async fn run(
         let checkpoint =
             tokio::task::spawn_blocking(move || store::checkpoint(&dir, &store_config));
         match checkpoint.await {
-            Ok(Ok(took)) => tracing::info!(
-                seconds = took.as_secs_f64(),
+            Ok(Ok(done)) => tracing::info!(
+                seconds = done.took.as_secs_f64(),
+                lock_wait_seconds = done.lock_wait.as_secs_f64(),
                 "Store checkpointed for the next start."
             ),
             Ok(Err(err)) => {

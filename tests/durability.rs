@@ -45,6 +45,13 @@ fn restart_keeps_events_and_dedup_keys() {
 
     let status = gw.terminate();
     assert_eq!(status.code(), Some(0), "SIGTERM exit: {status:?}");
+    // A clean stop checkpoints the store, and says how long it waited for sled's lock.
+    common::wait_until(Duration::from_secs(5), "the stop's checkpoint", || {
+        gw.logs().lines().any(|line| {
+            line.contains("Store checkpointed for the next start")
+                && line.contains("lock_wait_seconds=")
+        })
+    });
     gw.restart();
     let events = gw.all_events(None);
     let stored: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();

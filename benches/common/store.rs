@@ -47,8 +47,9 @@ impl Headers for RequestHeaders<'_> {
 
 /// Checkpoints the closed store of the (stopped) gateway configured in `config`
 /// (`hookgate::store::checkpoint`: the next open reads a snapshot instead of the whole log).
-/// Returns how long it took.
-pub fn checkpoint(config: &std::path::Path) -> Duration {
+/// Returns how long it took, and how much of it went waiting for the lock of the store this
+/// process had just closed.
+pub fn checkpoint(config: &std::path::Path) -> hookgate::store::Checkpointed {
     let (config, _warnings) = load_file(config).unwrap_or_else(|errors| {
         panic!("bench config: {errors:?}");
     });

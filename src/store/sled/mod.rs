@@ -36,8 +36,8 @@ use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{
-    Backend, Change, Committed, Cutoffs, DeadRecord, Mark, Marks, NewEvent, Output, OutputState,
-    StoreError, StoredEvent, Swept,
+    Backend, Change, Checkpointed, Committed, Cutoffs, DeadRecord, Mark, Marks, NewEvent, Output,
+    OutputState, StoreError, StoredEvent, Swept,
 };
 use crate::config::StoreConfig;
 use crate::event::Seq;
@@ -238,6 +238,14 @@ fn recorded_segment_bytes(conf: &[u8]) -> Option<usize> {
 /// [`SEGMENT_BYTES`]), and a stop right after a start waits for it. A lock held elsewhere is
 /// retried for ten seconds.
 fn open_db(dir: &Path, config: &StoreConfig) -> Result<::sled::Db, ::sled::Error> {
+    open_db_waiting(dir, config).map(|(db, _)| db)
+}
+
+/// [`open_db`], and how long it waited for the lock.
+fn open_db_waiting(
+    dir: &Path,
+    config: &StoreConfig,
+) -> Result<(::sled::Db, Duration), ::sled::Error> {
     let sled = ::sled::Config::new()
         .path(dir)
         .segment_size(segment_bytes(dir))
@@ -245,6 +253,7 @@ fn open_db(dir: &Path, config: &StoreConfig) -> Result<::sled::Db, ::sled::Error
         // The committer flushes (and fsyncs) itself; a background flush would only compete.
         .flush_every_ms(None);
     let mut tries = 0;
+    let started = Instant::now();
     loop {
         match sled.open() {
             // sled reports it as an `Other` error with this text (config.rs:599).
@@ -254,7 +263,14 @@ fn open_db(dir: &Path, config: &StoreConfig) -> Result<::sled::Db, ::sled::Error
                 tries += 1;
                 std::thread::sleep(Duration::from_millis(50));
             }
-            opened => return opened,
+            opened => {
+                let waited = if tries > 0 {
+                    started.elapsed()
+                } else {
+                    Duration::ZERO
+                };
+                return opened.map(|db| (db, waited));
+            }
         }
     }
 }
@@ -263,12 +279,15 @@ impl SledStore {
     /// sled writes a snapshot of its page table only when it opens a store, and replays its log
     /// since the last one at every open: opening and closing a closed store once moves that
     /// replay from the next start to now.
-    pub fn checkpoint(dir: &Path, config: &StoreConfig) -> Result<Duration, StoreError> {
+    pub fn checkpoint(dir: &Path, config: &StoreConfig) -> Result<Checkpointed, StoreError> {
         let started = Instant::now();
-        let db = open_db(&place::live_dir(dir)?, config)?;
+        let (db, lock_wait) = open_db_waiting(&place::live_dir(dir)?, config)?;
         db.flush()?;
         drop(db);
-        Ok(started.elapsed())
+        Ok(Checkpointed {
+            took: started.elapsed(),
+            lock_wait,
+        })
     }
 
     /// Opens (or creates) the store under `dir` and starts its committer.
