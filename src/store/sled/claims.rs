@@ -228,8 +228,8 @@ impl Claims {
     /// Removes log values from the front whose first seq is at or below `through` (their claims
     /// are in a sealed run, or expired), until at least `claims` claims went, and takes them out
     /// of the index. Each step reads on from the last value removed: sled keeps the leaves it
-    /// emptied for a while, and walking them again from the front made the steps cost 30-60 %
-    /// more in all (`benches/sled_layouts/FINDINGS.md`, section 8).
+    /// emptied for a while, and short steps that each walked them again from the front cost a
+    /// quarter more in all (`benches/sled_layouts/FINDINGS.md`, section 8).
     pub fn trim(&mut self, through: Seq, claims: usize) -> Result<Trimmed, StoreError> {
         let from = match self.kept.trimmed_to {
             Some(last) => Bound::Excluded(last.to_key()),

@@ -51,8 +51,8 @@ use crate::event::Seq;
 use crate::store::StoreError;
 
 /// Claims read (or written into the run, or trimmed from the log) per step, at least: a fraction
-/// of a millisecond of the committer's time (2,048 doubled the p99 of commits at 1,000 a second, each waiting behind a
-/// step).
+/// of a millisecond of the committer's time (2,048 doubled the p99 of commits at 1,000 a second,
+/// each waiting behind a step).
 const STEP: usize = 256;
 /// A step after a batch reads (or writes) at least this many times the claims it made.
 const PACE: usize = 4;
@@ -411,7 +411,7 @@ impl Runs {
                 None if runs.tree.scan_prefix(key(*id, DATA, &[])).next().is_some() => {
                     if legacy.is_some() {
                         let run = runs.rebuild(*id)?;
-                        runs.finish(run, None, Spent::default())?;
+                        runs.finish(run, None, Spent::default(), Instant::now())?;
                     } else {
                         runs.mark_dropping(*id)?;
                     }
@@ -739,11 +739,12 @@ impl Runs {
                     batch.insert(key, value);
                 }
                 self.tree.apply_batch(batch)?;
-                building.spent.write.took(started);
                 if merge.heap.is_empty() {
-                    self.finish(building.run, building.file, building.spent)?;
-                    return Ok(());
+                    // The step goes on with the run's filter and summary.
+                    let (run, file, spent) = (building.run, building.file, building.spent);
+                    return self.finish(run, file, spent, started);
                 }
+                building.spent.write.took(started);
                 Phase::Write(merge)
             }
         };
@@ -828,12 +829,14 @@ impl Runs {
     }
 
     /// Writes a run's filter and summary (the summary last), keeps it as sealed (with its
-    /// `file`, put in place), and has the log values it holds removed.
+    /// `file`, put in place), and has the log values it holds removed. `spent`: the time of the
+    /// run's steps so far, the last of them begun at `started`.
     fn finish(
         &mut self,
         mut run: Run,
         file: Option<Writer>,
         mut spent: Spent,
+        started: Instant,
     ) -> Result<(), StoreError> {
         let parts: Vec<&[u8]> = run.bloom.as_bytes().chunks(MAX_VALUE).collect();
         for (part, bytes) in parts.iter().enumerate() {
@@ -850,6 +853,7 @@ impl Runs {
         let key = key(run.id, SUMMARY, &[]);
         let old = self.tree.insert(&key, summary.as_slice())?;
         self.kept.delta += change(&key, old, Some(&summary));
+        spent.write.took(started);
         if run.through <= self.claims.expired() {
             // Every claim it holds expired from the log while it was built (and was counted
             // then): it goes as an expired run does, never looked up (which would find them
