@@ -162,8 +162,20 @@ fn spawn(mut command: Command, log: File) -> Child {
 }
 
 fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local address").port()
+    free_ports(1)[0]
+}
+
+/// `n` ports free at the moment, all different: each is held until every one is picked (one
+/// picked and let go at once may be picked again: a cluster's node once got the same port for
+/// its routes and its monitor, and exited).
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|listener| listener.local_addr().expect("local address").port())
+        .collect()
 }
 
 /// Waits until the server accepts TCP connections on `port`, or exits, or 20 s pass.
@@ -215,10 +227,11 @@ impl NatsCluster {
         NatsCluster::start_with(dir, SyncInterval::Default)
     }
 
-    /// As [`NatsCluster::start`]. A new cluster that elects no meta leader (seen once, cause
-    /// not found; the ports are picked free, then bound by the servers a moment later) is
-    /// stopped, reported on stderr with every node's log, and started once more under
-    /// `dir/retry` on other ports; a second failure panics. No test is about nats-server
+    /// As [`NatsCluster::start`]. A new cluster one of whose nodes does not start, or that elects
+    /// no meta leader (seen once, cause not found; the ports are picked free, then bound by the
+    /// servers a moment later, and another process may take one meanwhile), is stopped,
+    /// reported on stderr with every node's log, and started once more under `dir/retry` on
+    /// other ports; a second failure panics. No test is about nats-server
     /// forming a cluster; a restart of a formed one is never retried. Each cluster has a name of
     /// its own, so two that crossed would refuse each other's routes and say so in their logs.
     pub fn start_with(dir: &Path, sync: SyncInterval) -> NatsCluster {
@@ -233,11 +246,12 @@ impl NatsCluster {
 
     fn try_start(dir: &Path, sync: SyncInterval) -> Result<NatsCluster, String> {
         std::fs::create_dir_all(dir).expect("create the cluster directory");
-        let ports: Vec<NodePorts> = (0..CLUSTER_SIZE)
-            .map(|_| NodePorts {
-                client: free_port(),
-                route: free_port(),
-                monitor: free_port(),
+        let ports: Vec<NodePorts> = free_ports(3 * CLUSTER_SIZE)
+            .chunks(3)
+            .map(|three| NodePorts {
+                client: three[0],
+                route: three[1],
+                monitor: three[2],
             })
             .collect();
         for (node, _) in ports.iter().enumerate() {
@@ -272,7 +286,7 @@ impl NatsCluster {
             ports,
         };
         for node in 0..CLUSTER_SIZE {
-            cluster.spawn(node);
+            cluster.spawn(node)?;
         }
         cluster.wait_for_meta_leader()?;
         Ok(cluster)
@@ -312,14 +326,14 @@ impl NatsCluster {
     /// Starts a killed node again on its ports and store.
     pub fn restart(&mut self, node: usize) {
         assert!(self.nodes[node].is_none(), "node {node} is running");
-        self.spawn(node);
+        self.spawn(node).unwrap_or_else(|f| panic!("{f}"));
     }
 
     /// Starts every killed node again and waits until JetStream has a meta leader.
     pub fn restart_all(&mut self) {
         for node in 0..CLUSTER_SIZE {
             if self.nodes[node].is_none() {
-                self.spawn(node);
+                self.spawn(node).unwrap_or_else(|f| panic!("{f}"));
             }
         }
         self.wait_for_meta_leader()
@@ -383,7 +397,8 @@ impl NatsCluster {
         std::fs::read_to_string(self.dir.join(format!("n{node}.log"))).unwrap_or_default()
     }
 
-    fn spawn(&mut self, node: usize) {
+    /// Starts node `node`; says why if it exits or does not listen within 20 s.
+    fn spawn(&mut self, node: usize) -> Result<(), String> {
         let log = File::options()
             .create(true)
             .append(true)
@@ -397,9 +412,13 @@ impl NatsCluster {
         if let Err(failure) = wait_until_listening(&mut child, self.ports[node].client) {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("node n{node} did not start: {failure}\n{}", self.log(node));
+            return Err(format!(
+                "node n{node} did not start: {failure}\n{}",
+                self.log(node)
+            ));
         }
         self.nodes[node] = Some(child);
+        Ok(())
     }
 
     /// Waits up to 30 s for JetStream's meta leader; else says so with every node's log.
