@@ -12,7 +12,6 @@ use std::time::{Instant, SystemTime};
 use actix_web::http::header::{HeaderMap, CONTENT_TYPE};
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
-use serde_json::json;
 
 use super::body::{drain, read_body};
 use super::client::Client;
@@ -88,7 +87,7 @@ async fn webhook(
             };
             let latency_ms = (arrived.elapsed().as_secs_f64() * 1e6).round() / 1e3;
             tracing::info!(request_id = %request_id, provider = %provider_name, event_id = %event_id, seq = seq.0, status = %status, latency_ms, "Webhook stored.");
-            HttpResponse::Ok().json(json!({ "status": status, "seq": seq.0 }))
+            HttpResponse::Ok().json(Answer { status, seq: seq.0 })
         }
         Err(err) => actix_web::ResponseError::error_response(&err),
     };
@@ -96,6 +95,13 @@ async fn webhook(
         response.headers_mut().insert(X_REQUEST_ID, value);
     }
     response
+}
+
+/// A stored webhook's answer: `{"status": "accepted" | "duplicate", "seq": N}`.
+#[derive(serde::Serialize)]
+struct Answer {
+    status: &'static str,
+    seq: u64,
 }
 
 /// How a verified request was taken: stored (with when its commit started, and the event's
