@@ -12,7 +12,10 @@
 //!    the ratio (median of the three pairs), and CPU per ack of every process involved;
 //! 2. open loop at half the highest hookgate acks/s, spread over both gateways: p50/p99 ack
 //!    latency (the median p99 of three runs), each run after raw publishes paced the same way,
-//!    whose p99 shows what JetStream itself adds at that rate on this machine.
+//!    whose p99 shows what JetStream itself adds at that rate on this machine; and for each
+//!    run, where its acks over 20 ms fell (100 ms windows, per gateway) and each gateway's own
+//!    wait for the publish ack (its `hookgate_ack_latency_seconds`), to tell a stall of
+//!    JetStream from one of the HTTP side.
 //!
 //! Then, on the default-sync cluster: raw publishes with 64, 16 and 4 in flight, for the servers'
 //! CPU per message (JetStream batches what arrives together); the stream is filled with `STORED` more events (published
@@ -199,7 +202,25 @@ fn latency_at(
             run_for,
             ids,
         ));
+        let before: Vec<_> = gateways.iter().map(Gateway::metrics).collect();
         let figures = runtime.block_on(http_run(gateways, Pace::Rate(rate), run_for, ids));
+        // The wait inside each gateway, from handing the event to the store to the publish
+        // ack: a stall there is JetStream's (or the gateway's client), not the HTTP side's.
+        let waits: Vec<String> = gateways
+            .iter()
+            .zip(&before)
+            .zip(["a", "b"])
+            .map(|((gateway, before), name)| {
+                let after = gateway.metrics();
+                let wait = |q| after.quantile_ms(before, "hookgate_ack_latency_seconds", q);
+                format!(
+                    "{name} p99 <= {:.1} ms, max <= {:.1} ms",
+                    wait(0.99),
+                    wait(1.0)
+                )
+            })
+            .collect();
+        println!("store wait (publish to ack): {}", waits.join("; "));
         println!(
             "open loop at {rate:.0}/s, round {round}: raw p50 {:.2} ms p99 {:.2} ms; hookgate \
              {:.0} acks/s p50 {:.2} ms p99 {:.2} ms (errors {})",
@@ -497,11 +518,66 @@ async fn http_run(
         .map(|run| tokio::spawn(async move { load::run(&run).await }))
         .collect();
     let (mut latencies, mut errors, mut elapsed) = (Vec::new(), 0, Duration::ZERO);
+    let mut acks = Vec::new();
     for task in tasks {
         let outcome = task.await.expect("load");
         latencies.extend(outcome.acks.iter().map(|ack| ack.latency_us));
         errors += outcome.errors;
         elapsed = elapsed.max(outcome.elapsed);
+        acks.push(outcome.acks);
+    }
+    if let Pace::Rate(_) = pace {
+        println!("{}", slow_moments(&acks));
     }
     Figures::new(latencies, elapsed, errors)
+}
+
+/// Where a paced run's slow acks (over the 20 ms target) fell: how many, and the three
+/// 100 ms windows (by when a request was due) that held most of them, with each gateway's
+/// share, so that a stall of one gateway tells itself apart from one of the cluster.
+fn slow_moments(acks: &[Vec<load::Ack>]) -> String {
+    const SLOW_US: u32 = 20_000;
+    const WINDOW_MS: u128 = 100;
+    let due = |ack: &load::Ack| ack.at - Duration::from_micros(u64::from(ack.latency_us));
+    let Some(start) = acks.iter().flatten().map(due).min() else {
+        return "slow acks: none answered".into();
+    };
+    let mut windows: std::collections::BTreeMap<u128, ([usize; 2], u32)> = Default::default();
+    let (mut slow, mut all) = (0, 0);
+    for (gateway, ack) in acks
+        .iter()
+        .enumerate()
+        .flat_map(|(gateway, acks)| acks.iter().map(move |ack| (gateway.min(1), ack)))
+    {
+        all += 1;
+        if ack.latency_us <= SLOW_US {
+            continue;
+        }
+        slow += 1;
+        let window = windows
+            .entry(due(ack).duration_since(start).as_millis() / WINDOW_MS)
+            .or_default();
+        window.0[gateway] += 1;
+        window.1 = window.1.max(ack.latency_us);
+    }
+    let mut worst: Vec<_> = windows.into_iter().collect();
+    worst.sort_by_key(|(_, (counts, _))| std::cmp::Reverse(counts[0] + counts[1]));
+    let shown: Vec<String> = worst
+        .iter()
+        .take(3)
+        .map(|(window, (counts, longest))| {
+            format!(
+                "+{:.1} s: a {} b {} (up to {:.1} ms)",
+                (window * WINDOW_MS) as f64 / 1e3,
+                counts[0],
+                counts[1],
+                f64::from(*longest) / 1e3
+            )
+        })
+        .collect();
+    format!(
+        "slow acks (> 20 ms): {slow} of {all}, in {} windows of 100 ms; most in {}",
+        worst.len(),
+        shown.join("; ")
+    )
 }
