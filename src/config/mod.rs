@@ -189,7 +189,7 @@ pub const DEFAULT_COMPACT_RATIO: f64 = 2.5;
 /// `[store] compact_min_mb`'s default: less than this to win is not worth a copy.
 pub const DEFAULT_COMPACT_MIN_MB: u64 = 256;
 
-/// The recent dedup keys that make a sealed run (see `store/sled/runs.rs`).
+/// The recent dedup keys that make a sealed run (see `store/sled/runs/`).
 pub const DEFAULT_DEDUP_RUN_KEYS: u64 = 262_144;
 
 impl Default for StoreConfig {

@@ -116,7 +116,7 @@ pub struct Committer {
     pub open: Option<Pack>,
     /// The acknowledged seq, kept beside the log to tell a damaged log at open.
     pub watermark: Watermark,
-    /// The recent dedup claims and the sealed runs (`claims.rs`, `runs.rs`).
+    /// The recent dedup claims and the sealed runs (`claims.rs`, `runs/`).
     pub runs: Runs,
     /// The readers' handles of sled, and what reopens it (see `checkpoint.rs`).
     pub handles: Handles,
@@ -240,7 +240,7 @@ impl Committer {
             let next = if signals.closing {
                 queue.try_recv().ok()
             } else if self.runs.wants_step() {
-                // The runs' own work goes on while no request waits (`runs.rs`).
+                // The runs' own work goes on while no request waits (`runs/`).
                 match queue.try_recv() {
                     Ok(message) => Some(message),
                     Err(TryRecvError::Empty) => {
@@ -404,7 +404,7 @@ impl Committer {
             &all[..=TreeId::Meta as usize]
         };
         let open = self.open.clone();
-        // With the sealing's changes since the last batch (`runs.rs`).
+        // With the sealing's changes since the last batch (`runs/`).
         self.live.add(self.runs.take_delta());
         let live = self.live.get();
         // Keys already claimed, looked up before the transaction: a read inside one may make

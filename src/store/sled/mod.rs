@@ -89,7 +89,7 @@ enum TreeId {
     Replay = 4,
     /// (output, seq) -> (): delivered out of order, past the output's cursor.
     Settled = 5,
-    /// Sealed runs of older dedup keys (see `runs.rs`).
+    /// Sealed runs of older dedup keys (see `runs/`).
     Runs = 6,
 }
 

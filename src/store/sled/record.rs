@@ -88,7 +88,7 @@ impl StoredEvent {
 
 /// An event's dedup key: provider, a NUL (never in a provider name), dedup id (the event id,
 /// maybe bound to the body's hash): at most 64 + 1 + 256 + 72 bytes. Kept whole in the log of
-/// recent claims (`claims.rs`) and in the sealed runs (`runs.rs`), in key order there.
+/// recent claims (`claims.rs`) and in the sealed runs (`runs/`), in key order there.
 pub fn dedup_key(provider: &str, dedup_id: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(provider.len() + 1 + dedup_id.len());
     key.extend_from_slice(provider.as_bytes());

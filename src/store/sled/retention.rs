@@ -31,7 +31,7 @@ impl Resume {
     }
 }
 
-/// One sweep: expired events, then expired dedup keys (the committer's part: `runs.rs`).
+/// One sweep: expired events, then expired dedup keys (the committer's part: `runs/`).
 pub async fn sweep(
     store: &SledStore,
     resume: &mut Resume,

@@ -9,7 +9,7 @@
 //! value and the index carry a CRC-32, and a file that does not check out is not used: the
 //! event waits for sled, as it would without a file. A run without a usable file (sealed by an
 //! earlier hookgate, or whose file was lost or found damaged) is copied from sled again, in
-//! steps (`runs.rs`); until then its "maybe" keys wait for sled.
+//! steps (`runs/`); until then its "maybe" keys wait for sled.
 //!
 //! Layout of `<data_dir>/dedup-runs/<id>.run`: the run's values, one after another; then the
 //! index, per value: its first key (u16 LE length, bytes), offset (u64 LE), length (u32 LE) and
