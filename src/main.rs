@@ -6,6 +6,12 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = hookgate::cmd::Cli::parse();
-    let _logging = hookgate::cmd::logging::init(cli.log_format());
+    let _logging = match hookgate::cmd::logging::init(cli.log_format()) {
+        Ok(logging) => logging,
+        Err(err) => {
+            eprintln!("hookgate: cannot start the log writer's thread: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
     ExitCode::from(hookgate::cmd::execute(cli))
 }

@@ -2,12 +2,12 @@
 //! line, the event's fields at the top level, for a log shipper). The level comes from
 //! `RUST_LOG` (default `info`).
 //!
-//! Lines are written by a thread of their own ([`tracing_appender::non_blocking`]), so a reader
-//! that stops reading (a stuck journald, a full pipe) never holds up a request: up to
-//! [`BUFFERED_LINES`] lines wait in memory, and past that new lines are dropped and counted
-//! (`hookgate_log_lines_dropped_total`). That thread writes the lines waiting in one `write`
-//! (up to [`WRITE_BYTES`]) instead of one each, and writes out as soon as none wait, so a line
-//! is never held back. Dropping the [`Logging`] guard writes out what waits.
+//! Lines are written by a thread of their own (`log_writer.rs`), so a reader that stops reading
+//! (a stuck journald, a full pipe) never holds up a request: up to
+//! [`BUFFERED_LINES`](super::log_writer::BUFFERED_LINES) lines wait in memory, and past that new
+//! lines are dropped and counted (`hookgate_log_lines_dropped_total`). That thread writes the
+//! lines of about a millisecond in one `write`. Dropping the [`Logging`] guard writes out what
+//! waits.
 //!
 //! Text is journald-friendly: no colours unless stderr is a terminal, and when stderr is the
 //! journal (systemd's `JOURNAL_STREAM` names it) no timestamp (journald stamps each line) but a
@@ -17,14 +17,15 @@ use std::fmt;
 use std::io::IsTerminal;
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
-use std::sync::OnceLock;
 
 use tracing::{Event, Level, Subscriber};
-use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::EnvFilter;
+
+pub use super::log_writer::dropped_lines;
+use super::log_writer::{self, WriterGuard};
 
 /// `--log-format`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -36,39 +37,15 @@ pub enum LogFormat {
     Json,
 }
 
-/// Lines waiting for stderr before new ones are dropped (about 25 MiB of 200-byte lines).
-pub const BUFFERED_LINES: usize = 128_000;
-
-/// The most the log's thread gathers into one `write` on stderr.
-pub const WRITE_BYTES: usize = 64 * 1024;
-
-/// Counts the lines dropped because [`BUFFERED_LINES`] were waiting.
-static DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
-
 /// Keeps the log writer's thread; dropping it writes out the lines that wait (for up to 1 s).
 #[must_use = "dropping the guard stops the log writer"]
 pub struct Logging {
-    _writer: WorkerGuard,
-}
-
-/// Lines dropped so far because the log's reader fell behind.
-pub fn dropped_lines() -> u64 {
-    DROPPED
-        .get()
-        .map_or(0, |counter| counter.dropped_lines() as u64)
+    _writer: WriterGuard,
 }
 
 /// Installs the global subscriber, writing to stderr from a thread of its own.
-pub fn init(format: LogFormat) -> Logging {
-    let (writer, guard) = NonBlockingBuilder::default()
-        .buffered_lines_limit(BUFFERED_LINES)
-        .lossy(true)
-        .thread_name("hookgate-log")
-        .finish(std::io::BufWriter::with_capacity(
-            WRITE_BYTES,
-            std::io::stderr(),
-        ));
-    let _ = DROPPED.set(writer.error_counter());
+pub fn init(format: LogFormat) -> std::io::Result<Logging> {
+    let (writer, guard) = log_writer::start(std::io::stderr())?;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -83,7 +60,7 @@ pub fn init(format: LogFormat) -> Logging {
         }
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
     }
-    Logging { _writer: guard }
+    Ok(Logging { _writer: guard })
 }
 
 /// Whether stderr is the stream systemd connected to the journal: `JOURNAL_STREAM` is its

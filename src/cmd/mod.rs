@@ -10,6 +10,7 @@ mod consumers;
 mod dead;
 mod destinations;
 mod events;
+mod log_writer;
 pub mod logging;
 mod loopback;
 mod pollers;
