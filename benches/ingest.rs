@@ -199,20 +199,20 @@ fn main() {
     let full_config = common::write_config(&full_dir, common::NO_ADDRESS_LIMIT);
     let full_data = full_dir.join("data");
     let first = bench.ids.fetch_add(target_stored, Ordering::SeqCst);
-    let took = bench
-        .runtime
-        .block_on(store::preload(
-            &full_config,
-            first,
-            target_stored,
-            4096,
-            IdMode::Random,
-        ))
-        .took;
+    let preloaded = bench.runtime.block_on(store::preload(
+        &full_config,
+        first,
+        target_stored,
+        4096,
+        IdMode::Random,
+    ));
+    let took = preloaded.took;
     println!(
-        "Pre-loaded {target_stored} events (random ids) in-process in {:.1} s ({:.0}/s).",
+        "Pre-loaded {target_stored} events (random ids) in-process in {:.1} s ({:.0}/s), \
+         checkpointed {} times while filling.",
         took.as_secs_f64(),
-        target_stored as f64 / took.as_secs_f64()
+        target_stored as f64 / took.as_secs_f64(),
+        preloaded.checkpoints
     );
     let checkpoint = store::checkpoint(&full_config);
     let payload = target_stored * load::BODY_BYTES as u64;

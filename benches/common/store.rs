@@ -75,6 +75,7 @@ pub async fn preload(
     Preloaded {
         took: started.elapsed(),
         mean_batch: counters.batch_events / counters.batches.max(1.0),
+        checkpoints: counters.checkpoints as u64,
     }
 }
 
@@ -83,6 +84,8 @@ pub struct Preloaded {
     pub took: Duration,
     /// The committer's mean batch, in events.
     pub mean_batch: f64,
+    /// How many times the committer checkpointed sled (`[store] checkpoint_mb`) while filling.
+    pub checkpoints: u64,
 }
 
 /// Stores the events `event_id(first, mode)` .. `event_id(first + count - 1, mode)` in `store`

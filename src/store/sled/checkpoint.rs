@@ -27,11 +27,12 @@
 //! 4. once woken, it takes sled back and applies the journal's frames to it as ordinary batches
 //!    (the same seqs: nothing else was written), [`APPLY_STEP`] events at a time. Between two
 //!    steps it goes on journaling what arrived, now with dedup told by sled and by the events
-//!    journaled but not applied yet (for [`JOURNALING_STEPS`] at most; later arrivals wait,
-//!    so that the apply ends whatever the load); events held in step 3 are told that way
-//!    first. An ack thus waits for one step of the apply, not for all of it. Once every frame
-//!    is applied it syncs, empties the journal and gives the readers their handles; then commits
-//!    what it held (writes, expiries), as ordinary batches.
+//!    journaled but not applied yet ([`APPLY_STEP`] a step at most, for [`JOURNALING_STEPS`]
+//!    at most; later arrivals wait, so that the apply ends whatever the load); events held in
+//!    step 3 are told that way first. An ack thus waits for one step of the apply, not for all
+//!    of it. Once every frame is applied it syncs, empties the journal and gives the readers
+//!    their handles; then commits what it held (writes, expiries), as ordinary batches. What
+//!    was journaled counts towards the next checkpoint: sled's log holds it after the snapshot.
 //!
 //! So a reader never reads sled while it lacks an acknowledged event: one that reads right after
 //! an ack given meanwhile waits for the checkpoint's end and finds its event. If
@@ -184,7 +185,9 @@ impl Committer {
             held,
             "Store checkpointed: a start after a crash replays from here."
         );
-        self.since_checkpoint = 0;
+        // What was journaled reached sled after its new snapshot: a start after a crash replays
+        // it, so it counts towards the next checkpoint.
+        self.since_checkpoint = journaled.bytes;
         if signals.fail.is_none() {
             for batch in chunks(std::mem::take(&mut journaled.held)) {
                 self.commit(batch)?;
@@ -217,7 +220,8 @@ impl Committer {
             }
             steps += 1;
             if steps <= JOURNALING_STEPS {
-                self.bridge(journaled).take_waiting(queue, signals)?;
+                self.bridge(journaled)
+                    .take_waiting(queue, signals, APPLY_STEP)?;
             }
         }
         self.journal_applied(applied)
@@ -381,8 +385,9 @@ struct Journaled {
     frames: VecDeque<Frame>,
     /// Requests that wait for sled.
     held: Vec<Pending>,
-    /// How many events and frames were journaled.
+    /// How many events and frames were journaled, and the events' bytes.
     events: u64,
+    bytes: u64,
     frames_written: u64,
     /// The longest a frame's write and fdatasync took.
     slowest_append: Duration,
@@ -396,6 +401,7 @@ impl Journaled {
             frames: VecDeque::new(),
             held: Vec::new(),
             events: 0,
+            bytes: 0,
             frames_written: 0,
             slowest_append: Duration::ZERO,
         }
@@ -445,43 +451,51 @@ impl Bridge<'_> {
             let Some(message) = queue.blocking_recv() else {
                 break;
             };
-            self.take(message, queue, signals)?;
+            self.take(message, queue, signals, MAX_BATCH)?;
         }
         signals.reopened = false;
         Ok(())
     }
 
-    /// Takes the batches waiting in the queue, without waiting for more; stops at a failure or a
-    /// compaction's pause, which the committer takes once the checkpoint is over.
+    /// Takes up to `most` requests waiting in the queue, without waiting for more; stops at a
+    /// failure or a compaction's pause, which the committer takes once the checkpoint is over.
+    /// The bound is what lets the apply end under a load that never lets the queue empty: one
+    /// step without it took everything that came, as long as it came (1.7 M events, in the
+    /// ingest bench's pre-load, with readers waiting the whole time).
     fn take_waiting(
         &mut self,
         queue: &mut mpsc::Receiver<Message>,
         signals: &mut Signals,
+        most: usize,
     ) -> Result<(), StoreError> {
-        while signals.fail.is_none() && signals.pause.is_none() {
+        let mut taken = 0;
+        while taken < most && signals.fail.is_none() && signals.pause.is_none() {
             let Ok(message) = queue.try_recv() else {
                 break;
             };
-            self.take(message, queue, signals)?;
+            taken += self.take(message, queue, signals, most - taken)?;
         }
         Ok(())
     }
 
-    /// Commits `message` and the requests queued behind it, up to a batch.
+    /// Commits `message` and the requests queued behind it, up to `most`. Returns how many
+    /// requests it took.
     fn take(
         &mut self,
         message: Message,
         queue: &mut mpsc::Receiver<Message>,
         signals: &mut Signals,
-    ) -> Result<(), StoreError> {
+        most: usize,
+    ) -> Result<usize, StoreError> {
         let Some(first) = signals.take(message) else {
-            return Ok(());
+            return Ok(0);
         };
-        let (batch, _) = take_batch(first, queue, signals);
+        let (batch, _) = take_batch(first, queue, signals, most);
+        let taken = batch.len();
         if signals.fail.is_none() {
             self.commit(batch)?;
         }
-        Ok(())
+        Ok(taken)
     }
 
     /// Journals and answers a batch's new events, answers copies of events stored or journaled
@@ -499,6 +513,7 @@ impl Bridge<'_> {
         };
         let mut answers = Vec::new();
         let mut failed = None;
+        let mut journaled_bytes = 0;
         for pending in answer_late(batch) {
             let Work::Event(event) = &pending.work else {
                 self.state.held.push(pending);
@@ -526,12 +541,14 @@ impl Bridge<'_> {
                 }
             }
             let seq = frame.end();
+            journaled_bytes += event.body.len() as u64;
             self.state.claimed.insert(encoded.0.clone(), seq);
             frame.events.push(encoded);
             answers.push((pending, Committed::Accepted(seq)));
         }
         if failed.is_none() && !frame.events.is_empty() {
             failed = self.append(frame).err();
+            self.state.bytes += journaled_bytes;
         }
         if let Some(err) = failed {
             for (pending, _) in answers {

@@ -173,16 +173,18 @@ impl Signals {
     }
 }
 
-/// Takes `first` and the requests queued behind it, up to a batch, and their bytes. Stops at a
-/// failure or a pause, which the caller takes first or right after the batch.
+/// Takes `first` and the requests queued behind it, up to `most` (at least `first`; at most a
+/// batch), and their bytes. Stops at a failure or a pause, which the caller takes first or right
+/// after the batch.
 pub fn take_batch(
     first: Pending,
     queue: &mut mpsc::Receiver<Message>,
     signals: &mut Signals,
+    most: usize,
 ) -> (Vec<Pending>, usize) {
     let mut bytes = first.work.bytes();
     let mut batch = vec![first];
-    while batch.len() < MAX_BATCH
+    while batch.len() < most.min(MAX_BATCH)
         && bytes < MAX_BATCH_BYTES
         && signals.fail.is_none()
         && signals.pause.is_none()
@@ -258,7 +260,7 @@ impl Committer {
             let Some(first) = signals.take(message) else {
                 continue;
             };
-            let (batch, bytes) = take_batch(first, &mut queue, &mut signals);
+            let (batch, bytes) = take_batch(first, &mut queue, &mut signals, MAX_BATCH);
             if signals.fail.is_some() {
                 continue;
             }

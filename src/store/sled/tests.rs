@@ -248,3 +248,47 @@ async fn an_open_applies_the_journal_sled_lacks() {
         "{text}"
     );
 }
+
+/// Under a load that never lets the committer's queue empty, a checkpoint still ends: after sled
+/// is back, each step of applying the journal journals a bounded number of new events, so the
+/// committer returns to sled and the next checkpoints come every `checkpoint_mb` (the bench's
+/// pre-load, 4,096 commits in flight, once journaled 1.7 M events in one checkpoint's apply, with
+/// the readers waiting the whole time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_go_on_under_a_load_that_never_lets_the_queue_empty() {
+    const IN_FLIGHT: usize = 4_096;
+    const EVENTS: usize = 300_000;
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig {
+        checkpoint_bytes: 4 * 1024 * 1024,
+        compact_ratio: 0.0,
+        ..StoreConfig::default()
+    };
+    let metrics = Arc::new(Metrics::new());
+    let store = Arc::new(SledStore::open(dir.path(), &config, metrics.clone()).unwrap());
+    let body = Bytes::from(vec![b'x'; 1024]);
+    let tasks: Vec<_> = (0..IN_FLIGHT)
+        .map(|task| {
+            let (store, body) = (store.clone(), body.clone());
+            tokio::spawn(async move {
+                for n in (task..EVENTS).step_by(IN_FLIGHT) {
+                    let event = NewEvent::poll(
+                        ProviderName::parse("p").unwrap(),
+                        EventId::new(format!("event-{n:06}")).unwrap(),
+                        None,
+                        body.clone(),
+                    );
+                    store.commit(event, Duration::from_secs(60)).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    // ~300 MB committed. A checkpoint comes every 4 MiB, and journals up to ~51,000 events while
+    // its journal is applied (`JOURNALING_STEPS` steps of `APPLY_STEP`), which count towards
+    // the next one: at least ~5 checkpoints.
+    let checkpoints = metrics.store_checkpoints.get();
+    assert!(checkpoints >= 3, "{checkpoints} checkpoints");
+}
