@@ -125,10 +125,10 @@ impl Committer {
         queue: &mut mpsc::Receiver<Message>,
         signals: &mut Signals,
     ) -> Result<Committer, StoreError> {
-        let Some(wake) = Wake::reserve(&self.reopen.wake) else {
-            // The queue is full: tried again after the next batch.
-            return Ok(self);
-        };
+        let wake = Wake::new(&self.reopen.wake);
+        let reopened = wake.reopened.clone();
+        // A `Reopened` left from the last checkpoint (sent just as the committer saw its flag).
+        signals.reopened = false;
         let started = Instant::now();
         // Readers wait from here until sled holds what is journaled meanwhile.
         let handles = self.handles.clone();
@@ -145,7 +145,8 @@ impl Committer {
             data_dir: &self.reopen.data_dir,
             state: &mut journaled,
         }
-        .run(queue, signals);
+        .run(queue, signals, &reopened);
+        reopened.seen.store(true, Ordering::Release);
         let (durability, trees, parts) = reopening
             .join()
             .map_err(|_| StoreError::Corrupt("reopening sled panicked".into()))??;
@@ -348,29 +349,49 @@ fn reopen(
     Ok(thread)
 }
 
-/// Wakes the committer when the reopening thread ends, however it ends, through a place in its
-/// queue reserved beforehand (so the thread never waits for the committer, which may be
-/// joining it).
-struct Wake(Option<mpsc::OwnedPermit<Message>>);
+/// Whether the reopening thread has ended, and whether the committer has seen it.
+#[derive(Default)]
+struct ReopenFlags {
+    done: AtomicBool,
+    seen: AtomicBool,
+}
+
+/// Tells the committer that the reopening thread ended, however it ends. The committer looks at
+/// `done` after each message it takes while sled is closed; when its queue is empty it waits
+/// for a message, so the thread also sends it `Reopened`, which goes in whenever the queue has
+/// room, that is whenever the committer could be waiting. A full queue, whose senders wait for
+/// room, keeps the committer taking messages, and it sees `done`: the thread tries again each
+/// millisecond until then, and never waits for the committer, which may be joining it. (It used
+/// to reserve a place in the queue at the checkpoint's start, which a full queue never gave: no
+/// checkpoint began under such a load.)
+struct Wake {
+    queue: mpsc::WeakSender<Message>,
+    reopened: Arc<ReopenFlags>,
+}
 
 impl Wake {
-    /// `None` when the queue is full. No sender left (the store is being dropped): nothing to
-    /// reserve, as the queue's end wakes the committer.
-    fn reserve(queue: &mpsc::WeakSender<Message>) -> Option<Wake> {
-        let Some(queue) = queue.upgrade() else {
-            return Some(Wake(None));
-        };
-        queue
-            .try_reserve_owned()
-            .ok()
-            .map(|permit| Wake(Some(permit)))
+    fn new(queue: &mpsc::WeakSender<Message>) -> Wake {
+        Wake {
+            queue: queue.clone(),
+            reopened: Arc::default(),
+        }
     }
 }
 
 impl Drop for Wake {
     fn drop(&mut self) {
-        if let Some(permit) = self.0.take() {
-            permit.send(Message::Reopened);
+        self.reopened.done.store(true, Ordering::Release);
+        // No sender left (the store is being dropped): the queue's end wakes the committer.
+        let Some(queue) = self.queue.upgrade() else {
+            return;
+        };
+        while !self.reopened.seen.load(Ordering::Acquire) {
+            match queue.try_send(Message::Reopened) {
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => return,
+            }
         }
     }
 }
@@ -446,8 +467,10 @@ impl Bridge<'_> {
         &mut self,
         queue: &mut mpsc::Receiver<Message>,
         signals: &mut Signals,
+        reopened: &ReopenFlags,
     ) -> Result<(), StoreError> {
-        while !signals.reopened && signals.fail.is_none() {
+        while !signals.reopened && !reopened.done.load(Ordering::Acquire) && signals.fail.is_none()
+        {
             let Some(message) = queue.blocking_recv() else {
                 break;
             };

@@ -256,7 +256,18 @@ async fn an_open_applies_the_journal_sled_lacks() {
 /// the readers waiting the whole time).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checkpoints_go_on_under_a_load_that_never_lets_the_queue_empty() {
-    const IN_FLIGHT: usize = 4_096;
+    checkpoints_go_on_with_commits_in_flight(4_096).await;
+}
+
+/// The same with more commits in flight than the committer's queue holds: senders then wait for
+/// room, and a checkpoint must not need a free place in the queue to begin (it once did, and
+/// never began under such a load).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_go_on_with_more_commits_in_flight_than_the_queue_holds() {
+    checkpoints_go_on_with_commits_in_flight(super::QUEUE_CAPACITY + 2_048).await;
+}
+
+async fn checkpoints_go_on_with_commits_in_flight(in_flight: usize) {
     const EVENTS: usize = 300_000;
     let dir = tempfile::tempdir().unwrap();
     let config = StoreConfig {
@@ -267,11 +278,11 @@ async fn checkpoints_go_on_under_a_load_that_never_lets_the_queue_empty() {
     let metrics = Arc::new(Metrics::new());
     let store = Arc::new(SledStore::open(dir.path(), &config, metrics.clone()).unwrap());
     let body = Bytes::from(vec![b'x'; 1024]);
-    let tasks: Vec<_> = (0..IN_FLIGHT)
+    let tasks: Vec<_> = (0..in_flight)
         .map(|task| {
             let (store, body) = (store.clone(), body.clone());
             tokio::spawn(async move {
-                for n in (task..EVENTS).step_by(IN_FLIGHT) {
+                for n in (task..EVENTS).step_by(in_flight) {
                     let event = NewEvent::poll(
                         ProviderName::parse("p").unwrap(),
                         EventId::new(format!("event-{n:06}")).unwrap(),
