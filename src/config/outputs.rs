@@ -37,6 +37,15 @@ impl Loader<'_> {
         let retention = duration("retention", raw.retention.as_deref(), "7d");
         let dedup_window = duration("dedup_window", raw.dedup_window.as_deref(), "7d");
         let sweep_interval = duration("sweep_interval", raw.sweep_interval.as_deref(), "60s");
+        let commit_delay = duration("commit_delay", raw.commit_delay.as_deref(), "500us");
+        if commit_delay > super::MAX_COMMIT_DELAY {
+            let at = section.and_then(|s| self.key_position(s, "commit_delay"));
+            self.error(
+                at,
+                "[store] commit_delay: at most 100ms (every ack may wait this long under load)"
+                    .to_string(),
+            );
+        }
         // A dedup window must cover the longest retry window of any sender (Alcméon retries for
         // 24 h; the default 7d covers it); below a minute it is surely a typo ("7s" for "7d").
         let dedup_parsed = parse_duration(raw.dedup_window.as_deref().unwrap_or("7d")).is_ok();
@@ -78,6 +87,7 @@ impl Loader<'_> {
             sweep_interval: sweep_interval.max(Duration::from_millis(100)),
             dedup_run_keys: super::DEFAULT_DEDUP_RUN_KEYS,
             checkpoint_bytes: raw.checkpoint_mb.saturating_mul(1024 * 1024),
+            commit_delay: commit_delay.min(super::MAX_COMMIT_DELAY),
             compact_ratio: raw.compact_ratio,
             compact_min_bytes: raw.compact_min_mb.saturating_mul(1024 * 1024),
             backend,
@@ -329,24 +339,45 @@ mod tests {
         assert_eq!(config.store.dedup_window, Duration::from_secs(60));
     }
 
+    /// A config whose `[store]` section holds `store`.
+    fn load_store(
+        store: &str,
+    ) -> Result<(crate::config::Config, Vec<String>), Vec<crate::config::ConfigError>> {
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:8080\"\n[admin]\ntoken = \"t0123456789abcdef\"\n\
+             [[provider]]\nname = \"p\"\nverify = \"none\"\n[store]\n{store}\n"
+        );
+        super::super::load_str(&text, std::path::Path::new("."))
+    }
+
     #[test]
     fn compact_ratio_is_zero_or_at_least_one() {
-        let load = |store: &str| {
-            let text = format!(
-                "[server]\nlisten = \"127.0.0.1:8080\"\n[admin]\ntoken = \"t0123456789abcdef\"\n\
-                 [[provider]]\nname = \"p\"\nverify = \"none\"\n[store]\n{store}\n"
-            );
-            super::super::load_str(&text, std::path::Path::new("."))
-        };
         for wrong in ["0.5", "-1.0", "nan"] {
-            let errors = load(&format!("compact_ratio = {wrong}")).expect_err(wrong);
+            let errors = load_store(&format!("compact_ratio = {wrong}")).expect_err(wrong);
             assert!(errors[0].message.contains("compact_ratio"), "{errors:?}");
         }
-        let (config, _) = load("compact_ratio = 0.0\ncompact_min_mb = 10").expect("0 is never");
+        let (config, _) =
+            load_store("compact_ratio = 0.0\ncompact_min_mb = 10").expect("0 is never");
         assert_eq!(config.store.compact_ratio, 0.0);
         assert_eq!(config.store.compact_min_bytes, 10 * 1024 * 1024);
-        let (config, _) = load("").expect("the defaults");
+        let (config, _) = load_store("").expect("the defaults");
         assert_eq!(config.store.compact_ratio, 2.5);
         assert_eq!(config.store.compact_min_bytes, 256 * 1024 * 1024);
+    }
+
+    #[test]
+    fn commit_delay_is_a_duration_of_at_most_100ms() {
+        let (config, _) = load_store("").expect("the default");
+        assert_eq!(config.store.commit_delay, Duration::from_micros(500));
+        let (config, _) = load_store("commit_delay = \"0s\"").expect("0s: never");
+        assert_eq!(config.store.commit_delay, Duration::ZERO);
+        let (config, _) = load_store("commit_delay = \"2ms\"").expect("2ms");
+        assert_eq!(config.store.commit_delay, Duration::from_millis(2));
+        for wrong in ["\"101ms\"", "\"1s\"", "\"soon\""] {
+            let errors = load_store(&format!("commit_delay = {wrong}")).expect_err(wrong);
+            assert!(errors[0].message.contains("commit_delay"), "{errors:?}");
+        }
+        let errors = load_store("commit_delay = 500").expect_err("a number without a unit");
+        assert_eq!(errors[0].position.map(|p| p.0), Some(8), "{errors:?}");
     }
 }

@@ -303,3 +303,70 @@ async fn checkpoints_go_on_with_commits_in_flight(in_flight: usize) {
     let checkpoints = metrics.store_checkpoints.get();
     assert!(checkpoints >= 3, "{checkpoints} checkpoints");
 }
+
+fn event(n: usize) -> NewEvent {
+    NewEvent::poll(
+        ProviderName::parse("p").unwrap(),
+        EventId::new(format!("event-{n:06}")).unwrap(),
+        None,
+        Bytes::from_static(b"{}"),
+    )
+}
+
+/// Senders that come together let batches gather for `[store] commit_delay`: pairs of events
+/// sent every 10 ms, each pair answered in ~1 ms, would take a commit each (or one a pair)
+/// without it; with a delay of 50 ms, about one commit in 50 ms takes them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_gather_for_the_commit_delay_once_senders_come_together() {
+    const PAIRS: usize = 40;
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig {
+        commit_delay: Duration::from_millis(50),
+        ..StoreConfig::default()
+    };
+    let metrics = Arc::new(Metrics::new());
+    let store = Arc::new(SledStore::open(dir.path(), &config, metrics.clone()).unwrap());
+    let fsyncs_before = metrics.fsyncs.get();
+    let mut pairs = Vec::new();
+    for pair in 0..PAIRS {
+        let store = store.clone();
+        pairs.push(tokio::spawn(async move {
+            let (a, b) = tokio::join!(
+                store.commit(event(2 * pair), Duration::from_secs(30)),
+                store.commit(event(2 * pair + 1), Duration::from_secs(30)),
+            );
+            a.unwrap();
+            b.unwrap();
+        }));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for pair in pairs {
+        pair.await.unwrap();
+    }
+    let fsyncs = metrics.fsyncs.get() - fsyncs_before;
+    assert!(
+        fsyncs <= PAIRS as u64 / 2,
+        "{fsyncs} syncs for {PAIRS} pairs 10 ms apart: the batches did not gather"
+    );
+}
+
+/// A lone sender's next event cannot come before its last is answered: its commits never wait
+/// for a batch to gather (20 of them with a 100 ms delay would take 2 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_sender_never_waits_for_a_batch_to_gather() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig {
+        commit_delay: Duration::from_millis(100),
+        ..StoreConfig::default()
+    };
+    let store = SledStore::open(dir.path(), &config, Arc::new(Metrics::new())).unwrap();
+    let start = Instant::now();
+    for n in 0..20 {
+        store
+            .commit(event(n), Duration::from_secs(30))
+            .await
+            .unwrap();
+    }
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(1), "20 commits took {took:?}");
+}
