@@ -51,8 +51,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 use super::committer::{
-    answer, answer_late, encode, take_batch, Committer, Message, Outcome, Pending, Signals, Step,
-    Work, MAX_BATCH,
+    answer, answer_late, encode, take_batch, take_gathered, Committer, Message, Outcome, Pending,
+    Signals, Step, Work, MAX_BATCH,
 };
 use super::durable::{self, Durability, Reopened};
 use super::journal::{Frame, Journal};
@@ -145,7 +145,7 @@ impl Committer {
             data_dir: &self.reopen.data_dir,
             state: &mut journaled,
         }
-        .run(queue, signals, &reopened);
+        .run(queue, signals, &reopened, self.reopen.config.commit_delay);
         reopened.seen.store(true, Ordering::Release);
         let (durability, trees, parts) = reopening
             .join()
@@ -461,20 +461,30 @@ struct Bridge<'a> {
 }
 
 impl Bridge<'_> {
-    /// Takes batches until sled is open again, or a failure or the queue's end. `Err`: the
-    /// journal could not be written.
+    /// Takes batches until sled is open again, or a failure or the queue's end; they gather for
+    /// `delay` under load, as the committer's do (each frame is synced). `Err`: the journal could
+    /// not be written.
     fn run(
         &mut self,
         queue: &mut mpsc::Receiver<Message>,
         signals: &mut Signals,
         reopened: &ReopenFlags,
+        delay: Duration,
     ) -> Result<(), StoreError> {
+        let mut before = 0;
         while !signals.reopened && !reopened.done.load(Ordering::Acquire) && signals.fail.is_none()
         {
             let Some(message) = queue.blocking_recv() else {
                 break;
             };
-            self.take(message, queue, signals, MAX_BATCH)?;
+            let Some(first) = signals.take(message) else {
+                continue;
+            };
+            let (batch, _) = take_gathered(first, queue, signals, delay, before);
+            before = batch.len();
+            if signals.fail.is_none() {
+                self.commit(batch)?;
+            }
         }
         signals.reopened = false;
         Ok(())

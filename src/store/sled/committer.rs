@@ -243,6 +243,24 @@ fn should_gather(delay: Duration, before: usize, taken: usize, signals: &Signals
         && signals.pause.is_none()
 }
 
+/// Takes `first` and the requests queued behind it, and when [`should_gather`] says so, those
+/// that come within `delay` (`[store] commit_delay`) more; `before`: the batch before's size.
+pub fn take_gathered(
+    first: Pending,
+    queue: &mut mpsc::Receiver<Message>,
+    signals: &mut Signals,
+    delay: Duration,
+    before: usize,
+) -> (Vec<Pending>, usize) {
+    let mut batch = Batch::of(first);
+    batch.take_queued(queue, signals, MAX_BATCH);
+    if should_gather(delay, before, batch.requests.len(), signals) {
+        std::thread::sleep(delay);
+        batch.take_queued(queue, signals, MAX_BATCH);
+    }
+    (batch.requests, batch.bytes)
+}
+
 /// Answers `DeadlineExceeded` to the requests past their deadline or whose sender is gone, and
 /// returns the others.
 pub fn answer_late(batch: Vec<Pending>) -> Vec<Pending> {
@@ -305,7 +323,8 @@ impl Committer {
             let Some(first) = signals.take(message) else {
                 continue;
             };
-            let (batch, bytes) = self.take_gathered(first, &mut queue, &mut signals, before);
+            let delay = self.reopen.config.commit_delay;
+            let (batch, bytes) = take_gathered(first, &mut queue, &mut signals, delay, before);
             before = batch.len();
             if signals.fail.is_some() {
                 continue;
@@ -339,25 +358,6 @@ impl Committer {
             }
             Err(err) => tracing::error!(error = %err, "Final sync of the store failed."),
         }
-    }
-
-    /// Takes `first` and the requests queued behind it, and when [`should_gather`] says so, those
-    /// that come within `[store] commit_delay` more.
-    fn take_gathered(
-        &self,
-        first: Pending,
-        queue: &mut mpsc::Receiver<Message>,
-        signals: &mut Signals,
-        before: usize,
-    ) -> (Vec<Pending>, usize) {
-        let mut batch = Batch::of(first);
-        batch.take_queued(queue, signals, MAX_BATCH);
-        let delay = self.reopen.config.commit_delay;
-        if should_gather(delay, before, batch.requests.len(), signals) {
-            std::thread::sleep(delay);
-            batch.take_queued(queue, signals, MAX_BATCH);
-        }
-        (batch.requests, batch.bytes)
     }
 
     /// Applies and syncs one batch and answers it. `Err`: an fsync failed, and the committer
