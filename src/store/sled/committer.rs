@@ -230,7 +230,8 @@ const GATHER_ENOUGH: usize = 32;
 /// Whether a batch of `taken` requests waits `[store] commit_delay` for more before its commit:
 /// only when the batch before held more than one request (a lone sender, whose next request
 /// cannot come before this one is answered, never waits), fewer than [`GATHER_ENOUGH`] wait, and
-/// nothing else asks for the committer. Each commit costs about the same whatever it holds
+/// nothing else asks for the committer (nor is sled back from a checkpoint, which the committer
+/// takes up at once). Each commit costs about the same whatever it holds
 /// (sled's flush and the io threads it wakes, the fdatasync, the wake-ups), so under a paced
 /// load a batch that gathers 0.5 ms shares that cost among about twice the requests
 /// (docs/performance.md, "Letting batches gather").
@@ -239,6 +240,7 @@ fn should_gather(delay: Duration, before: usize, taken: usize, signals: &Signals
         && before > 1
         && taken < GATHER_ENOUGH
         && !signals.closing
+        && !signals.reopened
         && signals.fail.is_none()
         && signals.pause.is_none()
 }
