@@ -325,6 +325,9 @@ impl Committer {
             let Some(first) = signals.take(message) else {
                 continue;
             };
+            // A `Reopened` taken here is one the last checkpoint sent after it had seen sled
+            // back: left set, it would keep every batch from gathering until the next one.
+            signals.reopened = false;
             let delay = self.reopen.config.commit_delay;
             let (batch, bytes) = take_gathered(first, &mut queue, &mut signals, delay, before);
             before = batch.len();

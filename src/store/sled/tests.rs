@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::committer::Message;
 use super::{Backend, SledStore, TreeId};
 use crate::config::StoreConfig;
 use crate::event::{EventId, ProviderName};
@@ -318,6 +319,19 @@ fn event(n: usize) -> NewEvent {
 /// without it; with a delay of 100 ms, about one commit in 100 ms takes them all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_gather_for_the_commit_delay_once_senders_come_together() {
+    assert_pairs_gather(None).await;
+}
+
+/// A checkpoint's thread may send `Reopened` after the committer has seen sled back, so the
+/// committer finds it in its queue between two checkpoints: batches gather as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reopened_left_from_a_checkpoint_does_not_stop_batches_gathering() {
+    assert_pairs_gather(Some(Message::Reopened)).await;
+}
+
+/// Commits 40 pairs of events, a pair every 10 ms, with a commit delay of 100 ms, after
+/// `first` if any reaches the committer: they must take at most a sync per two pairs.
+async fn assert_pairs_gather(first: Option<Message>) {
     const PAIRS: usize = 40;
     let dir = tempfile::tempdir().unwrap();
     let config = StoreConfig {
@@ -326,11 +340,14 @@ async fn batches_gather_for_the_commit_delay_once_senders_come_together() {
     };
     let metrics = Arc::new(Metrics::new());
     let store = Arc::new(SledStore::open(dir.path(), &config, metrics.clone()).unwrap());
+    if let Some(message) = first {
+        store.queue.send(message).await.unwrap();
+    }
     let fsyncs_before = metrics.fsyncs.get();
-    let mut pairs = Vec::new();
+    let mut sent = Vec::new();
     for pair in 0..PAIRS {
         let store = store.clone();
-        pairs.push(tokio::spawn(async move {
+        sent.push(tokio::spawn(async move {
             let (a, b) = tokio::join!(
                 store.commit(event(2 * pair), Duration::from_secs(30)),
                 store.commit(event(2 * pair + 1), Duration::from_secs(30)),
@@ -340,7 +357,7 @@ async fn batches_gather_for_the_commit_delay_once_senders_come_together() {
         }));
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    for pair in pairs {
+    for pair in sent {
         pair.await.unwrap();
     }
     let fsyncs = metrics.fsyncs.get() - fsyncs_before;
