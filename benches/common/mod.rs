@@ -202,6 +202,10 @@ impl Gateway {
             })
             .unwrap_or_else(|| panic!("hookgate did not start:\n{}", before.join("\n")));
         let startup = spawned.elapsed();
+        // How the store's open split the start-up (`sled_ms`, `checks_ms`, `dedup_runs_ms`).
+        if let Some(opened) = before.iter().find(|line| line.contains("Store opened.")) {
+            eprintln!("hookgate: {opened}");
+        }
         let address = |name: &str| -> String {
             let start = line.find(name).expect("address in log line") + name.len();
             line[start..]
