@@ -408,6 +408,8 @@ impl Bench {
         pace: Pace,
         label: String,
     ) -> f64 {
+        // Progress, and a mark a profiler can wait for (`benches/profile.sh`).
+        eprintln!("Measuring hookgate: {label}.");
         let gateway = &target.gateway;
         let run = self.run(&gateway.url, connections, pace);
         let before = gateway.metrics();
