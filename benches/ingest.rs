@@ -4,9 +4,9 @@
 //!    baseline (an actix-web server in this process, as many workers as hookgate's, that reads
 //!    the body and answers 200) and then against the release `hookgate` on an empty temporary
 //!    data directory: acks/s, p50/p99/p99.9 ack latency, fsyncs per ack, mean commit batch, the
-//!    committer's apply and sync times, peak RSS (`VmHWM`), CPU per ack, and that CPU by thread
-//!    (HTTP workers, committer, sled's io threads, log writer, the rest; from
-//!    `/proc/<pid>/task`);
+//!    committer's apply and sync times, peak RSS (`VmHWM`), CPU per ack, and that CPU and the
+//!    context switches per ack by thread (HTTP workers, committer, sled's io threads, log
+//!    writer, the rest; from `/proc/<pid>/task`);
 //! 2. the 64-connection pair twice more, alternating, so the throughput ratio and the CPU per ack
 //!    are the medians of three runs made side by side;
 //! 3. three open-loop runs at half the highest acks/s (64 connections), each after a baseline run
@@ -77,6 +77,8 @@ struct GatewayFigures {
     cpu_us_per_ack: f64,
     /// `cpu_us_per_ack` by [`common::THREAD_GROUPS`], then the rest of the process.
     cpu_us_by_thread: [f64; common::THREAD_GROUPS.len() + 1],
+    /// Context switches per ack by [`common::THREAD_GROUPS`]: mostly wake-ups.
+    switches_by_thread: [f64; common::THREAD_GROUPS.len()],
 }
 
 /// A hookgate under test, and the ids it acked.
@@ -414,13 +416,13 @@ impl Bench {
         let run = self.run(&gateway.url, connections, pace);
         let before = gateway.metrics();
         let (cpu_before, client_before) = (gateway.cpu_seconds(), own_cpu_seconds());
-        let threads_before = gateway.cpu_seconds_by_thread();
+        let threads_before = gateway.threads_use();
         let outcome = self.runtime.block_on(load::run(&run));
         let (cpu, client) = (
             gateway.cpu_seconds() - cpu_before,
             own_cpu_seconds() - client_before,
         );
-        let threads_after = gateway.cpu_seconds_by_thread();
+        let threads_after = gateway.threads_use();
         let after = gateway.metrics();
         target.acked.extend(outcome.acks.iter().map(|a| a.id));
         let acks = outcome.acks.len().max(1) as f64;
@@ -459,6 +461,9 @@ impl Bench {
                 peak_rss_mib: gateway.peak_rss_mib(),
                 cpu_us_per_ack: cpu * 1e6 / acks,
                 cpu_us_by_thread: per_thread_us(cpu, &threads_before, &threads_after, acks),
+                switches_by_thread: std::array::from_fn(|group| {
+                    (threads_after.switches[group] - threads_before.switches[group]) / acks
+                }),
             }),
             bench_cpu_us: client * 1e6 / acks,
         });
@@ -469,12 +474,17 @@ impl Bench {
 /// A run's CPU per ack by thread group, and what the groups leave of the process's `cpu`.
 fn per_thread_us(
     cpu: f64,
-    before: &[f64; common::THREAD_GROUPS.len()],
-    after: &[f64; common::THREAD_GROUPS.len()],
+    before: &common::ThreadsUse,
+    after: &common::ThreadsUse,
     acks: f64,
 ) -> [f64; common::THREAD_GROUPS.len() + 1] {
     let mut us = [0.0; common::THREAD_GROUPS.len() + 1];
-    for (group, (a, b)) in after.iter().zip(before).enumerate() {
+    for (group, (a, b)) in after
+        .cpu_seconds
+        .iter()
+        .zip(&before.cpu_seconds)
+        .enumerate()
+    {
         us[group] = (a - b) * 1e6 / acks;
     }
     let named: f64 = us.iter().sum();
@@ -533,21 +543,38 @@ fn print_rows(rows: &[Row]) {
             row.figures.errors
         );
     }
-    println!("\n### hookgate's CPU µs per ack, by thread, in the same runs\n");
-    let groups: Vec<&str> = common::THREAD_GROUPS
+    print_by_thread(rows, "CPU µs per ack", Some("other"), |g| {
+        g.cpu_us_by_thread
+            .iter()
+            .map(|us| format!("{us:.1}"))
+            .collect()
+    });
+    print_by_thread(rows, "context switches per ack", None, |g| {
+        g.switches_by_thread
+            .iter()
+            .map(|switches| format!("{switches:.2}"))
+            .collect()
+    });
+}
+
+/// One table of the gateway's runs by [`common::THREAD_GROUPS`] (and a last column, if named).
+fn print_by_thread(
+    rows: &[Row],
+    what: &str,
+    last: Option<&str>,
+    cells: impl Fn(&GatewayFigures) -> Vec<String>,
+) {
+    println!("\n### hookgate's {what}, by thread, in the same runs\n");
+    let mut columns: Vec<&str> = common::THREAD_GROUPS
         .iter()
         .map(|(_, name)| *name)
         .collect();
-    println!("| connections | {} | other |", groups.join(" | "));
-    println!("|---|{}---|", "---|".repeat(groups.len()));
+    columns.extend(last);
+    println!("| connections | {} |", columns.join(" | "));
+    println!("|---|{}", "---|".repeat(columns.len()));
     for row in rows {
         if let Some(g) = &row.gateway {
-            let cells: Vec<String> = g
-                .cpu_us_by_thread
-                .iter()
-                .map(|us| format!("{us:.1}"))
-                .collect();
-            println!("| {} | {} |", row.label, cells.join(" | "));
+            println!("| {} | {} |", row.label, cells(g).join(" | "));
         }
     }
 }

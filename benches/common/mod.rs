@@ -282,9 +282,9 @@ impl Gateway {
         process_cpu_seconds(self.child.id())
     }
 
-    /// CPU time the gateway's threads have used so far, in seconds, by [`THREAD_GROUPS`].
-    pub fn cpu_seconds_by_thread(&self) -> [f64; THREAD_GROUPS.len()] {
-        threads_cpu_seconds(self.child.id())
+    /// What the gateway's threads have used so far, by [`THREAD_GROUPS`].
+    pub fn threads_use(&self) -> ThreadsUse {
+        threads_use(self.child.id())
     }
 
     /// SIGTERM, and waits for the clean shutdown (which checkpoints the store).
@@ -382,26 +382,50 @@ pub const THREAD_GROUPS: [(&str, &str); 4] = [
     ("hookgate-log", "log writer"),
 ];
 
-/// CPU time (user + system) of process `pid`'s live threads so far, in seconds, summed by
-/// [`THREAD_GROUPS`].
-pub fn threads_cpu_seconds(pid: u32) -> [f64; THREAD_GROUPS.len()] {
-    let mut seconds = [0.0; THREAD_GROUPS.len()];
+/// What process `pid`'s live threads have used so far, summed by [`THREAD_GROUPS`].
+#[derive(Clone, Copy, Default)]
+pub struct ThreadsUse {
+    /// CPU time (user + system), in seconds.
+    pub cpu_seconds: [f64; THREAD_GROUPS.len()],
+    /// Context switches, voluntary (the thread slept: each is a wake-up after it) and not.
+    pub switches: [f64; THREAD_GROUPS.len()],
+}
+
+pub fn threads_use(pid: u32) -> ThreadsUse {
+    let mut used = ThreadsUse::default();
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return seconds;
+        return used;
     };
     for task in tasks.flatten() {
+        // Either file is gone if the thread ended since the directory was read.
         let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
-            continue; // the thread ended since the directory was read
+            continue;
+        };
+        let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
+            continue;
         };
         let name = stat
             .split_once('(')
             .and_then(|(_, rest)| rest.rsplit_once(')'))
             .map_or("", |(name, _)| name);
         if let Some(group) = THREAD_GROUPS.iter().position(|(p, _)| name.starts_with(p)) {
-            seconds[group] += stat_cpu_seconds(&stat);
+            used.cpu_seconds[group] += stat_cpu_seconds(&stat);
+            used.switches[group] += status_switches(&status);
         }
     }
-    seconds
+    used
+}
+
+/// `voluntary_ctxt_switches` + `nonvoluntary_ctxt_switches` of a `/proc/.../status` file.
+fn status_switches(status: &str) -> f64 {
+    status
+        .lines()
+        .filter_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.ends_with("ctxt_switches")
+                .then(|| value.trim().parse::<f64>().ok())?
+        })
+        .sum()
 }
 
 /// Writes dirty pages out and drops the kernel's page cache, as a reboot would leave it; false
