@@ -119,6 +119,9 @@ pub struct StoreConfig {
     /// sled: how long the committer lets a batch gather once other requests came with the last
     /// one (see `store/sled/committer.rs` `gather`); zero: commit at once.
     pub commit_delay: Duration,
+    /// sled: a batch whose oldest request waited this long for its answer is logged with the
+    /// time of each part of its commit (`store/sled/slow_commit.rs`); zero: never.
+    pub slow_commit: Duration,
     /// sled: after a retention pass, the store is compacted (copied afresh, see
     /// `store/sled/compact.rs`) when its file is over this many times the bytes it holds, and
     /// over them by at least `compact_min_bytes`; 0: never.
@@ -187,6 +190,9 @@ pub const DEFAULT_CHECKPOINT_MB: u64 = 256;
 /// `[store] commit_delay`'s default: it halved the fsyncs of a load paced at half the maximum,
 /// and lowered its CPU per ack and p99 (docs/performance.md, "Letting batches gather").
 pub const DEFAULT_COMMIT_DELAY: Duration = Duration::from_micros(500);
+/// `[store] slow_commit`'s default: a healthy disk syncs a batch in a few milliseconds (a
+/// spinning one in tens); this is a tenth of a second no sender should wait for.
+pub const DEFAULT_SLOW_COMMIT: Duration = Duration::from_millis(100);
 /// `[store] commit_delay`'s bound: every ack waits up to this long under load.
 pub const MAX_COMMIT_DELAY: Duration = Duration::from_millis(100);
 
@@ -213,6 +219,7 @@ impl Default for StoreConfig {
             dedup_run_keys: DEFAULT_DEDUP_RUN_KEYS,
             checkpoint_bytes: DEFAULT_CHECKPOINT_MB * 1024 * 1024,
             commit_delay: DEFAULT_COMMIT_DELAY,
+            slow_commit: DEFAULT_SLOW_COMMIT,
             compact_ratio: DEFAULT_COMPACT_RATIO,
             compact_min_bytes: DEFAULT_COMPACT_MIN_MB * 1024 * 1024,
             backend: StoreBackend::Sled,

@@ -38,6 +38,7 @@ impl Loader<'_> {
         let dedup_window = duration("dedup_window", raw.dedup_window.as_deref(), "7d");
         let sweep_interval = duration("sweep_interval", raw.sweep_interval.as_deref(), "60s");
         let commit_delay = duration("commit_delay", raw.commit_delay.as_deref(), "500us");
+        let slow_commit = duration("slow_commit", raw.slow_commit.as_deref(), "100ms");
         if commit_delay > super::MAX_COMMIT_DELAY {
             let at = section.and_then(|s| self.key_position(s, "commit_delay"));
             self.error(
@@ -88,6 +89,7 @@ impl Loader<'_> {
             dedup_run_keys: super::DEFAULT_DEDUP_RUN_KEYS,
             checkpoint_bytes: raw.checkpoint_mb.saturating_mul(1024 * 1024),
             commit_delay: commit_delay.min(super::MAX_COMMIT_DELAY),
+            slow_commit,
             compact_ratio: raw.compact_ratio,
             compact_min_bytes: raw.compact_min_mb.saturating_mul(1024 * 1024),
             backend,
@@ -379,5 +381,17 @@ mod tests {
         }
         let errors = load_store("commit_delay = 500").expect_err("a number without a unit");
         assert_eq!(errors[0].position.map(|p| p.0), Some(8), "{errors:?}");
+    }
+
+    #[test]
+    fn slow_commit_is_a_duration_and_0s_turns_the_log_off() {
+        let (config, _) = load_store("").expect("the default");
+        assert_eq!(config.store.slow_commit, Duration::from_millis(100));
+        let (config, _) = load_store("slow_commit = \"0s\"").expect("0s: never");
+        assert_eq!(config.store.slow_commit, Duration::ZERO);
+        let (config, _) = load_store("slow_commit = \"5ms\"").expect("5ms");
+        assert_eq!(config.store.slow_commit, Duration::from_millis(5));
+        let errors = load_store("slow_commit = \"soon\"").expect_err("not a duration");
+        assert!(errors[0].message.contains("slow_commit"), "{errors:?}");
     }
 }

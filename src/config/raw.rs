@@ -68,6 +68,8 @@ pub struct RawStore {
     pub checkpoint_mb: u64,
     /// sled: how long a batch may gather under load (default "500us"; "0s": never).
     pub commit_delay: Option<String>,
+    /// sled: a commit this slow is logged with its parts (default "100ms"; "0s": never).
+    pub slow_commit: Option<String>,
     /// sled: compact after a retention pass when the file is over this many times what it
     /// holds (and over it by `compact_min_mb`); 0: never.
     #[serde(default = "default_compact_ratio")]
@@ -271,6 +273,7 @@ impl Default for RawStore {
             cache_mb: default_cache_mb(),
             checkpoint_mb: default_checkpoint_mb(),
             commit_delay: None,
+            slow_commit: None,
             compact_ratio: default_compact_ratio(),
             compact_min_mb: default_compact_min_mb(),
             retention: None,

@@ -286,11 +286,11 @@ impl Committer {
     /// the journal. Returns `applied`.
     fn journal_applied(&mut self, applied: u64) -> Result<u64, StoreError> {
         if applied > 0 {
-            let fsyncs = self
+            let synced = self
                 .durability
                 .sync()
                 .map_err(|err| StoreError::Storage(Arc::new(err)))?;
-            self.metrics.fsyncs.inc_by(fsyncs);
+            self.metrics.fsyncs.inc_by(synced.fsyncs);
             self.announce_durable();
         }
         self.journal.clear()?;
@@ -312,7 +312,7 @@ impl Committer {
             )));
         }
         if self.runs.wants_step() {
-            self.runs.step()?;
+            self.runs_step()?;
         }
         Ok(outcomes.len() as u64)
     }

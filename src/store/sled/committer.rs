@@ -20,6 +20,7 @@ use super::live::{put, remove, Live};
 use super::pack::{self, Pack};
 use super::record::{dedup_key, RecordRef};
 use super::runs::Runs;
+use super::slow_commit::{Parts, SlowCommits};
 use super::watermark::Watermark;
 use super::{Handles, TreeId, Trees, Write, LIVE_KEY, NEXT_SEQ_KEY};
 use crate::event::Seq;
@@ -102,6 +103,8 @@ pub struct Pending {
     pub work: Work,
     /// Past this, the request is not applied: its sender has been (or will be) answered 503.
     pub deadline: Instant,
+    /// When it was handed to the committer's queue (for the slow-commit log).
+    pub submitted: Instant,
     pub reply: oneshot::Sender<Result<Outcome, StoreError>>,
 }
 
@@ -127,6 +130,10 @@ pub struct Committer {
     pub live: Live,
     /// Where events go while sled is closed for a checkpoint (`journal.rs`).
     pub journal: Journal,
+    /// Which batches were slow, and their log line (`slow_commit.rs`).
+    pub slow: SlowCommits,
+    /// Time spent in the runs' steps since the last batch (for the slow-commit log).
+    pub runs_spent: Duration,
 }
 
 /// The committer's end on a corrupt store.
@@ -311,7 +318,7 @@ impl Committer {
                 match queue.try_recv() {
                     Ok(message) => Some(message),
                     Err(TryRecvError::Empty) => {
-                        if let Err(err) = self.runs.step() {
+                        if let Err(err) = self.runs_step() {
                             return stop_unsure(&err);
                         }
                         continue;
@@ -337,7 +344,7 @@ impl Committer {
             let committed = self.commit(batch).and_then(|()| {
                 // Between batches, a step of sealing recent dedup keys into a run.
                 if self.runs.wants_step() {
-                    self.runs.step()?;
+                    self.runs_step()?;
                 }
                 Ok(())
             });
@@ -396,6 +403,12 @@ impl Committer {
             return Ok(());
         }
         let started = Instant::now();
+        let oldest = live.iter().map(|p| p.submitted).min().unwrap_or(started);
+        let mut parts = Parts {
+            waited: started.saturating_duration_since(oldest),
+            runs: std::mem::take(&mut self.runs_spent),
+            ..Parts::default()
+        };
         let mut fatal = false;
         let steps: Vec<Step> = live
             .iter()
@@ -407,16 +420,18 @@ impl Committer {
             .collect();
         let result = self.apply(&steps).and_then(|outcomes| {
             let applied = Instant::now();
+            parts.apply = applied - started;
             self.metrics
                 .commit_apply_seconds
-                .observe((applied - started).as_secs_f64());
+                .observe(parts.apply.as_secs_f64());
             let synced = self.durability.sync();
             self.metrics
                 .commit_sync_seconds
                 .observe(applied.elapsed().as_secs_f64());
             match synced {
-                Ok(fsyncs) => {
-                    self.metrics.fsyncs.inc_by(fsyncs);
+                Ok(synced) => {
+                    self.metrics.fsyncs.inc_by(synced.fsyncs);
+                    (parts.flush, parts.fdatasync) = (synced.flush, synced.fdatasync);
                     Ok(outcomes)
                 }
                 Err(err) => {
@@ -430,11 +445,17 @@ impl Committer {
 
         match result {
             Ok(outcomes) => {
+                let answering = Instant::now();
+                let (requests, bytes) = (live.len(), bytes);
                 // Readers see the batch before anyone is answered: a client that reads right
                 // after its 200 finds its event.
                 self.announce_durable();
                 for (pending, outcome) in live.into_iter().zip(outcomes) {
                     answer(&self.metrics, pending, outcome);
+                }
+                parts.answer = answering.elapsed();
+                if self.slow.note(&parts, requests, bytes) {
+                    self.metrics.commits_slow.inc();
                 }
             }
             Err(err) => {
@@ -450,6 +471,14 @@ impl Committer {
             }
         }
         Ok(())
+    }
+
+    /// A step of the runs' own work (`runs/`), timed for the slow-commit log.
+    pub fn runs_step(&mut self) -> Result<(), StoreError> {
+        let started = Instant::now();
+        let stepped = self.runs.step();
+        self.runs_spent += started.elapsed();
+        stepped
     }
 
     /// Tells the readers (and the watermark) that every seq sled holds is durable.

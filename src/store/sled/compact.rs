@@ -244,6 +244,7 @@ impl Compaction<'_> {
         let pending = Pending {
             work: Work::Writes(Vec::new()),
             deadline: Instant::now() + Duration::from_secs(60),
+            submitted: Instant::now(),
             reply,
         };
         self.queue

@@ -63,6 +63,9 @@ pub const FAULT_ENV: &str = "HOOKGATE_TEST_FAIL_FSYNC_AFTER";
 /// The environment variable that wedges the committer, for the watchdog test: the sync after
 /// this many successful ones never returns, as an fsync on a dead disk may not.
 pub const HANG_ENV: &str = "HOOKGATE_TEST_HANG_FSYNC_AFTER";
+/// The environment variable that slows every fdatasync by this many milliseconds, for the
+/// slow-commit log's test (`slow_commit.rs`), as a failing disk would.
+pub const SLOW_FSYNC_ENV: &str = "HOOKGATE_TEST_SLOW_FSYNC_MS";
 
 /// A fault injected into [`Durability::sync`] (tests only).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +106,18 @@ pub struct Durability {
     log: File,
     /// Syncs left before an injected fault (tests only; see [`FAULT_ENV`] and [`HANG_ENV`]).
     fault_after: Option<(u64, Fault)>,
+    /// Added to every fdatasync (tests only; see [`SLOW_FSYNC_ENV`]).
+    slow_fsync: Option<Duration>,
+}
+
+/// What one [`Durability::sync`] did, and how long each part took.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Synced {
+    pub fsyncs: u64,
+    /// sled's flush of its buffers to the log file.
+    pub flush: Duration,
+    /// The fdatasync of the log file.
+    pub fdatasync: Duration,
 }
 
 impl Durability {
@@ -117,11 +132,17 @@ impl Durability {
                 tracing::warn!(syncs, "{var} is set: an fsync fault will be injected.");
                 Some((syncs, fault))
             });
+        let slow_fsync = std::env::var(SLOW_FSYNC_ENV).ok().and_then(|ms| {
+            let ms = ms.parse().ok()?;
+            tracing::warn!(ms, "{SLOW_FSYNC_ENV} is set: every fdatasync takes longer.");
+            Some(Duration::from_millis(ms))
+        });
         Ok(Durability {
             db,
             dir: dir.to_path_buf(),
             log,
             fault_after,
+            slow_fsync,
         })
     }
 
@@ -137,6 +158,7 @@ impl Durability {
             dir,
             log,
             fault_after,
+            slow_fsync,
         } = self;
         let started = Instant::now();
         drop(db);
@@ -155,6 +177,7 @@ impl Durability {
             dir,
             log,
             fault_after,
+            slow_fsync,
         };
         Ok((durability, reopened))
     }
@@ -162,13 +185,14 @@ impl Durability {
     /// Lets go of sled, and takes `db`, a copy of the store under `dir` whose files are synced
     /// (a compaction: see `compact.rs`). The fault hook's count stays.
     pub fn replace(self, db: sled::Db, dir: &Path) -> Result<Durability, StoreError> {
-        let fault_after = self.fault_after;
+        let (fault_after, slow_fsync) = (self.fault_after, self.slow_fsync);
         drop(self);
         Ok(Durability {
             db,
             dir: dir.to_path_buf(),
             log: File::open(dir.join("db"))?,
             fault_after,
+            slow_fsync,
         })
     }
 
@@ -183,9 +207,11 @@ impl Durability {
     }
 
     /// Flushes sled and fdatasyncs its log. When this returns `Ok`, every write applied before
-    /// the call survives a crash or a power loss. Returns the number of fsyncs issued.
-    pub fn sync(&mut self) -> Result<u64, SyncError> {
+    /// the call survives a crash or a power loss.
+    pub fn sync(&mut self) -> Result<Synced, SyncError> {
+        let started = Instant::now();
         self.db.flush().map_err(SyncError::Flush)?;
+        let flushed = Instant::now();
         match self.fault_after.as_mut() {
             Some((0, Fault::Fail)) => {
                 return Err(SyncError::Fsync(io::Error::other(format!(
@@ -198,8 +224,15 @@ impl Durability {
             Some((left, _)) => *left -= 1,
             None => {}
         }
+        if let Some(slow) = self.slow_fsync {
+            std::thread::sleep(slow);
+        }
         self.log.sync_data().map_err(SyncError::Fsync)?;
-        Ok(1)
+        Ok(Synced {
+            fsyncs: 1,
+            flush: flushed - started,
+            fdatasync: flushed.elapsed(),
+        })
     }
 }
 

@@ -23,6 +23,7 @@ pub mod record;
 mod retention;
 mod run_file;
 mod runs;
+mod slow_commit;
 mod watermark;
 
 use std::ops::RangeInclusive;
@@ -361,6 +362,8 @@ impl SledStore {
             since_checkpoint: 0,
             live: live.clone(),
             journal,
+            slow: slow_commit::SlowCommits::new(config.slow_commit),
+            runs_spent: Duration::ZERO,
         };
         // Events acknowledged from the journal while sled was closed, before a crash or a stop.
         let journal_events = committer.apply_journal(journaled)?;
@@ -400,11 +403,13 @@ impl SledStore {
     }
 
     async fn submit(&self, work: Work, deadline: Duration) -> Result<Outcome, StoreError> {
-        let deadline_at = Instant::now() + deadline;
+        let submitted = Instant::now();
+        let deadline_at = submitted + deadline;
         let (reply, answer) = oneshot::channel();
         let pending = Pending {
             work,
             deadline: deadline_at,
+            submitted,
             reply,
         };
         let wait = async {

@@ -1,0 +1,81 @@
+//! A slow commit is logged with the time of each part of it (`[store] slow_commit`), so that a
+//! slow disk is named as such; fast ones are not logged.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{provider, sign, wait_until, Gateway};
+
+/// Slows every fdatasync of the store's log by this many milliseconds (a test hook).
+const SLOW_FSYNC_ENV: &str = "HOOKGATE_TEST_SLOW_FSYNC_MS";
+
+fn config() -> String {
+    provider("p", "none", &[], "event_id = \"header:X-Id\"")
+}
+
+fn post(gw: &Gateway, id: &str) {
+    let body = format!(r#"{{"id":"{id}"}}"#);
+    let reply = gw
+        .api()
+        .post("p", &sign::headers(&[("X-Id", id)]), body.as_bytes());
+    assert_eq!(reply.ack().0, "accepted", "{id}");
+}
+
+/// The number after `field=` in `line`.
+fn field(line: &str, field: &str) -> f64 {
+    line.split(&format!(" {field}="))
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in: {line}"))
+}
+
+fn slow_lines(gw: &Gateway) -> Vec<String> {
+    gw.logs()
+        .lines()
+        .filter(|line| line.contains("A commit was slow"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn a_slow_fdatasync_is_named_in_the_slow_commit_line() {
+    let gw = Gateway::builder()
+        .config(&format!("{}\n[store]\nslow_commit = \"200ms\"\n", config()))
+        .env(SLOW_FSYNC_ENV, "300")
+        .start();
+    post(&gw, "a");
+
+    // The line comes right after the answer.
+    wait_until(Duration::from_secs(10), "a slow commit logged", || {
+        !slow_lines(&gw).is_empty()
+    });
+    let lines = slow_lines(&gw);
+    let line = lines.last().unwrap();
+    assert!(field(line, "fdatasync_ms") >= 300.0, "{line}");
+    assert!(field(line, "total_ms") >= 300.0, "{line}");
+    assert!(
+        field(line, "apply_ms") < 300.0 && field(line, "flush_ms") < 300.0,
+        "the wait is put on the fdatasync, not the other parts: {line}"
+    );
+    assert_eq!(field(line, "requests"), 1.0, "{line}");
+    assert!(gw.api().metric("hookgate_commits_slow_total", &[]).unwrap() >= 1.0);
+}
+
+#[test]
+fn commits_under_the_bound_are_not_logged() {
+    // A bound no commit on a working disk reaches, and a store that syncs as fast as it can.
+    let gw = Gateway::builder()
+        .config(&format!("{}\n[store]\nslow_commit = \"30s\"\n", config()))
+        .start();
+    for i in 0..20 {
+        post(&gw, &format!("e{i}"));
+    }
+    assert!(slow_lines(&gw).is_empty(), "{}", gw.logs());
+    assert_eq!(
+        gw.api().metric("hookgate_commits_slow_total", &[]),
+        Some(0.0)
+    );
+}
