@@ -65,6 +65,35 @@ fn a_slow_fdatasync_is_named_in_the_slow_commit_line() {
 }
 
 #[test]
+fn a_request_queued_behind_a_slow_commit_is_told_apart() {
+    // The first commit takes ~500 ms (not slow); the second request comes 100 ms into it, so it
+    // waits ~400 ms behind it, then ~500 ms for its own.
+    let gw = Gateway::builder()
+        .config(&format!("{}\n[store]\nslow_commit = \"700ms\"\n", config()))
+        .env(SLOW_FSYNC_ENV, "500")
+        .start();
+    std::thread::scope(|s| {
+        s.spawn(|| post(&gw, "first"));
+        std::thread::sleep(Duration::from_millis(100));
+        s.spawn(|| post(&gw, "second"));
+    });
+
+    wait_until(Duration::from_secs(10), "a slow commit logged", || {
+        !slow_lines(&gw).is_empty()
+    });
+    let lines = slow_lines(&gw);
+    assert_eq!(lines.len(), 1, "only the second batch was slow: {lines:?}");
+    let line = &lines[0];
+    assert_eq!(field(line, "requests"), 1.0, "{line}");
+    assert!(field(line, "behind_ms") >= 200.0, "{line}");
+    assert!(
+        field(line, "waited_ms") >= field(line, "behind_ms"),
+        "{line}"
+    );
+    assert!(field(line, "fdatasync_ms") >= 500.0, "{line}");
+}
+
+#[test]
 fn commits_under_the_bound_are_not_logged() {
     // A bound no commit on a working disk reaches, and a store that syncs as fast as it can.
     let gw = Gateway::builder()

@@ -191,6 +191,8 @@ impl Committer {
         self.since_checkpoint = journaled.bytes;
         if signals.fail.is_none() {
             for batch in chunks(std::mem::take(&mut journaled.held)) {
+                // They waited behind the checkpoint (the slow-commit log's `behind_ms`).
+                self.between.free_at = Some(Instant::now());
                 self.commit(batch)?;
             }
         }

@@ -132,8 +132,19 @@ pub struct Committer {
     pub journal: Journal,
     /// Which batches were slow, and their log line (`slow_commit.rs`).
     pub slow: SlowCommits,
-    /// Time spent in the runs' steps since the last batch (for the slow-commit log).
-    pub runs_spent: Duration,
+    /// What the committer did since the last batch (for the slow-commit log).
+    pub between: Between,
+}
+
+/// What the committer did since its last batch, for the slow-commit log (`slow_commit.rs`).
+#[derive(Debug, Default)]
+pub struct Between {
+    /// When it last turned to its queue, free of earlier work.
+    pub free_at: Option<Instant>,
+    /// Time in the runs' steps.
+    pub runs: Duration,
+    /// Taking the batch, and gathering.
+    pub gather: Duration,
 }
 
 /// The committer's end on a corrupt store.
@@ -311,6 +322,7 @@ impl Committer {
                     Err(err) => return unsure(&err),
                 };
             }
+            self.between.free_at = Some(Instant::now());
             let next = if signals.closing {
                 queue.try_recv().ok()
             } else if self.runs.wants_step() {
@@ -336,7 +348,9 @@ impl Committer {
             // back: left set, it would keep every batch from gathering until the next one.
             signals.reopened = false;
             let delay = self.reopen.config.commit_delay;
+            let taking = Instant::now();
             let (batch, bytes) = take_gathered(first, &mut queue, &mut signals, delay, before);
+            self.between.gather = taking.elapsed();
             before = batch.len();
             if signals.fail.is_some() {
                 continue;
@@ -404,9 +418,14 @@ impl Committer {
         }
         let started = Instant::now();
         let oldest = live.iter().map(|p| p.submitted).min().unwrap_or(started);
+        let between = std::mem::take(&mut self.between);
         let mut parts = Parts {
             waited: started.saturating_duration_since(oldest),
-            runs: std::mem::take(&mut self.runs_spent),
+            behind: between.free_at.map_or(Duration::ZERO, |free| {
+                free.saturating_duration_since(oldest)
+            }),
+            runs: between.runs,
+            gather: between.gather,
             ..Parts::default()
         };
         let mut fatal = false;
@@ -477,7 +496,7 @@ impl Committer {
     pub fn runs_step(&mut self) -> Result<(), StoreError> {
         let started = Instant::now();
         let stepped = self.runs.step();
-        self.runs_spent += started.elapsed();
+        self.between.runs += started.elapsed();
         stepped
     }
 

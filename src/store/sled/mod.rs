@@ -363,7 +363,7 @@ impl SledStore {
             live: live.clone(),
             journal,
             slow: slow_commit::SlowCommits::new(config.slow_commit),
-            runs_spent: Duration::ZERO,
+            between: committer::Between::default(),
         };
         // Events acknowledged from the journal while sled was closed, before a crash or a stop.
         let journal_events = committer.apply_journal(journaled)?;

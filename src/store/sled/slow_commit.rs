@@ -1,10 +1,12 @@
 //! The slow-commit log line. When the oldest request of a batch waited longer than
 //! `[store] slow_commit` from its submission to its answer, one warning says how long each part
 //! of that wait took, so that an operator (or a bench) can tell a slow disk (`fdatasync_ms`) from
-//! sled's own work (`apply_ms`, `flush_ms`) and from requests queued behind other work
-//! (`waited_ms`: the batches before, the commit delay, a checkpoint; `runs_ms` of it sealing
-//! dedup keys into runs). At most one line a second; the slow batches not logged are counted in
-//! the next line's `unlogged`, and every one in `hookgate_commits_slow_total`.
+//! sled's own work (`apply_ms`, `flush_ms`) and from a committer that does not keep up
+//! (`waited_ms`, before the commit began: `behind_ms` of it while the committer was still busy
+//! with earlier batches or its own work, `gather_ms` taking the batch and gathering for
+//! `[store] commit_delay`, and the rest waking the committer up). At most one line a second; the
+//! slow batches not logged are counted in the next line's `unlogged`, and every one in
+//! `hookgate_commits_slow_total`.
 
 use std::time::{Duration, Instant};
 
@@ -14,11 +16,15 @@ const INTERVAL: Duration = Duration::from_secs(1);
 /// How long each part of a batch's oldest request's wait took, in order.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Parts {
-    /// From its submission to the start of the batch's commit: queued behind the batches (and
-    /// the committer's other work) before it, and gathering (`[store] commit_delay`).
+    /// From its submission to the start of the batch's commit.
     pub waited: Duration,
-    /// Of `waited`: the committer's steps of sealing dedup keys into runs since the batch before.
+    /// Of `waited`: while the committer was busy with earlier batches or its own work (a
+    /// checkpoint, steps of sealing dedup keys into runs).
+    pub behind: Duration,
+    /// The committer's steps of sealing dedup keys into runs since the batch before.
     pub runs: Duration,
+    /// Of `waited`: taking the batch from the queue, and gathering (`[store] commit_delay`).
+    pub gather: Duration,
     /// The sled transaction.
     pub apply: Duration,
     /// sled's flush of its buffers to the log file.
@@ -95,7 +101,9 @@ impl SlowCommits {
             requests,
             bytes,
             waited_ms = ms(parts.waited),
+            behind_ms = ms(parts.behind),
             runs_ms = ms(parts.runs),
+            gather_ms = ms(parts.gather),
             apply_ms = ms(parts.apply),
             flush_ms = ms(parts.flush),
             fdatasync_ms = ms(parts.fdatasync),
@@ -146,10 +154,12 @@ mod tests {
     }
 
     #[test]
-    fn the_total_is_every_part_but_the_runs_which_are_in_the_wait() {
+    fn the_total_is_every_part_but_those_of_the_wait() {
         let parts = Parts {
             waited: 3 * MS,
+            behind: 2 * MS,
             runs: 2 * MS,
+            gather: MS,
             apply: MS,
             flush: 4 * MS,
             fdatasync: 5 * MS,
