@@ -473,6 +473,9 @@ impl Committer {
                     answer(&self.metrics, pending, outcome);
                 }
                 parts.answer = answering.elapsed();
+                // After the answers: once a second this fdatasyncs the watermark's file, which
+                // no ack needs to wait for (`watermark.rs`).
+                self.record_watermark();
                 if self.slow.note(&parts, requests, bytes) {
                     self.metrics.commits_slow.inc();
                 }
@@ -500,10 +503,14 @@ impl Committer {
         stepped
     }
 
-    /// Tells the readers (and the watermark) that every seq sled holds is durable.
-    pub fn announce_durable(&mut self) {
+    /// Tells the readers that every seq sled holds is durable.
+    pub fn announce_durable(&self) {
+        self.last_seq.send_replace(Seq(self.next_seq.0 - 1));
+    }
+
+    /// Moves the acknowledged watermark to every seq sled holds (synced).
+    pub fn record_watermark(&mut self) {
         let durable = Seq(self.next_seq.0 - 1);
-        self.last_seq.send_replace(durable);
         if let Err(err) = self.watermark.advance(durable, false) {
             // Only the detection of a damaged log suffers; the events are durable.
             tracing::warn!(error = %err, "Cannot record the acknowledged watermark.");

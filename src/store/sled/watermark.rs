@@ -1,7 +1,7 @@
 //! The acknowledged watermark: a small file beside sled's, `<data_dir>/acked`, that holds a seq
 //! every event up to which was acknowledged. It is written after the sync that made those events
-//! durable, and fdatasynced at most once a second (and at close), so it never runs ahead of the
-//! log and costs no fsync per batch.
+//! durable (and after their answers, which need not wait for it), and fdatasynced at most once a
+//! second (and at close), so it never runs ahead of the log and costs no fsync per batch.
 //!
 //! At open, a log that holds fewer events than the watermark names was damaged (truncated,
 //! or cut short by a corrupt record that sled's recovery stops at): hookgate refuses to start
