@@ -1,7 +1,8 @@
 //! The slow-commit log line. When the oldest request of a batch waited longer than
 //! `[store] slow_commit` from its submission to its answer, one warning says how long each part
-//! of that wait took, so that an operator (or a bench) can tell a slow disk (`fdatasync_ms`) from
-//! sled's own work (`apply_ms`, `flush_ms`) and from a committer that does not keep up
+//! of that wait took, so that an operator (or a bench) can tell a slow disk (`flush_ms`, in which
+//! sled's io thread writes the buffer and waits for the device, and `fdatasync_ms`) from sled's
+//! transaction (`apply_ms`) and from a committer that does not keep up
 //! (`waited_ms`, before the commit began: `behind_ms` of it while the committer was still busy
 //! with earlier batches or its own work, `gather_ms` taking the batch and gathering for
 //! `[store] commit_delay`, and the rest waking the committer up). At most one line a second; the
@@ -27,7 +28,8 @@ pub struct Parts {
     pub gather: Duration,
     /// The sled transaction.
     pub apply: Duration,
-    /// sled's flush of its buffers to the log file.
+    /// sled's flush: an io thread of its own writes the buffer to the log file and waits for the
+    /// device (`sync_file_range`).
     pub flush: Duration,
     /// The fdatasync of the log file.
     pub fdatasync: Duration,
