@@ -114,7 +114,8 @@ pub struct Durability {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Synced {
     pub fsyncs: u64,
-    /// sled's flush: its buffer written to the log file by an io thread, which waits for the device.
+    /// sled's flush: its buffer written to the log file by an io thread, which waits for the
+    /// device.
     pub flush: Duration,
     /// The fdatasync of the log file.
     pub fdatasync: Duration,
