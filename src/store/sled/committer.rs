@@ -330,6 +330,8 @@ impl Committer {
                 match queue.try_recv() {
                     Ok(message) => Some(message),
                     Err(TryRecvError::Empty) => {
+                        // No request waits: the steps before this one delayed nobody.
+                        self.between.runs = Duration::ZERO;
                         if let Err(err) = self.runs_step() {
                             return stop_unsure(&err);
                         }
@@ -338,6 +340,7 @@ impl Committer {
                     Err(TryRecvError::Disconnected) => None,
                 }
             } else {
+                self.between.runs = Duration::ZERO;
                 queue.blocking_recv()
             };
             let Some(message) = next else { break };
@@ -419,12 +422,14 @@ impl Committer {
         let started = Instant::now();
         let oldest = live.iter().map(|p| p.submitted).min().unwrap_or(started);
         let between = std::mem::take(&mut self.between);
+        let behind = between.free_at.map_or(Duration::ZERO, |free| {
+            free.saturating_duration_since(oldest)
+        });
         let mut parts = Parts {
             waited: started.saturating_duration_since(oldest),
-            behind: between.free_at.map_or(Duration::ZERO, |free| {
-                free.saturating_duration_since(oldest)
-            }),
-            runs: between.runs,
+            behind,
+            // The step in progress when the oldest request came counts only from then on.
+            runs: between.runs.min(behind),
             gather: between.gather,
             ..Parts::default()
         };

@@ -22,7 +22,7 @@ pub struct Parts {
     /// Of `waited`: while the committer was busy with earlier batches or its own work (a
     /// checkpoint, steps of sealing dedup keys into runs).
     pub behind: Duration,
-    /// The committer's steps of sealing dedup keys into runs since the batch before.
+    /// Of `behind`: the committer's steps of sealing dedup keys into runs.
     pub runs: Duration,
     /// Of `waited`: taking the batch from the queue, and gathering (`[store] commit_delay`).
     pub gather: Duration,
