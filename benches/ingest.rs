@@ -6,7 +6,8 @@
 //!    data directory: acks/s, p50/p99/p99.9 ack latency, fsyncs per ack, mean commit batch, the
 //!    committer's apply and sync times, peak RSS (`VmHWM`), CPU per ack, and that CPU and the
 //!    context switches per ack by thread (HTTP workers, committer, sled's io threads, log
-//!    writer, the rest; from `/proc/<pid>/task`);
+//!    writer, the rest; from `/proc/<pid>/task`), and the commits slower than the paced p99
+//!    target with the median of each part of those logged (`[store] slow_commit`);
 //! 2. the 64-connection pair twice more, alternating, so the throughput ratio and the CPU per ack
 //!    are the medians of three runs made side by side;
 //! 3. three open-loop runs at half the highest acks/s (64 connections), each after a baseline run
@@ -81,6 +82,11 @@ struct GatewayFigures {
     cpu_us_by_thread: [f64; common::THREAD_GROUPS.len() + 1],
     /// Context switches per ack by [`common::THREAD_GROUPS`]: mostly wake-ups.
     switches_by_thread: [f64; common::THREAD_GROUPS.len()],
+    /// Commits over the paced p99 target ([`config_extra`]), and the lines logged of them
+    /// (one a second at most).
+    slow_commits: f64,
+    commits: f64,
+    slow_logged: Vec<common::SlowCommit>,
 }
 
 /// A hookgate under test, and the ids it acked.
@@ -430,6 +436,7 @@ impl Bench {
         let before = gateway.metrics();
         let (cpu_before, client_before) = (gateway.cpu_seconds(), own_cpu_seconds());
         let threads_before = gateway.threads_use();
+        gateway.take_slow_commits();
         let outcome = self.runtime.block_on(load::run(&run));
         let (cpu, client) = (
             gateway.cpu_seconds() - cpu_before,
@@ -477,6 +484,9 @@ impl Bench {
                 switches_by_thread: std::array::from_fn(|group| {
                     (threads_after.switches[group] - threads_before.switches[group]) / acks
                 }),
+                slow_commits: after.commits_slow - before.commits_slow,
+                commits: after.commits - before.commits,
+                slow_logged: gateway.take_slow_commits(),
             }),
             bench_cpu_us: client * 1e6 / acks,
         });
@@ -568,6 +578,65 @@ fn print_rows(rows: &[Row]) {
             .map(|switches| format!("{switches:.2}"))
             .collect()
     });
+    print_slow_commits(rows);
+}
+
+/// The parts of a slow commit, as its log line names them (`store/sled/slow_commit.rs`).
+const SLOW_PARTS: [&str; 9] = [
+    "total",
+    "waited",
+    "behind",
+    "gather",
+    "apply",
+    "flush",
+    "fdatasync",
+    "answer",
+    "requests",
+];
+
+/// The commits slower than the paced p99 target in each run, and the median of each part of
+/// those logged.
+fn print_slow_commits(rows: &[Row]) {
+    println!(
+        "\n### Commits over {PACED_P99_TARGET_MS} ms (the paced p99 target), in the same runs\n\n\
+         Each gateway logs at most one a second, with the time of each part (`[store] \
+         slow_commit`, docs/store.md); the medians of those logged, in ms (`requests`: the \
+         batch's).\n"
+    );
+    println!(
+        "| connections | slow commits | of all commits | logged | {} |",
+        SLOW_PARTS.join(" | ")
+    );
+    println!("|---|---|---|---|{}", "---|".repeat(SLOW_PARTS.len()));
+    for row in rows {
+        let Some(g) = &row.gateway else { continue };
+        let medians = SLOW_PARTS.map(|part| {
+            let key = if part == "requests" {
+                part.to_string()
+            } else {
+                format!("{part}_ms")
+            };
+            let values: Vec<f64> = g
+                .slow_logged
+                .iter()
+                .filter_map(|l| l.get(&key))
+                .copied()
+                .collect();
+            if values.is_empty() {
+                String::new()
+            } else {
+                format!("{:.2}", median(&values, 2).0)
+            }
+        });
+        println!(
+            "| {} | {:.0} | {:.2} % | {} | {} |",
+            row.label,
+            g.slow_commits,
+            g.slow_commits * 100.0 / g.commits.max(1.0),
+            g.slow_logged.len(),
+            medians.join(" | ")
+        );
+    }
 }
 
 /// One table of the gateway's runs by [`common::THREAD_GROUPS`] (and a last column, if named).

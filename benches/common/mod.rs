@@ -12,6 +12,7 @@ pub mod store;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The provider's Standard Webhooks secret (base64 of the key), as `whsec_` + this.
@@ -66,6 +67,20 @@ pub struct Gateway {
     pub admin_url: String,
     /// From process spawn to the `hookgate listening` log line.
     pub startup: Duration,
+    /// The `A commit was slow` lines logged since the last [`Gateway::take_slow_commits`].
+    slow_commits: Arc<Mutex<Vec<SlowCommit>>>,
+}
+
+/// The numeric fields of one `A commit was slow` line (`[store] slow_commit`): `total_ms`,
+/// `waited_ms`, `flush_ms`, ...
+pub type SlowCommit = std::collections::HashMap<String, f64>;
+
+/// The `key=number` fields of a log line.
+fn numeric_fields(line: &str) -> SlowCommit {
+    line.split_whitespace()
+        .filter_map(|word| word.split_once('='))
+        .filter_map(|(key, value)| Some((key.to_string(), value.parse().ok()?)))
+        .collect()
 }
 
 /// Counters read from `/metrics`.
@@ -89,6 +104,8 @@ pub struct Counters {
     /// Sum (seconds) and count of the times sled was closed for a checkpoint.
     pub checkpoint_seconds: f64,
     pub checkpoints: f64,
+    /// Commits whose oldest request waited over `[store] slow_commit`.
+    pub commits_slow: f64,
     /// Every histogram: name -> (upper bound in seconds, cumulative count) per bucket.
     pub buckets: std::collections::HashMap<String, Vec<(f64, f64)>>,
 }
@@ -118,6 +135,7 @@ impl Counters {
             batches: value("hookgate_commit_batch_size_count "),
             checkpoint_seconds: value("hookgate_store_checkpoint_seconds_sum "),
             checkpoints: value("hookgate_store_checkpoint_seconds_count "),
+            commits_slow: value("hookgate_commits_slow_total "),
             buckets: histogram_buckets(text),
         }
     }
@@ -215,11 +233,18 @@ impl Gateway {
                 .to_string()
         };
         let (public, admin) = (address("public="), address("admin="));
-        // Keep reading, so hookgate never blocks on a full pipe; show its warnings, and its
-        // checkpoints (each a pause of every ack), and its seals of dedup runs.
+        // Keep reading, so hookgate never blocks on a full pipe; keep its slow commits for the
+        // bench's table, and show its other warnings, its checkpoints (each a pause of every
+        // ack), and its seals of dedup runs.
+        let slow_commits = Arc::new(Mutex::new(Vec::new()));
+        let kept = slow_commits.clone();
         std::thread::spawn(move || {
             for line in lines.map_while(Result::ok) {
-                if line.contains("WARN")
+                if line.contains("A commit was slow") {
+                    kept.lock()
+                        .expect("slow commits")
+                        .push(numeric_fields(&line));
+                } else if line.contains("WARN")
                     || line.contains("ERROR")
                     || line.contains("checkpointed")
                     || line.contains("Dedup run sealed")
@@ -233,7 +258,13 @@ impl Gateway {
             url: format!("http://{public}/hooks/{PROVIDER}"),
             admin_url: format!("http://{admin}"),
             startup,
+            slow_commits,
         }
+    }
+
+    /// The slow commits logged since the last call.
+    pub fn take_slow_commits(&self) -> Vec<SlowCommit> {
+        std::mem::take(&mut *self.slow_commits.lock().expect("slow commits"))
     }
 
     /// Blocking: call outside the tokio runtime.
