@@ -65,6 +65,64 @@ fn a_gateway_on_jetstream_stores_deduplicates_and_serves() {
 }
 
 #[test]
+fn a_publish_held_up_by_a_stalled_server_is_logged_as_slow() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start(dir.path());
+    let whsec = sign::whsec("jetstream");
+    let gw = Gateway::builder()
+        .server("ack_deadline_ms = 5000")
+        .config(&provider("std", "standard-webhooks", &[&whsec], ""))
+        .config(&format!(
+            "{}slow_commit = \"200ms\"\n",
+            jetstream_store(&nats)
+        ))
+        .start();
+    let post = |id: &str| {
+        let body = format!(r#"{{"id":"{id}"}}"#);
+        let headers = sign::standard_headers(&whsec, id, body.as_bytes());
+        gw.post("std", &headers, body.as_bytes()).ack().0
+    };
+    assert_eq!(post("quick"), "accepted");
+    // The server stops for 600 ms; the post goes out 100 ms into it and waits for its ack.
+    std::thread::scope(|s| {
+        s.spawn(|| nats.stall(Duration::from_millis(600)));
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(post("stalled"), "accepted");
+    });
+
+    common::wait_until(Duration::from_secs(10), "a slow publish logged", || {
+        gw.logs().contains("A publish was slow")
+    });
+    let logs = gw.logs();
+    let lines: Vec<&str> = logs
+        .lines()
+        .filter(|line| line.contains("A publish was slow"))
+        .collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "only the stalled publish was slow: {lines:?}"
+    );
+    let ack_ms: f64 = lines[0]
+        .split(" ack_ms=")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no ack_ms in {}", lines[0]));
+    assert!(
+        ack_ms >= 300.0,
+        "the stall is in the ack wait: {}",
+        lines[0]
+    );
+    assert!(
+        lines[0].contains("outcome=\"accepted\"") || lines[0].contains("outcome=accepted"),
+        "{}",
+        lines[0]
+    );
+    assert_eq!(gw.metric("hookgate_commits_slow_total", &[]), Some(1.0));
+}
+
+#[test]
 fn without_its_nats_server_a_webhook_gets_503() {
     let dir = tempfile::tempdir().unwrap();
     let nats = NatsServer::start(dir.path());

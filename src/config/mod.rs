@@ -119,8 +119,8 @@ pub struct StoreConfig {
     /// sled: how long the committer lets a batch gather once other requests came with the last
     /// one (see `store/sled/committer.rs` `gather`); zero: commit at once.
     pub commit_delay: Duration,
-    /// sled: a batch whose oldest request waited this long for its answer is logged with the
-    /// time of each part of its commit (`store/sled/slow_commit.rs`); zero: never.
+    /// A commit whose oldest request waited this long for its answer (a sled batch, a JetStream
+    /// publish) is logged with the time of each part (`store/slow_commit.rs`); zero: never.
     pub slow_commit: Duration,
     /// sled: after a retention pass, the store is compacted (copied afresh, see
     /// `store/sled/compact.rs`) when its file is over this many times the bytes it holds, and

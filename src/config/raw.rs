@@ -68,7 +68,7 @@ pub struct RawStore {
     pub checkpoint_mb: u64,
     /// sled: how long a batch may gather under load (default "500us"; "0s": never).
     pub commit_delay: Option<String>,
-    /// sled: a commit this slow is logged with its parts (default "100ms"; "0s": never).
+    /// A commit this slow is logged with its parts (default "100ms"; "0s": never).
     pub slow_commit: Option<String>,
     /// sled: compact after a retention pass when the file is over this many times what it
     /// holds (and over it by `compact_min_mb`); 0: never.

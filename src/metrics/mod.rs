@@ -79,7 +79,8 @@ pub struct Metrics {
     pub commit_sync_seconds: Histogram,
     /// fsync/fdatasync calls that succeeded.
     pub fsyncs: Counter,
-    /// Group commits whose oldest request waited over `[store] slow_commit` for its answer.
+    /// Commits whose oldest request waited over `[store] slow_commit` for its answer (sled's
+    /// group commits, JetStream's publishes).
     pub commits_slow: Counter,
     /// sled reopened by the committer to bound the replay of a start after a crash.
     pub store_checkpoints: Counter,
@@ -194,7 +195,7 @@ impl Metrics {
         let commits_slow = Counter::default();
         registry.register(
             "commits_slow",
-            "Group commits whose oldest request waited over [store] slow_commit for its answer",
+            "Commits (sled batches, JetStream publishes) whose oldest request waited over [store] slow_commit",
             commits_slow.clone(),
         );
         let store_checkpoints = Counter::default();

@@ -23,6 +23,7 @@ pub mod jetstream;
 mod model;
 pub mod retention;
 pub mod sled;
+pub mod slow_commit;
 
 use std::ops::RangeInclusive;
 use std::path::Path;
@@ -169,7 +170,9 @@ impl Store {
                         "the JetStream store opens within a tokio runtime: {err}"
                     ))))
                 })?;
-                let store = runtime.block_on(jetstream::JetStreamStore::open(js, metrics))?;
+                let store = runtime
+                    .block_on(jetstream::JetStreamStore::open(js, metrics))?
+                    .with_slow_commit(config.slow_commit);
                 Ok(Store(Arc::new(store)))
             }
         }

@@ -115,6 +115,15 @@ impl NatsServer {
 }
 
 impl NatsServer {
+    /// Stops the server (SIGSTOP) for `pause`, then lets it go on (SIGCONT), as a stalled
+    /// machine would.
+    pub fn stall(&self, pause: Duration) {
+        let pid = Pid::from_raw(i32::try_from(self.child.id()).expect("pid fits i32"));
+        kill(pid, Signal::SIGSTOP).expect("SIGSTOP nats-server");
+        std::thread::sleep(pause);
+        kill(pid, Signal::SIGCONT).expect("SIGCONT nats-server");
+    }
+
     /// Kills the server with SIGKILL (a crash) and waits for it to be gone.
     pub fn kill_hard(mut self) {
         let _ = self.child.kill();

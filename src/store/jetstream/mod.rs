@@ -56,6 +56,7 @@ use super::{
 use crate::config::{JetStreamConfig, NatsAuth};
 use crate::event::Seq;
 use crate::metrics::Metrics;
+use crate::store::slow_commit::{ms, SlowCommits, Verdict};
 
 /// "maximum messages per subject exceeded": the subject (the dedup key) holds an event.
 const MAX_MSGS_PER_SUBJECT_EXCEEDED: ErrorCode = ErrorCode(10077);
@@ -99,6 +100,20 @@ pub struct JetStreamStore {
     sweep_from: AtomicU64,
     /// Where the next sweep of dedup keys resumes: every event before it has none.
     dedup_from: AtomicU64,
+    /// Which publishes were slow, and when to log one (`[store] slow_commit`).
+    slow: Mutex<SlowCommits>,
+}
+
+/// How long a publish's parts took, over its rounds (for the slow-publish log line).
+#[derive(Debug, Default)]
+struct PublishTimes {
+    /// Handing the message to the NATS client.
+    send: Duration,
+    /// Waiting for the stream's acknowledgement (a quorum of replicas holds the message).
+    ack: Duration,
+    /// Looking up the first copy of a duplicate, and whether its dedup key expired.
+    lookup: Duration,
+    rounds: u32,
 }
 
 /// How to reach the servers: the name, the connect timeout, the credentials and TLS.
@@ -193,7 +208,45 @@ impl JetStreamStore {
             metrics,
             sweep_from: AtomicU64::new(0),
             dedup_from: AtomicU64::new(0),
+            slow: Mutex::new(SlowCommits::new(crate::config::DEFAULT_SLOW_COMMIT)),
         })
+    }
+
+    /// Logs the publishes slower than `bound` (`[store] slow_commit`; zero: never).
+    pub fn with_slow_commit(self, bound: Duration) -> Self {
+        JetStreamStore {
+            slow: Mutex::new(SlowCommits::new(bound)),
+            ..self
+        }
+    }
+
+    /// Counts a publish that took `total`, and logs it when it was slow and no line was logged
+    /// in the last second.
+    fn note_publish(&self, total: Duration, times: &PublishTimes, outcome: &str) {
+        let verdict = self
+            .slow
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .judge(total, Instant::now());
+        let unlogged = match verdict {
+            Verdict::Fast => return,
+            Verdict::Unlogged => {
+                self.metrics.commits_slow.inc();
+                return;
+            }
+            Verdict::Log { unlogged } => unlogged,
+        };
+        self.metrics.commits_slow.inc();
+        tracing::warn!(
+            total_ms = ms(total),
+            send_ms = ms(times.send),
+            ack_ms = ms(times.ack),
+            lookup_ms = ms(times.lookup),
+            rounds = times.rounds,
+            outcome,
+            unlogged,
+            "A publish was slow: its answer came over [store] slow_commit after it was sent."
+        );
     }
 
     fn check_open(&self) -> Result<(), StoreError> {
@@ -212,7 +265,11 @@ impl JetStreamStore {
     /// the copy there, unless that copy's dedup key has expired: then the next subject of the
     /// chain is tried. While a copy is in process elsewhere, the publish is sent again until
     /// that copy's outcome decides (bounded by the caller's deadline).
-    async fn publish(&self, event: NewEvent) -> Result<Committed, StoreError> {
+    async fn publish(
+        &self,
+        event: NewEvent,
+        times: &mut PublishTimes,
+    ) -> Result<Committed, StoreError> {
         let hash = layout::dedup_hash(event.provider.as_str(), event.dedup_id.as_str());
         let base = layout::event_subject(event.provider.as_str(), &hash);
         let mut subject = base.clone();
@@ -222,12 +279,19 @@ impl JetStreamStore {
             // Built for each publish rather than cloned: building, cloning and dropping the
             // headers took 7 % of a gateway's CPU in `cargo bench --bench cluster`.
             let headers = layout::headers(&event, &msg_id);
+            times.rounds += 1;
+            let sending = Instant::now();
             let ack = self
                 .js
                 .publish_with_headers(subject.clone(), headers, event.body.clone())
                 .await
                 .map_err(storage)?;
-            let first = match ack.await {
+            let acking = Instant::now();
+            times.send += acking - sending;
+            let acked = ack.await;
+            let looking = Instant::now();
+            times.ack += looking - acking;
+            let first = match acked {
                 Ok(ack) if ack.duplicate => ack.sequence,
                 Ok(ack) => {
                     self.acknowledged(ack.sequence);
@@ -247,7 +311,9 @@ impl JetStreamStore {
                 }
                 Err(err) => return Err(storage(err)),
             };
-            if !self.is_forgotten(&hash, first).await? {
+            let forgotten = self.is_forgotten(&hash, first).await;
+            times.lookup += looking.elapsed();
+            if !forgotten? {
                 return Ok(Committed::Duplicate(Seq(first)));
             }
             subject = layout::next_subject(&base, first);
@@ -430,9 +496,19 @@ impl Backend for JetStreamStore {
     async fn commit(&self, event: NewEvent, deadline: Duration) -> Result<Committed, StoreError> {
         self.check_open()?;
         // A publish that times out may still be stored: the sender's retry is then a duplicate.
-        let committed = tokio::time::timeout(deadline, self.publish(event))
+        let started = Instant::now();
+        let mut times = PublishTimes::default();
+        let published = tokio::time::timeout(deadline, self.publish(event, &mut times))
             .await
-            .map_err(|_| StoreError::DeadlineExceeded)??;
+            .map_err(|_| StoreError::DeadlineExceeded)
+            .and_then(|published| published);
+        let outcome = match &published {
+            Ok(Committed::Accepted(_)) => "accepted",
+            Ok(Committed::Duplicate(_)) => "duplicate",
+            Err(_) => "failed",
+        };
+        self.note_publish(started.elapsed(), &times, outcome);
+        let committed = published?;
         match committed {
             Committed::Accepted(_) => self.metrics.events_stored.inc(),
             Committed::Duplicate(_) => self.metrics.duplicates.inc(),

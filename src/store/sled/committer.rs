@@ -20,11 +20,12 @@ use super::live::{put, remove, Live};
 use super::pack::{self, Pack};
 use super::record::{dedup_key, RecordRef};
 use super::runs::Runs;
-use super::slow_commit::{Parts, SlowCommits};
+use super::slow_commit::{self, Parts};
 use super::watermark::Watermark;
 use super::{Handles, TreeId, Trees, Write, LIVE_KEY, NEXT_SEQ_KEY};
 use crate::event::Seq;
 use crate::metrics::Metrics;
+use crate::store::slow_commit::SlowCommits;
 use crate::store::{Committed, NewEvent, StoreError};
 
 /// Most requests in one batch, and most body bytes (at least one request is always taken).
@@ -481,7 +482,7 @@ impl Committer {
                 // After the answers: once a second this fdatasyncs the watermark's file, which
                 // no ack needs to wait for (`watermark.rs`).
                 self.record_watermark();
-                if self.slow.note(&parts, requests, bytes) {
+                if slow_commit::note(&mut self.slow, &parts, requests, bytes) {
                     self.metrics.commits_slow.inc();
                 }
             }

@@ -362,7 +362,7 @@ impl SledStore {
             since_checkpoint: 0,
             live: live.clone(),
             journal,
-            slow: slow_commit::SlowCommits::new(config.slow_commit),
+            slow: crate::store::slow_commit::SlowCommits::new(config.slow_commit),
             between: committer::Between::default(),
         };
         // Events acknowledged from the journal while sled was closed, before a crash or a stop.

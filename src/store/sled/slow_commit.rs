@@ -5,14 +5,12 @@
 //! transaction (`apply_ms`) and from a committer that does not keep up
 //! (`waited_ms`, before the commit began: `behind_ms` of it while the committer was still busy
 //! with earlier batches or its own work, `gather_ms` taking the batch and gathering for
-//! `[store] commit_delay`, and the rest waking the committer up). At most one line a second; the
-//! slow batches not logged are counted in the next line's `unlogged`, and every one in
-//! `hookgate_commits_slow_total`.
+//! `[store] commit_delay`, and the rest waking the committer up). When to log one:
+//! `store/slow_commit.rs`.
 
 use std::time::{Duration, Instant};
 
-/// The fewest seconds between two slow-commit lines.
-const INTERVAL: Duration = Duration::from_secs(1);
+use crate::store::slow_commit::{ms, SlowCommits, Verdict};
 
 /// How long each part of a batch's oldest request's wait took, in order.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -44,82 +42,31 @@ impl Parts {
     }
 }
 
-/// Whether a batch was slow, and whether to log it now.
-#[derive(Debug)]
-pub struct SlowCommits {
-    /// `[store] slow_commit`; zero: never slow.
-    bound: Duration,
-    last_line: Option<Instant>,
-    unlogged: u64,
-}
-
-/// What [`SlowCommits::judge`] decided.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Verdict {
-    Fast,
-    /// Slow, and counted in the next line.
-    Unlogged,
-    /// Slow: log it, with this many slow batches not logged since the last line.
-    Log {
-        unlogged: u64,
-    },
-}
-
-impl SlowCommits {
-    pub fn new(bound: Duration) -> Self {
-        SlowCommits {
-            bound,
-            last_line: None,
-            unlogged: 0,
-        }
-    }
-
-    /// Judges a batch whose oldest request waited `total`, at `now`.
-    pub fn judge(&mut self, total: Duration, now: Instant) -> Verdict {
-        if self.bound.is_zero() || total < self.bound {
-            return Verdict::Fast;
-        }
-        if self.last_line.is_some_and(|at| now < at + INTERVAL) {
-            self.unlogged += 1;
-            return Verdict::Unlogged;
-        }
-        self.last_line = Some(now);
-        Verdict::Log {
-            unlogged: std::mem::take(&mut self.unlogged),
-        }
-    }
-
-    /// Judges a batch of `requests` and `bytes`; logs it when it was slow and no line was
-    /// logged in the last second. Returns whether it was slow.
-    pub fn note(&mut self, parts: &Parts, requests: usize, bytes: usize) -> bool {
-        let total = parts.total();
-        let unlogged = match self.judge(total, Instant::now()) {
-            Verdict::Fast => return false,
-            Verdict::Unlogged => return true,
-            Verdict::Log { unlogged } => unlogged,
-        };
-        tracing::warn!(
-            total_ms = ms(total),
-            requests,
-            bytes,
-            waited_ms = ms(parts.waited),
-            behind_ms = ms(parts.behind),
-            runs_ms = ms(parts.runs),
-            gather_ms = ms(parts.gather),
-            apply_ms = ms(parts.apply),
-            flush_ms = ms(parts.flush),
-            fdatasync_ms = ms(parts.fdatasync),
-            answer_ms = ms(parts.answer),
-            unlogged,
-            "A commit was slow: its oldest request waited over [store] slow_commit for its answer."
-        );
-        true
-    }
-}
-
-/// Milliseconds, to the hundredth.
-fn ms(part: Duration) -> f64 {
-    (part.as_secs_f64() * 100_000.0).round() / 100.0
+/// Judges a batch of `requests` and `bytes`; logs it when it was slow and no line was logged in
+/// the last second. Returns whether it was slow.
+pub fn note(slow: &mut SlowCommits, parts: &Parts, requests: usize, bytes: usize) -> bool {
+    let total = parts.total();
+    let unlogged = match slow.judge(total, Instant::now()) {
+        Verdict::Fast => return false,
+        Verdict::Unlogged => return true,
+        Verdict::Log { unlogged } => unlogged,
+    };
+    tracing::warn!(
+        total_ms = ms(total),
+        requests,
+        bytes,
+        waited_ms = ms(parts.waited),
+        behind_ms = ms(parts.behind),
+        runs_ms = ms(parts.runs),
+        gather_ms = ms(parts.gather),
+        apply_ms = ms(parts.apply),
+        flush_ms = ms(parts.flush),
+        fdatasync_ms = ms(parts.fdatasync),
+        answer_ms = ms(parts.answer),
+        unlogged,
+        "A commit was slow: its oldest request waited over [store] slow_commit for its answer."
+    );
+    true
 }
 
 #[cfg(test)]
@@ -127,33 +74,6 @@ mod tests {
     use super::*;
 
     const MS: Duration = Duration::from_millis(1);
-
-    #[test]
-    fn a_batch_under_the_bound_is_fast_and_zero_means_never_slow() {
-        let now = Instant::now();
-        let mut slow = SlowCommits::new(5 * MS);
-        assert_eq!(slow.judge(4 * MS, now), Verdict::Fast);
-        assert_eq!(slow.judge(5 * MS, now), Verdict::Log { unlogged: 0 });
-        let mut never = SlowCommits::new(Duration::ZERO);
-        assert_eq!(never.judge(Duration::from_secs(60), now), Verdict::Fast);
-    }
-
-    #[test]
-    fn at_most_one_line_a_second_and_the_next_counts_those_not_logged() {
-        let start = Instant::now();
-        let mut slow = SlowCommits::new(MS);
-        assert_eq!(slow.judge(2 * MS, start), Verdict::Log { unlogged: 0 });
-        assert_eq!(slow.judge(2 * MS, start + 10 * MS), Verdict::Unlogged);
-        assert_eq!(slow.judge(MS / 2, start + 20 * MS), Verdict::Fast);
-        assert_eq!(slow.judge(3 * MS, start + 999 * MS), Verdict::Unlogged);
-        let second = start + INTERVAL;
-        assert_eq!(slow.judge(2 * MS, second), Verdict::Log { unlogged: 2 });
-        assert_eq!(slow.judge(2 * MS, second + MS), Verdict::Unlogged);
-        assert_eq!(
-            slow.judge(2 * MS, second + INTERVAL),
-            Verdict::Log { unlogged: 1 }
-        );
-    }
 
     #[test]
     fn the_total_is_every_part_but_those_of_the_wait() {
@@ -168,7 +88,5 @@ mod tests {
             answer: MS,
         };
         assert_eq!(parts.total(), 14 * MS);
-        assert_eq!(ms(Duration::from_micros(1234)), 1.23);
-        assert_eq!(ms(Duration::from_micros(1236)), 1.24);
     }
 }
