@@ -67,12 +67,13 @@ pub struct Gateway {
     pub admin_url: String,
     /// From process spawn to the `hookgate listening` log line.
     pub startup: Duration,
-    /// The `A commit was slow` lines logged since the last [`Gateway::take_slow_commits`].
+    /// The `A commit was slow` (sled) and `A publish was slow` (JetStream) lines logged since
+    /// the last [`Gateway::take_slow_commits`].
     slow_commits: Arc<Mutex<Vec<SlowCommit>>>,
 }
 
-/// The numeric fields of one `A commit was slow` line (`[store] slow_commit`): `total_ms`,
-/// `waited_ms`, `flush_ms`, ...
+/// The numeric fields of one `A commit was slow` or `A publish was slow` line (`[store]
+/// slow_commit`): `total_ms`, `waited_ms`, `flush_ms`, `ack_ms`, ...
 pub type SlowCommit = std::collections::HashMap<String, f64>;
 
 /// The `key=number` fields of a log line.
@@ -240,7 +241,7 @@ impl Gateway {
         let kept = slow_commits.clone();
         std::thread::spawn(move || {
             for line in lines.map_while(Result::ok) {
-                if line.contains("A commit was slow") {
+                if line.contains("A commit was slow") || line.contains("A publish was slow") {
                     kept.lock()
                         .expect("slow commits")
                         .push(numeric_fields(&line));
