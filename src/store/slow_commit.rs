@@ -6,6 +6,8 @@
 
 use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::counter::Counter;
+
 /// The fewest seconds between two slow-commit lines.
 const INTERVAL: Duration = Duration::from_secs(1);
 
@@ -16,6 +18,8 @@ pub struct SlowCommits {
     bound: Duration,
     last_line: Option<Instant>,
     unlogged: u64,
+    /// Every slow commit (`hookgate_commits_slow_total`).
+    counted: Counter,
 }
 
 /// What [`SlowCommits::judge`] decided.
@@ -31,11 +35,28 @@ pub enum Verdict {
 }
 
 impl SlowCommits {
-    pub fn new(bound: Duration) -> Self {
+    pub fn new(bound: Duration, counted: Counter) -> Self {
         SlowCommits {
             bound,
             last_line: None,
             unlogged: 0,
+            counted,
+        }
+    }
+
+    /// Judges a commit whose oldest request waited `total`, and counts it if it was slow.
+    /// `Some(unlogged)`: log it now, with the slow commits not logged since the last line.
+    pub fn to_log(&mut self, total: Duration) -> Option<u64> {
+        match self.judge(total, Instant::now()) {
+            Verdict::Fast => None,
+            Verdict::Unlogged => {
+                self.counted.inc();
+                None
+            }
+            Verdict::Log { unlogged } => {
+                self.counted.inc();
+                Some(unlogged)
+            }
         }
     }
 
@@ -69,17 +90,17 @@ mod tests {
     #[test]
     fn a_batch_under_the_bound_is_fast_and_zero_means_never_slow() {
         let now = Instant::now();
-        let mut slow = SlowCommits::new(5 * MS);
+        let mut slow = SlowCommits::new(5 * MS, Counter::default());
         assert_eq!(slow.judge(4 * MS, now), Verdict::Fast);
         assert_eq!(slow.judge(5 * MS, now), Verdict::Log { unlogged: 0 });
-        let mut never = SlowCommits::new(Duration::ZERO);
+        let mut never = SlowCommits::new(Duration::ZERO, Counter::default());
         assert_eq!(never.judge(Duration::from_secs(60), now), Verdict::Fast);
     }
 
     #[test]
     fn at_most_one_line_a_second_and_the_next_counts_those_not_logged() {
         let start = Instant::now();
-        let mut slow = SlowCommits::new(MS);
+        let mut slow = SlowCommits::new(MS, Counter::default());
         assert_eq!(slow.judge(2 * MS, start), Verdict::Log { unlogged: 0 });
         assert_eq!(slow.judge(2 * MS, start + 10 * MS), Verdict::Unlogged);
         assert_eq!(slow.judge(MS / 2, start + 20 * MS), Verdict::Fast);
@@ -91,6 +112,16 @@ mod tests {
             slow.judge(2 * MS, second + INTERVAL),
             Verdict::Log { unlogged: 1 }
         );
+    }
+
+    #[test]
+    fn every_slow_commit_is_counted_and_one_a_second_logged() {
+        let counted = Counter::default();
+        let mut slow = SlowCommits::new(MS, counted.clone());
+        assert_eq!(slow.to_log(MS / 2), None);
+        assert_eq!(slow.to_log(2 * MS), Some(0));
+        assert_eq!(slow.to_log(2 * MS), None);
+        assert_eq!(counted.get(), 2);
     }
 
     #[test]

@@ -56,7 +56,7 @@ use super::{
 use crate::config::{JetStreamConfig, NatsAuth};
 use crate::event::Seq;
 use crate::metrics::Metrics;
-use crate::store::slow_commit::{ms, SlowCommits, Verdict};
+use crate::store::slow_commit::{ms, SlowCommits};
 
 /// "maximum messages per subject exceeded": the subject (the dedup key) holds an event.
 const MAX_MSGS_PER_SUBJECT_EXCEEDED: ErrorCode = ErrorCode(10077);
@@ -195,6 +195,7 @@ impl JetStreamStore {
         let last = stream.cached_info().state.last_sequence;
         let last_seq = Arc::new(watch::Sender::new(Seq(last)));
         tokio::spawn(follow(stream.clone(), Arc::downgrade(&last_seq)));
+        let slow_counted = metrics.commits_slow.clone();
         Ok(JetStreamStore {
             client,
             js,
@@ -208,14 +209,18 @@ impl JetStreamStore {
             metrics,
             sweep_from: AtomicU64::new(0),
             dedup_from: AtomicU64::new(0),
-            slow: Mutex::new(SlowCommits::new(crate::config::DEFAULT_SLOW_COMMIT)),
+            slow: Mutex::new(SlowCommits::new(
+                crate::config::DEFAULT_SLOW_COMMIT,
+                slow_counted,
+            )),
         })
     }
 
     /// Logs the publishes slower than `bound` (`[store] slow_commit`; zero: never).
     pub fn with_slow_commit(self, bound: Duration) -> Self {
+        let counted = self.metrics.commits_slow.clone();
         JetStreamStore {
-            slow: Mutex::new(SlowCommits::new(bound)),
+            slow: Mutex::new(SlowCommits::new(bound, counted)),
             ..self
         }
     }
@@ -223,20 +228,14 @@ impl JetStreamStore {
     /// Counts a publish that took `total`, and logs it when it was slow and no line was logged
     /// in the last second.
     fn note_publish(&self, total: Duration, times: &PublishTimes, outcome: &str) {
-        let verdict = self
+        let to_log = self
             .slow
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .judge(total, Instant::now());
-        let unlogged = match verdict {
-            Verdict::Fast => return,
-            Verdict::Unlogged => {
-                self.metrics.commits_slow.inc();
-                return;
-            }
-            Verdict::Log { unlogged } => unlogged,
+            .to_log(total);
+        let Some(unlogged) = to_log else {
+            return;
         };
-        self.metrics.commits_slow.inc();
         tracing::warn!(
             total_ms = ms(total),
             send_ms = ms(times.send),

@@ -482,9 +482,7 @@ impl Committer {
                 // After the answers: once a second this fdatasyncs the watermark's file, which
                 // no ack needs to wait for (`watermark.rs`).
                 self.record_watermark();
-                if slow_commit::note(&mut self.slow, &parts, requests, bytes) {
-                    self.metrics.commits_slow.inc();
-                }
+                slow_commit::note(&mut self.slow, &parts, requests, bytes);
             }
             Err(err) => {
                 tracing::error!(error = %err, batch = live.len(), "Commit failed; answering 503.");

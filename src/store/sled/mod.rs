@@ -362,7 +362,10 @@ impl SledStore {
             since_checkpoint: 0,
             live: live.clone(),
             journal,
-            slow: crate::store::slow_commit::SlowCommits::new(config.slow_commit),
+            slow: crate::store::slow_commit::SlowCommits::new(
+                config.slow_commit,
+                metrics.commits_slow.clone(),
+            ),
             between: committer::Between::default(),
         };
         // Events acknowledged from the journal while sled was closed, before a crash or a stop.

@@ -8,9 +8,9 @@
 //! `[store] commit_delay`, and the rest waking the committer up). When to log one:
 //! `store/slow_commit.rs`.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::store::slow_commit::{ms, SlowCommits, Verdict};
+use crate::store::slow_commit::{ms, SlowCommits};
 
 /// How long each part of a batch's oldest request's wait took, in order.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -42,14 +42,12 @@ impl Parts {
     }
 }
 
-/// Judges a batch of `requests` and `bytes`; logs it when it was slow and no line was logged in
-/// the last second. Returns whether it was slow.
-pub fn note(slow: &mut SlowCommits, parts: &Parts, requests: usize, bytes: usize) -> bool {
+/// Judges a batch of `requests` and `bytes`, counts it if it was slow, and logs it when no line
+/// was logged in the last second.
+pub fn note(slow: &mut SlowCommits, parts: &Parts, requests: usize, bytes: usize) {
     let total = parts.total();
-    let unlogged = match slow.judge(total, Instant::now()) {
-        Verdict::Fast => return false,
-        Verdict::Unlogged => return true,
-        Verdict::Log { unlogged } => unlogged,
+    let Some(unlogged) = slow.to_log(total) else {
+        return;
     };
     tracing::warn!(
         total_ms = ms(total),
@@ -66,7 +64,6 @@ pub fn note(slow: &mut SlowCommits, parts: &Parts, requests: usize, bytes: usize
         unlogged,
         "A commit was slow: its oldest request waited over [store] slow_commit for its answer."
     );
-    true
 }
 
 #[cfg(test)]
