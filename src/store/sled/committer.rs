@@ -118,6 +118,8 @@ pub struct Committer {
     pub last_seq: tokio::sync::watch::Sender<Seq>,
     /// The newest pack, as stored, while it has room: the next events are appended to it.
     pub open: Option<Pack>,
+    /// The most bytes of a pack in this store (`pack::max_value` of its segments).
+    pub pack_bytes: usize,
     /// The acknowledged seq, kept beside the log to tell a damaged log at open.
     pub watermark: Watermark,
     /// The recent dedup claims and the sealed runs (`claims.rs`, `runs/`).
@@ -535,6 +537,7 @@ impl Committer {
             &all[..=TreeId::Meta as usize]
         };
         let open = self.open.clone();
+        let pack_bytes = self.pack_bytes;
         // With the sealing's changes since the last batch (`runs/`).
         self.live.add(self.runs.take_delta());
         let live = self.live.get();
@@ -625,7 +628,7 @@ impl Committer {
                         if let Some(full) = &pack {
                             delta += put(events, &pack::key(full.first), &full.sealed())?;
                         }
-                        let mut fresh = Pack::new(next);
+                        let mut fresh = Pack::new(next, pack_bytes);
                         fresh.push(record);
                         pack = Some(fresh);
                     }

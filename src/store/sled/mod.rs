@@ -50,13 +50,15 @@ use live::Live;
 use reader::{Reader, Stored};
 
 const NEXT_SEQ_KEY: &[u8] = b"next_seq";
-/// `meta` key of the layout version: 5, events in packs (`pack.rs`), full ones sealed
-/// (compressed), and the recent dedup claims in a log (`claims.rs`). Layout 4 had no sealed
-/// packs: it is marked 5 at its first open, so that an older hookgate refuses it rather than
-/// fail on a sealed pack. Layout 3 had one `dedup` entry per key; stores without the key are
-/// older still (one event per value, read as they are).
+/// `meta` key of the layout version: 6, events in packs (`pack.rs`) of up to 24 KiB in a store
+/// of 2 MiB segments, full ones sealed (compressed), and the recent dedup claims in a log
+/// (`claims.rs`). Layout 5 had packs of 6 KiB at most, and layout 4 no sealed packs: both are
+/// marked 6 at their first open (nothing else differs), so that an older hookgate refuses the
+/// store rather than fail on a pack it cannot read. Layout 3 had one `dedup` entry per key;
+/// stores without the key are older still (one event per value, read as they are).
 const LAYOUT_KEY: &[u8] = b"layout";
-const LAYOUT: &[u8] = &[5];
+const LAYOUT: &[u8] = &[6];
+const LAYOUT_5: &[u8] = &[5];
 const LAYOUT_4: &[u8] = &[4];
 const LAYOUT_3: &[u8] = &[3];
 /// What a compaction's copy is expected to take over the bytes it holds, until one was measured
@@ -194,6 +196,8 @@ pub struct SledStore {
     committer_ended: Mutex<Option<oneshot::Receiver<()>>>,
     /// Where the sweeper resumes.
     sweep: tokio::sync::Mutex<retention::Resume>,
+    /// The most bytes of one value (`pack::max_value` of sled's segments at open).
+    max_value: usize,
 }
 
 /// Sends its notice when dropped: at the end of the committer thread, even by a panic.
@@ -304,6 +308,8 @@ impl SledStore {
         place::remove_others(dir, &sled_dir, place::Removal::AtOnce);
         let db = open_db(&sled_dir, config)?;
         let sled_opened = started.elapsed();
+        // Fixed for this process: a compaction's copy may have larger segments, never smaller.
+        let max_value = pack::max_value(segment_bytes(&sled_dir));
         let trees = Trees::open(&db)?;
         let legacy = check_layout(&trees, &sled_dir)?;
         let next_seq = next_seq(&trees)?;
@@ -347,6 +353,7 @@ impl SledStore {
             metrics: metrics.clone(),
             last_seq: last_seq_sender,
             open: None,
+            pack_bytes: max_value,
             watermark,
             runs,
             handles: handles.clone(),
@@ -402,6 +409,7 @@ impl SledStore {
             committer: Mutex::new(Some(handle)),
             committer_ended: Mutex::new(Some(committer_ended)),
             sweep: tokio::sync::Mutex::new(retention::Resume::default()),
+            max_value,
         })
     }
 
@@ -430,7 +438,7 @@ impl SledStore {
 
     /// Applies `writes` atomically and durably (in the committer's next group commit).
     async fn write(&self, writes: Vec<Write>) -> Result<(), StoreError> {
-        check_sizes(&writes)?;
+        check_sizes(&writes, self.max_value)?;
         self.submit(Work::Writes(writes), WRITE_DEADLINE)
             .await
             .map(|_| ())
@@ -770,14 +778,15 @@ impl Backend for SledStore {
 }
 
 /// Whether the store is of an older layout, whose `dedup` tree the open turns into a log (and
-/// then marks the store with this layout); marks a store of layout 4 with this one (nothing else
-/// differs); refuses a store of a layout this hookgate does not know.
+/// then marks the store with this layout); marks a store of layout 4 or 5 with this one (nothing
+/// else differs); refuses a store of a layout this hookgate does not know.
 fn check_layout(trees: &Trees, dir: &Path) -> Result<bool, StoreError> {
     let meta = trees.get(TreeId::Meta);
     match meta.get(LAYOUT_KEY)? {
         Some(layout) if layout == LAYOUT => Ok(false),
-        Some(layout) if layout == LAYOUT_4 => {
-            // Durable before any sealed pack is: the open's sync, or the first batch's.
+        Some(layout) if layout == LAYOUT_5 || layout == LAYOUT_4 => {
+            // Durable before any pack of the new layout is: the open's sync, or the first
+            // batch's.
             meta.insert(LAYOUT_KEY, LAYOUT)?;
             Ok(false)
         }
@@ -814,8 +823,9 @@ fn next_seq(trees: &Trees) -> Result<Seq, StoreError> {
     }
 }
 
-/// Refuses writes whose keys or values could make sled write a blob file (see `pack.rs`).
-fn check_sizes(writes: &[Write]) -> Result<(), StoreError> {
+/// Refuses writes whose keys or values could make sled write a blob file: values over
+/// `max_value` bytes (see `pack.rs`).
+fn check_sizes(writes: &[Write], max_value: usize) -> Result<(), StoreError> {
     for write in writes {
         let (key, value) = match write {
             Write::Put(_, key, value) | Write::Swap(_, key, _, Some(value)) => {
@@ -825,7 +835,7 @@ fn check_sizes(writes: &[Write]) -> Result<(), StoreError> {
                 (key.len(), 8)
             }
         };
-        if key > pack::MAX_KEY || value > pack::MAX_VALUE {
+        if key > pack::MAX_KEY || value > max_value {
             return Err(StoreError::Corrupt(format!(
                 "a write of a {key}-byte key and a {value}-byte value is over the store's bounds"
             )));

@@ -19,23 +19,53 @@
 //!   8-byte key, `[4][parts: u16 LE][bytes]`, parts 1.. under the 10-byte key seq ++ part (u16
 //!   BE), raw bytes. A 10-byte key sorts after its seq's 8-byte key and before the next seq's.
 //!
-//! Why the bound: sled writes a node bigger than a quarter of its segment (128 KiB at sled's
-//! default 512 KiB, the smallest segments of any hookgate store; 512 KiB at hookgate's 2 MiB)
-//! to a separate blob file, which it never fsyncs and which a reader thread may write
-//! at any time (see `durable.rs`). A leaf holds at most 20 entries (it splits past 16, and a
-//! merge adds at most 3 to one of 17), so with every value at most 6 KiB, every node stays
-//! under the blob threshold and sled writes no blob files at all.
+//! Why the bounds: sled writes a node bigger than a quarter of its segment (less 52 bytes of
+//! headers: 131,020 bytes at sled's default 512 KiB, the segments of stores made before
+//! hookgate chose its own; 524,236 at hookgate's 2 MiB) to a separate blob file, which it never
+//! fsyncs and which a reader thread may write at any time (see `durable.rs`). A leaf holds at
+//! most 20 entries (it splits past 16, and a merge adds at most 3 to one of 17), so with every
+//! value at most [`max_value`] of the store's segments, every node stays under the blob
+//! threshold and sled writes no blob files at all.
+//!
+//! Why packs are as large as that bound lets them be: sled keeps a few hundred bytes of memory
+//! for every node, loaded or not, and a leaf holds at most 16 entries whatever their size, so the
+//! number of packs sets sled's memory and start-up time. At 2 MiB segments a pack holds up to
+//! 24 KiB (~23 events of 1 KiB): a gateway with 10 M events stored opened with ~50 MiB less RSS
+//! than with packs of 6 KiB (docs/performance.md).
 
 use std::borrow::Cow;
 use std::cell::RefCell;
 
 use crate::event::Seq;
 
-/// The most bytes of one value in any tree. 20 entries of this, with their keys and framing,
-/// stay under sled's blob threshold of 131,020 bytes at 512 KiB segments.
+/// The most bytes of one value in a store of sled's default 512 KiB segments, and of any value
+/// but a pack in every store (dedup claims, runs, a large record's parts).
 pub const MAX_VALUE: usize = 6 * 1024;
+/// The most bytes of one pack in a store of 2 MiB segments or more.
+pub const MAX_PACK: usize = 24 * 1024;
 /// The most bytes of one key in any tree (index nodes hold up to 257 keys).
 pub const MAX_KEY: usize = 384;
+
+/// sled's blob threshold for a store of `segment_bytes` segments: a log message (a node's whole
+/// image) longer than this goes to a blob file (`benches/sled_layouts/FINDINGS.md`, 1a).
+const fn blob_threshold(segment_bytes: usize) -> usize {
+    segment_bytes / 4 - 20 - 32
+}
+
+/// The most bytes of one value in a store of `segment_bytes` segments: 20 entries of it, with
+/// their keys and framing, stay under [`blob_threshold`] (asserted below: at 2 MiB with keys of
+/// [`MAX_KEY`] bytes; at 512 KiB with the 10-byte keys of the `events` tree, whose values are the
+/// ones that reach the bound).
+pub const fn max_value(segment_bytes: usize) -> usize {
+    if segment_bytes >= 2 << 20 {
+        MAX_PACK
+    } else {
+        MAX_VALUE
+    }
+}
+
+const _: () = assert!(20 * (MAX_VALUE + 10 + 24) < blob_threshold(512 * 1024));
+const _: () = assert!(20 * (MAX_PACK + MAX_KEY + 24) < blob_threshold(2 << 20));
 
 const PACK: u8 = 3;
 const LARGE: u8 = 4;
@@ -63,6 +93,8 @@ pub fn part_key(seq: Seq, part: u16) -> [u8; 10] {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pack {
     pub first: Seq,
+    /// The most bytes it may hold ([`max_value`] of the store's segments).
+    max: usize,
     count: u16,
     /// The offset from `first` of the last record.
     last: Option<u16>,
@@ -70,12 +102,14 @@ pub struct Pack {
 }
 
 impl Pack {
-    pub fn new(first: Seq) -> Pack {
-        let mut bytes = Vec::with_capacity(MAX_VALUE);
+    /// An empty pack of at most `max` bytes.
+    pub fn new(first: Seq, max: usize) -> Pack {
+        let mut bytes = Vec::with_capacity(max);
         bytes.push(PACK);
         bytes.extend_from_slice(&0u16.to_le_bytes());
         Pack {
             first,
+            max,
             count: 0,
             last: None,
             bytes,
@@ -108,7 +142,7 @@ impl Pack {
             return false;
         };
         let in_order = self.last.is_none_or(|last| offset > last);
-        if !in_order || self.bytes.len() + FRAME_HEADER + record.len() > MAX_VALUE {
+        if !in_order || self.bytes.len() + FRAME_HEADER + record.len() > self.max {
             return false;
         }
         let len = u32::try_from(record.len()).expect("a record under MAX_VALUE");
@@ -164,7 +198,7 @@ fn seal(raw: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// The bytes [`parse`] reads from a stored value: a sealed pack's, decompressed (at most
-/// [`MAX_VALUE`] bytes, or it is corrupt), any other value's as they are.
+/// [`MAX_PACK`] bytes, or it is corrupt), any other value's as they are.
 pub fn unseal(value: &[u8]) -> Result<Cow<'_, [u8]>, String> {
     thread_local! {
         static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> =
@@ -180,7 +214,7 @@ pub fn unseal(value: &[u8]) -> Result<Cow<'_, [u8]>, String> {
                 .insert(zstd::bulk::Decompressor::new().map_err(|err| format!("zstd: {err}"))?),
         };
         decompressor
-            .decompress(frame, MAX_VALUE)
+            .decompress(frame, MAX_PACK)
             .map_err(|err| format!("a sealed pack that does not decompress: {err}"))
     })?;
     if bytes.first() != Some(&PACK) {
@@ -284,7 +318,7 @@ mod tests {
     proptest! {
         #[test]
         fn packs_round_trip(records in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..2000), 1..20)) {
-            let mut pack = Pack::new(Seq(5));
+            let mut pack = Pack::new(Seq(5), MAX_VALUE);
             let mut pushed = Vec::new();
             for (index, record) in records.iter().enumerate() {
                 if !pack.push(record) {
@@ -313,7 +347,7 @@ mod tests {
 
         #[test]
         fn sealed_packs_read_as_they_were_written(records in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..1500), 1..8), text: bool) {
-            let mut pack = Pack::new(Seq(3));
+            let mut pack = Pack::new(Seq(3), MAX_VALUE);
             for record in &records {
                 // Text compresses, random bytes do not: a pack that would not shrink stays raw.
                 let record: Vec<u8> = if text { record.iter().map(|b| b'a' + b % 4).collect() } else { record.clone() };
@@ -339,7 +373,7 @@ mod tests {
 
     #[test]
     fn a_sealed_pack_of_json_is_smaller_and_a_damaged_one_is_refused() {
-        let mut pack = Pack::new(Seq(1));
+        let mut pack = Pack::new(Seq(1), MAX_PACK);
         let mut n = 0;
         while pack.push(format!(r#"{{"id":"evt_{n}","type":"message.created"}}"#).as_bytes()) {
             n += 1;
@@ -355,14 +389,14 @@ mod tests {
         damaged.truncate(sealed.len() - 3);
         assert!(unseal(&damaged).is_err());
         // A frame that would decompress to more than any pack holds is refused, not allocated.
-        let big = zstd::bulk::compress(&vec![PACK; MAX_VALUE + 1], 1).unwrap();
+        let big = zstd::bulk::compress(&vec![PACK; MAX_PACK + 1], 1).unwrap();
         assert!(unseal(&[&[SEALED], big.as_slice()].concat()).is_err());
     }
 
     #[test]
     fn only_raw_packs_that_shrink_are_resealed() {
         let text = br#"{"id":"evt_1","type":"message.created","text":"hello hello hello"}"#;
-        let mut pack = Pack::new(Seq(7));
+        let mut pack = Pack::new(Seq(7), MAX_VALUE);
         pack.push(text);
         pack.push(text);
         let key = key(Seq(7));
@@ -379,7 +413,7 @@ mod tests {
                 (state >> 56) as u8
             })
             .collect();
-        let mut random = Pack::new(Seq(9));
+        let mut random = Pack::new(Seq(9), MAX_VALUE);
         random.push(&noise);
         assert_eq!(resealed(&key, random.value()), None, "noise stays raw");
         // A large record's part that happens to start like a pack is raw bytes all the same.
@@ -401,7 +435,7 @@ mod tests {
 
     #[test]
     fn sparse_packs_keep_their_seqs() {
-        let mut pack = Pack::new(Seq(10));
+        let mut pack = Pack::new(Seq(10), MAX_VALUE);
         assert!(pack.push_at(Seq(12), b"a"));
         assert!(pack.push_at(Seq(15), b"b"));
         assert!(!pack.push_at(Seq(15), b"c"), "seqs only grow");
@@ -415,13 +449,19 @@ mod tests {
 
     #[test]
     fn a_full_pack_refuses_more() {
-        let mut pack = Pack::new(Seq(1));
-        let record = vec![0u8; 1000];
-        let mut n = 0;
-        while pack.push(&record) {
-            n += 1;
+        for max in [max_value(512 * 1024), max_value(2 << 20)] {
+            let mut pack = Pack::new(Seq(1), max);
+            let record = vec![0u8; 1000];
+            let mut n = 0;
+            while pack.push(&record) {
+                n += 1;
+            }
+            assert_eq!(n, (max - PACK_HEADER) / (FRAME_HEADER + 1000));
+            assert!(pack.value().len() <= max);
         }
-        assert_eq!(n, (MAX_VALUE - PACK_HEADER) / (FRAME_HEADER + 1000));
+        assert_eq!(max_value(512 * 1024), MAX_VALUE);
+        assert_eq!(max_value(2 << 20), MAX_PACK);
         assert!(!Pack::holds(&vec![0u8; MAX_VALUE]));
     }
+
 }

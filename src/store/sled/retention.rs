@@ -143,7 +143,8 @@ fn without(stored: &Stored, expired: &[Seq]) -> Result<Write, StoreError> {
     let pack::Value::Pack(records) = pack::parse(&unsealed).map_err(corrupt)? else {
         return Err(corrupt("a large record partly expired".into()));
     };
-    let mut kept = Pack::new(stored.first);
+    // It holds fewer bytes than the pack it replaces, so within the store's bound.
+    let mut kept = Pack::new(stored.first, pack::MAX_PACK);
     for (offset, record) in records {
         let seq = Seq(stored.first.0 + u64::from(offset));
         if !expired.contains(&seq) && !kept.push_at(seq, record) {

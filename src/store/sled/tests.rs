@@ -122,9 +122,56 @@ async fn a_store_keeps_the_segment_size_it_was_made_with() {
     );
 }
 
+/// Packs grow to the bound of the store's segments (`pack::max_value`): 24 KiB at hookgate's 2 MiB,
+/// 6 KiB in a store made with sled's default 512 KiB, so that no node of either reaches sled's
+/// blob threshold; every event reads back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn packs_grow_to_the_bound_of_the_store_s_segments() {
+    let (old, new) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    drop(::sled::Config::new().path(old.path()).open().unwrap());
+    let body = |n: usize| format!(r#"{{"id":"event-{n}","text":"{}"}}"#, "word ".repeat(200));
+    for (dir, bound) in [
+        (old.path(), super::pack::MAX_VALUE),
+        (new.path(), super::pack::MAX_PACK),
+    ] {
+        let store = SledStore::open(dir, &StoreConfig::default(), Arc::new(Metrics::new())).unwrap();
+        for n in 0..100 {
+            let event = NewEvent::poll(
+                ProviderName::parse("p").unwrap(),
+                EventId::new(format!("event-{n}")).unwrap(),
+                None,
+                Bytes::from(body(n)),
+            );
+            store.commit(event, Duration::from_secs(30)).await.unwrap();
+        }
+        let events = store.events_after(super::Seq(0), 200, None).await.unwrap();
+        let bodies: Vec<Vec<u8>> = events.into_iter().map(|event| event.body).collect();
+        assert_eq!(bodies, (0..100).map(|n| body(n).into_bytes()).collect::<Vec<_>>());
+        store.close().await;
+        drop(store);
+        let db = super::open_db(dir, &StoreConfig::default()).unwrap();
+        let sizes: Vec<usize> = db
+            .open_tree("events")
+            .unwrap()
+            .iter()
+            .values()
+            .map(|value| super::pack::unseal(&value.unwrap()).unwrap().len())
+            .collect();
+        let largest = sizes.iter().copied().max().unwrap();
+        assert!(largest <= bound, "{sizes:?}");
+        assert!(largest > bound - 1100, "packs fill up to the bound: {sizes:?}");
+        assert_eq!(
+            std::fs::read_dir(dir.join("blobs")).unwrap().count(),
+            0,
+            "no blob files"
+        );
+    }
+}
+
 /// A full pack is stored sealed (compressed) and reads back as it was written; a store of layout
-/// 4 (no sealed packs) opens and is marked 5, so that an older hookgate refuses it, and a store
-/// of a layout this hookgate does not know is refused with a message that says why.
+/// 4 (no sealed packs) or 5 (packs of 6 KiB) opens and is marked 6, so that an older hookgate
+/// refuses it, and a store of a layout this hookgate does not know is refused with a message
+/// that says why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_packs_are_sealed_and_the_layout_says_so() {
     let dir = tempfile::tempdir().unwrap();
@@ -143,7 +190,7 @@ async fn full_packs_are_sealed_and_the_layout_says_so() {
         (layout, kinds)
     };
     let store = SledStore::open(dir.path(), &config, Arc::new(Metrics::new())).unwrap();
-    for n in 0..40 {
+    for n in 0..150 {
         let event = NewEvent::poll(
             ProviderName::parse("p").unwrap(),
             EventId::new(format!("event-{n}")).unwrap(),
@@ -163,20 +210,25 @@ async fn full_packs_are_sealed_and_the_layout_says_so() {
     assert_eq!(*newest, 3);
 
     let store = SledStore::open(dir.path(), &config, Arc::new(Metrics::new())).unwrap();
-    let events = store.events_after(super::Seq(0), 100, None).await.unwrap();
+    let events = store.events_after(super::Seq(0), 200, None).await.unwrap();
     let bodies: Vec<Vec<u8>> = events.into_iter().map(|event| event.body).collect();
-    let expected: Vec<Vec<u8>> = (0..40).map(|n| body(n).into_bytes()).collect();
+    let expected: Vec<Vec<u8>> = (0..150).map(|n| body(n).into_bytes()).collect();
     assert_eq!(bodies, expected);
     store.close().await;
     drop(store);
-    assert_eq!(meta_layout(None).0, [5], "marked at its open");
-    assert_eq!(meta_layout(Some(6)).0, [6]);
+    assert_eq!(meta_layout(None).0, [6], "marked at its open");
+    assert_eq!(meta_layout(Some(5)).0, [5]);
+    let store = SledStore::open(dir.path(), &config, Arc::new(Metrics::new())).unwrap();
+    store.close().await;
+    drop(store);
+    assert_eq!(meta_layout(None).0, [6], "layout 5 marked at its open");
+    assert_eq!(meta_layout(Some(7)).0, [7]);
 
     let refused = SledStore::open(dir.path(), &config, Arc::new(Metrics::new()))
         .err()
-        .expect("a store of layout 6 is refused");
+        .expect("a store of layout 7 is refused");
     assert!(refused.to_string().contains("newer hookgate"), "{refused}");
-    assert_eq!(meta_layout(Some(5)).1.len(), kinds.len());
+    assert_eq!(meta_layout(Some(6)).1.len(), kinds.len());
 }
 
 /// At open, the journal's frames that sled lacks are applied under their seqs (with their dedup
