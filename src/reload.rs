@@ -141,6 +141,31 @@ fn keep_started_settings(new: &mut Config, running: &Config) -> Vec<&'static str
         kept.push("[store] cache_mb");
         new.store.cache_bytes = running.store.cache_bytes;
     }
+    // The store's committer took these at open.
+    let store = &running.store;
+    if new.store.checkpoint_bytes != store.checkpoint_bytes {
+        kept.push("[store] checkpoint_mb");
+        new.store.checkpoint_bytes = store.checkpoint_bytes;
+    }
+    if new.store.checkpoint_read_bytes != store.checkpoint_read_bytes {
+        kept.push("[store] checkpoint_read_mb");
+        new.store.checkpoint_read_bytes = store.checkpoint_read_bytes;
+    }
+    if new.store.commit_delay != store.commit_delay {
+        kept.push("[store] commit_delay");
+        new.store.commit_delay = store.commit_delay;
+    }
+    if new.store.slow_commit != store.slow_commit {
+        kept.push("[store] slow_commit");
+        new.store.slow_commit = store.slow_commit;
+    }
+    if new.store.compact_ratio != store.compact_ratio
+        || new.store.compact_min_bytes != store.compact_min_bytes
+    {
+        kept.push("[store] compact_ratio and compact_min_mb");
+        new.store.compact_ratio = store.compact_ratio;
+        new.store.compact_min_bytes = store.compact_min_bytes;
+    }
     if new.store.backend != running.store.backend {
         kept.push("[store] backend (and servers, stream, replicas, token)");
         new.store.backend = running.store.backend.clone();

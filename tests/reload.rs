@@ -164,11 +164,18 @@ fn settings_that_need_a_restart_are_kept_and_named() {
     let gw = Gateway::start(&provider("open", "none", &[], ""));
     let text = std::fs::read_to_string(gw.config_path()).unwrap();
     let text = text.replacen("[server]\n", "[server]\nworkers = 7\n", 1);
+    let text = if text.contains("[store]\n") {
+        text.replacen("[store]\n", "[store]\ncheckpoint_read_mb = 8\n", 1)
+    } else {
+        format!("{text}\n[store]\ncheckpoint_read_mb = 8\n")
+    };
     std::fs::write(gw.config_path(), text).unwrap();
     reload(&gw, "Config reloaded");
     let logs = gw.logs();
     assert!(
-        logs.contains("[server] workers") && logs.contains("next restart"),
+        logs.contains("[server] workers")
+            && logs.contains("[store] checkpoint_read_mb")
+            && logs.contains("next restart"),
         "{logs}"
     );
     assert_eq!(gw.post("open", &[], b"{}").ack().0, "accepted");

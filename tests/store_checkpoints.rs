@@ -228,3 +228,43 @@ fn events_are_acknowledged_while_the_journal_is_applied() {
         assert_eq!(post(&api, id, 10).ack(), ("duplicate".into(), seq));
     }
 }
+
+/// Reading stored events also checkpoints sled, once `[store] checkpoint_read_mb` of them were
+/// read since it was opened: sled 0.34 keeps what readers pull in until it is reopened. The
+/// log line says why it came (`read_mb`), and what is read stays the same across it.
+#[test]
+fn reading_stored_events_checkpoints_sled() {
+    let gw = Gateway::builder()
+        .config(&format!(
+            "{}\n[store]\ncheckpoint_mb = 0\ncheckpoint_read_mb = 1\n[limits]\nper_address_rps = 0\n",
+            provider("p", "none", &[], "event_id = \"header:X-Id\"")
+        ))
+        .start();
+    let api = gw.api();
+    for i in 0..40 {
+        // Bodies that compress poorly, 20 KB each: ~0.8 MB stored.
+        let pad: String = (0..20_000u32)
+            .map(|n| {
+                char::from(b'a' + ((n.wrapping_mul(2_654_435_761).rotate_left(i) >> 27) % 26) as u8)
+            })
+            .collect();
+        let body = format!(r#"{{"id":"e{i}","pad":"{pad}"}}"#);
+        let reply = api.post(
+            "p",
+            &sign::headers(&[("X-Id", &format!("e{i}"))]),
+            body.as_bytes(),
+        );
+        assert_eq!(reply.ack().0, "accepted");
+    }
+    assert_eq!(metric(&gw, "hookgate_store_checkpoints_total"), 0.0);
+    let first = gw.all_events(Some("p"));
+    assert_eq!(first.len(), 40);
+    for _ in 0..3 {
+        assert_eq!(gw.all_events(Some("p")), first);
+    }
+    wait_until(Duration::from_secs(10), "a checkpoint", || {
+        metric(&gw, "hookgate_store_checkpoints_total") >= 1.0
+    });
+    assert!(gw.logs().contains("read_mb=1"), "{}", gw.logs());
+    assert_eq!(gw.all_events(Some("p")), first);
+}

@@ -116,6 +116,9 @@ pub struct StoreConfig {
     /// sled: bytes committed after which the committer checkpoints (reopens) sled, so that a
     /// start after a crash replays at most about this much; 0: only at a clean shutdown.
     pub checkpoint_bytes: u64,
+    /// sled: bytes of stored events read (deliveries, consumers, the admin API, the sweeper)
+    /// after which the committer checkpoints sled, which empties its cache; 0: never.
+    pub checkpoint_read_bytes: u64,
     /// sled: how long the committer lets a batch gather once other requests came with the last
     /// one (see `store/sled/committer.rs` `gather`); zero: commit at once.
     pub commit_delay: Duration,
@@ -187,6 +190,12 @@ pub struct NatsTls {
 /// `[store] checkpoint_mb`'s default: a replay of this much took about 0.6 s at 10 M events.
 pub const DEFAULT_CHECKPOINT_MB: u64 = 256;
 
+/// `[store] checkpoint_read_mb`'s default: sled 0.34 applies its cache's bound only once 64
+/// reads of one of its 256 shards have gathered, so what readers pull in stays resident until
+/// sled is reopened: reading a 10 M-event store's history took a gateway from 85 MiB to over
+/// 1 GiB (docs/performance.md, "Reading history").
+pub const DEFAULT_CHECKPOINT_READ_MB: u64 = 64;
+
 /// `[store] commit_delay`'s default: it halved the fsyncs of a load paced at half the maximum,
 /// and lowered its CPU per ack and p99 (docs/performance.md, "Letting batches gather").
 pub const DEFAULT_COMMIT_DELAY: Duration = Duration::from_micros(500);
@@ -218,6 +227,7 @@ impl Default for StoreConfig {
             sweep_interval: Duration::from_secs(60),
             dedup_run_keys: DEFAULT_DEDUP_RUN_KEYS,
             checkpoint_bytes: DEFAULT_CHECKPOINT_MB * 1024 * 1024,
+            checkpoint_read_bytes: DEFAULT_CHECKPOINT_READ_MB * 1024 * 1024,
             commit_delay: DEFAULT_COMMIT_DELAY,
             slow_commit: DEFAULT_SLOW_COMMIT,
             compact_ratio: DEFAULT_COMPACT_RATIO,

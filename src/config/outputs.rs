@@ -88,6 +88,7 @@ impl Loader<'_> {
             sweep_interval: sweep_interval.max(Duration::from_millis(100)),
             dedup_run_keys: super::DEFAULT_DEDUP_RUN_KEYS,
             checkpoint_bytes: raw.checkpoint_mb.saturating_mul(1024 * 1024),
+            checkpoint_read_bytes: raw.checkpoint_read_mb.saturating_mul(1024 * 1024),
             commit_delay: commit_delay.min(super::MAX_COMMIT_DELAY),
             slow_commit,
             compact_ratio: raw.compact_ratio,

@@ -66,6 +66,9 @@ pub struct RawStore {
     /// sled: MB committed between checkpoints while running; 0: only at a clean shutdown.
     #[serde(default = "default_checkpoint_mb")]
     pub checkpoint_mb: u64,
+    /// sled: MB of stored events read between checkpoints, which empty sled's cache; 0: never.
+    #[serde(default = "default_checkpoint_read_mb")]
+    pub checkpoint_read_mb: u64,
     /// sled: how long a batch may gather under load (default "500us"; "0s": never).
     pub commit_delay: Option<String>,
     /// A commit this slow is logged with its parts (default "100ms"; "0s": never).
@@ -272,6 +275,7 @@ impl Default for RawStore {
         RawStore {
             cache_mb: default_cache_mb(),
             checkpoint_mb: default_checkpoint_mb(),
+            checkpoint_read_mb: default_checkpoint_read_mb(),
             commit_delay: None,
             slow_commit: None,
             compact_ratio: default_compact_ratio(),
@@ -318,6 +322,10 @@ fn default_body_timeout_ms() -> u64 {
 
 fn default_checkpoint_mb() -> u64 {
     super::DEFAULT_CHECKPOINT_MB
+}
+
+fn default_checkpoint_read_mb() -> u64 {
+    super::DEFAULT_CHECKPOINT_READ_MB
 }
 
 fn default_compact_ratio() -> f64 {

@@ -56,6 +56,7 @@ use super::committer::{
 };
 use super::durable::{self, Durability, Reopened};
 use super::journal::{Frame, Journal};
+use super::reader::ReadsSinceOpen;
 use super::runs::{Closed, Detached, Runs};
 use super::{open_db, TreeId, Trees};
 use crate::config::StoreConfig;
@@ -91,6 +92,8 @@ pub struct Reopen {
     pub compacting: Arc<AtomicBool>,
     /// The committer's own queue, to wake it once sled is open again.
     pub wake: mpsc::WeakSender<Message>,
+    /// What readers read since sled was opened (`[store] checkpoint_read_mb`).
+    pub reads: Arc<ReadsSinceOpen>,
     /// Added to each checkpoint, and to each step of applying its journal (tests only; see
     /// [`SLOW_ENV`] and [`SLOW_APPLY_ENV`]).
     pub slow: Option<Duration>,
@@ -102,7 +105,12 @@ impl Reopen {
     pub fn due(&self, committed: u64) -> bool {
         self.config.checkpoint_bytes > 0
             && committed >= self.config.checkpoint_bytes
-            && !self.compacting.load(Ordering::Acquire)
+            && self.may_checkpoint()
+    }
+
+    /// Whether a checkpoint may replace sled's handles now (not while a compaction follows them).
+    pub fn may_checkpoint(&self) -> bool {
+        !self.compacting.load(Ordering::Acquire)
     }
 }
 
@@ -168,11 +176,14 @@ impl Committer {
         let journaled_closed = journaled.events;
         let applied = self.catch_up(&mut journaled, queue, signals)?;
         let applying = started.elapsed() - closed;
+        // Readers waited for the write lock: nothing was read from the old handles since.
+        let read = self.reopen.reads.reset();
         *readers = Some((self.trees.clone(), self.durability.db().clone()));
         drop(readers);
         let ms = |part: Duration| part.as_millis() as u64;
         tracing::info!(
             committed_mb = self.since_checkpoint / (1024 * 1024),
+            read_mb = read / (1024 * 1024),
             closed_ms = ms(closed),
             close_ms = ms(parts.close),
             open_ms = ms(parts.open),

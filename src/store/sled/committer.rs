@@ -43,6 +43,9 @@ pub enum Message {
     Pause(Pause),
     /// sled is open again after a checkpoint (`checkpoint.rs`).
     Reopened,
+    /// Readers read `[store] checkpoint_read_mb` since sled was opened: reopen it, which empties
+    /// its cache (`reader.rs`, `ReadsSinceOpen`).
+    Checkpoint,
 }
 
 /// What a request asks the committer to do.
@@ -178,6 +181,8 @@ pub struct Signals {
     pub pause: Option<Pause>,
     /// sled was reopened for a checkpoint (`checkpoint.rs`).
     pub reopened: bool,
+    /// Readers asked for a checkpoint.
+    pub checkpoint: bool,
 }
 
 impl Signals {
@@ -189,6 +194,7 @@ impl Signals {
             Message::Fail(reason) => self.fail = Some(reason),
             Message::Pause(pause) => self.pause = Some(pause),
             Message::Reopened => self.reopened = true,
+            Message::Checkpoint => self.checkpoint = true,
         }
         None
     }
@@ -324,6 +330,26 @@ impl Committer {
                     Ok(switched) => switched,
                     Err(err) => return unsure(&err),
                 };
+            }
+            // Still over the bound: a checkpoint since the ask (one due to commits) emptied it.
+            let read_bound = self.reopen.config.checkpoint_read_bytes;
+            if std::mem::take(&mut signals.checkpoint)
+                && !signals.closing
+                && self.reopen.reads.over(read_bound)
+            {
+                if self.reopen.may_checkpoint() {
+                    self = match self.checkpoint(&mut queue, &mut signals) {
+                        Ok(reopened) => reopened,
+                        Err(err) => {
+                            tracing::error!(error = %err, "The store cannot be reopened after its checkpoint; it stops accepting events.");
+                            return;
+                        }
+                    };
+                } else {
+                    // A compaction's copy replaces sled's handles itself; readers ask again.
+                    self.reopen.reads.reset();
+                }
+                continue;
             }
             self.between.free_at = Some(Instant::now());
             let next = if signals.closing {

@@ -47,7 +47,7 @@ use crate::metrics::Metrics;
 use committer::{Committer, Message, Outcome, Pending, Work};
 use durable::Durability;
 use live::Live;
-use reader::{Reader, Stored};
+use reader::{Reader, ReadsSinceOpen, Stored};
 
 const NEXT_SEQ_KEY: &[u8] = b"next_seq";
 /// `meta` key of the layout version: 6, events in packs (`pack.rs`) of up to 24 KiB in a store
@@ -198,6 +198,8 @@ pub struct SledStore {
     sweep: tokio::sync::Mutex<retention::Resume>,
     /// The most bytes of one value (`pack::max_value` of sled's segments at open).
     max_value: usize,
+    /// What readers read since sled was opened (`[store] checkpoint_read_mb`).
+    reads: Arc<ReadsSinceOpen>,
 }
 
 /// Sends its notice when dropped: at the end of the committer thread, even by a panic.
@@ -346,6 +348,7 @@ impl SledStore {
         let recent_claims = runs.recent_claims();
         let handles: Handles = Arc::new(RwLock::new(Some((trees.clone(), db))));
         let compacting = Arc::new(AtomicBool::new(false));
+        let reads = Arc::new(ReadsSinceOpen::default());
         let mut committer = Committer {
             trees,
             durability,
@@ -363,6 +366,7 @@ impl SledStore {
                 config: config.clone(),
                 compacting: compacting.clone(),
                 wake: queue.downgrade(),
+                reads: reads.clone(),
                 slow: checkpoint::slow_from_env(checkpoint::SLOW_ENV),
                 slow_apply: checkpoint::slow_from_env(checkpoint::SLOW_APPLY_ENV),
             },
@@ -410,6 +414,7 @@ impl SledStore {
             committer_ended: Mutex::new(Some(committer_ended)),
             sweep: tokio::sync::Mutex::new(retention::Resume::default()),
             max_value,
+            reads,
         })
     }
 
@@ -586,6 +591,7 @@ impl SledStore {
         read: impl FnOnce(&Reader) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let (handles, last_seq) = (self.handles.clone(), self.last_seq.clone());
+        let reads = self.reads.clone();
         let result = tokio::task::spawn_blocking(move || {
             let held = handles.read().unwrap_or_else(PoisonError::into_inner);
             let (trees, db) = held.as_ref().ok_or(StoreError::Closed)?;
@@ -593,6 +599,7 @@ impl SledStore {
                 trees: trees.clone(),
                 db: db.clone(),
                 last_seq,
+                reads,
             })
         })
         .await
@@ -608,6 +615,9 @@ impl SledStore {
         if let (true, Err(err)) = (corrupt, &result) {
             let reason = format!("the store at {} is corrupt: {err}", self.dir.display());
             let _ = self.queue.send(Message::Fail(reason)).await;
+        }
+        if self.reads.should_ask(self.config.checkpoint_read_bytes) {
+            let _ = self.queue.send(Message::Checkpoint).await;
         }
         result
     }

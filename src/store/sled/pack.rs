@@ -1,5 +1,5 @@
 //! How events are laid out in the `events` tree: many events per sled value, and no value over
-//! [`MAX_VALUE`] bytes.
+//! [`max_value`] of the store's segments.
 //!
 //! - A **pack** holds the records of nearby seqs, under the big-endian first seq (8-byte key):
 //!   `[3][count: u16 LE]` then, per record, `[seq - first: u16 LE][len: u32 LE][record]`, in seq
@@ -463,5 +463,4 @@ mod tests {
         assert_eq!(max_value(2 << 20), MAX_PACK);
         assert!(!Pack::holds(&vec![0u8; MAX_VALUE]));
     }
-
 }

@@ -1,6 +1,9 @@
 //! Reads: what one read of the sled store sees, and how it walks the `events` tree. Every read
 //! stops at the durable `last_seq`, so a seq a reader sees names the same event after any crash.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
 use tokio::sync::watch;
 
 use super::{keys, pack, TreeId, Trees};
@@ -22,6 +25,41 @@ pub struct Reader {
     pub trees: Trees,
     pub db: ::sled::Db,
     pub last_seq: watch::Receiver<Seq>,
+    pub reads: Arc<ReadsSinceOpen>,
+}
+
+/// The bytes of `events` values read since sled was last opened. sled 0.34 applies its cache's
+/// bound to a page only once 64 reads of the page's shard (one of 256) have gathered, so the
+/// nodes readers pull in stay resident until sled is reopened: past `[store]
+/// checkpoint_read_mb`, the committer is asked for a checkpoint, which empties the cache.
+#[derive(Default)]
+pub struct ReadsSinceOpen {
+    bytes: AtomicU64,
+    /// A checkpoint was asked for and has not happened yet.
+    asked: AtomicBool,
+}
+
+impl ReadsSinceOpen {
+    pub fn add(&self, bytes: u64) {
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Whether reads passed `bound` since sled was opened (0: never).
+    pub fn over(&self, bound: u64) -> bool {
+        bound > 0 && self.bytes.load(Ordering::Relaxed) >= bound
+    }
+
+    /// Whether reads passed `bound` and nobody asked for a checkpoint yet; the first caller to
+    /// see it asks.
+    pub fn should_ask(&self, bound: u64) -> bool {
+        self.over(bound) && !self.asked.swap(true, Ordering::AcqRel)
+    }
+
+    /// sled was reopened (or a checkpoint could not be taken): count afresh.
+    pub fn reset(&self) -> u64 {
+        self.asked.store(false, Ordering::Release);
+        self.bytes.swap(0, Ordering::Relaxed)
+    }
 }
 
 impl Reader {
@@ -60,6 +98,7 @@ impl Reader {
             if first > last {
                 break;
             }
+            self.reads.add(value.len() as u64);
             if !visit(self.decode(first, &value, last)?)? {
                 break;
             }
@@ -90,6 +129,7 @@ impl Reader {
                         .tree(TreeId::Events)
                         .get(key)?
                         .ok_or_else(|| corrupt(format!("part {part} of {parts} is missing")))?;
+                    self.reads.add(value.len() as u64);
                     record.extend_from_slice(&value);
                     keys.push(key.to_vec());
                 }

@@ -134,7 +134,8 @@ async fn packs_grow_to_the_bound_of_the_store_s_segments() {
         (old.path(), super::pack::MAX_VALUE),
         (new.path(), super::pack::MAX_PACK),
     ] {
-        let store = SledStore::open(dir, &StoreConfig::default(), Arc::new(Metrics::new())).unwrap();
+        let store =
+            SledStore::open(dir, &StoreConfig::default(), Arc::new(Metrics::new())).unwrap();
         for n in 0..100 {
             let event = NewEvent::poll(
                 ProviderName::parse("p").unwrap(),
@@ -146,7 +147,10 @@ async fn packs_grow_to_the_bound_of_the_store_s_segments() {
         }
         let events = store.events_after(super::Seq(0), 200, None).await.unwrap();
         let bodies: Vec<Vec<u8>> = events.into_iter().map(|event| event.body).collect();
-        assert_eq!(bodies, (0..100).map(|n| body(n).into_bytes()).collect::<Vec<_>>());
+        assert_eq!(
+            bodies,
+            (0..100).map(|n| body(n).into_bytes()).collect::<Vec<_>>()
+        );
         store.close().await;
         drop(store);
         let db = super::open_db(dir, &StoreConfig::default()).unwrap();
@@ -159,7 +163,10 @@ async fn packs_grow_to_the_bound_of_the_store_s_segments() {
             .collect();
         let largest = sizes.iter().copied().max().unwrap();
         assert!(largest <= bound, "{sizes:?}");
-        assert!(largest > bound - 1100, "packs fill up to the bound: {sizes:?}");
+        assert!(
+            largest > bound - 1100,
+            "packs fill up to the bound: {sizes:?}"
+        );
         assert_eq!(
             std::fs::read_dir(dir.join("blobs")).unwrap().count(),
             0,
@@ -355,6 +362,68 @@ async fn checkpoints_go_on_with_commits_in_flight(in_flight: usize) {
     // the next one: at least ~5 checkpoints.
     let checkpoints = metrics.store_checkpoints.get();
     assert!(checkpoints >= 3, "{checkpoints} checkpoints");
+}
+
+/// Readers that read `[store] checkpoint_read_mb` of stored events have the committer reopen
+/// sled (which empties its cache, see `reader.rs`), once per bound read, and nothing read
+/// changes; with the bound at 0, reads never do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_the_bound_of_stored_events_checkpoints_sled() {
+    for (bound, expect_checkpoints) in [(256 * 1024, true), (0, false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig {
+            checkpoint_bytes: 0,
+            checkpoint_read_bytes: bound,
+            ..StoreConfig::default()
+        };
+        let metrics = Arc::new(Metrics::new());
+        let store = SledStore::open(dir.path(), &config, metrics.clone()).unwrap();
+        // Bytes that do not compress, so that packs are sealed at about their raw size.
+        let body = |n: usize| {
+            let mut state = n as u64 + 1;
+            let bytes: Vec<u8> = (0..1024)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state as u8
+                })
+                .collect();
+            Bytes::from(bytes)
+        };
+        for n in 0..200 {
+            let event = NewEvent::poll(
+                ProviderName::parse("p").unwrap(),
+                EventId::new(format!("event-{n:06}")).unwrap(),
+                None,
+                body(n),
+            );
+            store.commit(event, Duration::from_secs(30)).await.unwrap();
+        }
+        assert_eq!(metrics.store_checkpoints.get(), 0, "none from commits");
+        // ~200 KiB stored: each pass reads most of the bound.
+        for pass in 0..6 {
+            let events = store.events_after(super::Seq(0), 500, None).await.unwrap();
+            let bodies: Vec<Bytes> = events.into_iter().map(|e| Bytes::from(e.body)).collect();
+            assert_eq!(
+                bodies,
+                (0..200).map(body).collect::<Vec<_>>(),
+                "pass {pass}"
+            );
+        }
+        // The committer takes the ask between two requests: one more commit lets it be seen.
+        store
+            .commit(event(999_999), Duration::from_secs(30))
+            .await
+            .unwrap();
+        let checkpoints = metrics.store_checkpoints.get();
+        if expect_checkpoints {
+            assert!((1..=6).contains(&checkpoints), "{checkpoints} checkpoints");
+        } else {
+            assert_eq!(checkpoints, 0);
+        }
+        store.close().await;
+    }
 }
 
 fn event(n: usize) -> NewEvent {
