@@ -98,7 +98,16 @@ pub struct Reopen {
     /// [`SLOW_ENV`] and [`SLOW_APPLY_ENV`]).
     pub slow: Option<Duration>,
     pub slow_apply: Option<Duration>,
+    /// When the last checkpoint ended, and how long it took: readers' checkpoints keep to
+    /// [`READS_SHARE`] of the time.
+    pub last: Option<(Instant, Duration)>,
 }
+
+/// The most of the time that checkpoints asked for by readers may take: a reader's checkpoint
+/// comes no sooner after the last checkpoint than 19 times that one's length. At 10 M events one
+/// took ~50 ms after reads alone, but up to ~1 s in a retention run (its deletes), which read a
+/// checkpoint's worth every ~0.3 s.
+pub const READS_SHARE: u32 = 20;
 
 impl Reopen {
     /// Whether `committed` bytes since the last open call for a checkpoint.
@@ -111,6 +120,15 @@ impl Reopen {
     /// Whether a checkpoint may replace sled's handles now (not while a compaction follows them).
     pub fn may_checkpoint(&self) -> bool {
         !self.compacting.load(Ordering::Acquire)
+    }
+
+    /// Whether readers may have a checkpoint now: one may, and the last one is far enough behind
+    /// ([`READS_SHARE`]).
+    pub fn may_checkpoint_for_reads(&self) -> bool {
+        self.may_checkpoint()
+            && self
+                .last
+                .is_none_or(|(ended, took)| ended.elapsed() >= took * (READS_SHARE - 1))
     }
 }
 
@@ -200,6 +218,7 @@ impl Committer {
         // What was journaled reached sled after its new snapshot: a start after a crash replays
         // it, so it counts towards the next checkpoint.
         self.since_checkpoint = journaled.bytes;
+        self.reopen.last = Some((Instant::now(), started.elapsed()));
         if signals.fail.is_none() {
             for batch in chunks(std::mem::take(&mut journaled.held)) {
                 // They waited behind the checkpoint (the slow-commit log's `behind_ms`).

@@ -337,7 +337,7 @@ impl Committer {
                 && !signals.closing
                 && self.reopen.reads.over(read_bound)
             {
-                if self.reopen.may_checkpoint() {
+                if self.reopen.may_checkpoint_for_reads() {
                     self = match self.checkpoint(&mut queue, &mut signals) {
                         Ok(reopened) => reopened,
                         Err(err) => {
@@ -346,8 +346,9 @@ impl Committer {
                         }
                     };
                 } else {
-                    // A compaction's copy replaces sled's handles itself; readers ask again.
-                    self.reopen.reads.reset();
+                    // Too soon after the last one, or a compaction follows sled's handles (its
+                    // copy replaces them itself): the next read over the bound asks again.
+                    self.reopen.reads.unask();
                 }
                 continue;
             }

@@ -369,6 +369,7 @@ impl SledStore {
                 reads: reads.clone(),
                 slow: checkpoint::slow_from_env(checkpoint::SLOW_ENV),
                 slow_apply: checkpoint::slow_from_env(checkpoint::SLOW_APPLY_ENV),
+                last: None,
             },
             since_checkpoint: 0,
             live: live.clone(),

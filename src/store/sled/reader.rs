@@ -55,7 +55,12 @@ impl ReadsSinceOpen {
         self.over(bound) && !self.asked.swap(true, Ordering::AcqRel)
     }
 
-    /// sled was reopened (or a checkpoint could not be taken): count afresh.
+    /// The checkpoint asked for was not taken: the next read over the bound asks again.
+    pub fn unask(&self) {
+        self.asked.store(false, Ordering::Release);
+    }
+
+    /// sled was reopened: count afresh.
     pub fn reset(&self) -> u64 {
         self.asked.store(false, Ordering::Release);
         self.bytes.swap(0, Ordering::Relaxed)
