@@ -338,13 +338,10 @@ impl Committer {
                 && self.reopen.reads.over(read_bound)
             {
                 if self.reopen.may_checkpoint_for_reads() {
-                    self = match self.checkpoint(&mut queue, &mut signals) {
-                        Ok(reopened) => reopened,
-                        Err(err) => {
-                            tracing::error!(error = %err, "The store cannot be reopened after its checkpoint; it stops accepting events.");
-                            return;
-                        }
+                    let Some(reopened) = self.checkpointed(&mut queue, &mut signals) else {
+                        return;
                     };
+                    self = reopened;
                 } else {
                     // Too soon after the last one, or a compaction follows sled's handles (its
                     // copy replaces them itself): the next read over the bound asks again.
@@ -400,13 +397,10 @@ impl Committer {
             }
             self.since_checkpoint += bytes as u64;
             if signals.pause.is_none() && self.reopen.due(self.since_checkpoint) {
-                self = match self.checkpoint(&mut queue, &mut signals) {
-                    Ok(reopened) => reopened,
-                    Err(err) => {
-                        tracing::error!(error = %err, "The store cannot be reopened after its checkpoint; it stops accepting events.");
-                        return;
-                    }
+                let Some(reopened) = self.checkpointed(&mut queue, &mut signals) else {
+                    return;
                 };
+                self = reopened;
             }
         }
         match self.durability.sync() {
@@ -417,6 +411,20 @@ impl Committer {
             }
             Err(err) => tracing::error!(error = %err, "Final sync of the store failed."),
         }
+    }
+
+    /// [`Committer::checkpoint`], or `None` when sled could not be reopened (logged): the
+    /// committer then stops.
+    fn checkpointed(
+        self,
+        queue: &mut mpsc::Receiver<Message>,
+        signals: &mut Signals,
+    ) -> Option<Committer> {
+        self.checkpoint(queue, signals)
+            .inspect_err(|err| {
+                tracing::error!(error = %err, "The store cannot be reopened after its checkpoint; it stops accepting events.");
+            })
+            .ok()
     }
 
     /// Applies and syncs one batch and answers it. `Err`: an fsync failed, and the committer

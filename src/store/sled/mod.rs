@@ -617,8 +617,11 @@ impl SledStore {
             let reason = format!("the store at {} is corrupt: {err}", self.dir.display());
             let _ = self.queue.send(Message::Fail(reason)).await;
         }
-        if self.reads.should_ask(self.config.checkpoint_read_bytes) {
-            let _ = self.queue.send(Message::Checkpoint).await;
+        // Without waiting for room in the queue: a full one asks again at the next read.
+        if self.reads.should_ask(self.config.checkpoint_read_bytes)
+            && self.queue.try_send(Message::Checkpoint).is_err()
+        {
+            self.reads.unask();
         }
         result
     }
