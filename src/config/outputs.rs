@@ -89,6 +89,7 @@ impl Loader<'_> {
             dedup_run_keys: super::DEFAULT_DEDUP_RUN_KEYS,
             checkpoint_bytes: raw.checkpoint_mb.saturating_mul(1024 * 1024),
             checkpoint_read_bytes: raw.checkpoint_read_mb.saturating_mul(1024 * 1024),
+            recent_read_seqs: super::DEFAULT_RECENT_READ_SEQS,
             commit_delay: commit_delay.min(super::MAX_COMMIT_DELAY),
             slow_commit,
             compact_ratio: raw.compact_ratio,

@@ -348,7 +348,7 @@ impl SledStore {
         let recent_claims = runs.recent_claims();
         let handles: Handles = Arc::new(RwLock::new(Some((trees.clone(), db))));
         let compacting = Arc::new(AtomicBool::new(false));
-        let reads = Arc::new(ReadsSinceOpen::default());
+        let reads = Arc::new(ReadsSinceOpen::new(config.recent_read_seqs));
         let mut committer = Committer {
             trees,
             durability,

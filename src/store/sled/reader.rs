@@ -28,20 +28,33 @@ pub struct Reader {
     pub reads: Arc<ReadsSinceOpen>,
 }
 
-/// The bytes of `events` values read since sled was last opened. sled 0.34 applies its cache's
-/// bound to a page only once 64 reads of the page's shard (one of 256) have gathered, so the
-/// nodes readers pull in stay resident until sled is reopened: past `[store]
-/// checkpoint_read_mb`, the committer is asked for a checkpoint, which empties the cache.
-#[derive(Default)]
+/// The bytes of `events` values read since sled was last opened, but for the newest events'.
+/// sled 0.34 applies its cache's bound to a page only once 64 reads of the page's shard (one of
+/// 256) have gathered, so the nodes readers pull in stay resident until sled is reopened: past
+/// `[store] checkpoint_read_mb`, the committer is asked for a checkpoint, which empties the cache.
 pub struct ReadsSinceOpen {
     bytes: AtomicU64,
     /// A checkpoint was asked for and has not happened yet.
     asked: AtomicBool,
+    /// Values whose first seq is within this many of the last are not counted
+    /// (`StoreConfig::recent_read_seqs`).
+    recent: u64,
 }
 
 impl ReadsSinceOpen {
-    pub fn add(&self, bytes: u64) {
-        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    pub fn new(recent: u64) -> ReadsSinceOpen {
+        ReadsSinceOpen {
+            bytes: AtomicU64::new(0),
+            asked: AtomicBool::new(false),
+            recent,
+        }
+    }
+
+    /// Counts a value of `bytes` whose first seq is `first`, read when `last` was the newest.
+    pub fn add(&self, first: Seq, last: Seq, bytes: u64) {
+        if first.0.saturating_add(self.recent) <= last.0 {
+            self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        }
     }
 
     /// Whether reads passed `bound` since sled was opened (0: never).
@@ -103,7 +116,7 @@ impl Reader {
             if first > last {
                 break;
             }
-            self.reads.add(value.len() as u64);
+            self.reads.add(first, last, value.len() as u64);
             if !visit(self.decode(first, &value, last)?)? {
                 break;
             }
@@ -134,7 +147,7 @@ impl Reader {
                         .tree(TreeId::Events)
                         .get(key)?
                         .ok_or_else(|| corrupt(format!("part {part} of {parts} is missing")))?;
-                    self.reads.add(value.len() as u64);
+                    self.reads.add(first, last, value.len() as u64);
                     record.extend_from_slice(&value);
                     keys.push(key.to_vec());
                 }

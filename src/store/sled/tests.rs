@@ -366,14 +366,19 @@ async fn checkpoints_go_on_with_commits_in_flight(in_flight: usize) {
 
 /// Readers that read `[store] checkpoint_read_mb` of stored events have the committer reopen
 /// sled (which empties its cache, see `reader.rs`), once per bound read, and nothing read
-/// changes; with the bound at 0, reads never do.
+/// changes; with the bound at 0, reads never do, nor do reads of only the newest events.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reading_the_bound_of_stored_events_checkpoints_sled() {
-    for (bound, expect_checkpoints) in [(256 * 1024, true), (0, false)] {
+    for (bound, recent, expect_checkpoints) in [
+        (256 * 1024, 16, true),
+        (0, 16, false),
+        (256 * 1024, 4096, false),
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let config = StoreConfig {
             checkpoint_bytes: 0,
             checkpoint_read_bytes: bound,
+            recent_read_seqs: recent,
             ..StoreConfig::default()
         };
         let metrics = Arc::new(Metrics::new());
