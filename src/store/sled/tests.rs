@@ -129,28 +129,17 @@ async fn a_store_keeps_the_segment_size_it_was_made_with() {
 async fn packs_grow_to_the_bound_of_the_store_s_segments() {
     let (old, new) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     drop(::sled::Config::new().path(old.path()).open().unwrap());
-    let body = |n: usize| format!(r#"{{"id":"event-{n}","text":"{}"}}"#, "word ".repeat(200));
+    let bodies = json_bodies(100, &"word ".repeat(200));
     for (dir, bound) in [
         (old.path(), super::pack::MAX_VALUE),
         (new.path(), super::pack::MAX_PACK),
     ] {
         let store =
             SledStore::open(dir, &StoreConfig::default(), Arc::new(Metrics::new())).unwrap();
-        for n in 0..100 {
-            let event = NewEvent::poll(
-                ProviderName::parse("p").unwrap(),
-                EventId::new(format!("event-{n}")).unwrap(),
-                None,
-                Bytes::from(body(n)),
-            );
-            store.commit(event, Duration::from_secs(30)).await.unwrap();
-        }
+        commit_bodies(&store, &bodies).await;
         let events = store.events_after(super::Seq(0), 200, None).await.unwrap();
-        let bodies: Vec<Vec<u8>> = events.into_iter().map(|event| event.body).collect();
-        assert_eq!(
-            bodies,
-            (0..100).map(|n| body(n).into_bytes()).collect::<Vec<_>>()
-        );
+        let read: Vec<Bytes> = events.into_iter().map(|e| Bytes::from(e.body)).collect();
+        assert_eq!(read, bodies);
         store.close().await;
         drop(store);
         let db = super::open_db(dir, &StoreConfig::default()).unwrap();
@@ -183,7 +172,7 @@ async fn packs_grow_to_the_bound_of_the_store_s_segments() {
 async fn full_packs_are_sealed_and_the_layout_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let config = StoreConfig::default();
-    let body = |n: usize| format!(r#"{{"id":"event-{n}","text":"{}"}}"#, "hello ".repeat(150));
+    let bodies = json_bodies(150, &"hello ".repeat(150));
     let meta_layout = |set: Option<u8>| {
         let db = super::open_db(dir.path(), &config).unwrap();
         let meta = db.open_tree("meta").unwrap();
@@ -197,15 +186,7 @@ async fn full_packs_are_sealed_and_the_layout_says_so() {
         (layout, kinds)
     };
     let store = SledStore::open(dir.path(), &config, Arc::new(Metrics::new())).unwrap();
-    for n in 0..150 {
-        let event = NewEvent::poll(
-            ProviderName::parse("p").unwrap(),
-            EventId::new(format!("event-{n}")).unwrap(),
-            None,
-            Bytes::from(body(n)),
-        );
-        store.commit(event, Duration::from_secs(30)).await.unwrap();
-    }
+    commit_bodies(&store, &bodies).await;
     store.close().await;
     drop(store);
     let (layout, kinds) = meta_layout(Some(4));
@@ -218,9 +199,8 @@ async fn full_packs_are_sealed_and_the_layout_says_so() {
 
     let store = SledStore::open(dir.path(), &config, Arc::new(Metrics::new())).unwrap();
     let events = store.events_after(super::Seq(0), 200, None).await.unwrap();
-    let bodies: Vec<Vec<u8>> = events.into_iter().map(|event| event.body).collect();
-    let expected: Vec<Vec<u8>> = (0..150).map(|n| body(n).into_bytes()).collect();
-    assert_eq!(bodies, expected);
+    let read: Vec<Bytes> = events.into_iter().map(|e| Bytes::from(e.body)).collect();
+    assert_eq!(read, bodies);
     store.close().await;
     drop(store);
     assert_eq!(meta_layout(None).0, [6], "marked at its open");
@@ -396,25 +376,14 @@ async fn reading_the_bound_of_stored_events_checkpoints_sled() {
                 .collect();
             Bytes::from(bytes)
         };
-        for n in 0..200 {
-            let event = NewEvent::poll(
-                ProviderName::parse("p").unwrap(),
-                EventId::new(format!("event-{n:06}")).unwrap(),
-                None,
-                body(n),
-            );
-            store.commit(event, Duration::from_secs(30)).await.unwrap();
-        }
+        let bodies: Vec<Bytes> = (0..200).map(body).collect();
+        commit_bodies(&store, &bodies).await;
         assert_eq!(metrics.store_checkpoints.get(), 0, "none from commits");
         // ~200 KiB stored: each pass reads most of the bound.
         for pass in 0..6 {
             let events = store.events_after(super::Seq(0), 500, None).await.unwrap();
-            let bodies: Vec<Bytes> = events.into_iter().map(|e| Bytes::from(e.body)).collect();
-            assert_eq!(
-                bodies,
-                (0..200).map(body).collect::<Vec<_>>(),
-                "pass {pass}"
-            );
+            let read: Vec<Bytes> = events.into_iter().map(|e| Bytes::from(e.body)).collect();
+            assert_eq!(read, bodies, "pass {pass}");
         }
         // The committer takes the ask between two requests: one more commit lets it be seen.
         store
@@ -432,12 +401,34 @@ async fn reading_the_bound_of_stored_events_checkpoints_sled() {
 }
 
 fn event(n: usize) -> NewEvent {
+    event_with(n, Bytes::from_static(b"{}"))
+}
+
+/// Event `n` (id `event-{n:06}`) with `body`.
+fn event_with(n: usize, body: Bytes) -> NewEvent {
     NewEvent::poll(
         ProviderName::parse("p").unwrap(),
         EventId::new(format!("event-{n:06}")).unwrap(),
         None,
-        Bytes::from_static(b"{}"),
+        body,
     )
+}
+
+/// `count` JSON bodies, each its id and `text`.
+fn json_bodies(count: usize, text: &str) -> Vec<Bytes> {
+    (0..count)
+        .map(|n| Bytes::from(format!(r#"{{"id":"event-{n}","text":"{text}"}}"#)))
+        .collect()
+}
+
+/// Commits `bodies` as events 0, 1, ... one after the other.
+async fn commit_bodies(store: &SledStore, bodies: &[Bytes]) {
+    for (n, body) in bodies.iter().enumerate() {
+        store
+            .commit(event_with(n, body.clone()), Duration::from_secs(30))
+            .await
+            .unwrap();
+    }
 }
 
 /// Senders that come together let batches gather for `[store] commit_delay`: pairs of events
