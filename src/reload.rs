@@ -110,55 +110,36 @@ impl Gateway {
 /// Puts back in `new` what only a restart applies, naming each setting that differed.
 fn keep_started_settings(new: &mut Config, running: &Config) -> Vec<&'static str> {
     let mut kept = Vec::new();
-    let (server, admin) = (&running.server, &running.admin);
-    if new.server.listen != server.listen {
-        kept.push("[server] listen");
-        new.server.listen = server.listen;
+    // Where `new` differs from `running` in the field, the running value is put back and named.
+    macro_rules! keep {
+        ($name:literal, $($field:ident).+) => {
+            if new.$($field).+ != running.$($field).+ {
+                kept.push($name);
+                new.$($field).+ = running.$($field).+.clone();
+            }
+        };
     }
-    if new.server.data_dir != server.data_dir {
-        kept.push("[server] data_dir");
-        new.server.data_dir = server.data_dir.clone();
-    }
-    if new.server.workers != server.workers {
-        kept.push("[server] workers");
-        new.server.workers = server.workers;
-    }
-    if new.server.body_timeout != server.body_timeout {
+    keep!("[server] listen", server.listen);
+    keep!("[server] data_dir", server.data_dir);
+    keep!("[server] workers", server.workers);
+    if new.server.body_timeout != running.server.body_timeout {
         // Bodies use the new value at once; the HTTP layer's wait for a request's headers keeps
         // the one it started with.
         kept.push("[server] body_timeout_ms (for request headers only)");
     }
-    if new.server.tls.is_some() != server.tls.is_some() {
+    if new.server.tls.is_some() != running.server.tls.is_some() {
         // A new certificate and key apply at once; turning TLS on or off needs a restart.
         kept.push("[server] tls_cert and tls_key (on or off)");
-        new.server.tls = server.tls.clone();
+        new.server.tls = running.server.tls.clone();
     }
-    if new.admin.listen != admin.listen {
-        kept.push("[admin] listen");
-        new.admin.listen = admin.listen;
-    }
-    if new.store.cache_bytes != running.store.cache_bytes {
-        kept.push("[store] cache_mb");
-        new.store.cache_bytes = running.store.cache_bytes;
-    }
+    keep!("[admin] listen", admin.listen);
+    keep!("[store] cache_mb", store.cache_bytes);
     // The store's committer took these at open.
+    keep!("[store] checkpoint_mb", store.checkpoint_bytes);
+    keep!("[store] checkpoint_read_mb", store.checkpoint_read_bytes);
+    keep!("[store] commit_delay", store.commit_delay);
+    keep!("[store] slow_commit", store.slow_commit);
     let store = &running.store;
-    if new.store.checkpoint_bytes != store.checkpoint_bytes {
-        kept.push("[store] checkpoint_mb");
-        new.store.checkpoint_bytes = store.checkpoint_bytes;
-    }
-    if new.store.checkpoint_read_bytes != store.checkpoint_read_bytes {
-        kept.push("[store] checkpoint_read_mb");
-        new.store.checkpoint_read_bytes = store.checkpoint_read_bytes;
-    }
-    if new.store.commit_delay != store.commit_delay {
-        kept.push("[store] commit_delay");
-        new.store.commit_delay = store.commit_delay;
-    }
-    if new.store.slow_commit != store.slow_commit {
-        kept.push("[store] slow_commit");
-        new.store.slow_commit = store.slow_commit;
-    }
     if new.store.compact_ratio != store.compact_ratio
         || new.store.compact_min_bytes != store.compact_min_bytes
     {
@@ -166,10 +147,10 @@ fn keep_started_settings(new: &mut Config, running: &Config) -> Vec<&'static str
         new.store.compact_ratio = store.compact_ratio;
         new.store.compact_min_bytes = store.compact_min_bytes;
     }
-    if new.store.backend != running.store.backend {
-        kept.push("[store] backend (and servers, stream, replicas, token)");
-        new.store.backend = running.store.backend.clone();
-    }
+    keep!(
+        "[store] backend (and servers, stream, replicas, token)",
+        store.backend
+    );
     kept
 }
 
@@ -190,4 +171,75 @@ fn syncs(config: &Config) -> BTreeMap<&str, &SyncConfig> {
         .iter()
         .filter_map(|p| Some((p.name.as_str(), p.sync.as_ref()?)))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::keep_started_settings;
+    use crate::config::{load_str, Config};
+
+    const PROVIDER: &str = "[[provider]]\nname = \"demo\"\nverify = \"standard-webhooks\"\n\
+                            secrets = [\"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"]\n";
+
+    fn config(server: &str, admin: &str, store: &str) -> Config {
+        let text = format!(
+            "[server]\n{server}\n[admin]\ntoken = \"an-admin-token-of-enough-length\"\n{admin}\n\
+             [store]\n{store}\n{PROVIDER}"
+        );
+        load_str(&text, Path::new(".")).expect("test config").0
+    }
+
+    #[test]
+    fn every_setting_taken_at_start_is_kept_and_named() {
+        let running = config(
+            "listen = \"127.0.0.1:8080\"\ndata_dir = \"data\"\nworkers = 2",
+            "listen = \"127.0.0.1:9090\"",
+            "cache_mb = 32\ncheckpoint_mb = 256\ncheckpoint_read_mb = 64\n\
+             commit_delay = \"500us\"\nslow_commit = \"100ms\"\ncompact_ratio = 2.0",
+        );
+        let mut new = config(
+            "listen = \"127.0.0.1:8081\"\ndata_dir = \"other\"\nworkers = 3",
+            "listen = \"127.0.0.1:9091\"",
+            "cache_mb = 64\ncheckpoint_mb = 512\ncheckpoint_read_mb = 128\n\
+             commit_delay = \"1ms\"\nslow_commit = \"200ms\"\ncompact_ratio = 3.0",
+        );
+        let kept = keep_started_settings(&mut new, &running);
+        assert_eq!(
+            kept,
+            [
+                "[server] listen",
+                "[server] data_dir",
+                "[server] workers",
+                "[admin] listen",
+                "[store] cache_mb",
+                "[store] checkpoint_mb",
+                "[store] checkpoint_read_mb",
+                "[store] commit_delay",
+                "[store] slow_commit",
+                "[store] compact_ratio and compact_min_mb",
+            ]
+        );
+        assert_eq!(new.server.listen, running.server.listen);
+        assert_eq!(new.server.data_dir, running.server.data_dir);
+        assert_eq!(new.server.workers, running.server.workers);
+        assert_eq!(new.admin.listen, running.admin.listen);
+        assert_eq!(new.store.cache_bytes, running.store.cache_bytes);
+        assert_eq!(new.store.checkpoint_bytes, running.store.checkpoint_bytes);
+        assert_eq!(
+            new.store.checkpoint_read_bytes,
+            running.store.checkpoint_read_bytes
+        );
+        assert_eq!(new.store.commit_delay, running.store.commit_delay);
+        assert_eq!(new.store.slow_commit, running.store.slow_commit);
+        assert_eq!(new.store.compact_ratio, running.store.compact_ratio);
+    }
+
+    #[test]
+    fn the_same_settings_keep_nothing() {
+        let running = config("workers = 2", "", "cache_mb = 32");
+        let mut new = config("workers = 2", "", "cache_mb = 32");
+        assert!(keep_started_settings(&mut new, &running).is_empty());
+    }
 }
