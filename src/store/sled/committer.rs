@@ -18,6 +18,7 @@ use super::durable::Durability;
 use super::journal::{Encoded, Journal};
 use super::live::{put, remove, Live};
 use super::pack::{self, Pack};
+use super::reader::MarkMoves;
 use super::record::{dedup_key, RecordRef};
 use super::runs::Runs;
 use super::slow_commit::{self, Parts};
@@ -140,6 +141,8 @@ pub struct Committer {
     pub slow: SlowCommits,
     /// What the committer did since the last batch (for the slow-commit log).
     pub between: Between,
+    /// Counts the transactions that may move marks, for readers of them (`reader.rs`).
+    pub mark_moves: Arc<MarkMoves>,
 }
 
 /// What the committer did since its last batch, for the slow-commit log (`slow_commit.rs`).
@@ -587,6 +590,10 @@ impl Committer {
                 known.insert(key.as_slice(), seq);
             }
         }
+        // Writes may move marks: readers of marks check that none came in between.
+        if any_writes {
+            self.mark_moves.begin();
+        }
         let result = trees.transaction(|trees| {
             let tree = |id: TreeId| &trees[id as usize];
             let (events, dedup, meta) = (
@@ -690,6 +697,9 @@ impl Committer {
             }
             Ok((outcomes, next, pack, delta))
         });
+        if any_writes {
+            self.mark_moves.end();
+        }
         match result {
             Ok((outcomes, next, pack, delta)) => {
                 self.live.add(delta);

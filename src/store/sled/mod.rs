@@ -47,7 +47,7 @@ use crate::metrics::Metrics;
 use committer::{Committer, Message, Outcome, Pending, Work};
 use durable::Durability;
 use live::Live;
-use reader::{Reader, ReadsSinceOpen, Stored};
+use reader::{MarkMoves, Reader, ReadsSinceOpen, Stored};
 
 const NEXT_SEQ_KEY: &[u8] = b"next_seq";
 /// `meta` key of the layout version: 6, events in packs (`pack.rs`) of up to 24 KiB in a store
@@ -200,6 +200,8 @@ pub struct SledStore {
     max_value: usize,
     /// What readers read since sled was opened (`[store] checkpoint_read_mb`).
     reads: Arc<ReadsSinceOpen>,
+    /// The committer's transactions that may move marks, for readers of marks.
+    mark_moves: Arc<MarkMoves>,
 }
 
 /// Sends its notice when dropped: at the end of the committer thread, even by a panic.
@@ -349,6 +351,7 @@ impl SledStore {
         let handles: Handles = Arc::new(RwLock::new(Some((trees.clone(), db))));
         let compacting = Arc::new(AtomicBool::new(false));
         let reads = Arc::new(ReadsSinceOpen::new(config.recent_read_seqs));
+        let mark_moves = Arc::new(MarkMoves::default());
         let mut committer = Committer {
             trees,
             durability,
@@ -379,6 +382,7 @@ impl SledStore {
                 metrics.commits_slow.clone(),
             ),
             between: committer::Between::default(),
+            mark_moves: mark_moves.clone(),
         };
         // Events acknowledged from the journal while sled was closed, before a crash or a stop.
         let journal_events = committer.apply_journal(journaled)?;
@@ -416,6 +420,7 @@ impl SledStore {
             sweep: tokio::sync::Mutex::new(retention::Resume::default()),
             max_value,
             reads,
+            mark_moves,
         })
     }
 
@@ -592,7 +597,7 @@ impl SledStore {
         read: impl FnOnce(&Reader) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let (handles, last_seq) = (self.handles.clone(), self.last_seq.clone());
-        let reads = self.reads.clone();
+        let (reads, mark_moves) = (self.reads.clone(), self.mark_moves.clone());
         let result = tokio::task::spawn_blocking(move || {
             let held = handles.read().unwrap_or_else(PoisonError::into_inner);
             let (trees, db) = held.as_ref().ok_or(StoreError::Closed)?;
@@ -601,6 +606,7 @@ impl SledStore {
                 db: db.clone(),
                 last_seq,
                 reads,
+                mark_moves,
             })
         })
         .await

@@ -1,7 +1,7 @@
 //! Reads: what one read of the sled store sees, and how it walks the `events` tree. Every read
 //! stops at the durable `last_seq`, so a seq a reader sees names the same event after any crash.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::watch;
@@ -26,7 +26,45 @@ pub struct Reader {
     pub db: ::sled::Db,
     pub last_seq: watch::Receiver<Seq>,
     pub reads: Arc<ReadsSinceOpen>,
+    pub mark_moves: Arc<MarkMoves>,
 }
+
+/// The committer's transactions that may move an event's marks between `dead`, `replay` and
+/// `settled`, counted twice each: once before it applies one (the count is then odd) and once
+/// after. A reader reads the three marks with plain reads and keeps them if the count was even
+/// and the same before and after (a seqlock): no move came in between, so an event moving from
+/// `dead` to `replay` is never seen in neither. A read-only sled transaction would tell the same,
+/// but sled 0.34 takes its global write lock for one and writes an io buffer to its log for it
+/// (`pin_log`): a disk write, and a wake-up of its io threads, per read.
+#[derive(Default)]
+pub struct MarkMoves(AtomicU64);
+
+impl MarkMoves {
+    /// A transaction that may move marks begins.
+    pub fn begin(&self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// It ended, applied or not.
+    pub fn end(&self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The count, unless a move is being applied.
+    fn settled(&self) -> Option<u64> {
+        let count = self.0.load(Ordering::SeqCst);
+        (count % 2 == 0).then_some(count)
+    }
+
+    /// Whether no move began since `count` was read.
+    fn unchanged(&self, count: u64) -> bool {
+        fence(Ordering::SeqCst);
+        self.0.load(Ordering::SeqCst) == count
+    }
+}
+
+/// Plain reads of the marks tried before a read-only transaction.
+const MARK_READ_TRIES: usize = 4;
 
 /// The bytes of `events` values read since sled was last opened, but for the newest events'.
 /// sled 0.34 applies its cache's bound to a page only once 64 reads of the page's shard (one of
@@ -210,12 +248,35 @@ impl Reader {
             .unwrap_or(Seq(0)))
     }
 
-    /// Every mark of `seq` for `output`, in one read-only transaction: an event moving between
-    /// `dead` and `replay` (replayed, then dead again) is never seen in neither.
+    /// Every mark of `seq` for `output`, as one moment saw them: an event moving between `dead`
+    /// and `replay` (replayed, then dead again) is never seen in neither. Plain reads checked
+    /// against the committer's moves ([`MarkMoves`]); a read-only transaction if moves keep
+    /// coming in between.
     pub fn marks(&self, output: &str, seq: Seq) -> Result<Marks, StoreError> {
+        let key = keys::output_seq_key(output, seq);
+        for _ in 0..MARK_READ_TRIES {
+            let Some(count) = self.mark_moves.settled() else {
+                std::thread::yield_now();
+                continue;
+            };
+            let marks = Marks {
+                dead: self
+                    .tree(TreeId::Dead)
+                    .get(&key)?
+                    .map(|value| DeadRecord::decode(&value).unwrap_or_else(DeadRecord::unreadable)),
+                replay: self.tree(TreeId::Replay).get(&key)?.is_some(),
+                settled: self.tree(TreeId::Settled).get(&key)?.is_some(),
+            };
+            if self.mark_moves.unchanged(count) {
+                return Ok(marks);
+            }
+        }
+        self.marks_in_transaction(&key)
+    }
+
+    fn marks_in_transaction(&self, key: &[u8]) -> Result<Marks, StoreError> {
         use ::sled::transaction::{ConflictableTransactionError, TransactionError};
         use ::sled::Transactional;
-        let key = keys::output_seq_key(output, seq);
         let trees = [
             self.tree(TreeId::Dead),
             self.tree(TreeId::Replay),
@@ -224,10 +285,10 @@ impl Reader {
         let result = trees[..].transaction(|trees| {
             Ok::<_, ConflictableTransactionError<StoreError>>(Marks {
                 dead: trees[0]
-                    .get(&key)?
+                    .get(key)?
                     .map(|value| DeadRecord::decode(&value).unwrap_or_else(DeadRecord::unreadable)),
-                replay: trees[1].get(&key)?.is_some(),
-                settled: trees[2].get(&key)?.is_some(),
+                replay: trees[1].get(key)?.is_some(),
+                settled: trees[2].get(key)?.is_some(),
             })
         });
         match result {
