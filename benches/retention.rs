@@ -19,9 +19,11 @@
 //!    directory measured after every 50,000, to see whether sled gives space back as it writes;
 //!    then closed and checkpointed, and measured once more.
 //!
-//! Run: `cargo bench --bench retention` (args: `-- [EVENTS] [RATE]`, default `10000000 0`: no
-//! paced load; `-- 2000000 5000` and `-- 2000000 1000` gave the figures under load in
-//! docs/performance.md).
+//! Run: `cargo bench --bench retention` (args: `-- [EVENTS] [RATE] [DESTINATIONS]`, default
+//! `10000000 0 0`: no paced load; `-- 2000000 5000` and `-- 2000000 1000` gave the figures under
+//! load in docs/performance.md). With DESTINATIONS > 0, the sweeps hold that many destinations
+//! taking every event, each with its cursor past the filled events, so that the sweep reads each
+//! expired event's marks for each of them, as a gateway's does.
 //! The data directory's size is the sum of its files' sizes (`du -sb`); sled's own
 //! `size_on_disk` is shown beside it.
 
@@ -34,7 +36,8 @@ use std::time::{Duration, Instant};
 use common::load::{IdMode, BODY_BYTES};
 use common::store;
 use common::Figures;
-use hookgate::store::{now_ms, Cutoffs, Store, Swept};
+use hookgate::event::Seq;
+use hookgate::store::{now_ms, Change, Cutoffs, Output, Store, Swept};
 
 /// Events committed after the retention run, and how often the data directory is measured then.
 const NEW_EVENTS: u64 = 200_000;
@@ -67,6 +70,7 @@ fn main() {
     let args = common::number_args();
     let events = args.first().copied().unwrap_or(10_000_000);
     let rate = args.get(1).copied().unwrap_or(0);
+    let destinations = args.get(2).copied().unwrap_or(0);
     // The store's own log lines (checkpoints, the compaction's copy and pause) go to stderr.
     tracing_subscriber::fmt()
         .with_max_level(tracing::Level::INFO)
@@ -78,7 +82,8 @@ fn main() {
     let data = temp.path().join("data");
     let old = events * 9 / 10;
     println!(
-        "{} CPUs; load average at start {}; {events} events, {old} of them received two days ago.",
+        "{} CPUs; load average at start {}; {events} events, {old} of them received two days \
+         ago; {destinations} destinations.",
         common::cpus(),
         common::load_average()
     );
@@ -147,8 +152,19 @@ fn main() {
         dedup_ms: cutoff,
     };
     let beside = (rate > 0).then(|| Paced::start(&config, &store, next, rate));
+    let outputs: Arc<Vec<Output>> = Arc::new(
+        (0..destinations)
+            .map(|n| Output::destination(format!("bench-{n}"), |_| true))
+            .collect(),
+    );
+    for output in outputs.iter() {
+        let cursor = vec![Change::Cursor(Seq(events))];
+        runtime
+            .block_on(store.change(&output.name, cursor))
+            .expect("move a destination's cursor");
+    }
     let started = Instant::now();
-    let (swept, compaction, compacting) = sweep_all(&runtime, &store, cutoffs);
+    let (swept, compaction, compacting) = sweep_all(&runtime, &store, cutoffs, &outputs);
     let sweep_took = started.elapsed();
     let beside = beside.map(Paced::stop);
     next += beside.as_ref().map_or(0, Seen::sent);
@@ -190,7 +206,7 @@ fn main() {
         ));
         next += count;
         kept += count;
-        let (again, _, _) = sweep_all(&runtime, &store, cutoffs);
+        let (again, _, _) = sweep_all(&runtime, &store, cutoffs, &outputs);
         kept -= again.events;
         let label = format!("{} new events", next - new_from);
         points.push(measure(&runtime, &store, &data, &label, kept));
@@ -219,8 +235,8 @@ fn sweep_all(
     runtime: &tokio::runtime::Runtime,
     store: &Store,
     cutoffs: Cutoffs,
+    outputs: &Arc<Vec<Output>>,
 ) -> (Swept, Duration, Option<(Instant, Instant)>) {
-    let outputs = Arc::new(Vec::new());
     let mut total = Swept::default();
     let mut compacting = Duration::ZERO;
     let mut window = None;
