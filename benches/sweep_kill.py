@@ -1,0 +1,59 @@
+#!/usr/bin/env python3
+"""Start-up after a SIGKILL in the middle of a retention sweep (docs/performance.md, "Start-up
+after a crash during a sweep").
+
+Starts the release `hookgate` on a store the ingest bench kept, with every event expired
+(`retention = "1s"`, `sweep_interval = "1s"`), kills it SECONDS into its sweep, starts it again
+and times spawn -> `hookgate listening`, printing the `Store opened.` line (`sled_ms`,
+`checks_ms`); then kills that one too, and goes on with the next SECONDS on the same store, whose
+sweep goes on from where it stopped.
+
+    HOOKGATE_BENCH_DATA=DIR cargo bench --bench ingest -- 1 10000000
+    sed 's#^slow_commit = .*#retention = "1s"\\nsweep_interval = "1s"#' DIR/pre-loaded/config.toml > DIR/sweep.toml
+    benches/sweep_kill.py DIR/sweep.toml 15 40 80
+"""
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def start(config):
+    log = tempfile.TemporaryFile("w+")
+    started = time.monotonic()
+    gateway = subprocess.Popen(["target/release/hookgate", "serve", "--config", config],
+                               stdout=log, stderr=subprocess.STDOUT)
+    while True:
+        log.seek(0)
+        text = log.read()
+        if "hookgate listening" in text:
+            opened = re.search(r"Store opened\.[^\n]*", text)
+            return gateway, log, time.monotonic() - started, opened.group(0) if opened else "?"
+        if gateway.poll() is not None:
+            sys.exit(f"hookgate exited:\n{text[-3000:]}")
+        time.sleep(0.005)
+
+
+def main():
+    config = sys.argv[1]
+    for seconds in [float(s) for s in sys.argv[2:]] or [40.0]:
+        gateway, log, took, opened = start(config)
+        print(f"start: {took:.2f} s  {opened}")
+        time.sleep(seconds)
+        log.seek(0)
+        checkpoints = re.findall(r"Store checkpointed[^\n]*", log.read())
+        print(f"  {len(checkpoints)} checkpoints in {seconds:.0f} s of sweeping; the last:")
+        for line in checkpoints[-1:]:
+            print(f"  {line}")
+        gateway.send_signal(signal.SIGKILL)
+        gateway.wait()
+        gateway, log, took, opened = start(config)
+        print(f"after SIGKILL {seconds:.0f} s into the sweep: {took:.2f} s  {opened}")
+        gateway.send_signal(signal.SIGKILL)
+        gateway.wait()
+
+
+if __name__ == "__main__":
+    main()
