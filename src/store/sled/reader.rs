@@ -63,6 +63,19 @@ impl MarkMoves {
     }
 }
 
+/// The marks of one event, from its values in the `dead`, `replay` and `settled` trees.
+fn marks_of(
+    dead: Option<::sled::IVec>,
+    replay: Option<::sled::IVec>,
+    settled: Option<::sled::IVec>,
+) -> Marks {
+    Marks {
+        dead: dead.map(|value| DeadRecord::decode(&value).unwrap_or_else(DeadRecord::unreadable)),
+        replay: replay.is_some(),
+        settled: settled.is_some(),
+    }
+}
+
 /// Plain reads of the marks tried before a read-only transaction.
 const MARK_READ_TRIES: usize = 4;
 
@@ -259,14 +272,11 @@ impl Reader {
                 std::thread::yield_now();
                 continue;
             };
-            let marks = Marks {
-                dead: self
-                    .tree(TreeId::Dead)
-                    .get(&key)?
-                    .map(|value| DeadRecord::decode(&value).unwrap_or_else(DeadRecord::unreadable)),
-                replay: self.tree(TreeId::Replay).get(&key)?.is_some(),
-                settled: self.tree(TreeId::Settled).get(&key)?.is_some(),
-            };
+            let marks = marks_of(
+                self.tree(TreeId::Dead).get(&key)?,
+                self.tree(TreeId::Replay).get(&key)?,
+                self.tree(TreeId::Settled).get(&key)?,
+            );
             if self.mark_moves.unchanged(count) {
                 return Ok(marks);
             }
@@ -283,13 +293,11 @@ impl Reader {
             self.tree(TreeId::Settled),
         ];
         let result = trees[..].transaction(|trees| {
-            Ok::<_, ConflictableTransactionError<StoreError>>(Marks {
-                dead: trees[0]
-                    .get(key)?
-                    .map(|value| DeadRecord::decode(&value).unwrap_or_else(DeadRecord::unreadable)),
-                replay: trees[1].get(key)?.is_some(),
-                settled: trees[2].get(key)?.is_some(),
-            })
+            Ok::<_, ConflictableTransactionError<StoreError>>(marks_of(
+                trees[0].get(key)?,
+                trees[1].get(key)?,
+                trees[2].get(key)?,
+            ))
         });
         match result {
             Ok(marks) => Ok(marks),
