@@ -240,3 +240,57 @@ fn the_data_dir_stops_growing_under_steady_traffic() {
         "the data dir keeps growing: {sizes:?} bytes after each round (window at {at_window})"
     );
 }
+
+/// Stores `count` events of provider `p` in the sled store under `data_dir` (the gateway
+/// stopped), received now, with 256 commits in flight.
+fn store_events(data_dir: &std::path::Path, count: u64) {
+    use hookgate::event::{EventId, ProviderName};
+    use hookgate::store::{Committed, NewEvent, Store};
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let config = hookgate::config::StoreConfig::default();
+        let metrics = Arc::new(hookgate::metrics::Metrics::new());
+        let store = Store::open(data_dir, &config, metrics).unwrap();
+        let next = std::sync::atomic::AtomicU64::new(0);
+        let worker = || async {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= count {
+                    break;
+                }
+                let event = NewEvent::poll(
+                    ProviderName::parse("p").unwrap(),
+                    EventId::new(format!("backlog-{i}")).unwrap(),
+                    Some("application/json".into()),
+                    body(&format!("backlog-{i}")).into(),
+                );
+                let committed = store.commit(event, Duration::from_secs(30)).await.unwrap();
+                assert!(matches!(committed, Committed::Accepted(_)), "{committed:?}");
+            }
+        };
+        futures_util::future::join_all((0..256).map(|_| worker())).await;
+        store.close().await;
+    });
+}
+
+#[test]
+fn a_backlog_larger_than_one_sweep_goes_without_waiting_for_the_next_interval() {
+    // One sweep looks at 50,000 events at most; the next one is an hour away.
+    const BACKLOG: u64 = 60_000;
+    let config = ids_provider("p") + "\n[store]\nretention = \"1s\"\nsweep_interval = \"1h\"\n";
+    let mut gw = Gateway::builder().config(&config).start();
+    gw.kill();
+    store_events(gw.data_dir(), BACKLOG);
+    std::thread::sleep(Duration::from_millis(1100));
+    // The first sweep runs at the start: it and the ones it calls for at once take everything.
+    gw.restart();
+    wait_until(Duration::from_secs(60), "the whole backlog swept", || {
+        metric(&gw, "hookgate_events_swept_total") >= BACKLOG as f64
+    });
+    assert_eq!(metric(&gw, "hookgate_events_swept_total"), BACKLOG as f64);
+    assert!(
+        gw.all_events(None).is_empty(),
+        "events left after the sweep"
+    );
+}

@@ -806,6 +806,7 @@ pub async fn retention_removes_only_what_every_output_is_done_with(
             events: 3,
             dedup_keys: 0,
             disk_freed: 0,
+            more: false,
         }
     );
     for gone in [1, 4, 5] {
@@ -893,6 +894,7 @@ pub async fn dedup_keys_expire_by_arrival(open: impl Fn(&Path) -> Store, dir: &P
             events: 0,
             dedup_keys: 5,
             disk_freed: 0,
+            more: false,
         }
     );
     assert_eq!(all_seqs(&store).await.len(), 6, "events are not dedup keys");
@@ -1023,6 +1025,7 @@ pub async fn seqs_never_reused_after_sweeping_everything(
             events: 10,
             dedup_keys: 10,
             disk_freed: 0,
+            more: false,
         }
     );
     assert!(all_seqs(&store).await.is_empty());

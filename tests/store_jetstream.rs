@@ -7,6 +7,7 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -14,7 +15,7 @@ use bytes::Bytes;
 use common::nats::NatsServer;
 use common::{provider, sign, toml_str, Gateway};
 use hookgate::event::{EventId, ProviderName, Seq};
-use hookgate::store::{Change, Committed, DeadRecord, Mark, NewEvent};
+use hookgate::store::{Change, Committed, Cutoffs, DeadRecord, Mark, NewEvent};
 
 fn jetstream_store(nats: &NatsServer) -> String {
     format!(
@@ -143,6 +144,16 @@ fn without_its_nats_server_a_webhook_gets_503() {
     );
 }
 
+/// An event of provider `p` with no content type.
+fn event(id: String, body: String) -> NewEvent {
+    NewEvent::poll(
+        ProviderName::parse("p").unwrap(),
+        EventId::new(id).unwrap(),
+        None,
+        Bytes::from(body),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_events_survive_a_kill_9_of_the_server() {
     let dir = tempfile::tempdir().unwrap();
@@ -154,12 +165,7 @@ async fn acknowledged_events_survive_a_kill_9_of_the_server() {
         tasks.push(tokio::spawn(async move {
             let mut acked = Vec::new();
             for i in 0..50 {
-                let event = NewEvent::poll(
-                    ProviderName::parse("p").unwrap(),
-                    EventId::new(format!("id-{task}-{i}")).unwrap(),
-                    None,
-                    Bytes::from(format!("body {task} {i}")),
-                );
+                let event = event(format!("id-{task}-{i}"), format!("body {task} {i}"));
                 match store.commit(event, Duration::from_secs(10)).await {
                     Ok(Committed::Accepted(seq)) => acked.push((seq, format!("body {task} {i}"))),
                     other => panic!("{other:?}"),
@@ -185,6 +191,32 @@ async fn acknowledged_events_survive_a_kill_9_of_the_server() {
             "seq {seq}"
         );
     }
+    store.close().await;
+}
+
+/// A sweep looks at 512 events at most: one that stopped there having removed some says so
+/// (`more`), for the sweeper to go on at once; the one that reaches the end does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_stopped_at_its_bound_asks_for_the_next_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start(dir.path());
+    let store = nats.store(Duration::from_secs(10));
+    for i in 0..600 {
+        let event = event(format!("old-{i}"), format!("body {i}")).received_at(1_000);
+        let committed = store.commit(event, Duration::from_secs(10)).await.unwrap();
+        assert!(matches!(committed, Committed::Accepted(_)), "{committed:?}");
+    }
+    let cutoffs = Cutoffs {
+        events_ms: 2_000,
+        dedup_ms: 0,
+    };
+    let outputs = Arc::new(Vec::new());
+    let first = store.sweep(cutoffs, outputs.clone()).await.unwrap();
+    assert_eq!((first.events, first.more), (512, true), "{first:?}");
+    let second = store.sweep(cutoffs, outputs.clone()).await.unwrap();
+    assert_eq!((second.events, second.more), (88, false), "{second:?}");
+    let third = store.sweep(cutoffs, outputs).await.unwrap();
+    assert_eq!((third.events, third.more), (0, false), "{third:?}");
     store.close().await;
 }
 

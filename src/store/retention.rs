@@ -117,6 +117,11 @@ pub struct Swept {
     pub dedup_keys: u64,
     /// Bytes of disk a compaction after this sweep gave back (sled: `compact.rs`).
     pub disk_freed: u64,
+    /// The sweep removed events and stopped at its bound before the end of what has expired:
+    /// the sweeper goes on at once instead of after `sweep_interval`, so that retention keeps
+    /// up with any rate of traffic (one sweep per interval removed at most 50,000 events a
+    /// minute on sled by default, 512 on JetStream).
+    pub more: bool,
 }
 
 /// The running sweeper.
@@ -179,24 +184,30 @@ impl Task {
         );
         let mut ticks = tokio::time::interval(interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
+        'ticks: loop {
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 _ = ticks.tick() => {}
             }
-            tokio::select! {
-                _ = cancel.cancelled() => break,
-                _ = self.sweep() => {}
+            // Sweeps follow each other while each stops at its bound with more to remove.
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => break 'ticks,
+                    more = self.sweep() => if !more { break },
+                }
             }
         }
         tracing::info!("Sweeper stopped.");
     }
 
-    /// One sweep, then the disk gauge. Failures are logged; the next sweep tries again.
-    async fn sweep(&self) {
+    /// One sweep, then the disk gauge. Failures are logged; the next sweep tries again. Returns
+    /// whether the next sweep should follow at once ([`Swept::more`]).
+    async fn sweep(&self) -> bool {
         let cutoffs = Cutoffs::now(self.retention, self.dedup_window);
+        let mut more = false;
         match self.store.sweep(cutoffs, self.outputs.clone()).await {
             Ok(swept) => {
+                more = swept.more;
                 self.metrics.events_swept.inc_by(swept.events);
                 self.metrics.dedup_keys_swept.inc_by(swept.dedup_keys);
                 if swept != Swept::default() {
@@ -218,6 +229,7 @@ impl Task {
             }
             Err(err) => tracing::warn!(error = %err, "Cannot measure the store's size."),
         }
+        more
     }
 }
 

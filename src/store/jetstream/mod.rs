@@ -713,6 +713,7 @@ impl Backend for JetStreamStore {
             events: events.events,
             dedup_keys: events.dedup_keys + forgotten,
             disk_freed: 0,
+            more: events.more,
         })
     }
 

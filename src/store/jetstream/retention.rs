@@ -82,6 +82,7 @@ impl JetStreamStore {
             from = event.seq + 1;
         }
         self.sweep_from.store(from, Ordering::SeqCst);
+        swept.more = swept.events > 0;
         Ok(swept)
     }
 

@@ -44,6 +44,7 @@ pub async fn sweep(
         events,
         dedup_keys,
         disk_freed: 0,
+        more: events > 0 && !resume.events_done(),
     })
 }
 
