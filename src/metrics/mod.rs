@@ -100,6 +100,8 @@ pub struct Metrics {
     pub duplicates: Counter,
     /// Bytes the store's files take on disk, measured after each sweep.
     pub disk_bytes: Gauge,
+    /// Free segments of sled's file, counted at its last open (each written over at every open).
+    pub store_free_segments: Gauge,
     /// Events removed by the retention sweeper.
     pub events_swept: Counter,
     /// Dedup keys removed by the retention sweeper.
@@ -284,6 +286,12 @@ impl Metrics {
             "Bytes the store's files take on disk",
             disk_bytes.clone(),
         );
+        let store_free_segments = Gauge::default();
+        registry.register(
+            "store_free_segments",
+            "Free segments of the sled store's file at its last open, which sled 0.34 writes over with zeros at every open",
+            store_free_segments.clone(),
+        );
         let events_swept = Counter::default();
         registry.register(
             "events_swept",
@@ -334,6 +342,7 @@ impl Metrics {
             events_stored,
             duplicates,
             disk_bytes,
+            store_free_segments,
             events_swept,
             dedup_keys_swept,
         }

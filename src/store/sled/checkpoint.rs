@@ -5,7 +5,8 @@
 //! replays its log from the last snapshot on: after a crash, everything written since the
 //! gateway started (at 10 M events, up to the whole 16 GB log: ~45 s without a snapshot). So
 //! each time `[store] checkpoint_mb` of events and writes have been committed since sled was
-//! opened, the committer has it reopened, between two batches:
+//! opened (a removal counting the value it removes: `Write::logged_len`), the committer has it
+//! reopened, between two batches:
 //!
 //! 1. every batch it answered is already synced (`committer.rs`), so nothing acknowledged
 //!    depends on what follows;
@@ -58,7 +59,7 @@ use super::durable::{self, Durability, Reopened};
 use super::journal::{Frame, Journal};
 use super::reader::ReadsSinceOpen;
 use super::runs::{Closed, Detached, Runs};
-use super::{open_db, TreeId, Trees};
+use super::{free_segments, open_db, TreeId, Trees};
 use crate::config::StoreConfig;
 use crate::event::Seq;
 use crate::metrics::Metrics;
@@ -139,8 +140,8 @@ pub fn slow_from_env(name: &str) -> Option<Duration> {
     Some(Duration::from_millis(ms))
 }
 
-/// sled as the reopening thread gives it back.
-type Reopening = JoinHandle<Result<(Durability, Trees, Reopened), StoreError>>;
+/// sled as the reopening thread gives it back, and its free segments (`free_segments.rs`).
+type Reopening = JoinHandle<Result<(Durability, Trees, Reopened, u64), StoreError>>;
 
 impl Committer {
     /// Has sled closed and reopened, journaling events meanwhile (see the module's doc). `Err`:
@@ -161,7 +162,13 @@ impl Committer {
         let mut readers = handles.write().unwrap_or_else(PoisonError::into_inner);
         *readers = None;
         let runs = self.runs.detach();
-        let reopening = reopen(self.durability, self.trees, &self.reopen, wake)?;
+        let reopening = reopen(
+            self.durability,
+            self.trees,
+            &self.reopen,
+            wake,
+            self.metrics.clone(),
+        )?;
         let mut journaled = Journaled::new(self.next_seq);
         let bridged = Bridge {
             journal: &mut self.journal,
@@ -173,7 +180,7 @@ impl Committer {
         }
         .run(queue, signals, &reopened, self.reopen.config.commit_delay);
         reopened.seen.store(true, Ordering::Release);
-        let (durability, trees, parts) = reopening
+        let (durability, trees, parts, free_segments) = reopening
             .join()
             .map_err(|_| StoreError::Corrupt("reopening sled panicked".into()))??;
         let closed = started.elapsed();
@@ -205,6 +212,7 @@ impl Committer {
             closed_ms = ms(closed),
             close_ms = ms(parts.close),
             open_ms = ms(parts.open),
+            free_segments,
             sync_ms = ms(parts.sync),
             journaled = journaled_closed,
             journaled_applying = journaled.events - journaled_closed,
@@ -365,6 +373,7 @@ fn reopen(
     trees: Trees,
     reopen: &Reopen,
     wake: Wake,
+    metrics: Arc<Metrics>,
 ) -> Result<Reopening, StoreError> {
     let (dir, config, slow) = (reopen.dir.clone(), reopen.config.clone(), reopen.slow);
     let thread = std::thread::Builder::new()
@@ -376,8 +385,9 @@ fn reopen(
                 std::thread::sleep(slow);
             }
             let (durability, parts) = durability.reopen(|| open_db(&dir, &config))?;
+            let free_segments = free_segments::observe(&dir, &metrics);
             let trees = Trees::open(durability.db())?;
-            Ok((durability, trees, parts))
+            Ok((durability, trees, parts, free_segments))
         })?;
     Ok(thread)
 }
@@ -513,7 +523,7 @@ impl Bridge<'_> {
             let Some(first) = signals.take(message) else {
                 continue;
             };
-            let (batch, _) = take_gathered(first, queue, signals, delay, before);
+            let batch = take_gathered(first, queue, signals, delay, before);
             before = batch.len();
             if signals.fail.is_none() {
                 self.commit(batch)?;
@@ -556,7 +566,7 @@ impl Bridge<'_> {
         let Some(first) = signals.take(message) else {
             return Ok(0);
         };
-        let (batch, _) = take_batch(first, queue, signals, most);
+        let batch = take_batch(first, queue, signals, most);
         let taken = batch.len();
         if signals.fail.is_none() {
             self.commit(batch)?;

@@ -67,6 +67,14 @@ impl Work {
             Work::ExpireDedup(_) => 0,
         }
     }
+
+    /// What it counts towards `checkpoint_mb` ([`Write::logged_len`]).
+    pub fn logged_bytes(&self) -> usize {
+        match self {
+            Work::Writes(writes) => writes.iter().map(Write::logged_len).sum(),
+            other => other.bytes(),
+        }
+    }
 }
 
 /// What one request asks of the transaction.
@@ -204,17 +212,17 @@ impl Signals {
 }
 
 /// Takes `first` and the requests queued behind it, up to `most` (at least `first`; at most a
-/// batch), and their bytes. Stops at a failure or a pause, which the caller takes first or right
-/// after the batch.
+/// batch). Stops at a failure or a pause, which the caller takes first or right after the
+/// batch.
 pub fn take_batch(
     first: Pending,
     queue: &mut mpsc::Receiver<Message>,
     signals: &mut Signals,
     most: usize,
-) -> (Vec<Pending>, usize) {
+) -> Vec<Pending> {
     let mut batch = Batch::of(first);
     batch.take_queued(queue, signals, most);
-    (batch.requests, batch.bytes)
+    batch.requests
 }
 
 /// Requests taken together, and their bytes.
@@ -283,14 +291,14 @@ pub fn take_gathered(
     signals: &mut Signals,
     delay: Duration,
     before: usize,
-) -> (Vec<Pending>, usize) {
+) -> Vec<Pending> {
     let mut batch = Batch::of(first);
     batch.take_queued(queue, signals, MAX_BATCH);
     if should_gather(delay, before, batch.requests.len(), signals) {
         std::thread::sleep(delay);
         batch.take_queued(queue, signals, MAX_BATCH);
     }
-    (batch.requests, batch.bytes)
+    batch.requests
 }
 
 /// Answers `DeadlineExceeded` to the requests past their deadline or whose sender is gone, and
@@ -382,7 +390,11 @@ impl Committer {
             signals.reopened = false;
             let delay = self.reopen.config.commit_delay;
             let taking = Instant::now();
-            let (batch, bytes) = take_gathered(first, &mut queue, &mut signals, delay, before);
+            let batch = take_gathered(first, &mut queue, &mut signals, delay, before);
+            let logged: usize = batch
+                .iter()
+                .map(|pending| pending.work.logged_bytes())
+                .sum();
             self.between.gather = taking.elapsed();
             before = batch.len();
             if signals.fail.is_some() {
@@ -398,7 +410,7 @@ impl Committer {
             if let Err(err) = committed {
                 return stop_unsure(&err);
             }
-            self.since_checkpoint += bytes as u64;
+            self.since_checkpoint += logged as u64;
             if signals.pause.is_none() && self.reopen.due(self.since_checkpoint) {
                 let Some(reopened) = self.checkpointed(&mut queue, &mut signals) else {
                     return;
