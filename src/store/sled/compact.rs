@@ -167,7 +167,7 @@ pub struct Compacted {
 /// reopen the copy.
 pub fn remove_old(data_dir: &Path, done: &Compacted) {
     let removing = Instant::now();
-    place::remove_others(data_dir, &done.dir, place::Removal::Gradually);
+    place::remove_others(data_dir, &done.dir);
     tracing::info!(
         took_ms = removing.elapsed().as_millis() as u64,
         "Compaction: the old files removed."

@@ -72,29 +72,22 @@ pub fn point_to(data_dir: &Path, dir: &Path) -> io::Result<()> {
     File::open(data_dir)?.sync_all()
 }
 
-/// How an old copy's files go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Removal {
-    /// At once (at open: nothing is committed yet).
-    AtOnce,
-    /// A big file is cut [`STEP`] bytes at a time from its end before it is unlinked, resting
-    /// [`REST`] or four times what the cut took, whichever is longer: the file system frees a
-    /// 3 GB file's blocks in one journal transaction otherwise, and the committer's fdatasync
-    /// waits behind it (the retention bench's commits stalled ~1.5 s at 1,000/s). Cuts of
-    /// 64 MB with 10 ms rests still stalled them up to 460 ms; these, about 150 ms every 2 s
-    /// while a 3 GB file goes (24 s). RocksDB deletes its files the same way. Those waits are
-    /// the file system's online discard: without it, none was over 46 ms (`mount.rs`).
-    Gradually,
-}
-
+// An old copy's big files are cut [`STEP`] bytes at a time from their end before they are
+// unlinked, resting [`REST`] or four times what the cut took, whichever is longer: the file
+// system frees a 3 GB file's blocks in one journal transaction otherwise, and the committer's
+// fdatasync waits behind it (the retention bench's commits stalled ~1.5 s at 1,000/s). Cuts of
+// 64 MB with 10 ms rests still stalled them up to 460 ms; these, about 150 ms every 2 s while a
+// 3 GB file goes (24 s). RocksDB deletes its files the same way. Those waits are the file
+// system's online discard: without it, none was over 46 ms (`mount.rs`).
 const STEP: u64 = 8 * 1024 * 1024;
 const REST: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Removes every copy of the store but `live`, and sled's files in `data_dir` once a copy is
-/// live. Failures are logged: what is left only takes disk until the next try.
-pub fn remove_others(data_dir: &Path, live: &Path, how: Removal) {
+/// live, gradually (see [`STEP`]). Failures are logged: what is left only takes disk until the
+/// next try.
+pub fn remove_others(data_dir: &Path, live: &Path) {
     let remove = |path: &Path| {
-        if let Err(err) = remove_path(path, how) {
+        if let Err(err) = remove_path(path) {
             tracing::warn!(path = %path.display(), error = %err, "Cannot remove an old copy of the store.");
         }
     };
@@ -115,24 +108,20 @@ pub fn remove_others(data_dir: &Path, live: &Path, how: Removal) {
     }
 }
 
-fn remove_path(path: &Path, how: Removal) -> io::Result<()> {
+fn remove_path(path: &Path) -> io::Result<()> {
     if path.is_dir() {
-        if how == Removal::Gradually {
-            for entry in std::fs::read_dir(path)? {
-                remove_path(&entry?.path(), how)?;
-            }
+        for entry in std::fs::read_dir(path)? {
+            remove_path(&entry?.path())?;
         }
         return std::fs::remove_dir_all(path);
     }
-    if how == Removal::Gradually {
-        let file = std::fs::OpenOptions::new().write(true).open(path)?;
-        let mut len = file.metadata()?.len();
-        while len > STEP {
-            len -= STEP;
-            let cut = std::time::Instant::now();
-            file.set_len(len)?;
-            std::thread::sleep(REST.max(cut.elapsed() * 4));
-        }
+    let file = std::fs::OpenOptions::new().write(true).open(path)?;
+    let mut len = file.metadata()?.len();
+    while len > STEP {
+        len -= STEP;
+        let cut = std::time::Instant::now();
+        file.set_len(len)?;
+        std::thread::sleep(REST.max(cut.elapsed() * 4));
     }
     std::fs::remove_file(path)
 }
@@ -160,7 +149,7 @@ mod tests {
         std::fs::write(first.join("db"), b"x").unwrap();
         point_to(root, &first).unwrap();
         assert_eq!(live_dir(root).unwrap(), first);
-        remove_others(root, &first, Removal::AtOnce);
+        remove_others(root, &first);
         let mut left: Vec<String> = std::fs::read_dir(root)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -172,7 +161,7 @@ mod tests {
         assert_eq!(second, root.join("sled.2"));
         std::fs::create_dir(&second).unwrap();
         // A copy interrupted before the switch goes at the next open.
-        remove_others(root, &first, Removal::AtOnce);
+        remove_others(root, &first);
         assert!(!second.exists() && first.exists());
     }
 
