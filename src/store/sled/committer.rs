@@ -391,11 +391,11 @@ impl Committer {
             let delay = self.reopen.config.commit_delay;
             let taking = Instant::now();
             let batch = take_gathered(first, &mut queue, &mut signals, delay, before);
+            self.between.gather = taking.elapsed();
             let logged: usize = batch
                 .iter()
                 .map(|pending| pending.work.logged_bytes())
                 .sum();
-            self.between.gather = taking.elapsed();
             before = batch.len();
             if signals.fail.is_some() {
                 continue;
