@@ -568,9 +568,7 @@ impl SledStore {
             if let Ok(done) = &result {
                 compact::remove_old(&dir, done);
                 // The copy was reopened once written (`compact.rs`): few of its segments are free.
-                if let Ok(copy) = place::live_dir(&dir) {
-                    free_segments::observe(&copy, &metrics);
-                }
+                free_segments::observe(&done.dir, &metrics);
             }
             result
         })
