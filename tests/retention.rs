@@ -241,9 +241,9 @@ fn the_data_dir_stops_growing_under_steady_traffic() {
     );
 }
 
-/// Stores `count` events of provider `p` in the sled store under `data_dir` (the gateway
-/// stopped), received now, with 256 commits in flight.
-fn store_events(data_dir: &std::path::Path, count: u64) {
+/// Stores `count` events of provider `p`, event `i` with `body(i)`, in the sled store under
+/// `data_dir` (the gateway stopped), received now, with 256 commits in flight.
+fn store_events(data_dir: &std::path::Path, count: u64, body: impl Fn(u64) -> Vec<u8>) {
     use hookgate::event::{EventId, ProviderName};
     use hookgate::store::{Committed, NewEvent, Store};
 
@@ -263,7 +263,7 @@ fn store_events(data_dir: &std::path::Path, count: u64) {
                     ProviderName::parse("p").unwrap(),
                     EventId::new(format!("backlog-{i}")).unwrap(),
                     Some("application/json".into()),
-                    body(&format!("backlog-{i}")).into(),
+                    body(i).into(),
                 );
                 let committed = store.commit(event, Duration::from_secs(30)).await.unwrap();
                 assert!(matches!(committed, Committed::Accepted(_)), "{committed:?}");
@@ -281,7 +281,7 @@ fn a_backlog_larger_than_one_sweep_goes_without_waiting_for_the_next_interval() 
     let config = ids_provider("p") + "\n[store]\nretention = \"1s\"\nsweep_interval = \"1h\"\n";
     let mut gw = Gateway::builder().config(&config).start();
     gw.kill();
-    store_events(gw.data_dir(), BACKLOG);
+    store_events(gw.data_dir(), BACKLOG, |i| body(&format!("backlog-{i}")));
     std::thread::sleep(Duration::from_millis(1100));
     // The first sweep runs at the start: it and the ones it calls for at once take everything.
     gw.restart();
@@ -292,5 +292,66 @@ fn a_backlog_larger_than_one_sweep_goes_without_waiting_for_the_next_interval() 
     assert!(
         gw.all_events(None).is_empty(),
         "events left after the sweep"
+    );
+}
+
+#[test]
+fn the_sweeper_and_a_stop_do_not_wait_for_a_compactions_old_files() {
+    // Every event has expired at the start: the first pass removes them all, and the compaction
+    // after it leaves the old log (tens of MB of incompressible bodies), cut 8 MiB at a time
+    // with 3 s between cuts here (a test hook; 50 ms by default).
+    const STEP: u64 = 8 << 20;
+    let config = ids_provider("p")
+        + "\n[store]\nretention = \"1s\"\nsweep_interval = \"200ms\"\ncompact_ratio = 1.0\n\
+           compact_min_mb = 0\n";
+    let mut gw = Gateway::builder()
+        .config(&config)
+        .env("HOOKGATE_TEST_REMOVAL_REST_MS", "3000")
+        .start();
+    gw.kill();
+    store_events(gw.data_dir(), 30_000, |i| {
+        common::pseudo_random_bytes(1024, i)
+    });
+    let old_log = gw.data_dir().join("db");
+    let old_size = std::fs::metadata(&old_log).unwrap().len();
+    assert!(old_size > 4 * STEP, "an old log of {old_size} bytes");
+    std::thread::sleep(Duration::from_millis(1100));
+    gw.restart();
+    wait_until(Duration::from_secs(60), "the store compacted", || {
+        metric(&gw, "hookgate_store_compactions_total") >= 1.0
+    });
+    assert_eq!(metric(&gw, "hookgate_events_swept_total"), 30_000.0);
+
+    // The sweeper goes on while the old log goes: a new event expires and is swept.
+    let (_, seq) = post(&gw, "p", "after-the-compaction");
+    wait_until(Duration::from_secs(20), "the new event swept", || {
+        gw.event(seq).is_none()
+    });
+    assert!(
+        old_log.exists(),
+        "the sweeper waited for the old log to go:\n{}",
+        gw.logs()
+    );
+    // Nor does a stop wait for it: the rest goes at the next open.
+    let stopping = Instant::now();
+    assert!(gw.terminate().success());
+    let stopped_in = stopping.elapsed();
+    let left = std::fs::metadata(&old_log).unwrap().len();
+    assert!(
+        stopped_in < Duration::from_secs(5),
+        "the stop took {stopped_in:?}"
+    );
+    assert!(
+        left < old_size && left > STEP,
+        "{left} of {old_size} bytes left"
+    );
+    gw.restart();
+    wait_until(Duration::from_secs(120), "the old log removed", || {
+        !old_log.exists()
+    });
+    assert!(
+        !gw.logs().contains("Cannot remove an old copy"),
+        "{}",
+        gw.logs()
     );
 }

@@ -24,7 +24,8 @@
 //!    flushed and fsynced with its directory, and handed to the committer, which points
 //!    `current` at it (a fsynced rename) and gives the readers its trees. Had the pointer not
 //!    reached the disk, the store would fail-stop: at that moment both copies are identical.
-//! 6. The old files are removed, gradually (`place.rs`), with checkpoints allowed again.
+//! 6. Checkpoints are allowed again, and the old files are removed gradually, in the background
+//!    (`old_copies.rs`): the sweeper goes on meanwhile; the next compaction waits for it.
 //!
 //! Requests wait in the queue only during step 5 (a few ms plus the last keys and fsyncs): it
 //! starts only once a round of step 4 copied at most [`FEW_KEYS`] keys. Under a load that
@@ -159,19 +160,8 @@ pub struct Compacted {
     pub took: Duration,
     /// How long the committer waited for the switch.
     pub paused: Duration,
-    /// The copy, now the store: whatever else is under `data_dir` is old ([`remove_old`]).
+    /// The copy, now the store: whatever else is under `data_dir` is old (`old_copies.rs`).
     pub dir: PathBuf,
-}
-
-/// Step 6: removes the old files, gradually (`place.rs`). Checkpoints need not wait for it: they
-/// reopen the copy.
-pub fn remove_old(data_dir: &Path, done: &Compacted) {
-    let removing = Instant::now();
-    place::remove_others(data_dir, &done.dir);
-    tracing::info!(
-        took_ms = removing.elapsed().as_millis() as u64,
-        "Compaction: the old files removed."
-    );
 }
 
 /// What the compaction needs of the store.

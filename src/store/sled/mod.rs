@@ -17,6 +17,7 @@ mod journal;
 mod keys;
 mod live;
 mod mount;
+mod old_copies;
 mod pack;
 mod place;
 mod reader;
@@ -48,6 +49,7 @@ use crate::metrics::Metrics;
 use committer::{Committer, Message, Outcome, Pending, Work};
 use durable::Durability;
 use live::Live;
+use old_copies::OldCopies;
 use reader::{MarkMoves, Reader, ReadsSinceOpen, Stored};
 
 const NEXT_SEQ_KEY: &[u8] = b"next_seq";
@@ -200,9 +202,9 @@ pub struct SledStore {
     copy_ratio: std::sync::atomic::AtomicU64,
     /// Holds compactions off for a while after one failed.
     compact_backoff: compact::Backoff,
-    /// Set once the copies a compaction or an interrupted one left are removed; until then no
-    /// compaction begins, as its copy may take the name of one being removed.
-    old_copies_gone: Arc<AtomicBool>,
+    /// Removes what compactions, or interrupted ones, left; no compaction begins until that is
+    /// done, as its copy may take the name of one being removed.
+    old_copies: Arc<OldCopies>,
     handles: Handles,
     last_seq: watch::Receiver<Seq>,
     queue: mpsc::Sender<Message>,
@@ -228,22 +230,6 @@ impl Drop for EndNotice {
             let _ = notice.send(());
         }
     }
-}
-
-/// Removes, gradually and in a thread of its own, what earlier copies of the store left under
-/// `data_dir` beside `live` (`place.rs`): a crash while a compaction cut the old file away left
-/// the rest of it, ~12 GB after a sweep of the bench's 10 M events, and removing that at once
-/// held the start 1.5 s. Returns the flag set once they are gone.
-fn remove_old_copies(data_dir: &Path, live: &Path) -> Result<Arc<AtomicBool>, StoreError> {
-    let gone = Arc::new(AtomicBool::new(false));
-    let (data_dir, live, done) = (data_dir.to_path_buf(), live.to_path_buf(), gone.clone());
-    std::thread::Builder::new()
-        .name("hookgate-remove-old".into())
-        .spawn(move || {
-            place::remove_others(&data_dir, &live);
-            done.store(true, Ordering::Release);
-        })?;
-    Ok(gone)
 }
 
 /// The size of sled's log segments in a store hookgate creates. sled's first write after an open
@@ -340,7 +326,8 @@ impl SledStore {
         mount::warn_if_online_discard(dir);
         let started = Instant::now();
         let sled_dir = place::live_dir(dir)?;
-        let old_copies_gone = remove_old_copies(dir, &sled_dir)?;
+        let old_copies = Arc::new(OldCopies::default());
+        old_copies.remove(dir, &sled_dir, |_| ())?;
         let db = open_db(&sled_dir, config)?;
         let sled_opened = started.elapsed();
         let free_segments = free_segments::observe(&sled_dir, &metrics);
@@ -446,7 +433,7 @@ impl SledStore {
             compacting,
             copy_ratio: std::sync::atomic::AtomicU64::new(FIRST_COPY_RATIO.to_bits()),
             compact_backoff: compact::Backoff::default(),
-            old_copies_gone,
+            old_copies,
             handles,
             last_seq,
             queue,
@@ -498,7 +485,7 @@ impl SledStore {
         if ratio == 0.0 {
             return Ok(0);
         }
-        if self.compact_backoff.waiting() || !self.old_copies_gone.load(Ordering::Acquire) {
+        if self.compact_backoff.waiting() || !self.old_copies.gone() {
             return Ok(0);
         }
         let size = self.size_on_disk().await?;
@@ -544,7 +531,7 @@ impl SledStore {
             }
         }
         let abort = Abort(Arc::new(AtomicBool::new(false)));
-        let (dir, config, handles, queue, compacting, stop, metrics) = (
+        let (dir, config, handles, queue, compacting, stop, metrics, old_copies) = (
             self.dir.clone(),
             self.config.clone(),
             self.handles.clone(),
@@ -552,6 +539,7 @@ impl SledStore {
             self.compacting.clone(),
             abort.0.clone(),
             self.metrics.clone(),
+            self.old_copies.clone(),
         );
         compacting.store(true, Ordering::Release);
         let compacted = tokio::task::spawn_blocking(move || {
@@ -566,7 +554,14 @@ impl SledStore {
             // Only once the copy has let go of the old trees may a checkpoint reopen them.
             compacting.store(false, Ordering::Release);
             if let Ok(done) = &result {
-                compact::remove_old(&dir, done);
+                // In the background: the sweeper goes on meanwhile, and a stop need not wait.
+                let removed = |took: Duration| {
+                    let took_ms = took.as_millis() as u64;
+                    tracing::info!(took_ms, "Compaction: the old files removed.");
+                };
+                if let Err(err) = old_copies.remove(&dir, &done.dir, removed) {
+                    tracing::warn!(error = %err, "Cannot start removing the old files; the next open will.");
+                }
                 // The copy was reopened once written (`compact.rs`): few of its segments are free.
                 free_segments::observe(&done.dir, &metrics);
             }
@@ -825,6 +820,9 @@ impl Backend for SledStore {
     }
 
     async fn close(&self) {
+        // What is left of old copies goes at the next open.
+        let old_copies = self.old_copies.clone();
+        let _ = tokio::task::spawn_blocking(move || old_copies.stop()).await;
         let handle = self.committer.lock().ok().and_then(|mut h| h.take());
         let Some(handle) = handle else { return };
         let _ = self.queue.send(Message::Close).await;

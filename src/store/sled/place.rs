@@ -72,29 +72,15 @@ pub fn point_to(data_dir: &Path, dir: &Path) -> io::Result<()> {
     File::open(data_dir)?.sync_all()
 }
 
-// An old copy's big files are cut [`STEP`] bytes at a time from their end before they are
-// unlinked, resting [`REST`] or four times what the cut took, whichever is longer: the file
-// system frees a 3 GB file's blocks in one journal transaction otherwise, and the committer's
-// fdatasync waits behind it (the retention bench's commits stalled ~1.5 s at 1,000/s). Cuts of
-// 64 MB with 10 ms rests still stalled them up to 460 ms; these, about 150 ms every 2 s while a
-// 3 GB file goes (24 s). RocksDB deletes its files the same way. Those waits are the file
-// system's online discard: without it, none was over 46 ms (`mount.rs`).
-const STEP: u64 = 8 * 1024 * 1024;
-const REST: std::time::Duration = std::time::Duration::from_millis(50);
-
-/// Removes every copy of the store but `live`, and sled's files in `data_dir` once a copy is
-/// live, gradually (see [`STEP`]). Failures are logged: what is left only takes disk until the
-/// next try.
-pub fn remove_others(data_dir: &Path, live: &Path) {
-    let remove = |path: &Path| {
-        if let Err(err) = remove_path(path) {
-            tracing::warn!(path = %path.display(), error = %err, "Cannot remove an old copy of the store.");
-        }
-    };
+/// What earlier copies of the store left under `data_dir` beside `live`: every copy but `live`
+/// (an older one, or one a crash interrupted), a half-written pointer, and sled's files in
+/// `data_dir` once a copy is live. `old_copies.rs` removes them.
+pub fn old_paths(data_dir: &Path, live: &Path) -> Vec<PathBuf> {
     let Ok(listing) = std::fs::read_dir(data_dir) else {
-        return;
+        return Vec::new();
     };
     let root_is_old = live != data_dir;
+    let mut old = Vec::new();
     for entry in listing.flatten() {
         let path = entry.path();
         let name = entry.file_name();
@@ -103,27 +89,11 @@ pub fn remove_others(data_dir: &Path, live: &Path) {
             || name == format!("{CURRENT}.new")
             || (root_is_old && (SLED_FILES.contains(&name) || name.starts_with("snap.")));
         if old_copy {
-            remove(&path);
+            old.push(path);
         }
     }
-}
-
-fn remove_path(path: &Path) -> io::Result<()> {
-    if path.is_dir() {
-        for entry in std::fs::read_dir(path)? {
-            remove_path(&entry?.path())?;
-        }
-        return std::fs::remove_dir_all(path);
-    }
-    let file = std::fs::OpenOptions::new().write(true).open(path)?;
-    let mut len = file.metadata()?.len();
-    while len > STEP {
-        len -= STEP;
-        let cut = std::time::Instant::now();
-        file.set_len(len)?;
-        std::thread::sleep(REST.max(cut.elapsed() * 4));
-    }
-    std::fs::remove_file(path)
+    old.sort();
+    old
 }
 
 fn is_copy(name: &str) -> bool {
@@ -149,20 +119,18 @@ mod tests {
         std::fs::write(first.join("db"), b"x").unwrap();
         point_to(root, &first).unwrap();
         assert_eq!(live_dir(root).unwrap(), first);
-        remove_others(root, &first);
-        let mut left: Vec<String> = std::fs::read_dir(root)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        left.sort();
-        assert_eq!(left, ["acked", "current", "sled.1"]);
+        let old = old_paths(root, &first);
+        assert_eq!(
+            old,
+            ["conf", "db", "snap.0000001"].map(|name| root.join(name))
+        );
 
         let second = next_dir(root, &first);
         assert_eq!(second, root.join("sled.2"));
         std::fs::create_dir(&second).unwrap();
         // A copy interrupted before the switch goes at the next open.
-        remove_others(root, &first);
-        assert!(!second.exists() && first.exists());
+        assert!(old_paths(root, &first).contains(&second));
+        assert!(!old_paths(root, &second).contains(&second));
     }
 
     #[test]

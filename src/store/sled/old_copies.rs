@@ -1,0 +1,194 @@
+//! Removing what earlier copies of the store left (`place::old_paths`), gradually and in a thread
+//! of its own: after each compaction's switch, and at open (a crash may have left a copy, or the
+//! rest of an old file). Nothing waits for it: not the open (removing ~12 GB at once held a start
+//! 1.5 s), not the sweeper (a compaction of the bench's 10 M events left ~12 GB, ~110 s of
+//! removal), not a stop (it gives up between two cuts; the next open removes the rest). No
+//! compaction begins until it is done, as a copy may take the name of one being removed.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::place;
+
+// An old copy's big files are cut [`STEP`] bytes at a time from their end before they are
+// unlinked, resting [`REST`] or four times what the cut took, whichever is longer: the file
+// system frees a 3 GB file's blocks in one journal transaction otherwise, and the committer's
+// fdatasync waits behind it (the retention bench's commits stalled ~1.5 s at 1,000/s). Cuts of
+// 64 MB with 10 ms rests still stalled them up to 460 ms; these, about 150 ms every 2 s while a
+// 3 GB file goes (24 s). RocksDB deletes its files the same way. Those waits are the file
+// system's online discard: without it, none was over 46 ms (`mount.rs`).
+const STEP: u64 = 8 * 1024 * 1024;
+const REST: Duration = Duration::from_millis(50);
+
+/// Test hook: the rest between two cuts, in milliseconds, instead of [`REST`] (a test stops the
+/// gateway while a removal is under way).
+pub const REST_ENV: &str = "HOOKGATE_TEST_REMOVAL_REST_MS";
+
+/// The removal of old copies under way, if any.
+#[derive(Default)]
+pub struct OldCopies {
+    /// Set once the last removal started is over (or none was started).
+    gone: Arc<AtomicBool>,
+    /// Set to make the removal give up at its next cut.
+    stop: Arc<AtomicBool>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl OldCopies {
+    /// Starts removing, in a thread of its own, whatever is under `data_dir` beside `live`;
+    /// `done` runs once it is removed (with how long that took), unless the removal was stopped.
+    /// Failures are logged: what is left only takes disk until the next open.
+    pub fn remove(
+        &self,
+        data_dir: &Path,
+        live: &Path,
+        done: impl FnOnce(Duration) + Send + 'static,
+    ) -> io::Result<()> {
+        // The one before is over: compactions wait for it, and the open's comes first.
+        self.join();
+        self.gone.store(false, Ordering::Release);
+        let old = place::old_paths(data_dir, live);
+        let (gone, stop) = (self.gone.clone(), self.stop.clone());
+        let thread = std::thread::Builder::new()
+            .name("hookgate-remove-old".into())
+            .spawn(move || {
+                let started = Instant::now();
+                let rest = std::env::var(REST_ENV)
+                    .ok()
+                    .and_then(|ms| ms.parse().ok())
+                    .map_or(REST, Duration::from_millis);
+                let all = old.iter().all(|path| match remove_path(path, rest, &stop) {
+                    Ok(()) => true,
+                    Err(err) if err.kind() == io::ErrorKind::Interrupted => false,
+                    Err(err) => {
+                        tracing::warn!(path = %path.display(), error = %err, "Cannot remove an old copy of the store.");
+                        true
+                    }
+                });
+                gone.store(true, Ordering::Release);
+                if all {
+                    done(started.elapsed());
+                }
+            })?;
+        *self.thread.lock().unwrap_or_else(PoisonError::into_inner) = Some(thread);
+        Ok(())
+    }
+
+    /// Whether the last removal started is over.
+    pub fn gone(&self) -> bool {
+        self.gone.load(Ordering::Acquire)
+    }
+
+    /// Makes the removal under way give up at its next cut, and waits for it (at a close, so that
+    /// a store opened again in this process is the only one removing).
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        self.join();
+        self.stop.store(false, Ordering::Release);
+    }
+
+    fn join(&self) {
+        let thread = self
+            .thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(thread) = thread {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Removes `path`, a file or a directory, cutting big files [`STEP`] bytes at a time; fails with
+/// `Interrupted` once `stop` is set.
+fn remove_path(path: &PathBuf, rest: Duration, stop: &AtomicBool) -> io::Result<()> {
+    if path.is_dir() {
+        for entry in std::fs::read_dir(path)? {
+            remove_path(&entry?.path(), rest, stop)?;
+        }
+        return std::fs::remove_dir_all(path);
+    }
+    let file = std::fs::OpenOptions::new().write(true).open(path)?;
+    let mut len = file.metadata()?.len();
+    while len > STEP {
+        if stop.load(Ordering::Acquire) {
+            return Err(io::ErrorKind::Interrupted.into());
+        }
+        len -= STEP;
+        let cut = Instant::now();
+        file.set_len(len)?;
+        sleep_unless_stopped(rest.max(cut.elapsed() * 4), stop);
+    }
+    std::fs::remove_file(path)
+}
+
+/// Sleeps `rest`, in steps of at most 50 ms so that a stop is heard soon.
+fn sleep_unless_stopped(rest: Duration, stop: &AtomicBool) {
+    let until = Instant::now() + rest;
+    while !stop.load(Ordering::Acquire) {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        std::thread::sleep(left.min(REST));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn old_copies_go_in_the_background_and_a_stop_leaves_the_rest() {
+        let data = tempfile::tempdir().unwrap();
+        let root = data.path();
+        let live = root.join("sled.2");
+        std::fs::create_dir(&live).unwrap();
+        std::fs::write(live.join("db"), b"x").unwrap();
+        std::fs::write(root.join("current"), b"sled.2\n").unwrap();
+        let old = root.join("sled.1");
+        std::fs::create_dir(&old).unwrap();
+        // Three cuts of 8 MiB (sparse: no disk needed).
+        std::fs::File::create(old.join("db"))
+            .unwrap()
+            .set_len(3 * STEP + 1)
+            .unwrap();
+
+        let copies = OldCopies::default();
+        let (sender, removed) = std::sync::mpsc::channel();
+        copies
+            .remove(root, &live, move |_| sender.send(()).unwrap())
+            .unwrap();
+        removed.recv_timeout(Duration::from_secs(30)).unwrap();
+        copies.join();
+        assert!(copies.gone());
+        assert!(!old.exists() && live.join("db").exists());
+
+        // A stop gives up between two cuts: the file is shorter, `done` never runs.
+        std::fs::create_dir(&old).unwrap();
+        std::fs::File::create(old.join("db"))
+            .unwrap()
+            .set_len(3 * STEP + 1)
+            .unwrap();
+        let stop = AtomicBool::new(false);
+        let started = Instant::now();
+        let cut = std::thread::scope(|scope| {
+            let removing = scope.spawn(|| remove_path(&old, Duration::from_secs(60), &stop));
+            while std::fs::metadata(old.join("db")).unwrap().len() > 2 * STEP + 1 {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            stop.store(true, Ordering::Release);
+            removing.join().unwrap()
+        });
+        assert_eq!(cut.unwrap_err().kind(), io::ErrorKind::Interrupted);
+        assert!(started.elapsed() < Duration::from_secs(30));
+        assert_eq!(
+            std::fs::metadata(old.join("db")).unwrap().len(),
+            2 * STEP + 1
+        );
+    }
+}
