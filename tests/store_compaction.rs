@@ -277,13 +277,32 @@ async fn a_store_without_much_garbage_is_not_compacted() {
     store.close().await;
 }
 
-/// A compaction's copy seals the packs the committer left raw (here, the pack open at each of
-/// ten stops; also every pack of a store from before sealing), and they read back as written.
+/// A compaction's copy seals the packs left raw (here, the pack open at each of ten stops, left
+/// in `events` as layout 6 did; also every pack of a store from before sealing, and a pack the
+/// sweeper cut short), and they read back as written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_compaction_seals_the_packs_left_raw() {
     let data = tempfile::tempdir().unwrap();
     let dir = data.path();
     let text = |n: usize| format!(r#"{{"id":"event-{n}","text":"{}"}}"#, "hello ".repeat(100));
+    let sled_at = |dir: &Path| {
+        sled::Config::new()
+            .path(dir)
+            .segment_size(segment_bytes(dir))
+            .open()
+            .unwrap()
+    };
+    // The kind of each pack (the first byte of each 8-byte-keyed `events` value): 3 raw, 5 sealed.
+    let kinds = |dir: &Path| {
+        let events = sled_at(dir).open_tree("events").unwrap();
+        let kinds: Vec<u8> = events
+            .iter()
+            .map(|entry| entry.unwrap())
+            .filter(|(key, _)| key.len() == 8)
+            .map(|(_, value)| value[0])
+            .collect();
+        kinds
+    };
     let mut expected = BTreeMap::new();
     for stop in 0..10 {
         let store = open_with(dir, Arc::new(Metrics::new()), 1.0);
@@ -297,23 +316,22 @@ async fn a_compaction_seals_the_packs_left_raw() {
             expected.insert(accept(&store, event).await.0, text(n).into_bytes());
         }
         store.close().await;
-    }
-    // The kind of each pack (the first byte of each 8-byte-keyed `events` value): 3 raw, 5 sealed.
-    let kinds = |dir: &Path| {
-        let db = sled::Config::new()
-            .path(dir)
-            .segment_size(segment_bytes(dir))
-            .open()
+        drop(store);
+        assert_eq!(
+            kinds(dir),
+            [3; 10][..stop],
+            "the open pack is kept in `meta`"
+        );
+        // What layout 6 left at a stop: the open pack raw under its first seq in `events`.
+        let db = sled_at(dir);
+        let meta = db.open_tree("meta").unwrap();
+        let open = meta.remove("open_pack").unwrap().unwrap();
+        db.open_tree("events")
+            .unwrap()
+            .insert(&open[..8], &open[8..])
             .unwrap();
-        let events = db.open_tree("events").unwrap();
-        let kinds: Vec<u8> = events
-            .iter()
-            .map(|entry| entry.unwrap())
-            .filter(|(key, _)| key.len() == 8)
-            .map(|(_, value)| value[0])
-            .collect();
-        kinds
-    };
+        db.flush().unwrap();
+    }
     assert_eq!(kinds(dir), [3; 10], "one raw pack per stop");
 
     let metrics = Arc::new(Metrics::new());

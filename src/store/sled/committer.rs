@@ -626,12 +626,15 @@ impl Committer {
                     Step::Event(encoded) => encoded,
                     Step::Writes(writes) => {
                         for write in *writes {
-                            if write.touches_events() {
-                                // The sweeper changes a pack: the pack so far is stored first
-                                // (so its swap sees what is there), and later events start a
-                                // new one rather than rewrite one it may have changed.
-                                if let Some(open) = pack.take().filter(|_| pack_dirty) {
+                            let open_first = pack.as_ref().map(|open| open.first);
+                            if open_first.is_some_and(|first| write.touches_pack(first)) {
+                                // The sweeper changes the open pack, read as if it were in
+                                // `events`: it moves there first, as it is (so the swap sees
+                                // what the sweeper judged, unless events came since), and later
+                                // events start a new one rather than rewrite one it changed.
+                                if let Some(open) = pack.take() {
                                     delta += put(events, &pack::key(open.first), open.value())?;
+                                    delta += remove(meta, pack::OPEN_KEY)?;
                                 }
                                 pack_dirty = false;
                             }
@@ -698,7 +701,7 @@ impl Committer {
                 next = Seq(next.0 + 1);
             }
             if let Some(open) = pack.as_ref().filter(|_| pack_dirty) {
-                delta += put(events, &pack::key(open.first), open.value())?;
+                delta += put(meta, pack::OPEN_KEY, &pack::open_value(open))?;
             }
             for (first, value) in &log {
                 delta += put(dedup, &claims::log_key(*first), value)?;

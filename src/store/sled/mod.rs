@@ -50,17 +50,21 @@ use committer::{Committer, Message, Outcome, Pending, Work};
 use durable::Durability;
 use live::Live;
 use old_copies::OldCopies;
+use pack::Pack;
 use reader::{MarkMoves, Reader, ReadsSinceOpen, Stored};
 
 const NEXT_SEQ_KEY: &[u8] = b"next_seq";
-/// `meta` key of the layout version: 6, events in packs (`pack.rs`) of up to 24 KiB in a store
-/// of 2 MiB segments, full ones sealed (compressed), and the recent dedup claims in a log
-/// (`claims.rs`). Layout 5 had packs of 6 KiB at most, and layout 4 no sealed packs: both are
-/// marked 6 at their first open (nothing else differs), so that an older hookgate refuses the
-/// store rather than fail on a pack it cannot read. Layout 3 had one `dedup` entry per key;
-/// stores without the key are older still (one event per value, read as they are).
+/// `meta` key of the layout version: 7, events in packs (`pack.rs`) of up to 24 KiB in a store
+/// of 2 MiB segments, full ones sealed (compressed) in `events` and the open one in `meta`, and
+/// the recent dedup claims in a log (`claims.rs`). Layout 6 kept the open pack in `events`,
+/// layout 5 had packs of 6 KiB at most, and layout 4 no sealed packs: each is marked 7 at its
+/// first open (its packs stay where they are, and are read as they are), so that an older
+/// hookgate refuses the store rather than miss the open pack or fail on a pack it cannot read.
+/// Layout 3 had one `dedup` entry per key; stores without the key are older still (one event
+/// per value, read as they are).
 const LAYOUT_KEY: &[u8] = b"layout";
-const LAYOUT: &[u8] = &[6];
+const LAYOUT: &[u8] = &[7];
+const LAYOUT_6: &[u8] = &[6];
 const LAYOUT_5: &[u8] = &[5];
 const LAYOUT_4: &[u8] = &[4];
 const LAYOUT_3: &[u8] = &[3];
@@ -151,15 +155,15 @@ impl Write {
         }
     }
 
-    /// Whether the write changes the `events` tree.
-    fn touches_events(&self) -> bool {
-        let tree = match self {
-            Write::Put(tree, ..)
-            | Write::Delete(tree, _)
-            | Write::Raise(tree, ..)
-            | Write::Swap(tree, ..) => tree,
+    /// Whether the write changes the `events` entry of the pack whose first seq is `first`.
+    fn touches_pack(&self, first: Seq) -> bool {
+        let (tree, key) = match self {
+            Write::Put(tree, key, _)
+            | Write::Delete(tree, key)
+            | Write::Raise(tree, key, _)
+            | Write::Swap(tree, key, ..) => (tree, key),
         };
-        *tree == TreeId::Events
+        *tree == TreeId::Events && key[..] == pack::key(first)
     }
 }
 
@@ -371,13 +375,14 @@ impl SledStore {
         let compacting = Arc::new(AtomicBool::new(false));
         let reads = Arc::new(ReadsSinceOpen::new(config.recent_read_seqs));
         let mark_moves = Arc::new(MarkMoves::default());
+        let open = open_pack(&trees, max_value)?;
         let mut committer = Committer {
             trees,
             durability,
             next_seq,
             metrics: metrics.clone(),
             last_seq: last_seq_sender,
-            open: None,
+            open,
             pack_bytes: max_value,
             watermark,
             runs,
@@ -834,13 +839,13 @@ impl Backend for SledStore {
 }
 
 /// Whether the store is of an older layout, whose `dedup` tree the open turns into a log (and
-/// then marks the store with this layout); marks a store of layout 4 or 5 with this one (nothing
-/// else differs); refuses a store of a layout this hookgate does not know.
+/// then marks the store with this layout); marks a store of layout 4, 5 or 6 with this one (its
+/// values are read as they are); refuses a store of a layout this hookgate does not know.
 fn check_layout(trees: &Trees, dir: &Path) -> Result<bool, StoreError> {
     let meta = trees.get(TreeId::Meta);
     match meta.get(LAYOUT_KEY)? {
         Some(layout) if layout == LAYOUT => Ok(false),
-        Some(layout) if layout == LAYOUT_5 || layout == LAYOUT_4 => {
+        Some(layout) if layout == LAYOUT_6 || layout == LAYOUT_5 || layout == LAYOUT_4 => {
             // Durable before any pack of the new layout is: the open's sync, or the first
             // batch's.
             meta.insert(LAYOUT_KEY, LAYOUT)?;
@@ -854,6 +859,16 @@ fn check_layout(trees: &Trees, dir: &Path) -> Result<bool, StoreError> {
             dir.display()
         ))),
     }
+}
+
+/// The open pack stored in `meta` (`pack::OPEN_KEY`), which the committer goes on appending to.
+fn open_pack(trees: &Trees, max_value: usize) -> Result<Option<Pack>, StoreError> {
+    let Some(value) = trees.get(TreeId::Meta).get(pack::OPEN_KEY)? else {
+        return Ok(None);
+    };
+    Pack::reopen(&value, max_value)
+        .map(Some)
+        .map_err(|err| StoreError::Corrupt(format!("the open pack: {err}")))
 }
 
 /// The bytes of keys and values stored, from `meta`; 0 in a new store, `None` in one written

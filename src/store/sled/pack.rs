@@ -166,6 +166,44 @@ impl Pack {
     }
 }
 
+/// The `meta` key of the **open pack**: the newest pack, the one the committer appends to, kept
+/// out of the `events` tree (see the module's doc).
+pub const OPEN_KEY: &[u8] = b"open_pack";
+
+/// The open pack's `meta` value: its first seq (8 bytes, big-endian), then the pack's bytes.
+pub fn open_value(pack: &Pack) -> Vec<u8> {
+    let mut value = Vec::with_capacity(8 + pack.bytes.len());
+    value.extend_from_slice(&key(pack.first));
+    value.extend_from_slice(&pack.bytes);
+    value
+}
+
+/// The first seq and the pack's bytes of an open pack's `meta` value.
+pub fn parse_open(value: &[u8]) -> Result<(Seq, &[u8]), String> {
+    let (first, bytes) = value
+        .split_first_chunk::<8>()
+        .ok_or("a truncated open pack")?;
+    Ok((Seq(u64::from_be_bytes(*first)), bytes))
+}
+
+impl Pack {
+    /// The open pack stored as `value` (`open_value`), to append to again, holding at most
+    /// `max` bytes.
+    pub fn reopen(value: &[u8], max: usize) -> Result<Pack, String> {
+        let (first, bytes) = parse_open(value)?;
+        let Value::Pack(records) = parse(bytes)? else {
+            return Err("an open pack that is not a pack".into());
+        };
+        let mut pack = Pack::new(first, max.max(bytes.len()));
+        for (offset, record) in records {
+            if !pack.push_at(Seq(first.0 + u64::from(offset)), record) {
+                return Err("an open pack that does not fit".into());
+            }
+        }
+        Ok(pack)
+    }
+}
+
 /// An `events` entry's value sealed, if it is a raw pack that compression makes smaller (a
 /// compaction's copy seals what the committer left raw: packs of a store from before sealing, the
 /// pack open at a stop, a pack the sweeper cut short). A large record's parts (10-byte keys) are

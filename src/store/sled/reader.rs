@@ -141,7 +141,8 @@ impl Reader {
     }
 
     /// Visits, in seq order, the stored values that hold seqs from `from` up to the durable last
-    /// seq, each with its durable events, until `visit` returns `false`.
+    /// seq, each with its durable events, until `visit` returns `false`: the `events` tree's, and
+    /// the open pack (`pack::OPEN_KEY` in `meta`) in its place among them, as if it were there.
     pub fn scan(
         &self,
         from: Seq,
@@ -151,6 +152,10 @@ impl Reader {
         if from > last {
             return Ok(());
         }
+        // Read before the tree: the open pack only ever moves into the tree, so what the tree
+        // lacks of the durable seqs below `last` is in this copy (events appended to the pack
+        // since came after `last`). Large records come after it in the tree.
+        let mut open = self.open_pack()?.filter(|(first, _)| *first <= last);
         let tree = self.tree(TreeId::Events);
         // The value holding `from` may start before it (a pack).
         let start = match tree.range(..=pack::key(from)).next_back().transpose()? {
@@ -167,12 +172,34 @@ impl Reader {
             if first > last {
                 break;
             }
+            if let Some((open_first, open_value)) = open.take_if(|(f, _)| first >= *f) {
+                if !visit(self.decode(open_first, &open_value, last)?)? {
+                    return Ok(());
+                }
+                if first == open_first {
+                    // That pack, moved into the tree since this read began: visited already.
+                    continue;
+                }
+            }
             self.reads.add(first, last, value.len() as u64);
             if !visit(self.decode(first, &value, last)?)? {
-                break;
+                return Ok(());
             }
         }
+        if let Some((first, value)) = open {
+            visit(self.decode(first, &value, last)?)?;
+        }
         Ok(())
+    }
+
+    /// The open pack: its first seq and its bytes as they would be in the `events` tree.
+    fn open_pack(&self) -> Result<Option<(Seq, ::sled::IVec)>, StoreError> {
+        let Some(value) = self.tree(TreeId::Meta).get(pack::OPEN_KEY)? else {
+            return Ok(None);
+        };
+        let (first, bytes) = pack::parse_open(&value)
+            .map_err(|err| StoreError::Corrupt(format!("the open pack: {err}")))?;
+        Ok(Some((first, ::sled::IVec::from(bytes))))
     }
 
     /// The durable events of the value stored under `first`'s key, and every key it takes.

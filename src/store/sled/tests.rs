@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::committer::Message;
-use super::{Backend, SledStore, TreeId};
+use super::{pack, Backend, SledStore, TreeId};
 use crate::config::StoreConfig;
 use crate::event::{EventId, ProviderName};
 use crate::metrics::Metrics;
@@ -191,11 +191,14 @@ async fn full_packs_are_sealed_and_the_layout_says_so() {
     drop(store);
     let (layout, kinds) = meta_layout(Some(4));
     assert_eq!(layout, [4]);
-    // Every pack but the newest is sealed (kind 5); the newest is raw (kind 3).
+    // Every pack in `events` is sealed (kind 5); the newest, raw (kind 3), is in `meta`.
     assert!(kinds.len() > 4, "{kinds:?}");
-    let (newest, full) = kinds.split_last().unwrap();
-    assert!(full.iter().all(|&kind| kind == 5), "{kinds:?}");
-    assert_eq!(*newest, 3);
+    assert!(kinds.iter().all(|&kind| kind == 5), "{kinds:?}");
+    {
+        let db = super::open_db(dir.path(), &config).unwrap();
+        let open = db.open_tree("meta").unwrap().get(pack::OPEN_KEY).unwrap();
+        assert_eq!(open.unwrap()[8], 3, "the open pack");
+    }
 
     let store = SledStore::open(dir.path(), &config, Arc::new(Metrics::new())).unwrap();
     let events = store.events_after(super::Seq(0), 200, None).await.unwrap();
@@ -203,19 +206,71 @@ async fn full_packs_are_sealed_and_the_layout_says_so() {
     assert_eq!(read, bodies);
     store.close().await;
     drop(store);
-    assert_eq!(meta_layout(None).0, [6], "marked at its open");
-    assert_eq!(meta_layout(Some(5)).0, [5]);
-    let store = SledStore::open(dir.path(), &config, Arc::new(Metrics::new())).unwrap();
-    store.close().await;
-    drop(store);
-    assert_eq!(meta_layout(None).0, [6], "layout 5 marked at its open");
-    assert_eq!(meta_layout(Some(7)).0, [7]);
+    assert_eq!(meta_layout(None).0, [7], "marked at its open");
+    for older in [5, 6] {
+        assert_eq!(meta_layout(Some(older)).0, [older]);
+        let store = SledStore::open(dir.path(), &config, Arc::new(Metrics::new())).unwrap();
+        store.close().await;
+        drop(store);
+        assert_eq!(
+            meta_layout(None).0,
+            [7],
+            "layout {older} marked at its open"
+        );
+    }
+    assert_eq!(meta_layout(Some(8)).0, [8]);
 
     let refused = SledStore::open(dir.path(), &config, Arc::new(Metrics::new()))
         .err()
-        .expect("a store of layout 7 is refused");
+        .expect("a store of layout 8 is refused");
     assert!(refused.to_string().contains("newer hookgate"), "{refused}");
-    assert_eq!(meta_layout(Some(6)).1.len(), kinds.len());
+    assert_eq!(meta_layout(Some(7)).1.len(), kinds.len());
+}
+
+/// A store of layout 6 kept its open pack raw in `events`: it is read where it is, and the
+/// committer starts a new open pack in `meta` after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_pack_left_in_events_by_layout_6_is_read_where_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig::default();
+    let bodies = json_bodies(150, &"hello ".repeat(150));
+    let store = SledStore::open(dir.path(), &config, Arc::new(Metrics::new())).unwrap();
+    commit_bodies(&store, &bodies[..100]).await;
+    store.close().await;
+    drop(store);
+    {
+        // What layout 6 left: the open pack raw under its key in `events`.
+        let db = super::open_db(dir.path(), &config).unwrap();
+        let meta = db.open_tree("meta").unwrap();
+        let open = meta.remove(pack::OPEN_KEY).unwrap().unwrap();
+        let (first, bytes) = pack::parse_open(&open).unwrap();
+        db.open_tree("events")
+            .unwrap()
+            .insert(pack::key(first), bytes)
+            .unwrap();
+        meta.insert(super::LAYOUT_KEY, &[6]).unwrap();
+        db.flush().unwrap();
+    }
+    let store = SledStore::open(dir.path(), &config, Arc::new(Metrics::new())).unwrap();
+    for (n, body) in bodies.iter().enumerate().skip(100) {
+        store
+            .commit(event_with(n, body.clone()), Duration::from_secs(30))
+            .await
+            .unwrap();
+    }
+    let mut store = store;
+    for reading in ["before a reopen", "after one"] {
+        let events = store.events_after(super::Seq(0), 200, None).await.unwrap();
+        let read: Vec<Bytes> = events.into_iter().map(|e| Bytes::from(e.body)).collect();
+        assert_eq!(read, bodies, "{reading}");
+        let from_middle = store.events_after(super::Seq(95), 10, None).await.unwrap();
+        let seqs: Vec<u64> = from_middle.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, (96..=105).collect::<Vec<_>>(), "{reading}");
+        store.close().await;
+        drop(store);
+        store = SledStore::open(dir.path(), &config, Arc::new(Metrics::new())).unwrap();
+    }
+    store.close().await;
 }
 
 /// At open, the journal's frames that sled lacks are applied under their seqs (with their dedup
@@ -601,4 +656,60 @@ async fn a_lone_sender_never_waits_for_a_batch_to_gather() {
         took < Duration::from_millis(1_500),
         "20 commits took {took:?}"
     );
+}
+
+/// Readers racing the committer while packs fill, seal and leave `meta` for `events` see every
+/// durable event, in order and without a gap: the open pack is read before the tree
+/// (`reader.rs`), so a pack sealed between the two reads is in the tree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_racing_the_committer_miss_no_event_of_the_open_pack() {
+    const EVENTS: usize = 4_000;
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig::default();
+    let store = Arc::new(SledStore::open(dir.path(), &config, Arc::new(Metrics::new())).unwrap());
+    let body = Bytes::from(format!(r#"{{"text":"{}"}}"#, "x".repeat(1000)));
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let writers: Vec<_> = (0..4)
+        .map(|_| {
+            let (store, next, body) = (store.clone(), next.clone(), body.clone());
+            tokio::spawn(async move {
+                loop {
+                    let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if n >= EVENTS {
+                        break;
+                    }
+                    store
+                        .commit(event_with(n, body.clone()), Duration::from_secs(30))
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    let mut reads = 0;
+    let mut last = super::Seq(0);
+    while last.0 < EVENTS as u64 {
+        last = *store.last_seq().borrow();
+        let read = store
+            .events_after(super::Seq(0), EVENTS, None)
+            .await
+            .unwrap();
+        let seqs: Vec<u64> = read.iter().map(|event| event.seq).collect();
+        assert!(
+            seqs.iter().copied().eq(1..=seqs.len() as u64),
+            "a gap after {reads} reads: {:?}",
+            seqs.windows(2).find(|pair| pair[1] != pair[0] + 1)
+        );
+        assert!(
+            seqs.len() as u64 >= last.0,
+            "{} read, {last} durable",
+            seqs.len()
+        );
+        reads += 1;
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    eprintln!("{reads} reads");
+    store.close().await;
 }
