@@ -8,11 +8,18 @@
 //!   to the newest pack until it is full, so a store holds about one sled value per few KiB of
 //!   events whatever the commit batches were; sled's memory and start-up cost follow the number
 //!   of values, not of events.
+//! - The **open** pack, the one the committer appends to, is not in the `events` tree but in
+//!   `meta`, under [`OPEN_KEY`]: `[first seq: 8 bytes BE]` then the pack's bytes, raw (so an
+//!   append costs no compression). Once full, it goes into `events` sealed, and the next open
+//!   pack takes its place in `meta`, in the same transaction. So `events` takes each pack once,
+//!   and the leaf sled rewrites after every 10 changes to it is a leaf of `meta` holding one
+//!   pack, not the newest leaf of `events` holding up to 16: `cargo bench --bench store_size`
+//!   measured half the bytes reaching the disk (docs/performance.md). Readers read it before
+//!   the tree (`reader.rs`). Stores of layout 6 and before kept it raw in `events`, where it
+//!   stays.
 //! - A **sealed** pack is a full one, compressed: `[5]` then a zstd frame (level 1) of the pack's
-//!   bytes. The committer writes a pack raw while it appends to it (so an append costs no
-//!   compression) and sealed once it moves on to the next; retention's rewrites are sealed. A
-//!   pack that would not shrink stays raw. Readers unseal a value before they parse it
-//!   ([`unseal`]).
+//!   bytes. Retention's rewrites are sealed too. A pack that would not shrink stays raw. Readers
+//!   unseal a value before they parse it ([`unseal`]).
 //! - A value whose first byte is 1 or 2 is one record, as stores before packs kept them: they
 //!   are read as a pack of one.
 //! - A **large** record (over what a pack can hold) is cut into parts: part 0 under its seq's

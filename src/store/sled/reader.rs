@@ -154,12 +154,22 @@ impl Reader {
         }
         // Read before the tree: the open pack only ever moves into the tree, so what the tree
         // lacks of the durable seqs below `last` is in this copy (events appended to the pack
-        // since came after `last`). Large records come after it in the tree.
-        let mut open = self.open_pack()?.filter(|(first, _)| *first <= last);
+        // since came after `last`). It is left out if it holds nothing from `from` on. Large
+        // records may come after it in the tree.
+        let mut open = match self.open_pack()? {
+            Some((first, value)) if first <= last => Some(self.decode(first, &value, last)?)
+                .filter(|open| open.events.last().is_some_and(|(seq, _)| *seq >= from)),
+            _ => None,
+        };
         let tree = self.tree(TreeId::Events);
-        // The value holding `from` may start before it (a pack).
-        let start = match tree.range(..=pack::key(from)).next_back().transpose()? {
-            Some((key, _)) if key.len() == 8 => key.to_vec(),
+        // The value holding `from` may start before it (a pack); if that is the open pack, the
+        // tree's values before it hold nothing from `from` on.
+        let start = match (
+            &open,
+            tree.range(..=pack::key(from)).next_back().transpose()?,
+        ) {
+            (Some(open), _) if open.first <= from => pack::key(open.first).to_vec(),
+            (_, Some((key, _))) if key.len() == 8 => key.to_vec(),
             _ => pack::key(from).to_vec(),
         };
         for item in tree.range(start..) {
@@ -172,8 +182,9 @@ impl Reader {
             if first > last {
                 break;
             }
-            if let Some((open_first, open_value)) = open.take_if(|(f, _)| first >= *f) {
-                if !visit(self.decode(open_first, &open_value, last)?)? {
+            if let Some(open) = open.take_if(|open| first >= open.first) {
+                let open_first = open.first;
+                if !visit(open)? {
                     return Ok(());
                 }
                 if first == open_first {
@@ -186,8 +197,8 @@ impl Reader {
                 return Ok(());
             }
         }
-        if let Some((first, value)) = open {
-            visit(self.decode(first, &value, last)?)?;
+        if let Some(open) = open {
+            visit(open)?;
         }
         Ok(())
     }
