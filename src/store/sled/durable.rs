@@ -16,7 +16,8 @@
 //!   during the listing, and sled's io threads may write the log entry pointing at it to `db`
 //!   before we sync the blob. So hookgate never lets sled write one: no value is over
 //!   `pack::max_value` of the store's segments (6 KiB at 512 KiB, 24 KiB at 2 MiB; a sealed
-//!   pack is only kept when shorter than its raw bytes) and no key
+//!   pack is only kept when shorter than its raw bytes; the open pack in `meta`, 8 bytes more,
+//!   is the one value of its tree that size) and no key
 //!   over `pack::MAX_KEY` (event bodies are cut into parts), and a
 //!   leaf holds at most 20 entries, so no node reaches the threshold (see `pack.rs` for the
 //!   arithmetic). A store written by an earlier hookgate may hold blob files: they are never

@@ -174,8 +174,16 @@ impl Pack {
 }
 
 /// The `meta` key of the **open pack**: the newest pack, the one the committer appends to, kept
-/// out of the `events` tree (see the module's doc).
+/// out of the `events` tree (see the module's doc). Its value is 8 bytes over a pack's bound,
+/// and the only such value of `meta`: a leaf holding it and 19 values of [`MAX_VALUE`] under
+/// keys of [`MAX_KEY`] stays under the blob threshold (asserted below).
 pub const OPEN_KEY: &[u8] = b"open_pack";
+
+const _: () =
+    assert!((MAX_PACK + 8 + 9 + 24) + 19 * (MAX_VALUE + MAX_KEY + 24) < blob_threshold(2 << 20));
+const _: () = assert!(
+    (MAX_VALUE + 8 + 9 + 24) + 19 * (MAX_VALUE + MAX_KEY + 24) < blob_threshold(512 * 1024)
+);
 
 /// The open pack's `meta` value: its first seq (8 bytes, big-endian), then the pack's bytes.
 pub fn open_value(pack: &Pack) -> Vec<u8> {
