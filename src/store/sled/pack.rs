@@ -221,8 +221,8 @@ impl Pack {
 
 /// An `events` entry's value sealed, if it is a raw pack that compression makes smaller (a
 /// compaction's copy seals what the committer left raw: packs of a store from before sealing, the
-/// pack open at a stop, a pack the sweeper cut short). A large record's parts (10-byte keys) are
-/// raw bytes, whatever their first byte, and stay as they are.
+/// pack open at a stop of a store of layout 6, a pack the sweeper cut short). A large record's
+/// parts (10-byte keys) are raw bytes, whatever their first byte, and stay as they are.
 pub fn resealed(key: &[u8], value: &[u8]) -> Option<Vec<u8>> {
     (key.len() == 8 && value.first() == Some(&PACK))
         .then(|| seal(value))
