@@ -332,6 +332,12 @@ fn the_sweeper_and_a_stop_do_not_wait_for_a_compactions_old_files() {
         "the sweeper waited for the old log to go:\n{}",
         gw.logs()
     );
+    assert!(
+        gw.logs()
+            .contains("Removing old copies of the store, gradually, in the background."),
+        "{}",
+        gw.logs()
+    );
     // Nor does a stop wait for it: the rest goes at the next open.
     let stopping = Instant::now();
     assert!(gw.terminate().success());

@@ -52,6 +52,14 @@ impl OldCopies {
         self.join();
         self.gone.store(false, Ordering::Release);
         let old = place::old_paths(data_dir, live);
+        if !old.is_empty() {
+            let bytes: u64 = old.iter().map(|path| size(path)).sum();
+            tracing::info!(
+                paths = old.len(),
+                mb = bytes >> 20,
+                "Removing old copies of the store, gradually, in the background."
+            );
+        }
         let (gone, stop) = (self.gone.clone(), self.stop.clone());
         let thread = std::thread::Builder::new()
             .name("hookgate-remove-old".into())
@@ -100,6 +108,17 @@ impl OldCopies {
         if let Some(thread) = thread {
             let _ = thread.join();
         }
+    }
+}
+
+/// The bytes of the files under `path` (0 for what cannot be read).
+fn size(path: &Path) -> u64 {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => std::fs::read_dir(path)
+            .map(|entries| entries.flatten().map(|entry| size(&entry.path())).sum())
+            .unwrap_or(0),
+        Ok(meta) => meta.len(),
+        Err(_) => 0,
     }
 }
 
