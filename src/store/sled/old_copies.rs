@@ -61,7 +61,7 @@ impl OldCopies {
             );
         }
         let (gone, stop) = (self.gone.clone(), self.stop.clone());
-        let thread = std::thread::Builder::new()
+        let spawned = std::thread::Builder::new()
             .name("hookgate-remove-old".into())
             .spawn(move || {
                 let started = Instant::now();
@@ -81,7 +81,9 @@ impl OldCopies {
                 if all {
                     done(started.elapsed());
                 }
-            })?;
+            });
+        // Nothing removes them then: nothing holds compactions off either.
+        let thread = spawned.inspect_err(|_| self.gone.store(true, Ordering::Release))?;
         *self.thread.lock().unwrap_or_else(PoisonError::into_inner) = Some(thread);
         Ok(())
     }
