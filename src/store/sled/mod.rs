@@ -375,7 +375,7 @@ impl SledStore {
         let compacting = Arc::new(AtomicBool::new(false));
         let reads = Arc::new(ReadsSinceOpen::new(config.recent_read_seqs));
         let mark_moves = Arc::new(MarkMoves::default());
-        let open = open_pack(&trees, max_value)?;
+        let open = open_pack(&trees, max_value, &sled_dir)?;
         let mut committer = Committer {
             trees,
             durability,
@@ -862,13 +862,16 @@ fn check_layout(trees: &Trees, dir: &Path) -> Result<bool, StoreError> {
 }
 
 /// The open pack stored in `meta` (`pack::OPEN_KEY`), which the committer goes on appending to.
-fn open_pack(trees: &Trees, max_value: usize) -> Result<Option<Pack>, StoreError> {
+fn open_pack(trees: &Trees, max_value: usize, dir: &Path) -> Result<Option<Pack>, StoreError> {
     let Some(value) = trees.get(TreeId::Meta).get(pack::OPEN_KEY)? else {
         return Ok(None);
     };
-    Pack::reopen(&value, max_value)
-        .map(Some)
-        .map_err(|err| StoreError::Corrupt(format!("the open pack: {err}")))
+    Pack::reopen(&value, max_value).map(Some).map_err(|err| {
+        StoreError::Corrupt(format!(
+            "{} holds an open pack that cannot be read ({err}): restore the data dir from a backup",
+            dir.join("db").display()
+        ))
+    })
 }
 
 /// The bytes of keys and values stored, from `meta`; 0 in a new store, `None` in one written

@@ -758,3 +758,28 @@ async fn a_large_record_after_the_open_pack_is_read_in_its_place() {
     }
     store.close().await;
 }
+
+/// An open pack that does not parse stops the open, naming sled's file, rather than start
+/// without the events it held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_open_pack_is_refused_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig::default();
+    let store = SledStore::open(dir.path(), &config, Arc::new(Metrics::new())).unwrap();
+    commit_bodies(&store, &json_bodies(3, "hello")).await;
+    store.close().await;
+    drop(store);
+    {
+        let db = super::open_db(dir.path(), &config).unwrap();
+        let meta = db.open_tree("meta").unwrap();
+        let open = meta.get(pack::OPEN_KEY).unwrap().unwrap();
+        meta.insert(pack::OPEN_KEY, &open[..open.len() - 3]).unwrap();
+        db.flush().unwrap();
+    }
+    let refused = SledStore::open(dir.path(), &config, Arc::new(Metrics::new()))
+        .err()
+        .expect("a damaged open pack is refused")
+        .to_string();
+    let file = dir.path().join("db").display().to_string();
+    assert!(refused.contains(&file) && refused.contains("open pack"), "{refused}");
+}
