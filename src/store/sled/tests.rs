@@ -773,7 +773,8 @@ async fn a_damaged_open_pack_is_refused_naming_the_file() {
         let db = super::open_db(dir.path(), &config).unwrap();
         let meta = db.open_tree("meta").unwrap();
         let open = meta.get(pack::OPEN_KEY).unwrap().unwrap();
-        meta.insert(pack::OPEN_KEY, &open[..open.len() - 3]).unwrap();
+        meta.insert(pack::OPEN_KEY, &open[..open.len() - 3])
+            .unwrap();
         db.flush().unwrap();
     }
     let refused = SledStore::open(dir.path(), &config, Arc::new(Metrics::new()))
@@ -781,5 +782,8 @@ async fn a_damaged_open_pack_is_refused_naming_the_file() {
         .expect("a damaged open pack is refused")
         .to_string();
     let file = dir.path().join("db").display().to_string();
-    assert!(refused.contains(&file) && refused.contains("open pack"), "{refused}");
+    assert!(
+        refused.contains(&file) && refused.contains("open pack"),
+        "{refused}"
+    );
 }
