@@ -626,8 +626,10 @@ impl Committer {
                     Step::Event(encoded) => encoded,
                     Step::Writes(writes) => {
                         for write in *writes {
-                            let open_first = pack.as_ref().map(|open| open.first);
-                            if open_first.is_some_and(|first| write.touches_pack(first)) {
+                            if pack
+                                .as_ref()
+                                .is_some_and(|open| write.touches_pack(open.first))
+                            {
                                 // The sweeper changes the open pack, read as if it were in
                                 // `events`: it moves there first, as it is (so the swap sees
                                 // what the sweeper judged, unless events came since), and later

@@ -123,6 +123,22 @@ impl Pack {
         }
     }
 
+    /// The open pack stored as `value` ([`open_value`]), to append to again, holding at most
+    /// `max` bytes.
+    pub fn reopen(value: &[u8], max: usize) -> Result<Pack, String> {
+        let (first, bytes) = parse_open(value)?;
+        let Value::Pack(records) = parse(bytes)? else {
+            return Err("an open pack that is not a pack".into());
+        };
+        let mut pack = Pack::new(first, max.max(bytes.len()));
+        for (offset, record) in records {
+            if !pack.push_at(Seq(first.0 + u64::from(offset)), record) {
+                return Err("an open pack that does not fit".into());
+            }
+        }
+        Ok(pack)
+    }
+
     /// Whether `record` fits in a pack at all (else it is stored as a large record).
     pub fn holds(record: &[u8]) -> bool {
         PACK_HEADER + FRAME_HEADER + record.len() <= MAX_VALUE
@@ -199,24 +215,6 @@ pub fn parse_open(value: &[u8]) -> Result<(Seq, &[u8]), String> {
         .split_first_chunk::<8>()
         .ok_or("a truncated open pack")?;
     Ok((Seq(u64::from_be_bytes(*first)), bytes))
-}
-
-impl Pack {
-    /// The open pack stored as `value` (`open_value`), to append to again, holding at most
-    /// `max` bytes.
-    pub fn reopen(value: &[u8], max: usize) -> Result<Pack, String> {
-        let (first, bytes) = parse_open(value)?;
-        let Value::Pack(records) = parse(bytes)? else {
-            return Err("an open pack that is not a pack".into());
-        };
-        let mut pack = Pack::new(first, max.max(bytes.len()));
-        for (offset, record) in records {
-            if !pack.push_at(Seq(first.0 + u64::from(offset)), record) {
-                return Err("an open pack that does not fit".into());
-            }
-        }
-        Ok(pack)
-    }
 }
 
 /// An `events` entry's value sealed, if it is a raw pack that compression makes smaller (a

@@ -164,13 +164,12 @@ impl Reader {
         let tree = self.tree(TreeId::Events);
         // The value holding `from` may start before it (a pack); if that is the open pack, the
         // tree's values before it hold nothing from `from` on.
-        let start = match (
-            &open,
-            tree.range(..=pack::key(from)).next_back().transpose()?,
-        ) {
-            (Some(open), _) if open.first <= from => pack::key(open.first).to_vec(),
-            (_, Some((key, _))) if key.len() == 8 => key.to_vec(),
-            _ => pack::key(from).to_vec(),
+        let start = match &open {
+            Some(open) if open.first <= from => pack::key(open.first).to_vec(),
+            _ => match tree.range(..=pack::key(from)).next_back().transpose()? {
+                Some((key, _)) if key.len() == 8 => key.to_vec(),
+                _ => pack::key(from).to_vec(),
+            },
         };
         for item in tree.range(start..) {
             let (key, value) = item?;
