@@ -11,19 +11,19 @@ use sled::Transactional;
 use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot};
 
+use super::append::Appender;
 use super::checkpoint::Reopen;
-use super::claims;
 use super::compact::Pause;
 use super::durable::Durability;
 use super::journal::{Encoded, Journal};
 use super::live::{put, remove, Live};
-use super::pack::{self, Pack};
+use super::pack::Pack;
 use super::reader::MarkMoves;
 use super::record::{dedup_key, RecordRef};
 use super::runs::Runs;
 use super::slow_commit::{self, Parts};
 use super::watermark::Watermark;
-use super::{Handles, TreeId, Trees, Write, LIVE_KEY, NEXT_SEQ_KEY};
+use super::{Handles, TreeId, Trees, Write};
 use crate::event::Seq;
 use crate::metrics::Metrics;
 use crate::store::slow_commit::SlowCommits;
@@ -110,6 +110,10 @@ pub enum Outcome {
     /// How many dedup keys expired.
     Expired(u64),
 }
+
+/// What a batch's apply gives: the outcomes, the next seq, the open pack, the change in stored
+/// bytes.
+type Applied = (Vec<Outcome>, Seq, Option<Pack>, i64);
 
 /// One request waiting for the committer.
 pub struct Pending {
@@ -573,25 +577,15 @@ impl Committer {
         }
     }
 
-    /// Claims each event's dedup key and appends it, and applies every write, all in one
-    /// transaction.
+    /// Claims each event's dedup key and appends it, and applies every write: a batch of events
+    /// only straight to the trees, the next seq last (`append.rs`); any other in one transaction.
     pub fn apply(&mut self, steps: &[Step]) -> Result<Vec<Outcome>, StoreError> {
         let start = self.next_seq;
-        // A batch of events only touches the first three trees (events, dedup, meta); a smaller
-        // transaction costs less.
         let any_writes = steps.iter().any(|step| matches!(step, Step::Writes(_)));
-        let all: Vec<&::sled::Tree> = self.trees.all.iter().collect();
-        let trees = if any_writes {
-            &all[..]
-        } else {
-            &all[..=TreeId::Meta as usize]
-        };
-        let open = self.open.clone();
-        let pack_bytes = self.pack_bytes;
         // With the sealing's changes since the last batch (`runs/`).
         self.live.add(self.runs.take_delta());
         let live = self.live.get();
-        // Keys already claimed, looked up before the transaction: a read inside one may make
+        // Keys already claimed, looked up before the batch: a read inside a transaction may make
         // sled split a node, which waits for the lock the transaction holds.
         let mut known: HashMap<&[u8], Seq> = HashMap::new();
         for step in steps {
@@ -602,139 +596,104 @@ impl Committer {
                 known.insert(key.as_slice(), seq);
             }
         }
-        // Writes may move marks: readers of marks check that none came in between.
-        if any_writes {
-            self.mark_moves.begin();
-        }
-        let result = trees.transaction(|trees| {
-            let tree = |id: TreeId| &trees[id as usize];
-            let (events, dedup, meta) = (
-                tree(TreeId::Events),
-                tree(TreeId::Dedup),
-                tree(TreeId::Meta),
-            );
-            let mut next = start;
-            let mut delta = 0i64;
-            let mut pack = open.clone();
-            let mut pack_dirty = false;
-            let mut claimed: HashMap<&[u8], Seq> = HashMap::new();
-            // The batch's new claims, in log values of up to `MAX_VALUE` bytes (`claims.rs`).
-            let mut log: Vec<(Seq, Vec<u8>)> = Vec::new();
+        let (outcomes, next, pack, delta) = if any_writes {
+            self.apply_in_transaction(steps, &known, live)?
+        } else {
+            let tree = |id: TreeId| &self.trees.all[id as usize];
+            let mut appender = Appender::new(start, self.open.take(), self.pack_bytes, &known);
             let mut outcomes = Vec::with_capacity(steps.len());
             for step in steps {
-                let (key, record, received_at_ms) = match step {
-                    Step::Event(encoded) => encoded,
-                    Step::Writes(writes) => {
-                        for write in *writes {
-                            if pack
-                                .as_ref()
-                                .is_some_and(|open| write.touches_pack(open.first))
-                            {
-                                // The sweeper changes the open pack, read as if it were in
-                                // `events`: it moves there first, as it is (so the swap sees
-                                // what the sweeper judged, unless events came since), and later
-                                // events start a new one rather than rewrite one it changed.
-                                if let Some(open) = pack.take() {
-                                    delta += put(events, &pack::key(open.first), open.value())?;
-                                    delta += remove(meta, pack::OPEN_KEY)?;
-                                }
-                                pack_dirty = false;
-                            }
-                            match write {
-                                Write::Put(id, key, value) => {
-                                    delta += put(tree(*id), key, value)?;
-                                }
-                                Write::Delete(id, key) => {
-                                    delta += remove(tree(*id), key)?;
-                                }
-                                Write::Raise(id, key, seq) => {
-                                    let current = tree(*id)
-                                        .get(key.as_slice())?
-                                        .and_then(|value| Seq::from_key(value.as_ref()));
-                                    if current.is_none_or(|current| current < *seq) {
-                                        delta += put(tree(*id), key, &seq.to_key())?;
-                                    }
-                                }
-                                Write::Swap(id, key, expected, new) => {
-                                    let current = tree(*id).get(key.as_slice())?;
-                                    if current.as_deref() == Some(expected.as_slice()) {
-                                        delta += match new {
-                                            Some(new) => put(tree(*id), key, new)?,
-                                            None => remove(tree(*id), key)?,
-                                        };
-                                    }
-                                }
-                            }
-                        }
-                        outcomes.push(Outcome::Written);
+                if let Step::Event(encoded) = step {
+                    outcomes.push(Outcome::Event(
+                        appender.event(tree(TreeId::Events), encoded)?,
+                    ));
+                }
+            }
+            appender.finish(tree(TreeId::Dedup), tree(TreeId::Meta), live)?;
+            (outcomes, appender.next, appender.pack, appender.delta)
+        };
+        self.live.add(delta);
+        let accepted: Vec<(&[u8], Seq)> = steps
+            .iter()
+            .zip(&outcomes)
+            .filter_map(|(step, outcome)| match (step, outcome) {
+                (Step::Event((key, _, _)), Outcome::Event(Committed::Accepted(seq))) => {
+                    Some((key.as_slice(), *seq))
+                }
+                _ => None,
+            })
+            .collect();
+        self.runs.claimed(&accepted);
+        self.next_seq = next;
+        self.open = pack;
+        Ok(outcomes)
+    }
+
+    /// [`Committer::apply`] of a batch that holds writes beside its events, in one transaction:
+    /// the outcomes, the next seq, the open pack and the change in stored bytes.
+    fn apply_in_transaction<'a>(
+        &self,
+        steps: &'a [Step],
+        known: &'a HashMap<&'a [u8], Seq>,
+        live: Option<u64>,
+    ) -> Result<Applied, StoreError> {
+        let trees: Vec<&::sled::Tree> = self.trees.all.iter().collect();
+        // Writes may move marks: readers of marks check that none came in between.
+        self.mark_moves.begin();
+        let result = trees[..].transaction(|trees| {
+            let tree = |id: TreeId| &trees[id as usize];
+            let (events, meta) = (tree(TreeId::Events), tree(TreeId::Meta));
+            let mut appender =
+                Appender::new(self.next_seq, self.open.clone(), self.pack_bytes, known);
+            let mut outcomes = Vec::with_capacity(steps.len());
+            for step in steps {
+                let writes = match step {
+                    Step::Event(encoded) => {
+                        outcomes.push(Outcome::Event(appender.event(events, encoded)?));
                         continue;
                     }
+                    Step::Writes(writes) => *writes,
                 };
-                if let Some(seq) = claimed.get(key.as_slice()) {
-                    outcomes.push(Outcome::Event(Committed::Duplicate(*seq)));
-                    continue;
-                }
-                if let Some(seq) = known.get(key.as_slice()) {
-                    outcomes.push(Outcome::Event(Committed::Duplicate(*seq)));
-                    continue;
-                }
-                if Pack::holds(record) {
-                    let appended = pack
-                        .as_mut()
-                        .is_some_and(|p| p.next() == next && p.push(record));
-                    if !appended {
-                        // Nothing more is appended to the pack it leaves: it is sealed.
-                        if let Some(full) = &pack {
-                            delta += put(events, &pack::key(full.first), &full.sealed())?;
+                for write in writes {
+                    if appender
+                        .pack
+                        .as_ref()
+                        .is_some_and(|open| write.touches_pack(open.first))
+                    {
+                        // The sweeper changes the open pack, read as if it were in `events`.
+                        appender.settle_open_pack(events, meta)?;
+                    }
+                    appender.delta += match write {
+                        Write::Put(id, key, value) => put(tree(*id), key, value)?,
+                        Write::Delete(id, key) => remove(tree(*id), key)?,
+                        Write::Raise(id, key, seq) => {
+                            let current = tree(*id)
+                                .get(key.as_slice())?
+                                .and_then(|value| Seq::from_key(value.as_ref()));
+                            if current.is_none_or(|current| current < *seq) {
+                                put(tree(*id), key, &seq.to_key())?
+                            } else {
+                                0
+                            }
                         }
-                        let mut fresh = Pack::new(next, pack_bytes);
-                        fresh.push(record);
-                        pack = Some(fresh);
-                    }
-                    pack_dirty = true;
-                } else {
-                    for (key, value) in pack::large(next, record) {
-                        delta += put(events, &key, &value)?;
-                    }
+                        Write::Swap(id, key, expected, new) => {
+                            let current = tree(*id).get(key.as_slice())?;
+                            match new {
+                                _ if current.as_deref() != Some(expected.as_slice()) => 0,
+                                Some(new) => put(tree(*id), key, new)?,
+                                None => remove(tree(*id), key)?,
+                            }
+                        }
+                    };
                 }
-                claims::append(&mut log, key, next, *received_at_ms);
-                claimed.insert(key.as_slice(), next);
-                outcomes.push(Outcome::Event(Committed::Accepted(next)));
-                next = Seq(next.0 + 1);
+                outcomes.push(Outcome::Written);
             }
-            if let Some(open) = pack.as_ref().filter(|_| pack_dirty) {
-                delta += put(meta, pack::OPEN_KEY, &pack::open_value(open))?;
-            }
-            for (first, value) in &log {
-                delta += put(dedup, &claims::log_key(*first), value)?;
-            }
-            meta.insert(NEXT_SEQ_KEY, &next.to_key())?;
-            if let Some(live) = live.map(|live| live.saturating_add_signed(delta)) {
-                meta.insert(LIVE_KEY, &live.to_be_bytes())?;
-            }
-            Ok((outcomes, next, pack, delta))
+            appender.finish(tree(TreeId::Dedup), meta, live)?;
+            Ok((outcomes, appender.next, appender.pack, appender.delta))
         });
-        if any_writes {
-            self.mark_moves.end();
-        }
+        self.mark_moves.end();
         match result {
-            Ok((outcomes, next, pack, delta)) => {
-                self.live.add(delta);
-                let accepted: Vec<(&[u8], Seq)> = steps
-                    .iter()
-                    .zip(&outcomes)
-                    .filter_map(|(step, outcome)| match (step, outcome) {
-                        (Step::Event((key, _, _)), Outcome::Event(Committed::Accepted(seq))) => {
-                            Some((key.as_slice(), *seq))
-                        }
-                        _ => None,
-                    })
-                    .collect();
-                self.runs.claimed(&accepted);
-                self.next_seq = next;
-                self.open = pack;
-                Ok(outcomes)
-            }
+            Ok(applied) => Ok(applied),
             Err(TransactionError::Abort(err)) => Err(err),
             Err(TransactionError::Storage(err)) => Err(StoreError::from(err)),
         }

@@ -6,6 +6,7 @@
 //! applies a batch in one sled transaction and makes it durable ([`durable`]) before answering.
 //! Reads ([`reader`]) run on tokio's blocking pool, and never look past the durable `last_seq`.
 
+mod append;
 mod bloom;
 mod checkpoint;
 mod claims;
@@ -26,6 +27,7 @@ mod retention;
 mod run_file;
 mod runs;
 mod slow_commit;
+mod torn_batch;
 mod watermark;
 
 use std::ops::RangeInclusive;
@@ -63,7 +65,8 @@ const NEXT_SEQ_KEY: &[u8] = b"next_seq";
 /// Layout 3 had one `dedup` entry per key; stores without the key are older still (one event
 /// per value, read as they are).
 const LAYOUT_KEY: &[u8] = b"layout";
-const LAYOUT: &[u8] = &[7];
+const LAYOUT: &[u8] = &[8];
+const LAYOUT_7: &[u8] = &[7];
 const LAYOUT_6: &[u8] = &[6];
 const LAYOUT_5: &[u8] = &[5];
 const LAYOUT_4: &[u8] = &[4];
@@ -339,6 +342,11 @@ impl SledStore {
         let max_value = pack::max_value(segment_bytes(&sled_dir));
         let trees = Trees::open(&db)?;
         let legacy = check_layout(&trees, &sled_dir)?;
+        if !legacy {
+            // A store of layout 3 or older was written in transactions only.
+            let next = stored_next_seq(&trees)?.unwrap_or(Seq(1));
+            torn_batch::cut(&trees, next, max_value, &sled_dir.display().to_string())?;
+        }
         let next_seq = next_seq(&trees)?;
         let live = Live::new(live_bytes(&trees, next_seq)?);
         let watermark = watermark::Watermark::open(dir)?;
@@ -839,15 +847,16 @@ impl Backend for SledStore {
 }
 
 /// Whether the store is of an older layout, whose `dedup` tree the open turns into a log (and
-/// then marks the store with this layout); marks a store of layout 4, 5 or 6 with this one (its
+/// then marks the store with this layout); marks a store of layout 4 to 7 with this one (its
 /// values are read as they are); refuses a store of a layout this hookgate does not know.
+/// Layout 8: batches of events may be torn by a crash past the next seq (`torn_batch.rs`),
+/// which an older hookgate would not cut.
 fn check_layout(trees: &Trees, dir: &Path) -> Result<bool, StoreError> {
     let meta = trees.get(TreeId::Meta);
     match meta.get(LAYOUT_KEY)? {
         Some(layout) if layout == LAYOUT => Ok(false),
-        Some(layout) if layout == LAYOUT_6 || layout == LAYOUT_5 || layout == LAYOUT_4 => {
-            // Durable before any pack of the new layout is: the open's sync, or the first
-            // batch's.
+        Some(layout) if [LAYOUT_7, LAYOUT_6, LAYOUT_5, LAYOUT_4].contains(&layout.as_ref()) => {
+            // Before any batch of the new layout in sled's log, which a crash keeps a prefix of.
             meta.insert(LAYOUT_KEY, LAYOUT)?;
             Ok(false)
         }
@@ -886,10 +895,19 @@ fn live_bytes(trees: &Trees, next_seq: Seq) -> Result<Option<u64>, StoreError> {
     }
 }
 
-/// The seq the next event gets: from `meta` (written with every batch of events), else 1.
+/// The next seq `meta` holds (written last by every batch of events), if any.
+fn stored_next_seq(trees: &Trees) -> Result<Option<Seq>, StoreError> {
+    trees
+        .get(TreeId::Meta)
+        .get(NEXT_SEQ_KEY)?
+        .map(|value| Seq::from_key(&value).ok_or_else(|| StoreError::Corrupt("next_seq".into())))
+        .transpose()
+}
+
+/// The seq the next event gets: from `meta`, else 1.
 fn next_seq(trees: &Trees) -> Result<Seq, StoreError> {
-    match trees.get(TreeId::Meta).get(NEXT_SEQ_KEY)? {
-        Some(value) => Seq::from_key(&value).ok_or_else(|| StoreError::Corrupt("next_seq".into())),
+    match stored_next_seq(trees)? {
+        Some(seq) => Ok(seq),
         None if trees.get(TreeId::Events).is_empty() => Ok(Seq(1)),
         None => Err(StoreError::Corrupt(
             "events are stored but the next seq is not".into(),

@@ -165,7 +165,7 @@ async fn packs_grow_to_the_bound_of_the_store_s_segments() {
 }
 
 /// A full pack is stored sealed (compressed) and reads back as it was written; a store of layout
-/// 4 (no sealed packs) or 5 (packs of 6 KiB) opens and is marked 6, so that an older hookgate
+/// 4 to 7 opens and is marked 8, so that an older hookgate
 /// refuses it, and a store of a layout this hookgate does not know is refused with a message
 /// that says why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -206,25 +206,146 @@ async fn full_packs_are_sealed_and_the_layout_says_so() {
     assert_eq!(read, bodies);
     store.close().await;
     drop(store);
-    assert_eq!(meta_layout(None).0, [7], "marked at its open");
-    for older in [5, 6] {
+    assert_eq!(meta_layout(None).0, [8], "marked at its open");
+    for older in [5, 6, 7] {
         assert_eq!(meta_layout(Some(older)).0, [older]);
         let store = SledStore::open(dir.path(), &config, Arc::new(Metrics::new())).unwrap();
         store.close().await;
         drop(store);
         assert_eq!(
             meta_layout(None).0,
-            [7],
+            [8],
             "layout {older} marked at its open"
         );
     }
-    assert_eq!(meta_layout(Some(8)).0, [8]);
+    assert_eq!(meta_layout(Some(9)).0, [9]);
 
     let refused = SledStore::open(dir.path(), &config, Arc::new(Metrics::new()))
         .err()
-        .expect("a store of layout 8 is refused");
+        .expect("a store of layout 9 is refused");
     assert!(refused.to_string().contains("newer hookgate"), "{refused}");
-    assert_eq!(meta_layout(Some(7)).1.len(), kinds.len());
+    assert_eq!(meta_layout(Some(8)).1.len(), kinds.len());
+}
+
+/// Every event's seq and body, from the first.
+async fn read_all(store: &SledStore) -> (Vec<u64>, Vec<Bytes>) {
+    let events = store.events_after(super::Seq(0), 100, None).await.unwrap();
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    let read: Vec<Bytes> = events.into_iter().map(|e| Bytes::from(e.body)).collect();
+    (seqs, read)
+}
+
+/// A batch of events is written without a transaction, its next seq last: a crash may keep any
+/// prefix of its writes. Each such store opens holding exactly the batches before it (every
+/// value past the next seq removed, a pack holding seqs on both sides cut back), and the torn
+/// batch's events are taken again as new ones, under the same seqs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_cuts_what_a_crash_kept_of_a_batch_past_its_next_seq() {
+    let config = StoreConfig::default();
+    // ~6 bodies a pack: the first 8 leave an open pack of 2, which the next 10 fill and seal.
+    let bodies = json_bodies(18, &"hello ".repeat(150));
+    let mut large = bodies.clone();
+    large[16] = Bytes::from(format!(r#"{{"text":"{}"}}"#, "x".repeat(20_000)));
+    // (what the crash kept of the torn batch's writes, the events committed before it)
+    let cases: [(&str, usize, &[Bytes]); 5] = [
+        ("all but the next seq", 8, &bodies),
+        ("all but the open pack and the next seq", 8, &bodies),
+        ("an open pack appended to, not sealed", 16, &bodies),
+        ("a large record and the pack after it", 15, &large),
+        (
+            "the first batch of a store, all but the next seq",
+            0,
+            &bodies,
+        ),
+    ];
+    for (case, (what, before, bodies)) in cases.into_iter().enumerate() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta_value = |key: &[u8]| {
+            let db = super::open_db(dir.path(), &config).unwrap();
+            let value = db.open_tree("meta").unwrap().get(key).unwrap();
+            value.map(|v| v.to_vec())
+        };
+        let store = SledStore::open(dir.path(), &config, Arc::new(Metrics::new())).unwrap();
+        commit_bodies(&store, &bodies[..before]).await;
+        store.close().await;
+        drop(store);
+        let (next_before, open_before) =
+            (meta_value(super::NEXT_SEQ_KEY), meta_value(pack::OPEN_KEY));
+        // Nor was the torn batch acknowledged (`watermark.rs`).
+        let acked = dir.path().join("acked");
+        let acked_before = std::fs::read(&acked).ok();
+        // The torn batch, committed whole; then what the crash lost of it is put back.
+        let store = SledStore::open(dir.path(), &config, Arc::new(Metrics::new())).unwrap();
+        let torn = (before..bodies.len()).map(|n| event_with(n, bodies[n].clone()));
+        let committed = futures_util::future::join_all(
+            torn.map(|event| store.commit(event, Duration::from_secs(30))),
+        )
+        .await;
+        assert!(committed.iter().all(Result::is_ok), "{what}");
+        store.close().await;
+        drop(store);
+        {
+            let db = super::open_db(dir.path(), &config).unwrap();
+            let meta = db.open_tree("meta").unwrap();
+            match &next_before {
+                Some(next) => meta.insert(super::NEXT_SEQ_KEY, next.as_slice()).unwrap(),
+                None => meta.remove(super::NEXT_SEQ_KEY).unwrap(),
+            };
+            if case == 1 {
+                meta.insert(pack::OPEN_KEY, open_before.clone().unwrap())
+                    .unwrap();
+            }
+            db.flush().unwrap();
+        }
+        match &acked_before {
+            Some(bytes) => std::fs::write(&acked, bytes).unwrap(),
+            None => std::fs::remove_file(&acked).unwrap(),
+        }
+        let store = SledStore::open(dir.path(), &config, Arc::new(Metrics::new())).unwrap();
+        let (seqs, read) = read_all(&store).await;
+        assert_eq!(seqs, (1..=before as u64).collect::<Vec<_>>(), "{what}");
+        assert_eq!(read, bodies[..before], "{what}");
+        {
+            let handles = store.handles.read().unwrap();
+            let trees = &handles.as_ref().unwrap().0;
+            let first_past = super::Seq(before as u64 + 1).to_key();
+            for id in [TreeId::Events, TreeId::Dedup] {
+                assert_eq!(
+                    trees.get(id).range(first_past..).count(),
+                    0,
+                    "{what}: {id:?}"
+                );
+            }
+        }
+        // Its events are new again, under the same seqs (sent again with other bodies, so that
+        // nothing of the torn batch can pass for them).
+        let mut expected = bodies[..before].to_vec();
+        for n in before..bodies.len() {
+            let body = Bytes::from(format!(r#"{{"id":"event-{n}","again":true}}"#));
+            let committed = store
+                .commit(event_with(n, body.clone()), Duration::from_secs(30))
+                .await
+                .unwrap();
+            let seq = super::Seq(n as u64 + 1);
+            assert_eq!(committed, crate::store::Committed::Accepted(seq), "{what}");
+            expected.push(body);
+        }
+        let all_seqs: Vec<u64> = (1..=bodies.len() as u64).collect();
+        assert_eq!(
+            read_all(&store).await,
+            (all_seqs.clone(), expected.clone()),
+            "{what}"
+        );
+        store.close().await;
+        drop(store);
+        let store = SledStore::open(dir.path(), &config, Arc::new(Metrics::new())).unwrap();
+        assert_eq!(
+            read_all(&store).await,
+            (all_seqs, expected),
+            "{what}, reopened"
+        );
+        store.close().await;
+    }
 }
 
 /// A store of layout 6 kept its open pack raw in `events`: it is read where it is, and the

@@ -1,0 +1,164 @@
+//! Appending a batch's events: each claims its dedup key and joins the open pack (or is stored
+//! as a large record) under the next seq; the batch's claims, the open pack, the count of stored
+//! bytes and, last, the next seq follow.
+//!
+//! The same code writes through a sled transaction (a batch that also holds other writes) or
+//! straight to the trees (a batch of events only, most of them). A transaction costs sled two
+//! writes of its io buffer of its own, each waking its io threads; plain inserts leave the
+//! buffer to the batch's flush (`cargo bench --bench ingest`: ~3 µs less CPU per ack in sled's
+//! io threads, docs/performance.md). Without a transaction a crash may keep part of a batch: the
+//! next seq, written last, says where the last whole batch ends, and the open cuts whatever lies
+//! past it (`torn_batch.rs`). No such part was acknowledged, nor seen by a reader (readers see
+//! only seqs below the synced next seq).
+
+use std::collections::HashMap;
+
+use sled::transaction::{TransactionalTree, UnabortableTransactionError};
+
+use super::claims;
+use super::journal::Encoded;
+use super::live::{self, change};
+use super::pack::{self, Pack};
+use super::{LIVE_KEY, NEXT_SEQ_KEY};
+use crate::event::Seq;
+use crate::store::Committed;
+
+/// A tree a batch writes to: within a transaction, or directly.
+pub trait Put {
+    type Error;
+    /// Inserts; returns the change in stored bytes.
+    fn put(&self, key: &[u8], value: &[u8]) -> Result<i64, Self::Error>;
+    /// Removes; returns the change in stored bytes.
+    fn delete(&self, key: &[u8]) -> Result<i64, Self::Error>;
+}
+
+impl Put for TransactionalTree {
+    type Error = UnabortableTransactionError;
+
+    fn put(&self, key: &[u8], value: &[u8]) -> Result<i64, Self::Error> {
+        live::put(self, key, value)
+    }
+
+    fn delete(&self, key: &[u8]) -> Result<i64, Self::Error> {
+        live::remove(self, key)
+    }
+}
+
+impl Put for sled::Tree {
+    type Error = sled::Error;
+
+    fn put(&self, key: &[u8], value: &[u8]) -> Result<i64, Self::Error> {
+        Ok(change(key, self.insert(key, value)?, Some(value)))
+    }
+
+    fn delete(&self, key: &[u8]) -> Result<i64, Self::Error> {
+        Ok(change(key, self.remove(key)?, None))
+    }
+}
+
+/// A batch's events being appended, from the seq `next` on.
+pub struct Appender<'a> {
+    pub next: Seq,
+    /// The change in stored bytes so far.
+    pub delta: i64,
+    /// The pack appended to, written to `meta` at the end if `pack_dirty`.
+    pub pack: Option<Pack>,
+    pack_dirty: bool,
+    pack_bytes: usize,
+    /// Keys claimed before the batch (looked up before it began).
+    known: &'a HashMap<&'a [u8], Seq>,
+    /// Keys claimed by the batch so far.
+    claimed: HashMap<&'a [u8], Seq>,
+    /// The batch's new claims, in log values of up to `MAX_VALUE` bytes (`claims.rs`).
+    log: Vec<(Seq, Vec<u8>)>,
+}
+
+impl<'a> Appender<'a> {
+    pub fn new(
+        next: Seq,
+        open: Option<Pack>,
+        pack_bytes: usize,
+        known: &'a HashMap<&'a [u8], Seq>,
+    ) -> Appender<'a> {
+        Appender {
+            next,
+            delta: 0,
+            pack: open,
+            pack_dirty: false,
+            pack_bytes,
+            known,
+            claimed: HashMap::new(),
+            log: Vec::new(),
+        }
+    }
+
+    /// Claims the event's key and appends it under the next seq, or finds it claimed.
+    pub fn event<T: Put>(
+        &mut self,
+        events: &T,
+        (key, record, received_at_ms): &'a Encoded,
+    ) -> Result<Committed, T::Error> {
+        let key = key.as_slice();
+        if let Some(seq) = self.claimed.get(key).or_else(|| self.known.get(key)) {
+            return Ok(Committed::Duplicate(*seq));
+        }
+        let seq = self.next;
+        if Pack::holds(record) {
+            let appended = self
+                .pack
+                .as_mut()
+                .is_some_and(|open| open.next() == seq && open.push(record));
+            if !appended {
+                // Nothing more is appended to the pack it leaves: it is sealed.
+                if let Some(full) = &self.pack {
+                    self.delta += events.put(&pack::key(full.first), &full.sealed())?;
+                }
+                let mut fresh = Pack::new(seq, self.pack_bytes);
+                fresh.push(record);
+                self.pack = Some(fresh);
+            }
+            self.pack_dirty = true;
+        } else {
+            for (key, value) in pack::large(seq, record) {
+                self.delta += events.put(&key, &value)?;
+            }
+        }
+        claims::append(&mut self.log, key, seq, *received_at_ms);
+        self.claimed.insert(key, seq);
+        self.next = Seq(seq.0 + 1);
+        Ok(Committed::Accepted(seq))
+    }
+
+    /// Moves the open pack into `events` as it is, before a write of the sweeper changes it:
+    /// its compare-and-swap then sees what the sweeper judged (unless events came since), and
+    /// later events start a new pack rather than rewrite one it changed.
+    pub fn settle_open_pack<T: Put>(&mut self, events: &T, meta: &T) -> Result<(), T::Error> {
+        if let Some(open) = self.pack.take() {
+            self.delta += events.put(&pack::key(open.first), open.value())?;
+            self.delta += meta.delete(pack::OPEN_KEY)?;
+        }
+        self.pack_dirty = false;
+        Ok(())
+    }
+
+    /// Writes the batch's claims, its open pack, the count of stored bytes (`live` before the
+    /// batch, if known) and, last, the next seq, which commits the batch (`torn_batch.rs`).
+    pub fn finish<T: Put>(
+        &mut self,
+        dedup: &T,
+        meta: &T,
+        live: Option<u64>,
+    ) -> Result<(), T::Error> {
+        for (first, value) in &self.log {
+            self.delta += dedup.put(&claims::log_key(*first), value)?;
+        }
+        if let Some(open) = self.pack.as_ref().filter(|_| self.pack_dirty) {
+            self.delta += meta.put(pack::OPEN_KEY, &pack::open_value(open))?;
+        }
+        if let Some(live) = live.map(|live| live.saturating_add_signed(self.delta)) {
+            meta.put(LIVE_KEY, &live.to_be_bytes())?;
+        }
+        meta.put(NEXT_SEQ_KEY, &self.next.to_key())?;
+        Ok(())
+    }
+}
