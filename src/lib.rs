@@ -14,8 +14,8 @@
 //! 4. [`event_id`]: the id the event is deduplicated by (configured rule, scheme's own, or the
 //!    body's SHA-256).
 //! 5. [`store`]: the committer thread claims (provider, event id) and appends the event under the
-//!    next seq in one sled transaction, batching every request that waits, then flushes sled and
-//!    fdatasyncs its files once per batch. Only then is each request answered 200 (`accepted`, or
+//!    next seq, batching every request that waits (written last, the next seq commits the batch),
+//!    then flushes sled and fdatasyncs its files once per batch. Only then is each request answered 200 (`accepted`, or
 //!    `duplicate` with the first copy's seq); past `ack_deadline_ms`, or on any storage error, 503.
 //!    The store is one trait ([`store::Backend`]); sled (`store/sled/`) is its embedded backend,
 //!    and nothing outside `store/` knows a tree or a key. Readers only ever see durable events.

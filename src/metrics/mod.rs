@@ -69,7 +69,7 @@ pub struct Metrics {
     pub gateways_disagreeing: Gauge,
     /// Seconds from handing a verified event to the store to its durable answer.
     pub ack_latency: Histogram,
-    /// Group commits: batches applied in one transaction and made durable by one sync.
+    /// Group commits: batches applied together and made durable by one sync.
     pub commits: Counter,
     /// Requests per group commit.
     pub commit_batch_size: Histogram,

@@ -1,6 +1,6 @@
 //! The single committer: a dedicated thread that takes every commit request waiting in its queue,
-//! applies them in one sled transaction, makes them durable with one flush + fdatasync (group
-//! commit), and only then answers each request.
+//! applies them to sled as one batch (`append.rs`), makes them durable with one flush + fdatasync
+//! (group commit), and only then answers each request.
 
 use std::collections::HashMap;
 use std::sync::Arc;

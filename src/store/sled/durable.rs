@@ -29,6 +29,15 @@
 //!   replays the whole log, which holds everything. Losing a rename to a power loss costs
 //!   start-up time, never data.
 //!
+//! What a crash keeps of the writes after the last sync: sled replays its log in order at open
+//! and stops at the first torn message or missing segment, so it recovers a prefix of the
+//! writes made since, in the order they were made (its own transactions rest on this). A batch
+//! of events only is written without a transaction, its next seq last (`append.rs`): the store
+//! after a crash holds every batch up to the next seq it holds, and perhaps part of the next
+//! batch, whose requests were not answered (answers wait for this sync); the open removes that
+//! part (`torn_batch.rs`). Every other batch is one sled transaction, recovered whole or not at
+//! all.
+//!
 //! Beside sled, `<data_dir>/dedup-runs/*.run` (`run_file.rs`) hold copies of the sealed dedup
 //! runs, read only while a checkpoint has sled closed. They are never synced and need not be:
 //! sled holds each run, and a copy that does not check out (a CRC per value and on the index) is

@@ -3,7 +3,9 @@
 //! Trees: `events` (big-endian seq -> record), `dedup` ((provider, dedup id) -> first seq),
 //! `meta` (the next seq, outputs' cursors and pause flags, sync cursors) and, per (output, seq),
 //! `dead`, `replay` and `settled`. Every write goes through the committer ([`committer`]), which
-//! applies a batch in one sled transaction and makes it durable ([`durable`]) before answering.
+//! applies a batch (events without a transaction, the next seq last; other writes in one) and
+//! makes it durable ([`durable`]) before answering; the open cuts a batch a crash tore
+//! ([`torn_batch`]).
 //! Reads ([`reader`]) run on tokio's blocking pool, and never look past the durable `last_seq`.
 
 mod append;
