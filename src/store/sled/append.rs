@@ -141,9 +141,9 @@ impl<'a> Appender<'a> {
         Ok(())
     }
 
-    /// Writes the batch's claims, its open pack, the count of stored bytes (`live` before the
-    /// batch, if known) and, last, the next seq, which commits the batch (`torn_batch.rs`).
-    pub fn finish<T: Put>(
+    /// Writes the batch's claims, its open pack and the count of stored bytes (`live` before the
+    /// batch, if known): all but the next seq ([`Appender::commit`]).
+    pub fn write_rest<T: Put>(
         &mut self,
         dedup: &T,
         meta: &T,
@@ -158,6 +158,11 @@ impl<'a> Appender<'a> {
         if let Some(live) = live.map(|live| live.saturating_add_signed(self.delta)) {
             meta.put(LIVE_KEY, &live.to_be_bytes())?;
         }
+        Ok(())
+    }
+
+    /// Writes the next seq, the batch's last write, which commits it (`torn_batch.rs`).
+    pub fn commit<T: Put>(&self, meta: &T) -> Result<(), T::Error> {
         meta.put(NEXT_SEQ_KEY, &self.next.to_key())?;
         Ok(())
     }

@@ -22,6 +22,7 @@ use super::reader::MarkMoves;
 use super::record::{dedup_key, RecordRef};
 use super::runs::Runs;
 use super::slow_commit::{self, Parts};
+use super::torn_batch::{self, TearHook};
 use super::watermark::Watermark;
 use super::{Handles, TreeId, Trees, Write};
 use crate::event::Seq;
@@ -155,6 +156,8 @@ pub struct Committer {
     pub between: Between,
     /// Counts the transactions that may move marks, for readers of them (`reader.rs`).
     pub mark_moves: Arc<MarkMoves>,
+    /// Tears a batch (tests only: `torn_batch::TEAR_ENV`).
+    pub tear: TearHook,
 }
 
 /// What the committer did since its last batch, for the slow-commit log (`slow_commit.rs`).
@@ -609,7 +612,11 @@ impl Committer {
                     ));
                 }
             }
-            appender.finish(tree(TreeId::Dedup), tree(TreeId::Meta), live)?;
+            appender.write_rest(tree(TreeId::Dedup), tree(TreeId::Meta), live)?;
+            if self.tear.tears(outcomes.len()) {
+                torn_batch::tear(tree(TreeId::Meta));
+            }
+            appender.commit(tree(TreeId::Meta))?;
             (outcomes, appender.next, appender.pack, appender.delta)
         };
         self.live.add(delta);
@@ -688,7 +695,8 @@ impl Committer {
                 }
                 outcomes.push(Outcome::Written);
             }
-            appender.finish(tree(TreeId::Dedup), meta, live)?;
+            appender.write_rest(tree(TreeId::Dedup), meta, live)?;
+            appender.commit(meta)?;
             Ok((outcomes, appender.next, appender.pack, appender.delta))
         });
         self.mark_moves.end();

@@ -417,6 +417,7 @@ impl SledStore {
             ),
             between: committer::Between::default(),
             mark_moves: mark_moves.clone(),
+            tear: torn_batch::TearHook::from_env(),
         };
         // Events acknowledged from the journal while sled was closed, before a crash or a stop.
         let journal_events = committer.apply_journal(journaled)?;

@@ -152,3 +152,47 @@ fn cut_pack(
     }
     Ok(Some(Some(kept)))
 }
+
+/// The environment variable that tears a batch, for the test that a restart cuts it: after this
+/// many batches of two events or more, the next is written but for its next seq, sled writes
+/// what it holds to its file, and the process aborts, as a crash during the batch would leave
+/// it (it is not a config key).
+pub const TEAR_ENV: &str = "HOOKGATE_TEST_TEAR_BATCH_AFTER";
+
+/// [`TEAR_ENV`]'s count of batches left before the torn one (tests only).
+#[derive(Debug, Default)]
+pub struct TearHook(Option<u64>);
+
+impl TearHook {
+    pub fn from_env() -> TearHook {
+        let batches = std::env::var(TEAR_ENV).ok().and_then(|n| n.parse().ok());
+        if let Some(batches) = batches {
+            tracing::warn!(
+                batches,
+                "{TEAR_ENV} is set: a batch will be torn by an abort."
+            );
+        }
+        TearHook(batches)
+    }
+
+    /// Whether to tear this batch of `events` events.
+    pub fn tears(&mut self, events: usize) -> bool {
+        match self.0.as_mut() {
+            Some(0) if events >= 2 => true,
+            Some(left) if events >= 2 => {
+                *left -= 1;
+                false
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Has sled write what it holds to its file (without an fsync, as its io threads would), then
+/// aborts the process (tests only: [`TEAR_ENV`]).
+pub fn tear(tree: &sled::Tree) -> ! {
+    if let Err(err) = tree.flush() {
+        tracing::error!(error = %err, "{TEAR_ENV}: sled's flush failed.");
+    }
+    std::process::abort()
+}
