@@ -312,9 +312,12 @@ pub fn take_gathered(
 /// returns the others.
 pub fn answer_late(batch: Vec<Pending>) -> Vec<Pending> {
     let now = Instant::now();
-    let (live, late): (Vec<Pending>, Vec<Pending>) = batch
-        .into_iter()
-        .partition(|p| p.deadline > now && !p.reply.is_closed());
+    let is_live = |p: &Pending| p.deadline > now && !p.reply.is_closed();
+    // Most batches hold none late: none is moved then.
+    if batch.iter().all(is_live) {
+        return batch;
+    }
+    let (live, late): (Vec<Pending>, Vec<Pending>) = batch.into_iter().partition(is_live);
     for pending in late {
         let _ = pending.reply.send(Err(StoreError::DeadlineExceeded));
     }
@@ -452,9 +455,14 @@ impl Committer {
     /// Applies and syncs one batch and answers it. `Err`: an fsync failed, and the committer
     /// must stop (see `durable.rs`).
     pub fn commit(&mut self, batch: Vec<Pending>) -> Result<(), StoreError> {
-        let (expiries, batch): (Vec<Pending>, Vec<Pending>) = batch
-            .into_iter()
-            .partition(|p| matches!(p.work, Work::ExpireDedup(_)));
+        // Most batches hold no expiry: moving every request into new vectors took ~1.6 % of
+        // hookgate's CPU at 64 connections (`benches/profile.sh` on efabcc0).
+        let expires = |p: &Pending| matches!(p.work, Work::ExpireDedup(_));
+        let (expiries, batch): (Vec<Pending>, Vec<Pending>) = if batch.iter().any(expires) {
+            batch.into_iter().partition(expires)
+        } else {
+            (Vec::new(), batch)
+        };
         for pending in expiries {
             if let Work::ExpireDedup(cutoff_ms) = pending.work {
                 let expired = self.runs.expire(cutoff_ms);
