@@ -347,7 +347,7 @@ impl SledStore {
         if !legacy {
             // A store of layout 3 or older was written in transactions only.
             let next = stored_next_seq(&trees)?.unwrap_or(Seq(1));
-            torn_batch::cut(&trees, next, max_value, &sled_dir.display().to_string())?;
+            torn_batch::cut(&trees, next, max_value, &sled_dir)?;
         }
         let next_seq = next_seq(&trees)?;
         let live = Live::new(live_bytes(&trees, next_seq)?);
@@ -878,12 +878,17 @@ fn open_pack(trees: &Trees, max_value: usize, dir: &Path) -> Result<Option<Pack>
     let Some(value) = trees.get(TreeId::Meta).get(pack::OPEN_KEY)? else {
         return Ok(None);
     };
-    Pack::reopen(&value, max_value).map(Some).map_err(|err| {
-        StoreError::Corrupt(format!(
-            "{} holds an open pack that cannot be read ({err}): restore the data dir from a backup",
-            dir.join("db").display()
-        ))
-    })
+    Pack::reopen(&value, max_value)
+        .map(Some)
+        .map_err(|err| unreadable(dir, "an open pack", &err))
+}
+
+/// The error of a value of sled's log under `dir` that does not parse: `what` it is, and why.
+fn unreadable(dir: &Path, what: &str, err: &str) -> StoreError {
+    StoreError::Corrupt(format!(
+        "{} holds {what} that cannot be read ({err}): restore the data dir from a backup",
+        dir.join("db").display()
+    ))
 }
 
 /// The bytes of keys and values stored, from `meta`; 0 in a new store, `None` in one written

@@ -130,10 +130,20 @@ impl Pack {
         let Value::Pack(records) = parse(bytes)? else {
             return Err("an open pack that is not a pack".into());
         };
-        let mut pack = Pack::new(first, max.max(bytes.len()));
+        Pack::of_records(first, records, max.max(bytes.len()))
+    }
+
+    /// A pack of `records` (each with its seq's offset from `first`, in order), holding at most
+    /// `max` bytes.
+    pub fn of_records<'a>(
+        first: Seq,
+        records: impl IntoIterator<Item = (u16, &'a [u8])>,
+        max: usize,
+    ) -> Result<Pack, String> {
+        let mut pack = Pack::new(first, max);
         for (offset, record) in records {
             if !pack.push_at(Seq(first.0 + u64::from(offset)), record) {
-                return Err("an open pack that does not fit".into());
+                return Err("a pack that does not fit".into());
             }
         }
         Ok(pack)

@@ -20,8 +20,10 @@
 //! below it, before anything reads the store. It writes nothing to a store without such a part,
 //! and a crash during it leaves a store it cuts again at the next open.
 
+use std::path::Path;
+
 use super::pack::{self, Pack};
-use super::{TreeId, Trees};
+use super::{unreadable, TreeId, Trees};
 use crate::event::Seq;
 use crate::store::StoreError;
 
@@ -36,12 +38,8 @@ pub struct Cut {
 
 /// Removes whatever the store holds at or past `next` (the next seq it holds), the part of a
 /// batch that a crash cut short. `dir`: sled's directory, named when a value does not parse.
-pub fn cut(trees: &Trees, next: Seq, max_value: usize, dir: &str) -> Result<Cut, StoreError> {
-    let corrupt = |what: &str, err: String| {
-        StoreError::Corrupt(format!(
-            "{dir}/db holds {what} that cannot be read ({err}): restore the data dir from a backup"
-        ))
-    };
+pub fn cut(trees: &Trees, next: Seq, max_value: usize, dir: &Path) -> Result<Cut, StoreError> {
+    let corrupt = |what: &str, err: String| unreadable(dir, what, &err);
     let (events, dedup, meta) = (
         trees.get(TreeId::Events),
         trees.get(TreeId::Dedup),
@@ -137,20 +135,11 @@ fn cut_pack(
     if records.last().is_none_or(|(offset, _)| seq(*offset) < next) {
         return Ok(None);
     }
-    let below: Vec<_> = records
-        .into_iter()
-        .take_while(|(o, _)| seq(*o) < next)
-        .collect();
-    if below.is_empty() {
+    if seq(records[0].0) >= next {
         return Ok(Some(None));
     }
-    let mut kept = Pack::new(first, max_value.max(raw.len()));
-    for (offset, record) in below {
-        if !kept.push_at(seq(offset), record) {
-            return Err("a pack that does not fit".into());
-        }
-    }
-    Ok(Some(Some(kept)))
+    let below = records.into_iter().take_while(|(o, _)| seq(*o) < next);
+    Pack::of_records(first, below, max_value.max(raw.len())).map(|kept| Some(Some(kept)))
 }
 
 /// The environment variable that tears a batch, for the test that a restart cuts it: after this
