@@ -17,7 +17,7 @@ use sled::transaction::{TransactionalTree, UnabortableTransactionError};
 
 use super::claims;
 use super::journal::Encoded;
-use super::live::{self, change};
+use super::live::change;
 use super::pack::{self, Pack};
 use super::{LIVE_KEY, NEXT_SEQ_KEY};
 use crate::event::Seq;
@@ -36,11 +36,11 @@ impl Put for TransactionalTree {
     type Error = UnabortableTransactionError;
 
     fn put(&self, key: &[u8], value: &[u8]) -> Result<i64, Self::Error> {
-        live::put(self, key, value)
+        Ok(change(key, self.insert(key, value)?, Some(value)))
     }
 
     fn delete(&self, key: &[u8]) -> Result<i64, Self::Error> {
-        live::remove(self, key)
+        Ok(change(key, self.remove(key)?, None))
     }
 }
 

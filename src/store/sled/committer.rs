@@ -11,12 +11,12 @@ use sled::Transactional;
 use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot};
 
-use super::append::Appender;
+use super::append::{Appender, Put};
 use super::checkpoint::Reopen;
 use super::compact::Pause;
 use super::durable::Durability;
 use super::journal::{Encoded, Journal};
-use super::live::{put, remove, Live};
+use super::live::Live;
 use super::pack::Pack;
 use super::reader::MarkMoves;
 use super::record::{dedup_key, RecordRef};
@@ -679,14 +679,14 @@ impl Committer {
                         appender.settle_open_pack(events, meta)?;
                     }
                     appender.delta += match write {
-                        Write::Put(id, key, value) => put(tree(*id), key, value)?,
-                        Write::Delete(id, key) => remove(tree(*id), key)?,
+                        Write::Put(id, key, value) => tree(*id).put(key, value)?,
+                        Write::Delete(id, key) => tree(*id).delete(key)?,
                         Write::Raise(id, key, seq) => {
                             let current = tree(*id)
                                 .get(key.as_slice())?
                                 .and_then(|value| Seq::from_key(value.as_ref()));
                             if current.is_none_or(|current| current < *seq) {
-                                put(tree(*id), key, &seq.to_key())?
+                                tree(*id).put(key, &seq.to_key())?
                             } else {
                                 0
                             }
@@ -695,8 +695,8 @@ impl Committer {
                             let current = tree(*id).get(key.as_slice())?;
                             match new {
                                 _ if current.as_deref() != Some(expected.as_slice()) => 0,
-                                Some(new) => put(tree(*id), key, new)?,
-                                None => remove(tree(*id), key)?,
+                                Some(new) => tree(*id).put(key, new)?,
+                                None => tree(*id).delete(key)?,
                             }
                         }
                     };

@@ -10,8 +10,6 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use sled::transaction::{TransactionalTree, UnabortableTransactionError};
-
 /// What a shared count holds while nothing is known.
 const UNKNOWN: u64 = u64::MAX;
 
@@ -45,20 +43,6 @@ impl Live {
 pub fn change(key: &[u8], old: Option<sled::IVec>, new: Option<&[u8]>) -> i64 {
     let size = |value: Option<usize>| value.map_or(0, |len| (key.len() + len) as i64);
     size(new.map(<[u8]>::len)) - size(old.as_deref().map(<[u8]>::len))
-}
-
-/// Inserts within a transaction; returns the change in stored bytes.
-pub fn put(
-    tree: &TransactionalTree,
-    key: &[u8],
-    value: &[u8],
-) -> Result<i64, UnabortableTransactionError> {
-    Ok(change(key, tree.insert(key, value)?, Some(value)))
-}
-
-/// Removes within a transaction; returns the change in stored bytes.
-pub fn remove(tree: &TransactionalTree, key: &[u8]) -> Result<i64, UnabortableTransactionError> {
-    Ok(change(key, tree.remove(key)?, None))
 }
 
 /// The count as `meta` stores it.
