@@ -1,4 +1,4 @@
-//! sled's compaction after retention (`src/store/sled/compact.rs`), through the library on a
+//! sled's compaction after retention (`src/store/sled/compact/`), through the library on a
 //! real sled directory: the disk comes back, and nothing committed before or during the copy is
 //! lost, moved to another seq, or forgotten by dedup, before and after a reopen.
 #![allow(clippy::unwrap_used)]

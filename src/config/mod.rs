@@ -129,7 +129,7 @@ pub struct StoreConfig {
     /// publish) is logged with the time of each part (`store/slow_commit.rs`); zero: never.
     pub slow_commit: Duration,
     /// sled: after a retention pass, the store is compacted (copied afresh, see
-    /// `store/sled/compact.rs`) when its file is over this many times the bytes it holds, and
+    /// `store/sled/compact/`) when its file is over this many times the bytes it holds, and
     /// over them by at least `compact_min_bytes`; 0: never.
     pub compact_ratio: f64,
     pub compact_min_bytes: u64,

@@ -115,7 +115,7 @@ impl Cutoffs {
 pub struct Swept {
     pub events: u64,
     pub dedup_keys: u64,
-    /// Bytes of disk a compaction after this sweep gave back (sled: `compact.rs`).
+    /// Bytes of disk a compaction after this sweep gave back (sled: `compact/`).
     pub disk_freed: u64,
     /// The sweep removed events and stopped at its bound before the end of what has expired:
     /// the sweeper goes on at once instead of after `sweep_interval`, so that retention keeps

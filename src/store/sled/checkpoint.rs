@@ -89,7 +89,7 @@ pub struct Reopen {
     pub dir: PathBuf,
     pub data_dir: PathBuf,
     pub config: StoreConfig,
-    /// Set while a compaction follows the trees (`compact.rs`): no checkpoint may replace them.
+    /// Set while a compaction follows the trees (`compact/`): no checkpoint may replace them.
     pub compacting: Arc<AtomicBool>,
     /// The committer's own queue, to wake it once sled is open again.
     pub wake: mpsc::WeakSender<Message>,

@@ -50,7 +50,7 @@
 //! reused its old segment, and power fails before the batch's `fdatasync`, a disk whose volatile
 //! cache reorders writes could keep the overwrite and lose the moved page. Closing it needs sled
 //! to fsync before reusing a segment. Checkpoints (`checkpoint.rs`) add no such case: sled is
-//! reopened only after a synced batch. Nor do compactions (`compact.rs`): the copy's files and
+//! reopened only after a synced batch. Nor do compactions (`compact/`): the copy's files and
 //! directory are fsynced whole, while the committer is paused after a synced batch, before
 //! `current` names it (itself fsynced and renamed, and its directory fsynced).
 //!
@@ -202,7 +202,7 @@ impl Durability {
     }
 
     /// Lets go of sled, and takes `db`, a copy of the store under `dir` whose files are synced
-    /// (a compaction: see `compact.rs`). The fault hook's count stays.
+    /// (a compaction: see `compact/`). The fault hook's count stays.
     pub fn replace(self, db: sled::Db, dir: &Path) -> Result<Durability, StoreError> {
         let (fault_after, slow_fsync) = (self.fault_after, self.slow_fsync);
         drop(self);

@@ -1,5 +1,5 @@
 //! How many bytes of keys and values the store holds: what a compaction would copy
-//! (`compact.rs`), against which sled's file is judged.
+//! (`compact/`), against which sled's file is judged.
 //!
 //! The committer counts each write's change (sled returns the value a write replaced) and
 //! stores the count in `meta` with every batch, so it survives restarts. The sealing of dedup

@@ -4,8 +4,9 @@
 //! `meta` (the next seq, outputs' cursors and pause flags, sync cursors) and, per (output, seq),
 //! `dead`, `replay` and `settled`. Every write goes through the committer ([`committer`]), which
 //! applies a batch (events without a transaction, the next seq last; other writes in one) and
-//! makes it durable ([`durable`]) before answering; the open cuts a batch a crash tore
-//! ([`torn_batch`]).
+//! makes it durable ([`durable`]) before answering. Opening ([`open`]) checks the layout, cuts a
+//! batch a crash tore ([`torn_batch`]) and starts the committer; after a retention pass a
+//! compaction ([`compact`]) may copy the store to give disk back.
 //! Reads ([`reader`]) run on tokio's blocking pool, and never look past the durable `last_seq`.
 
 mod append;
@@ -21,6 +22,7 @@ mod keys;
 mod live;
 mod mount;
 mod old_copies;
+mod open;
 mod pack;
 mod place;
 mod reader;
@@ -34,7 +36,7 @@ mod watermark;
 
 use std::ops::RangeInclusive;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -43,18 +45,17 @@ use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{
-    Backend, Change, Checkpointed, Committed, Cutoffs, DeadRecord, Mark, Marks, NewEvent, Output,
-    OutputState, StoreError, StoredEvent, Swept,
+    Backend, Change, Committed, Cutoffs, DeadRecord, Mark, Marks, NewEvent, Output, OutputState,
+    StoreError, StoredEvent, Swept,
 };
 use crate::config::StoreConfig;
 use crate::event::Seq;
 use crate::metrics::Metrics;
 
-use committer::{Committer, Message, Outcome, Pending, Work};
-use durable::Durability;
+use committer::{Message, Outcome, Pending, Work};
 use live::Live;
 use old_copies::OldCopies;
-use pack::Pack;
+use open::{open_db, segment_bytes};
 use reader::{MarkMoves, Reader, ReadsSinceOpen, Stored};
 
 const NEXT_SEQ_KEY: &[u8] = b"next_seq";
@@ -73,9 +74,6 @@ const LAYOUT_6: &[u8] = &[6];
 const LAYOUT_5: &[u8] = &[5];
 const LAYOUT_4: &[u8] = &[4];
 const LAYOUT_3: &[u8] = &[3];
-/// What a compaction's copy is expected to take over the bytes it holds, until one was measured
-/// (`compact.rs`: 1.45-1.5 in sled's own measurements).
-const FIRST_COPY_RATIO: f64 = 1.5;
 /// `meta` key of the bytes of keys and values stored (`live.rs`).
 const LIVE_KEY: &[u8] = b"live_bytes";
 /// Requests waiting for the committer beyond this wait for room (bounded by their deadline).
@@ -204,7 +202,7 @@ pub struct SledStore {
     metrics: Arc<Metrics>,
     /// The bytes of keys and values stored, as the committer counts them.
     live: Live,
-    /// Set while a compaction runs; see `compact.rs`.
+    /// Set while a compaction runs; see `compact/`.
     compacting: Arc<AtomicBool>,
     /// The size of the last copy over the bytes it held (`f64` bits): a copy of the store now
     /// would take about this times what it holds.
@@ -230,238 +228,7 @@ pub struct SledStore {
     mark_moves: Arc<MarkMoves>,
 }
 
-/// Sends its notice when dropped: at the end of the committer thread, even by a panic.
-struct EndNotice(Option<oneshot::Sender<()>>);
-
-impl Drop for EndNotice {
-    fn drop(&mut self) {
-        if let Some(notice) = self.0.take() {
-            let _ = notice.send(());
-        }
-    }
-}
-
-/// The size of sled's log segments in a store hookgate creates. sled's first write after an open
-/// deactivates every segment in one pass that counts all of them for each one (quadratic in
-/// their number: 3.5-3.8 s at 10 M events in 34,000 segments of sled's default 512 KiB), holding
-/// the lock that a write rolling into a new segment needs (`benches/sled_layouts/FINDINGS.md`,
-/// section 7); an open also reads every segment's header. Four times larger segments make that
-/// pass 16 times shorter.
-const SEGMENT_BYTES: usize = 2 << 20;
-
-/// The segment size of the sled store in `dir`: the one its `conf` file records (sled refuses to
-/// open a store with another), or [`SEGMENT_BYTES`] for a new store. A compaction's copy is a
-/// new store, so an older store moves to the current size at its next compaction.
-fn segment_bytes(dir: &Path) -> usize {
-    std::fs::read(dir.join("conf"))
-        .ok()
-        .and_then(|conf| recorded_segment_bytes(&conf))
-        .unwrap_or(SEGMENT_BYTES)
-}
-
-/// The `segment_size: N` line of sled's `conf` (text lines, then a 4-byte checksum).
-fn recorded_segment_bytes(conf: &[u8]) -> Option<usize> {
-    conf.split(|&byte| byte == b'\n').find_map(|line| {
-        let value = line.strip_prefix(b"segment_size: ")?;
-        std::str::from_utf8(value).ok()?.trim().parse().ok()
-    })
-}
-
-/// Opens sled under `dir`. The previous handle of this process (a closed store, or the
-/// checkpoint's) may take a while to let go of `db`'s lock after its last drop, while sled's
-/// io threads finish the pass that the first write after an open starts (see
-/// [`SEGMENT_BYTES`]), and a stop right after a start waits for it. A lock held elsewhere is
-/// retried for ten seconds.
-fn open_db(dir: &Path, config: &StoreConfig) -> Result<::sled::Db, ::sled::Error> {
-    open_db_waiting(dir, config).map(|(db, _)| db)
-}
-
-/// [`open_db`], and how long it waited for the lock.
-fn open_db_waiting(
-    dir: &Path,
-    config: &StoreConfig,
-) -> Result<(::sled::Db, Duration), ::sled::Error> {
-    let sled = ::sled::Config::new()
-        .path(dir)
-        .segment_size(segment_bytes(dir))
-        .cache_capacity(config.cache_bytes)
-        // The committer flushes (and fsyncs) itself; a background flush would only compete.
-        .flush_every_ms(None);
-    let mut tries = 0;
-    let started = Instant::now();
-    loop {
-        match sled.open() {
-            // sled reports it as an `Other` error with this text (config.rs:599).
-            Err(::sled::Error::Io(err))
-                if err.to_string().contains("could not acquire lock") && tries < 200 =>
-            {
-                tries += 1;
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            opened => {
-                let waited = if tries > 0 {
-                    started.elapsed()
-                } else {
-                    Duration::ZERO
-                };
-                return opened.map(|db| (db, waited));
-            }
-        }
-    }
-}
-
 impl SledStore {
-    /// sled writes a snapshot of its page table only when it opens a store, and replays its log
-    /// since the last one at every open: opening and closing a closed store once moves that
-    /// replay from the next start to now.
-    pub fn checkpoint(dir: &Path, config: &StoreConfig) -> Result<Checkpointed, StoreError> {
-        let started = Instant::now();
-        let (db, lock_wait) = open_db_waiting(&place::live_dir(dir)?, config)?;
-        db.flush()?;
-        drop(db);
-        Ok(Checkpointed {
-            took: started.elapsed(),
-            lock_wait,
-        })
-    }
-
-    /// Opens (or creates) the store under `dir` and starts its committer.
-    pub fn open(
-        dir: &Path,
-        config: &StoreConfig,
-        metrics: Arc<Metrics>,
-    ) -> Result<SledStore, StoreError> {
-        std::fs::create_dir_all(dir)?;
-        mount::warn_if_online_discard(dir);
-        let started = Instant::now();
-        let sled_dir = place::live_dir(dir)?;
-        let old_copies = Arc::new(OldCopies::default());
-        old_copies.remove(dir, &sled_dir, |_| ())?;
-        let db = open_db(&sled_dir, config)?;
-        let sled_opened = started.elapsed();
-        let free_segments = free_segments::observe(&sled_dir, &metrics);
-        // Fixed for this process: a compaction's copy may have larger segments, never smaller.
-        let max_value = pack::max_value(segment_bytes(&sled_dir));
-        let trees = Trees::open(&db)?;
-        let legacy = check_layout(&trees, &sled_dir)?;
-        if !legacy {
-            // A store of layout 3 or older was written in transactions only.
-            let next = stored_next_seq(&trees)?.unwrap_or(Seq(1));
-            torn_batch::cut(&trees, next, max_value, &sled_dir)?;
-        }
-        let next_seq = next_seq(&trees)?;
-        let live = Live::new(live_bytes(&trees, next_seq)?);
-        let watermark = watermark::Watermark::open(dir)?;
-        if watermark.acked() >= next_seq {
-            return Err(StoreError::Corrupt(format!(
-                "{} holds events up to seq {}, but seq {} was acknowledged (says {}): the log \
-                 was damaged (truncated or corrupted). Restore the data dir from a backup, or \
-                 move it aside to start empty",
-                sled_dir.join("db").display(),
-                next_seq.0 - 1,
-                watermark.acked(),
-                watermark.path().display()
-            )));
-        }
-        let mut durability = Durability::new(db.clone(), &sled_dir)?;
-        durability
-            .sync()
-            .map_err(|err| StoreError::Storage(Arc::new(err)))?;
-
-        let (journal, journaled) = journal::Journal::open(dir)?;
-        let (queue, receiver) = mpsc::channel(QUEUE_CAPACITY);
-        let (last_seq_sender, last_seq) = watch::channel(Seq(next_seq.0 - 1));
-        let checked = started.elapsed();
-        let runs = runs::Runs::open(
-            trees.get(TreeId::Dedup).clone(),
-            trees.get(TreeId::Runs).clone(),
-            trees.get(TreeId::Meta).clone(),
-            runs::run_keys(config.dedup_run_keys),
-            legacy.then_some((LAYOUT_KEY, LAYOUT)),
-            run_file::dir(dir),
-        )?;
-        let recent_claims = runs.recent_claims();
-        let handles: Handles = Arc::new(RwLock::new(Some((trees.clone(), db))));
-        let compacting = Arc::new(AtomicBool::new(false));
-        let reads = Arc::new(ReadsSinceOpen::new(config.recent_read_seqs));
-        let mark_moves = Arc::new(MarkMoves::default());
-        let open = open_pack(&trees, max_value, &sled_dir)?;
-        let mut committer = Committer {
-            trees,
-            durability,
-            next_seq,
-            metrics: metrics.clone(),
-            last_seq: last_seq_sender,
-            open,
-            pack_bytes: max_value,
-            watermark,
-            runs,
-            handles: handles.clone(),
-            reopen: checkpoint::Reopen {
-                dir: sled_dir.clone(),
-                data_dir: dir.to_path_buf(),
-                config: config.clone(),
-                compacting: compacting.clone(),
-                wake: queue.downgrade(),
-                reads: reads.clone(),
-                slow: checkpoint::slow_from_env(checkpoint::SLOW_ENV),
-                slow_apply: checkpoint::slow_from_env(checkpoint::SLOW_APPLY_ENV),
-                last: None,
-            },
-            since_checkpoint: 0,
-            live: live.clone(),
-            journal,
-            slow: crate::store::slow_commit::SlowCommits::new(
-                config.slow_commit,
-                metrics.commits_slow.clone(),
-            ),
-            between: committer::Between::default(),
-            mark_moves: mark_moves.clone(),
-            tear: torn_batch::TearHook::from_env(),
-        };
-        // Events acknowledged from the journal while sled was closed, before a crash or a stop.
-        let journal_events = committer.apply_journal(journaled)?;
-        let (ended, committer_ended) = oneshot::channel();
-        let handle = std::thread::Builder::new()
-            .name("hookgate-committer".into())
-            .spawn(move || {
-                let _notice = EndNotice(Some(ended));
-                committer.run(receiver)
-            })?;
-        let ms = |took: Duration| took.as_millis() as u64;
-        tracing::info!(
-            dir = %sled_dir.display(),
-            next_seq = %next_seq,
-            sled_ms = ms(sled_opened),
-            free_segments,
-            checks_ms = ms(checked - sled_opened),
-            dedup_runs_ms = ms(started.elapsed() - checked),
-            recent_claims,
-            journal_events,
-            "Store opened."
-        );
-        free_segments::warn_if_many(free_segments, sled_opened);
-        Ok(SledStore {
-            dir: dir.to_path_buf(),
-            config: config.clone(),
-            metrics,
-            live,
-            compacting,
-            copy_ratio: std::sync::atomic::AtomicU64::new(FIRST_COPY_RATIO.to_bits()),
-            compact_backoff: compact::Backoff::default(),
-            old_copies,
-            handles,
-            last_seq,
-            queue,
-            committer: Mutex::new(Some(handle)),
-            committer_ended: Mutex::new(Some(committer_ended)),
-            sweep: tokio::sync::Mutex::new(retention::Resume::default()),
-            max_value,
-            reads,
-            mark_moves,
-        })
-    }
-
     async fn submit(&self, work: Work, deadline: Duration) -> Result<Outcome, StoreError> {
         let submitted = Instant::now();
         let deadline_at = submitted + deadline;
@@ -491,137 +258,6 @@ impl SledStore {
         self.submit(Work::Writes(writes), WRITE_DEADLINE)
             .await
             .map(|_| ())
-    }
-
-    /// Compacts the store (`compact.rs`) when sled's file is over `compact_ratio` times the
-    /// bytes it holds and over them by `compact_min_bytes`. Returns the bytes given back.
-    /// Failures are logged: the store goes on as it was, and the next pass tries again.
-    async fn compact_if_worth_it(&self) -> Result<u64, StoreError> {
-        let (ratio, least) = (self.config.compact_ratio, self.config.compact_min_bytes);
-        if ratio == 0.0 {
-            return Ok(0);
-        }
-        if self.compact_backoff.waiting() || !self.old_copies.gone() {
-            return Ok(0);
-        }
-        let size = self.size_on_disk().await?;
-        let live = self.live.get();
-        // Worth it: over the ratio, and a copy would give back at least `least` (what sled makes
-        // of a copy is learnt from the last one), so that compactions do not follow each other
-        // for nothing. `least = 0` (tests) compacts whenever the ratio is passed.
-        let copy_ratio = f64::from_bits(self.copy_ratio.load(Ordering::Relaxed));
-        let worth_it = match live {
-            Some(live) => {
-                let (size, live) = (size as f64, live as f64);
-                size > ratio * live && (least == 0 || size - copy_ratio * live >= least as f64)
-            }
-            // A store from before the count: its first compaction counts.
-            None => size >= least,
-        };
-        if !worth_it {
-            return Ok(0);
-        }
-        let needed = live.unwrap_or(size).saturating_mul(3) / 2;
-        let free = nix::sys::statvfs::statvfs(&self.dir)
-            .map(|stat| stat.blocks_available().saturating_mul(stat.fragment_size()))
-            .unwrap_or(u64::MAX);
-        if free < needed {
-            tracing::warn!(
-                size_mb = size >> 20,
-                live_mb = live.map(|live| live >> 20),
-                free_mb = free >> 20,
-                "The store would be worth compacting, but the disk has no room for its copy."
-            );
-            return Ok(0);
-        }
-        tracing::info!(
-            size_mb = size >> 20,
-            live_mb = live.map(|live| live >> 20),
-            "Compacting the store."
-        );
-        // Stopping the sweeper drops this future: the copy then gives up at its next step.
-        struct Abort(Arc<AtomicBool>);
-        impl Drop for Abort {
-            fn drop(&mut self) {
-                self.0.store(true, Ordering::Relaxed);
-            }
-        }
-        let abort = Abort(Arc::new(AtomicBool::new(false)));
-        let (dir, config, handles, queue, compacting, stop, metrics, old_copies) = (
-            self.dir.clone(),
-            self.config.clone(),
-            self.handles.clone(),
-            self.queue.clone(),
-            self.compacting.clone(),
-            abort.0.clone(),
-            self.metrics.clone(),
-            self.old_copies.clone(),
-        );
-        compacting.store(true, Ordering::Release);
-        let compacted = tokio::task::spawn_blocking(move || {
-            let result = compact::Compaction {
-                data_dir: &dir,
-                config: &config,
-                handles: &handles,
-                queue: &queue,
-                abort: &stop,
-            }
-            .run(size);
-            // Only once the copy has let go of the old trees may a checkpoint reopen them.
-            compacting.store(false, Ordering::Release);
-            if let Ok(done) = &result {
-                // In the background: the sweeper goes on meanwhile, and a stop need not wait.
-                let removed = |took: Duration| {
-                    let took_ms = took.as_millis() as u64;
-                    tracing::info!(took_ms, "Compaction: the old files removed.");
-                };
-                if let Err(err) = old_copies.remove(&dir, &done.dir, removed) {
-                    tracing::warn!(error = %err, "Cannot start removing the old files; the next open will.");
-                }
-                // The copy was reopened once written (`compact.rs`): few of its segments are free.
-                free_segments::observe(&done.dir, &metrics);
-            }
-            result
-        })
-        .await;
-        drop(abort);
-        match compacted {
-            Ok(Ok(done)) => {
-                self.compact_backoff.succeeded();
-                self.metrics.store_compactions.inc();
-                if done.live > 0 {
-                    let learnt = done.after as f64 / done.live as f64;
-                    self.copy_ratio.store(learnt.to_bits(), Ordering::Relaxed);
-                }
-                tracing::info!(
-                    before_mb = done.before >> 20,
-                    after_mb = done.after >> 20,
-                    live_mb = done.live >> 20,
-                    took_ms = done.took.as_millis() as u64,
-                    paused_ms = done.paused.as_millis() as u64,
-                    "Store compacted."
-                );
-                Ok(done.before.saturating_sub(done.after))
-            }
-            Ok(Err(err)) => {
-                let retry = self.compaction_failed();
-                tracing::warn!(error = %err, retry_in_s = retry.as_secs(), "Compacting the store failed; it stays as it was.");
-                Ok(0)
-            }
-            Err(err) => {
-                // It panicked (or never ran): nothing follows the trees any more.
-                self.compacting.store(false, Ordering::Release);
-                let retry = self.compaction_failed();
-                tracing::error!(error = %err, retry_in_s = retry.as_secs(), "Compacting the store panicked; it stays as it was.");
-                Ok(0)
-            }
-        }
-    }
-
-    /// Counts a compaction that failed; returns how long the next try waits.
-    fn compaction_failed(&self) -> Duration {
-        self.metrics.store_compactions_failed.inc();
-        self.compact_backoff.failed()
     }
 
     /// Drops the dedup keys (recent claims and sealed runs) older than `cutoff_ms`; returns how
@@ -849,78 +485,12 @@ impl Backend for SledStore {
     }
 }
 
-/// Whether the store is of an older layout, whose `dedup` tree the open turns into a log (and
-/// then marks the store with this layout); marks a store of layout 4 to 7 with this one (its
-/// values are read as they are); refuses a store of a layout this hookgate does not know.
-/// Layout 8: batches of events may be torn by a crash past the next seq (`torn_batch.rs`),
-/// which an older hookgate would not cut.
-fn check_layout(trees: &Trees, dir: &Path) -> Result<bool, StoreError> {
-    let meta = trees.get(TreeId::Meta);
-    match meta.get(LAYOUT_KEY)? {
-        Some(layout) if layout == LAYOUT => Ok(false),
-        Some(layout) if [LAYOUT_7, LAYOUT_6, LAYOUT_5, LAYOUT_4].contains(&layout.as_ref()) => {
-            // Before any batch of the new layout in sled's log, which a crash keeps a prefix of.
-            meta.insert(LAYOUT_KEY, LAYOUT)?;
-            Ok(false)
-        }
-        Some(layout) if layout == LAYOUT_3 => Ok(true),
-        None => Ok(true),
-        Some(other) => Err(StoreError::Corrupt(format!(
-            "{} holds a store of layout {other:?}, not {LAYOUT:?}: it was written by a newer \
-             hookgate",
-            dir.display()
-        ))),
-    }
-}
-
-/// The open pack stored in `meta` (`pack::OPEN_KEY`), which the committer goes on appending to.
-fn open_pack(trees: &Trees, max_value: usize, dir: &Path) -> Result<Option<Pack>, StoreError> {
-    let Some(value) = trees.get(TreeId::Meta).get(pack::OPEN_KEY)? else {
-        return Ok(None);
-    };
-    Pack::reopen(&value, max_value)
-        .map(Some)
-        .map_err(|err| unreadable(dir, "an open pack", &err))
-}
-
 /// The error of a value of sled's log under `dir` that does not parse: `what` it is, and why.
 fn unreadable(dir: &Path, what: &str, err: &str) -> StoreError {
     StoreError::Corrupt(format!(
         "{} holds {what} that cannot be read ({err}): restore the data dir from a backup",
         dir.join("db").display()
     ))
-}
-
-/// The bytes of keys and values stored, from `meta`; 0 in a new store, `None` in one written
-/// before the count.
-fn live_bytes(trees: &Trees, next_seq: Seq) -> Result<Option<u64>, StoreError> {
-    match trees.get(TreeId::Meta).get(LIVE_KEY)? {
-        Some(value) => live::decode(&value)
-            .map(Some)
-            .ok_or_else(|| StoreError::Corrupt("live_bytes".into())),
-        None if next_seq == Seq(1) => Ok(Some(0)),
-        None => Ok(None),
-    }
-}
-
-/// The next seq `meta` holds (written last by every batch of events), if any.
-fn stored_next_seq(trees: &Trees) -> Result<Option<Seq>, StoreError> {
-    trees
-        .get(TreeId::Meta)
-        .get(NEXT_SEQ_KEY)?
-        .map(|value| Seq::from_key(&value).ok_or_else(|| StoreError::Corrupt("next_seq".into())))
-        .transpose()
-}
-
-/// The seq the next event gets: from `meta`, else 1.
-fn next_seq(trees: &Trees) -> Result<Seq, StoreError> {
-    match stored_next_seq(trees)? {
-        Some(seq) => Ok(seq),
-        None if trees.get(TreeId::Events).is_empty() => Ok(Seq(1)),
-        None => Err(StoreError::Corrupt(
-            "events are stored but the next seq is not".into(),
-        )),
-    }
 }
 
 /// Refuses writes whose keys or values could make sled write a blob file: values over

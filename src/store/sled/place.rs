@@ -1,4 +1,4 @@
-//! Where sled's files live under `data_dir`, so that a compaction (`compact.rs`) can write a
+//! Where sled's files live under `data_dir`, so that a compaction (`compact/`) can write a
 //! fresh copy beside them and switch to it at once.
 //!
 //! - Without a `current` file, sled's files (`db`, `conf`, `snap.*`, `blobs/`) are in

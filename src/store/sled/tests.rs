@@ -98,8 +98,11 @@ async fn expired_runs_go_while_no_request_comes() {
 async fn a_store_keeps_the_segment_size_it_was_made_with() {
     let (old, new) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     drop(::sled::Config::new().path(old.path()).open().unwrap());
-    assert_ne!(super::SEGMENT_BYTES, 512 * 1024);
-    for (dir, expected) in [(old.path(), 512 * 1024), (new.path(), super::SEGMENT_BYTES)] {
+    assert_ne!(super::open::SEGMENT_BYTES, 512 * 1024);
+    for (dir, expected) in [
+        (old.path(), 512 * 1024),
+        (new.path(), super::open::SEGMENT_BYTES),
+    ] {
         for round in 0..2 {
             let store =
                 SledStore::open(dir, &StoreConfig::default(), Arc::new(Metrics::new())).unwrap();
@@ -112,13 +115,13 @@ async fn a_store_keeps_the_segment_size_it_was_made_with() {
             store.commit(event, Duration::from_secs(30)).await.unwrap();
             store.close().await;
             let conf = std::fs::read(dir.join("conf")).unwrap();
-            assert_eq!(super::recorded_segment_bytes(&conf), Some(expected));
+            assert_eq!(super::open::recorded_segment_bytes(&conf), Some(expected));
             assert_eq!(super::segment_bytes(dir), expected);
         }
     }
     assert_eq!(
         super::segment_bytes(&new.path().join("nothing")),
-        super::SEGMENT_BYTES
+        super::open::SEGMENT_BYTES
     );
 }
 

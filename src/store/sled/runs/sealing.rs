@@ -161,7 +161,7 @@ impl Runs {
             }
             Phase::Write(mut merge) => {
                 // The step's values go to sled in one batch: one write to its log, which holds
-                // less garbage than a write per value (`compact.rs` measured the same).
+                // less garbage than a write per value (`compact/` measured the same).
                 let mut values: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
                 let mut written = 0;
                 while written < step {
