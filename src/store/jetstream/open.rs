@@ -1,0 +1,261 @@
+//! Connecting to the servers, creating (or updating) the stream and the buckets, and following
+//! the stream's last sequence for the events other gateways store.
+
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use async_nats::jetstream::kv;
+use async_nats::jetstream::stream::{self, DiscardPolicy, StorageType};
+use async_nats::ServerAddr;
+use tokio::sync::watch;
+
+use super::{advance, layout, storage, JetStreamStore};
+use crate::config::{JetStreamConfig, NatsAuth};
+use crate::event::Seq;
+use crate::metrics::Metrics;
+use crate::store::slow_commit::SlowCommits;
+use crate::store::StoreError;
+
+/// JetStream's own duplicate window for `Nats-Msg-Id` (its default).
+const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+/// How long a start waits for a JetStream that is not ready (a cluster electing leaders).
+const OPEN_PATIENCE: Duration = Duration::from_secs(120);
+/// How often a gateway asks the stream for its last sequence, to see other gateways' events.
+pub const FOLLOW_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How to reach the servers: the name, the connect timeout, the credentials and TLS.
+async fn connect_options(config: &JetStreamConfig) -> std::io::Result<async_nats::ConnectOptions> {
+    let text =
+        |secret: &crate::config::Secret| String::from_utf8_lossy(secret.expose()).into_owned();
+    let options = async_nats::ConnectOptions::new()
+        .name("hookgate")
+        .connection_timeout(Duration::from_secs(5));
+    let mut options = match &config.auth {
+        NatsAuth::None => options,
+        NatsAuth::Token(token) => options.token(text(token)),
+        NatsAuth::UserPassword { user, password } => {
+            options.user_and_password(user.clone(), text(password))
+        }
+        NatsAuth::NKey(seed) => options.nkey(text(seed)),
+        NatsAuth::Credentials(path) => options.credentials_file(path).await?,
+    };
+    if let Some(tls) = &config.tls {
+        options = options.require_tls(true);
+        if let Some(ca) = &tls.ca {
+            options = options.add_root_certificates(ca.clone());
+        }
+        if let Some((cert, key)) = &tls.client {
+            options = options.add_client_certificate(cert.clone(), key.clone());
+        }
+    }
+    Ok(options)
+}
+
+impl JetStreamStore {
+    /// Connects, and creates the stream and the bucket if they are missing (an existing
+    /// stream's settings are updated to these).
+    pub async fn open(
+        config: &JetStreamConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<JetStreamStore, StoreError> {
+        let servers = config
+            .servers
+            .iter()
+            .map(|server| server.parse::<ServerAddr>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(storage)?;
+        let unreachable = |err: &dyn std::fmt::Display| {
+            StoreError::Storage(Arc::new(std::io::Error::other(format!(
+                "cannot connect to the NATS servers {}: {err}",
+                config.servers.join(", ")
+            ))))
+        };
+        let options = connect_options(config)
+            .await
+            .map_err(|err| unreachable(&err))?;
+        let client = options
+            .connect(servers)
+            .await
+            .map_err(|err| unreachable(&err))?;
+        let version = client.server_info().version;
+        if !supported(&version) {
+            return Err(StoreError::Storage(Arc::new(std::io::Error::other(
+                format!(
+                "nats-server {version} is too old for the JetStream store: it needs 2.10 or later"
+            ),
+            ))));
+        }
+        let js = jetstream::new(client.clone());
+        // A cluster that is electing leaders or catching up after a restart times its requests
+        // out: wait for it rather than fail the start.
+        let started = Instant::now();
+        let (stream, kv, leases) = loop {
+            match set_up(&js, config).await {
+                Ok(handles) => break handles,
+                Err(err) if is_not_ready(&*err) && started.elapsed() < OPEN_PATIENCE => {
+                    tracing::warn!(error = %crate::error_chain::error_chain(&*err), "JetStream is not ready for the store yet; asking again in 1 s.");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(err) => return Err(StoreError::Storage(Arc::from(err))),
+            }
+        };
+        let last = stream.cached_info().state.last_sequence;
+        let last_seq = Arc::new(watch::Sender::new(Seq(last)));
+        tokio::spawn(follow(stream.clone(), Arc::downgrade(&last_seq)));
+        let slow_counted = metrics.commits_slow.clone();
+        Ok(JetStreamStore {
+            client,
+            js,
+            stream,
+            kv,
+            leases,
+            lease_time: lapse_time(config.lease_time),
+            last_seq,
+            sync_revisions: Mutex::default(),
+            open: AtomicBool::new(true),
+            metrics,
+            sweep_from: AtomicU64::new(0),
+            dedup_from: AtomicU64::new(0),
+            slow: Mutex::new(SlowCommits::new(
+                crate::config::DEFAULT_SLOW_COMMIT,
+                slow_counted,
+            )),
+        })
+    }
+
+    /// Logs the publishes slower than `bound` (`[store] slow_commit`; zero: never).
+    pub fn with_slow_commit(self, bound: Duration) -> Self {
+        let counted = self.metrics.commits_slow.clone();
+        JetStreamStore {
+            slow: Mutex::new(SlowCommits::new(bound, counted)),
+            ..self
+        }
+    }
+}
+
+/// How long a lease entry lives without renewal: two thirds of `lease_time`, so that with the
+/// waits of [`crate::lease`] (a twelfth of it) and the server's expiry (measured at up to a few
+/// hundred milliseconds), another gateway takes a dead one's work over within `lease_time`.
+fn lapse_time(lease_time: Duration) -> Duration {
+    lease_time * 2 / 3
+}
+
+type SetUpError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Creates (or updates to these settings) the stream and the two buckets, and returns them.
+async fn set_up(
+    js: &jetstream::Context,
+    config: &JetStreamConfig,
+) -> Result<(stream::Stream, kv::Store, kv::Store), SetUpError> {
+    js.create_or_update_stream(stream::Config {
+        name: config.stream.clone(),
+        subjects: vec![layout::EVENTS.to_string()],
+        max_messages_per_subject: 1,
+        discard: DiscardPolicy::New,
+        discard_new_per_subject: true,
+        duplicate_window: DUPLICATE_WINDOW,
+        num_replicas: config.replicas,
+        storage: StorageType::File,
+        allow_direct: true,
+        ..Default::default()
+    })
+    .await?;
+    let stream = js.get_stream(&config.stream).await?;
+    let kv = js
+        .create_or_update_key_value(kv::Config {
+            bucket: layout::bucket(&config.stream),
+            history: 1,
+            storage: StorageType::File,
+            num_replicas: config.replicas,
+            ..Default::default()
+        })
+        .await?;
+    let leases = js
+        .create_or_update_key_value(kv::Config {
+            bucket: layout::lease_bucket(&config.stream),
+            history: 1,
+            max_age: lapse_time(config.lease_time),
+            storage: StorageType::File,
+            num_replicas: config.replicas,
+            ..Default::default()
+        })
+        .await?;
+    Ok((stream, kv, leases))
+}
+
+/// Whether a set-up error says JetStream could not answer yet (a request timed out, or it is
+/// unavailable), as while a cluster elects leaders, rather than that the settings are refused.
+fn is_not_ready(err: &(dyn std::error::Error + 'static)) -> bool {
+    use async_nats::jetstream::context::{
+        CreateKeyValueError, CreateKeyValueErrorKind, CreateStreamError, CreateStreamErrorKind,
+        GetStreamError, GetStreamErrorKind,
+    };
+    let mut next = Some(err);
+    while let Some(err) = next {
+        let not_ready = if let Some(err) = err.downcast_ref::<CreateStreamError>() {
+            matches!(
+                err.kind(),
+                CreateStreamErrorKind::TimedOut | CreateStreamErrorKind::JetStreamUnavailable
+            )
+        } else if let Some(err) = err.downcast_ref::<GetStreamError>() {
+            matches!(err.kind(), GetStreamErrorKind::Request)
+        } else if let Some(err) = err.downcast_ref::<CreateKeyValueError>() {
+            matches!(err.kind(), CreateKeyValueErrorKind::TimedOut)
+        } else {
+            false
+        };
+        if not_ready {
+            return true;
+        }
+        next = err.source();
+    }
+    false
+}
+
+/// Follows the stream's last sequence, so that events other gateways stored reach this one's
+/// readers (dispatchers wait on `last_seq`). The stream's state counts only stored messages: in
+/// a cluster, those its replicas' quorum has, as a publish ack does. Ends with the store.
+async fn follow(stream: stream::Stream, last_seq: Weak<watch::Sender<Seq>>) {
+    let mut failing = false;
+    loop {
+        tokio::time::sleep(FOLLOW_INTERVAL).await;
+        let Some(sender) = last_seq.upgrade() else {
+            return;
+        };
+        match stream.get_info().await {
+            Ok(info) => {
+                failing = false;
+                advance(&sender, info.state.last_sequence);
+            }
+            Err(err) if !failing => {
+                failing = true;
+                tracing::warn!(error = %err, "Cannot read the stream's last sequence; other gateways' events wait.");
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// nats-server 2.10 or later: tested with 2.10.26 and 2.15.1; against Debian's 2.9.10 the
+/// client cannot read the answer to the stream's creation.
+fn supported(version: &str) -> bool {
+    let mut parts = version
+        .split('.')
+        .map(|part| part.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major, minor) >= (2, 10)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn server_versions() {
+        assert!(super::supported("2.10.26"));
+        assert!(super::supported("2.15.1"));
+        assert!(super::supported("3.0.0"));
+        assert!(!super::supported("2.9.10"));
+        assert!(!super::supported("garbage"));
+    }
+}
