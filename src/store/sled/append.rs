@@ -13,15 +13,17 @@
 
 use std::collections::HashMap;
 
-use sled::transaction::{TransactionalTree, UnabortableTransactionError};
+use sled::transaction::{TransactionError, TransactionalTree, UnabortableTransactionError};
+use sled::Transactional;
 
 use super::claims;
+use super::committer::{Committer, Outcome, Step};
 use super::journal::Encoded;
 use super::live::change;
 use super::pack::{self, Pack};
-use super::{LIVE_KEY, NEXT_SEQ_KEY};
+use super::{torn_batch, TreeId, Write, LIVE_KEY, NEXT_SEQ_KEY};
 use crate::event::Seq;
-use crate::store::Committed;
+use crate::store::{Committed, StoreError};
 
 /// A tree a batch writes to: within a transaction, or directly.
 pub trait Put {
@@ -165,5 +167,138 @@ impl<'a> Appender<'a> {
     pub fn commit<T: Put>(&self, meta: &T) -> Result<(), T::Error> {
         meta.put(NEXT_SEQ_KEY, &self.next.to_key())?;
         Ok(())
+    }
+}
+
+/// What a batch's apply gives: the outcomes, the next seq, the open pack, the change in stored
+/// bytes.
+type Applied = (Vec<Outcome>, Seq, Option<Pack>, i64);
+
+impl Committer {
+    /// Claims each event's dedup key and appends it, and applies every write: a batch of events
+    /// only straight to the trees, the next seq last (`append.rs`); any other in one transaction.
+    pub fn apply(&mut self, steps: &[Step]) -> Result<Vec<Outcome>, StoreError> {
+        let start = self.next_seq;
+        let any_writes = steps.iter().any(|step| matches!(step, Step::Writes(_)));
+        // With the sealing's changes since the last batch (`runs/`).
+        self.live.add(self.runs.take_delta());
+        let live = self.live.get();
+        // Keys already claimed, looked up before the batch: a read inside a transaction may make
+        // sled split a node, which waits for the lock the transaction holds.
+        let mut known: HashMap<&[u8], Seq> = HashMap::new();
+        for step in steps {
+            let Step::Event((key, _, _)) = step else {
+                continue;
+            };
+            if let Some(seq) = self.runs.lookup(key)? {
+                known.insert(key.as_slice(), seq);
+            }
+        }
+        let (outcomes, next, pack, delta) = if any_writes {
+            self.apply_in_transaction(steps, &known, live)?
+        } else {
+            let tree = |id: TreeId| &self.trees.all[id as usize];
+            let mut appender = Appender::new(start, self.open.take(), self.pack_bytes, &known);
+            let mut outcomes = Vec::with_capacity(steps.len());
+            for step in steps {
+                if let Step::Event(encoded) = step {
+                    outcomes.push(Outcome::Event(
+                        appender.event(tree(TreeId::Events), encoded)?,
+                    ));
+                }
+            }
+            appender.write_rest(tree(TreeId::Dedup), tree(TreeId::Meta), live)?;
+            if self.tear.tears(outcomes.len()) {
+                torn_batch::tear(tree(TreeId::Meta));
+            }
+            appender.commit(tree(TreeId::Meta))?;
+            (outcomes, appender.next, appender.pack, appender.delta)
+        };
+        self.live.add(delta);
+        let accepted: Vec<(&[u8], Seq)> = steps
+            .iter()
+            .zip(&outcomes)
+            .filter_map(|(step, outcome)| match (step, outcome) {
+                (Step::Event((key, _, _)), Outcome::Event(Committed::Accepted(seq))) => {
+                    Some((key.as_slice(), *seq))
+                }
+                _ => None,
+            })
+            .collect();
+        self.runs.claimed(&accepted);
+        self.next_seq = next;
+        self.open = pack;
+        Ok(outcomes)
+    }
+
+    /// [`Committer::apply`] of a batch that holds writes beside its events, in one transaction:
+    /// the outcomes, the next seq, the open pack and the change in stored bytes.
+    fn apply_in_transaction<'a>(
+        &self,
+        steps: &'a [Step],
+        known: &'a HashMap<&'a [u8], Seq>,
+        live: Option<u64>,
+    ) -> Result<Applied, StoreError> {
+        let trees: Vec<&::sled::Tree> = self.trees.all.iter().collect();
+        // Writes may move marks: readers of marks check that none came in between.
+        self.mark_moves.begin();
+        let result = trees[..].transaction(|trees| {
+            let tree = |id: TreeId| &trees[id as usize];
+            let (events, meta) = (tree(TreeId::Events), tree(TreeId::Meta));
+            let mut appender =
+                Appender::new(self.next_seq, self.open.clone(), self.pack_bytes, known);
+            let mut outcomes = Vec::with_capacity(steps.len());
+            for step in steps {
+                let writes = match step {
+                    Step::Event(encoded) => {
+                        outcomes.push(Outcome::Event(appender.event(events, encoded)?));
+                        continue;
+                    }
+                    Step::Writes(writes) => *writes,
+                };
+                for write in writes {
+                    if appender
+                        .pack
+                        .as_ref()
+                        .is_some_and(|open| write.touches_pack(open.first))
+                    {
+                        // The sweeper changes the open pack, read as if it were in `events`.
+                        appender.settle_open_pack(events, meta)?;
+                    }
+                    appender.delta += match write {
+                        Write::Put(id, key, value) => tree(*id).put(key, value)?,
+                        Write::Delete(id, key) => tree(*id).delete(key)?,
+                        Write::Raise(id, key, seq) => {
+                            let current = tree(*id)
+                                .get(key.as_slice())?
+                                .and_then(|value| Seq::from_key(value.as_ref()));
+                            if current.is_none_or(|current| current < *seq) {
+                                tree(*id).put(key, &seq.to_key())?
+                            } else {
+                                0
+                            }
+                        }
+                        Write::Swap(id, key, expected, new) => {
+                            let current = tree(*id).get(key.as_slice())?;
+                            match new {
+                                _ if current.as_deref() != Some(expected.as_slice()) => 0,
+                                Some(new) => tree(*id).put(key, new)?,
+                                None => tree(*id).delete(key)?,
+                            }
+                        }
+                    };
+                }
+                outcomes.push(Outcome::Written);
+            }
+            appender.write_rest(tree(TreeId::Dedup), meta, live)?;
+            appender.commit(meta)?;
+            Ok((outcomes, appender.next, appender.pack, appender.delta))
+        });
+        self.mark_moves.end();
+        match result {
+            Ok(applied) => Ok(applied),
+            Err(TransactionError::Abort(err)) => Err(err),
+            Err(TransactionError::Storage(err)) => Err(StoreError::from(err)),
+        }
     }
 }

@@ -51,10 +51,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 
-use super::committer::{
-    answer, answer_late, encode, take_batch, take_gathered, Committer, Message, Outcome, Pending,
-    Signals, Step, Work, MAX_BATCH,
-};
+use super::batch::{answer_late, take_batch, take_gathered, Signals, MAX_BATCH};
+use super::committer::{answer, encode, Committer, Message, Outcome, Pending, Step, Work};
 use super::durable::{self, Durability, Reopened};
 use super::journal::{Frame, Journal};
 use super::reader::ReadsSinceOpen;

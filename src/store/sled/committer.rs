@@ -1,17 +1,14 @@
-//! The single committer: a dedicated thread that takes every commit request waiting in its queue,
-//! applies them to sled as one batch (`append.rs`), makes them durable with one flush + fdatasync
+//! The single committer: a dedicated thread that takes every commit request waiting in its queue
+//! (`batch.rs`), applies them to sled as one batch (`append.rs`), makes them durable with one flush + fdatasync
 //! (group commit), and only then answers each request.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sled::transaction::TransactionError;
-use sled::Transactional;
 use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot};
 
-use super::append::{Appender, Put};
+use super::batch::{answer_late, take_gathered, Signals};
 use super::checkpoint::Reopen;
 use super::compact::Pause;
 use super::durable::Durability;
@@ -22,17 +19,13 @@ use super::reader::MarkMoves;
 use super::record::{dedup_key, RecordRef};
 use super::runs::Runs;
 use super::slow_commit::{self, Parts};
-use super::torn_batch::{self, TearHook};
+use super::torn_batch::TearHook;
 use super::watermark::Watermark;
-use super::{Handles, TreeId, Trees, Write};
+use super::{Handles, Trees, Write};
 use crate::event::Seq;
 use crate::metrics::Metrics;
 use crate::store::slow_commit::SlowCommits;
 use crate::store::{Committed, NewEvent, StoreError};
-
-/// Most requests in one batch, and most body bytes (at least one request is always taken).
-pub const MAX_BATCH: usize = 1024;
-const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
 
 /// What the committer's queue carries.
 pub enum Message {
@@ -112,10 +105,6 @@ pub enum Outcome {
     Expired(u64),
 }
 
-/// What a batch's apply gives: the outcomes, the next seq, the open pack, the change in stored
-/// bytes.
-type Applied = (Vec<Outcome>, Seq, Option<Pack>, i64);
-
 /// One request waiting for the committer.
 pub struct Pending {
     pub work: Work,
@@ -187,144 +176,6 @@ fn stop_unsure(err: &StoreError) {
 /// The committer's end when a compaction's switch failed half-way.
 fn unsure(err: &StoreError) {
     tracing::error!(error = %err, "The store cannot tell which copy of it is current; it stops accepting events.");
-}
-
-/// What the queue held besides requests, kept until the committer acts on it.
-#[derive(Default)]
-pub struct Signals {
-    pub closing: bool,
-    /// A reader found the store corrupt: stop at once.
-    pub fail: Option<String>,
-    /// A compaction waits for the committer, between two batches.
-    pub pause: Option<Pause>,
-    /// sled was reopened for a checkpoint (`checkpoint.rs`).
-    pub reopened: bool,
-    /// Readers asked for a checkpoint.
-    pub checkpoint: bool,
-}
-
-impl Signals {
-    /// Keeps a message that is not a request; gives a request back.
-    pub fn take(&mut self, message: Message) -> Option<Pending> {
-        match message {
-            Message::Commit(pending) => return Some(pending),
-            Message::Close => self.closing = true,
-            Message::Fail(reason) => self.fail = Some(reason),
-            Message::Pause(pause) => self.pause = Some(pause),
-            Message::Reopened => self.reopened = true,
-            Message::Checkpoint => self.checkpoint = true,
-        }
-        None
-    }
-}
-
-/// Takes `first` and the requests queued behind it, up to `most` (at least `first`; at most a
-/// batch). Stops at a failure or a pause, which the caller takes first or right after the
-/// batch.
-pub fn take_batch(
-    first: Pending,
-    queue: &mut mpsc::Receiver<Message>,
-    signals: &mut Signals,
-    most: usize,
-) -> Vec<Pending> {
-    let mut batch = Batch::of(first, queue);
-    batch.take_queued(queue, signals, most);
-    batch.requests
-}
-
-/// Requests taken together, and their bytes.
-struct Batch {
-    requests: Vec<Pending>,
-    bytes: usize,
-}
-
-impl Batch {
-    /// `first`, with room for what waits behind it: grown push by push, the vector's copies and
-    /// reallocations took ~2.7 % of the committer's CPU at 64 connections (`benches/profile.sh`
-    /// on ab0f56a).
-    fn of(first: Pending, queue: &mpsc::Receiver<Message>) -> Self {
-        let mut requests = Vec::with_capacity(1 + queue.len().min(MAX_BATCH));
-        let bytes = first.work.bytes();
-        requests.push(first);
-        Batch { requests, bytes }
-    }
-
-    /// Adds the requests queued, up to `most` in all (at most a batch).
-    fn take_queued(
-        &mut self,
-        queue: &mut mpsc::Receiver<Message>,
-        signals: &mut Signals,
-        most: usize,
-    ) {
-        while self.requests.len() < most.min(MAX_BATCH)
-            && self.bytes < MAX_BATCH_BYTES
-            && signals.fail.is_none()
-            && signals.pause.is_none()
-        {
-            let Ok(message) = queue.try_recv() else {
-                break;
-            };
-            if let Some(pending) = signals.take(message) {
-                self.bytes += pending.work.bytes();
-                self.requests.push(pending);
-            }
-        }
-    }
-}
-
-/// A batch of at least this many requests is committed at once, without gathering.
-const GATHER_ENOUGH: usize = 32;
-
-/// Whether a batch of `taken` requests waits `[store] commit_delay` for more before its commit:
-/// only when the batch before held more than one request (a lone sender, whose next request
-/// cannot come before this one is answered, never waits), fewer than [`GATHER_ENOUGH`] wait, and
-/// nothing else asks for the committer (nor is sled back from a checkpoint, which the committer
-/// takes up at once). Each commit costs about the same whatever it holds
-/// (sled's flush and the io threads it wakes, the fdatasync, the wake-ups), so under a paced
-/// load a batch that gathers 0.5 ms shares that cost among about twice the requests
-/// (docs/performance.md, "Letting batches gather").
-fn should_gather(delay: Duration, before: usize, taken: usize, signals: &Signals) -> bool {
-    !delay.is_zero()
-        && before > 1
-        && taken < GATHER_ENOUGH
-        && !signals.closing
-        && !signals.reopened
-        && signals.fail.is_none()
-        && signals.pause.is_none()
-}
-
-/// Takes `first` and the requests queued behind it, and when [`should_gather`] says so, those
-/// that come within `delay` (`[store] commit_delay`) more; `before`: the batch before's size.
-pub fn take_gathered(
-    first: Pending,
-    queue: &mut mpsc::Receiver<Message>,
-    signals: &mut Signals,
-    delay: Duration,
-    before: usize,
-) -> Vec<Pending> {
-    let mut batch = Batch::of(first, queue);
-    batch.take_queued(queue, signals, MAX_BATCH);
-    if should_gather(delay, before, batch.requests.len(), signals) {
-        std::thread::sleep(delay);
-        batch.take_queued(queue, signals, MAX_BATCH);
-    }
-    batch.requests
-}
-
-/// Answers `DeadlineExceeded` to the requests past their deadline or whose sender is gone, and
-/// returns the others.
-pub fn answer_late(batch: Vec<Pending>) -> Vec<Pending> {
-    let now = Instant::now();
-    let is_live = |p: &Pending| p.deadline > now && !p.reply.is_closed();
-    // Most batches hold none late: none is moved then.
-    if batch.iter().all(is_live) {
-        return batch;
-    }
-    let (live, late): (Vec<Pending>, Vec<Pending>) = batch.into_iter().partition(is_live);
-    for pending in late {
-        let _ = pending.reply.send(Err(StoreError::DeadlineExceeded));
-    }
-    live
 }
 
 /// Answers a request whose work is durable, and counts what it stored.
@@ -588,133 +439,6 @@ impl Committer {
         if let Err(err) = self.watermark.advance(durable, false) {
             // Only the detection of a damaged log suffers; the events are durable.
             tracing::warn!(error = %err, "Cannot record the acknowledged watermark.");
-        }
-    }
-
-    /// Claims each event's dedup key and appends it, and applies every write: a batch of events
-    /// only straight to the trees, the next seq last (`append.rs`); any other in one transaction.
-    pub fn apply(&mut self, steps: &[Step]) -> Result<Vec<Outcome>, StoreError> {
-        let start = self.next_seq;
-        let any_writes = steps.iter().any(|step| matches!(step, Step::Writes(_)));
-        // With the sealing's changes since the last batch (`runs/`).
-        self.live.add(self.runs.take_delta());
-        let live = self.live.get();
-        // Keys already claimed, looked up before the batch: a read inside a transaction may make
-        // sled split a node, which waits for the lock the transaction holds.
-        let mut known: HashMap<&[u8], Seq> = HashMap::new();
-        for step in steps {
-            let Step::Event((key, _, _)) = step else {
-                continue;
-            };
-            if let Some(seq) = self.runs.lookup(key)? {
-                known.insert(key.as_slice(), seq);
-            }
-        }
-        let (outcomes, next, pack, delta) = if any_writes {
-            self.apply_in_transaction(steps, &known, live)?
-        } else {
-            let tree = |id: TreeId| &self.trees.all[id as usize];
-            let mut appender = Appender::new(start, self.open.take(), self.pack_bytes, &known);
-            let mut outcomes = Vec::with_capacity(steps.len());
-            for step in steps {
-                if let Step::Event(encoded) = step {
-                    outcomes.push(Outcome::Event(
-                        appender.event(tree(TreeId::Events), encoded)?,
-                    ));
-                }
-            }
-            appender.write_rest(tree(TreeId::Dedup), tree(TreeId::Meta), live)?;
-            if self.tear.tears(outcomes.len()) {
-                torn_batch::tear(tree(TreeId::Meta));
-            }
-            appender.commit(tree(TreeId::Meta))?;
-            (outcomes, appender.next, appender.pack, appender.delta)
-        };
-        self.live.add(delta);
-        let accepted: Vec<(&[u8], Seq)> = steps
-            .iter()
-            .zip(&outcomes)
-            .filter_map(|(step, outcome)| match (step, outcome) {
-                (Step::Event((key, _, _)), Outcome::Event(Committed::Accepted(seq))) => {
-                    Some((key.as_slice(), *seq))
-                }
-                _ => None,
-            })
-            .collect();
-        self.runs.claimed(&accepted);
-        self.next_seq = next;
-        self.open = pack;
-        Ok(outcomes)
-    }
-
-    /// [`Committer::apply`] of a batch that holds writes beside its events, in one transaction:
-    /// the outcomes, the next seq, the open pack and the change in stored bytes.
-    fn apply_in_transaction<'a>(
-        &self,
-        steps: &'a [Step],
-        known: &'a HashMap<&'a [u8], Seq>,
-        live: Option<u64>,
-    ) -> Result<Applied, StoreError> {
-        let trees: Vec<&::sled::Tree> = self.trees.all.iter().collect();
-        // Writes may move marks: readers of marks check that none came in between.
-        self.mark_moves.begin();
-        let result = trees[..].transaction(|trees| {
-            let tree = |id: TreeId| &trees[id as usize];
-            let (events, meta) = (tree(TreeId::Events), tree(TreeId::Meta));
-            let mut appender =
-                Appender::new(self.next_seq, self.open.clone(), self.pack_bytes, known);
-            let mut outcomes = Vec::with_capacity(steps.len());
-            for step in steps {
-                let writes = match step {
-                    Step::Event(encoded) => {
-                        outcomes.push(Outcome::Event(appender.event(events, encoded)?));
-                        continue;
-                    }
-                    Step::Writes(writes) => *writes,
-                };
-                for write in writes {
-                    if appender
-                        .pack
-                        .as_ref()
-                        .is_some_and(|open| write.touches_pack(open.first))
-                    {
-                        // The sweeper changes the open pack, read as if it were in `events`.
-                        appender.settle_open_pack(events, meta)?;
-                    }
-                    appender.delta += match write {
-                        Write::Put(id, key, value) => tree(*id).put(key, value)?,
-                        Write::Delete(id, key) => tree(*id).delete(key)?,
-                        Write::Raise(id, key, seq) => {
-                            let current = tree(*id)
-                                .get(key.as_slice())?
-                                .and_then(|value| Seq::from_key(value.as_ref()));
-                            if current.is_none_or(|current| current < *seq) {
-                                tree(*id).put(key, &seq.to_key())?
-                            } else {
-                                0
-                            }
-                        }
-                        Write::Swap(id, key, expected, new) => {
-                            let current = tree(*id).get(key.as_slice())?;
-                            match new {
-                                _ if current.as_deref() != Some(expected.as_slice()) => 0,
-                                Some(new) => tree(*id).put(key, new)?,
-                                None => tree(*id).delete(key)?,
-                            }
-                        }
-                    };
-                }
-                outcomes.push(Outcome::Written);
-            }
-            appender.write_rest(tree(TreeId::Dedup), meta, live)?;
-            appender.commit(meta)?;
-            Ok((outcomes, appender.next, appender.pack, appender.delta))
-        });
-        self.mark_moves.end();
-        match result {
-            Ok(applied) => Ok(applied),
-            Err(TransactionError::Abort(err)) => Err(err),
-            Err(TransactionError::Storage(err)) => Err(StoreError::from(err)),
         }
     }
 }

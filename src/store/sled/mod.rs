@@ -10,6 +10,7 @@
 //! Reads ([`reader`]) run on tokio's blocking pool, and never look past the durable `last_seq`.
 
 mod append;
+mod batch;
 mod bloom;
 mod checkpoint;
 mod claims;
