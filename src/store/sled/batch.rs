@@ -21,7 +21,7 @@ pub struct Signals {
     pub fail: Option<String>,
     /// A compaction waits for the committer, between two batches.
     pub pause: Option<Pause>,
-    /// sled was reopened for a checkpoint (`checkpoint.rs`).
+    /// sled was reopened for a checkpoint (`checkpoint/`).
     pub reopened: bool,
     /// Readers asked for a checkpoint.
     pub checkpoint: bool,

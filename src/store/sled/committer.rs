@@ -36,7 +36,7 @@ pub enum Message {
     Fail(String),
     /// A compaction's copy is nearly done: wait for it between two batches (`compact/`).
     Pause(Pause),
-    /// sled is open again after a checkpoint (`checkpoint.rs`).
+    /// sled is open again after a checkpoint (`checkpoint/`).
     Reopened,
     /// Readers read `[store] checkpoint_read_mb` since sled was opened: reopen it, which empties
     /// its cache (`reader.rs`, `ReadsSinceOpen`).
@@ -130,7 +130,7 @@ pub struct Committer {
     pub watermark: Watermark,
     /// The recent dedup claims and the sealed runs (`claims.rs`, `runs/`).
     pub runs: Runs,
-    /// The readers' handles of sled, and what reopens it (see `checkpoint.rs`).
+    /// The readers' handles of sled, and what reopens it (see `checkpoint/`).
     pub handles: Handles,
     pub reopen: Reopen,
     /// Bytes committed since sled was last opened.

@@ -8,7 +8,7 @@
 //!   cache nor metadata: sled issue #1452). [`Durability::sync`] follows `flush()` with an
 //!   `fdatasync` of `db`. So when `sync` returns `Ok`, every write applied before the call is on
 //!   disk, whoever wrote the pages around it; anything written after rides the next sync. A
-//!   checkpoint's reopen (`checkpoint.rs`) `fdatasync`s `db` too: sled's open writes every free
+//!   checkpoint's reopen (`checkpoint/`) `fdatasync`s `db` too: sled's open writes every free
 //!   segment with zeros, which would otherwise make the next batch's sync long.
 //! - `blobs/*`: sled writes a node to its own blob file when the node serializes to more than a
 //!   quarter of a segment, from whatever thread writes the node, and never fsyncs it. Listing
@@ -49,7 +49,7 @@
 //! those moved pages durable; but if, within one `flush()`, sled moved an acknowledged page and
 //! reused its old segment, and power fails before the batch's `fdatasync`, a disk whose volatile
 //! cache reorders writes could keep the overwrite and lose the moved page. Closing it needs sled
-//! to fsync before reusing a segment. Checkpoints (`checkpoint.rs`) add no such case: sled is
+//! to fsync before reusing a segment. Checkpoints (`checkpoint/`) add no such case: sled is
 //! reopened only after a synced batch. Nor do compactions (`compact/`): the copy's files and
 //! directory are fsynced whole, while the committer is paused after a synced batch, before
 //! `current` names it (itself fsynced and renamed, and its directory fsynced).
@@ -161,7 +161,7 @@ impl Durability {
     }
 
     /// Lets go of sled (the caller has dropped every other handle of it), then takes the handle
-    /// `open` returns (a checkpoint: see `checkpoint.rs`). The log file and the fault hook's
+    /// `open` returns (a checkpoint: see `checkpoint/`). The log file and the fault hook's
     /// count stay.
     pub fn reopen(
         self,

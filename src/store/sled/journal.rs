@@ -1,5 +1,5 @@
 //! The checkpoint journal: `<data_dir>/journal`, where the committer makes new events durable
-//! while sled is closed for a checkpoint (`checkpoint.rs`), so that senders are answered
+//! while sled is closed for a checkpoint (`checkpoint/`), so that senders are answered
 //! meanwhile instead of waiting for sled to reopen.
 //!
 //! Each batch the committer accepts while sled is closed is one frame, appended and

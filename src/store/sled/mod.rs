@@ -192,7 +192,7 @@ impl Trees {
 }
 
 /// sled's handles as readers share them. The committer takes them away while it reopens sled
-/// (`checkpoint.rs`): a read holds the lock for as long as it runs, so none holds sled open.
+/// (`checkpoint/`): a read holds the lock for as long as it runs, so none holds sled open.
 type Handles = Arc<RwLock<Option<(Trees, ::sled::Db)>>>;
 
 /// The sled backend.

@@ -1,5 +1,5 @@
 //! A copy of each sealed dedup run in a file of its own, read while sled is closed for a
-//! checkpoint (`checkpoint.rs`): a new event whose key a run's filter "may" hold is then told
+//! checkpoint (`checkpoint/`): a new event whose key a run's filter "may" hold is then told
 //! from the file, duplicate or new, instead of waiting for sled. At 10 M keys the ~38 runs'
 //! filters answer "maybe" for ~3.4 % of new events, which were all held while sled reopened, and
 //! at 64 connections all 64 were held at some checkpoints.

@@ -140,7 +140,7 @@ pub struct Runs {
 }
 
 /// What [`Runs`] holds beside its trees, kept while the committer reopens sled (see
-/// `checkpoint.rs`).
+/// `checkpoint/`).
 pub struct Detached {
     /// The log's index, and how far it has expired.
     claims: claims::Kept,
