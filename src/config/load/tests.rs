@@ -1,0 +1,236 @@
+//! The config loader's tests: valid files, every problem reported with its line, secrets kept
+//! out of `Debug`.
+
+use super::*;
+
+const VALID: &str = r#"
+[server]
+listen = "127.0.0.1:0"
+
+[admin]
+token = "0123456789abcdef"
+
+[[provider]]
+name = "demo"
+verify = "standard-webhooks"
+secrets = ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]
+"#;
+
+fn load(text: &str) -> Result<(Config, Vec<String>), Vec<ConfigError>> {
+    load_str(text, Path::new("."))
+}
+
+#[test]
+fn valid_with_defaults() {
+    let (config, warnings) = load(VALID).unwrap();
+    assert_eq!(config.server.max_body_bytes, 1024 * 1024);
+    assert_eq!(config.server.ack_deadline, Duration::from_secs(4));
+    assert_eq!(config.admin.listen.to_string(), "127.0.0.1:9090");
+    assert!(config.provider("demo").is_some());
+    assert_eq!(warnings.len(), 2, "literal secrets warn: {warnings:?}");
+}
+
+#[test]
+fn every_problem_is_reported_with_its_line() {
+    let text = r#"
+[server]
+listen = "nowhere"
+max_bodybytes = 5
+
+[admin]
+token = "env:HOOKGATE_TEST_UNSET_TOKEN"
+
+[[provider]]
+name = "a"
+verify = "github"
+secrets = ["env:HOOKGATE_TEST_UNSET_SECRET"]
+
+[[provider]]
+name = "b"
+verify = "rot13"
+secrets = ["x"]
+
+[[provider]]
+name = "b"
+verify = "github"
+secrets = ["y"]
+"#;
+    let errors = load(text).unwrap_err();
+    let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+    assert!(
+        text.iter()
+            .any(|e| e.starts_with("line 4, column 1: in [server]: unknown field `max_bodybytes`")),
+        "{text:#?}"
+    );
+    assert!(
+        text.iter()
+            .any(|e| e.contains("HOOKGATE_TEST_UNSET_TOKEN is not set")),
+        "{text:#?}"
+    );
+    assert!(
+        text.iter().any(
+            |e| e.contains("HOOKGATE_TEST_UNSET_SECRET is not set") && e.starts_with("line 12")
+        ),
+        "{text:#?}"
+    );
+    assert!(
+        text.iter()
+            .any(|e| e.contains("\"rot13\" is not a known scheme")),
+        "{text:#?}"
+    );
+    assert!(
+        text.iter()
+            .any(|e| e.contains("defined twice") && e.starts_with("line 20")),
+        "{text:#?}"
+    );
+}
+
+#[test]
+fn store_backends() {
+    let (config, _) = load(VALID).unwrap();
+    assert_eq!(config.store.backend, crate::config::StoreBackend::Sled);
+    let jetstream = format!(
+        "{VALID}\n[store]\nbackend = \"jetstream\"\nservers = [\"nats://127.0.0.1:4222\"]\n"
+    );
+    let (config, _) = load(&jetstream).unwrap();
+    match config.store.backend {
+        crate::config::StoreBackend::JetStream(js) => {
+            assert_eq!(js.servers, ["nats://127.0.0.1:4222"]);
+            assert_eq!(js.stream, "HOOKGATE");
+            assert_eq!(js.replicas, 1);
+            assert_eq!(js.auth, crate::config::NatsAuth::None);
+            assert!(js.tls.is_none());
+            assert_eq!(js.lease_time, std::time::Duration::from_secs(10));
+        }
+        other => panic!("{other:?}"),
+    }
+    for (store, expected) in [
+        ("backend = \"jetstream\"", "needs at least one NATS server"),
+        ("backend = \"kafka\"", "neither \"sled\" nor \"jetstream\""),
+        ("servers = [\"nats://h:4222\"]", "only for backend = \"jetstream\""),
+        ("lease_time = \"5s\"", "only for backend = \"jetstream\""),
+        (
+            "backend = \"jetstream\"\nservers = [\"nats://h:4222\"]\nlease_time = \"100ms\"",
+            "is under 1s",
+        ),
+        (
+            "backend = \"jetstream\"\nservers = [\"http://h\"]\nstream = \"a.b\"\nreplicas = 0",
+            "not a nats:// or tls:// URL",
+        ),
+        (
+            "backend = \"jetstream\"\nservers = [\"nats://h:4222\"]\nretention = \"1d\"",
+            "at least dedup_window",
+        ),
+        (
+            "backend = \"jetstream\"\nservers = [\"nats://h:4222\"]\ntoken = \"env:HOOKGATE_TEST_UNSET_NATS\"",
+            "HOOKGATE_TEST_UNSET_NATS is not set",
+        ),
+        (
+            "backend = \"jetstream\"\nservers = [\"nats://h:4222\"]\ntoken = \"t\"\nuser = \"u\"\npassword = \"p\"",
+            "choose one way to authenticate to NATS",
+        ),
+        (
+            "backend = \"jetstream\"\nservers = [\"nats://h:4222\"]\nuser = \"u\"",
+            "user and password go together",
+        ),
+        (
+            "backend = \"jetstream\"\nservers = [\"nats://h:4222\"]\nnkey_seed = \"UABC\"",
+            "not a NATS user NKey seed",
+        ),
+        (
+            "backend = \"jetstream\"\nservers = [\"nats://h:4222\"]\ncredentials = \"/nonexistent/hookgate.creds\"",
+            "cannot read /nonexistent/hookgate.creds",
+        ),
+        (
+            "backend = \"jetstream\"\nservers = [\"nats://h:4222\"]\ntls_ca = \"/nonexistent/ca.pem\"",
+            "cannot read certificates from /nonexistent/ca.pem",
+        ),
+        (
+            "backend = \"jetstream\"\nservers = [\"nats://h:4222\"]\ntls_cert = \"/nonexistent/c.pem\"",
+            "tls_cert and tls_key go together",
+        ),
+        ("tls_ca = \"ca.pem\"", "only for backend = \"jetstream\""),
+        ("password = \"p\"", "only for backend = \"jetstream\""),
+    ] {
+        let errors = load(&format!("{VALID}\n[store]\n{store}\n")).unwrap_err();
+        assert!(
+            errors.iter().any(|e| e.message.contains(expected)),
+            "{store}: {errors:?}"
+        );
+    }
+    let errors = load(&format!(
+        "{VALID}\n[store]\nbackend = \"jetstream\"\nservers = [\"nats://h:4222\"]\nstream = \"a.b\"\nreplicas = 9\n"
+    ))
+    .unwrap_err();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+}
+
+#[test]
+fn syntax_errors_have_a_position() {
+    let errors = load("[server\nlisten = 1").unwrap_err();
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].position.map(|p| p.0), Some(1));
+}
+
+#[test]
+fn unknown_top_level_key() {
+    let errors = load(&format!("{VALID}\n[nonsense]\nx = 1\n")).unwrap_err();
+    assert!(
+        errors[0].message.contains("unknown field `nonsense`"),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn secrets_never_appear_in_debug() {
+    let (config, _) = load(VALID).unwrap();
+    let debug = format!("{config:?}");
+    assert!(!debug.contains("0123456789abcdef"));
+    assert!(!debug.contains("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"));
+}
+
+#[test]
+fn admin_alone_needs_none_of_the_other_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    let text = r#"
+[admin]
+listen = "0.0.0.0:9191"
+token = "env:HOOKGATE_TEST_ADMIN_ONLY_TOKEN"
+
+[[provider]]
+name = "demo"
+verify = "github"
+secrets = ["env:HOOKGATE_TEST_SURELY_UNSET_SECRET"]
+"#;
+    std::fs::write(&path, text).unwrap();
+    let access = load_admin_file(&path, false).unwrap();
+    assert_eq!(access.listen.to_string(), "0.0.0.0:9191");
+    assert!(access.token.is_none());
+    let errors = load_admin_file(&path, true).unwrap_err();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0]
+            .message
+            .contains("HOOKGATE_TEST_ADMIN_ONLY_TOKEN is not set"),
+        "{errors:?}"
+    );
+    assert_eq!(errors[0].position, Some((4, 1)));
+    std::env::set_var("HOOKGATE_TEST_ADMIN_ONLY_TOKEN", "0123456789abcdef0");
+    let access = load_admin_file(&path, true).unwrap();
+    assert_eq!(access.token.unwrap().expose(), b"0123456789abcdef0");
+}
+
+#[test]
+fn admin_alone_still_reports_a_bad_admin_section() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, "[server]\nlisten = \"x\"\n").unwrap();
+    let errors = load_admin_file(&path, false).unwrap_err();
+    assert_eq!(errors[0].message, "[admin] is missing");
+    std::fs::write(&path, "[admin]\nlisten = \"nowhere\"\n").unwrap();
+    let errors = load_admin_file(&path, false).unwrap_err();
+    assert_eq!(errors[0].position, Some((2, 1)), "{errors:?}");
+    let errors = load_admin_file(&dir.path().join("missing.toml"), false).unwrap_err();
+    assert!(errors[0].message.starts_with("cannot read"), "{errors:?}");
+}
