@@ -24,6 +24,7 @@ mod live;
 mod mount;
 mod old_copies;
 mod open;
+mod opener;
 mod pack;
 mod place;
 mod reader;

@@ -14,6 +14,7 @@ use super::compact::FIRST_COPY_RATIO;
 use super::durable::Durability;
 use super::live::{self, Live};
 use super::old_copies::OldCopies;
+use super::opener::Opener;
 use super::pack::{self, Pack};
 use super::reader::{MarkMoves, ReadsSinceOpen};
 use super::{
@@ -133,7 +134,15 @@ impl SledStore {
         let sled_dir = place::live_dir(dir)?;
         let old_copies = Arc::new(OldCopies::default());
         old_copies.remove(dir, &sled_dir, |_| ())?;
-        let db = open_db(&sled_dir, config)?;
+        // sled's page table is built on the thread that opens it, as at every checkpoint.
+        let opener = Opener::start()?;
+        let db = {
+            let (dir, config) = (sled_dir.clone(), config.clone());
+            opener
+                .run(move || open_db(&dir, &config))
+                .join()
+                .map_err(|_| StoreError::Corrupt("opening sled panicked".into()))??
+        };
         let sled_opened = started.elapsed();
         let free_segments = free_segments::observe(&sled_dir, &metrics);
         // Fixed for this process: a compaction's copy may have larger segments, never smaller.
@@ -203,6 +212,7 @@ impl SledStore {
                 slow: checkpoint::slow_from_env(checkpoint::SLOW_ENV),
                 slow_apply: checkpoint::slow_from_env(checkpoint::SLOW_APPLY_ENV),
                 last: None,
+                opener,
             },
             since_checkpoint: 0,
             live: live.clone(),

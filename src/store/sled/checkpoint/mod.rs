@@ -12,8 +12,8 @@
 //!    depends on what follows;
 //! 2. it takes the readers' handles away, waiting for the reads in progress (new reads wait
 //!    until step 4: they never see a closed store), drops the runs' trees, and hands sled (its
-//!    trees, the durability layer) to a thread of its own. That thread drops them, so sled
-//!    closes; opens sled again: sled replays what was written since the last open (what a
+//!    trees, the durability layer) to the thread that opens sled (`opener.rs`). That thread
+//!    drops them, so sled closes; opens sled again: sled replays what was written since the last open (what a
 //!    crash start would have replayed) and writes a new snapshot, and the durability layer
 //!    fsyncs sled's files and the directory as at a start; then wakes the committer;
 //! 3. meanwhile (0.1-0.6 s), the committer goes on taking batches: a new event whose dedup key
@@ -48,7 +48,6 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
@@ -57,6 +56,7 @@ use super::batch::{Signals, MAX_BATCH};
 use super::committer::{Committer, Message, Outcome, Pending, Step, Work};
 use super::durable::{Durability, Reopened};
 use super::journal::Frame;
+use super::opener::{Opener, Running};
 use super::reader::ReadsSinceOpen;
 use super::{free_segments, open_db, TreeId, Trees};
 use crate::config::StoreConfig;
@@ -95,6 +95,8 @@ pub struct Reopen {
     pub wake: mpsc::WeakSender<Message>,
     /// What readers read since sled was opened (`[store] checkpoint_read_mb`).
     pub reads: Arc<ReadsSinceOpen>,
+    /// The thread that reopens sled (`opener.rs`).
+    pub opener: Opener,
     /// Added to each checkpoint, and to each step of applying its journal (tests only; see
     /// [`SLOW_ENV`] and [`SLOW_APPLY_ENV`]).
     pub slow: Option<Duration>,
@@ -141,7 +143,7 @@ pub fn slow_from_env(name: &str) -> Option<Duration> {
 }
 
 /// sled as the reopening thread gives it back, and its free segments (`free_segments.rs`).
-type Reopening = JoinHandle<Result<(Durability, Trees, Reopened, u64), StoreError>>;
+type Reopening = Running<Result<(Durability, Trees, Reopened, u64), StoreError>>;
 
 impl Committer {
     /// Has sled closed and reopened, journaling events meanwhile (see the module's doc). `Err`:
@@ -168,7 +170,7 @@ impl Committer {
             &self.reopen,
             wake,
             self.metrics.clone(),
-        )?;
+        );
         let mut journaled = Journaled::new(self.next_seq);
         let bridged = Bridge {
             journal: &mut self.journal,
@@ -367,29 +369,26 @@ impl Committer {
     }
 }
 
-/// Starts the thread that closes and reopens sled.
+/// Has the opener's thread close and reopen sled.
 fn reopen(
     durability: Durability,
     trees: Trees,
     reopen: &Reopen,
     wake: Wake,
     metrics: Arc<Metrics>,
-) -> Result<Reopening, StoreError> {
+) -> Reopening {
     let (dir, config, slow) = (reopen.dir.clone(), reopen.config.clone(), reopen.slow);
-    let thread = std::thread::Builder::new()
-        .name("hookgate-checkpoint".into())
-        .spawn(move || {
-            let _wake = wake;
-            drop(trees);
-            if let Some(slow) = slow {
-                std::thread::sleep(slow);
-            }
-            let (durability, parts) = durability.reopen(|| open_db(&dir, &config))?;
-            let free_segments = free_segments::observe(&dir, &metrics);
-            let trees = Trees::open(durability.db())?;
-            Ok((durability, trees, parts, free_segments))
-        })?;
-    Ok(thread)
+    reopen.opener.run(move || {
+        let _wake = wake;
+        drop(trees);
+        if let Some(slow) = slow {
+            std::thread::sleep(slow);
+        }
+        let (durability, parts) = durability.reopen(|| open_db(&dir, &config))?;
+        let free_segments = free_segments::observe(&dir, &metrics);
+        let trees = Trees::open(durability.db())?;
+        Ok((durability, trees, parts, free_segments))
+    })
 }
 
 /// Whether the reopening thread has ended, and whether the committer has seen it.

@@ -1,0 +1,116 @@
+#!/usr/bin/env python3
+"""Memory through checkpoints on a large store (docs/performance.md, "Memory through checkpoints").
+
+Starts the release `hookgate` on CONFIG (a store the ingest bench kept), sends it signed
+Standard Webhooks with random ids from THREADS keep-alive connections for SECONDS, samples the
+gateway's VmRSS every 0.2 s, and prints its RSS just before the first `Store checkpointed` or
+`Dedup run sealed` line, right after each (the highest sample until the next line), and at the
+end; then stops it (SIGTERM).
+Extra environment for the gateway comes from the command line as NAME=VALUE arguments (for
+example `MALLOC_ARENA_MAX=1`); `HOOKGATE_BIN` names another build to run.
+
+    HOOKGATE_BENCH_DATA=DIR cargo bench --bench ingest -- 1 10000000
+    sed 's#^checkpoint_mb = .*##; s#^\\[store\\]#[store]\\ncheckpoint_mb = 32#' \\
+        DIR/pre-loaded/config.toml > DIR/rss.toml
+    benches/checkpoint_rss.py DIR/rss.toml 60 16
+"""
+import base64
+import hashlib
+import hmac
+import http.client
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+
+SECRET = base64.b64decode("YmVuY2gtc2VjcmV0LWJlbmNoLXNlY3JldA==")
+
+
+def start(config, env):
+    log = tempfile.TemporaryFile("w+")
+    binary = os.environ.get("HOOKGATE_BIN", "target/release/hookgate")
+    gateway = subprocess.Popen([binary, "serve", "--config", config],
+                               stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env})
+    while True:
+        log.seek(0)
+        text = log.read()
+        found = re.search(r"hookgate listening public=(\S+)", text)
+        if found:
+            return gateway, log, found.group(1)
+        if gateway.poll() is not None:
+            sys.exit(f"hookgate exited:\n{text[-3000:]}")
+        time.sleep(0.05)
+
+
+def rss_mib(pid):
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def send(address, until, counts, index):
+    host, port = address.rsplit(":", 1)
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    filler = base64.b64encode(os.urandom(700)).decode()
+    sent = 0
+    while time.monotonic() < until:
+        msg_id = f"msg_{uuid.uuid4().hex}"
+        body = f'{{"id":"{msg_id}","data":"{filler}"}}'
+        ts = str(int(time.time()))
+        tag = hmac.new(SECRET, f"{msg_id}.{ts}.{body}".encode(), hashlib.sha256).digest()
+        headers = {"content-type": "application/json", "webhook-id": msg_id,
+                   "webhook-timestamp": ts,
+                   "webhook-signature": "v1," + base64.b64encode(tag).decode()}
+        connection.request("POST", "/hooks/bench", body, headers)
+        answer = connection.getresponse()
+        answer.read()
+        if answer.status == 200:
+            sent += 1
+    counts[index] = sent
+
+
+def main():
+    config, seconds, threads = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+    env = dict(arg.split("=", 1) for arg in sys.argv[4:])
+    gateway, log, address = start(config, env)
+    time.sleep(2)
+    opened = rss_mib(gateway.pid)
+    until = time.monotonic() + seconds
+    counts = [0] * threads
+    senders = [threading.Thread(target=send, args=(address, until, counts, i))
+               for i in range(threads)]
+    for sender in senders:
+        sender.start()
+    samples, events, seen = [], [], {"C": 0, "S": 0}
+    while time.monotonic() < until:
+        samples.append(rss_mib(gateway.pid))
+        log.seek(0)
+        text = log.read()
+        for mark, line in (("C", "Store checkpointed"), ("S", "Dedup run sealed")):
+            done = text.count(line)
+            if done > seen[mark]:
+                events.append((len(samples) - 1, mark))
+                seen[mark] = done
+        time.sleep(0.2)
+    for sender in senders:
+        sender.join()
+    ending = rss_mib(gateway.pid)
+    gateway.terminate()
+    gateway.wait()
+    bounds = [at for at, _ in events] + [len(samples)]
+    before = max(samples[:bounds[0]] or [0.0])
+    after = [f"{mark}{max(samples[start:end] or [0.0]):.0f}"
+             for (start, mark), end in zip(events, bounds[1:])]
+    print(f"env {env or '-'}: {sum(counts)} acks in {seconds:.0f} s; RSS MiB: open {opened:.0f}, "
+          f"before the first checkpoint (C) or seal of a dedup run (S) {before:.0f}, after each "
+          f"{' '.join(after)}, peak {max(samples):.0f}, end {ending:.0f}")
+
+
+if __name__ == "__main__":
+    main()
