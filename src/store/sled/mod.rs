@@ -61,12 +61,14 @@ use open::{open_db, segment_bytes};
 use reader::{MarkMoves, Reader, ReadsSinceOpen, Stored};
 
 const NEXT_SEQ_KEY: &[u8] = b"next_seq";
-/// `meta` key of the layout version: 7, events in packs (`pack.rs`) of up to 24 KiB in a store
-/// of 2 MiB segments, full ones sealed (compressed) in `events` and the open one in `meta`, and
-/// the recent dedup claims in a log (`claims.rs`). Layout 6 kept the open pack in `events`,
-/// layout 5 had packs of 6 KiB at most, and layout 4 no sealed packs: each is marked 7 at its
-/// first open (its packs stay where they are, and are read as they are), so that an older
-/// hookgate refuses the store rather than miss the open pack or fail on a pack it cannot read.
+/// `meta` key of the layout version: 8, events in packs (`pack.rs`) of up to 24 KiB in a store
+/// of 2 MiB segments, full ones sealed (compressed) in `events` and the open one in `meta`, the
+/// recent dedup claims in a log (`claims.rs`), and batches of events written without a
+/// transaction, which a crash may tear past the next seq (`torn_batch.rs`). Layout 7 was written
+/// in transactions only, layout 6 kept the open pack in `events`, layout 5 had packs of 6 KiB at
+/// most, and layout 4 no sealed packs: each is marked 8 at its first open (its packs stay where
+/// they are, and are read as they are), so that an older hookgate refuses the store rather than
+/// miss the open pack, fail on a pack it cannot read, or leave a torn batch uncut.
 /// Layout 3 had one `dedup` entry per key; stores without the key are older still (one event
 /// per value, read as they are).
 const LAYOUT_KEY: &[u8] = b"layout";

@@ -13,9 +13,10 @@
 //! 2. it takes the readers' handles away, waiting for the reads in progress (new reads wait
 //!    until step 4: they never see a closed store), drops the runs' trees, and hands sled (its
 //!    trees, the durability layer) to the thread that opens sled (`opener.rs`). That thread
-//!    drops them, so sled closes; opens sled again: sled replays what was written since the last open (what a
-//!    crash start would have replayed) and writes a new snapshot, and the durability layer
-//!    fsyncs sled's files and the directory as at a start; then wakes the committer;
+//!    drops them, so sled closes; opens sled again: sled replays what was written since the
+//!    last open (what a crash start would have replayed) and writes a new snapshot, and the
+//!    durability layer fsyncs sled's files and the directory as at a start; then wakes the
+//!    committer;
 //! 3. meanwhile (0.1-0.6 s), the committer goes on taking batches: a new event whose dedup key
 //!    neither the recent claims' index nor a sealed run holds (told from memory, and from the
 //!    files of the runs whose filter may hold it: `run_file.rs`), and that is not a copy of one
