@@ -117,13 +117,12 @@ mod tests {
             let _db = super::super::open_db(dir.path(), &config).unwrap();
             count(dir.path()).unwrap()
         };
+        // sled cuts free segments off the file's end ("truncate if possible", segment.rs:709),
+        // depending on when each was freed: those count with the free ones.
+        let cut = filled.all.saturating_sub(emptied.all);
         assert!(
-            emptied.all >= filled.all,
-            "sled's file never shrinks: {emptied:?}"
-        );
-        assert!(
-            emptied.free >= filled.free + filled.all / 2,
-            "every value removed: most segments free: {emptied:?}"
+            emptied.free + cut >= filled.free + filled.all / 2,
+            "every value removed: most segments free or cut: {emptied:?} (filled: {filled:?})"
         );
     }
 }

@@ -1,7 +1,8 @@
 //! Compaction: giving disk back after retention, while the gateway runs.
 //!
-//! sled 0.34 never shrinks its `db` file: space freed by retention is reused for new writes but
-//! kept (a store that once held 10 M events keeps their size). So, after a retention pass,
+//! sled 0.34 does not shrink its `db` file but for free segments at its very end: space freed by
+//! retention is reused for new writes but kept (a store that once held 10 M events keeps their
+//! size). So, after a retention pass,
 //! when the file is over `[store] compact_ratio` times the bytes the store holds (`live.rs`) and
 //! over them by at least `compact_min_mb`, the store is copied into a fresh sled directory
 //! beside it (`place.rs`) and the gateway switches to the copy:
