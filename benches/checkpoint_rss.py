@@ -12,7 +12,10 @@ example `MALLOC_ARENA_MAX=1`); `HOOKGATE_BIN` names another build to run.
     HOOKGATE_BENCH_DATA=DIR cargo bench --bench ingest -- 1 10000000
     sed 's#^checkpoint_mb = .*##; s#^\\[store\\]#[store]\\ncheckpoint_mb = 32#' \\
         DIR/pre-loaded/config.toml > DIR/rss.toml
-    benches/checkpoint_rss.py DIR/rss.toml 60 16
+    HOOKGATE_BIN=... benches/checkpoint_rss.py DIR/rss.toml 60 16 HOOKGATE_TEST_DEDUP_RUN_KEYS=100000000
+
+(the last argument keeps dedup runs from being sealed during the trial: a seal adds memory of
+its own, which would hide the checkpoints' part.)
 """
 import base64
 import hashlib
