@@ -14,7 +14,7 @@
 //! to about twice `dedup_run_keys`: ~9 bytes each, see [`Index`]).
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::hash::{BuildHasher, RandomState};
 use std::ops::Bound;
 
 use sled::transaction::{ConflictableTransactionError, TransactionError};
@@ -32,45 +32,17 @@ use crate::store::StoreError;
 /// 8,000 at 524,288 claims) keep the other seqs in `more`.
 pub struct Index {
     hasher: RandomState,
-    one: HashMap<u32, u32, Spread>,
-    more: HashMap<u32, Vec<u32>, Spread>,
+    one: HashMap<u32, u32>,
+    more: HashMap<u32, Vec<u32>>,
     newest: Seq,
-}
-
-/// How the index's maps hash their keys, which are SipHash outputs already ([`Index::hash`],
-/// keyed at random per process): hashing them with SipHash again only costs. A multiply by an
-/// odd 64-bit constant spreads their bits to the top of the hash, where the map takes its tags.
-type Spread = BuildHasherDefault<SpreadHasher>;
-
-/// 2^64 over the golden ratio, odd: Fibonacci hashing's multiplier.
-const SPREAD: u64 = 0x9E37_79B9_7F4A_7C15;
-
-#[derive(Default)]
-struct SpreadHasher(u64);
-
-impl Hasher for SpreadHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    /// Not used by the maps' `u32` keys; there for completeness.
-    fn write(&mut self, bytes: &[u8]) {
-        for byte in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(*byte)).wrapping_mul(SPREAD);
-        }
-    }
-
-    fn write_u32(&mut self, value: u32) {
-        self.0 = u64::from(value).wrapping_mul(SPREAD);
-    }
 }
 
 impl Index {
     pub fn new() -> Index {
         Index {
             hasher: RandomState::new(),
-            one: HashMap::default(),
-            more: HashMap::default(),
+            one: HashMap::new(),
+            more: HashMap::new(),
             newest: Seq(0),
         }
     }
