@@ -1,5 +1,5 @@
 //! The KV bucket's values: outputs' positions and dead shards, read and changed by
-//! compare-and-set on their revisions.
+//! compare-and-set on their revisions, and the revision of each sync cursor this node read.
 
 use std::sync::Arc;
 
@@ -24,8 +24,8 @@ impl JetStreamStore {
         revisions.get(provider).copied()
     }
 
-    /// An output's record and its revision (None: never written).
-    /// A value of the bucket and its revision; the default when it is missing.
+    /// A value of the bucket and its revision (`None`: never written); the default when it is
+    /// missing.
     pub async fn entry<T: DeserializeOwned + Default>(
         &self,
         key: &str,
