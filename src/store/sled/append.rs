@@ -25,13 +25,16 @@ use super::{torn_batch, TreeId, Write, LIVE_KEY, NEXT_SEQ_KEY};
 use crate::event::Seq;
 use crate::store::{Committed, StoreError};
 
-/// A tree a batch writes to: within a transaction, or directly.
+/// A tree a batch writes to (and reads, for its conditional writes): within a transaction, or
+/// directly.
 pub trait Put {
     type Error;
     /// Inserts; returns the change in stored bytes.
     fn put(&self, key: &[u8], value: &[u8]) -> Result<i64, Self::Error>;
     /// Removes; returns the change in stored bytes.
     fn delete(&self, key: &[u8]) -> Result<i64, Self::Error>;
+    /// Reads.
+    fn get(&self, key: &[u8]) -> Result<Option<sled::IVec>, Self::Error>;
 }
 
 impl Put for TransactionalTree {
@@ -44,6 +47,10 @@ impl Put for TransactionalTree {
     fn delete(&self, key: &[u8]) -> Result<i64, Self::Error> {
         Ok(change(key, self.remove(key)?, None))
     }
+
+    fn get(&self, key: &[u8]) -> Result<Option<sled::IVec>, Self::Error> {
+        self.get(key)
+    }
 }
 
 impl Put for sled::Tree {
@@ -55,6 +62,10 @@ impl Put for sled::Tree {
 
     fn delete(&self, key: &[u8]) -> Result<i64, Self::Error> {
         Ok(change(key, self.remove(key)?, None))
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<sled::IVec>, Self::Error> {
+        self.get(key)
     }
 }
 
@@ -131,6 +142,60 @@ impl<'a> Appender<'a> {
         Ok(Committed::Accepted(seq))
     }
 
+    /// Appends the events of `steps` and applies their writes, in order; returns one outcome a
+    /// step.
+    pub fn steps<'t, T: Put + 't>(
+        &mut self,
+        steps: &'a [Step<'a>],
+        tree: impl Fn(TreeId) -> &'t T,
+    ) -> Result<Vec<Outcome>, T::Error> {
+        let (events, meta) = (tree(TreeId::Events), tree(TreeId::Meta));
+        let mut outcomes = Vec::with_capacity(steps.len());
+        for step in steps {
+            let writes = match step {
+                Step::Event(encoded) => {
+                    outcomes.push(Outcome::Event(self.event(events, encoded)?));
+                    continue;
+                }
+                Step::Writes(writes) => *writes,
+            };
+            for write in writes {
+                if self
+                    .pack
+                    .as_ref()
+                    .is_some_and(|open| write.touches_pack(open.first))
+                {
+                    // The sweeper changes the open pack, read as if it were in `events`.
+                    self.settle_open_pack(events, meta)?;
+                }
+                self.delta += match write {
+                    Write::Put(id, key, value) => tree(*id).put(key, value)?,
+                    Write::Delete(id, key) => tree(*id).delete(key)?,
+                    Write::Raise(id, key, seq) => {
+                        let current = tree(*id)
+                            .get(key)?
+                            .and_then(|value| Seq::from_key(value.as_ref()));
+                        if current.is_none_or(|current| current < *seq) {
+                            tree(*id).put(key, &seq.to_key())?
+                        } else {
+                            0
+                        }
+                    }
+                    Write::Swap(id, key, expected, new) => {
+                        let current = tree(*id).get(key)?;
+                        match new {
+                            _ if current.as_deref() != Some(expected.as_slice()) => 0,
+                            Some(new) => tree(*id).put(key, new)?,
+                            None => tree(*id).delete(key)?,
+                        }
+                    }
+                };
+            }
+            outcomes.push(Outcome::Written);
+        }
+        Ok(outcomes)
+    }
+
     /// Moves the open pack into `events` as it is, before a write of the sweeper changes it:
     /// its compare-and-swap then sees what the sweeper judged (unless events came since), and
     /// later events start a new pack rather than rewrite one it changed.
@@ -176,7 +241,8 @@ type Applied = (Vec<Outcome>, Seq, Option<Pack>, i64);
 
 impl Committer {
     /// Claims each event's dedup key and appends it, and applies every write: a batch of events
-    /// only straight to the trees, the next seq last (`append.rs`); any other in one transaction.
+    /// only straight to the trees, the next seq last (see the module's doc); any other in one
+    /// transaction.
     pub fn apply(&mut self, steps: &[Step]) -> Result<Vec<Outcome>, StoreError> {
         let start = self.next_seq;
         let any_writes = steps.iter().any(|step| matches!(step, Step::Writes(_)));
@@ -199,14 +265,7 @@ impl Committer {
         } else {
             let tree = |id: TreeId| &self.trees.all[id as usize];
             let mut appender = Appender::new(start, self.open.take(), self.pack_bytes, &known);
-            let mut outcomes = Vec::with_capacity(steps.len());
-            for step in steps {
-                if let Step::Event(encoded) = step {
-                    outcomes.push(Outcome::Event(
-                        appender.event(tree(TreeId::Events), encoded)?,
-                    ));
-                }
-            }
+            let outcomes = appender.steps(steps, tree)?;
             appender.write_rest(tree(TreeId::Dedup), tree(TreeId::Meta), live)?;
             if self.tear.tears(outcomes.len()) {
                 torn_batch::tear(tree(TreeId::Meta));
@@ -244,54 +303,11 @@ impl Committer {
         self.mark_moves.begin();
         let result = trees[..].transaction(|trees| {
             let tree = |id: TreeId| &trees[id as usize];
-            let (events, meta) = (tree(TreeId::Events), tree(TreeId::Meta));
             let mut appender =
                 Appender::new(self.next_seq, self.open.clone(), self.pack_bytes, known);
-            let mut outcomes = Vec::with_capacity(steps.len());
-            for step in steps {
-                let writes = match step {
-                    Step::Event(encoded) => {
-                        outcomes.push(Outcome::Event(appender.event(events, encoded)?));
-                        continue;
-                    }
-                    Step::Writes(writes) => *writes,
-                };
-                for write in writes {
-                    if appender
-                        .pack
-                        .as_ref()
-                        .is_some_and(|open| write.touches_pack(open.first))
-                    {
-                        // The sweeper changes the open pack, read as if it were in `events`.
-                        appender.settle_open_pack(events, meta)?;
-                    }
-                    appender.delta += match write {
-                        Write::Put(id, key, value) => tree(*id).put(key, value)?,
-                        Write::Delete(id, key) => tree(*id).delete(key)?,
-                        Write::Raise(id, key, seq) => {
-                            let current = tree(*id)
-                                .get(key.as_slice())?
-                                .and_then(|value| Seq::from_key(value.as_ref()));
-                            if current.is_none_or(|current| current < *seq) {
-                                tree(*id).put(key, &seq.to_key())?
-                            } else {
-                                0
-                            }
-                        }
-                        Write::Swap(id, key, expected, new) => {
-                            let current = tree(*id).get(key.as_slice())?;
-                            match new {
-                                _ if current.as_deref() != Some(expected.as_slice()) => 0,
-                                Some(new) => tree(*id).put(key, new)?,
-                                None => tree(*id).delete(key)?,
-                            }
-                        }
-                    };
-                }
-                outcomes.push(Outcome::Written);
-            }
-            appender.write_rest(tree(TreeId::Dedup), meta, live)?;
-            appender.commit(meta)?;
+            let outcomes = appender.steps(steps, tree)?;
+            appender.write_rest(tree(TreeId::Dedup), tree(TreeId::Meta), live)?;
+            appender.commit(tree(TreeId::Meta))?;
             Ok((outcomes, appender.next, appender.pack, appender.delta))
         });
         self.mark_moves.end();
