@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
-"""Memory through checkpoints on a large store (docs/performance.md, "Memory through checkpoints").
+"""Memory through checkpoints and compactions on a large store (docs/performance.md, "Memory
+through checkpoints", "Memory through a sweep and its compaction").
 
 Starts the release `hookgate` on CONFIG (a store the ingest bench kept), sends it signed
 Standard Webhooks with random ids from THREADS keep-alive connections for SECONDS, samples the
-gateway's VmRSS every 0.2 s, and prints its RSS just before the first `Store checkpointed` or
-`Dedup run sealed` line, right after each (the highest sample until the next line), and at the
-end; then stops it (SIGTERM).
+gateway's VmRSS every 0.2 s, and prints its RSS just before the first mark, right after each
+(the highest sample until the next mark), and at the end; then stops it (SIGTERM). Marks: C a
+checkpoint (`Store checkpointed`), S a seal of a dedup run (`Dedup run sealed`), W a retention
+pass (`Swept expired events`), K a compaction begun (`Compacting the store`), D one done
+(`Store compacted`); the compactions' and seals' log lines are printed. THREADS may be 0: no
+load, the gateway only sweeps and compacts.
 Extra environment for the gateway comes from the command line as NAME=VALUE arguments (for
 example `MALLOC_ARENA_MAX=1`); `HOOKGATE_BIN` names another build to run.
 
@@ -15,7 +19,12 @@ example `MALLOC_ARENA_MAX=1`); `HOOKGATE_BIN` names another build to run.
     HOOKGATE_BIN=... benches/checkpoint_rss.py DIR/rss.toml 60 16 HOOKGATE_TEST_DEDUP_RUN_KEYS=100000000
 
 (the last argument keeps dedup runs from being sealed during the trial: a seal adds memory of
-its own, which would hide the checkpoints' part.)
+its own, which would hide the checkpoints' part.) Through a sweep of every event and the
+compaction after it:
+
+    sed 's#^slow_commit = .*#retention = "1s"\\nsweep_interval = "1s"#' \\
+        DIR/pre-loaded/config.toml > DIR/sweep.toml
+    benches/checkpoint_rss.py DIR/sweep.toml 180 0
 """
 import base64
 import hashlib
@@ -31,6 +40,10 @@ import time
 import uuid
 
 SECRET = base64.b64decode("YmVuY2gtc2VjcmV0LWJlbmNoLXNlY3JldA==")
+
+
+MARKS = (("C", "Store checkpointed"), ("S", "Dedup run sealed"), ("W", "Swept expired events"),
+         ("K", "Compacting the store"), ("D", "Store compacted"))
 
 
 def start(config, env):
@@ -90,12 +103,12 @@ def main():
                for i in range(threads)]
     for sender in senders:
         sender.start()
-    samples, events, seen = [], [], {"C": 0, "S": 0}
+    samples, events, seen = [], [], {mark: 0 for mark, _ in MARKS}
     while time.monotonic() < until:
         samples.append(rss_mib(gateway.pid))
         log.seek(0)
         text = log.read()
-        for mark, line in (("C", "Store checkpointed"), ("S", "Dedup run sealed")):
+        for mark, line in MARKS:
             done = text.count(line)
             if done > seen[mark]:
                 events.append((len(samples) - 1, mark))
@@ -106,12 +119,16 @@ def main():
     ending = rss_mib(gateway.pid)
     gateway.terminate()
     gateway.wait()
+    log.seek(0)
+    for line in log:
+        if "ompact" in line or "Dedup run sealed" in line:
+            print(line.rstrip())
     bounds = [at for at, _ in events] + [len(samples)]
     before = max(samples[:bounds[0]] or [0.0])
     after = [f"{mark}{max(samples[start:end] or [0.0]):.0f}"
              for (start, mark), end in zip(events, bounds[1:])]
     print(f"env {env or '-'}: {sum(counts)} acks in {seconds:.0f} s; RSS MiB: open {opened:.0f}, "
-          f"before the first checkpoint (C) or seal of a dedup run (S) {before:.0f}, after each "
+          f"before the first mark {before:.0f}, after each "
           f"{' '.join(after)}, peak {max(samples):.0f}, end {ending:.0f}")
 
 

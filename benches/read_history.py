@@ -3,13 +3,15 @@
 
 Starts the release `hookgate` on a store the ingest bench kept, reads PAGES x 1,000 events in
 order through the admin API (`GET /v1/events?after=..&limit=1000`), then RANDOM single events at
-random seqs of the whole store (`GET /v1/events/{seq}`), printing the gateway's VmRSS and VmHWM (MiB) as it goes.
+random seqs of the whole store (`GET /v1/events/{seq}`), printing the gateway's VmRSS and VmHWM
+(MiB) as it goes. `HOOKGATE_BIN` names another build to run.
 
     HOOKGATE_BENCH_DATA=DIR cargo bench --bench ingest -- 1 10000000
     cargo build --release
     benches/read_history.py DIR/pre-loaded/config.toml [PAGES] [RANDOM]   # default 600 20000
 """
 import json
+import os
 import random
 import re
 import subprocess
@@ -26,7 +28,8 @@ def main():
     pages = int(sys.argv[2]) if len(sys.argv) > 2 else 600
     scattered = int(sys.argv[3]) if len(sys.argv) > 3 else 20000
     log = tempfile.NamedTemporaryFile("w+", suffix=".log")
-    gateway = subprocess.Popen(["target/release/hookgate", "serve", "--config", config],
+    binary = os.environ.get("HOOKGATE_BIN", "target/release/hookgate")
+    gateway = subprocess.Popen([binary, "serve", "--config", config],
                                stdout=log, stderr=subprocess.STDOUT)
     try:
         admin = None

@@ -12,6 +12,7 @@
 mod append;
 mod batch;
 mod bloom;
+mod bounded_scan;
 mod checkpoint;
 mod claims;
 mod committer;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
+use super::bounded_scan::BoundedScan;
 use super::{keys, pack, TreeId, Trees};
 use crate::event::Seq;
 use crate::store::{DeadRecord, Marks, StoreError, StoredEvent};
@@ -171,7 +172,7 @@ impl Reader {
                 _ => pack::key(from).to_vec(),
             },
         };
-        for item in tree.range(start..) {
+        for item in BoundedScan::new(tree, start..) {
             let (key, value) = item?;
             let (first, part) = pack::parse_key(&key)
                 .ok_or_else(|| StoreError::Corrupt(format!("events key {key:?}")))?;

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::super::bounded_scan::BoundedScan;
 use super::super::live::change;
 use super::super::{pack, Handles, TreeId, Trees, TREE_NAMES};
 use crate::store::StoreError;
@@ -201,7 +202,9 @@ pub fn converge(
 
 /// Step 3 for one tree: copies `old` into `new`, up to its last key now, calling `catch_up` with
 /// the bytes scanned since the last call every [`CATCH_UP_EVERY`] of them. Returns the change
-/// in the copy's bytes.
+/// in the copy's bytes. Read with [`BoundedScan`], so that the old store's cache stays within its
+/// bound: read with a plain iterator, it kept all it read, and a gateway that compacted a
+/// 10 M-event store after a retention run stayed at 515 MiB of RSS (196 since).
 pub fn scan(
     old: &sled::Tree,
     new: &sled::Tree,
@@ -213,7 +216,7 @@ pub fn scan(
     };
     let (mut live, mut since) = (0, 0);
     let mut batch = Vec::with_capacity(BATCH);
-    for item in old.range(..=end) {
+    for item in BoundedScan::new(old, ..=end) {
         let (key, value) = item?;
         since += (key.len() + value.len()) as u64;
         batch.push((key, Some(value)));
