@@ -8,8 +8,8 @@ gateway's VmRSS every 0.2 s, and prints its RSS just before the first mark, righ
 (the highest sample until the next mark), and at the end; then stops it (SIGTERM). Marks: C a
 checkpoint (`Store checkpointed`), S a seal of a dedup run (`Dedup run sealed`), W a retention
 pass (`Swept expired events`), K a compaction begun (`Compacting the store`), D one done
-(`Store compacted`); the compactions' and seals' log lines are printed. THREADS may be 0: no
-load, the gateway only sweeps and compacts.
+(`Store compacted`); the open's, compactions' and seals' log lines are printed. THREADS may
+be 0: no load, the gateway only sweeps and compacts.
 Extra environment for the gateway comes from the command line as NAME=VALUE arguments (for
 example `MALLOC_ARENA_MAX=1`); `HOOKGATE_BIN` names another build to run.
 
@@ -121,7 +121,7 @@ def main():
     gateway.wait()
     log.seek(0)
     for line in log:
-        if "ompact" in line or "Dedup run sealed" in line:
+        if "ompact" in line or "Dedup run sealed" in line or "Store opened" in line:
             print(line.rstrip())
     bounds = [at for at, _ in events] + [len(samples)]
     before = max(samples[:bounds[0]] or [0.0])

@@ -193,11 +193,13 @@ pub struct NatsTls {
 /// `[store] checkpoint_mb`'s default: a replay of this much took about 0.6 s at 10 M events.
 pub const DEFAULT_CHECKPOINT_MB: u64 = 256;
 
-/// `[store] checkpoint_read_mb`'s default: sled 0.34 applies its cache's bound only once 64
-/// reads of one of its 256 shards have gathered, so what readers pull in stays resident until
-/// sled is reopened: reading a 10 M-event store's history took a gateway from 85 MiB to over
-/// 1 GiB (docs/performance.md, "Reading history").
-pub const DEFAULT_CHECKPOINT_READ_MB: u64 = 64;
+/// `[store] checkpoint_read_mb`'s default: off. sled 0.34 applies its cache's bound only once 64
+/// accesses of one of its 256 shards have gathered, so what a plain scan pulls in stays resident
+/// until sled is reopened (a 10 M-event store's history took a gateway from 85 MiB to over
+/// 1 GiB), which reads' checkpoints bounded; readers' scans now keep the bound themselves
+/// (`store/sled/bounded_scan.rs`: 135 MiB for the same reads without a checkpoint, 150 with
+/// them; docs/performance.md, "Reading history").
+pub const DEFAULT_CHECKPOINT_READ_MB: u64 = 0;
 /// Reads of the newest events do not count towards `checkpoint_read_mb`: they read the leaves the
 /// committer writes, resident anyway (a delivery or consumer that keeps up reads only those, and
 /// counted, at 500 events/s, would have asked for a checkpoint every ~10 s). 4,096 events of 1 KiB

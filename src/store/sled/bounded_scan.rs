@@ -9,7 +9,8 @@
 //! 4 entries (sled merges leaves of fewer, and splits those of more than 16), so its shard gathers
 //! 64 accesses while the leaf is read, and evicts. The first key is read again [`AGAIN_FIRST`]
 //! times, as a scan may take only one entry of its first leaf (a read of one event). The reads
-//! again find the leaf in memory: ~1 µs each.
+//! again find the leaf in memory (600,000 events read in order through the admin API took 9.4 s
+//! against 10.5 before, on a 10 M-event store).
 
 use std::ops::RangeBounds;
 
