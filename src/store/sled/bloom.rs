@@ -4,7 +4,7 @@
 //! earlier hookgate keep the 10 bits they were written with.
 
 const BLOCK_BITS: u64 = 512;
-const BLOCK_BYTES: usize = 64;
+pub const BLOCK_BYTES: usize = 64;
 const BITS_PER_KEY: usize = 16;
 const PROBES: u64 = 8;
 
@@ -60,21 +60,67 @@ impl Bloom {
     }
 
     /// `false`: the key was never inserted. `true`: it may have been.
+    #[cfg(test)]
     pub fn may_contain(&self, key: KeyHash) -> bool {
-        let (block, mut bits) = self.locate(key);
-        (0..PROBES).all(|_| {
-            let bit = block * BLOCK_BITS as usize + (bits % u128::from(BLOCK_BITS)) as usize;
-            bits /= u128::from(BLOCK_BITS);
-            self.bytes[bit / 8] & (1 << (bit % 8)) != 0
-        })
+        let probe = Probe::of(key);
+        let block = probe.block(self.blocks()) * BLOCK_BYTES;
+        probe.found_in(&self.bytes[block..block + BLOCK_BYTES])
+    }
+
+    /// How many 64-byte blocks it has.
+    pub fn blocks(&self) -> usize {
+        self.bytes.len() / BLOCK_BYTES
     }
 
     /// The block of `key`, and 72 bits (8 probes of 9 bits) to place in it.
     fn locate(&self, key: KeyHash) -> (usize, u128) {
-        let KeyHash(first, second) = key;
-        let blocks = (self.bytes.len() / BLOCK_BYTES) as u64;
-        let block = (first % blocks) as usize;
-        (block, u128::from(second) << 8 | u128::from(first >> 56))
+        (key.block(self.blocks()), key.bits())
+    }
+}
+
+impl KeyHash {
+    fn block(self, blocks: usize) -> usize {
+        (self.0 % blocks as u64) as usize
+    }
+
+    fn bits(self) -> u128 {
+        u128::from(self.1) << 8 | u128::from(self.0 >> 56)
+    }
+}
+
+/// A key's probe of any filter: which block, and the 8 bits it sets in a block as one mask of
+/// eight words, made once and checked against every filter's block with eight ANDs.
+#[derive(Debug, Clone, Copy)]
+pub struct Probe {
+    key: KeyHash,
+    mask: [u64; 8],
+}
+
+impl Probe {
+    pub fn of(key: KeyHash) -> Probe {
+        let mut bits = key.bits();
+        let mut mask = [0u64; 8];
+        for _ in 0..PROBES {
+            let bit = (bits % u128::from(BLOCK_BITS)) as usize;
+            bits /= u128::from(BLOCK_BITS);
+            mask[bit / 64] |= 1 << (bit % 64);
+        }
+        Probe { key, mask }
+    }
+
+    /// Its block in a filter of `blocks` blocks.
+    pub fn block(&self, blocks: usize) -> usize {
+        self.key.block(blocks)
+    }
+
+    /// Whether a filter's 64-byte `block` (this probe's) has every bit of the key set. (Bit `n`
+    /// of a block is bit `n % 8` of its byte `n / 8`: bit `n % 64` of its little-endian word
+    /// `n / 64`.)
+    pub fn found_in(&self, block: &[u8]) -> bool {
+        block.chunks_exact(8).zip(self.mask).all(|(word, mask)| {
+            let word = u64::from_le_bytes(word.try_into().expect("8 bytes"));
+            word & mask == mask
+        })
     }
 }
 

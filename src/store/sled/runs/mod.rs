@@ -7,8 +7,8 @@
 //! up to the newest one into the next run, in steps between batches (and while it is idle):
 //! it reads them [`STEP`] claims at a time, sorting each step's claims by key; it then merges
 //! those sorted chunks into values of up to `MAX_VALUE` bytes in the `dedup_runs` tree, in key
-//! order; a run then gets a blocked Bloom filter (stored with it, kept in memory: 16 bits a
-//! key), its key count, its newest arrival time and the newest log key it holds. Only then are
+//! order; a run then gets a blocked Bloom filter (stored with it, kept in memory beside the
+//! other runs' so that a lookup reads one row of them: 16 bits a key), its key count, its newest arrival time and the newest log key it holds. Only then are
 //! those log values removed (and taken out of the index), as many claims a step as a step of
 //! sealing reads: until they are, a key is in both places, never in neither. (256 values a
 //! step, ~15 claims each, held the committer 3-5 ms a step, up to 15 ms, in `cargo bench
@@ -37,9 +37,11 @@
 
 //!
 //! Here: the runs, their lookups, opening, expiry and dropping; `sealing.rs` builds a run from
-//! the log, `spent.rs` times its steps, `copy.rs` writes a sealed run's file from sled.
+//! the log, `spent.rs` times its steps, `copy.rs` writes a sealed run's file from sled,
+//! `filters.rs` keeps the runs' filters side by side.
 
 mod copy;
+mod filters;
 mod sealing;
 mod spent;
 #[cfg(test)]
@@ -50,13 +52,14 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use super::bloom::{Bloom, KeyHash};
+use super::bloom::{Bloom, KeyHash, Probe};
 use super::claims::{self, entries, Claims};
 use super::live::change;
 use super::run_file::{self, RunFile};
 use crate::event::Seq;
 use crate::store::StoreError;
 use copy::Copying;
+use filters::Filters;
 use sealing::Building;
 use spent::Spent;
 
@@ -89,10 +92,10 @@ pub fn run_keys(configured: u64) -> u64 {
 /// `meta` key of the next run id.
 const NEXT_RUN_KEY: &[u8] = b"dedup_runs/next";
 
-/// A sealed run, as kept in memory.
+/// A sealed run, as kept in memory (its filter in [`Filters`]; the one of a run being built in
+/// `sealing::Building`).
 struct Run {
     id: u32,
-    bloom: Bloom,
     keys: u64,
     newest_ms: u64,
     /// The newest log key (a seq) whose claims it holds.
@@ -106,11 +109,10 @@ struct Run {
 }
 
 impl Run {
-    /// A run to be filled, with a filter sized for `capacity` keys and no copy yet.
-    fn empty(id: u32, capacity: usize, through: Seq) -> Run {
+    /// A run to be filled, with no copy yet.
+    fn empty(id: u32, through: Seq) -> Run {
         Run {
             id,
-            bloom: Bloom::with_capacity(capacity),
             keys: 0,
             newest_ms: 0,
             through,
@@ -144,7 +146,9 @@ pub struct Runs {
 pub struct Detached {
     /// The log's index, and how far it has expired.
     claims: claims::Kept,
+    /// The sealed runs, oldest first, and their filters.
     sealed: Vec<Run>,
+    filters: Filters,
     building: Option<Building>,
     /// Claims since the last run began, and how many begin one.
     claimed: u64,
@@ -179,6 +183,12 @@ pub enum Closed {
 }
 
 impl Detached {
+    /// Keeps a sealed run, and its filter for the lookups.
+    fn keep(&mut self, run: Run, filter: Bloom) {
+        self.filters.add(run.id, filter);
+        self.sealed.push(run);
+    }
+
     /// Whether `key` was claimed, told without sled (while it is closed for a checkpoint): from
     /// the recent claims' index and the sealed runs' filters, which answer "maybe" for about
     /// 0.09 % of absent keys each, and for those, from the runs' files. Runs are asked newest
@@ -187,11 +197,11 @@ impl Detached {
         if self.claims.may_hold(key) {
             return Closed::NeedsSled;
         }
-        let hash = KeyHash::of(key);
-        for run in self.sealed.iter().rev() {
-            if !run.bloom.may_contain(hash) {
+        let probe = Probe::of(KeyHash::of(key));
+        for id in self.filters.may_hold(&probe) {
+            let Some(run) = self.sealed.iter().find(|run| run.id == id) else {
                 continue;
-            }
+            };
             let Some(file) = run
                 .file
                 .as_ref()
@@ -255,6 +265,7 @@ impl Runs {
             kept: Detached {
                 claims: claims::Kept::default(),
                 sealed: Vec::new(),
+                filters: Filters::default(),
                 building: None,
                 claimed: 0,
                 last_claims: 0,
@@ -275,14 +286,14 @@ impl Runs {
         let loaded = runs.load_all(&summaries)?;
         for ((id, _), run) in summaries.iter().zip(loaded) {
             match run {
-                Some(run) => runs.kept.sealed.push(run),
+                Some((run, filter)) => runs.kept.keep(run, filter),
                 None if runs.tree.contains_key(key(*id, DROPPING, &[]))? => {
                     runs.kept.dropping.push_back(*id);
                 }
                 None if runs.tree.scan_prefix(key(*id, DATA, &[])).next().is_some() => {
                     if legacy.is_some() {
-                        let run = runs.rebuild(*id)?;
-                        runs.finish(run, None, Spent::default(), Instant::now())?;
+                        let (run, filter) = runs.rebuild(*id)?;
+                        runs.finish(run, filter, None, Spent::default(), Instant::now())?;
                     } else {
                         runs.mark_dropping(*id)?;
                     }
@@ -317,7 +328,7 @@ impl Runs {
     fn load_all(
         &self,
         summaries: &[(u32, Option<sled::IVec>)],
-    ) -> Result<Vec<Option<Run>>, StoreError> {
+    ) -> Result<Vec<Option<(Run, Bloom)>>, StoreError> {
         let per_loader = summaries.len().div_ceil(LOADERS).max(1);
         std::thread::scope(|scope| {
             let loaders: Vec<_> = summaries
@@ -354,12 +365,10 @@ impl Runs {
         if let Some(seq) = self.claims.lookup(key)? {
             return Ok(Some(seq));
         }
-        let hash = KeyHash::of(key);
-        for run in self.kept.sealed.iter().rev() {
-            if run.bloom.may_contain(hash) {
-                if let Some(seq) = self.find(run.id, key)? {
-                    return Ok(Some(seq));
-                }
+        let probe = Probe::of(KeyHash::of(key));
+        for id in self.kept.filters.may_hold(&probe) {
+            if let Some(seq) = self.find(id, key)? {
+                return Ok(Some(seq));
             }
         }
         Ok(None)
@@ -471,6 +480,7 @@ impl Runs {
             .partition(|run| run.newest_ms < cutoff_ms);
         self.kept.sealed = kept;
         for run in expired {
+            self.kept.filters.remove(run.id);
             self.mark_dropping(run.id)?;
             dropped += run.keys;
         }
@@ -499,7 +509,7 @@ impl Runs {
         self.kept.sealed.iter().map(|run| run.keys).sum()
     }
 
-    fn load(&self, id: u32, summary: &[u8]) -> Result<Run, StoreError> {
+    fn load(&self, id: u32, summary: &[u8]) -> Result<(Run, Bloom), StoreError> {
         let corrupt = || StoreError::Corrupt(format!("dedup run {id}: summary"));
         let field = |at: usize| -> Result<u64, StoreError> {
             let bytes = summary.get(at..at + 8).ok_or_else(corrupt)?;
@@ -513,11 +523,10 @@ impl Runs {
             .scan_prefix(key(id, FILTER, &[]))
             .values()
             .collect::<Result<Vec<_>, _>>()?;
-        let filter = parts.concat();
-        Ok(Run {
+        let filter = Bloom::from_bytes(parts.concat())
+            .ok_or_else(|| StoreError::Corrupt(format!("dedup run {id}: filter")))?;
+        let run = Run {
             id,
-            bloom: Bloom::from_bytes(filter)
-                .ok_or_else(|| StoreError::Corrupt(format!("dedup run {id}: filter")))?,
             keys: field(0)?,
             newest_ms: field(8)?,
             // A run of layout 3 holds no log value.
@@ -525,20 +534,22 @@ impl Runs {
             file: RunFile::open(&self.kept.files, id),
             copy_failed: false,
             damaged: AtomicBool::new(false),
-        })
+        };
+        Ok((run, filter))
     }
 
     /// A run of layout 3 left half built: its filter and summary, from its entries.
-    fn rebuild(&self, id: u32) -> Result<Run, StoreError> {
-        let mut run = Run::empty(id, 2 * self.kept.seal_at as usize, Seq(0));
+    fn rebuild(&self, id: u32) -> Result<(Run, Bloom), StoreError> {
+        let mut run = Run::empty(id, Seq(0));
+        let mut filter = Bloom::with_capacity(2 * self.kept.seal_at as usize);
         for value in self.tree.scan_prefix(key(id, DATA, &[])).values() {
             for (key, _, received) in entries(&value?) {
-                run.bloom.insert(KeyHash::of(key));
+                filter.insert(KeyHash::of(key));
                 run.keys += 1;
                 run.newest_ms = run.newest_ms.max(received);
             }
         }
-        Ok(run)
+        Ok((run, filter))
     }
 
     fn find(&self, id: u32, wanted: &[u8]) -> Result<Option<Seq>, StoreError> {

@@ -6,9 +6,9 @@ use std::collections::BinaryHeap;
 use std::time::Instant;
 
 use super::spent::Spent;
-use super::{key, Run, Runs, DATA, DATA_KEY, FILTER, NEXT_RUN_KEY, SUMMARY};
+use super::{filters, key, Run, Runs, DATA, DATA_KEY, FILTER, NEXT_RUN_KEY, SUMMARY};
 use crate::event::Seq;
-use crate::store::sled::bloom::KeyHash;
+use crate::store::sled::bloom::{Bloom, KeyHash};
 use crate::store::sled::claims::{entries, entry_len, push_entry};
 use crate::store::sled::live::change;
 use crate::store::sled::pack::MAX_VALUE;
@@ -18,6 +18,8 @@ use crate::store::StoreError;
 /// The run being built.
 pub(super) struct Building {
     run: Run,
+    /// Its filter, filled as its keys are written.
+    filter: Bloom,
     phase: Phase,
     /// Its file, written as its values are; `None` once a write failed.
     file: Option<Writer>,
@@ -177,8 +179,8 @@ impl Runs {
                     }
                     let (_, value) = values.last_mut().expect("a value");
                     push_entry(value, entry_key, seq, received);
+                    building.filter.insert(KeyHash::of(entry_key));
                     let run = &mut building.run;
-                    run.bloom.insert(KeyHash::of(entry_key));
                     run.keys += 1;
                     run.newest_ms = run.newest_ms.max(received);
                     written += 1;
@@ -201,8 +203,14 @@ impl Runs {
                 self.tree.apply_batch(batch)?;
                 if merge.heap.is_empty() {
                     // The step goes on with the run's filter and summary.
-                    let (run, file, spent) = (building.run, building.file, building.spent);
-                    return self.finish(run, file, spent, started);
+                    let Building {
+                        run,
+                        filter,
+                        file,
+                        spent,
+                        ..
+                    } = building;
+                    return self.finish(run, filter, file, spent, started);
                 }
                 building.spent.write.took(started);
                 Phase::Write(merge)
@@ -230,14 +238,15 @@ impl Runs {
         self.kept.next_id += 1;
         self.meta
             .insert(NEXT_RUN_KEY, &self.kept.next_id.to_be_bytes())?;
-        let capacity = self.kept.claimed.max(self.kept.seal_at) as usize;
+        let filter = Bloom::with_capacity(filters::capacity(self.kept.claimed, self.kept.seal_at));
         self.kept.claimed = 0;
-        let mut run = Run::empty(id, capacity, through);
+        let mut run = Run::empty(id, through);
         let file = Writer::create(&self.kept.files, id)
             .inspect_err(|err| run.copy_failed(err))
             .ok();
         Ok(Some(Building {
             run,
+            filter,
             phase: Phase::Collect {
                 after,
                 gathered: Gathered::default(),
@@ -253,11 +262,12 @@ impl Runs {
     pub(super) fn finish(
         &mut self,
         mut run: Run,
+        filter: Bloom,
         file: Option<Writer>,
         mut spent: Spent,
         started: Instant,
     ) -> Result<(), StoreError> {
-        let parts: Vec<&[u8]> = run.bloom.as_bytes().chunks(MAX_VALUE).collect();
+        let parts: Vec<&[u8]> = filter.as_bytes().chunks(MAX_VALUE).collect();
         for (part, bytes) in parts.iter().enumerate() {
             let part = u16::try_from(part).expect("a filter under 384 MiB");
             let key = key(run.id, FILTER, &part.to_be_bytes());
@@ -291,7 +301,7 @@ impl Runs {
             // Copied from sled in later steps.
             None => {}
         }
-        self.kept.sealed.push(run);
+        self.kept.keep(run, filter);
         Ok(())
     }
 }
