@@ -8,9 +8,10 @@
 //! it reads them [`STEP`] claims at a time, sorting each step's claims by key; it then merges
 //! those sorted chunks into values of up to `MAX_VALUE` bytes in the `dedup_runs` tree, in key
 //! order; a run then gets a blocked Bloom filter (stored with it, kept in memory beside the
-//! other runs' so that a lookup reads one row of them: 16 bits a key), its key count, its newest arrival time and the newest log key it holds. Only then are
-//! those log values removed (and taken out of the index), as many claims a step as a step of
-//! sealing reads: until they are, a key is in both places, never in neither. (256 values a
+//! other runs' so that a lookup reads one row of them: 16 bits a key), its key count, its
+//! newest arrival time and the newest log key it holds. Only then are those log values removed
+//! (and taken out of the index), as many claims a step as a step of sealing reads: until they
+//! are, a key is in both places, never in neither. (256 values a
 //! step, ~15 claims each, held the committer 3-5 ms a step, up to 15 ms, in `cargo bench
 //! --bench ingest`, and every ack waiting behind it.) Once they are gone, an info line says how
 //! long the run's steps took. A lookup checks the recent claims, then each sealed run whose
