@@ -8,7 +8,7 @@
 //! 10 M-event store) a probe took 300 ns against 820 with one filter after another, in a
 //! stand-alone copy ([performance.md](../../../../docs/performance.md), "Changes tried"). A
 //! full bank grows by an eighth (at least one slot), every row copied; the slot of an expired
-//! run is zeroed (no key is found in it) and taken by the next run sealed.
+//! run is freed (never asked) and written over whole by the next run sealed.
 
 use super::super::bloom::{Bloom, Probe, BLOCK_BYTES};
 
@@ -32,7 +32,7 @@ pub struct Filters {
 /// The filters of one size: `slots` runs' blocks per row, one row per block.
 struct Bank {
     blocks: usize,
-    /// The run in each slot; `None`: free (its blocks zeroed).
+    /// The run in each slot; `None`: free (its blocks stale, never asked).
     ids: Vec<Option<u32>>,
     bytes: Vec<u8>,
 }
@@ -97,14 +97,9 @@ impl Filters {
 
     /// Forgets run `id`'s filter; a bank left empty is given back.
     pub fn remove(&mut self, id: u32) {
-        let zeros = [0u8; BLOCK_BYTES];
         for bank in &mut self.banks {
-            if let Some(slot) = bank.ids.iter().position(|slot| *slot == Some(id)) {
-                for block in 0..bank.blocks {
-                    let at = bank.at(block, slot);
-                    bank.bytes[at..at + BLOCK_BYTES].copy_from_slice(&zeros);
-                }
-                bank.ids[slot] = None;
+            if let Some(slot) = bank.ids.iter_mut().find(|slot| **slot == Some(id)) {
+                *slot = None;
             }
         }
         self.banks
@@ -118,8 +113,8 @@ impl Filters {
             let row = bank.at(probe.block(bank.blocks), 0);
             let row = &bank.bytes[row..row + bank.ids.len() * BLOCK_BYTES];
             for (block, id) in row.chunks_exact(BLOCK_BYTES).zip(&bank.ids) {
-                if let (true, Some(id)) = (probe.found_in(block), id) {
-                    ids.push(*id);
+                if let Some(id) = id.filter(|_| probe.found_in(block)) {
+                    ids.push(id);
                 }
             }
         }
