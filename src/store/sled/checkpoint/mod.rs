@@ -190,7 +190,7 @@ impl Committer {
         self.durability = durability;
         self.trees = trees;
         self.runs = runs.attach(
-            self.trees.get(TreeId::Dedup).clone(),
+            self.trees.logs(),
             self.trees.get(TreeId::Runs).clone(),
             self.trees.get(TreeId::Meta).clone(),
         );
@@ -355,7 +355,7 @@ impl Committer {
                 "the store does not take its events from seq {first} as new"
             )));
         }
-        if self.runs.wants_step() {
+        if self.wants_runs_step() {
             self.runs_step()?;
         }
         Ok(outcomes.len() as u64)

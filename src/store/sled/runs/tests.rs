@@ -6,7 +6,7 @@ fn open() -> (sled::Db, Runs, tempfile::TempDir) {
     let tree = |name: &str| db.open_tree(name).unwrap();
     let files = tempfile::tempdir().unwrap();
     let runs = Runs::open(
-        tree("dedup"),
+        [tree("dedup"), tree("dedup_b")],
         tree("dedup_runs"),
         tree("meta"),
         1000,
@@ -17,9 +17,18 @@ fn open() -> (sled::Db, Runs, tempfile::TempDir) {
     (db, runs, files)
 }
 
+fn logs(runs: &Runs) -> [sled::Tree; 2] {
+    [runs.log(0).clone(), runs.log(1).clone()]
+}
+
+/// Whether both logs of recent claims are empty.
+fn logs_empty(runs: &Runs) -> bool {
+    logs(runs).iter().all(sled::Tree::is_empty)
+}
+
 fn reopen(runs: &Runs) -> Runs {
     Runs::open(
-        runs.claims.log.clone(),
+        logs(runs),
         runs.tree.clone(),
         runs.meta.clone(),
         1000,
@@ -43,8 +52,9 @@ fn claim(runs: &mut Runs, ns: std::ops::Range<u64>, at: u64) {
             push_entry(&mut value, id(*n).as_bytes(), Seq(n + 1), at);
         }
         let first = Seq(batch[0] + 1);
+        let bytes = (8 + value.len()) as i64;
         runs.claims
-            .log
+            .current_log()
             .insert(claims::log_key(first), value)
             .unwrap();
         let keys: Vec<String> = batch.iter().map(|n| id(*n)).collect();
@@ -53,28 +63,34 @@ fn claim(runs: &mut Runs, ns: std::ops::Range<u64>, at: u64) {
             .zip(batch)
             .map(|(key, n)| (key.as_bytes(), Seq(n + 1)))
             .collect();
-        runs.claimed(&claimed);
+        runs.claimed(&claimed, bytes);
     }
 }
 
-fn settle(runs: &mut Runs) -> usize {
+/// Takes every step due, and drops every sealed log, as the committer does; returns the steps.
+fn settle(db: &sled::Db, runs: &mut Runs) -> usize {
     let mut steps = 0;
-    while runs.wants_step() {
-        runs.step().unwrap();
-        steps += 1;
+    loop {
+        if runs.drop_due() {
+            runs.drop_sealed_log(db).unwrap();
+        } else if runs.wants_step() {
+            runs.step().unwrap();
+            steps += 1;
+        } else {
+            return steps;
+        }
     }
-    steps
 }
 
 #[test]
 fn sealed_keys_are_found_and_leave_the_log() {
-    let (_db, mut runs, _files) = open();
+    let (db, mut runs, _files) = open();
     // Random ids: the log is in seq order, the run in key order.
     let mut ns: Vec<u64> = (0..5000).map(|n| (n * 7919) % 5000).collect();
     ns.dedup();
     claim(&mut runs, 0..5000, 1000);
-    settle(&mut runs);
-    assert!(runs.claims.log.is_empty());
+    settle(&db, &mut runs);
+    assert!(logs_empty(&runs));
     assert_eq!(runs.recent_claims(), 0);
     assert_eq!(runs.sealed_keys(), 5000);
     for n in [0u64, 1, 2500, 4999] {
@@ -100,21 +116,21 @@ fn sealed_keys_are_found_and_leave_the_log() {
     assert_eq!(runs.expire(1000).unwrap(), 0);
     assert_eq!(runs.expire(1001).unwrap(), 5000);
     assert_eq!(runs.lookup(id(1234).as_bytes()).unwrap(), None);
-    settle(&mut runs);
+    settle(&db, &mut runs);
     assert!(runs.tree.is_empty());
 }
 
 #[test]
 fn while_sled_is_closed_the_runs_files_tell_every_sealed_key() {
-    let (_db, mut runs, files) = open();
+    let (db, mut runs, files) = open();
     claim(&mut runs, 0..2000, 1000);
-    settle(&mut runs);
+    settle(&db, &mut runs);
     // More than DROP_STEP values: copied in two steps below.
     claim(&mut runs, 2000..16_000, 1000);
-    settle(&mut runs);
+    settle(&db, &mut runs);
     // Too few to begin a run: they stay in the log.
     claim(&mut runs, 16_000..16_100, 1000);
-    settle(&mut runs);
+    settle(&db, &mut runs);
     let names = |dir: &std::path::Path| {
         let mut names: Vec<String> = std::fs::read_dir(dir)
             .unwrap()
@@ -126,7 +142,7 @@ fn while_sled_is_closed_the_runs_files_tell_every_sealed_key() {
     assert_eq!(names(files.path()), ["00000000.run", "00000001.run"]);
 
     let trees = (
-        runs.claims.log.clone(),
+        logs(&runs),
         runs.tree.clone(),
         runs.meta.clone(),
     );
@@ -161,9 +177,9 @@ fn while_sled_is_closed_the_runs_files_tell_every_sealed_key() {
     assert!(runs.kept.sealed[1].file.is_none());
     assert_eq!(runs.lookup(id(3000).as_bytes()).unwrap(), Some(Seq(3001)));
     assert!(runs.wants_step());
-    assert!(settle(&mut runs) > 1, "copied in more than one step");
+    assert!(settle(&db, &mut runs) > 1, "copied in more than one step");
     let trees = (
-        runs.claims.log.clone(),
+        logs(&runs),
         runs.tree.clone(),
         runs.meta.clone(),
     );
@@ -184,9 +200,9 @@ fn while_sled_is_closed_the_runs_files_tell_every_sealed_key() {
     assert_eq!(detached.lookup(id(10).as_bytes()), Closed::Found(Seq(11)));
     let mut runs = detached.attach(trees.0, trees.1, trees.2);
     assert!(runs.wants_step());
-    settle(&mut runs);
+    settle(&db, &mut runs);
     let trees = (
-        runs.claims.log.clone(),
+        logs(&runs),
         runs.tree.clone(),
         runs.meta.clone(),
     );
@@ -202,7 +218,7 @@ fn while_sled_is_closed_the_runs_files_tell_every_sealed_key() {
     let mut runs = detached.attach(trees.0, trees.1, trees.2);
     // Expired runs take their files with them.
     assert_eq!(runs.expire(1001).unwrap(), 16_100);
-    settle(&mut runs);
+    settle(&db, &mut runs);
     assert!(names(files.path()).is_empty());
 }
 
@@ -222,13 +238,13 @@ fn a_run_dropped_half_built_leaves_no_file() {
 
 #[test]
 fn claims_made_while_a_run_is_built_go_to_the_next() {
-    let (_db, mut runs, _files) = open();
+    let (db, mut runs, _files) = open();
     claim(&mut runs, 0..1000, 5);
     assert!(runs.wants_step());
     runs.step().unwrap();
     assert!(runs.kept.building.is_some());
     claim(&mut runs, 1000..1500, 6);
-    settle(&mut runs);
+    settle(&db, &mut runs);
     assert_eq!(runs.sealed_keys(), 1000);
     // The later claims are still in the log, and found there.
     assert_eq!(runs.kept.claimed, 500);
@@ -237,9 +253,9 @@ fn claims_made_while_a_run_is_built_go_to_the_next() {
         assert_eq!(runs.lookup(id(n).as_bytes()).unwrap(), Some(Seq(n + 1)));
     }
     claim(&mut runs, 1500..2000, 7);
-    settle(&mut runs);
+    settle(&db, &mut runs);
     assert_eq!(runs.sealed_keys(), 2000);
-    assert!(runs.claims.log.is_empty());
+    assert!(logs_empty(&runs));
     // The claims of the log that arrived before a cutoff expire with it, whole values.
     claim(&mut runs, 2000..2100, 8);
     assert_eq!(runs.expire(8).unwrap(), 2000);
@@ -247,9 +263,9 @@ fn claims_made_while_a_run_is_built_go_to_the_next() {
     assert_eq!(runs.expire(9).unwrap(), 100);
     // No longer found at once; the values go in steps.
     assert_eq!(runs.lookup(id(2050).as_bytes()).unwrap(), None);
-    assert!(!runs.claims.log.is_empty());
-    settle(&mut runs);
-    assert!(runs.claims.log.is_empty());
+    assert!(!logs_empty(&runs));
+    settle(&db, &mut runs);
+    assert!(logs_empty(&runs));
     assert_eq!(runs.recent_claims(), 0);
     // Claims after them are still found, and sealed later.
     claim(&mut runs, 2100..2110, 10);
@@ -261,25 +277,25 @@ fn claims_made_while_a_run_is_built_go_to_the_next() {
 /// born of them is dropped rather than sealed (a sealed run would find them again).
 #[test]
 fn a_run_whose_claims_expired_while_it_was_built_is_dropped() {
-    let (_db, mut runs, _files) = open();
+    let (db, mut runs, _files) = open();
     claim(&mut runs, 0..1000, 5);
     runs.step().unwrap();
     assert!(runs.kept.building.is_some());
     assert_eq!(runs.expire(6).unwrap(), 1000);
-    settle(&mut runs);
+    settle(&db, &mut runs);
     assert_eq!(runs.sealed_keys(), 0);
     assert!(runs.kept.building.is_none());
     assert_eq!(runs.lookup(id(500).as_bytes()).unwrap(), None);
     assert_eq!(runs.expire(6).unwrap(), 0, "counted once");
     assert!(runs.tree.iter().next().is_none(), "its values are gone too");
-    assert!(runs.claims.log.is_empty());
+    assert!(logs_empty(&runs));
 }
 
 #[test]
 fn an_expired_run_goes_in_steps_and_an_open_goes_on_dropping_it() {
-    let (_db, mut runs, _files) = open();
+    let (db, mut runs, _files) = open();
     claim(&mut runs, 0..20_000, 7);
-    settle(&mut runs);
+    settle(&db, &mut runs);
     let values = runs.tree.len();
     assert!(values > DROP_STEP, "{values} values: too few to take steps");
     assert_eq!(runs.expire(8).unwrap(), 20_000);
@@ -292,14 +308,14 @@ fn an_expired_run_goes_in_steps_and_an_open_goes_on_dropping_it() {
     assert_eq!(reopened.sealed_keys(), 0);
     assert_eq!(reopened.lookup(id(42).as_bytes()).unwrap(), None);
     assert!(reopened.wants_step());
-    let steps = settle(&mut reopened);
+    let steps = settle(&db, &mut reopened);
     assert!(reopened.tree.is_empty());
     assert_eq!(steps, (values - DROP_STEP) / DROP_STEP + 1);
 }
 
 #[test]
 fn a_half_built_run_is_dropped_at_open_and_its_claims_sealed_again() {
-    let (_db, mut runs, _files) = open();
+    let (db, mut runs, _files) = open();
     claim(&mut runs, 0..10_000, 5);
     // Gathered, then one step of writing.
     while !runs.kept.building.as_ref().is_some_and(Building::writes) {
@@ -315,14 +331,14 @@ fn a_half_built_run_is_dropped_at_open_and_its_claims_sealed_again() {
         reopened.lookup(id(9_999).as_bytes()).unwrap(),
         Some(Seq(10_000))
     );
-    settle(&mut reopened);
+    settle(&db, &mut reopened);
     assert_eq!(reopened.sealed_keys(), 10_000);
     assert!(reopened
         .tree
         .scan_prefix(key(0, DATA, &[]))
         .next()
         .is_none());
-    assert!(reopened.claims.log.is_empty());
+    assert!(logs_empty(&reopened));
     for n in [0u64, 4_321, 9_999] {
         assert_eq!(reopened.lookup(id(n).as_bytes()).unwrap(), Some(Seq(n + 1)));
     }
@@ -348,7 +364,7 @@ fn a_dedup_tree_of_layout_3_becomes_a_log() {
         )
         .unwrap();
     let mut runs = Runs::open(
-        dedup.clone(),
+        [dedup.clone(), tree("dedup_b")],
         tree("dedup_runs"),
         meta.clone(),
         1000,
@@ -363,7 +379,7 @@ fn a_dedup_tree_of_layout_3_becomes_a_log() {
         assert_eq!(runs.lookup(id(n).as_bytes()).unwrap(), Some(seq));
     }
     assert_eq!(runs.lookup(b"p\0short").unwrap(), Some(Seq(3001)));
-    settle(&mut runs);
+    settle(&db, &mut runs);
     assert_eq!(runs.sealed_keys(), 3001);
     assert_eq!(runs.lookup(b"p\0short").unwrap(), Some(Seq(3001)));
     assert_eq!(runs.expire(78).unwrap(), 0);
