@@ -257,9 +257,7 @@ impl Claims {
 
     /// The other log, if it holds claims.
     pub fn other_log(&self) -> Option<&sled::Tree> {
-        self.kept
-            .other_held
-            .then(|| &self.logs[self.kept.other()])
+        self.kept.other_held.then(|| &self.logs[self.kept.other()])
     }
 
     /// How many claims the other log's index holds.

@@ -228,14 +228,14 @@ impl Committer {
             self.between.free_at = Some(Instant::now());
             let next = if signals.closing {
                 queue.try_recv().ok()
-            } else if self.wants_runs_step() {
+            } else if self.wants_runs_work() {
                 // The runs' own work goes on while no request waits (`runs/`).
                 match queue.try_recv() {
                     Ok(message) => Some(message),
                     Err(TryRecvError::Empty) => {
                         // No request waits: the steps before this one delayed nobody.
                         self.between.runs = Duration::ZERO;
-                        if let Err(err) = self.runs_step() {
+                        if let Err(err) = self.runs_work() {
                             return stop_unsure(&err);
                         }
                         continue;
@@ -267,8 +267,8 @@ impl Committer {
             }
             let committed = self.commit(batch).and_then(|()| {
                 // Between batches, a step of sealing recent dedup keys into a run.
-                if self.wants_runs_step() {
-                    self.runs_step()?;
+                if self.wants_runs_work() {
+                    self.runs_work()?;
                 }
                 Ok(())
             });
@@ -423,19 +423,30 @@ impl Committer {
 
     /// Whether the runs have work to do (`runs/`): a step, or dropping the log sealed last,
     /// which waits while a compaction follows the trees.
-    pub fn wants_runs_step(&self) -> bool {
-        self.runs.wants_step() || (self.runs.drop_due() && !self.compacting())
+    fn wants_runs_work(&self) -> bool {
+        self.runs.wants_step() || self.drop_due()
     }
 
-    /// A step of the runs' own work (`runs/`), or the drop of the log sealed last; timed for the
-    /// slow-commit log.
+    fn drop_due(&self) -> bool {
+        self.runs.drop_due() && !self.compacting()
+    }
+
+    /// The runs' work between batches: the drop of the log sealed last if it is due, else a
+    /// step (never during a checkpoint, which holds the readers' handles: the drop takes them).
+    fn runs_work(&mut self) -> Result<(), StoreError> {
+        if !self.drop_due() {
+            return self.runs_step();
+        }
+        let started = Instant::now();
+        let dropped = self.drop_sealed_log();
+        self.between.runs += started.elapsed();
+        dropped
+    }
+
+    /// A step of the runs' own work (`runs/`), timed for the slow-commit log.
     pub fn runs_step(&mut self) -> Result<(), StoreError> {
         let started = Instant::now();
-        let stepped = if self.runs.drop_due() && !self.compacting() {
-            self.drop_sealed_log()
-        } else {
-            self.runs.step()
-        };
+        let stepped = self.runs.step();
         self.between.runs += started.elapsed();
         stepped
     }

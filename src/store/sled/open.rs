@@ -20,7 +20,8 @@ use super::reader::{MarkMoves, ReadsSinceOpen};
 use super::{
     checkpoint, compact, free_segments, journal, mount, place, retention, run_file, runs,
     torn_batch, unreadable, watermark, Handles, SledStore, TreeId, Trees, LAYOUT, LAYOUT_3,
-    LAYOUT_4, LAYOUT_5, LAYOUT_6, LAYOUT_7, LAYOUT_8, LAYOUT_KEY, LIVE_KEY, NEXT_SEQ_KEY, QUEUE_CAPACITY,
+    LAYOUT_4, LAYOUT_5, LAYOUT_6, LAYOUT_7, LAYOUT_8, LAYOUT_KEY, LIVE_KEY, NEXT_SEQ_KEY,
+    QUEUE_CAPACITY,
 };
 use crate::config::StoreConfig;
 use crate::event::Seq;
@@ -279,7 +280,9 @@ fn check_layout(trees: &Trees, dir: &Path) -> Result<bool, StoreError> {
     let meta = trees.get(TreeId::Meta);
     match meta.get(LAYOUT_KEY)? {
         Some(layout) if layout == LAYOUT => Ok(false),
-        Some(layout) if [LAYOUT_8, LAYOUT_7, LAYOUT_6, LAYOUT_5, LAYOUT_4].contains(&layout.as_ref()) => {
+        Some(layout)
+            if [LAYOUT_8, LAYOUT_7, LAYOUT_6, LAYOUT_5, LAYOUT_4].contains(&layout.as_ref()) =>
+        {
             // Before any batch of the new layout in sled's log, which a crash keeps a prefix of.
             meta.insert(LAYOUT_KEY, LAYOUT)?;
             Ok(false)

@@ -355,7 +355,7 @@ impl Committer {
                 "the store does not take its events from seq {first} as new"
             )));
         }
-        if self.wants_runs_step() {
+        if self.runs.wants_step() {
             self.runs_step()?;
         }
         Ok(outcomes.len() as u64)

@@ -309,8 +309,7 @@ impl Runs {
         let sealed: Vec<u32> = runs.kept.sealed.iter().map(|run| run.id).collect();
         run_file::remove_others(&runs.kept.files, &sealed);
         if let Some((layout_key, layout)) = legacy {
-            runs.kept.delta +=
-                claims::convert_layout3(&logs[0], &runs.meta, layout_key, layout)?;
+            runs.kept.delta += claims::convert_layout3(&logs[0], &runs.meta, layout_key, layout)?;
         }
         runs.kept.sealed_through = runs
             .kept

@@ -141,11 +141,7 @@ fn while_sled_is_closed_the_runs_files_tell_every_sealed_key() {
     };
     assert_eq!(names(files.path()), ["00000000.run", "00000001.run"]);
 
-    let trees = (
-        logs(&runs),
-        runs.tree.clone(),
-        runs.meta.clone(),
-    );
+    let trees = (logs(&runs), runs.tree.clone(), runs.meta.clone());
     let detached = runs.detach();
     for n in 0..16_000 {
         assert_eq!(
@@ -178,11 +174,7 @@ fn while_sled_is_closed_the_runs_files_tell_every_sealed_key() {
     assert_eq!(runs.lookup(id(3000).as_bytes()).unwrap(), Some(Seq(3001)));
     assert!(runs.wants_step());
     assert!(settle(&db, &mut runs) > 1, "copied in more than one step");
-    let trees = (
-        logs(&runs),
-        runs.tree.clone(),
-        runs.meta.clone(),
-    );
+    let trees = (logs(&runs), runs.tree.clone(), runs.meta.clone());
     let detached = runs.detach();
     for n in (0..16_000).step_by(7) {
         assert_eq!(detached.lookup(id(n).as_bytes()), Closed::Found(Seq(n + 1)));
@@ -201,11 +193,7 @@ fn while_sled_is_closed_the_runs_files_tell_every_sealed_key() {
     let mut runs = detached.attach(trees.0, trees.1, trees.2);
     assert!(runs.wants_step());
     settle(&db, &mut runs);
-    let trees = (
-        logs(&runs),
-        runs.tree.clone(),
-        runs.meta.clone(),
-    );
+    let trees = (logs(&runs), runs.tree.clone(), runs.meta.clone());
     let detached = runs.detach();
     assert_eq!(
         detached.lookup(id(2000).as_bytes()),
