@@ -67,6 +67,24 @@ fn claim(runs: &mut Runs, ns: std::ops::Range<u64>, at: u64) {
     }
 }
 
+/// Takes steps until a run is sealed and its log is to be dropped.
+fn seal_without_drop(runs: &mut Runs) {
+    while !runs.drop_due() {
+        runs.step().unwrap();
+    }
+}
+
+/// Asserts that each `id(n)` is found under seq n + 1.
+fn found(runs: &Runs, ns: &[u64]) {
+    for n in ns {
+        assert_eq!(
+            runs.lookup(id(*n).as_bytes()).unwrap(),
+            Some(Seq(n + 1)),
+            "{n}"
+        );
+    }
+}
+
 /// Takes every step due, and drops every sealed log, as the committer does; returns the steps.
 fn settle(db: &sled::Db, runs: &mut Runs) -> usize {
     let mut steps = 0;
@@ -372,4 +390,60 @@ fn a_dedup_tree_of_layout_3_becomes_a_log() {
     assert_eq!(runs.lookup(b"p\0short").unwrap(), Some(Seq(3001)));
     assert_eq!(runs.expire(78).unwrap(), 0);
     assert_eq!(runs.expire(79).unwrap(), 3001);
+}
+
+/// A stop after a run's summary is written, before its log is dropped: the open finds the log
+/// all sealed and drops it first; no run begins before, and new claims go on to the other log.
+#[test]
+fn a_sealed_log_left_undropped_is_dropped_first_and_holds_up_the_next_run() {
+    let (db, mut runs, _files) = open();
+    claim(&mut runs, 0..1000, 5);
+    seal_without_drop(&mut runs);
+    assert_eq!(runs.sealed_keys(), 1000);
+    let mut reopened = reopen(&runs);
+    drop(runs);
+    assert!(reopened.drop_due());
+    assert_eq!(reopened.kept.claimed, 0);
+    // Enough claims for another run: none begins while the sealed log waits.
+    claim(&mut reopened, 1000..2500, 6);
+    assert_eq!(reopened.current_log(), 1);
+    assert!(!reopened.wants_step(), "no step but the drop is due");
+    assert_eq!(reopened.sealed_keys(), 1000);
+    found(&reopened, &[0, 999, 1000, 2499]);
+    // Dropped: the next run begins, from the log the later claims went to.
+    settle(&db, &mut reopened);
+    assert_eq!(reopened.sealed_keys(), 2500);
+    assert!(logs_empty(&reopened));
+    assert_eq!(reopened.current_log(), 0);
+    found(&reopened, &[0, 1234, 2499]);
+}
+
+/// A store of layout 8 kept every claim in `dedup`, where a sealed run's were trimmed in steps:
+/// at open, what is left of them is trimmed, and the rest sealed from it as from any log.
+#[test]
+fn a_layout_8_log_with_sealed_claims_left_is_trimmed_then_sealed() {
+    let (db, mut runs, _files) = open();
+    claim(&mut runs, 0..1000, 5);
+    seal_without_drop(&mut runs);
+    // As layout 8 left it: the sealed claims and later ones in `dedup`, `dedup_b` empty.
+    claim(&mut runs, 1000..1200, 6);
+    let dedup_b = runs.log(1).clone();
+    for item in dedup_b.iter() {
+        let (key, value) = item.unwrap();
+        runs.log(0).insert(key, value).unwrap();
+    }
+    dedup_b.clear().unwrap();
+    let mut reopened = reopen(&runs);
+    drop(runs);
+    assert_eq!(reopened.current_log(), 0);
+    assert!(!reopened.drop_due());
+    assert_eq!(reopened.kept.claimed, 200);
+    settle(&db, &mut reopened);
+    assert_eq!(reopened.log(0).len(), 200 / 25, "the sealed claims trimmed");
+    assert_eq!(reopened.sealed_keys(), 1000);
+    claim(&mut reopened, 1200..2000, 7);
+    settle(&db, &mut reopened);
+    assert_eq!(reopened.sealed_keys(), 2000);
+    assert!(logs_empty(&reopened));
+    found(&reopened, &[0, 1100, 1999]);
 }
