@@ -164,7 +164,7 @@ fn a_batch_torn_by_a_crash_is_cut_at_the_restart() {
 }
 
 /// Runs sealed every 300 claims: the kill lands while claims are read into a run, written into
-/// it, or its log is dropped. Every acked id, sent again, is a duplicate of its first seq.
+/// it, or trimmed from the log. Every acked id, sent again, is a duplicate of its first seq.
 #[test]
 fn sigkill_while_dedup_runs_are_sealed_keeps_every_dedup_key() {
     let mut gw = Gateway::builder()
@@ -183,7 +183,7 @@ fn sigkill_while_dedup_runs_are_sealed_keeps_every_dedup_key() {
         "only {} acks: fewer than 3 runs",
         acked.len()
     );
-    // A run whose log is dropped says where the committer's time went.
+    // A run whose log values are gone says where the committer's time went.
     let logs = gw.logs();
     let sealed: Vec<&str> = logs
         .lines()
@@ -191,7 +191,14 @@ fn sigkill_while_dedup_runs_are_sealed_keeps_every_dedup_key() {
         .collect();
     assert!(sealed.len() >= 2, "fewer than 2 runs sealed:\n{logs}");
     for line in sealed {
-        for field in ["keys=", "steps=", "collect_ms=", "write_ms=", "drop_ms="] {
+        for field in [
+            "keys=",
+            "steps=",
+            "collect_ms=",
+            "write_ms=",
+            "trim_ms=",
+            "log_values=",
+        ] {
             assert!(line.contains(field), "{field} missing: {line}");
         }
     }

@@ -21,7 +21,7 @@ use super::committer::{Committer, Outcome, Step};
 use super::journal::Encoded;
 use super::live::change;
 use super::pack::{self, Pack};
-use super::{torn_batch, TreeId, Write, LIVE_KEY, LOG_TREES, NEXT_SEQ_KEY};
+use super::{torn_batch, TreeId, Write, LIVE_KEY, NEXT_SEQ_KEY};
 use crate::event::Seq;
 use crate::store::{Committed, StoreError};
 
@@ -74,8 +74,6 @@ pub struct Appender<'a> {
     pub next: Seq,
     /// The change in stored bytes so far.
     pub delta: i64,
-    /// The part of it in the log of recent claims.
-    pub log_delta: i64,
     /// The pack appended to, written to `meta` at the end if `pack_dirty`.
     pub pack: Option<Pack>,
     pack_dirty: bool,
@@ -98,7 +96,6 @@ impl<'a> Appender<'a> {
         Appender {
             next,
             delta: 0,
-            log_delta: 0,
             pack: open,
             pack_dirty: false,
             pack_bytes,
@@ -220,9 +217,8 @@ impl<'a> Appender<'a> {
         live: Option<u64>,
     ) -> Result<(), T::Error> {
         for (first, value) in &self.log {
-            self.log_delta += dedup.put(&claims::log_key(*first), value)?;
+            self.delta += dedup.put(&claims::log_key(*first), value)?;
         }
-        self.delta += self.log_delta;
         if let Some(open) = self.pack.as_ref().filter(|_| self.pack_dirty) {
             self.delta += meta.put(pack::OPEN_KEY, &pack::open_value(open))?;
         }
@@ -240,8 +236,8 @@ impl<'a> Appender<'a> {
 }
 
 /// What a batch's apply gives: the outcomes, the next seq, the open pack, the change in stored
-/// bytes, and the part of it in the log of recent claims.
-type Applied = (Vec<Outcome>, Seq, Option<Pack>, i64, i64);
+/// bytes.
+type Applied = (Vec<Outcome>, Seq, Option<Pack>, i64);
 
 impl Committer {
     /// Claims each event's dedup key and appends it, and applies every write: a batch of events
@@ -264,26 +260,18 @@ impl Committer {
                 known.insert(key.as_slice(), seq);
             }
         }
-        let log = LOG_TREES[self.runs.current_log()];
-        let (outcomes, next, pack, delta, log_delta) = if any_writes {
-            self.apply_in_transaction(steps, &known, live, log)?
+        let (outcomes, next, pack, delta) = if any_writes {
+            self.apply_in_transaction(steps, &known, live)?
         } else {
             let tree = |id: TreeId| &self.trees.all[id as usize];
             let mut appender = Appender::new(start, self.open.take(), self.pack_bytes, &known);
             let outcomes = appender.steps(steps, tree)?;
-            appender.write_rest(tree(log), tree(TreeId::Meta), live)?;
+            appender.write_rest(tree(TreeId::Dedup), tree(TreeId::Meta), live)?;
             if self.tear.tears(outcomes.len()) {
                 torn_batch::tear(tree(TreeId::Meta));
             }
             appender.commit(tree(TreeId::Meta))?;
-            let Appender {
-                next,
-                pack,
-                delta,
-                log_delta,
-                ..
-            } = appender;
-            (outcomes, next, pack, delta, log_delta)
+            (outcomes, appender.next, appender.pack, appender.delta)
         };
         self.live.add(delta);
         let accepted: Vec<(&[u8], Seq)> = steps
@@ -296,21 +284,19 @@ impl Committer {
                 _ => None,
             })
             .collect();
-        self.runs.claimed(&accepted, log_delta);
+        self.runs.claimed(&accepted);
         self.next_seq = next;
         self.open = pack;
         Ok(outcomes)
     }
 
     /// [`Committer::apply`] of a batch that holds writes beside its events, in one transaction:
-    /// the outcomes, the next seq, the open pack and the change in stored bytes. `log`: the log
-    /// of recent claims the batch's go to.
+    /// the outcomes, the next seq, the open pack and the change in stored bytes.
     fn apply_in_transaction<'a>(
         &self,
         steps: &'a [Step],
         known: &'a HashMap<&'a [u8], Seq>,
         live: Option<u64>,
-        log: TreeId,
     ) -> Result<Applied, StoreError> {
         let trees: Vec<&::sled::Tree> = self.trees.all.iter().collect();
         // Writes may move marks: readers of marks check that none came in between.
@@ -320,16 +306,9 @@ impl Committer {
             let mut appender =
                 Appender::new(self.next_seq, self.open.clone(), self.pack_bytes, known);
             let outcomes = appender.steps(steps, tree)?;
-            appender.write_rest(tree(log), tree(TreeId::Meta), live)?;
+            appender.write_rest(tree(TreeId::Dedup), tree(TreeId::Meta), live)?;
             appender.commit(tree(TreeId::Meta))?;
-            let Appender {
-                next,
-                pack,
-                delta,
-                log_delta,
-                ..
-            } = appender;
-            Ok((outcomes, next, pack, delta, log_delta))
+            Ok((outcomes, appender.next, appender.pack, appender.delta))
         });
         self.mark_moves.end();
         match result {

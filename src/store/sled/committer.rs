@@ -2,8 +2,7 @@
 //! (`batch.rs`), applies them to sled as one batch (`append.rs`), makes them durable with one flush + fdatasync
 //! (group commit), and only then answers each request.
 
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::error::TryRecvError;
@@ -22,7 +21,7 @@ use super::runs::Runs;
 use super::slow_commit::{self, Parts};
 use super::torn_batch::TearHook;
 use super::watermark::Watermark;
-use super::{Handles, Trees, Write, LOG_TREES};
+use super::{Handles, Trees, Write};
 use crate::event::Seq;
 use crate::metrics::Metrics;
 use crate::store::slow_commit::SlowCommits;
@@ -228,14 +227,14 @@ impl Committer {
             self.between.free_at = Some(Instant::now());
             let next = if signals.closing {
                 queue.try_recv().ok()
-            } else if self.wants_runs_work() {
+            } else if self.runs.wants_step() {
                 // The runs' own work goes on while no request waits (`runs/`).
                 match queue.try_recv() {
                     Ok(message) => Some(message),
                     Err(TryRecvError::Empty) => {
                         // No request waits: the steps before this one delayed nobody.
                         self.between.runs = Duration::ZERO;
-                        if let Err(err) = self.runs_work() {
+                        if let Err(err) = self.runs_step() {
                             return stop_unsure(&err);
                         }
                         continue;
@@ -267,8 +266,8 @@ impl Committer {
             }
             let committed = self.commit(batch).and_then(|()| {
                 // Between batches, a step of sealing recent dedup keys into a run.
-                if self.wants_runs_work() {
-                    self.runs_work()?;
+                if self.runs.wants_step() {
+                    self.runs_step()?;
                 }
                 Ok(())
             });
@@ -421,55 +420,12 @@ impl Committer {
         Ok(())
     }
 
-    /// Whether the runs have work to do (`runs/`): a step, or dropping the log sealed last,
-    /// which waits while a compaction follows the trees.
-    fn wants_runs_work(&self) -> bool {
-        self.runs.wants_step() || self.drop_due()
-    }
-
-    fn drop_due(&self) -> bool {
-        self.runs.drop_due() && !self.compacting()
-    }
-
-    /// The runs' work between batches: the drop of the log sealed last if it is due, else a
-    /// step (never during a checkpoint, which holds the readers' handles: the drop takes them).
-    fn runs_work(&mut self) -> Result<(), StoreError> {
-        if !self.drop_due() {
-            return self.runs_step();
-        }
-        let started = Instant::now();
-        let dropped = self.drop_sealed_log();
-        self.between.runs += started.elapsed();
-        dropped
-    }
-
     /// A step of the runs' own work (`runs/`), timed for the slow-commit log.
     pub fn runs_step(&mut self) -> Result<(), StoreError> {
         let started = Instant::now();
         let stepped = self.runs.step();
         self.between.runs += started.elapsed();
         stepped
-    }
-
-    fn compacting(&self) -> bool {
-        self.reopen.compacting.load(Ordering::Acquire)
-    }
-
-    /// Drops the log of recent claims sealed last, and gives the readers the fresh one. The
-    /// readers' lock is taken first: a compaction sets its flag before it takes the trees
-    /// from them, so either it is seen here or it takes the fresh tree.
-    fn drop_sealed_log(&mut self) -> Result<(), StoreError> {
-        let handles = self.handles.clone();
-        let mut readers = handles.write().unwrap_or_else(PoisonError::into_inner);
-        if self.compacting() {
-            return Ok(());
-        }
-        let n = self.runs.drop_sealed_log(self.durability.db())?;
-        self.trees.all[LOG_TREES[n] as usize] = self.runs.log(n).clone();
-        if readers.is_some() {
-            *readers = Some((self.trees.clone(), self.durability.db().clone()));
-        }
-        Ok(())
     }
 
     /// Tells the readers that every seq sled holds is durable.

@@ -62,20 +62,18 @@ use open::{open_db, segment_bytes};
 use reader::{MarkMoves, Reader, ReadsSinceOpen, Stored};
 
 const NEXT_SEQ_KEY: &[u8] = b"next_seq";
-/// `meta` key of the layout version: 9, events in packs (`pack.rs`) of up to 24 KiB in a store
+/// `meta` key of the layout version: 8, events in packs (`pack.rs`) of up to 24 KiB in a store
 /// of 2 MiB segments, full ones sealed (compressed) in `events` and the open one in `meta`, the
-/// recent dedup claims in two logs, `dedup` and `dedup_b` (`claims.rs`), and batches of events
-/// written without a transaction, which a crash may tear past the next seq (`torn_batch.rs`).
-/// Layout 8 kept the claims in `dedup` only, layout 7 was written in transactions only, layout
-/// 6 kept the open pack in `events`, layout 5 had packs of 6 KiB at most, and layout 4 no sealed
-/// packs: each is marked 9 at its first open (its packs and claims stay where they are, and are
-/// read as they are), so that an older hookgate refuses the store rather than miss the open
-/// pack or the claims in `dedup_b`, fail on a pack it cannot read, or leave a torn batch uncut.
+/// recent dedup claims in a log (`claims.rs`), and batches of events written without a
+/// transaction, which a crash may tear past the next seq (`torn_batch.rs`). Layout 7 was written
+/// in transactions only, layout 6 kept the open pack in `events`, layout 5 had packs of 6 KiB at
+/// most, and layout 4 no sealed packs: each is marked 8 at its first open (its packs stay where
+/// they are, and are read as they are), so that an older hookgate refuses the store rather than
+/// miss the open pack, fail on a pack it cannot read, or leave a torn batch uncut.
 /// Layout 3 had one `dedup` entry per key; stores without the key are older still (one event
 /// per value, read as they are).
 const LAYOUT_KEY: &[u8] = b"layout";
-const LAYOUT: &[u8] = &[9];
-const LAYOUT_8: &[u8] = &[8];
+const LAYOUT: &[u8] = &[8];
 const LAYOUT_7: &[u8] = &[7];
 const LAYOUT_6: &[u8] = &[6];
 const LAYOUT_5: &[u8] = &[5];
@@ -99,8 +97,7 @@ impl From<::sled::Error> for StoreError {
 enum TreeId {
     /// seq -> event record.
     Events = 0,
-    /// first new seq of a batch -> its dedup claims: one of the two logs of recent claims
-    /// (`claims.rs`).
+    /// first new seq of a batch -> its dedup claims: the log of recent claims (`claims.rs`).
     Dedup = 1,
     /// Named values: the next seq, cursors, flags.
     Meta = 2,
@@ -112,14 +109,9 @@ enum TreeId {
     Settled = 5,
     /// Sealed runs of older dedup keys (see `runs/`).
     Runs = 6,
-    /// The other log of recent claims.
-    DedupB = 7,
 }
 
-/// The two logs of recent claims, as `claims.rs` numbers them.
-const LOG_TREES: [TreeId; 2] = [TreeId::Dedup, TreeId::DedupB];
-
-const TREE_NAMES: [&str; 8] = [
+const TREE_NAMES: [&str; 7] = [
     "events",
     "dedup",
     "meta",
@@ -127,7 +119,6 @@ const TREE_NAMES: [&str; 8] = [
     "replay",
     "settled",
     "dedup_runs",
-    "dedup_b",
 ];
 
 impl TreeId {
@@ -201,11 +192,6 @@ impl Trees {
 
     fn get(&self, id: TreeId) -> &::sled::Tree {
         &self.all[id as usize]
-    }
-
-    /// The two logs of recent claims.
-    fn logs(&self) -> [::sled::Tree; 2] {
-        LOG_TREES.map(|id| self.get(id).clone())
     }
 }
 

@@ -20,8 +20,7 @@ use super::reader::{MarkMoves, ReadsSinceOpen};
 use super::{
     checkpoint, compact, free_segments, journal, mount, place, retention, run_file, runs,
     torn_batch, unreadable, watermark, Handles, SledStore, TreeId, Trees, LAYOUT, LAYOUT_3,
-    LAYOUT_4, LAYOUT_5, LAYOUT_6, LAYOUT_7, LAYOUT_8, LAYOUT_KEY, LIVE_KEY, NEXT_SEQ_KEY,
-    QUEUE_CAPACITY,
+    LAYOUT_4, LAYOUT_5, LAYOUT_6, LAYOUT_7, LAYOUT_KEY, LIVE_KEY, NEXT_SEQ_KEY, QUEUE_CAPACITY,
 };
 use crate::config::StoreConfig;
 use crate::event::Seq;
@@ -179,7 +178,7 @@ impl SledStore {
         let (last_seq_sender, last_seq) = watch::channel(Seq(next_seq.0 - 1));
         let checked = started.elapsed();
         let runs = runs::Runs::open(
-            trees.logs(),
+            trees.get(TreeId::Dedup).clone(),
             trees.get(TreeId::Runs).clone(),
             trees.get(TreeId::Meta).clone(),
             runs::run_keys(config.dedup_run_keys),
@@ -271,18 +270,15 @@ impl SledStore {
 }
 
 /// Whether the store is of an older layout, whose `dedup` tree the open turns into a log (and
-/// then marks the store with this layout); marks a store of layout 4 to 8 with this one (its
-/// values are read as they are) and one of layout 8 (its claims are all in `dedup`);
-/// refuses a store of a layout this hookgate does not know. Layout 8: batches of events may be
-/// torn by a crash past the next seq (`torn_batch.rs`), which an older hookgate would not cut;
-/// layout 9: claims in `dedup_b`, which an older hookgate would not look up.
+/// then marks the store with this layout); marks a store of layout 4 to 7 with this one (its
+/// values are read as they are); refuses a store of a layout this hookgate does not know.
+/// Layout 8: batches of events may be torn by a crash past the next seq (`torn_batch.rs`),
+/// which an older hookgate would not cut.
 fn check_layout(trees: &Trees, dir: &Path) -> Result<bool, StoreError> {
     let meta = trees.get(TreeId::Meta);
     match meta.get(LAYOUT_KEY)? {
         Some(layout) if layout == LAYOUT => Ok(false),
-        Some(layout)
-            if [LAYOUT_8, LAYOUT_7, LAYOUT_6, LAYOUT_5, LAYOUT_4].contains(&layout.as_ref()) =>
-        {
+        Some(layout) if [LAYOUT_7, LAYOUT_6, LAYOUT_5, LAYOUT_4].contains(&layout.as_ref()) => {
             // Before any batch of the new layout in sled's log, which a crash keeps a prefix of.
             meta.insert(LAYOUT_KEY, LAYOUT)?;
             Ok(false)

@@ -17,12 +17,12 @@ fn tree_len(store: &SledStore, id: TreeId) -> usize {
     handles.as_ref().unwrap().0.get(id).len()
 }
 
-/// The claims in the logs of recent claims (`claims.rs`).
+/// The claims in the log of recent claims (`claims.rs`).
 fn log_claims(store: &SledStore, _: TreeId) -> usize {
     let handles = store.handles.read().unwrap();
-    let logs = handles.as_ref().unwrap().0.logs();
-    logs.iter()
-        .flat_map(|log| log.iter().values())
+    let log = handles.as_ref().unwrap().0.get(TreeId::Dedup);
+    log.iter()
+        .values()
         .map(|value| super::claims::entries(&value.unwrap()).count())
         .sum()
 }
@@ -74,11 +74,12 @@ async fn settled(store: &SledStore, id: TreeId, len: fn(&SledStore, TreeId) -> u
     }
 }
 
-/// The count of stored bytes follows the logs of recent claims as they fill and are dropped
-/// whole: after several runs, it is what the trees hold, but for the few `meta` values the
-/// committer writes uncounted (the next seq, the count itself, the layout, the next run id).
+/// The count of stored bytes follows the log of recent claims as runs are sealed from it and
+/// its values trimmed: after several runs, it is what the trees hold, but for the few `meta`
+/// values the committer writes uncounted (the next seq, the count itself, the layout, the next
+/// run id).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_count_of_stored_bytes_follows_the_dropped_logs() {
+async fn the_count_of_stored_bytes_follows_the_sealed_runs() {
     let dir = tempfile::tempdir().unwrap();
     let store = open_sealing_often(dir.path());
     commit_events(&store, 10_000, now_ms()).await;
@@ -251,25 +252,25 @@ async fn full_packs_are_sealed_and_the_layout_says_so() {
     assert_eq!(read, bodies);
     store.close().await;
     drop(store);
-    assert_eq!(meta_layout(None).0, super::LAYOUT, "marked at its open");
-    for older in [5, 6, 7, 8] {
+    assert_eq!(meta_layout(None).0, [8], "marked at its open");
+    for older in [5, 6, 7] {
         assert_eq!(meta_layout(Some(older)).0, [older]);
         let store = SledStore::open(dir.path(), &config, Arc::new(Metrics::new())).unwrap();
         store.close().await;
         drop(store);
         assert_eq!(
             meta_layout(None).0,
-            super::LAYOUT,
+            [8],
             "layout {older} marked at its open"
         );
     }
-    assert_eq!(meta_layout(Some(10)).0, [10]);
+    assert_eq!(meta_layout(Some(9)).0, [9]);
 
     let refused = SledStore::open(dir.path(), &config, Arc::new(Metrics::new()))
         .err()
-        .expect("a store of layout 10 is refused");
+        .expect("a store of layout 9 is refused");
     assert!(refused.to_string().contains("newer hookgate"), "{refused}");
-    assert_eq!(meta_layout(Some(9)).1.len(), kinds.len());
+    assert_eq!(meta_layout(Some(8)).1.len(), kinds.len());
 }
 
 /// Every event's seq and body, from the first.
@@ -354,7 +355,7 @@ async fn an_open_cuts_what_a_crash_kept_of_a_batch_past_its_next_seq() {
             let handles = store.handles.read().unwrap();
             let trees = &handles.as_ref().unwrap().0;
             let first_past = super::Seq(before as u64 + 1).to_key();
-            for id in [TreeId::Events, TreeId::Dedup, TreeId::DedupB] {
+            for id in [TreeId::Events, TreeId::Dedup] {
                 assert_eq!(
                     trees.get(id).range(first_past..).count(),
                     0,

@@ -14,8 +14,7 @@
 //! - in `meta`, the open pack, appended to (seqs past `n`) or a new one (its first seq `n` or
 //!   more); the count of stored bytes (left as it is: a crash may leave it off by a batch, as
 //!   `live.rs` allows);
-//! - in the claims' current log (`dedup` or `dedup_b`), the batch's log values of claims, keyed
-//!   by its first seq: `n` or more.
+//! - in `dedup`, the batch's log values of claims, keyed by its first seq: `n` or more.
 //!
 //! [`cut`] removes that part, and cuts a pack holding seqs on both sides of `n` back to the seqs
 //! below it, before anything reads the store. It writes nothing to a store without such a part,
@@ -31,7 +30,7 @@ use crate::store::StoreError;
 /// What [`cut`] removed.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Cut {
-    /// Values of `events` and the claims' logs removed (keyed `n` or more).
+    /// Values of `events` and `dedup` removed (keyed `n` or more).
     pub removed: usize,
     /// Packs cut back to their seqs below `n` (the open pack, the pack sealed before it).
     pub packs: usize,
@@ -41,7 +40,11 @@ pub struct Cut {
 /// batch that a crash cut short. `dir`: sled's directory, named when a value does not parse.
 pub fn cut(trees: &Trees, next: Seq, max_value: usize, dir: &Path) -> Result<Cut, StoreError> {
     let corrupt = |what: &str, err: String| unreadable(dir, what, &err);
-    let (events, meta) = (trees.get(TreeId::Events), trees.get(TreeId::Meta));
+    let (events, dedup, meta) = (
+        trees.get(TreeId::Events),
+        trees.get(TreeId::Dedup),
+        trees.get(TreeId::Meta),
+    );
     let mut done = Cut::default();
 
     // The open pack: a new one of the torn batch goes; one appended to is cut back.
@@ -98,7 +101,7 @@ pub fn cut(trees: &Trees, next: Seq, max_value: usize, dir: &Path) -> Result<Cut
     }
 
     // Whatever is keyed at or past `n`: the torn batch's packs, large records and claims.
-    for tree in [events, trees.get(TreeId::Dedup), trees.get(TreeId::DedupB)] {
+    for tree in [events, dedup] {
         for key in tree.range(next.to_key()..).keys() {
             tree.remove(key?)?;
             done.removed += 1;

@@ -190,7 +190,7 @@ impl Committer {
         self.durability = durability;
         self.trees = trees;
         self.runs = runs.attach(
-            self.trees.logs(),
+            self.trees.get(TreeId::Dedup).clone(),
             self.trees.get(TreeId::Runs).clone(),
             self.trees.get(TreeId::Meta).clone(),
         );

@@ -322,7 +322,7 @@ impl Committer {
         self.durability = replace(self.durability)?;
         self.trees = Trees::open(self.durability.db())?;
         self.runs = runs.attach(
-            self.trees.logs(),
+            self.trees.get(TreeId::Dedup).clone(),
             self.trees.get(TreeId::Runs).clone(),
             self.trees.get(TreeId::Meta).clone(),
         );

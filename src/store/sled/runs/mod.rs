@@ -2,18 +2,20 @@
 //! per hundred keys instead of one each (sled keeps ~400 bytes of memory per node whatever it
 //! holds, and a leaf holds at most 16 entries: per-key dedup alone cost ~45 MiB per million).
 //!
-//! New claims go to the current log of recent claims (`claims.rs`: one value per batch, indexed
-//! in memory). Once `dedup_run_keys` (262,144) have arrived, new claims go to the other log, and
-//! the committer seals the one they left into the next run, in steps between batches (and while
-//! it is idle): it reads it [`STEP`] claims at a time, sorting each step's claims by key; it then merges
+//! New claims go to the log of recent claims (`claims.rs`: one value per batch, indexed in
+//! memory). Once `dedup_run_keys` (262,144) have arrived, the committer seals the log's values
+//! up to the newest one into the next run, in steps between batches (and while it is idle):
+//! it reads them [`STEP`] claims at a time, sorting each step's claims by key; it then merges
 //! those sorted chunks into values of up to `MAX_VALUE` bytes in the `dedup_runs` tree, in key
 //! order; a run then gets a blocked Bloom filter (stored with it, kept in memory beside the
 //! other runs' so that a lookup reads one row of them: 16 bits a key), its key count, its
-//! newest arrival time and the newest log key it holds. Only then is the log dropped whole (and
-//! its index with it; `Runs::drop_sealed_log`, which the committer calls unless a compaction
-//! follows the trees): until it is, a key is in both places, never in neither. An info line then
-//! says how long the run's steps took. A lookup checks the recent claims, then each sealed run
-//! whose filter may hold the key (about 0.09 % of the others).
+//! newest arrival time and the newest log key it holds. Only then are those log values removed
+//! (and taken out of the index), as many claims a step as a step of sealing reads: until they
+//! are, a key is in both places, never in neither. (256 values a
+//! step, ~15 claims each, held the committer 3-5 ms a step, up to 15 ms, in `cargo bench
+//! --bench ingest`, and every ack waiting behind it.) Once they are gone, an info line says how
+//! long the run's steps took. A lookup checks the recent claims, then each sealed run whose
+//! filter may hold the key (about 0.09 % of the others).
 //! Each sealed run also has a copy in a file of its own (`run_file.rs`), written as the run is,
 //! which lookups read while a checkpoint has sled closed; a run without one (sealed by an
 //! earlier hookgate, or whose copy was lost) is copied from sled in steps, once nothing else is
@@ -62,8 +64,7 @@ use filters::Filters;
 use sealing::Building;
 use spent::Spent;
 
-/// Claims read (or written into the run, or of expired values trimmed from the log) per step, at
-/// least: a fraction
+/// Claims read (or written into the run, or trimmed from the log) per step, at least: a fraction
 /// of a millisecond of the committer's time (2,048 doubled the p99 of commits at 1,000 a second,
 /// each waiting behind a step).
 const STEP: usize = 256;
@@ -134,7 +135,7 @@ impl Run {
 
 /// The runs and the recent claims, owned by the committer (the only writer).
 pub struct Runs {
-    /// The logs of recent claims (`dedup`, `dedup_b`), the `dedup_runs` tree, `meta`.
+    /// The log of recent claims (the `dedup` tree), the `dedup_runs` tree, `meta`.
     claims: Claims,
     tree: sled::Tree,
     meta: sled::Tree,
@@ -156,14 +157,11 @@ pub struct Detached {
     last_claims: usize,
     seal_at: u64,
     next_id: u32,
-    /// The newest log key a sealed run holds, and whether the current log's values up to it
-    /// (or expired) are gone.
+    /// The newest log key a sealed run holds, and whether the log values up to it are gone.
     sealed_through: Seq,
     trimmed: bool,
-    /// Every claim of the other log is in a sealed run (or expired): it is to be dropped.
-    drop_due: bool,
-    /// The run sealed last, and the time spent on it, until its log is dropped.
-    last_sealed: Option<Spent>,
+    /// The run sealed last, and the time spent on it, until its log values are gone.
+    trimming: Option<Spent>,
     /// Expired runs whose values are still being removed, oldest first.
     dropping: VecDeque<u32>,
     /// The change in stored bytes since the committer last took it (`live.rs`).
@@ -226,9 +224,9 @@ impl Detached {
     }
 
     /// The runs again, on the reopened trees.
-    pub fn attach(mut self, logs: [sled::Tree; 2], tree: sled::Tree, meta: sled::Tree) -> Runs {
+    pub fn attach(mut self, log: sled::Tree, tree: sled::Tree, meta: sled::Tree) -> Runs {
         Runs {
-            claims: std::mem::take(&mut self.claims).attach(logs),
+            claims: std::mem::take(&mut self.claims).attach(log),
             tree,
             meta,
             kept: self,
@@ -240,12 +238,12 @@ impl Detached {
 const LOADERS: usize = 8;
 
 impl Runs {
-    /// Loads the sealed runs' filters, deals with a run left half built, and indexes the logs.
+    /// Loads the sealed runs' filters, deals with a run left half built, and indexes the log.
     /// `legacy`: the store is of layout 3, whose `dedup` tree held one entry per key; it is
     /// turned into a log, and `layout` written to `meta`, in one transaction. `files`: the
     /// directory of the runs' files (`run_file.rs`).
     pub fn open(
-        logs: [sled::Tree; 2],
+        log: sled::Tree,
         tree: sled::Tree,
         meta: sled::Tree,
         seal_at: u64,
@@ -262,7 +260,7 @@ impl Runs {
             None => 0,
         };
         let mut runs = Runs {
-            claims: claims::Kept::default().attach(logs.clone()),
+            claims: claims::Kept::default().attach(log.clone()),
             tree,
             meta,
             kept: Detached {
@@ -276,8 +274,7 @@ impl Runs {
                 next_id,
                 sealed_through: Seq(0),
                 trimmed: false,
-                drop_due: false,
-                last_sealed: None,
+                trimming: None,
                 dropping: VecDeque::new(),
                 delta: 0,
                 files,
@@ -309,7 +306,7 @@ impl Runs {
         let sealed: Vec<u32> = runs.kept.sealed.iter().map(|run| run.id).collect();
         run_file::remove_others(&runs.kept.files, &sealed);
         if let Some((layout_key, layout)) = legacy {
-            runs.kept.delta += claims::convert_layout3(&logs[0], &runs.meta, layout_key, layout)?;
+            runs.kept.delta += claims::convert_layout3(&log, &runs.meta, layout_key, layout)?;
         }
         runs.kept.sealed_through = runs
             .kept
@@ -318,13 +315,11 @@ impl Runs {
             .map(|run| run.through)
             .max()
             .unwrap_or(Seq(0));
-        let (claims, opened) = Claims::open(logs, runs.kept.sealed_through)?;
-        runs.claims = claims;
-        runs.kept.claimed = opened.unsealed;
-        runs.kept.drop_due = opened.other_sealed;
-        // Values of a layout 8 store's one log that a sealed run holds.
         let through = runs.kept.sealed_through.to_key();
-        runs.kept.trimmed = runs.claims.current_log().range(..=through).next().is_none();
+        runs.kept.trimmed = log.range(..=through).next().is_none();
+        let (claims, unsealed) = Claims::open(log, runs.kept.sealed_through)?;
+        runs.claims = claims;
+        runs.kept.claimed = unsealed;
         Ok(runs)
     }
 
@@ -390,11 +385,10 @@ impl Runs {
         std::mem::take(&mut self.kept.delta)
     }
 
-    /// Indexes a committed batch's new claims (already in the current log, whose size they
-    /// changed by `bytes`).
-    pub fn claimed(&mut self, claims: &[(&[u8], Seq)], bytes: i64) {
+    /// Indexes a committed batch's new claims (already in the log).
+    pub fn claimed(&mut self, claims: &[(&[u8], Seq)]) {
         let n = claims.len();
-        self.claims.committed(claims, bytes);
+        self.claims.committed(claims);
         self.kept.claimed += n as u64;
         self.kept.last_claims = n;
     }
@@ -404,84 +398,46 @@ impl Runs {
         self.kept.building.is_none() && self.kept.claimed + claims as u64 >= self.kept.seal_at
     }
 
-    /// Whether a step is due: of dropping an expired run, of last_sealed the log, of sealing, or
-    /// of copying a sealed run into its file. (Dropping a sealed log is not a step: see
-    /// [`Runs::drop_sealed_log`].)
+    /// Whether a step is due: of dropping an expired run, of trimming the log, of sealing, or
+    /// of copying a sealed run into its file.
     pub fn wants_step(&self) -> bool {
         !self.kept.dropping.is_empty()
             || !self.kept.trimmed
-            || self.wants_seal()
+            || self.kept.building.is_some()
+            || self.kept.claimed >= self.kept.seal_at
             || self.kept.copying.is_some()
             || self.kept.sealed.iter().any(Run::wants_copy)
     }
 
-    /// Whether a run is being built, or one is due: enough claims arrived, or the other log
-    /// holds claims to seal (a run left half built at open). None begins until the log sealed
-    /// last is dropped.
-    fn wants_seal(&self) -> bool {
-        self.kept.building.is_some()
-            || (!self.kept.drop_due
-                && (self.kept.claimed >= self.kept.seal_at || self.claims.other_log().is_some()))
-    }
-
-    /// A step of dropping the oldest expired run if there is one; else of last_sealed the current
-    /// log of what expired, and of sealing. Each step seals [`PACE`] times the last batch's
-    /// claims, so that a run is read and written while half as many new claims arrive: the logs
-    /// stay under about twice `dedup_run_keys` whatever the load.
+    /// A step of dropping the oldest expired run if there is one; else of trimming the log of
+    /// what a sealed run holds, and of sealing. Each step trims and seals [`PACE`] times the
+    /// last batch's claims, so that a run is read and written while half as many new claims
+    /// arrive: the log stays under about twice `dedup_run_keys` whatever the load.
     pub fn step(&mut self) -> Result<(), StoreError> {
         if let Some(&id) = self.kept.dropping.front() {
             return self.drop_step(id);
         }
         if !self.kept.trimmed {
             let through = self.kept.sealed_through.max(self.claims.expired());
+            let started = Instant::now();
             let trimmed = self.claims.trim(through, self.step_claims())?;
             self.kept.delta += trimmed.delta;
             self.kept.trimmed = trimmed.done;
+            if let Some(spent) = &mut self.kept.trimming {
+                spent.trim.took(started);
+                spent.trimmed += trimmed.values;
+                if self.kept.trimmed {
+                    spent.log();
+                    self.kept.trimming = None;
+                }
+            }
         }
-        if self.wants_seal() {
+        if self.kept.building.is_some() || self.kept.claimed >= self.kept.seal_at {
             self.seal_step()?;
         } else if self.kept.trimmed {
             self.copy_step()?;
         }
         Ok(())
-    }
-
-    /// Whether the log sealed last is to be dropped.
-    pub fn drop_due(&self) -> bool {
-        self.kept.drop_due
-    }
-
-    /// Drops the log sealed last from sled whole and opens it again empty (the committer
-    /// does, unless a compaction follows the trees, whose copy would keep what was dropped).
-    /// Returns which log it was (see [`Runs::log`]). One call of 8-21 ms for a log of 15,000
-    /// values, against 71-126 ms to remove them one by one
-    /// (`benches/sled_layouts/FINDINGS.md`, section 8).
-    pub fn drop_sealed_log(&mut self, db: &sled::Db) -> Result<usize, StoreError> {
-        let started = Instant::now();
-        let name = self
-            .claims
-            .other_log()
-            .expect("a sealed log to drop")
-            .name();
-        db.drop_tree(&name)?;
-        let fresh = db.open_tree(&name)?;
-        self.kept.delta += self.claims.dropped(fresh);
-        self.kept.drop_due = false;
-        if let Some(mut spent) = self.kept.last_sealed.take() {
-            spent.drop.took(started);
-            spent.log();
-        }
-        Ok(1 - self.claims.current())
-    }
-
-    /// Which log new claims go to (0: `dedup`, 1: `dedup_b`).
-    pub fn current_log(&self) -> usize {
-        self.claims.current()
-    }
-
-    /// Log `n` (0: `dedup`, 1: `dedup_b`).
-    pub fn log(&self, n: usize) -> &sled::Tree {
-        self.claims.log(n)
     }
 
     /// The claims a step reads, writes or trims: [`PACE`] times the last batch's, at least

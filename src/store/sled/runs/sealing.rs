@@ -128,8 +128,7 @@ impl Runs {
                 };
                 let mut last = after;
                 let mut done = true;
-                let log = self.claims.other_log().expect("the log being sealed");
-                for item in log.range(from..=building.run.through.to_key()) {
+                for item in self.claims.log.range(from..=building.run.through.to_key()) {
                     let (key, value) = item?;
                     last = Seq::from_key(&key)
                         .ok_or_else(|| StoreError::Corrupt("a dedup log key".into()))?;
@@ -221,37 +220,26 @@ impl Runs {
         Ok(())
     }
 
-    /// A new run of the other log's values after the last sealed one; first, unless the other
-    /// log holds claims (a run left half built at open), new claims go to it from now on, and
-    /// the current one's are the run's. `None` if there are none (the other log, if it holds
-    /// only sealed or expired claims, is then to be dropped).
+    /// A new run of the log's values after the last sealed one, up to its newest; `None` if the
+    /// log holds none.
     fn begin(&mut self) -> Result<Option<Building>, StoreError> {
-        if self.claims.other_log().is_none() {
-            if self.claims.current_log().is_empty() {
-                self.kept.claimed = 0;
-                return Ok(None);
-            }
-            self.claims.switch();
+        let Some((newest, _)) = self.claims.log.last()? else {
             self.kept.claimed = 0;
-        }
-        let log = self.claims.other_log().expect("a log to seal");
-        let Some((newest, _)) = log.last()? else {
-            self.kept.drop_due = true;
             return Ok(None);
         };
         let through =
             Seq::from_key(&newest).ok_or_else(|| StoreError::Corrupt("a dedup log key".into()))?;
         let after = self.kept.sealed_through.max(self.claims.expired());
         if through <= after {
-            self.kept.drop_due = true;
+            self.kept.claimed = 0;
             return Ok(None);
         }
         let id = self.kept.next_id;
         self.kept.next_id += 1;
         self.meta
             .insert(NEXT_RUN_KEY, &self.kept.next_id.to_be_bytes())?;
-        let claims = self.claims.other_len() as u64;
-        let filter = Bloom::with_capacity(filters::capacity(claims, self.kept.seal_at));
+        let filter = Bloom::with_capacity(filters::capacity(self.kept.claimed, self.kept.seal_at));
+        self.kept.claimed = 0;
         let mut run = Run::empty(id, through);
         let file = Writer::create(&self.kept.files, id)
             .inspect_err(|err| run.copy_failed(err))
@@ -269,8 +257,8 @@ impl Runs {
     }
 
     /// Writes a run's filter and summary (the summary last), keeps it as sealed (with its
-    /// `file`, put in place), and has the log it was sealed from dropped. `spent`: the time of
-    /// the run's steps so far, the last of them begun at `started`.
+    /// `file`, put in place), and has the log values it holds removed. `spent`: the time of the
+    /// run's steps so far, the last of them begun at `started`.
     pub(super) fn finish(
         &mut self,
         mut run: Run,
@@ -295,8 +283,6 @@ impl Runs {
         let old = self.tree.insert(&key, summary.as_slice())?;
         self.kept.delta += change(&key, old, Some(&summary));
         spent.write.took(started);
-        // A run of layout 3 left half built is not sealed from a log.
-        self.kept.drop_due = self.claims.other_log().is_some();
         if run.through <= self.claims.expired() {
             // Every claim it holds expired from the log while it was built (and was counted
             // then): it goes as an expired run does, never looked up (which would find them
@@ -305,8 +291,9 @@ impl Runs {
         }
         if run.through > self.kept.sealed_through {
             self.kept.sealed_through = run.through;
+            self.kept.trimmed = false;
             (spent.run, spent.keys) = (run.id, run.keys);
-            self.kept.last_sealed = Some(spent);
+            self.kept.trimming = Some(spent);
         }
         match file.map(Writer::finish) {
             Some(Ok(file)) => run.file = Some(file),

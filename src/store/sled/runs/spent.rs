@@ -2,8 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-/// The committer's time spent on one run, in steps between batches: logged once the log it was
-/// sealed from is dropped.
+/// The committer's time spent on one run, in steps between batches: logged once the log values
+/// it holds are removed.
 #[derive(Default)]
 pub(super) struct Spent {
     /// The run's id and key count, once sealed.
@@ -11,8 +11,9 @@ pub(super) struct Spent {
     pub(super) keys: u64,
     pub(super) collect: Steps,
     pub(super) write: Steps,
-    /// Dropping the log (one step).
-    pub(super) drop: Steps,
+    pub(super) trim: Steps,
+    /// Log values removed.
+    pub(super) trimmed: usize,
 }
 
 /// Steps of one kind: how many, their time, the longest.
@@ -45,8 +46,11 @@ impl Spent {
             write_steps = self.write.count,
             write_ms = ms(self.write.total),
             slowest_write_ms = ms(self.write.slowest),
-            drop_ms = ms(self.drop.total),
-            "Dedup run sealed; the log of recent claims it was sealed from is dropped."
+            trim_steps = self.trim.count,
+            trim_ms = ms(self.trim.total),
+            slowest_trim_ms = ms(self.trim.slowest),
+            log_values = self.trimmed,
+            "Dedup run sealed; the recent claims it holds have left the log."
         );
     }
 }

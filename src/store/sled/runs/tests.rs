@@ -6,7 +6,7 @@ fn open() -> (sled::Db, Runs, tempfile::TempDir) {
     let tree = |name: &str| db.open_tree(name).unwrap();
     let files = tempfile::tempdir().unwrap();
     let runs = Runs::open(
-        [tree("dedup"), tree("dedup_b")],
+        tree("dedup"),
         tree("dedup_runs"),
         tree("meta"),
         1000,
@@ -17,18 +17,9 @@ fn open() -> (sled::Db, Runs, tempfile::TempDir) {
     (db, runs, files)
 }
 
-fn logs(runs: &Runs) -> [sled::Tree; 2] {
-    [runs.log(0).clone(), runs.log(1).clone()]
-}
-
-/// Whether both logs of recent claims are empty.
-fn logs_empty(runs: &Runs) -> bool {
-    logs(runs).iter().all(sled::Tree::is_empty)
-}
-
 fn reopen(runs: &Runs) -> Runs {
     Runs::open(
-        logs(runs),
+        runs.claims.log.clone(),
         runs.tree.clone(),
         runs.meta.clone(),
         1000,
@@ -52,9 +43,8 @@ fn claim(runs: &mut Runs, ns: std::ops::Range<u64>, at: u64) {
             push_entry(&mut value, id(*n).as_bytes(), Seq(n + 1), at);
         }
         let first = Seq(batch[0] + 1);
-        let bytes = (8 + value.len()) as i64;
         runs.claims
-            .current_log()
+            .log
             .insert(claims::log_key(first), value)
             .unwrap();
         let keys: Vec<String> = batch.iter().map(|n| id(*n)).collect();
@@ -63,52 +53,28 @@ fn claim(runs: &mut Runs, ns: std::ops::Range<u64>, at: u64) {
             .zip(batch)
             .map(|(key, n)| (key.as_bytes(), Seq(n + 1)))
             .collect();
-        runs.claimed(&claimed, bytes);
+        runs.claimed(&claimed);
     }
 }
 
-/// Takes steps until a run is sealed and its log is to be dropped.
-fn seal_without_drop(runs: &mut Runs) {
-    while !runs.drop_due() {
-        runs.step().unwrap();
-    }
-}
-
-/// Asserts that each `id(n)` is found under seq n + 1.
-fn found(runs: &Runs, ns: &[u64]) {
-    for n in ns {
-        assert_eq!(
-            runs.lookup(id(*n).as_bytes()).unwrap(),
-            Some(Seq(n + 1)),
-            "{n}"
-        );
-    }
-}
-
-/// Takes every step due, and drops every sealed log, as the committer does; returns the steps.
-fn settle(db: &sled::Db, runs: &mut Runs) -> usize {
+fn settle(runs: &mut Runs) -> usize {
     let mut steps = 0;
-    loop {
-        if runs.drop_due() {
-            runs.drop_sealed_log(db).unwrap();
-        } else if runs.wants_step() {
-            runs.step().unwrap();
-            steps += 1;
-        } else {
-            return steps;
-        }
+    while runs.wants_step() {
+        runs.step().unwrap();
+        steps += 1;
     }
+    steps
 }
 
 #[test]
 fn sealed_keys_are_found_and_leave_the_log() {
-    let (db, mut runs, _files) = open();
+    let (_db, mut runs, _files) = open();
     // Random ids: the log is in seq order, the run in key order.
     let mut ns: Vec<u64> = (0..5000).map(|n| (n * 7919) % 5000).collect();
     ns.dedup();
     claim(&mut runs, 0..5000, 1000);
-    settle(&db, &mut runs);
-    assert!(logs_empty(&runs));
+    settle(&mut runs);
+    assert!(runs.claims.log.is_empty());
     assert_eq!(runs.recent_claims(), 0);
     assert_eq!(runs.sealed_keys(), 5000);
     for n in [0u64, 1, 2500, 4999] {
@@ -134,21 +100,21 @@ fn sealed_keys_are_found_and_leave_the_log() {
     assert_eq!(runs.expire(1000).unwrap(), 0);
     assert_eq!(runs.expire(1001).unwrap(), 5000);
     assert_eq!(runs.lookup(id(1234).as_bytes()).unwrap(), None);
-    settle(&db, &mut runs);
+    settle(&mut runs);
     assert!(runs.tree.is_empty());
 }
 
 #[test]
 fn while_sled_is_closed_the_runs_files_tell_every_sealed_key() {
-    let (db, mut runs, files) = open();
+    let (_db, mut runs, files) = open();
     claim(&mut runs, 0..2000, 1000);
-    settle(&db, &mut runs);
+    settle(&mut runs);
     // More than DROP_STEP values: copied in two steps below.
     claim(&mut runs, 2000..16_000, 1000);
-    settle(&db, &mut runs);
+    settle(&mut runs);
     // Too few to begin a run: they stay in the log.
     claim(&mut runs, 16_000..16_100, 1000);
-    settle(&db, &mut runs);
+    settle(&mut runs);
     let names = |dir: &std::path::Path| {
         let mut names: Vec<String> = std::fs::read_dir(dir)
             .unwrap()
@@ -159,7 +125,11 @@ fn while_sled_is_closed_the_runs_files_tell_every_sealed_key() {
     };
     assert_eq!(names(files.path()), ["00000000.run", "00000001.run"]);
 
-    let trees = (logs(&runs), runs.tree.clone(), runs.meta.clone());
+    let trees = (
+        runs.claims.log.clone(),
+        runs.tree.clone(),
+        runs.meta.clone(),
+    );
     let detached = runs.detach();
     for n in 0..16_000 {
         assert_eq!(
@@ -191,8 +161,12 @@ fn while_sled_is_closed_the_runs_files_tell_every_sealed_key() {
     assert!(runs.kept.sealed[1].file.is_none());
     assert_eq!(runs.lookup(id(3000).as_bytes()).unwrap(), Some(Seq(3001)));
     assert!(runs.wants_step());
-    assert!(settle(&db, &mut runs) > 1, "copied in more than one step");
-    let trees = (logs(&runs), runs.tree.clone(), runs.meta.clone());
+    assert!(settle(&mut runs) > 1, "copied in more than one step");
+    let trees = (
+        runs.claims.log.clone(),
+        runs.tree.clone(),
+        runs.meta.clone(),
+    );
     let detached = runs.detach();
     for n in (0..16_000).step_by(7) {
         assert_eq!(detached.lookup(id(n).as_bytes()), Closed::Found(Seq(n + 1)));
@@ -210,8 +184,12 @@ fn while_sled_is_closed_the_runs_files_tell_every_sealed_key() {
     assert_eq!(detached.lookup(id(10).as_bytes()), Closed::Found(Seq(11)));
     let mut runs = detached.attach(trees.0, trees.1, trees.2);
     assert!(runs.wants_step());
-    settle(&db, &mut runs);
-    let trees = (logs(&runs), runs.tree.clone(), runs.meta.clone());
+    settle(&mut runs);
+    let trees = (
+        runs.claims.log.clone(),
+        runs.tree.clone(),
+        runs.meta.clone(),
+    );
     let detached = runs.detach();
     assert_eq!(
         detached.lookup(id(2000).as_bytes()),
@@ -224,7 +202,7 @@ fn while_sled_is_closed_the_runs_files_tell_every_sealed_key() {
     let mut runs = detached.attach(trees.0, trees.1, trees.2);
     // Expired runs take their files with them.
     assert_eq!(runs.expire(1001).unwrap(), 16_100);
-    settle(&db, &mut runs);
+    settle(&mut runs);
     assert!(names(files.path()).is_empty());
 }
 
@@ -244,13 +222,13 @@ fn a_run_dropped_half_built_leaves_no_file() {
 
 #[test]
 fn claims_made_while_a_run_is_built_go_to_the_next() {
-    let (db, mut runs, _files) = open();
+    let (_db, mut runs, _files) = open();
     claim(&mut runs, 0..1000, 5);
     assert!(runs.wants_step());
     runs.step().unwrap();
     assert!(runs.kept.building.is_some());
     claim(&mut runs, 1000..1500, 6);
-    settle(&db, &mut runs);
+    settle(&mut runs);
     assert_eq!(runs.sealed_keys(), 1000);
     // The later claims are still in the log, and found there.
     assert_eq!(runs.kept.claimed, 500);
@@ -259,9 +237,9 @@ fn claims_made_while_a_run_is_built_go_to_the_next() {
         assert_eq!(runs.lookup(id(n).as_bytes()).unwrap(), Some(Seq(n + 1)));
     }
     claim(&mut runs, 1500..2000, 7);
-    settle(&db, &mut runs);
+    settle(&mut runs);
     assert_eq!(runs.sealed_keys(), 2000);
-    assert!(logs_empty(&runs));
+    assert!(runs.claims.log.is_empty());
     // The claims of the log that arrived before a cutoff expire with it, whole values.
     claim(&mut runs, 2000..2100, 8);
     assert_eq!(runs.expire(8).unwrap(), 2000);
@@ -269,9 +247,9 @@ fn claims_made_while_a_run_is_built_go_to_the_next() {
     assert_eq!(runs.expire(9).unwrap(), 100);
     // No longer found at once; the values go in steps.
     assert_eq!(runs.lookup(id(2050).as_bytes()).unwrap(), None);
-    assert!(!logs_empty(&runs));
-    settle(&db, &mut runs);
-    assert!(logs_empty(&runs));
+    assert!(!runs.claims.log.is_empty());
+    settle(&mut runs);
+    assert!(runs.claims.log.is_empty());
     assert_eq!(runs.recent_claims(), 0);
     // Claims after them are still found, and sealed later.
     claim(&mut runs, 2100..2110, 10);
@@ -283,25 +261,25 @@ fn claims_made_while_a_run_is_built_go_to_the_next() {
 /// born of them is dropped rather than sealed (a sealed run would find them again).
 #[test]
 fn a_run_whose_claims_expired_while_it_was_built_is_dropped() {
-    let (db, mut runs, _files) = open();
+    let (_db, mut runs, _files) = open();
     claim(&mut runs, 0..1000, 5);
     runs.step().unwrap();
     assert!(runs.kept.building.is_some());
     assert_eq!(runs.expire(6).unwrap(), 1000);
-    settle(&db, &mut runs);
+    settle(&mut runs);
     assert_eq!(runs.sealed_keys(), 0);
     assert!(runs.kept.building.is_none());
     assert_eq!(runs.lookup(id(500).as_bytes()).unwrap(), None);
     assert_eq!(runs.expire(6).unwrap(), 0, "counted once");
     assert!(runs.tree.iter().next().is_none(), "its values are gone too");
-    assert!(logs_empty(&runs));
+    assert!(runs.claims.log.is_empty());
 }
 
 #[test]
 fn an_expired_run_goes_in_steps_and_an_open_goes_on_dropping_it() {
-    let (db, mut runs, _files) = open();
+    let (_db, mut runs, _files) = open();
     claim(&mut runs, 0..20_000, 7);
-    settle(&db, &mut runs);
+    settle(&mut runs);
     let values = runs.tree.len();
     assert!(values > DROP_STEP, "{values} values: too few to take steps");
     assert_eq!(runs.expire(8).unwrap(), 20_000);
@@ -314,14 +292,14 @@ fn an_expired_run_goes_in_steps_and_an_open_goes_on_dropping_it() {
     assert_eq!(reopened.sealed_keys(), 0);
     assert_eq!(reopened.lookup(id(42).as_bytes()).unwrap(), None);
     assert!(reopened.wants_step());
-    let steps = settle(&db, &mut reopened);
+    let steps = settle(&mut reopened);
     assert!(reopened.tree.is_empty());
     assert_eq!(steps, (values - DROP_STEP) / DROP_STEP + 1);
 }
 
 #[test]
 fn a_half_built_run_is_dropped_at_open_and_its_claims_sealed_again() {
-    let (db, mut runs, _files) = open();
+    let (_db, mut runs, _files) = open();
     claim(&mut runs, 0..10_000, 5);
     // Gathered, then one step of writing.
     while !runs.kept.building.as_ref().is_some_and(Building::writes) {
@@ -337,14 +315,14 @@ fn a_half_built_run_is_dropped_at_open_and_its_claims_sealed_again() {
         reopened.lookup(id(9_999).as_bytes()).unwrap(),
         Some(Seq(10_000))
     );
-    settle(&db, &mut reopened);
+    settle(&mut reopened);
     assert_eq!(reopened.sealed_keys(), 10_000);
     assert!(reopened
         .tree
         .scan_prefix(key(0, DATA, &[]))
         .next()
         .is_none());
-    assert!(logs_empty(&reopened));
+    assert!(reopened.claims.log.is_empty());
     for n in [0u64, 4_321, 9_999] {
         assert_eq!(reopened.lookup(id(n).as_bytes()).unwrap(), Some(Seq(n + 1)));
     }
@@ -370,7 +348,7 @@ fn a_dedup_tree_of_layout_3_becomes_a_log() {
         )
         .unwrap();
     let mut runs = Runs::open(
-        [dedup.clone(), tree("dedup_b")],
+        dedup.clone(),
         tree("dedup_runs"),
         meta.clone(),
         1000,
@@ -385,65 +363,9 @@ fn a_dedup_tree_of_layout_3_becomes_a_log() {
         assert_eq!(runs.lookup(id(n).as_bytes()).unwrap(), Some(seq));
     }
     assert_eq!(runs.lookup(b"p\0short").unwrap(), Some(Seq(3001)));
-    settle(&db, &mut runs);
+    settle(&mut runs);
     assert_eq!(runs.sealed_keys(), 3001);
     assert_eq!(runs.lookup(b"p\0short").unwrap(), Some(Seq(3001)));
     assert_eq!(runs.expire(78).unwrap(), 0);
     assert_eq!(runs.expire(79).unwrap(), 3001);
-}
-
-/// A stop after a run's summary is written, before its log is dropped: the open finds the log
-/// all sealed and drops it first; no run begins before, and new claims go on to the other log.
-#[test]
-fn a_sealed_log_left_undropped_is_dropped_first_and_holds_up_the_next_run() {
-    let (db, mut runs, _files) = open();
-    claim(&mut runs, 0..1000, 5);
-    seal_without_drop(&mut runs);
-    assert_eq!(runs.sealed_keys(), 1000);
-    let mut reopened = reopen(&runs);
-    drop(runs);
-    assert!(reopened.drop_due());
-    assert_eq!(reopened.kept.claimed, 0);
-    // Enough claims for another run: none begins while the sealed log waits.
-    claim(&mut reopened, 1000..2500, 6);
-    assert_eq!(reopened.current_log(), 1);
-    assert!(!reopened.wants_step(), "no step but the drop is due");
-    assert_eq!(reopened.sealed_keys(), 1000);
-    found(&reopened, &[0, 999, 1000, 2499]);
-    // Dropped: the next run begins, from the log the later claims went to.
-    settle(&db, &mut reopened);
-    assert_eq!(reopened.sealed_keys(), 2500);
-    assert!(logs_empty(&reopened));
-    assert_eq!(reopened.current_log(), 0);
-    found(&reopened, &[0, 1234, 2499]);
-}
-
-/// A store of layout 8 kept every claim in `dedup`, where a sealed run's were trimmed in steps:
-/// at open, what is left of them is trimmed, and the rest sealed from it as from any log.
-#[test]
-fn a_layout_8_log_with_sealed_claims_left_is_trimmed_then_sealed() {
-    let (db, mut runs, _files) = open();
-    claim(&mut runs, 0..1000, 5);
-    seal_without_drop(&mut runs);
-    // As layout 8 left it: the sealed claims and later ones in `dedup`, `dedup_b` empty.
-    claim(&mut runs, 1000..1200, 6);
-    let dedup_b = runs.log(1).clone();
-    for item in dedup_b.iter() {
-        let (key, value) = item.unwrap();
-        runs.log(0).insert(key, value).unwrap();
-    }
-    dedup_b.clear().unwrap();
-    let mut reopened = reopen(&runs);
-    drop(runs);
-    assert_eq!(reopened.current_log(), 0);
-    assert!(!reopened.drop_due());
-    assert_eq!(reopened.kept.claimed, 200);
-    settle(&db, &mut reopened);
-    assert_eq!(reopened.log(0).len(), 200 / 25, "the sealed claims trimmed");
-    assert_eq!(reopened.sealed_keys(), 1000);
-    claim(&mut reopened, 1200..2000, 7);
-    settle(&db, &mut reopened);
-    assert_eq!(reopened.sealed_keys(), 2000);
-    assert!(logs_empty(&reopened));
-    found(&reopened, &[0, 1100, 1999]);
 }
