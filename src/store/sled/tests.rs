@@ -37,13 +37,14 @@ fn open_sealing_often(dir: &std::path::Path) -> Arc<SledStore> {
     Arc::new(SledStore::open(dir, &config, Arc::new(Metrics::new())).unwrap())
 }
 
-/// Commits events `event-000000` to `event-{n - 1}`, received at `at`, from 32 tasks at once.
-async fn commit_events(store: &Arc<SledStore>, n: usize, at: u64) {
+/// Commits events `event-000000` to `event-{count - 1}`, received at `at`, from 32 tasks at
+/// once.
+async fn commit_events(store: &Arc<SledStore>, count: usize, at: u64) {
     let tasks: Vec<_> = (0..32)
         .map(|task| {
             let store = store.clone();
             tokio::spawn(async move {
-                for n in (task..n).step_by(32) {
+                for n in (task..count).step_by(32) {
                     let event = NewEvent::poll(
                         ProviderName::parse("p").unwrap(),
                         EventId::new(format!("event-{n:06}")).unwrap(),
