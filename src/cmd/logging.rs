@@ -6,7 +6,7 @@
 //! (a stuck journald, a full pipe) never holds up a request: up to
 //! [`BUFFERED_LINES`](super::log_writer::BUFFERED_LINES) lines wait in memory, and past that new
 //! lines are dropped and counted (`hookgate_log_lines_dropped_total`). That thread writes the
-//! lines of about a millisecond in one `write`. Dropping the [`Logging`] guard writes out what
+//! lines of about 10 ms in one `write`. Dropping the [`Logging`] guard writes out what
 //! waits.
 //!
 //! Text is journald-friendly: no colours unless stderr is a terminal, and when stderr is the
