@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::load::Load;
+use common::load::{assert_kept, read_events, Load};
 use common::{provider, Gateway};
 use hookgate::config::StoreConfig;
 use hookgate::event::{EventId, ProviderName, Seq};
@@ -224,49 +224,6 @@ proptest! {
 
 // ---- end to end ----
 
-/// Polls `/v1/events` through the admin API, mostly at the tail, recording every seq's event
-/// id, until the gateway goes away. Returns the number of pages read.
-fn read_events(admin_url: &str, seen: &Mutex<BTreeMap<u64, String>>, stop: &AtomicBool) -> usize {
-    let client = reqwest::blocking::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
-    let mut after = 0u64;
-    let mut pages = 0;
-    while !stop.load(Ordering::Relaxed) {
-        let url = format!("{admin_url}/v1/events?after={after}&limit=1000");
-        let Ok(response) = client.get(&url).bearer_auth(common::ADMIN_TOKEN).send() else {
-            break;
-        };
-        let Ok(page) = response.json::<serde_json::Value>() else {
-            break;
-        };
-        pages += 1;
-        let mut seen = seen.lock().unwrap();
-        let mut highest = after;
-        for event in page["events"].as_array().expect("events array") {
-            let seq = event["seq"].as_u64().unwrap();
-            let id = event["event_id"].as_str().unwrap().to_string();
-            if let Some(known) = seen.get(&seq) {
-                assert_eq!(
-                    *known, id,
-                    "seq {seq} named two events while the gateway ran"
-                );
-            }
-            seen.insert(seq, id);
-            highest = highest.max(seq);
-        }
-        // Follow the tail, stepping back a little now and then to read pages again.
-        after = if pages % 4 == 0 {
-            highest.saturating_sub(50)
-        } else {
-            highest
-        };
-    }
-    pages
-}
-
 #[test]
 fn seqs_read_through_the_admin_api_survive_sigkill() {
     // Without the per-address rate limit, which a fast run of the load passes (429s).
@@ -389,36 +346,11 @@ fn assert_seqs_survive_sigkill(
     assert!(seen.len() >= 50, "the reader saw only {} seqs", seen.len());
 
     gw.restart();
-    let stored = gw.ids_by_seq();
-    let changed: Vec<String> = seen
-        .iter()
-        .filter(|(seq, id)| stored.get(seq) != Some(id))
-        .map(|(seq, id)| format!("seq {seq}: seen {id}, stored {:?}", stored.get(seq)))
-        .collect();
-    assert!(
-        changed.is_empty(),
-        "{} of {} seqs seen before SIGKILL name another event (or none) after it: {:?}",
-        changed.len(),
-        seen.len(),
-        &changed[..changed.len().min(10)]
+    assert_kept(
+        &gw.ids_by_seq(),
+        acked.iter().map(|(id, seq)| (id.as_str(), *seq)),
+        &seen,
+        "after SIGKILL",
     );
-    let lost: Vec<String> = acked
-        .iter()
-        .filter(|(id, seq)| stored.get(seq) != Some(id))
-        .map(|(id, seq)| format!("{id} acked as {seq}, stored {:?}", stored.get(seq)))
-        .collect();
-    assert!(
-        lost.is_empty(),
-        "{} of {} acks lost or moved: {:?}",
-        lost.len(),
-        acked.len(),
-        &lost[..lost.len().min(10)]
-    );
-    let mut ids: HashMap<&str, u64> = HashMap::new();
-    for (seq, id) in &stored {
-        if let Some(other) = ids.insert(id, *seq) {
-            panic!("{id} stored twice, under {other} and {seq}");
-        }
-    }
     gw
 }

@@ -1,8 +1,9 @@
 //! Load for the durability tests: threads posting unique ids (the `X-Id` header) to provider
-//! `p` until stopped, the gateway goes away, or a time limit passes, recording each ack.
+//! `p` until stopped, the gateway goes away, or a time limit passes, recording each ack; and a
+//! reader of `/v1/events` recording the event id of every seq it sees.
 #![allow(clippy::unwrap_used)]
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -15,6 +16,9 @@ pub struct Load {
     pub acked: Mutex<Vec<(String, u64)>>,
     pub unexpected: Mutex<Vec<String>>,
     pub stop: AtomicBool,
+    /// Put in every id (`load-{prefix}{thread}-{n}`), so that several loads on one store send
+    /// distinct ids.
+    pub prefix: String,
 }
 
 impl Load {
@@ -46,7 +50,7 @@ impl Load {
             if self.stop.load(Ordering::Relaxed) || start.elapsed() > limit {
                 break;
             }
-            let id = format!("load-{thread}-{n}");
+            let id = format!("load-{}{thread}-{n}", self.prefix);
             let body = Load::body(&id);
             let headers = sign::headers(&[("X-Id", &id)]);
             match api.try_post("p", &headers, body.as_bytes()) {
@@ -83,29 +87,100 @@ impl Load {
     pub fn assert_all_stored(&self, gw: &Gateway) {
         let unexpected = self.unexpected.lock().unwrap();
         assert!(unexpected.is_empty(), "unexpected answers: {unexpected:?}");
-        let events = gw.all_events(None);
-        let mut by_id: HashMap<String, Vec<u64>> = HashMap::new();
-        for event in &events {
-            let id = event["event_id"].as_str().unwrap().to_string();
-            by_id
-                .entry(id)
-                .or_default()
-                .push(event["seq"].as_u64().unwrap());
-        }
-        let twice: Vec<_> = by_id.iter().filter(|(_, seqs)| seqs.len() > 1).collect();
-        assert!(twice.is_empty(), "event ids stored twice: {twice:?}");
+        let stored = gw.ids_by_seq();
         let acked = self.acked.lock().unwrap();
-        eprintln!("{} acked, {} stored", acked.len(), events.len());
-        let lost: Vec<_> = acked
-            .iter()
-            .filter(|(id, seq)| by_id.get(id) != Some(&vec![*seq]))
-            .collect();
-        assert!(
-            lost.is_empty(),
-            "{} of {} acked events lost or moved: {:?}",
-            lost.len(),
-            acked.len(),
-            &lost[..lost.len().min(10)]
-        );
+        eprintln!("{} acked, {} stored", acked.len(), stored.len());
+        let acked = acked.iter().map(|(id, seq)| (id.as_str(), *seq));
+        assert_kept(&stored, acked, &BTreeMap::new(), "after the restart");
     }
+}
+
+/// Polls `/v1/events` through the admin API, mostly at the tail, recording every seq's event
+/// id, until the gateway goes away. Returns the number of pages read.
+pub fn read_events(
+    admin_url: &str,
+    seen: &Mutex<BTreeMap<u64, String>>,
+    stop: &AtomicBool,
+) -> usize {
+    let client = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let mut after = 0u64;
+    let mut pages = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let url = format!("{admin_url}/v1/events?after={after}&limit=1000");
+        let Ok(response) = client.get(&url).bearer_auth(super::ADMIN_TOKEN).send() else {
+            break;
+        };
+        let Ok(page) = response.json::<serde_json::Value>() else {
+            break;
+        };
+        pages += 1;
+        let mut seen = seen.lock().unwrap();
+        let mut highest = after;
+        for event in page["events"].as_array().expect("events array") {
+            let seq = event["seq"].as_u64().unwrap();
+            let id = event["event_id"].as_str().unwrap().to_string();
+            if let Some(known) = seen.get(&seq) {
+                assert_eq!(
+                    *known, id,
+                    "seq {seq} named two events while the gateway ran"
+                );
+            }
+            seen.insert(seq, id);
+            highest = highest.max(seq);
+        }
+        // Follow the tail, stepping back a little now and then to read pages again.
+        after = if pages % 4 == 0 {
+            highest.saturating_sub(50)
+        } else {
+            highest
+        };
+    }
+    pages
+}
+
+/// Asserts what a restart after a crash must find in `stored` (the store's event ids by seq):
+/// each id once, every acked id at the seq it was acked with, and every seq a reader `seen`
+/// before the crash naming the same id. `context` starts each failure's message.
+pub fn assert_kept<'a>(
+    stored: &BTreeMap<u64, String>,
+    acked: impl IntoIterator<Item = (&'a str, u64)>,
+    seen: &BTreeMap<u64, String>,
+    context: &str,
+) {
+    let mut seq_of: HashMap<&str, u64> = HashMap::new();
+    for (seq, id) in stored {
+        if let Some(other) = seq_of.insert(id, *seq) {
+            panic!("{context}: {id} stored twice, under {other} and {seq}");
+        }
+    }
+    let acked: Vec<(&str, u64)> = acked.into_iter().collect();
+    let mut lost: Vec<String> = acked
+        .iter()
+        .filter(|(id, seq)| stored.get(seq).map(String::as_str) != Some(*id))
+        .map(|(id, seq)| format!("{id} acked as {seq}, stored {:?}", stored.get(seq)))
+        .collect();
+    lost.sort();
+    assert!(
+        lost.is_empty(),
+        "{context}: {} of {} acks lost or moved: {:?}",
+        lost.len(),
+        acked.len(),
+        &lost[..lost.len().min(10)]
+    );
+    let changed: Vec<String> = seen
+        .iter()
+        .filter(|(seq, id)| stored.get(seq) != Some(id))
+        .map(|(seq, id)| format!("seq {seq}: read as {id}, stored {:?}", stored.get(seq)))
+        .collect();
+    assert!(
+        changed.is_empty(),
+        "{context}: {} of {} seqs read name another event (or none) after the crash: {:?}",
+        changed.len(),
+        seen.len(),
+        &changed[..changed.len().min(10)]
+    );
 }

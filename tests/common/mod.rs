@@ -10,6 +10,7 @@
 
 pub mod browser;
 pub mod console;
+pub mod crashfs;
 pub mod load;
 pub mod nats;
 pub mod raw;
@@ -137,6 +138,7 @@ pub struct GatewayBuilder {
     wrapper: Option<Wrapper>,
     env: Vec<(String, std::ffi::OsString)>,
     start_timeout: Option<Duration>,
+    data_dir: Option<PathBuf>,
 }
 
 impl GatewayBuilder {
@@ -172,10 +174,17 @@ impl GatewayBuilder {
         self
     }
 
+    /// Uses `path` (an existing directory: a mount point, say) as `data_dir` instead of a new
+    /// directory in the gateway's temporary directory.
+    pub fn data_dir(mut self, path: &Path) -> Self {
+        self.data_dir = Some(path.to_path_buf());
+        self
+    }
+
     /// Writes the config and starts the gateway; panics (with its stderr) if it does not come up.
     pub fn start(self) -> Gateway {
         let dir = tempfile::tempdir().expect("create temp dir");
-        let data_dir = dir.path().join("data");
+        let data_dir = self.data_dir.unwrap_or_else(|| dir.path().join("data"));
         std::fs::create_dir_all(&data_dir).expect("create data dir");
         let config_path = dir.path().join("config.toml");
         let config = config_toml(&data_dir, &self.server, &self.extra);

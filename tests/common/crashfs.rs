@@ -1,0 +1,740 @@
+//! A file system that loses power: held in memory, served through FUSE (the `fuser` crate, which
+//! mounts with mount(2) directly as root), and able to forget, at a simulated power loss, what
+//! was never synced, the way a disk with a volatile cache may.
+//!
+//! The model, stricter than any real file system, so that only what a program made durable on
+//! purpose survives:
+//! - A file's bytes are durable up to its last `fsync` or `fdatasync`. The writes and
+//!   truncations after it are pending; at a power loss each file keeps none of them, all of
+//!   them, or any subset of their 4 KiB pieces (chosen at random per file), applied in order:
+//!   the kernel writes dirty pages back in no promised order, and a power loss stops it anywhere.
+//! - A directory's entries are durable at its last `fsync`. At a power loss, either every
+//!   directory keeps only its durable entries (a file created, renamed or removed since is
+//!   back as it was: strict POSIX), or every directory keeps its live entries (a journaling file
+//!   system that committed its metadata): one or the other per power loss, at random.
+//!
+//! A crash test mounts it, runs the program, kills it, unmounts, calls
+//! [`CrashFs::lose_power`], and mounts it again.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::{OsStr, OsString};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use fuser::{
+    BackgroundSession, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
+    INodeNo, LockOwner, MountOption, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request,
+    WriteFlags,
+};
+use rand::Rng;
+
+/// How long the kernel may cache an entry or attributes. Every change goes through the kernel
+/// while mounted, and each power loss happens unmounted, so caching is safe.
+const TTL: Duration = Duration::from_secs(1);
+/// The piece of a pending write that survives or not as a whole.
+const PAGE: u64 = 4096;
+
+/// The file system's state, kept across mounts.
+#[derive(Clone)]
+pub struct CrashFs {
+    state: Arc<Mutex<State>>,
+}
+
+/// A mount of a [`CrashFs`]; dropping it unmounts.
+pub struct Mounted {
+    session: Option<BackgroundSession>,
+    path: PathBuf,
+}
+
+impl Mounted {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Unmounts, failing if something still has a file open.
+    pub fn unmount(mut self) {
+        if let Some(session) = self.session.take() {
+            session.umount_and_join().expect("unmount crashfs");
+        }
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if let Some(session) = self.session.take() {
+            let _ = session.umount_and_join();
+        }
+    }
+}
+
+/// What one power loss kept, for the test's log.
+#[derive(Debug, Default)]
+pub struct Loss {
+    /// Directories reverted to their synced entries (false: live entries kept).
+    pub strict_metadata: bool,
+    /// Files with writes pending that kept none, some, all of them.
+    pub files_kept_none: usize,
+    pub files_kept_some: usize,
+    pub files_kept_all: usize,
+    /// Bytes of pending writes dropped.
+    pub bytes_dropped: u64,
+}
+
+impl CrashFs {
+    /// An empty file system.
+    pub fn new() -> CrashFs {
+        let mut nodes = HashMap::new();
+        nodes.insert(INodeNo::ROOT.0, Node::dir(0o755));
+        CrashFs {
+            state: Arc::new(Mutex::new(State {
+                nodes,
+                next_ino: INodeNo::ROOT.0 + 1,
+            })),
+        }
+    }
+
+    /// Mounts it on `path` (an existing, empty directory).
+    pub fn mount(&self, path: &Path) -> Mounted {
+        let mut config = fuser::Config::default();
+        config.mount_options = vec![MountOption::FSName("crashfs".into())];
+        let fs = Served {
+            state: Arc::clone(&self.state),
+        };
+        let session = fuser::spawn_mount(fs, path, &config).unwrap_or_else(|err| {
+            panic!(
+                "cannot mount crashfs on {} (needs root and /dev/fuse): {err}",
+                path.display()
+            )
+        });
+        Mounted {
+            session: Some(session),
+            path: path.to_path_buf(),
+        }
+    }
+
+    /// Simulates a power loss (call it unmounted): every file and directory becomes what the
+    /// disk could hold afterwards, chosen with `rng`.
+    pub fn lose_power(&self, rng: &mut impl Rng) -> Loss {
+        let mut state = self.state.lock().unwrap();
+        let mut loss = Loss {
+            strict_metadata: rng.gen_bool(0.5),
+            ..Loss::default()
+        };
+        let mut inos: Vec<u64> = state.nodes.keys().copied().collect();
+        inos.sort_unstable();
+        for ino in inos {
+            match state.nodes.get_mut(&ino).unwrap() {
+                Node::Dir(dir) => {
+                    if loss.strict_metadata {
+                        dir.live = dir.durable.clone();
+                    } else {
+                        dir.durable = dir.live.clone();
+                    }
+                }
+                Node::File(file) => file.lose_power(rng, &mut loss),
+            }
+        }
+        loss
+    }
+
+    /// The live size of every file, by path, for a test's log.
+    pub fn sizes(&self) -> BTreeMap<String, u64> {
+        let state = self.state.lock().unwrap();
+        let mut sizes = BTreeMap::new();
+        let mut stack = vec![(INodeNo::ROOT.0, String::new())];
+        while let Some((ino, path)) = stack.pop() {
+            match &state.nodes[&ino] {
+                Node::Dir(dir) => {
+                    for (name, child) in &dir.live {
+                        stack.push((*child, format!("{path}/{}", name.to_string_lossy())));
+                    }
+                }
+                Node::File(file) => {
+                    sizes.insert(path, file.live.len() as u64);
+                }
+            }
+        }
+        sizes
+    }
+}
+
+impl Default for CrashFs {
+    fn default() -> Self {
+        CrashFs::new()
+    }
+}
+
+struct State {
+    nodes: HashMap<u64, Node>,
+    next_ino: u64,
+}
+
+enum Node {
+    File(FileNode),
+    Dir(DirNode),
+}
+
+struct FileNode {
+    /// What reads see.
+    live: Vec<u8>,
+    /// What the disk holds for sure.
+    durable: Vec<u8>,
+    /// The changes since the last sync, in order.
+    pending: Vec<Change>,
+    perm: u16,
+    mtime: SystemTime,
+}
+
+enum Change {
+    Write { offset: u64, data: Vec<u8> },
+    Truncate(u64),
+}
+
+struct DirNode {
+    live: BTreeMap<OsString, u64>,
+    durable: BTreeMap<OsString, u64>,
+    perm: u16,
+}
+
+impl Node {
+    fn dir(perm: u16) -> Node {
+        Node::Dir(DirNode {
+            live: BTreeMap::new(),
+            durable: BTreeMap::new(),
+            perm,
+        })
+    }
+
+    fn file(perm: u16) -> Node {
+        Node::File(FileNode {
+            live: Vec::new(),
+            durable: Vec::new(),
+            pending: Vec::new(),
+            perm,
+            mtime: SystemTime::now(),
+        })
+    }
+
+    fn attr(&self, ino: u64) -> FileAttr {
+        let (kind, size, perm, nlink, mtime) = match self {
+            Node::File(file) => (
+                FileType::RegularFile,
+                file.live.len() as u64,
+                file.perm,
+                1,
+                file.mtime,
+            ),
+            Node::Dir(dir) => (
+                FileType::Directory,
+                4096,
+                dir.perm,
+                2,
+                SystemTime::UNIX_EPOCH,
+            ),
+        };
+        FileAttr {
+            ino: INodeNo(ino),
+            size,
+            blocks: size.div_ceil(512),
+            atime: mtime,
+            mtime,
+            ctime: mtime,
+            crtime: mtime,
+            kind,
+            perm,
+            nlink,
+            uid: 0,
+            gid: 0,
+            rdev: 0,
+            blksize: PAGE as u32,
+            flags: 0,
+        }
+    }
+}
+
+impl FileNode {
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        apply_write(&mut self.live, offset, data);
+        self.pending.push(Change::Write {
+            offset,
+            data: data.to_vec(),
+        });
+        self.mtime = SystemTime::now();
+    }
+
+    fn truncate(&mut self, size: u64) {
+        self.live.resize(size as usize, 0);
+        self.pending.push(Change::Truncate(size));
+        self.mtime = SystemTime::now();
+    }
+
+    fn sync(&mut self) {
+        for change in self.pending.drain(..) {
+            apply(&mut self.durable, &change);
+        }
+    }
+
+    fn lose_power(&mut self, rng: &mut impl Rng, loss: &mut Loss) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let mut disk = std::mem::take(&mut self.durable);
+        match rng.gen_range(0..3) {
+            0 => {
+                loss.files_kept_none += 1;
+                loss.bytes_dropped += pending.iter().map(Change::len).sum::<u64>();
+            }
+            1 => {
+                loss.files_kept_all += 1;
+                pending.iter().for_each(|change| apply(&mut disk, change));
+            }
+            _ => {
+                loss.files_kept_some += 1;
+                for change in &pending {
+                    match change {
+                        Change::Truncate(_) => {
+                            if rng.gen_bool(0.5) {
+                                apply(&mut disk, change);
+                            }
+                        }
+                        Change::Write { offset, data } => {
+                            for (at, piece) in pieces(*offset, data) {
+                                if rng.gen_bool(0.5) {
+                                    apply_write(&mut disk, at, piece);
+                                } else {
+                                    loss.bytes_dropped += piece.len() as u64;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        self.live = disk.clone();
+        self.durable = disk;
+    }
+}
+
+impl Change {
+    fn len(&self) -> u64 {
+        match self {
+            Change::Write { data, .. } => data.len() as u64,
+            Change::Truncate(_) => 0,
+        }
+    }
+}
+
+/// A write cut at page boundaries.
+fn pieces(offset: u64, data: &[u8]) -> Vec<(u64, &[u8])> {
+    let mut out = Vec::new();
+    let mut at = offset;
+    let mut rest = data;
+    while !rest.is_empty() {
+        let room = (PAGE - at % PAGE) as usize;
+        let (piece, tail) = rest.split_at(room.min(rest.len()));
+        out.push((at, piece));
+        at += piece.len() as u64;
+        rest = tail;
+    }
+    out
+}
+
+fn apply(bytes: &mut Vec<u8>, change: &Change) {
+    match change {
+        Change::Write { offset, data } => apply_write(bytes, *offset, data),
+        Change::Truncate(size) => bytes.resize(*size as usize, 0),
+    }
+}
+
+fn apply_write(bytes: &mut Vec<u8>, offset: u64, data: &[u8]) {
+    let start = offset as usize;
+    let end = start + data.len();
+    if bytes.len() < end {
+        bytes.resize(end, 0);
+    }
+    bytes[start..end].copy_from_slice(data);
+}
+
+/// The file system as FUSE serves it.
+struct Served {
+    state: Arc<Mutex<State>>,
+}
+
+impl Served {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap()
+    }
+}
+
+impl State {
+    fn dir(&mut self, ino: INodeNo) -> Result<&mut DirNode, Errno> {
+        match self.nodes.get_mut(&ino.0) {
+            Some(Node::Dir(dir)) => Ok(dir),
+            Some(Node::File(_)) => Err(Errno::ENOTDIR),
+            None => Err(Errno::ENOENT),
+        }
+    }
+
+    fn file(&mut self, ino: INodeNo) -> Result<&mut FileNode, Errno> {
+        match self.nodes.get_mut(&ino.0) {
+            Some(Node::File(file)) => Ok(file),
+            Some(Node::Dir(_)) => Err(Errno::EISDIR),
+            None => Err(Errno::ENOENT),
+        }
+    }
+
+    fn attr(&self, ino: u64) -> Result<FileAttr, Errno> {
+        self.nodes
+            .get(&ino)
+            .map(|node| node.attr(ino))
+            .ok_or(Errno::ENOENT)
+    }
+
+    /// Adds `node` as `name` in `parent`.
+    fn add(&mut self, parent: INodeNo, name: &OsStr, node: Node) -> Result<FileAttr, Errno> {
+        let ino = self.next_ino;
+        let dir = self.dir(parent)?;
+        if dir.live.contains_key(name) {
+            return Err(Errno::EEXIST);
+        }
+        dir.live.insert(name.to_os_string(), ino);
+        self.next_ino += 1;
+        self.nodes.insert(ino, node);
+        self.attr(ino)
+    }
+
+    fn is_empty_dir(&self, ino: u64) -> bool {
+        matches!(self.nodes.get(&ino), Some(Node::Dir(dir)) if dir.live.is_empty())
+    }
+
+    fn is_dir(&self, ino: u64) -> bool {
+        matches!(self.nodes.get(&ino), Some(Node::Dir(_)))
+    }
+
+    /// Removes `name` from `parent`: an empty directory if `dir`, else a file.
+    fn remove(&mut self, parent: INodeNo, name: &OsStr, dir: bool) -> Result<(), Errno> {
+        let ino = *self.dir(parent)?.live.get(name).ok_or(Errno::ENOENT)?;
+        match (dir, self.is_dir(ino)) {
+            (false, true) => return Err(Errno::EISDIR),
+            (true, false) => return Err(Errno::ENOTDIR),
+            (true, true) if !self.is_empty_dir(ino) => return Err(Errno::ENOTEMPTY),
+            _ => {}
+        }
+        self.dir(parent)?.live.remove(name);
+        Ok(())
+    }
+
+    fn rename(
+        &mut self,
+        parent: INodeNo,
+        name: &OsStr,
+        new_parent: INodeNo,
+        new_name: &OsStr,
+        flags: RenameFlags,
+    ) -> Result<(), Errno> {
+        let ino = *self.dir(parent)?.live.get(name).ok_or(Errno::ENOENT)?;
+        let target = self.dir(new_parent)?.live.get(new_name).copied();
+        if let Some(target) = target {
+            if flags.contains(RenameFlags::RENAME_NOREPLACE) {
+                return Err(Errno::EEXIST);
+            }
+            if self.is_dir(target) && !self.is_empty_dir(target) {
+                return Err(Errno::ENOTEMPTY);
+            }
+            if self.is_dir(target) != self.is_dir(ino) {
+                return Err(if self.is_dir(target) {
+                    Errno::EISDIR
+                } else {
+                    Errno::ENOTDIR
+                });
+            }
+        }
+        if !flags.is_empty() && flags != RenameFlags::RENAME_NOREPLACE {
+            return Err(Errno::EINVAL);
+        }
+        self.dir(parent)?.live.remove(name);
+        self.dir(new_parent)?
+            .live
+            .insert(new_name.to_os_string(), ino);
+        Ok(())
+    }
+}
+
+fn perm(mode: u32, umask: u32) -> u16 {
+    (mode & !umask & 0o7777) as u16
+}
+
+impl Filesystem for Served {
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let mut state = self.state();
+        let found = state
+            .dir(parent)
+            .and_then(|dir| dir.live.get(name).copied().ok_or(Errno::ENOENT))
+            .and_then(|ino| state.attr(ino));
+        match found {
+            Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
+            Err(err) => reply.error(err),
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.state().attr(ino.0) {
+            Ok(attr) => reply.attr(&TTL, &attr),
+            Err(err) => reply.error(err),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+        size: Option<u64>,
+        _atime: Option<fuser::TimeOrNow>,
+        _mtime: Option<fuser::TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let mut state = self.state();
+        let mut change = || -> Result<FileAttr, Errno> {
+            if let Some(size) = size {
+                state.file(ino)?.truncate(size);
+            }
+            if let Some(mode) = mode {
+                match state.nodes.get_mut(&ino.0).ok_or(Errno::ENOENT)? {
+                    Node::File(file) => file.perm = perm(mode, 0),
+                    Node::Dir(dir) => dir.perm = perm(mode, 0),
+                }
+            }
+            state.attr(ino.0)
+        };
+        match change() {
+            Ok(attr) => reply.attr(&TTL, &attr),
+            Err(err) => reply.error(err),
+        }
+    }
+
+    fn mkdir(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        match self.state().add(parent, name, Node::dir(perm(mode, umask))) {
+            Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
+            Err(err) => reply.error(err),
+        }
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.state().remove(parent, name, false) {
+            Ok(()) => reply.ok(),
+            Err(err) => reply.error(err),
+        }
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.state().remove(parent, name, true) {
+            Ok(()) => reply.ok(),
+            Err(err) => reply.error(err),
+        }
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        match self.state().rename(parent, name, newparent, newname, flags) {
+            Ok(()) => reply.ok(),
+            Err(err) => reply.error(err),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.state().attr(ino.0) {
+            // No page cache: every read and write reaches this file system.
+            Ok(_) => reply.opened(FileHandle(0), FopenFlags::FOPEN_DIRECT_IO),
+            Err(err) => reply.error(err),
+        }
+    }
+
+    fn create(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        match self
+            .state()
+            .add(parent, name, Node::file(perm(mode, umask)))
+        {
+            Ok(attr) => reply.created(
+                &TTL,
+                &attr,
+                Generation(0),
+                FileHandle(0),
+                FopenFlags::FOPEN_DIRECT_IO,
+            ),
+            Err(err) => reply.error(err),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        match self.state().file(ino) {
+            Ok(file) => {
+                let start = (offset as usize).min(file.live.len());
+                let end = (start + size as usize).min(file.live.len());
+                reply.data(&file.live[start..end]);
+            }
+            Err(err) => reply.error(err),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        match self.state().file(ino) {
+            Ok(file) => {
+                file.write(offset, data);
+                reply.written(data.len() as u32);
+            }
+            Err(err) => reply.error(err),
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        match self.state().file(ino) {
+            Ok(file) => {
+                file.sync();
+                reply.ok();
+            }
+            Err(err) => reply.error(err),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let mut state = self.state();
+        let entries: Vec<(u64, OsString)> = match state.dir(ino) {
+            Ok(dir) => dir
+                .live
+                .iter()
+                .map(|(name, ino)| (*ino, name.clone()))
+                .collect(),
+            Err(err) => return reply.error(err),
+        };
+        let listed = [(ino.0, OsString::from(".")), (ino.0, OsString::from(".."))]
+            .into_iter()
+            .chain(entries);
+        for (index, (child, name)) in listed.enumerate().skip(offset as usize) {
+            let kind = if state.is_dir(child) {
+                FileType::Directory
+            } else {
+                FileType::RegularFile
+            };
+            if reply.add(INodeNo(child), index as u64 + 1, kind, &name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        match self.state().dir(ino) {
+            Ok(dir) => {
+                dir.durable = dir.live.clone();
+                reply.ok();
+            }
+            Err(err) => reply.error(err),
+        }
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        // Plenty of room, so hookgate's free-space check never refuses a batch.
+        let blocks = 1 << 28;
+        reply.statfs(
+            blocks,
+            blocks,
+            blocks,
+            1 << 20,
+            1 << 20,
+            PAGE as u32,
+            255,
+            PAGE as u32,
+        );
+    }
+}

@@ -1,0 +1,215 @@
+//! Power losses, simulated: the data dir on crashfs (`common/crashfs.rs`), a file system in
+//! memory that forgets at each power loss whatever was not synced (a random part of the writes
+//! since each file's last fsync, and either every directory entry not synced or none).
+//!
+//! Each round: load from 8 threads (unique ids) and a reader paging through `/v1/events`, SIGKILL
+//! at a random moment, unmount, power loss, mount, restart. After every restart: every event
+//! ever acknowledged is stored once, at the seq it was acknowledged with; every seq a reader saw
+//! names the same event; and acknowledged ids sent again are duplicates of their first seq.
+//! A destination receives the events meanwhile: at the end, every event acknowledged has been
+//! delivered (at least once) under its seq, whatever the power losses did to its cursor.
+//! Dedup runs are sealed every 300 keys and sled is checkpointed every MB; every third round
+//! goes on until both happened and ends within 300 ms of them. A second test compacts sled
+//! (copies it afresh and switches to the copy) after every retention pass, every 200 ms.
+//!
+//! `HOOKGATE_POWER_LOSSES` sets the number of rounds (default 12); `HOOKGATE_POWER_LOSS_SEED`
+//! replays a run's choices (how long each round runs, what each power loss keeps; the moment
+//! of each kill still depends on timing). The seed is printed. Needs root and `/dev/fuse`.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use common::crashfs::CrashFs;
+use common::load::{assert_kept, read_events, Load};
+use common::stub::Stub;
+use common::{provider, sign, wait_until, Gateway};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+const WHSEC: &str = "whsec_ZG93bnN0cmVhbS1zaWduaW5nLWtleS0x";
+
+fn env_number(name: &str) -> Option<u64> {
+    std::env::var(name).ok().map(|value| {
+        value
+            .parse()
+            .unwrap_or_else(|_| panic!("{name} must be a number"))
+    })
+}
+
+#[test]
+fn no_acknowledged_event_is_lost_to_a_power_loss() {
+    lose_power_under_load(
+        "checkpoint_mb = 1",
+        &["Store checkpointed", "Dedup run sealed"],
+    );
+}
+
+#[test]
+fn no_acknowledged_event_is_lost_to_a_power_loss_during_compactions() {
+    lose_power_under_load(
+        "checkpoint_mb = 1\ncompact_ratio = 1.0\ncompact_min_mb = 0\nsweep_interval = \"200ms\"",
+        &["Store compacted"],
+    );
+}
+
+/// Rounds of load, SIGKILL and power loss with `store` as the `[store]` table; every third
+/// round lasts until the gateway logged each of `logged`.
+fn lose_power_under_load(store: &str, logged: &[&str]) {
+    let rounds = env_number("HOOKGATE_POWER_LOSSES").unwrap_or(12);
+    let seed = env_number("HOOKGATE_POWER_LOSS_SEED").unwrap_or_else(rand::random);
+    eprintln!("power losses: {rounds}, seed {seed} (HOOKGATE_POWER_LOSS_SEED replays it)");
+    let mut rng = StdRng::seed_from_u64(seed);
+
+    let root = tempfile::tempdir().unwrap();
+    let data_dir = root.path().join("data");
+    std::fs::create_dir(&data_dir).unwrap();
+    let fs = CrashFs::new();
+    let mut mounted = Some(fs.mount(&data_dir));
+    let downstream = Stub::start(|_| (200, "text/plain", Vec::new()));
+    let config = format!(
+        "{}\n[[destination]]\nname = \"down\"\nurl = \"{}/in\"\nsigning_secret = \"{WHSEC}\"\n\
+         ordered = false\nmax_in_flight = 32\n[store]\n{store}\n[limits]\nper_address_rps = 0\n",
+        provider("p", "none", &[], "event_id = \"header:X-Id\""),
+        downstream.url,
+    );
+    let mut gw = Gateway::builder()
+        .config(&config)
+        .data_dir(&data_dir)
+        .env("HOOKGATE_TEST_DEDUP_RUN_KEYS", "300")
+        .start();
+
+    // Every ack (id -> seq) and every seq a reader saw (seq -> id), over all rounds.
+    let mut acked: HashMap<String, u64> = HashMap::new();
+    let mut seen: BTreeMap<u64, String> = BTreeMap::new();
+    for round in 0..rounds {
+        let load = Load {
+            prefix: format!("r{round}-"),
+            ..Load::default()
+        };
+        let read: Mutex<BTreeMap<u64, String>> = Mutex::default();
+        let stop_reader = AtomicBool::new(false);
+        let load_for = Duration::from_millis(rng.gen_range(200..1500));
+        std::thread::scope(|s| {
+            for thread in 0..8 {
+                let (api, load) = (gw.api(), &load);
+                s.spawn(move || load.run(&api, thread, Duration::from_secs(60)));
+            }
+            let (admin_url, read, stop_reader) = (gw.admin_url.clone(), &read, &stop_reader);
+            s.spawn(move || read_events(&admin_url, read, stop_reader));
+            std::thread::sleep(load_for);
+            // Every third round goes on until each of `logged` happened, and a little more.
+            if round % 3 == 2 {
+                let logged_since_start = |message: &str| {
+                    let logs = gw.logs();
+                    let last = logs.rsplit("---- harness: restart ----").next();
+                    last.unwrap_or_default().contains(message)
+                };
+                for message in logged {
+                    wait_until(Duration::from_secs(60), message, || {
+                        logged_since_start(message)
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(rng.gen_range(0..300)));
+            }
+            gw.kill();
+            load.stop.store(true, Ordering::Relaxed);
+            stop_reader.store(true, Ordering::Relaxed);
+        });
+        let unexpected = load.unexpected.lock().unwrap();
+        assert!(unexpected.is_empty(), "unexpected answers: {unexpected:?}");
+        let new_acks = load.acked.lock().unwrap().clone();
+        let new_seen = read.into_inner().unwrap();
+
+        mounted.take().unwrap().unmount();
+        let loss = fs.lose_power(&mut rng);
+        eprintln!(
+            "round {round}: {} acked, {} seqs read in {load_for:?}; power lost: {loss:?}",
+            new_acks.len(),
+            new_seen.len()
+        );
+        mounted = Some(fs.mount(&data_dir));
+        gw.restart();
+
+        for (seq, id) in new_seen {
+            if let Some(known) = seen.insert(seq, id.clone()) {
+                assert_eq!(
+                    known, id,
+                    "round {round}: seq {seq} was read naming two events"
+                );
+            }
+        }
+        acked.extend(new_acks.iter().cloned());
+        assert_kept(
+            &gw.ids_by_seq(),
+            acked.iter().map(|(id, seq)| (id.as_str(), *seq)),
+            &seen,
+            &format!("round {round}, after a power loss"),
+        );
+        // A sample of this round's acks, sent again: duplicates of their first seq.
+        for (id, seq) in new_acks.iter().step_by(97) {
+            let headers = sign::headers(&[("X-Id", id)]);
+            let reply = gw.post("p", &headers, Load::body(id).as_bytes());
+            assert_eq!(
+                reply.ack(),
+                ("duplicate".to_string(), *seq),
+                "round {round}: {id} sent again"
+            );
+        }
+    }
+    assert!(
+        acked.len() as u64 >= 50 * rounds,
+        "only {} acks in {rounds} rounds",
+        acked.len()
+    );
+    assert_everything_delivered(&downstream, &acked);
+    eprintln!("files at the end: {:?}", fs.sizes());
+}
+
+/// Every ack reaches the destination under its seq, within two minutes.
+fn assert_everything_delivered(downstream: &Stub, acked: &HashMap<String, u64>) {
+    let delivered = || -> HashMap<u64, String> {
+        downstream
+            .requests()
+            .iter()
+            .map(|request| {
+                let seq = request.header("hookgate-seq").unwrap().parse().unwrap();
+                let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
+                (seq, body["id"].as_str().unwrap().to_string())
+            })
+            .collect()
+    };
+    let missing = |delivered: &HashMap<u64, String>| -> Vec<String> {
+        let mut missing: Vec<String> = acked
+            .iter()
+            .filter(|(id, seq)| delivered.get(seq) != Some(id))
+            .map(|(id, seq)| format!("{id} (seq {seq}): {:?}", delivered.get(seq)))
+            .collect();
+        missing.sort();
+        missing
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let missing = loop {
+        let missing = missing(&delivered());
+        if missing.is_empty() || Instant::now() > deadline {
+            break missing;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        missing.is_empty(),
+        "{} of {} acks never delivered: {:?}",
+        missing.len(),
+        acked.len(),
+        &missing[..missing.len().min(10)]
+    );
+    eprintln!(
+        "{} acks delivered in {} requests",
+        acked.len(),
+        downstream.calls()
+    );
+}
