@@ -5,26 +5,39 @@ use std::ffi::OsStr;
 use std::fmt;
 use std::path::Path;
 
-/// A resolved secret value. `Debug` and `Display` redact it, so it cannot leak into logs.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(Vec<u8>);
+use secrecy::{ExposeSecret, SecretSlice};
+
+/// A resolved secret value. `Debug` redacts it, so it cannot leak into logs, and its bytes are
+/// zeroed when it is dropped (`secrecy`), so a replaced secret does not linger in freed memory.
+#[derive(Clone)]
+pub struct Secret(SecretSlice<u8>);
 
 impl Secret {
     /// The secret's bytes, for keying a MAC or comparing a token.
     pub fn expose(&self) -> &[u8] {
-        &self.0
+        self.0.expose_secret()
     }
 
     /// A secret derived from another one (a decoded key, for instance).
     pub fn from_bytes(bytes: Vec<u8>) -> Secret {
-        Secret(bytes)
+        Secret(bytes.into())
     }
 
     #[cfg(test)]
     pub fn from_literal(value: &str) -> Secret {
-        Secret(value.as_bytes().to_vec())
+        Secret::from_bytes(value.as_bytes().to_vec())
     }
 }
+
+/// Configs compare equal when their secrets do (a reload tells what changed); not for checking
+/// a sender's token, which the verifiers compare in constant time.
+impl PartialEq for Secret {
+    fn eq(&self, other: &Secret) -> bool {
+        self.expose() == other.expose()
+    }
+}
+
+impl Eq for Secret {}
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -78,7 +91,7 @@ pub fn resolve(reference: &str) -> Result<(Secret, SecretSource), String> {
             SecretSource::Literal => "a secret is empty".to_string(),
         });
     }
-    Ok((Secret(value), source))
+    Ok((Secret::from_bytes(value), source))
 }
 
 /// The systemd credential `name`: the file of that name in `$CREDENTIALS_DIRECTORY`.
