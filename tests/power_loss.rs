@@ -6,8 +6,10 @@
 //! at a random moment, unmount, power loss, mount, restart. After every restart: every event
 //! ever acknowledged is stored once, at the seq it was acknowledged with; every seq a reader saw
 //! names the same event; and acknowledged ids sent again are duplicates of their first seq.
-//! A destination receives the events meanwhile: at the end, every event acknowledged has been
-//! delivered (at least once) under its seq, whatever the power losses did to its cursor.
+//! A destination receives the events meanwhile, and a consumer pulls them and acknowledges
+//! each page: no power loss moves the consumer's cursor back from a cursor an ack answered, and
+//! at the end every event acknowledged has been delivered and pulled (at least once) under its
+//! seq.
 //! Dedup runs are sealed every 300 keys and sled is checkpointed every MB; every third round
 //! goes on until both happened and ends within 300 ms of them. A second test compacts sled
 //! (copies it afresh and switches to the copy) after every retention pass, every 200 ms.
@@ -20,7 +22,7 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -73,7 +75,7 @@ fn lose_power_under_load(store: &str, logged: &[&str]) {
     let downstream = Stub::start(|_| (200, "text/plain", Vec::new()));
     let config = format!(
         "{}\n[[destination]]\nname = \"down\"\nurl = \"{}/in\"\nsigning_secret = \"{WHSEC}\"\n\
-         ordered = false\nmax_in_flight = 32\n[store]\n{store}\n[limits]\nper_address_rps = 0\n",
+         ordered = false\nmax_in_flight = 32\n[[consumer]]\nname = \"pull\"\n[store]\n{store}\n[limits]\nper_address_rps = 0\n",
         provider("p", "none", &[], "event_id = \"header:X-Id\""),
         downstream.url,
     );
@@ -86,6 +88,9 @@ fn lose_power_under_load(store: &str, logged: &[&str]) {
     // Every ack (id -> seq) and every seq a reader saw (seq -> id), over all rounds.
     let mut acked: HashMap<String, u64> = HashMap::new();
     let mut seen: BTreeMap<u64, String> = BTreeMap::new();
+    // What the consumer pulled (seq -> id), and the highest cursor an ack of it answered.
+    let pulled: Mutex<BTreeMap<u64, String>> = Mutex::default();
+    let cursor = AtomicU64::new(0);
     for round in 0..rounds {
         let load = Load {
             prefix: format!("r{round}-"),
@@ -101,6 +106,8 @@ fn lose_power_under_load(store: &str, logged: &[&str]) {
             }
             let (admin_url, read, stop_reader) = (gw.admin_url.clone(), &read, &stop_reader);
             s.spawn(move || read_events(&admin_url, read, stop_reader));
+            let (admin_url, pulled, cursor) = (gw.admin_url.clone(), &pulled, &cursor);
+            s.spawn(move || pull(&admin_url, pulled, cursor, stop_reader));
             std::thread::sleep(load_for);
             // Every third round goes on until each of `logged` happened, and a little more.
             if round % 3 == 2 {
@@ -134,6 +141,12 @@ fn lose_power_under_load(store: &str, logged: &[&str]) {
         );
         mounted = Some(fs.mount(&data_dir));
         gw.restart();
+        let kept = consumer_cursor(&gw);
+        let answered = cursor.load(Ordering::Relaxed);
+        assert!(
+            kept >= answered,
+            "round {round}: the consumer's cursor went back from {answered} to {kept}"
+        );
 
         for (seq, id) in new_seen {
             if let Some(known) = seen.insert(seq, id.clone()) {
@@ -167,7 +180,21 @@ fn lose_power_under_load(store: &str, logged: &[&str]) {
         acked.len()
     );
     assert_everything_delivered(&downstream, &acked);
-    eprintln!("files at the end: {:?}", fs.sizes());
+    // The consumer pulls the rest, then has every ack.
+    while (1..usize::MAX).contains(&pull_page(&gw.admin_url, &pulled, &cursor)) {}
+    let pulled = pulled.into_inner().unwrap();
+    let missing: Vec<_> = acked
+        .iter()
+        .filter(|(id, seq)| pulled.get(seq) != Some(id))
+        .take(10)
+        .collect();
+    assert!(missing.is_empty(), "never pulled: {missing:?}");
+    let sizes = fs.sizes();
+    eprintln!(
+        "at the end: {} files, {} bytes",
+        sizes.len(),
+        sizes.values().sum::<u64>()
+    );
 }
 
 /// Every ack reaches the destination under its seq, within two minutes.
@@ -212,4 +239,62 @@ fn assert_everything_delivered(downstream: &Stub, acked: &HashMap<String, u64>) 
         acked.len(),
         downstream.calls()
     );
+}
+
+/// The consumer's cursor, as the gateway lists it.
+fn consumer_cursor(gw: &Gateway) -> u64 {
+    let listed = gw.admin_json("/v1/consumers");
+    listed["consumers"][0]["cursor"].as_u64().unwrap()
+}
+
+/// Pulls and acknowledges pages until stopped or the gateway goes away.
+fn pull(
+    admin_url: &str,
+    pulled: &Mutex<BTreeMap<u64, String>>,
+    cursor: &AtomicU64,
+    stop: &AtomicBool,
+) {
+    while !stop.load(Ordering::Relaxed) {
+        if pull_page(admin_url, pulled, cursor) == usize::MAX {
+            break;
+        }
+    }
+}
+
+/// Reads one page of the consumer's events (waiting up to 100 ms for one), records them and
+/// acknowledges the last; returns how many it read (0 also when the gateway answered 503), or
+/// `usize::MAX` when the gateway is gone.
+fn pull_page(admin_url: &str, pulled: &Mutex<BTreeMap<u64, String>>, cursor: &AtomicU64) -> usize {
+    let client = reqwest::blocking::Client::new();
+    let json = |request: reqwest::blocking::RequestBuilder| {
+        let response = request.bearer_auth(common::ADMIN_TOKEN).send().ok()?;
+        let status = response.status().as_u16();
+        let body = response.json::<serde_json::Value>().ok()?;
+        Some((status == 200).then_some(body))
+    };
+    let url = format!("{admin_url}/v1/consumers/pull/events?limit=500&wait_ms=100");
+    let Some(page) = json(client.get(&url)) else {
+        return usize::MAX;
+    };
+    let events = page.as_ref().and_then(|page| page["events"].as_array());
+    let Some(last) = events.and_then(|events| events.last()) else {
+        return 0;
+    };
+    let events = events.unwrap();
+    let mut pulled = pulled.lock().unwrap();
+    for event in events {
+        let seq = event["seq"].as_u64().unwrap();
+        pulled.insert(seq, event["event_id"].as_str().unwrap().to_string());
+    }
+    drop(pulled);
+    let url = format!("{admin_url}/v1/consumers/pull/ack");
+    let ack = serde_json::json!({ "seq": last["seq"] });
+    match json(client.post(&url).json(&ack)) {
+        None => return usize::MAX,
+        Some(Some(answer)) => {
+            cursor.fetch_max(answer["cursor"].as_u64().unwrap(), Ordering::Relaxed);
+        }
+        Some(None) => {}
+    }
+    events.len()
 }

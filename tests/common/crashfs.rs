@@ -57,7 +57,12 @@ impl Mounted {
     /// Unmounts, failing if something still has a file open.
     pub fn unmount(mut self) {
         if let Some(session) = self.session.take() {
-            session.umount_and_join().expect("unmount crashfs");
+            // Now and then (once in a run of 118 rounds here) the session's last read of
+            // /dev/fuse ends in ECONNABORTED rather than ENODEV although the unmount went
+            // through: only a mount still in place is a failure.
+            if let Err(err) = session.umount_and_join() {
+                assert!(!is_mounted(&self.path), "unmount crashfs: {err}");
+            }
         }
     }
 }
@@ -68,6 +73,15 @@ impl Drop for Mounted {
             let _ = session.umount_and_join();
         }
     }
+}
+
+/// Whether something is mounted on `path`.
+fn is_mounted(path: &Path) -> bool {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    let path = path.to_string_lossy();
+    mounts
+        .lines()
+        .any(|line| line.split(' ').nth(1) == Some(path.as_ref()))
 }
 
 /// What one power loss kept, for the test's log.
