@@ -12,6 +12,11 @@
 //!    `accepted` and one `duplicate`, both with the same seq; after JetStream's short
 //!    `Nats-Msg-Id` window, a copy still answers `duplicate`.
 //!
+//! 4. With `sync_interval: always`, every server's store on crashfs (`common/crashfs.rs`): each
+//!    round, every server is killed and loses power at once, as a journaling file system keeps a
+//!    disk (each file keeps a random part of what was written since its last fsync), then
+//!    restarts: nothing acked is lost or moved.
+//!
 //! The tests take one cluster each and run one at a time (they measure stalls).
 #![allow(clippy::unwrap_used)]
 
@@ -22,9 +27,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
-use common::nats::NatsCluster;
+use common::crashfs::{CrashFs, Metadata, Mounted};
+use common::load::{assert_kept, Load};
+use common::nats::{NatsCluster, SyncInterval, CLUSTER_SIZE};
 use common::stub::Stub;
 use common::{provider, sign, toml_str, wait_until, Api, Gateway};
+use rand::Rng;
 
 const SECRET: &str = "whsec_Y2x1c3Rlci1tb2RlLXRlc3Qtc2VjcmV0";
 const STREAM: &str = "HOOKGATE";
@@ -485,4 +493,78 @@ fn a_gateway_started_while_the_cluster_has_no_quorum_waits_for_it() {
             started.elapsed()
         );
     });
+}
+
+/// Rounds of load through one gateway on a cluster whose servers fsync before every ack, each
+/// ended by killing every server and a power loss of all three disks at once.
+#[test]
+fn with_sync_always_a_power_loss_of_every_server_loses_no_acked_event() {
+    let _one = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let disks: Vec<CrashFs> = (0..CLUSTER_SIZE).map(|_| CrashFs::new()).collect();
+    let store = |node: usize| dir.path().join(format!("n{node}"));
+    let mount_all = || -> Vec<Mounted> {
+        (0..CLUSTER_SIZE)
+            .map(|node| {
+                std::fs::create_dir_all(store(node)).unwrap();
+                disks[node].mount(&store(node))
+            })
+            .collect()
+    };
+    let mut mounts = mount_all();
+    let mut cluster = NatsCluster::start_with(dir.path(), SyncInterval::Always);
+    assert_eq!(cluster.dir(), dir.path(), "the cluster started off crashfs");
+    let by_header = format!(
+        "{}\n[limits]\nper_address_rps = 0\n",
+        provider("p", "none", &[], "event_id = \"header:X-Id\"")
+    );
+    let gw = node(&cluster, &by_header);
+    let mut rng = rand::thread_rng();
+    let mut acked: Vec<(String, u64)> = Vec::new();
+    for round in 0..4 {
+        let load = Load {
+            prefix: format!("r{round}-"),
+            ..Load::default()
+        };
+        let load_for = Duration::from_millis(rng.gen_range(500..2000));
+        std::thread::scope(|s| {
+            for thread in 0..4 {
+                let (api, load) = (gw.api(), &load);
+                s.spawn(move || load.run(&api, thread, SETTLE));
+            }
+            std::thread::sleep(load_for);
+            cluster.kill_all();
+            load.stop.store(true, Ordering::Relaxed);
+        });
+        let unexpected = load.unexpected.lock().unwrap().clone();
+        assert!(unexpected.is_empty(), "unexpected answers: {unexpected:?}");
+        let new_acks = load.acked.lock().unwrap().clone();
+        for mounted in mounts.drain(..) {
+            mounted.unmount();
+        }
+        // As ext4 (`data=ordered`) or XFS keep a disk through a power loss. Under stricter
+        // models nats-server 2.15.1 did not come back: with directory changes kept but no data
+        // not fsynced, a node would not start (`raft: snapshot corrupt`); with directories as of
+        // their own fsync, a bucket's replicas did not agree again within a minute.
+        let losses: Vec<_> = disks
+            .iter()
+            .map(|disk| disk.lose_power_with(&mut rng, &[Metadata::Journaled]))
+            .collect();
+        eprintln!(
+            "round {round}: {} acked; power lost: {losses:?}",
+            new_acks.len()
+        );
+        mounts = mount_all();
+        cluster.restart_all();
+        wait_recovered(&cluster, &[&gw]);
+        acked.extend(new_acks);
+        assert_kept(
+            &gw.ids_by_seq(),
+            acked.iter().map(|(id, seq)| (id.as_str(), *seq)),
+            &BTreeMap::new(),
+            &format!("round {round}, after a power loss of every server"),
+        );
+    }
+    assert!(acked.len() >= 100, "only {} acks", acked.len());
+    drop(cluster);
 }

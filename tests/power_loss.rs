@@ -1,6 +1,7 @@
 //! Power losses, simulated: the data dir on crashfs (`common/crashfs.rs`), a file system in
 //! memory that forgets at each power loss whatever was not synced (a random part of the writes
-//! since each file's last fsync, and either every directory entry not synced or none).
+//! since each file's last fsync; directories as of their own last fsync, or of the last fsync of
+//! anything, as a journaling file system keeps them, or whole).
 //!
 //! Each round: load from 8 threads (unique ids) and a reader paging through `/v1/events`, SIGKILL
 //! at a random moment, unmount, power loss, mount, restart. After every restart: every event

@@ -8,10 +8,13 @@
 //!   truncations after it are pending; at a power loss each file keeps none of them, all of
 //!   them, or any subset of their 4 KiB pieces (chosen at random per file), applied in order:
 //!   the kernel writes dirty pages back in no promised order, and a power loss stops it anywhere.
-//! - A directory's entries are durable at its last `fsync`. At a power loss, either every
-//!   directory keeps only its durable entries (a file created, renamed or removed since is
-//!   back as it was: strict POSIX), or every directory keeps its live entries (a journaling file
-//!   system that committed its metadata): one or the other per power loss, at random.
+//! - Directories, one of three ways per power loss ([`Metadata`]): each keeps only the entries
+//!   it had at its own last `fsync` (strict POSIX: a file created, renamed or removed since is
+//!   back as it was); or every directory keeps the entries it had at the last `fsync` of any
+//!   file or directory, and every file the bytes it had appended by then (a journaling file
+//!   system such as ext4 in its default `data=ordered` mode, whose fsync commits every metadata
+//!   change made before it, after the data of the blocks those changes allocate); or every
+//!   directory keeps its live entries.
 //!
 //! A crash test mounts it, runs the program, kills it, unmounts, calls
 //! [`CrashFs::lose_power`], and mounts it again.
@@ -84,11 +87,23 @@ fn is_mounted(path: &Path) -> bool {
         .any(|line| line.split(' ').nth(1) == Some(path.as_ref()))
 }
 
+/// What directories keep at a power loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Metadata {
+    /// The entries of each at its own last `fsync`.
+    #[default]
+    Synced,
+    /// The entries, and the bytes files had appended, at the last `fsync` of anything (a
+    /// journaling file system, ext4's `data=ordered`).
+    Journaled,
+    /// Every entry.
+    Live,
+}
+
 /// What one power loss kept, for the test's log.
 #[derive(Debug, Default)]
 pub struct Loss {
-    /// Directories reverted to their synced entries (false: live entries kept).
-    pub strict_metadata: bool,
+    pub metadata: Metadata,
     /// Files with writes pending that kept none, some, all of them.
     pub files_kept_none: usize,
     pub files_kept_some: usize,
@@ -130,11 +145,20 @@ impl CrashFs {
     }
 
     /// Simulates a power loss (call it unmounted): every file and directory becomes what the
-    /// disk could hold afterwards, chosen with `rng`.
+    /// disk could hold afterwards, chosen with `rng` (directories in any of the [`Metadata`]
+    /// ways).
     pub fn lose_power(&self, rng: &mut impl Rng) -> Loss {
+        self.lose_power_with(
+            rng,
+            &[Metadata::Synced, Metadata::Journaled, Metadata::Live],
+        )
+    }
+
+    /// [`CrashFs::lose_power`], with directories kept in one of the `metadata` ways.
+    pub fn lose_power_with(&self, rng: &mut impl Rng, metadata: &[Metadata]) -> Loss {
         let mut state = self.state.lock().unwrap();
         let mut loss = Loss {
-            strict_metadata: rng.gen_bool(0.5),
+            metadata: metadata[rng.gen_range(0..metadata.len())],
             ..Loss::default()
         };
         let mut inos: Vec<u64> = state.nodes.keys().copied().collect();
@@ -142,15 +166,21 @@ impl CrashFs {
         for ino in inos {
             match state.nodes.get_mut(&ino).unwrap() {
                 Node::Dir(dir) => {
-                    if loss.strict_metadata {
-                        dir.live = dir.durable.clone();
-                    } else {
-                        dir.durable = dir.live.clone();
-                    }
+                    dir.live = match loss.metadata {
+                        Metadata::Synced => dir.durable.clone(),
+                        Metadata::Journaled => dir.journaled.clone(),
+                        Metadata::Live => dir.live.clone(),
+                    };
+                    dir.durable = dir.live.clone();
+                    dir.journaled = dir.live.clone();
                 }
-                Node::File(file) => file.lose_power(rng, &mut loss),
+                Node::File(file) => {
+                    file.lose_power(rng, loss.metadata, &mut loss);
+                    file.open = 0;
+                }
             }
         }
+        state.collect_garbage();
         loss
     }
 
@@ -196,6 +226,13 @@ struct FileNode {
     live: Vec<u8>,
     /// What the disk holds for sure.
     durable: Vec<u8>,
+    /// What a journaling file system holds for sure: `durable` cut or grown to `journaled_len`
+    /// (the size at the last `fsync` of anything), `journaled_tail` being the bytes past
+    /// `durable`'s end. A tail, not a copy: a copy per fsync costs the whole file each time.
+    journaled_len: usize,
+    journaled_tail: Vec<u8>,
+    /// Open handles: an unlinked file's bytes are kept while it is open.
+    open: u32,
     /// The changes since the last sync, in order.
     pending: Vec<Change>,
     perm: u16,
@@ -209,7 +246,10 @@ enum Change {
 
 struct DirNode {
     live: BTreeMap<OsString, u64>,
+    /// The entries at this directory's last `fsync`.
     durable: BTreeMap<OsString, u64>,
+    /// The entries at the last `fsync` of any file or directory.
+    journaled: BTreeMap<OsString, u64>,
     perm: u16,
 }
 
@@ -218,6 +258,7 @@ impl Node {
         Node::Dir(DirNode {
             live: BTreeMap::new(),
             durable: BTreeMap::new(),
+            journaled: BTreeMap::new(),
             perm,
         })
     }
@@ -226,6 +267,9 @@ impl Node {
         Node::File(FileNode {
             live: Vec::new(),
             durable: Vec::new(),
+            journaled_len: 0,
+            journaled_tail: Vec::new(),
+            open: 0,
             pending: Vec::new(),
             perm,
             mtime: SystemTime::now(),
@@ -289,14 +333,42 @@ impl FileNode {
         for change in self.pending.drain(..) {
             apply(&mut self.durable, &change);
         }
+        self.journaled_len = self.durable.len();
+        self.journaled_tail.clear();
     }
 
-    fn lose_power(&mut self, rng: &mut impl Rng, loss: &mut Loss) {
+    /// A journal commit: the file's new size, with the bytes of the blocks it allocated.
+    fn commit_size(&mut self) {
+        let (base, old, new) = (self.durable.len(), self.journaled_len, self.live.len());
+        if new > old {
+            let from = old.max(base);
+            if old < base {
+                self.journaled_tail.clear();
+            }
+            self.journaled_tail.extend_from_slice(&self.live[from..new]);
+        } else {
+            self.journaled_tail.truncate(new.saturating_sub(base));
+        }
+        self.journaled_len = new;
+    }
+
+    /// What a journaling file system holds for sure.
+    fn journaled(&self) -> Vec<u8> {
+        let mut bytes = self.durable.clone();
+        bytes.truncate(self.journaled_len);
+        bytes.extend_from_slice(&self.journaled_tail);
+        bytes
+    }
+
+    fn lose_power(&mut self, rng: &mut impl Rng, metadata: Metadata, loss: &mut Loss) {
         if self.pending.is_empty() {
             return;
         }
         let pending = std::mem::take(&mut self.pending);
-        let mut disk = std::mem::take(&mut self.durable);
+        let mut disk = match metadata {
+            Metadata::Journaled => self.journaled(),
+            Metadata::Synced | Metadata::Live => std::mem::take(&mut self.durable),
+        };
         match rng.gen_range(0..3) {
             0 => {
                 loss.files_kept_none += 1;
@@ -330,6 +402,8 @@ impl FileNode {
         }
         self.live = disk.clone();
         self.durable = disk;
+        self.journaled_len = self.durable.len();
+        self.journaled_tail.clear();
     }
 }
 
@@ -421,6 +495,51 @@ impl State {
         self.attr(ino)
     }
 
+    /// A journaling file system's fsync: every directory's entries so far are committed, and
+    /// every file's size with the data of the blocks it allocated.
+    fn journal(&mut self) {
+        let mut dropped = false;
+        for node in self.nodes.values_mut() {
+            match node {
+                Node::Dir(dir) => {
+                    if dir.journaled != dir.live {
+                        dropped |= dir
+                            .journaled
+                            .values()
+                            .any(|ino| !dir.live.values().any(|live| live == ino));
+                        dir.journaled = dir.live.clone();
+                    }
+                }
+                Node::File(file) => file.commit_size(),
+            }
+        }
+        if dropped {
+            self.collect_garbage();
+        }
+    }
+
+    /// Forgets every file and directory that no power loss could bring back and nothing holds
+    /// open: those not reachable from the root through any directory's live, synced or
+    /// journaled entries. Without it, the copies a program writes and removes would add up.
+    fn collect_garbage(&mut self) {
+        let mut reachable = std::collections::HashSet::from([INodeNo::ROOT.0]);
+        let mut stack = vec![INodeNo::ROOT.0];
+        while let Some(ino) = stack.pop() {
+            if let Some(Node::Dir(dir)) = self.nodes.get(&ino) {
+                for entries in [&dir.live, &dir.durable, &dir.journaled] {
+                    for &child in entries.values() {
+                        if reachable.insert(child) {
+                            stack.push(child);
+                        }
+                    }
+                }
+            }
+        }
+        self.nodes.retain(|ino, node| {
+            reachable.contains(ino) || matches!(node, Node::File(file) if file.open > 0)
+        });
+    }
+
     fn is_empty_dir(&self, ino: u64) -> bool {
         matches!(self.nodes.get(&ino), Some(Node::Dir(dir)) if dir.live.is_empty())
     }
@@ -439,6 +558,7 @@ impl State {
             _ => {}
         }
         self.dir(parent)?.live.remove(name);
+        self.collect_garbage();
         Ok(())
     }
 
@@ -474,6 +594,9 @@ impl State {
         self.dir(new_parent)?
             .live
             .insert(new_name.to_os_string(), ino);
+        if target.is_some_and(|target| target != ino) {
+            self.collect_garbage();
+        }
         Ok(())
     }
 }
@@ -585,11 +708,35 @@ impl Filesystem for Served {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.state().attr(ino.0) {
+        let mut state = self.state();
+        if let Ok(file) = state.file(ino) {
+            file.open += 1;
+        }
+        match state.attr(ino.0) {
             // No page cache: every read and write reaches this file system.
             Ok(_) => reply.opened(FileHandle(0), FopenFlags::FOPEN_DIRECT_IO),
             Err(err) => reply.error(err),
         }
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        let mut state = self.state();
+        if let Ok(file) = state.file(ino) {
+            file.open = file.open.saturating_sub(1);
+        }
+        if state.file(ino).is_ok_and(|file| file.open == 0) {
+            state.collect_garbage();
+        }
+        reply.ok();
     }
 
     fn create(
@@ -602,10 +749,11 @@ impl Filesystem for Served {
         _flags: i32,
         reply: ReplyCreate,
     ) {
-        match self
-            .state()
-            .add(parent, name, Node::file(perm(mode, umask)))
-        {
+        let mut file = Node::file(perm(mode, umask));
+        if let Node::File(file) = &mut file {
+            file.open = 1;
+        }
+        match self.state().add(parent, name, file) {
             Ok(attr) => reply.created(
                 &TTL,
                 &attr,
@@ -678,9 +826,11 @@ impl Filesystem for Served {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.state().file(ino) {
+        let mut state = self.state();
+        match state.file(ino) {
             Ok(file) => {
                 file.sync();
+                state.journal();
                 reply.ok();
             }
             Err(err) => reply.error(err),
@@ -728,9 +878,12 @@ impl Filesystem for Served {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.state().dir(ino) {
+        let mut state = self.state();
+        match state.dir(ino) {
             Ok(dir) => {
                 dir.durable = dir.live.clone();
+                state.journal();
+                state.collect_garbage();
                 reply.ok();
             }
             Err(err) => reply.error(err),
