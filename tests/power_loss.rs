@@ -76,7 +76,8 @@ fn lose_power_under_load(store: &str, logged: &[&str]) {
     let downstream = Stub::start(|_| (200, "text/plain", Vec::new()));
     let config = format!(
         "{}\n[[destination]]\nname = \"down\"\nurl = \"{}/in\"\nsigning_secret = \"{WHSEC}\"\n\
-         ordered = false\nmax_in_flight = 32\n[[consumer]]\nname = \"pull\"\n[store]\n{store}\n[limits]\nper_address_rps = 0\n",
+         ordered = false\nmax_in_flight = 32\n[[consumer]]\nname = \"pull\"\n\
+         [store]\n{store}\n[limits]\nper_address_rps = 0\n",
         provider("p", "none", &[], "event_id = \"header:X-Id\""),
         downstream.url,
     );
