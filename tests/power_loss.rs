@@ -13,7 +13,8 @@
 //! seq.
 //! Dedup runs are sealed every 300 keys and sled is checkpointed every MB; every third round
 //! goes on until both happened and ends within 300 ms of them. A second test compacts sled
-//! (copies it afresh and switches to the copy) after every retention pass, every 200 ms.
+//! (copies it afresh and switches to the copy) after every retention pass, every 200 ms. A
+//! third has the file system fail an fdatasync with EIO under load.
 //!
 //! `HOOKGATE_POWER_LOSSES` sets the number of rounds (default 12); `HOOKGATE_POWER_LOSS_SEED`
 //! replays a run's choices (how long each round runs, what each power loss keeps; the moment
@@ -58,6 +59,57 @@ fn no_acknowledged_event_is_lost_to_a_power_loss_during_compactions() {
         "checkpoint_mb = 1\ncompact_ratio = 1.0\ncompact_min_mb = 0\nsweep_interval = \"200ms\"",
         &["Store compacted"],
     );
+}
+
+/// The file system fails an fdatasync of sled's log under load (EIO, the unwritten pages
+/// dropped as Linux drops them, while reads still see them): the gateway exits non-zero, naming
+/// the failed fsync, and after a power loss and a restart every event it acknowledged is there.
+/// An ack given on top of the failed sync would be lost by then.
+#[test]
+fn an_fsync_failed_by_the_file_system_stops_the_gateway_and_costs_no_ack() {
+    let root = tempfile::tempdir().unwrap();
+    let data_dir = root.path().join("data");
+    std::fs::create_dir(&data_dir).unwrap();
+    let fs = CrashFs::new();
+    let mounted = fs.mount(&data_dir);
+    let config = format!(
+        "{}\n[limits]\nper_address_rps = 0\n",
+        provider("p", "none", &[], "event_id = \"header:X-Id\"")
+    );
+    let mut gw = Gateway::builder()
+        .config(&config)
+        .data_dir(&data_dir)
+        .start();
+    let load = Load::default();
+    let mut status = None;
+    std::thread::scope(|s| {
+        for thread in 0..8 {
+            let (api, load) = (gw.api(), &load);
+            s.spawn(move || load.run(&api, thread, Duration::from_secs(60)));
+        }
+        wait_until(Duration::from_secs(30), "acks before the fault", || {
+            load.acked_count() >= 200
+        });
+        fs.fail_next_fsync_of("db");
+        status = Some(gw.wait_exit(Duration::from_secs(20)));
+        load.stop.store(true, Ordering::Relaxed);
+    });
+    let status = status.unwrap();
+    assert!(!status.success(), "the gateway exited {status:?} after EIO");
+    assert!(
+        gw.logs().contains("fdatasync"),
+        "the log does not name the failed fsync; stderr:\n{}",
+        gw.logs()
+    );
+    let unexpected = load.unexpected.lock().unwrap().clone();
+    assert!(unexpected.is_empty(), "unexpected answers: {unexpected:?}");
+
+    mounted.unmount();
+    let loss = fs.lose_power(&mut rand::thread_rng());
+    eprintln!("{} acked; power lost: {loss:?}", load.acked_count());
+    let _mounted = fs.mount(&data_dir);
+    gw.restart();
+    load.assert_all_stored(&gw);
 }
 
 /// Rounds of load, SIGKILL and power loss with `store` as the `[store]` table; every third

@@ -121,6 +121,7 @@ impl CrashFs {
             state: Arc::new(Mutex::new(State {
                 nodes,
                 next_ino: INodeNo::ROOT.0 + 1,
+                failing: None,
             })),
         }
     }
@@ -184,6 +185,21 @@ impl CrashFs {
         loss
     }
 
+    /// Makes the next `fsync` of the file `name` (in the root directory) fail with EIO as a
+    /// failing disk's would, after dropping what was written since its last sync: Linux marks
+    /// the pages it could not write clean, so a retried fsync succeeds with the data gone (it is
+    /// gone at the next power loss; reads see it until then).
+    pub fn fail_next_fsync_of(&self, name: &str) {
+        let mut state = self.state.lock().unwrap();
+        let ino = state
+            .dir(INodeNo::ROOT)
+            .unwrap()
+            .live
+            .get(OsStr::new(name))
+            .copied();
+        state.failing = Some(ino.unwrap_or_else(|| panic!("no file {name} to fail")));
+    }
+
     /// The live size of every file, by path, for a test's log.
     pub fn sizes(&self) -> BTreeMap<String, u64> {
         let state = self.state.lock().unwrap();
@@ -214,6 +230,8 @@ impl Default for CrashFs {
 struct State {
     nodes: HashMap<u64, Node>,
     next_ino: u64,
+    /// A file whose next `fsync` fails.
+    failing: Option<u64>,
 }
 
 enum Node {
@@ -827,7 +845,14 @@ impl Filesystem for Served {
         reply: ReplyEmpty,
     ) {
         let mut state = self.state();
+        let fails = state.failing == Some(ino.0);
         match state.file(ino) {
+            Ok(file) if fails => {
+                // Reads still see the bytes (clean pages in the cache) until a power loss.
+                file.pending.clear();
+                state.failing = None;
+                reply.error(Errno::EIO);
+            }
             Ok(file) => {
                 file.sync();
                 state.journal();
