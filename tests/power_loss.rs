@@ -14,7 +14,8 @@
 //! Dedup runs are sealed every 300 keys and sled is checkpointed every MB; every third round
 //! goes on until both happened and ends within 300 ms of them. A second test compacts sled
 //! (copies it afresh and switches to the copy) after every retention pass, every 200 ms. A
-//! third has the file system fail an fdatasync with EIO under load.
+//! third and a fourth have the file system fail an fdatasync with EIO under load, of sled's log
+//! and of the checkpoint journal.
 //!
 //! `HOOKGATE_POWER_LOSSES` sets the number of rounds (default 12); `HOOKGATE_POWER_LOSS_SEED`
 //! replays a run's choices (how long each round runs, what each power loss keeps; the moment
@@ -66,19 +67,45 @@ fn no_acknowledged_event_is_lost_to_a_power_loss_during_compactions() {
 /// the failed fsync, and after a power loss and a restart every event it acknowledged is there.
 /// An ack given on top of the failed sync would be lost by then.
 #[test]
-fn an_fsync_failed_by_the_file_system_stops_the_gateway_and_costs_no_ack() {
+fn an_fsync_of_the_log_failed_by_the_file_system_stops_the_gateway_and_costs_no_ack() {
+    let logged = fail_an_fsync_under_load("db", "", &[], |_, load| load.acked_count() >= 200);
+    assert!(logged.contains("fdatasync"), "no word of the failed fsync");
+}
+
+/// The same with the checkpoint journal's fdatasync failing while sled is closed for a
+/// checkpoint (held 3 s longer by the test hook) and events are acknowledged from the journal.
+#[test]
+fn an_fsync_of_the_checkpoint_journal_failed_by_the_file_system_stops_the_gateway() {
+    let slow = [("HOOKGATE_TEST_SLOW_CHECKPOINT_MS", "3000")];
+    let logged = fail_an_fsync_under_load("journal", "checkpoint_mb = 1", &slow, |gw, _| {
+        gw.metric("hookgate_store_journaled_events_total", &[])
+            .is_some_and(|journaled| journaled >= 50.0)
+    });
+    assert!(logged.contains("journal"), "no word of the journal");
+}
+
+/// Load until `ready`, then the next fsync of `file` (in the data dir) fails: the gateway exits
+/// non-zero; after a power loss and a restart every ack is stored. Returns what the gateway
+/// logged.
+fn fail_an_fsync_under_load(
+    file: &str,
+    store: &str,
+    env: &[(&str, &str)],
+    ready: impl Fn(&Gateway, &Load) -> bool,
+) -> String {
     let root = tempfile::tempdir().unwrap();
     let data_dir = root.path().join("data");
     std::fs::create_dir(&data_dir).unwrap();
     let fs = CrashFs::new();
     let mounted = fs.mount(&data_dir);
     let config = format!(
-        "{}\n[limits]\nper_address_rps = 0\n",
+        "{}\n[store]\n{store}\n[limits]\nper_address_rps = 0\n",
         provider("p", "none", &[], "event_id = \"header:X-Id\"")
     );
-    let mut gw = Gateway::builder()
-        .config(&config)
-        .data_dir(&data_dir)
+    let builder = Gateway::builder().config(&config).data_dir(&data_dir);
+    let mut gw = env
+        .iter()
+        .fold(builder, |builder, (name, value)| builder.env(name, value))
         .start();
     let load = Load::default();
     let mut status = None;
@@ -87,20 +114,16 @@ fn an_fsync_failed_by_the_file_system_stops_the_gateway_and_costs_no_ack() {
             let (api, load) = (gw.api(), &load);
             s.spawn(move || load.run(&api, thread, Duration::from_secs(60)));
         }
-        wait_until(Duration::from_secs(30), "acks before the fault", || {
-            load.acked_count() >= 200
+        wait_until(Duration::from_secs(40), "the moment to fail", || {
+            ready(&gw, &load)
         });
-        fs.fail_next_fsync_of("db");
+        fs.fail_next_fsync_of(file);
         status = Some(gw.wait_exit(Duration::from_secs(20)));
         load.stop.store(true, Ordering::Relaxed);
     });
     let status = status.unwrap();
     assert!(!status.success(), "the gateway exited {status:?} after EIO");
-    assert!(
-        gw.logs().contains("fdatasync"),
-        "the log does not name the failed fsync; stderr:\n{}",
-        gw.logs()
-    );
+    let logged = gw.logs();
     let unexpected = load.unexpected.lock().unwrap().clone();
     assert!(unexpected.is_empty(), "unexpected answers: {unexpected:?}");
 
@@ -110,6 +133,7 @@ fn an_fsync_failed_by_the_file_system_stops_the_gateway_and_costs_no_ack() {
     let _mounted = fs.mount(&data_dir);
     gw.restart();
     load.assert_all_stored(&gw);
+    logged
 }
 
 /// Rounds of load, SIGKILL and power loss with `store` as the `[store]` table; every third
