@@ -2,8 +2,8 @@
 //! mounts with mount(2) directly as root), and able to forget, at a simulated power loss, what
 //! was never synced, the way a disk with a volatile cache may.
 //!
-//! The model, stricter than any real file system, so that only what a program made durable on
-//! purpose survives:
+//! The model, at least as forgetful as a real file system, so that only what a program made
+//! durable on purpose is sure to survive:
 //! - A file's bytes are durable up to its last `fsync` or `fdatasync`. The writes and
 //!   truncations after it are pending; at a power loss each file keeps none of them, all of
 //!   them, or any subset of their 4 KiB pieces (chosen at random per file), applied in order:
@@ -17,7 +17,9 @@
 //!   directory keeps its live entries.
 //!
 //! A crash test mounts it, runs the program, kills it, unmounts, calls
-//! [`CrashFs::lose_power`], and mounts it again.
+//! [`CrashFs::lose_power`] (or [`CrashFs::lose_power_with`] one directory model), and mounts it
+//! again. [`CrashFs::fail_next_fsync_of`] makes a file's next fsync fail with EIO, as a failing
+//! disk's does.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, HashMap};
