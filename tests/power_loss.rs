@@ -14,8 +14,8 @@
 //! Dedup runs are sealed every 300 keys and sled is checkpointed every MB; every third round
 //! goes on until both happened and ends within 300 ms of them. A second test compacts sled
 //! (copies it afresh and switches to the copy) after every retention pass, every 200 ms. A
-//! third and a fourth have the file system fail an fdatasync with EIO under load, of sled's log
-//! and of the checkpoint journal.
+//! third, fourth and fifth have the file system fail an fsync with EIO under load: of sled's
+//! log, of the checkpoint journal, and of the pointer a compaction writes to switch copies.
 //!
 //! `HOOKGATE_POWER_LOSSES` sets the number of rounds (default 12); `HOOKGATE_POWER_LOSS_SEED`
 //! replays a run's choices (how long each round runs, what each power loss keeps; the moment
@@ -82,6 +82,21 @@ fn an_fsync_of_the_checkpoint_journal_failed_by_the_file_system_stops_the_gatewa
             .is_some_and(|journaled| journaled >= 50.0)
     });
     assert!(logged.contains("journal"), "no word of the journal");
+}
+
+/// The same with the fsync of `current.new` failing as a compaction makes its copy the live
+/// store (sled compacted after every sweep, every 200 ms).
+#[test]
+fn an_fsync_of_the_pointer_to_a_compacted_copy_failed_by_the_file_system_stops_the_gateway() {
+    let store = "compact_ratio = 1.0\ncompact_min_mb = 0\nsweep_interval = \"200ms\"";
+    let logged = fail_an_fsync_under_load("current.new", store, &[], |gw, _| {
+        gw.metric("hookgate_store_compactions_total", &[])
+            .is_some_and(|compactions| compactions >= 1.0)
+    });
+    assert!(
+        logged.contains("cannot tell which copy of it is current"),
+        "no word of the store's pointer"
+    );
 }
 
 /// Load until `ready`, then the next fsync of `file` (in the data dir) fails: the gateway exits

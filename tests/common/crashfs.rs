@@ -187,19 +187,12 @@ impl CrashFs {
         loss
     }
 
-    /// Makes the next `fsync` of the file `name` (in the root directory) fail with EIO as a
-    /// failing disk's would, after dropping what was written since its last sync: Linux marks
-    /// the pages it could not write clean, so a retried fsync succeeds with the data gone (it is
-    /// gone at the next power loss; reads see it until then).
+    /// Makes the next `fsync` of a file named `name` in the root directory (now, or created
+    /// later) fail with EIO as a failing disk's would, after dropping what was written since its
+    /// last sync: Linux marks the pages it could not write clean, so a retried fsync succeeds
+    /// with the data gone (it is gone at the next power loss; reads see it until then).
     pub fn fail_next_fsync_of(&self, name: &str) {
-        let mut state = self.state.lock().unwrap();
-        let ino = state
-            .dir(INodeNo::ROOT)
-            .unwrap()
-            .live
-            .get(OsStr::new(name))
-            .copied();
-        state.failing = Some(ino.unwrap_or_else(|| panic!("no file {name} to fail")));
+        self.state.lock().unwrap().failing = Some(name.into());
     }
 
     /// The live size of every file, by path, for a test's log.
@@ -232,8 +225,8 @@ impl Default for CrashFs {
 struct State {
     nodes: HashMap<u64, Node>,
     next_ino: u64,
-    /// A file whose next `fsync` fails.
-    failing: Option<u64>,
+    /// The name (in the root directory) of a file whose next `fsync` fails.
+    failing: Option<OsString>,
 }
 
 enum Node {
@@ -847,7 +840,10 @@ impl Filesystem for Served {
         reply: ReplyEmpty,
     ) {
         let mut state = self.state();
-        let fails = state.failing == Some(ino.0);
+        let fails = state.failing.as_ref().is_some_and(|name| {
+            let root = state.nodes.get(&INodeNo::ROOT.0);
+            matches!(root, Some(Node::Dir(root)) if root.live.get(name) == Some(&ino.0))
+        });
         match state.file(ino) {
             Ok(file) if fails => {
                 // Reads still see the bytes (clean pages in the cache) until a power loss.
