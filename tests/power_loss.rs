@@ -30,7 +30,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::crashfs::CrashFs;
-use common::load::{assert_kept, read_events, Load};
+use common::load::{assert_kept, missing, read_events, Load};
 use common::stub::Stub;
 use common::{provider, sign, wait_until, Gateway};
 use rand::rngs::StdRng;
@@ -276,12 +276,12 @@ fn lose_power_under_load(store: &str, logged: &[&str]) {
     // The consumer pulls the rest, then has every ack.
     while (1..usize::MAX).contains(&pull_page(&gw.admin_url, &pulled, &cursor)) {}
     let pulled = pulled.into_inner().unwrap();
-    let missing: Vec<_> = acked
-        .iter()
-        .filter(|(id, seq)| pulled.get(seq) != Some(id))
-        .take(10)
-        .collect();
-    assert!(missing.is_empty(), "never pulled: {missing:?}");
+    let never = missing(acked.iter().map(|(id, seq)| (id.as_str(), *seq)), &pulled);
+    assert!(
+        never.is_empty(),
+        "never pulled: {:?}",
+        &never[..never.len().min(10)]
+    );
     let sizes = fs.sizes();
     eprintln!(
         "at the end: {} files, {} bytes",
@@ -292,7 +292,7 @@ fn lose_power_under_load(store: &str, logged: &[&str]) {
 
 /// Every ack reaches the destination under its seq, within two minutes.
 fn assert_everything_delivered(downstream: &Stub, acked: &HashMap<String, u64>) {
-    let delivered = || -> HashMap<u64, String> {
+    let delivered = || -> BTreeMap<u64, String> {
         downstream
             .requests()
             .iter()
@@ -303,18 +303,12 @@ fn assert_everything_delivered(downstream: &Stub, acked: &HashMap<String, u64>) 
             })
             .collect()
     };
-    let missing = |delivered: &HashMap<u64, String>| -> Vec<String> {
-        let mut missing: Vec<String> = acked
-            .iter()
-            .filter(|(id, seq)| delivered.get(seq) != Some(id))
-            .map(|(id, seq)| format!("{id} (seq {seq}): {:?}", delivered.get(seq)))
-            .collect();
-        missing.sort();
-        missing
-    };
     let deadline = Instant::now() + Duration::from_secs(120);
     let missing = loop {
-        let missing = missing(&delivered());
+        let missing = missing(
+            acked.iter().map(|(id, seq)| (id.as_str(), *seq)),
+            &delivered(),
+        );
         if missing.is_empty() || Instant::now() > deadline {
             break missing;
         }

@@ -158,12 +158,7 @@ pub fn assert_kept<'a>(
         }
     }
     let acked: Vec<(&str, u64)> = acked.into_iter().collect();
-    let mut lost: Vec<String> = acked
-        .iter()
-        .filter(|(id, seq)| stored.get(seq).map(String::as_str) != Some(*id))
-        .map(|(id, seq)| format!("{id} acked as {seq}, stored {:?}", stored.get(seq)))
-        .collect();
-    lost.sort();
+    let lost = missing(acked.iter().copied(), stored);
     assert!(
         lost.is_empty(),
         "{context}: {} of {} acks lost or moved: {:?}",
@@ -183,4 +178,19 @@ pub fn assert_kept<'a>(
         seen.len(),
         &changed[..changed.len().min(10)]
     );
+}
+
+/// The acks (event id, seq) that `found` (event ids by seq: stored, delivered, pulled) does not
+/// hold at their seq, each with what it holds there, sorted.
+pub fn missing<'a>(
+    acked: impl IntoIterator<Item = (&'a str, u64)>,
+    found: &BTreeMap<u64, String>,
+) -> Vec<String> {
+    let mut missing: Vec<String> = acked
+        .into_iter()
+        .filter(|(id, seq)| found.get(seq).map(String::as_str) != Some(*id))
+        .map(|(id, seq)| format!("{id} acked as {seq}, found {:?}", found.get(&seq)))
+        .collect();
+    missing.sort();
+    missing
 }
