@@ -145,9 +145,11 @@ fn fail_an_fsync_under_load(
     mounted.unmount();
     let loss = fs.lose_power(&mut rand::thread_rng());
     eprintln!("{} acked; power lost: {loss:?}", load.acked_count());
-    let _mounted = fs.mount(&data_dir);
+    let mounted = fs.mount(&data_dir);
     gw.restart();
     load.assert_all_stored(&gw);
+    gw.kill();
+    mounted.unmount();
     logged
 }
 
