@@ -186,7 +186,11 @@ fn lose_power_under_load(store: &str, logged: &[&str]) {
     // What the consumer pulled (seq -> id), and the highest cursor an ack of it answered.
     let pulled: Mutex<BTreeMap<u64, String>> = Mutex::default();
     let cursor = AtomicU64::new(0);
+    // Rounds in which the reader saw seqs newer than every ack of the rounds before.
+    let mut rounds_read_at_the_tail = 0;
     for round in 0..rounds {
+        // The reader starts a little behind the tail, where seqs are still being made durable.
+        let tail = acked.values().copied().max().unwrap_or(0);
         let load = Load {
             prefix: format!("r{round}-"),
             ..Load::default()
@@ -200,7 +204,7 @@ fn lose_power_under_load(store: &str, logged: &[&str]) {
                 s.spawn(move || load.run(&api, thread, Duration::from_secs(60)));
             }
             let (admin_url, read, stop_reader) = (gw.admin_url.clone(), &read, &stop_reader);
-            s.spawn(move || read_events(&admin_url, read, stop_reader));
+            s.spawn(move || read_events(&admin_url, tail.saturating_sub(50), read, stop_reader));
             let (admin_url, pulled, cursor) = (gw.admin_url.clone(), &pulled, &cursor);
             s.spawn(move || pull(&admin_url, pulled, cursor, stop_reader));
             std::thread::sleep(load_for);
@@ -226,11 +230,14 @@ fn lose_power_under_load(store: &str, logged: &[&str]) {
         assert!(unexpected.is_empty(), "unexpected answers: {unexpected:?}");
         let new_acks = load.acked.lock().unwrap().clone();
         let new_seen = read.into_inner().unwrap();
+        let read_at_the_tail = new_seen.range(tail + 1..).count();
+        rounds_read_at_the_tail += usize::from(read_at_the_tail > 0);
 
         mounted.take().unwrap().unmount();
         let loss = fs.lose_power(&mut rng);
         eprintln!(
-            "round {round}: {} acked, {} seqs read in {load_for:?}; power lost: {loss:?}",
+            "round {round}: {} acked, {} seqs read ({read_at_the_tail} new) in {load_for:?}; \
+             power lost: {loss:?}",
             new_acks.len(),
             new_seen.len()
         );
@@ -273,6 +280,10 @@ fn lose_power_under_load(store: &str, logged: &[&str]) {
         acked.len() as u64 >= 50 * rounds,
         "only {} acks in {rounds} rounds",
         acked.len()
+    );
+    assert!(
+        rounds_read_at_the_tail as u64 * 2 >= rounds,
+        "the reader read new seqs in only {rounds_read_at_the_tail} of {rounds} rounds"
     );
     assert_everything_delivered(&downstream, &acked);
     // The consumer pulls the rest, then has every ack.

@@ -316,7 +316,7 @@ fn assert_seqs_survive_sigkill(
             s.spawn(move || load.run(&api, thread, load_for + Duration::from_secs(75)));
         }
         let (admin_url, seen, stop_reader) = (gw.admin_url.clone(), &seen, &stop_reader);
-        let reader = s.spawn(move || read_events(&admin_url, seen, stop_reader));
+        let reader = s.spawn(move || read_events(&admin_url, 0, seen, stop_reader));
         std::thread::sleep(load_for);
         // On a slow machine, the load may need longer to commit enough for the checkpoints.
         for &(metric, least) in at_least {

@@ -95,10 +95,11 @@ impl Load {
     }
 }
 
-/// Polls `/v1/events` through the admin API, mostly at the tail, recording every seq's event
-/// id, until the gateway goes away. Returns the number of pages read.
+/// Polls `/v1/events` through the admin API from seq `after` on, mostly at the tail, recording
+/// every seq's event id, until the gateway goes away. Returns the number of pages read.
 pub fn read_events(
     admin_url: &str,
+    mut after: u64,
     seen: &Mutex<BTreeMap<u64, String>>,
     stop: &AtomicBool,
 ) -> usize {
@@ -107,7 +108,6 @@ pub fn read_events(
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap();
-    let mut after = 0u64;
     let mut pages = 0;
     while !stop.load(Ordering::Relaxed) {
         let url = format!("{admin_url}/v1/events?after={after}&limit=1000");
