@@ -154,9 +154,13 @@ fn a_failed_fsync_stops_the_gateway_before_any_later_ack() {
 type Acked = Vec<(String, u64, Vec<u8>)>;
 
 /// Runs a gateway, posts events (small and large), stops it gracefully, and returns a copy of
-/// its data dir and what was acked.
+/// its data dir and what was acked. Dedup runs are sealed every 40 keys, so that the copy holds
+/// some, with their files in `dedup-runs/`.
 fn stopped_store_with_events(copy_to: &Path) -> Acked {
-    let mut gw = Gateway::start(&id_provider());
+    let mut gw = Gateway::builder()
+        .config(&id_provider())
+        .env("HOOKGATE_TEST_DEDUP_RUN_KEYS", "40")
+        .start();
     let mut acked = Vec::new();
     for i in 0..120u64 {
         let id = format!("ev-{i:03}");
@@ -192,6 +196,9 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// An answer's status (`accepted` or `duplicate`) and seq.
+type Ack = (String, u64);
+
 /// How a gateway started on a damaged store behaved.
 enum Start {
     /// It exited before listening.
@@ -199,17 +206,18 @@ enum Start {
     /// It listened, but stopped on its own as soon as a read met the damage, before serving
     /// any of the damaged store.
     Stopped { status: ExitStatus, log: String },
-    /// It listened; what it served.
+    /// It listened; what it served, and answered to events sent again (by id).
     Served {
         events: Result<BTreeMap<u64, (String, Vec<u8>)>, String>,
+        resent: Vec<(String, Result<Ack, String>)>,
         next: Result<u64, String>,
         log: String,
     },
 }
 
 /// Starts `hookgate serve` on `data_dir` (a config of its own), and either sees it exit or
-/// reads every event it serves and posts one more.
-fn start_on(data_dir: &Path) -> Start {
+/// reads every event it serves, sends `resend` again and posts one more.
+fn start_on(data_dir: &Path, resend: &[&(String, u64, Vec<u8>)]) -> Start {
     let config_path = data_dir.parent().unwrap().join("config.toml");
     let config = common::config_toml(data_dir, "", &id_provider());
     std::fs::write(&config_path, config).unwrap();
@@ -279,25 +287,37 @@ fn start_on(data_dir: &Path) -> Start {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-    let next = client
-        .post(format!("http://{public}/hooks/p"))
-        .header("X-Id", "after-damage")
-        .body("{}")
-        .send()
-        .map_err(|err| common::error_chain(&err))
-        .and_then(|response| {
-            let status = response.status();
-            let body: serde_json::Value = response.json().map_err(|e| e.to_string())?;
-            match body["seq"].as_u64() {
-                Some(seq) if status == 200 => Ok(seq),
-                _ => Err(format!("{status} {body}")),
-            }
-        });
+    let post = |id: &str, body: Vec<u8>| {
+        client
+            .post(format!("http://{public}/hooks/p"))
+            .header("X-Id", id)
+            .body(body)
+            .send()
+            .map_err(|err| common::error_chain(&err))
+            .and_then(|response| {
+                let status = response.status();
+                let body: serde_json::Value = response.json().map_err(|e| e.to_string())?;
+                match (body["status"].as_str(), body["seq"].as_u64()) {
+                    (Some(answer), Some(seq)) if status == 200 => Ok((answer.to_string(), seq)),
+                    _ => Err(format!("{status} {body}")),
+                }
+            })
+    };
+    let resent = resend
+        .iter()
+        .map(|(id, _, body)| (id.clone(), post(id, body.clone())))
+        .collect();
+    let next = post("after-damage", b"{}".to_vec()).map(|(_, seq)| seq);
     let _ = child.kill();
     let _ = child.wait();
     drain.join().unwrap();
     let log = log.lock().unwrap().clone();
-    Start::Served { events, next, log }
+    Start::Served {
+        events,
+        resent,
+        next,
+        log,
+    }
 }
 
 /// Every event the admin API serves, by seq, with its id and body.
@@ -332,9 +352,14 @@ fn read_all(
 }
 
 /// The required behaviour on a damaged store: refused at start with a non-zero exit and a log
-/// naming the store, or every acked event served as acked (and new seqs after them).
+/// naming the store, or every acked event served as acked, the first, a middle and the last
+/// of them still duplicates when sent again, and new seqs after them.
 fn assert_refused_loudly_or_served_whole(case: &str, data_dir: &Path, acked: &Acked) {
-    match start_on(data_dir) {
+    let resend = [&acked[0], &acked[acked.len() / 2], &acked[acked.len() - 1]];
+    match start_on(data_dir, &resend) {
+        Start::Refused { status, log } if !log.contains(&*data_dir.to_string_lossy()) => {
+            panic!("{case}: refused to start ({status:?}) without naming the damaged file's directory; stderr:\n{log}")
+        }
         Start::Refused { status, log } | Start::Stopped { status, log } => {
             eprintln!("{case}: refused to start or to go on ({status:?}); stderr:\n{log}");
             assert!(
@@ -350,7 +375,12 @@ fn assert_refused_loudly_or_served_whole(case: &str, data_dir: &Path, acked: &Ac
                 "{case}: refused to start without naming the store or its file; stderr:\n{log}"
             );
         }
-        Start::Served { events, next, log } => {
+        Start::Served {
+            events,
+            resent,
+            next,
+            log,
+        } => {
             let events = events.unwrap_or_else(|err| {
                 panic!("{case}: started, but reading its events failed: {err}; stderr:\n{log}")
             });
@@ -379,6 +409,13 @@ fn assert_refused_loudly_or_served_whole(case: &str, data_dir: &Path, acked: &Ac
                 acked.len(),
                 &missing[..missing.len().min(8)]
             );
+            for ((id, answer), (_, seq, _)) in resent.iter().zip(resend) {
+                assert_eq!(
+                    answer.as_ref().ok(),
+                    Some(&("duplicate".to_string(), *seq)),
+                    "{case}: {id}, acked at {seq}, sent again; stderr:\n{log}"
+                );
+            }
             let highest = acked.iter().map(|(_, seq, _)| *seq).max().unwrap();
             let next = next.unwrap_or_else(|err| panic!("{case}: a new post failed: {err}"));
             assert!(
@@ -403,7 +440,7 @@ fn an_intact_copy_of_a_stopped_store_serves_every_ack() {
     let pristine = tempfile::tempdir().unwrap();
     let acked = stopped_store_with_events(pristine.path());
     let (_dir, data) = fresh_copy(pristine.path());
-    match start_on(&data) {
+    match start_on(&data, &[]) {
         Start::Served { .. } => {}
         Start::Refused { status, log } | Start::Stopped { status, log } => {
             panic!("an intact store was refused ({status:?}); stderr:\n{log}")
@@ -478,6 +515,81 @@ fn a_damaged_event_record_in_db_is_refused_or_served_whole() {
         found.len()
     );
     assert_refused_loudly_or_served_whole("db with a damaged record", &data, &acked);
+}
+
+/// What a disk does to one file of a stopped store.
+#[derive(Debug, Clone, Copy)]
+enum Damage {
+    Removed,
+    Emptied,
+    CutToHalf,
+    /// Eight bytes inverted in the middle of the file.
+    Flipped,
+}
+
+impl Damage {
+    fn apply(self, file: &Path) {
+        let bytes = std::fs::read(file).unwrap();
+        match self {
+            Damage::Removed => std::fs::remove_file(file).unwrap(),
+            Damage::Emptied => std::fs::write(file, b"").unwrap(),
+            Damage::CutToHalf => std::fs::write(file, &bytes[..bytes.len() / 2]).unwrap(),
+            Damage::Flipped => {
+                let mut bytes = bytes;
+                let at = bytes.len().saturating_sub(8) / 2;
+                let end = bytes.len().min(at + 8);
+                for byte in &mut bytes[at..end] {
+                    *byte ^= 0xFF;
+                }
+                std::fs::write(file, &bytes).unwrap();
+            }
+        }
+    }
+}
+
+/// Every file under `dir`, relative to it.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            let inner = files_under(&path);
+            let name = path.strip_prefix(dir).unwrap().to_path_buf();
+            files.extend(inner.into_iter().map(|file| name.join(file)));
+        } else {
+            files.push(path.strip_prefix(dir).unwrap().to_path_buf());
+        }
+    }
+    files.sort();
+    files
+}
+
+/// Each file of a stopped store (sled's, the acknowledged watermark, the checkpoint journal, the
+/// dedup runs' copies), removed, emptied, cut to half or with bytes flipped, one at a time:
+/// refused loudly, or served whole with acked ids still duplicates; never served short.
+#[test]
+fn any_store_file_damaged_is_refused_or_served_whole() {
+    let pristine = tempfile::tempdir().unwrap();
+    let acked = stopped_store_with_events(pristine.path());
+    let files = files_under(pristine.path());
+    eprintln!("the stopped store's files: {files:?}");
+    assert!(
+        files.iter().any(|file| file.starts_with("dedup-runs")),
+        "no dedup run was sealed: {files:?}"
+    );
+    for file in &files {
+        for damage in [
+            Damage::Removed,
+            Damage::Emptied,
+            Damage::CutToHalf,
+            Damage::Flipped,
+        ] {
+            let (_dir, data) = fresh_copy(pristine.path());
+            damage.apply(&data.join(file));
+            let case = format!("{} {damage:?}", file.display());
+            assert_refused_loudly_or_served_whole(&case, &data, &acked);
+        }
+    }
 }
 
 /// The start warns when the data dir's file system is mounted with online discard (which

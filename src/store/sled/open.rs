@@ -107,13 +107,30 @@ fn open_db_waiting(
     }
 }
 
+/// sled's own error at an open, with the directory of the files it could not read: its messages
+/// name neither ("Read corrupted data at file offset None").
+fn unreadable_files(dir: &Path, err: ::sled::Error) -> StoreError {
+    match err {
+        ::sled::Error::Corruption { .. } | ::sled::Error::Unsupported(_) => {
+            StoreError::Corrupt(format!(
+                "sled's files in {} (db, conf, snap.*) cannot be read: {err}. Restore the data \
+                 dir from a backup",
+                dir.display()
+            ))
+        }
+        err => err.into(),
+    }
+}
+
 impl SledStore {
     /// sled writes a snapshot of its page table only when it opens a store, and replays its log
     /// since the last one at every open: opening and closing a closed store once moves that
     /// replay from the next start to now.
     pub fn checkpoint(dir: &Path, config: &StoreConfig) -> Result<Checkpointed, StoreError> {
         let started = Instant::now();
-        let (db, lock_wait) = open_db_waiting(&place::live_dir(dir)?, config)?;
+        let sled_dir = place::live_dir(dir)?;
+        let (db, lock_wait) =
+            open_db_waiting(&sled_dir, config).map_err(|err| unreadable_files(&sled_dir, err))?;
         db.flush()?;
         drop(db);
         Ok(Checkpointed {
@@ -141,7 +158,8 @@ impl SledStore {
             opener
                 .run(move || open_db(&dir, &config))
                 .join()
-                .map_err(|_| StoreError::Corrupt("opening sled panicked".into()))??
+                .map_err(|_| StoreError::Corrupt("opening sled panicked".into()))?
+                .map_err(|err| unreadable_files(&sled_dir, err))?
         };
         let sled_opened = started.elapsed();
         let free_segments = free_segments::observe(&sled_dir, &metrics);
