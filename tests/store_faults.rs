@@ -157,8 +157,19 @@ type Acked = Vec<(String, u64, Vec<u8>)>;
 /// its data dir and what was acked. Dedup runs are sealed every 40 keys, so that the copy holds
 /// some, with their files in `dedup-runs/`.
 fn stopped_store_with_events(copy_to: &Path) -> Acked {
+    stopped_store(copy_to, false)
+}
+
+/// [`stopped_store_with_events`], compacted first if `compacted` (sled's files then in a
+/// `sled.<n>` that `current` names).
+fn stopped_store(copy_to: &Path, compacted: bool) -> Acked {
+    let store = if compacted {
+        "[store]\ncompact_ratio = 1.0\ncompact_min_mb = 0\nsweep_interval = \"200ms\"\n"
+    } else {
+        ""
+    };
     let mut gw = Gateway::builder()
-        .config(&id_provider())
+        .config(&format!("{}\n{store}", id_provider()))
         .env("HOOKGATE_TEST_DEDUP_RUN_KEYS", "40")
         .start();
     let mut acked = Vec::new();
@@ -176,6 +187,12 @@ fn stopped_store_with_events(copy_to: &Path) -> Acked {
         let (status, seq) = gw.post("p", &sign::headers(&[("X-Id", &id)]), &body).ack();
         assert_eq!(status, "accepted");
         acked.push((id, seq, body));
+    }
+    if compacted {
+        common::wait_until(Duration::from_secs(60), "a compaction", || {
+            gw.metric("hookgate_store_compactions_total", &[])
+                .is_some_and(|compactions| compactions >= 1.0)
+        });
     }
     let status = gw.terminate();
     assert_eq!(status.code(), Some(0), "SIGTERM exit: {status:?}");
@@ -351,15 +368,23 @@ fn read_all(
     }
 }
 
-/// The required behaviour on a damaged store: refused at start with a non-zero exit and a log
-/// naming the store, or every acked event served as acked, the first, a middle and the last
-/// of them still duplicates when sent again, and new seqs after them.
-fn assert_refused_loudly_or_served_whole(case: &str, data_dir: &Path, acked: &Acked) {
+/// The required behaviour on a damaged store: refused at start with a non-zero exit and an
+/// error naming the damaged file or its directory, or stopped at the first read of the damage
+/// with an error naming the store, or every acked event served as acked, the first, a middle
+/// and the last of them still duplicates when sent again, and new seqs after them. Returns
+/// whether it refused or stopped.
+fn assert_refused_loudly_or_served_whole(case: &str, data_dir: &Path, acked: &Acked) -> bool {
     let resend = [&acked[0], &acked[acked.len() / 2], &acked[acked.len() - 1]];
-    match start_on(data_dir, &resend) {
-        Start::Refused { status, log } if !log.contains(&*data_dir.to_string_lossy()) => {
-            panic!("{case}: refused to start ({status:?}) without naming the damaged file's directory; stderr:\n{log}")
-        }
+    let start = start_on(data_dir, &resend);
+    if let Start::Refused { status, log } = &start {
+        let error = log.lines().rfind(|line| line.contains("ERROR"));
+        assert!(
+            error.is_some_and(|line| line.contains(&*data_dir.to_string_lossy())),
+            "{case}: refused to start ({status:?}) without naming the damaged file's directory; \
+             stderr:\n{log}"
+        );
+    }
+    match start {
         Start::Refused { status, log } | Start::Stopped { status, log } => {
             eprintln!("{case}: refused to start or to go on ({status:?}); stderr:\n{log}");
             assert!(
@@ -374,6 +399,7 @@ fn assert_refused_loudly_or_served_whole(case: &str, data_dir: &Path, acked: &Ac
                 names_store,
                 "{case}: refused to start without naming the store or its file; stderr:\n{log}"
             );
+            true
         }
         Start::Served {
             events,
@@ -422,6 +448,7 @@ fn assert_refused_loudly_or_served_whole(case: &str, data_dir: &Path, acked: &Ac
                 next > highest,
                 "{case}: new seq {next} after acks up to {highest}"
             );
+            false
         }
     }
 }
@@ -569,13 +596,28 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
 /// refused loudly, or served whole with acked ids still duplicates; never served short.
 #[test]
 fn any_store_file_damaged_is_refused_or_served_whole() {
+    damage_each_file_of_a_stopped_store(false);
+}
+
+/// The same on a compacted store, whose sled files are in `sled.<n>`, named by `current`.
+#[test]
+fn any_file_of_a_compacted_store_damaged_is_refused_or_served_whole() {
+    damage_each_file_of_a_stopped_store(true);
+}
+
+fn damage_each_file_of_a_stopped_store(compacted: bool) {
     let pristine = tempfile::tempdir().unwrap();
-    let acked = stopped_store_with_events(pristine.path());
+    let acked = stopped_store(pristine.path(), compacted);
     let files = files_under(pristine.path());
     eprintln!("the stopped store's files: {files:?}");
     assert!(
         files.iter().any(|file| file.starts_with("dedup-runs")),
         "no dedup run was sealed: {files:?}"
+    );
+    assert_eq!(
+        files.iter().any(|file| file == Path::new("current")),
+        compacted,
+        "{files:?}"
     );
     for file in &files {
         for damage in [
@@ -587,7 +629,15 @@ fn any_store_file_damaged_is_refused_or_served_whole() {
             let (_dir, data) = fresh_copy(pristine.path());
             damage.apply(&data.join(file));
             let case = format!("{} {damage:?}", file.display());
-            assert_refused_loudly_or_served_whole(&case, &data, &acked);
+            if assert_refused_loudly_or_served_whole(&case, &data, &acked) {
+                // A refusal changed nothing: with the file as it was, the store is whole.
+                std::fs::copy(pristine.path().join(file), data.join(file)).unwrap();
+                let case = format!("{case}, then repaired");
+                assert!(
+                    !assert_refused_loudly_or_served_whole(&case, &data, &acked),
+                    "{case}: refused"
+                );
+            }
         }
     }
 }

@@ -7,7 +7,8 @@
 //!   rename, after its new version and `sled.<n>`'s files were fsynced, so a power loss leaves
 //!   either the old name or the new one, each naming a complete store.
 //! - Whatever `current` does not name (an older copy, or a copy a crash interrupted) is removed
-//!   at open and after each switch.
+//!   at open and after each switch. Without `current` and without sled's files in `data_dir`,
+//!   a copy is no interrupted one but the store whose pointer was lost: the open refuses.
 //!
 //! The watermark (`acked`) stays in `data_dir`: it names seqs, which a copy keeps.
 
@@ -41,9 +42,42 @@ pub fn live_dir(data_dir: &Path) -> io::Result<PathBuf> {
             }
             Ok(dir)
         }
-        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(data_dir.to_path_buf()),
-        Err(err) => Err(err),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {
+            // Without a pointer, the copies are taken for interrupted ones and removed: never
+            // the only store, when the pointer to it was lost (a switch makes the pointer
+            // durable before sled's files in `data_dir` go).
+            let copies = stores_in_copies(data_dir);
+            if !data_dir.join("db").is_file() && !copies.is_empty() {
+                return Err(io::Error::other(format!(
+                    "{} is missing, and sled's files are only in {}: write the name of the \
+                     copy that was live into it, a line of its own, or restore the data dir \
+                     from a backup",
+                    data_dir.join(CURRENT).display(),
+                    copies.join(", ")
+                )));
+            }
+            Ok(data_dir.to_path_buf())
+        }
+        Err(err) => Err(io::Error::new(
+            err.kind(),
+            format!("{}: {err}", data_dir.join(CURRENT).display()),
+        )),
     }
+}
+
+/// The `sled.<n>` directories under `data_dir` that hold a `db`, by name.
+fn stores_in_copies(data_dir: &Path) -> Vec<String> {
+    let Ok(listing) = std::fs::read_dir(data_dir) else {
+        return Vec::new();
+    };
+    let mut copies: Vec<String> = listing
+        .flatten()
+        .filter(|entry| entry.path().join("db").is_file())
+        .filter_map(|entry| entry.file_name().into_string().ok())
+        .filter(|name| is_copy(name))
+        .collect();
+    copies.sort();
+    copies
 }
 
 /// Where the next copy goes: the first `sled.<n>` after the live one.
@@ -131,6 +165,23 @@ mod tests {
         // A copy interrupted before the switch goes at the next open.
         assert!(old_paths(root, &first).contains(&second));
         assert!(!old_paths(root, &second).contains(&second));
+    }
+
+    #[test]
+    fn a_lost_pointer_to_the_only_store_is_refused_not_taken_for_an_empty_store() {
+        let data = tempfile::tempdir().unwrap();
+        let root = data.path();
+        let copy = root.join("sled.3");
+        std::fs::create_dir(&copy).unwrap();
+        std::fs::write(copy.join("db"), b"x").unwrap();
+        let err = live_dir(root).unwrap_err().to_string();
+        assert!(
+            err.contains("current is missing") && err.contains("sled.3"),
+            "{err}"
+        );
+        // With sled's files in `data_dir` too, the copy is one a crash interrupted.
+        std::fs::write(root.join("db"), b"x").unwrap();
+        assert_eq!(live_dir(root).unwrap(), root);
     }
 
     #[test]
