@@ -12,6 +12,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::load::Load;
 use common::sign;
 use common::{provider, Gateway};
 
@@ -663,4 +664,69 @@ fn a_data_dir_on_a_discard_mount_is_warned_about_at_start() {
         "mount options {options:?}; logs:\n{}",
         gw.logs()
     );
+}
+
+/// A second `hookgate serve` started by mistake on a running gateway's data dir, again and
+/// again while the first compacts its store (a copy written beside the live one, then switched
+/// to) under load: each is refused at once, naming the data dir, and the first loses nothing.
+#[test]
+fn a_second_gateway_on_the_same_data_dir_is_refused_and_costs_the_first_nothing() {
+    let store = "[store]\ncompact_ratio = 1.0\ncompact_min_mb = 0\nsweep_interval = \"100ms\"\n";
+    let mut gw = Gateway::builder()
+        .config(&format!("{}\n{store}", id_provider()))
+        .start();
+    let data_dir = gw.data_dir().to_path_buf();
+    let second_dir = tempfile::tempdir().unwrap();
+    let config_path = second_dir.path().join("config.toml");
+    let config = common::config_toml(&data_dir, "", &format!("{}\n{store}", id_provider()));
+    std::fs::write(&config_path, config).unwrap();
+    let load = Load::default();
+    load.while_running(&gw, 4, || {
+        for attempt in 0..12 {
+            common::wait_until(Duration::from_secs(30), "a compaction", || {
+                gw.metric("hookgate_store_compactions_total", &[])
+                    .is_some_and(|compactions| compactions >= f64::from(attempt))
+            });
+            let mut second = Command::new(common::hookgate_bin())
+                .arg("serve")
+                .arg("--config")
+                .arg(&config_path)
+                .env_remove("HOOKGATE_CONFIG")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let status = loop {
+                if let Some(status) = second.try_wait().unwrap() {
+                    break Some(status);
+                }
+                if Instant::now() > deadline {
+                    let _ = second.kill();
+                    let _ = second.wait();
+                    break None;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            let mut log = String::new();
+            std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut log).unwrap();
+            let status = status.unwrap_or_else(|| {
+                panic!("attempt {attempt}: a second gateway ran 5 s; stderr:\n{log}")
+            });
+            assert!(!status.success(), "attempt {attempt}: {status:?}");
+            assert!(
+                log.contains("another hookgate") && log.contains(&*data_dir.to_string_lossy()),
+                "attempt {attempt}: refused without saying why; stderr:\n{log}"
+            );
+        }
+        load.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    assert!(
+        !gw.logs().contains("Compacting the store failed"),
+        "{}",
+        gw.logs()
+    );
+    gw.restart();
+    load.assert_all_stored(&gw);
 }

@@ -72,7 +72,9 @@ async fn marks_moving_between_dead_and_replay_are_never_seen_in_neither() {
                     );
                     assert!(!marks.settled, "{marks:?}");
                     reads += 1;
-                    if reads % 64 == 0 && store.marks("crm", Seq(8)).await.unwrap().dead.is_some() {
+                    if reads.is_multiple_of(64)
+                        && store.marks("crm", Seq(8)).await.unwrap().dead.is_some()
+                    {
                         return reads;
                     }
                 }

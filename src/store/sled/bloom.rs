@@ -43,7 +43,7 @@ impl Bloom {
     }
 
     pub fn from_bytes(bytes: Vec<u8>) -> Option<Bloom> {
-        (!bytes.is_empty() && bytes.len() % BLOCK_BYTES == 0).then_some(Bloom { bytes })
+        (!bytes.is_empty() && bytes.len().is_multiple_of(BLOCK_BYTES)).then_some(Bloom { bytes })
     }
 
     pub fn as_bytes(&self) -> &[u8] {

@@ -17,6 +17,7 @@ mod checkpoint;
 mod claims;
 mod committer;
 mod compact;
+mod dir_lock;
 mod durable;
 mod free_segments;
 mod journal;

@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::committer::{self, Committer};
 use super::compact::FIRST_COPY_RATIO;
+use super::dir_lock::DirLock;
 use super::durable::Durability;
 use super::live::{self, Live};
 use super::old_copies::OldCopies;
@@ -63,6 +64,9 @@ pub fn recorded_segment_bytes(conf: &[u8]) -> Option<usize> {
         std::str::from_utf8(value).ok()?.trim().parse().ok()
     })
 }
+
+/// How long a checkpoint waits for the data dir's lock (as `open_db` for sled's on `db`).
+const LOCK_WAIT: Duration = Duration::from_secs(10);
 
 /// Opens sled under `dir`. The previous handle of this process (a closed store, or the
 /// checkpoint's) may take a while to let go of `db`'s lock after its last drop, while sled's
@@ -128,14 +132,17 @@ impl SledStore {
     /// replay from the next start to now.
     pub fn checkpoint(dir: &Path, config: &StoreConfig) -> Result<Checkpointed, StoreError> {
         let started = Instant::now();
+        // The store that just closed (this process's) lets go of it as its committer ends.
+        let _lock = DirLock::take_waiting(dir, LOCK_WAIT)?;
+        let dir_lock_wait = started.elapsed();
         let sled_dir = place::live_dir(dir)?;
-        let (db, lock_wait) =
+        let (db, sled_lock_wait) =
             open_db_waiting(&sled_dir, config).map_err(|err| unreadable_files(&sled_dir, err))?;
         db.flush()?;
         drop(db);
         Ok(Checkpointed {
             took: started.elapsed(),
-            lock_wait,
+            lock_wait: dir_lock_wait + sled_lock_wait,
         })
     }
 
@@ -146,6 +153,7 @@ impl SledStore {
         metrics: Arc<Metrics>,
     ) -> Result<SledStore, StoreError> {
         std::fs::create_dir_all(dir)?;
+        let lock = DirLock::take(dir)?;
         mount::warn_if_online_discard(dir);
         let started = Instant::now();
         let sled_dir = place::live_dir(dir)?;
@@ -250,6 +258,7 @@ impl SledStore {
             .name("hookgate-committer".into())
             .spawn(move || {
                 let _notice = EndNotice(Some(ended));
+                let _lock = lock;
                 committer.run(receiver)
             })?;
         let ms = |took: Duration| took.as_millis() as u64;

@@ -54,7 +54,7 @@ impl MarkMoves {
     /// The count, unless a move is being applied.
     fn settled(&self) -> Option<u64> {
         let count = self.0.load(Ordering::SeqCst);
-        (count % 2 == 0).then_some(count)
+        count.is_multiple_of(2).then_some(count)
     }
 
     /// Whether no move began since `count` was read.
