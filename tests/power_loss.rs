@@ -15,9 +15,11 @@
 //! goes on until both happened and ends within 300 ms of them. A second test compacts sled
 //! (copies it afresh and switches to the copy) after every retention pass, every 200 ms. A
 //! third, fourth and fifth have the file system fail an fsync with EIO under load: of sled's
-//! log, of the checkpoint journal, and of the pointer a compaction writes to switch copies.
+//! log, of the checkpoint journal, and of the pointer a compaction writes to switch copies. A
+//! sixth fills a small disk (crashfs with a capacity) under load before each power loss.
 //!
-//! `HOOKGATE_POWER_LOSSES` sets the number of rounds (default 12); `HOOKGATE_POWER_LOSS_SEED`
+//! `HOOKGATE_POWER_LOSSES` sets the number of rounds (default 12; the full disk test runs a
+//! quarter as many, default 3); `HOOKGATE_POWER_LOSS_SEED`
 //! replays a run's choices (how long each round runs, what each power loss keeps; the moment
 //! of each kill still depends on timing). The seed is printed. Needs root and `/dev/fuse`.
 #![allow(clippy::unwrap_used)]
@@ -25,6 +27,7 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -99,6 +102,99 @@ fn an_fsync_of_the_pointer_to_a_compacted_copy_failed_by_the_file_system_stops_t
     );
 }
 
+/// A small disk filled under load (crashfs with a capacity), sled checkpointed every MB and a
+/// compaction tried after every sweep: while it is full, answers are 503 with Retry-After (or
+/// the gateway stops, if a write fails anyway). Then SIGKILL, a power loss, a start on the disk
+/// still full (which may refuse, saying why), and one after the operator made room: every ack
+/// is there at its seq, acked ids sent again are duplicates, and the destination gets them all.
+/// Each round fills the room the last one made.
+#[test]
+fn a_full_disk_then_a_power_loss_costs_no_ack() {
+    const DISK: u64 = 8 << 20;
+    const ROOM: u64 = 4 << 20;
+    let rounds = env_number("HOOKGATE_POWER_LOSSES").map_or(3, |n| n.div_ceil(4));
+    let seed = env_number("HOOKGATE_POWER_LOSS_SEED").unwrap_or_else(rand::random);
+    eprintln!("full disks: {rounds}, seed {seed} (HOOKGATE_POWER_LOSS_SEED replays it)");
+    let mut rng = StdRng::seed_from_u64(seed);
+
+    let root = tempfile::tempdir().unwrap();
+    let data_dir = root.path().join("data");
+    std::fs::create_dir(&data_dir).unwrap();
+    let fs = CrashFs::new();
+    fs.set_capacity(Some(DISK));
+    let mut mounted = Some(fs.mount(&data_dir));
+    let downstream = Stub::start(|_| (200, "text/plain", Vec::new()));
+    let store =
+        "checkpoint_mb = 1\ncompact_ratio = 1.0\ncompact_min_mb = 0\nsweep_interval = \"200ms\"";
+    let mut gw = start_delivering(&data_dir, &downstream, "", store);
+    let mut acked: HashMap<String, u64> = HashMap::new();
+    for round in 0..rounds {
+        let load = Load {
+            prefix: format!("r{round}-"),
+            ..Load::default()
+        };
+        std::thread::scope(|s| {
+            for thread in 0..8 {
+                let (api, load) = (gw.api(), &load);
+                s.spawn(move || load.run(&api, thread, Duration::from_secs(120)));
+            }
+            wait_until(Duration::from_secs(90), "a full disk", || {
+                let logs = gw.logs();
+                let last = logs.rsplit("---- harness: restart ----").next();
+                last.unwrap_or_default().contains("The disk is full") || !gw.is_running()
+            });
+            // A while full: checkpoints, seals, sweeps and compactions meet it too.
+            std::thread::sleep(Duration::from_millis(rng.gen_range(0..3000)));
+            gw.kill();
+            load.stop.store(true, Ordering::Relaxed);
+        });
+        let unexpected = load.unexpected.lock().unwrap();
+        assert!(unexpected.is_empty(), "unexpected answers: {unexpected:?}");
+        let new_acks = load.acked.lock().unwrap().clone();
+        acked.extend(new_acks.iter().cloned());
+
+        mounted.take().unwrap().unmount();
+        let loss = fs.lose_power(&mut rng);
+        eprintln!(
+            "round {round}: {} acked, the disk {} of {} bytes used; power lost: {loss:?}",
+            new_acks.len(),
+            fs.used(),
+            DISK + round * ROOM
+        );
+        mounted = Some(fs.mount(&data_dir));
+        let context = format!("round {round}, after a power loss");
+        match gw.try_restart() {
+            Ok(()) => {
+                let stored = gw.ids_by_seq();
+                let acks = acked.iter().map(|(id, seq)| (id.as_str(), *seq));
+                assert_kept(&stored, acks, &BTreeMap::new(), &context);
+                eprintln!("round {round}: started on the full disk");
+            }
+            Err(err) => {
+                let logs = gw.logs();
+                let last = logs.rsplit("---- harness: restart ----").next();
+                eprintln!(
+                    "round {round}: no start on the full disk ({err}): {}",
+                    last.unwrap_or_default().lines().last().unwrap_or_default()
+                );
+            }
+        }
+        // The operator makes room.
+        gw.kill();
+        fs.set_capacity(Some(DISK + (round + 1) * ROOM));
+        gw.restart();
+        let acks = acked.iter().map(|(id, seq)| (id.as_str(), *seq));
+        assert_kept(&gw.ids_by_seq(), acks, &BTreeMap::new(), &context);
+        assert_resent_are_duplicates(&gw, &new_acks, round);
+    }
+    assert!(
+        acked.len() as u64 >= 100 * rounds,
+        "only {} acks in {rounds} rounds",
+        acked.len()
+    );
+    assert_everything_delivered(&downstream, &acked);
+}
+
 /// Load until `ready`, then the next fsync of `file` (in the data dir) fails: the gateway exits
 /// non-zero; after a power loss and a restart every ack is stored. Returns what the gateway
 /// logged.
@@ -167,18 +263,8 @@ fn lose_power_under_load(store: &str, logged: &[&str]) {
     let fs = CrashFs::new();
     let mut mounted = Some(fs.mount(&data_dir));
     let downstream = Stub::start(|_| (200, "text/plain", Vec::new()));
-    let config = format!(
-        "{}\n[[destination]]\nname = \"down\"\nurl = \"{}/in\"\nsigning_secret = \"{WHSEC}\"\n\
-         ordered = false\nmax_in_flight = 32\n[[consumer]]\nname = \"pull\"\n\
-         [store]\n{store}\n[limits]\nper_address_rps = 0\n",
-        provider("p", "none", &[], "event_id = \"header:X-Id\""),
-        downstream.url,
-    );
-    let mut gw = Gateway::builder()
-        .config(&config)
-        .data_dir(&data_dir)
-        .env("HOOKGATE_TEST_DEDUP_RUN_KEYS", "300")
-        .start();
+    let consumer = "[[consumer]]\nname = \"pull\"\n";
+    let mut gw = start_delivering(&data_dir, &downstream, consumer, store);
 
     // Every ack (id -> seq) and every seq a reader saw (seq -> id), over all rounds.
     let mut acked: HashMap<String, u64> = HashMap::new();
@@ -265,16 +351,7 @@ fn lose_power_under_load(store: &str, logged: &[&str]) {
             &seen,
             &format!("round {round}, after a power loss"),
         );
-        // A sample of this round's acks, sent again: duplicates of their first seq.
-        for (id, seq) in new_acks.iter().step_by(97) {
-            let headers = sign::headers(&[("X-Id", id)]);
-            let reply = gw.post("p", &headers, Load::body(id).as_bytes());
-            assert_eq!(
-                reply.ack(),
-                ("duplicate".to_string(), *seq),
-                "round {round}: {id} sent again"
-            );
-        }
+        assert_resent_are_duplicates(&gw, &new_acks, round);
     }
     assert!(
         acked.len() as u64 >= 50 * rounds,
@@ -301,6 +378,37 @@ fn lose_power_under_load(store: &str, logged: &[&str]) {
         sizes.len(),
         sizes.values().sum::<u64>()
     );
+}
+
+/// A gateway on `data_dir` taking provider `p`'s webhooks (ids in `X-Id`), delivering them to
+/// `downstream` as destination `down` (unordered), with `outputs` beside it and `store` as its
+/// `[store]` table; dedup runs sealed every 300 keys.
+fn start_delivering(data_dir: &Path, downstream: &Stub, outputs: &str, store: &str) -> Gateway {
+    let config = format!(
+        "{}\n[[destination]]\nname = \"down\"\nurl = \"{}/in\"\nsigning_secret = \"{WHSEC}\"\n\
+         ordered = false\nmax_in_flight = 32\n{outputs}[store]\n{store}\n[limits]\n\
+         per_address_rps = 0\n",
+        provider("p", "none", &[], "event_id = \"header:X-Id\""),
+        downstream.url,
+    );
+    Gateway::builder()
+        .config(&config)
+        .data_dir(data_dir)
+        .env("HOOKGATE_TEST_DEDUP_RUN_KEYS", "300")
+        .start()
+}
+
+/// A sample of a round's acks, sent again: duplicates of their first seq.
+fn assert_resent_are_duplicates(gw: &Gateway, acks: &[(String, u64)], round: u64) {
+    for (id, seq) in acks.iter().step_by(97) {
+        let headers = sign::headers(&[("X-Id", id)]);
+        let reply = gw.post("p", &headers, Load::body(id).as_bytes());
+        assert_eq!(
+            reply.ack(),
+            ("duplicate".to_string(), *seq),
+            "round {round}: {id} sent again"
+        );
+    }
 }
 
 /// Every ack reaches the destination under its seq, within two minutes.

@@ -19,7 +19,8 @@
 //! A crash test mounts it, runs the program, kills it, unmounts, calls
 //! [`CrashFs::lose_power`] (or [`CrashFs::lose_power_with`] one directory model), and mounts it
 //! again. [`CrashFs::fail_next_fsync_of`] makes a file's next fsync fail with EIO, as a failing
-//! disk's does.
+//! disk's does; [`CrashFs::set_capacity`] makes it a small disk, whose writes past its size fail
+//! with ENOSPC and whose `statfs` tells how much is free.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, HashMap};
@@ -131,6 +132,7 @@ impl CrashFs {
                 nodes,
                 next_ino: INodeNo::ROOT.0 + 1,
                 failing: None,
+                capacity: None,
             })),
         }
     }
@@ -202,6 +204,19 @@ impl CrashFs {
         self.state.lock().unwrap().failing = Some(name.into());
     }
 
+    /// Makes it a disk of `bytes` (`None`: unbounded, the default): a write or truncation that
+    /// would take the files' bytes past it fails with ENOSPC, as a full disk's does, and
+    /// `statfs` reports what is left. The files counted are those a directory lists and those
+    /// still open, as a real file system frees an unlinked file's blocks once it is closed.
+    pub fn set_capacity(&self, bytes: Option<u64>) {
+        self.state.lock().unwrap().capacity = bytes;
+    }
+
+    /// The bytes the files take, as [`CrashFs::set_capacity`] counts them.
+    pub fn used(&self) -> u64 {
+        self.state.lock().unwrap().used()
+    }
+
     /// The live size of every file, by path, for a test's log.
     pub fn sizes(&self) -> BTreeMap<String, u64> {
         let state = self.state.lock().unwrap();
@@ -234,6 +249,8 @@ struct State {
     next_ino: u64,
     /// The name (in the root directory) of a file whose next `fsync` fails.
     failing: Option<OsString>,
+    /// The disk's size, if bounded ([`CrashFs::set_capacity`]).
+    capacity: Option<u64>,
 }
 
 enum Node {
@@ -479,6 +496,42 @@ impl Served {
 }
 
 impl State {
+    /// The bytes of the files a directory lists or a program holds open.
+    fn used(&self) -> u64 {
+        let mut listed = std::collections::HashSet::new();
+        let mut stack = vec![INodeNo::ROOT.0];
+        while let Some(ino) = stack.pop() {
+            if let Some(Node::Dir(dir)) = self.nodes.get(&ino) {
+                for &child in dir.live.values() {
+                    if listed.insert(child) {
+                        stack.push(child);
+                    }
+                }
+            }
+        }
+        self.nodes
+            .iter()
+            .filter_map(|(ino, node)| match node {
+                Node::File(file) if file.open > 0 || listed.contains(ino) => {
+                    Some(file.live.len() as u64)
+                }
+                _ => None,
+            })
+            .sum()
+    }
+
+    /// ENOSPC if `ino` growing to `size` bytes would take the files past the capacity.
+    fn room_for(&mut self, ino: INodeNo, size: u64) -> Result<(), Errno> {
+        let Some(capacity) = self.capacity else {
+            return Ok(());
+        };
+        let now = self.file(ino)?.live.len() as u64;
+        if size > now && self.used() + (size - now) > capacity {
+            return Err(Errno::ENOSPC);
+        }
+        Ok(())
+    }
+
     fn dir(&mut self, ino: INodeNo) -> Result<&mut DirNode, Errno> {
         match self.nodes.get_mut(&ino.0) {
             Some(Node::Dir(dir)) => Ok(dir),
@@ -666,6 +719,7 @@ impl Filesystem for Served {
         let mut state = self.state();
         let mut change = || -> Result<FileAttr, Errno> {
             if let Some(size) = size {
+                state.room_for(ino, size)?;
                 state.file(ino)?.truncate(size);
             }
             if let Some(mode) = mode {
@@ -818,7 +872,9 @@ impl Filesystem for Served {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.state().file(ino) {
+        let mut state = self.state();
+        let end = offset + data.len() as u64;
+        match state.room_for(ino, end).and_then(|()| state.file(ino)) {
             Ok(file) => {
                 file.write(offset, data);
                 reply.written(data.len() as u32);
@@ -921,12 +977,19 @@ impl Filesystem for Served {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        // Plenty of room, so hookgate's free-space check never refuses a batch.
-        let blocks = 1 << 28;
+        // Unbounded, plenty of room, so hookgate's free-space check never refuses a batch.
+        let state = self.state();
+        let (blocks, free) = match state.capacity {
+            Some(capacity) => (
+                capacity / PAGE,
+                capacity.saturating_sub(state.used()) / PAGE,
+            ),
+            None => (1 << 28, 1 << 28),
+        };
         reply.statfs(
             blocks,
-            blocks,
-            blocks,
+            free,
+            free,
             1 << 20,
             1 << 20,
             PAGE as u32,

@@ -326,7 +326,23 @@ impl Gateway {
         self.spawn();
     }
 
+    /// [`Gateway::restart`], answering `Err` with the reason if it exits or does not listen.
+    pub fn try_restart(&mut self) -> Result<(), String> {
+        self.kill();
+        self.logs
+            .lock()
+            .expect("logs lock")
+            .push_str("---- harness: restart ----\n");
+        self.try_spawn()
+    }
+
     fn spawn(&mut self) {
+        if let Err(err) = self.try_spawn() {
+            panic!("{err}; stderr:\n{}", self.logs());
+        }
+    }
+
+    fn try_spawn(&mut self) -> Result<(), String> {
         let bin = hookgate_bin();
         let mut cmd = match self.wrapper {
             Some(wrapper) => wrapper(bin, &self.config_path, &self.data_dir),
@@ -370,15 +386,15 @@ impl Gateway {
                 let _ = child.wait();
                 // Give the drain thread a moment to collect the last lines.
                 std::thread::sleep(Duration::from_millis(100));
-                panic!(
+                return Err(format!(
                     "hookgate did not log `hookgate listening public=.. admin=..` ({err}); \
-                     exit status {status:?}; stderr:\n{}",
-                    self.logs()
-                );
+                     exit status {status:?}"
+                ));
             }
         };
         self.child = Some(child);
         self.api = Api::new(public, admin);
+        Ok(())
     }
 }
 

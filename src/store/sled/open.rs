@@ -111,8 +111,8 @@ fn open_db_waiting(
     }
 }
 
-/// sled's own error at an open, with the directory of the files it could not read: its messages
-/// name neither ("Read corrupted data at file offset None").
+/// sled's own error at an open, with the directory of its files: its messages name neither
+/// ("Read corrupted data at file offset None", "No space left on device").
 fn unreadable_files(dir: &Path, err: ::sled::Error) -> StoreError {
     match err {
         ::sled::Error::Corruption { .. } | ::sled::Error::Unsupported(_) => {
@@ -122,6 +122,10 @@ fn unreadable_files(dir: &Path, err: ::sled::Error) -> StoreError {
                 dir.display()
             ))
         }
+        ::sled::Error::Io(err) => StoreError::Io(Arc::new(std::io::Error::new(
+            err.kind(),
+            format!("sled's files in {}: {err}", dir.display()),
+        ))),
         err => err.into(),
     }
 }
