@@ -12,6 +12,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::load::Load;
 use common::raw::RawConn;
 use common::{provider, sign, Gateway};
 
@@ -399,4 +400,105 @@ fn the_config_audit_warns_and_refuses_weak_settings() {
         text.contains("\"intro\" accepts any active token"),
         "{text}"
     );
+}
+
+/// Runs the gateway with a limit of 1,300 open files (the hard limit too, so it cannot raise it).
+fn with_few_open_files(bin: &Path, config: &Path, _data_dir: &Path) -> Command {
+    with_open_files_limit("1300:1300", bin, config)
+}
+
+fn with_open_files_limit(limit: &str, bin: &Path, config: &Path) -> Command {
+    let mut command = Command::new("prlimit");
+    command
+        .arg(format!("--nofile={limit}"))
+        .arg("--")
+        .arg(bin)
+        .arg("serve")
+        .arg("--config")
+        .arg(config);
+    command
+}
+
+/// Started with a soft limit of 1,100 open files under a hard one of 4,096, the gateway raises
+/// its own to 4,096, and keeps its public connections to what that leaves (3,072, below the
+/// default `max_connections`).
+#[test]
+fn the_open_files_limit_is_raised_to_the_hard_one() {
+    let gw = Gateway::builder()
+        .config(&provider("p", "none", &[], ""))
+        .wrapper(|bin, config, _| with_open_files_limit("1100:4096", bin, config))
+        .start();
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", gw.pid())).unwrap();
+    let open_files = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .unwrap();
+    assert_eq!(
+        open_files.split_whitespace().collect::<Vec<_>>()[3..5],
+        ["4096", "4096"],
+        "{open_files}"
+    );
+    let logs = gw.logs();
+    assert!(
+        logs.contains("Raised the open files limit. from=1100 to=4096")
+            && logs.contains("the public listener accepts at most 3072"),
+        "{logs}"
+    );
+}
+
+/// A flood of idle connections past the open files limit: the public listener keeps to the
+/// room the limit leaves (1,300 less 1,024 kept for the store and outgoing requests, whatever
+/// `max_connections` says, with a warning), so the store's checkpoints, which open files, go on
+/// under load, the gateway keeps running, and every ack is stored. Without that cap, the
+/// connections took every file and the store stopped at its next open.
+#[test]
+fn a_connection_flood_past_the_open_files_limit_leaves_the_store_its_files() {
+    let mut gw = Gateway::builder()
+        .config(&format!(
+            "[limits]\nmax_connections_per_address = 5000\nper_address_rps = 0\n\
+             [store]\ncheckpoint_mb = 1\n{}",
+            provider("p", "none", &[], "event_id = \"header:X-Id\"")
+        ))
+        .wrapper(with_few_open_files)
+        .start();
+    assert!(
+        gw.logs()
+            .contains("the public listener accepts at most 276"),
+        "{}",
+        gw.logs()
+    );
+    let load = Load::default();
+    load.while_running(&gw, 4, || {
+        common::wait_until(Duration::from_secs(30), "acks before the flood", || {
+            load.acked_count() >= 100
+        });
+        let declared = sign::headers(&[("Content-Length", "1048576")]);
+        let flood: Vec<RawConn> = (0..1400)
+            .map(|_| RawConn::post(gw.public_addr, "/hooks/p", &declared))
+            .collect();
+        let checkpoints = gw
+            .metric("hookgate_store_checkpoints_total", &[])
+            .unwrap_or(0.0);
+        common::wait_until(
+            Duration::from_secs(60),
+            "checkpoints under the flood",
+            || {
+                gw.metric("hookgate_store_checkpoints_total", &[])
+                    .is_some_and(|now| now >= checkpoints + 2.0)
+            },
+        );
+        let open = std::fs::read_dir(format!("/proc/{}/fd", gw.pid()))
+            .unwrap()
+            .count();
+        eprintln!(
+            "{} flood connections made; the gateway holds {open} files",
+            flood.len()
+        );
+        assert!(open < 1300 - 500, "{open} files open");
+        drop(flood);
+        load.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    assert!(gw.is_running(), "{}", gw.logs());
+    gw.restart();
+    load.assert_all_stored(&gw);
 }

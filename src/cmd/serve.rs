@@ -13,6 +13,7 @@ pub fn serve(path: &Path) -> u8 {
     let Some(config) = load(path, "Not starting") else {
         return 1;
     };
+    crate::http::open_files::raise();
     let result = actix_web::rt::System::new().block_on(async {
         // Installed before anything listens, so no signal finds the default handler.
         let shutdown = termination();

@@ -21,6 +21,8 @@ use crate::metrics::Metrics;
 
 pub struct Connections {
     max: AtomicUsize,
+    /// The most the open files limit leaves room for (`open_files.rs`).
+    room: usize,
     max_per_address: AtomicUsize,
     trusted_proxies: ArcSwap<Vec<IpNet>>,
     open: Mutex<Open>,
@@ -48,8 +50,10 @@ impl Connections {
         metrics: Arc<Metrics>,
         rejections: Arc<Rejections>,
     ) -> Connections {
+        let room = super::open_files::connection_room();
         Connections {
-            max: AtomicUsize::new(max),
+            max: AtomicUsize::new(super::open_files::cap(max, room)),
+            room,
             max_per_address: AtomicUsize::new(max_per_address),
             trusted_proxies: ArcSwap::from_pointee(trusted_proxies),
             open: Mutex::new(Open::default()),
@@ -60,6 +64,7 @@ impl Connections {
 
     /// New caps and proxies (a reload); connections already open stay open.
     pub fn configure(&self, max: usize, max_per_address: usize, trusted_proxies: Vec<IpNet>) {
+        let max = super::open_files::cap(max, self.room);
         self.max.store(max, Ordering::Relaxed);
         self.max_per_address
             .store(max_per_address, Ordering::Relaxed);

@@ -10,6 +10,7 @@ mod console;
 mod error;
 pub mod limits;
 mod oauth_token;
+pub mod open_files;
 mod public;
 mod rejections;
 mod request_id;
