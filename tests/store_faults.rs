@@ -176,7 +176,10 @@ fn stopped_store(copy_to: &Path, compacted: bool) -> Acked {
     let mut acked = Vec::new();
     for i in 0..120u64 {
         let id = format!("ev-{i:03}");
-        let body = if i % 10 == 3 {
+        let body = if i == 57 {
+            // Past sled's inline limit for its segments (half of one): a blob file of its own.
+            common::pseudo_random_bytes(1000 * 1024, i)
+        } else if i % 10 == 3 {
             common::pseudo_random_bytes(40 * 1024, i)
         } else {
             format!(
