@@ -733,3 +733,33 @@ fn a_second_gateway_on_the_same_data_dir_is_refused_and_costs_the_first_nothing(
     gw.restart();
     load.assert_all_stored(&gw);
 }
+
+/// A data dir that cannot be made (a path through a regular file): refused at start, naming it.
+#[test]
+fn a_data_dir_that_cannot_be_made_is_refused_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a-file"), b"").unwrap();
+    let data_dir = dir.path().join("a-file").join("data");
+    let config_path = dir.path().join("config.toml");
+    std::fs::write(
+        &config_path,
+        common::config_toml(&data_dir, "", &id_provider()),
+    )
+    .unwrap();
+    let output = Command::new(common::hookgate_bin())
+        .arg("serve")
+        .arg("--config")
+        .arg(&config_path)
+        .env_remove("HOOKGATE_CONFIG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "cannot create the data dir {}: Not a directory",
+            data_dir.display()
+        )),
+        "{stderr}"
+    );
+}

@@ -33,7 +33,8 @@ impl DirLock {
             .create(true)
             .truncate(false)
             .write(true)
-            .open(&path)?;
+            .open(&path)
+            .map_err(|err| io::Error::new(err.kind(), format!("{}: {err}", path.display())))?;
         let started = Instant::now();
         loop {
             match file.try_lock() {

@@ -156,7 +156,12 @@ impl SledStore {
         config: &StoreConfig,
         metrics: Arc<Metrics>,
     ) -> Result<SledStore, StoreError> {
-        std::fs::create_dir_all(dir)?;
+        std::fs::create_dir_all(dir).map_err(|err| {
+            std::io::Error::new(
+                err.kind(),
+                format!("cannot create the data dir {}: {err}", dir.display()),
+            )
+        })?;
         let lock = DirLock::take(dir)?;
         mount::warn_if_online_discard(dir);
         let started = Instant::now();
