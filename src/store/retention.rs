@@ -100,14 +100,33 @@ pub struct Cutoffs {
 }
 
 impl Cutoffs {
-    /// The cutoffs for `retention` and `dedup_window`, from now.
+    /// The cutoffs for `retention` and `dedup_window`, from now by [`steady_now_ms`].
     pub fn now(retention: Duration, dedup_window: Duration) -> Cutoffs {
-        let now = now_ms();
+        let now = steady_now_ms();
         Cutoffs {
             events_ms: now.saturating_sub(millis(retention)),
             dedup_ms: now.saturating_sub(millis(dedup_window)),
         }
     }
+}
+
+/// The wall clock, never ahead of where it stood at the first call plus the time elapsed since
+/// (the monotonic clock): the sweeper's now. Events and dedup keys carry the wall clock's time
+/// of arrival; if the wall clock jumps forward while the gateway runs (a clock set right days
+/// after a boot with a wrong one, a bad NTP step), the plain wall clock would expire at once
+/// every dedup key of the days it skipped, and a sender's retry of an event still in its
+/// retry schedule would be stored and delivered twice. With this clock, keys expire after the
+/// `dedup_window` that really passed; a jump back keeps events and keys longer (the wall
+/// clock is the smaller). A restart takes the wall clock as it is then.
+fn steady_now_ms() -> u64 {
+    static START: std::sync::OnceLock<(u64, std::time::Instant)> = std::sync::OnceLock::new();
+    let (wall_at_start, start) = *START.get_or_init(|| (now_ms(), std::time::Instant::now()));
+    steady(now_ms(), wall_at_start, start.elapsed())
+}
+
+/// [`steady_now_ms`] from its readings: `wall` now, and `wall_at_start` `elapsed` ago.
+fn steady(wall: u64, wall_at_start: u64, elapsed: Duration) -> u64 {
+    wall.min(wall_at_start.saturating_add(millis(elapsed)))
 }
 
 /// What one sweep removed.
@@ -240,6 +259,22 @@ pub fn millis(duration: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sweepers_clock_does_not_follow_the_wall_clock_forward() {
+        const DAY: u64 = 86_400_000;
+        let start = 1_000 * DAY;
+        let hour = Duration::from_secs(3_600);
+        // In step: the wall clock.
+        assert_eq!(steady(start + 3_600_000, start, hour), start + 3_600_000);
+        // Set forward by a week an hour in: an hour on, not a week.
+        assert_eq!(
+            steady(start + 7 * DAY + 3_600_000, start, hour),
+            start + 3_600_000
+        );
+        // Set back a day: the wall clock, which keeps more.
+        assert_eq!(steady(start - DAY, start, hour), start - DAY);
+    }
 
     const CUTOFF: u64 = 10_000;
     const OLD: u64 = CUTOFF - 1;
