@@ -361,3 +361,66 @@ fn the_sweeper_and_a_stop_do_not_wait_for_a_compactions_old_files() {
         gw.logs()
     );
 }
+
+/// libfaketime (Debian's `faketime`, which `.ci/install-tools` installs), preloaded into the
+/// gateway: its wall clock is the real one shifted by what `file` holds ("+0", "+2d"), read
+/// again every second; its monotonic clock is left alone.
+fn faked_wall_clock(file: &std::path::Path) -> Vec<(&'static str, String)> {
+    const LIBRARY: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+    assert!(
+        std::path::Path::new(LIBRARY).exists(),
+        "{LIBRARY} is missing: run .ci/install-tools (Debian's faketime)"
+    );
+    vec![
+        ("LD_PRELOAD", LIBRARY.to_string()),
+        ("FAKETIME_TIMESTAMP_FILE", file.display().to_string()),
+        ("FAKETIME_CACHE_DURATION", "1".to_string()),
+        ("DONT_FAKE_MONOTONIC", "1".to_string()),
+    ]
+}
+
+/// The wall clock set two days forward while the gateway runs, with a one-hour dedup window:
+/// an event received a moment before is still a duplicate when sent again after several
+/// sweeps (its key expires an hour after it arrived, by the time that really passed), and
+/// still stored (retention of an hour too, and no output).
+#[test]
+fn a_clock_set_forward_expires_no_dedup_key_early() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = dir.path().join("faketime");
+    std::fs::write(&clock, "+0\n").unwrap();
+    let store =
+        "\n[store]\nretention = \"1h\"\ndedup_window = \"1h\"\nsweep_interval = \"200ms\"\n";
+    let gw = faked_wall_clock(&clock)
+        .into_iter()
+        .fold(
+            Gateway::builder().config(&(ids_provider("p") + store)),
+            |builder, (name, value)| builder.env(name, value),
+        )
+        .start();
+    let (status, seq) = post(&gw, "p", "before-the-jump");
+    assert_eq!(status, "accepted");
+    std::fs::write(&clock, "+2d\n").unwrap();
+    // The gateway's clock has moved (its answers' Date header says so).
+    wait_until(
+        Duration::from_secs(10),
+        "the gateway's clock two days on",
+        || {
+            let reply = gw.request("GET", "/healthz", b"");
+            let date = reply
+                .header("date")
+                .and_then(|date| httpdate::parse_http_date(date).ok());
+            date.is_some_and(|date| {
+                date > std::time::SystemTime::now() + Duration::from_secs(86_400)
+            })
+        },
+    );
+    // Sweeps every 200 ms meanwhile: fifteen of them.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(metric(&gw, "hookgate_dedup_keys_swept_total"), 0.0);
+    assert_eq!(
+        post(&gw, "p", "before-the-jump"),
+        ("duplicate".to_string(), seq),
+        "a key an hour's window old by the wall clock, seconds old in fact"
+    );
+    assert!(gw.event(seq).is_some(), "the event was swept");
+}
