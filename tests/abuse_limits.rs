@@ -447,8 +447,8 @@ fn the_open_files_limit_is_raised_to_the_hard_one() {
 }
 
 /// A flood of idle connections past the open files limit: the public listener keeps to the
-/// room the limit leaves (1,300 less 1,024 kept for the store and outgoing requests, whatever
-/// `max_connections` says, with a warning), so the store's checkpoints, which open files, go on
+/// room the limit leaves (1,300 less half of it kept for the store and outgoing requests,
+/// whatever `max_connections` says, with a warning), so the store's checkpoints, which open files, go on
 /// under load, the gateway keeps running, and every ack is stored. Without that cap, the
 /// connections took every file and the store stopped at its next open.
 #[test]
@@ -463,7 +463,7 @@ fn a_connection_flood_past_the_open_files_limit_leaves_the_store_its_files() {
         .start();
     assert!(
         gw.logs()
-            .contains("the public listener accepts at most 276"),
+            .contains("the public listener accepts at most 650"),
         "{}",
         gw.logs()
     );

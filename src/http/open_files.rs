@@ -5,7 +5,8 @@
 //! store's next open of a file (a checkpoint's), which stops the gateway: a flood of idle
 //! connections would take it down. So `serve` raises the soft limit to the hard one, as Go's
 //! runtime does for every program, and the public listener accepts at most the limit less
-//! [`RESERVE`] connections, whatever `max_connections` says (and warns when it says more).
+//! [`RESERVE`] (or half the limit, if that is less) connections, whatever `max_connections`
+//! says (and warns when it says more).
 
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
 
@@ -33,14 +34,18 @@ pub fn raise() {
     }
 }
 
-/// The most public connections the open files limit leaves room for, [`RESERVE`] kept aside.
+/// The most public connections the open files limit leaves room for.
 pub fn connection_room() -> usize {
     match getrlimit(Resource::RLIMIT_NOFILE) {
-        Ok((soft, _)) => usize::try_from(soft)
-            .unwrap_or(usize::MAX)
-            .saturating_sub(RESERVE),
+        Ok((soft, _)) => room_within(usize::try_from(soft).unwrap_or(usize::MAX)),
         Err(_) => usize::MAX,
     }
+}
+
+/// `limit` less [`RESERVE`], or half of it for a limit under twice that (a container's 1,024:
+/// 512 connections, not none).
+fn room_within(limit: usize) -> usize {
+    limit - RESERVE.min(limit / 2)
 }
 
 /// `max_connections`, or the room the open files limit leaves if that is less (logged).
@@ -50,8 +55,8 @@ pub fn cap(max_connections: usize, room: usize) -> usize {
             max_connections,
             accepted = room,
             "The open files limit leaves room for fewer connections than [limits] \
-             max_connections ({RESERVE} kept for the store and outgoing requests, whose opens \
-             must not fail): the public listener accepts at most {room}. Raise LimitNOFILE (or \
+             max_connections (up to {RESERVE} kept for the store and outgoing requests, whose \
+             opens must not fail): the public listener accepts at most {room}. Raise LimitNOFILE (or \
              ulimit -n) for more."
         );
         room
@@ -63,6 +68,15 @@ pub fn cap(max_connections: usize, room: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_room_keeps_a_reserve_of_1024_or_half_a_small_limit() {
+        assert_eq!(room_within(65_536), 64_512);
+        assert_eq!(room_within(4_096), 3_072);
+        assert_eq!(room_within(1_300), 650);
+        assert_eq!(room_within(1_024), 512);
+        assert_eq!(room_within(0), 0);
+    }
 
     #[test]
     fn the_cap_is_max_connections_within_the_room_left() {
