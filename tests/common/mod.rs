@@ -318,12 +318,9 @@ impl Gateway {
     /// Starts the gateway again on the same config and data dir (killing it first if it runs).
     /// The listeners get new ports: use `public_url`/`admin_url` again afterwards.
     pub fn restart(&mut self) {
-        self.kill();
-        self.logs
-            .lock()
-            .expect("logs lock")
-            .push_str("---- harness: restart ----\n");
-        self.spawn();
+        if let Err(err) = self.try_restart() {
+            panic!("{err}; stderr:\n{}", self.logs());
+        }
     }
 
     /// [`Gateway::restart`], answering `Err` with the reason if it exits or does not listen.
