@@ -37,6 +37,11 @@ pub use rejections::{Refused, Rejections};
 /// 128: under 2,000 idle connections, new SYNs overflowed it and waited a 1 s retransmit.
 pub const LISTEN_BACKLOG: i32 = 4096;
 
+/// Connections the admin listener holds at once; more wait in the listen backlog. It is meant
+/// for operators on a private address, but should it be reachable, its connections must leave
+/// the open files reserved beside the public ones (`open_files.rs`) to the store.
+pub const ADMIN_MAX_CONNECTIONS: usize = 256;
+
 /// What every handler shares.
 pub struct AppState {
     /// The config and what is built from it, swapped whole by a reload; a request takes it once
@@ -151,6 +156,10 @@ pub fn public_server(state: web::Data<AppState>, listener: TcpListener) -> std::
                 connections.on_connect(connection, extensions)
             })
             .workers(workers)
+            // Past the room the open files limit leaves, stop accepting: a connection over
+            // `max_connections` is accepted and shut (and counted), which takes a file for a
+            // moment, and a flood of them must not take the store's (`open_files.rs`).
+            .max_connections(open_files::connection_room().div_ceil(workers.max(1)))
             .disable_signals()
             .shutdown_timeout(shutdown_s)
             .client_request_timeout(request_timeout);
@@ -172,6 +181,7 @@ pub fn admin_server(state: web::Data<AppState>, listener: TcpListener) -> std::i
             .configure(console::routes)
     })
     .workers(1)
+    .max_connections(ADMIN_MAX_CONNECTIONS)
     .disable_signals()
     .shutdown_timeout(5)
     .listen(listener)?
