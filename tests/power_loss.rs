@@ -41,6 +41,14 @@ use rand::{Rng, SeedableRng};
 
 const WHSEC: &str = "whsec_ZG93bnN0cmVhbS1zaWduaW5nLWtleS0x";
 
+/// The test's random choices, from `HOOKGATE_POWER_LOSS_SEED` or a fresh seed, printed so that
+/// a run can be replayed.
+fn seeded_rng(what: &str, rounds: u64) -> StdRng {
+    let seed = env_number("HOOKGATE_POWER_LOSS_SEED").unwrap_or_else(rand::random);
+    eprintln!("{what}: {rounds}, seed {seed} (HOOKGATE_POWER_LOSS_SEED replays it)");
+    StdRng::seed_from_u64(seed)
+}
+
 fn env_number(name: &str) -> Option<u64> {
     std::env::var(name).ok().map(|value| {
         value
@@ -113,9 +121,7 @@ fn a_full_disk_then_a_power_loss_costs_no_ack() {
     const DISK: u64 = 8 << 20;
     const ROOM: u64 = 4 << 20;
     let rounds = env_number("HOOKGATE_POWER_LOSSES").map_or(3, |n| n.div_ceil(4));
-    let seed = env_number("HOOKGATE_POWER_LOSS_SEED").unwrap_or_else(rand::random);
-    eprintln!("full disks: {rounds}, seed {seed} (HOOKGATE_POWER_LOSS_SEED replays it)");
-    let mut rng = StdRng::seed_from_u64(seed);
+    let mut rng = seeded_rng("full disks", rounds);
 
     let root = tempfile::tempdir().unwrap();
     let data_dir = root.path().join("data");
@@ -253,9 +259,7 @@ fn fail_an_fsync_under_load(
 /// round lasts until the gateway logged each of `logged`.
 fn lose_power_under_load(store: &str, logged: &[&str]) {
     let rounds = env_number("HOOKGATE_POWER_LOSSES").unwrap_or(12);
-    let seed = env_number("HOOKGATE_POWER_LOSS_SEED").unwrap_or_else(rand::random);
-    eprintln!("power losses: {rounds}, seed {seed} (HOOKGATE_POWER_LOSS_SEED replays it)");
-    let mut rng = StdRng::seed_from_u64(seed);
+    let mut rng = seeded_rng("power losses", rounds);
 
     let root = tempfile::tempdir().unwrap();
     let data_dir = root.path().join("data");
