@@ -69,6 +69,17 @@ impl EventId {
     }
 }
 
+/// Whether hookgate made this event id rather than the sender: a body's hash (`sha256:<hex>`,
+/// [`crate::event_id::body_hash`]) or an unfit id's (`id-sha256:<hex>`).
+pub fn is_generated_id(id: &str) -> bool {
+    let hex = id
+        .strip_prefix(ENCODED_ID_PREFIX)
+        .or_else(|| id.strip_prefix("sha256:"));
+    hex.is_some_and(|hex| {
+        hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    })
+}
+
 /// Whether an id is kept as sent: at most [`MAX_EVENT_ID_LEN`] visible ASCII characters.
 fn is_header_safe(id: &str) -> bool {
     id.len() <= MAX_EVENT_ID_LEN && id.bytes().all(|b| b.is_ascii_graphic())
@@ -198,6 +209,17 @@ mod tests {
             assert_eq!(id.as_str(), expected, "{raw:?}");
             assert_eq!(EventId::new(raw), Some(id), "deterministic");
             assert!(reqwest::header::HeaderValue::from_str(&format!("p:{expected}")).is_ok());
+        }
+    }
+
+    #[test]
+    fn generated_ids_are_told_apart() {
+        let hashed = crate::event_id::body_hash(b"{}");
+        assert!(is_generated_id(hashed.as_str()));
+        let unfit = EventId::new("an id with spaces").unwrap();
+        assert!(is_generated_id(unfit.as_str()));
+        for sent in ["42", "evt_1", "sha256:abc", "id-sha256:", "sha256:xyz"] {
+            assert!(!is_generated_id(sent), "{sent}");
         }
     }
 

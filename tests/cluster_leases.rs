@@ -190,6 +190,16 @@ fn an_ordered_destination_moves_to_the_other_gateway_when_its_deliverer_is_kille
     );
 }
 
+/// Provider `p`, polling `api` every 100 ms from action 1 on, `page_size` actions a page.
+fn polled_provider(api: &Stub, page_size: u32) -> String {
+    let sync = format!(
+        "[provider.sync]\npreset = \"alcmeon\"\nurl = \"{}/actions\"\ninterval = \"100ms\"\n\
+         limit_param = \"limit\"\npage_size = {page_size}\nstart_cursor = 1\n[provider.sync.auth]\nuser = \"instance-42\"\npassword = \"app-secret\"\n",
+        api.url
+    );
+    provider("p", "alcmeon", &["alcmeon-app-secret-0123"], &sync)
+}
+
 /// Actions `1..=produced` from `min_action_id` on, `limit` at a time (Alcméon's sync API).
 fn vendor(produced: Arc<AtomicU64>) -> Stub {
     Stub::start(move |request| {
@@ -220,12 +230,7 @@ fn a_poller_moves_to_the_other_gateway_when_its_leaseholder_is_killed() {
     let nats = NatsServer::start(dir.path());
     let produced = Arc::new(AtomicU64::new(0));
     let api = vendor(produced.clone());
-    let sync = format!(
-        "[provider.sync]\npreset = \"alcmeon\"\nurl = \"{}/actions\"\ninterval = \"100ms\"\n\
-         limit_param = \"limit\"\npage_size = 20\nstart_cursor = 1\n[provider.sync.auth]\nuser = \"instance-42\"\npassword = \"app-secret\"\n",
-        api.url
-    );
-    let config = provider("p", "alcmeon", &["alcmeon-app-secret-0123"], &sync);
+    let config = polled_provider(&api, 20);
     let mut a = node(&nats, &config);
     let mut b = node(&nats, &config);
     let nodes = [&a, &b];
@@ -285,6 +290,62 @@ fn a_poller_moves_to_the_other_gateway_when_its_leaseholder_is_killed() {
     }
     assert_eq!(counts.len() as u64, ACTIONS);
     assert!(counts.values().all(|n| *n == 1), "{counts:?}");
+}
+
+/// A poller whose write of the cursor fails because another gateway moved it meanwhile (the
+/// lease lapsed and came back, or a write whose answer was lost) reads it again and goes on
+/// from there: before, it went on from its own stale cursor, every write failing, until restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poller_whose_cursor_was_moved_elsewhere_goes_on_from_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start(dir.path());
+    let produced = Arc::new(AtomicU64::new(0));
+    let api = vendor(produced.clone());
+    let config = polled_provider(&api, 1000);
+    let gw = tokio::task::block_in_place(|| node(&nats, &config));
+    let status = || tokio::task::block_in_place(|| gw.admin_json("/v1/providers/p/sync"));
+    let mut waited = Instant::now();
+    while status()["cursor"] != json!("1") {
+        assert!(
+            waited.elapsed() < LEASE * 3,
+            "the first cursor: {}",
+            status()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Another gateway moves the cursor on, as one that held the lease meanwhile would.
+    let other = nats.store(LEASE);
+    assert_eq!(
+        other.sync_cursor("p").await.unwrap(),
+        Some(br#"{"cursor":"1"}"#.to_vec())
+    );
+    other
+        .set_sync_cursor("p", br#"{"cursor":"51"}"#.to_vec())
+        .await
+        .unwrap();
+    // This gateway fetches 1..=100 from its own cursor, fails to write 101 over 51, reads 51
+    // again, fetches 51..=100 from it and writes 101.
+    produced.store(100, Ordering::SeqCst);
+    waited = Instant::now();
+    while status()["cursor"] != json!("101") {
+        assert!(
+            waited.elapsed() < Duration::from_secs(10),
+            "the poller goes on: {}",
+            status()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        other.sync_cursor("p").await.unwrap(),
+        Some(br#"{"cursor":"101"}"#.to_vec())
+    );
+    let asked: Vec<String> = api.requests().iter().map(|r| r.path.clone()).collect();
+    assert!(
+        asked.iter().any(|path| path.contains("min_action_id=51")),
+        "{asked:?}"
+    );
+    let events = tokio::task::block_in_place(|| gw.all_events(Some("p")));
+    assert_eq!(events.len(), 100);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

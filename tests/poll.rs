@@ -28,15 +28,18 @@ fn notification(id: u64) -> Vec<u8> {
 }
 
 fn send_webhook(gw: &Gateway, id: u64) {
-    let body = notification(id);
-    let signed = [b"/hooks/alcmeon ".as_slice(), &body].concat();
+    send_signed(gw, &notification(id));
+}
+
+fn send_signed(gw: &Gateway, body: &[u8]) {
+    let signed = [b"/hooks/alcmeon ".as_slice(), body].concat();
     let signature = hex::encode(mac(Alg::Sha256, SECRET.as_bytes(), &signed));
     let headers = vec![
         ("X-Alcmeon-Webhook-Signature".to_string(), signature),
         ("Content-Type".to_string(), "application/json".to_string()),
     ];
-    let reply = gw.post("alcmeon", &headers, &body);
-    assert_eq!(reply.status, 200, "webhook {id}: {}", reply.text());
+    let reply = gw.post("alcmeon", &headers, body);
+    assert_eq!(reply.status, 200, "webhook: {}", reply.text());
 }
 
 /// A stub's answer: status, headers, body.
@@ -172,11 +175,11 @@ const BASIC: &str = "user = \"instance-42\"\npassword = \"app-secret\"\n";
 fn stored(gw: &Gateway) -> BTreeMap<u64, (usize, String)> {
     let mut counts: BTreeMap<u64, (usize, String)> = BTreeMap::new();
     for event in gw.all_events(Some("alcmeon")) {
-        let id: u64 = event["event_id"]
-            .as_str()
-            .expect("id")
-            .parse()
-            .expect("numeric id");
+        let id = event["event_id"].as_str().expect("id");
+        if id.starts_with("sha256:") {
+            continue; // a notification without an id: no action
+        }
+        let id: u64 = id.parse().expect("numeric id");
         let source = event["source"].as_str().expect("source").to_string();
         counts.entry(id).or_insert((0, source)).0 += 1;
     }
@@ -344,6 +347,11 @@ fn the_first_cursor_follows_the_highest_webhook_id_and_poll_now_runs_a_round() {
     for id in [5, 12, 9] {
         send_webhook(&gw, id);
     }
+    // A notification without an id is stored under its body's hash, which is no action id.
+    send_signed(
+        &gw,
+        &serde_json::to_vec(&json!({"type": "ping"})).expect("json"),
+    );
     // The same provider, now with its sync API.
     let config = std::fs::read_to_string(gw.config_path()).expect("config");
     let sync = "interval = \"1h\"\nlimit_param = \"limit\"\npage_size = 100\n";
@@ -363,6 +371,7 @@ fn the_first_cursor_follows_the_highest_webhook_id_and_poll_now_runs_a_round() {
     );
     let ids: Vec<u64> = stored(&gw).keys().copied().collect();
     assert_eq!(ids, [5, 9, 12, 13, 14, 15, 16, 17, 18, 19, 20]);
+    assert_eq!(gw.all_events(Some("alcmeon")).len(), 12, "and the ping");
 
     vendor.produced.store(25, Ordering::SeqCst);
     let reply = gw.admin_post("/v1/providers/alcmeon/sync", &json!({}));
@@ -397,6 +406,22 @@ fn a_short_lived_token_is_fetched_once_per_lifetime() {
     );
     assert!(vendor.cursors().iter().all(|(_, _, status)| *status == 200));
     assert_eq!(stored(&gw).len(), 10);
+}
+
+#[test]
+fn a_token_said_to_live_forever_is_used_and_the_gateway_lives_on() {
+    // `expires_in` is a number of seconds: 2^64 - 1 is a valid answer, and was an overflow.
+    let vendor = Vendor::start(10, u64::MAX, no_faults);
+    let sync = "interval = \"100ms\"\n";
+    let gw = Gateway::start(&sync_provider(&vendor, sync, &oauth(&vendor)));
+    wait_until(
+        Duration::from_secs(10),
+        "every action and more polls",
+        || stored(&gw).len() == 10 && vendor.cursors().len() >= 5,
+    );
+    assert_eq!(vendor.token_calls.load(Ordering::SeqCst), 1);
+    assert!(vendor.cursors().iter().all(|(_, _, status)| *status == 200));
+    assert_eq!(gw.admin_get("/healthz").status, 200, "still serving");
 }
 
 #[test]

@@ -105,12 +105,14 @@ impl Connections {
     }
 
     fn take(self: &Arc<Self>, peer: IpAddr) -> Result<Place, &'static str> {
-        let address = bucket_of(peer);
+        // Trust is the peer's own address (a proxy at `::1/128` is not in its /64's bucket).
+        let peer = peer.to_canonical();
         let counted = !self
             .trusted_proxies
             .load()
             .iter()
-            .any(|network| network.contains(&address));
+            .any(|network| network.contains(&peer));
+        let address = bucket_of(peer);
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         if open.total >= self.max.load(Ordering::Relaxed) {
             return Err("connections");
@@ -194,5 +196,20 @@ mod tests {
         assert_eq!(connections.take(proxy).err(), Some("connections"));
         drop(places);
         assert_eq!(connections.open.lock().unwrap().total, 0);
+    }
+
+    #[test]
+    fn a_trusted_ipv6_proxy_is_its_own_address_not_its_bucket() {
+        for proxy in ["::1", "2001:db8::7", "::ffff:192.0.2.1"] {
+            let each = connections(&["::1/128", "2001:db8::7/128"]);
+            let proxy: IpAddr = proxy.parse().unwrap();
+            let trusted = proxy != "::ffff:192.0.2.1".parse::<IpAddr>().unwrap();
+            let places: Vec<Result<Place, _>> = (0..3).map(|_| each.take(proxy)).collect();
+            let refused = places.iter().filter(|p| p.is_err()).count();
+            assert_eq!(refused, usize::from(!trusted), "{proxy}");
+        }
+        let mapped = connections(&["192.0.2.0/24"]);
+        let proxy: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        let _places: Vec<Place> = (0..3).map(|_| mapped.take(proxy).unwrap()).collect();
     }
 }

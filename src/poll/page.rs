@@ -117,7 +117,10 @@ pub fn next_cursor(config: &SyncConfig, current: Option<&str>, page: &Page) -> O
                         a
                     }
                 });
-            highest.map(|id| after_id(id, *inclusive))
+            // A page of only older items (an API that ignored the cursor) leaves it.
+            highest
+                .map(|id| after_id(id, *inclusive))
+                .filter(|next| current.is_none_or(|c| compare_ids(next, c) == Ordering::Greater))
         }
         NextCursor::Pointer(_) => page.next.clone(),
     };
@@ -156,11 +159,14 @@ pub fn has_more(
     }
 }
 
-/// Event ids in order: numerically when both are numbers, else as text.
+/// Event ids in order: numerically when both are numbers, else as text; a number is above any
+/// text, so that among a provider's numeric ids a stray other one never counts as the highest.
 pub fn compare_ids(a: &str, b: &str) -> Ordering {
     match (a.parse::<u128>(), b.parse::<u128>()) {
         (Ok(a), Ok(b)) => a.cmp(&b),
-        _ => a.cmp(b),
+        (Ok(_), Err(_)) => Ordering::Greater,
+        (Err(_), Ok(_)) => Ordering::Less,
+        (Err(_), Err(_)) => a.cmp(b),
     }
 }
 
@@ -469,6 +475,11 @@ mod tests {
         );
         assert_eq!(next_cursor(&inclusive, None, &page(&[])), None);
         assert_eq!(
+            next_cursor(&inclusive, Some("50"), &page(&["3", "4"])).as_deref(),
+            Some("50"),
+            "older items never move it back"
+        );
+        assert_eq!(
             next_cursor(&inclusive, None, &page(&["b", "a"])).as_deref(),
             Some("b")
         );
@@ -509,6 +520,8 @@ mod tests {
     fn ids_compare_numerically_when_numbers() {
         assert_eq!(compare_ids("9", "10"), Ordering::Less);
         assert_eq!(compare_ids("b", "a"), Ordering::Greater);
+        assert_eq!(compare_ids("5", "sha256:ab"), Ordering::Greater);
+        assert_eq!(compare_ids("evt_9", "10"), Ordering::Less);
         assert_eq!(after_id("41", true), "42");
         assert_eq!(after_id("41", false), "41");
         assert_eq!(after_id("x", true), "x");

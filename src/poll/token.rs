@@ -16,6 +16,8 @@ type TokenClient =
 
 /// A token without `expires_in` is kept this long (or until a 401).
 const NO_EXPIRY_TTL: Duration = Duration::from_secs(3600);
+/// A token is replaced after a day at the latest, whatever `expires_in` says.
+const MAX_REUSE: Duration = Duration::from_secs(86_400);
 
 pub struct TokenSource {
     client: TokenClient,
@@ -98,9 +100,13 @@ impl TokenSource {
 }
 
 /// When a token that lives `lifetime` is replaced: `refresh_before` its end, but never before
-/// half its life, so a short-lived token is not fetched for every poll.
+/// half its life, so a short-lived token is not fetched for every poll; and after a day at the
+/// latest (an `expires_in` of 2^64 - 1 seconds is a valid answer).
 pub fn renew_after(lifetime: Duration, refresh_before: Duration) -> Duration {
-    lifetime.saturating_sub(refresh_before).max(lifetime / 2)
+    lifetime
+        .saturating_sub(refresh_before)
+        .max(lifetime / 2)
+        .min(MAX_REUSE)
 }
 
 #[cfg(test)]
@@ -114,5 +120,11 @@ mod tests {
         assert_eq!(renew_after(min(60), min(30)), min(30));
         assert_eq!(renew_after(min(10), min(30)), min(5));
         assert_eq!(renew_after(Duration::ZERO, min(30)), Duration::ZERO);
+        assert_eq!(renew_after(min(60 * 48), min(30)), min(60 * 24));
+        let forever = Duration::from_secs(u64::MAX);
+        assert_eq!(renew_after(forever, min(30)), MAX_REUSE);
+        assert!(Instant::now()
+            .checked_add(renew_after(forever, min(30)))
+            .is_some());
     }
 }

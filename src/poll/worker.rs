@@ -49,7 +49,7 @@ impl Failure {
     }
 
     fn store(err: StoreError) -> Failure {
-        Failure::new("store", format!("storage error: {err}"))
+        Failure::new("store", format!("the store failed: {err}"))
     }
 }
 
@@ -63,7 +63,12 @@ struct Persisted {
 pub(super) async fn run(poller: Arc<Poller>, stop: CancellationToken) {
     let provider = poller.provider.to_string();
     tracing::info!(provider, url = %poller.config.url, "Poller started.");
-    poller.update(|s| s.polling_here = true);
+    // Read the durable cursor again at the first round: another gateway may have moved it
+    // since this one last held the lease.
+    poller.update(|s| {
+        s.polling_here = true;
+        s.cursor_set = false;
+    });
     let mut failures: u32 = 0;
     loop {
         poller.update(|s| s.running = true);
@@ -96,6 +101,9 @@ pub(super) async fn run(poller: Arc<Poller>, stop: CancellationToken) {
                 poller.update(|s| {
                     s.last_error_ms = Some(now);
                     s.last_error = Some(failure.message);
+                    // After a store's failure (a cursor moved by another gateway, a write whose
+                    // outcome is unknown), the next round reads the durable cursor again.
+                    s.cursor_set &= failure.kind != "store";
                 });
                 wait
             }
@@ -344,7 +352,8 @@ async fn cursor(poller: &Poller) -> Result<Option<String>, Failure> {
     Ok(cursor)
 }
 
-/// The highest event id stored for `provider` (numbers compared as numbers).
+/// The highest event id the sender gave among those stored for `provider` (numbers compared as
+/// numbers, above any text; ids hookgate made, as a body's hash, do not count).
 async fn highest_event_id(
     store: &crate::store::Store,
     provider: &str,
@@ -355,7 +364,10 @@ async fn highest_event_id(
         let events = store
             .events_after(after, SCAN_BATCH, Some(provider.to_string()))
             .await?;
-        for event in &events {
+        for event in events
+            .iter()
+            .filter(|event| !crate::event::is_generated_id(&event.event_id))
+        {
             let higher = highest.as_deref().is_none_or(|h| {
                 page::compare_ids(&event.event_id, h) == std::cmp::Ordering::Greater
             });
