@@ -162,9 +162,12 @@ pub async fn start(config: Config) -> Result<Gateway, GatewayError> {
     let admin_addr = local(&admin_listener, config.admin.listen)?;
 
     let died = Died::default();
-    let forwarders = Forwarders::start(&config, &store, &died).await?;
-    let pollers = Pollers::start(&config, &store, &metrics, &died)?;
-    let sweeper = start_sweeper(&config, &store, &forwarders, &metrics, &died);
+    let forwarders = Forwarders::new(&config, &store, &died).await?;
+    forwarders.start();
+    let pollers = Pollers::new(&config, &store, &metrics, &died)?;
+    pollers.start();
+    let sweeper = sweeper(&config, &store, &forwarders, &metrics, &died);
+    sweeper.start();
     let peers = peers::Peers::start(&store, &config, &metrics);
     let limits = http::Limits::start(&config.limits);
     let rejections = Arc::new(http::Rejections::new(
@@ -208,7 +211,7 @@ pub async fn start(config: Config) -> Result<Gateway, GatewayError> {
 }
 
 /// The sweeper, over every destination and consumer of `config`.
-fn start_sweeper(
+fn sweeper(
     config: &Config,
     store: &Store,
     forwarders: &Forwarders,
@@ -224,7 +227,7 @@ fn start_sweeper(
         })
         .chain(config.consumers.iter().map(Output::consumer))
         .collect();
-    Sweeper::start(store.clone(), &config.store, outputs, metrics.clone(), died)
+    Sweeper::new(store.clone(), &config.store, outputs, metrics.clone(), died)
 }
 
 impl Gateway {

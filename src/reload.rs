@@ -18,7 +18,7 @@ use crate::config::{Config, SyncConfig};
 use crate::forward::Forwarders;
 use crate::http::{Limits, Live};
 use crate::poll::Pollers;
-use crate::{start_sweeper, Gateway};
+use crate::{sweeper, Gateway};
 
 /// How long the old workers get to finish what they are doing.
 const STOP_WITHIN: Duration = Duration::from_secs(5);
@@ -53,11 +53,14 @@ impl Gateway {
         let sweeping = forwarding
             || config.consumers != old.config.consumers
             || config.store != old.config.store;
+        // The new forwarders and pollers are made first (what can fail), then the running ones
+        // stopped, then the new ones started: never two of one destination or provider at once.
         if forwarding {
-            match Forwarders::start(&config, &store, &self.died).await {
+            match Forwarders::new(&config, &store, &self.died).await {
                 Ok(forwarders) => {
                     let previous = std::mem::replace(&mut self.forwarders, forwarders);
                     previous.stop(STOP_WITHIN).await;
+                    self.forwarders.start();
                 }
                 Err(err) => {
                     tracing::error!(error = %err, "Reload refused: cannot start the destinations; the running config keeps serving.");
@@ -66,10 +69,11 @@ impl Gateway {
             }
         }
         if polling {
-            match Pollers::start(&config, &store, &metrics, &self.died) {
+            match Pollers::new(&config, &store, &metrics, &self.died) {
                 Ok(pollers) => {
                     let previous = std::mem::replace(&mut self.pollers, pollers);
                     previous.stop(STOP_WITHIN).await;
+                    self.pollers.start();
                 }
                 Err(err) => {
                     tracing::error!(error = %err, "Cannot start the new sync pollers; the previous ones keep running.")
@@ -77,10 +81,11 @@ impl Gateway {
             }
         }
         if sweeping {
-            let sweeper = start_sweeper(&config, &store, &self.forwarders, &metrics, &self.died);
+            let sweeper = sweeper(&config, &store, &self.forwarders, &metrics, &self.died);
             std::mem::replace(&mut self.sweeper, sweeper)
                 .stop(STOP_WITHIN)
                 .await;
+            self.sweeper.start();
         }
         if let Some(peers) = &self.peers {
             peers.reloaded(&config);

@@ -190,6 +190,121 @@ fn an_ordered_destination_moves_to_the_other_gateway_when_its_deliverer_is_kille
     );
 }
 
+/// A reload that restarts the forwarders, on the gateway delivering to an ordered destination:
+/// the destination never gets two requests at once, and one gateway delivers afterwards. (The
+/// reload started the new forwarder before stopping the old; both held the lease, as one
+/// process holds it, and the old one's stop then gave it up to the other gateway.)
+#[test]
+fn a_reload_of_the_delivering_gateway_never_delivers_twice_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start(dir.path());
+    let in_flight = Arc::new(AtomicU64::new(0));
+    let most = Arc::new(AtomicU64::new(0));
+    let (now, max) = (in_flight.clone(), most.clone());
+    let downstream = Stub::start(move |_| {
+        max.fetch_max(now.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(20));
+        now.fetch_sub(1, Ordering::SeqCst);
+        (204, "text/plain", Vec::new())
+    });
+    let (a, b) = two_delivering(&nats, &downstream, "");
+    let nodes = [&a, &b];
+    const EVENTS: usize = 400; // ~8 s of deliveries
+    for i in 0..EVENTS {
+        let body = format!(r#"{{"id":"evt-{i}"}}"#);
+        assert_eq!(nodes[i % 2].post("p", &[], body.as_bytes()).status, 200);
+    }
+    // Five reloads of whichever gateway delivers, each adding a provider: the forwarders restart.
+    for round in 0..5 {
+        let Some(deliverer) = holder(&nodes, delivering_here).map(|i| nodes[i]) else {
+            std::thread::sleep(LEASE / 4);
+            continue;
+        };
+        let text = std::fs::read_to_string(deliverer.config_path()).unwrap();
+        let more = provider(&format!("q{round}"), "none", &[], "");
+        std::fs::write(deliverer.config_path(), format!("{text}\n{more}")).unwrap();
+        let before = deliverer.logs().matches("Config reloaded.").count();
+        deliverer.signal(nix::sys::signal::Signal::SIGHUP);
+        wait_until(Duration::from_secs(10), "the reload", || {
+            deliverer.logs().matches("Config reloaded.").count() > before
+        });
+        std::thread::sleep(LEASE / 2);
+    }
+    wait_until(Duration::from_secs(60), "every event delivered", || {
+        downstream.calls() >= EVENTS
+            && nodes.iter().any(|gw| {
+                gw.admin_json("/v1/destinations")["destinations"][0]["cursor"] == json!(EVENTS)
+            })
+    });
+    assert_eq!(
+        most.load(Ordering::SeqCst),
+        1,
+        "an ordered destination got two requests at once"
+    );
+    std::thread::sleep(LEASE);
+    assert!(
+        holder(&nodes, delivering_here).is_some(),
+        "one gateway delivers"
+    );
+}
+
+/// A pause posted to the gateway that does not deliver stops the one that does within a second
+/// or two, though it is busy retrying the head of an ordered queue (it read the flag only when
+/// it had nothing to deliver).
+#[test]
+fn a_pause_through_the_other_gateway_stops_a_busy_deliverer() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start(dir.path());
+    let downstream = Stub::start(|_| (503, "text/plain", b"down".to_vec()));
+    // Retried every 100 ms for 10 s, never probing.
+    let delays = vec!["\"100ms\""; 100].join(", ");
+    let extra = format!("retry_delays = [{delays}]\npause_after_failures = 1000\n");
+    let (a, b) = two_delivering(&nats, &downstream, &extra);
+    let nodes = [&a, &b];
+    for i in 0..3 {
+        let body = format!(r#"{{"id":"evt-{i}"}}"#);
+        assert_eq!(a.post("p", &[], body.as_bytes()).status, 200);
+    }
+    wait_until(Duration::from_secs(5), "retries under way", || {
+        downstream.calls() >= 3
+    });
+    let deliverer = holder(&nodes, delivering_here).expect("one deliverer");
+    let other = nodes[1 - deliverer];
+    assert_eq!(
+        other
+            .admin_post("/v1/destinations/crm/pause", &json!({}))
+            .status,
+        200
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let after_pause = downstream.calls();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        downstream.calls(),
+        after_pause,
+        "attempts went on 2 s after the pause"
+    );
+    assert_eq!(
+        nodes[deliverer].admin_json("/v1/destinations")["destinations"][0]["paused"],
+        json!(true)
+    );
+}
+
+/// Two gateways with provider `p` and destination `crm` (`extra` added to it) at `downstream`,
+/// once one of them delivers.
+fn two_delivering(nats: &NatsServer, downstream: &Stub, extra: &str) -> (Gateway, Gateway) {
+    let config = provider("p", "none", &[], "event_id = \"json:/id\"")
+        + &format!(
+            "\n[[destination]]\nname = \"crm\"\nurl = \"{}/ingest\"\nsigning_secret = \"{WHSEC}\"\n{extra}",
+            downstream.url
+        );
+    let (a, b) = (node(nats, &config), node(nats, &config));
+    wait_until(LEASE * 3, "one gateway delivers", || {
+        holder(&[&a, &b], delivering_here).is_some()
+    });
+    (a, b)
+}
+
 /// Provider `p`, polling `api` every 100 ms from action 1 on, `page_size` actions a page.
 fn polled_provider(api: &Stub, page_size: u32) -> String {
     let sync = format!(

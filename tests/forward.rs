@@ -255,6 +255,42 @@ fn retry_after_is_honoured() {
     );
 }
 
+/// Deliveries waiting for their turn under `rate_limit_per_min` when the destination is paused
+/// are not sent (they were: each had reserved its turn, and sent once it came).
+#[test]
+fn a_pause_holds_the_deliveries_waiting_for_the_rate_limit() {
+    let stub = Stub::start(|_| (200, "text/plain", Vec::new()));
+    let extra = "ordered = false\nmax_in_flight = 10\nrate_limit_per_min = 120\n";
+    let gw = Gateway::start(&config(&stub.url, extra));
+    for i in 0..10 {
+        gw.post("p", &[], &body(i)).ack();
+    }
+    wait_until(Duration::from_secs(5), "a first delivery", || {
+        stub.calls() >= 1
+    });
+    assert_eq!(
+        gw.admin_post("/v1/destinations/crm/pause", &json!({}))
+            .status,
+        200
+    );
+    let at_pause = stub.calls();
+    // Two a second: without the pause, all ten would be sent within 5 s.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        stub.calls() <= at_pause + 1,
+        "{} sent after the pause (at most the one under way)",
+        stub.calls() - at_pause
+    );
+    assert_eq!(
+        gw.admin_post("/v1/destinations/crm/resume", &json!({}))
+            .status,
+        200
+    );
+    wait_until(Duration::from_secs(15), "the rest after resume", || {
+        stub.calls() >= 10
+    });
+}
+
 #[test]
 fn pause_and_resume() {
     let stub = Stub::start(|_| (200, "text/plain", Vec::new()));

@@ -21,6 +21,8 @@ use crate::store::{Change, DeadRecord, Mark, Store, StoreError, StoredEvent};
 
 /// Events read from the store at a time.
 const SCAN_BATCH: usize = 256;
+/// How often a forwarder reads its destination's pause flag from the store.
+const PAUSE_RECHECK: Duration = Duration::from_secs(1);
 
 /// Everything one destination's tasks share.
 pub struct Destination {
@@ -69,8 +71,40 @@ pub async fn start(destination: Arc<Destination>, stop: CancellationToken) {
     };
     destination.status.set_paused(state.paused);
     destination.status.set_delivering(true);
-    run(destination.clone(), state.cursor, stop).await;
+    tokio::select! {
+        () = run(destination.clone(), state.cursor, stop.clone()) => {}
+        () = follow_pause(&destination, &stop) => {}
+    }
     destination.status.set_delivering(false);
+}
+
+/// Reads the durable pause flag every [`PAUSE_RECHECK`] and applies it, until `stop`: a pause
+/// or resume made through another gateway, or through the admin API while a reload replaced
+/// this forwarder, reaches the deliveries within a second, backlog or not.
+async fn follow_pause(destination: &Destination, stop: &CancellationToken) {
+    let name = &destination.config.name;
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(PAUSE_RECHECK) => {}
+        }
+        let (_, changes) = destination.status.paused_and_changes();
+        match destination.store.output(name).await {
+            Ok(state) => {
+                failing = false;
+                if destination.status.set_paused_since(changes, state.paused) {
+                    tracing::info!(destination = %name, paused = state.paused, "The destination's pause flag changed in the store.");
+                    destination.wake_all();
+                }
+            }
+            Err(err) if !failing => {
+                failing = true;
+                tracing::warn!(destination = %name, error = %err, "Cannot read the destination's pause flag.");
+            }
+            Err(_) => {}
+        }
+    }
 }
 
 /// Delivers from `cursor` until `stop` (the end of this gateway's lease on the destination, or
@@ -121,6 +155,7 @@ async fn run(destination: Arc<Destination>, cursor: Seq, stop: CancellationToken
                         let drop = vec![Change::Unmark(Mark::Replay, seq)];
                         if let Err(err) = destination.store.change(&name, drop).await {
                             tracing::error!(destination = %name, error = %err, "Cannot drop a replay entry.");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
                         }
                     }
                     Err(err) => {
@@ -253,9 +288,8 @@ async fn acquire(
 }
 
 /// Sleeps until new events are stored (when `for_events`), the destination is woken, or
-/// stopped. On a store other gateways share, it also wakes every second and reads the pause
-/// flag again: an operator may have paused or resumed the destination, or queued replays,
-/// through another gateway.
+/// stopped. On a store other gateways share, it also wakes every second: an operator may have
+/// queued replays through another gateway.
 async fn wait(
     destination: &Destination,
     last_seq: &mut tokio::sync::watch::Receiver<Seq>,
@@ -274,14 +308,6 @@ async fn wait(
         _ = destination.wake.notified() => {}
         _ = stop.cancelled() => {}
         _ = tokio::time::sleep(recheck) => {}
-    }
-    if shared && !stop.is_cancelled() {
-        match destination.store.output(&destination.config.name).await {
-            Ok(state) => destination.status.set_paused(state.paused),
-            Err(err) => {
-                tracing::warn!(destination = %destination.config.name, error = %err, "Cannot read the destination's pause flag.");
-            }
-        }
     }
 }
 
@@ -326,7 +352,13 @@ async fn deliver(
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
             }
         }
-        rate_limit(destination).await;
+        tokio::select! {
+            () = rate_limit(destination) => {}
+            _ = stop.cancelled() => return None,
+        }
+        if destination.status.is_paused() {
+            continue; // paused while it waited for its turn
+        }
         let result = tokio::select! {
             result = attempt(&destination.client, config, event) => result,
             _ = stop.cancelled() => return None,

@@ -53,8 +53,10 @@ pub struct DestinationView {
 }
 
 impl Forwarders {
-    /// Starts a forwarder per destination. Must run inside the actix system.
-    pub async fn start(
+    /// A forwarder per destination, from its durable state; none runs before [`Self::start`],
+    /// so that a reload can stop the running ones first (two forwarders of one destination would
+    /// deliver the same events at once, and on a shared store share one lease).
+    pub async fn new(
         config: &Config,
         store: &Store,
         died: &Died,
@@ -83,22 +85,29 @@ impl Forwarders {
                 alerter: alert::Alerter::new(destination.alert_url.clone(), client.clone()),
                 next_slot: std::sync::Mutex::new(Instant::now()),
             });
-            let dispatcher = shared.clone();
-            tasks.spawn(
-                format!("destination {}", destination.name),
-                crate::lease::run_leased(
-                    store.clone(),
-                    format!("destination/{}", destination.name),
-                    tasks.token(),
-                    move |stop| dispatch::start(dispatcher.clone(), stop),
-                ),
-            );
             destinations.push(shared);
         }
         Ok(Forwarders {
             destinations,
             tasks,
         })
+    }
+
+    /// Starts every forwarder. Must run inside the actix system.
+    pub fn start(&self) {
+        for destination in &self.destinations {
+            let name = &destination.config.name;
+            let dispatcher = destination.clone();
+            self.tasks.spawn(
+                format!("destination {name}"),
+                crate::lease::run_leased(
+                    destination.store.clone(),
+                    format!("destination/{name}"),
+                    self.tasks.token(),
+                    move |stop| dispatch::start(dispatcher.clone(), stop),
+                ),
+            );
+        }
     }
 
     pub fn destination(&self, name: &str) -> Option<&Arc<Destination>> {

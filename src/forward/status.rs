@@ -14,8 +14,10 @@ use super::request::Failure;
 const ERRORS_KEPT: usize = 1000;
 /// The window of the failure ratio.
 const WINDOW: Duration = Duration::from_secs(3600);
+/// The window counts attempts per this much time (61 counts at most, whatever the rate).
+const BUCKET: Duration = Duration::from_secs(60);
 /// Fewer attempts than this in the window never raise a ratio alert.
-const MIN_ATTEMPTS_FOR_RATIO: usize = 10;
+const MIN_ATTEMPTS_FOR_RATIO: u64 = 10;
 
 /// One failed attempt, as `/v1/errors` shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -36,10 +38,14 @@ pub struct Status {
 #[derive(Debug, Default)]
 struct Inner {
     paused: bool,
+    /// How many times `paused` was set: a pause flag read from the store before a change made
+    /// here is not applied over it.
+    pause_changes: u64,
     delivering: bool,
     consecutive_failures: u32,
     errors: VecDeque<ErrorEntry>,
-    window: VecDeque<(Instant, bool)>,
+    /// The attempts of the last hour: per [`BUCKET`], its start, successes and failures.
+    window: VecDeque<(Instant, u64, u64)>,
     alerting: bool,
     /// The destination's `alert_ratio`, as of the last failure.
     alert_ratio: f64,
@@ -85,7 +91,27 @@ impl Status {
     }
 
     pub fn set_paused(&self, paused: bool) {
-        self.with(|s| s.paused = paused);
+        self.with(|s| {
+            s.paused = paused;
+            s.pause_changes += 1;
+        });
+    }
+
+    /// Paused, and the count of changes so far (for [`Self::set_paused_since`]).
+    pub fn paused_and_changes(&self) -> (bool, u64) {
+        self.with(|s| (s.paused, s.pause_changes))
+    }
+
+    /// Sets the flag unless it was set since `changes` was read; returns whether it changed.
+    pub fn set_paused_since(&self, changes: u64, paused: bool) -> bool {
+        self.with(|s| {
+            let applies = s.pause_changes == changes && s.paused != paused;
+            if applies {
+                s.paused = paused;
+                s.pause_changes += 1;
+            }
+            applies
+        })
     }
 
     pub fn set_delivering(&self, delivering: bool) {
@@ -138,7 +164,7 @@ impl Status {
                 ));
             }
             let ratio = s.ratio();
-            if !s.alerting && s.window.len() >= MIN_ATTEMPTS_FOR_RATIO && ratio > alert_ratio {
+            if !s.alerting && s.attempts() >= MIN_ATTEMPTS_FOR_RATIO && ratio > alert_ratio {
                 s.alerting = true;
                 return Some(format!(
                     "failure ratio {:.0}% over the last hour",
@@ -198,18 +224,68 @@ impl Inner {
         while self
             .window
             .front()
-            .is_some_and(|(at, _)| now.duration_since(*at) > WINDOW)
+            .is_some_and(|(start, _, _)| now.duration_since(*start) > WINDOW)
         {
             self.window.pop_front();
         }
-        self.window.push_back((now, success));
+        let (ok, failed) = (u64::from(success), u64::from(!success));
+        match self.window.back_mut() {
+            Some((start, oks, fails)) if now.duration_since(*start) < BUCKET => {
+                *oks += ok;
+                *fails += failed;
+            }
+            _ => self.window.push_back((now, ok, failed)),
+        }
+    }
+
+    fn attempts(&self) -> u64 {
+        self.window.iter().map(|(_, ok, failed)| ok + failed).sum()
     }
 
     fn ratio(&self) -> f64 {
-        if self.window.is_empty() {
+        let attempts = self.attempts();
+        if attempts == 0 {
             return 0.0;
         }
-        let failures = self.window.iter().filter(|(_, ok)| !ok).count();
-        failures as f64 / self.window.len() as f64
+        let failures: u64 = self.window.iter().map(|(_, _, failed)| failed).sum();
+        failures as f64 / attempts as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_failure_ratio_counts_per_minute_whatever_the_rate() {
+        let status = Status::new(false);
+        let failure = Failure {
+            status: Some(503),
+            kind: "http",
+            detail: String::new(),
+        };
+        for i in 0..200_000u64 {
+            if i % 4 == 0 {
+                status.failed(i, "id", &failure, 1.0, u32::MAX);
+            } else {
+                status.delivered();
+            }
+        }
+        assert!(status.with(|s| s.window.len()) <= 2, "one count a minute");
+        assert_eq!(status.with(|s| s.attempts()), 200_000);
+        assert!((status.snapshot().failure_ratio_1h - 0.25).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_pause_flag_read_before_a_change_here_is_not_applied() {
+        let status = Status::new(false);
+        let (paused, changes) = status.paused_and_changes();
+        assert!(!paused);
+        status.set_paused(true);
+        assert!(!status.set_paused_since(changes, false), "stale");
+        assert!(status.is_paused());
+        let (_, changes) = status.paused_and_changes();
+        assert!(status.set_paused_since(changes, false));
+        assert!(!status.is_paused());
     }
 }

@@ -80,8 +80,9 @@ pub struct StartError {
 }
 
 impl Pollers {
-    /// Starts a worker per provider with a sync API. Must run inside the actix system.
-    pub fn start(
+    /// A worker per provider with a sync API; none runs before [`Self::start`] (as
+    /// [`crate::forward::Forwarders::new`]).
+    pub fn new(
         config: &Config,
         store: &Store,
         metrics: &Arc<Metrics>,
@@ -131,19 +132,25 @@ impl Pollers {
                 wake: tokio::sync::Notify::new(),
                 rounds: tokio::sync::watch::Sender::new(0),
             });
-            let worker = poller.clone();
-            tasks.spawn(
-                format!("poller {}", provider.name),
-                crate::lease::run_leased(
-                    store.clone(),
-                    format!("poller/{}", provider.name),
-                    tasks.token(),
-                    move |stop| worker::run(worker.clone(), stop),
-                ),
-            );
             pollers.push(poller);
         }
         Ok(Pollers { pollers, tasks })
+    }
+
+    /// Starts every worker. Must run inside the actix system.
+    pub fn start(&self) {
+        for poller in &self.pollers {
+            let worker = poller.clone();
+            self.tasks.spawn(
+                format!("poller {}", poller.provider),
+                crate::lease::run_leased(
+                    poller.store.clone(),
+                    format!("poller/{}", poller.provider),
+                    self.tasks.token(),
+                    move |stop| worker::run(worker.clone(), stop),
+                ),
+            );
+        }
     }
 
     pub fn pollers(&self) -> &[Arc<Poller>] {

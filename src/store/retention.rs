@@ -146,37 +146,44 @@ pub struct Swept {
 /// The running sweeper.
 pub struct Sweeper {
     tasks: Tasks,
+    task: Task,
+    interval: Duration,
 }
 
 impl Sweeper {
-    /// Starts sweeping every `config.sweep_interval` (the first sweep at once). Must run inside
-    /// the actix system.
-    pub fn start(
+    /// A sweeper that sweeps every `config.sweep_interval` once started.
+    pub fn new(
         store: Store,
         config: &StoreConfig,
         outputs: Vec<Output>,
         metrics: Arc<Metrics>,
         died: &Died,
     ) -> Sweeper {
-        let tasks = Tasks::new("sweeper", died);
-        let task = Task {
-            store: store.clone(),
-            outputs: Arc::new(outputs),
-            metrics,
-            retention: config.retention,
-            dedup_window: config.dedup_window,
-        };
-        let interval = config.sweep_interval;
-        tasks.spawn(
+        Sweeper {
+            tasks: Tasks::new("sweeper", died),
+            task: Task {
+                store,
+                outputs: Arc::new(outputs),
+                metrics,
+                retention: config.retention,
+                dedup_window: config.dedup_window,
+            },
+            interval: config.sweep_interval,
+        }
+    }
+
+    /// Starts sweeping (the first sweep at once). Must run inside the actix system.
+    pub fn start(&self) {
+        let (task, interval) = (self.task.clone(), self.interval);
+        self.tasks.spawn(
             "sweeper".to_string(),
             crate::lease::run_leased(
-                store.clone(),
+                task.store.clone(),
                 "sweeper".to_string(),
-                tasks.token(),
+                self.tasks.token(),
                 move |stop| task.clone().run(interval, stop),
             ),
         );
-        Sweeper { tasks }
     }
 
     /// Stops the sweeper; a sweep in progress stops between two writes (each is atomic).
