@@ -7,24 +7,21 @@
 
 use crate::config::{wants, ConsumerConfig};
 use crate::event::Seq;
-use crate::store::{Change, Store, StoreError, StoredEvent};
-
-/// Events read from the store per step while looking for those a consumer wants.
-const SCAN_BATCH: usize = 256;
+use crate::store::{Change, Filtered, Store, StoreError};
 
 /// One read for a consumer.
 #[derive(Debug)]
 pub struct Page {
     /// The consumer's durable cursor when read: events at or below it are done.
     pub cursor: Seq,
-    /// Up to `limit` events after the cursor that the consumer wants, in seq order.
-    pub events: Vec<StoredEvent>,
-    /// The highest seq looked at (wanted or not): a later read for new events may start there.
-    pub scanned: Seq,
+    /// What the read found after the cursor (`scanned`: how far it looked; acknowledging that,
+    /// once the events are done, also moves the cursor past those the consumer does not want).
+    pub found: Filtered,
 }
 
 /// Up to `limit` events after the consumer's cursor, and after `scanned` (a previous page's, to
-/// skip what it looked at, or `Seq(0)`), whose provider the consumer wants, in seq order.
+/// skip what it looked at, or `Seq(0)`), whose provider the consumer wants, in seq order, of
+/// the next [`crate::store::MAX_LOOKED_AT`] events at most.
 pub async fn read_page(
     store: &Store,
     consumer: &ConsumerConfig,
@@ -32,28 +29,12 @@ pub async fn read_page(
     limit: usize,
 ) -> Result<Page, StoreError> {
     let cursor = store.output(&consumer.name).await?.cursor;
-    let mut page = Page {
-        cursor,
-        events: Vec::new(),
-        scanned: cursor.max(scanned),
-    };
-    while page.events.len() < limit {
-        let batch = store.events_after(page.scanned, SCAN_BATCH, None).await?;
-        let end = batch.len() < SCAN_BATCH;
-        for event in batch {
-            page.scanned = Seq(event.seq);
-            if wants(&consumer.providers, &event.provider) {
-                page.events.push(event);
-                if page.events.len() == limit {
-                    break;
-                }
-            }
-        }
-        if end {
-            break;
-        }
-    }
-    Ok(page)
+    let found = store
+        .events_where(cursor.max(scanned), limit, |event| {
+            wants(&consumer.providers, &event.provider)
+        })
+        .await?;
+    Ok(Page { cursor, found })
 }
 
 /// Why an acknowledgement did not move the cursor.

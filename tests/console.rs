@@ -232,6 +232,17 @@ fn search_finds_events_and_the_event_page_shows_them() {
         .text();
     assert!(range.contains("order-1") && range.contains("order-2"));
     assert!(!range.contains("order-0") && !range.contains("order-3"));
+    // A provider with no event: the scan still covers (and says) the range, counted.
+    let nobody = console
+        .get(&format!(
+            "/console/events?from_seq={}&to_seq={}&provider=nobody",
+            seqs[1], seqs[2]
+        ))
+        .text();
+    assert!(
+        nobody.contains(&format!("Looked at seqs {} to {}.", seqs[1], seqs[2])),
+        "{nobody}"
+    );
     let none = console.get("/console/events?since=2999-01-01T00:00").text();
     assert!(none.contains("No event matches."), "{none}");
     assert_eq!(console.get("/console/events?from_seq=abc").status, 400);

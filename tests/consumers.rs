@@ -168,6 +168,66 @@ fn a_consumer_reads_only_the_providers_it_wants() {
     assert_eq!(seqs(&read(&gw, "only_b", "")), [6]);
 }
 
+/// A consumer's read (and the events API's provider filter) looks at a bounded number of events
+/// (10,240) and says how far it looked (`scanned`, `next_after`):
+/// acking that skips what the consumer does not want, and a long poll looks on by itself.
+/// (A read scanned every event after the cursor, each time: with a backlog of other providers'
+/// events, every read of a quiet consumer cost as much as the whole backlog.)
+#[test]
+fn a_read_looks_at_a_bounded_number_of_events_and_says_how_far() {
+    const OTHERS: u32 = 11_000;
+    let consumers = consumer("only_b", Some(&["b"])) + &consumer("late_b", Some(&["b"]));
+    let gw = start(&format!("\n[limits]\nper_address_rps = 0\n{consumers}"));
+    let first = post(&gw, "b", 0);
+    let api = gw.api();
+    std::thread::scope(|threads| {
+        for thread in 0..4 {
+            let api = api.clone();
+            threads.spawn(move || {
+                for n in (thread..OTHERS).step_by(4) {
+                    post(&api, "a", n + 1);
+                }
+            });
+        }
+    });
+    let second = post(&gw, "b", OTHERS + 1);
+
+    let page = read(&gw, "only_b", "limit=100");
+    assert_eq!(seqs(&page), [first]);
+    let scanned = page["scanned"].as_u64().expect("scanned");
+    assert!(
+        (first + 10_000..second).contains(&scanned),
+        "looked through {scanned}, not to {second}"
+    );
+    // Acking how far it looked, the next read goes on from there.
+    assert_eq!(ack(&gw, "only_b", scanned), scanned);
+    let page = read(&gw, "only_b", "limit=100");
+    assert_eq!(seqs(&page), [second]);
+    assert_eq!(page["scanned"], json!(second));
+
+    // Past the first event, an answer at once finds none in what it may look at, and says so...
+    assert_eq!(ack(&gw, "late_b", first), first);
+    let page = read(&gw, "late_b", "");
+    assert_eq!(seqs(&page), Vec::<u64>::new());
+    assert!(page["scanned"].as_u64().unwrap() < second);
+    // ...and a long poll looks on until it finds the wanted one.
+    let started = Instant::now();
+    let page = read(&gw, "late_b", "wait_ms=20000");
+    assert_eq!(seqs(&page), [second]);
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    // The events API's provider filter looks at as many, and says where to go on.
+    let page = gw.admin_json("/v1/events?provider=b&limit=100");
+    assert_eq!(seqs(&page), [first]);
+    let next = page["next_after"].as_u64().expect("more to look at");
+    assert!((first + 10_000..second).contains(&next), "{next}");
+    let page = gw.admin_json(&format!("/v1/events?provider=b&limit=100&after={next}"));
+    assert_eq!(
+        (seqs(&page), page["next_after"].clone()),
+        (vec![second], json!(null))
+    );
+}
+
 #[test]
 fn a_long_poll_answers_as_soon_as_a_wanted_event_is_committed() {
     let gw = start(&consumer("only_b", Some(&["b"])));
@@ -187,7 +247,7 @@ fn a_long_poll_answers_empty_when_the_wait_ends() {
     let started = Instant::now();
     let page = read(&gw, "only_b", "wait_ms=500");
     let elapsed = started.elapsed();
-    assert_eq!(page, json!({"events": [], "cursor": 0}));
+    assert_eq!(page, json!({"events": [], "cursor": 0, "scanned": 0}));
     assert!(elapsed >= Duration::from_millis(500), "{elapsed:?}");
     assert!(elapsed < Duration::from_millis(3000), "{elapsed:?}");
 

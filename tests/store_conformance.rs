@@ -303,6 +303,60 @@ pub async fn events_after_orders_limits_and_filters(open: impl Fn(&Path) -> Stor
     }
 }
 
+/// The provider filter across thousands of other providers' events (on sled, more than one
+/// step of its scan): every event of the provider, in order, whatever the limit.
+pub async fn a_provider_filter_reads_past_many_other_events(
+    open: impl Fn(&Path) -> Store,
+    dir: &Path,
+) {
+    const EVENTS: u32 = 10_000;
+    let store = open(dir);
+    let tasks: Vec<_> = (0..32)
+        .map(|task| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for i in (task..EVENTS).step_by(32) {
+                    let provider = if i % 997 == 500 { "rare" } else { "busy" };
+                    accept(&store, provider, &format!("ev-{i}"), b"{}").await;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let rare: Vec<u64> = store
+        .events_after(Seq(0), EVENTS as usize, None)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| e.provider == "rare")
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(rare.len(), 10);
+    for limit in [1, 3, 10, 1000] {
+        let mut read = Vec::new();
+        let mut after = Seq(0);
+        loop {
+            let page = store
+                .events_after(after, limit, Some("rare".into()))
+                .await
+                .unwrap();
+            assert!(page.len() <= limit);
+            assert!(page.iter().all(|e| e.provider == "rare"));
+            let Some(last) = page.last() else { break };
+            after = Seq(last.seq);
+            read.extend(page.iter().map(|e| e.seq));
+        }
+        assert_eq!(read, rare, "limit {limit}");
+    }
+    assert!(store
+        .events_after(Seq(rare[9]), 10, Some("rare".into()))
+        .await
+        .unwrap()
+        .is_empty());
+}
+
 /// `event(seq)`: the event stored under seq, or None.
 pub async fn event_by_seq(open: impl Fn(&Path) -> Store, dir: &Path) {
     let store = open(dir);
@@ -1096,6 +1150,7 @@ macro_rules! conformance {
             check!(dedup_by_provider_and_id);
             check!(concurrent_commits_of_one_id);
             check!(events_after_orders_limits_and_filters);
+            check!(a_provider_filter_reads_past_many_other_events);
             check!(event_by_seq);
             check!(large_bodies_round_trip);
             check!(output_cursor_and_pause);

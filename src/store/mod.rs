@@ -19,6 +19,7 @@
 //! JetStream stream several gateways can share; `store/jetstream/`). Every call that may block
 //! runs off the async workers inside the backend.
 
+mod filtered;
 pub mod jetstream;
 mod model;
 pub mod retention;
@@ -36,6 +37,7 @@ use crate::config::{StoreBackend, StoreConfig};
 use crate::event::Seq;
 use crate::metrics::Metrics;
 
+pub use filtered::{Filtered, MAX_LOOKED_AT};
 pub use model::{
     now_ms, Change, Committed, DeadRecord, Mark, Marks, NewEvent, OutputState, StoreError,
     StoredEvent,

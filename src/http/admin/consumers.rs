@@ -108,16 +108,23 @@ async fn read_events(
         // Seen before reading: a commit from here on wakes the wait below.
         committed.mark_unchanged();
         let page = read(&state, &consumer, scanned, limit).await?;
-        if !page.events.is_empty() || Instant::now() >= deadline {
+        if !page.found.events.is_empty() || Instant::now() >= deadline {
             break page;
         }
-        scanned = page.scanned;
+        scanned = page.found.scanned;
+        if page.found.more {
+            continue; // none wanted in as many events as a read looks at: look on
+        }
         if !wait_for_commit(&state, &mut committed, deadline).await {
             break page;
         }
     };
-    let events = events_json(&page.events, &state).await?;
-    Ok(HttpResponse::Ok().json(json!({ "events": events, "cursor": page.cursor.0 })))
+    let events = events_json(&page.found.events, &state).await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "events": events,
+        "cursor": page.cursor.0,
+        "scanned": page.found.scanned.0,
+    })))
 }
 
 /// Waits until events are committed (true), or until `deadline`, the store closes or hookgate

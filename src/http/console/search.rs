@@ -78,9 +78,9 @@ pub async fn search(store: &Store, filter: &Filter) -> Result<Found, StoreError>
     let mut kept = VecDeque::with_capacity(MAX_RESULTS);
     let (mut read, mut first, mut last, mut truncated) = (0, None, None, false);
     'scan: while read < SCAN_LIMIT {
-        let events = store
-            .events_after(after, PAGE, filter.provider.clone())
-            .await?;
+        // Every provider's events, the filter applied here: a provider filter in the store
+        // would read past any number of other events, uncounted.
+        let events = store.events_after(after, PAGE, None).await?;
         let Some(end) = events.last().map(|e| e.seq) else {
             break;
         };

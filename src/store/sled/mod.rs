@@ -84,6 +84,8 @@ const LAYOUT_3: &[u8] = &[3];
 const LIVE_KEY: &[u8] = b"live_bytes";
 /// Requests waiting for the committer beyond this wait for room (bounded by their deadline).
 const QUEUE_CAPACITY: usize = 8192;
+/// Events a read for one provider looks at before it lets sled go and reads on.
+const SCAN_STEP: usize = 4096;
 /// How long a batch of writes may wait for the committer before failing.
 const WRITE_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -345,8 +347,23 @@ impl Backend for SledStore {
         limit: usize,
         provider: Option<String>,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        self.read(move |r| r.events_after(after, limit, provider.as_deref()))
-            .await
+        // A step at a time, each a read of its own: a scan for a provider past many events of
+        // others never holds sled long (a checkpoint waits for the reads in progress, and
+        // every commit for the checkpoint).
+        let mut events = Vec::new();
+        let mut after = after;
+        loop {
+            let provider = provider.clone();
+            let want = limit - events.len();
+            let (found, stopped) = self
+                .read(move |r| r.events_after(after, want, provider.as_deref(), SCAN_STEP))
+                .await?;
+            events.extend(found);
+            match stopped {
+                Some(seq) if events.len() < limit => after = seq,
+                _ => return Ok(events),
+            }
+        }
     }
 
     async fn event(&self, seq: Seq) -> Result<Option<StoredEvent>, StoreError> {

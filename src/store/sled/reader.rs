@@ -251,16 +251,20 @@ impl Reader {
         })
     }
 
-    /// Up to `limit` durable events after `after`, optionally of one provider.
+    /// Up to `limit` durable events after `after`, optionally of one provider, looking at no
+    /// more than about `look_at` events (whole packs): with the seq it looked through when it
+    /// stopped there, before `limit` and before the last event.
     pub fn events_after(
         &self,
         after: Seq,
         limit: usize,
         provider: Option<&str>,
-    ) -> Result<Vec<StoredEvent>, StoreError> {
+        look_at: usize,
+    ) -> Result<(Vec<StoredEvent>, Option<Seq>), StoreError> {
         let mut events = Vec::new();
+        let (mut looked, mut stopped) = (0, None);
         if limit == 0 {
-            return Ok(events);
+            return Ok((events, stopped));
         }
         self.scan(Seq(after.0.saturating_add(1)), |stored| {
             for (seq, event) in stored.events {
@@ -268,16 +272,22 @@ impl Reader {
                     continue;
                 }
                 let event = event.map_err(StoreError::Corrupt)?;
+                looked += 1;
                 if provider.is_none_or(|p| p == event.provider) {
                     events.push(event);
                     if events.len() >= limit {
                         return Ok(false);
                     }
                 }
+                stopped = Some(seq);
             }
-            Ok(true)
+            let go_on = looked < look_at;
+            if go_on {
+                stopped = None;
+            }
+            Ok(go_on)
         })?;
-        Ok(events)
+        Ok((events, stopped))
     }
 
     pub fn event(&self, seq: Seq) -> Result<Option<StoredEvent>, StoreError> {
