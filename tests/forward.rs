@@ -359,6 +359,59 @@ fn unordered_destinations_deliver_concurrently() {
     });
 }
 
+/// An unordered destination delivers at most so far past an event it keeps retrying (50,000;
+/// 20 here), then waits for it: every event delivered past it is a mark kept until the cursor
+/// passes it, and they grew without end (on JetStream, into one value that the servers then
+/// refused, stopping the destination for good).
+#[test]
+fn an_unordered_destination_delivers_a_bounded_distance_past_a_retried_event() {
+    let accept_poison = Arc::new(AtomicBool::new(false));
+    let accept = accept_poison.clone();
+    let stub = Stub::start(move |request| {
+        if String::from_utf8_lossy(&request.body).contains("poison")
+            && !accept.load(Ordering::SeqCst)
+        {
+            (503, "text/plain", b"not now".to_vec())
+        } else {
+            (200, "text/plain", Vec::new())
+        }
+    });
+    let delays = vec!["\"200ms\""; 200].join(", ");
+    let extra = format!("ordered = false\nmax_in_flight = 8\nretry_delays = [{delays}]\npause_after_failures = 1000\n");
+    let gw = Gateway::builder()
+        .config(&config(&stub.url, &extra))
+        .env("HOOKGATE_TEST_MAX_AHEAD", "20")
+        .start();
+    let poison = gw
+        .post("p", &[], br#"{"id":"evt-poison","kind":"poison"}"#)
+        .ack()
+        .1;
+    for i in 0..60 {
+        gw.post("p", &[], &body(i)).ack();
+    }
+    let delivered_past = || {
+        stub.requests()
+            .iter()
+            .filter(|r| !String::from_utf8_lossy(&r.body).contains("poison"))
+            .map(seq_header)
+            .collect::<std::collections::BTreeSet<u64>>()
+    };
+    // The cursor stays just below the retried event: 20 seqs from it, itself and 19 more.
+    wait_until(Duration::from_secs(10), "the events within reach", || {
+        delivered_past().len() >= 19
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let past = delivered_past();
+    assert_eq!(past.len(), 19, "{past:?}");
+    assert!(past.iter().all(|seq| *seq < poison + 20), "{past:?}");
+    accept_poison.store(true, Ordering::SeqCst);
+    wait_until(
+        Duration::from_secs(20),
+        "everything once the head is done",
+        || delivered_past().len() == 60,
+    );
+}
+
 #[test]
 fn alert_posted_once_when_the_destination_starts_probing() {
     let alerts = Stub::start(|_| (200, "text/plain", Vec::new()));

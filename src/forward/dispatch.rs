@@ -21,6 +21,13 @@ use crate::store::{Change, DeadRecord, Mark, Store, StoreError, StoredEvent};
 
 /// Events read from the store at a time.
 const SCAN_BATCH: usize = 256;
+/// How far past the oldest event not done (the cursor) an unordered destination may deliver:
+/// each event delivered past it is a `settled` mark kept until the cursor passes it, so an
+/// event retried for hours would otherwise let them grow without end (in memory, in the store,
+/// and on JetStream in one value that must stay under the servers' `max_payload`).
+const MAX_AHEAD: u64 = 50_000;
+/// The environment variable that lowers [`MAX_AHEAD`], for tests.
+pub const AHEAD_ENV: &str = "HOOKGATE_TEST_MAX_AHEAD";
 /// How often a forwarder reads its destination's pause flag from the store.
 const PAUSE_RECHECK: Duration = Duration::from_secs(1);
 
@@ -122,6 +129,11 @@ async fn run(destination: Arc<Destination>, cursor: Seq, stop: CancellationToken
     }));
     let mut last_seq = destination.store.last_seq();
     let mut scan = cursor;
+    let mut durable_cursor = progress.cursor();
+    let ahead = std::env::var(AHEAD_ENV)
+        .ok()
+        .and_then(|ahead| ahead.parse().ok())
+        .unwrap_or(MAX_AHEAD);
     // Replays being delivered; each delivery task removes its own once it is durably done.
     let replaying: Replaying = Arc::default();
     let name = destination.config.name.clone();
@@ -192,6 +204,9 @@ async fn run(destination: Arc<Destination>, cursor: Seq, stop: CancellationToken
             } else if marks.settled {
                 progress.already_settled(seq);
             } else {
+                if !within_reach(seq, ahead, &mut durable_cursor, &stop).await {
+                    break;
+                }
                 let Some(permit) = acquire(&permits, &stop).await else {
                     break;
                 };
@@ -211,6 +226,19 @@ async fn run(destination: Arc<Destination>, cursor: Seq, stop: CancellationToken
         }
     }
     tracing::info!(destination = %name, "Forwarder stopped.");
+}
+
+/// Waits until `seq` is at most `ahead` past the durable cursor; `false` if stopped.
+async fn within_reach(
+    seq: Seq,
+    ahead: u64,
+    cursor: &mut tokio::sync::watch::Receiver<Seq>,
+    stop: &CancellationToken,
+) -> bool {
+    tokio::select! {
+        reached = cursor.wait_for(|cursor| seq.0 <= cursor.0.saturating_add(ahead)) => reached.is_ok(),
+        _ = stop.cancelled() => false,
+    }
 }
 
 /// The seqs of the replays being delivered.

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeSet;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::event::Seq;
 use crate::store::{Change, DeadRecord, Mark, Store};
@@ -40,22 +40,34 @@ pub enum Report {
 #[derive(Clone)]
 pub struct Progress {
     reports: mpsc::UnboundedSender<Report>,
+    /// The durable cursor, as the writer last wrote it.
+    cursor: watch::Receiver<Seq>,
 }
 
 impl Progress {
     /// Starts the writer for `destination`, whose durable cursor is `cursor`.
     pub fn spawn(store: Store, destination: String, cursor: Seq) -> Progress {
         let (reports, receiver) = mpsc::unbounded_channel();
+        let (durable, cursor_seen) = watch::channel(cursor);
         let writer = Writer {
             store,
             destination,
             cursor,
+            durable,
             scanned: cursor,
             in_flight: BTreeSet::new(),
             settled_above: BTreeSet::new(),
         };
         actix_web::rt::spawn(writer.run(receiver));
-        Progress { reports }
+        Progress {
+            reports,
+            cursor: cursor_seen,
+        }
+    }
+
+    /// The durable cursor, which changes as the writer moves it.
+    pub fn cursor(&self) -> watch::Receiver<Seq> {
+        self.cursor.clone()
     }
 
     pub fn scanned(&self, seq: Seq) {
@@ -88,6 +100,8 @@ struct Writer {
     store: Store,
     destination: String,
     cursor: Seq,
+    /// `cursor` once written.
+    durable: watch::Sender<Seq>,
     scanned: Seq,
     in_flight: BTreeSet<Seq>,
     /// Delivered above the cursor, recorded in `settled`.
@@ -135,6 +149,8 @@ impl Writer {
                     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                 }
             }
+            self.durable
+                .send_if_modified(|durable| std::mem::replace(durable, self.cursor) != self.cursor);
             for durable in waiting {
                 let _ = durable.send(());
             }
