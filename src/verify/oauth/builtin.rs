@@ -184,16 +184,21 @@ impl Builtin {
         })
     }
 
-    /// A token this provider issued, unexpired and correctly signed.
+    /// A token this provider issued, unexpired and correctly signed, to a client it still has
+    /// that may still be granted every scope in it.
     pub fn validate(&self, token: &str, now: SystemTime) -> Result<Grant, Rejection> {
         let key = self.key.get().ok_or(Rejection::Unavailable)?;
         let claims = decode(key, token).ok_or(Rejection::InvalidToken)?;
-        if claims.prv != self.provider || claims.exp <= unix(now) || !self.has_client(&claims.cid) {
+        let scopes = split_scopes(&claims.scp);
+        let still_granted = self
+            .clients
+            .iter()
+            .find(|client| client.id == claims.cid)
+            .is_some_and(|client| scopes.iter().all(|scope| client.scopes.contains(scope)));
+        if claims.prv != self.provider || claims.exp <= unix(now) || !still_granted {
             return Err(Rejection::InvalidToken);
         }
-        Ok(Grant {
-            scopes: split_scopes(&claims.scp),
-        })
+        Ok(Grant { scopes })
     }
 }
 
@@ -336,6 +341,36 @@ mod tests {
         assert!(a
             .issue("sender", &["s3cret"], Some("events:write"), now)
             .is_ok());
+    }
+
+    #[test]
+    fn a_token_dies_with_its_client_or_a_scope_taken_away() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = builtin("a", dir.path());
+        let now = SystemTime::now();
+        let token = a
+            .issue("sender", &["s3cret"], None, now)
+            .unwrap()
+            .access_token;
+        let reloaded = |id: &str, scopes: &[&str]| {
+            let client = Client {
+                id: id.into(),
+                secret: Secret::from_literal("rotated"),
+                scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            };
+            let builtin = Builtin::new("a", vec![client], Some(60)).unwrap();
+            builtin.prepare(dir.path()).unwrap();
+            builtin.validate(&token, now)
+        };
+        assert!(
+            reloaded("sender", &["events:write", "more"]).is_ok(),
+            "a rotated secret leaves tokens to their expiry"
+        );
+        assert_eq!(reloaded("sender", &["other"]), Err(Rejection::InvalidToken));
+        assert_eq!(
+            reloaded("someone", &["events:write"]),
+            Err(Rejection::InvalidToken)
+        );
     }
 
     #[test]
