@@ -10,7 +10,7 @@
 //! started with (listen addresses, data_dir, workers, the store's cache) needs a restart: a change
 //! there is logged and the running value kept.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -159,12 +159,15 @@ fn keep_started_settings(new: &mut Config, running: &Config) -> Vec<&'static str
     kept
 }
 
-/// What the forwarders are built from: the destinations, and which providers forward tests.
-fn forwarding(config: &Config) -> (&[crate::config::DestinationConfig], BTreeMap<&str, bool>) {
+/// What the forwarders are built from: the destinations, and which providers forward tests
+/// (only those: a provider added or removed otherwise leaves the forwarders, and the retry
+/// schedules under way in them, running).
+fn forwarding(config: &Config) -> (&[crate::config::DestinationConfig], BTreeSet<&str>) {
     let tests = config
         .providers
         .iter()
-        .map(|p| (p.name.as_str(), p.verifier.forwards_tests()))
+        .filter(|p| p.verifier.forwards_tests())
+        .map(|p| p.name.as_str())
         .collect();
     (&config.destinations, tests)
 }

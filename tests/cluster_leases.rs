@@ -207,27 +207,43 @@ fn a_reload_of_the_delivering_gateway_never_delivers_twice_at_once() {
         now.fetch_sub(1, Ordering::SeqCst);
         (204, "text/plain", Vec::new())
     });
-    let (a, b) = two_delivering(&nats, &downstream, "");
+    let (a, b) = two_delivering(&nats, &downstream, "timeout = \"1s\"\n");
     let nodes = [&a, &b];
     const EVENTS: usize = 400; // ~8 s of deliveries
     for i in 0..EVENTS {
         let body = format!(r#"{{"id":"evt-{i}"}}"#);
         assert_eq!(nodes[i % 2].post("p", &[], body.as_bytes()).status, 200);
     }
-    // Five reloads of whichever gateway delivers, each adding a provider: the forwarders restart.
+    // Five reloads of whichever gateway delivers, each with another timeout for the destination:
+    // the forwarders restart.
     for round in 0..5 {
         let Some(deliverer) = holder(&nodes, delivering_here).map(|i| nodes[i]) else {
             std::thread::sleep(LEASE / 4);
             continue;
         };
         let text = std::fs::read_to_string(deliverer.config_path()).unwrap();
-        let more = provider(&format!("q{round}"), "none", &[], "");
-        std::fs::write(deliverer.config_path(), format!("{text}\n{more}")).unwrap();
+        let timeout = format!("timeout = \"{}s\"", round + 2);
+        let lines: Vec<&str> = text
+            .lines()
+            .map(|line| {
+                if line.starts_with("timeout = ") {
+                    timeout.as_str()
+                } else {
+                    line
+                }
+            })
+            .collect();
+        std::fs::write(deliverer.config_path(), lines.join("\n")).unwrap();
         let before = deliverer.logs().matches("Config reloaded.").count();
         deliverer.signal(nix::sys::signal::Signal::SIGHUP);
         wait_until(Duration::from_secs(10), "the reload", || {
             deliverer.logs().matches("Config reloaded.").count() > before
         });
+        assert!(deliverer
+            .logs()
+            .lines()
+            .rfind(|line| line.contains("Config reloaded."))
+            .is_some_and(|line| line.contains("destinations_restarted=true")));
         std::thread::sleep(LEASE / 2);
     }
     wait_until(Duration::from_secs(60), "every event delivered", || {

@@ -157,6 +157,22 @@ fn a_destination_added_by_a_reload_receives_the_events() {
     });
     let destinations = gw.admin_json("/v1/destinations");
     assert_eq!(destinations["destinations"][0]["name"], "crm");
+
+    // Another provider leaves the destinations (and the retries under way in them) running.
+    let text = std::fs::read_to_string(gw.config_path()).unwrap();
+    let more = provider("another", "none", &[], "");
+    std::fs::write(gw.config_path(), format!("{text}\n{more}")).unwrap();
+    reload(&gw, "Config reloaded");
+    let last = gw
+        .logs()
+        .lines()
+        .rfind(|l| l.contains("Config reloaded"))
+        .unwrap()
+        .to_string();
+    assert!(
+        last.contains("providers=2 destinations_restarted=false"),
+        "{last}"
+    );
 }
 
 #[test]
