@@ -412,6 +412,41 @@ fn an_unordered_destination_delivers_a_bounded_distance_past_a_retried_event() {
     );
 }
 
+/// A replay queued while the event's first delivery is still being retried, which then dies:
+/// once the replay is delivered, the event is not dead (it stayed listed dead, and kept from
+/// retention, for good).
+#[test]
+fn a_replay_queued_during_retries_that_then_die_leaves_the_event_delivered() {
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let seen = attempts.clone();
+    // Four attempts fail (the first delivery: one and three retries), the fifth succeeds.
+    let stub = Stub::start(move |_| {
+        if seen.fetch_add(1, Ordering::SeqCst) < 4 {
+            (503, "text/plain", b"not yet".to_vec())
+        } else {
+            (200, "text/plain", Vec::new())
+        }
+    });
+    let extra = "retry_delays = [\"300ms\", \"300ms\", \"300ms\"]\n";
+    let gw = Gateway::start(&config(&stub.url, extra));
+    let seq = gw.post("p", &[], &body(0)).ack().1;
+    wait_until(Duration::from_secs(5), "the first attempt", || {
+        stub.calls() >= 1
+    });
+    let replay = gw.admin_post(
+        &format!("/v1/events/{seq}/replay?destination=crm"),
+        &json!({}),
+    );
+    assert!(replay.status < 300, "{}", replay.text());
+    wait_until(Duration::from_secs(10), "the replay attempted", || {
+        attempts.load(Ordering::SeqCst) >= 5
+    });
+    wait_until(Duration::from_secs(5), "delivered, not dead", || {
+        delivery_state(&gw, seq) == "delivered"
+    });
+    assert_eq!(gw.admin_json("/v1/dead")["dead"], json!([]));
+}
+
 #[test]
 fn alert_posted_once_when_the_destination_starts_probing() {
     let alerts = Stub::start(|_| (200, "text/plain", Vec::new()));

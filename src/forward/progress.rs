@@ -161,6 +161,11 @@ impl Writer {
         let mut changes = Vec::new();
         if replay {
             changes.push(Change::Unmark(Mark::Replay, seq));
+            if matches!(done, Done::Delivered) {
+                // Queued while its first delivery was still being retried, which then died:
+                // delivered now, it is not dead.
+                changes.push(Change::Unmark(Mark::Dead, seq));
+            }
         } else {
             self.in_flight.remove(&seq);
         }
