@@ -50,8 +50,9 @@ pub struct Poller {
     status: Mutex<Status>,
     /// Wakes the worker for a round now (`POST /v1/providers/{name}/sync`).
     wake: tokio::sync::Notify,
-    /// Rounds finished, successful or not.
-    rounds: tokio::sync::watch::Sender<u64>,
+    /// Rounds (started, finished), successful or not: one value, so a request tells at once
+    /// whether a round it did not wake is under way.
+    rounds: tokio::sync::watch::Sender<(u64, u64)>,
 }
 
 /// What the admin API shows of a poller.
@@ -130,7 +131,7 @@ impl Pollers {
                 token,
                 status: Mutex::new(Status::default()),
                 wake: tokio::sync::Notify::new(),
-                rounds: tokio::sync::watch::Sender::new(0),
+                rounds: tokio::sync::watch::Sender::new((0, 0)),
             });
             pollers.push(poller);
         }
@@ -173,11 +174,16 @@ impl Poller {
     /// Returns whether it ended in time.
     pub async fn poll_now(&self, within: Duration) -> bool {
         let mut rounds = self.rounds.subscribe();
-        let finished = *rounds.borrow_and_update();
-        // A round running now started before this request: wait for the one after it.
-        let target = finished + if self.status().running { 2 } else { 1 };
+        // A round started before this request may have missed what it asks for: wait for the
+        // next one to start, and end.
+        let (started, _) = *rounds.borrow_and_update();
         self.wake.notify_one();
-        let reached = async { rounds.wait_for(|done| *done >= target).await.is_ok() };
+        let reached = async {
+            rounds
+                .wait_for(|(_, finished)| *finished > started)
+                .await
+                .is_ok()
+        };
         tokio::time::timeout(within, reached).await.unwrap_or(false)
     }
 

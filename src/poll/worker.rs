@@ -72,6 +72,7 @@ pub(super) async fn run(poller: Arc<Poller>, stop: CancellationToken) {
     let mut failures: u32 = 0;
     loop {
         poller.update(|s| s.running = true);
+        poller.rounds.send_modify(|(started, _)| *started += 1);
         // Stopping abandons a round at once: its page's cursor has not moved, so the page is
         // fetched again after a restart and its items already stored are duplicates.
         let outcome = tokio::select! {
@@ -112,7 +113,7 @@ pub(super) async fn run(poller: Arc<Poller>, stop: CancellationToken) {
             s.running = false;
             s.rounds += 1;
         });
-        poller.rounds.send_modify(|n| *n += 1);
+        poller.rounds.send_modify(|(_, finished)| *finished += 1);
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = tokio::time::sleep(wait) => {}
