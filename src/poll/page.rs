@@ -53,7 +53,9 @@ pub fn cursor_url(config: &SyncConfig, cursor: Option<&str>) -> Option<url::Url>
     let (NextCursor::Pointer(_), Some(cursor)) = (&config.next, cursor) else {
         return None;
     };
-    if cursor.starts_with("http://") || cursor.starts_with("https://") {
+    // Schemes are case-insensitive (RFC 3986 §3.1): `HTTPS://` is a URL too.
+    let scheme = cursor.split_once("://").map(|(scheme, _)| scheme);
+    if scheme.is_some_and(|s| s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https")) {
         url::Url::parse(cursor).ok()
     } else {
         None
@@ -359,6 +361,8 @@ mod tests {
             "HTTPS://VENDOR.example/other/path?q=1",
         ] {
             assert!(request_url(&tokens, Some(same)).is_ok(), "{same}");
+            let url = cursor_url(&tokens, Some(same)).expect("a URL, whatever its case");
+            assert_eq!(url.host_str(), Some("vendor.example"), "{same}");
         }
         for other in [
             "https://attacker.example/p/2?token=x",
