@@ -268,12 +268,32 @@ fn forwarding_headers_count_only_from_trusted_proxies() {
         spoofed.status, 401,
         "an untrusted peer cannot claim an address"
     );
+    // A proxy that writes X-Forwarded-For passes a client's own `Forwarded` on: not read (it
+    // was, and named any address the client liked).
+    let rfc7239 = [("Forwarded", "for=\"203.0.113.20:5555\";proto=https")];
+    let forged = RawConn::connect_from(gw.public_addr, from(10)).exchange(
+        "/hooks/partner",
+        &sign::headers(&[rfc7239[0], ("X-Forwarded-For", "198.51.100.2")]),
+        b"{\"forged\":true}",
+    );
+    assert_eq!(forged.status, 401, "the client's own Forwarded header");
+
+    // With `proxy_header = "forwarded"`, RFC 7239's header is the one read.
+    let gw = Gateway::builder()
+        .server("trusted_proxies = [\"127.0.0.10\"]\nproxy_header = \"forwarded\"")
+        .config(&provider(
+            "partner",
+            "none",
+            &[],
+            "allow_ips = [\"203.0.113.0/24\"]",
+        ))
+        .start();
     let forwarded = RawConn::connect_from(gw.public_addr, from(10)).exchange(
         "/hooks/partner",
-        &sign::headers(&[("Forwarded", "for=\"203.0.113.20:5555\";proto=https")]),
+        &sign::headers(&[rfc7239[0], ("X-Forwarded-For", "198.51.100.2")]),
         b"{\"rfc\":7239}",
     );
-    assert_eq!(forwarded.status, 200, "RFC 7239 Forwarded is read too");
+    assert_eq!(forwarded.status, 200, "RFC 7239 Forwarded");
 }
 
 #[test]

@@ -52,10 +52,23 @@ pub struct ServerConfig {
     /// The whole body must arrive within this; else 408 and the connection is closed.
     pub body_timeout: Duration,
     pub workers: usize,
-    /// Peers whose forwarding headers name the client (see `http/client.rs`).
+    /// Peers whose forwarding header names the client (see `http/client.rs`).
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Which header that is.
+    pub proxy_header: ProxyHeader,
     /// TLS on the public listener, loaded and checked (see `http/tls.rs`).
     pub tls: Option<TlsFiles>,
+}
+
+/// `[server] proxy_header`: the forwarding header the trusted proxies write.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProxyHeader {
+    /// `X-Forwarded-For` (nginx, HAProxy, AWS load balancers, Caddy, Traefik).
+    #[default]
+    XForwardedFor,
+    /// `Forwarded`, RFC 7239.
+    Forwarded,
 }
 
 /// `[server] tls_cert` and `tls_key`, and what they hold.

@@ -18,10 +18,15 @@ pub struct RawServer {
     pub body_timeout_ms: u64,
     /// HTTP worker threads; default: the number of CPUs.
     pub workers: Option<usize>,
-    /// Reverse proxies (addresses or CIDRs) whose `X-Forwarded-For` / `Forwarded` headers name
-    /// the client; from any other peer these headers are ignored (default: none).
+    /// Reverse proxies (addresses or CIDRs) whose forwarding header names the client; from any
+    /// other peer it is ignored (default: none).
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    /// The one header the trusted proxies write: `x-forwarded-for` (the default) or
+    /// `forwarded`. The other is ignored: a proxy passes a client's own copy of a header it
+    /// does not write.
+    #[serde(default)]
+    pub proxy_header: crate::config::ProxyHeader,
     /// TLS on the public listener: a PEM certificate chain and its private key (both or neither).
     pub tls_cert: Option<String>,
     pub tls_key: Option<String>,
@@ -224,6 +229,7 @@ impl Default for RawServer {
             body_timeout_ms: default_body_timeout_ms(),
             workers: None,
             trusted_proxies: Vec::new(),
+            proxy_header: crate::config::ProxyHeader::default(),
             tls_cert: None,
             tls_key: None,
         }

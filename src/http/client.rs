@@ -1,13 +1,17 @@
 //! Which address a request comes from: the TCP peer, unless the peer is a trusted reverse proxy
-//! (`[server] trusted_proxies`), in which case the forwarding headers it appends are read from
-//! the right, skipping the trusted hops. A forwarding header from any other peer is ignored, so
-//! a client cannot choose its own address for `allow_ips` or the per-address limits.
+//! (`[server] trusted_proxies`), in which case the forwarding header it appends
+//! (`[server] proxy_header`) is read from the right, skipping the trusted hops. A forwarding
+//! header from any other peer is ignored, and so is the header the proxies do not write (a
+//! proxy passes a client's own copy on), so a client cannot choose its own address for
+//! `allow_ips` or the per-address limits.
 
 use std::net::{IpAddr, SocketAddr};
 
 use actix_web::http::header::HeaderMap;
 use actix_web::HttpRequest;
 use ipnet::IpNet;
+
+use crate::config::{ProxyHeader, ServerConfig};
 
 /// Who sent a request, as the limits and `allow_ips` see it.
 pub struct Client {
@@ -19,9 +23,14 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn of(request: &HttpRequest, trusted: &[IpNet]) -> Client {
+    pub fn of(request: &HttpRequest, server: &ServerConfig) -> Client {
         let peer = request.peer_addr();
-        let address = client_address(peer, request.headers(), trusted);
+        let address = client_address(
+            peer,
+            request.headers(),
+            &server.trusted_proxies,
+            server.proxy_header,
+        );
         Client {
             address,
             bucket: address.or_else(|| peer.map(|peer| peer.ip())),
@@ -35,12 +44,13 @@ pub fn client_address(
     peer: Option<SocketAddr>,
     headers: &HeaderMap,
     trusted: &[IpNet],
+    header: ProxyHeader,
 ) -> Option<IpAddr> {
     let peer = peer?.ip().to_canonical();
     if !is_trusted(peer, trusted) {
         return Some(peer);
     }
-    let hops = forwarded_hops(headers);
+    let hops = forwarded_hops(headers, header);
     if hops.is_empty() {
         return Some(peer);
     }
@@ -60,18 +70,17 @@ fn is_trusted(address: IpAddr, trusted: &[IpNet]) -> bool {
     trusted.iter().any(|network| network.contains(&address))
 }
 
-/// The hops the proxies recorded, client first: `Forwarded`'s `for=` if present (RFC 7239),
-/// else `X-Forwarded-For`. Every header line counts, in order.
-fn forwarded_hops(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
+/// The hops the proxies recorded in `header`, client first: `Forwarded`'s `for=` (RFC 7239)
+/// or `X-Forwarded-For`'s entries. Every header line counts, in order.
+fn forwarded_hops(headers: &HeaderMap, header: ProxyHeader) -> Vec<Option<IpAddr>> {
     let lines = |name| {
         headers
             .get_all(name)
             .map(|value| value.to_str().unwrap_or("\u{0}"))
             .collect::<Vec<_>>()
     };
-    let forwarded = lines("forwarded");
-    if !forwarded.is_empty() {
-        return forwarded
+    if header == ProxyHeader::Forwarded {
+        return lines("forwarded")
             .iter()
             .flat_map(|line| line.split(','))
             .map(|element| {
@@ -122,9 +131,26 @@ mod tests {
         map
     }
 
-    fn client(peer: &str, pairs: &[(&'static str, &'static str)]) -> Option<IpAddr> {
+    fn client_by(
+        header: ProxyHeader,
+        peer: &str,
+        pairs: &[(&'static str, &'static str)],
+    ) -> Option<IpAddr> {
         let trusted = ["10.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()];
-        client_address(Some(peer.parse().unwrap()), &headers(pairs), &trusted)
+        client_address(
+            Some(peer.parse().unwrap()),
+            &headers(pairs),
+            &trusted,
+            header,
+        )
+    }
+
+    fn client(peer: &str, pairs: &[(&'static str, &'static str)]) -> Option<IpAddr> {
+        client_by(ProxyHeader::XForwardedFor, peer, pairs)
+    }
+
+    fn client_fwd(peer: &str, pairs: &[(&'static str, &'static str)]) -> Option<IpAddr> {
+        client_by(ProxyHeader::Forwarded, peer, pairs)
     }
 
     fn ip(text: &str) -> Option<IpAddr> {
@@ -136,7 +162,7 @@ mod tests {
         let xff = [("x-forwarded-for", "1.2.3.4")];
         assert_eq!(client("203.0.113.9:5000", &xff), ip("203.0.113.9"));
         let fwd = [("forwarded", "for=1.2.3.4")];
-        assert_eq!(client("203.0.113.9:5000", &fwd), ip("203.0.113.9"));
+        assert_eq!(client_fwd("203.0.113.9:5000", &fwd), ip("203.0.113.9"));
     }
 
     #[test]
@@ -154,7 +180,7 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_header_wins_and_parses_ports_and_v6() {
+    fn only_the_configured_header_counts() {
         let both = [
             (
                 "forwarded",
@@ -162,16 +188,23 @@ mod tests {
             ),
             ("x-forwarded-for", "5.5.5.5"),
         ];
-        assert_eq!(client("[::1]:1", &both), ip("2001:db8::1"));
+        assert_eq!(client_fwd("[::1]:1", &both), ip("2001:db8::1"));
+        // A proxy that writes X-Forwarded-For passes the client's own `Forwarded` on: ignored.
+        assert_eq!(client("[::1]:1", &both), ip("5.5.5.5"));
+        let forged = [("forwarded", "for=192.0.2.7")];
+        assert_eq!(client("10.0.0.5:1", &forged), ip("10.0.0.5"));
         let port = [("forwarded", r#"for="192.0.2.60:8080""#)];
-        assert_eq!(client("10.0.0.5:1", &port), ip("192.0.2.60"));
+        assert_eq!(client_fwd("10.0.0.5:1", &port), ip("192.0.2.60"));
         let mapped = [("x-forwarded-for", "::ffff:192.0.2.1")];
         assert_eq!(client("10.0.0.5:1", &mapped), ip("192.0.2.1"));
     }
 
     #[test]
     fn unnamed_hops_are_unknown() {
-        assert_eq!(client("10.0.0.5:1", &[("forwarded", "for=unknown")]), None);
+        assert_eq!(
+            client_fwd("10.0.0.5:1", &[("forwarded", "for=unknown")]),
+            None
+        );
         assert_eq!(
             client("10.0.0.5:1", &[("x-forwarded-for", "garbage")]),
             None

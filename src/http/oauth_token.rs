@@ -30,7 +30,7 @@ pub async fn token(
     let Client {
         address: client,
         bucket,
-    } = Client::of(&request, &live.config.server.trusted_proxies);
+    } = Client::of(&request, &live.config.server);
     if let Some(Err(RetryAfter(seconds))) = bucket.map(|address| live.limits.oauth_token(address)) {
         let refused = Refused {
             cause: "rate_limited_oauth_token",

@@ -123,7 +123,7 @@ async fn accept(
     let Client {
         address: client,
         bucket,
-    } = Client::of(request, &server.trusted_proxies);
+    } = Client::of(request, server);
     let refuse = |cause, verification, error: ApiError, detail: &dyn std::fmt::Display| {
         let refused = Refused {
             cause,

@@ -286,6 +286,7 @@ impl<'a> Loader<'a> {
             body_timeout: Duration::from_millis(raw.body_timeout_ms),
             workers: workers.max(1),
             trusted_proxies,
+            proxy_header: raw.proxy_header,
             tls,
         })
     }
