@@ -413,6 +413,22 @@ fn jwt_tokens_against_a_jwks_file() {
         "test-key-1",
     );
     assert_eq!(gw.post("p", &bearer(&no_scope), BODY).status, 403);
+
+    // Scopes in either claim, in either shape: `scp` a string (Azure AD) or a list (Okta),
+    // `scope` a list. (A string `scp` or a list `scope` made every token invalid.)
+    let base = claims("hookgate", now() + 300, "");
+    for (claim, value) in [
+        ("scp", json!("events:read events:write")),
+        ("scp", json!(["events:write"])),
+        ("scope", json!(["events:read", "events:write"])),
+    ] {
+        let mut shaped = base.clone();
+        shaped.as_object_mut().unwrap().remove("scope");
+        shaped[claim] = value.clone();
+        let token = rs256(&shaped, "test-key-1");
+        let reply = gw.post("p", &bearer(&token), BODY);
+        assert_eq!(reply.status, 200, "{claim} = {value}: {}", reply.text());
+    }
 }
 
 #[test]

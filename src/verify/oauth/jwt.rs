@@ -33,13 +33,31 @@ enum Keys {
     Url(RemoteKeys),
 }
 
-/// The claims hookgate reads besides the registered ones `jsonwebtoken` validates.
+/// The claims hookgate reads besides the registered ones `jsonwebtoken` validates. Issuers
+/// disagree on their shape (RFC 9068 has `scope` a space-separated string; Azure AD sends `scp`
+/// as one, Okta as an array): either shape is read in either claim.
 #[derive(Deserialize)]
 struct AccessClaims {
     #[serde(default)]
-    scope: Option<String>,
+    scope: Option<Scopes>,
     #[serde(default)]
-    scp: Option<Vec<String>>,
+    scp: Option<Scopes>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Scopes {
+    Spaced(String),
+    Listed(Vec<String>),
+}
+
+impl Scopes {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            Scopes::Spaced(text) => split_scopes(&text),
+            Scopes::Listed(list) => list,
+        }
+    }
 }
 
 /// `mode = "jwt"`'s keys.
@@ -161,13 +179,12 @@ impl Jwt {
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
         let data = decode::<AccessClaims>(token, &key, &validation)
             .map_err(|_| Rejection::InvalidToken)?;
-        let mut scopes = data
-            .claims
-            .scope
-            .as_deref()
-            .map(split_scopes)
-            .unwrap_or_default();
-        scopes.extend(data.claims.scp.unwrap_or_default());
+        let claims = data.claims;
+        let scopes = [claims.scope, claims.scp]
+            .into_iter()
+            .flatten()
+            .flat_map(Scopes::into_vec)
+            .collect();
         Ok(Grant { scopes })
     }
 
