@@ -103,10 +103,25 @@ impl Twilio {
             .decode(required(request, SIGNATURE)?.trim())
             .map_err(|_| Rejection::MalformedHeader(SIGNATURE))?;
         let algorithm = self.policy.algorithm(request.headers.get(SETTINGS))?;
-        let url = if self.has_query || request.query.is_empty() {
+        let url = if request.query.is_empty() {
             self.public_url.clone()
-        } else {
+        } else if !self.has_query {
             format!("{}?{}", self.public_url, request.query)
+        } else {
+            // The configured query as is, and what Twilio appended to it (`bodySHA256` for a
+            // JSON body): the request's query past the configured one, when it begins with it.
+            let own = self
+                .public_url
+                .split_once('?')
+                .map_or("", |(_, query)| query);
+            match request
+                .query
+                .strip_prefix(own)
+                .and_then(|rest| rest.strip_prefix('&'))
+            {
+                Some(appended) => format!("{}&{appended}", self.public_url),
+                None => self.public_url.clone(),
+            }
         };
         let params = if let Some(hash) = body_hash_in(&url) {
             // Not a secret: a plain comparison is fine. The URL carrying it is signed below.

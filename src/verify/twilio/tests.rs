@@ -130,6 +130,30 @@ fn published_json_vector() {
 }
 
 #[test]
+fn a_json_body_when_the_public_url_has_a_query_of_its_own() {
+    // Twilio appends `bodySHA256` to the query of the URL it calls.
+    let twilio = scheme(&[TOKEN], &format!("{URL}?{QUERY}"));
+    let headers = vec![
+        (SIGNATURE, JSON_SIG.to_string()),
+        (CONTENT_TYPE, "application/json".to_string()),
+    ];
+    let query = format!("{QUERY}&{BODY_HASH}={JSON_HASH}");
+    assert!(check(&twilio, headers.clone(), &query, JSON_BODY).is_ok());
+    // The form vector still verifies against the configured query alone.
+    assert!(check(&twilio, form(FORM_SIG), QUERY, FORM_BODY).is_ok());
+    // A query that is not the configured one: the configured URL is what must be signed.
+    assert_eq!(
+        check(
+            &twilio,
+            headers,
+            &format!("x=1&{BODY_HASH}={JSON_HASH}"),
+            JSON_BODY
+        ),
+        Err(Rejection::MalformedHeader(CONTENT_TYPE))
+    );
+}
+
+#[test]
 fn sha256_when_the_settings_header_names_it() {
     let twilio = scheme(&[TOKEN], URL);
     let claims = check(&twilio, form_256(FORM_SIG_256), QUERY, FORM_BODY).unwrap();
