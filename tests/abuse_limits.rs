@@ -101,6 +101,18 @@ fn the_token_endpoint_is_rate_limited_per_address() {
         "one token every 20 s: Retry-After {wait}"
     );
     assert_eq!(rejections(&gw, "rate_limited_oauth_token"), 1.0);
+
+    // With the route's own limit off, the limit of every public route still holds (it did not).
+    let gw = gateway(
+        "oauth_token_per_address_per_min = 0\nper_address_rps = 1\nper_address_burst = 2",
+        &(provider("oa", "oauth", &[], "") + oauth),
+    );
+    let mut conn = RawConn::connect_from(gw.public_addr, from(5));
+    let statuses: Vec<u16> = (0..3)
+        .map(|_| conn.exchange("/oauth/token", &headers, form).status)
+        .collect();
+    assert_eq!(statuses, [401, 401, 429]);
+    assert_eq!(rejections(&gw, "rate_limited_address"), 1.0);
 }
 
 #[test]

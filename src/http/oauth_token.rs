@@ -31,16 +31,27 @@ pub async fn token(
         address: client,
         bucket,
     } = Client::of(&request, &live.config.server);
-    if let Some(Err(RetryAfter(seconds))) = bucket.map(|address| live.limits.oauth_token(address)) {
+    // The limit of every public route, then this route's own.
+    let limited = bucket.and_then(|address| {
+        let over_rate = live.limits.address(address).err();
+        over_rate
+            .map(|after| (after, "rate_limited_address", "over per_address_rps"))
+            .or_else(|| {
+                let over_route = live.limits.oauth_token(address).err();
+                over_route.map(|after| {
+                    let why = "over oauth_token_per_address_per_min";
+                    (after, "rate_limited_oauth_token", why)
+                })
+            })
+    });
+    if let Some((RetryAfter(seconds), cause, why)) = limited {
         let refused = Refused {
-            cause: "rate_limited_oauth_token",
+            cause,
             provider: None,
             client,
             verification: false,
         };
-        state
-            .rejections
-            .record(refused, &"over oauth_token_per_address_per_min");
+        state.rejections.record(refused, &why);
         let drained = drain(request.headers(), payload, &mut state.bodies.lease()).await;
         let error = ApiError::RateLimited {
             retry_after: seconds,
