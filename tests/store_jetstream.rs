@@ -15,7 +15,9 @@ use bytes::Bytes;
 use common::nats::NatsServer;
 use common::{provider, sign, toml_str, Gateway};
 use hookgate::event::{EventId, ProviderName, Seq};
-use hookgate::store::{Change, Committed, Cutoffs, DeadRecord, Mark, NewEvent};
+use hookgate::store::{
+    Change, Committed, Cutoffs, DeadRecord, Mark, NewEvent, Output, StoredEvent,
+};
 
 fn jetstream_store(nats: &NatsServer) -> String {
     format!(
@@ -218,6 +220,156 @@ async fn a_sweep_stopped_at_its_bound_asks_for_the_next_at_once() {
     let third = store.sweep(cutoffs, outputs).await.unwrap();
     assert_eq!((third.events, third.more), (0, false), "{third:?}");
     store.close().await;
+}
+
+/// An operator replays 600 dead events while a sweep runs: none is removed. A replay writes
+/// the output's replay mark, then removes the dead record; a sweep that read the marks before
+/// the first write and the dead records after the second saw neither, and removed 385 of 600
+/// events queued for replay (their deliveries then dropped as "gone").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_racing_a_sweep_loses_no_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start(dir.path());
+    let store = nats.store(Duration::from_secs(10));
+    let outputs = Arc::new(vec![Output::destination(
+        "crm".into(),
+        |_: &StoredEvent| true,
+    )]);
+    let cutoffs = Cutoffs {
+        events_ms: 2_000,
+        dedup_ms: 0,
+    };
+    for round in 0..3 {
+        let mut seqs = Vec::new();
+        for i in 0..600 {
+            let event = event(format!("r{round}-{i}"), "{}".into()).received_at(1_000);
+            let Committed::Accepted(seq) =
+                store.commit(event, Duration::from_secs(10)).await.unwrap()
+            else {
+                panic!("a duplicate");
+            };
+            seqs.push(seq);
+        }
+        // Every event died for crm, and its cursor passed them.
+        let mut died: Vec<Change> = seqs.iter().map(|seq| Change::Dead(*seq, dead())).collect();
+        died.push(Change::Cursor(*seqs.last().unwrap()));
+        store.change("crm", died).await.unwrap();
+        let sweeping = {
+            let (store, outputs) = (store.clone(), outputs.clone());
+            tokio::spawn(async move { store.sweep(cutoffs, outputs).await.unwrap() })
+        };
+        tokio::time::sleep(Duration::from_millis(3 * (round + 1))).await;
+        let replay: Vec<Change> = seqs
+            .iter()
+            .flat_map(|seq| {
+                [
+                    Change::Unmark(Mark::Dead, *seq),
+                    Change::Mark(Mark::Replay, *seq),
+                ]
+            })
+            .collect();
+        store.change("crm", replay).await.unwrap();
+        sweeping.await.unwrap();
+        let mut gone = 0;
+        for seq in &seqs {
+            gone += usize::from(store.event(*seq).await.unwrap().is_none());
+        }
+        assert_eq!(
+            gone, 0,
+            "round {round}: events queued for replay were removed"
+        );
+        // Delivered (the replay marks dropped), they go.
+        let delivered: Vec<Change> = seqs
+            .iter()
+            .map(|seq| Change::Unmark(Mark::Replay, *seq))
+            .collect();
+        store.change("crm", delivered).await.unwrap();
+        // (Twice: the first pass goes on from where the racing sweep stopped.)
+        for _ in 0..2 {
+            while store.sweep(cutoffs, outputs.clone()).await.unwrap().more {}
+        }
+        assert!(store.event(seqs[0]).await.unwrap().is_none());
+    }
+    store.close().await;
+}
+
+/// An id whose first copy stayed past `dedup_window` (undelivered) is stored again when it
+/// comes back, as a new event on the next subject of its chain; the first copy, removed once
+/// delivered, must leave the id to that second copy while the second's key lives: a retry of
+/// the second was stored a third time (the first copy's subject was free again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_first_copy_leaves_its_id_to_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start(dir.path());
+    let store = nats.store(Duration::from_secs(10));
+    // JetStream's own Nats-Msg-Id window, shortened to stand in for days.
+    {
+        let client = async_nats::connect(nats.url()).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let mut stream = js.get_stream("HOOKGATE").await.unwrap();
+        let mut config = stream.info().await.unwrap().config.clone();
+        config.duplicate_window = Duration::from_secs(1);
+        js.update_stream(config).await.unwrap();
+    }
+    let outputs = Arc::new(vec![Output::destination(
+        "crm".into(),
+        |_: &StoredEvent| true,
+    )]);
+    let cutoffs = Cutoffs {
+        events_ms: 1_000_000,
+        dedup_ms: 1_000_000,
+    };
+    let copy = |at: Option<u64>| {
+        let event = event("x".into(), "{}".into());
+        match at {
+            Some(at) => event.received_at(at),
+            None => event,
+        }
+    };
+    let deadline = Duration::from_secs(10);
+    let Committed::Accepted(first) = store.commit(copy(Some(1_000)), deadline).await.unwrap()
+    else {
+        panic!("a duplicate");
+    };
+    // Not delivered to crm: it stays; its dedup key expires.
+    store.sweep(cutoffs, outputs.clone()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let Committed::Accepted(second) = store.commit(copy(None), deadline).await.unwrap() else {
+        panic!("the first copy's key expired: a new event");
+    };
+    assert_ne!(second, first);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // crm has the first copy now; the sweep may remove it, but the second copy keeps the id.
+    store
+        .change("crm", vec![Change::Cursor(first)])
+        .await
+        .unwrap();
+    store.sweep(cutoffs, outputs.clone()).await.unwrap();
+    assert_eq!(
+        store.commit(copy(None), deadline).await.unwrap(),
+        Committed::Duplicate(second),
+        "a retry of the second copy"
+    );
+    // Once the second copy's key expires too, the first copy goes.
+    let later = Cutoffs {
+        events_ms: 1_000_000,
+        dedup_ms: u64::MAX,
+    };
+    store.sweep(later, outputs.clone()).await.unwrap();
+    store.sweep(later, outputs).await.unwrap();
+    assert!(
+        store.event(first).await.unwrap().is_none(),
+        "the first copy removed"
+    );
+    store.close().await;
+}
+
+fn dead() -> DeadRecord {
+    DeadRecord {
+        at_ms: 1,
+        attempts: 3,
+        error: "HTTP 500".into(),
+    }
 }
 
 /// Commit latency on one node (R1, the server's default sync every 2 minutes): sequential

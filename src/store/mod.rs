@@ -173,7 +173,11 @@ impl Store {
                     ))))
                 })?;
                 let store = runtime
-                    .block_on(jetstream::JetStreamStore::open(js, metrics))?
+                    .block_on(jetstream::JetStreamStore::open(
+                        js,
+                        config.dedup_window,
+                        metrics,
+                    ))?
                     .with_slow_commit(config.slow_commit);
                 Ok(Store(Arc::new(store)))
             }

@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::outputs::{self, DeadShard, Position};
-use super::{layout, storage, JetStreamStore};
+use super::{layout, leader, storage, JetStreamStore};
 use crate::store::StoreError;
 
 /// Compare-and-set rounds of one `change` before it gives up.
@@ -30,10 +30,8 @@ impl JetStreamStore {
         &self,
         key: &str,
     ) -> Result<(T, Option<u64>), StoreError> {
-        match self.kv.entry(key).await.map_err(storage)? {
-            Some(entry) if entry.operation == kv::Operation::Put => {
-                Ok((outputs::decode(&entry.value)?, Some(entry.revision)))
-            }
+        match leader::entry(&self.kv, key).await? {
+            Some(entry) if entry.put => Ok((outputs::decode(&entry.value)?, Some(entry.revision))),
             _ => Ok((T::default(), None)),
         }
     }

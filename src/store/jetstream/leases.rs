@@ -11,7 +11,7 @@ use async_nats::jetstream::kv;
 use bytes::Bytes;
 use futures_util::TryStreamExt as _;
 
-use super::{layout, storage};
+use super::{layout, leader, storage};
 use crate::store::StoreError;
 
 /// Takes the lease `name` for `holder`, or renews it if `holder` holds it: whether `holder`
@@ -19,8 +19,8 @@ use crate::store::StoreError;
 pub async fn hold(leases: &kv::Store, name: &str, holder: &str) -> Result<bool, StoreError> {
     let key = layout::lease_key(name);
     let value = Bytes::copy_from_slice(holder.as_bytes());
-    match leases.entry(&key).await.map_err(storage)? {
-        Some(entry) if entry.operation == kv::Operation::Put => {
+    match leader::entry(leases, &key).await? {
+        Some(entry) if entry.put => {
             if entry.value != holder.as_bytes() {
                 return Ok(false);
             }
@@ -77,10 +77,10 @@ pub async fn announce(
 /// Gives the lease up if `holder` holds it, so that another gateway takes it at once.
 pub async fn release(leases: &kv::Store, name: &str, holder: &str) -> Result<(), StoreError> {
     let key = layout::lease_key(name);
-    let Some(entry) = leases.entry(&key).await.map_err(storage)? else {
+    let Some(entry) = leader::entry(leases, &key).await? else {
         return Ok(());
     };
-    if entry.operation != kv::Operation::Put || entry.value != holder.as_bytes() {
+    if !entry.put || entry.value != holder.as_bytes() {
         return Ok(());
     }
     match leases

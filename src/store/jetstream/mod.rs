@@ -27,6 +27,7 @@
 
 mod bucket;
 mod layout;
+mod leader;
 mod leases;
 mod open;
 mod outputs;
@@ -98,13 +99,17 @@ impl JetStreamStore {
     }
 
     async fn message(&self, seq: u64) -> Result<Option<StoredEvent>, StoreError> {
-        match self.stream.direct_get(seq).await {
-            Ok(message) => {
-                layout::stored_event(message.sequence, &message.headers, &message.payload).map(Some)
+        let message = match self.stream.direct_get(seq).await {
+            Ok(message) => Some(message),
+            // A replica behind the leader does not have it yet; the leader does, if acknowledged.
+            Err(err) if err.kind() == DirectGetErrorKind::NotFound => {
+                leader::message(&self.stream, seq).await?
             }
-            Err(err) if err.kind() == DirectGetErrorKind::NotFound => Ok(None),
-            Err(err) => Err(storage(err)),
-        }
+            Err(err) => return Err(storage(err)),
+        };
+        message
+            .map(|m| layout::stored_event(m.sequence, &m.headers, &m.payload))
+            .transpose()
     }
 
     /// The events at `from..=end` up to the first seq not found (removed, or not yet on the
@@ -126,22 +131,30 @@ impl JetStreamStore {
         filter: &str,
         from: u64,
     ) -> Result<Option<(StoredEvent, String)>, StoreError> {
-        match self
+        let message = match self
             .stream
             .direct_get_next_for_subject(filter, Some(from))
             .await
         {
-            Ok(message) => {
-                let hash = layout::hash_of(&message.subject)
-                    .unwrap_or_default()
-                    .to_string();
-                let event =
-                    layout::stored_event(message.sequence, &message.headers, &message.payload)?;
-                Ok(Some((event, hash)))
+            Ok(message) => Some(message),
+            // A replica behind the leader may lack the newest: the leader answers for them.
+            Err(err) if err.kind() == DirectGetErrorKind::NotFound => {
+                if from <= self.last_seq.borrow().0 {
+                    leader::next(&self.stream, filter, from).await?
+                } else {
+                    None
+                }
             }
-            Err(err) if err.kind() == DirectGetErrorKind::NotFound => Ok(None),
-            Err(err) => Err(storage(err)),
-        }
+            Err(err) => return Err(storage(err)),
+        };
+        let Some(message) = message else {
+            return Ok(None);
+        };
+        let hash = layout::hash_of(&message.subject)
+            .unwrap_or_default()
+            .to_string();
+        let event = layout::stored_event(message.sequence, &message.headers, &message.payload)?;
+        Ok(Some((event, hash)))
     }
 }
 
@@ -272,11 +285,7 @@ impl Backend for JetStreamStore {
     }
 
     async fn sync_cursor(&self, provider: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let entry = self
-            .kv
-            .entry(layout::sync_key(provider))
-            .await
-            .map_err(storage)?;
+        let entry = leader::entry(&self.kv, &layout::sync_key(provider)).await?;
         let mut revisions = self
             .sync_revisions
             .lock()
@@ -284,7 +293,7 @@ impl Backend for JetStreamStore {
         match entry {
             Some(entry) => {
                 revisions.insert(provider.to_string(), entry.revision);
-                Ok((entry.operation == kv::Operation::Put).then(|| entry.value.to_vec()))
+                Ok(entry.put.then(|| entry.value.to_vec()))
             }
             None => {
                 revisions.remove(provider);
@@ -345,12 +354,12 @@ impl Backend for JetStreamStore {
         outputs: Arc<Vec<Output>>,
     ) -> Result<Swept, StoreError> {
         let events = self.sweep_events(cutoffs, &outputs).await?;
-        let forgotten = self.forget_dedup_keys(cutoffs.dedup_ms).await?;
+        let (forgotten, more_due) = self.forget_dedup_keys(cutoffs.dedup_ms).await?;
         Ok(Swept {
             events: events.events,
             dedup_keys: events.dedup_keys + forgotten,
             disk_freed: 0,
-            more: events.more,
+            more: events.more || more_due,
         })
     }
 

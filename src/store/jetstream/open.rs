@@ -18,7 +18,9 @@ use crate::metrics::Metrics;
 use crate::store::slow_commit::SlowCommits;
 use crate::store::StoreError;
 
-/// JetStream's own duplicate window for `Nats-Msg-Id` (its default).
+/// JetStream's own duplicate window for `Nats-Msg-Id` (its default), or `dedup_window` when
+/// shorter: within it a copy is answered with the first one's seq without a look at the
+/// stream, so it must not outlive an event the sweep may delete.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// How long a start waits for a JetStream that is not ready (a cluster electing leaders).
 const OPEN_PATIENCE: Duration = Duration::from_secs(120);
@@ -58,6 +60,7 @@ impl JetStreamStore {
     /// stream's settings are updated to these).
     pub async fn open(
         config: &JetStreamConfig,
+        dedup_window: Duration,
         metrics: Arc<Metrics>,
     ) -> Result<JetStreamStore, StoreError> {
         let servers = config
@@ -92,7 +95,7 @@ impl JetStreamStore {
         // out: wait for it rather than fail the start.
         let started = Instant::now();
         let (stream, kv, leases) = loop {
-            match set_up(&js, config).await {
+            match set_up(&js, config, dedup_window).await {
                 Ok(handles) => break handles,
                 Err(err) if is_not_ready(&*err) && started.elapsed() < OPEN_PATIENCE => {
                     tracing::warn!(error = %crate::error_chain::error_chain(&*err), "JetStream is not ready for the store yet; asking again in 1 s.");
@@ -148,6 +151,7 @@ type SetUpError = Box<dyn std::error::Error + Send + Sync>;
 async fn set_up(
     js: &jetstream::Context,
     config: &JetStreamConfig,
+    dedup_window: Duration,
 ) -> Result<(stream::Stream, kv::Store, kv::Store), SetUpError> {
     js.create_or_update_stream(stream::Config {
         name: config.stream.clone(),
@@ -155,7 +159,7 @@ async fn set_up(
         max_messages_per_subject: 1,
         discard: DiscardPolicy::New,
         discard_new_per_subject: true,
-        duplicate_window: DUPLICATE_WINDOW,
+        duplicate_window: DUPLICATE_WINDOW.min(dedup_window),
         num_replicas: config.replicas,
         storage: StorageType::File,
         allow_direct: true,

@@ -3,10 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::stream::DirectGetErrorKind;
 use async_nats::jetstream::{self, ErrorCode};
 
-use super::{layout, storage, JetStreamStore};
+use super::{layout, leader, storage, JetStreamStore};
 use crate::event::Seq;
 use crate::store::slow_commit::ms;
 use crate::store::{Committed, NewEvent, StoreError};
@@ -125,11 +124,14 @@ impl JetStreamStore {
                     continue;
                 }
                 Err(err) if is_code(&err, MAX_MSGS_PER_SUBJECT_EXCEEDED) => {
-                    match self.stream.direct_get_last_for_subject(&subject).await {
-                        Ok(first) => first.sequence,
+                    // The leader's answer: a replica behind it may not have the copy yet.
+                    match leader::last(&self.stream, &subject).await? {
+                        Some(first) => first.sequence,
                         // Swept since the refusal: the subject is free again.
-                        Err(err) if err.kind() == DirectGetErrorKind::NotFound => continue,
-                        Err(err) => return Err(storage(err)),
+                        None => {
+                            tokio::time::sleep(IN_PROCESS_PAUSE).await;
+                            continue;
+                        }
                     }
                 }
                 Err(err) => return Err(storage(err)),
@@ -149,9 +151,35 @@ impl JetStreamStore {
     }
 
     /// Whether the dedup key of the event at `seq` (of this hash) has expired.
+    /// Whether a copy of the id stored after the one at `seq` (whose dedup key expired: see
+    /// [`Self::publish`]) still holds the id's dedup key: then the copy at `seq` must stay,
+    /// since a new copy is told from it by trying its subject first, then the chain's.
+    pub async fn chain_holds_the_key(
+        &self,
+        provider: &str,
+        hash: &str,
+        seq: u64,
+    ) -> Result<bool, StoreError> {
+        let base = layout::event_subject(provider, hash);
+        let mut at = seq;
+        for _ in 0..PUBLISH_ROUNDS {
+            let Some(next) = leader::last(&self.stream, &layout::next_subject(&base, at)).await?
+            else {
+                return Ok(false);
+            };
+            if !self.is_forgotten(hash, next.sequence).await? {
+                return Ok(true);
+            }
+            at = next.sequence;
+        }
+        Ok(true)
+    }
+
     pub async fn is_forgotten(&self, hash: &str, seq: u64) -> Result<bool, StoreError> {
         let key = layout::forgotten_key(hash, seq);
-        Ok(self.kv.get(key).await.map_err(storage)?.is_some())
+        Ok(leader::entry(&self.kv, &key)
+            .await?
+            .is_some_and(|entry| entry.put))
     }
 }
 

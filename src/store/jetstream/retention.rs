@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use async_nats::jetstream::kv;
 use bytes::Bytes;
 
-use super::outputs::{shard_of, DeadShard};
+use super::outputs::{shard_of, DeadShard, Position};
 use super::{layout, storage, JetStreamStore};
 use crate::event::Seq;
 use crate::store::retention::{verdict, Standing, Verdict};
@@ -19,26 +19,31 @@ const SWEEP_STEP: usize = 512;
 impl JetStreamStore {
     /// One bounded step of deleting the events every output is done with (the same policy as
     /// sled's). A deleted event takes its dedup key with it, counted when it was due.
+    ///
+    /// An event's marks live in two values, written one after the other: a replay writes the
+    /// position's mark before it removes the dead record, and an event dead again has its record
+    /// written before the position drops its replay mark. So the positions are read before the
+    /// dead records and again after them, and an event either read shows marked is kept: reads
+    /// that fell on both sides of one change saw neither mark.
     pub(super) async fn sweep_events(
         &self,
         cutoffs: Cutoffs,
         outputs: &[Output],
     ) -> Result<Swept, StoreError> {
-        let mut positions = Vec::with_capacity(outputs.len());
-        for output in outputs {
-            positions.push(self.position(&output.name).await?);
-        }
+        let positions = self.positions(outputs).await?;
         // The dead-record shards read so far, per output (a step spans one or two).
         let mut dead: Vec<HashMap<u64, DeadShard>> = vec![HashMap::new(); outputs.len()];
         let last = self.last_seq.borrow().0;
-        let mut swept = Swept::default();
         let mut from = self.sweep_from.load(Ordering::SeqCst).max(1);
+        // Expired: the seq, whether its dedup key was due, its dedup hash and provider.
+        let mut expired = Vec::new();
+        let mut next_from = None;
         for _ in 0..SWEEP_STEP {
             let (event, hash) = match self.next(layout::EVENTS, from).await? {
                 Some((event, hash)) if event.seq <= last => (event, hash),
                 _ => {
-                    self.sweep_from.store(0, Ordering::SeqCst);
-                    return Ok(swept);
+                    next_from = Some(0);
+                    break;
                 }
             };
             let seq = Seq(event.seq);
@@ -57,33 +62,58 @@ impl JetStreamStore {
             match verdict(seq, event.received_at_ms, cutoffs.events_ms, &standings) {
                 Verdict::Young => {
                     // Held events before it may go later: the next sweep starts over.
-                    self.sweep_from.store(0, Ordering::SeqCst);
-                    return Ok(swept);
+                    next_from = Some(0);
+                    break;
                 }
                 Verdict::Held => {}
                 Verdict::Expired => {
                     let due = event.received_at_ms < cutoffs.dedup_ms;
-                    // Counted once: a key forgotten before was counted then.
-                    let counted = due && self.is_forgotten(&hash, event.seq).await?;
-                    // Another gateway sweeping the same stream may have deleted it already.
-                    if self
-                        .stream
-                        .delete_message(event.seq)
-                        .await
-                        .map_err(storage)?
-                    {
-                        swept.events += 1;
-                        if due && !counted {
-                            swept.dedup_keys += 1;
-                        }
-                    }
+                    expired.push((event.seq, due, hash, event.provider));
                 }
             }
             from = event.seq + 1;
         }
-        self.sweep_from.store(from, Ordering::SeqCst);
-        swept.more = swept.events > 0;
+        let again = self.positions(outputs).await?;
+        let replayed = |seq: u64| {
+            outputs
+                .iter()
+                .zip(&again)
+                .any(|(output, position)| output.keeps_marks && position.replay.contains(&seq))
+        };
+        let mut swept = Swept::default();
+        for (seq, due, hash, provider) in expired {
+            if replayed(seq) {
+                continue;
+            }
+            // Counted once: a key forgotten before was counted then.
+            let counted = due && self.is_forgotten(&hash, seq).await?;
+            // A copy stored after its key expired leaves it its subject while that copy's key
+            // lives (without it, a retry of that copy would be stored again).
+            if counted && self.chain_holds_the_key(&provider, &hash, seq).await? {
+                continue;
+            }
+            // Another gateway sweeping the same stream may have deleted it already.
+            if self.stream.delete_message(seq).await.map_err(storage)? {
+                swept.events += 1;
+                if due && !counted {
+                    swept.dedup_keys += 1;
+                }
+            }
+        }
+        self.sweep_from
+            .store(next_from.unwrap_or(from), Ordering::SeqCst);
+        // Stopped at its bound: more to look at now (a long run of held events is crossed in one
+        // sweep, not one step an interval).
+        swept.more = next_from.is_none();
         Ok(swept)
+    }
+
+    async fn positions(&self, outputs: &[Output]) -> Result<Vec<Position>, StoreError> {
+        let mut positions = Vec::with_capacity(outputs.len());
+        for output in outputs {
+            positions.push(self.position(&output.name).await?);
+        }
+        Ok(positions)
     }
 
     /// Whether `seq` has a dead record for `output`, reading its shard into `shards` once.
@@ -102,18 +132,27 @@ impl JetStreamStore {
     }
 
     /// One bounded step of expiring the dedup keys of events received before `cutoff_ms` that
-    /// stay: each gets a `forgotten` mark, so that the next copy of its id is a new event.
-    pub(super) async fn forget_dedup_keys(&self, cutoff_ms: u64) -> Result<u64, StoreError> {
+    /// stay: each gets a `forgotten` mark, so that the next copy of its id is a new event. With
+    /// whether it stopped at its bound (more may be due now).
+    pub(super) async fn forget_dedup_keys(
+        &self,
+        cutoff_ms: u64,
+    ) -> Result<(u64, bool), StoreError> {
         let last = self.last_seq.borrow().0;
         let mut forgotten = 0;
         let mut from = self.dedup_from.load(Ordering::SeqCst).max(1);
+        let mut more = true;
         for _ in 0..SWEEP_STEP {
             let (event, hash) = match self.next(layout::EVENTS, from).await? {
                 Some((event, hash)) if event.seq <= last => (event, hash),
-                _ => break,
+                _ => {
+                    more = false;
+                    break;
+                }
             };
             if event.received_at_ms >= cutoff_ms {
                 // Arrival follows seqs: everything before this one is done.
+                more = false;
                 break;
             }
             let key = layout::forgotten_key(&hash, event.seq);
@@ -125,6 +164,6 @@ impl JetStreamStore {
             from = event.seq + 1;
         }
         self.dedup_from.store(from, Ordering::SeqCst);
-        Ok(forgotten)
+        Ok((forgotten, more))
     }
 }
