@@ -139,6 +139,16 @@ pub async fn start(config: Config) -> Result<Gateway, GatewayError> {
         tokio::task::spawn_blocking(move || Store::open(&dir, &store_config, store_metrics))
             .await
             .map_err(|err| StoreError::Corrupt(format!("opening the store panicked: {err}")))??;
+    if let Some(largest) = store
+        .largest_body()
+        .filter(|largest| *largest < config.server.max_body_bytes)
+    {
+        tracing::warn!(
+            max_body_bytes = config.server.max_body_bytes,
+            largest,
+            "The store takes bodies of at most {largest} bytes (the NATS servers' max_payload less room for headers): larger ones are answered 413. Raise max_payload on the servers, or lower [server] max_body_bytes."
+        );
+    }
     for provider in &config.providers {
         provider
             .verifier

@@ -67,6 +67,38 @@ fn a_gateway_on_jetstream_stores_deduplicates_and_serves() {
     assert_eq!(stored, body);
 }
 
+/// A body larger than the servers' `max_payload` takes is answered 413 at once, and the
+/// gateway says so at start (the publish made the server close the connection, every publish
+/// in flight with it, and the sender got 503 after the deadline, for ever).
+#[test]
+fn a_body_over_the_servers_max_payload_is_413_and_costs_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start_with(dir.path(), "max_payload: 65536");
+    let whsec = sign::whsec("jetstream");
+    let gw = gateway(&nats, &whsec);
+    assert!(
+        gw.logs()
+            .contains("The store takes bodies of at most 61440 bytes"),
+        "{}",
+        gw.logs()
+    );
+    let big = format!(r#"{{"pad":"{}"}}"#, "x".repeat(100_000));
+    for round in 0..3 {
+        let headers = sign::standard_headers(&whsec, &format!("big_{round}"), big.as_bytes());
+        let started = Instant::now();
+        let reply = gw.post("std", &headers, big.as_bytes());
+        assert_eq!(reply.status, 413, "{}", reply.text());
+        assert!(started.elapsed() < Duration::from_millis(900), "at once");
+        let small = format!(r#"{{"n":{round}}}"#);
+        let headers = sign::standard_headers(&whsec, &format!("small_{round}"), small.as_bytes());
+        assert_eq!(
+            gw.post("std", &headers, small.as_bytes()).ack().0,
+            "accepted"
+        );
+    }
+    assert!(!gw.logs().contains("disconnected"), "{}", gw.logs());
+}
+
 #[test]
 fn a_publish_held_up_by_a_stalled_server_is_logged_as_slow() {
     let dir = tempfile::tempdir().unwrap();

@@ -24,7 +24,7 @@ use crate::config::ProviderConfig;
 use crate::event::EventId;
 use crate::event_id::event_id;
 use crate::metrics::{Stored, UNKNOWN_PROVIDER};
-use crate::store::{Committed, NewEvent};
+use crate::store::{Committed, NewEvent, StoreError};
 use crate::verify::{Handshake, Headers, Rejection, Unverified, Verified};
 
 pub fn routes(config: &mut web::ServiceConfig) {
@@ -210,6 +210,10 @@ async fn accept(
         Ok(committed) => {
             tracing::debug!(provider = provider_name, event_id = %id, ?committed, "Webhook stored.");
             Ok(Accepted::Stored(committed, started, id.id))
+        }
+        Err(err @ StoreError::TooLarge { .. }) => {
+            tracing::warn!(provider = provider_name, event_id = %id, error = %err, "Webhook too large for the store; answering 413.");
+            Err(ApiError::PayloadTooLarge)
         }
         Err(err) => {
             tracing::error!(provider = provider_name, event_id = %id, error = %err, "Webhook not stored; answering 503.");

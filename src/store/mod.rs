@@ -134,6 +134,12 @@ pub trait Backend: Send + Sync + 'static {
     /// True while the store accepts commits.
     fn is_open(&self) -> bool;
 
+    /// The largest body the store takes, if it has a bound of its own (a commit of a larger
+    /// one fails with `TooLarge`).
+    fn largest_body(&self) -> Option<usize> {
+        None
+    }
+
     /// Answers once the backend has worked through what was queued before the call, or fails
     /// with `DeadlineExceeded` after `within`: the liveness check of the systemd watchdog. For
     /// sled, a round through the committer's group commit (one flush and fdatasync when nothing

@@ -31,6 +31,9 @@ pub enum StoreError {
     DiskFull { free: u64 },
     #[error("the store is closed")]
     Closed,
+    /// The event is larger than the store takes (on JetStream, the servers' `max_payload`).
+    #[error("the event's {bytes} bytes are more than the store takes ({max})")]
+    TooLarge { bytes: usize, max: usize },
     #[error("corrupt store: {0}")]
     Corrupt(String),
 }

@@ -83,7 +83,14 @@ pub struct JetStreamStore {
     dedup_from: AtomicU64,
     /// Which publishes were slow, and when to log one (`[store] slow_commit`).
     slow: Mutex<SlowCommits>,
+    /// The largest body a publish may carry: the servers' `max_payload` less room for the
+    /// headers (a larger publish makes the server close the connection, every in-flight
+    /// publish of this gateway with it).
+    largest_body: usize,
 }
+
+/// Room kept in `max_payload` for an event's headers (an id of 256 bytes, a topic, ...).
+const HEADERS_ROOM: usize = 4096;
 
 impl JetStreamStore {
     fn check_open(&self) -> Result<(), StoreError> {
@@ -162,7 +169,17 @@ impl JetStreamStore {
 impl Backend for JetStreamStore {
     async fn commit(&self, event: NewEvent, deadline: Duration) -> Result<Committed, StoreError> {
         self.check_open()?;
+        if event.body.len() > self.largest_body {
+            return Err(StoreError::TooLarge {
+                bytes: event.body.len(),
+                max: self.largest_body,
+            });
+        }
         self.publish_within(event, deadline).await
+    }
+
+    fn largest_body(&self) -> Option<usize> {
+        Some(self.largest_body)
     }
 
     fn last_seq(&self) -> watch::Receiver<Seq> {

@@ -82,7 +82,9 @@ impl JetStreamStore {
             .connect(servers)
             .await
             .map_err(|err| unreachable(&err))?;
-        let version = client.server_info().version;
+        let info = client.server_info();
+        let largest_body = info.max_payload.saturating_sub(super::HEADERS_ROOM);
+        let version = info.version;
         if !supported(&version) {
             return Err(StoreError::Storage(Arc::new(std::io::Error::other(
                 format!(
@@ -125,6 +127,7 @@ impl JetStreamStore {
                 crate::config::DEFAULT_SLOW_COMMIT,
                 slow_counted,
             )),
+            largest_body,
         })
     }
 
