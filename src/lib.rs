@@ -280,16 +280,24 @@ pub async fn run(
         gateway.public_addr, gateway.admin_addr
     ));
     tokio::pin!(shutdown);
-    let outcome = loop {
-        tokio::select! {
-            _ = &mut shutdown => break Ok(()),
-            Some(config) = reloads.recv() => gateway.reload(config).await,
-            _ = store.failed() => {
-                tracing::error!("The store's committer stopped; nothing can be stored. Shutting down.");
-                break Err(GatewayError::CommitterDied);
+    let outcome = {
+        // Made once, outside the loop: a reload ends an iteration, and a future made again
+        // would start over (sled's `failed()` hands its one notice to the first one made).
+        let failed = store.failed();
+        let task_died = died.wait();
+        let watchdog = notify::watchdog(|within| notify::alive(&store, &died, within));
+        tokio::pin!(failed, task_died, watchdog);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break Ok(()),
+                Some(config) = reloads.recv() => gateway.reload(config).await,
+                _ = &mut failed => {
+                    tracing::error!("The store's committer stopped; nothing can be stored. Shutting down.");
+                    break Err(GatewayError::CommitterDied);
+                }
+                _ = &mut task_died => break Err(GatewayError::TaskDied),
+                never = &mut watchdog => match never {},
             }
-            _ = died.wait() => break Err(GatewayError::TaskDied),
-            never = notify::watchdog(|within| notify::alive(&store, &died, within)) => match never {},
         }
     };
     notify::stopping();

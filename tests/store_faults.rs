@@ -55,6 +55,17 @@ enum Answer {
 
 #[test]
 fn a_failed_fsync_stops_the_gateway_before_any_later_ack() {
+    fail_an_fsync(false);
+}
+
+/// The same after a reload: the process watched the committer's end through a notice a reload
+/// consumed, and after any SIGHUP a failed fsync left it running, answering 503 for ever.
+#[test]
+fn a_failed_fsync_after_a_reload_stops_the_gateway_too() {
+    fail_an_fsync(true);
+}
+
+fn fail_an_fsync(reload_first: bool) {
     let mut gw = Gateway::builder()
         .config(&id_provider())
         .wrapper(with_fault_from_file)
@@ -68,6 +79,12 @@ fn a_failed_fsync_stops_the_gateway_before_any_later_ack() {
         "the gateway did not log the injected fault; stderr:\n{}",
         gw.logs()
     );
+    if reload_first {
+        gw.signal(nix::sys::signal::Signal::SIGHUP);
+        common::wait_until(Duration::from_secs(10), "the reload", || {
+            gw.logs().contains("Config reloaded.")
+        });
+    }
 
     let mut answers: Vec<(String, Answer)> = Vec::new();
     let mut failed_at = None;
