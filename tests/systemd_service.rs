@@ -163,6 +163,39 @@ fn no_watchdog_ping_once_the_committer_is_wedged() {
     );
 }
 
+/// On JetStream, the NATS servers out of reach are not the gateway's failure: the watchdog
+/// goes on being pinged while webhooks get 503 (it was not, and systemd killed every gateway
+/// at once, then restarted them into connection refused for as long as the outage lasted).
+#[test]
+fn the_watchdog_is_pinged_while_the_nats_servers_are_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = common::nats::NatsServer::start(dir.path());
+    let notify = NotifySocket::bind();
+    let gw = under_systemd(&notify)
+        .config(&format!(
+            "\n[store]\nbackend = \"jetstream\"\nservers = [{}]\n",
+            common::toml_str(&nats.url())
+        ))
+        .start();
+    notify.until("READY=1", Duration::from_secs(20));
+    notify.until("WATCHDOG=1", Duration::from_secs(5));
+    nats.kill_hard();
+    std::thread::sleep(Duration::from_millis(500));
+    let body = b"{}";
+    let reply = gw.post("gh", &sign::github_headers("s", "d-1", body), body);
+    assert_eq!(reply.status, 503, "{}", reply.text());
+    // 3 s: more than 7 watchdog intervals.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        let message = notify.recv(Duration::from_secs(1));
+        assert!(
+            message.as_deref().is_some_and(is_watchdog),
+            "no watchdog ping with the servers away: {message:?}; logs:\n{}",
+            gw.logs()
+        );
+    }
+}
+
 #[test]
 fn secrets_from_systemd_credentials() {
     let credentials = tempfile::tempdir().unwrap();

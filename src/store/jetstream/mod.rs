@@ -420,9 +420,17 @@ impl Backend for JetStreamStore {
         self.open.load(Ordering::SeqCst)
     }
 
+    /// Whether this gateway's NATS client still works: with a connection, its task writes out
+    /// what it is given within `within`. Servers out of reach are not this process's failure
+    /// (commits answer 503 until the client reconnects, which a restart would not hasten; under
+    /// systemd's watchdog it only turned an outage of the servers into restart loops, every
+    /// gateway's at once, refusing connections meanwhile), nor is a JetStream without quorum.
     async fn ping(&self, within: Duration) -> Result<(), StoreError> {
         self.check_open()?;
-        tokio::time::timeout(within, self.js.query_account())
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            return Ok(());
+        }
+        tokio::time::timeout(within, self.client.flush())
             .await
             .map_err(|_| StoreError::DeadlineExceeded)?
             .map_err(storage)?;
