@@ -447,6 +447,48 @@ fn a_replay_queued_during_retries_that_then_die_leaves_the_event_delivered() {
     assert_eq!(gw.admin_json("/v1/dead")["dead"], json!([]));
 }
 
+/// A credential in a destination's or alert's URL (`?api_key=`, a chat service's webhook path)
+/// never shows in the errors the admin API lists, nor in the log (reqwest's errors name the
+/// URL: a refused connection showed it whole in both).
+#[test]
+fn urls_with_credentials_stay_out_of_errors_and_logs() {
+    // A port nothing listens on: every attempt is a connection error.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let url = format!("http://127.0.0.1:{port}");
+    let extra = format!(
+        "alert_url = \"http://127.0.0.1:{port}/services/T000/B000/alert-secret-path\"\n\
+         pause_after_failures = 1\n"
+    );
+    let gw = Gateway::start(&config(
+        &format!("{url}/x?api_key=destination-secret"),
+        &extra,
+    ));
+    let seq = gw.post("p", &[], &body(0)).ack().1;
+    wait_until(Duration::from_secs(10), "a failed attempt listed", || {
+        gw.admin_json("/v1/errors?destination=crm")["errors"]
+            .as_array()
+            .is_some_and(|errors| !errors.is_empty())
+    });
+    wait_until(
+        Duration::from_secs(10),
+        "the alert's failure logged",
+        || gw.logs().contains("Cannot post the alert"),
+    );
+    let errors = gw.admin_json("/v1/errors?destination=crm").to_string();
+    assert!(errors.contains("connect"), "{errors}");
+    for secret in ["destination-secret", "alert-secret-path"] {
+        assert!(!errors.contains(secret), "{secret} in {errors}");
+        assert!(!gw.logs().contains(secret), "{secret} in the log");
+    }
+    assert!(!gw
+        .event(seq)
+        .unwrap()
+        .to_string()
+        .contains("destination-secret"));
+}
+
 #[test]
 fn alert_posted_once_when_the_destination_starts_probing() {
     let alerts = Stub::start(|_| (200, "text/plain", Vec::new()));

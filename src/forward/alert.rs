@@ -27,7 +27,9 @@ impl Alerter {
                 .await
                 .and_then(|r| r.error_for_status());
             if let Err(err) = sent {
-                tracing::error!(destination, error = %err, "Cannot post the alert.");
+                // Without the URL: a chat service's webhook URL is its credential.
+                let err = err.without_url();
+                tracing::error!(destination, error = %crate::error_chain::error_chain(&err), "Cannot post the alert.");
             }
         });
     }

@@ -52,7 +52,7 @@ pub async fn attempt(
     };
     match client.execute(request).await {
         Ok(response) => classify(response).await,
-        Err(err) => Attempt::Retry(transport_failure(&err), None),
+        Err(err) => Attempt::Retry(transport_failure(err), None),
     }
 }
 
@@ -86,7 +86,7 @@ fn build(
     request.build().map_err(|err| {
         let mut detail = format!(
             "cannot build the request: {}",
-            crate::error_chain::error_chain(&err)
+            crate::error_chain::error_chain(&err.without_url())
         );
         detail.truncate(ERROR_BODY_BYTES);
         Failure {
@@ -129,7 +129,10 @@ pub fn is_retryable(status: u16) -> bool {
     status >= 500 || status == 408 || status == 429
 }
 
-fn transport_failure(err: &reqwest::Error) -> Failure {
+/// Why an attempt failed, without its URL (it may carry a credential: `?api_key=`, `user:pass@`;
+/// the text goes to the log, the admin API and dead records).
+fn transport_failure(err: reqwest::Error) -> Failure {
+    let err = err.without_url();
     let kind = if err.is_timeout() {
         "timeout"
     } else if err.is_connect() {
@@ -137,7 +140,7 @@ fn transport_failure(err: &reqwest::Error) -> Failure {
     } else {
         "io"
     };
-    let mut detail = crate::error_chain::error_chain(err);
+    let mut detail = crate::error_chain::error_chain(&err);
     detail.truncate(ERROR_BODY_BYTES);
     Failure {
         status: None,

@@ -244,7 +244,7 @@ async fn fetch(poller: &Poller, url: url::Url) -> Result<(Bytes, Option<String>)
         let response = request
             .send()
             .await
-            .map_err(|err| Failure::new("transport", describe(&err)))?;
+            .map_err(|err| Failure::new("transport", describe(err)))?;
         let status = response.status();
         if status == StatusCode::UNAUTHORIZED && !retried {
             if let Some(source) = &poller.token {
@@ -283,7 +283,7 @@ async fn fetch(poller: &Poller, url: url::Url) -> Result<(Bytes, Option<String>)
 async fn read_body(response: reqwest::Response) -> Result<Bytes, Failure> {
     let body = read_at_most(response, MAX_PAGE_BYTES)
         .await
-        .map_err(|err| Failure::new("transport", describe(&err)))?;
+        .map_err(|err| Failure::new("transport", describe(err)))?;
     if !body.whole {
         return Err(Failure::new(
             "malformed",
@@ -294,8 +294,10 @@ async fn read_body(response: reqwest::Response) -> Result<Bytes, Failure> {
 }
 
 /// A transport error with its causes (reqwest's `Display` hides them).
-fn describe(err: &reqwest::Error) -> String {
-    let chain = crate::error_chain::error_chain(err);
+/// Without the URL, which may carry the sync API's credential (`auth = "query"`).
+fn describe(err: reqwest::Error) -> String {
+    let err = err.without_url();
+    let chain = crate::error_chain::error_chain(&err);
     if err.is_timeout() {
         format!("timed out: {chain}")
     } else {
