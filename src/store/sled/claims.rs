@@ -165,8 +165,13 @@ impl Kept {
 
 impl Claims {
     /// Indexes the log. Returns it and how many claims it holds after `sealed` (the newest log
-    /// key a sealed run holds).
-    pub fn open(log: sled::Tree, sealed: Seq) -> Result<(Claims, u64), StoreError> {
+    /// key a sealed run holds). `expired`: the log's expiry as last recorded ([`Claims::expiry`]):
+    /// the values it covers may still be in the log, not yet trimmed, but are not found.
+    pub fn open(
+        log: sled::Tree,
+        sealed: Seq,
+        expired: Option<(Seq, Seq)>,
+    ) -> Result<(Claims, u64), StoreError> {
         let mut index = Index::new();
         let mut unsealed = 0u64;
         for item in log.iter() {
@@ -177,8 +182,11 @@ impl Claims {
                 unsealed += entries(&value).count() as u64;
             }
         }
+        let (expired, expired_seq) = expired.unwrap_or_default();
         let kept = Kept {
             index,
+            expired,
+            expired_seq,
             ..Kept::default()
         };
         Ok((kept.attach(log), unsealed))
@@ -197,6 +205,12 @@ impl Claims {
     /// The newest log key whose values have expired.
     pub fn expired(&self) -> Seq {
         self.kept.expired
+    }
+
+    /// The log's expiry, to be recorded and given back to [`Claims::open`]: the newest log key
+    /// whose values expired, and the newest seq they claimed.
+    pub fn expiry(&self) -> (Seq, Seq) {
+        (self.kept.expired, self.kept.expired_seq)
     }
 
     /// The seq `key` was claimed under, if it is in the log.
@@ -427,7 +441,7 @@ mod tests {
     #[test]
     fn trimming_goes_on_from_the_last_value_removed() {
         let db = sled::Config::new().temporary(true).open().unwrap();
-        let (mut claims, _) = Claims::open(db.open_tree("dedup").unwrap(), Seq(0)).unwrap();
+        let (mut claims, _) = Claims::open(db.open_tree("dedup").unwrap(), Seq(0), None).unwrap();
         let key = |n: u64| format!("p\0{n}").into_bytes();
         for n in 1..=10 {
             let mut value = Vec::new();
@@ -456,7 +470,8 @@ mod tests {
     #[test]
     fn a_lookup_checks_the_key_behind_its_hash() {
         let db = sled::Config::new().temporary(true).open().unwrap();
-        let (mut claims, unsealed) = Claims::open(db.open_tree("dedup").unwrap(), Seq(0)).unwrap();
+        let (mut claims, unsealed) =
+            Claims::open(db.open_tree("dedup").unwrap(), Seq(0), None).unwrap();
         assert_eq!(unsealed, 0);
         let mut value = Vec::new();
         push_entry(&mut value, b"p\0a", Seq(5), 1);
@@ -472,12 +487,12 @@ mod tests {
         assert_eq!(claims.lookup(b"p\0b").unwrap(), Some(Seq(6)));
 
         // Rebuilt at open; claims at or below a sealed seq are not counted as unsealed.
-        let (reopened, unsealed) = Claims::open(claims.log.clone(), Seq(4)).unwrap();
+        let (reopened, unsealed) = Claims::open(claims.log.clone(), Seq(4), None).unwrap();
         assert_eq!(
             (reopened.lookup(b"p\0a").unwrap(), unsealed),
             (Some(Seq(5)), 2)
         );
-        assert_eq!(Claims::open(claims.log.clone(), Seq(5)).unwrap().1, 0);
+        assert_eq!(Claims::open(claims.log.clone(), Seq(5), None).unwrap().1, 0);
 
         // Expiry takes whole values, oldest first; they are no longer found, then trimmed.
         assert_eq!(claims.expire(2, Seq(0)).unwrap(), 0);

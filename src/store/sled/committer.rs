@@ -319,7 +319,17 @@ impl Committer {
         };
         for pending in expiries {
             if let Work::ExpireDedup(cutoff_ms) = pending.work {
-                let expired = self.runs.expire(cutoff_ms);
+                // Synced before it is answered and before anything after it: a key found
+                // expired may be claimed again at once, and acknowledged from the journal
+                // while a checkpoint has sled closed; an expiry lost to a crash would then
+                // find the old claim again beside the new one.
+                let expired = self.runs.expire(cutoff_ms).and_then(|dropped| {
+                    if dropped > 0 {
+                        let synced = self.durability.sync();
+                        synced.map_err(|err| StoreError::Storage(Arc::new(err)))?;
+                    }
+                    Ok(dropped)
+                });
                 let failed = expired.as_ref().err().cloned();
                 let _ = pending.reply.send(expired.map(Outcome::Expired));
                 if let Some(err) = failed {

@@ -955,3 +955,49 @@ async fn a_damaged_open_pack_is_refused_naming_the_file() {
         "{refused}"
     );
 }
+
+/// A copy of an event whose dedup key expired, acknowledged from the journal while a checkpoint
+/// had sled closed, then a crash: the start applies the journal. (The expiry lived in memory
+/// only, so the start found the old claim again and refused the journal as not following the
+/// store, at every start.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journaled_copy_of_an_expired_key_is_applied_at_the_next_start() {
+    use super::committer::encode;
+    use super::journal::{Frame, Journal};
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig {
+        compact_ratio: 0.0,
+        ..StoreConfig::default()
+    };
+    let store = Arc::new(SledStore::open(dir.path(), &config, Arc::new(Metrics::new())).unwrap());
+    commit_events(&store, 20_000, 5).await;
+    let next = store.last_seq().borrow().0 + 1;
+    assert_eq!(store.expire_dedup(6).await.unwrap(), 20_000);
+    assert!(log_claims(&store, TreeId::Dedup) > 0, "claims left to trim");
+    store.close().await;
+    drop(store);
+    // What a checkpoint right after the expiry journals for a copy of event-019990, which the
+    // expiry no longer finds; then a crash before the journal is applied.
+    let event = NewEvent::poll(
+        ProviderName::parse("p").unwrap(),
+        EventId::new("event-019990".to_string()).unwrap(),
+        None,
+        Bytes::from_static(b"{}"),
+    );
+    let (mut journal, _) = Journal::open(dir.path()).unwrap();
+    let frame = Frame {
+        first: super::Seq(next),
+        events: vec![encode(&event)],
+    };
+    journal.append(&frame).unwrap();
+    drop(journal);
+    let store = SledStore::open(dir.path(), &config, Arc::new(Metrics::new()))
+        .unwrap_or_else(|err| panic!("the start refused the journal: {err}"));
+    let stored = store
+        .event(super::Seq(next))
+        .await
+        .unwrap()
+        .expect("applied");
+    assert_eq!(stored.event_id, "event-019990");
+    store.close().await;
+}

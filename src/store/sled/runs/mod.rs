@@ -92,6 +92,11 @@ pub fn run_keys(configured: u64) -> u64 {
 
 /// `meta` key of the next run id.
 const NEXT_RUN_KEY: &[u8] = b"dedup_runs/next";
+/// `meta` key of the log's expiry ([`claims::Claims::expiry`]): two seqs, 8 bytes big-endian
+/// each. Expired values leave the log in steps, after the expiry; without this, a start
+/// before they had all gone found their claims again (and refused a journal that had
+/// acknowledged a new copy of one of them while sled was closed).
+const LOG_EXPIRED_KEY: &[u8] = b"dedup_runs/log_expired";
 
 /// A sealed run, as kept in memory (its filter in [`Filters`]; the one of a run being built in
 /// `sealing::Building`).
@@ -315,9 +320,21 @@ impl Runs {
             .map(|run| run.through)
             .max()
             .unwrap_or(Seq(0));
-        let through = runs.kept.sealed_through.to_key();
+        let expired = match runs.meta.get(LOG_EXPIRED_KEY)? {
+            Some(value) if value.len() == 16 => {
+                let seq = |at: usize| Seq::from_key(&value[at..at + 8]);
+                seq(0).zip(seq(8))
+            }
+            Some(_) => return Err(StoreError::Corrupt("the dedup log's expiry".into())),
+            None => None,
+        };
+        let through = runs
+            .kept
+            .sealed_through
+            .max(expired.map_or(Seq(0), |(log, _)| log))
+            .to_key();
         runs.kept.trimmed = log.range(..=through).next().is_none();
-        let (claims, unsealed) = Claims::open(log, runs.kept.sealed_through)?;
+        let (claims, unsealed) = Claims::open(log, runs.kept.sealed_through, expired)?;
         runs.claims = claims;
         runs.kept.claimed = unsealed;
         Ok(runs)
@@ -475,6 +492,10 @@ impl Runs {
         let mut dropped = self.claims.expire(cutoff_ms, self.kept.sealed_through)?;
         if dropped > 0 {
             self.kept.trimmed = false;
+            let (log, seq) = self.claims.expiry();
+            let value = [log.to_key(), seq.to_key()].concat();
+            let old = self.meta.insert(LOG_EXPIRED_KEY, value.as_slice())?;
+            self.kept.delta += change(LOG_EXPIRED_KEY, old, Some(value.as_slice()));
         }
         let (expired, kept): (Vec<Run>, Vec<Run>) = std::mem::take(&mut self.kept.sealed)
             .into_iter()

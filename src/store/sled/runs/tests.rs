@@ -369,3 +369,37 @@ fn a_dedup_tree_of_layout_3_becomes_a_log() {
     assert_eq!(runs.expire(78).unwrap(), 0);
     assert_eq!(runs.expire(79).unwrap(), 3001);
 }
+
+/// The log's expiry is recorded: a start before its values had all been trimmed found their
+/// claims again, and answered a retry of an event acknowledged since under its old seq.
+#[test]
+fn the_logs_expiry_outlives_a_reopen() {
+    let (_db, mut runs, _files) = open();
+    // 600 claims, all in the log (under seal_at 1000), received at 5.
+    claim(&mut runs, 0..600, 5);
+    assert_eq!(runs.expire(6).unwrap(), 600);
+    assert_eq!(runs.lookup(id(500).as_bytes()).unwrap(), None, "expired");
+    // One step after the expiry (as the committer does), then a stop.
+    runs.step().unwrap();
+    // The key is sent again and accepted as new, under seq 10,000.
+    claim_one(&mut runs, 500, 10_000, 7);
+    assert_eq!(runs.lookup(id(500).as_bytes()).unwrap(), Some(Seq(10_000)));
+    let reopened = reopen(&runs);
+    assert_eq!(
+        reopened.lookup(id(500).as_bytes()).unwrap(),
+        Some(Seq(10_000)),
+        "after the reopen"
+    );
+    assert_eq!(reopened.lookup(id(499).as_bytes()).unwrap(), None);
+}
+
+fn claim_one(runs: &mut Runs, n: u64, seq: u64, at: u64) {
+    let mut value = Vec::new();
+    push_entry(&mut value, id(n).as_bytes(), Seq(seq), at);
+    runs.claims
+        .log
+        .insert(claims::log_key(Seq(seq)), value)
+        .unwrap();
+    let key = id(n);
+    runs.claimed(&[(key.as_bytes(), Seq(seq))]);
+}
