@@ -171,9 +171,12 @@ impl Runs {
                         break;
                     };
                     let entry_key = entry_key.as_slice();
-                    let full = values
-                        .last()
-                        .is_none_or(|(_, value)| value.len() + entry_len(entry_key) > MAX_VALUE);
+                    // A value and its key (which holds its first dedup key: up to ~400 bytes)
+                    // within MAX_VALUE and 10 bytes, as an `events` entry is (`pack.rs`), so
+                    // no leaf reaches sled's blob threshold, even in 512 KiB segments.
+                    let full = values.last().is_none_or(|(key, value)| {
+                        key.len() + value.len() + entry_len(entry_key) > MAX_VALUE + 10
+                    });
                     if full {
                         values.push((key(building.run.id, DATA, entry_key), Vec::new()));
                     }

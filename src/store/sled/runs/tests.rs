@@ -1,5 +1,6 @@
 use super::*;
 use crate::store::sled::claims::push_entry;
+use crate::store::sled::pack::MAX_VALUE;
 
 fn open() -> (sled::Db, Runs, tempfile::TempDir) {
     let db = sled::Config::new().temporary(true).open().unwrap();
@@ -36,6 +37,11 @@ fn id(n: u64) -> String {
 /// Claims `id(n)` under seq n + 1 for every n in `ns`, received at `at`, as committed
 /// batches of 25 do: one log value each.
 fn claim(runs: &mut Runs, ns: std::ops::Range<u64>, at: u64) {
+    claim_as(runs, ns, at, id);
+}
+
+/// [`claim`] with the keys `key` makes.
+fn claim_as(runs: &mut Runs, ns: std::ops::Range<u64>, at: u64, id: fn(u64) -> String) {
     let ns: Vec<u64> = ns.collect();
     for batch in ns.chunks(25) {
         let mut value = Vec::new();
@@ -402,4 +408,37 @@ fn claim_one(runs: &mut Runs, n: u64, seq: u64, at: u64) {
         .unwrap();
     let key = id(n);
     runs.claimed(&[(key.as_bytes(), Seq(seq))]);
+}
+
+/// Long dedup keys (a 64-character provider, an unsigned id of 229 characters bound to its
+/// body's hash: 366 bytes, 16 entries to a full value) keep each run value and its key within an
+/// `events` entry's bound, under which no leaf reaches sled's blob threshold (a value's key holds
+/// its first dedup key: 6,515 bytes each before).
+#[test]
+fn run_values_with_the_longest_keys_stay_within_the_bound() {
+    fn longest(n: u64) -> String {
+        format!(
+            "{}\0{}{n:05} sha256:{}",
+            "p".repeat(64),
+            "i".repeat(224),
+            "a".repeat(64)
+        )
+    }
+    let (_db, mut runs, _files) = open();
+    claim_as(&mut runs, 0..3000, 1000, longest);
+    settle(&mut runs);
+    assert_eq!(runs.sealed_keys(), 3000);
+    let mut values = 0;
+    for item in runs.tree.iter() {
+        let (key, value) = item.unwrap();
+        assert!(
+            key.len() + value.len() <= MAX_VALUE + 10,
+            "a run entry of {} + {} bytes",
+            key.len(),
+            value.len()
+        );
+        values += 1;
+    }
+    assert!(values > 100, "{values}");
+    assert!(runs.lookup(longest(1234).as_bytes()).unwrap().is_some());
 }
