@@ -18,7 +18,9 @@
 //!   `pack::max_value` of the store's segments (6 KiB at 512 KiB, 24 KiB at 2 MiB; a sealed
 //!   pack is only kept when shorter than its raw bytes; the open pack in `meta`, 8 bytes more,
 //!   is the one value of its tree that size) and no key
-//!   over `pack::MAX_KEY` (event bodies are cut into parts), and a
+//!   over `pack::MAX_KEY` (event bodies are cut into parts; a sealed dedup run's value keys
+//!   hold a dedup key of up to ~400 bytes, and keep key and value within `MAX_VALUE` + 10,
+//!   as an `events` entry), and a
 //!   leaf holds at most 20 entries, so no node reaches the threshold (see `pack.rs` for the
 //!   arithmetic). A store written by an earlier hookgate may hold blob files: they are never
 //!   written again, so [`Durability::new`] fsyncs them, and their directory, once at open.
