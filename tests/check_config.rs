@@ -68,6 +68,11 @@ secrets = ["beta-secret"]
 name = "alpha"
 verify = "github"
 secrets = ["gamma-secret"]
+
+[[provider]]
+name = "delta"
+verify = "github"
+secrets = "delta-secret-not-a-list"
 "#;
 
 #[test]
@@ -98,8 +103,15 @@ fn every_problem_is_reported_at_once() {
         duplicate,
         "duplicate provider name not reported; stderr:\n{stderr}"
     );
+    // A secret where a list is expected: the error says so without it.
+    line_of("expected a sequence");
     // The secrets that are set are never printed.
-    for secret in ["beta-secret", "gamma-secret", "admin-token-long-enough"] {
+    for secret in [
+        "beta-secret",
+        "gamma-secret",
+        "admin-token-long-enough",
+        "delta-secret-not-a-list",
+    ] {
         assert!(!stderr.contains(secret), "{secret} printed: {stderr}");
     }
 }

@@ -422,7 +422,7 @@ impl<'a> Loader<'a> {
         loop {
             let message = match T::deserialize(toml::Value::Table(table.clone())) {
                 Ok(value) => return Some(value),
-                Err(err) => err.message().trim().to_string(),
+                Err(err) => without_strings(err.message().trim()),
             };
             // serde names the offending key first, in backticks.
             let named = message.split('`').nth(1).unwrap_or_default();
@@ -516,6 +516,27 @@ impl<'a> Loader<'a> {
     pub(super) fn error(&mut self, position: Option<(usize, usize)>, message: String) {
         self.errors.push(ConfigError { position, message });
     }
+}
+
+/// A serde message without the string values it quotes (`invalid type: string "...", expected
+/// a sequence`): the value may be a secret written literally where a list was expected.
+fn without_strings(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find("string \"") {
+        out.push_str(&rest[..at]);
+        out.push_str("a string");
+        let quoted = &rest[at + "string \"".len()..];
+        let mut escaped = false;
+        let end = quoted.char_indices().find(|&(_, c)| {
+            let closes = c == '"' && !escaped;
+            escaped = c == '\\' && !escaped;
+            closes
+        });
+        rest = end.map_or("", |(i, _)| &quoted[i + 1..]);
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Where a key serde names sits in a section: the section's own key, or the key of the table

@@ -234,3 +234,15 @@ fn admin_alone_still_reports_a_bad_admin_section() {
     let errors = load_admin_file(&dir.path().join("missing.toml"), false).unwrap_err();
     assert!(errors[0].message.starts_with("cannot read"), "{errors:?}");
 }
+
+#[test]
+fn serde_messages_lose_the_strings_they_quote() {
+    assert_eq!(
+        super::without_strings(r#"invalid type: string "s3cr\"et", expected a sequence"#),
+        "invalid type: a string, expected a sequence"
+    );
+    assert_eq!(
+        super::without_strings("unknown field `colour`, expected one of `listen`"),
+        "unknown field `colour`, expected one of `listen`"
+    );
+}
