@@ -137,3 +137,29 @@ fn serve_refuses_a_missing_secret() {
         "the error does not name the variable: {stderr}"
     );
 }
+
+/// Two listeners on one port fail `serve` after it opened the store (and a unit's restarts
+/// loop on it): `check-config` refuses them first (it said "config OK").
+#[test]
+fn listeners_on_one_port_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = r#"[server]
+listen = "127.0.0.1:18080"
+data_dir = "data"
+
+[admin]
+listen = "0.0.0.0:18080"
+token = "admin-token-long-enough"
+
+[[provider]]
+name = "open"
+verify = "none"
+"#;
+    let out = check_config(&write_config(dir.path(), config));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    assert!(
+        stderr.contains("[admin] listen 0.0.0.0:18080 takes the port of [server] listen"),
+        "{stderr}"
+    );
+}

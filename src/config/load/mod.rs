@@ -162,6 +162,21 @@ impl<'a> Loader<'a> {
         let store = self.store(store, document.store.as_ref());
         let admin = admin
             .and_then(|admin| self.admin(admin, document.admin.as_ref().expect("checked above")));
+        if let (Some(server), Some(admin)) = (&server, &admin) {
+            if listens_clash(server.listen, admin.listen) {
+                let at = document
+                    .admin
+                    .as_ref()
+                    .and_then(|section| self.key_position(section, "listen"));
+                self.error(
+                    at,
+                    format!(
+                        "[admin] listen {} takes the port of [server] listen {}: the two listeners need a port each",
+                        admin.listen, server.listen
+                    ),
+                );
+            }
+        }
 
         let mut providers: Vec<ProviderConfig> = Vec::new();
         let mut names_seen: Vec<String> = Vec::new();
@@ -516,6 +531,14 @@ impl<'a> Loader<'a> {
     pub(super) fn error(&mut self, position: Option<(usize, usize)>, message: String) {
         self.errors.push(ConfigError { position, message });
     }
+}
+
+/// Whether two listeners cannot both bind: one port (not 0, which picks a free one), on the same
+/// address or where one is the unspecified address (`0.0.0.0`, `::`).
+fn listens_clash(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() != 0
+        && a.port() == b.port()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
 /// A serde message without the string values it quotes (`invalid type: string "...", expected

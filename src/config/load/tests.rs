@@ -246,3 +246,14 @@ fn serde_messages_lose_the_strings_they_quote() {
         "unknown field `colour`, expected one of `listen`"
     );
 }
+
+#[test]
+fn listeners_that_cannot_both_bind_clash() {
+    let clash = |a: &str, b: &str| super::listens_clash(a.parse().unwrap(), b.parse().unwrap());
+    assert!(clash("127.0.0.1:8080", "127.0.0.1:8080"));
+    assert!(clash("0.0.0.0:8080", "127.0.0.1:8080"));
+    assert!(clash("127.0.0.1:9090", "[::]:9090"));
+    assert!(!clash("127.0.0.1:0", "127.0.0.1:0"), "port 0 picks a free one");
+    assert!(!clash("127.0.0.1:8080", "127.0.0.1:9090"));
+    assert!(!clash("127.0.0.1:8080", "10.0.0.1:8080"));
+}
