@@ -253,7 +253,10 @@ fn listeners_that_cannot_both_bind_clash() {
     assert!(clash("127.0.0.1:8080", "127.0.0.1:8080"));
     assert!(clash("0.0.0.0:8080", "127.0.0.1:8080"));
     assert!(clash("127.0.0.1:9090", "[::]:9090"));
-    assert!(!clash("127.0.0.1:0", "127.0.0.1:0"), "port 0 picks a free one");
+    assert!(
+        !clash("127.0.0.1:0", "127.0.0.1:0"),
+        "port 0 picks a free one"
+    );
     assert!(!clash("127.0.0.1:8080", "127.0.0.1:9090"));
     assert!(!clash("127.0.0.1:8080", "10.0.0.1:8080"));
 }

@@ -69,10 +69,11 @@ impl JetStreamStore {
             .map(|server| server.parse::<ServerAddr>())
             .collect::<Result<Vec<_>, _>>()
             .map_err(storage)?;
+        let shown: Vec<String> = config.servers.iter().map(|s| without_userinfo(s)).collect();
         let unreachable = |err: &dyn std::fmt::Display| {
             StoreError::Storage(Arc::new(std::io::Error::other(format!(
                 "cannot connect to the NATS servers {}: {err}",
-                config.servers.join(", ")
+                shown.join(", ")
             ))))
         };
         let options = connect_options(config)
@@ -138,6 +139,19 @@ impl JetStreamStore {
             slow: Mutex::new(SlowCommits::new(bound, counted)),
             ..self
         }
+    }
+}
+
+/// A server's URL as shown in errors: without the `user:password@` a URL may carry.
+fn without_userinfo(server: &str) -> String {
+    match server.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((_, host)) => format!("{scheme}://***@{host}"),
+            None => server.to_string(),
+        },
+        None => server
+            .rsplit_once('@')
+            .map_or(server.to_string(), |(_, host)| format!("***@{host}")),
     }
 }
 
@@ -257,6 +271,19 @@ fn supported(version: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn credentials_in_server_urls_are_not_shown() {
+        assert_eq!(
+            super::without_userinfo("nats://user:pass@10.0.0.1:4222"),
+            "nats://***@10.0.0.1:4222"
+        );
+        assert_eq!(super::without_userinfo("tok@host:4222"), "***@host:4222");
+        assert_eq!(
+            super::without_userinfo("nats://10.0.0.1:4222"),
+            "nats://10.0.0.1:4222"
+        );
+    }
+
     #[test]
     fn server_versions() {
         assert!(super::supported("2.10.26"));
