@@ -399,6 +399,13 @@ fn the_token_comes_from_the_environment_or_the_config_and_a_wrong_one_is_refused
     hookgate(&["pollers", "--config", config], &[token]).ok();
     hookgate(&["pollers"], &[("HOOKGATE_CONFIG", config), token]).ok();
 
+    // Plain HTTP to another host: the token goes, with a warning (0.0.0.0 is no loopback
+    // name, and refuses at once here).
+    let far = with_env(ADMIN_TOKEN, &["consumers", "--url", "http://0.0.0.0:1/"]);
+    assert!(far.stderr.contains("over plain HTTP"), "{}", far.stderr);
+    let near = with_env(ADMIN_TOKEN, &["consumers", "--url", &url]);
+    assert!(!near.stderr.contains("plain HTTP"), "{}", near.stderr);
+
     // Usage and reachability.
     hookgate(&["events", "list", "--url", &url], &[])
         .fails(2, &["cannot read config.toml", "HOOKGATE_ADMIN_TOKEN"]);

@@ -112,7 +112,14 @@ impl Admin {
                 (base, token)
             }
         };
-        let client = loopback::client_for(&base, TIMEOUT).map_err(Failure::Usage)?;
+        if base.scheme() == "http" && !loopback::is_loopback(&base) {
+            eprintln!(
+                "warning: the admin token goes to {} over plain HTTP: anyone on the way can read it; \
+                 use https (a TLS proxy in front of the admin listener) or an SSH tunnel",
+                base.host_str().unwrap_or_default()
+            );
+        }
+        let client = loopback::client_for(&base, TIMEOUT, true).map_err(Failure::Usage)?;
         Ok(Admin {
             base,
             token,
@@ -214,7 +221,7 @@ mod tests {
     fn admin(base: &str) -> Admin {
         let base = Url::parse(base).unwrap();
         Admin {
-            client: loopback::client_for(&base, TIMEOUT).unwrap(),
+            client: loopback::client_for(&base, TIMEOUT, true).unwrap(),
             base,
             token: "t".into(),
             json: false,

@@ -28,19 +28,28 @@ pub fn parse_url(text: &str) -> Result<Url, String> {
     }
 }
 
-/// A client that follows no redirect and goes straight to a loopback host, even when a proxy
-/// is configured.
-pub fn client_for(url: &Url, timeout: Duration) -> Result<reqwest::blocking::Client, String> {
-    let loopback = match url.host() {
+/// Whether `url`'s host is this machine.
+pub fn is_loopback(url: &Url) -> bool {
+    match url.host() {
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
         Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
         None => false,
-    };
+    }
+}
+
+/// A client that follows no redirect and goes straight to a loopback host, even when a proxy
+/// is configured; `direct`: to any host (a client carrying the admin token, which a proxy on
+/// the path of plain HTTP would read).
+pub fn client_for(
+    url: &Url,
+    timeout: Duration,
+    direct: bool,
+) -> Result<reqwest::blocking::Client, String> {
     let mut builder = reqwest::blocking::Client::builder()
         .timeout(timeout)
         .redirect(reqwest::redirect::Policy::none());
-    if loopback {
+    if direct || is_loopback(url) {
         builder = builder.no_proxy();
     }
     builder

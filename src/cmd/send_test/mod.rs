@@ -213,7 +213,7 @@ fn default_url(listen: SocketAddr, provider: &str) -> Result<Url, Failure> {
 
 /// A client that goes straight to a loopback gateway, even when a proxy is configured.
 fn client_for(url: &Url) -> Result<reqwest::blocking::Client, Failure> {
-    loopback::client_for(url, TIMEOUT).map_err(Failure::Usage)
+    loopback::client_for(url, TIMEOUT, false).map_err(Failure::Usage)
 }
 
 #[cfg(test)]
