@@ -432,6 +432,25 @@ fn the_config_audit_warns_and_refuses_weak_settings() {
         text.contains("\"intro\" accepts any active token"),
         "{text}"
     );
+
+    // A secret in a file every user may read: warned about; once private, not.
+    let secret_file = dir.path().join("oauth-secret");
+    std::fs::write(&secret_file, "a-long-enough-secret-in-a-file").unwrap();
+    let mode = |mode: u32| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    mode(0o644);
+    write(&format!("file:{}", secret_file.display()));
+    let (code, text) = check();
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("can be read by every user of this machine (mode 644)"),
+        "{text}"
+    );
+    mode(0o600);
+    let (_, text) = check();
+    assert!(!text.contains("can be read by every user"), "{text}");
 }
 
 /// Runs the gateway with a limit of 1,300 open files (the hard limit too, so it cannot raise it).

@@ -1,5 +1,6 @@
 //! Start-up checks that a config is safe to face the internet with: secrets written literally
-//! (in every place a secret can be written: `Loader::resolve` warns for each), a `none` provider
+//! or in files every user may read (in every place a secret can be written: `Loader::resolve`
+//! warns for each), a `none` provider
 //! open to every address, and secrets hookgate checks or signs with itself that are too short to
 //! resist guessing.
 
@@ -65,6 +66,16 @@ impl Loader<'_> {
             self.warn(format!(
                 "{what} is written literally in the config file; use \"credential:NAME\", \"env:NAME\" or \"file:/path\" outside local demos"
             ));
+        }
+        if let Some(path) = reference.strip_prefix("file:") {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(path).map(|m| m.permissions().mode());
+            if let Some(mode) = mode.ok().filter(|mode| mode & 0o007 != 0) {
+                self.warn(format!(
+                    "{what}: {path} can be read by every user of this machine (mode {:o}); chmod o-rwx it",
+                    mode & 0o777
+                ));
+            }
         }
     }
 }
