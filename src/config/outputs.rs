@@ -196,19 +196,27 @@ impl Loader<'_> {
                 format!("{label}: alert_ratio must be between 0 and 1"),
             );
         }
-        let alert_url = raw
-            .alert_url
-            .as_deref()
-            .and_then(|text| match url::Url::parse(text) {
-                Ok(url) => Some(url),
-                Err(_) => {
-                    self.error(
-                        self.key_position(section, "alert_url"),
-                        format!("{label}: alert_url {text:?} is not a URL"),
-                    );
-                    None
-                }
+        // A chat service's webhook URL is its credential: it may be a secret reference too.
+        let alert_url = raw.alert_url.as_deref().and_then(|text| {
+            let at = self.key_position(section, "alert_url");
+            if crate::secret::is_literal(text) {
+                return match url::Url::parse(text) {
+                    Ok(url) => Some(url),
+                    Err(_) => {
+                        self.error(at, format!("{label}: alert_url {text:?} is not a URL"));
+                        None
+                    }
+                };
+            }
+            let resolved = self.resolve(text, None).and_then(|secret| {
+                let url = std::str::from_utf8(secret.expose()).ok();
+                url.and_then(|url| url::Url::parse(url.trim()).ok())
+                    .ok_or_else(|| format!("{text} does not hold a URL"))
             });
+            resolved
+                .map_err(|message| self.error(at, format!("{label}: alert_url: {message}")))
+                .ok()
+        });
         if raw.rate_limit_per_min == Some(0) {
             self.error(
                 self.key_position(section, "rate_limit_per_min"),

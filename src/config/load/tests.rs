@@ -260,3 +260,30 @@ fn listeners_that_cannot_both_bind_clash() {
     assert!(!clash("127.0.0.1:8080", "127.0.0.1:9090"));
     assert!(!clash("127.0.0.1:8080", "10.0.0.1:8080"));
 }
+
+#[test]
+fn an_alert_url_may_be_a_secret_reference() {
+    let with = |alert_url: &str| {
+        format!(
+            "{VALID}\n[[destination]]\nname = \"crm\"\nurl = \"http://127.0.0.1:1/\"\n\
+             signing_secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\nalert_url = \"{alert_url}\"\n"
+        )
+    };
+    std::env::set_var(
+        "HOOKGATE_TEST_ALERT_URL",
+        "https://hooks.slack.example/services/T0/B0/secret-path\n",
+    );
+    let (config, _) = load(&with("env:HOOKGATE_TEST_ALERT_URL")).unwrap();
+    let url = config.destinations[0].alert_url.as_ref().unwrap();
+    assert_eq!(url.path(), "/services/T0/B0/secret-path");
+    let (config, _) = load(&with("https://alerts.example/hook")).unwrap();
+    assert!(config.destinations[0].alert_url.is_some());
+
+    std::env::set_var("HOOKGATE_TEST_ALERT_NOT_A_URL", "secret-path-not-a-url");
+    let errors = load(&with("env:HOOKGATE_TEST_ALERT_NOT_A_URL")).unwrap_err();
+    let text = format!("{errors:?}");
+    assert!(text.contains("does not hold a URL"), "{text}");
+    assert!(!text.contains("secret-path-not-a-url"), "{text}");
+    let errors = load(&with("env:HOOKGATE_TEST_ALERT_UNSET")).unwrap_err();
+    assert!(format!("{errors:?}").contains("HOOKGATE_TEST_ALERT_UNSET is not set"));
+}
