@@ -21,19 +21,27 @@ pub struct Page {
 
 /// Up to `limit` events after the consumer's cursor, and after `scanned` (a previous page's, to
 /// skip what it looked at, or `Seq(0)`), whose provider the consumer wants, in seq order, of
-/// the next [`crate::store::MAX_LOOKED_AT`] events at most.
+/// the next [`crate::store::MAX_LOOKED_AT`] events at most. When none of those is wanted, the
+/// cursor moves past them (they are done for this consumer), so that a consumer that
+/// acknowledges only what it receives is not handed the same empty page again and again.
 pub async fn read_page(
     store: &Store,
     consumer: &ConsumerConfig,
     scanned: Seq,
     limit: usize,
 ) -> Result<Page, StoreError> {
-    let cursor = store.output(&consumer.name).await?.cursor;
+    let mut cursor = store.output(&consumer.name).await?.cursor;
     let found = store
         .events_where(cursor.max(scanned), limit, |event| {
             wants(&consumer.providers, &event.provider)
         })
         .await?;
+    if found.events.is_empty() && found.more && found.scanned > cursor {
+        store
+            .change(&consumer.name, vec![Change::Cursor(found.scanned)])
+            .await?;
+        cursor = store.output(&consumer.name).await?.cursor;
+    }
     Ok(Page { cursor, found })
 }
 

@@ -21,10 +21,10 @@ use crate::store::{Change, DeadRecord, Mark, Store, StoreError, StoredEvent};
 
 /// Events read from the store at a time.
 const SCAN_BATCH: usize = 256;
-/// How far past the oldest event not done (the cursor) an unordered destination may deliver:
-/// each event delivered past it is a `settled` mark kept until the cursor passes it, so an
-/// event retried for hours would otherwise let them grow without end (in memory, in the store,
-/// and on JetStream in one value that must stay under the servers' `max_payload`).
+/// How far past the oldest event in flight an unordered destination may deliver: each event
+/// delivered past it is a `settled` mark kept until the cursor passes it, so an event retried
+/// for hours would otherwise let them grow without end (in memory, in the store, and on
+/// JetStream in one value that must stay under the servers' `max_payload`).
 const MAX_AHEAD: u64 = 50_000;
 /// The environment variable that lowers [`MAX_AHEAD`], for tests.
 pub const AHEAD_ENV: &str = "HOOKGATE_TEST_MAX_AHEAD";
@@ -129,7 +129,7 @@ async fn run(destination: Arc<Destination>, cursor: Seq, stop: CancellationToken
     }));
     let mut last_seq = destination.store.last_seq();
     let mut scan = cursor;
-    let mut durable_cursor = progress.cursor();
+    let mut oldest_in_flight = progress.oldest_in_flight();
     let ahead = std::env::var(AHEAD_ENV)
         .ok()
         .and_then(|ahead| ahead.parse().ok())
@@ -197,6 +197,7 @@ async fn run(destination: Arc<Destination>, cursor: Seq, stop: CancellationToken
             wait(&destination, &mut last_seq, true, &stop).await;
             continue;
         }
+        let mut out_of_reach = false;
         for (event, marks) in events {
             let seq = Seq(event.seq);
             if !destination.takes(&event) || marks.dead {
@@ -204,7 +205,10 @@ async fn run(destination: Arc<Destination>, cursor: Seq, stop: CancellationToken
             } else if marks.settled {
                 progress.already_settled(seq);
             } else {
-                if !within_reach(seq, ahead, &mut durable_cursor, &stop).await {
+                if !within_reach(seq, ahead, &oldest_in_flight) {
+                    // Not now: replays, a pause and this event's turn are looked at again once
+                    // a delivery ends (or in a second).
+                    out_of_reach = true;
                     break;
                 }
                 let Some(permit) = acquire(&permits, &stop).await else {
@@ -224,21 +228,23 @@ async fn run(destination: Arc<Destination>, cursor: Seq, stop: CancellationToken
                 break;
             }
         }
+        if out_of_reach {
+            tokio::select! {
+                _ = oldest_in_flight.changed() => {}
+                _ = destination.wake.notified() => {}
+                _ = stop.cancelled() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
     }
     tracing::info!(destination = %name, "Forwarder stopped.");
 }
 
-/// Waits until `seq` is at most `ahead` past the durable cursor; `false` if stopped.
-async fn within_reach(
-    seq: Seq,
-    ahead: u64,
-    cursor: &mut tokio::sync::watch::Receiver<Seq>,
-    stop: &CancellationToken,
-) -> bool {
-    tokio::select! {
-        reached = cursor.wait_for(|cursor| seq.0 <= cursor.0.saturating_add(ahead)) => reached.is_ok(),
-        _ = stop.cancelled() => false,
-    }
+/// Whether `seq` is at most `ahead` past the oldest event in flight (always, with none).
+fn within_reach(seq: Seq, ahead: u64, oldest: &tokio::sync::watch::Receiver<Option<Seq>>) -> bool {
+    oldest
+        .borrow()
+        .is_none_or(|oldest| seq.0 <= oldest.0.saturating_add(ahead))
 }
 
 /// The seqs of the replays being delivered.

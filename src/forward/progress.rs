@@ -40,34 +40,31 @@ pub enum Report {
 #[derive(Clone)]
 pub struct Progress {
     reports: mpsc::UnboundedSender<Report>,
-    /// The durable cursor, as the writer last wrote it.
-    cursor: watch::Receiver<Seq>,
+    /// The oldest event in flight, as the writer last counted (`None`: none).
+    oldest: watch::Receiver<Option<Seq>>,
 }
 
 impl Progress {
     /// Starts the writer for `destination`, whose durable cursor is `cursor`.
     pub fn spawn(store: Store, destination: String, cursor: Seq) -> Progress {
         let (reports, receiver) = mpsc::unbounded_channel();
-        let (durable, cursor_seen) = watch::channel(cursor);
+        let (oldest_sender, oldest) = watch::channel(None);
         let writer = Writer {
             store,
             destination,
             cursor,
-            durable,
+            oldest: oldest_sender,
             scanned: cursor,
             in_flight: BTreeSet::new(),
             settled_above: BTreeSet::new(),
         };
         actix_web::rt::spawn(writer.run(receiver));
-        Progress {
-            reports,
-            cursor: cursor_seen,
-        }
+        Progress { reports, oldest }
     }
 
-    /// The durable cursor, which changes as the writer moves it.
-    pub fn cursor(&self) -> watch::Receiver<Seq> {
-        self.cursor.clone()
+    /// The oldest event in flight (dispatched, not finished), which changes as deliveries end.
+    pub fn oldest_in_flight(&self) -> watch::Receiver<Option<Seq>> {
+        self.oldest.clone()
     }
 
     pub fn scanned(&self, seq: Seq) {
@@ -100,8 +97,8 @@ struct Writer {
     store: Store,
     destination: String,
     cursor: Seq,
-    /// `cursor` once written.
-    durable: watch::Sender<Seq>,
+    /// `in_flight`'s first, for the dispatcher.
+    oldest: watch::Sender<Option<Seq>>,
     scanned: Seq,
     in_flight: BTreeSet<Seq>,
     /// Delivered above the cursor, recorded in `settled`.
@@ -149,8 +146,9 @@ impl Writer {
                     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                 }
             }
-            self.durable
-                .send_if_modified(|durable| std::mem::replace(durable, self.cursor) != self.cursor);
+            let first = self.in_flight.first().copied();
+            self.oldest
+                .send_if_modified(|oldest| std::mem::replace(oldest, first) != first);
             for durable in waiting {
                 let _ = durable.send(());
             }

@@ -124,6 +124,10 @@ pub(super) async fn run(poller: Arc<Poller>, stop: CancellationToken) {
         s.polling_here = false;
         s.running = false;
     });
+    // A round cut short ended too: `poll_now` waits for one started after its request.
+    poller
+        .rounds
+        .send_modify(|(started, finished)| *finished = *started);
     tracing::info!(provider, "Poller stopped.");
 }
 

@@ -1,6 +1,6 @@
-//! Reading the events some reader wants (a consumer's providers, one provider in the admin
-//! API) at a bounded cost: the store indexes events by seq only, so a filter is a scan, and a
-//! read looks at [`MAX_LOOKED_AT`] events at most, however many unwanted ones follow.
+//! Reading the events a reader wants (a consumer's providers) at a bounded cost: a filter of
+//! several providers is a scan of every event, and a read looks at [`MAX_LOOKED_AT`] events at
+//! most, however many unwanted ones follow.
 
 use super::{Store, StoreError, StoredEvent};
 use crate::event::Seq;

@@ -102,9 +102,10 @@ impl JetStreamStore {
         }
         self.sweep_from
             .store(next_from.unwrap_or(from), Ordering::SeqCst);
-        // Stopped at its bound: more to look at now (a long run of held events is crossed in one
-        // sweep, not one step an interval).
-        swept.more = next_from.is_none();
+        // Stopped at its bound having removed some: more may go now. (A step that removed none
+        // waits for the next interval, where it goes on: a long run of held events, dead ones
+        // say, is not read again and again.)
+        swept.more = next_from.is_none() && swept.events > 0;
         Ok(swept)
     }
 
