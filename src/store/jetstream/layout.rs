@@ -80,6 +80,16 @@ pub fn headers(event: &NewEvent, msg_id: &str) -> HeaderMap {
     headers
 }
 
+/// At most how many bytes an event's subject and headers add to its body in a message (the
+/// fixed parts, the provider twice, the id, and the content type and topic as escaped).
+pub fn envelope_len(event: &NewEvent) -> usize {
+    let escaped = |text: &Option<String>| text.as_deref().map_or(0, |t| escape(t).len() + 32);
+    512 + 2 * event.provider.as_str().len()
+        + event.event_id.as_str().len()
+        + escaped(&event.content_type)
+        + escaped(&event.topic)
+}
+
 /// An event read back from its message.
 pub fn stored_event(
     seq: u64,

@@ -83,13 +83,13 @@ pub struct JetStreamStore {
     dedup_from: AtomicU64,
     /// Which publishes were slow, and when to log one (`[store] slow_commit`).
     slow: Mutex<SlowCommits>,
-    /// The largest body a publish may carry: the servers' `max_payload` less room for the
-    /// headers (a larger publish makes the server close the connection, every in-flight
-    /// publish of this gateway with it).
-    largest_body: usize,
+    /// The servers' `max_payload`: a larger message makes the server close the connection,
+    /// every in-flight publish of this gateway with it.
+    max_payload: usize,
 }
 
-/// Room kept in `max_payload` for an event's headers (an id of 256 bytes, a topic, ...).
+/// Room for an event's subject and headers in `max_payload`, as the largest body is told at
+/// start (a commit checks its own: [`layout::envelope_len`]).
 const HEADERS_ROOM: usize = 4096;
 
 impl JetStreamStore {
@@ -169,17 +169,20 @@ impl JetStreamStore {
 impl Backend for JetStreamStore {
     async fn commit(&self, event: NewEvent, deadline: Duration) -> Result<Committed, StoreError> {
         self.check_open()?;
-        if event.body.len() > self.largest_body {
+        let room = self
+            .max_payload
+            .saturating_sub(layout::envelope_len(&event));
+        if event.body.len() > room {
             return Err(StoreError::TooLarge {
                 bytes: event.body.len(),
-                max: self.largest_body,
+                max: room,
             });
         }
         self.publish_within(event, deadline).await
     }
 
     fn largest_body(&self) -> Option<usize> {
-        Some(self.largest_body)
+        Some(self.max_payload.saturating_sub(HEADERS_ROOM))
     }
 
     fn last_seq(&self) -> watch::Receiver<Seq> {

@@ -84,7 +84,7 @@ impl JetStreamStore {
             .await
             .map_err(|err| unreachable(&err))?;
         let info = client.server_info();
-        let largest_body = info.max_payload.saturating_sub(super::HEADERS_ROOM);
+        let max_payload = info.max_payload;
         let version = info.version;
         if !supported(&version) {
             return Err(StoreError::Storage(Arc::new(std::io::Error::other(
@@ -128,7 +128,7 @@ impl JetStreamStore {
                 crate::config::DEFAULT_SLOW_COMMIT,
                 slow_counted,
             )),
-            largest_body,
+            max_payload,
         })
     }
 
