@@ -119,10 +119,15 @@ pub fn next_cursor(config: &SyncConfig, current: Option<&str>, page: &Page) -> O
                         a
                     }
                 });
-            // A page of only older items (an API that ignored the cursor) leaves it.
-            highest
-                .map(|id| after_id(id, *inclusive))
-                .filter(|next| current.is_none_or(|c| compare_ids(next, c) == Ordering::Greater))
+            // A page of only older items (an API that ignored the cursor) leaves it; ids of
+            // another kind than the cursor (text after a numeric `start_cursor`) cannot be older.
+            let same_kind =
+                |a: &str, b: &str| a.parse::<u128>().is_ok() == b.parse::<u128>().is_ok();
+            highest.map(|id| after_id(id, *inclusive)).filter(|next| {
+                current.is_none_or(|c| {
+                    !same_kind(next, c) || compare_ids(next, c) == Ordering::Greater
+                })
+            })
         }
         NextCursor::Pointer(_) => page.next.clone(),
     };
@@ -482,6 +487,11 @@ mod tests {
             next_cursor(&inclusive, Some("50"), &page(&["3", "4"])).as_deref(),
             Some("50"),
             "older items never move it back"
+        );
+        assert_eq!(
+            next_cursor(&inclusive, Some("0"), &page(&["evt_b", "evt_a"])).as_deref(),
+            Some("evt_b"),
+            "text ids after a numeric start"
         );
         assert_eq!(
             next_cursor(&inclusive, None, &page(&["b", "a"])).as_deref(),
