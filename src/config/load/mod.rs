@@ -534,11 +534,13 @@ impl<'a> Loader<'a> {
 }
 
 /// Whether two listeners cannot both bind: one port (not 0, which picks a free one), on the same
-/// address or where one is the unspecified address (`0.0.0.0`, `::`).
+/// address, or where one is the unspecified address of the other's family (`0.0.0.0`), or `::`
+/// (which takes IPv4 too, as Linux binds it by default).
 fn listens_clash(a: SocketAddr, b: SocketAddr) -> bool {
-    a.port() != 0
-        && a.port() == b.port()
-        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+    let covers = |wide: SocketAddr, other: SocketAddr| {
+        wide.ip().is_unspecified() && (wide.is_ipv6() || wide.is_ipv4() == other.is_ipv4())
+    };
+    a.port() != 0 && a.port() == b.port() && (a.ip() == b.ip() || covers(a, b) || covers(b, a))
 }
 
 /// A serde message without the string values it quotes (`invalid type: string "...", expected

@@ -259,6 +259,8 @@ fn listeners_that_cannot_both_bind_clash() {
     );
     assert!(!clash("127.0.0.1:8080", "127.0.0.1:9090"));
     assert!(!clash("127.0.0.1:8080", "10.0.0.1:8080"));
+    assert!(!clash("0.0.0.0:8080", "[::1]:8080"), "another family");
+    assert!(clash("[::]:8080", "10.0.0.1:8080"), ":: takes IPv4 too");
 }
 
 #[test]
