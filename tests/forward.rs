@@ -464,6 +464,12 @@ fn a_replay_queued_during_retries_that_then_die_leaves_the_event_delivered() {
         }
     });
     let extra = "retry_delays = [\"300ms\", \"300ms\", \"300ms\"]\n";
+    replay_while_retrying(&stub, extra, &attempts, 5);
+}
+
+/// Posts an event to `stub`'s destination (with `extra`), queues a replay of it after its first
+/// attempt, and checks that once `attempts` reaches `last` the event is delivered, not dead.
+fn replay_while_retrying(stub: &Stub, extra: &str, attempts: &AtomicUsize, last: usize) {
     let gw = Gateway::start(&config(&stub.url, extra));
     let seq = gw.post("p", &[], &body(0)).ack().1;
     wait_until(Duration::from_secs(5), "the first attempt", || {
@@ -474,8 +480,8 @@ fn a_replay_queued_during_retries_that_then_die_leaves_the_event_delivered() {
         &json!({}),
     );
     assert!(replay.status < 300, "{}", replay.text());
-    wait_until(Duration::from_secs(10), "the replay attempted", || {
-        attempts.load(Ordering::SeqCst) >= 5
+    wait_until(Duration::from_secs(10), "the last attempt", || {
+        attempts.load(Ordering::SeqCst) >= last
     });
     wait_until(Duration::from_secs(5), "delivered, not dead", || {
         delivery_state(&gw, seq) == "delivered"
@@ -523,6 +529,23 @@ fn urls_with_credentials_stay_out_of_errors_and_logs() {
         .unwrap()
         .to_string()
         .contains("destination-secret"));
+}
+
+/// The other order: the replay delivered while the first delivery is still being retried,
+/// which then fails for good (a destination answering a copy with 4xx). The event is delivered,
+/// not dead (it was listed dead, and kept from retention).
+#[test]
+fn a_replay_delivered_before_the_first_delivery_dies_leaves_the_event_delivered() {
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let seen = attempts.clone();
+    // The first attempt fails, the second (the replay) succeeds, the rest are refused for good.
+    let stub = Stub::start(move |_| match seen.fetch_add(1, Ordering::SeqCst) {
+        0 => (503, "text/plain", b"not yet".to_vec()),
+        1 => (200, "text/plain", Vec::new()),
+        _ => (409, "text/plain", b"already have it".to_vec()),
+    });
+    let extra = "ordered = false\nretry_delays = [\"700ms\", \"700ms\"]\n";
+    replay_while_retrying(&stub, extra, &attempts, 3);
 }
 
 #[test]

@@ -57,6 +57,7 @@ impl Progress {
             scanned: cursor,
             in_flight: BTreeSet::new(),
             settled_above: BTreeSet::new(),
+            replayed: BTreeSet::new(),
         };
         actix_web::rt::spawn(writer.run(receiver));
         Progress { reports, oldest }
@@ -103,6 +104,8 @@ struct Writer {
     in_flight: BTreeSet<Seq>,
     /// Delivered above the cursor, recorded in `settled`.
     settled_above: BTreeSet<Seq>,
+    /// In flight, and delivered meanwhile by a replay.
+    replayed: BTreeSet<Seq>,
 }
 
 impl Writer {
@@ -155,7 +158,7 @@ impl Writer {
         }
     }
 
-    fn finish(&mut self, seq: Seq, done: Done, replay: bool) -> Vec<Change> {
+    fn finish(&mut self, seq: Seq, mut done: Done, replay: bool) -> Vec<Change> {
         let mut changes = Vec::new();
         if replay {
             changes.push(Change::Unmark(Mark::Replay, seq));
@@ -163,9 +166,17 @@ impl Writer {
                 // Queued while its first delivery was still being retried, which then died:
                 // delivered now, it is not dead.
                 changes.push(Change::Unmark(Mark::Dead, seq));
+                if self.in_flight.contains(&seq) {
+                    self.replayed.insert(seq);
+                }
             }
         } else {
             self.in_flight.remove(&seq);
+            // Delivered by a replay while this first delivery was still being retried: however
+            // this one ended, the event is delivered, not dead.
+            if self.replayed.remove(&seq) {
+                done = Done::Delivered;
+            }
         }
         match done {
             Done::Dead(record) => changes.push(Change::Dead(seq, record)),
