@@ -10,7 +10,7 @@
 
 use async_nats::jetstream::kv;
 use async_nats::jetstream::message::StreamMessage;
-use async_nats::jetstream::stream::{LastRawMessageErrorKind, Stream};
+use async_nats::jetstream::stream::{LastRawMessageErrorKind, RawMessageError, Stream};
 use bytes::Bytes;
 
 use super::storage;
@@ -27,41 +27,25 @@ pub struct Latest {
 /// The latest entry of `key` in `bucket`, as its leader has it.
 pub async fn entry(bucket: &kv::Store, key: &str) -> Result<Option<Latest>, StoreError> {
     let subject = format!("{}{key}", bucket.prefix);
-    match bucket
-        .stream
-        .get_last_raw_message_by_subject(&subject)
-        .await
-    {
-        Ok(message) => {
-            let operation = message.headers.get("KV-Operation").map(|op| op.as_str());
-            let marker = message.headers.get("Nats-Marker-Reason").is_some();
-            Ok(Some(Latest {
-                put: !marker && !matches!(operation, Some("DEL" | "PURGE")),
-                revision: message.sequence,
-                value: message.payload,
-            }))
+    Ok(last(&bucket.stream, &subject).await?.map(|message| {
+        let operation = message.headers.get("KV-Operation").map(|op| op.as_str());
+        let marker = message.headers.get("Nats-Marker-Reason").is_some();
+        Latest {
+            put: !marker && !matches!(operation, Some("DEL" | "PURGE")),
+            revision: message.sequence,
+            value: message.payload,
         }
-        Err(err) if err.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
-        Err(err) => Err(storage(err)),
-    }
+    }))
 }
 
 /// The last message on `subject`, as the leader has it (`None`: none).
 pub async fn last(stream: &Stream, subject: &str) -> Result<Option<StreamMessage>, StoreError> {
-    match stream.get_last_raw_message_by_subject(subject).await {
-        Ok(message) => Ok(Some(message)),
-        Err(err) if err.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
-        Err(err) => Err(storage(err)),
-    }
+    found(stream.get_last_raw_message_by_subject(subject).await)
 }
 
 /// Message `seq` of `stream`, as its leader has it (`None`: not stored, or removed).
 pub async fn message(stream: &Stream, seq: u64) -> Result<Option<StreamMessage>, StoreError> {
-    match stream.get_raw_message(seq).await {
-        Ok(message) => Ok(Some(message)),
-        Err(err) if err.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
-        Err(err) => Err(storage(err)),
-    }
+    found(stream.get_raw_message(seq).await)
 }
 
 /// The first message at or after `from` on `subject`, as the leader has it.
@@ -71,7 +55,14 @@ pub async fn next(
     from: u64,
 ) -> Result<Option<StreamMessage>, StoreError> {
     let request = stream.raw_message_builder().sequence(from);
-    match request.next_by_subject(subject).send().await {
+    found(request.next_by_subject(subject).send().await)
+}
+
+/// A leader's answer: the message, `None` when it has none, or the failure.
+fn found(
+    answer: Result<StreamMessage, RawMessageError>,
+) -> Result<Option<StreamMessage>, StoreError> {
+    match answer {
         Ok(message) => Ok(Some(message)),
         Err(err) if err.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
         Err(err) => Err(storage(err)),
