@@ -65,6 +65,7 @@ mod reload;
 pub mod response_body;
 pub mod retry_after;
 pub mod secret;
+pub mod shown_url;
 pub mod store;
 pub mod supervise;
 pub mod verify;

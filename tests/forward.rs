@@ -489,16 +489,17 @@ fn replay_while_retrying(stub: &Stub, extra: &str, attempts: &AtomicUsize, last:
     assert_eq!(gw.admin_json("/v1/dead")["dead"], json!([]));
 }
 
-/// A credential in a destination's or alert's URL (`?api_key=`, a chat service's webhook path)
-/// never shows in the errors the admin API lists, nor in the log (reqwest's errors name the
-/// URL: a refused connection showed it whole in both).
+/// A credential in a destination's or alert's URL (`?api_key=`, `user:pass@`, a chat service's
+/// webhook path) never shows in the errors the admin API lists, in its view of the destination
+/// (the console shows the same), nor in the log (reqwest's errors name the URL: a refused
+/// connection showed it whole in both).
 #[test]
 fn urls_with_credentials_stay_out_of_errors_and_logs() {
     // A port nothing listens on: every attempt is a connection error.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = closed.local_addr().unwrap().port();
     drop(closed);
-    let url = format!("http://127.0.0.1:{port}");
+    let url = format!("http://svc:user-secret@127.0.0.1:{port}");
     let extra = format!(
         "alert_url = \"http://127.0.0.1:{port}/services/T000/B000/alert-secret-path\"\n\
          pause_after_failures = 1\n"
@@ -520,9 +521,16 @@ fn urls_with_credentials_stay_out_of_errors_and_logs() {
     );
     let errors = gw.admin_json("/v1/errors?destination=crm").to_string();
     assert!(errors.contains("connect"), "{errors}");
-    for secret in ["destination-secret", "alert-secret-path"] {
+    // The destination's view shows which parameters are set, not their values.
+    let view = gw.admin_json("/v1/destinations");
+    assert_eq!(
+        view["destinations"][0]["url"],
+        format!("http://127.0.0.1:{port}/x?api_key=***")
+    );
+    for secret in ["destination-secret", "alert-secret-path", "user-secret"] {
         assert!(!errors.contains(secret), "{secret} in {errors}");
         assert!(!gw.logs().contains(secret), "{secret} in the log");
+        assert!(!view.to_string().contains(secret), "{secret} in {view}");
     }
     assert!(!gw
         .event(seq)

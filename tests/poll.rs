@@ -441,7 +441,7 @@ fn a_next_url_on_another_origin_is_not_followed() {
         (200, "application/json", page.to_string().into_bytes())
     });
     let sync = format!(
-        "[provider.sync]\nurl = \"{}/events\"\ncursor_param = \"page_token\"\nitems = \"/data\"\nitem_id = \"/id\"\nnext_pointer = \"/next\"\ninterval = \"200ms\"\n[provider.sync.auth]\ntype = \"header\"\nname = \"X-Api-Key\"\nvalue = \"vendor-credential\"\n",
+        "[provider.sync]\nurl = \"{}/events?access_key=query-credential\"\ncursor_param = \"page_token\"\nitems = \"/data\"\nitem_id = \"/id\"\nnext_pointer = \"/next\"\ninterval = \"200ms\"\n[provider.sync.auth]\ntype = \"header\"\nname = \"X-Api-Key\"\nvalue = \"vendor-credential\"\n",
         vendor.url
     );
     let gw = Gateway::start(&provider("feed", "none", &[], &sync));
@@ -477,6 +477,12 @@ fn a_next_url_on_another_origin_is_not_followed() {
     // The refusal shows where poller errors do, naming the origins only; the cursor stays on
     // the last page followed.
     let status = gw.admin_json("/v1/providers/feed/sync");
+    // A credential in the sync URL's query is not shown, nor logged.
+    assert_eq!(
+        status["url"],
+        format!("{}/events?access_key=***", vendor.url)
+    );
+    assert!(!gw.logs().contains("query-credential"), "{}", gw.logs());
     let error = status["last_error"]["message"].as_str().unwrap_or_default();
     assert!(
         error.contains(&elsewhere.url)

@@ -201,7 +201,7 @@ impl Destination {
         let (depth, oldest) = self.pending(cursor).await?;
         Ok(DestinationView {
             name: name.clone(),
-            url: self.config.url.to_string(),
+            url: crate::shown_url::shown(&self.config.url),
             ordered: self.config.ordered,
             cursor: cursor.0,
             queue_depth: depth,

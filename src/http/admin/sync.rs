@@ -72,7 +72,7 @@ fn view(poller: &Poller) -> Value {
     let status = poller.status();
     json!({
         "provider": poller.provider.as_str(),
-        "url": poller.config.url.as_str(),
+        "url": crate::shown_url::shown(&poller.config.url),
         "interval_ms": poller.config.interval.as_millis() as u64,
         "cursor_set": status.cursor_set,
         "cursor": status.cursor,
