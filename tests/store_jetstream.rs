@@ -533,3 +533,69 @@ async fn measure_cursor_moves_beside_dead_events() {
     }
     store.close().await;
 }
+
+/// A polled item larger than the servers take is skipped and said so (log, metric, the
+/// poller's last error), and the items after it are stored: before, the page failed for ever,
+/// the cursor held on it, and nothing later was ever polled.
+#[test]
+fn a_polled_item_over_max_payload_is_skipped_and_reported_not_retried_for_ever() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start_with(dir.path(), "max_payload: 65536");
+    // Actions 1..=3, the second 100 kB, from `min_action_id` on.
+    let vendor = common::stub::Stub::start(|request| {
+        let url = url::Url::parse(&format!("http://vendor{}", request.path)).unwrap();
+        let from: u64 = url
+            .query_pairs()
+            .find(|(k, _)| k == "min_action_id")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(1);
+        let data: Vec<serde_json::Value> = (from.max(1)..=3)
+            .map(|id| {
+                let pad = if id == 2 { 100_000 } else { 10 };
+                serde_json::json!({"id": id, "type": "message_received", "pad": "x".repeat(pad)})
+            })
+            .collect();
+        let body = serde_json::json!({ "data": data }).to_string();
+        (200, "application/json", body.into_bytes())
+    });
+    let sync = format!(
+        "[provider.sync]\npreset = \"alcmeon\"\nurl = \"{}/actions\"\ninterval = \"200ms\"\nstart_cursor = 1\n[provider.sync.auth]\nuser = \"u\"\npassword = \"p\"\n",
+        vendor.url
+    );
+    let gw = Gateway::builder()
+        .config(&provider("alcmeon", "alcmeon", &["alcmeon-secret"], &sync))
+        .config(&jetstream_store(&nats))
+        .start();
+    common::wait_until(
+        Duration::from_secs(20),
+        "the cursor past the big item",
+        || {
+            vendor
+                .requests()
+                .iter()
+                .any(|r| r.path.contains("min_action_id=4"))
+        },
+    );
+    let ids: Vec<String> = gw
+        .all_events(Some("alcmeon"))
+        .iter()
+        .map(|e| e["event_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, ["1", "3"]);
+    let status = gw.admin_json("/v1/providers/alcmeon/sync");
+    let error = status["last_error"]["message"].as_str().unwrap_or_default();
+    assert!(error.contains("item 2 skipped"), "{status}");
+    assert_eq!(
+        gw.metric(
+            "hookgate_poll_errors_total",
+            &[("provider", "alcmeon"), ("kind", "too_large")]
+        ),
+        Some(1.0)
+    );
+    assert!(
+        gw.logs()
+            .contains("A polled item is larger than the store takes"),
+        "{}",
+        gw.logs()
+    );
+}

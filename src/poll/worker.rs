@@ -62,7 +62,7 @@ struct Persisted {
 /// Polls until `stop` (the end of this gateway's lease on the poller, or shutdown).
 pub(super) async fn run(poller: Arc<Poller>, stop: CancellationToken) {
     let provider = poller.provider.to_string();
-    tracing::info!(provider, url = %poller.config.url, "Poller started.");
+    tracing::info!(provider, url = %crate::shown_url::shown(&poller.config.url), "Poller started.");
     // Read the durable cursor again at the first round: another gateway may have moved it
     // since this one last held the lease.
     poller.update(|s| {
@@ -206,12 +206,17 @@ async fn commit(poller: &Poller, page: &Page, content_type: Option<String>) -> R
         .iter()
         .zip(futures_util::future::join_all(commits).await)
     {
-        match result.map_err(Failure::store)? {
-            Committed::Accepted(seq) => {
+        match result {
+            Ok(Committed::Accepted(seq)) => {
                 new += 1;
                 tracing::debug!(provider = %poller.provider, event_id = %item.id, seq = %seq, "Gap filled from the sync API.");
             }
-            Committed::Duplicate(_) => {}
+            Ok(Committed::Duplicate(_)) => {}
+            // Larger than the store takes (JetStream's `max_payload`): it never will be, and
+            // failing the page would hold the cursor on it for ever, every later item with it.
+            // The same body sent as a webhook is answered 413.
+            Err(StoreError::TooLarge { bytes, max }) => refused(poller, item, bytes, max),
+            Err(err) => return Err(Failure::store(err)),
         }
     }
     poller
@@ -223,6 +228,28 @@ async fn commit(poller: &Poller, page: &Page, content_type: Option<String>) -> R
         tracing::info!(provider = %poller.provider, new, items = page.items.len(), "Gaps filled from the sync API.");
     }
     Ok(())
+}
+
+/// An item the store cannot take, skipped: said in the log, in
+/// `hookgate_poll_errors_total{kind="too_large"}` and as the poller's last error.
+fn refused(poller: &Poller, item: &page::Item, bytes: usize, max: usize) {
+    let message = format!(
+        "item {} skipped: {bytes} bytes, over the {max} the store takes",
+        item.id
+    );
+    tracing::error!(provider = %poller.provider, event_id = %item.id, bytes, max, "A polled item is larger than the store takes; skipped (the NATS servers' max_payload bounds it).");
+    poller
+        .metrics
+        .poll_errors
+        .get_or_create(&PollErrorLabels {
+            provider: poller.provider.to_string(),
+            kind: "too_large".to_string(),
+        })
+        .inc();
+    poller.update(|s| {
+        s.last_error_ms = Some(now_ms());
+        s.last_error = Some(message);
+    });
 }
 
 /// GETs one page, with the configured authentication; a 401 with an OAuth token fetches a new
