@@ -97,6 +97,12 @@ fn pages_need_a_session_opened_with_the_admin_token() {
     assert!(policy.contains("default-src 'none'"), "{policy}");
     assert_eq!(overview.header("x-frame-options"), Some("DENY"));
     assert_eq!(overview.header("cache-control"), Some("no-store"));
+    // A cookie of the same name planted by another page on this host (cookies are not kept
+    // apart by port; a longer path comes first) does not hide the session's own.
+    let own = console.cookie.clone().unwrap();
+    console.cookie = Some(format!("hookgate_console=planted; {own}"));
+    assert_eq!(console.get("/console/events").status, 200);
+    console.cookie = Some(own);
 
     // Signing out ends the session: the same cookie no longer opens a page.
     assert_eq!(console.post_form("/console/sign-out", &[]).status, 303);

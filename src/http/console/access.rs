@@ -36,16 +36,15 @@ pub struct Operator {
 impl Operator {
     pub(super) fn of(request: &HttpRequest) -> Result<Operator, ConsoleError> {
         let state = app_state(request)?;
-        let id = request
+        let token = state.live().config.admin.token.clone();
+        let now = Instant::now();
+        // The first value naming a live session: another page on this host may have set a
+        // cookie of the same name.
+        let (id, session) = request
             .headers()
             .get_all(header::COOKIE)
-            .filter_map(|value| value.to_str().ok())
-            .find_map(|cookies| session::cookie_value(cookies, session::COOKIE))
-            .ok_or(ConsoleError::SignIn)?;
-        let token = state.live().config.admin.token.clone();
-        let session = state
-            .sessions
-            .find(id, token.expose(), Instant::now())
+            .flat_map(|cookies| session::cookie_values(cookies.as_bytes(), session::COOKIE))
+            .find_map(|id| Some((id, state.sessions.find(id, token.expose(), now)?)))
             .ok_or(ConsoleError::SignIn)?;
         Ok(Operator {
             session,

@@ -12,8 +12,9 @@ use crate::store::{Store, StoreError, StoredEvent};
 pub const SCAN_LIMIT: u64 = 20_000;
 /// Matches one search shows at most.
 pub const MAX_RESULTS: usize = 50;
-/// Events read from the store at a time.
-const PAGE: usize = 500;
+/// Events read from the store at a time (with their bodies: up to 64 times `max_body_bytes` in
+/// memory, besides the matches kept).
+const PAGE: usize = 64;
 
 /// What the operator searches for; every part is optional.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

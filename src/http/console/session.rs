@@ -114,9 +114,13 @@ fn alive(kept: &Kept, now: Instant) -> bool {
         && now.saturating_duration_since(kept.opened) < LIFETIME
 }
 
-/// The value of cookie `name` in a `Cookie` request header.
-pub fn cookie_value<'a>(header: &'a str, name: &str) -> Option<&'a str> {
-    header.split(';').find_map(|pair| {
+/// Every value of cookie `name` in a `Cookie` request header. A browser sends every cookie of
+/// that name it holds for the host (cookies are not kept apart by port: any page on the host may
+/// set one, for a longer path, which comes first), so the caller tries each; a pair that is not
+/// text is skipped, not the whole header.
+pub fn cookie_values<'a>(header: &'a [u8], name: &'a str) -> impl Iterator<Item = &'a str> {
+    header.split(|b| *b == b';').filter_map(move |pair| {
+        let pair = std::str::from_utf8(pair).ok()?;
         let (key, value) = pair.trim().split_once('=')?;
         (key == name).then_some(value)
     })
@@ -223,11 +227,15 @@ mod tests {
 
     #[test]
     fn cookies_are_read_and_set_strictly() {
+        fn values(header: &[u8]) -> Vec<&str> {
+            cookie_values(header, COOKIE).collect()
+        }
+        assert_eq!(values(b"a=1; hookgate_console=abc; b=2"), ["abc"]);
+        assert!(values(b"xhookgate_console=abc").is_empty());
         assert_eq!(
-            cookie_value("a=1; hookgate_console=abc; b=2", COOKIE),
-            Some("abc")
+            values(b"hookgate_console=planted; \xff=\xfe; hookgate_console=abc"),
+            ["planted", "abc"]
         );
-        assert_eq!(cookie_value("xhookgate_console=abc", COOKIE), None);
         let set = set_cookie("abc");
         for part in [
             "hookgate_console=abc",
