@@ -8,7 +8,7 @@ use bytes::Bytes;
 use super::committer::Message;
 use super::{pack, Backend, SledStore, TreeId};
 use crate::config::StoreConfig;
-use crate::event::{EventId, ProviderName};
+use crate::event::{EventId, ProviderName, Seq};
 use crate::metrics::Metrics;
 use crate::store::{now_ms, Cutoffs, NewEvent};
 
@@ -999,5 +999,52 @@ async fn a_journaled_copy_of_an_expired_key_is_applied_at_the_next_start() {
         .unwrap()
         .expect("applied");
     assert_eq!(stored.event_id, "event-019990");
+    store.close().await;
+}
+
+/// A large record is read in steps (its first value, then its parts); a sweep that removes it
+/// between the two is not corruption: the reader sees the event gone, and the store goes on
+/// (it failed, stopping the gateway, when an admin read or a provider-filtered destination's
+/// scan met an expiring large event). The sweep's removal is made here between the two steps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_record_swept_while_it_is_read_is_gone_not_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(
+        dir.path(),
+        &StoreConfig::default(),
+        Arc::new(Metrics::new()),
+    )
+    .unwrap();
+    // 20 KiB bodies: a first value and three parts each.
+    let bodies: Vec<Bytes> = (0..2)
+        .map(|n| Bytes::from((0..20).flat_map(|k| noise(n * 20 + k)).collect::<Vec<u8>>()))
+        .collect();
+    commit_bodies(&store, &bodies).await;
+    let read = store
+        .read(|reader| {
+            let events = reader.tree(TreeId::Events);
+            let head = events.get(pack::key(Seq(1)))?.expect("the first value");
+            // The sweep removes the first value, then the parts.
+            events.remove(pack::key(Seq(1)))?;
+            for part in 1..4 {
+                events.remove(pack::part_key(Seq(1), part))?;
+            }
+            Ok(reader.decode(Seq(1), &head, Seq(2))?.events.len())
+        })
+        .await;
+    assert_eq!(read.ok(), Some(0), "seen gone");
+    // A part missing while the first value is still there is corruption, as before.
+    let read = store
+        .read(|reader| {
+            let events = reader.tree(TreeId::Events);
+            let head = events.get(pack::key(Seq(2)))?.expect("the first value");
+            events.remove(pack::part_key(Seq(2), 2))?;
+            Ok(reader.decode(Seq(2), &head, Seq(2))?.events.len())
+        })
+        .await;
+    assert!(
+        matches!(read, Err(crate::store::StoreError::Corrupt(ref m)) if m.contains("part 2 of 4 is missing")),
+        "{read:?}"
+    );
     store.close().await;
 }
