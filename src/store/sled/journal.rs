@@ -13,9 +13,10 @@
 //! At open, frames that sled already holds (applied before a crash that came before the
 //! journal was emptied) are skipped, and the others applied before anything else. The last
 //! frame may be torn: a power loss during its write, before its fdatasync, so none of its
-//! events was answered; it is cut off. A frame that does not check out with more bytes after
-//! it, or frames that do not follow sled's seqs, mean the file was damaged: hookgate refuses
-//! to start and names it.
+//! events was answered; it is cut off. A frame that does not check out with a frame that does
+//! after it (looked for at every later offset: the damage may be in a length), or frames that
+//! do not follow sled's seqs, mean the file was damaged: hookgate refuses to start and names
+//! it.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -66,8 +67,9 @@ impl Journal {
         file.read_to_end(&mut bytes)?;
         let (frames, good) = read_frames(&bytes).map_err(|at| {
             StoreError::Corrupt(format!(
-                "{} is damaged at byte {at} (a frame that does not check out, with more after \
-                 it): the events it holds were acknowledged. Restore the data dir from a backup",
+                "{} is damaged at byte {at} (a frame that does not check out, with whole frames \
+                 after it): the events it holds were acknowledged. Restore the data dir from a \
+                 backup",
                 path.display()
             ))
         })?;
@@ -137,31 +139,49 @@ fn encode(frame: &Frame) -> Vec<u8> {
 }
 
 /// The frames in `bytes`, and how many bytes they take (the rest is a torn last frame).
-/// `Err(offset)`: a frame there does not check out and more bytes follow it.
+/// `Err(offset)`: a frame there does not check out, and a whole frame that does follows it.
+///
+/// A frame that does not check out (its checksum, its length past the end, a length too short
+/// for any frame: a torn header reads as zeros, and the checksum of nothing is 0) is the torn
+/// end of the file only if no frame after it checks out: the only write a power loss can tear
+/// is the last, never acknowledged. Its length is not to be trusted (the flipped bit may be in
+/// it), so every later offset is tried, for a frame whose first seq is at or after the end of
+/// the last good one.
 fn read_frames(bytes: &[u8]) -> Result<(Vec<Frame>, usize), usize> {
-    let mut frames = Vec::new();
+    let mut frames: Vec<Frame> = Vec::new();
     let mut at = 0;
     while at < bytes.len() {
-        let Some(header) = bytes.get(at..at + HEADER) else {
-            break;
-        };
-        let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
-        let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
-        let end = at + HEADER + len;
-        let Some(payload) = bytes.get(at + HEADER..end) else {
-            break;
-        };
-        let frame = (crc32fast::hash(payload) == crc)
-            .then(|| decode(payload))
-            .flatten();
-        match frame {
-            Some(frame) => frames.push(frame),
-            None if end == bytes.len() => break,
-            None => return Err(at),
+        match frame_at(bytes, at) {
+            Some((frame, end)) => {
+                frames.push(frame);
+                at = end;
+            }
+            None => {
+                let after = frames.last().map_or(Seq(0), Frame::end);
+                let followed = (at + 1..bytes.len())
+                    .any(|later| frame_at(bytes, later).is_some_and(|(f, _)| f.first >= after));
+                return if followed { Err(at) } else { Ok((frames, at)) };
+            }
         }
-        at = end;
     }
     Ok((frames, at))
+}
+
+/// The frame that starts at `at` and checks out, and where it ends.
+fn frame_at(bytes: &[u8], at: usize) -> Option<(Frame, usize)> {
+    let header = bytes.get(at..at.checked_add(HEADER)?)?;
+    let len = u32::from_le_bytes(header[..4].try_into().ok()?) as usize;
+    let crc = u32::from_le_bytes(header[4..].try_into().ok()?);
+    // The first seq and the count of events: no frame is shorter.
+    if len < 12 {
+        return None;
+    }
+    let end = at.checked_add(HEADER)?.checked_add(len)?;
+    let payload = bytes.get(at + HEADER..end)?;
+    if crc32fast::hash(payload) != crc {
+        return None;
+    }
+    Some((decode(payload)?, end))
 }
 
 fn decode(payload: &[u8]) -> Option<Frame> {
@@ -246,6 +266,42 @@ mod tests {
         let mut garbled = bytes.clone();
         garbled[whole - 10] ^= 0xff;
         std::fs::write(dir.path().join("journal"), &garbled).unwrap();
+        let (_, read) = Journal::open(dir.path()).unwrap();
+        assert_eq!(read, frames[..1]);
+    }
+
+    /// A flipped bit in a frame's length made it run past the end of the file, and the open
+    /// took it for a torn end: the frames after it, acknowledged, were cut away in silence.
+    #[test]
+    fn a_damaged_length_with_frames_after_it_refuses_to_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let frames = [frame(1, 3), frame(4, 2), frame(6, 1)];
+        let bytes = journal_with(dir.path(), &frames);
+        let second = encode(&frames[0]).len();
+        for bit in [3, 30] {
+            let mut damaged = bytes.clone();
+            let len = u32::from_le_bytes(damaged[second..second + 4].try_into().unwrap());
+            damaged[second..second + 4].copy_from_slice(&(len ^ (1 << bit)).to_le_bytes());
+            std::fs::write(dir.path().join("journal"), &damaged).unwrap();
+            let err = Journal::open(dir.path()).err().expect("a damaged journal");
+            assert!(err.to_string().contains(&format!("byte {second}")), "{err}");
+            assert_eq!(std::fs::read(dir.path().join("journal")).unwrap(), damaged);
+        }
+    }
+
+    /// A frame larger than a page, torn so that its header reads as zeros while a later page of
+    /// it reached the disk: a length of 0 with the checksum of nothing (0) checked out, the
+    /// decoding failed with bytes after it, and the open refused a journal whose torn frame was
+    /// never acknowledged.
+    #[test]
+    fn a_torn_frame_whose_header_reads_as_zeros_is_cut_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let frames = [frame(1, 3), frame(4, 60)];
+        let mut bytes = journal_with(dir.path(), &frames);
+        let second = encode(&frames[0]).len();
+        assert!(bytes.len() - second > 4096);
+        bytes[second..second + 4096].fill(0);
+        std::fs::write(dir.path().join("journal"), &bytes).unwrap();
         let (_, read) = Journal::open(dir.path()).unwrap();
         assert_eq!(read, frames[..1]);
     }
