@@ -16,7 +16,8 @@
 //! (copies it afresh and switches to the copy) after every retention pass, every 200 ms. A
 //! third, fourth and fifth have the file system fail an fsync with EIO under load: of sled's
 //! log, of the checkpoint journal, and of the pointer a compaction writes to switch copies. A
-//! sixth fills a small disk (crashfs with a capacity) under load before each power loss.
+//! sixth fills a small disk (crashfs with a capacity) under load before each power loss. A
+//! seventh starts on a data dir made just before, never synced into its directory.
 //!
 //! `HOOKGATE_POWER_LOSSES` sets the number of rounds (default 12; the full disk test runs a
 //! quarter as many, default 3); `HOOKGATE_POWER_LOSS_SEED`
@@ -199,6 +200,51 @@ fn a_full_disk_then_a_power_loss_costs_no_ack() {
         acked.len()
     );
     assert_everything_delivered(&downstream, &acked);
+}
+
+/// A data dir made just before the first start (by a script, systemd's `StateDirectory=`, here
+/// the test's harness), whose entry was never synced: a power loss that keeps directories as of
+/// their own last fsync took it, with every event acknowledged in it, and the next start began
+/// empty in silence. The gateway syncs the directory that holds the data dir at open.
+#[test]
+fn a_data_dir_made_just_before_the_first_start_survives_a_power_loss() {
+    let root = tempfile::tempdir().unwrap();
+    let mount = root.path().join("mnt");
+    std::fs::create_dir(&mount).unwrap();
+    let fs = CrashFs::new();
+    let mounted = fs.mount(&mount);
+    let data_dir = mount.join("data");
+    let config = format!(
+        "{}\n[limits]\nper_address_rps = 0\n",
+        provider("p", "none", &[], "event_id = \"header:X-Id\"")
+    );
+    let mut gw = Gateway::builder()
+        .config(&config)
+        .data_dir(&data_dir)
+        .start();
+    let load = Load::default();
+    std::thread::scope(|s| {
+        for thread in 0..4 {
+            let (api, load) = (gw.api(), &load);
+            s.spawn(move || load.run(&api, thread, Duration::from_secs(60)));
+        }
+        wait_until(Duration::from_secs(20), "acks", || {
+            load.acked_count() >= 200
+        });
+        load.stop.store(true, Ordering::Relaxed);
+    });
+    gw.kill();
+    mounted.unmount();
+    let loss = fs.lose_power_with(
+        &mut rand::thread_rng(),
+        &[common::crashfs::Metadata::Synced],
+    );
+    eprintln!("{} acked; power lost: {loss:?}", load.acked_count());
+    let mounted = fs.mount(&mount);
+    gw.restart();
+    load.assert_all_stored(&gw);
+    gw.kill();
+    mounted.unmount();
 }
 
 /// Load until `ready`, then the next fsync of `file` (in the data dir) fails: the gateway exits
