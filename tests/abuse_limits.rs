@@ -153,6 +153,58 @@ fn connections_over_a_cap_are_shut_before_a_byte_is_read() {
     assert!(rejections(&gw, "connections") >= 1.0);
 }
 
+/// A connection's next request after an answer gets the same time for its head as its first:
+/// actix's own timer bounds the first only, and one byte every few seconds (here: one byte,
+/// then nothing) held a kept-alive connection, and its place under the caps, for ever.
+#[test]
+fn a_kept_alive_connection_gets_no_more_time_for_its_next_head() {
+    let gw = Gateway::builder()
+        .server("body_timeout_ms = 1000")
+        .config(&provider("open", "none", &[], ""))
+        .start();
+    let mut conn = RawConn::connect(gw.public_addr);
+    let head = format!("GET /healthz HTTP/1.1\r\nHost: {}\r\n\r\n", gw.public_addr);
+    assert!(conn.send(head.as_bytes()));
+    assert_eq!(
+        conn.read_response(Duration::from_secs(5), false).status,
+        200
+    );
+    assert!(conn.send(b"G"));
+    // 5 s of keep-alive and the 1 s the head has, then closed (8 s of slack before it was not).
+    let started = Instant::now();
+    let reply = conn.read_response(Duration::from_secs(9), true);
+    assert!(reply.closed, "still open after {:?}", started.elapsed());
+}
+
+/// A refused request whose chunked body actix goes on reading (it drains what a handler did not
+/// read) does not hold its connection: the answer starts the time for the next head, and a body
+/// still coming does not count as one.
+#[test]
+fn a_refused_chunked_body_trickled_on_does_not_hold_its_connection() {
+    let gw = Gateway::builder()
+        .server("body_timeout_ms = 1000")
+        .config(&provider("open", "none", &[], ""))
+        .start();
+    let headers = [("Transfer-Encoding".to_string(), "chunked".to_string())];
+    let mut conn = RawConn::post(gw.public_addr, "/hooks/nope", &headers);
+    assert_eq!(
+        conn.read_response(Duration::from_secs(5), false).status,
+        404
+    );
+    let started = Instant::now();
+    let mut closed = false;
+    while !closed && started.elapsed() < Duration::from_secs(12) {
+        closed = !conn.send(b"1\r\na\r\n")
+            || conn.read_response(Duration::from_millis(300), true).closed;
+    }
+    assert!(closed, "still open after {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(9),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
 #[test]
 fn body_bytes_in_flight_are_bounded_and_taken_as_they_arrive() {
     const MIB: usize = 1024 * 1024;

@@ -8,6 +8,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
+use common::raw::RawConn;
 use common::{provider, wait_until, Gateway};
 use nix::sys::signal::Signal;
 
@@ -99,6 +100,38 @@ fn webhooks_over_tls_12_and_13_and_a_new_certificate_on_reload() {
     );
     assert_eq!(status, 200);
     assert_eq!(presented, second, "new handshakes get the new certificate");
+}
+
+/// The per-address connection cap holds before a TLS handshake: it was checked once the
+/// handshake was done, so connections that never start one took a handshake slot each, past
+/// the cap, until actix's handshake timeout (3 s).
+#[test]
+fn the_per_address_cap_holds_before_the_tls_handshake() {
+    let dir = tempfile::tempdir().unwrap();
+    write_certificate(dir.path());
+    let gw = Gateway::builder()
+        .server(&format!(
+            "tls_cert = {}\ntls_key = {}",
+            common::toml_str(&dir.path().join("cert.pem").to_string_lossy()),
+            common::toml_str(&dir.path().join("key.pem").to_string_lossy())
+        ))
+        .config("[limits]\nmax_connections_per_address = 2\n")
+        .config(&provider("open", "none", &[], ""))
+        .start();
+    let _silent: Vec<RawConn> = (0..2).map(|_| RawConn::connect(gw.public_addr)).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut third = RawConn::connect(gw.public_addr);
+    assert!(
+        third.closed_silently(Duration::from_secs(2)),
+        "over the cap, shut at accept"
+    );
+    assert_eq!(
+        gw.metric(
+            "hookgate_rejections_total",
+            &[("cause", "connections_per_address")]
+        ),
+        Some(1.0)
+    );
 }
 
 #[test]

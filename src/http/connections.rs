@@ -3,14 +3,11 @@
 //! soon as it is accepted, before a byte of it is read, and counted in
 //! `hookgate_rejections_total{cause="connections"|"connections_per_address"}`.
 
-use std::any::Any;
 use std::collections::HashMap;
 use std::net::{IpAddr, Shutdown};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use actix_tls::accept::rustls_0_23::TlsStream;
-use actix_web::dev::Extensions;
 use actix_web::rt::net::TcpStream;
 use arc_swap::ArcSwap;
 use ipnet::IpNet;
@@ -36,8 +33,8 @@ struct Open {
     per_address: HashMap<IpAddr, usize>,
 }
 
-/// Held in a connection's extensions while it is open; gives its place back when dropped.
-struct Place {
+/// Held with a connection's stream while it is open; gives its place back when dropped.
+pub struct Place {
     connections: Arc<Connections>,
     address: Option<IpAddr>,
 }
@@ -71,23 +68,12 @@ impl Connections {
         self.trusted_proxies.store(Arc::new(trusted_proxies));
     }
 
-    /// actix's `on_connect` hook: takes a place for the new connection, or shuts it down.
-    pub fn on_connect(self: &Arc<Self>, connection: &dyn Any, extensions: &mut Extensions) {
-        let stream = match connection.downcast_ref::<TcpStream>() {
-            Some(stream) => stream,
-            // Over TLS the cap is checked once the handshake is done.
-            None => match connection.downcast_ref::<TlsStream<TcpStream>>() {
-                Some(tls) => tls.get_ref().0,
-                None => return,
-            },
-        };
-        let Ok(peer) = stream.peer_addr() else {
-            return;
-        };
+    /// Takes a place for a newly accepted connection, or shuts it down (before a byte of it is
+    /// read, also before a TLS handshake).
+    pub fn admit(self: &Arc<Self>, stream: &TcpStream) -> Option<Place> {
+        let peer = stream.peer_addr().ok()?;
         match self.take(peer.ip()) {
-            Ok(place) => {
-                extensions.insert(place);
-            }
+            Ok(place) => Some(place),
             Err(cause) => {
                 self.rejections.record(
                     Refused {
@@ -100,6 +86,7 @@ impl Connections {
                 );
                 // Nothing was read yet: the client sees a reset or EOF and may retry later.
                 let _ = socket2::SockRef::from(stream).shutdown(Shutdown::Both);
+                None
             }
         }
     }

@@ -8,10 +8,12 @@ mod client;
 mod connections;
 mod console;
 mod error;
+mod guarded;
 pub mod limits;
 mod oauth_token;
 pub mod open_files;
 mod public;
+mod public_listener;
 mod rejections;
 mod request_id;
 pub mod tls;
@@ -23,6 +25,7 @@ use std::sync::Arc;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, App, HttpServer};
 use arc_swap::ArcSwap;
+pub use public_listener::public_server;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -139,37 +142,6 @@ impl AppState {
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
     }
-}
-
-/// Builds the public server on an already bound listener.
-pub fn public_server(state: web::Data<AppState>, listener: TcpListener) -> std::io::Result<Server> {
-    let live = state.live();
-    let server_config = &live.config.server;
-    let workers = server_config.workers;
-    let request_timeout = server_config.body_timeout;
-    let shutdown_s = (server_config.body_timeout + server_config.ack_deadline).as_secs() + 1;
-    let connections = state.connections.clone();
-    let certificate = state.certificate.clone();
-    let server =
-        HttpServer::new(move || App::new().app_data(state.clone()).configure(public::routes))
-            .on_connect(move |connection, extensions| {
-                connections.on_connect(connection, extensions)
-            })
-            .workers(workers)
-            // Past the room the open files limit leaves, stop accepting: a connection over
-            // `max_connections` is accepted and shut (and counted), which takes a file for a
-            // moment, and a flood of them must not take the store's (`open_files.rs`).
-            .max_connections(open_files::connection_room().div_ceil(workers.max(1)))
-            .disable_signals()
-            .shutdown_timeout(shutdown_s)
-            .client_request_timeout(request_timeout);
-    let server = match certificate {
-        Some(certificate) => {
-            server.listen_rustls_0_23(listener, tls::server_config(certificate))?
-        }
-        None => server.listen(listener)?,
-    };
-    Ok(server.run())
 }
 
 /// Builds the admin server on an already bound listener: the admin API and the console.
