@@ -13,7 +13,12 @@
 //!
 //! Layout of `<data_dir>/dedup-runs/<id>.run`: the run's values, one after another; then the
 //! index, per value: its first key (u16 LE length, bytes), offset (u64 LE), length (u32 LE) and
-//! CRC-32 (u32 LE); then the index's length (u64 LE), its CRC-32 (u32 LE) and [`MAGIC`].
+//! CRC-32 (u32 LE); then the index's length (u64 LE), its CRC-32 (u32 LE), the run's count of
+//! keys and the seq it goes through (u64 LE each, as sled's summary of the run says) and
+//! [`MAGIC`]. A file is used only for the run sled holds under its id: a run sealed, lost to a
+//! power loss before sled kept it, and sealed again under the same id with other keys must not
+//! be answered from the first one's file, were a power loss to bring that back. (Files of
+//! `HGRUN001`, without the two numbers, are copied again from sled.)
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
@@ -23,8 +28,8 @@ use std::path::{Path, PathBuf};
 use super::claims::entries;
 use crate::event::Seq;
 
-const MAGIC: &[u8; 8] = b"HGRUN001";
-const FOOTER: usize = 8 + 4 + 8;
+const MAGIC: &[u8; 8] = b"HGRUN002";
+const FOOTER: usize = 8 + 4 + 8 + 8 + 8;
 const SUFFIX: &str = "run";
 
 /// The directory of the runs' files, in the data dir.
@@ -102,13 +107,16 @@ impl Writer {
         Ok(())
     }
 
-    /// Writes the index and puts the file in place.
-    pub fn finish(mut self) -> io::Result<RunFile> {
+    /// Writes the index and the run's identity (its `keys` and `through`), and puts the file
+    /// in place.
+    pub fn finish(mut self, keys: u64, through: Seq) -> io::Result<RunFile> {
         let index_crc = crc32fast::hash(&self.index);
         self.out.write_all(&self.index)?;
         self.out
             .write_all(&(self.index.len() as u64).to_le_bytes())?;
         self.out.write_all(&index_crc.to_le_bytes())?;
+        self.out.write_all(&keys.to_le_bytes())?;
+        self.out.write_all(&through.0.to_le_bytes())?;
         self.out.write_all(MAGIC)?;
         self.out.flush()?;
         std::fs::rename(&self.partial, &self.path)?;
@@ -137,14 +145,16 @@ pub struct RunFile {
 }
 
 impl RunFile {
-    /// Run `id`'s file, if it has one whose footer and index check out.
-    pub fn open(dir: &Path, id: u32) -> Option<RunFile> {
+    /// Run `id`'s file, if it has one whose footer and index check out, written for the run of
+    /// `keys` keys through `through`.
+    pub fn open(dir: &Path, id: u32, keys: u64, through: Seq) -> Option<RunFile> {
         let file = File::open(path(dir, id)).ok()?;
         let size = file.metadata().ok()?.len();
         let mut footer = [0u8; FOOTER];
         file.read_exact_at(&mut footer, size.checked_sub(FOOTER as u64)?)
             .ok()?;
-        if &footer[12..] != MAGIC {
+        let number = |at: usize| u64::from_le_bytes(footer[at..at + 8].try_into().expect("8"));
+        if &footer[28..] != MAGIC || number(12) != keys || number(20) != through.0 {
             return None;
         }
         let index_len = u64::from_le_bytes(footer[..8].try_into().ok()?);
@@ -252,7 +262,20 @@ mod tests {
             }
             writer.append(&key(chunk[0]), &value).unwrap();
         }
-        writer.finish().unwrap()
+        writer
+            .finish(u64::from(keys), Seq(u64::from(keys) * 2))
+            .unwrap()
+    }
+
+    /// The file of another run sealed under the same id (lost to a power loss before sled kept
+    /// it) is not the file of this one.
+    #[test]
+    fn a_file_written_for_another_run_of_the_id_is_not_used() {
+        let temp = tempfile::tempdir().unwrap();
+        write(temp.path(), 2, 300);
+        assert!(RunFile::open(temp.path(), 2, 300, Seq(600)).is_some());
+        assert!(RunFile::open(temp.path(), 2, 301, Seq(600)).is_none());
+        assert!(RunFile::open(temp.path(), 2, 300, Seq(602)).is_none());
     }
 
     #[test]
@@ -265,9 +288,12 @@ mod tests {
         }
         assert_eq!(run.find(b"a").unwrap(), None, "before the first key");
         assert_eq!(run.find(b"z").unwrap(), None, "after the last key");
-        let reopened = RunFile::open(temp.path(), 3).expect("the file checks out");
+        let reopened = RunFile::open(temp.path(), 3, 1_000, Seq(2_000)).expect("it checks out");
         assert_eq!(reopened.find(&key(1_998)).unwrap(), Some(Seq(1_999)));
-        assert!(RunFile::open(temp.path(), 4).is_none(), "no such run");
+        assert!(
+            RunFile::open(temp.path(), 4, 1_000, Seq(2_000)).is_none(),
+            "no such run"
+        );
     }
 
     #[test]
@@ -281,7 +307,7 @@ mod tests {
         let mut flipped = bytes.clone();
         flipped[10] ^= 0x40;
         std::fs::write(&file, &flipped).unwrap();
-        let run = RunFile::open(temp.path(), 1).expect("the index checks out");
+        let run = RunFile::open(temp.path(), 1, 1_000, Seq(2_000)).expect("the index checks out");
         assert!(run.find(&key(0)).is_err(), "the first value is damaged");
         assert_eq!(run.find(&key(1_000)).unwrap(), Some(Seq(1_001)));
 
@@ -291,18 +317,18 @@ mod tests {
         let index_at = bytes.len() - FOOTER - index_len as usize;
         zeroed[..index_at].fill(0);
         std::fs::write(&file, &zeroed).unwrap();
-        let run = RunFile::open(temp.path(), 1).expect("the index checks out");
+        let run = RunFile::open(temp.path(), 1, 1_000, Seq(2_000)).expect("the index checks out");
         assert!(run.find(&key(500)).is_err());
 
         // The index or the footer damaged, or the file cut short: not used at all.
         let mut index_flipped = bytes.clone();
         index_flipped[index_at + 3] ^= 1;
         std::fs::write(&file, &index_flipped).unwrap();
-        assert!(RunFile::open(temp.path(), 1).is_none());
+        assert!(RunFile::open(temp.path(), 1, 1_000, Seq(2_000)).is_none());
         std::fs::write(&file, &bytes[..bytes.len() - 1]).unwrap();
-        assert!(RunFile::open(temp.path(), 1).is_none());
+        assert!(RunFile::open(temp.path(), 1, 1_000, Seq(2_000)).is_none());
         std::fs::write(&file, b"").unwrap();
-        assert!(RunFile::open(temp.path(), 1).is_none());
+        assert!(RunFile::open(temp.path(), 1, 1_000, Seq(2_000)).is_none());
     }
 
     #[test]
@@ -322,6 +348,6 @@ mod tests {
         assert_eq!(left, vec!["00000007.run".to_string()]);
         remove(temp.path(), 7);
         remove(temp.path(), 7);
-        assert!(RunFile::open(temp.path(), 7).is_none());
+        assert!(RunFile::open(temp.path(), 7, 10, Seq(20)).is_none());
     }
 }

@@ -65,7 +65,7 @@ impl Runs {
             }
         }
         let run = &mut self.kept.sealed[at];
-        match copying.writer.finish() {
+        match copying.writer.finish(run.keys, run.through) {
             Ok(file) => run.file = Some(file),
             Err(err) => run.copy_failed(&err),
         }

@@ -547,13 +547,15 @@ impl Runs {
             .collect::<Result<Vec<_>, _>>()?;
         let filter = Bloom::from_bytes(parts.concat())
             .ok_or_else(|| StoreError::Corrupt(format!("dedup run {id}: filter")))?;
+        let keys = field(0)?;
+        // A run of layout 3 holds no log value.
+        let through = Seq(if summary.len() > 18 { field(18)? } else { 0 });
         let run = Run {
             id,
-            keys: field(0)?,
+            keys,
             newest_ms: field(8)?,
-            // A run of layout 3 holds no log value.
-            through: Seq(if summary.len() > 18 { field(18)? } else { 0 }),
-            file: RunFile::open(&self.kept.files, id),
+            through,
+            file: RunFile::open(&self.kept.files, id, keys, through),
             copy_failed: false,
             damaged: AtomicBool::new(false),
         };

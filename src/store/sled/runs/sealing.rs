@@ -298,7 +298,7 @@ impl Runs {
             (spent.run, spent.keys) = (run.id, run.keys);
             self.kept.trimming = Some(spent);
         }
-        match file.map(Writer::finish) {
+        match file.map(|file| file.finish(run.keys, run.through)) {
             Some(Ok(file)) => run.file = Some(file),
             Some(Err(err)) => run.copy_failed(&err),
             // Copied from sled in later steps.
