@@ -27,11 +27,16 @@ impl Gateway {
     /// Replaces the running config with `config`; on any failure the old one keeps serving.
     pub async fn reload(&mut self, config: Config) {
         crate::notify::reloading();
-        self.apply(config).await;
-        crate::notify::reloaded("Config reloaded (see the log for what changed)");
+        let status = if self.apply(config).await {
+            "Config reloaded (see the log for what changed)"
+        } else {
+            "Reload refused (see the log); the running config keeps serving"
+        };
+        crate::notify::reloaded(status);
     }
 
-    async fn apply(&mut self, mut config: Config) {
+    /// Applies `config`; false when it was refused, before anything changed.
+    async fn apply(&mut self, mut config: Config) -> bool {
         let old = self.state.live();
         for setting in keep_started_settings(&mut config, &old.config) {
             tracing::warn!(
@@ -42,7 +47,7 @@ impl Gateway {
         for provider in &config.providers {
             if let Err(err) = provider.verifier.prepare(&config.server.data_dir) {
                 tracing::error!(provider = %provider.name, error = %err, "Reload refused: cannot prepare the provider; the running config keeps serving.");
-                return;
+                return false;
             }
         }
 
@@ -53,32 +58,40 @@ impl Gateway {
         let sweeping = forwarding
             || config.consumers != old.config.consumers
             || config.store != old.config.store;
-        // The new forwarders and pollers are made first (what can fail), then the running ones
+        // The new forwarders and pollers are all made first (what can fail: a reload that
+        // cannot make one is refused whole, nothing running stopped), then the running ones
         // stopped, then the new ones started: never two of one destination or provider at once.
-        if forwarding {
+        let forwarders = if forwarding {
             match Forwarders::new(&config, &store, &self.died).await {
-                Ok(forwarders) => {
-                    let previous = std::mem::replace(&mut self.forwarders, forwarders);
-                    previous.stop(STOP_WITHIN).await;
-                    self.forwarders.start();
-                }
+                Ok(forwarders) => Some(forwarders),
                 Err(err) => {
                     tracing::error!(error = %err, "Reload refused: cannot start the destinations; the running config keeps serving.");
-                    return;
+                    return false;
                 }
             }
-        }
-        if polling {
+        } else {
+            None
+        };
+        let pollers = if polling {
             match Pollers::new(&config, &store, &metrics, &self.died) {
-                Ok(pollers) => {
-                    let previous = std::mem::replace(&mut self.pollers, pollers);
-                    previous.stop(STOP_WITHIN).await;
-                    self.pollers.start();
-                }
+                Ok(pollers) => Some(pollers),
                 Err(err) => {
-                    tracing::error!(error = %err, "Cannot start the new sync pollers; the previous ones keep running.")
+                    tracing::error!(error = %err, "Reload refused: cannot start the sync pollers; the running config keeps serving.");
+                    return false;
                 }
             }
+        } else {
+            None
+        };
+        if let Some(forwarders) = forwarders {
+            let previous = std::mem::replace(&mut self.forwarders, forwarders);
+            previous.stop(STOP_WITHIN).await;
+            self.forwarders.start();
+        }
+        if let Some(pollers) = pollers {
+            let previous = std::mem::replace(&mut self.pollers, pollers);
+            previous.stop(STOP_WITHIN).await;
+            self.pollers.start();
         }
         if sweeping {
             let sweeper = sweeper(&config, &store, &self.forwarders, &metrics, &self.died);
@@ -109,6 +122,7 @@ impl Gateway {
             sweeper_restarted = sweeping,
             "Config reloaded."
         );
+        true
     }
 }
 

@@ -262,6 +262,13 @@ fn auth(
         }
         "header" => {
             let value = secret("value", raw.value.as_deref());
+            let value = value.filter(|value| {
+                let valid = reqwest::header::HeaderValue::from_bytes(value.expose()).is_ok();
+                if !valid {
+                    errors.push("auth value is not a header value (a line break, a NUL?)".into());
+                }
+                valid
+            });
             let name = required(&raw.name, "name", kind, errors)?;
             if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
                 errors.push(format!("auth name {name:?} is not a header name"));
@@ -274,6 +281,14 @@ fn auth(
         }
         "oauth" => {
             let client_secret = secret("client_secret", raw.client_secret.as_deref());
+            // The OAuth client sends it as text.
+            let client_secret = client_secret.filter(|secret| {
+                let text = std::str::from_utf8(secret.expose()).is_ok();
+                if !text {
+                    errors.push("auth client_secret is not UTF-8 text".into());
+                }
+                text
+            });
             let refresh_before =
                 match parse_duration(raw.refresh_before.as_deref().unwrap_or("30m")) {
                     Ok(d) => Some(d),
@@ -375,6 +390,35 @@ mod tests {
             Some(config) if errors.is_empty() => Ok(config),
             _ => Err(errors),
         }
+    }
+
+    /// Credentials the requests cannot carry are refused with the config (`check-config` said
+    /// "config OK" and `serve` failed building the poller, a unit restarting in a loop).
+    #[test]
+    fn credentials_a_request_cannot_carry_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let binary = dir.path().join("secret");
+        std::fs::write(&binary, b"\xff\xfe").unwrap();
+        let oauth = format!(
+            "url = \"https://vendor.example/a\"\ncursor_param = \"c\"\n[auth]\ntype = \"oauth\"\n\
+             token_url = \"https://vendor.example/token\"\nclient_id = \"id\"\n\
+             client_secret = \"file:{}\"\n",
+            binary.display()
+        );
+        let errors = parse(&oauth).unwrap_err();
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("client_secret is not UTF-8")),
+            "{errors:?}"
+        );
+        let header = "url = \"https://vendor.example/a\"\ncursor_param = \"c\"\n[auth]\n\
+                      type = \"header\"\nname = \"X-Key\"\nvalue = \"a\\nb\"\n";
+        let errors = parse(header).unwrap_err();
+        assert!(
+            errors.iter().any(|e| e.contains("not a header value")),
+            "{errors:?}"
+        );
     }
 
     #[test]
