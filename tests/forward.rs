@@ -556,6 +556,30 @@ fn a_replay_delivered_before_the_first_delivery_dies_leaves_the_event_delivered(
     replay_while_retrying(&stub, extra, &attempts, 3);
 }
 
+/// An alert whose post fails is posted again (it was tried once, and lost to a blip of the
+/// chat service).
+#[test]
+fn a_failed_alert_post_is_tried_again() {
+    let posts = Arc::new(AtomicUsize::new(0));
+    let seen = posts.clone();
+    let alerts = Stub::start(move |_| match seen.fetch_add(1, Ordering::SeqCst) {
+        0 => (503, "text/plain", Vec::new()),
+        _ => (200, "text/plain", Vec::new()),
+    });
+    let down = Stub::start(|_| (503, "text/plain", Vec::new()));
+    let extra = format!(
+        "pause_after_failures = 2\nalert_url = \"{}/alert\"\nretry_delays = [\"50ms\", \"50ms\", \"10s\"]",
+        alerts.url
+    );
+    let gw = Gateway::start(&config(&down.url, &extra));
+    gw.post("p", &[], &body(1)).ack();
+    wait_until(Duration::from_secs(10), "the alert posted again", || {
+        alerts.calls() >= 2
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(alerts.calls(), 2, "posted until it went through, once");
+}
+
 #[test]
 fn alert_posted_once_when_the_destination_starts_probing() {
     let alerts = Stub::start(|_| (200, "text/plain", Vec::new()));
