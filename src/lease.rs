@@ -25,9 +25,11 @@ const STOP_WITHIN: Duration = Duration::from_secs(1);
 pub fn holder() -> &'static str {
     static HOLDER: OnceLock<String> = OnceLock::new();
     HOLDER.get_or_init(|| {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|host| host.trim().to_string())
-            .unwrap_or_else(|_| "hookgate".to_string());
+        // uname(2), not /proc/sys/kernel/hostname: the unit's `ProcSubset=pid` hides that.
+        let host = nix::unistd::gethostname()
+            .ok()
+            .and_then(|host| host.into_string().ok())
+            .unwrap_or_else(|| "hookgate".to_string());
         format!(
             "{host}/{}/{:08x}",
             std::process::id(),
@@ -122,5 +124,20 @@ async fn hold(store: &Store, name: &str, holder: &str, within: Duration) -> Opti
             None
         }
         Err(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The host part is the host's name (it was "hookgate" under the unit's `ProcSubset=pid`,
+    /// which hides the file it was read from).
+    #[test]
+    fn a_holder_names_its_host() {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+        assert!(
+            super::holder().starts_with(&format!("{}/", host.trim())),
+            "{}",
+            super::holder()
+        );
     }
 }
