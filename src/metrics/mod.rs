@@ -386,6 +386,18 @@ impl Metrics {
         }
     }
 
+    /// Forgets `provider`'s last success when its poller stops here (removed by a reload, or
+    /// its lease taken by another gateway, which reports it from then on): a gauge left behind
+    /// would grow for ever and set off the alert on it.
+    pub fn poll_stopped(&self, provider: &str) {
+        if let Ok(mut last) = self.poll_last_success.lock() {
+            last.remove(provider);
+        }
+        self.poll_since_success.remove(&ProviderLabels {
+            provider: provider.to_string(),
+        });
+    }
+
     /// Sets the seconds-since-success gauges from the last successes.
     fn refresh_poll_ages(&self) {
         let Ok(last) = self.poll_last_success.lock() else {
@@ -429,6 +441,16 @@ impl Default for Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stopped_poller_leaves_no_age_behind() {
+        let metrics = Metrics::new();
+        metrics.poll_succeeded("gh");
+        let gauge = r#"hookgate_poll_seconds_since_success{provider="gh"}"#;
+        assert!(metrics.render().contains(gauge));
+        metrics.poll_stopped("gh");
+        assert!(!metrics.render().contains(gauge));
+    }
 
     #[test]
     fn renders_names_from_the_contract() {

@@ -128,6 +128,7 @@ pub(super) async fn run(poller: Arc<Poller>, stop: CancellationToken) {
     poller
         .rounds
         .send_modify(|(started, finished)| *finished = *started);
+    poller.metrics.poll_stopped(&provider);
     tracing::info!(provider, "Poller stopped.");
 }
 
