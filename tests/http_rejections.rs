@@ -36,6 +36,20 @@ fn unknown_provider_is_404() {
     assert_eq!(reply.status, 404, "{}", reply.text());
     assert_eq!(json_error(&reply), "unknown_provider");
     assert!(gw.all_events(None).is_empty());
+    // The sender's path segment is logged cut to a provider name's length (a 60 KB name made
+    // a 60 KB line, as often as the log sampling let it).
+    let long = "x".repeat(60_000);
+    assert_eq!(gw.post(&long, &[], b"{}").status, 404);
+    common::wait_until(
+        std::time::Duration::from_secs(5),
+        "two refusals logged",
+        || gw.logs().matches("unknown_provider").count() >= 2,
+    );
+    assert!(gw.logs().contains(&"x".repeat(64)));
+    assert!(
+        !gw.logs().contains(&"x".repeat(65)),
+        "the whole name logged"
+    );
 }
 
 #[test]

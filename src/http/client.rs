@@ -71,12 +71,14 @@ fn is_trusted(address: IpAddr, trusted: &[IpNet]) -> bool {
 }
 
 /// The hops the proxies recorded in `header`, client first: `Forwarded`'s `for=` (RFC 7239)
-/// or `X-Forwarded-For`'s entries. Every header line counts, in order.
+/// or `X-Forwarded-For`'s entries. Every header line counts, in order; an entry that is not
+/// text is a hop without an address, and leaves the others of its line (the one the proxy
+/// appended to what the client sent) readable.
 fn forwarded_hops(headers: &HeaderMap, header: ProxyHeader) -> Vec<Option<IpAddr>> {
     let lines = |name| {
         headers
             .get_all(name)
-            .map(|value| value.to_str().unwrap_or("\u{0}"))
+            .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
             .collect::<Vec<_>>()
     };
     if header == ProxyHeader::Forwarded {
@@ -163,6 +165,23 @@ mod tests {
         assert_eq!(client("203.0.113.9:5000", &xff), ip("203.0.113.9"));
         let fwd = [("forwarded", "for=1.2.3.4")];
         assert_eq!(client_fwd("203.0.113.9:5000", &fwd), ip("203.0.113.9"));
+    }
+
+    /// A byte that is not text in what the client sent made the whole line unreadable, the
+    /// address the proxy appended to it with it.
+    #[test]
+    fn a_client_entry_that_is_not_text_leaves_the_proxys_readable() {
+        let mut map = HeaderMap::new();
+        map.append(
+            HeaderName::from_static("x-forwarded-for"),
+            HeaderValue::from_bytes(b"\x80, 198.51.100.7").unwrap(),
+        );
+        let trusted = ["10.0.0.0/8".parse().unwrap()];
+        let peer = Some("10.0.0.5:1".parse().unwrap());
+        assert_eq!(
+            client_address(peer, &map, &trusted, ProxyHeader::XForwardedFor),
+            ip("198.51.100.7")
+        );
     }
 
     #[test]

@@ -66,7 +66,7 @@ impl Rejections {
         let Some(suppressed) = self.take_log_slot(cause) else {
             return;
         };
-        let provider = provider.unwrap_or("-");
+        let provider = provider.map_or("-", shown_provider);
         let client = client.map_or_else(|| "unknown".to_string(), |ip| ip.to_string());
         if verification {
             tracing::warn!(cause, provider, client, suppressed, reason = %detail, "Request refused.");
@@ -93,9 +93,28 @@ impl Rejections {
     }
 }
 
+/// Characters of a refused request's provider logged at most: a provider name is at most 64,
+/// and the path segment of an unknown one is the sender's (up to actix's 64 KiB URI).
+const LOGGED_PROVIDER_CHARS: usize = 64;
+
+/// The provider as logged: its first [`LOGGED_PROVIDER_CHARS`] characters.
+fn shown_provider(provider: &str) -> &str {
+    match provider.char_indices().nth(LOGGED_PROVIDER_CHARS) {
+        Some((end, _)) => &provider[..end],
+        None => provider,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_provider_names_are_logged_cut() {
+        assert_eq!(shown_provider("github"), "github");
+        let long = "é".repeat(10_000);
+        assert_eq!(shown_provider(&long).chars().count(), LOGGED_PROVIDER_CHARS);
+    }
 
     #[test]
     fn every_refusal_counts_but_only_a_few_are_logged() {
