@@ -62,7 +62,7 @@ impl Gateway {
         // cannot make one is refused whole, nothing running stopped), then the running ones
         // stopped, then the new ones started: never two of one destination or provider at once.
         let forwarders = if forwarding {
-            match Forwarders::new(&config, &store, &self.died).await {
+            match Forwarders::new(&config, &store, &metrics, &self.died).await {
                 Ok(forwarders) => Some(forwarders),
                 Err(err) => {
                     tracing::error!(error = %err, "Reload refused: cannot start the destinations; the running config keeps serving.");

@@ -556,6 +556,40 @@ fn a_replay_delivered_before_the_first_delivery_dies_leaves_the_event_delivered(
     replay_while_retrying(&stub, extra, &attempts, 3);
 }
 
+/// A destination's health is in `/metrics`: deliveries, failed attempts and dead letters
+/// counted, its cursor against the newest seq, paused and probing (an event given up on was
+/// only a log line).
+#[test]
+fn a_destination_s_deliveries_failures_and_dead_letters_are_in_the_metrics() {
+    let stub = Stub::start(|request| {
+        if String::from_utf8_lossy(&request.body).contains(r#""n":1"#) {
+            (400, "text/plain", b"refused".to_vec())
+        } else {
+            (200, "text/plain", Vec::new())
+        }
+    });
+    let gw = Gateway::start(&config(&stub.url, "ordered = false"));
+    for i in 0..3 {
+        gw.post("p", &[], &body(i)).ack();
+    }
+    let crm = [("destination", "crm")];
+    wait_until(Duration::from_secs(10), "two delivered, one dead", || {
+        gw.metric("hookgate_destination_deliveries_total", &crm) == Some(2.0)
+            && gw.metric("hookgate_destination_dead_letters_total", &crm) == Some(1.0)
+    });
+    assert_eq!(
+        gw.metric("hookgate_destination_failed_attempts_total", &crm),
+        Some(1.0),
+        "a 400 is final: one attempt"
+    );
+    assert_eq!(gw.metric("hookgate_store_last_seq", &[]), Some(3.0));
+    assert_eq!(gw.metric("hookgate_destination_cursor", &crm), Some(3.0));
+    assert_eq!(gw.metric("hookgate_destination_paused", &crm), Some(0.0));
+    assert_eq!(gw.metric("hookgate_destination_probing", &crm), Some(0.0));
+    gw.admin_post("/v1/destinations/crm/pause", &json!({}));
+    assert_eq!(gw.metric("hookgate_destination_paused", &crm), Some(1.0));
+}
+
 /// An alert whose post fails is posted again (it was tried once, and lost to a blip of the
 /// chat service).
 #[test]

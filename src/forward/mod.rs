@@ -25,6 +25,7 @@ use serde::Serialize;
 
 use crate::config::{wants, Config};
 use crate::event::Seq;
+use crate::metrics::Metrics;
 use crate::store::{Change, DeadRecord, Mark, Store, StoreError, StoredEvent};
 use crate::supervise::{Died, Tasks};
 
@@ -59,6 +60,7 @@ impl Forwarders {
     pub async fn new(
         config: &Config,
         store: &Store,
+        metrics: &Metrics,
         died: &Died,
     ) -> Result<Forwarders, StoreError> {
         let tasks = Tasks::new("forwarders", died);
@@ -77,7 +79,10 @@ impl Forwarders {
             let state = store.output(&destination.name).await?;
             let shared = Arc::new(Destination {
                 config: destination.clone(),
-                status: status::Status::new(state.paused),
+                status: status::Status::new(
+                    state.paused,
+                    metrics.destination_counters(&destination.name),
+                ),
                 wake: tokio::sync::Notify::new(),
                 store: store.clone(),
                 forward_tests: forward_tests.clone(),

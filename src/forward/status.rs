@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use super::request::Failure;
+use crate::metrics::DestinationCounters;
 
 /// Failed attempts kept for `/v1/errors`.
 const ERRORS_KEPT: usize = 1000;
@@ -33,6 +34,8 @@ pub struct ErrorEntry {
 #[derive(Debug, Default)]
 pub struct Status {
     inner: Mutex<Inner>,
+    /// `hookgate_destination_*_total`.
+    counters: DestinationCounters,
 }
 
 #[derive(Debug, Default)]
@@ -69,12 +72,13 @@ pub struct Snapshot {
 }
 
 impl Status {
-    pub fn new(paused: bool) -> Status {
+    pub fn new(paused: bool, counters: DestinationCounters) -> Status {
         Status {
             inner: Mutex::new(Inner {
                 paused,
                 ..Inner::default()
             }),
+            counters,
         }
     }
 
@@ -125,6 +129,7 @@ impl Status {
 
     /// Records a delivery; returns an alert text when an alert episode ends.
     pub fn delivered(&self) -> Option<String> {
+        self.counters.delivered.inc();
         self.with(|s| {
             s.delivered += 1;
             s.consecutive_failures = 0;
@@ -138,6 +143,7 @@ impl Status {
     }
 
     pub fn dead(&self) {
+        self.counters.dead.inc();
         self.with(|s| s.dead += 1);
     }
 
@@ -151,6 +157,7 @@ impl Status {
         alert_ratio: f64,
         pause_after: u32,
     ) -> Option<String> {
+        self.counters.failed.inc();
         self.with(|s| {
             s.consecutive_failures += 1;
             s.record(false);
@@ -258,7 +265,7 @@ mod tests {
 
     #[test]
     fn the_failure_ratio_counts_per_minute_whatever_the_rate() {
-        let status = Status::new(false);
+        let status = Status::new(false, DestinationCounters::default());
         let failure = Failure {
             status: Some(503),
             kind: "http",
@@ -278,7 +285,7 @@ mod tests {
 
     #[test]
     fn a_pause_flag_read_before_a_change_here_is_not_applied() {
-        let status = Status::new(false);
+        let status = Status::new(false, DestinationCounters::default());
         let (paused, changes) = status.paused_and_changes();
         assert!(!paused);
         status.set_paused(true);

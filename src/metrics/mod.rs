@@ -29,6 +29,21 @@ pub struct ProviderLabels {
     pub provider: String,
 }
 
+/// Labels of a destination's series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DestinationLabels {
+    pub destination: String,
+}
+
+/// The counters one destination's forwarder moves (shared with the registry: they outlive a
+/// reload that makes the forwarder again).
+#[derive(Clone, Debug, Default)]
+pub struct DestinationCounters {
+    pub delivered: Counter,
+    pub failed: Counter,
+    pub dead: Counter,
+}
+
 /// Labels of `hookgate_poll_errors_total`: `kind` is `transport`, `status`, `rate_limited`,
 /// `malformed`, `auth` or `store`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -116,6 +131,16 @@ pub struct Metrics {
     /// The sync cursor, when it is a number.
     pub poll_cursor: Family<ProviderLabels, Gauge<f64, AtomicU64>>,
     poll_last_success: Mutex<HashMap<String, Instant>>,
+    /// Per destination: events delivered, attempts failed, events given up (dead letters).
+    destination_delivered: Family<DestinationLabels, Counter>,
+    destination_failed: Family<DestinationLabels, Counter>,
+    destination_dead: Family<DestinationLabels, Counter>,
+    /// Per destination, set when rendered from the live destinations: paused, probing, cursor.
+    pub destination_paused: Family<DestinationLabels, Gauge>,
+    pub destination_probing: Family<DestinationLabels, Gauge>,
+    pub destination_cursor: Family<DestinationLabels, Gauge>,
+    /// The newest durable seq, set when rendered (a destination's lag is this less its cursor).
+    pub store_last_seq: Gauge,
     /// Log lines dropped because the log's reader fell behind (see `cmd::logging`), brought up
     /// to date when rendered; the lock keeps two renders from counting the same lines.
     log_lines_dropped: Mutex<Counter>,
@@ -304,6 +329,48 @@ impl Metrics {
             "Dedup keys removed by the retention sweeper",
             dedup_keys_swept.clone(),
         );
+        let destination_delivered = Family::<DestinationLabels, Counter>::default();
+        registry.register(
+            "destination_deliveries",
+            "Events delivered, by destination",
+            destination_delivered.clone(),
+        );
+        let destination_failed = Family::<DestinationLabels, Counter>::default();
+        registry.register(
+            "destination_failed_attempts",
+            "Delivery attempts that failed, by destination",
+            destination_failed.clone(),
+        );
+        let destination_dead = Family::<DestinationLabels, Counter>::default();
+        registry.register(
+            "destination_dead_letters",
+            "Events given up on (dead letters), by destination",
+            destination_dead.clone(),
+        );
+        let destination_paused = Family::<DestinationLabels, Gauge>::default();
+        registry.register(
+            "destination_paused",
+            "1 while a destination is paused by an operator",
+            destination_paused.clone(),
+        );
+        let destination_probing = Family::<DestinationLabels, Gauge>::default();
+        registry.register(
+            "destination_probing",
+            "1 while a destination fails so often that attempts only probe",
+            destination_probing.clone(),
+        );
+        let destination_cursor = Family::<DestinationLabels, Gauge>::default();
+        registry.register(
+            "destination_cursor",
+            "The seq through which a destination is done (its lag: store_last_seq less this)",
+            destination_cursor.clone(),
+        );
+        let store_last_seq = Gauge::default();
+        registry.register(
+            "store_last_seq",
+            "The newest durable seq",
+            store_last_seq.clone(),
+        );
         let log_lines_dropped = Counter::default();
         registry.register(
             "log_lines_dropped",
@@ -345,6 +412,25 @@ impl Metrics {
             store_free_segments,
             events_swept,
             dedup_keys_swept,
+            destination_delivered,
+            destination_failed,
+            destination_dead,
+            destination_paused,
+            destination_probing,
+            destination_cursor,
+            store_last_seq,
+        }
+    }
+
+    /// The counters of destination `name` (the same ones each time it is asked).
+    pub fn destination_counters(&self, name: &str) -> DestinationCounters {
+        let labels = DestinationLabels {
+            destination: name.to_string(),
+        };
+        DestinationCounters {
+            delivered: self.destination_delivered.get_or_create(&labels).clone(),
+            failed: self.destination_failed.get_or_create(&labels).clone(),
+            dead: self.destination_dead.get_or_create(&labels).clone(),
         }
     }
 

@@ -86,7 +86,42 @@ impl FromRequest for Authorized {
 }
 
 async fn metrics(_: Authorized, state: web::Data<AppState>) -> HttpResponse {
+    destination_gauges(&state).await;
     HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
         .body(state.metrics.render())
+}
+
+/// Sets the destinations' gauges (and the newest seq they are measured against) from the live
+/// destinations; a destination no longer configured leaves its gauges. A cursor the store cannot
+/// read now is left out of this scrape.
+async fn destination_gauges(state: &AppState) {
+    let metrics = &state.metrics;
+    metrics
+        .store_last_seq
+        .set(i64::try_from(state.store.last_seq().borrow().0).unwrap_or(i64::MAX));
+    metrics.destination_paused.clear();
+    metrics.destination_probing.clear();
+    metrics.destination_cursor.clear();
+    for destination in &state.live().destinations {
+        let labels = crate::metrics::DestinationLabels {
+            destination: destination.config.name.clone(),
+        };
+        let live = destination.status.snapshot();
+        metrics
+            .destination_paused
+            .get_or_create(&labels)
+            .set(i64::from(live.paused));
+        metrics
+            .destination_probing
+            .get_or_create(&labels)
+            .set(i64::from(live.probing));
+        if let Ok(output) = state.store.output(&destination.config.name).await {
+            let cursor = i64::try_from(output.cursor.0).unwrap_or(i64::MAX);
+            metrics
+                .destination_cursor
+                .get_or_create(&labels)
+                .set(cursor);
+        }
+    }
 }
