@@ -329,7 +329,7 @@ fn a_replay_filter_from_the_console_replays_only_what_it_selects() {
     assert_eq!(replay.status, 303, "{}", replay.text());
     assert_eq!(
         replay.header("location"),
-        Some("/console/destinations?notice=replayed&count=2")
+        Some("/console/destinations?notice=replayed&count=2&left=0")
     );
     common::wait_until(Duration::from_secs(10), "q's events delivered", || {
         seqs.iter()

@@ -590,6 +590,40 @@ fn a_destination_s_deliveries_failures_and_dead_letters_are_in_the_metrics() {
     assert_eq!(gw.metric("hookgate_destination_paused", &crm), Some(1.0));
 }
 
+/// A replay of every dead event queues as many as a destination's queue of replays holds, the
+/// oldest first, and says how many stay dead (on JetStream, a replay of ~100,000 made one value
+/// larger than the servers take, and failed every time, dropping the connection of every
+/// publish in flight with it).
+#[test]
+fn a_replay_of_more_dead_events_than_the_queue_holds_queues_the_oldest_and_says_so() {
+    let stub = Stub::start(|_| (400, "text/plain", b"refused".to_vec()));
+    let gw = Gateway::builder()
+        .config(&config(&stub.url, "ordered = false"))
+        .env("HOOKGATE_TEST_MAX_QUEUED_REPLAYS", "10")
+        .start();
+    for i in 0..30 {
+        gw.post("p", &[], &body(i)).ack();
+    }
+    let dead = || gw.admin_json("/v1/dead")["dead"].as_array().unwrap().len();
+    wait_until(Duration::from_secs(10), "every event dead", || dead() == 30);
+    let attempts = stub.calls();
+    let reply = gw.admin_post("/v1/dead/replay", &json!({}));
+    assert_eq!(reply.status, 202, "{}", reply.text());
+    let answer: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+    assert_eq!(answer, json!({"replayed": 10, "left_dead": 20}));
+    // The ten oldest are delivered again (and refused again); nothing is lost.
+    wait_until(Duration::from_secs(10), "the replays attempted", || {
+        stub.calls() == attempts + 10 && dead() == 30
+    });
+    let replayed: Vec<u64> = stub.requests()[attempts..]
+        .iter()
+        .map(seq_header)
+        .collect::<std::collections::BTreeSet<u64>>()
+        .into_iter()
+        .collect();
+    assert_eq!(replayed, (1..=10).collect::<Vec<u64>>());
+}
+
 /// An alert whose post fails is posted again (it was tried once, and lost to a blip of the
 /// chat service).
 #[test]

@@ -246,13 +246,13 @@ fn operators_list_show_replay_pause_and_see_lag() {
     let not_dead = ops
         .run(&["dead", "replay", "crm", "4", "--json"])
         .fails(1, &["not dead at crm, not replayed: 4"]);
-    assert_eq!(not_dead.json(), json!({"replayed": 0}));
+    assert_eq!(not_dead.json(), json!({"replayed": 0, "left_dead": 0}));
     ops.run(&["dead", "replay", "crm"]).fails(2, &["<SEQS>"]);
     let rest = ops
         .run(&["dead", "replay", "crm", "--all", "--json"])
         .ok()
         .json();
-    assert_eq!(rest, json!({"replayed": 2}));
+    assert_eq!(rest, json!({"replayed": 2, "left_dead": 0}));
     wait_until(WAIT, "the replays delivered", || {
         (1..=3).all(|seq| gw.event(seq).unwrap()["deliveries"]["crm"] == "delivered")
     });

@@ -66,25 +66,40 @@ fn print_dead(dead: &Value) {
 }
 
 /// Replays `seqs` (every dead event when empty), one request a seq so that each one not dead
-/// is named; answers `{"replayed": N}` in all.
+/// is named; answers `{"replayed": N, "left_dead": M}` in all (those the destination's queue of
+/// replays had no room for stay dead).
 fn replay(admin: &Admin, destination: &str, seqs: &[u64]) -> Result<(), Failure> {
     let route = ["v1", "dead", "replay"];
     let mut replayed = 0;
+    let mut left_dead = 0;
     let mut not_dead = Vec::new();
     if seqs.is_empty() {
         let answer = admin.post(&route, &json!({ "destination": destination }))?;
         replayed = answer["replayed"].as_u64().unwrap_or(0);
+        left_dead = answer["left_dead"].as_u64().unwrap_or(0);
     }
     for seq in seqs {
         let filter = json!({ "destination": destination, "from_seq": seq, "to_seq": seq });
-        match admin.post(&route, &filter)?["replayed"].as_u64() {
-            Some(0) | None => not_dead.push(seq.to_string()),
-            Some(n) => replayed += n,
+        let answer = admin.post(&route, &filter)?;
+        match (answer["replayed"].as_u64(), answer["left_dead"].as_u64()) {
+            (Some(n), _) if n > 0 => replayed += n,
+            (_, Some(n)) if n > 0 => left_dead += n,
+            _ => not_dead.push(seq.to_string()),
         }
     }
-    admin.print(&json!({ "replayed": replayed }), |_| {
-        println!("{replayed} dead event(s) of {destination} queued for delivery again.");
-    });
+    admin.print(
+        &json!({ "replayed": replayed, "left_dead": left_dead }),
+        |_| {
+            println!("{replayed} dead event(s) of {destination} queued for delivery again.");
+            if left_dead > 0 {
+                println!(
+                    "{left_dead} stay dead: a destination holds at most {} replays at once; \
+                     replay them once these are delivered.",
+                    crate::forward::MAX_QUEUED_REPLAYS
+                );
+            }
+        },
+    );
     if not_dead.is_empty() {
         Ok(())
     } else {

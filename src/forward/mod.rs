@@ -30,6 +30,36 @@ use crate::store::{Change, DeadRecord, Mark, Store, StoreError, StoredEvent};
 use crate::supervise::{Died, Tasks};
 
 pub use dispatch::Destination;
+
+/// Replays one destination may have queued at once. Each is a mark the store keeps until it is
+/// delivered, and on JetStream all of them are in one value that every delivery rewrites and
+/// that must stay under the servers' `max_payload` (a replay of ~100,000 dead events made it
+/// larger: the server closed the gateway's connection, every publish in flight with it, and the
+/// replay failed every time). The rest stay dead, listed, to be replayed once these are done.
+pub const MAX_QUEUED_REPLAYS: u64 = 20_000;
+/// The environment variable that lowers [`MAX_QUEUED_REPLAYS`], for tests.
+pub const QUEUED_REPLAYS_ENV: &str = "HOOKGATE_TEST_MAX_QUEUED_REPLAYS";
+
+fn max_queued_replays() -> u64 {
+    std::env::var(QUEUED_REPLAYS_ENV)
+        .ok()
+        .and_then(|max| max.parse().ok())
+        .unwrap_or(MAX_QUEUED_REPLAYS)
+}
+
+/// What a replay queued, and what it left for lack of room.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Replayed {
+    pub queued: usize,
+    pub left: usize,
+}
+
+impl std::ops::AddAssign for Replayed {
+    fn add_assign(&mut self, other: Replayed) {
+        self.queued += other.queued;
+        self.left += other.left;
+    }
+}
 pub use status::{ErrorEntry, Snapshot};
 
 /// Every destination's forwarder.
@@ -147,19 +177,32 @@ impl Destination {
         self.wake.notify_one();
     }
 
-    /// Queues events for delivery again: each `seq` leaves the dead list (if it was there).
-    pub async fn replay(&self, seqs: &[Seq]) -> Result<usize, StoreError> {
-        let changes = seqs.iter().flat_map(|seq| {
-            [
-                Change::Unmark(Mark::Dead, *seq),
-                Change::Mark(Mark::Replay, *seq),
-            ]
-        });
-        self.store
-            .change(&self.config.name, changes.collect())
+    /// Queues events for delivery again, the first of `seqs` first, as many as the queue of
+    /// replays has room for ([`MAX_QUEUED_REPLAYS`]): each leaves the dead list (if it was
+    /// there); the others stay as they were.
+    pub async fn replay(&self, seqs: &[Seq]) -> Result<Replayed, StoreError> {
+        let queued = self
+            .store
+            .count_marked(&self.config.name, Mark::Replay)
             .await?;
-        self.wake_all();
-        Ok(seqs.len())
+        let room = usize::try_from(max_queued_replays().saturating_sub(queued)).unwrap_or(0);
+        let taken = &seqs[..seqs.len().min(room)];
+        if !taken.is_empty() {
+            let changes = taken.iter().flat_map(|seq| {
+                [
+                    Change::Unmark(Mark::Dead, *seq),
+                    Change::Mark(Mark::Replay, *seq),
+                ]
+            });
+            self.store
+                .change(&self.config.name, changes.collect())
+                .await?;
+            self.wake_all();
+        }
+        Ok(Replayed {
+            queued: taken.len(),
+            left: seqs.len() - taken.len(),
+        })
     }
 
     /// Dead events, oldest first.

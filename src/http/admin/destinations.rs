@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{page_size, unavailable, Authorized};
-use crate::forward::DestinationView;
+use crate::forward::{DestinationView, Replayed};
 use crate::http::{ApiError, AppState, Live};
 
 pub fn routes(config: &mut web::ServiceConfig) {
@@ -137,16 +137,20 @@ async fn replay_dead(
         serde_json::from_slice(&body).map_err(|_| ApiError::BadRequest)?
     };
     let replayed = replay_dead_events(&filter, &state).await?;
-    Ok(HttpResponse::Accepted().json(json!({ "replayed": replayed })))
+    Ok(HttpResponse::Accepted().json(json!({
+        "replayed": replayed.queued,
+        "left_dead": replayed.left,
+    })))
 }
 
-/// Queues the dead events `filter` selects for delivery again; returns how many.
+/// Queues the dead events `filter` selects for delivery again, oldest first, as many as each
+/// destination's queue of replays has room for; says how many, and how many were left dead.
 pub(in crate::http) async fn replay_dead_events(
     filter: &ReplayFilter,
     state: &AppState,
-) -> Result<usize, ApiError> {
+) -> Result<Replayed, ApiError> {
     let range = filter.from_seq.unwrap_or(0)..=filter.to_seq.unwrap_or(u64::MAX);
-    let mut replayed = 0;
+    let mut replayed = Replayed::default();
     for destination in selected(&state.live(), filter.destination.as_deref())? {
         let dead = destination.dead(usize::MAX).await.map_err(unavailable)?;
         let mut seqs = Vec::new();
@@ -169,7 +173,11 @@ pub(in crate::http) async fn replay_dead_events(
             ApiError::Unavailable
         })?;
     }
-    tracing::info!(replayed, "Dead events queued for replay.");
+    tracing::info!(
+        replayed = replayed.queued,
+        left_dead = replayed.left,
+        "Dead events queued for replay."
+    );
     Ok(replayed)
 }
 

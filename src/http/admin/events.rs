@@ -108,10 +108,14 @@ pub(in crate::http) async fn replay_one(
     {
         return Err(ApiError::BadRequest);
     }
-    output.replay(&[seq]).await.map_err(|err| {
+    let replayed = output.replay(&[seq]).await.map_err(|err| {
         tracing::error!(error = %err, "Cannot queue a replay.");
         ApiError::Unavailable
     })?;
+    if replayed.queued == 0 {
+        tracing::warn!(destination, seq = seq.0, "Replay not queued: the destination's queue of replays is full; try again once they are delivered.");
+        return Err(ApiError::Unavailable);
+    }
     tracing::info!(destination, seq = seq.0, "Replay queued.");
     Ok(())
 }

@@ -22,6 +22,7 @@ const DEAD_SHOWN: usize = 20;
 pub struct Query {
     notice: Option<String>,
     count: Option<u64>,
+    left: Option<u64>,
 }
 
 /// A destination's state in one word: `paused` (by an operator), `probing` (failing so often it
@@ -85,7 +86,7 @@ pub async fn show(
         Section::Destinations,
         Some(&operator.session),
         html! {
-            (notice(query.notice.as_deref(), query.count))
+            (notice(query.notice.as_deref(), query.count, query.left))
             @if sections.is_empty() {
                 p.muted { "No destination is configured." }
             }
@@ -230,7 +231,8 @@ pub async fn replay(
     };
     let replayed = destinations::replay_dead_events(&filter, &state).await?;
     Ok(layout::see_other(&format!(
-        "/console/destinations?notice=replayed&count={replayed}"
+        "/console/destinations?notice=replayed&count={}&left={}",
+        replayed.queued, replayed.left
     )))
 }
 

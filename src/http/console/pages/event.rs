@@ -64,7 +64,7 @@ pub async fn show(
         Section::Events,
         Some(session),
         html! {
-            (notice(query.notice.as_deref(), query.count))
+            (notice(query.notice.as_deref(), query.count, None))
             div.scroll { table {
                 tbody {
                     tr { th { "Seq" } td.num { (event.seq) } }
