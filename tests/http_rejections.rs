@@ -59,8 +59,19 @@ fn other_methods_are_405() {
         let reply = gw.request(method, "/hooks/open", b"{}");
         assert_eq!(reply.status, 405, "{method}: {}", reply.text());
         assert_eq!(json_error(&reply), "method_not_allowed", "{method}");
+        assert_eq!(
+            reply.headers.get("allow").and_then(|v| v.to_str().ok()),
+            Some("POST")
+        );
     }
     assert!(gw.all_events(None).is_empty());
+    // Counted as every refusal is, and so is a path no route serves.
+    let reply = gw.request("POST", "/nowhere", b"{}");
+    assert_eq!(reply.status, 404);
+    assert_eq!(json_error(&reply), "not_found");
+    let refused = |cause| gw.metric("hookgate_rejections_total", &[("cause", cause)]);
+    assert_eq!(refused("method_not_allowed"), Some(4.0));
+    assert_eq!(refused("not_found"), Some(1.0));
 }
 
 #[test]

@@ -99,6 +99,10 @@ impl ResponseError for ApiError {
                     r#"Bearer error="insufficient_scope""#,
                 ));
             }
+            // The one route that refuses methods takes only POST (`/hooks/{provider}`).
+            ApiError::MethodNotAllowed => {
+                response.insert_header((header::ALLOW, "POST"));
+            }
             _ => {}
         }
         if self.closes_connection() {

@@ -29,6 +29,7 @@ use crate::verify::{Handshake, Headers, Rejection, Unverified, Verified};
 
 pub fn routes(config: &mut web::ServiceConfig) {
     config
+        .default_service(web::to(not_found))
         .service(
             web::resource("/hooks/{provider}")
                 .route(web::post().to(webhook))
@@ -282,8 +283,65 @@ async fn verify(
     .unwrap_or(Err(Rejection::Unavailable))
 }
 
-async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::MethodNotAllowed)
+/// Another method on `/hooks/{provider}`: 405, counted and rate limited per address as any
+/// refusal of a webhook route.
+async fn method_not_allowed(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    Err(refuse_route(
+        &request,
+        &state,
+        "method_not_allowed",
+        ApiError::MethodNotAllowed,
+    ))
+}
+
+/// A path no route serves (the App's default service): 404, counted and rate limited per
+/// address.
+pub async fn not_found(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    Err(refuse_route(
+        &request,
+        &state,
+        "not_found",
+        ApiError::NotFound,
+    ))
+}
+
+/// `error` for a request refused before any provider was looked at, or 429 if its address is
+/// over `per_address_rps`; counted, and logged sampled, either way.
+fn refuse_route(
+    request: &HttpRequest,
+    state: &AppState,
+    cause: &'static str,
+    error: ApiError,
+) -> ApiError {
+    let live = state.live();
+    let Client {
+        address: client,
+        bucket,
+    } = Client::of(request, &live.config.server);
+    let (cause, error) = match bucket.map(|address| live.limits.address(address)) {
+        Some(Err(RetryAfter(retry_after))) => (
+            "rate_limited_address",
+            ApiError::RateLimited {
+                retry_after,
+                drained: false,
+            },
+        ),
+        _ => (cause, error),
+    };
+    let refused = Refused {
+        cause,
+        provider: None,
+        client,
+        verification: false,
+    };
+    state.rejections.record(refused, &error);
+    error
 }
 
 async fn healthz() -> HttpResponse {
