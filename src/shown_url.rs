@@ -5,26 +5,28 @@
 use url::Url;
 
 /// `url` without its user, password and fragment, each query value replaced by `***` (the
-/// names stay: they say which parameters are set).
+/// names stay: they say which parameters are set; a part without a value is replaced whole).
+/// A token in the path (a chat service's webhook URL) stays: such a URL belongs in a secret
+/// reference (`alert_url` takes one).
 pub fn shown(url: &Url) -> String {
     let mut shown = url.clone();
     // Only URLs that cannot have a user or password (`data:`, `mailto:`) refuse these.
     let _ = shown.set_username("");
     let _ = shown.set_password(None);
     shown.set_fragment(None);
-    if url.query().is_some() {
-        let names: Vec<String> = url
-            .query_pairs()
-            .map(|(name, _)| name.into_owned())
-            .collect();
-        shown.set_query(None);
-        if !names.is_empty() {
-            let mut query = shown.query_pairs_mut();
-            for name in &names {
-                query.append_pair(name, "***");
-            }
-        }
-    }
+    // Each `name=value` as `name=***`; a part without `=` may be a bare token: `***` whole.
+    let query = url.query().map(|query| {
+        query
+            .split('&')
+            .filter(|part| !part.is_empty())
+            .map(|part| match part.split_once('=') {
+                Some((name, _)) => format!("{name}=***"),
+                None => "***".to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("&")
+    });
+    shown.set_query(query.as_deref().filter(|query| !query.is_empty()));
     shown.to_string()
 }
 
@@ -45,5 +47,7 @@ mod tests {
         assert_eq!(show("http://user@host/"), "http://host/");
         assert_eq!(show("http://host/a/b"), "http://host/a/b");
         assert_eq!(show("http://host/a?"), "http://host/a");
+        assert_eq!(show("https://h/hook?S3CR3T"), "https://h/hook?***");
+        assert_eq!(show("https://h/hook?a=1&T0K3N"), "https://h/hook?a=***&***");
     }
 }

@@ -91,6 +91,17 @@ fn body_over_max_with_content_length_is_413() {
         "{response:?}"
     );
     assert_eq!(gw.all_events(None).len(), 1, "only the body at the limit");
+
+    // A sender that uploads its whole body before reading the answer is not reset in the
+    // middle of it: the server reads and drops the rest for a moment before it closes.
+    let upload = 4 * 1024 * 1024;
+    let too_long = sign::headers(&[("Content-Length", &upload.to_string())]);
+    let mut conn = RawConn::post(gw.public_addr, "/hooks/open", &too_long);
+    assert!(
+        conn.send(&common::pseudo_random_bytes(upload, 3)),
+        "the upload was cut"
+    );
+    assert_eq!(conn.read_response(Duration::from_secs(5), true).status, 413);
 }
 
 #[test]

@@ -130,10 +130,12 @@ impl<S> Guarded<S> {
     /// Called when the stream would wait: sets the timer to wake the connection when its time
     /// runs out (or, while a request is handled, a gap from now, to look again).
     fn wake_at_deadline(&mut self, cx: &mut Context<'_>) {
-        let wake_at = self
-            .guard
-            .deadline()
-            .unwrap_or_else(|| Instant::now() + self.guard.gap);
+        let wake_at = match self.guard.deadline() {
+            Some(deadline) => deadline,
+            // A request is handled: the timer is moved on only once it went off.
+            None if self.timer.is_elapsed() => Instant::now() + self.guard.gap,
+            None => self.timer.deadline(),
+        };
         if self.timer.deadline() != wake_at {
             self.timer.as_mut().reset(wake_at);
         }

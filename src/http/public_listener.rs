@@ -21,6 +21,8 @@ use super::{open_files, public, AppState};
 
 /// How long a connection may wait, idle, for its next request before actix closes it.
 const KEEP_ALIVE: Duration = Duration::from_secs(5);
+/// How long a connection closed by the server may take to shut down cleanly.
+const CLIENT_DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// The longest a TLS handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -130,6 +132,10 @@ impl Http {
         HttpServiceBuilder::default()
             .keep_alive(KeepAlive::Timeout(KEEP_ALIVE))
             .client_request_timeout(self.request_timeout)
+            // As `HttpServer` does: an answer given before its body was read (413, 429) is
+            // followed by a second of reading and dropping the rest, and a close, rather than a
+            // reset in the middle of the sender's upload.
+            .client_disconnect_timeout(CLIENT_DISCONNECT_TIMEOUT)
             .local_addr(self.local)
             .graceful_shutdown_signal(move || {
                 let shutdown = shutdown.clone();

@@ -44,6 +44,16 @@ pub struct DestinationCounters {
     pub dead: Counter,
 }
 
+/// A destination's gauges, as read for one scrape.
+#[derive(Clone, Debug)]
+pub struct DestinationGauges {
+    pub destination: String,
+    pub paused: bool,
+    pub probing: bool,
+    /// `None` when the store could not be read: the series is left out of this scrape.
+    pub cursor: Option<u64>,
+}
+
 /// Labels of `hookgate_poll_errors_total`: `kind` is `transport`, `status`, `rate_limited`,
 /// `malformed`, `auth` or `store`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -136,11 +146,14 @@ pub struct Metrics {
     destination_failed: Family<DestinationLabels, Counter>,
     destination_dead: Family<DestinationLabels, Counter>,
     /// Per destination, set when rendered from the live destinations: paused, probing, cursor.
-    pub destination_paused: Family<DestinationLabels, Gauge>,
-    pub destination_probing: Family<DestinationLabels, Gauge>,
-    pub destination_cursor: Family<DestinationLabels, Gauge>,
+    destination_paused: Family<DestinationLabels, Gauge>,
+    destination_probing: Family<DestinationLabels, Gauge>,
+    destination_cursor: Family<DestinationLabels, Gauge>,
     /// The newest durable seq, set when rendered (a destination's lag is this less its cursor).
-    pub store_last_seq: Gauge,
+    store_last_seq: Gauge,
+    /// Held while one scrape sets the gauges above and renders: two at once (a pair of
+    /// Prometheus servers) would render each other's half-set gauges.
+    scrape: Mutex<()>,
     /// Log lines dropped because the log's reader fell behind (see `cmd::logging`), brought up
     /// to date when rendered; the lock keeps two renders from counting the same lines.
     log_lines_dropped: Mutex<Counter>,
@@ -419,7 +432,36 @@ impl Metrics {
             destination_probing,
             destination_cursor,
             store_last_seq,
+            scrape: Mutex::new(()),
         }
+    }
+
+    /// The text exposition, with the destinations' gauges as `destinations` says (those of a
+    /// destination no longer configured go) and the newest seq.
+    pub fn render_with(&self, last_seq: u64, destinations: &[DestinationGauges]) -> String {
+        let _scrape = self.scrape.lock().unwrap_or_else(|e| e.into_inner());
+        self.store_last_seq
+            .set(i64::try_from(last_seq).unwrap_or(i64::MAX));
+        self.destination_paused.clear();
+        self.destination_probing.clear();
+        self.destination_cursor.clear();
+        for gauges in destinations {
+            let labels = DestinationLabels {
+                destination: gauges.destination.clone(),
+            };
+            let set = |family: &Family<DestinationLabels, Gauge>, value: i64| {
+                family.get_or_create(&labels).set(value);
+            };
+            set(&self.destination_paused, i64::from(gauges.paused));
+            set(&self.destination_probing, i64::from(gauges.probing));
+            if let Some(cursor) = gauges.cursor {
+                set(
+                    &self.destination_cursor,
+                    i64::try_from(cursor).unwrap_or(i64::MAX),
+                );
+            }
+        }
+        self.render()
     }
 
     /// The counters of destination `name` (the same ones each time it is asked).

@@ -15,6 +15,7 @@ use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 
 use super::error::ApiError;
 use super::AppState;
+use crate::metrics::DestinationGauges;
 use crate::verify::mac::constant_time_eq;
 
 /// Page sizes of the listing routes.
@@ -86,42 +87,26 @@ impl FromRequest for Authorized {
 }
 
 async fn metrics(_: Authorized, state: web::Data<AppState>) -> HttpResponse {
-    destination_gauges(&state).await;
+    let destinations = destination_gauges(&state).await;
+    let last_seq = state.store.last_seq().borrow().0;
     HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
-        .body(state.metrics.render())
+        .body(state.metrics.render_with(last_seq, &destinations))
 }
 
-/// Sets the destinations' gauges (and the newest seq they are measured against) from the live
-/// destinations; a destination no longer configured leaves its gauges. A cursor the store cannot
-/// read now is left out of this scrape.
-async fn destination_gauges(state: &AppState) {
-    let metrics = &state.metrics;
-    metrics
-        .store_last_seq
-        .set(i64::try_from(state.store.last_seq().borrow().0).unwrap_or(i64::MAX));
-    metrics.destination_paused.clear();
-    metrics.destination_probing.clear();
-    metrics.destination_cursor.clear();
+/// The destinations' gauges for one scrape, from the live destinations; a cursor the store
+/// cannot read now is left out.
+async fn destination_gauges(state: &AppState) -> Vec<DestinationGauges> {
+    let mut gauges = Vec::new();
     for destination in &state.live().destinations {
-        let labels = crate::metrics::DestinationLabels {
-            destination: destination.config.name.clone(),
-        };
+        let name = &destination.config.name;
         let live = destination.status.snapshot();
-        metrics
-            .destination_paused
-            .get_or_create(&labels)
-            .set(i64::from(live.paused));
-        metrics
-            .destination_probing
-            .get_or_create(&labels)
-            .set(i64::from(live.probing));
-        if let Ok(output) = state.store.output(&destination.config.name).await {
-            let cursor = i64::try_from(output.cursor.0).unwrap_or(i64::MAX);
-            metrics
-                .destination_cursor
-                .get_or_create(&labels)
-                .set(cursor);
-        }
+        gauges.push(DestinationGauges {
+            destination: name.clone(),
+            paused: live.paused,
+            probing: live.probing,
+            cursor: state.store.output(name).await.ok().map(|o| o.cursor.0),
+        });
     }
+    gauges
 }

@@ -139,32 +139,48 @@ fn encode(frame: &Frame) -> Vec<u8> {
 }
 
 /// The frames in `bytes`, and how many bytes they take (the rest is a torn last frame).
-/// `Err(offset)`: a frame there does not check out, and a whole frame that does follows it.
+/// `Err(offset)`: a frame there does not check out, and is not a torn end.
 ///
-/// A frame that does not check out (its checksum, its length past the end, a length too short
-/// for any frame: a torn header reads as zeros, and the checksum of nothing is 0) is the torn
-/// end of the file only if no frame after it checks out: the only write a power loss can tear
-/// is the last, never acknowledged. Its length is not to be trusted (the flipped bit may be in
-/// it), so every later offset is tried, for a frame whose first seq is at or after the end of
-/// the last good one.
+/// The only write a power loss can tear is the last, never acknowledged. So a frame that does
+/// not check out is the torn end only if it reaches the end of the file (its length does) or its
+/// header reads as zeros (a torn header; the checksum of nothing is 0, so no frame may be empty),
+/// and no whole frame follows it at any offset (its length is not to be trusted: a flipped bit
+/// in a length made the frames after it look torn). Anything else is damage.
 fn read_frames(bytes: &[u8]) -> Result<(Vec<Frame>, usize), usize> {
     let mut frames: Vec<Frame> = Vec::new();
     let mut at = 0;
     while at < bytes.len() {
-        match frame_at(bytes, at) {
-            Some((frame, end)) => {
-                frames.push(frame);
-                at = end;
-            }
-            None => {
-                let after = frames.last().map_or(Seq(0), Frame::end);
-                let followed = (at + 1..bytes.len())
-                    .any(|later| frame_at(bytes, later).is_some_and(|(f, _)| f.first >= after));
-                return if followed { Err(at) } else { Ok((frames, at)) };
-            }
+        if let Some((frame, end)) = frame_at(bytes, at) {
+            frames.push(frame);
+            at = end;
+            continue;
         }
+        let after = frames.last().map_or(Seq(0), Frame::end);
+        let header = &bytes[at..bytes.len().min(at + HEADER)];
+        let len = header.get(..4).map_or(0, |len| {
+            u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize
+        });
+        let reaches_the_end = at + HEADER + len >= bytes.len();
+        let zeroed = header.iter().all(|b| *b == 0);
+        let followed = (at + 1..bytes.len()).any(|later| frame_after(bytes, later, after));
+        return if (reaches_the_end || zeroed) && !followed {
+            Ok((frames, at))
+        } else {
+            Err(at)
+        };
     }
     Ok((frames, at))
+}
+
+/// Whether a frame that checks out, and whose first seq is at or after `after` (and not far
+/// past it), starts at `at`; the seq is looked at before the checksum, so a scan of a torn end
+/// costs a checksum only where a frame could plausibly be.
+fn frame_after(bytes: &[u8], at: usize, after: Seq) -> bool {
+    let first = bytes
+        .get(at + HEADER..at + HEADER + 8)
+        .map(|first| u64::from_be_bytes(first.try_into().expect("8 bytes")));
+    let plausible = first.is_some_and(|first| (after.0..after.0 + (1 << 32)).contains(&first));
+    plausible && frame_at(bytes, at).is_some()
 }
 
 /// The frame that starts at `at` and checks out, and where it ends.
@@ -287,6 +303,21 @@ mod tests {
             assert!(err.to_string().contains(&format!("byte {second}")), "{err}");
             assert_eq!(std::fs::read(dir.path().join("journal")).unwrap(), damaged);
         }
+    }
+
+    /// A damaged frame followed by a torn one is damage, not a torn end: its length says it
+    /// ends before the file does.
+    #[test]
+    fn a_damaged_frame_before_a_torn_one_refuses_to_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let frames = [frame(1, 3), frame(4, 2), frame(6, 5)];
+        let mut bytes = journal_with(dir.path(), &frames);
+        let second = encode(&frames[0]).len();
+        bytes[second + HEADER + 20] ^= 0x01;
+        bytes.truncate(bytes.len() - 7);
+        std::fs::write(dir.path().join("journal"), &bytes).unwrap();
+        let err = Journal::open(dir.path()).err().expect("a damaged journal");
+        assert!(err.to_string().contains(&format!("byte {second}")), "{err}");
     }
 
     /// A frame larger than a page, torn so that its header reads as zeros while a later page of
