@@ -126,6 +126,7 @@ impl Senders {
     /// `per_gateway` threads on each gateway, while `main` runs.
     fn run_while(&self, gateways: &[&Gateway], per_gateway: usize, main: impl FnOnce()) {
         std::thread::scope(|s| {
+            let _stop = common::SetOnDrop(vec![&self.stop]);
             for (g, gw) in gateways.iter().enumerate() {
                 for t in 0..per_gateway {
                     let api = gw.api();
@@ -133,7 +134,6 @@ impl Senders {
                 }
             }
             main();
-            self.stop.store(true, Ordering::Relaxed);
         });
     }
 

@@ -218,3 +218,71 @@ fn admin_routes_need_the_token() {
     assert_eq!(gw.admin_get("/v1/events").status, 200);
     assert_eq!(gw.admin_get("/v1/events/1").status, 404);
 }
+
+/// The admin API's refusals: every route that changes something needs the token (401 without
+/// it), and names that do not exist, seqs that do not exist, a destination that does not take
+/// the event, a body or query that does not parse each get their status.
+#[test]
+fn the_admin_api_refuses_what_it_cannot_do() {
+    let gw = Gateway::start(&format!(
+        "{}{}\n[[destination]]\nname = \"crm\"\nurl = \"http://127.0.0.1:9/\"\nproviders = [\"p\"]\nsigning_secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n",
+        provider("p", "none", &[], ""),
+        provider("q", "none", &[], "")
+    ));
+    let q_seq = gw.post("q", &[], b"{}").ack().1;
+    let client = reqwest::blocking::Client::new();
+    let post = |path: &str, token: Option<&str>, body: &str| {
+        let mut request = client
+            .post(format!("{}{path}", gw.admin_url))
+            .header("Content-Type", "application/json")
+            .body(body.to_string());
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().unwrap().status().as_u16()
+    };
+    let token = Some(common::ADMIN_TOKEN);
+    for path in [
+        "/v1/destinations/crm/pause",
+        "/v1/destinations/crm/resume",
+        "/v1/dead/replay",
+        &format!("/v1/events/{q_seq}/replay?destination=crm"),
+        "/v1/providers/p/sync",
+        "/v1/consumers/c/ack",
+    ] {
+        assert_eq!(post(path, None, "{}"), 401, "{path} without the token");
+        assert_eq!(
+            post(path, Some("not-the-token-at-all"), "{}"),
+            401,
+            "{path}"
+        );
+    }
+    assert_eq!(post("/v1/destinations/nope/pause", token, ""), 404);
+    assert_eq!(post("/v1/destinations/nope/resume", token, ""), 404);
+    assert_eq!(post("/v1/dead/replay", token, "{not json"), 400);
+    assert_eq!(
+        post("/v1/dead/replay", token, r#"{"destination":"nope"}"#),
+        404
+    );
+    let replay = |query: &str| post(&format!("/v1/events/{query}"), token, "");
+    assert_eq!(replay(&format!("{q_seq}/replay?destination=nope")), 404);
+    assert_eq!(replay("999/replay?destination=crm"), 404, "no such seq");
+    assert_eq!(replay(&format!("{q_seq}/replay")), 400, "no destination");
+    assert_eq!(
+        replay(&format!("{q_seq}/replay?destination=crm")),
+        400,
+        "crm does not take q's events"
+    );
+    assert_eq!(post("/v1/providers/nope/sync", token, ""), 404);
+    let get = |path: &str| gw.admin_get(path).status;
+    assert_eq!(get("/v1/errors?destination=nope"), 404);
+    assert_eq!(get("/v1/events/abc"), 404);
+    assert_eq!(get("/v1/events/999"), 404);
+    for path in [
+        "/v1/events?limit=abc",
+        "/v1/errors?limit=-1",
+        "/v1/dead?limit=x",
+    ] {
+        assert_eq!(get(path), 400, "{path}");
+    }
+}

@@ -94,6 +94,10 @@ fn the_deb_installs_binary_unit_user_state_dir_and_conffile() {
         "etc/hookgate/config.toml",
         "usr/share/doc/hookgate/README.md",
         "usr/share/doc/hookgate/docs/configuration.md",
+        // What the docs link to and show, so that their links work where they are installed.
+        "usr/share/doc/hookgate/docs/console/overview.png",
+        "usr/share/doc/hookgate/systemd/hookgate.service",
+        "usr/share/doc/hookgate/packaging/config.toml",
     ] {
         assert!(entry(file).starts_with("-rw-r--r--"), "{}", entry(file));
     }

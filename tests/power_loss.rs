@@ -335,6 +335,7 @@ fn lose_power_under_load(store: &str, logged: &[&str]) {
         let stop_reader = AtomicBool::new(false);
         let load_for = Duration::from_millis(rng.gen_range(200..1500));
         std::thread::scope(|s| {
+            let _stop = common::SetOnDrop(vec![&load.stop, &stop_reader]);
             for thread in 0..8 {
                 let (api, load) = (gw.api(), &load);
                 s.spawn(move || load.run(&api, thread, Duration::from_secs(60)));

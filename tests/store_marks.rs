@@ -90,6 +90,7 @@ async fn marks_moving_between_dead_and_replay_are_never_seen_in_neither() {
     for reader in readers {
         assert!(reader.await.unwrap() > 0);
     }
+    store.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,4 +113,5 @@ async fn reading_marks_writes_nothing() {
         writes < 100,
         "{writes} write calls for 2,000 reads of marks"
     );
+    store.close().await;
 }

@@ -175,7 +175,12 @@ async fn race(
     }
     // Let the readers run over the final state once more.
     let reads = seen.reads.load(Ordering::Relaxed);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while seen.reads.load(Ordering::Relaxed) < reads + 4 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the readers stopped reading"
+        );
         tokio::task::yield_now().await;
     }
     done.store(true, Ordering::Relaxed);
@@ -311,6 +316,7 @@ fn assert_seqs_survive_sigkill(
     let stop_reader = AtomicBool::new(false);
     let mut pages = 0;
     std::thread::scope(|s| {
+        let _stop = common::SetOnDrop(vec![&load.stop, &stop_reader]);
         for thread in 0..12 {
             let (api, load) = (gw.api(), &load);
             s.spawn(move || load.run(&api, thread, load_for + Duration::from_secs(75)));

@@ -67,7 +67,9 @@ pub struct Snapshot {
     pub consecutive_failures: u32,
     pub failure_ratio_1h: f64,
     pub delivered: u64,
-    pub dead: u64,
+    /// Events given up on since this forwarder started (`dead`, beside it in the admin API,
+    /// is the durable count of dead events).
+    pub dead_since_start: u64,
     pub last_error: Option<ErrorEntry>,
 }
 
@@ -201,7 +203,7 @@ impl Status {
             consecutive_failures: s.consecutive_failures,
             failure_ratio_1h: s.ratio(),
             delivered: s.delivered,
-            dead: s.dead,
+            dead_since_start: s.dead,
             last_error: s.errors.back().cloned(),
         })
     }

@@ -149,7 +149,12 @@ async fn accept(
         ));
     }
     if state.is_draining() {
-        return Err(ApiError::Unavailable);
+        return Err(refuse(
+            "draining",
+            false,
+            ApiError::Unavailable,
+            &"shutting down",
+        ));
     }
     let Some(provider) = live.config.provider(provider_name) else {
         let error = ApiError::UnknownProvider;
@@ -212,14 +217,20 @@ async fn accept(
             tracing::debug!(provider = provider_name, event_id = %id, ?committed, "Webhook stored.");
             Ok(Accepted::Stored(committed, started, id.id))
         }
-        Err(err @ StoreError::TooLarge { .. }) => {
-            tracing::warn!(provider = provider_name, event_id = %id, error = %err, "Webhook too large for the store; answering 413.");
-            Err(ApiError::PayloadTooLarge)
-        }
-        Err(err) => {
-            tracing::error!(provider = provider_name, event_id = %id, error = %err, "Webhook not stored; answering 503.");
-            Err(ApiError::Unavailable)
-        }
+        // Counted and logged (sampled, with the store's error) as every refusal: under a full
+        // disk or a store that is down, a line a request would flood the log.
+        Err(err @ StoreError::TooLarge { .. }) => Err(refuse(
+            "payload_too_large",
+            false,
+            ApiError::PayloadTooLarge,
+            &err,
+        )),
+        Err(err) => Err(refuse(
+            "store_unavailable",
+            true,
+            ApiError::Unavailable,
+            &err,
+        )),
     }
 }
 

@@ -828,6 +828,19 @@ pub fn pseudo_random_bytes(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
+/// Sets its flags when dropped. Threads of a `std::thread::scope` that run until a flag is set
+/// then stop when the scope's own thread panics too (a failed `wait_until`), instead of the
+/// scope waiting for them for ever and the test hanging in place of failing.
+pub struct SetOnDrop<'a>(pub Vec<&'a std::sync::atomic::AtomicBool>);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        for flag in &self.0 {
+            flag.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
 /// Polls `check` every 10 ms until it returns true; panics with `what` after `timeout`.
 pub fn wait_until(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
