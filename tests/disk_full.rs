@@ -97,6 +97,15 @@ fn full_disk_answers_503_and_loses_no_ack() {
         acked.len()
     );
     assert!(gw.is_running(), "the gateway exited on a full disk");
+    // Counted as refusals, their lines sampled (a line a request flooded the log).
+    assert!(
+        gw.metric(
+            "hookgate_rejections_total",
+            &[("cause", "store_unavailable")]
+        )
+        .unwrap_or(0.0)
+            >= 5.0
+    );
     assert!(
         !gw.logs().contains("panicked"),
         "the gateway panicked:\n{}",
