@@ -46,6 +46,11 @@ impl<'a> JsonBody<'a> {
         JsonBody::try_parse(body).unwrap_or(JsonBody(None))
     }
 
+    /// Whether the body was JSON.
+    pub(crate) fn is_json(&self) -> bool {
+        self.0.is_some()
+    }
+
     /// As [`JsonBody::parse`], telling why a body is not JSON.
     pub(crate) fn try_parse(body: &'a [u8]) -> Result<JsonBody<'a>, serde_json::Error> {
         serde_json::from_slice(body).map(|document| JsonBody(Some(document)))

@@ -85,6 +85,10 @@ pub struct Claims {
     pub topic: Option<String>,
     /// The request is a vendor's handshake, not an event: the answer it expects.
     pub handshake: Option<Handshake>,
+    /// The signature covers what the body says but not its bytes (Twilio's form posts: the
+    /// decoded parameters, sorted and joined), so other bytes can say the same to it: an id
+    /// read from the body's bytes (a `json:` rule) is not vouched for.
+    pub body_bytes_unsigned: bool,
 }
 
 /// What a vendor's handshake (Slack's `url_verification`) expects back with a 200, instead of an
@@ -148,7 +152,7 @@ impl Verified {
     /// Whether an id read from the body (a `json:` rule) is vouched for: the body is signed, or
     /// its sender authenticated.
     pub fn vouches_for_body(&self) -> bool {
-        matches!(self.covers, Covers::Body | Covers::Sender)
+        matches!(self.covers, Covers::Body | Covers::Sender) && !self.claims.body_bytes_unsigned
     }
 
     /// Whether `id`, read from a header (a `header:` rule), is vouched for: its sender

@@ -83,8 +83,19 @@ fn handshake(json: &JsonBody<'_>, body: &[u8]) -> Option<Handshake> {
             body: serde_json::json!({ "challenge": challenge }).to_string(),
         });
     }
-    let ssl_check =
-        form_urlencoded::parse(body).any(|(key, value)| key == "ssl_check" && value == "1");
+    // Only a form post: an event's JSON may hold a link such as `...?a=1&ssl_check=1`, whose
+    // raw bytes split at `&` give that pair, and the event was answered and dropped. And only
+    // one that is no command or interaction either.
+    if json.is_json() {
+        return None;
+    }
+    let pairs: Vec<_> = form_urlencoded::parse(body).collect();
+    let ssl_check = pairs
+        .iter()
+        .any(|(key, value)| key == "ssl_check" && value == "1")
+        && !pairs
+            .iter()
+            .any(|(key, _)| key == "command" || key == "payload");
     ssl_check.then(|| Handshake {
         content_type: "text/plain",
         body: String::new(),
@@ -189,6 +200,14 @@ mod tests {
         let claims = check(&scheme(&[SECRET]), signed(body), body, TS).unwrap();
         assert_eq!(claims.handshake, None);
         let claims = check(&scheme(&[SECRET]), published(), BODY, TS).unwrap();
+        assert_eq!(claims.handshake, None);
+        // An event whose JSON holds a link with `&ssl_check=1&` in it is an event.
+        let body = r#"{"type":"event_callback","event_id":"Ev1","event":{"type":"link_shared","links":[{"url":"https://x.example/?a=1&ssl_check=1&b=2"}]}}"#;
+        let claims = check(&scheme(&[SECRET]), signed(body), body, TS).unwrap();
+        assert_eq!(claims.handshake, None);
+        // A form that is a command or an interaction is an event too.
+        let body = "ssl_check=1&command=%2Fcheck";
+        let claims = check(&scheme(&[SECRET]), signed(body), body, TS).unwrap();
         assert_eq!(claims.handshake, None);
     }
 

@@ -137,6 +137,8 @@ impl Twilio {
             // A body the signature would not cover.
             return Err(Rejection::MalformedHeader(CONTENT_TYPE));
         };
+        // Without `bodySHA256` in the URL, what is signed is the form's parameters, not bytes.
+        let params_signed = body_hash_in(&url).is_none();
         let mut matched = false;
         for variant in port_variants(&url) {
             let parts = signed_parts(&variant, &params);
@@ -146,9 +148,12 @@ impl Twilio {
         if !matched {
             return Err(Rejection::BadSignature);
         }
-        Ok(Claims::unsigned_id(
-            request.headers.get(IDEMPOTENCY).and_then(EventId::new),
-        ))
+        Ok(Claims {
+            // A form's bytes are not what is signed: `{"id":"x","p":"...&..."}` posted as a form
+            // can rebuild the signed parameters of a captured request, JSON to a `json:` rule.
+            body_bytes_unsigned: params_signed,
+            ..Claims::unsigned_id(request.headers.get(IDEMPOTENCY).and_then(EventId::new))
+        })
     }
 }
 

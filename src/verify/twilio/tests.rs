@@ -72,6 +72,8 @@ fn published_form_vector() {
     let twilio = scheme(&[TOKEN], URL);
     let claims = check(&twilio, form(FORM_SIG), QUERY, FORM_BODY).unwrap();
     assert_eq!(claims.event_id, EventId::new("AC1-key"));
+    // The parameters are signed, not the bytes: a `json:` id read from them is not vouched for.
+    assert!(claims.body_bytes_unsigned);
     // The query written in public_url is used as is.
     let with_query = scheme(&[TOKEN], &format!("{URL}?{QUERY}"));
     assert!(check(&with_query, form(FORM_SIG), "other=3", FORM_BODY).is_ok());
@@ -117,6 +119,7 @@ fn published_json_vector() {
     let query = format!("{QUERY}&{BODY_HASH}={JSON_HASH}");
     let claims = check(&twilio, headers.clone(), &query, JSON_BODY).unwrap();
     assert_eq!(claims.event_id, None);
+    assert!(!claims.body_bytes_unsigned, "bodySHA256 signs the bytes");
     // A changed body no longer hashes to bodySHA256.
     assert_eq!(
         check(&twilio, headers.clone(), &query, r#"{"property": "other"}"#),
