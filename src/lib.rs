@@ -268,7 +268,16 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), GatewayError> {
     let (dir, store_config) = (config.server.data_dir.clone(), config.store.clone());
-    let mut gateway = start(config).await?;
+    tokio::pin!(shutdown);
+    // A stop asked for while starting (a JetStream store waits up to two minutes for its
+    // servers) is not left for after the start: nothing was acknowledged yet.
+    let mut gateway = tokio::select! {
+        started = start(config) => started?,
+        _ = &mut shutdown => {
+            tracing::info!("Stopped while starting.");
+            return Ok(());
+        }
+    };
     tracing::info!(
         "hookgate listening public={} admin={}",
         gateway.public_addr,
@@ -280,14 +289,24 @@ pub async fn run(
         "Listening public={} admin={}",
         gateway.public_addr, gateway.admin_addr
     ));
-    tokio::pin!(shutdown);
+    // A task of its own: pinged from the loop below, the watchdog went silent for as long as a
+    // reload took (up to 15 s stopping old workers), and systemd may kill a reloading gateway.
+    let watchdog = {
+        let (store, died) = (store.clone(), died.clone());
+        actix_web::rt::spawn(async move {
+            notify::watchdog(|within| {
+                let (store, died) = (store.clone(), died.clone());
+                async move { notify::alive(&store, &died, within).await }
+            })
+            .await
+        })
+    };
     let outcome = {
         // Made once, outside the loop: a reload ends an iteration, and a future made again
         // would start over (sled's `failed()` hands its one notice to the first one made).
         let failed = store.failed();
         let task_died = died.wait();
-        let watchdog = notify::watchdog(|within| notify::alive(&store, &died, within));
-        tokio::pin!(failed, task_died, watchdog);
+        tokio::pin!(failed, task_died);
         loop {
             tokio::select! {
                 _ = &mut shutdown => break Ok(()),
@@ -297,11 +316,11 @@ pub async fn run(
                     break Err(GatewayError::CommitterDied);
                 }
                 _ = &mut task_died => break Err(GatewayError::TaskDied),
-                never = &mut watchdog => match never {},
             }
         }
     };
     notify::stopping();
+    watchdog.abort();
     drop(store);
     gateway.shutdown().await;
     if outcome.is_ok() {

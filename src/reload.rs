@@ -22,11 +22,21 @@ use crate::{sweeper, Gateway};
 
 /// How long the old workers get to finish what they are doing.
 const STOP_WITHIN: Duration = Duration::from_secs(5);
+/// The environment variable that makes every reload take this many milliseconds more, for
+/// tests.
+const RELOAD_DELAY_ENV: &str = "HOOKGATE_TEST_RELOAD_DELAY_MS";
 
 impl Gateway {
     /// Replaces the running config with `config`; on any failure the old one keeps serving.
     pub async fn reload(&mut self, config: Config) {
         crate::notify::reloading();
+        // For tests: a reload that takes this long (as one waiting for old workers to stop).
+        if let Some(ms) = std::env::var(RELOAD_DELAY_ENV)
+            .ok()
+            .and_then(|ms| ms.parse().ok())
+        {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
         let status = if self.apply(config).await {
             "Config reloaded (see the log for what changed)"
         } else {

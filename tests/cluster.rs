@@ -495,6 +495,53 @@ fn a_gateway_started_while_the_cluster_has_no_quorum_waits_for_it() {
     });
 }
 
+/// A stop asked for while a gateway waits at start for its cluster to have a quorum (up to two
+/// minutes) ends it at once: the SIGTERM was left for after the start, and systemd killed the
+/// gateway 30 s later.
+#[test]
+fn a_sigterm_while_waiting_for_a_quorum_at_start_stops_the_gateway() {
+    let _one = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = NatsCluster::start(dir.path());
+    cluster.kill_all();
+    cluster.restart(0);
+    let servers: Vec<String> = cluster.urls().iter().map(|url| toml_str(url)).collect();
+    let config = common::config_toml(
+        &dir.path().join("data"),
+        "",
+        &format!(
+            "{}\n[store]\nbackend = \"jetstream\"\nservers = [{}]\nreplicas = 3\n",
+            provider("sw", "standard-webhooks", &[SECRET], ""),
+            servers.join(", ")
+        ),
+    );
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut child = std::process::Command::new(common::hookgate_bin())
+        .args(["serve", "--config"])
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(child.try_wait().unwrap().is_none(), "waiting for a quorum");
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let stopped = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if stopped.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            panic!("still running 10 s after SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+}
+
 /// Rounds of load through one gateway on a cluster whose servers fsync before every ack, each
 /// ended by killing every server and a power loss of all three disks at once.
 #[test]

@@ -230,3 +230,21 @@ fn secrets_from_systemd_credentials() {
         "{stderr}"
     );
 }
+
+/// The watchdog is pinged while a reload runs (one that stops old workers may take 15 s): the
+/// pings were sent from the loop that ran the reload, and stopped meanwhile, while systemd
+/// keeps the watchdog armed through a reload and would kill the gateway.
+#[test]
+fn the_watchdog_is_pinged_while_a_reload_runs() {
+    let notify = NotifySocket::bind();
+    let gw = under_systemd(&notify)
+        .env("HOOKGATE_TEST_RELOAD_DELAY_MS", "3000")
+        .start();
+    notify.until("READY=1", Duration::from_secs(20));
+    gw.signal(Signal::SIGHUP);
+    notify.until("RELOADING=1", Duration::from_secs(10));
+    let (_, during) = notify.until("READY=1", Duration::from_secs(20));
+    let pings = during.iter().filter(|m| is_watchdog(m)).count();
+    // 3 s of reload, a ping every 200 ms.
+    assert!(pings >= 8, "{pings} pings during the reload: {during:?}");
+}

@@ -130,14 +130,11 @@ impl Loader<'_> {
             );
             return NatsAuth::None;
         }
+        // Through the loader as every secret: a literal one, or a world-readable file, is warned
+        // about (these were not).
         let secret = |loader: &mut Self, key: &str, reference: &str| -> Option<Secret> {
-            match crate::config::resolve_secret(reference) {
-                Ok((secret, _)) => Some(secret),
-                Err(err) => {
-                    loader.error(at(loader, key), format!("[store] {key}: {err}"));
-                    None
-                }
-            }
+            let position = at(loader, key);
+            loader.secret(reference, &format!("[store] {key}"), position)
         };
         if let Some(token) = &raw.token {
             return secret(self, "token", token).map_or(NatsAuth::None, NatsAuth::Token);

@@ -15,10 +15,18 @@ const DEFAULT_RETRY_DELAYS: [&str; 10] = [
 /// The shortest `[store] dedup_window` accepted.
 const MIN_DEDUP_WINDOW: Duration = Duration::from_secs(60);
 
-/// Parses a duration such as `"5s"`, `"2m"`, `"7d"`.
+/// The longest duration any setting takes: longer ones overflowed the arithmetic of times (a
+/// retry delay of `"500000000000y"` made the forwarder panic, and the gateway restart in a loop).
+const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+/// Parses a duration such as `"5s"`, `"2m"`, `"7d"`, of at most 100 years.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text)
-        .map_err(|err| format!("{text:?} is not a duration like \"30s\", \"2m\", \"7d\": {err}"))
+    let duration = humantime::parse_duration(text)
+        .map_err(|err| format!("{text:?} is not a duration like \"30s\", \"2m\", \"7d\": {err}"))?;
+    if duration > MAX_DURATION {
+        return Err(format!("{text:?} is longer than 100 years"));
+    }
+    Ok(duration)
 }
 
 impl Loader<'_> {
@@ -163,12 +171,24 @@ impl Loader<'_> {
             }
         };
         self.audit_destination(&raw, signing_key.as_ref().map(|key| key.expose()));
-        let timeout = self.duration_key(
-            section,
-            "timeout",
-            raw.timeout.as_deref().unwrap_or("10s"),
-            &label,
-        );
+        let timeout = self
+            .duration_key(
+                section,
+                "timeout",
+                raw.timeout.as_deref().unwrap_or("10s"),
+                &label,
+            )
+            .filter(|timeout| {
+                // Every attempt would time out at once, and every event go dead.
+                let positive = !timeout.is_zero();
+                if !positive {
+                    self.error(
+                        self.key_position(section, "timeout"),
+                        format!("{label}: timeout must be more than 0"),
+                    );
+                }
+                positive
+            });
         let delays: Vec<String> = raw
             .retry_delays
             .unwrap_or_else(|| DEFAULT_RETRY_DELAYS.iter().map(|d| d.to_string()).collect());
@@ -328,6 +348,11 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
         assert!(parse_duration("soon").is_err());
+        assert_eq!(
+            parse_duration("36500d"),
+            Ok(Duration::from_secs(36_500 * 86_400))
+        );
+        assert!(parse_duration("500000000000y").is_err(), "overflows times");
     }
 
     #[test]

@@ -18,6 +18,8 @@ use crate::event::ProviderName;
 use crate::event_id::EventIdRule;
 use crate::secret::{self, Secret};
 
+/// The most `[server] workers` takes (each is a thread with its own connections).
+const MAX_WORKERS: usize = 1024;
 /// One problem in the config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -284,15 +286,26 @@ impl<'a> Loader<'a> {
                 "max_body_bytes must be between 1 and 67108864 (64 MiB)".into(),
             );
         }
-        if raw.ack_deadline_ms < 10 {
-            self.error(deadline_at, "ack_deadline_ms must be at least 10".into());
+        // At most an hour each: a stop waits for both, and Instant arithmetic must not overflow.
+        if !(10..=3_600_000).contains(&raw.ack_deadline_ms) {
+            self.error(
+                deadline_at,
+                "ack_deadline_ms must be between 10 and 3600000".into(),
+            );
         }
-        if raw.body_timeout_ms < 10 {
-            self.error(timeout_at, "body_timeout_ms must be at least 10".into());
+        if !(10..=3_600_000).contains(&raw.body_timeout_ms) {
+            self.error(
+                timeout_at,
+                "body_timeout_ms must be between 10 and 3600000".into(),
+            );
         }
         let workers = raw
             .workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+        if workers > MAX_WORKERS {
+            let at = section.and_then(|s| self.key_position(s, "workers"));
+            self.error(at, format!("workers must be at most {MAX_WORKERS}"));
+        }
         Some(ServerConfig {
             listen: listen?,
             data_dir: PathBuf::from(raw.data_dir),

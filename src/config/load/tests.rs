@@ -92,6 +92,14 @@ fn store_backends() {
     let jetstream = format!(
         "{VALID}\n[store]\nbackend = \"jetstream\"\nservers = [\"nats://127.0.0.1:4222\"]\n"
     );
+    // A NATS token written in the config is warned about as every literal secret.
+    let (_, warnings) = load(&format!("{jetstream}token = \"nats-token\"\n")).unwrap();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.starts_with("[store] token is written literally")),
+        "{warnings:#?}"
+    );
     let (config, _) = load(&jetstream).unwrap();
     match config.store.backend {
         crate::config::StoreBackend::JetStream(js) => {
@@ -288,4 +296,44 @@ fn an_alert_url_may_be_a_secret_reference() {
     assert!(!text.contains("secret-path-not-a-url"), "{text}");
     let errors = load(&with("env:HOOKGATE_TEST_ALERT_UNSET")).unwrap_err();
     assert!(format!("{errors:?}").contains("HOOKGATE_TEST_ALERT_UNSET is not set"));
+}
+
+/// Values that parse but would break at run time are refused with the config (a retry delay
+/// of `"500000000000y"` panicked the forwarder, and the gateway restarted in a loop; a
+/// destination's `timeout = "0s"` made every event dead).
+#[test]
+fn values_that_break_at_run_time_are_refused() {
+    let destination = |extra: &str| {
+        format!(
+            "{VALID}\n[[destination]]\nname = \"crm\"\nurl = \"http://127.0.0.1:1/\"\n\
+             signing_secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n{extra}\n"
+        )
+    };
+    let server = |line: &str| VALID.replace("[server]\n", &format!("[server]\n{line}\n"));
+    for (text, expected) in [
+        (
+            destination("retry_delays = [\"500000000000y\"]"),
+            "longer than 100 years",
+        ),
+        (
+            destination("timeout = \"0s\""),
+            "timeout must be more than 0",
+        ),
+        (server("workers = 100000"), "workers must be at most 1024"),
+        (
+            server("ack_deadline_ms = 86400000"),
+            "ack_deadline_ms must be between 10 and 3600000",
+        ),
+        (
+            server("body_timeout_ms = 86400000"),
+            "body_timeout_ms must be between 10 and 3600000",
+        ),
+    ] {
+        let errors = load(&text).unwrap_err();
+        let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        assert!(
+            text.iter().any(|e| e.contains(expected)),
+            "{expected}: {text:?}"
+        );
+    }
 }
