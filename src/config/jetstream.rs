@@ -50,13 +50,17 @@ impl Loader<'_> {
                     .to_string(),
             );
         }
-        for server in &servers {
+        for (n, server) in servers.iter().enumerate() {
             let ok = url::Url::parse(server)
                 .is_ok_and(|url| matches!(url.scheme(), "nats" | "tls") && url.has_host());
             if !ok {
+                // Not quoted: a server URL may carry `user:password@`.
                 self.error(
                     at(self, "servers"),
-                    format!("[store] servers: {server:?} is not a nats:// or tls:// URL"),
+                    format!(
+                        "[store] servers: entry {} is not a nats:// or tls:// URL",
+                        n + 1
+                    ),
                 );
             }
         }

@@ -144,7 +144,8 @@ impl Loader<'_> {
             _ => {
                 self.error(
                     self.key_position(section, "url"),
-                    format!("{label}: url {:?} is not an http(s) URL", raw.url),
+                    // Not quoted: a URL may carry a credential (`?api_key=`, `user:pass@`).
+                    format!("{label}: url is not an http(s) URL"),
                 );
                 None
             }
@@ -223,7 +224,8 @@ impl Loader<'_> {
                 return match url::Url::parse(text) {
                     Ok(url) => Some(url),
                     Err(_) => {
-                        self.error(at, format!("{label}: alert_url {text:?} is not a URL"));
+                        // Not quoted: a chat service's webhook URL is its credential.
+                        self.error(at, format!("{label}: alert_url is not a URL"));
                         None
                     }
                 };

@@ -296,6 +296,11 @@ fn an_alert_url_may_be_a_secret_reference() {
     assert!(!text.contains("secret-path-not-a-url"), "{text}");
     let errors = load(&with("env:HOOKGATE_TEST_ALERT_UNSET")).unwrap_err();
     assert!(format!("{errors:?}").contains("HOOKGATE_TEST_ALERT_UNSET is not set"));
+    // A literal one that does not parse (no scheme) is not echoed in the error either.
+    let errors = load(&with("hooks.slack.example/services/T0/B0/secret-path")).unwrap_err();
+    let text = format!("{errors:?}");
+    assert!(text.contains("alert_url is not a URL"), "{text}");
+    assert!(!text.contains("secret-path"), "{text}");
 }
 
 /// Values that parse but would break at run time are refused with the config (a retry delay
