@@ -320,6 +320,39 @@ fn a_junk_token_sent_again_and_again_costs_one_introspection() {
     assert_eq!(stub.calls(), 1, "the refusal is cached");
 }
 
+/// Random tokens cost one introspection each until a provider's bound (100 a second, 200 at
+/// once in a burst): past it they are answered 503 without a call, and a cached token still
+/// works (each made a call, and the authorization server took all of them).
+#[test]
+fn random_tokens_cost_a_bounded_number_of_introspections() {
+    let stub = introspection_stub(Arc::default());
+    let gw = Gateway::start(&format!(
+        "[limits]\nper_address_rps = 0\n{}",
+        introspection_provider(&stub.url, "")
+    ));
+    assert_eq!(gw.post("p", &bearer("good-token"), BODY).status, 200);
+    let started = std::time::Instant::now();
+    let mut unavailable = 0;
+    for n in 0..1000 {
+        let status = gw.post("p", &bearer(&format!("junk-{n}")), BODY).status;
+        assert!(matches!(status, 401 | 503), "{status}");
+        unavailable += usize::from(status == 503);
+    }
+    let bound = 200.0 + 100.0 * started.elapsed().as_secs_f64() + 10.0;
+    assert!(
+        (stub.calls() as f64) <= bound,
+        "{} introspections for 1,000 random tokens in {:?}",
+        stub.calls(),
+        started.elapsed()
+    );
+    assert!(unavailable > 0);
+    assert_eq!(
+        gw.post("p", &bearer("good-token"), BODY).status,
+        200,
+        "cached"
+    );
+}
+
 #[test]
 fn an_active_answer_is_trusted_no_longer_than_cache_ttl_s() {
     let revoked = Arc::new(AtomicBool::new(false));

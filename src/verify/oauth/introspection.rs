@@ -7,6 +7,7 @@
 //! introspection, so a sender posting thousands of webhooks with one token costs one call.
 
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -30,6 +31,14 @@ const DEFAULT_NEGATIVE_CACHE_TTL_S: u64 = 30;
 /// An active token without `exp` is trusted this long (at most `cache_ttl_s`) before asking again.
 const NO_EXP_TTL: Duration = Duration::from_secs(60);
 const TIMEOUT: Duration = Duration::from_secs(5);
+/// Calls to the introspection endpoint a provider makes at most: a second, and at once. Every
+/// token not in the cache costs a call, so random bearer tokens sent from anywhere made one each
+/// (hookgate's own client hammering the authorization server, which then throttled it, genuine
+/// senders' new tokens with the rest). Past these a request whose token is not in the cache is
+/// answered 503 (the sender retries); tokens in the cache are not touched.
+const CALLS_PER_S: u32 = 100;
+const CALLS_BURST: u32 = 200;
+const CALLS_AT_ONCE: usize = 32;
 
 type IntrospectionClient =
     BasicClient<EndpointNotSet, EndpointNotSet, EndpointSet, EndpointNotSet, EndpointNotSet>;
@@ -43,6 +52,9 @@ pub struct Introspection {
     cache: TokenCache,
     /// One lock per token being introspected right now.
     in_flight: Mutex<HashMap<TokenKey, Arc<tokio::sync::Mutex<()>>>>,
+    /// The bounds on calls ([`CALLS_PER_S`], [`CALLS_AT_ONCE`]).
+    calls_per_s: governor::DefaultDirectRateLimiter,
+    calls_at_once: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for Introspection {
@@ -149,6 +161,11 @@ impl Introspection {
                 Duration::from_secs(negative_ttl_s),
             ),
             in_flight: Mutex::new(HashMap::new()),
+            calls_per_s: governor::RateLimiter::direct(
+                governor::Quota::per_second(NonZeroU32::new(CALLS_PER_S).expect("not 0"))
+                    .allow_burst(NonZeroU32::new(CALLS_BURST).expect("not 0")),
+            ),
+            calls_at_once: tokio::sync::Semaphore::new(CALLS_AT_ONCE),
         })
     }
 
@@ -180,6 +197,13 @@ impl Introspection {
         key: TokenKey,
         now: SystemTime,
     ) -> Result<Grant, Rejection> {
+        // Refused as `token_check_unavailable` (counted, its log sampled as every refusal).
+        let Ok(_call) = self.calls_at_once.try_acquire() else {
+            return Err(Rejection::Unavailable);
+        };
+        if self.calls_per_s.check().is_err() {
+            return Err(Rejection::Unavailable);
+        }
         let response = self
             .client
             .introspect(&AccessToken::new(token.to_string()))
