@@ -437,6 +437,10 @@ fn jwt_tokens_against_a_jwks_file() {
             hs256_confusion(&claims("hookgate", now() + 300, "events:write")),
         ),
         ("garbage", "not.a.jwt".to_string()),
+        (
+            "a critical extension",
+            with_critical_extension(&claims("hookgate", now() + 300, "events:write")),
+        ),
     ];
     for (what, token) in &cases {
         assert_invalid_token(&gw.post("p", &bearer(token), BODY), what);
@@ -702,6 +706,21 @@ fn hmac_algorithms_are_refused_in_config() {
 fn unsigned_token(claims: &Value) -> String {
     let header = BASE64URL.encode(br#"{"alg":"none","typ":"JWT"}"#);
     format!("{header}.{}.", BASE64URL.encode(claims.to_string()))
+}
+
+/// A well-signed RS256 token whose header makes an extension critical (RFC 7515 4.1.11):
+/// one hookgate does not understand, so the token must be refused.
+fn with_critical_extension(claims: &Value) -> String {
+    let header = BASE64URL.encode(
+        br#"{"alg":"RS256","typ":"JWT","kid":"test-key-1","crit":["exp-ext"],"exp-ext":1}"#,
+    );
+    let message = format!("{header}.{}", BASE64URL.encode(claims.to_string()));
+    let pem = std::fs::read(common::fixture_path("oauth/jwt-test-private-key.pem")).unwrap();
+    let key = EncodingKey::from_rsa_pem(&pem).unwrap();
+    let signature =
+        jsonwebtoken::crypto::sign(message.as_bytes(), &key, jsonwebtoken::Algorithm::RS256)
+            .unwrap();
+    format!("{message}.{signature}")
 }
 
 /// The classic confusion attack: HS256 with the RSA public key as the HMAC secret.

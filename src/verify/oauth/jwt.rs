@@ -158,6 +158,9 @@ impl Jwt {
 
     pub async fn validate(&self, token: &str) -> Result<Grant, Rejection> {
         let header = decode_header(token).map_err(|_| Rejection::InvalidToken)?;
+        if names_critical_extensions(token) {
+            return Err(Rejection::InvalidToken);
+        }
         if !self.algorithms.contains(&header.alg) {
             return Err(Rejection::InvalidToken);
         }
@@ -195,6 +198,20 @@ impl Jwt {
             Keys::Url(keys) => keys.key(kid).await,
         }
     }
+}
+
+/// Whether the token's header lists `crit` extensions: hookgate understands none, and a token
+/// that requires one must be refused (RFC 7515 4.1.11); the JWT library reads no `crit`.
+fn names_critical_extensions(token: &str) -> bool {
+    use base64::Engine as _;
+    let Some(header) = token.split('.').next() else {
+        return false;
+    };
+    let Ok(bytes) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(header) else {
+        return false;
+    };
+    serde_json::from_slice::<serde_json::Value>(&bytes)
+        .is_ok_and(|header| header.get("crit").is_some())
 }
 
 #[cfg(test)]
