@@ -263,7 +263,12 @@ fn a_long_poll_answers_empty_when_the_wait_ends() {
     // Without wait_ms, an empty read answers at once.
     let started = Instant::now();
     assert_eq!(seqs(&read(&gw, "only_b", "")), Vec::<u64>::new());
-    assert!(started.elapsed() < Duration::from_millis(400));
+    // At once: well under the shortest wait above (500 ms), with room for a loaded machine.
+    assert!(
+        started.elapsed() < Duration::from_millis(450),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[test]

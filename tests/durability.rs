@@ -173,7 +173,11 @@ fn sigkill_while_dedup_runs_are_sealed_keeps_every_dedup_key() {
         .start();
     let load = Load::default();
     load.while_running(&gw, 16, || {
-        std::thread::sleep(Duration::from_millis(1500));
+        // Three runs of 300 keys at least, however slow the machine.
+        common::wait_until(Duration::from_secs(30), "900 acks", || {
+            load.acked_count() >= 900
+        });
+        std::thread::sleep(Duration::from_millis(200));
         gw.signal(Signal::SIGKILL);
         load.stop.store(true, Ordering::Relaxed);
     });
