@@ -135,11 +135,7 @@ pub async fn start(config: Config) -> Result<Gateway, GatewayError> {
         config.store.clone(),
         metrics.clone(),
     );
-    // Opening replays sled's log: a blocking call, kept off the async workers.
-    let store =
-        tokio::task::spawn_blocking(move || Store::open(&dir, &store_config, store_metrics))
-            .await
-            .map_err(|err| StoreError::Corrupt(format!("opening the store panicked: {err}")))??;
+    let store = Store::open_async(&dir, &store_config, store_metrics).await?;
     if let Some(largest) = store
         .largest_body()
         .filter(|largest| *largest < config.server.max_body_bytes)

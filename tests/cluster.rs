@@ -521,9 +521,15 @@ fn a_sigterm_while_waiting_for_a_quorum_at_start_stops_the_gateway() {
         .args(["serve", "--config"])
         .arg(&path)
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let logged = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        text
+    });
     std::thread::sleep(Duration::from_secs(3));
     assert!(child.try_wait().unwrap().is_none(), "waiting for a quorum");
     let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
@@ -540,6 +546,11 @@ fn a_sigterm_while_waiting_for_a_quorum_at_start_stops_the_gateway() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(status.code(), Some(0));
+    // The open waiting for NATS ended with the stop (blocked on in the blocking pool, it
+    // outlived the runtime and panicked as the runtime shut down).
+    let logged = logged.join().unwrap();
+    assert!(logged.contains("Stopped while starting."), "{logged}");
+    assert!(!logged.contains("panicked"), "{logged}");
 }
 
 /// Rounds of load through one gateway on a cluster whose servers fsync before every ack, each

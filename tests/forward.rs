@@ -614,10 +614,17 @@ fn a_replay_of_more_dead_events_than_the_queue_holds_queues_the_oldest_and_says_
     let dead = || gw.admin_json("/v1/dead")["dead"].as_array().unwrap().len();
     wait_until(Duration::from_secs(10), "every event dead", || dead() == 30);
     let attempts = stub.calls();
+    // Paused, the queued replays wait: the queue stays full.
+    gw.admin_post("/v1/destinations/crm/pause", &json!({}));
     let reply = gw.admin_post("/v1/dead/replay", &json!({}));
     assert_eq!(reply.status, 202, "{}", reply.text());
     let answer: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
     assert_eq!(answer, json!({"replayed": 10, "left_dead": 20}));
+    // One more, by seq, is refused as such (not as a store failure).
+    let one = gw.admin_post("/v1/events/15/replay?destination=crm", &json!({}));
+    assert_eq!(one.status, 409, "{}", one.text());
+    assert!(one.text().contains("replay_queue_full"), "{}", one.text());
+    gw.admin_post("/v1/destinations/crm/resume", &json!({}));
     // The ten oldest are delivered again (and refused again); nothing is lost.
     wait_until(Duration::from_secs(10), "the replays attempted", || {
         stub.calls() == attempts + 10 && dead() == 30

@@ -103,10 +103,7 @@ fn a_body_over_the_servers_max_payload_is_413_and_costs_nothing_else() {
     }
     assert!(!gw.logs().contains("disconnected"), "{}", gw.logs());
     assert_eq!(
-        gw.metric(
-            "hookgate_rejections_total",
-            &[("cause", "payload_too_large")]
-        ),
+        gw.metric("hookgate_rejections_total", &[("cause", "store_too_large")]),
         Some(3.0)
     );
 }

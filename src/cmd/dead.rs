@@ -72,7 +72,7 @@ fn replay(admin: &Admin, destination: &str, seqs: &[u64]) -> Result<(), Failure>
     let route = ["v1", "dead", "replay"];
     let mut replayed = 0;
     let mut left_dead = 0;
-    let mut not_dead = Vec::new();
+    let (mut not_dead, mut not_queued) = (Vec::new(), Vec::new());
     if seqs.is_empty() {
         let answer = admin.post(&route, &json!({ "destination": destination }))?;
         replayed = answer["replayed"].as_u64().unwrap_or(0);
@@ -83,7 +83,10 @@ fn replay(admin: &Admin, destination: &str, seqs: &[u64]) -> Result<(), Failure>
         let answer = admin.post(&route, &filter)?;
         match (answer["replayed"].as_u64(), answer["left_dead"].as_u64()) {
             (Some(n), _) if n > 0 => replayed += n,
-            (_, Some(n)) if n > 0 => left_dead += n,
+            (_, Some(n)) if n > 0 => {
+                left_dead += n;
+                not_queued.push(seq.to_string());
+            }
             _ => not_dead.push(seq.to_string()),
         }
     }
@@ -100,12 +103,24 @@ fn replay(admin: &Admin, destination: &str, seqs: &[u64]) -> Result<(), Failure>
             }
         },
     );
-    if not_dead.is_empty() {
-        Ok(())
-    } else {
-        Err(Failure::Api(format!(
+    // Seqs named and not replayed fail the command (with `--all`, a queue that took only part
+    // of the dead events is said above, and the rest wait for the next run).
+    let mut problems = Vec::new();
+    if !not_dead.is_empty() {
+        problems.push(format!(
             "not dead at {destination}, not replayed: {}",
             not_dead.join(", ")
-        )))
+        ));
+    }
+    if !not_queued.is_empty() {
+        problems.push(format!(
+            "the queue of replays of {destination} is full, not replayed: {}",
+            not_queued.join(", ")
+        ));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::Api(problems.join("; ")))
     }
 }

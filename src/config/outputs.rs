@@ -17,7 +17,8 @@ const MIN_DEDUP_WINDOW: Duration = Duration::from_secs(60);
 
 /// The longest duration any setting takes: longer ones overflowed the arithmetic of times (a
 /// retry delay of `"500000000000y"` made the forwarder panic, and the gateway restart in a loop).
-const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86_400);
+/// (humantime's year is 365.25 days: `"100y"` is taken.)
+const MAX_DURATION: Duration = Duration::from_secs(100 * 31_557_600);
 
 /// Parses a duration such as `"5s"`, `"2m"`, `"7d"`, of at most 100 years.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -354,6 +355,7 @@ mod tests {
             parse_duration("36500d"),
             Ok(Duration::from_secs(36_500 * 86_400))
         );
+        assert!(parse_duration("100y").is_ok());
         assert!(parse_duration("500000000000y").is_err(), "overflows times");
     }
 

@@ -44,6 +44,9 @@ pub struct Destination {
     pub alerter: Alerter,
     /// When the next attempt may start, under `rate_limit_per_min`.
     pub next_slot: std::sync::Mutex<std::time::Instant>,
+    /// Held by a replay from counting the queue to marking what it queues: two at once (a form
+    /// sent twice, the CLI and the console) each saw the room, and together went past the bound.
+    pub replay_lock: tokio::sync::Mutex<()>,
 }
 
 impl Destination {

@@ -119,6 +119,7 @@ impl Forwarders {
                 client: client.clone(),
                 alerter: alert::Alerter::new(destination.alert_url.clone(), client.clone()),
                 next_slot: std::sync::Mutex::new(Instant::now()),
+                replay_lock: tokio::sync::Mutex::new(()),
             });
             destinations.push(shared);
         }
@@ -181,6 +182,9 @@ impl Destination {
     /// replays has room for ([`MAX_QUEUED_REPLAYS`]): each leaves the dead list (if it was
     /// there); the others stay as they were.
     pub async fn replay(&self, seqs: &[Seq]) -> Result<Replayed, StoreError> {
+        // Gateways sharing a JetStream store each hold their own: across them the bound is
+        // soft (two at once may each take the room; see docs/delivery.md).
+        let _one = self.replay_lock.lock().await;
         let queued = self
             .store
             .count_marked(&self.config.name, Mark::Replay)

@@ -13,7 +13,7 @@ use arc_swap::ArcSwap;
 use ipnet::IpNet;
 
 use super::limits::bucket_of;
-use super::rejections::{Refused, Rejections};
+use super::rejections::{Level, Refused, Rejections};
 use crate::metrics::Metrics;
 
 pub struct Connections {
@@ -80,7 +80,7 @@ impl Connections {
                         cause,
                         provider: None,
                         client: Some(peer.ip()),
-                        verification: false,
+                        level: Level::Info,
                     },
                     &"too many open connections",
                 );

@@ -37,6 +37,9 @@ pub enum ApiError {
     BadRequest,
     #[error("unavailable")]
     Unavailable,
+    /// 409: the destination holds as many queued replays as it may; replay again later.
+    #[error("replay_queue_full")]
+    ReplayQueueFull,
     /// 429: over a rate limit; try again after this many seconds. The connection stays open if
     /// the request's body was read (drained), else it is closed.
     #[error("rate_limited")]
@@ -69,6 +72,7 @@ impl ResponseError for ApiError {
             ApiError::InsufficientScope => StatusCode::FORBIDDEN,
             ApiError::UnknownProvider | ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::ReplayQueueFull => StatusCode::CONFLICT,
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BadRequest => StatusCode::BAD_REQUEST,

@@ -15,6 +15,7 @@ use base64::Engine;
 use super::body::{drain, read_body};
 use super::client::Client;
 use super::limits::RetryAfter;
+use super::rejections::Level;
 use super::{ApiError, AppState, Live, Refused};
 use crate::verify::oauth::TokenError;
 
@@ -49,7 +50,7 @@ pub async fn token(
             cause,
             provider: None,
             client,
-            verification: false,
+            level: Level::Info,
         };
         state.rejections.record(refused, &why);
         let drained = drain(request.headers(), payload, &mut state.bodies.lease()).await;
@@ -83,7 +84,7 @@ pub async fn token(
                 cause: "oauth_token_refused",
                 provider: None,
                 client,
-                verification: true,
+                level: Level::Warn,
             };
             state.rejections.record(refused, &err);
             let status = match err {

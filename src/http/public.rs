@@ -17,7 +17,7 @@ use super::body::{drain, read_body};
 use super::client::Client;
 use super::error::ApiError;
 use super::limits::RetryAfter;
-use super::rejections::Refused;
+use super::rejections::{Level, Refused};
 use super::request_id::{RequestId, X_REQUEST_ID};
 use super::{AppState, Live};
 use crate::config::ProviderConfig;
@@ -125,12 +125,12 @@ async fn accept(
         address: client,
         bucket,
     } = Client::of(request, server);
-    let refuse = |cause, verification, error: ApiError, detail: &dyn std::fmt::Display| {
+    let refuse = |cause, level, error: ApiError, detail: &dyn std::fmt::Display| {
         let refused = Refused {
             cause,
             provider: Some(provider_name),
             client,
-            verification,
+            level,
         };
         state.rejections.record(refused, detail);
         error
@@ -143,7 +143,7 @@ async fn accept(
         };
         return Err(refuse(
             "rate_limited_address",
-            false,
+            Level::Info,
             error,
             &"over per_address_rps",
         ));
@@ -151,7 +151,7 @@ async fn accept(
     if state.is_draining() {
         return Err(refuse(
             "draining",
-            false,
+            Level::Info,
             ApiError::Unavailable,
             &"shutting down",
         ));
@@ -160,7 +160,7 @@ async fn accept(
         let error = ApiError::UnknownProvider;
         return Err(refuse(
             "unknown_provider",
-            false,
+            Level::Info,
             error,
             &"no such provider",
         ));
@@ -174,14 +174,14 @@ async fn accept(
         &mut lease,
     )
     .await
-    .map_err(|error| refuse(body_cause(error), false, error, &error))?;
+    .map_err(|error| refuse(body_cause(error), Level::Info, error, &error))?;
 
     let verified = verify(state, live, provider, request, client, body)
         .await
         .map_err(|rejection| {
             refuse(
                 rejection.cause(),
-                true,
+                Level::Warn,
                 ApiError::from(rejection),
                 &rejection,
             )
@@ -193,7 +193,7 @@ async fn accept(
         };
         return Err(refuse(
             "rate_limited_provider",
-            false,
+            Level::Info,
             error,
             &"over per_provider_rps",
         ));
@@ -217,19 +217,21 @@ async fn accept(
             tracing::debug!(provider = provider_name, event_id = %id, ?committed, "Webhook stored.");
             Ok(Accepted::Stored(committed, started, id.id))
         }
-        // Counted and logged (sampled, with the store's error) as every refusal: under a full
-        // disk or a store that is down, a line a request would flood the log.
+        // Counted and logged (sampled, with the store's error and the event's id) as every
+        // refusal: under a full disk or a store that is down, a line a request flooded the log.
+        // A store failure at the error level; a body the store cannot take (raise the NATS
+        // servers' `max_payload`) apart from one over `max_body_bytes`.
         Err(err @ StoreError::TooLarge { .. }) => Err(refuse(
-            "payload_too_large",
-            false,
+            "store_too_large",
+            Level::Warn,
             ApiError::PayloadTooLarge,
-            &err,
+            &format_args!("event {id}: {err}"),
         )),
         Err(err) => Err(refuse(
             "store_unavailable",
-            true,
+            Level::Error,
             ApiError::Unavailable,
-            &err,
+            &format_args!("event {id}: {err}"),
         )),
     }
 }
@@ -349,7 +351,7 @@ fn refuse_route(
         cause,
         provider: None,
         client,
-        verification: false,
+        level: Level::Info,
     };
     state.rejections.record(refused, &error);
     error

@@ -32,8 +32,19 @@ pub struct Refused<'a> {
     /// The provider named in the route, if any (unknown ones included: they are the point).
     pub provider: Option<&'a str>,
     pub client: Option<IpAddr>,
-    /// A verification failure (logged as a warning) rather than a limit or a malformed request.
-    pub verification: bool,
+    /// How its (sampled) line is logged.
+    pub level: Level,
+}
+
+/// The level of a refusal's log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// A limit or a malformed request: the sender's doing.
+    Info,
+    /// A verification failure.
+    Warn,
+    /// The gateway could not do its part (the store failed).
+    Error,
 }
 
 impl Rejections {
@@ -57,7 +68,7 @@ impl Rejections {
             cause,
             provider,
             client,
-            verification,
+            level,
         } = refused;
         self.metrics
             .rejections
@@ -68,10 +79,16 @@ impl Rejections {
         };
         let provider = provider.map_or("-", shown_provider);
         let client = client.map_or_else(|| "unknown".to_string(), |ip| ip.to_string());
-        if verification {
-            tracing::warn!(cause, provider, client, suppressed, reason = %detail, "Request refused.");
-        } else {
-            tracing::info!(cause, provider, client, suppressed, reason = %detail, "Request refused.");
+        match level {
+            Level::Info => {
+                tracing::info!(cause, provider, client, suppressed, reason = %detail, "Request refused.")
+            }
+            Level::Warn => {
+                tracing::warn!(cause, provider, client, suppressed, reason = %detail, "Request refused.")
+            }
+            Level::Error => {
+                tracing::error!(cause, provider, client, suppressed, reason = %detail, "Request refused.")
+            }
         }
     }
 
@@ -139,7 +156,7 @@ mod tests {
                 cause: "bad_signature",
                 provider: Some("p"),
                 client: None,
-                verification: true,
+                level: Level::Warn,
             };
             rejections.record(refused, &"no signature matches");
         }

@@ -190,6 +190,33 @@ impl Store {
         }
     }
 
+    /// [`Store::open`] for async callers: sled's open (which replays its log) on the blocking
+    /// pool, JetStream's (which may wait minutes for its servers) on this task, so that dropping
+    /// the future (a stop asked for meanwhile) ends it: a JetStream open blocked on inside the
+    /// blocking pool outlived the runtime and panicked as it shut down.
+    pub async fn open_async(
+        dir: &Path,
+        config: &StoreConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<Store, StoreError> {
+        match &config.backend {
+            StoreBackend::Sled => {
+                let (dir, config) = (dir.to_path_buf(), config.clone());
+                tokio::task::spawn_blocking(move || Store::open(&dir, &config, metrics))
+                    .await
+                    .map_err(|err| {
+                        StoreError::Corrupt(format!("opening the store panicked: {err}"))
+                    })?
+            }
+            StoreBackend::JetStream(js) => {
+                let store = jetstream::JetStreamStore::open(js, config.dedup_window, metrics)
+                    .await?
+                    .with_slow_commit(config.slow_commit);
+                Ok(Store(Arc::new(store)))
+            }
+        }
+    }
+
     /// A store around any backend (the conformance suite uses it).
     pub fn from_backend(backend: impl Backend) -> Store {
         Store(Arc::new(backend))

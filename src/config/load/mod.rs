@@ -299,9 +299,10 @@ impl<'a> Loader<'a> {
                 "body_timeout_ms must be between 10 and 3600000".into(),
             );
         }
-        let workers = raw
-            .workers
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+        // The CPU count by default, within the bound (a host of more CPUs is not refused).
+        let workers = raw.workers.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(2, |n| n.get().min(MAX_WORKERS))
+        });
         if workers > MAX_WORKERS {
             let at = section.and_then(|s| self.key_position(s, "workers"));
             self.error(at, format!("workers must be at most {MAX_WORKERS}"));

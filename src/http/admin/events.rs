@@ -114,7 +114,7 @@ pub(in crate::http) async fn replay_one(
     })?;
     if replayed.queued == 0 {
         tracing::warn!(destination, seq = seq.0, "Replay not queued: the destination's queue of replays is full; try again once they are delivered.");
-        return Err(ApiError::Unavailable);
+        return Err(ApiError::ReplayQueueFull);
     }
     tracing::info!(destination, seq = seq.0, "Replay queued.");
     Ok(())

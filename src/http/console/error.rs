@@ -41,6 +41,11 @@ impl ResponseError for ConsoleError {
             ConsoleError::Api(ApiError::Unavailable) => {
                 "The store cannot answer now; try again shortly.".to_string()
             }
+            ConsoleError::Api(ApiError::ReplayQueueFull) => {
+                "The destination holds as many queued replays as it may; replay this event once \
+                 they are delivered."
+                    .to_string()
+            }
             _ => format!("{}.", status.canonical_reason().unwrap_or("Error")),
         };
         let markup = layout::page(
