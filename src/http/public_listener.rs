@@ -4,7 +4,6 @@
 //! (`guarded.rs`), then TLS if configured, then HTTP/1.1.
 
 use std::net::TcpListener;
-use std::sync::Arc;
 use std::time::Duration;
 
 use actix_http::body::BoxBody;
@@ -13,10 +12,10 @@ use actix_service::{fn_service, map_config, Service, ServiceFactory, ServiceFact
 use actix_tls::accept::rustls_0_23::{Acceptor, TlsStream};
 use actix_web::dev::{AppConfig, Server};
 use actix_web::middleware::from_fn;
-use actix_web::rt::net::TcpStream;
+use actix_web::rt::net::{ActixStream, TcpStream};
 use actix_web::{web, App};
 
-use super::guarded::{self, Guard, Guarded};
+use super::guarded::{self, Guarded};
 use super::{open_files, public, AppState};
 
 /// How long a connection may wait, idle, for its next request before actix closes it.
@@ -62,50 +61,16 @@ pub fn public_server(state: web::Data<AppState>, listener: TcpListener) -> std::
     };
     let builder = match state.certificate.clone() {
         None => builder.listen("hookgate-public", listener, move || {
-            let app = App::new()
-                .app_data(state.clone())
-                .wrap(from_fn(guarded::busy))
-                .configure(public::routes);
-            admit(state.clone())
-                .and_then(fn_service(|stream: Guarded<TcpStream>| async move {
-                    let peer = stream.get_ref().peer_addr().ok();
-                    Ok::<_, ()>((stream, Protocol::Http1, peer))
-                }))
-                .and_then(
-                    http.builder()
-                        .on_connect_ext(|stream: &Guarded<TcpStream>, extensions| {
-                            extensions.insert(stream.guard().clone());
-                        })
-                        .finish(map_config(app, |_| AppConfig::default()))
-                        .map_err(|_| ()),
-                )
+            admit(state.clone()).and_then(http.serve::<Guarded<TcpStream>>(state.clone()))
         })?,
         Some(certificate) => {
             let tls = super::tls::server_config(certificate);
             builder.listen("hookgate-public", listener, move || {
-                let app = App::new()
-                    .app_data(state.clone())
-                    .wrap(from_fn(guarded::busy))
-                    .configure(public::routes);
                 let mut acceptor = Acceptor::new(tls.clone());
                 acceptor.set_handshake_timeout(HANDSHAKE_TIMEOUT);
                 admit(state.clone())
                     .and_then(acceptor.map_init_err(|_| ()).map_err(|_| ()))
-                    .and_then(fn_service(
-                        |stream: TlsStream<Guarded<TcpStream>>| async move {
-                            let peer = stream.get_ref().0.get_ref().peer_addr().ok();
-                            Ok::<_, ()>((stream, Protocol::Http1, peer))
-                        },
-                    ))
-                    .and_then(
-                        http.builder()
-                            .on_connect_ext(|stream: &TlsStream<Guarded<TcpStream>>, extensions| {
-                                let guard: &Arc<Guard> = stream.get_ref().0.guard();
-                                extensions.insert(guard.clone());
-                            })
-                            .finish(map_config(app, |_| AppConfig::default()))
-                            .map_err(|_| ()),
-                    )
+                    .and_then(http.serve::<TlsStream<Guarded<TcpStream>>>(state.clone()))
             })?
         }
     };
@@ -120,7 +85,48 @@ struct Http {
     shutdown: actix_server::GracefulShutdownSignal,
 }
 
+/// An accepted stream as the HTTP service gets it: the guarded TCP stream, or TLS over it.
+trait Accepted: ActixStream + 'static {
+    fn guarded(&self) -> &Guarded<TcpStream>;
+}
+
+impl Accepted for Guarded<TcpStream> {
+    fn guarded(&self) -> &Guarded<TcpStream> {
+        self
+    }
+}
+
+impl Accepted for TlsStream<Guarded<TcpStream>> {
+    fn guarded(&self) -> &Guarded<TcpStream> {
+        self.get_ref().0
+    }
+}
+
 impl Http {
+    /// HTTP/1.1 over streams of type `T`, each connection's guard in its extensions (for the
+    /// middleware that marks it busy).
+    fn serve<T: Accepted>(
+        &self,
+        state: web::Data<AppState>,
+    ) -> impl ServiceFactory<T, Config = (), Response = (), Error = (), InitError = ()> {
+        let app = App::new()
+            .app_data(state)
+            .wrap(from_fn(guarded::busy))
+            .configure(public::routes);
+        fn_service(|stream: T| async move {
+            let peer = stream.guarded().get_ref().peer_addr().ok();
+            Ok::<_, ()>((stream, Protocol::Http1, peer))
+        })
+        .and_then(
+            self.builder()
+                .on_connect_ext(|stream: &T, extensions| {
+                    extensions.insert(stream.guarded().guard().clone());
+                })
+                .finish(map_config(app, |_| AppConfig::default()))
+                .map_err(|_| ()),
+        )
+    }
+
     fn builder<T, S>(&self) -> HttpServiceBuilder<T, S>
     where
         S: ServiceFactory<Request, Config = ()>,
