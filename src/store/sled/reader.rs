@@ -19,6 +19,10 @@ pub struct Stored {
     pub value: ::sled::IVec,
     pub keys: Vec<Vec<u8>>,
     pub events: Vec<(Seq, Result<StoredEvent, String>)>,
+    /// The value also holds records past the durable `last_seq` (the open pack, appended to
+    /// by a batch not synced yet), which `events` leaves out: a write of the whole value, as
+    /// it is, would take them with it.
+    pub holds_more: bool,
 }
 
 /// What one read sees: the trees and the durable `last_seq`.
@@ -223,11 +227,13 @@ impl Reader {
         let corrupt = |err: String| StoreError::Corrupt(format!("events value {first}: {err}"));
         let mut keys = vec![pack::key(first).to_vec()];
         let mut events = Vec::new();
+        let mut holds_more = false;
         match pack::parse(&pack::unseal(value).map_err(corrupt)?).map_err(corrupt)? {
             pack::Value::Pack(records) => {
                 for (offset, record) in records {
                     let seq = Seq(first.0 + u64::from(offset));
                     if seq > last {
+                        holds_more = true;
                         break;
                     }
                     events.push((seq, StoredEvent::decode(seq, record)));
@@ -246,6 +252,7 @@ impl Reader {
                                 value: value.clone(),
                                 keys,
                                 events: Vec::new(),
+                                holds_more: false,
                             });
                         }
                         return Err(corrupt(format!("part {part} of {parts} is missing")));
@@ -262,6 +269,7 @@ impl Reader {
             value: value.clone(),
             keys,
             events,
+            holds_more,
         })
     }
 

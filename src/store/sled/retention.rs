@@ -79,7 +79,7 @@ async fn sweep_events(
 
 /// The values after `after` (up to about `BATCH` events), each judged by [`verdict`]: a value
 /// goes when all its events do. Blocking.
-fn scan_events(
+pub(super) fn scan_events(
     reader: &Reader,
     outputs: &[Output],
     after: Seq,
@@ -115,7 +115,11 @@ fn scan_events(
         step.examined += stored.events.len();
         step.last = stored.events.last().map(|(seq, _)| *seq);
         step.events += expired.len() as u64;
-        if expired.len() == stored.events.len() {
+        // Removed whole only when every record it holds was judged: the open pack may hold
+        // records of a batch that is being synced (past the durable `last_seq`, left out of
+        // `events`), acknowledged by the time the removal is applied; the value as it is would
+        // have taken them with it (`without` keeps them).
+        if expired.len() == stored.events.len() && !stored.holds_more {
             // The first key's value only if it is still what was judged (the committer may
             // have appended to the pack since); a large record's parts never change.
             let mut keys = stored.keys.into_iter();
@@ -162,9 +166,9 @@ fn without(stored: &Stored, expired: &[Seq]) -> Result<Write, StoreError> {
 
 /// What one blocking step over the events found.
 #[derive(Default)]
-struct EventsStep {
+pub(super) struct EventsStep {
     /// The deletes (and pack rewrites) that remove the expired events, and how many those are.
-    writes: Vec<Write>,
+    pub(super) writes: Vec<Write>,
     events: u64,
     examined: usize,
     /// The last seq of the last value looked at.

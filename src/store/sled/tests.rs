@@ -1048,3 +1048,48 @@ async fn a_large_record_swept_while_it_is_read_is_gone_not_corrupt() {
     );
     store.close().await;
 }
+
+/// The sweeper judges durable events only, and the open pack may also hold the records of a
+/// batch being synced (past `last_seq`, acknowledged by the time a removal is applied): a pack
+/// whose judged events all expired is rewritten without them, not removed whole with the
+/// batch's records (which it was: an acknowledged event lost on a quiet gateway whose older
+/// events had all expired).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_keeps_the_records_of_a_batch_being_synced() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(
+        dir.path(),
+        &StoreConfig::default(),
+        Arc::new(Metrics::new()),
+    )
+    .unwrap();
+    for n in 0..3 {
+        store
+            .commit(event(n).received_at(1), Duration::from_secs(30))
+            .await
+            .unwrap();
+    }
+    // A reader to which seq 3 is not durable yet, as while its batch is being synced.
+    let step = store
+        .read(|reader| {
+            let (_keep, behind) = tokio::sync::watch::channel(Seq(2));
+            let reader = super::reader::Reader {
+                trees: reader.trees.clone(),
+                db: reader.db.clone(),
+                last_seq: behind,
+                reads: reader.reads.clone(),
+                mark_moves: reader.mark_moves.clone(),
+            };
+            super::retention::scan_events(&reader, &[], Seq(0), now_ms())
+        })
+        .await
+        .unwrap();
+    assert!(!step.writes.is_empty(), "seqs 1 and 2 expired");
+    store.write(step.writes).await.unwrap();
+    assert!(store.event(Seq(1)).await.unwrap().is_none(), "swept");
+    assert!(
+        store.event(Seq(3)).await.unwrap().is_some(),
+        "the record past last_seq is kept"
+    );
+    store.close().await;
+}
