@@ -139,6 +139,9 @@ impl JetStreamStore {
             let forgotten = self.is_forgotten(&hash, first).await;
             times.lookup += looking.elapsed();
             if !forgotten? {
+                // Stored, maybe through another gateway, so committed (with every seq below
+                // it): readable here as soon as it is answered, as on sled.
+                self.acknowledged(first);
                 return Ok(Committed::Duplicate(Seq(first)));
             }
             subject = layout::next_subject(&base, first);
