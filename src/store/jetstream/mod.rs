@@ -123,13 +123,20 @@ impl JetStreamStore {
     /// replica that answered: the caller goes on from there with [`Self::next`], which tells
     /// them apart), [`READ_AHEAD`] requests at once.
     async fn run_after(&self, from: u64, end: u64) -> Result<Vec<StoredEvent>, StoreError> {
-        use futures_util::{StreamExt as _, TryStreamExt as _};
-        let read: Vec<Option<StoredEvent>> = futures_util::stream::iter(from..=end)
+        use futures_util::StreamExt as _;
+        // Stops asking at the first gap (the reads in flight then are dropped): the whole range
+        // was read before, every missing seq a direct get and a leader's, whatever came after.
+        let mut reads = futures_util::stream::iter(from..=end)
             .map(|seq| self.message(seq))
-            .buffered(READ_AHEAD)
-            .try_collect()
-            .await?;
-        Ok(read.into_iter().map_while(|event| event).collect())
+            .buffered(READ_AHEAD);
+        let mut events = Vec::new();
+        while let Some(read) = reads.next().await {
+            match read? {
+                Some(event) => events.push(event),
+                None => break,
+            }
+        }
+        Ok(events)
     }
 
     /// The first event at or after `from` on `filter`, if any, with its dedup hash.
