@@ -129,6 +129,11 @@ fn events_are_read_again_until_acknowledged_across_restarts() {
     assert_eq!(ack(&gw, "reader", 2), 3);
     assert_eq!(ack(&gw, "reader", 3), 3);
 
+    // In the metrics too, beside the newest seq: a consumer that stops acking shows.
+    let reader = [("consumer", "reader")];
+    assert_eq!(gw.metric("hookgate_consumer_cursor", &reader), Some(3.0));
+    assert_eq!(gw.metric("hookgate_store_last_seq", &[]), Some(5.0));
+
     // The cursor is durable, through a SIGKILL.
     gw.restart();
     let after_restart = read(&gw, "reader", "");

@@ -54,6 +54,19 @@ pub struct DestinationGauges {
     pub cursor: Option<u64>,
 }
 
+/// Labels of a consumer's series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConsumerLabels {
+    pub consumer: String,
+}
+
+/// A consumer's cursor as read for one scrape (`None`: the store could not be read; left out).
+#[derive(Clone, Debug)]
+pub struct ConsumerGauges {
+    pub consumer: String,
+    pub cursor: Option<u64>,
+}
+
 /// Labels of `hookgate_poll_errors_total`: `kind` is `transport`, `status`, `rate_limited`,
 /// `malformed`, `auth` or `store`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -149,6 +162,8 @@ pub struct Metrics {
     destination_paused: Family<DestinationLabels, Gauge>,
     destination_probing: Family<DestinationLabels, Gauge>,
     destination_cursor: Family<DestinationLabels, Gauge>,
+    /// Per consumer, set when rendered: the seq through which it acknowledged.
+    consumer_cursor: Family<ConsumerLabels, Gauge>,
     /// The newest durable seq, set when rendered (a destination's lag is this less its cursor).
     store_last_seq: Gauge,
     /// Held while one scrape sets the gauges above and renders: two at once (a pair of
@@ -378,6 +393,12 @@ impl Metrics {
             "The seq through which a destination is done (its lag: store_last_seq less this)",
             destination_cursor.clone(),
         );
+        let consumer_cursor = Family::<ConsumerLabels, Gauge>::default();
+        registry.register(
+            "consumer_cursor",
+            "The seq through which a consumer acknowledged (its lag: store_last_seq less this)",
+            consumer_cursor.clone(),
+        );
         let store_last_seq = Gauge::default();
         registry.register(
             "store_last_seq",
@@ -431,6 +452,7 @@ impl Metrics {
             destination_paused,
             destination_probing,
             destination_cursor,
+            consumer_cursor,
             store_last_seq,
             scrape: Mutex::new(()),
         }
@@ -438,7 +460,12 @@ impl Metrics {
 
     /// The text exposition, with the destinations' gauges as `destinations` says (those of a
     /// destination no longer configured go) and the newest seq.
-    pub fn render_with(&self, last_seq: u64, destinations: &[DestinationGauges]) -> String {
+    pub fn render_with(
+        &self,
+        last_seq: u64,
+        destinations: &[DestinationGauges],
+        consumers: &[ConsumerGauges],
+    ) -> String {
         let _scrape = self.scrape.lock().unwrap_or_else(|e| e.into_inner());
         self.store_last_seq
             .set(i64::try_from(last_seq).unwrap_or(i64::MAX));
@@ -459,6 +486,17 @@ impl Metrics {
                     &self.destination_cursor,
                     i64::try_from(cursor).unwrap_or(i64::MAX),
                 );
+            }
+        }
+        self.consumer_cursor.clear();
+        for gauges in consumers {
+            if let Some(cursor) = gauges.cursor {
+                let labels = ConsumerLabels {
+                    consumer: gauges.consumer.clone(),
+                };
+                self.consumer_cursor
+                    .get_or_create(&labels)
+                    .set(i64::try_from(cursor).unwrap_or(i64::MAX));
             }
         }
         self.render()

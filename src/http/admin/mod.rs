@@ -15,7 +15,7 @@ use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 
 use super::error::ApiError;
 use super::AppState;
-use crate::metrics::DestinationGauges;
+use crate::metrics::{ConsumerGauges, DestinationGauges};
 use crate::verify::mac::constant_time_eq;
 
 /// Page sizes of the listing routes.
@@ -88,10 +88,16 @@ impl FromRequest for Authorized {
 
 async fn metrics(_: Authorized, state: web::Data<AppState>) -> HttpResponse {
     let destinations = destination_gauges(&state).await;
+    let consumers = consumer_gauges(&state).await;
+    // Read after the cursors: a lag is never negative.
     let last_seq = state.store.last_seq().borrow().0;
     HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
-        .body(state.metrics.render_with(last_seq, &destinations))
+        .body(
+            state
+                .metrics
+                .render_with(last_seq, &destinations, &consumers),
+        )
 }
 
 /// The destinations' gauges for one scrape, from the live destinations; a cursor the store
@@ -106,6 +112,23 @@ async fn destination_gauges(state: &AppState) -> Vec<DestinationGauges> {
             paused: live.paused,
             probing: live.probing,
             cursor: state.store.output(name).await.ok().map(|o| o.cursor.0),
+        });
+    }
+    gauges
+}
+
+/// The consumers' cursors for one scrape; one the store cannot read now is left out.
+async fn consumer_gauges(state: &AppState) -> Vec<ConsumerGauges> {
+    let mut gauges = Vec::new();
+    for consumer in &state.live().config.consumers {
+        gauges.push(ConsumerGauges {
+            consumer: consumer.name.clone(),
+            cursor: state
+                .store
+                .output(&consumer.name)
+                .await
+                .ok()
+                .map(|o| o.cursor.0),
         });
     }
     gauges
