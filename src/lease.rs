@@ -92,8 +92,15 @@ where
                     return;
                 }
                 _ = tokio::time::sleep(renew_every.saturating_sub(renewed.elapsed()).max(wait_every)) => {
+                    // An attempt gets at most the time left before giving up: one that hung
+                    // for its whole `renew_every`, started just before, let the work go on
+                    // until the entry had lapsed and another gateway held it.
+                    let left = give_up_after.saturating_sub(renewed.elapsed());
+                    if left.is_zero() {
+                        break "it could not be renewed in time";
+                    }
                     let asked = Instant::now();
-                    match hold(&store, &name, holder, renew_every).await {
+                    match hold(&store, &name, holder, renew_every.min(left)).await {
                         Some(true) => renewed = asked,
                         Some(false) => break "another gateway holds it",
                         None if renewed.elapsed() >= give_up_after => {
