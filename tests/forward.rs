@@ -556,6 +556,23 @@ fn a_replay_delivered_before_the_first_delivery_dies_leaves_the_event_delivered(
     replay_while_retrying(&stub, extra, &attempts, 3);
 }
 
+/// The third order: the replay fails for good (recorded dead) while the first delivery is still
+/// being retried, which then succeeds. The event is delivered, not dead (it stayed listed dead,
+/// kept from retention for good, and a replay of every dead event sent it again).
+#[test]
+fn a_replay_that_dies_before_the_first_delivery_succeeds_leaves_the_event_delivered() {
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let seen = attempts.clone();
+    // The first attempt fails, the second (the replay) is refused for good, the third succeeds.
+    let stub = Stub::start(move |_| match seen.fetch_add(1, Ordering::SeqCst) {
+        0 => (503, "text/plain", b"not yet".to_vec()),
+        1 => (409, "text/plain", b"refused".to_vec()),
+        _ => (200, "text/plain", Vec::new()),
+    });
+    let extra = "ordered = false\nretry_delays = [\"700ms\"]\n";
+    replay_while_retrying(&stub, extra, &attempts, 3);
+}
+
 /// A destination's health is in `/metrics`: deliveries, failed attempts and dead letters
 /// counted, its cursor against the newest seq, paused and probing (an event given up on was
 /// only a log line).

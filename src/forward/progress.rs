@@ -58,6 +58,7 @@ impl Progress {
             in_flight: BTreeSet::new(),
             settled_above: BTreeSet::new(),
             replayed: BTreeSet::new(),
+            replay_died: BTreeSet::new(),
         };
         actix_web::rt::spawn(writer.run(receiver));
         Progress { reports, oldest }
@@ -106,6 +107,8 @@ struct Writer {
     settled_above: BTreeSet<Seq>,
     /// In flight, and delivered meanwhile by a replay.
     replayed: BTreeSet<Seq>,
+    /// In flight, and recorded dead meanwhile by a replay that failed.
+    replay_died: BTreeSet<Seq>,
 }
 
 impl Writer {
@@ -169,6 +172,8 @@ impl Writer {
                 if self.in_flight.contains(&seq) {
                     self.replayed.insert(seq);
                 }
+            } else if self.in_flight.contains(&seq) {
+                self.replay_died.insert(seq);
             }
         } else {
             self.in_flight.remove(&seq);
@@ -176,6 +181,10 @@ impl Writer {
             // this one ended, the event is delivered, not dead.
             if self.replayed.remove(&seq) {
                 done = Done::Delivered;
+            }
+            // Recorded dead by a replay that failed meanwhile: delivered now, it is not dead.
+            if self.replay_died.remove(&seq) && matches!(done, Done::Delivered) {
+                changes.push(Change::Unmark(Mark::Dead, seq));
             }
         }
         match done {

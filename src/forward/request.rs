@@ -88,7 +88,7 @@ fn build(
             "cannot build the request: {}",
             crate::error_chain::error_chain(&err.without_url())
         );
-        detail.truncate(ERROR_BODY_BYTES);
+        cut_at(&mut detail, ERROR_BODY_BYTES);
         Failure {
             status: None,
             kind: "request",
@@ -124,6 +124,18 @@ async fn classify(response: reqwest::Response) -> Attempt {
     }
 }
 
+/// Cuts `text` to at most `max` bytes, at a character's start (`String::truncate` panics inside
+/// one, and an error chain may quote a peer's non-ASCII names).
+fn cut_at(text: &mut String, max: usize) {
+    if text.len() > max {
+        let end = (0..=max)
+            .rev()
+            .find(|at| text.is_char_boundary(*at))
+            .unwrap_or(0);
+        text.truncate(end);
+    }
+}
+
 /// 5xx, 408 and 429 are retried; other answers are final.
 pub fn is_retryable(status: u16) -> bool {
     status >= 500 || status == 408 || status == 429
@@ -141,7 +153,7 @@ fn transport_failure(err: reqwest::Error) -> Failure {
         "io"
     };
     let mut detail = crate::error_chain::error_chain(&err);
-    detail.truncate(ERROR_BODY_BYTES);
+    cut_at(&mut detail, ERROR_BODY_BYTES);
     Failure {
         status: None,
         kind,
@@ -155,6 +167,16 @@ mod tests {
     use crate::event::Source;
     use crate::secret::Secret;
     use std::time::Duration;
+
+    #[test]
+    fn an_error_is_cut_at_a_character_not_inside_one() {
+        let mut text = format!("{}é tail", "a".repeat(ERROR_BODY_BYTES - 1));
+        cut_at(&mut text, ERROR_BODY_BYTES);
+        assert_eq!(text, "a".repeat(ERROR_BODY_BYTES - 1));
+        let mut short = "é".to_string();
+        cut_at(&mut short, ERROR_BODY_BYTES);
+        assert_eq!(short, "é");
+    }
 
     fn destination() -> DestinationConfig {
         DestinationConfig {
