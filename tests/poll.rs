@@ -389,6 +389,36 @@ fn the_first_cursor_follows_the_highest_webhook_id_and_poll_now_runs_a_round() {
     );
 }
 
+/// In `next_pointer` mode a cursor is the API's page token: the first round starts at the
+/// first page, not at a webhook's event id (sent as `page_token=evt-9`, which the API refused
+/// or misread on every round, for good).
+#[test]
+fn in_next_pointer_mode_the_first_round_asks_for_the_first_page_whatever_webhooks_came() {
+    let vendor = Stub::start(|request| {
+        let page = if request.path.contains("page_token") {
+            json!({"data": [], "next": null})
+        } else {
+            json!({"data": [{"id": "evt-1"}], "next": null})
+        };
+        (200, "application/json", page.to_string().into_bytes())
+    });
+    let mut gw = Gateway::start(&provider("feed", "none", &[], "event_id = \"json:/id\"\n"));
+    let body = br#"{"id":"evt-9"}"#;
+    assert_eq!(gw.post("feed", &[], body).ack().0, "accepted");
+    let config = std::fs::read_to_string(gw.config_path()).expect("config");
+    let sync = format!(
+        "[provider.sync]\nurl = \"{}/events\"\ncursor_param = \"page_token\"\nitems = \"/data\"\nitem_id = \"/id\"\nnext_pointer = \"/next\"\ninterval = \"1h\"\n",
+        vendor.url
+    );
+    std::fs::write(gw.config_path(), format!("{config}\n{sync}")).expect("write config");
+    gw.restart();
+    wait_until(Duration::from_secs(10), "the first page's item", || {
+        gw.all_events(Some("feed")).len() == 2
+    });
+    let paths: Vec<String> = vendor.requests().iter().map(|r| r.path.clone()).collect();
+    assert_eq!(paths, ["/events"], "{paths:?}");
+}
+
 #[test]
 fn a_short_lived_token_is_fetched_once_per_lifetime() {
     let vendor = Vendor::start(10, 2, no_faults);

@@ -351,21 +351,23 @@ async fn cursor(poller: &Poller) -> Result<Option<String>, Failure> {
     let store = poller.store.clone();
     let provider = poller.provider.to_string();
     let start = poller.config.start_cursor.clone();
-    let inclusive = matches!(
-        poller.config.next,
-        crate::config::NextCursor::HighestId { inclusive: true }
-    );
+    // In next_pointer mode a cursor is the API's page token: no event id stands for one.
+    let highest_id_mode = match poller.config.next {
+        crate::config::NextCursor::HighestId { inclusive } => Some(inclusive),
+        crate::config::NextCursor::Pointer(_) => None,
+    };
     let lookup = async {
         if let Some(value) = store.sync_cursor(&provider).await? {
             let persisted: Persisted = serde_json::from_slice(&value)
                 .map_err(|err| StoreError::Corrupt(format!("sync cursor: {err}")))?;
             return Ok::<_, StoreError>((Some(persisted.cursor), None));
         }
-        let initial = match start {
-            Some(start) => Some(start),
-            None => highest_event_id(&store, &provider)
+        let initial = match (start, highest_id_mode) {
+            (Some(start), _) => Some(start),
+            (None, Some(inclusive)) => highest_event_id(&store, &provider)
                 .await?
                 .map(|id| page::after_id(&id, inclusive)),
+            (None, None) => None,
         };
         Ok((None, Some(initial)))
     };
