@@ -100,8 +100,8 @@ pub enum GatewayError {
     },
     #[error("cannot start the poller of {0}")]
     Poll(#[from] poll::StartError),
-    #[error("the store's committer stopped unexpectedly")]
-    CommitterDied,
+    #[error("the store stopped storing (see the log above)")]
+    StoreFailed,
     #[error("a background task stopped unexpectedly (see the log above)")]
     TaskDied,
     #[error("cannot listen on {address}: {source}")]
@@ -312,8 +312,8 @@ pub async fn run(
                 _ = &mut shutdown => break Ok(()),
                 Some(config) = reloads.recv() => gateway.reload(config).await,
                 _ = &mut failed => {
-                    tracing::error!("The store's committer stopped; nothing can be stored. Shutting down.");
-                    break Err(GatewayError::CommitterDied);
+                    tracing::error!("The store stopped storing (see the line before); shutting down so that the service is restarted.");
+                    break Err(GatewayError::StoreFailed);
                 }
                 _ = &mut task_died => break Err(GatewayError::TaskDied),
             }

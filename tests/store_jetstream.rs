@@ -607,3 +607,112 @@ fn a_polled_item_over_max_payload_is_skipped_and_reported_not_retried_for_ever()
             .contains("A polled item is larger than the store takes")
     });
 }
+
+/// A stream that went back (here deleted and made again; also what a power loss of every server
+/// without `sync_interval: always` does) gives the seqs a destination had passed to the events
+/// stored next. The gateway running across it stops storing (503) and exits to be restarted;
+/// the restart moves the destination's cursor back to the stream's end, so the new events are
+/// delivered (before, the cursor stayed at 4 and events 1 to 4 of the new stream never went).
+#[test]
+fn a_stream_that_went_back_stops_the_gateway_and_its_restart_delivers_the_new_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start(dir.path());
+    let whsec = sign::whsec("went-back");
+    let delivered: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let seen = delivered.clone();
+    let downstream = common::stub::Stub::start(move |request| {
+        let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
+        seen.lock()
+            .unwrap()
+            .push(body["id"].as_str().unwrap().to_string());
+        (204, "text/plain", Vec::new())
+    });
+    let mut gw = Gateway::builder()
+        .server("ack_deadline_ms = 1000")
+        .config(&provider("std", "standard-webhooks", &[&whsec], ""))
+        .config(&jetstream_store(&nats))
+        .config(&format!(
+            "\n[[destination]]\nname = \"crm\"\nurl = \"{}/in\"\nsigning_secret = \"{}\"\n\
+             retry_delays = [\"200ms\"]\n",
+            downstream.url,
+            sign::whsec("crm")
+        ))
+        .start();
+    let post = |gw: &Gateway, id: &str| {
+        let body = format!(r#"{{"id":"{id}"}}"#);
+        let headers = sign::standard_headers(&whsec, id, body.as_bytes());
+        gw.post("std", &headers, body.as_bytes())
+    };
+    for i in 1..=4 {
+        assert_eq!(post(&gw, &format!("old_{i}")).ack().1, i);
+    }
+    common::wait_until(Duration::from_secs(10), "four deliveries", || {
+        delivered.lock().unwrap().len() == 4
+    });
+    common::wait_until(Duration::from_secs(10), "crm's cursor at 4", || {
+        gw.metric("hookgate_destination_cursor", &[("destination", "crm")]) == Some(4.0)
+    });
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let client = async_nats::connect(nats.url()).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let mut stream = js.get_stream("HOOKGATE").await.unwrap();
+        let config = stream.info().await.unwrap().config.clone();
+        js.delete_stream("HOOKGATE").await.unwrap();
+        js.create_stream(config).await.unwrap();
+    });
+    // Stored at seq 1 of the new stream, below what this gateway saw acknowledged: refused.
+    assert_eq!(post(&gw, "new_1").status, 503, "{}", gw.logs());
+    let status = gw.wait_exit(Duration::from_secs(20));
+    assert!(!status.success(), "{status:?}");
+    assert!(gw.logs().contains("The stream went back"), "{}", gw.logs());
+
+    gw.restart();
+    assert!(
+        gw.logs()
+            .contains("The stream ends below seqs this output had reached"),
+        "{}",
+        gw.logs()
+    );
+    // The refused publish left nothing where crm's cursor had passed: the retry is stored anew.
+    let (status, first) = post(&gw, "new_1").ack();
+    assert_eq!(status, "accepted");
+    assert_eq!(
+        post(&gw, "new_2").ack(),
+        ("accepted".to_string(), first + 1)
+    );
+    common::wait_until(Duration::from_secs(10), "the new events delivered", || {
+        delivered.lock().unwrap().len() == 6
+    });
+    assert_eq!(
+        delivered.lock().unwrap()[4..],
+        ["new_1".to_string(), "new_2".to_string()]
+    );
+}
+
+/// A gateway's start keeps the settings of an existing stream that hookgate does not set (an
+/// operator's limits; and its replicas when they are more than `[store] replicas`): each start
+/// reset them to the defaults, so one gateway without `replicas = 3` took a cluster's stream
+/// down to one replica, and every gateway's 200 to one server's copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_keeps_the_stream_settings_it_does_not_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start(dir.path());
+    drop(nats.store(Duration::from_secs(10)));
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let settings = || async {
+        let stream = js.get_stream("HOOKGATE").await.unwrap();
+        stream.cached_info().config.clone()
+    };
+    let mut config = settings().await;
+    config.max_bytes = 1 << 30;
+    config.description = Some("events of the shop".into());
+    js.update_stream(config).await.unwrap();
+    drop(nats.store(Duration::from_secs(10)));
+    let kept = settings().await;
+    assert_eq!(kept.max_bytes, 1 << 30);
+    assert_eq!(kept.description.as_deref(), Some("events of the shop"));
+    assert_eq!(kept.max_messages_per_subject, 1);
+}

@@ -327,8 +327,8 @@ impl Config {
 
     /// A digest of what gateways sharing a store must agree on (see `peers.rs`): each
     /// provider's name, event id rule and whether it polls; each destination's name, URL,
-    /// providers, order and retry schedule; each consumer; retention and the dedup window.
-    /// Secrets stay out of it.
+    /// providers, order and retry schedule; each consumer; retention and the dedup window; on
+    /// JetStream, the replicas and the lease time. Secrets stay out of it.
     pub fn shared_fingerprint(&self) -> String {
         use sha2::Digest as _;
         let mut shared = String::new();
@@ -349,6 +349,13 @@ impl Config {
             "retention {:?} dedup_window {:?}\n",
             self.store.retention, self.store.dedup_window
         );
+        // The last gateway to start sets the buckets' replicas and the leases' lifetime.
+        if let StoreBackend::JetStream(jetstream) = &self.store.backend {
+            shared += &format!(
+                "jetstream replicas={} lease_time={:?}\n",
+                jetstream.replicas, jetstream.lease_time
+            );
+        }
         let digest = sha2::Sha256::digest(shared.as_bytes());
         digest[..8].iter().map(|b| format!("{b:02x}")).collect()
     }

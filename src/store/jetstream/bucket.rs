@@ -85,21 +85,31 @@ impl JetStreamStore {
 
     /// The shards of an output's dead records that exist, in order.
     pub async fn dead_shards(&self, output: &str) -> Result<Vec<u64>, StoreError> {
-        let prefix = format!("{}{}", self.kv.prefix, layout::dead_prefix(output));
+        let prefix = layout::dead_prefix(output);
+        let mut shards: Vec<u64> = (self.keys_under(&prefix).await?)
+            .iter()
+            .filter_map(|key| key.strip_prefix(&prefix)?.parse().ok())
+            .collect();
+        shards.sort_unstable();
+        Ok(shards)
+    }
+
+    /// The keys of the bucket under `prefix` that have values or had them.
+    pub(super) async fn keys_under(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let subjects_prefix = format!("{}{prefix}", self.kv.prefix);
         let mut subjects = self
             .kv
             .stream
-            .info_with_subjects(format!("{prefix}>"))
+            .info_with_subjects(format!("{subjects_prefix}>"))
             .await
             .map_err(storage)?;
-        let mut shards = Vec::new();
+        let mut keys = Vec::new();
         while let Some((subject, _)) = subjects.try_next().await.map_err(storage)? {
-            if let Some(shard) = subject.strip_prefix(&prefix).and_then(|s| s.parse().ok()) {
-                shards.push(shard);
+            if let Some(key) = subject.strip_prefix(&self.kv.prefix) {
+                keys.push(key.to_string());
             }
         }
-        shards.sort_unstable();
-        Ok(shards)
+        Ok(keys)
     }
 
     /// Every shard of an output's dead records, read in one pass over the bucket's stream (a

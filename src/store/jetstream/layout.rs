@@ -208,6 +208,19 @@ pub fn sync_key(provider: &str) -> String {
     format!("sync.{}", key_token(provider))
 }
 
+/// The name a key token stands for ([`key_token`] undone), for log lines.
+pub fn name_of_token(token: &str) -> String {
+    match token.strip_prefix('=') {
+        Some(encoded) => base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(encoded)
+            .map_or_else(
+                |_| token.to_string(),
+                |name| String::from_utf8_lossy(&name).into_owned(),
+            ),
+        None => token.to_string(),
+    }
+}
+
 /// A name as one KV key token: itself when it is letters, digits, `-` and `_`, else `=` and
 /// its unpadded base64url (`=` never occurs in a plain token, so the two never meet).
 fn key_token(name: &str) -> String {

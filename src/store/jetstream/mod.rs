@@ -33,6 +33,7 @@ mod open;
 mod outputs;
 mod publish;
 mod retention;
+mod went_back;
 
 use std::collections::HashMap;
 use std::ops::RangeInclusive;
@@ -46,6 +47,7 @@ use async_nats::jetstream::stream::{self, DirectGetErrorKind};
 use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use self::outputs::{shard_of, DeadShard, Plan, Position};
 use super::{
@@ -86,6 +88,8 @@ pub struct JetStreamStore {
     /// The servers' `max_payload`: a larger message makes the server close the connection,
     /// every in-flight publish of this gateway with it.
     max_payload: usize,
+    /// Cancelled when the stream went back (`went_back.rs`): commits fail from then on.
+    went_back: CancellationToken,
 }
 
 /// Room for an event's subject and headers in `max_payload`, as the largest body is told at
@@ -176,6 +180,11 @@ impl JetStreamStore {
 impl Backend for JetStreamStore {
     async fn commit(&self, event: NewEvent, deadline: Duration) -> Result<Committed, StoreError> {
         self.check_open()?;
+        if self.went_back.is_cancelled() {
+            return Err(went_back::went_back_error(
+                &self.stream.cached_info().config.name,
+            ));
+        }
         let room = self
             .max_payload
             .saturating_sub(layout::envelope_len(&event));
@@ -448,9 +457,9 @@ impl Backend for JetStreamStore {
     }
 
     /// A NATS connection that drops is not a failure: commits answer 503 until the client
-    /// reconnects on its own. So this never resolves.
+    /// reconnects on its own. A stream that went back is (`went_back.rs`).
     async fn failed(&self) {
-        std::future::pending::<()>().await;
+        self.went_back.cancelled().await;
     }
 
     async fn close(&self) {

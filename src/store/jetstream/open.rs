@@ -10,6 +10,7 @@ use async_nats::jetstream::kv;
 use async_nats::jetstream::stream::{self, DiscardPolicy, StorageType};
 use async_nats::ServerAddr;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use super::{advance, layout, storage, JetStreamStore};
 use crate::config::{JetStreamConfig, NatsAuth};
@@ -109,9 +110,9 @@ impl JetStreamStore {
         };
         let last = stream.cached_info().state.last_sequence;
         let last_seq = Arc::new(watch::Sender::new(Seq(last)));
-        tokio::spawn(follow(stream.clone(), Arc::downgrade(&last_seq)));
+        let went_back = CancellationToken::new();
         let slow_counted = metrics.commits_slow.clone();
-        Ok(JetStreamStore {
+        let store = JetStreamStore {
             client,
             js,
             stream,
@@ -129,7 +130,12 @@ impl JetStreamStore {
                 slow_counted,
             )),
             max_payload,
-        })
+            went_back: went_back.clone(),
+        };
+        store.move_outputs_back_to_the_end().await?;
+        let follower = Arc::downgrade(&store.last_seq);
+        tokio::spawn(follow(store.stream.clone(), follower, went_back));
+        Ok(store)
     }
 
     /// Logs the publishes slower than `bound` (`[store] slow_commit`; zero: never).
@@ -164,46 +170,86 @@ fn lapse_time(lease_time: Duration) -> Duration {
 
 type SetUpError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Creates (or updates to these settings) the stream and the two buckets, and returns them.
+/// Creates the stream and the two buckets, or updates them to the settings hookgate relies on,
+/// and returns them. An existing stream keeps the settings hookgate does not set (limits and
+/// placement an operator gave it), and every one keeps its replicas when it has more than
+/// `replicas`: one gateway's config must not lower what the others' acks count on.
 async fn set_up(
     js: &jetstream::Context,
     config: &JetStreamConfig,
     dedup_window: Duration,
 ) -> Result<(stream::Stream, kv::Store, kv::Store), SetUpError> {
-    js.create_or_update_stream(stream::Config {
+    let existing = existing_config(js, &config.stream).await?;
+    let mut settings = existing.unwrap_or_else(|| stream::Config {
         name: config.stream.clone(),
-        subjects: vec![layout::EVENTS.to_string()],
-        max_messages_per_subject: 1,
-        discard: DiscardPolicy::New,
-        discard_new_per_subject: true,
-        duplicate_window: DUPLICATE_WINDOW.min(dedup_window),
-        num_replicas: config.replicas,
         storage: StorageType::File,
-        allow_direct: true,
         ..Default::default()
-    })
-    .await?;
+    });
+    settings.subjects = vec![layout::EVENTS.to_string()];
+    settings.max_messages_per_subject = 1;
+    settings.discard = DiscardPolicy::New;
+    settings.discard_new_per_subject = true;
+    settings.duplicate_window = DUPLICATE_WINDOW.min(dedup_window);
+    settings.allow_direct = true;
+    settings.num_replicas = replicas(&settings.name, settings.num_replicas, config.replicas);
+    js.create_or_update_stream(settings).await?;
     let stream = js.get_stream(&config.stream).await?;
-    let kv = js
-        .create_or_update_key_value(kv::Config {
-            bucket: layout::bucket(&config.stream),
-            history: 1,
-            storage: StorageType::File,
-            num_replicas: config.replicas,
-            ..Default::default()
-        })
-        .await?;
-    let leases = js
-        .create_or_update_key_value(kv::Config {
-            bucket: layout::lease_bucket(&config.stream),
-            history: 1,
-            max_age: lapse_time(config.lease_time),
-            storage: StorageType::File,
-            num_replicas: config.replicas,
-            ..Default::default()
-        })
-        .await?;
+    let bucket = |name: String, max_age: Duration| async move {
+        let has = existing_config(js, &format!("KV_{name}"))
+            .await?
+            .map_or(0, |existing| existing.num_replicas);
+        let num_replicas = replicas(&name, has, config.replicas);
+        let bucket = js
+            .create_or_update_key_value(kv::Config {
+                bucket: name,
+                history: 1,
+                max_age,
+                storage: StorageType::File,
+                num_replicas,
+                ..Default::default()
+            })
+            .await?;
+        Ok::<_, SetUpError>(bucket)
+    };
+    let kv = bucket(layout::bucket(&config.stream), Duration::ZERO).await?;
+    let leases = bucket(
+        layout::lease_bucket(&config.stream),
+        lapse_time(config.lease_time),
+    )
+    .await?;
     Ok((stream, kv, leases))
+}
+
+/// An existing stream's settings; `None` when there is no such stream.
+async fn existing_config(
+    js: &jetstream::Context,
+    name: &str,
+) -> Result<Option<stream::Config>, SetUpError> {
+    use async_nats::jetstream::context::GetStreamErrorKind;
+    use async_nats::jetstream::ErrorCode;
+    match js.get_stream(name).await {
+        Ok(stream) => Ok(Some(stream.cached_info().config.clone())),
+        Err(err)
+            if matches!(err.kind(), GetStreamErrorKind::JetStream(ref source)
+                if source.error_code() == ErrorCode::STREAM_NOT_FOUND) =>
+        {
+            Ok(None)
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// The replicas `name` gets: `configured`, or what it `has` when that is more (said once).
+fn replicas(name: &str, has: usize, configured: usize) -> usize {
+    if has > configured {
+        tracing::warn!(
+            stream = name,
+            replicas = has,
+            configured,
+            "The stream has more replicas than [store] replicas asks for: it keeps them (lower them on the servers, knowingly)."
+        );
+    }
+    has.max(configured)
 }
 
 /// Whether a set-up error says JetStream could not answer yet (a request timed out, or it is
@@ -237,18 +283,32 @@ fn is_not_ready(err: &(dyn std::error::Error + 'static)) -> bool {
 
 /// Follows the stream's last sequence, so that events other gateways stored reach this one's
 /// readers (dispatchers wait on `last_seq`). The stream's state counts only stored messages: in
-/// a cluster, those its replicas' quorum has, as a publish ack does. Ends with the store.
-async fn follow(stream: stream::Stream, last_seq: Weak<watch::Sender<Seq>>) {
+/// a cluster, those its replicas' quorum has, as a publish ack does. A last sequence below
+/// `last_seq` as it was when asked, twice in a row, is a stream that went back (`went_back.rs`).
+/// Ends with the store.
+async fn follow(
+    stream: stream::Stream,
+    last_seq: Weak<watch::Sender<Seq>>,
+    went_back: CancellationToken,
+) {
     let mut failing = false;
+    let mut behind = false;
     loop {
         tokio::time::sleep(FOLLOW_INTERVAL).await;
         let Some(sender) = last_seq.upgrade() else {
             return;
         };
+        // Read before the request: acks that come in while it is answered are past its answer.
+        let seen = sender.borrow().0;
         match stream.get_info().await {
             Ok(info) => {
                 failing = false;
-                advance(&sender, info.state.last_sequence);
+                let end = info.state.last_sequence;
+                if end < seen && behind {
+                    super::went_back::declare(&went_back, &info.config.name, seen, end);
+                }
+                behind = end < seen;
+                advance(&sender, end);
             }
             Err(err) if !failing => {
                 failing = true;
@@ -282,6 +342,13 @@ mod tests {
             super::without_userinfo("nats://10.0.0.1:4222"),
             "nats://10.0.0.1:4222"
         );
+    }
+
+    #[test]
+    fn a_stream_keeps_more_replicas_than_configured() {
+        assert_eq!(super::replicas("HOOKGATE", 3, 1), 3);
+        assert_eq!(super::replicas("HOOKGATE", 1, 3), 3);
+        assert_eq!(super::replicas("HOOKGATE", 0, 1), 1);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, ErrorCode};
 
-use super::{layout, leader, storage, JetStreamStore};
+use super::{layout, leader, storage, went_back, JetStreamStore};
 use crate::event::Seq;
 use crate::store::slow_commit::ms;
 use crate::store::{Committed, NewEvent, StoreError};
@@ -102,6 +102,9 @@ impl JetStreamStore {
             // headers took 7 % of a gateway's CPU in `cargo bench --bench cluster`.
             let headers = layout::headers(&event, &msg_id);
             times.rounds += 1;
+            // The stream gives this message a seq above every one acknowledged before it is
+            // sent, unless it went back (`went_back.rs`).
+            let seen = self.last_seq.borrow().0;
             let sending = Instant::now();
             let ack = self
                 .js
@@ -114,7 +117,27 @@ impl JetStreamStore {
             let looking = Instant::now();
             times.ack += looking - acking;
             let first = match acked {
-                Ok(ack) if ack.duplicate => ack.sequence,
+                Ok(ack) if ack.duplicate => {
+                    // The copy that `Nats-Msg-Id` names may have been removed since (after the
+                    // stream went back): then the subject is free, under another message id.
+                    let there = leader::last(&self.stream, &subject).await?;
+                    if there.is_none_or(|copy| copy.sequence != ack.sequence) {
+                        msg_id = format!("{msg_id}/{}", ack.sequence);
+                        round += 1;
+                        continue;
+                    }
+                    ack.sequence
+                }
+                Ok(ack) if ack.sequence <= seen => {
+                    let stream = &self.stream.cached_info().config.name;
+                    went_back::declare(&self.went_back, stream, seen, ack.sequence);
+                    // Not answered 200, so not left where an output's cursor passed: the
+                    // sender's retry, after the restart, stores it above the cursors.
+                    if let Err(err) = self.stream.delete_message(ack.sequence).await {
+                        tracing::error!(seq = ack.sequence, error = %err, "Cannot remove the event stored at a seq the stream had given before; if an output had passed it, that output never receives it.");
+                    }
+                    return Err(went_back::went_back_error(stream));
+                }
                 Ok(ack) => {
                     self.acknowledged(ack.sequence);
                     return Ok(Committed::Accepted(Seq(ack.sequence)));
