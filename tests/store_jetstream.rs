@@ -263,6 +263,36 @@ async fn a_sweep_stopped_at_its_bound_asks_for_the_next_at_once() {
     store.close().await;
 }
 
+/// Two gateways sweeping one stream at once delete the same events: the second delete of a
+/// message is answered with error 10057 ("no message found"), which failed the whole step (its
+/// resume point and the dedup expiry after it with it) instead of counting nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sweeps_of_one_stream_at_once_both_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start(dir.path());
+    let (a, b) = (
+        nats.store(Duration::from_secs(10)),
+        nats.store(Duration::from_secs(10)),
+    );
+    let cutoffs = Cutoffs {
+        events_ms: 2_000,
+        dedup_ms: 0,
+    };
+    let outputs = Arc::new(Vec::new());
+    for round in 0..3 {
+        for i in 0..400 {
+            let event = event(format!("r{round}-{i}"), "{}".into()).received_at(1_000);
+            a.commit(event, Duration::from_secs(10)).await.unwrap();
+        }
+        let (one, other) = tokio::join!(
+            a.sweep(cutoffs, outputs.clone()),
+            b.sweep(cutoffs, outputs.clone())
+        );
+        let (one, other) = (one.unwrap(), other.unwrap());
+        assert_eq!(one.events + other.events, 400, "{one:?} {other:?}");
+    }
+}
+
 /// An operator replays 600 dead events while a sweep runs: none is removed. A replay writes
 /// the output's replay mark, then removes the dead record; a sweep that read the marks before
 /// the first write and the dead records after the second saw neither, and removed 385 of 600

@@ -4,7 +4,7 @@
 use std::collections::hash_map::{Entry, HashMap};
 use std::sync::atomic::Ordering;
 
-use async_nats::jetstream::kv;
+use async_nats::jetstream::{kv, stream};
 use bytes::Bytes;
 
 use super::outputs::{shard_of, DeadShard, Position};
@@ -93,7 +93,7 @@ impl JetStreamStore {
                 continue;
             }
             // Another gateway sweeping the same stream may have deleted it already.
-            if self.stream.delete_message(seq).await.map_err(storage)? {
+            if delete(&self.stream, seq).await? {
                 swept.events += 1;
                 if due && !counted {
                     swept.dedup_keys += 1;
@@ -166,5 +166,22 @@ impl JetStreamStore {
         }
         self.dedup_from.store(from, Ordering::SeqCst);
         Ok((forgotten, more))
+    }
+}
+
+/// Deletes the message at `seq`; `false` when there is none (the server answers a second delete
+/// with error 10057, "no message found": it stopped the whole sweep step).
+async fn delete(stream: &stream::Stream, seq: u64) -> Result<bool, StoreError> {
+    use async_nats::jetstream::stream::DeleteMessageErrorKind;
+    use async_nats::jetstream::ErrorCode;
+    match stream.delete_message(seq).await {
+        Ok(deleted) => Ok(deleted),
+        Err(err)
+            if matches!(err.kind(), DeleteMessageErrorKind::JetStream(ref source)
+                if source.error_code() == ErrorCode::STREAM_MESSAGE_DELETE_FAILED) =>
+        {
+            Ok(false)
+        }
+        Err(err) => Err(storage(err)),
     }
 }
