@@ -327,3 +327,34 @@ fn bad_acks_unknown_consumers_and_missing_tokens_are_refused() {
     assert_eq!(bad_query.status, 400);
     assert_eq!(read(&gw, "reader", "")["cursor"], 2);
 }
+
+/// A page holds at most 16 MiB of bodies (but its first event, whatever its size): a consumer's
+/// page and the admin listing both held `limit` bodies, up to 1,000 of `max_body_bytes` (1 GiB
+/// at the default 1 MiB, and their base64 and parsed JSON besides). The rest comes on the next
+/// page: the consumer acknowledges what it got, the listing names `next_after`.
+#[test]
+fn a_page_holds_a_bounded_size_of_bodies_and_the_rest_comes_next() {
+    let providers = provider("a", "none", &[], "") + &consumer("big", None);
+    let gw = Gateway::builder()
+        .server("max_body_bytes = 4194304")
+        .config(&providers)
+        .start();
+    let api = gw.api();
+    // Six bodies of 3.5 MiB: five reach 16 MiB.
+    for n in 0..6u8 {
+        let mut body = vec![b'x'; 3_500_000];
+        body[0] = b'a' + n;
+        assert_eq!(api.post("a", &[], &body).ack().0, "accepted");
+    }
+    let page = read(&api, "big", "limit=100");
+    assert_eq!(seqs(&page), [1, 2, 3, 4, 5]);
+    ack(&api, "big", 5);
+    assert_eq!(seqs(&read(&api, "big", "limit=100")), [6]);
+
+    let listing = api.admin_json("/v1/events?limit=100");
+    assert_eq!(listing["events"].as_array().unwrap().len(), 5);
+    assert_eq!(listing["next_after"], 5);
+    let rest = api.admin_json("/v1/events?limit=100&after=5");
+    assert_eq!(seqs(&rest), [6]);
+    assert_eq!(rest["next_after"], Value::Null);
+}

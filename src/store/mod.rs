@@ -37,7 +37,7 @@ use crate::config::{StoreBackend, StoreConfig};
 use crate::event::Seq;
 use crate::metrics::Metrics;
 
-pub use filtered::{Filtered, MAX_LOOKED_AT};
+pub use filtered::{next_step, Filtered, MAX_LOOKED_AT, PAGE_BODY_BYTES};
 pub use model::{
     now_ms, Change, Committed, DeadRecord, Mark, Marks, NewEvent, OutputState, StoreError,
     StoredEvent,

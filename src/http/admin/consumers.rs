@@ -98,7 +98,6 @@ async fn read_events(
     query: Result<web::Query<ReadQuery>, actix_web::Error>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let consumer = consumer(&state, &name)?;
     let query = query.map_err(|_| ApiError::BadRequest)?.into_inner();
     let limit = page_size(query.limit);
     let deadline = Instant::now() + Duration::from_millis(query.wait_ms.min(MAX_WAIT_MS));
@@ -107,6 +106,9 @@ async fn read_events(
     let page = loop {
         // Seen before reading: a commit from here on wakes the wait below.
         committed.mark_unchanged();
+        // The config as it is now: a reload during a long poll may have changed the providers
+        // the consumer wants (an old filter moved the cursor past events the new one wants).
+        let consumer = consumer(&state, &name)?;
         let page = read(&state, &consumer, scanned, limit).await?;
         if !page.found.events.is_empty() || Instant::now() >= deadline {
             break page;

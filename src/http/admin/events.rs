@@ -37,13 +37,12 @@ async fn list_events(
     let after = Seq(query.after);
     // With a provider: JetStream reads that provider's subjects only; sled scans, a step at a
     // time (`SledStore::events_after`), so that commits never wait for it.
-    let events = state
+    let (events, cut) = state
         .store
-        .events_after(after, limit, query.provider)
+        .events_page(after, limit, query.provider)
         .await
         .map_err(unavailable)?;
-    let full = events.len() == limit;
-    let next_after = events.last().map(|e| e.seq).filter(|_| full);
+    let next_after = events.last().map(|e| e.seq).filter(|_| cut);
     let events = events_json(&events, &state).await?;
     Ok(HttpResponse::Ok().json(json!({ "events": events, "next_after": next_after })))
 }
