@@ -66,7 +66,13 @@ impl<'c> oauth2::AsyncHttpClient<'c> for OAuthHttp {
     fn call(&'c self, request: oauth2::HttpRequest) -> Self::Future {
         Box::pin(async move {
             let request = reqwest::Request::try_from(request).map_err(Box::new)?;
-            let response = self.0.execute(request).await.map_err(Box::new)?;
+            // Errors without the URL: a token URL may carry a credential in its query, and
+            // these errors reach the log and the sync API's `last_error`.
+            let response = self
+                .0
+                .execute(request)
+                .await
+                .map_err(|err| Box::new(err.without_url()))?;
             let mut answer = oauth2::http::Response::builder()
                 .status(response.status())
                 .version(response.version());
@@ -75,7 +81,7 @@ impl<'c> oauth2::AsyncHttpClient<'c> for OAuthHttp {
             }
             let body = read_at_most(response, MAX_OAUTH_ANSWER)
                 .await
-                .map_err(Box::new)?;
+                .map_err(|err| Box::new(err.without_url()))?;
             if !body.whole {
                 return Err(HttpClientError::Other(format!(
                     "the answer is longer than {MAX_OAUTH_ANSWER} bytes"

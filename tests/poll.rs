@@ -419,6 +419,36 @@ fn in_next_pointer_mode_the_first_round_asks_for_the_first_page_whatever_webhook
     assert_eq!(paths, ["/events"], "{paths:?}");
 }
 
+/// A credential in the token URL's query stays out of the log and the sync API's view when the
+/// token request fails (the error named the URL whole).
+#[test]
+fn a_failed_token_request_does_not_show_the_token_url() {
+    let vendor = Vendor::start(10, 3600, no_faults);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let auth = format!(
+        "type = \"oauth\"\ntoken_url = \"http://127.0.0.1:{port}/token?key=token-credential\"\nclient_id = \"hookgate\"\nclient_secret = \"client-secret\"\n"
+    );
+    let gw = Gateway::start(&sync_provider(&vendor, "interval = \"100ms\"\n", &auth));
+    let status = || gw.admin_json("/v1/providers/alcmeon/sync");
+    wait_until(
+        Duration::from_secs(10),
+        "the token request's failure",
+        || {
+            status()["last_error"]["message"]
+                .as_str()
+                .is_some_and(|message| message.contains("token request failed"))
+        },
+    );
+    assert!(
+        !status().to_string().contains("token-credential"),
+        "{}",
+        status()
+    );
+    assert!(!gw.logs().contains("token-credential"), "{}", gw.logs());
+}
+
 #[test]
 fn a_short_lived_token_is_fetched_once_per_lifetime() {
     let vendor = Vendor::start(10, 2, no_faults);
