@@ -97,10 +97,23 @@ pub fn parse(config: &SyncConfig, body: &Bytes) -> Result<Page, String> {
         });
     }
     let next = match &config.next {
-        NextCursor::Pointer(pointer) => document.text(&[pointer]).filter(|t| !t.is_empty()),
+        NextCursor::Pointer(pointer) => document
+            .text(&[pointer])
+            .filter(|t| !t.is_empty())
+            .map(|next| absolute(config, next)),
         NextCursor::HighestId { .. } => None,
     };
     Ok(Page { items, next })
+}
+
+/// A next page's link relative to the sync URL (`/actions?page=2`, `?page=2`) as a whole URL:
+/// taken for a token, it was sent as `cursor_param=/actions?page=2` and the chain stuck on the
+/// first page. Tokens and whole URLs stay as they are.
+fn absolute(config: &SyncConfig, next: String) -> String {
+    if !next.starts_with(['/', '?']) {
+        return next;
+    }
+    config.url.join(&next).map_or(next, |url| url.to_string())
 }
 
 /// The cursor after `page`: in highest-id mode the highest item id (+ 1 when inclusive), else
@@ -508,6 +521,25 @@ mod tests {
             Some("c"),
             Some("c")
         ));
+    }
+
+    #[test]
+    fn relative_next_links_are_made_whole_on_the_sync_url() {
+        let c = config(NextCursor::Pointer("/next".into()), None);
+        let next = |link: &str| {
+            let body = format!(r#"{{"data":[],"next":"{link}"}}"#);
+            parse(&c, &Bytes::from(body)).unwrap().next.unwrap()
+        };
+        let base = c.url.clone();
+        assert_eq!(
+            next("/actions?page=2"),
+            base.join("/actions?page=2").unwrap().as_str()
+        );
+        assert_eq!(next("?page=3"), base.join("?page=3").unwrap().as_str());
+        assert_eq!(next("tok2"), "tok2");
+        let elsewhere = next("//elsewhere.example/x");
+        let url = cursor_url(&c, Some(&elsewhere)).expect("a URL");
+        assert!(check_origin(&c, Some(&url)).is_err(), "{elsewhere}");
     }
 
     #[test]
