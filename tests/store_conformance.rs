@@ -372,6 +372,12 @@ pub async fn a_provider_filter_reads_past_many_other_events(
         .await
         .unwrap()
         .is_empty());
+    // A name no provider can have holds no event (on JetStream, `*` was a subject wildcard
+    // answering every provider's events, and `a.b` no valid subject: a store error).
+    for name in ["*", ">", "busy.>", "bu sy", "a.b"] {
+        let found = store.events_after(Seq(0), 10, Some(name.into())).await;
+        assert!(found.unwrap().is_empty(), "{name}");
+    }
 }
 
 /// `event(seq)`: the event stored under seq, or None.

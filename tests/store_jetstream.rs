@@ -65,6 +65,9 @@ fn a_gateway_on_jetstream_stores_deduplicates_and_serves() {
         .decode(events[0]["body_base64"].as_str().unwrap())
         .unwrap();
     assert_eq!(stored, body);
+    // A provider filter that names no provider is refused, not used as a subject wildcard.
+    assert_eq!(gw.admin_get("/v1/events?provider=*").status, 400);
+    assert_eq!(gw.admin_get("/v1/events?provider=std").status, 200);
 }
 
 /// A body larger than the servers' `max_payload` takes is answered 413 at once, and the

@@ -33,6 +33,9 @@ async fn list_events(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let query = query.map_err(|_| ApiError::BadRequest)?.into_inner();
+    if let Some(provider) = &query.provider {
+        crate::event::ProviderName::parse(provider).map_err(|_| ApiError::BadRequest)?;
+    }
     let limit = page_size(query.limit);
     let after = Seq(query.after);
     // With a provider: JetStream reads that provider's subjects only; sled scans, a step at a

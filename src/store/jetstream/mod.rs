@@ -211,6 +211,14 @@ impl Backend for JetStreamStore {
         limit: usize,
         provider: Option<String>,
     ) -> Result<Vec<StoredEvent>, StoreError> {
+        // A name that is no provider's holds no event; as a subject token it could be a
+        // wildcard (`*`: every provider's events) or no valid subject at all.
+        if provider
+            .as_deref()
+            .is_some_and(|name| crate::event::ProviderName::parse(name).is_err())
+        {
+            return Ok(Vec::new());
+        }
         let last = self.last_seq.borrow().0;
         let filter = layout::events_filter(provider.as_deref());
         let mut events = Vec::new();
