@@ -358,3 +358,32 @@ fn a_page_holds_a_bounded_size_of_bodies_and_the_rest_comes_next() {
     assert_eq!(seqs(&rest), [6]);
     assert_eq!(rest["next_after"], Value::Null);
 }
+
+/// A reload that changes a consumer's providers during its long poll: the poll looks with the
+/// new ones, from the cursor again (with the old filter it answered only the event that woke
+/// it, and the events of the newly wanted provider stored before it, which the old filter had
+/// looked past, were acknowledged with it without ever being read).
+#[test]
+fn a_long_poll_overtaken_by_a_reload_reads_with_the_new_providers_from_the_cursor() {
+    let gw = start(&consumer("c", Some(&["a"])));
+    let api = gw.api();
+    let before: Vec<u64> = (0..3).map(|n| post(&api, "b", n)).collect();
+    let polling = {
+        let api = gw.api();
+        std::thread::spawn(move || read(&api, "c", "wait_ms=15000"))
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let config = std::fs::read_to_string(gw.config_path()).unwrap();
+    let widened = config.replace("providers = [\"a\"]", "providers = [\"a\", \"b\"]");
+    assert_ne!(config, widened);
+    std::fs::write(gw.config_path(), widened).unwrap();
+    gw.signal(nix::sys::signal::Signal::SIGHUP);
+    common::wait_until(Duration::from_secs(10), "the reload", || {
+        gw.logs().contains("Config reloaded.")
+    });
+    let woke = post(&api, "a", 9);
+    let page = polling.join().unwrap();
+    let mut expected = before;
+    expected.push(woke);
+    assert_eq!(seqs(&page), expected, "{page}");
+}

@@ -102,13 +102,18 @@ async fn read_events(
     let limit = page_size(query.limit);
     let deadline = Instant::now() + Duration::from_millis(query.wait_ms.min(MAX_WAIT_MS));
     let mut committed = state.store.last_seq();
-    let mut scanned = Seq(0);
+    let (mut scanned, mut providers) = (Seq(0), None);
     let page = loop {
         // Seen before reading: a commit from here on wakes the wait below.
         committed.mark_unchanged();
         // The config as it is now: a reload during a long poll may have changed the providers
-        // the consumer wants (an old filter moved the cursor past events the new one wants).
+        // the consumer wants (an old filter moved the cursor past events the new one wants),
+        // and what the old one looked past is looked at again.
         let consumer = consumer(&state, &name)?;
+        if providers.as_ref() != Some(&consumer.providers) {
+            scanned = Seq(0);
+            providers = Some(consumer.providers.clone());
+        }
         let page = read(&state, &consumer, scanned, limit).await?;
         if !page.found.events.is_empty() || Instant::now() >= deadline {
             break page;
