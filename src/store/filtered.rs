@@ -9,12 +9,15 @@ use crate::event::Seq;
 const STEP: usize = 256;
 /// Events one filtered read looks at, at most.
 pub const MAX_LOOKED_AT: usize = 10_240;
-/// Body bytes a page holds, at most, but for its first event whatever its size: 1,000 events
-/// of 1 MiB held 1 GiB of bodies, and their answer (base64 and parsed JSON) several times that.
+/// A page stops once its bodies reach this (the event that reaches it included, whatever its
+/// size): 1,000 events of 1 MiB held 1 GiB of bodies, and their answer (base64 and parsed JSON)
+/// several times that.
 pub const PAGE_BODY_BYTES: usize = 16 << 20;
 
 /// The next read's size: `most` events, or fewer when the `last` read's bodies were large, so
-/// that a read holds about [`PAGE_BODY_BYTES`]; a first read takes 16.
+/// that a read holds about [`PAGE_BODY_BYTES`]; a first read takes 16. Sized from the read
+/// before, a read that meets large bodies after many small ones still holds up to `most` of
+/// them once.
 pub fn next_step(last: Option<&[StoredEvent]>, most: usize) -> usize {
     let Some(last) = last.filter(|last| !last.is_empty()) else {
         return most.min(16);

@@ -105,6 +105,15 @@ impl JetStreamStore {
         }
     }
 
+    fn check_not_went_back(&self) -> Result<(), StoreError> {
+        if self.went_back.is_cancelled() {
+            return Err(went_back::went_back_error(
+                &self.stream.cached_info().config.name,
+            ));
+        }
+        Ok(())
+    }
+
     fn acknowledged(&self, seq: u64) {
         advance(&self.last_seq, seq);
     }
@@ -180,11 +189,7 @@ impl JetStreamStore {
 impl Backend for JetStreamStore {
     async fn commit(&self, event: NewEvent, deadline: Duration) -> Result<Committed, StoreError> {
         self.check_open()?;
-        if self.went_back.is_cancelled() {
-            return Err(went_back::went_back_error(
-                &self.stream.cached_info().config.name,
-            ));
-        }
+        self.check_not_went_back()?;
         let room = self
             .max_payload
             .saturating_sub(layout::envelope_len(&event));
@@ -256,6 +261,9 @@ impl Backend for JetStreamStore {
     }
 
     async fn change(&self, output: &str, changes: Vec<Change>) -> Result<(), StoreError> {
+        // A restart, maybe another gateway's already, moves the outputs back to the stream's
+        // end: a late write from before it would carry a cursor past that end again.
+        self.check_not_went_back()?;
         let plan = Plan::new(changes);
         for (shard, changes) in &plan.adding {
             let key = layout::dead_key(output, *shard);
@@ -349,6 +357,7 @@ impl Backend for JetStreamStore {
     /// Compare-and-set against the revision this node last read or wrote: fails when another
     /// node moved the cursor since (this one then reads it again before its next write).
     async fn set_sync_cursor(&self, provider: &str, value: Vec<u8>) -> Result<(), StoreError> {
+        self.check_not_went_back()?;
         let key = layout::sync_key(provider);
         let known = self.sync_revision(provider);
         let written = match known {

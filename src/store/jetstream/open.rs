@@ -301,6 +301,9 @@ async fn follow(
         // Read before the request: acks that come in while it is answered are past its answer.
         let seen = sender.borrow().0;
         match stream.get_info().await {
+            // A leaderless stream's members answer with their own state (nats-server), which
+            // may lag what was acknowledged: neither followed nor compared.
+            Ok(info) if !super::went_back::from_a_leader(&info) => behind = false,
             Ok(info) => {
                 failing = false;
                 let end = info.state.last_sequence;
@@ -310,11 +313,13 @@ async fn follow(
                 behind = end < seen;
                 advance(&sender, end);
             }
-            Err(err) if !failing => {
-                failing = true;
-                tracing::warn!(error = %err, "Cannot read the stream's last sequence; other gateways' events wait.");
+            Err(err) => {
+                behind = false;
+                if !failing {
+                    failing = true;
+                    tracing::warn!(error = %err, "Cannot read the stream's last sequence; other gateways' events wait.");
+                }
             }
-            Err(_) => {}
         }
     }
 }

@@ -8,7 +8,7 @@ use async_nats::jetstream::{kv, stream};
 use bytes::Bytes;
 
 use super::outputs::{shard_of, DeadShard, Position};
-use super::{layout, storage, JetStreamStore};
+use super::{layout, leader, storage, JetStreamStore};
 use crate::event::Seq;
 use crate::store::retention::{verdict, Standing, Verdict};
 use crate::store::{Cutoffs, Output, StoreError, Swept};
@@ -170,7 +170,8 @@ impl JetStreamStore {
 }
 
 /// Deletes the message at `seq`; `false` when there is none (the server answers a second delete
-/// with error 10057, "no message found": it stopped the whole sweep step).
+/// with error 10057, "no message found": it stopped the whole sweep step). The same code also
+/// says a delete was refused (`deny_delete`) or failed: an error, when the message is there.
 async fn delete(stream: &stream::Stream, seq: u64) -> Result<bool, StoreError> {
     use async_nats::jetstream::stream::DeleteMessageErrorKind;
     use async_nats::jetstream::ErrorCode;
@@ -180,7 +181,10 @@ async fn delete(stream: &stream::Stream, seq: u64) -> Result<bool, StoreError> {
             if matches!(err.kind(), DeleteMessageErrorKind::JetStream(ref source)
                 if source.error_code() == ErrorCode::STREAM_MESSAGE_DELETE_FAILED) =>
         {
-            Ok(false)
+            match leader::message(stream, seq).await? {
+                None => Ok(false),
+                Some(_) => Err(storage(err)),
+            }
         }
         Err(err) => Err(storage(err)),
     }

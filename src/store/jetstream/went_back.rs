@@ -16,7 +16,7 @@
 
 use std::sync::Arc;
 
-use async_nats::jetstream::kv;
+use async_nats::jetstream::{kv, stream};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -51,6 +51,14 @@ pub fn declare(went_back: &CancellationToken, stream: &str, seen: u64, end: u64)
     went_back.cancel();
 }
 
+/// Whether a stream's info came from its leader: without one (no quorum, an election), each
+/// member answers with its own state, which may lag what was acknowledged.
+pub fn from_a_leader(info: &stream::Info) -> bool {
+    info.cluster
+        .as_ref()
+        .is_none_or(|cluster| cluster.leader.as_deref().is_some_and(|l| !l.is_empty()))
+}
+
 /// A value that can name seqs past the stream's end.
 trait PastTheEnd {
     /// Drops what is past `end`; returns the highest seq it named there, if any.
@@ -83,15 +91,16 @@ impl PastTheEnd for DeadShard {
 }
 
 impl JetStreamStore {
-    /// The stream's last sequence, as its leader answers.
+    /// The stream's last sequence, as its leader answers (a leaderless stream's members answer
+    /// with their own, maybe behind: an error then).
     pub(super) async fn stream_end(&self) -> Result<u64, StoreError> {
-        Ok(self
-            .stream
-            .get_info()
-            .await
-            .map_err(storage)?
-            .state
-            .last_sequence)
+        let info = self.stream.get_info().await.map_err(storage)?;
+        if !from_a_leader(&info) {
+            return Err(StoreError::Storage(Arc::new(std::io::Error::other(
+                "the stream has no leader: its last sequence is not known",
+            ))));
+        }
+        Ok(info.state.last_sequence)
     }
 
     /// Moves every output's state that is past the stream's end back to it (see the module).
