@@ -449,6 +449,49 @@ fn a_failed_token_request_does_not_show_the_token_url() {
     assert!(!gw.logs().contains("token-credential"), "{}", gw.logs());
 }
 
+/// The last page of a next_pointer chain is fetched again every round; its items are committed
+/// once. Committed every round, each was a duplicate only while its dedup key lived (7 days by
+/// default), then stored and delivered again, every dedup_window, for as long as the page
+/// stayed the last (the duplicates counter shows each such commit).
+#[test]
+fn a_last_page_fetched_every_round_commits_its_items_once() {
+    // The last page grows by one item after five rounds.
+    let rounds = Arc::new(AtomicUsize::new(0));
+    let counted = rounds.clone();
+    let vendor = Stub::start(move |_| {
+        let ids = if counted.fetch_add(1, Ordering::SeqCst) < 5 {
+            vec!["x1", "x2"]
+        } else {
+            vec!["x1", "x2", "x3"]
+        };
+        let items: Vec<Value> = ids.iter().map(|id| json!({ "id": id })).collect();
+        let page = json!({"data": items, "next": null});
+        (200, "application/json", page.to_string().into_bytes())
+    });
+    let sync = format!(
+        "[provider.sync]\nurl = \"{}/events\"\ncursor_param = \"page_token\"\nitems = \"/data\"\nitem_id = \"/id\"\nnext_pointer = \"/next\"\ninterval = \"100ms\"\n",
+        vendor.url
+    );
+    let mut gw =
+        Gateway::start(&(provider("feed", "none", &[], "event_id = \"json:/id\"\n") + &sync));
+    wait_until(Duration::from_secs(10), "ten rounds", || {
+        vendor.calls() >= 10
+    });
+    assert_eq!(gw.metric("hookgate_events_stored_total", &[]), Some(3.0));
+    assert_eq!(gw.metric("hookgate_duplicates_total", &[]), Some(0.0));
+    // What was seen from the cursor is durable: a restart commits nothing again either.
+    gw.restart();
+    let calls = vendor.calls();
+    wait_until(Duration::from_secs(10), "ten more rounds", || {
+        vendor.calls() >= calls + 10
+    });
+    assert_eq!(
+        gw.metric("hookgate_duplicates_total", &[]).unwrap_or(0.0),
+        0.0
+    );
+    assert_eq!(gw.all_events(Some("feed")).len(), 3);
+}
+
 #[test]
 fn a_short_lived_token_is_fetched_once_per_lifetime() {
     let vendor = Vendor::start(10, 2, no_faults);

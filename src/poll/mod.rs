@@ -70,6 +70,9 @@ pub struct Status {
     /// This gateway polls the provider now (it holds its lease; always, on sled).
     pub polling_here: bool,
     pub rounds: u64,
+    /// The ids of the items stored from `cursor`'s pages already (the worker's, not shown).
+    #[serde(skip)]
+    pub seen: Vec<String>,
 }
 
 /// Why the pollers could not start.

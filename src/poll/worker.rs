@@ -2,6 +2,7 @@
 //! round of at most `max_pages_per_round` pages; on failure, back off (at least what
 //! `Retry-After` asks) without moving the cursor.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -53,11 +54,17 @@ impl Failure {
     }
 }
 
-/// The cursor as persisted under `sync/{provider}` in `meta`.
+/// The cursor as persisted under `sync/{provider}` in `meta`, with the ids of the items stored
+/// from the pages last fetched (see [`round`]).
 #[derive(Debug, Serialize, Deserialize)]
 struct Persisted {
     cursor: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    seen: Vec<String>,
 }
+
+/// Ids kept in [`Persisted::seen`], at most (the newest).
+const MAX_SEEN: usize = 10_000;
 
 /// Polls until `stop` (the end of this gateway's lease on the poller, or shutdown).
 pub(super) async fn run(poller: Arc<Poller>, stop: CancellationToken) {
@@ -158,14 +165,27 @@ async fn round(poller: &Poller, stop: &CancellationToken) -> Result<(), Failure>
                 format!("malformed page ({message}); it starts with {start:?}"),
             )
         })?;
-        commit(poller, &page, content_type).await?;
+        // Items this cursor's pages gave before are stored already: a last page fetched again
+        // every round (next_pointer), an item at an inclusive cursor that is no number, an API
+        // that ignores the cursor. Committed again, each was a duplicate only while its dedup
+        // key lived, then stored and delivered again, every dedup_window.
+        let seen = poller.status().seen;
+        let known: HashSet<&str> = seen.iter().map(String::as_str).collect();
+        let fresh: Vec<&page::Item> = page
+            .items
+            .iter()
+            .filter(|item| !known.contains(item.id.as_str()))
+            .collect();
+        count_items(poller, page.items.len());
+        commit(poller, &fresh, content_type).await?;
         let next = page::next_cursor(&poller.config, cursor.as_deref(), &page);
         // The page's items are stored; a next URL elsewhere ends the chain here, unsaved.
         let next_url = page::cursor_url(&poller.config, next.as_deref());
         page::check_origin(&poller.config, next_url.as_ref()).map_err(cross_origin)?;
         let more = page::has_more(&poller.config, &page, cursor.as_deref(), next.as_deref());
-        if next != cursor {
-            save_cursor(poller, next.clone()).await?;
+        let seen_after = seen_after(&seen, next == cursor, &page);
+        if next != cursor || seen_after != seen {
+            save_cursor(poller, next.clone(), seen_after).await?;
             cursor = next;
         }
         if !more {
@@ -175,14 +195,29 @@ async fn round(poller: &Poller, stop: &CancellationToken) -> Result<(), Failure>
     Ok(())
 }
 
+/// The ids seen from the next request's cursor: this page's, after those seen before when the
+/// cursor stays (the newest [`MAX_SEEN`]).
+fn seen_after(seen: &[String], cursor_stays: bool, page: &Page) -> Vec<String> {
+    let before = if cursor_stays { seen } else { &[] };
+    let mut after: Vec<String> = before.to_vec();
+    let mut known: HashSet<String> = before.iter().cloned().collect();
+    for item in &page.items {
+        if known.insert(item.id.as_str().to_string()) {
+            after.push(item.id.as_str().to_string());
+        }
+    }
+    let excess = after.len().saturating_sub(MAX_SEEN);
+    after.drain(..excess);
+    after
+}
+
 /// A next page the poller refuses to follow (see [`page::check_origin`]).
 fn cross_origin(message: String) -> Failure {
     Failure::new("cross_origin", message)
 }
 
-/// Commits every item of a page, all at once (the committer batches them), and returns once all
-/// are durable. Any failure fails the page: its cursor does not move.
-async fn commit(poller: &Poller, page: &Page, content_type: Option<String>) -> Result<(), Failure> {
+/// Counts a page and its items.
+fn count_items(poller: &Poller, items: usize) {
     let labels = ProviderLabels {
         provider: poller.provider.to_string(),
     };
@@ -191,8 +226,20 @@ async fn commit(poller: &Poller, page: &Page, content_type: Option<String>) -> R
         .metrics
         .poll_items
         .get_or_create(&labels)
-        .inc_by(page.items.len() as u64);
-    let commits = page.items.iter().map(|item| {
+        .inc_by(items as u64);
+}
+
+/// Commits the items of a page, all at once (the committer batches them), and returns once all
+/// are durable. Any failure fails the page: its cursor does not move.
+async fn commit(
+    poller: &Poller,
+    items: &[&page::Item],
+    content_type: Option<String>,
+) -> Result<(), Failure> {
+    let labels = ProviderLabels {
+        provider: poller.provider.to_string(),
+    };
+    let commits = items.iter().map(|item| {
         let event = NewEvent::poll(
             poller.provider.clone(),
             item.id.clone(),
@@ -202,8 +249,7 @@ async fn commit(poller: &Poller, page: &Page, content_type: Option<String>) -> R
         poller.store.commit(event, COMMIT_DEADLINE)
     });
     let mut new = 0;
-    for (item, result) in page
-        .items
+    for (item, result) in items
         .iter()
         .zip(futures_util::future::join_all(commits).await)
     {
@@ -226,7 +272,7 @@ async fn commit(poller: &Poller, page: &Page, content_type: Option<String>) -> R
         .get_or_create(&labels)
         .inc_by(new);
     if new > 0 {
-        tracing::info!(provider = %poller.provider, new, items = page.items.len(), "Gaps filled from the sync API.");
+        tracing::info!(provider = %poller.provider, new, items = items.len(), "Gaps filled from the sync API.");
     }
     Ok(())
 }
@@ -360,7 +406,7 @@ async fn cursor(poller: &Poller) -> Result<Option<String>, Failure> {
         if let Some(value) = store.sync_cursor(&provider).await? {
             let persisted: Persisted = serde_json::from_slice(&value)
                 .map_err(|err| StoreError::Corrupt(format!("sync cursor: {err}")))?;
-            return Ok::<_, StoreError>((Some(persisted.cursor), None));
+            return Ok::<_, StoreError>((Some((persisted.cursor, persisted.seen)), None));
         }
         let initial = match (start, highest_id_mode) {
             (Some(start), _) => Some(start),
@@ -372,18 +418,19 @@ async fn cursor(poller: &Poller) -> Result<Option<String>, Failure> {
         Ok((None, Some(initial)))
     };
     let (persisted, initial) = lookup.await.map_err(Failure::store)?;
-    let cursor = match (persisted, initial) {
-        (Some(cursor), _) => cursor,
+    let (cursor, seen) = match (persisted, initial) {
+        (Some(persisted), _) => persisted,
         (None, Some(initial)) => {
             tracing::info!(provider = %poller.provider, cursor = ?initial, "Sync cursor set for the first time.");
-            save_cursor(poller, initial.clone()).await?;
-            initial
+            save_cursor(poller, initial.clone(), Vec::new()).await?;
+            (initial, Vec::new())
         }
-        (None, None) => None,
+        (None, None) => (None, Vec::new()),
     };
     poller.update(|s| {
         s.cursor_set = true;
         s.cursor = cursor.clone();
+        s.seen = seen;
     });
     set_cursor_gauge(poller, cursor.as_deref());
     Ok(cursor)
@@ -422,10 +469,16 @@ async fn highest_event_id(
     }
 }
 
-/// Persists the cursor (durably, through the group commit), then shows it.
-async fn save_cursor(poller: &Poller, cursor: Option<String>) -> Result<(), Failure> {
+/// Persists the cursor and the ids `seen` from it (durably, through the group commit), then
+/// shows it.
+async fn save_cursor(
+    poller: &Poller,
+    cursor: Option<String>,
+    seen: Vec<String>,
+) -> Result<(), Failure> {
     let value = serde_json::to_vec(&Persisted {
         cursor: cursor.clone(),
+        seen: seen.clone(),
     })
     .map_err(|err| Failure::new("store", err.to_string()))?;
     poller
@@ -437,6 +490,7 @@ async fn save_cursor(poller: &Poller, cursor: Option<String>) -> Result<(), Fail
     poller.update(|s| {
         s.cursor_set = true;
         s.cursor = cursor;
+        s.seen = seen;
     });
     Ok(())
 }
