@@ -492,6 +492,51 @@ fn a_last_page_fetched_every_round_commits_its_items_once() {
     assert_eq!(gw.all_events(Some("feed")).len(), 3);
 }
 
+/// An operator sets the cursor (`PUT /v1/providers/{name}/sync/cursor`): the next round polls
+/// from it, a number, a text or `null` (the beginning). Once a cursor was stored nothing moved it
+/// but polling (sync.md told operators to set `start_cursor` back, which the stored cursor
+/// overrode), so a cursor that had gone wrong stayed wrong.
+#[test]
+fn an_operator_sets_the_cursor_and_the_next_round_polls_from_it() {
+    let vendor = Vendor::start(20, 3600, no_faults);
+    let gw = Gateway::start(&sync_provider(&vendor, "interval = \"1h\"\n", BASIC));
+    wait_until(Duration::from_secs(10), "every action", || {
+        stored(&gw).len() == 20
+    });
+    let path = "/v1/providers/alcmeon/sync/cursor";
+    let set = gw.admin_put(path, &json!({"cursor": 5}));
+    assert_eq!(set.status, 200, "{}", set.text());
+    assert_eq!(set.json()["cursor"], "5");
+    let before = vendor.cursors().len();
+    let polled = gw.admin_post("/v1/providers/alcmeon/sync", &json!({}));
+    assert_eq!(polled.status, 200, "{}", polled.text());
+    assert_eq!(
+        vendor.cursors()[before].1,
+        Some(5),
+        "{:?}",
+        vendor.cursors()
+    );
+    assert_eq!(stored(&gw).len(), 20, "the items from 5 on are duplicates");
+
+    assert_eq!(gw.admin_put(path, &json!({"cursor": null})).status, 200);
+    let before = vendor.cursors().len();
+    gw.admin_post("/v1/providers/alcmeon/sync", &json!({}));
+    assert_eq!(vendor.cursors()[before].1, None, "{:?}", vendor.cursors());
+
+    for bad in [
+        json!({"cursor": true}),
+        json!({"cursor": ""}),
+        json!({"at": 3}),
+    ] {
+        assert_eq!(gw.admin_put(path, &bad).status, 400, "{bad}");
+    }
+    assert_eq!(
+        gw.admin_put("/v1/providers/nope/sync/cursor", &json!({"cursor": 1}))
+            .status,
+        404
+    );
+}
+
 #[test]
 fn a_short_lived_token_is_fetched_once_per_lifetime() {
     let vendor = Vendor::start(10, 2, no_faults);

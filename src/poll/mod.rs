@@ -4,7 +4,7 @@
 //!
 //! The cursor is set once, on the first round: `start_cursor`, else just after the highest event
 //! id received for the provider so far, else the beginning. It lives in the store's `meta` tree
-//! under `sync/{provider}` and only polling moves it. Each round ([`worker`]) fetches pages from
+//! under `sync/{provider}`; polling moves it, and an operator may set it (each round reads it). Each round ([`worker`]) fetches pages from
 //! the cursor (at most `max_pages_per_round`), reads them ([`page`]: the items' exact bytes and
 //! ids, the next cursor), commits every item through the same `Store::commit` as webhooks (so an
 //! action that came both ways is stored once, as `source = "poll"` only when the poll was
@@ -53,6 +53,8 @@ pub struct Poller {
     /// Rounds (started, finished), successful or not: one value, so a request tells at once
     /// whether a round it did not wake is under way.
     rounds: tokio::sync::watch::Sender<(u64, u64)>,
+    /// Held through a round, and by an operator's change of the cursor: one waits for the other.
+    round_lock: tokio::sync::Mutex<()>,
 }
 
 /// What the admin API shows of a poller.
@@ -72,7 +74,7 @@ pub struct Status {
     pub rounds: u64,
     /// The ids of the items stored from `cursor`'s pages already (the worker's, not shown).
     #[serde(skip)]
-    pub seen: Vec<String>,
+    pub seen: Arc<Vec<String>>,
 }
 
 /// Why the pollers could not start.
@@ -135,6 +137,7 @@ impl Pollers {
                 status: Mutex::new(Status::default()),
                 wake: tokio::sync::Notify::new(),
                 rounds: tokio::sync::watch::Sender::new((0, 0)),
+                round_lock: tokio::sync::Mutex::new(()),
             });
             pollers.push(poller);
         }
@@ -188,6 +191,14 @@ impl Poller {
                 .is_ok()
         };
         tokio::time::timeout(within, reached).await.unwrap_or(false)
+    }
+
+    /// Sets the durable cursor (`None`: from the beginning), as an operator asks: after the
+    /// round under way, if any; the next round reads it. Fails when another gateway moved the
+    /// cursor meanwhile (on JetStream), or the store fails.
+    pub async fn set_cursor(&self, cursor: Option<String>) -> Result<(), crate::store::StoreError> {
+        let _round = self.round_lock.lock().await;
+        worker::set_cursor(self, cursor).await
     }
 
     fn update(&self, change: impl FnOnce(&mut Status)) {

@@ -84,7 +84,13 @@ pub(super) async fn run(poller: Arc<Poller>, stop: CancellationToken) {
         // fetched again after a restart and its items already stored are duplicates.
         let outcome = tokio::select! {
             _ = stop.cancelled() => break,
-            outcome = round(&poller, &stop) => outcome,
+            outcome = async {
+                let _round = poller.round_lock.lock().await;
+                // Each round reads the durable cursor: an operator may have set it, through
+                // this gateway or (on JetStream) another one.
+                poller.update(|s| s.cursor_set = false);
+                round(&poller, &stop).await
+            } => outcome,
         };
         let now = now_ms();
         let wait = match outcome {
@@ -184,7 +190,7 @@ async fn round(poller: &Poller, stop: &CancellationToken) -> Result<(), Failure>
         page::check_origin(&poller.config, next_url.as_ref()).map_err(cross_origin)?;
         let more = page::has_more(&poller.config, &page, cursor.as_deref(), next.as_deref());
         let seen_after = seen_after(&seen, next == cursor, &page);
-        if next != cursor || seen_after != seen {
+        if next != cursor || seen_after != *seen {
             save_cursor(poller, next.clone(), seen_after).await?;
             cursor = next;
         }
@@ -430,7 +436,7 @@ async fn cursor(poller: &Poller) -> Result<Option<String>, Failure> {
     poller.update(|s| {
         s.cursor_set = true;
         s.cursor = cursor.clone();
-        s.seen = seen;
+        s.seen = Arc::new(seen);
     });
     set_cursor_gauge(poller, cursor.as_deref());
     Ok(cursor)
@@ -490,7 +496,29 @@ async fn save_cursor(
     poller.update(|s| {
         s.cursor_set = true;
         s.cursor = cursor;
-        s.seen = seen;
+        s.seen = Arc::new(seen);
+    });
+    Ok(())
+}
+
+/// An operator's cursor: written by compare-and-set against the value just read (on JetStream a
+/// worker of another gateway then fails its next write, and reads this one), and read again by
+/// the next round here.
+pub(super) async fn set_cursor(poller: &Poller, cursor: Option<String>) -> Result<(), StoreError> {
+    let provider = poller.provider.as_str();
+    poller.store.sync_cursor(provider).await?;
+    let value = serde_json::to_vec(&Persisted {
+        cursor: cursor.clone(),
+        seen: Vec::new(),
+    })
+    .map_err(|err| StoreError::Corrupt(err.to_string()))?;
+    poller.store.set_sync_cursor(provider, value).await?;
+    tracing::info!(provider, cursor = ?cursor, "Sync cursor set by an operator.");
+    set_cursor_gauge(poller, cursor.as_deref());
+    poller.update(|s| {
+        s.cursor_set = false;
+        s.cursor = cursor;
+        s.seen = Arc::default();
     });
     Ok(())
 }

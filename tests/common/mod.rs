@@ -558,6 +558,17 @@ impl Api {
         read_reply(response).expect("read reply")
     }
 
+    pub fn admin_put(&self, path: &str, body: &Value) -> Reply {
+        let response = self
+            .client
+            .put(format!("{}{path}", self.admin_url))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(body)
+            .send()
+            .unwrap_or_else(|err| panic!("admin PUT {path} failed: {}", error_chain(&err)));
+        read_reply(response).expect("read reply")
+    }
+
     pub fn admin_get_with(&self, path: &str, token: Option<&str>) -> Reply {
         let mut request = self.client.get(format!("{}{path}", self.admin_url));
         if let Some(token) = token {

@@ -1,6 +1,7 @@
 //! The sync API's poller per provider: `GET /v1/providers/{name}/sync` (cursor, last success,
-//! last error), `POST /v1/providers/{name}/sync` (poll now, and answer once that round ends), and
-//! `GET /v1/pollers` (every poller's state).
+//! last error), `POST /v1/providers/{name}/sync` (poll now, and answer once that round ends),
+//! `PUT /v1/providers/{name}/sync/cursor` (set the cursor) and `GET /v1/pollers` (every poller's
+//! state).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +20,11 @@ pub fn routes(config: &mut web::ServiceConfig) {
     config
         .route("/v1/pollers", web::get().to(list))
         .route("/v1/providers/{name}/sync", web::get().to(show))
-        .route("/v1/providers/{name}/sync", web::post().to(poll_now));
+        .route("/v1/providers/{name}/sync", web::post().to(poll_now))
+        .route(
+            "/v1/providers/{name}/sync/cursor",
+            web::put().to(set_cursor),
+        );
 }
 
 fn poller(state: &AppState, name: &str) -> Result<Arc<Poller>, ApiError> {
@@ -66,6 +71,38 @@ async fn poll_now(
     } else {
         HttpResponse::Accepted().json(body)
     })
+}
+
+/// `{"cursor": "..."}`, a number, or `null` (from the beginning).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewCursor {
+    cursor: Option<Value>,
+}
+
+/// Sets the durable cursor, after the round under way (if any); the next round polls from it.
+async fn set_cursor(
+    _: Authorized,
+    name: web::Path<String>,
+    body: Result<web::Json<NewCursor>, actix_web::Error>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let poller = poller(&state, &name)?;
+    let cursor = match body.map_err(|_| ApiError::BadRequest)?.into_inner().cursor {
+        None => None,
+        Some(Value::String(text)) if !text.is_empty() => Some(text),
+        Some(Value::Number(number)) if number.is_u64() => Some(number.to_string()),
+        Some(_) => return Err(ApiError::BadRequest),
+    };
+    let set = tokio::time::timeout(POLL_NOW_WAIT, poller.set_cursor(cursor)).await;
+    match set {
+        Ok(Ok(())) => Ok(HttpResponse::Ok().json(view(&poller))),
+        Ok(Err(err)) => {
+            tracing::warn!(provider = %poller.provider, error = %err, "Cannot set the sync cursor.");
+            Err(ApiError::Unavailable)
+        }
+        Err(_) => Err(ApiError::Unavailable),
+    }
 }
 
 fn view(poller: &Poller) -> Value {
