@@ -548,24 +548,21 @@ impl Api {
     /// GET on the admin listener with `token` (None: no Authorization header).
     /// POST on the admin listener with the token and a JSON body.
     pub fn admin_post(&self, path: &str, body: &Value) -> Reply {
-        let response = self
-            .client
-            .post(format!("{}{path}", self.admin_url))
-            .bearer_auth(ADMIN_TOKEN)
-            .json(body)
-            .send()
-            .unwrap_or_else(|err| panic!("admin POST {path} failed: {}", error_chain(&err)));
-        read_reply(response).expect("read reply")
+        self.admin_send(reqwest::Method::POST, path, body)
     }
 
     pub fn admin_put(&self, path: &str, body: &Value) -> Reply {
+        self.admin_send(reqwest::Method::PUT, path, body)
+    }
+
+    fn admin_send(&self, method: reqwest::Method, path: &str, body: &Value) -> Reply {
         let response = self
             .client
-            .put(format!("{}{path}", self.admin_url))
+            .request(method.clone(), format!("{}{path}", self.admin_url))
             .bearer_auth(ADMIN_TOKEN)
             .json(body)
             .send()
-            .unwrap_or_else(|err| panic!("admin PUT {path} failed: {}", error_chain(&err)));
+            .unwrap_or_else(|err| panic!("admin {method} {path} failed: {}", error_chain(&err)));
         read_reply(response).expect("read reply")
     }
 
