@@ -749,3 +749,47 @@ async fn a_start_keeps_the_stream_settings_it_does_not_set() {
     assert_eq!(kept.description.as_deref(), Some("events of the shop"));
     assert_eq!(kept.max_messages_per_subject, 1);
 }
+
+/// A message on the events' subjects that hookgate did not write (another client with publish
+/// rights, `nats pub`) is passed over by readers and the sweeper: it failed every read of a
+/// range holding it (every delivery, the admin and consumer API) and every sweep, for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_hookgate_did_not_write_is_passed_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start(dir.path());
+    let store = nats.store(Duration::from_secs(10));
+    let deadline = Duration::from_secs(10);
+    let old = |id: &str| event(id.to_string(), "{}".into()).received_at(1_000);
+    store.commit(old("before"), deadline).await.unwrap();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    for subject in ["hookgate.events.p.feedface", "hookgate.events.stray"] {
+        js.publish(subject, Bytes::from_static(b"not an event"))
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    store.commit(old("after"), deadline).await.unwrap();
+    // Readers see the store's events after what followed the last one.
+    let last = tokio::time::Instant::now() + Duration::from_secs(5);
+    while store.last_seq().borrow().0 < 4 {
+        assert!(tokio::time::Instant::now() < last, "the stream's end");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ids = |events: Vec<StoredEvent>| -> Vec<String> {
+        events.into_iter().map(|e| e.event_id).collect()
+    };
+    let all = store.events_after(Seq(0), 10, None).await.unwrap();
+    assert_eq!(ids(all), ["before", "after"]);
+    let one = store.events_after(Seq(0), 10, Some("p".into())).await;
+    assert_eq!(ids(one.unwrap()), ["before", "after"]);
+    assert_eq!(store.event(Seq(2)).await.unwrap(), None);
+    // The sweep removes both events around them.
+    let cutoffs = Cutoffs {
+        events_ms: 2_000,
+        dedup_ms: 0,
+    };
+    let swept = store.sweep(cutoffs, Arc::new(Vec::new())).await.unwrap();
+    assert_eq!(swept.events, 2, "{swept:?}");
+}

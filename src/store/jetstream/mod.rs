@@ -43,6 +43,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use async_nats::jetstream::kv;
+use async_nats::jetstream::message::StreamMessage;
 use async_nats::jetstream::stream::{self, DirectGetErrorKind};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -90,6 +91,8 @@ pub struct JetStreamStore {
     max_payload: usize,
     /// Cancelled when the stream went back (`went_back.rs`): commits fail from then on.
     went_back: CancellationToken,
+    /// The seqs of messages said to be unreadable (see [`Self::unreadable`]).
+    unreadable: Mutex<std::collections::HashSet<u64>>,
 }
 
 /// Room for an event's subject and headers in `max_payload`, as the largest body is told at
@@ -127,9 +130,26 @@ impl JetStreamStore {
             }
             Err(err) => return Err(storage(err)),
         };
-        message
-            .map(|m| layout::stored_event(m.sequence, &m.headers, &m.payload))
-            .transpose()
+        Ok(message.and_then(
+            |m| match layout::stored_event(m.sequence, &m.headers, &m.payload) {
+                Ok(event) => Some(event),
+                Err(err) => {
+                    self.unreadable(seq, &err);
+                    None
+                }
+            },
+        ))
+    }
+
+    /// Says once that the message at `seq` is no event hookgate can read (one published to the
+    /// stream's subjects by another client, or by a newer hookgate): readers and the sweeper pass
+    /// over it, as over a removed event (it stopped every one of them, for good).
+    fn unreadable(&self, seq: u64, err: &StoreError) {
+        const REMEMBERED: usize = 10_000;
+        let mut said = self.unreadable.lock().unwrap_or_else(|p| p.into_inner());
+        if said.len() < REMEMBERED && said.insert(seq) {
+            tracing::error!(seq, error = %err, "A message on the stream's subjects is no event hookgate can read; passed over (only hookgate should publish there).");
+        }
     }
 
     /// The events at `from..=end` up to the first seq not found (removed, or not yet on the
@@ -152,36 +172,52 @@ impl JetStreamStore {
         Ok(events)
     }
 
-    /// The first event at or after `from` on `filter`, if any, with its dedup hash.
+    /// The first event at or after `from` on `filter`, if any, with its dedup hash (messages
+    /// that are no event are passed over: [`Self::unreadable`]).
     async fn next(
         &self,
         filter: &str,
-        from: u64,
+        mut from: u64,
     ) -> Result<Option<(StoredEvent, String)>, StoreError> {
-        let message = match self
+        loop {
+            let Some(message) = self.next_message(filter, from).await? else {
+                return Ok(None);
+            };
+            let event = layout::stored_event(message.sequence, &message.headers, &message.payload);
+            let err = match (layout::hash_of(&message.subject), event) {
+                (Some(hash), Ok(event)) => return Ok(Some((event, hash.to_string()))),
+                (None, _) => {
+                    StoreError::Corrupt(format!("subject {} is no event's", message.subject))
+                }
+                (_, Err(err)) => err,
+            };
+            self.unreadable(message.sequence, &err);
+            from = message.sequence + 1;
+        }
+    }
+
+    /// The first message at or after `from` on `filter`, if any.
+    async fn next_message(
+        &self,
+        filter: &str,
+        from: u64,
+    ) -> Result<Option<StreamMessage>, StoreError> {
+        match self
             .stream
             .direct_get_next_for_subject(filter, Some(from))
             .await
         {
-            Ok(message) => Some(message),
+            Ok(message) => Ok(Some(message)),
             // A replica behind the leader may lack the newest: the leader answers for them.
             Err(err) if err.kind() == DirectGetErrorKind::NotFound => {
                 if from <= self.last_seq.borrow().0 {
-                    leader::next(&self.stream, filter, from).await?
+                    leader::next(&self.stream, filter, from).await
                 } else {
-                    None
+                    Ok(None)
                 }
             }
-            Err(err) => return Err(storage(err)),
-        };
-        let Some(message) = message else {
-            return Ok(None);
-        };
-        let hash = layout::hash_of(&message.subject)
-            .unwrap_or_default()
-            .to_string();
-        let event = layout::stored_event(message.sequence, &message.headers, &message.payload)?;
-        Ok(Some((event, hash)))
+            Err(err) => Err(storage(err)),
+        }
     }
 }
 

@@ -131,6 +131,7 @@ impl JetStreamStore {
             )),
             max_payload,
             went_back: went_back.clone(),
+            unreadable: Mutex::default(),
         };
         store.move_outputs_back_to_the_end().await?;
         let follower = Arc::downgrade(&store.last_seq);
