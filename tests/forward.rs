@@ -843,3 +843,54 @@ fn a_long_error_body_is_read_only_in_part() {
         "the forwarder read {sent} bytes of the body"
     );
 }
+
+/// An operator replays an event the scan has not reached yet (held back behind an event being
+/// retried): the replay delivers it, and the scan passes it over when it gets there (it sent
+/// it a second time).
+#[test]
+fn an_event_replayed_ahead_of_the_scan_is_delivered_once() {
+    let first_tries = Arc::new(AtomicUsize::new(0));
+    let tries = first_tries.clone();
+    // The first event fails its first attempt, and holds the scan back until its retry.
+    let stub = Stub::start(move |request| {
+        let first = String::from_utf8_lossy(&request.body).contains(r#""n":0"#);
+        if first && tries.fetch_add(1, Ordering::SeqCst) == 0 {
+            (503, "text/plain", b"not yet".to_vec())
+        } else {
+            (200, "text/plain", Vec::new())
+        }
+    });
+    let gw = Gateway::builder()
+        .config(&config(
+            &stub.url,
+            "ordered = false\nretry_delays = [\"2s\"]\n",
+        ))
+        .env("HOOKGATE_TEST_MAX_AHEAD", "1")
+        .start();
+    let mut seqs = vec![gw.post("p", &[], &body(0)).ack().1];
+    wait_until(Duration::from_secs(5), "the first attempt", || {
+        first_tries.load(Ordering::SeqCst) == 1
+    });
+    // The third is out of the scan's reach while the first is retried.
+    seqs.extend((1..3).map(|i| gw.post("p", &[], &body(i)).ack().1));
+    wait_until(Duration::from_secs(5), "the second delivered", || {
+        delivery_state(&gw, seqs[1]) == "delivered"
+    });
+    let replay = gw.admin_post(
+        &format!("/v1/events/{}/replay?destination=crm", seqs[2]),
+        &json!({}),
+    );
+    assert!(replay.status < 300, "{}", replay.text());
+    wait_until(Duration::from_secs(10), "every event delivered", || {
+        seqs.iter()
+            .all(|seq| delivery_state(&gw, *seq) == "delivered")
+    });
+    // Time for the scan to reach the third after the first's retry.
+    std::thread::sleep(Duration::from_secs(1));
+    let third = stub
+        .requests()
+        .iter()
+        .filter(|request| seq_header(request) == seqs[2])
+        .count();
+    assert_eq!(third, 1, "the third event's deliveries");
+}

@@ -203,7 +203,8 @@ async fn run(destination: Arc<Destination>, cursor: Seq, stop: CancellationToken
         let mut out_of_reach = false;
         for (event, marks) in events {
             let seq = Seq(event.seq);
-            if !destination.takes(&event) || marks.dead {
+            // Dead, or queued for a replay: its mark keeps it, and the replay path sends it.
+            if !destination.takes(&event) || marks.dead || marks.replay {
                 progress.scanned(seq);
             } else if marks.settled {
                 progress.already_settled(seq);
@@ -284,6 +285,9 @@ async fn next_replay(
 struct Known {
     dead: bool,
     settled: bool,
+    /// Queued for a replay, which delivers it (an operator's replay of an event ahead of the
+    /// scan: the scan sent it again).
+    replay: bool,
 }
 
 /// The next events after `scan`, each with what the destination already knows of it.
@@ -299,7 +303,10 @@ async fn read_batch(
         return Ok(Vec::new());
     };
     let range = Seq(scan.0 + 1)..=last;
+    // A delivered replay trades its replay mark for a settled one in one change: read in this
+    // order, an event is seen with one or the other, never neither.
     let dead = destination.marked_in(Mark::Dead, range.clone()).await?;
+    let replay = destination.marked_in(Mark::Replay, range.clone()).await?;
     let settled = destination.marked_in(Mark::Settled, range).await?;
     Ok(events
         .into_iter()
@@ -308,6 +315,7 @@ async fn read_batch(
             let known = Known {
                 dead: dead.contains(&seq),
                 settled: settled.contains(&seq),
+                replay: replay.contains(&seq),
             };
             (event, known)
         })

@@ -171,6 +171,11 @@ impl Writer {
                 changes.push(Change::Unmark(Mark::Dead, seq));
                 if self.in_flight.contains(&seq) {
                     self.replayed.insert(seq);
+                } else if seq > self.cursor {
+                    // Ahead of the cursor (replayed before the scan reached it): the scan
+                    // passes it over, as it does what it delivered itself.
+                    changes.push(Change::Mark(Mark::Settled, seq));
+                    self.settled_above.insert(seq);
                 }
             } else if self.in_flight.contains(&seq) {
                 self.replay_died.insert(seq);
