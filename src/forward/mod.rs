@@ -40,7 +40,7 @@ pub const MAX_QUEUED_REPLAYS: u64 = 20_000;
 /// The environment variable that lowers [`MAX_QUEUED_REPLAYS`], for tests.
 pub const QUEUED_REPLAYS_ENV: &str = "HOOKGATE_TEST_MAX_QUEUED_REPLAYS";
 
-fn max_queued_replays() -> u64 {
+pub fn max_queued_replays() -> u64 {
     std::env::var(QUEUED_REPLAYS_ENV)
         .ok()
         .and_then(|max| max.parse().ok())
@@ -211,9 +211,18 @@ impl Destination {
 
     /// Dead events, oldest first.
     pub async fn dead(&self, limit: usize) -> Result<Vec<(Seq, DeadRecord)>, StoreError> {
+        self.dead_in(Seq(0)..=Seq(u64::MAX), limit).await
+    }
+
+    /// Dead events of `range`, oldest first.
+    pub async fn dead_in(
+        &self,
+        range: RangeInclusive<Seq>,
+        limit: usize,
+    ) -> Result<Vec<(Seq, DeadRecord)>, StoreError> {
         let dead = self
             .store
-            .marked(&self.config.name, Mark::Dead, Seq(0)..=Seq(u64::MAX), limit)
+            .marked(&self.config.name, Mark::Dead, range, limit)
             .await?;
         Ok(dead
             .into_iter()

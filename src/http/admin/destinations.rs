@@ -1,6 +1,7 @@
 //! The destinations API: `GET /v1/destinations`, pause and resume, the recent errors, the dead
 //! events and their replay.
 
+use crate::event::Seq;
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
@@ -149,29 +150,51 @@ pub(in crate::http) async fn replay_dead_events(
     filter: &ReplayFilter,
     state: &AppState,
 ) -> Result<Replayed, ApiError> {
-    let range = filter.from_seq.unwrap_or(0)..=filter.to_seq.unwrap_or(u64::MAX);
+    // Read a page at a time, and only the seqs the queue could take kept: every dead record at
+    // once (millions, after days of a destination down) held gigabytes.
+    const PAGE: usize = 1_000;
+    let (first, last) = (
+        filter.from_seq.unwrap_or(0),
+        filter.to_seq.unwrap_or(u64::MAX),
+    );
+    let most = usize::try_from(crate::forward::max_queued_replays()).unwrap_or(usize::MAX);
     let mut replayed = Replayed::default();
     for destination in selected(&state.live(), filter.destination.as_deref())? {
-        let dead = destination.dead(usize::MAX).await.map_err(unavailable)?;
-        let mut seqs = Vec::new();
-        for (seq, _) in dead.into_iter().filter(|(seq, _)| range.contains(&seq.0)) {
-            let wanted = match &filter.provider {
-                Some(provider) => state
-                    .store
-                    .event(seq)
-                    .await
-                    .map_err(unavailable)?
-                    .is_some_and(|e| &e.provider == provider),
-                None => true,
+        let (mut seqs, mut beyond, mut from) = (Vec::new(), 0, first);
+        while from <= last {
+            let page = destination
+                .dead_in(Seq(from)..=Seq(last), PAGE)
+                .await
+                .map_err(unavailable)?;
+            let Some(end) = page.last().map(|(seq, _)| seq.0) else {
+                break;
             };
-            if wanted {
-                seqs.push(seq);
+            for (seq, _) in &page {
+                let wanted = match &filter.provider {
+                    Some(provider) => state
+                        .store
+                        .event(*seq)
+                        .await
+                        .map_err(unavailable)?
+                        .is_some_and(|e| &e.provider == provider),
+                    None => true,
+                };
+                match wanted {
+                    true if seqs.len() < most => seqs.push(*seq),
+                    true => beyond += 1,
+                    false => {}
+                }
             }
+            if page.len() < PAGE || end == u64::MAX {
+                break;
+            }
+            from = end + 1;
         }
         replayed += destination.replay(&seqs).await.map_err(|err| {
             tracing::error!(error = %err, "Cannot queue replays.");
             ApiError::Unavailable
         })?;
+        replayed.left += beyond;
     }
     tracing::info!(
         replayed = replayed.queued,
