@@ -17,8 +17,16 @@ use tokio_util::sync::CancellationToken;
 
 use crate::store::Store;
 
-/// How long a stopped piece of work may take to end before it is dropped.
+/// How long a stopped piece of work may take to end before it is dropped, at most.
 const STOP_WITHIN: Duration = Duration::from_secs(1);
+
+/// How long the work may take to end once the lease is given up (at two thirds of the entry's
+/// life `lease_time`): a quarter of that life at most, so that it has ended before the entry can
+/// lapse. A whole second let the work of a lease under 4.5 s (`lease_time` of the config) run on
+/// after another gateway could hold it.
+fn stop_within(lease_time: Duration) -> Duration {
+    STOP_WITHIN.min(lease_time / 4)
+}
 
 /// This process's name in leases: the host, the process id and a random part (a restarted
 /// gateway is a new holder).
@@ -53,6 +61,7 @@ where
     let renew_every = lease_time / 3;
     let give_up_after = lease_time * 2 / 3;
     let wait_every = lease_time / 12;
+    let stop_within = stop_within(lease_time);
     let holder = holder();
     loop {
         // Waiting for the lease.
@@ -81,7 +90,7 @@ where
             tokio::select! {
                 _ = cancel.cancelled() => {
                     term.cancel();
-                    let _ = tokio::time::timeout(STOP_WITHIN, &mut work).await;
+                    let _ = tokio::time::timeout(stop_within, &mut work).await;
                     if let Err(err) = store.release_lease(&name, holder).await {
                         tracing::debug!(lease = name, error = %err, "Cannot give the lease up; it lapses.");
                     }
@@ -118,7 +127,7 @@ where
             "Lost the lease: this gateway stops the work."
         );
         term.cancel();
-        let _ = tokio::time::timeout(STOP_WITHIN, &mut work).await;
+        let _ = tokio::time::timeout(stop_within, &mut work).await;
     }
 }
 
@@ -138,6 +147,15 @@ async fn hold(store: &Store, name: &str, holder: &str, within: Duration) -> Opti
 mod tests {
     /// The host part is the host's name (it was "hookgate" under the unit's `ProcSubset=pid`,
     /// which hides the file it was read from).
+    #[test]
+    fn work_given_up_ends_before_the_entry_can_lapse() {
+        for ms in [667, 1_333, 3_000, 6_667, 40_000] {
+            let life = std::time::Duration::from_millis(ms);
+            let ended = life * 2 / 3 + super::stop_within(life);
+            assert!(ended < life, "{life:?}: {ended:?}");
+        }
+    }
+
     #[test]
     fn a_holder_names_its_host() {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
