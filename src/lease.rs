@@ -20,12 +20,13 @@ use crate::store::Store;
 /// How long a stopped piece of work may take to end before it is dropped, at most.
 const STOP_WITHIN: Duration = Duration::from_secs(1);
 
-/// How long the work may take to end once the lease is given up (at two thirds of the entry's
-/// life `lease_time`): a quarter of that life at most, so that it has ended before the entry can
-/// lapse. A whole second let the work of a lease under 4.5 s (`lease_time` of the config) run on
-/// after another gateway could hold it.
+/// How long the work may take to end once the lease is given up (at three quarters of the
+/// entry's life `lease_time` at the latest: two thirds, and the wait after a failed renewal): a
+/// sixth of that life at most, so that it has ended before the entry can lapse. A whole second
+/// let the work of a lease under 4.5 s (`lease_time` of the config) run on after another
+/// gateway could hold it.
 fn stop_within(lease_time: Duration) -> Duration {
-    STOP_WITHIN.min(lease_time / 4)
+    STOP_WITHIN.min(lease_time / 6)
 }
 
 /// This process's name in leases: the host, the process id and a random part (a restarted
@@ -145,17 +146,19 @@ async fn hold(store: &Store, name: &str, holder: &str, within: Duration) -> Opti
 
 #[cfg(test)]
 mod tests {
-    /// The host part is the host's name (it was "hookgate" under the unit's `ProcSubset=pid`,
-    /// which hides the file it was read from).
+    /// Given up at two thirds of the entry's life, or after the wait that follows a failed
+    /// renewal just before (a twelfth more), the work has ended before the entry can lapse.
     #[test]
     fn work_given_up_ends_before_the_entry_can_lapse() {
         for ms in [667, 1_333, 3_000, 6_667, 40_000] {
             let life = std::time::Duration::from_millis(ms);
-            let ended = life * 2 / 3 + super::stop_within(life);
+            let ended = life * 2 / 3 + life / 12 + super::stop_within(life);
             assert!(ended < life, "{life:?}: {ended:?}");
         }
     }
 
+    /// The host part is the host's name (it was "hookgate" under the unit's `ProcSubset=pid`,
+    /// which hides the file it was read from).
     #[test]
     fn a_holder_names_its_host() {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
