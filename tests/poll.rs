@@ -527,6 +527,7 @@ fn an_operator_sets_the_cursor_and_the_next_round_polls_from_it() {
         json!({"cursor": true}),
         json!({"cursor": ""}),
         json!({"at": 3}),
+        json!({}),
     ] {
         assert_eq!(gw.admin_put(path, &bad).status, 400, "{bad}");
     }

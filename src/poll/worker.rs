@@ -65,6 +65,9 @@ struct Persisted {
 
 /// Ids kept in [`Persisted::seen`], at most (the newest).
 const MAX_SEEN: usize = 10_000;
+/// Bytes of ids kept in [`Persisted::seen`], at most: the value must stay well under the NATS
+/// servers' `max_payload` (1 MiB by default), or every write of the cursor fails.
+const MAX_SEEN_BYTES: usize = 256 * 1024;
 
 /// Polls until `stop` (the end of this gateway's lease on the poller, or shutdown).
 pub(super) async fn run(poller: Arc<Poller>, stop: CancellationToken) {
@@ -202,7 +205,7 @@ async fn round(poller: &Poller, stop: &CancellationToken) -> Result<(), Failure>
 }
 
 /// The ids seen from the next request's cursor: this page's, after those seen before when the
-/// cursor stays (the newest [`MAX_SEEN`]).
+/// cursor stays (the newest [`MAX_SEEN`], within [`MAX_SEEN_BYTES`]).
 fn seen_after(seen: &[String], cursor_stays: bool, page: &Page) -> Vec<String> {
     let before = if cursor_stays { seen } else { &[] };
     let mut after: Vec<String> = before.to_vec();
@@ -212,7 +215,12 @@ fn seen_after(seen: &[String], cursor_stays: bool, page: &Page) -> Vec<String> {
             after.push(item.id.as_str().to_string());
         }
     }
-    let excess = after.len().saturating_sub(MAX_SEEN);
+    let mut excess = after.len().saturating_sub(MAX_SEEN);
+    let mut bytes: usize = after[excess..].iter().map(String::len).sum();
+    while bytes > MAX_SEEN_BYTES {
+        bytes -= after[excess].len();
+        excess += 1;
+    }
     after.drain(..excess);
     after
 }
@@ -539,6 +547,39 @@ fn set_cursor_gauge(poller: &Poller, cursor: Option<&str>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn page_of(ids: impl IntoIterator<Item = String>) -> Page {
+        Page {
+            items: ids
+                .into_iter()
+                .map(|id| page::Item {
+                    id: crate::event::EventId::new(id).expect("id"),
+                    body: bytes::Bytes::new(),
+                })
+                .collect(),
+            next: None,
+        }
+    }
+
+    #[test]
+    fn the_ids_seen_are_bounded_in_number_and_bytes_the_newest_kept() {
+        let few = page_of(["a".to_string(), "b".to_string()]);
+        assert_eq!(seen_after(&["z".into()], true, &few), ["z", "a", "b"]);
+        assert_eq!(seen_after(&["z".into()], false, &few), ["a", "b"]);
+        assert_eq!(seen_after(&["a".into()], true, &few), ["a", "b"]);
+        let many = page_of((0..MAX_SEEN + 5).map(|n| n.to_string()));
+        let kept = seen_after(&[], true, &many);
+        assert_eq!(kept.len(), MAX_SEEN);
+        assert_eq!(kept[0], "5");
+        // 4,000 ids of 200 bytes: about 800 KB, over the bound.
+        let long = page_of((0..4_000).map(|n| format!("{n:0>200}")));
+        let kept = seen_after(&[], true, &long);
+        assert!(kept.iter().map(String::len).sum::<usize>() <= MAX_SEEN_BYTES);
+        assert_eq!(
+            kept.last().map(String::as_str),
+            Some(&*format!("{:0>200}", 3_999))
+        );
+    }
 
     #[test]
     fn backoff_doubles_from_the_interval_and_honours_retry_after() {

@@ -73,11 +73,18 @@ async fn poll_now(
     })
 }
 
-/// `{"cursor": "..."}`, a number, or `null` (from the beginning).
+/// `{"cursor": "..."}`, a number, or `null` (from the beginning): the key is required (`{}`
+/// read as `null` sent a poller back to the beginning of the vendor's history).
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NewCursor {
+    #[serde(deserialize_with = "present")]
     cursor: Option<Value>,
+}
+
+/// A field that must be there, `null` or not.
+fn present<'de, D: serde::Deserializer<'de>>(to: D) -> Result<Option<Value>, D::Error> {
+    serde::Deserialize::deserialize(to)
 }
 
 /// Sets the durable cursor, after the round under way (if any); the next round polls from it.
