@@ -203,11 +203,12 @@ async fn run(destination: Arc<Destination>, cursor: Seq, stop: CancellationToken
         let mut out_of_reach = false;
         for (event, marks) in events {
             let seq = Seq(event.seq);
-            // Dead, or queued for a replay: its mark keeps it, and the replay path sends it.
-            if !destination.takes(&event) || marks.dead || marks.replay {
-                progress.scanned(seq);
-            } else if marks.settled {
+            // Settled first: its mark goes once the cursor passes it, whatever else holds.
+            if marks.settled {
                 progress.already_settled(seq);
+            } else if !destination.takes(&event) || marks.dead || marks.replay {
+                // Dead, or queued for a replay: its mark keeps it, and the replay path sends it.
+                progress.scanned(seq);
             } else {
                 if !within_reach(seq, ahead, &oldest_in_flight) {
                     // Not now: replays, a pause and this event's turn are looked at again once
@@ -303,10 +304,15 @@ async fn read_batch(
         return Ok(Vec::new());
     };
     let range = Seq(scan.0 + 1)..=last;
-    // A delivered replay trades its replay mark for a settled one in one change: read in this
-    // order, an event is seen with one or the other, never neither.
+    // Marks move between kinds in changes a read may fall between: a replayed dead event gains
+    // its replay mark before it loses its dead record, a replay that dies gains its dead record
+    // before it loses its replay mark, and a delivered one trades its replay mark for a settled
+    // one in one change. Read replay, dead, replay again, settled: each move is seen from one
+    // side or the other, never from neither.
+    let replay_before = destination.marked_in(Mark::Replay, range.clone()).await?;
     let dead = destination.marked_in(Mark::Dead, range.clone()).await?;
-    let replay = destination.marked_in(Mark::Replay, range.clone()).await?;
+    let mut replay = destination.marked_in(Mark::Replay, range.clone()).await?;
+    replay.extend(replay_before);
     let settled = destination.marked_in(Mark::Settled, range).await?;
     Ok(events
         .into_iter()

@@ -214,6 +214,11 @@ impl Destination {
         self.dead_in(Seq(0)..=Seq(u64::MAX), limit).await
     }
 
+    /// How many events are dead for this destination.
+    pub async fn dead_count(&self) -> Result<u64, StoreError> {
+        self.store.count_marked(&self.config.name, Mark::Dead).await
+    }
+
     /// Dead events of `range`, oldest first.
     pub async fn dead_in(
         &self,
@@ -268,7 +273,7 @@ impl Destination {
             queue_depth: depth,
             oldest_pending_age_s: oldest,
             replay_queued: self.store.count_marked(name, Mark::Replay).await?,
-            dead: self.store.count_marked(name, Mark::Dead).await?,
+            dead: self.dead_count().await?,
             live: self.status.snapshot(),
         })
     }

@@ -158,10 +158,13 @@ pub(in crate::http) async fn replay_dead_events(
         filter.to_seq.unwrap_or(u64::MAX),
     );
     let most = usize::try_from(crate::forward::max_queued_replays()).unwrap_or(usize::MAX);
+    // Without a filter, what stays dead is the destination's count of dead events: the walk
+    // stops once the queue could take no more.
+    let every = filter.provider.is_none() && filter.from_seq.is_none() && filter.to_seq.is_none();
     let mut replayed = Replayed::default();
     for destination in selected(&state.live(), filter.destination.as_deref())? {
         let (mut seqs, mut beyond, mut from) = (Vec::new(), 0, first);
-        while from <= last {
+        'walk: while from <= last {
             let page = destination
                 .dead_in(Seq(from)..=Seq(last), PAGE)
                 .await
@@ -181,6 +184,7 @@ pub(in crate::http) async fn replay_dead_events(
                 };
                 match wanted {
                     true if seqs.len() < most => seqs.push(*seq),
+                    true if every => break 'walk,
                     true => beyond += 1,
                     false => {}
                 }
@@ -190,11 +194,17 @@ pub(in crate::http) async fn replay_dead_events(
             }
             from = end + 1;
         }
-        replayed += destination.replay(&seqs).await.map_err(|err| {
+        let mut this = destination.replay(&seqs).await.map_err(|err| {
             tracing::error!(error = %err, "Cannot queue replays.");
             ApiError::Unavailable
         })?;
-        replayed.left += beyond;
+        this.left = if every {
+            let dead = destination.dead_count().await.map_err(unavailable)?;
+            usize::try_from(dead).unwrap_or(usize::MAX)
+        } else {
+            this.left + beyond
+        };
+        replayed += this;
     }
     tracing::info!(
         replayed = replayed.queued,

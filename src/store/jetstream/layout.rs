@@ -103,15 +103,12 @@ pub fn stored_event(
     let received_at_ms = required(RECEIVED_AT)?.parse().map_err(|_| {
         StoreError::Corrupt(format!("message {seq}: {RECEIVED_AT} is not a number"))
     })?;
+    // A value this version does not know (a newer hookgate's, in a rolling upgrade) reads as a
+    // webhook's: the event is delivered, rather than passed over as no event.
     let source = match required(SOURCE)?.as_str() {
-        "webhook" => Source::Webhook,
         "poll" => Source::Poll,
         "test" => Source::Test,
-        other => {
-            return Err(StoreError::Corrupt(format!(
-                "message {seq}: unknown {SOURCE} {other:?}"
-            )))
-        }
+        _ => Source::Webhook,
     };
     Ok(StoredEvent {
         seq,

@@ -130,20 +130,27 @@ impl JetStreamStore {
             }
             Err(err) => return Err(storage(err)),
         };
-        Ok(message.and_then(
-            |m| match layout::stored_event(m.sequence, &m.headers, &m.payload) {
-                Ok(event) => Some(event),
-                Err(err) => {
-                    self.unreadable(seq, &err);
-                    None
-                }
-            },
-        ))
+        Ok(message.and_then(|m| match self.readable(&m) {
+            Ok((event, _)) => Some(event),
+            Err(err) => {
+                self.unreadable(seq, &err);
+                None
+            }
+        }))
+    }
+
+    /// The event a message holds, and its dedup hash; an error for a message that is none.
+    fn readable(&self, message: &StreamMessage) -> Result<(StoredEvent, String), StoreError> {
+        let hash = layout::hash_of(&message.subject).ok_or_else(|| {
+            StoreError::Corrupt(format!("subject {} is no event's", message.subject))
+        })?;
+        let event = layout::stored_event(message.sequence, &message.headers, &message.payload)?;
+        Ok((event, hash.to_string()))
     }
 
     /// Says once that the message at `seq` is no event hookgate can read (one published to the
-    /// stream's subjects by another client, or by a newer hookgate): readers and the sweeper pass
-    /// over it, as over a removed event (it stopped every one of them, for good).
+    /// stream's subjects by another client): readers and the sweeper pass over it, as over a
+    /// removed event (it stopped every one of them, for good).
     fn unreadable(&self, seq: u64, err: &StoreError) {
         const REMEMBERED: usize = 10_000;
         let mut said = self.unreadable.lock().unwrap_or_else(|p| p.into_inner());
@@ -183,15 +190,10 @@ impl JetStreamStore {
             let Some(message) = self.next_message(filter, from).await? else {
                 return Ok(None);
             };
-            let event = layout::stored_event(message.sequence, &message.headers, &message.payload);
-            let err = match (layout::hash_of(&message.subject), event) {
-                (Some(hash), Ok(event)) => return Ok(Some((event, hash.to_string()))),
-                (None, _) => {
-                    StoreError::Corrupt(format!("subject {} is no event's", message.subject))
-                }
-                (_, Err(err)) => err,
-            };
-            self.unreadable(message.sequence, &err);
+            match self.readable(&message) {
+                Ok(read) => return Ok(Some(read)),
+                Err(err) => self.unreadable(message.sequence, &err),
+            }
             from = message.sequence + 1;
         }
     }
