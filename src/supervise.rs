@@ -27,6 +27,35 @@ impl Died {
     pub fn happened(&self) -> bool {
         self.0.is_cancelled()
     }
+
+    /// Runs `task` (on the current actix worker) as `name`, outside any group (a delivery, a
+    /// destination's progress writer: they end on their own): a panic is logged by name and
+    /// trips this signal. Unwatched, one left its event in flight for good, and the destination
+    /// stalled in silence.
+    pub fn spawn_watched(&self, name: String, task: impl Future<Output = ()> + 'static) {
+        use futures_util::FutureExt as _;
+        let fault = std::env::var(FAULT_ENV).is_ok_and(|faulty| faulty == name);
+        let died = self.clone();
+        actix_web::rt::spawn(async move {
+            let run = async move {
+                if fault {
+                    panic!("{FAULT_ENV} names this task");
+                }
+                task.await
+            };
+            if std::panic::AssertUnwindSafe(run)
+                .catch_unwind()
+                .await
+                .is_err()
+            {
+                tracing::error!(
+                    task = name,
+                    "A task panicked; shutting down so that the service is restarted."
+                );
+                died.0.cancel();
+            }
+        });
+    }
 }
 
 /// One group of background tasks.

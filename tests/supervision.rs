@@ -11,25 +11,39 @@ use std::time::Duration;
 
 use common::{provider, sign, Gateway};
 
-fn with_a_dying_forwarder(bin: &Path, config: &Path, _data_dir: &Path) -> Command {
+/// `hookgate serve` with the test-only fault that makes the task named `task` panic.
+fn serve_with_a_panicking(task: &str, bin: &Path, config: &Path) -> Command {
     let mut command = Command::new(bin);
     command
         .args(["serve", "--config"])
         .arg(config)
-        .env("HOOKGATE_TEST_PANIC_TASK", "destination crm");
+        .env("HOOKGATE_TEST_PANIC_TASK", task);
     command
 }
 
-#[test]
-fn a_background_task_that_dies_stops_the_process_and_is_named() {
-    let mut gw = Gateway::builder()
+fn with_a_dying_forwarder(bin: &Path, config: &Path, _data_dir: &Path) -> Command {
+    serve_with_a_panicking("destination crm", bin, config)
+}
+
+fn with_a_dying_delivery(bin: &Path, config: &Path, _data_dir: &Path) -> Command {
+    serve_with_a_panicking("delivery crm", bin, config)
+}
+
+/// An open provider and a destination `crm`, run through `wrapper`.
+fn gateway(wrapper: common::Wrapper) -> Gateway {
+    Gateway::builder()
         .config(&format!(
             "{}\n[[destination]]\nname = \"crm\"\nurl = \"http://127.0.0.1:9/\"\nsigning_secret = \"{}\"\n",
             provider("open", "none", &[], ""),
             sign::whsec("supervision-test")
         ))
-        .wrapper(with_a_dying_forwarder)
-        .start();
+        .wrapper(wrapper)
+        .start()
+}
+
+#[test]
+fn a_background_task_that_dies_stops_the_process_and_is_named() {
+    let mut gw = gateway(with_a_dying_forwarder);
     let status = gw.wait_exit(Duration::from_secs(20));
     let logs = gw.logs();
     assert!(!status.success(), "{status:?}: {logs}");
@@ -39,6 +53,22 @@ fn a_background_task_that_dies_stops_the_process_and_is_named() {
     );
     assert!(
         logs.contains("a background task stopped unexpectedly"),
+        "{logs}"
+    );
+}
+
+/// A delivery task runs outside the forwarders' group (it ends on its own): one that panicked
+/// left its event in flight for good, the destination's cursor stuck below it, and nothing
+/// said so. It stops the process now, named, for systemd to restart it.
+#[test]
+fn a_delivery_that_panics_stops_the_process_and_is_named() {
+    let mut gw = gateway(with_a_dying_delivery);
+    assert_eq!(gw.post("open", &[], b"{}").ack().0, "accepted");
+    let status = gw.wait_exit(Duration::from_secs(20));
+    let logs = gw.logs();
+    assert!(!status.success(), "{status:?}: {logs}");
+    assert!(
+        logs.contains("delivery crm") && logs.contains("A task panicked"),
         "{logs}"
     );
 }

@@ -47,6 +47,8 @@ pub struct Destination {
     /// Held by a replay from counting the queue to marking what it queues: two at once (a form
     /// sent twice, the CLI and the console) each saw the room, and together went past the bound.
     pub replay_lock: tokio::sync::Mutex<()>,
+    /// Tripped by a delivery or progress task that panics (they run outside the group).
+    pub died: crate::supervise::Died,
 }
 
 impl Destination {
@@ -124,6 +126,7 @@ async fn run(destination: Arc<Destination>, cursor: Seq, stop: CancellationToken
         destination.store.clone(),
         destination.config.name.clone(),
         cursor,
+        &destination.died,
     );
     let permits = Arc::new(Semaphore::new(if destination.config.ordered {
         1
@@ -369,7 +372,9 @@ fn spawn_delivery(
     replay: Option<Replaying>,
     (permit, stop): (tokio::sync::OwnedSemaphorePermit, CancellationToken),
 ) {
-    actix_web::rt::spawn(async move {
+    let name = format!("delivery {}", destination.config.name);
+    let died = destination.died.clone();
+    died.spawn_watched(name, async move {
         if let Some(done) = deliver(&destination, &event, &stop).await {
             let seq = Seq(event.seq);
             if matches!(done, Done::Dead(_)) {

@@ -120,6 +120,7 @@ impl Forwarders {
                 alerter: alert::Alerter::new(destination.alert_url.clone(), client.clone()),
                 next_slot: std::sync::Mutex::new(Instant::now()),
                 replay_lock: tokio::sync::Mutex::new(()),
+                died: died.clone(),
             });
             destinations.push(shared);
         }

@@ -45,8 +45,14 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// Starts the writer for `destination`, whose durable cursor is `cursor`.
-    pub fn spawn(store: Store, destination: String, cursor: Seq) -> Progress {
+    /// Starts the writer for `destination`, whose durable cursor is `cursor`, watched by `died`.
+    pub fn spawn(
+        store: Store,
+        destination: String,
+        cursor: Seq,
+        died: &crate::supervise::Died,
+    ) -> Progress {
+        let name = format!("progress {destination}");
         let (reports, receiver) = mpsc::unbounded_channel();
         let (oldest_sender, oldest) = watch::channel(None);
         let writer = Writer {
@@ -60,7 +66,7 @@ impl Progress {
             replayed: BTreeSet::new(),
             replay_died: BTreeSet::new(),
         };
-        actix_web::rt::spawn(writer.run(receiver));
+        died.spawn_watched(name, writer.run(receiver));
         Progress { reports, oldest }
     }
 
