@@ -579,3 +579,28 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// The CLI reads at most 64 MiB of an answer: a URL that is no hookgate, answering without end,
+/// filled its memory.
+#[test]
+fn an_endless_answer_is_cut_and_the_command_fails() {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut request = [0u8; 4096];
+        let _ = stream.read(&mut request);
+        let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n";
+        if stream.write_all(head.as_bytes()).is_err() {
+            return;
+        }
+        let chunk = vec![b' '; 1 << 20];
+        while stream.write_all(&chunk).is_ok() {}
+    });
+    let run = hookgate(
+        &["pollers", "--url", &url],
+        &[("HOOKGATE_ADMIN_TOKEN", ADMIN_TOKEN)],
+    );
+    run.fails(1, &["longer than 64 MiB"]);
+}

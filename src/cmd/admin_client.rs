@@ -149,10 +149,8 @@ impl Admin {
     /// Prints an answer: as JSON with `--json`, else as `for_people` does.
     pub fn print(&self, answer: &Value, for_people: impl FnOnce(&Value)) {
         if self.json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(answer).unwrap_or_default()
-            );
+            let json = serde_json::to_string_pretty(answer).unwrap_or_default();
+            println!("{}", super::table::terminal_safe_json(&json));
         } else {
             for_people(answer);
         }
@@ -186,8 +184,7 @@ impl Admin {
             .send()
             .map_err(|err| Failure::Api(format!("{shown}: {}", error_chain(&err))))?;
         let status = response.status();
-        let text = response
-            .text()
+        let text = read_answer(response)
             .map_err(|err| Failure::Api(format!("{shown}: {}", error_chain(&err))))?;
         let json = serde_json::from_str::<Value>(&text);
         if !status.is_success() {
@@ -197,14 +194,33 @@ impl Admin {
     }
 }
 
+/// An answer's body, at most [`MAX_ANSWER_BYTES`] (an endless one, from a URL that is no
+/// hookgate, filled the memory).
+fn read_answer(response: reqwest::blocking::Response) -> std::io::Result<String> {
+    use std::io::Read as _;
+    let mut body = Vec::new();
+    let limit = u64::try_from(MAX_ANSWER_BYTES).unwrap_or(u64::MAX) + 1;
+    response.take(limit).read_to_end(&mut body)?;
+    if body.len() > MAX_ANSWER_BYTES {
+        return Err(std::io::Error::other(format!(
+            "the answer is longer than {} MiB",
+            MAX_ANSWER_BYTES >> 20
+        )));
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
+/// The longest answer the CLI reads.
+const MAX_ANSWER_BYTES: usize = 64 << 20;
+
 /// What an error answer means to the operator: the status, the API's error code, and for a
 /// 401 where the token came from.
 fn api_error(url: &Url, status: reqwest::StatusCode, json: Option<Value>, text: &str) -> String {
     let code = json
         .as_ref()
         .and_then(|json| json["error"].as_str())
-        .map(str::to_string)
-        .unwrap_or_else(|| super::table::clean(text.trim(), false));
+        .unwrap_or(text.trim());
+    let code = super::table::clean(code, false);
     let mut message = format!("{url} answered {status}: {code}");
     if status == reqwest::StatusCode::UNAUTHORIZED {
         message.push_str(&format!(

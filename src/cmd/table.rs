@@ -122,16 +122,38 @@ pub fn listing(items: &Value, columns: &[(&str, Cell)]) -> Table {
     table
 }
 
-/// `text` with every control character shown as `?` (newlines and tabs kept when
-/// `keep_lines`).
+/// `text` with every control character and bidirectional override shown as `?` (newlines and
+/// tabs kept when `keep_lines`).
 pub fn clean(text: &str, keep_lines: bool) -> String {
     text.chars()
         .map(|c| match c {
             '\n' | '\t' if keep_lines => c,
-            c if c.is_control() => '?',
+            c if unsafe_for_terminals(c) => '?',
             c => c,
         })
         .collect()
+}
+
+/// Control characters (C0, DEL, C1: a terminal acts on them) and the bidirectional marks,
+/// embeddings, overrides and isolates (they reorder what a terminal shows).
+pub fn unsafe_for_terminals(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// JSON text with the characters [`unsafe_for_terminals`] escaped as `\uXXXX` (serde_json
+/// writes C1 controls, DEL and bidirectional overrides as they are; in JSON text they can only
+/// be inside strings, where the escape means the same).
+pub fn terminal_safe_json(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        if unsafe_for_terminals(c) && c != '\n' {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// `text` cut to [`MAX_CELL_CHARS`].
@@ -183,6 +205,23 @@ pub fn age(seconds: Option<f64>) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// C1 controls (CSI, U+009B, starts an escape sequence on xterm-like terminals), DEL and
+    /// bidirectional overrides reached the terminal as they were: in tables, and in `--json`,
+    /// where serde_json escapes only C0 controls.
+    #[test]
+    fn what_a_terminal_acts_on_never_reaches_it() {
+        let hostile = "a\u{9b}31mb\u{7f}c\u{202e}d\u{2066}e";
+        assert_eq!(clean(hostile, false), "a?31mb?c?d?e");
+        let json = serde_json::to_string_pretty(&json!({ "id": hostile, "n": 1 })).unwrap();
+        let safe = terminal_safe_json(&json);
+        assert!(
+            !safe.chars().any(|c| unsafe_for_terminals(c) && c != '\n'),
+            "{safe}"
+        );
+        assert_eq!(serde_json::from_str::<Value>(&safe).unwrap()["id"], hostile);
+        assert!(safe.contains("\\u009b"), "{safe}");
+    }
 
     #[test]
     fn columns_are_aligned_and_lines_not_padded() {
