@@ -33,6 +33,30 @@ impl Loader<'_> {
         }
     }
 
+    /// A provider that polls: an event arriving both as a webhook and from the sync API is
+    /// stored once only when the webhook's event id is the sync item's id, read from the body
+    /// at the same pointer, and vouched for by the scheme (an id it does not vouch for is bound
+    /// to the body's hash, which the sync API's representation does not share).
+    pub(super) fn audit_both_ways(&mut self, provider: &super::ProviderConfig, verify: &str) {
+        use crate::event_id::EventIdRule;
+        let Some(sync) = &provider.sync else {
+            return;
+        };
+        let same_pointer = match &provider.event_id {
+            Some(EventIdRule::JsonPointer(pointer)) => *pointer == sync.item_id,
+            // Alcméon's own rule: the id at `/id` of the signed body.
+            None => verify == "alcmeon" && sync.item_id == "/id",
+            Some(EventIdRule::Header(_)) => false,
+        };
+        if !same_pointer || verify == "none" {
+            self.warn(format!(
+                "provider {:?} polls a sync API, but an event that arrives both ways is stored, and delivered, twice: its webhooks' event id must be the sync item's, event_id = \"json:{}\", under a scheme that signs the body (not verify = \"none\")",
+                provider.name.as_str(),
+                sync.item_id
+            ));
+        }
+    }
+
     /// A secret hookgate checks itself (a builtin OAuth client's): long enough.
     pub(super) fn audit_own_secret(
         &mut self,

@@ -541,6 +541,24 @@ user = "u"
         );
     }
 
+    /// A webhook id that is not the sync item's (GitHub's default, a header) or not vouched for
+    /// (`verify = "none"`) makes every event that arrives both ways stored twice: said at load.
+    #[test]
+    fn a_webhook_id_that_is_not_the_sync_item_s_is_warned_about() {
+        let warned = |verify: &str, rule: &str| {
+            let config = format!(
+                "[admin]\ntoken = \"0123456789abcdef\"\n\n[[provider]]\nname = \"a\"\nverify = \"{verify}\"\nsecrets = [\"0123456789abcdef\"]\n{rule}\n[provider.sync]\nurl = \"http://x/\"\npreset = \"alcmeon\"\nauth = {{ user = \"u\", password = \"p\" }}\n"
+            );
+            let (_, warnings) = super::super::load_str(&config, std::path::Path::new(".")).unwrap();
+            warnings.iter().any(|w| w.contains("stored, and delivered, twice"))
+        };
+        assert!(warned("github", ""));
+        assert!(warned("github", "event_id = \"json:/other\""));
+        assert!(!warned("github", "event_id = \"json:/id\""));
+        assert!(!warned("alcmeon", ""));
+        assert!(warned("alcmeon", "event_id = \"header:X-Id\""));
+    }
+
     #[test]
     fn unknown_keys_are_refused() {
         let errors = parse("url = \"http://x/\"\ncursor = \"c\"\n").unwrap_err();

@@ -199,8 +199,10 @@ impl<'a> Loader<'a> {
                 continue;
             }
             names_seen.push(raw.name.clone());
+            let verify = raw.verify.clone();
             if let Some(mut provider) = self.provider(raw, section) {
                 provider.sync = sync;
+                self.audit_both_ways(&provider, &verify);
                 providers.push(provider);
             }
         }
