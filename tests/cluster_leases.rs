@@ -325,13 +325,14 @@ fn two_delivering(nats: &NatsServer, downstream: &Stub, extra: &str) -> (Gateway
 fn polled_provider(api: &Stub, page_size: u32) -> String {
     let sync = format!(
         "[provider.sync]\npreset = \"alcmeon\"\nurl = \"{}/actions\"\ninterval = \"100ms\"\n\
-         limit_param = \"limit\"\npage_size = {page_size}\nstart_cursor = 1\n[provider.sync.auth]\nuser = \"instance-42\"\npassword = \"app-secret\"\n",
+         limit_param = \"limit\"\npage_size = {page_size}\nstart_cursor = 1\ncursor_inclusive = true\n[provider.sync.auth]\nuser = \"instance-42\"\npassword = \"app-secret\"\n",
         api.url
     );
     provider("p", "alcmeon", &["alcmeon-app-secret-0123"], &sync)
 }
 
-/// Actions `1..=produced` from `min_action_id` on, `limit` at a time (Alcméon's sync API).
+/// Actions `1..=produced` from `min_action_id` on (inclusive), `limit` at a time (Alcméon's sync
+/// API, as this fake answers it).
 fn vendor(produced: Arc<AtomicU64>) -> Stub {
     Stub::start(move |request| {
         let url = url::Url::parse(&format!("http://vendor{}", request.path)).unwrap();

@@ -210,7 +210,8 @@ fn faults(n: usize, _: &StubRequest) -> Option<Answer> {
 #[test]
 fn webhooks_and_polls_store_every_action_exactly_once() {
     let vendor = Vendor::start(0, 3600, faults);
-    let sync = "interval = \"200ms\"\ntimeout = \"1s\"\nlimit_param = \"limit\"\npage_size = 100\nmax_pages_per_round = 3\nstart_cursor = 1\n";
+    // This fake API answers from the cursor on, inclusive.
+    let sync = "interval = \"200ms\"\ntimeout = \"1s\"\nlimit_param = \"limit\"\npage_size = 100\nmax_pages_per_round = 3\nstart_cursor = 1\ncursor_inclusive = true\n";
     let gw = Gateway::start(&sync_provider(&vendor, sync, &oauth(&vendor)));
 
     let started = Instant::now();
@@ -309,7 +310,7 @@ fn slow_at_151(_: usize, request: &StubRequest) -> Option<Answer> {
 #[test]
 fn a_restart_mid_poll_resumes_from_the_durable_cursor() {
     let vendor = Vendor::start(300, 3600, slow_at_151);
-    let sync = "interval = \"200ms\"\ntimeout = \"10s\"\nlimit_param = \"limit\"\npage_size = 50\nmax_pages_per_round = 100\n";
+    let sync = "interval = \"200ms\"\ntimeout = \"10s\"\nlimit_param = \"limit\"\npage_size = 50\nmax_pages_per_round = 100\ncursor_inclusive = true\n";
     let mut gw = Gateway::start(&sync_provider(&vendor, sync, BASIC));
     wait_until(Duration::from_secs(10), "the slow page requested", || {
         SLOW_PAGE_IN_FLIGHT.load(Ordering::SeqCst)
@@ -340,6 +341,24 @@ fn no_faults(_: usize, _: &StubRequest) -> Option<Answer> {
     None
 }
 
+/// The preset takes `min_action_id` as exclusive (the next cursor is the highest id): against
+/// an API that answers from the cursor on, the action at the cursor comes back with each page
+/// and is not committed again; every action is stored once, none skipped.
+#[test]
+fn the_preset_s_exclusive_cursor_against_an_inclusive_api_stores_every_action_once() {
+    let vendor = Vendor::start(250, 3600, no_faults);
+    let sync = "interval = \"200ms\"\nlimit_param = \"limit\"\npage_size = 100\n";
+    let gw = Gateway::start(&sync_provider(&vendor, sync, BASIC));
+    wait_until(Duration::from_secs(20), "every action", || {
+        stored(&gw).len() == 250
+    });
+    wait_until(Duration::from_secs(10), "the cursor at the last", || {
+        sync_status(&gw)["cursor"] == "250"
+    });
+    assert!(stored(&gw).values().all(|(n, _)| *n == 1));
+    assert_eq!(gw.metric("hookgate_duplicates_total", &[]).unwrap_or(0.0), 0.0);
+}
+
 #[test]
 fn the_first_cursor_follows_the_highest_webhook_id_and_poll_now_runs_a_round() {
     let vendor = Vendor::start(20, 3600, no_faults);
@@ -354,7 +373,7 @@ fn the_first_cursor_follows_the_highest_webhook_id_and_poll_now_runs_a_round() {
     );
     // The same provider, now with its sync API.
     let config = std::fs::read_to_string(gw.config_path()).expect("config");
-    let sync = "interval = \"1h\"\nlimit_param = \"limit\"\npage_size = 100\n";
+    let sync = "interval = \"1h\"\nlimit_param = \"limit\"\npage_size = 100\ncursor_inclusive = true\n";
     let extra = format!(
         "[provider.sync]\npreset = \"alcmeon\"\nurl = \"{}/actions\"\n{sync}\n[provider.sync.auth]\n{BASIC}\n",
         vendor.url()

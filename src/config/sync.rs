@@ -75,14 +75,19 @@ struct Preset {
     auth: &'static str,
 }
 
-/// Alcméon's Action Synchronization API: `GET ...?min_action_id=N` returns the actions from N
-/// on; ids are the notification ids the webhooks carry in `/id`; Basic auth with the instance id
-/// and the application secret. The page layout (`/data`) is our assumption, hence overridable.
+/// Alcméon's Action Synchronization API: `GET ...?min_action_id=N`, N "the id of the last
+/// successfully received notification" (their guide), which does not say whether the action N
+/// comes back. Taken as exclusive (the next cursor is the highest id, not + 1): if the API
+/// answers from N on, the action N comes back once per page and is not committed again (the
+/// ids seen from a cursor are kept); taken as inclusive while the API answered after N, the
+/// action N + 1 of every page boundary would be skipped. Ids are the notification ids the
+/// webhooks carry in `/id`; Basic auth with the instance id and the application secret. The page
+/// layout (`/data`) is our assumption, hence overridable.
 const ALCMEON: Preset = Preset {
     cursor_param: "min_action_id",
     items: "/data",
     item_id: "/id",
-    cursor_inclusive: true,
+    cursor_inclusive: false,
     auth: "basic",
 };
 
