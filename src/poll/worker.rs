@@ -22,6 +22,8 @@ use crate::store::{Committed, NewEvent, StoreError};
 
 /// A page larger than this is refused (and retried later).
 const MAX_PAGE_BYTES: usize = 32 * 1024 * 1024;
+/// Items of a page committed at once (the committer batches them).
+const COMMIT_CHUNK: usize = 1_000;
 /// How long an item may wait for the committer.
 const COMMIT_DEADLINE: Duration = Duration::from_secs(30);
 /// The longest back-off, unless the interval is longer.
@@ -253,20 +255,41 @@ async fn commit(
     let labels = ProviderLabels {
         provider: poller.provider.to_string(),
     };
-    let commits = items.iter().map(|item| {
-        let event = NewEvent::poll(
-            poller.provider.clone(),
-            item.id.clone(),
-            content_type.clone(),
-            item.body.clone(),
-        );
-        poller.store.commit(event, COMMIT_DEADLINE)
-    });
     let mut new = 0;
-    for (item, result) in items
-        .iter()
-        .zip(futures_util::future::join_all(commits).await)
-    {
+    // A chunk at a time: a page of millions of tiny items was millions of commits at once.
+    for chunk in items.chunks(COMMIT_CHUNK) {
+        let commits = chunk.iter().map(|item| {
+            let event = NewEvent::poll(
+                poller.provider.clone(),
+                item.id.clone(),
+                content_type.clone(),
+                item.body.clone(),
+            );
+            poller.store.commit(event, COMMIT_DEADLINE)
+        });
+        let results = futures_util::future::join_all(commits).await;
+        new += count_committed(poller, chunk, results)?;
+    }
+    poller
+        .metrics
+        .poll_items_new
+        .get_or_create(&labels)
+        .inc_by(new);
+    if new > 0 {
+        tracing::info!(provider = %poller.provider, new, items = items.len(), "Gaps filled from the sync API.");
+    }
+    Ok(())
+}
+
+/// How many of `items`' commits stored a new event; the first failure, but for an item the
+/// store cannot take (skipped, said).
+fn count_committed(
+    poller: &Poller,
+    items: &[&page::Item],
+    results: Vec<Result<Committed, StoreError>>,
+) -> Result<u64, Failure> {
+    let mut new = 0;
+    for (item, result) in items.iter().zip(results) {
         match result {
             Ok(Committed::Accepted(seq)) => {
                 new += 1;
@@ -280,15 +303,7 @@ async fn commit(
             Err(err) => return Err(Failure::store(err)),
         }
     }
-    poller
-        .metrics
-        .poll_items_new
-        .get_or_create(&labels)
-        .inc_by(new);
-    if new > 0 {
-        tracing::info!(provider = %poller.provider, new, items = items.len(), "Gaps filled from the sync API.");
-    }
-    Ok(())
+    Ok(new)
 }
 
 /// An item the store cannot take, skipped: said in the log, in
