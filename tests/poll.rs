@@ -356,7 +356,10 @@ fn the_preset_s_exclusive_cursor_against_an_inclusive_api_stores_every_action_on
         sync_status(&gw)["cursor"] == "250"
     });
     assert!(stored(&gw).values().all(|(n, _)| *n == 1));
-    assert_eq!(gw.metric("hookgate_duplicates_total", &[]).unwrap_or(0.0), 0.0);
+    assert_eq!(
+        gw.metric("hookgate_duplicates_total", &[]).unwrap_or(0.0),
+        0.0
+    );
 }
 
 #[test]
@@ -373,7 +376,8 @@ fn the_first_cursor_follows_the_highest_webhook_id_and_poll_now_runs_a_round() {
     );
     // The same provider, now with its sync API.
     let config = std::fs::read_to_string(gw.config_path()).expect("config");
-    let sync = "interval = \"1h\"\nlimit_param = \"limit\"\npage_size = 100\ncursor_inclusive = true\n";
+    let sync =
+        "interval = \"1h\"\nlimit_param = \"limit\"\npage_size = 100\ncursor_inclusive = true\n";
     let extra = format!(
         "[provider.sync]\npreset = \"alcmeon\"\nurl = \"{}/actions\"\n{sync}\n[provider.sync.auth]\n{BASIC}\n",
         vendor.url()

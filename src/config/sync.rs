@@ -555,7 +555,9 @@ user = "u"
                 "[admin]\ntoken = \"0123456789abcdef\"\n\n[[provider]]\nname = \"a\"\nverify = \"{verify}\"\nsecrets = [\"0123456789abcdef\"]\n{rule}\n[provider.sync]\nurl = \"http://x/\"\npreset = \"alcmeon\"\nauth = {{ user = \"u\", password = \"p\" }}\n"
             );
             let (_, warnings) = super::super::load_str(&config, std::path::Path::new(".")).unwrap();
-            warnings.iter().any(|w| w.contains("stored, and delivered, twice"))
+            warnings
+                .iter()
+                .any(|w| w.contains("stored, and delivered, twice"))
         };
         assert!(warned("github", ""));
         assert!(warned("github", "event_id = \"json:/other\""));

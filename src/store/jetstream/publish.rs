@@ -15,8 +15,11 @@ const MAX_MSGS_PER_SUBJECT_EXCEEDED: ErrorCode = ErrorCode(10077);
 /// "duplicate message id is in process": a publish with the same `Nats-Msg-Id` (a copy of this
 /// event, through another gateway) is being stored right now; its outcome is not known yet.
 const DUPLICATE_IN_PROCESS: ErrorCode = ErrorCode(10158);
-/// How long a publish refused with [`DUPLICATE_IN_PROCESS`] waits before it is sent again.
+/// How long a publish refused with [`DUPLICATE_IN_PROCESS`] first waits before it looks for the
+/// other copy (then twice as long each time, up to 64 ms).
 const IN_PROCESS_PAUSE: Duration = Duration::from_millis(2);
+/// How long it looks for the other copy before it sends its own again.
+const COPY_PATIENCE: Duration = Duration::from_millis(500);
 /// Subjects one commit tries, at most (a chain longer than this is an id whose dedup key
 /// expired this many times while its copies stayed).
 const PUBLISH_ROUNDS: usize = 16;
@@ -142,9 +145,14 @@ impl JetStreamStore {
                     self.acknowledged(ack.sequence);
                     return Ok(Committed::Accepted(Seq(ack.sequence)));
                 }
+                // The other copy's outcome is looked for, not asked again with this body (sent
+                // every 2 ms, a large body went out hundreds of times while a slow quorum
+                // decided); if it never shows, the publish is sent again.
                 Err(err) if is_code(&err, DUPLICATE_IN_PROCESS) => {
-                    tokio::time::sleep(IN_PROCESS_PAUSE).await;
-                    continue;
+                    match self.copy_stored(&subject).await? {
+                        Some(first) => first,
+                        None => continue,
+                    }
                 }
                 Err(err) if is_code(&err, MAX_MSGS_PER_SUBJECT_EXCEEDED) => {
                     // The leader's answer: a replica behind it may not have the copy yet.
@@ -174,6 +182,22 @@ impl JetStreamStore {
         Err(StoreError::Corrupt(format!(
             "no free subject after {PUBLISH_ROUNDS} tries from {base}"
         )))
+    }
+
+    /// The seq of the copy another publish is storing on `subject`, once its leader holds it;
+    /// `None` if it does not show within half a second (that publish failed: send this one).
+    async fn copy_stored(&self, subject: &str) -> Result<Option<u64>, StoreError> {
+        let mut pause = IN_PROCESS_PAUSE;
+        let mut waited = Duration::ZERO;
+        while waited < COPY_PATIENCE {
+            tokio::time::sleep(pause).await;
+            waited += pause;
+            if let Some(copy) = leader::last(&self.stream, subject).await? {
+                return Ok(Some(copy.sequence));
+            }
+            pause = (pause * 2).min(Duration::from_millis(64));
+        }
+        Ok(None)
     }
 
     /// Whether the dedup key of the event at `seq` (of this hash) has expired.
