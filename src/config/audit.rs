@@ -34,25 +34,18 @@ impl Loader<'_> {
     }
 
     /// A provider that polls: an event arriving both as a webhook and from the sync API is
-    /// stored once only when the webhook's event id is the sync item's id, read from the body
-    /// at the same pointer, and vouched for by the scheme (an id it does not vouch for is bound
-    /// to the body's hash, which the sync API's representation does not share).
+    /// stored once only when the webhook's event id is vouched for by the scheme (an id it does
+    /// not vouch for is bound to the body's hash, which the sync API's representation does not
+    /// share). Said where that is known from the config alone: `verify = "none"` vouches for
+    /// nothing, and GitHub's, Shopify's and Twilio's own ids (delivery headers, the form's SID)
+    /// are not signed.
     pub(super) fn audit_both_ways(&mut self, provider: &super::ProviderConfig, verify: &str) {
-        use crate::event_id::EventIdRule;
-        let Some(sync) = &provider.sync else {
-            return;
-        };
-        let same_pointer = match &provider.event_id {
-            Some(EventIdRule::JsonPointer(pointer)) => *pointer == sync.item_id,
-            // Alcméon's own rule: the id at `/id` of the signed body.
-            None => verify == "alcmeon" && sync.item_id == "/id",
-            Some(EventIdRule::Header(_)) => false,
-        };
-        if !same_pointer || verify == "none" {
+        let unsigned_default =
+            provider.event_id.is_none() && matches!(verify, "github" | "shopify" | "twilio");
+        if provider.sync.is_some() && (verify == "none" || unsigned_default) {
             self.warn(format!(
-                "provider {:?} polls a sync API, but an event that arrives both ways is stored, and delivered, twice: its webhooks' event id must be the sync item's, event_id = \"json:{}\", under a scheme that signs the body (not verify = \"none\")",
-                provider.name.as_str(),
-                sync.item_id
+                "provider {:?} polls a sync API, but its webhooks' event id is not signed, so an event that arrives both ways is stored, and delivered, twice: read the id from the signed body (event_id = \"json:<pointer>\", equal to the sync item's id) under a scheme that signs it",
+                provider.name.as_str()
             ));
         }
     }
