@@ -362,6 +362,33 @@ fn the_preset_s_exclusive_cursor_against_an_inclusive_api_stores_every_action_on
     );
 }
 
+/// Under the preset's exclusive cursor, the first cursor is the highest webhook id itself: an
+/// API that answers from it on gives that action again, which is not committed again (a
+/// duplicate while its dedup key lived, then stored and delivered a second time).
+#[test]
+fn the_first_exclusive_cursor_does_not_commit_the_highest_webhook_again() {
+    let vendor = Vendor::start(15, 3600, no_faults);
+    let mut gw = Gateway::start(&provider("alcmeon", "alcmeon", &[SECRET], ""));
+    for id in [5, 12] {
+        send_webhook(&gw, id);
+    }
+    let config = std::fs::read_to_string(gw.config_path()).expect("config");
+    let extra = format!(
+        "[provider.sync]\npreset = \"alcmeon\"\nurl = \"{}/actions\"\ninterval = \"1h\"\n[provider.sync.auth]\n{BASIC}\n",
+        vendor.url()
+    );
+    std::fs::write(gw.config_path(), format!("{config}\n{extra}")).expect("write config");
+    gw.restart();
+    wait_until(Duration::from_secs(10), "the first round", || {
+        stored(&gw).len() == 5
+    });
+    assert_eq!(vendor.cursors()[0].1, Some(12), "the highest id received");
+    assert_eq!(
+        gw.metric("hookgate_duplicates_total", &[]).unwrap_or(0.0),
+        0.0
+    );
+}
+
 #[test]
 fn the_first_cursor_follows_the_highest_webhook_id_and_poll_now_runs_a_round() {
     let vendor = Vendor::start(20, 3600, no_faults);

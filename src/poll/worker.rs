@@ -437,22 +437,25 @@ async fn cursor(poller: &Poller) -> Result<Option<String>, Failure> {
                 .map_err(|err| StoreError::Corrupt(format!("sync cursor: {err}")))?;
             return Ok::<_, StoreError>((Some((persisted.cursor, persisted.seen)), None));
         }
+        // After the highest id received, that id counts as seen: from an exclusive cursor an
+        // API that answers from the cursor on gives it again.
         let initial = match (start, highest_id_mode) {
-            (Some(start), _) => Some(start),
-            (None, Some(inclusive)) => highest_event_id(&store, &provider)
-                .await?
-                .map(|id| page::after_id(&id, inclusive)),
-            (None, None) => None,
+            (Some(start), _) => (Some(start), Vec::new()),
+            (None, Some(inclusive)) => match highest_event_id(&store, &provider).await? {
+                Some(id) => (Some(page::after_id(&id, inclusive)), vec![id]),
+                None => (None, Vec::new()),
+            },
+            (None, None) => (None, Vec::new()),
         };
         Ok((None, Some(initial)))
     };
     let (persisted, initial) = lookup.await.map_err(Failure::store)?;
     let (cursor, seen) = match (persisted, initial) {
         (Some(persisted), _) => persisted,
-        (None, Some(initial)) => {
+        (None, Some((initial, seen))) => {
             tracing::info!(provider = %poller.provider, cursor = ?initial, "Sync cursor set for the first time.");
-            save_cursor(poller, initial.clone(), Vec::new()).await?;
-            (initial, Vec::new())
+            save_cursor(poller, initial.clone(), seen.clone()).await?;
+            (initial, seen)
         }
         (None, None) => (None, Vec::new()),
     };
