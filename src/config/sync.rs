@@ -443,7 +443,7 @@ password = "app-secret"
             (config.items.as_str(), config.item_id.as_str()),
             ("/data", "/id")
         );
-        assert_eq!(config.next, NextCursor::HighestId { inclusive: true });
+        assert_eq!(config.next, NextCursor::HighestId { inclusive: false });
         assert_eq!(config.interval, Duration::from_secs(60));
         assert_eq!(config.max_pages_per_round, 10);
         assert!(matches!(config.auth, SyncAuth::Basic { ref user, .. } if user == "instance-42"));
