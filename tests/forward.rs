@@ -894,3 +894,28 @@ fn an_event_replayed_ahead_of_the_scan_is_delivered_once() {
         .count();
     assert_eq!(third, 1, "the third event's deliveries");
 }
+
+/// `GET /v1/dead?limit=N` answers at most N dead events of all destinations, the oldest first
+/// (the limit was each destination's: N times as many, in the config's order).
+#[test]
+fn the_dead_list_s_limit_is_the_whole_answer_s() {
+    let stub = Stub::start(|_| (400, "text/plain", b"refused".to_vec()));
+    let erp = destination(&stub.url, "").replace("name = \"crm\"", "name = \"erp\"");
+    let gw = Gateway::start(&(config(&stub.url, "") + &erp));
+    for i in 0..3 {
+        gw.post("p", &[], &body(i)).ack();
+    }
+    wait_until(Duration::from_secs(10), "every event dead twice", || {
+        gw.admin_json("/v1/dead")["dead"]
+            .as_array()
+            .is_some_and(|dead| dead.len() == 6)
+    });
+    let two = gw.admin_json("/v1/dead?limit=2")["dead"].clone();
+    let seqs: Vec<u64> = two
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| entry["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, [1, 1], "{two}");
+}

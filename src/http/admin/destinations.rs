@@ -109,9 +109,17 @@ async fn dead(
     let mut dead = Vec::new();
     for destination in selected(&state.live(), query.destination.as_deref())? {
         for (seq, record) in destination.dead(limit).await.map_err(unavailable)? {
-            dead.push(json!({ "destination": destination.config.name, "seq": seq.0, "at_ms": record.at_ms, "attempts": record.attempts, "error": record.error }));
+            dead.push((seq, destination.config.name.clone(), record));
         }
     }
+    // The oldest `limit` of all destinations' (each gave its oldest `limit`): the limit was each
+    // destination's, and the list in the config's order.
+    dead.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    dead.truncate(limit);
+    let dead: Vec<_> = dead
+        .into_iter()
+        .map(|(seq, destination, record)| json!({ "destination": destination, "seq": seq.0, "at_ms": record.at_ms, "attempts": record.attempts, "error": record.error }))
+        .collect();
     Ok(HttpResponse::Ok().json(json!({ "dead": dead })))
 }
 
