@@ -92,13 +92,13 @@ where
                 _ = cancel.cancelled() => {
                     term.cancel();
                     let _ = tokio::time::timeout(stop_within, &mut work).await;
-                    if let Err(err) = store.release_lease(&name, holder).await {
+                    if let Err(err) = release(&store, &name, holder, stop_within).await {
                         tracing::debug!(lease = name, error = %err, "Cannot give the lease up; it lapses.");
                     }
                     return;
                 }
                 () = &mut work => {
-                    let _ = store.release_lease(&name, holder).await;
+                    let _ = release(&store, &name, holder, stop_within).await;
                     return;
                 }
                 _ = tokio::time::sleep(renew_every.saturating_sub(renewed.elapsed()).max(wait_every)) => {
@@ -130,6 +130,19 @@ where
         term.cancel();
         let _ = tokio::time::timeout(stop_within, &mut work).await;
     }
+}
+
+/// Gives the lease up, within `within` (a release that hung held up a stop, and a reload with
+/// it); an error when the store did not answer in time: the entry then lapses.
+async fn release(
+    store: &Store,
+    name: &str,
+    holder: &str,
+    within: Duration,
+) -> Result<(), crate::store::StoreError> {
+    tokio::time::timeout(within, store.release_lease(name, holder))
+        .await
+        .unwrap_or(Err(crate::store::StoreError::DeadlineExceeded))
 }
 
 /// Takes or renews the lease, within `within`: `None` when the store did not answer.
