@@ -540,8 +540,9 @@ fn urls_with_credentials_stay_out_of_errors_and_logs() {
 }
 
 /// The other order: the replay delivered while the first delivery is still being retried,
-/// which then fails for good (a destination answering a copy with 4xx). The event is delivered,
-/// not dead (it was listed dead, and kept from retention).
+/// which would then have failed for good (a destination answering a copy with 4xx): the replay
+/// ends the first delivery, and the event is delivered, not dead (it was listed dead, and kept
+/// from retention).
 #[test]
 fn a_replay_delivered_before_the_first_delivery_dies_leaves_the_event_delivered() {
     let attempts = Arc::new(AtomicUsize::new(0));
@@ -553,7 +554,9 @@ fn a_replay_delivered_before_the_first_delivery_dies_leaves_the_event_delivered(
         _ => (409, "text/plain", b"already have it".to_vec()),
     });
     let extra = "ordered = false\nretry_delays = [\"700ms\", \"700ms\"]\n";
-    replay_while_retrying(&stub, extra, &attempts, 3);
+    replay_while_retrying(&stub, extra, &attempts, 2);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(attempts.load(Ordering::SeqCst), 2, "no retry after the replay");
 }
 
 /// The third order: the replay fails for good (recorded dead) while the first delivery is still
@@ -918,4 +921,39 @@ fn the_dead_list_s_limit_is_the_whole_answer_s() {
         .map(|entry| entry["seq"].as_u64().unwrap())
         .collect();
     assert_eq!(seqs, [1, 1], "{two}");
+}
+
+/// A replay delivered while the event's first delivery is still being retried ends that first
+/// delivery (it went on retrying, up to the whole schedule, and delivered a second time).
+#[test]
+fn a_delivered_replay_ends_the_first_delivery_s_retries() {
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let seen = attempts.clone();
+    let stub = Stub::start(move |_| {
+        if seen.fetch_add(1, Ordering::SeqCst) == 0 {
+            (503, "text/plain", b"not yet".to_vec())
+        } else {
+            (200, "text/plain", Vec::new())
+        }
+    });
+    let gw = Gateway::start(&config(
+        &stub.url,
+        "ordered = false\nretry_delays = [\"2s\"]\n",
+    ));
+    let seq = gw.post("p", &[], &body(0)).ack().1;
+    wait_until(Duration::from_secs(5), "the first attempt", || {
+        stub.calls() == 1
+    });
+    let replay = gw.admin_post(
+        &format!("/v1/events/{seq}/replay?destination=crm"),
+        &json!({}),
+    );
+    assert!(replay.status < 300, "{}", replay.text());
+    wait_until(Duration::from_secs(5), "delivered by the replay", || {
+        delivery_state(&gw, seq) == "delivered"
+    });
+    // Past the first delivery's retry.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(stub.calls(), 2, "the first attempt and the replay only");
+    assert_eq!(delivery_state(&gw, seq), "delivered");
 }

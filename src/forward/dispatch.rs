@@ -49,6 +49,9 @@ pub struct Destination {
     pub replay_lock: tokio::sync::Mutex<()>,
     /// Tripped by a delivery or progress task that panics (they run outside the group).
     pub died: crate::supervise::Died,
+    /// The first deliveries in flight, each cancelled once a replay of its event is delivered
+    /// (it went on retrying for up to the whole schedule, and could deliver a second time).
+    pub superseded: std::sync::Mutex<HashMap<Seq, CancellationToken>>,
 }
 
 impl Destination {
@@ -374,29 +377,55 @@ fn spawn_delivery(
 ) {
     let name = format!("delivery {}", destination.config.name);
     let died = destination.died.clone();
+    let seq = Seq(event.seq);
+    let superseded = CancellationToken::new();
+    let first = replay.is_none();
+    if first {
+        superseded_list(&destination).insert(seq, superseded.clone());
+    }
     died.spawn_watched(name, async move {
-        if let Some(done) = deliver(&destination, &event, &stop).await {
-            let seq = Seq(event.seq);
+        if let Some(done) = deliver(&destination, &event, &stop, &superseded).await {
             if matches!(done, Done::Dead(_)) {
                 destination.status.dead();
                 tracing::warn!(destination = %destination.config.name, seq = event.seq, event_id = %event.event_id, "Event is dead for this destination.");
             }
-            progress.finished(seq, done, replay.is_some()).await;
+            let delivered = matches!(done, Done::Delivered);
+            let durable = progress.finished(seq, done, replay.is_some()).await;
             if let Some(replaying) = replay {
                 lock(&replaying).remove(&seq);
+                // Delivered again: the first delivery, if still retrying, ends (delivered).
+                if delivered && durable {
+                    if let Some(first) = superseded_list(&destination).get(&seq) {
+                        first.cancel();
+                    }
+                }
             }
+        }
+        if first {
+            superseded_list(&destination).remove(&seq);
         }
         drop(permit);
         destination.wake.notify_one();
     });
 }
 
+fn superseded_list(
+    destination: &Destination,
+) -> std::sync::MutexGuard<'_, HashMap<Seq, CancellationToken>> {
+    destination
+        .superseded
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
+
 /// Attempts until delivered or dead; `None` when cancelled (the event stays in flight and is
-/// sent again after a restart).
+/// sent again after a restart). `superseded`: a replay delivered the event meanwhile, so it is
+/// delivered (checked between attempts, not during one).
 async fn deliver(
     destination: &Destination,
     event: &StoredEvent,
     stop: &CancellationToken,
+    superseded: &CancellationToken,
 ) -> Option<Done> {
     let config = &destination.config;
     let mut failures: u32 = 0;
@@ -405,12 +434,14 @@ async fn deliver(
             tokio::select! {
                 _ = destination.wake.notified() => {}
                 _ = stop.cancelled() => return None,
+                _ = superseded.cancelled() => return Some(Done::Delivered),
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
             }
         }
         tokio::select! {
             () = rate_limit(destination) => {}
             _ = stop.cancelled() => return None,
+            _ = superseded.cancelled() => return Some(Done::Delivered),
         }
         if destination.status.is_paused() {
             continue; // paused while it waited for its turn
@@ -467,6 +498,7 @@ async fn deliver(
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = stop.cancelled() => return None,
+            _ = superseded.cancelled() => return Some(Done::Delivered),
         }
     }
 }

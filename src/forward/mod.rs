@@ -121,6 +121,7 @@ impl Forwarders {
                 next_slot: std::sync::Mutex::new(Instant::now()),
                 replay_lock: tokio::sync::Mutex::new(()),
                 died: died.clone(),
+                superseded: std::sync::Mutex::default(),
             });
             destinations.push(shared);
         }
