@@ -556,7 +556,11 @@ fn a_replay_delivered_before_the_first_delivery_dies_leaves_the_event_delivered(
     let extra = "ordered = false\nretry_delays = [\"700ms\", \"700ms\"]\n";
     replay_while_retrying(&stub, extra, &attempts, 2);
     std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(attempts.load(Ordering::SeqCst), 2, "no retry after the replay");
+    assert_eq!(
+        attempts.load(Ordering::SeqCst),
+        2,
+        "no retry after the replay"
+    );
 }
 
 /// The third order: the replay fails for good (recorded dead) while the first delivery is still
