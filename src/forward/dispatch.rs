@@ -51,7 +51,9 @@ pub struct Destination {
     pub died: crate::supervise::Died,
     /// The first deliveries in flight, each cancelled once a replay of its event is delivered
     /// (it went on retrying for up to the whole schedule, and could deliver a second time).
-    pub superseded: std::sync::Mutex<HashMap<Seq, CancellationToken>>,
+    /// Each entry is its delivery's own (`Arc::ptr_eq`): a delivery of an earlier lease term
+    /// still ending removes only its own.
+    pub superseded: std::sync::Mutex<HashMap<Seq, Arc<CancellationToken>>>,
 }
 
 impl Destination {
@@ -378,7 +380,7 @@ fn spawn_delivery(
     let name = format!("delivery {}", destination.config.name);
     let died = destination.died.clone();
     let seq = Seq(event.seq);
-    let superseded = CancellationToken::new();
+    let superseded = Arc::new(CancellationToken::new());
     let first = replay.is_none();
     if first {
         superseded_list(&destination).insert(seq, superseded.clone());
@@ -402,7 +404,10 @@ fn spawn_delivery(
             }
         }
         if first {
-            superseded_list(&destination).remove(&seq);
+            let mut list = superseded_list(&destination);
+            if list.get(&seq).is_some_and(|own| Arc::ptr_eq(own, &superseded)) {
+                list.remove(&seq);
+            }
         }
         drop(permit);
         destination.wake.notify_one();
@@ -411,7 +416,7 @@ fn spawn_delivery(
 
 fn superseded_list(
     destination: &Destination,
-) -> std::sync::MutexGuard<'_, HashMap<Seq, CancellationToken>> {
+) -> std::sync::MutexGuard<'_, HashMap<Seq, Arc<CancellationToken>>> {
     destination
         .superseded
         .lock()
