@@ -362,6 +362,18 @@ fn the_preset_s_exclusive_cursor_against_an_inclusive_api_stores_every_action_on
     );
 }
 
+/// Gives `gw`'s `alcmeon` provider the sync API of `vendor` (the preset with `sync`'s lines),
+/// and restarts it.
+fn add_sync_and_restart(gw: &mut Gateway, vendor: &Vendor, sync: &str) {
+    let config = std::fs::read_to_string(gw.config_path()).expect("config");
+    let extra = format!(
+        "[provider.sync]\npreset = \"alcmeon\"\nurl = \"{}/actions\"\n{sync}\n[provider.sync.auth]\n{BASIC}\n",
+        vendor.url()
+    );
+    std::fs::write(gw.config_path(), format!("{config}\n{extra}")).expect("write config");
+    gw.restart();
+}
+
 /// Under the preset's exclusive cursor, the first cursor is the highest webhook id itself: an
 /// API that answers from it on gives that action again, which is not committed again (a
 /// duplicate while its dedup key lived, then stored and delivered a second time).
@@ -372,13 +384,7 @@ fn the_first_exclusive_cursor_does_not_commit_the_highest_webhook_again() {
     for id in [5, 12] {
         send_webhook(&gw, id);
     }
-    let config = std::fs::read_to_string(gw.config_path()).expect("config");
-    let extra = format!(
-        "[provider.sync]\npreset = \"alcmeon\"\nurl = \"{}/actions\"\ninterval = \"1h\"\n[provider.sync.auth]\n{BASIC}\n",
-        vendor.url()
-    );
-    std::fs::write(gw.config_path(), format!("{config}\n{extra}")).expect("write config");
-    gw.restart();
+    add_sync_and_restart(&mut gw, &vendor, "interval = \"1h\"\n");
     wait_until(Duration::from_secs(10), "the first round", || {
         stored(&gw).len() == 5
     });
@@ -402,15 +408,9 @@ fn the_first_cursor_follows_the_highest_webhook_id_and_poll_now_runs_a_round() {
         &serde_json::to_vec(&json!({"type": "ping"})).expect("json"),
     );
     // The same provider, now with its sync API.
-    let config = std::fs::read_to_string(gw.config_path()).expect("config");
     let sync =
         "interval = \"1h\"\nlimit_param = \"limit\"\npage_size = 100\ncursor_inclusive = true\n";
-    let extra = format!(
-        "[provider.sync]\npreset = \"alcmeon\"\nurl = \"{}/actions\"\n{sync}\n[provider.sync.auth]\n{BASIC}\n",
-        vendor.url()
-    );
-    std::fs::write(gw.config_path(), format!("{config}\n{extra}")).expect("write config");
-    gw.restart();
+    add_sync_and_restart(&mut gw, &vendor, sync);
     wait_until(Duration::from_secs(10), "the first round", || {
         stored(&gw).len() == 11
     });
