@@ -117,16 +117,27 @@ fn unreadable_files(dir: &Path, err: ::sled::Error) -> StoreError {
     match err {
         ::sled::Error::Corruption { .. } | ::sled::Error::Unsupported(_) => {
             StoreError::Corrupt(format!(
-                "sled's files in {} (db, conf, snap.*) cannot be read: {err}. Restore the data \
-                 dir from a backup",
+                "sled's files under {} (db, conf, snap.*) cannot be read: {err}. Restore the \
+                 data dir from a backup",
                 dir.display()
             ))
         }
         ::sled::Error::Io(err) => StoreError::Io(Arc::new(std::io::Error::new(
             err.kind(),
-            format!("sled's files in {}: {err}", dir.display()),
+            format!("sled's files under {}: {err}", dir.display()),
         ))),
         err => err.into(),
+    }
+}
+
+/// `err`, and if it is sled's own, with the directory of sled's files.
+fn naming_sled_s_files(dir: &Path, err: StoreError) -> StoreError {
+    match err {
+        StoreError::Storage(inner) => match inner.downcast_ref::<::sled::Error>() {
+            Some(sled) => unreadable_files(dir, sled.clone()),
+            None => StoreError::Storage(inner),
+        },
+        err => err,
     }
 }
 
@@ -150,8 +161,18 @@ impl SledStore {
         })
     }
 
-    /// Opens (or creates) the store under `dir` and starts its committer.
+    /// Opens (or creates) the store under `dir` and starts its committer. sled reads most of
+    /// its pages lazily, after it opened: a damaged page shows in the checks that follow, and
+    /// its error is named with the directory too.
     pub fn open(
+        dir: &Path,
+        config: &StoreConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<SledStore, StoreError> {
+        Self::open_unnamed(dir, config, metrics).map_err(|err| naming_sled_s_files(dir, err))
+    }
+
+    fn open_unnamed(
         dir: &Path,
         config: &StoreConfig,
         metrics: Arc<Metrics>,
@@ -394,4 +415,26 @@ fn create_data_dir(dir: &Path) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A CI run once found a damaged page in the checks after sled opened, and its error named
+    /// no file: every error of sled's at an open names the directory.
+    #[test]
+    fn sled_s_errors_at_an_open_name_the_directory() {
+        let dir = Path::new("/srv/hookgate/data");
+        let corrupt = ::sled::Error::Corruption { at: None, bt: () };
+        for err in [
+            StoreError::from(corrupt),
+            StoreError::from(::sled::Error::Io(std::io::Error::other("bad sector"))),
+        ] {
+            let named = naming_sled_s_files(dir, err).to_string();
+            assert!(named.contains("/srv/hookgate/data"), "{named}");
+        }
+        let ours = naming_sled_s_files(dir, StoreError::Corrupt("the journal".into()));
+        assert_eq!(ours.to_string(), "corrupt store: the journal");
+    }
 }
