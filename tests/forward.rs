@@ -662,6 +662,33 @@ fn a_replay_of_more_dead_events_than_the_queue_holds_queues_the_oldest_and_says_
     assert_eq!(replayed, (1..=10).collect::<Vec<u64>>());
 }
 
+/// A replay that ends while the dispatcher reads the queue of replays is not sent again (the
+/// read, begun before its mark went, still listed it: a CI run saw seq 1 replayed twice). The
+/// test hook makes each read of that queue 100 ms longer, so that replays end during one.
+#[test]
+fn a_replay_that_ends_while_the_queue_is_read_is_sent_once() {
+    let stub = Stub::start(|_| (400, "text/plain", b"refused".to_vec()));
+    let gw = Gateway::builder()
+        .config(&config(&stub.url, "ordered = false"))
+        .env("HOOKGATE_TEST_SLOW_REPLAY_READ_MS", "100")
+        .start();
+    for i in 0..3 {
+        gw.post("p", &[], &body(i)).ack();
+    }
+    let dead = || gw.admin_json("/v1/dead")["dead"].as_array().unwrap().len();
+    wait_until(Duration::from_secs(10), "every event dead", || dead() == 3);
+    let attempts = stub.calls();
+    let reply = gw.admin_post("/v1/dead/replay", &json!({}));
+    assert_eq!(reply.status, 202, "{}", reply.text());
+    wait_until(Duration::from_secs(10), "the replays attempted", || {
+        stub.calls() >= attempts + 3 && dead() == 3
+    });
+    std::thread::sleep(Duration::from_millis(800));
+    let mut replayed: Vec<u64> = stub.requests()[attempts..].iter().map(seq_header).collect();
+    replayed.sort_unstable();
+    assert_eq!(replayed, vec![1, 2, 3], "each replayed once");
+}
+
 /// An alert whose post fails is posted again (it was tried once, and lost to a blip of the
 /// chat service).
 #[test]

@@ -30,6 +30,9 @@ const MAX_AHEAD: u64 = 50_000;
 pub const AHEAD_ENV: &str = "HOOKGATE_TEST_MAX_AHEAD";
 /// How often a forwarder reads its destination's pause flag from the store.
 const PAUSE_RECHECK: Duration = Duration::from_secs(1);
+/// The environment variable that makes each read of the replay queue take this many more
+/// milliseconds, for tests: a replay that ends during the read is then certain.
+pub const SLOW_REPLAY_READ_ENV: &str = "HOOKGATE_TEST_SLOW_REPLAY_READ_MS";
 
 /// Everything one destination's tasks share.
 pub struct Destination {
@@ -147,6 +150,10 @@ async fn run(destination: Arc<Destination>, cursor: Seq, stop: CancellationToken
         .unwrap_or(MAX_AHEAD);
     // Replays being delivered; each delivery task removes its own once it is durably done.
     let replaying: Replaying = Arc::default();
+    let slow_replay_read = std::env::var(SLOW_REPLAY_READ_ENV)
+        .ok()
+        .and_then(|ms| ms.parse().ok())
+        .map(Duration::from_millis);
     let name = destination.config.name.clone();
     tracing::info!(destination = %name, cursor = %cursor, "Forwarder started.");
 
@@ -156,14 +163,14 @@ async fn run(destination: Arc<Destination>, cursor: Seq, stop: CancellationToken
             continue;
         }
         // Replays first, each once at a time.
-        match next_replay(&destination, &replaying).await {
+        match next_replay(&destination, &replaying, slow_replay_read).await {
             Ok(Some(seq)) => {
                 match destination.store.event(seq).await {
                     Ok(Some(event)) => {
                         let Some(permit) = acquire(&permits, &stop).await else {
                             break;
                         };
-                        lock(&replaying).insert(seq);
+                        lock(&replaying).seqs.insert(seq);
                         let replay = Some(replaying.clone());
                         spawn_delivery(
                             destination.clone(),
@@ -260,33 +267,57 @@ fn within_reach(seq: Seq, ahead: u64, oldest: &tokio::sync::watch::Receiver<Opti
         .is_none_or(|oldest| seq.0 <= oldest.0.saturating_add(ahead))
 }
 
-/// The seqs of the replays being delivered.
-type Replaying = Arc<std::sync::Mutex<HashSet<Seq>>>;
+/// The replays being delivered, and how many have ended.
+type Replaying = Arc<std::sync::Mutex<ReplaysInFlight>>;
 
-fn lock(replaying: &Replaying) -> std::sync::MutexGuard<'_, HashSet<Seq>> {
+#[derive(Default)]
+struct ReplaysInFlight {
+    seqs: HashSet<Seq>,
+    /// The replays ended since the dispatcher last began to read the queue: each is removed
+    /// from `seqs` only once its replay mark is durably gone, so a read that began before one
+    /// ended may still list it.
+    ended: Vec<Seq>,
+}
+
+fn lock(replaying: &Replaying) -> std::sync::MutexGuard<'_, ReplaysInFlight> {
     replaying.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The first replay entry not already being delivered.
+/// The first replay entry not already being delivered, nor ended while the queue was read (its
+/// mark read before it went: it was sent again).
 async fn next_replay(
     destination: &Destination,
     replaying: &Replaying,
+    slow_read: Option<Duration>,
 ) -> Result<Option<Seq>, StoreError> {
-    let in_flight = lock(replaying).len();
-    let queued = destination
-        .store
-        .marked(
-            &destination.config.name,
-            Mark::Replay,
-            Seq(0)..=Seq(u64::MAX),
-            in_flight + 1,
-        )
-        .await?;
-    let replaying = lock(replaying);
-    Ok(queued
-        .into_iter()
-        .map(|(seq, _)| seq)
-        .find(|seq| !replaying.contains(seq)))
+    loop {
+        let in_flight = {
+            let mut replaying = lock(replaying);
+            replaying.ended.clear();
+            replaying.seqs.len()
+        };
+        let queued = destination
+            .store
+            .marked(
+                &destination.config.name,
+                Mark::Replay,
+                Seq(0)..=Seq(u64::MAX),
+                in_flight + 1,
+            )
+            .await?;
+        if let Some(slow) = slow_read {
+            tokio::time::sleep(slow).await;
+        }
+        let replaying = lock(replaying);
+        let next = queued
+            .into_iter()
+            .map(|(seq, _)| seq)
+            .find(|seq| !replaying.seqs.contains(seq) && !replaying.ended.contains(seq));
+        // With none left but ended ones, more may be queued past what this read asked for.
+        if next.is_some() || replaying.ended.is_empty() {
+            return Ok(next);
+        }
+    }
 }
 
 /// Whether the destination already has an event read from the queue.
@@ -394,7 +425,10 @@ fn spawn_delivery(
             let delivered = matches!(done, Done::Delivered);
             let durable = progress.finished(seq, done, replay.is_some()).await;
             if let Some(replaying) = replay {
-                lock(&replaying).remove(&seq);
+                let mut in_flight = lock(&replaying);
+                in_flight.seqs.remove(&seq);
+                in_flight.ended.push(seq);
+                drop(in_flight);
                 // Delivered again: the first delivery, if still retrying, ends (delivered).
                 if delivered && durable {
                     if let Some(first) = superseded_list(&destination).get(&seq) {
