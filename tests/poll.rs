@@ -469,6 +469,40 @@ fn in_next_pointer_mode_the_first_round_asks_for_the_first_page_whatever_webhook
     assert_eq!(paths, ["/events"], "{paths:?}");
 }
 
+fn always_down(_: usize, _: &StubRequest) -> Option<Answer> {
+    Some((500, Vec::new(), b"down".to_vec()))
+}
+
+/// A sync API down since the start has its age exported, and a reload does not reset it (the
+/// series appeared only after a first success, and went at each reload: the alert on it went
+/// quiet while the vendor stayed down).
+#[test]
+fn a_sync_api_down_from_the_start_shows_a_growing_age_across_a_reload() {
+    let vendor = Vendor::start(10, 3600, always_down);
+    let gw = Gateway::start(&sync_provider(&vendor, "interval = \"100ms\"\n", BASIC));
+    let age = || {
+        gw.metric(
+            "hookgate_poll_seconds_since_success",
+            &[("provider", "alcmeon")],
+        )
+    };
+    wait_until(Duration::from_secs(10), "an age of a second", || {
+        age().is_some_and(|age| age >= 1.0)
+    });
+    let before = age().unwrap();
+    let text = std::fs::read_to_string(gw.config_path()).unwrap();
+    let changed = text.replace("interval = \"100ms\"", "interval = \"200ms\"");
+    assert_ne!(text, changed);
+    std::fs::write(gw.config_path(), changed).unwrap();
+    let reloads = || gw.logs().matches("Config reloaded.").count();
+    let seen = reloads();
+    gw.signal(nix::sys::signal::Signal::SIGHUP);
+    wait_until(Duration::from_secs(10), "the reload", || reloads() > seen);
+    let after = age().expect("exported after the reload");
+    assert!(after >= before, "{after} < {before}: reset by the reload");
+    assert_eq!(sync_status(&gw)["last_success_ms"], Value::Null);
+}
+
 /// A credential in the token URL's query stays out of the log and the sync API's view when the
 /// token request fails (the error named the URL whole).
 #[test]

@@ -10,7 +10,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 use std::time::Instant;
@@ -153,7 +153,7 @@ pub struct Metrics {
     pub poll_since_success: Family<ProviderLabels, Gauge<f64, AtomicU64>>,
     /// The sync cursor, when it is a number.
     pub poll_cursor: Family<ProviderLabels, Gauge<f64, AtomicU64>>,
-    poll_last_success: Mutex<HashMap<String, Instant>>,
+    poll_ages: Mutex<PollAges>,
     /// Per destination: events delivered, attempts failed, events given up (dead letters).
     destination_delivered: Family<DestinationLabels, Counter>,
     destination_failed: Family<DestinationLabels, Counter>,
@@ -420,7 +420,7 @@ impl Metrics {
             poll_errors,
             poll_since_success,
             poll_cursor,
-            poll_last_success: Mutex::new(HashMap::new()),
+            poll_ages: Mutex::default(),
             recent: recent::Recent::default(),
             requests,
             handshakes,
@@ -545,31 +545,50 @@ impl Metrics {
             .inc();
     }
 
+    /// Starts `hookgate_poll_seconds_since_success` for `provider`, whose poller starts here:
+    /// from its last success in this process (kept across a reload), else from now. A poller
+    /// that never succeeds is exported too (a vendor down since the start, or across a reload,
+    /// left no series, and the alert on it went quiet).
+    pub fn poll_started(&self, provider: &str) {
+        if let Ok(mut ages) = self.poll_ages.lock() {
+            ages.polling.insert(provider.to_string());
+            ages.last_success
+                .entry(provider.to_string())
+                .or_insert_with(Instant::now);
+        }
+    }
+
     /// Records a successful poll round of `provider`.
     pub fn poll_succeeded(&self, provider: &str) {
-        if let Ok(mut last) = self.poll_last_success.lock() {
-            last.insert(provider.to_string(), Instant::now());
+        if let Ok(mut ages) = self.poll_ages.lock() {
+            ages.last_success
+                .insert(provider.to_string(), Instant::now());
         }
     }
 
-    /// Forgets `provider`'s last success when its poller stops here (removed by a reload, or
+    /// Stops exporting `provider`'s age when its poller stops here (removed by a reload, or
     /// its lease taken by another gateway, which reports it from then on): a gauge left behind
-    /// would grow for ever and set off the alert on it.
+    /// would grow for ever and set off the alert on it. So does its cursor, left stale.
     pub fn poll_stopped(&self, provider: &str) {
-        if let Ok(mut last) = self.poll_last_success.lock() {
-            last.remove(provider);
+        if let Ok(mut ages) = self.poll_ages.lock() {
+            ages.polling.remove(provider);
         }
-        self.poll_since_success.remove(&ProviderLabels {
+        let labels = ProviderLabels {
             provider: provider.to_string(),
-        });
+        };
+        self.poll_since_success.remove(&labels);
+        self.poll_cursor.remove(&labels);
     }
 
-    /// Sets the seconds-since-success gauges from the last successes.
+    /// Sets the seconds-since-success gauges of the pollers running here.
     fn refresh_poll_ages(&self) {
-        let Ok(last) = self.poll_last_success.lock() else {
+        let Ok(ages) = self.poll_ages.lock() else {
             return;
         };
-        for (provider, at) in last.iter() {
+        for provider in &ages.polling {
+            let Some(at) = ages.last_success.get(provider) else {
+                continue;
+            };
             let labels = ProviderLabels {
                 provider: provider.clone(),
             };
@@ -598,6 +617,15 @@ impl Metrics {
     }
 }
 
+/// What `hookgate_poll_seconds_since_success` is computed from.
+#[derive(Default)]
+struct PollAges {
+    /// Per provider ever polled in this process: its last success, or when it first started.
+    last_success: HashMap<String, Instant>,
+    /// The providers whose poller runs here: only theirs are exported.
+    polling: HashSet<String>,
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
@@ -611,11 +639,33 @@ mod tests {
     #[test]
     fn a_stopped_poller_leaves_no_age_behind() {
         let metrics = Metrics::new();
+        metrics.poll_started("gh");
         metrics.poll_succeeded("gh");
         let gauge = r#"hookgate_poll_seconds_since_success{provider="gh"}"#;
         assert!(metrics.render().contains(gauge));
         metrics.poll_stopped("gh");
         assert!(!metrics.render().contains(gauge));
+    }
+
+    /// A vendor down since the start, or across a reload, keeps its age growing (the series
+    /// was missing until a first success, and a reload reset it).
+    #[test]
+    fn a_poller_that_never_succeeded_has_an_age_kept_across_a_restart_of_it() {
+        let metrics = Metrics::new();
+        let age = |metrics: &Metrics| {
+            metrics.render().lines().find_map(|line| {
+                line.strip_prefix(r#"hookgate_poll_seconds_since_success{provider="gh"} "#)
+                    .map(|value| value.parse::<f64>().unwrap())
+            })
+        };
+        metrics.poll_started("gh");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let first = age(&metrics).expect("exported before any success");
+        assert!(first >= 0.05, "{first}");
+        metrics.poll_stopped("gh");
+        metrics.poll_started("gh");
+        let again = age(&metrics).expect("exported after the reload");
+        assert!(again >= first, "{again} < {first}: reset by the reload");
     }
 
     #[test]
@@ -652,6 +702,7 @@ mod tests {
         };
         metrics.poll_items_new.get_or_create(&labels).inc_by(3);
         metrics.poll_cursor.get_or_create(&labels).set(42.0);
+        metrics.poll_started("alcmeon");
         metrics.poll_succeeded("alcmeon");
         let text = metrics.render();
         assert!(

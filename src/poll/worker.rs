@@ -81,6 +81,7 @@ pub(super) async fn run(poller: Arc<Poller>, stop: CancellationToken) {
         s.polling_here = true;
         s.cursor_set = false;
     });
+    poller.metrics.poll_started(&provider);
     let mut failures: u32 = 0;
     loop {
         poller.update(|s| s.running = true);
