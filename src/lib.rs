@@ -169,7 +169,7 @@ pub async fn start(config: Config) -> Result<Gateway, GatewayError> {
     let admin_addr = local(&admin_listener, config.admin.listen)?;
 
     let died = Died::default();
-    let forwarders = Forwarders::new(&config, &store, &metrics, &died).await?;
+    let mut forwarders = Forwarders::new(&config, &store, &metrics, &died).await?;
     forwarders.start();
     let pollers = Pollers::new(&config, &store, &metrics, &died)?;
     pollers.start();

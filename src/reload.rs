@@ -93,7 +93,9 @@ impl Gateway {
         } else {
             None
         };
-        if let Some(forwarders) = forwarders {
+        let mut destinations_kept = 0;
+        if let Some(mut forwarders) = forwarders {
+            destinations_kept = self.forwarders.hand_over_unchanged(&mut forwarders);
             let previous = std::mem::replace(&mut self.forwarders, forwarders);
             previous.stop(STOP_WITHIN).await;
             self.forwarders.start();
@@ -128,6 +130,7 @@ impl Gateway {
         tracing::info!(
             providers,
             destinations_restarted = forwarding,
+            destinations_kept,
             pollers_restarted = polling,
             sweeper_restarted = sweeping,
             "Config reloaded."

@@ -713,6 +713,49 @@ fn a_failed_alert_post_is_tried_again() {
     assert_eq!(alerts.calls(), 2, "posted until it went through, once");
 }
 
+/// A reload that adds a destination leaves the others running: a failing one keeps its
+/// retry schedule, its probing and its alert (each was started over: attempts at once, and
+/// the alert posted again).
+#[test]
+fn a_reload_adding_a_destination_leaves_a_probing_one_as_it_was() {
+    let alerts = Stub::start(|_| (200, "text/plain", Vec::new()));
+    let down = Stub::start(|_| (503, "text/plain", Vec::new()));
+    let up = Stub::start(|_| (200, "text/plain", Vec::new()));
+    let extra = format!(
+        "pause_after_failures = 2\nalert_url = \"{}/alert\"\nretry_delays = [\"50ms\", \"50ms\", \"1h\"]",
+        alerts.url
+    );
+    let gw = Gateway::start(&config(&down.url, &extra));
+    gw.post("p", &[], &body(1)).ack();
+    wait_until(Duration::from_secs(10), "the alert", || alerts.calls() == 1);
+    let attempts = down.calls();
+    let added = format!(
+        "\n[[destination]]\nname = \"erp\"\nurl = \"{}/ingest\"\nsigning_secret = \"{WHSEC}\"\n",
+        up.url
+    );
+    let text = std::fs::read_to_string(gw.config_path()).unwrap();
+    std::fs::write(gw.config_path(), text + &added).unwrap();
+    gw.signal(nix::sys::signal::Signal::SIGHUP);
+    wait_until(Duration::from_secs(10), "the reload", || {
+        gw.logs().contains("Config reloaded.")
+    });
+    wait_until(
+        Duration::from_secs(10),
+        "the new destination's delivery",
+        || up.calls() == 1,
+    );
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(
+        down.calls(),
+        attempts,
+        "the failing destination started over"
+    );
+    assert_eq!(alerts.calls(), 1, "its alert posted again");
+    let crm = &gw.admin_json("/v1/destinations")["destinations"][0];
+    assert_eq!(crm["probing"], true, "{crm}");
+    assert!(gw.logs().contains("destinations_kept=1"), "{}", gw.logs());
+}
+
 #[test]
 fn alert_posted_once_when_the_destination_starts_probing() {
     let alerts = Stub::start(|_| (200, "text/plain", Vec::new()));

@@ -60,6 +60,12 @@ pub struct Destination {
 }
 
 impl Destination {
+    /// The providers whose test events this destination takes.
+    pub fn tests_taken(&self) -> std::collections::BTreeSet<&str> {
+        let taken = self.forward_tests.iter().filter(|(_, taken)| **taken);
+        taken.map(|(provider, _)| provider.as_str()).collect()
+    }
+
     /// Whether this destination takes the event at all.
     pub fn takes(&self, event: &StoredEvent) -> bool {
         wants(&self.config.providers, &event.provider)

@@ -65,7 +65,9 @@ pub use status::{ErrorEntry, Snapshot};
 /// Every destination's forwarder.
 pub struct Forwarders {
     destinations: Vec<Arc<Destination>>,
-    tasks: Tasks,
+    /// Each destination's tasks (index for index), once started.
+    tasks: Vec<Option<Tasks>>,
+    died: Died,
 }
 
 /// One destination's state for `GET /v1/destinations`.
@@ -93,7 +95,6 @@ impl Forwarders {
         metrics: &Metrics,
         died: &Died,
     ) -> Result<Forwarders, StoreError> {
-        let tasks = Tasks::new("forwarders", died);
         let forward_tests: HashMap<String, bool> = config
             .providers
             .iter()
@@ -126,26 +127,54 @@ impl Forwarders {
             destinations.push(shared);
         }
         Ok(Forwarders {
+            tasks: destinations.iter().map(|_| None).collect(),
             destinations,
-            tasks,
+            died: died.clone(),
         })
     }
 
-    /// Starts every forwarder. Must run inside the actix system.
-    pub fn start(&self) {
-        for destination in &self.destinations {
+    /// Starts every forwarder not running yet. Must run inside the actix system.
+    pub fn start(&mut self) {
+        for (destination, tasks) in self.destinations.iter().zip(&mut self.tasks) {
+            if tasks.is_some() {
+                continue;
+            }
             let name = &destination.config.name;
+            let group = Tasks::new("forwarders", &self.died);
             let dispatcher = destination.clone();
-            self.tasks.spawn(
+            group.spawn(
                 format!("destination {name}"),
                 crate::lease::run_leased(
                     destination.store.clone(),
                     format!("destination/{name}"),
-                    self.tasks.token(),
+                    group.token(),
                     move |stop| dispatch::start(dispatcher.clone(), stop),
                 ),
             );
+            *tasks = Some(group);
         }
+    }
+
+    /// Hands each running forwarder whose destination `next` has unchanged (its settings, and
+    /// which providers' test events it takes) over to `next`, running, with its deliveries in
+    /// flight and its failures, probing and alerts (a reload that added a destination started
+    /// every other one's retry schedule over, and sent its alert again). What stays here is
+    /// what changed or went: stop it before starting `next`. Returns how many were handed over.
+    pub fn hand_over_unchanged(&mut self, next: &mut Forwarders) -> usize {
+        let mut kept = 0;
+        for (destination, tasks) in next.destinations.iter_mut().zip(&mut next.tasks) {
+            let unchanged = self.destinations.iter().position(|running| {
+                running.config == destination.config
+                    && running.tests_taken() == destination.tests_taken()
+            });
+            let Some(at) = unchanged else { continue };
+            if let Some(running) = self.tasks[at].take() {
+                *destination = self.destinations[at].clone();
+                *tasks = Some(running);
+                kept += 1;
+            }
+        }
+        kept
     }
 
     pub fn destination(&self, name: &str) -> Option<&Arc<Destination>> {
@@ -156,9 +185,15 @@ impl Forwarders {
         &self.destinations
     }
 
-    /// Stops every forwarder; deliveries in flight are abandoned (sent again after a restart).
+    /// Stops every forwarder, at once; deliveries in flight are abandoned (sent again after a
+    /// restart).
     pub async fn stop(self, within: Duration) {
-        self.tasks.stop(within).await;
+        let stops = self
+            .tasks
+            .into_iter()
+            .flatten()
+            .map(|tasks| tasks.stop(within));
+        futures_util::future::join_all(stops).await;
     }
 }
 
