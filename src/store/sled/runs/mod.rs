@@ -286,8 +286,16 @@ impl Runs {
                 copying: None,
             },
         };
+        // A run marked for dropping keeps no summary: the mark is written before the summary
+        // goes, and a power loss may keep the one without the other (it was kept as sealed,
+        // and found its expired keys again).
         let summaries = (0..next_id)
-            .map(|id| Ok((id, runs.tree.get(key(id, SUMMARY, &[]))?)))
+            .map(|id| {
+                if runs.tree.contains_key(key(id, DROPPING, &[]))? {
+                    return Ok((id, None));
+                }
+                Ok((id, runs.tree.get(key(id, SUMMARY, &[]))?))
+            })
             .collect::<Result<Vec<_>, StoreError>>()?;
         let loaded = runs.load_all(&summaries)?;
         for ((id, _), run) in summaries.iter().zip(loaded) {
@@ -496,6 +504,16 @@ impl Runs {
             let value = [log.to_key(), seq.to_key()].concat();
             let old = self.meta.insert(LOG_EXPIRED_KEY, value.as_slice())?;
             self.kept.delta += change(LOG_EXPIRED_KEY, old, Some(value.as_slice()));
+            // The expiry began after the sealed runs, where the run being built begins: it
+            // holds claims that just expired (read before, or still to be read until they are
+            // trimmed). Sealed, it would find them again (an acknowledged event with such a key
+            // then disagreed with its journaled copy, and every start was refused): it is
+            // dropped, and the next begins after them.
+            if let Some(building) = self.kept.building.take() {
+                let id = building.id();
+                drop(building);
+                self.mark_dropping(id)?;
+            }
         }
         let (expired, kept): (Vec<Run>, Vec<Run>) = std::mem::take(&mut self.kept.sealed)
             .into_iter()

@@ -26,6 +26,12 @@ pub(super) struct Building {
     spent: Spent,
 }
 
+impl Building {
+    pub(super) fn id(&self) -> u32 {
+        self.run.id
+    }
+}
+
 #[cfg(test)]
 impl Building {
     /// Whether its claims are all read and it is being written.
@@ -286,12 +292,7 @@ impl Runs {
         let old = self.tree.insert(&key, summary.as_slice())?;
         self.kept.delta += change(&key, old, Some(&summary));
         spent.write.took(started);
-        if run.through <= self.claims.expired() {
-            // Every claim it holds expired from the log while it was built (and was counted
-            // then): it goes as an expired run does, never looked up (which would find them
-            // again).
-            return self.mark_dropping(run.id);
-        }
+        // An expiry while it was built dropped it ([`Runs::expire`]): none of its claims expired.
         if run.through > self.kept.sealed_through {
             self.kept.sealed_through = run.through;
             self.kept.trimmed = false;
