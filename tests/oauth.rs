@@ -353,6 +353,76 @@ fn random_tokens_cost_a_bounded_number_of_introspections() {
     );
 }
 
+/// Random tokens sent without pause do not lock a genuine sender out once its token's answer
+/// has passed `cache_ttl_s`: tokens found active before have calls of their own (the random
+/// ones took every call, and the genuine sender was answered 503 for as long as they came).
+#[test]
+fn a_flood_of_random_tokens_does_not_lock_out_a_token_found_active_before() {
+    let stub = introspection_stub(Arc::default());
+    let gw = Gateway::start(&format!(
+        "[limits]\nper_address_rps = 0\n{}",
+        introspection_provider(&stub.url, "cache_ttl_s = 1\n")
+    ));
+    assert_eq!(gw.post("p", &bearer("good-token"), BODY).status, 200);
+    let flooding = Arc::new(AtomicBool::new(true));
+    let unavailable = Arc::new(AtomicUsize::new(0));
+    let floods: Vec<_> = (0..2)
+        .map(|thread| {
+            let (api, flooding, unavailable) = (gw.api(), flooding.clone(), unavailable.clone());
+            std::thread::spawn(move || {
+                let mut n = 0;
+                while flooding.load(Ordering::SeqCst) {
+                    let status = api
+                        .post("p", &bearer(&format!("junk-{thread}-{n}")), BODY)
+                        .status;
+                    unavailable.fetch_add(usize::from(status == 503), Ordering::SeqCst);
+                    n += 1;
+                }
+            })
+        })
+        .collect();
+    common::wait_until(Duration::from_secs(10), "random tokens refused 503", || {
+        unavailable.load(Ordering::SeqCst) > 0
+    });
+    std::thread::sleep(Duration::from_millis(1100));
+    let status = gw.post("p", &bearer("good-token"), BODY).status;
+    flooding.store(false, Ordering::SeqCst);
+    for flood in floods {
+        flood.join().unwrap();
+    }
+    assert_eq!(
+        status, 200,
+        "the genuine token, its answer past cache_ttl_s"
+    );
+}
+
+/// Requests with one new token while the authorization server fails share its one call and
+/// its failure (each waited for the call before it: the fourth 503 came after four calls).
+#[test]
+fn concurrent_requests_with_one_token_share_a_failed_introspection() {
+    let stub = Stub::start(|_| {
+        std::thread::sleep(Duration::from_millis(1000));
+        (500, "text/plain", b"down".to_vec())
+    });
+    let gw = Gateway::start(&introspection_provider(&stub.url, ""));
+    let started = Instant::now();
+    let posts: Vec<_> = (0..4)
+        .map(|_| {
+            let api = gw.api();
+            std::thread::spawn(move || api.post("p", &bearer("new-token"), BODY).status)
+        })
+        .collect();
+    for post in posts {
+        assert_eq!(post.join().unwrap(), 503);
+    }
+    assert_eq!(stub.calls(), 1, "one call for the four");
+    assert!(
+        started.elapsed() < Duration::from_millis(1900),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
 #[test]
 fn an_active_answer_is_trusted_no_longer_than_cache_ttl_s() {
     let revoked = Arc::new(AtomicBool::new(false));

@@ -58,6 +58,12 @@ impl TokenCache {
         lock(&self.refused).get(key, now).map(|()| Known::Refused)
     }
 
+    /// Whether the token was found active, its answer's time in the cache over or not (kept
+    /// until the map of active ones is full: junk tokens never enter it).
+    pub fn was_active(&self, key: &TokenKey) -> bool {
+        lock(&self.active).entries.contains_key(key)
+    }
+
     /// An active answer, kept until `exp` or `ttl` from now, whichever comes first.
     pub fn remember_active(&self, key: TokenKey, grant: Grant, exp: SystemTime, now: SystemTime) {
         let until = exp.min(now + self.ttl);

@@ -4,7 +4,9 @@
 //! `client_id`. Answers are cached ([`TokenCache`]): active ones until their `exp` but no longer
 //! than `cache_ttl_s`, refused ones for `negative_cache_ttl_s`; an unreachable server is never
 //! cached (503, the sender retries). Concurrent requests with one unknown token share one
-//! introspection, so a sender posting thousands of webhooks with one token costs one call.
+//! introspection and its outcome, a failure too, so a sender posting thousands of webhooks with
+//! one token costs one call (and, the server down, each waits for one call, not for every call
+//! before it).
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -39,6 +41,12 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 const CALLS_PER_S: u32 = 100;
 const CALLS_BURST: u32 = 200;
 const CALLS_AT_ONCE: usize = 32;
+/// The calls for tokens found active before, whose answer's time in the cache ended, have a
+/// bound of their own: random tokens sent from anywhere took the whole of the other, and every
+/// genuine sender was answered 503 once its token's `cache_ttl_s` had passed.
+const RENEWALS_PER_S: u32 = 50;
+const RENEWALS_BURST: u32 = 100;
+const RENEWALS_AT_ONCE: usize = 16;
 
 type IntrospectionClient =
     BasicClient<EndpointNotSet, EndpointNotSet, EndpointSet, EndpointNotSet, EndpointNotSet>;
@@ -50,11 +58,63 @@ pub struct Introspection {
     audience: Option<String>,
     allowed_client_ids: Option<Vec<String>>,
     cache: TokenCache,
-    /// One lock per token being introspected right now.
-    in_flight: Mutex<HashMap<TokenKey, Arc<tokio::sync::Mutex<()>>>>,
-    /// The bounds on calls ([`CALLS_PER_S`], [`CALLS_AT_ONCE`]).
-    calls_per_s: governor::DefaultDirectRateLimiter,
-    calls_at_once: tokio::sync::Semaphore,
+    /// The tokens being introspected right now: each call's number, and its outcome once known.
+    in_flight: Arc<Mutex<HashMap<TokenKey, (u64, Outcome)>>>,
+    calls_made: std::sync::atomic::AtomicU64,
+    /// The bounds on calls for new tokens ([`CALLS_PER_S`], [`CALLS_AT_ONCE`]), and on those for
+    /// tokens found active before ([`RENEWALS_PER_S`], [`RENEWALS_AT_ONCE`]).
+    calls: Budget,
+    renewals: Budget,
+}
+
+/// A call's outcome, shared by every request waiting for it (`None` until it is known).
+type Outcome = tokio::sync::watch::Receiver<Option<Result<Grant, Rejection>>>;
+type OutcomeSender = tokio::sync::watch::Sender<Option<Result<Grant, Rejection>>>;
+
+/// A request's part in the introspection of its token.
+enum Turn {
+    /// Another request's call is in flight: its outcome.
+    Wait(Outcome),
+    /// This request makes the call, and sends its outcome.
+    Call(OutcomeSender, InFlightEntry),
+}
+
+/// How many calls may be made, a second and at once.
+struct Budget {
+    per_s: governor::DefaultDirectRateLimiter,
+    at_once: tokio::sync::Semaphore,
+}
+
+impl Budget {
+    fn new(per_s: u32, burst: u32, at_once: usize) -> Budget {
+        let nonzero = |n: u32| NonZeroU32::new(n).expect("not 0");
+        Budget {
+            per_s: governor::RateLimiter::direct(
+                governor::Quota::per_second(nonzero(per_s)).allow_burst(nonzero(burst)),
+            ),
+            at_once: tokio::sync::Semaphore::new(at_once),
+        }
+    }
+}
+
+/// Removes its call's entry from the tokens in flight when the call ends, or when the request
+/// making it is dropped (a client that reset its connection: the entry stayed for good).
+struct InFlightEntry {
+    in_flight: Arc<Mutex<HashMap<TokenKey, (u64, Outcome)>>>,
+    key: TokenKey,
+    call: u64,
+}
+
+impl Drop for InFlightEntry {
+    fn drop(&mut self) {
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        if in_flight
+            .get(&self.key)
+            .is_some_and(|(call, _)| *call == self.call)
+        {
+            in_flight.remove(&self.key);
+        }
+    }
 }
 
 impl std::fmt::Debug for Introspection {
@@ -160,34 +220,60 @@ impl Introspection {
                 Duration::from_secs(ttl_s),
                 Duration::from_secs(negative_ttl_s),
             ),
-            in_flight: Mutex::new(HashMap::new()),
-            calls_per_s: governor::RateLimiter::direct(
-                governor::Quota::per_second(NonZeroU32::new(CALLS_PER_S).expect("not 0"))
-                    .allow_burst(NonZeroU32::new(CALLS_BURST).expect("not 0")),
-            ),
-            calls_at_once: tokio::sync::Semaphore::new(CALLS_AT_ONCE),
+            in_flight: Arc::default(),
+            calls_made: std::sync::atomic::AtomicU64::new(0),
+            calls: Budget::new(CALLS_PER_S, CALLS_BURST, CALLS_AT_ONCE),
+            renewals: Budget::new(RENEWALS_PER_S, RENEWALS_BURST, RENEWALS_AT_ONCE),
         })
     }
 
     pub async fn validate(&self, token: &str, now: SystemTime) -> Result<Grant, Rejection> {
         let key: TokenKey = Sha256::digest(token.as_bytes()).into();
-        if let Some(known) = self.cache.get(&key, now) {
-            return known.into_result();
+        loop {
+            if let Some(known) = self.cache.get(&key, now) {
+                return known.into_result();
+            }
+            let (sender, entry) = match self.turn(key) {
+                Turn::Wait(mut outcome) => {
+                    let known = outcome
+                        .wait_for(Option::is_some)
+                        .await
+                        .map(|known| known.clone());
+                    match known {
+                        Ok(Some(known)) => return known,
+                        // Its request was dropped before the call ended: make one.
+                        _ => continue,
+                    }
+                }
+                Turn::Call(sender, entry) => (sender, entry),
+            };
+            let result = self.introspect(token, key, now).await;
+            sender.send_replace(Some(result.clone()));
+            drop(entry);
+            return result;
         }
-        let lock = {
-            let mut in_flight = self.in_flight.lock().map_err(|_| Rejection::Unavailable)?;
-            in_flight.entry(key).or_default().clone()
-        };
-        let _turn = lock.lock().await;
-        // Whoever held the lock before may have filled the cache.
-        let result = match self.cache.get(&key, now) {
-            Some(known) => known.into_result(),
-            None => self.introspect(token, key, now).await,
-        };
-        if let Ok(mut in_flight) = self.in_flight.lock() {
-            in_flight.remove(&key);
+    }
+
+    /// The call in flight for `key` to wait for, or, with none, a new one to make.
+    fn turn(&self, key: TokenKey) -> Turn {
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        // One whose request was dropped (its sender with it) is replaced.
+        if let Some((_, outcome)) = in_flight.get(&key) {
+            if outcome.has_changed().is_ok() {
+                return Turn::Wait(outcome.clone());
+            }
         }
-        result
+        let call = self
+            .calls_made
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (sender, outcome) = tokio::sync::watch::channel(None);
+        in_flight.insert(key, (call, outcome));
+        let entry = InFlightEntry {
+            in_flight: self.in_flight.clone(),
+            key,
+            call,
+        };
+        Turn::Call(sender, entry)
     }
 
     /// Asks the server, and caches its verdict (not a failure to reach it).
@@ -197,11 +283,16 @@ impl Introspection {
         key: TokenKey,
         now: SystemTime,
     ) -> Result<Grant, Rejection> {
+        let budget = if self.cache.was_active(&key) {
+            &self.renewals
+        } else {
+            &self.calls
+        };
         // Refused as `token_check_unavailable` (counted, its log sampled as every refusal).
-        let Ok(_call) = self.calls_at_once.try_acquire() else {
+        let Ok(_call) = budget.at_once.try_acquire() else {
             return Err(Rejection::Unavailable);
         };
-        if self.calls_per_s.check().is_err() {
+        if budget.per_s.check().is_err() {
             return Err(Rejection::Unavailable);
         }
         let response = self
@@ -343,6 +434,37 @@ mod tests {
             .judge(&answer(json!({"active": true, "aud": "other"})), now)
             .unwrap();
         assert_eq!(until, now + NO_EXP_TTL);
+    }
+
+    /// A request dropped during its token's introspection (its client reset the connection)
+    /// leaves no entry behind (one stayed per such token, for good), and the next request with
+    /// that token makes a call of its own.
+    #[tokio::test]
+    async fn a_request_dropped_during_its_introspection_leaves_nothing_behind() {
+        // Takes connections into its backlog, never answers.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let checked = Introspection::new(IntrospectionSettings {
+            introspection_url: Some(format!(
+                "http://{}/introspect",
+                silent.local_addr().unwrap()
+            )),
+            ..raw()
+        })
+        .unwrap();
+        let now = SystemTime::now();
+        for n in 0..20 {
+            let token = format!("token-{n}");
+            let check = checked.validate(&token, now);
+            assert!(tokio::time::timeout(Duration::from_millis(20), check)
+                .await
+                .is_err());
+        }
+        assert_eq!(checked.in_flight.lock().unwrap().len(), 0);
+        let check = checked.validate("token-1", now);
+        assert!(tokio::time::timeout(Duration::from_millis(20), check)
+            .await
+            .is_err());
+        assert_eq!(checked.in_flight.lock().unwrap().len(), 0);
     }
 
     #[test]
