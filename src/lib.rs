@@ -259,6 +259,31 @@ impl Gateway {
     }
 }
 
+/// Reloads `config`; true if a stop was asked for meanwhile. A reload may take 15 s (old
+/// workers stopping): a stop asked for during one drains at once (readyz 503, new webhooks
+/// refused) and is reported to systemd, while the reload ends (it did neither, and the drain
+/// after the reload could take the stop past systemd's `TimeoutStopSec`).
+async fn reload_unless_stopped(
+    gateway: &mut Gateway,
+    config: Config,
+    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> bool {
+    let state = gateway.state.clone();
+    let reload = gateway.reload(config);
+    tokio::pin!(reload);
+    tokio::select! {
+        () = &mut reload => false,
+        () = shutdown.as_mut() => {
+            state.draining.store(true, Ordering::Relaxed);
+            notify::stopping();
+            tracing::info!("Stop asked for during a reload: draining now; the reload ends first.");
+            reload.await;
+            notify::stopping();
+            true
+        }
+    }
+}
+
 /// Runs the gateway until `shutdown` resolves, then drains it; each config received on
 /// `reloads` replaces the running one ([`Gateway::reload`]). If the committer dies first,
 /// hookgate drains and returns an error, so that its supervisor restarts it.
@@ -310,7 +335,11 @@ pub async fn run(
         loop {
             tokio::select! {
                 _ = &mut shutdown => break Ok(()),
-                Some(config) = reloads.recv() => gateway.reload(config).await,
+                Some(config) = reloads.recv() => {
+                    if reload_unless_stopped(&mut gateway, config, &mut shutdown).await {
+                        break Ok(());
+                    }
+                }
                 _ = &mut failed => {
                     tracing::error!("The store stopped storing (see the line before); shutting down so that the service is restarted.");
                     break Err(GatewayError::StoreFailed);

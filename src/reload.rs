@@ -156,8 +156,11 @@ fn keep_started_settings(new: &mut Config, running: &Config) -> Vec<&'static str
     keep!("[server] workers", server.workers);
     if new.server.body_timeout != running.server.body_timeout {
         // Bodies use the new value at once; the HTTP layer's wait for a request's headers keeps
-        // the one it started with.
-        kept.push("[server] body_timeout_ms (for request headers only)");
+        // the one it started with, and so does its wait for requests in flight at a stop.
+        kept.push("[server] body_timeout_ms (for request headers and the drain at a stop only)");
+    } else if new.server.ack_deadline != running.server.ack_deadline {
+        // Requests use the new deadline at once; the drain at a stop, sized from it, does not.
+        kept.push("[server] ack_deadline_ms (for the drain at a stop only)");
     }
     if new.server.tls.is_some() != running.server.tls.is_some() {
         // A new certificate and key apply at once; turning TLS on or off needs a restart.
@@ -269,6 +272,38 @@ mod tests {
         assert_eq!(new.store.commit_delay, running.store.commit_delay);
         assert_eq!(new.store.slow_commit, running.store.slow_commit);
         assert_eq!(new.store.compact_ratio, running.store.compact_ratio);
+    }
+
+    /// The drain at a stop is sized from `body_timeout_ms` and `ack_deadline_ms` as they were
+    /// at start: a change of either is named (a longer deadline was silently not waited for).
+    #[test]
+    fn the_drain_s_timeouts_are_named_as_kept() {
+        let running = config(
+            "ack_deadline_ms = 4000
+body_timeout_ms = 10000",
+            "",
+            "",
+        );
+        let mut new = config(
+            "ack_deadline_ms = 20000
+body_timeout_ms = 10000",
+            "",
+            "",
+        );
+        assert_eq!(
+            keep_started_settings(&mut new, &running),
+            ["[server] ack_deadline_ms (for the drain at a stop only)"]
+        );
+        let mut new = config(
+            "ack_deadline_ms = 4000
+body_timeout_ms = 20000",
+            "",
+            "",
+        );
+        assert_eq!(
+            keep_started_settings(&mut new, &running),
+            ["[server] body_timeout_ms (for request headers and the drain at a stop only)"]
+        );
     }
 
     #[test]

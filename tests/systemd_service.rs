@@ -248,3 +248,32 @@ fn the_watchdog_is_pinged_while_a_reload_runs() {
     // 3 s of reload, a ping every 200 ms.
     assert!(pings >= 8, "{pings} pings during the reload: {during:?}");
 }
+
+/// A stop asked for during a reload (which may take 15 s) drains at once: systemd is told
+/// `STOPPING=1` and readyz answers 503 within a second, not once the reload has ended (the drain
+/// after it could take the stop past `TimeoutStopSec`); the gateway then exits cleanly.
+#[test]
+fn a_stop_during_a_reload_drains_at_once() {
+    let notify = NotifySocket::bind();
+    let mut gw = under_systemd(&notify)
+        .env("HOOKGATE_TEST_RELOAD_DELAY_MS", "4000")
+        .start();
+    notify.until("READY=1", Duration::from_secs(20));
+    gw.signal(Signal::SIGHUP);
+    notify.until("RELOADING=1", Duration::from_secs(10));
+    let asked = Instant::now();
+    gw.signal(Signal::SIGTERM);
+    notify.until("STOPPING=1", Duration::from_secs(1));
+    assert_eq!(gw.api().request("GET", "/readyz", b"").status, 503);
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        asked.elapsed()
+    );
+    // Read on, as systemd does: a full socket blocks the watchdog's pings, and the gateway.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while gw.is_running() && Instant::now() < deadline {
+        notify.recv(Duration::from_millis(100));
+    }
+    assert!(gw.wait_exit(Duration::from_secs(1)).success());
+}
