@@ -278,32 +278,20 @@ mod tests {
     /// at start: a change of either is named (a longer deadline was silently not waited for).
     #[test]
     fn the_drain_s_timeouts_are_named_as_kept() {
-        let running = config(
-            "ack_deadline_ms = 4000
-body_timeout_ms = 10000",
-            "",
-            "",
-        );
-        let mut new = config(
-            "ack_deadline_ms = 20000
-body_timeout_ms = 10000",
-            "",
-            "",
-        );
-        assert_eq!(
-            keep_started_settings(&mut new, &running),
-            ["[server] ack_deadline_ms (for the drain at a stop only)"]
-        );
-        let mut new = config(
-            "ack_deadline_ms = 4000
-body_timeout_ms = 20000",
-            "",
-            "",
-        );
-        assert_eq!(
-            keep_started_settings(&mut new, &running),
-            ["[server] body_timeout_ms (for request headers and the drain at a stop only)"]
-        );
+        let running = config("ack_deadline_ms = 4000\nbody_timeout_ms = 10000", "", "");
+        for (server, named) in [
+            (
+                "ack_deadline_ms = 20000\nbody_timeout_ms = 10000",
+                "[server] ack_deadline_ms (for the drain at a stop only)",
+            ),
+            (
+                "ack_deadline_ms = 4000\nbody_timeout_ms = 20000",
+                "[server] body_timeout_ms (for request headers and the drain at a stop only)",
+            ),
+        ] {
+            let mut new = config(server, "", "");
+            assert_eq!(keep_started_settings(&mut new, &running), [named]);
+        }
     }
 
     #[test]
