@@ -92,7 +92,6 @@ fn systemd_unit_keeps_its_behaviour() {
         "StateDirectory=hookgate",
         "ExecStartPre=/usr/bin/hookgate check-config --config /etc/hookgate/config.toml",
         "ExecStart=/usr/bin/hookgate serve --config /etc/hookgate/config.toml",
-        "ExecReload=/bin/kill -HUP $MAINPID",
         "KillSignal=SIGTERM",
         "Restart=on-failure",
         "WatchdogSec=30",
@@ -105,6 +104,19 @@ fn systemd_unit_keeps_its_behaviour() {
     ] {
         assert!(lines.contains(&expected), "no `{expected}` in the unit");
     }
+    // A config with problems fails `systemctl reload` before SIGHUP is sent: the check first
+    // (it reported success, hookgate refusing the config in its log only).
+    let reloads: Vec<&str> = lines
+        .iter()
+        .filter_map(|line| line.strip_prefix("ExecReload="))
+        .collect();
+    assert_eq!(
+        reloads,
+        [
+            "/usr/bin/hookgate check-config --config /etc/hookgate/config.toml",
+            "/bin/kill -HUP $MAINPID"
+        ]
+    );
     // The packaged config reads its admin token from the credential the unit loads.
     let config = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
