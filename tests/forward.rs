@@ -995,6 +995,28 @@ fn the_dead_list_s_limit_is_the_whole_answer_s() {
         .map(|entry| entry["seq"].as_u64().unwrap())
         .collect();
     assert_eq!(seqs, [1, 1], "{two}");
+    // Pages follow one another by `after`, each holding whole seqs (two destinations hold each
+    // seq dead): every entry listed once. Before `after`, only the first 1,000 could be listed.
+    for (limit, expected_pages) in [(1, 3), (3, 3), (4, 2), (6, 1)] {
+        let (mut listed, mut after, mut pages) = (Vec::new(), 0, 0);
+        loop {
+            let page = gw.admin_json(&format!("/v1/dead?limit={limit}&after={after}"));
+            pages += 1;
+            for entry in page["dead"].as_array().unwrap() {
+                let seq = entry["seq"].as_u64().unwrap();
+                listed.push((seq, entry["destination"].as_str().unwrap().to_string()));
+            }
+            match page["next_after"].as_u64() {
+                Some(next) => after = next,
+                None => break,
+            }
+        }
+        let expected: Vec<(u64, String)> = (1..=3)
+            .flat_map(|seq| [(seq, "crm".to_string()), (seq, "erp".to_string())])
+            .collect();
+        assert_eq!(listed, expected, "limit {limit}");
+        assert_eq!(pages, expected_pages, "limit {limit}");
+    }
 }
 
 /// A replay delivered while the event's first delivery is still being retried ends that first

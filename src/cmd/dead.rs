@@ -22,6 +22,9 @@ enum DeadCommand {
     List {
         /// The destination's name.
         destination: String,
+        /// Only events after this seq (a previous page's last).
+        #[arg(long, default_value_t = 0)]
+        after: u64,
         /// How many at most (default 100, at most 1000).
         #[arg(long)]
         limit: Option<usize>,
@@ -42,8 +45,15 @@ enum DeadCommand {
 pub fn run(args: &DeadArgs) -> Result<(), Failure> {
     let admin = Admin::connect(&args.admin)?;
     match &args.command {
-        DeadCommand::List { destination, limit } => {
-            let mut query = vec![("destination", destination.clone())];
+        DeadCommand::List {
+            destination,
+            after,
+            limit,
+        } => {
+            let mut query = vec![
+                ("destination", destination.clone()),
+                ("after", after.to_string()),
+            ];
             query.extend(limit.iter().map(|l| ("limit", l.to_string())));
             admin.show(&["v1", "dead"], &query, print_dead)
         }
@@ -63,6 +73,9 @@ fn print_dead(dead: &Value) {
         ("LAST ERROR", Cell::Field("error")),
     ];
     listing(&dead["dead"], &columns).print();
+    if let Some(next) = dead["next_after"].as_u64() {
+        println!("(more: --after {next})");
+    }
 }
 
 /// Replays `seqs` (every dead event when empty), one request a seq so that each one not dead

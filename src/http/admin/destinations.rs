@@ -98,29 +98,65 @@ async fn errors(
     Ok(HttpResponse::Ok().json(json!({ "errors": entries })))
 }
 
-/// Dead events, oldest first.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeadQuery {
+    destination: Option<String>,
+    limit: Option<usize>,
+    /// Only events after this seq (a previous page's `next_after`).
+    #[serde(default)]
+    after: u64,
+}
+
+/// Dead events after `after`, oldest first, a page at a time: `next_after` names the next page
+/// (there was none: past the first 1,000 dead events, none could be listed).
 async fn dead(
     _: Authorized,
-    query: Result<web::Query<ListQuery>, actix_web::Error>,
+    query: Result<web::Query<DeadQuery>, actix_web::Error>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let query = query.map_err(|_| ApiError::BadRequest)?.into_inner();
     let limit = page_size(query.limit);
+    let range = Seq(query.after.saturating_add(1))..=Seq(u64::MAX);
     let mut dead = Vec::new();
     for destination in selected(&state.live(), query.destination.as_deref())? {
-        for (seq, record) in destination.dead(limit).await.map_err(unavailable)? {
+        let page = destination.dead_in(range.clone(), limit + 1).await;
+        for (seq, record) in page.map_err(unavailable)? {
             dead.push((seq, destination.config.name.clone(), record));
         }
     }
-    // The oldest `limit` of all destinations' (each gave its oldest `limit`): the limit was each
-    // destination's, and the list in the config's order.
+    // The oldest `limit` of all destinations' (each gave its oldest `limit` + 1): the limit was
+    // each destination's, and the list in the config's order.
     dead.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
-    dead.truncate(limit);
+    let next_after = page_end(&mut dead, limit, |(seq, ..)| seq.0);
     let dead: Vec<_> = dead
         .into_iter()
         .map(|(seq, destination, record)| json!({ "destination": destination, "seq": seq.0, "at_ms": record.at_ms, "attempts": record.attempts, "error": record.error }))
         .collect();
-    Ok(HttpResponse::Ok().json(json!({ "dead": dead })))
+    Ok(HttpResponse::Ok().json(json!({ "dead": dead, "next_after": next_after })))
+}
+
+/// Cuts `entries` (in seq order) to a page of at most `limit`, whole seqs only (several
+/// destinations may hold one seq dead: a page that ended within one lost the rest from the next,
+/// which starts after it), and says after which seq the next page starts, if one may.
+fn page_end<T>(entries: &mut Vec<T>, limit: usize, seq: impl Fn(&T) -> u64) -> Option<u64> {
+    if entries.len() <= limit {
+        return None;
+    }
+    let first_left = seq(&entries[limit]);
+    let whole = entries[..limit]
+        .iter()
+        .take_while(|entry| seq(entry) < first_left)
+        .count();
+    // A page of one seq held dead by more destinations than `limit`: all of them, past it.
+    let end = if whole == 0 {
+        entries.iter().take_while(|e| seq(e) == first_left).count()
+    } else {
+        whole
+    };
+    let more = entries.len() > end;
+    entries.truncate(end);
+    entries.last().map(seq).filter(|_| more)
 }
 
 /// Which dead events a replay takes: every one unless narrowed.
