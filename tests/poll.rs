@@ -498,7 +498,11 @@ fn a_sync_api_down_from_the_start_shows_a_growing_age_across_a_reload() {
     let seen = reloads();
     gw.signal(nix::sys::signal::Signal::SIGHUP);
     wait_until(Duration::from_secs(10), "the reload", || reloads() > seen);
-    let after = age().expect("exported after the reload");
+    // The new poller exports it once it runs, a moment after the line.
+    wait_until(Duration::from_secs(10), "the age after the reload", || {
+        age().is_some()
+    });
+    let after = age().unwrap();
     assert!(after >= before, "{after} < {before}: reset by the reload");
     assert_eq!(sync_status(&gw)["last_success_ms"], Value::Null);
 }

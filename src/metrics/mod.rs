@@ -546,15 +546,23 @@ impl Metrics {
     }
 
     /// Starts `hookgate_poll_seconds_since_success` for `provider`, whose poller starts here:
-    /// from its last success in this process (kept across a reload), else from now. A poller
-    /// that never succeeds is exported too (a vendor down since the start, or across a reload,
-    /// left no series, and the alert on it went quiet).
+    /// from its last success here if it stopped here just before (a reload stops it and starts
+    /// it again), else from now (a success older than a stop of longer may be another
+    /// gateway's to tell, which held its lease meanwhile). A poller that never succeeds is
+    /// exported too (a vendor down since the start, or across a reload, left no series, and the
+    /// alert on it went quiet).
     pub fn poll_started(&self, provider: &str) {
         if let Ok(mut ages) = self.poll_ages.lock() {
+            let ages = &mut *ages;
             ages.polling.insert(provider.to_string());
-            ages.last_success
-                .entry(provider.to_string())
-                .or_insert_with(Instant::now);
+            let restarted = ages
+                .stopped
+                .remove(provider)
+                .is_some_and(|stopped| stopped.elapsed() < POLL_RESTART_GAP);
+            if !restarted || !ages.last_success.contains_key(provider) {
+                ages.last_success
+                    .insert(provider.to_string(), Instant::now());
+            }
         }
     }
 
@@ -572,6 +580,7 @@ impl Metrics {
     pub fn poll_stopped(&self, provider: &str) {
         if let Ok(mut ages) = self.poll_ages.lock() {
             ages.polling.remove(provider);
+            ages.stopped.insert(provider.to_string(), Instant::now());
         }
         let labels = ProviderLabels {
             provider: provider.to_string(),
@@ -617,13 +626,19 @@ impl Metrics {
     }
 }
 
+/// A poller started again within this of its stop here (a reload: up to 15 s stopping the old
+/// workers) keeps its last success.
+const POLL_RESTART_GAP: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// What `hookgate_poll_seconds_since_success` is computed from.
 #[derive(Default)]
 struct PollAges {
-    /// Per provider ever polled in this process: its last success, or when it first started.
+    /// Per provider polled here: its last success, or when its poller started.
     last_success: HashMap<String, Instant>,
     /// The providers whose poller runs here: only theirs are exported.
     polling: HashSet<String>,
+    /// When each provider's poller last stopped here, until it starts again.
+    stopped: HashMap<String, Instant>,
 }
 
 impl Default for Metrics {
@@ -666,6 +681,19 @@ mod tests {
         metrics.poll_started("gh");
         let again = age(&metrics).expect("exported after the reload");
         assert!(again >= first, "{again} < {first}: reset by the reload");
+        // Stopped for longer (its lease held by another gateway meanwhile, which polled): its
+        // old success is not this gateway's to tell any more.
+        metrics.poll_stopped("gh");
+        if let Ok(mut ages) = metrics.poll_ages.lock() {
+            let long_ago = Instant::now() - POLL_RESTART_GAP;
+            ages.stopped.insert("gh".into(), long_ago);
+        }
+        metrics.poll_started("gh");
+        let regained = age(&metrics).expect("exported");
+        assert!(
+            regained < first,
+            "{regained}: the success of before the lease moved"
+        );
     }
 
     #[test]

@@ -541,7 +541,7 @@ pub(super) async fn set_cursor(poller: &Poller, cursor: Option<String>) -> Resul
     .map_err(|err| StoreError::Corrupt(err.to_string()))?;
     poller.store.set_sync_cursor(provider, value).await?;
     tracing::info!(provider, cursor = ?cursor, "Sync cursor set by an operator.");
-    set_cursor_gauge(poller, cursor.as_deref());
+    // Not its gauge: only the gateway polling exports it, from the next round's read.
     poller.update(|s| {
         s.cursor_set = false;
         s.cursor = cursor;
