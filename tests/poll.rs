@@ -469,6 +469,47 @@ fn in_next_pointer_mode_the_first_round_asks_for_the_first_page_whatever_webhook
     assert_eq!(paths, ["/events"], "{paths:?}");
 }
 
+/// A next page's URL kept as the cursor is shown as every URL is, by the sync API and the
+/// console: made whole from a sync URL holding a user and password, it was shown with them (and
+/// a key a vendor's next link repeats in its query with it).
+#[test]
+fn a_cursor_that_is_a_url_is_shown_without_its_credentials() {
+    let vendor = Stub::start(|request| {
+        let page = if request.path.contains("page=2") {
+            json!({"data": [], "next": null})
+        } else {
+            json!({"data": [{"id": "a-1"}], "next": "/actions?page=2&api_key=LINKED-SECRET"})
+        };
+        (200, "application/json", page.to_string().into_bytes())
+    });
+    let url = vendor
+        .url
+        .replacen("http://", "http://svc:hunter2-password@", 1);
+    let sync = format!(
+        "[provider.sync]\nurl = \"{url}/actions?api_key=SUPERSECRETKEY\"\ncursor_param = \"page_token\"\nitems = \"/data\"\nitem_id = \"/id\"\nnext_pointer = \"/next\"\ninterval = \"1h\"\n"
+    );
+    let gw = Gateway::start(&provider("feed", "none", &[], &sync));
+    let status = || gw.admin_json("/v1/providers/feed/sync");
+    wait_until(Duration::from_secs(10), "the cursor", || {
+        status()["cursor"]
+            .as_str()
+            .is_some_and(|c| c.contains("/actions?page="))
+    });
+    let mut console = common::console::ConsoleClient::new(&gw.api().admin_url);
+    console.sign_in();
+    let page = console.get("/console/consumers").text();
+    assert!(page.contains("/actions?page="), "{page}");
+    for shown in [
+        status().to_string(),
+        gw.admin_json("/v1/pollers").to_string(),
+        page,
+    ] {
+        for secret in ["hunter2", "SUPERSECRETKEY", "LINKED-SECRET"] {
+            assert!(!shown.contains(secret), "{secret} shown: {shown}");
+        }
+    }
+}
+
 fn always_down(_: usize, _: &StubRequest) -> Option<Answer> {
     Some((500, Vec::new(), b"down".to_vec()))
 }

@@ -176,6 +176,16 @@ impl Poller {
         self.status.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
+    /// The cursor as hookgate shows it (the admin API, the console): a next page's URL, made
+    /// whole from the sync URL, carries its user and password, and a vendor's next link may
+    /// repeat a key in its query, so it is shown as every URL is ([`crate::shown_url`]).
+    pub fn shown_cursor(&self, cursor: &str) -> String {
+        match page::cursor_url(&self.config, Some(cursor)) {
+            Some(url) => crate::shown_url::shown(&url),
+            None => cursor.to_string(),
+        }
+    }
+
     /// Runs a round now (or right after the one running) and waits up to `within` for it to end.
     /// Returns whether it ended in time.
     pub async fn poll_now(&self, within: Duration) -> bool {

@@ -119,7 +119,7 @@ fn view(poller: &Poller) -> Value {
         "url": crate::shown_url::shown(&poller.config.url),
         "interval_ms": poller.config.interval.as_millis() as u64,
         "cursor_set": status.cursor_set,
-        "cursor": status.cursor,
+        "cursor": status.cursor.as_deref().map(|cursor| poller.shown_cursor(cursor)),
         "running": status.running,
         "polling_here": status.polling_here,
         "rounds": status.rounds,

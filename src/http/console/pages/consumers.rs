@@ -52,7 +52,7 @@ pub async fn show(
                         tr {
                             th scope="row" { (poller.provider) }
                             td { (badge(if status.running { "running" } else if status.last_error_ms > status.last_success_ms { "failing" } else { "waiting" })) }
-                            td { code { (if status.cursor_set { status.cursor.clone().unwrap_or_else(|| "(from the start)".to_string()) } else { "(not set yet)".to_string() }) } }
+                            td { code { (if status.cursor_set { status.cursor.as_deref().map_or_else(|| "(from the start)".to_string(), |cursor| poller.shown_cursor(cursor)) } else { "(not set yet)".to_string() }) } }
                             td.num { (status.rounds) }
                             td.num { (humantime::format_duration(poller.config.interval)) }
                             td.num { (status.last_success_ms.map_or_else(|| "never".to_string(), |ms| format!("{} ({} ago)", when(ms), ago(ms)))) }
