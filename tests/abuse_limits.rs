@@ -630,3 +630,40 @@ fn a_connection_flood_past_the_open_files_limit_leaves_the_store_its_files() {
     gw.restart();
     load.assert_all_stored(&gw);
 }
+
+/// The admin listener caps each address's connections and gives each connection's next
+/// request head the same time as the public one's: 256 connections from one address, each
+/// holding a byte of its next request (no token needed), took every place (one byte stops
+/// actix's keep-alive timer), and the admin API, consumers' pulls, metrics' scrapes and the
+/// console went unanswered for as long as they stayed.
+#[test]
+fn one_address_cannot_take_every_place_on_the_admin_listener() {
+    let gw = gateway("", &provider("open", "none", &[], ""));
+    let admin = gw.api().admin_addr;
+    let healthz = b"GET /healthz HTTP/1.1\r\nHost: admin\r\n\r\n";
+    let mut held = Vec::new();
+    for _ in 0..256 {
+        let mut conn = RawConn::connect_from(admin, from(9));
+        if conn.send(healthz) && conn.read_response(Duration::from_secs(2), false).status == 200 {
+            // The first byte of the next request: actix then waits for the rest for ever.
+            conn.send(b"G");
+            held.push(conn);
+        }
+    }
+    assert!(
+        held.len() <= 64,
+        "{} connections held by one address",
+        held.len()
+    );
+    let started = Instant::now();
+    let mut other = RawConn::connect_from(admin, from(10));
+    assert!(other.send(healthz));
+    let answer = other.read_response(Duration::from_secs(3), false);
+    assert_eq!(
+        answer.status,
+        200,
+        "another address waited {:?}",
+        started.elapsed()
+    );
+    assert!(rejections(&gw, "connections_per_address") >= 1.0);
+}

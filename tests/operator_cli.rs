@@ -258,7 +258,7 @@ fn operators_list_show_replay_pause_and_see_lag() {
     });
     assert_eq!(
         ops.run(&["dead", "list", "crm", "--json"]).ok().json(),
-        json!({"dead": []})
+        json!({"dead": [], "next_after": null})
     );
 
     // The consumer's lag: every event after its cursor.
