@@ -219,6 +219,32 @@ fn admin_routes_need_the_token() {
     assert_eq!(gw.admin_get("/v1/events/1").status, 404);
 }
 
+/// Requests without the admin token are counted and logged as every refusal is, sampled: a
+/// line each, a loop without the token wrote thousands a second (past journald's rate limit,
+/// which then drops the real errors too).
+#[test]
+fn admin_requests_without_the_token_are_counted_and_their_lines_sampled() {
+    let gw = Gateway::start(&provider("open", "none", &[], ""));
+    let started = std::time::Instant::now();
+    for _ in 0..300 {
+        assert_eq!(gw.admin_get_with("/metrics", None).status, 401);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    assert_eq!(
+        gw.metric(
+            "hookgate_rejections_total",
+            &[("cause", "admin_unauthorized")]
+        ),
+        Some(300.0)
+    );
+    let lines = gw.logs().matches("cause=\"admin_unauthorized\"").count();
+    // 5 lines a second by default, a cause.
+    assert!(
+        (1..=5 * (seconds.ceil() as usize + 1)).contains(&lines),
+        "{lines} lines in {seconds:.1} s"
+    );
+}
+
 /// The admin API's refusals: every route that changes something needs the token (401 without
 /// it), and names that do not exist, seqs that do not exist, a destination that does not take
 /// the event, a body or query that does not parse each get their status.

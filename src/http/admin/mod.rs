@@ -14,7 +14,8 @@ use actix_web::http::header::AUTHORIZATION;
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 
 use super::error::ApiError;
-use super::AppState;
+use super::rejections::Level;
+use super::{AppState, Refused};
 use crate::metrics::{ConsumerGauges, DestinationGauges};
 use crate::verify::mac::constant_time_eq;
 
@@ -59,6 +60,19 @@ pub(super) fn is_admin_token(state: &AppState, token: &str) -> bool {
     constant_time_eq(token.as_bytes(), state.live().config.admin.token.expose())
 }
 
+/// Counts a request refused for its token, and logs it as every refusal is (sampled: a line
+/// each, a loop without the token wrote thousands a second, past journald's rate limit, which
+/// then dropped hookgate's real errors too).
+pub(super) fn refused(state: &AppState, request: &HttpRequest, cause: &'static str, why: &str) {
+    let refused = Refused {
+        cause,
+        provider: None,
+        client: request.peer_addr().map(|peer| peer.ip()),
+        level: Level::Warn,
+    };
+    state.rejections.record(refused, &why);
+}
+
 /// Proof that the request carried the admin token. Taking it as an argument guards a handler.
 pub(super) struct Authorized;
 
@@ -75,8 +89,9 @@ impl FromRequest for Authorized {
         let state = request.app_data::<web::Data<AppState>>();
         let valid =
             matches!((token, state), (Some(token), Some(state)) if is_admin_token(state, token));
-        if !valid {
-            tracing::warn!(peer = ?request.peer_addr(), path = request.path(), "Admin request without a valid token.");
+        if let (false, Some(state)) = (valid, state) {
+            let path = format!("admin request to {} without a valid token", request.path());
+            refused(state, request, "admin_unauthorized", &path);
         }
         ready(if valid {
             Ok(Authorized)

@@ -9,7 +9,7 @@ use maud::html;
 use super::super::layout::{self, Section};
 use super::super::session;
 use super::super::{ConsoleError, Operator, Posted, SameOrigin};
-use crate::http::admin::is_admin_token;
+use crate::http::admin::{is_admin_token, refused};
 use crate::http::AppState;
 
 /// How long a wrong token waits for its answer: guessing is slow.
@@ -51,7 +51,12 @@ pub async fn submit(
 ) -> HttpResponse {
     let token = form.fields.get("token").unwrap_or_default();
     if !is_admin_token(&state, token) {
-        tracing::warn!(peer = ?request.peer_addr(), "Console sign-in with a wrong token.");
+        refused(
+            &state,
+            &request,
+            "console_wrong_token",
+            "console sign-in with a wrong token",
+        );
         tokio::time::sleep(WRONG_TOKEN_DELAY).await;
         let mut response = page(Some("That is not the admin token."));
         *response.status_mut() = actix_web::http::StatusCode::UNAUTHORIZED;
