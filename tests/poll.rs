@@ -768,11 +768,12 @@ fn a_next_url_on_another_origin_is_not_followed() {
             && !error.contains("page=3"),
         "{status}"
     );
+    // (Shown as every URL is: its query's values masked.)
     assert!(
         status["cursor"]
             .as_str()
             .unwrap_or_default()
-            .ends_with("/events?page=2"),
+            .ends_with("/events?page=***"),
         "{status}"
     );
 }
