@@ -818,6 +818,45 @@ pub async fn sync_cursors_round_trip(open: impl Fn(&Path) -> Store, dir: &Path) 
     );
 }
 
+/// A dead or replay mark keeps an event whether its destination takes it now or not: a reload
+/// that narrowed the destination's providers (or stopped forwarding test events) left the
+/// event listed dead and replayable, and retention removed it (the replay then dropped it as
+/// gone, after a 202).
+pub async fn retention_keeps_a_marked_event_its_output_no_longer_takes(
+    open: impl Fn(&Path) -> Store,
+    dir: &Path,
+) {
+    let store = open(dir);
+    let seqs = [
+        accept_old(&store, "b", "dead-then-narrowed").await,
+        accept_old(&store, "b", "queued-then-narrowed").await,
+        accept_old(&store, "b", "delivered").await,
+    ];
+    store
+        .change(
+            "crm",
+            vec![
+                Change::Cursor(seqs[2]),
+                Change::Dead(seqs[0], dead(3)),
+                Change::Mark(Mark::Replay, seqs[1]),
+            ],
+        )
+        .await
+        .unwrap();
+    // The destination now takes provider a only.
+    let outputs = Arc::new(vec![Output::destination(
+        "crm".into(),
+        |event: &StoredEvent| event.provider == "a",
+    )]);
+    let cutoffs = Cutoffs {
+        events_ms: CUTOFF_MS,
+        dedup_ms: 0,
+    };
+    let swept = sweep_all(&store, cutoffs, &outputs).await;
+    assert_eq!(swept.events, 1, "{swept:?}");
+    assert_eq!(all_seqs(&store).await, vec![seqs[0].0, seqs[1].0]);
+}
+
 /// Retention removes exactly the old events every output that takes them is done with: an
 /// output behind, a dead or a replay mark holds an event; young events stay whatever the
 /// cursors; the counts returned match what went.
@@ -1184,6 +1223,7 @@ macro_rules! conformance {
             check!(sync_cursors_round_trip);
             check!(retention_removes_only_what_every_output_is_done_with);
             check!(retention_of_events_nobody_takes_and_young_events);
+            check!(retention_keeps_a_marked_event_its_output_no_longer_takes);
             check!(dedup_keys_expire_by_arrival);
             check!(reopen_keeps_everything);
             check!(seqs_never_reused_after_sweeping_everything);

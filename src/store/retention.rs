@@ -61,7 +61,8 @@ pub struct Standing {
     pub takes: bool,
     /// Every seq at or below it is done for the output (delivered, acked, dead or not taken).
     pub cursor: Seq,
-    /// A dead or replay mark keeps the event for the output.
+    /// A dead or replay mark keeps the event for the output, whether it takes the event now
+    /// or not (a reload that narrowed its providers left the event listed dead, replayable).
     pub kept: bool,
 }
 
@@ -77,14 +78,15 @@ pub enum Verdict {
 }
 
 /// The policy: an event received before `cutoff_ms` goes once every output that takes it has
-/// moved its cursor past it and keeps no mark for it. An event no output takes goes too.
+/// moved its cursor past it, and no output keeps a mark for it. An event no output takes, nor
+/// marks, goes too.
 pub fn verdict(seq: Seq, received_at_ms: u64, cutoff_ms: u64, standings: &[Standing]) -> Verdict {
     if received_at_ms >= cutoff_ms {
         return Verdict::Young;
     }
     let held = standings
         .iter()
-        .any(|s| s.takes && (seq > s.cursor || s.kept));
+        .any(|s| s.kept || (s.takes && seq > s.cursor));
     if held {
         Verdict::Held
     } else {

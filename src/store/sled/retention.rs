@@ -202,7 +202,7 @@ fn judge(
         return Ok(first);
     }
     for (output, standing) in outputs.iter().zip(standings.iter_mut()) {
-        if output.keeps_marks && standing.takes {
+        if output.keeps_marks {
             let marks = reader.marks(&output.name, seq)?;
             standing.kept = marks.dead.is_some() || marks.replay;
         }
