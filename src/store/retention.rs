@@ -308,8 +308,11 @@ mod tests {
         let seq = Seq(5);
         // No outputs at all, or none that takes it.
         assert_eq!(verdict(seq, OLD, CUTOFF, &[]), Verdict::Expired);
-        let others = [standing(false, 0, false), standing(false, 0, true)];
+        let others = [standing(false, 0, false), standing(false, 3, false)];
         assert_eq!(verdict(seq, OLD, CUTOFF, &others), Verdict::Expired);
+        // But a mark holds it, taken or not (dead for a destination that no longer takes it).
+        let marked = [standing(false, 0, false), standing(false, 0, true)];
+        assert_eq!(verdict(seq, OLD, CUTOFF, &marked), Verdict::Held);
         // At or below every cursor.
         let past = [standing(true, 5, false), standing(true, 9, false)];
         assert_eq!(verdict(seq, OLD, CUTOFF, &past), Verdict::Expired);
