@@ -16,7 +16,7 @@ use common::nats::NatsServer;
 use common::{provider, sign, toml_str, Gateway};
 use hookgate::event::{EventId, ProviderName, Seq};
 use hookgate::store::{
-    Change, Committed, Cutoffs, DeadRecord, Mark, NewEvent, Output, StoredEvent,
+    Change, Committed, Cutoffs, DeadRecord, Mark, NewEvent, Output, Store, StoredEvent, Swept,
 };
 
 fn jetstream_store(nats: &NatsServer) -> String {
@@ -296,6 +296,44 @@ async fn two_sweeps_of_one_stream_at_once_both_finish() {
     }
 }
 
+/// The sweeps' output (crm, taking every event) and cutoffs of the replay races below.
+fn crm_and_cutoffs() -> (Arc<Vec<Output>>, Cutoffs) {
+    let outputs = Arc::new(vec![Output::destination(
+        "crm".into(),
+        |_: &StoredEvent| true,
+    )]);
+    let cutoffs = Cutoffs {
+        events_ms: 2_000,
+        dedup_ms: 0,
+    };
+    (outputs, cutoffs)
+}
+
+/// `n` old events named `prefix-i`, every one dead for crm, its cursor past them; then a sweep
+/// started on them.
+async fn dead_events_being_swept(
+    store: &Store,
+    prefix: &str,
+    n: usize,
+) -> (Vec<Seq>, tokio::task::JoinHandle<Swept>) {
+    let mut seqs = Vec::new();
+    for i in 0..n {
+        let event = event(format!("{prefix}-{i}"), "{}".into()).received_at(1_000);
+        let Committed::Accepted(seq) = store.commit(event, Duration::from_secs(10)).await.unwrap()
+        else {
+            panic!("a duplicate");
+        };
+        seqs.push(seq);
+    }
+    let mut died: Vec<Change> = seqs.iter().map(|seq| Change::Dead(*seq, dead())).collect();
+    died.push(Change::Cursor(*seqs.last().unwrap()));
+    store.change("crm", died).await.unwrap();
+    let (outputs, cutoffs) = crm_and_cutoffs();
+    let (store, swept) = (store.clone(), outputs.clone());
+    let sweeping = tokio::spawn(async move { store.sweep(cutoffs, swept).await.unwrap() });
+    (seqs, sweeping)
+}
+
 /// An operator replays 600 dead events while a sweep runs: none is removed. A replay writes
 /// the output's replay mark, then removes the dead record; a sweep that read the marks before
 /// the first write and the dead records after the second saw neither, and removed 385 of 600
@@ -305,33 +343,9 @@ async fn a_replay_racing_a_sweep_loses_no_event() {
     let dir = tempfile::tempdir().unwrap();
     let nats = NatsServer::start(dir.path());
     let store = nats.store(Duration::from_secs(10));
-    let outputs = Arc::new(vec![Output::destination(
-        "crm".into(),
-        |_: &StoredEvent| true,
-    )]);
-    let cutoffs = Cutoffs {
-        events_ms: 2_000,
-        dedup_ms: 0,
-    };
+    let (outputs, cutoffs) = crm_and_cutoffs();
     for round in 0..3 {
-        let mut seqs = Vec::new();
-        for i in 0..600 {
-            let event = event(format!("r{round}-{i}"), "{}".into()).received_at(1_000);
-            let Committed::Accepted(seq) =
-                store.commit(event, Duration::from_secs(10)).await.unwrap()
-            else {
-                panic!("a duplicate");
-            };
-            seqs.push(seq);
-        }
-        // Every event died for crm, and its cursor passed them.
-        let mut died: Vec<Change> = seqs.iter().map(|seq| Change::Dead(*seq, dead())).collect();
-        died.push(Change::Cursor(*seqs.last().unwrap()));
-        store.change("crm", died).await.unwrap();
-        let sweeping = {
-            let (store, outputs) = (store.clone(), outputs.clone());
-            tokio::spawn(async move { store.sweep(cutoffs, outputs).await.unwrap() })
-        };
+        let (seqs, sweeping) = dead_events_being_swept(&store, &format!("r{round}"), 600).await;
         tokio::time::sleep(Duration::from_millis(3 * (round + 1))).await;
         let replay: Vec<Change> = seqs
             .iter()
@@ -363,6 +377,48 @@ async fn a_replay_racing_a_sweep_loses_no_event() {
             while store.sweep(cutoffs, outputs.clone()).await.unwrap().more {}
         }
         assert!(store.event(seqs[0]).await.unwrap().is_none());
+    }
+    store.close().await;
+}
+
+/// The same, the replays dying again at once (a downstream that refuses them for good): a
+/// sweep step that read the dead records between the replay and the death again, and the
+/// positions again after it, saw no mark at all and removed dead events (their records stayed
+/// listed, and a later replay was dropped as gone). The window is a sweep's read of a dead
+/// records' shard between the two changes, and then its positions' read after the second: on
+/// the code before the fix, this test failed in about half of its runs (one round of eight).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_dying_again_during_a_sweep_loses_no_dead_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start(dir.path());
+    let store = nats.store(Duration::from_secs(10));
+    let (outputs, cutoffs) = crm_and_cutoffs();
+    for round in 0..8u64 {
+        let (seqs, sweeping) = dead_events_being_swept(&store, &format!("d{round}"), 400).await;
+        let replay = seqs.iter().flat_map(|seq| {
+            [
+                Change::Unmark(Mark::Dead, *seq),
+                Change::Mark(Mark::Replay, *seq),
+            ]
+        });
+        store.change("crm", replay.collect()).await.unwrap();
+        // The sweep reads dead records meanwhile: none.
+        tokio::time::sleep(Duration::from_millis(10 + 10 * round)).await;
+        // Refused for good: dead again, as the progress writer records it.
+        let again = seqs.iter().flat_map(|seq| {
+            [
+                Change::Dead(*seq, dead()),
+                Change::Unmark(Mark::Replay, *seq),
+            ]
+        });
+        store.change("crm", again.collect()).await.unwrap();
+        sweeping.await.unwrap();
+        while store.sweep(cutoffs, outputs.clone()).await.unwrap().more {}
+        let mut gone = 0;
+        for seq in &seqs {
+            gone += usize::from(store.event(*seq).await.unwrap().is_none());
+        }
+        assert_eq!(gone, 0, "round {round}: dead events were removed");
     }
     store.close().await;
 }

@@ -23,8 +23,9 @@ impl JetStreamStore {
     /// An event's marks live in two values, written one after the other: a replay writes the
     /// position's mark before it removes the dead record, and an event dead again has its record
     /// written before the position drops its replay mark. So the positions are read before the
-    /// dead records and again after them, and an event either read shows marked is kept: reads
-    /// that fell on both sides of one change saw neither mark.
+    /// dead records and again after them, and the dead records of what would go once more after
+    /// that; an event any read shows marked is kept: reads that fell on both sides of one
+    /// change, or of a replay and its death again, saw neither mark.
     pub(super) async fn sweep_events(
         &self,
         cutoffs: Cutoffs,
@@ -80,9 +81,24 @@ impl JetStreamStore {
                 .zip(&again)
                 .any(|(output, position)| output.keeps_marks && position.replay.contains(&seq))
         };
+        // And the dead records once more, after the positions: a replay that died again during
+        // the step (its record removed before the dead records were read, written again before
+        // its replay mark went) showed neither mark to the reads before.
+        let mut dead_again: Vec<HashMap<u64, DeadShard>> = vec![HashMap::new(); outputs.len()];
         let mut swept = Swept::default();
         for (seq, due, hash, provider) in expired {
             if replayed(seq) {
+                continue;
+            }
+            let mut dead_now = false;
+            for (i, output) in outputs.iter().enumerate() {
+                if output.keeps_marks && self.dead_in(&mut dead_again[i], &output.name, seq).await?
+                {
+                    dead_now = true;
+                    break;
+                }
+            }
+            if dead_now {
                 continue;
             }
             // Counted once: a key forgotten before was counted then.
