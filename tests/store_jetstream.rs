@@ -784,7 +784,7 @@ fn a_stream_that_went_back_stops_the_gateway_and_its_restart_delivers_the_new_ev
 }
 
 /// A gateway's start keeps the settings of an existing stream that hookgate does not set (an
-/// operator's limits; and its replicas when they are more than `[store] replicas`): each start
+/// operator's limits but `max_age`; and its replicas when they are more than `[store] replicas`): each start
 /// reset them to the defaults, so one gateway without `replicas = 3` took a cluster's stream
 /// down to one replica, and every gateway's 200 to one server's copy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -801,12 +801,16 @@ async fn a_start_keeps_the_stream_settings_it_does_not_set() {
     let mut config = settings().await;
     config.max_bytes = 1 << 30;
     config.description = Some("events of the shop".into());
+    // But not a `max_age`, which removes events whether delivered or not (set "to match
+    // retention", it was kept in silence): hookgate's retention removes them.
+    config.max_age = Duration::from_secs(7 * 86_400);
     js.update_stream(config).await.unwrap();
     drop(nats.store(Duration::from_secs(10)));
     let kept = settings().await;
     assert_eq!(kept.max_bytes, 1 << 30);
     assert_eq!(kept.description.as_deref(), Some("events of the shop"));
     assert_eq!(kept.max_messages_per_subject, 1);
+    assert_eq!(kept.max_age, Duration::ZERO);
 }
 
 /// A message on the events' subjects that hookgate did not write (another client with publish

@@ -193,6 +193,17 @@ async fn set_up(
     settings.duplicate_window = DUPLICATE_WINDOW.min(dedup_window);
     settings.allow_direct = true;
     settings.num_replicas = replicas(&settings.name, settings.num_replicas, config.replicas);
+    // Nothing but hookgate's retention removes events: a `max_age` (set "to match retention")
+    // or a work-queue or interest policy (a reader's ack) would remove undelivered and dead
+    // ones too.
+    if settings.max_age != Duration::ZERO {
+        tracing::warn!(stream = %settings.name, max_age = ?settings.max_age, "The stream had a max_age, which removes events whether they were delivered or not: unset. hookgate removes them once every output is done with them ([store] retention).");
+        settings.max_age = Duration::ZERO;
+    }
+    if settings.retention != stream::RetentionPolicy::Limits {
+        tracing::warn!(stream = %settings.name, retention = ?settings.retention, "The stream's retention policy removed events its readers acknowledged, delivered to hookgate's outputs or not: set to limits.");
+        settings.retention = stream::RetentionPolicy::Limits;
+    }
     js.create_or_update_stream(settings).await?;
     let stream = js.get_stream(&config.stream).await?;
     let bucket = |name: String, max_age: Duration| async move {
