@@ -129,6 +129,8 @@ pub struct Gateway {
 
 /// Opens the store, binds both listeners and starts serving. Must run inside an actix system.
 pub async fn start(config: Config) -> Result<Gateway, GatewayError> {
+    // Events' times of arrival never go below the wall clock now ([`store::start_clocks`]).
+    store::start_clocks();
     let metrics = Arc::new(Metrics::new());
     let (dir, store_config, store_metrics) = (
         config.server.data_dir.clone(),

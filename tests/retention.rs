@@ -379,14 +379,10 @@ fn faked_wall_clock(file: &std::path::Path) -> Vec<(&'static str, String)> {
     ]
 }
 
-/// The wall clock set two days forward while the gateway runs, with a one-hour dedup window:
-/// an event received a moment before is still a duplicate when sent again after several
-/// sweeps (its key expires an hour after it arrived, by the time that really passed), and
-/// still stored (retention of an hour too, and no output).
-#[test]
-fn a_clock_set_forward_expires_no_dedup_key_early() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = dir.path().join("faketime");
+/// A gateway whose wall clock is faked (libfaketime, read from the file returned), with an
+/// hour's retention and dedup window, sweeping every 200 ms, no output.
+fn gateway_on_a_faked_clock(dir: &std::path::Path) -> (Gateway, std::path::PathBuf) {
+    let clock = dir.join("faketime");
     std::fs::write(&clock, "+0\n").unwrap();
     let store =
         "\n[store]\nretention = \"1h\"\ndedup_window = \"1h\"\nsweep_interval = \"200ms\"\n";
@@ -397,23 +393,62 @@ fn a_clock_set_forward_expires_no_dedup_key_early() {
             |builder, (name, value)| builder.env(name, value),
         )
         .start();
+    (gw, clock)
+}
+
+/// Sets the gateway's wall clock (faked through libfaketime, read from `clock`) `offset_s`
+/// seconds off, and waits until its answers' Date header says so.
+fn set_clock(gw: &Gateway, clock: &std::path::Path, offset_s: i64) {
+    std::fs::write(clock, format!("{offset_s:+}\n")).unwrap();
+    let unix = |time: std::time::SystemTime| {
+        time.duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    };
+    wait_until(Duration::from_secs(10), "the gateway's clock moved", || {
+        let reply = gw.request("GET", "/healthz", b"");
+        let date = reply
+            .header("date")
+            .and_then(|date| httpdate::parse_http_date(date).ok());
+        date.is_some_and(|date| {
+            (unix(date) - unix(std::time::SystemTime::now()) - offset_s).abs() < 60
+        })
+    });
+}
+
+/// The wall clock set back two hours while the gateway runs, then set right, with a one-hour
+/// dedup window: an event received meanwhile is still a duplicate when sent again after several
+/// sweeps (stamped two hours in the past, its key looked two hours old once the clock was set
+/// right, and expired at once: the retry was stored and delivered again).
+#[test]
+fn a_clock_set_back_then_right_expires_no_dedup_key_early() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gw, clock) = gateway_on_a_faked_clock(dir.path());
+    set_clock(&gw, &clock, -2 * 3600);
+    let (status, seq) = post(&gw, "p", "while-set-back");
+    assert_eq!(status, "accepted");
+    set_clock(&gw, &clock, 0);
+    // Sweeps every 200 ms meanwhile: fifteen of them.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        post(&gw, "p", "while-set-back"),
+        ("duplicate".to_string(), seq),
+        "a key seconds old, stamped two hours back"
+    );
+    assert!(gw.event(seq).is_some(), "the event was swept");
+}
+
+/// The wall clock set two days forward while the gateway runs, with a one-hour dedup window:
+/// an event received a moment before is still a duplicate when sent again after several
+/// sweeps (its key expires an hour after it arrived, by the time that really passed), and
+/// still stored (retention of an hour too, and no output).
+#[test]
+fn a_clock_set_forward_expires_no_dedup_key_early() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gw, clock) = gateway_on_a_faked_clock(dir.path());
     let (status, seq) = post(&gw, "p", "before-the-jump");
     assert_eq!(status, "accepted");
-    std::fs::write(&clock, "+2d\n").unwrap();
-    // The gateway's clock has moved (its answers' Date header says so).
-    wait_until(
-        Duration::from_secs(10),
-        "the gateway's clock two days on",
-        || {
-            let reply = gw.request("GET", "/healthz", b"");
-            let date = reply
-                .header("date")
-                .and_then(|date| httpdate::parse_http_date(date).ok());
-            date.is_some_and(|date| {
-                date > std::time::SystemTime::now() + Duration::from_secs(86_400)
-            })
-        },
-    );
+    set_clock(&gw, &clock, 2 * 86_400);
     // Sweeps every 200 ms meanwhile: fifteen of them.
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(metric(&gw, "hookgate_dedup_keys_swept_total"), 0.0);

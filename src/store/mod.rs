@@ -42,7 +42,7 @@ pub use model::{
     now_ms, Change, Committed, DeadRecord, Mark, Marks, NewEvent, OutputState, StoreError,
     StoredEvent,
 };
-pub use retention::{Cutoffs, Output, Swept};
+pub use retention::{start_clocks, Cutoffs, Output, Swept};
 
 /// One backend of the durable queue. Each operation is atomic; "durable" means it survives
 /// `kill -9` and power loss.

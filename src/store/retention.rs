@@ -121,9 +121,34 @@ impl Cutoffs {
 /// `dedup_window` that really passed; a jump back keeps events and keys longer (the wall
 /// clock is the smaller). A restart takes the wall clock as it is then.
 fn steady_now_ms() -> u64 {
-    static START: std::sync::OnceLock<(u64, std::time::Instant)> = std::sync::OnceLock::new();
-    let (wall_at_start, start) = *START.get_or_init(|| (now_ms(), std::time::Instant::now()));
+    let (wall_at_start, start) = clock_start();
     steady(now_ms(), wall_at_start, start.elapsed())
+}
+
+/// The wall clock and the monotonic clock at the first reading of either clock here (the
+/// gateway's start: [`start_clocks`]).
+fn clock_start() -> (u64, std::time::Instant) {
+    static START: std::sync::OnceLock<(u64, std::time::Instant)> = std::sync::OnceLock::new();
+    *START.get_or_init(|| (now_ms(), std::time::Instant::now()))
+}
+
+/// Reads the clocks' start now (the gateway's start), not at the first event.
+pub fn start_clocks() {
+    clock_start();
+}
+
+/// An event's time of arrival: the wall clock, never below a time of arrival given before nor
+/// below the wall clock at the start. A wall clock set back while the gateway runs (a VM
+/// restored from a snapshot, a bad NTP step) stamped the events that came meanwhile in the
+/// past: their dedup keys, once the clock was set right, looked that much older and expired
+/// that much early (a sender's retry then stored and delivered twice), and an event stamped
+/// later than the ones after it stopped every sweep at it. Events so stamped stay longer
+/// instead. A restart takes the wall clock as it is then.
+pub fn arrival_ms() -> u64 {
+    static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let now = now_ms().max(clock_start().0);
+    LAST.fetch_max(now, std::sync::atomic::Ordering::Relaxed)
+        .max(now)
 }
 
 /// [`steady_now_ms`] from its readings: `wall` now, and `wall_at_start` `elapsed` ago.
