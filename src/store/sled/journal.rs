@@ -51,7 +51,13 @@ pub struct Journal {
     file: File,
     /// Where the next frame goes.
     len: u64,
+    /// Appends left before an injected fdatasync failure (tests only; see [`FAULT_ENV`]).
+    fault_after: Option<u64>,
 }
+
+/// The environment variable that injects a failure of the journal's fdatasync, for the
+/// fail-stop test: the append after this many successful ones fails as an fdatasync would.
+pub const FAULT_ENV: &str = "HOOKGATE_TEST_FAIL_JOURNAL_FSYNC_AFTER";
 
 impl Journal {
     /// Opens (or creates) the journal under `dir` and reads the frames it holds, the torn end
@@ -82,10 +88,18 @@ impl Journal {
             file.set_len(good as u64)?;
             file.sync_data()?;
         }
+        let fault_after = std::env::var(FAULT_ENV).ok().and_then(|n| n.parse().ok());
+        if let Some(appends) = fault_after {
+            tracing::warn!(
+                appends,
+                "{FAULT_ENV} is set: a journal fdatasync fault will be injected."
+            );
+        }
         let journal = Journal {
             path,
             file,
             len: good as u64,
+            fault_after,
         };
         Ok((journal, frames))
     }
@@ -99,6 +113,15 @@ impl Journal {
     pub fn append(&mut self, frame: &Frame) -> io::Result<()> {
         let bytes = encode(frame);
         self.file.write_all_at(&bytes, self.len)?;
+        match &mut self.fault_after {
+            Some(0) => {
+                return Err(io::Error::other(format!(
+                    "fdatasync of the journal failed (injected by {FAULT_ENV})"
+                )))
+            }
+            Some(left) => *left -= 1,
+            None => {}
+        }
         self.file.sync_data()?;
         self.len += bytes.len() as u64;
         Ok(())
