@@ -334,6 +334,43 @@ async fn dead_events_being_swept(
     (seqs, sweeping)
 }
 
+/// A long run of dead events at the front (kept for good) does not hold up the removal of what
+/// is behind it: a step that read 512 of them and removed none waited for the next interval,
+/// and every pass started again from the front (a year of dead events: twelve hours a pass).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_behind_a_long_run_of_dead_ones_go_within_one_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start(dir.path());
+    let store = nats.store(Duration::from_secs(10));
+    let mut seqs = Vec::new();
+    for i in 0..1_100 {
+        let event = event(format!("e-{i}"), "{}".into()).received_at(1_000);
+        let Committed::Accepted(seq) = store.commit(event, Duration::from_secs(10)).await.unwrap()
+        else {
+            panic!("a duplicate");
+        };
+        seqs.push(seq);
+    }
+    let mut died: Vec<Change> = seqs[..1_024]
+        .iter()
+        .map(|seq| Change::Dead(*seq, dead()))
+        .collect();
+    died.push(Change::Cursor(*seqs.last().unwrap()));
+    store.change("crm", died).await.unwrap();
+    let (outputs, cutoffs) = crm_and_cutoffs();
+    // One interval's sweeps: they follow each other while each says more may follow.
+    let mut steps = 0;
+    while store.sweep(cutoffs, outputs.clone()).await.unwrap().more {
+        steps += 1;
+        assert!(steps < 16, "the pass did not end");
+    }
+    for (i, seq) in seqs.iter().enumerate() {
+        let stored = store.event(*seq).await.unwrap().is_some();
+        assert_eq!(stored, i < 1_024, "seq {seq}");
+    }
+    store.close().await;
+}
+
 /// An operator replays 600 dead events while a sweep runs: none is removed. A replay writes
 /// the output's replay mark, then removes the dead record; a sweep that read the marks before
 /// the first write and the dead records after the second saw neither, and removed 385 of 600

@@ -242,11 +242,18 @@ impl Task {
                 _ = cancel.cancelled() => break,
                 _ = ticks.tick() => {}
             }
-            // Sweeps follow each other while each stops at its bound with more to remove.
+            // Sweeps follow each other while each stops at its bound with more to look at; those
+            // that remove nothing (a run of held events) only so many times an interval.
+            let mut idle = 0;
             loop {
                 tokio::select! {
                     _ = cancel.cancelled() => break 'ticks,
-                    more = self.sweep() => if !more { break },
+                    (more, removed) = self.sweep() => {
+                        idle = if removed { 0 } else { idle + 1 };
+                        if !more || idle >= IDLE_SWEEPS_PER_TICK {
+                            break;
+                        }
+                    }
                 }
             }
         }
@@ -254,13 +261,15 @@ impl Task {
     }
 
     /// One sweep, then the disk gauge. Failures are logged; the next sweep tries again. Returns
-    /// whether the next sweep should follow at once ([`Swept::more`]).
-    async fn sweep(&self) -> bool {
+    /// whether the next sweep should follow at once ([`Swept::more`]), and whether this one
+    /// removed anything.
+    async fn sweep(&self) -> (bool, bool) {
         let cutoffs = Cutoffs::now(self.retention, self.dedup_window);
-        let mut more = false;
+        let (mut more, mut removed) = (false, false);
         match self.store.sweep(cutoffs, self.outputs.clone()).await {
             Ok(swept) => {
                 more = swept.more;
+                removed = swept.events > 0 || swept.dedup_keys > 0;
                 self.metrics.events_swept.inc_by(swept.events);
                 self.metrics.dedup_keys_swept.inc_by(swept.dedup_keys);
                 if swept != Swept::default() {
@@ -282,9 +291,13 @@ impl Task {
             }
             Err(err) => tracing::warn!(error = %err, "Cannot measure the store's size."),
         }
-        more
+        (more, removed)
     }
 }
+
+/// Sweeps in a row that remove nothing, at most, each `sweep_interval` (a pass through a long
+/// run of held events goes on at the next; on JetStream, 16 steps of 512 events).
+const IDLE_SWEEPS_PER_TICK: u32 = 16;
 
 pub fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
