@@ -1,4 +1,4 @@
-//! Caps on a listener's open connections: in all, and per client address (the TCP
+//! Caps on the public listener's open connections: in all, and per client address (the TCP
 //! peer; trusted proxies count only toward the total). A connection over a cap is shut down as
 //! soon as it is accepted, before a byte of it is read, and counted in
 //! `hookgate_rejections_total{cause="connections"|"connections_per_address"}`.

@@ -1,4 +1,4 @@
-//! A deadline on the listeners' connections between requests. actix bounds the head of
+//! A deadline on the public listener's connections between requests. actix bounds the head of
 //! a connection's first request only (`client_request_timeout`; its keep-alive timer stops at
 //! the first byte of the next one), and once it has answered a request whose body it did not
 //! read whole (a refusal of a chunked body), it reads the rest of that body for as long as it
@@ -74,7 +74,7 @@ impl Drop for Handling {
     }
 }
 
-/// The middleware around every route: the connection is busy while a request on it is
+/// The middleware around every public route: the connection is busy while a request on it is
 /// handled (its body read, its event committed).
 pub async fn busy(
     request: ServiceRequest,

@@ -10,10 +10,10 @@ mod console;
 mod error;
 mod guarded;
 pub mod limits;
-mod listener;
 mod oauth_token;
 pub mod open_files;
 mod public;
+mod public_listener;
 mod rejections;
 mod request_id;
 pub mod tls;
@@ -22,9 +22,10 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use actix_web::dev::ServerHandle;
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{web, App, HttpServer};
 use arc_swap::ArcSwap;
-pub use listener::{admin_server, public_server};
+pub use public_listener::public_server;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -43,9 +44,6 @@ pub const LISTEN_BACKLOG: i32 = 4096;
 /// for operators on a private address, but should it be reachable, its connections must leave
 /// the open files reserved beside the public ones (`open_files.rs`) to the store.
 pub const ADMIN_MAX_CONNECTIONS: usize = 256;
-/// Connections one address may hold on the admin listener: a scraper, the console and a few
-/// consumers' long polls need far fewer, and one address cannot take every place.
-pub const ADMIN_MAX_CONNECTIONS_PER_ADDRESS: usize = 64;
 
 /// What every handler shares.
 pub struct AppState {
@@ -62,9 +60,6 @@ pub struct AppState {
     pub rejections: Arc<Rejections>,
     /// Open connections on the public listener, capped.
     pub connections: Arc<Connections>,
-    /// Open connections on the admin listener, capped ([`ADMIN_MAX_CONNECTIONS`] in all,
-    /// [`ADMIN_MAX_CONNECTIONS_PER_ADDRESS`] per client address).
-    pub admin_connections: Arc<Connections>,
     /// Verifications running off the I/O threads at once (RSA, large bodies): one per worker.
     pub heavy_verifications: tokio::sync::Semaphore,
     /// The certificate the public listener presents, when it speaks TLS.
@@ -107,13 +102,6 @@ impl AppState {
             .tls
             .as_ref()
             .map(|tls| tls::Certificate::new(tls.certified.clone()));
-        let admin_connections = Arc::new(Connections::new(
-            ADMIN_MAX_CONNECTIONS,
-            ADMIN_MAX_CONNECTIONS_PER_ADDRESS,
-            Vec::new(),
-            metrics.clone(),
-            rejections.clone(),
-        ));
         AppState {
             live: ArcSwap::from_pointee(live),
             store,
@@ -122,7 +110,6 @@ impl AppState {
             bodies,
             rejections,
             connections,
-            admin_connections,
             heavy_verifications,
             certificate,
             sessions: console::Sessions::default(),
@@ -155,6 +142,23 @@ impl AppState {
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
     }
+}
+
+/// Builds the admin server on an already bound listener: the admin API and the console.
+pub fn admin_server(state: web::Data<AppState>, listener: TcpListener) -> std::io::Result<Server> {
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .configure(admin::routes)
+            .configure(console::routes)
+    })
+    .workers(1)
+    .max_connections(ADMIN_MAX_CONNECTIONS)
+    .disable_signals()
+    .shutdown_timeout(5)
+    .listen(listener)?
+    .run();
+    Ok(server)
 }
 
 /// Binds a listener with a backlog of [`LISTEN_BACKLOG`] (and `SO_REUSEADDR`, as std does).

@@ -1,13 +1,9 @@
-//! The listeners, built from actix's parts rather than `HttpServer`, so that every accepted
-//! stream passes through hookgate before actix reads a byte of it: the connection caps
+//! The public listener, built from actix's parts rather than `HttpServer`, so that every
+//! accepted stream passes through hookgate before actix reads a byte of it: the connection caps
 //! (`connections.rs`, also before a TLS handshake), then the deadline between requests
-//! (`guarded.rs`), then TLS if configured, then HTTP/1.1. The admin listener is built the same
-//! way: with actix's own server, one byte a second on each of its 256 connections (no token
-//! needed) held them all, and the admin API, the consumers' pulls, the metrics' scrapes and the
-//! console went unanswered for as long as it went on.
+//! (`guarded.rs`), then TLS if configured, then HTTP/1.1.
 
 use std::net::TcpListener;
-use std::sync::Arc;
 use std::time::Duration;
 
 use actix_http::body::BoxBody;
@@ -20,7 +16,7 @@ use actix_web::rt::net::{ActixStream, TcpStream};
 use actix_web::{web, App};
 
 use super::guarded::{self, Guarded};
-use super::{admin, console, open_files, public, AppState, Connections};
+use super::{open_files, public, AppState};
 
 /// How long a connection may wait, idle, for its next request before actix closes it.
 const KEEP_ALIVE: Duration = Duration::from_secs(5);
@@ -28,95 +24,34 @@ const KEEP_ALIVE: Duration = Duration::from_secs(5);
 const CLIENT_DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// The longest a TLS handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
-/// The time the admin listener gives a request's head (actix's own default).
-const ADMIN_HEAD_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// What a listener is built from.
-struct Listener {
-    name: &'static str,
-    workers: usize,
-    /// The time for a request's head.
-    request_timeout: Duration,
-    /// How long a stop waits for requests in flight.
-    shutdown_s: u64,
-    /// Its caps on open connections.
-    connections: Arc<Connections>,
-    /// Connections each worker takes at most (past them, the rest wait in the backlog).
-    per_worker: usize,
-    tls: bool,
-    routes: fn(&mut web::ServiceConfig),
-}
 
 /// Builds the public server on an already bound listener.
 pub fn public_server(state: web::Data<AppState>, listener: TcpListener) -> std::io::Result<Server> {
     let live = state.live();
-    let server = &live.config.server;
-    let workers = server.workers;
-    serve(
-        state.clone(),
-        listener,
-        Listener {
-            name: "hookgate-public",
-            workers,
-            request_timeout: server.body_timeout,
-            shutdown_s: (server.body_timeout + server.ack_deadline).as_secs() + 1,
-            connections: state.connections.clone(),
-            // Past the room the open files limit leaves, stop accepting: a connection over
-            // `max_connections` is accepted and shut (and counted), which takes a file for a
-            // moment, and a flood of them must not take the store's (`open_files.rs`).
-            per_worker: open_files::connection_room().div_ceil(workers.max(1)),
-            tls: true,
-            routes: public::routes,
-        },
-    )
-}
-
-/// Builds the admin server on an already bound listener: the admin API and the console.
-pub fn admin_server(state: web::Data<AppState>, listener: TcpListener) -> std::io::Result<Server> {
-    serve(
-        state.clone(),
-        listener,
-        Listener {
-            name: "hookgate-admin",
-            workers: 1,
-            request_timeout: ADMIN_HEAD_TIMEOUT,
-            shutdown_s: 5,
-            connections: state.admin_connections.clone(),
-            per_worker: super::ADMIN_MAX_CONNECTIONS,
-            tls: false,
-            routes: |config| {
-                admin::routes(config);
-                console::routes(config);
-            },
-        },
-    )
-}
-
-fn serve(
-    state: web::Data<AppState>,
-    listener: TcpListener,
-    spec: Listener,
-) -> std::io::Result<Server> {
+    let server_config = &live.config.server;
+    let workers = server_config.workers;
+    let request_timeout = server_config.body_timeout;
     // From an accept or an answer, the next request's head: the idle wait, then its own time.
-    let gap = KEEP_ALIVE + spec.request_timeout;
+    let gap = KEEP_ALIVE + request_timeout;
+    let shutdown_s = (server_config.body_timeout + server_config.ack_deadline).as_secs() + 1;
     let builder = actix_server::Server::build()
-        .workers(spec.workers)
-        .max_concurrent_connections(spec.per_worker)
+        .workers(workers)
+        // Past the room the open files limit leaves, stop accepting: a connection over
+        // `max_connections` is accepted and shut (and counted), which takes a file for a
+        // moment, and a flood of them must not take the store's (`open_files.rs`).
+        .max_concurrent_connections(open_files::connection_room().div_ceil(workers.max(1)))
         .disable_signals()
-        .shutdown_timeout(spec.shutdown_s);
+        .shutdown_timeout(shutdown_s);
     let shutdown = builder.graceful_shutdown_signal();
     let local = listener.local_addr()?;
     let http = Http {
-        request_timeout: spec.request_timeout,
+        request_timeout,
         local,
         shutdown,
-        routes: spec.routes,
     };
-    let connections = spec.connections;
-    let admit = move || {
-        let connections = connections.clone();
+    let admit = move |state: web::Data<AppState>| {
         fn_service(move |stream: TcpStream| {
-            let place = connections.admit(&stream);
+            let place = state.connections.admit(&stream);
             async move {
                 place
                     .map(|place| Guarded::new(stream, place, gap))
@@ -124,16 +59,16 @@ fn serve(
             }
         })
     };
-    let builder = match state.certificate.clone().filter(|_| spec.tls) {
-        None => builder.listen(spec.name, listener, move || {
-            admit().and_then(http.serve::<Guarded<TcpStream>>(state.clone()))
+    let builder = match state.certificate.clone() {
+        None => builder.listen("hookgate-public", listener, move || {
+            admit(state.clone()).and_then(http.serve::<Guarded<TcpStream>>(state.clone()))
         })?,
         Some(certificate) => {
             let tls = super::tls::server_config(certificate);
-            builder.listen(spec.name, listener, move || {
+            builder.listen("hookgate-public", listener, move || {
                 let mut acceptor = Acceptor::new(tls.clone());
                 acceptor.set_handshake_timeout(HANDSHAKE_TIMEOUT);
-                admit()
+                admit(state.clone())
                     .and_then(acceptor.map_init_err(|_| ()).map_err(|_| ()))
                     .and_then(http.serve::<TlsStream<Guarded<TcpStream>>>(state.clone()))
             })?
@@ -148,7 +83,6 @@ struct Http {
     request_timeout: Duration,
     local: std::net::SocketAddr,
     shutdown: actix_server::GracefulShutdownSignal,
-    routes: fn(&mut web::ServiceConfig),
 }
 
 /// An accepted stream as the HTTP service gets it: the guarded TCP stream, or TLS over it.
@@ -178,7 +112,7 @@ impl Http {
         let app = App::new()
             .app_data(state)
             .wrap(from_fn(guarded::busy))
-            .configure(self.routes);
+            .configure(public::routes);
         fn_service(|stream: T| async move {
             let peer = stream.guarded().get_ref().peer_addr().ok();
             Ok::<_, ()>((stream, Protocol::Http1, peer))
