@@ -850,6 +850,35 @@ async fn a_start_keeps_the_stream_settings_it_does_not_set() {
     assert_eq!(kept.max_age, Duration::ZERO);
 }
 
+/// A stream made beforehand with another retention policy: interest is set back to limits;
+/// work-queue, which the servers refuse to change (error 10052), is said and left, and the
+/// gateway starts (setting it made every start fail).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_with_another_retention_policy_is_set_to_limits_or_said() {
+    use async_nats::jetstream::stream::{Config, RetentionPolicy};
+    for (policy, after) in [
+        (RetentionPolicy::Interest, RetentionPolicy::Limits),
+        (RetentionPolicy::WorkQueue, RetentionPolicy::WorkQueue),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let nats = NatsServer::start(dir.path());
+        let client = async_nats::connect(nats.url()).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        js.create_stream(Config {
+            name: "HOOKGATE".into(),
+            subjects: vec!["hookgate.events.>".into()],
+            retention: policy,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let store = nats.store(Duration::from_secs(10));
+        let stream = js.get_stream("HOOKGATE").await.unwrap();
+        assert_eq!(stream.cached_info().config.retention, after, "{policy:?}");
+        store.close().await;
+    }
+}
+
 /// A message on the events' subjects that hookgate did not write (another client with publish
 /// rights, `nats pub`) is passed over by readers and the sweeper: it failed every read of a
 /// range holding it (every delivery, the admin and consumer API) and every sweep, for good.

@@ -200,9 +200,16 @@ async fn set_up(
         tracing::warn!(stream = %settings.name, max_age = ?settings.max_age, "The stream had a max_age, which removes events whether they were delivered or not: unset. hookgate removes them once every output is done with them ([store] retention).");
         settings.max_age = Duration::ZERO;
     }
-    if settings.retention != stream::RetentionPolicy::Limits {
-        tracing::warn!(stream = %settings.name, retention = ?settings.retention, "The stream's retention policy removed events its readers acknowledged, delivered to hookgate's outputs or not: set to limits.");
-        settings.retention = stream::RetentionPolicy::Limits;
+    match settings.retention {
+        stream::RetentionPolicy::Limits => {}
+        stream::RetentionPolicy::Interest => {
+            tracing::warn!(stream = %settings.name, "The stream's interest policy removed the events its readers acknowledged, delivered to hookgate's outputs or not: set to limits.");
+            settings.retention = stream::RetentionPolicy::Limits;
+        }
+        // The servers refuse to change it (error 10052): said, and left.
+        stream::RetentionPolicy::WorkQueue => {
+            tracing::error!(stream = %settings.name, "The stream has the work-queue policy: a NATS consumer that reads it directly and acknowledges an event removes it, delivered to hookgate's outputs or not, and the servers cannot change the policy. Make the stream again with the limits policy (back it up and restore it into a new one).");
+        }
     }
     js.create_or_update_stream(settings).await?;
     let stream = js.get_stream(&config.stream).await?;
