@@ -923,6 +923,7 @@ pub async fn retention_removes_only_what_every_output_is_done_with(
             dedup_keys: 0,
             disk_freed: 0,
             more: false,
+            held_only: false,
         }
     );
     for gone in [1, 4, 5] {
@@ -1011,6 +1012,7 @@ pub async fn dedup_keys_expire_by_arrival(open: impl Fn(&Path) -> Store, dir: &P
             dedup_keys: 5,
             disk_freed: 0,
             more: false,
+            held_only: false,
         }
     );
     assert_eq!(all_seqs(&store).await.len(), 6, "events are not dedup keys");
@@ -1142,6 +1144,7 @@ pub async fn seqs_never_reused_after_sweeping_everything(
             dedup_keys: 10,
             disk_freed: 0,
             more: false,
+            held_only: false,
         }
     );
     assert!(all_seqs(&store).await.is_empty());

@@ -138,17 +138,33 @@ pub fn start_clocks() {
 }
 
 /// An event's time of arrival: the wall clock, never below a time of arrival given before nor
-/// below the wall clock at the start. A wall clock set back while the gateway runs (a VM
-/// restored from a snapshot, a bad NTP step) stamped the events that came meanwhile in the
-/// past: their dedup keys, once the clock was set right, looked that much older and expired
-/// that much early (a sender's retry then stored and delivered twice), and an event stamped
-/// later than the ones after it stopped every sweep at it. Events so stamped stay longer
-/// instead. A restart takes the wall clock as it is then.
+/// below the wall clock at the start, unless those are ahead of the start plus the time that
+/// really passed. A wall clock set back while the gateway runs (a VM restored from a snapshot,
+/// a bad NTP step) stamped the events that came meanwhile in the past: their dedup keys, once
+/// the clock was set right, looked that much older and expired that much early (a sender's
+/// retry then stored and delivered twice), and an event stamped later than the ones after it
+/// stopped every sweep at it. Events so stamped stay longer instead. A clock set forward, then
+/// right, does not hold the stamps after it at its highest. A restart takes the wall clock as
+/// it is then.
 pub fn arrival_ms() -> u64 {
-    static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let now = now_ms().max(clock_start().0);
-    LAST.fetch_max(now, std::sync::atomic::Ordering::Relaxed)
-        .max(now)
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let (wall_at_start, start) = clock_start();
+    let stamp = arrival(
+        now_ms(),
+        LAST.load(Ordering::Relaxed),
+        wall_at_start,
+        start.elapsed(),
+    );
+    LAST.fetch_max(stamp, Ordering::Relaxed);
+    stamp
+}
+
+/// [`arrival_ms`] from its readings: `wall` now, the `last` stamp given, and `wall_at_start`
+/// `elapsed` ago.
+fn arrival(wall: u64, last: u64, wall_at_start: u64, elapsed: Duration) -> u64 {
+    let really_now = wall_at_start.saturating_add(millis(elapsed));
+    wall.max(last.max(wall_at_start).min(really_now))
 }
 
 /// [`steady_now_ms`] from its readings: `wall` now, and `wall_at_start` `elapsed` ago.
@@ -163,11 +179,16 @@ pub struct Swept {
     pub dedup_keys: u64,
     /// Bytes of disk a compaction after this sweep gave back (sled: `compact/`).
     pub disk_freed: u64,
-    /// The sweep removed events and stopped at its bound before the end of what has expired:
-    /// the sweeper goes on at once instead of after `sweep_interval`, so that retention keeps
-    /// up with any rate of traffic (one sweep per interval removed at most 50,000 events a
-    /// minute on sled by default, 512 on JetStream).
+    /// The sweep stopped at its bound before the end of what has expired (on sled, having
+    /// removed events; on JetStream, also through events still held): the sweeper goes on at
+    /// once instead of after `sweep_interval`, so that retention keeps up with any rate of
+    /// traffic (one sweep per interval removed at most 50,000 events a minute on sled by
+    /// default, 512 on JetStream).
     pub more: bool,
+    /// The sweep read only events still held (a long run of them: dead ones, kept for good),
+    /// and did nothing else: the sweeper follows with at most [`IDLE_SWEEPS_PER_TICK`] of these
+    /// an interval.
+    pub held_only: bool,
 }
 
 /// The running sweeper.
@@ -248,8 +269,8 @@ impl Task {
             loop {
                 tokio::select! {
                     _ = cancel.cancelled() => break 'ticks,
-                    (more, removed) = self.sweep() => {
-                        idle = if removed { 0 } else { idle + 1 };
+                    (more, held_only) = self.sweep() => {
+                        idle = if held_only { idle + 1 } else { 0 };
                         if !more || idle >= IDLE_SWEEPS_PER_TICK {
                             break;
                         }
@@ -262,14 +283,14 @@ impl Task {
 
     /// One sweep, then the disk gauge. Failures are logged; the next sweep tries again. Returns
     /// whether the next sweep should follow at once ([`Swept::more`]), and whether this one
-    /// removed anything.
+    /// only read held events ([`Swept::held_only`]).
     async fn sweep(&self) -> (bool, bool) {
         let cutoffs = Cutoffs::now(self.retention, self.dedup_window);
-        let (mut more, mut removed) = (false, false);
+        let (mut more, mut held_only) = (false, false);
         match self.store.sweep(cutoffs, self.outputs.clone()).await {
             Ok(swept) => {
                 more = swept.more;
-                removed = swept.events > 0 || swept.dedup_keys > 0;
+                held_only = swept.held_only;
                 self.metrics.events_swept.inc_by(swept.events);
                 self.metrics.dedup_keys_swept.inc_by(swept.dedup_keys);
                 if swept != Swept::default() {
@@ -291,12 +312,12 @@ impl Task {
             }
             Err(err) => tracing::warn!(error = %err, "Cannot measure the store's size."),
         }
-        (more, removed)
+        (more, held_only)
     }
 }
 
-/// Sweeps in a row that remove nothing, at most, each `sweep_interval` (a pass through a long
-/// run of held events goes on at the next; on JetStream, 16 steps of 512 events).
+/// Sweeps in a row that only read held events, at most, each `sweep_interval` (a pass through a
+/// long run of them goes on at the next; on JetStream, 16 steps of 512 events).
 const IDLE_SWEEPS_PER_TICK: u32 = 16;
 
 pub fn millis(duration: Duration) -> u64 {
@@ -321,6 +342,27 @@ mod tests {
         );
         // Set back a day: the wall clock, which keeps more.
         assert_eq!(steady(start - DAY, start, hour), start - DAY);
+    }
+
+    #[test]
+    fn arrivals_never_go_back_nor_stay_ahead() {
+        let start = 1_800_000_000_000;
+        let hour = Duration::from_secs(3600);
+        // The clock as it should be: the wall clock.
+        assert_eq!(arrival(start + 10, start + 5, start, hour), start + 10);
+        // Set back two hours an hour in: the last stamp (or the start), not the past.
+        let back = start + 3_600_000 - 7_200_000;
+        assert_eq!(
+            arrival(back, start + 3_599_000, start, hour),
+            start + 3_599_000
+        );
+        assert_eq!(arrival(back, 0, start, hour), start);
+        // Set a day forward, then right: the wall clock, not the day-ahead stamps' highest.
+        let day_ahead = start + 3_600_000 + 86_400_000;
+        assert_eq!(
+            arrival(start + 3_600_000, day_ahead, start, hour),
+            start + 3_600_000
+        );
     }
 
     const CUTOFF: u64 = 10_000;

@@ -451,6 +451,9 @@ impl Backend for JetStreamStore {
             dedup_keys: events.dedup_keys + forgotten,
             disk_freed: 0,
             more: events.more || more_due,
+            // The dedup keys' walk, when at its bound, is not held up by the events' (after a
+            // restart it walks again over keys it had marked, none counted).
+            held_only: events.more && events.events == 0 && forgotten == 0 && !more_due,
         })
     }
 

@@ -45,6 +45,7 @@ pub async fn sweep(
         dedup_keys,
         disk_freed: 0,
         more: events > 0 && !resume.events_done(),
+        held_only: false,
     })
 }
 
