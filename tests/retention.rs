@@ -396,6 +396,25 @@ fn gateway_on_a_faked_clock(dir: &std::path::Path) -> (Gateway, std::path::PathB
     (gw, clock)
 }
 
+/// Event `seq`'s time of arrival is the real time (within a minute), whatever the gateway's wall
+/// clock says.
+fn assert_received_now(gw: &Gateway, seq: u64) {
+    let event = gw.event(seq).expect("the event");
+    let received = event["received_at"].as_str().expect("received_at");
+    let received = httpdate::parse_http_date(received)
+        .ok()
+        .or_else(|| humantime::parse_rfc3339(received).ok())
+        .unwrap_or_else(|| panic!("received_at {received}"));
+    let now = std::time::SystemTime::now();
+    let off = now
+        .duration_since(received)
+        .unwrap_or_else(|err| err.duration());
+    assert!(
+        off < Duration::from_secs(60),
+        "received_at {event} is {off:?} off"
+    );
+}
+
 /// Sets the gateway's wall clock (faked through libfaketime, read from `clock`) `offset_s`
 /// seconds off, and waits until its answers' Date header says so.
 fn set_clock(gw: &Gateway, clock: &std::path::Path, offset_s: i64) {
@@ -427,6 +446,7 @@ fn a_clock_set_back_then_right_expires_no_dedup_key_early() {
     set_clock(&gw, &clock, -2 * 3600);
     let (status, seq) = post(&gw, "p", "while-set-back");
     assert_eq!(status, "accepted");
+    assert_received_now(&gw, seq);
     set_clock(&gw, &clock, 0);
     // Sweeps every 200 ms meanwhile: fifteen of them.
     std::thread::sleep(Duration::from_secs(3));
@@ -449,6 +469,10 @@ fn a_clock_set_forward_expires_no_dedup_key_early() {
     let (status, seq) = post(&gw, "p", "before-the-jump");
     assert_eq!(status, "accepted");
     set_clock(&gw, &clock, 2 * 86_400);
+    // An event arriving now is stamped now, not two days ahead (every sweep stopped at it).
+    let (status, after) = post(&gw, "p", "after-the-jump");
+    assert_eq!(status, "accepted");
+    assert_received_now(&gw, after);
     // Sweeps every 200 ms meanwhile: fifteen of them.
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(metric(&gw, "hookgate_dedup_keys_swept_total"), 0.0);

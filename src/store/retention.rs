@@ -113,8 +113,8 @@ impl Cutoffs {
 }
 
 /// The wall clock, never ahead of where it stood at the first call plus the time elapsed since
-/// (the monotonic clock): the sweeper's now. Events and dedup keys carry the wall clock's time
-/// of arrival; if the wall clock jumps forward while the gateway runs (a clock set right days
+/// (the monotonic clock): the sweeper's now. Events and dedup keys carry that monotonic time of
+/// arrival ([`arrival_ms`]); if the wall clock jumps forward while the gateway runs (a clock set right days
 /// after a boot with a wrong one, a bad NTP step), the plain wall clock would expire at once
 /// every dedup key of the days it skipped, and a sender's retry of an event still in its
 /// retry schedule would be stored and delivered twice. With this clock, keys expire after the
@@ -137,34 +137,17 @@ pub fn start_clocks() {
     clock_start();
 }
 
-/// An event's time of arrival: the wall clock, never below a time of arrival given before nor
-/// below the wall clock at the start, unless those are ahead of the start plus the time that
-/// really passed. A wall clock set back while the gateway runs (a VM restored from a snapshot,
-/// a bad NTP step) stamped the events that came meanwhile in the past: their dedup keys, once
-/// the clock was set right, looked that much older and expired that much early (a sender's
-/// retry then stored and delivered twice), and an event stamped later than the ones after it
-/// stopped every sweep at it. Events so stamped stay longer instead. A clock set forward, then
-/// right, does not hold the stamps after it at its highest. A restart takes the wall clock as
-/// it is then.
+/// An event's time of arrival: the wall clock at the start plus the time that really passed
+/// since (the monotonic clock), whatever the wall clock does meanwhile. A wall clock set back
+/// while the gateway runs (a VM restored from a snapshot, a bad NTP step) stamped the events that
+/// came meanwhile in the past: their dedup keys, once the clock was set right, looked that much
+/// older and expired that much early (a sender's retry then stored and delivered twice); one set
+/// forward stamped them in the future, and every sweep stopped at the first of them until the
+/// time caught up. The sweeper's now ([`steady_now_ms`]) is never ahead of this. A restart takes
+/// the wall clock as it is then.
 pub fn arrival_ms() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static LAST: AtomicU64 = AtomicU64::new(0);
     let (wall_at_start, start) = clock_start();
-    let stamp = arrival(
-        now_ms(),
-        LAST.load(Ordering::Relaxed),
-        wall_at_start,
-        start.elapsed(),
-    );
-    LAST.fetch_max(stamp, Ordering::Relaxed);
-    stamp
-}
-
-/// [`arrival_ms`] from its readings: `wall` now, the `last` stamp given, and `wall_at_start`
-/// `elapsed` ago.
-fn arrival(wall: u64, last: u64, wall_at_start: u64, elapsed: Duration) -> u64 {
-    let really_now = wall_at_start.saturating_add(millis(elapsed));
-    wall.max(last.max(wall_at_start).min(really_now))
+    wall_at_start.saturating_add(millis(start.elapsed()))
 }
 
 /// [`steady_now_ms`] from its readings: `wall` now, and `wall_at_start` `elapsed` ago.
@@ -342,27 +325,6 @@ mod tests {
         );
         // Set back a day: the wall clock, which keeps more.
         assert_eq!(steady(start - DAY, start, hour), start - DAY);
-    }
-
-    #[test]
-    fn arrivals_never_go_back_nor_stay_ahead() {
-        let start = 1_800_000_000_000;
-        let hour = Duration::from_secs(3600);
-        // The clock as it should be: the wall clock.
-        assert_eq!(arrival(start + 10, start + 5, start, hour), start + 10);
-        // Set back two hours an hour in: the last stamp (or the start), not the past.
-        let back = start + 3_600_000 - 7_200_000;
-        assert_eq!(
-            arrival(back, start + 3_599_000, start, hour),
-            start + 3_599_000
-        );
-        assert_eq!(arrival(back, 0, start, hour), start);
-        // Set a day forward, then right: the wall clock, not the day-ahead stamps' highest.
-        let day_ahead = start + 3_600_000 + 86_400_000;
-        assert_eq!(
-            arrival(start + 3_600_000, day_ahead, start, hour),
-            start + 3_600_000
-        );
     }
 
     const CUTOFF: u64 = 10_000;

@@ -453,7 +453,7 @@ impl Backend for JetStreamStore {
             more: events.more || more_due,
             // The dedup keys' walk, when at its bound, is not held up by the events' (after a
             // restart it walks again over keys it had marked, none counted).
-            held_only: events.more && events.events == 0 && forgotten == 0 && !more_due,
+            held_only: events.more && events.events == 0 && !more_due,
         })
     }
 
