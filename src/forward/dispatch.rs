@@ -273,7 +273,7 @@ fn within_reach(seq: Seq, ahead: u64, oldest: &tokio::sync::watch::Receiver<Opti
         .is_none_or(|oldest| seq.0 <= oldest.0.saturating_add(ahead))
 }
 
-/// The replays being delivered, and how many have ended.
+/// The replays being delivered, and those ended since the queue of replays was last read.
 type Replaying = Arc<std::sync::Mutex<ReplaysInFlight>>;
 
 #[derive(Default)]

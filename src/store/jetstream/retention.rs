@@ -121,7 +121,7 @@ impl JetStreamStore {
         // Stopped at its bound: the pass goes on now, through a long run of held events too
         // (dead ones, kept for good: with 365,000 of them, a step of 512 a `sweep_interval`
         // took twelve hours to reach what was behind them). The sweeper bounds the steps that
-        // remove nothing per interval.
+        // only read held events per interval (`Swept::held_only`).
         swept.more = next_from.is_none();
         Ok(swept)
     }
