@@ -17,8 +17,8 @@ use hookgate::config::{ConsumerConfig, JetStreamConfig, NatsAuth, StoreBackend, 
 use hookgate::event::{EventId, ProviderName, Seq, Source};
 use hookgate::metrics::Metrics;
 use hookgate::store::{
-    Backend, Change, Committed, Cutoffs, DeadRecord, Mark, Marks, NewEvent, Output, OutputState,
-    Store, StoreError, StoredEvent, Swept,
+    read_to_end, Backend, Change, Committed, Cutoffs, DeadRecord, Mark, Marks, NewEvent, Output,
+    OutputState, Store, StoreError, StoredEvent, Swept, READ_BODY_BYTES,
 };
 use rand::RngCore as _;
 
@@ -462,6 +462,46 @@ pub async fn large_bodies_round_trip(open: impl Fn(&Path) -> Store, dir: &Path) 
     // Starting a page right after, or at, a large event.
     let after = store.events_after(sent[0].0, 1, None).await.unwrap();
     assert_eq!(after[0].seq, sent[1].0 .0);
+}
+
+/// A read stops once its bodies reach [`READ_BODY_BYTES`] (the event that reaches it included),
+/// whatever its limit, and says so: a reader of 256 events of 64 MiB held 16 GiB.
+pub async fn a_read_stops_once_its_bodies_reach_the_bound(
+    open: impl Fn(&Path) -> Store,
+    dir: &Path,
+) {
+    let store = open(dir);
+    let size = store.largest_body().unwrap_or(usize::MAX).min(1 << 20);
+    let per_read = READ_BODY_BYTES.div_ceil(size);
+    let total = per_read + 4;
+    for i in 0..total {
+        accept(&store, "p", &format!("big-{i}"), &vec![b'x'; size]).await;
+        // Events of another provider between them: a provider's read skips them.
+        accept(&store, "q", &format!("small-{i}"), b"small").await;
+    }
+    for provider in [Some("p".to_string()), None] {
+        let (mut after, mut read, mut reads) = (Seq(0), 0, 0);
+        loop {
+            let events = store
+                .events_after(after, 1000, provider.clone())
+                .await
+                .unwrap();
+            reads += 1;
+            let bytes: usize = events.iter().map(|e| e.body.len()).sum();
+            assert!(
+                bytes < READ_BODY_BYTES + size,
+                "{provider:?}: a read of {bytes} bytes"
+            );
+            read += events.iter().filter(|e| e.provider == "p").count();
+            if read_to_end(&events, 1000) {
+                break;
+            }
+            assert!(bytes >= READ_BODY_BYTES, "a short read not at the end");
+            after = Seq(events.last().unwrap().seq);
+        }
+        assert_eq!(read, total, "{provider:?}: every event read");
+        assert_eq!(reads, 2, "{provider:?}: a read of {per_read} then the rest");
+    }
 }
 
 /// An output's cursor starts at 0 and never moves back; the pause flag toggles; outputs are
@@ -1219,6 +1259,7 @@ macro_rules! conformance {
             check!(a_provider_filter_reads_past_many_other_events);
             check!(event_by_seq);
             check!(large_bodies_round_trip);
+            check!(a_read_stops_once_its_bodies_reach_the_bound);
             check!(output_cursor_and_pause);
             check!(marks_set_list_count_and_clear);
             check!(many_dead_records);

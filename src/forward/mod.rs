@@ -322,10 +322,8 @@ impl Destination {
         const PAGE: usize = 1024;
         let now_ms = crate::store::now_ms();
         let (mut depth, mut oldest, mut scanned, mut after) = (0, None, 0, cursor);
-        // Sized to the bodies read (they are not needed here): 1,024 of 1 MiB held 1 GiB.
-        let mut step = crate::store::next_step(None, PAGE);
         while scanned < COUNT_UP_TO {
-            let events = self.store.events_after(after, step, None).await?;
+            let events = self.store.events_after(after, PAGE, None).await?;
             let Some(last) = events.last().map(|e| Seq(e.seq)) else {
                 break;
             };
@@ -339,10 +337,9 @@ impl Destination {
             }
             scanned += events.len();
             after = last;
-            if events.len() < step {
+            if crate::store::read_to_end(&events, PAGE) {
                 break;
             }
-            step = crate::store::next_step(Some(&events), PAGE);
         }
         Ok((depth, oldest))
     }

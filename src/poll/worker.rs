@@ -477,11 +477,9 @@ async fn highest_event_id(
 ) -> Result<Option<String>, StoreError> {
     let mut highest: Option<String> = None;
     let mut after = Seq(0);
-    // Sized to the bodies read (only their ids are needed): 1,000 of 1 MiB held 1 GiB.
-    let mut step = crate::store::next_step(None, SCAN_BATCH);
     loop {
         let events = store
-            .events_after(after, step, Some(provider.to_string()))
+            .events_after(after, SCAN_BATCH, Some(provider.to_string()))
             .await?;
         for event in events
             .iter()
@@ -495,10 +493,9 @@ async fn highest_event_id(
             }
         }
         match events.last() {
-            Some(last) if events.len() == step => after = Seq(last.seq),
+            Some(last) if !crate::store::read_to_end(&events, SCAN_BATCH) => after = Seq(last.seq),
             _ => return Ok(highest),
         }
-        step = crate::store::next_step(Some(&events), SCAN_BATCH);
     }
 }
 

@@ -2,7 +2,7 @@
 //! several providers is a scan of every event, and a read looks at [`MAX_LOOKED_AT`] events at
 //! most, however many unwanted ones follow.
 
-use super::{Store, StoreError, StoredEvent};
+use super::{read_to_end, Store, StoreError, StoredEvent, READ_BODY_BYTES};
 use crate::event::Seq;
 
 /// Events read from the store per step, at most.
@@ -10,22 +10,9 @@ const STEP: usize = 256;
 /// Events one filtered read looks at, at most.
 pub const MAX_LOOKED_AT: usize = 10_240;
 /// A page stops once its bodies reach this (the event that reaches it included, whatever its
-/// size): 1,000 events of 1 MiB held 1 GiB of bodies, and their answer (base64 and parsed JSON)
+/// size): 1,000 events of 1 MiB held 1 GiB of bodies, and their answer (base64 and the JSON)
 /// several times that.
-pub const PAGE_BODY_BYTES: usize = 16 << 20;
-
-/// The next read's size: `most` events, or fewer when the `last` read's bodies were large, so
-/// that a read holds about [`PAGE_BODY_BYTES`]; a first read takes 16. Sized from the read
-/// before, a read that meets large bodies after many small ones still holds up to `most` of
-/// them once.
-pub fn next_step(last: Option<&[StoredEvent]>, most: usize) -> usize {
-    let Some(last) = last.filter(|last| !last.is_empty()) else {
-        return most.min(16);
-    };
-    let bytes: usize = last.iter().map(|event| event.body.len()).sum();
-    let average = (bytes / last.len()).max(1);
-    (PAGE_BODY_BYTES / average).clamp(1, most.max(1))
-}
+pub const PAGE_BODY_BYTES: usize = READ_BODY_BYTES;
 
 /// What a filtered read found.
 #[derive(Debug)]
@@ -54,16 +41,15 @@ impl Store {
             scanned: after,
             more: false,
         };
-        let (mut looked, mut body_bytes, mut step) = (0, 0, next_step(None, STEP));
+        let (mut looked, mut body_bytes) = (0, 0);
         while found.events.len() < limit {
             if looked >= MAX_LOOKED_AT {
                 found.more = true;
                 break;
             }
-            let batch = self.events_after(found.scanned, step, None).await?;
-            let end = batch.len() < step;
+            let batch = self.events_after(found.scanned, STEP, None).await?;
+            let end = read_to_end(&batch, STEP);
             looked += batch.len();
-            step = next_step(Some(&batch), STEP);
             for event in batch {
                 found.scanned = Seq(event.seq);
                 if wanted(&event) {
@@ -94,54 +80,8 @@ impl Store {
         limit: usize,
         provider: Option<String>,
     ) -> Result<(Vec<StoredEvent>, bool), StoreError> {
-        let (mut events, mut body_bytes, mut step) = (Vec::new(), 0, next_step(None, STEP));
-        let mut from = after;
-        loop {
-            let step_now = step.min(limit - events.len());
-            let batch = self.events_after(from, step_now, provider.clone()).await?;
-            let end = batch.len() < step_now;
-            step = next_step(Some(&batch), STEP);
-            for event in batch {
-                from = Seq(event.seq);
-                body_bytes += event.body.len();
-                events.push(event);
-                if events.len() == limit || body_bytes >= PAGE_BODY_BYTES {
-                    return Ok((events, true));
-                }
-            }
-            if end {
-                return Ok((events, false));
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::event::Source;
-
-    fn of_size(bytes: usize) -> StoredEvent {
-        StoredEvent {
-            seq: 1,
-            provider: "p".into(),
-            event_id: "e".into(),
-            received_at_ms: 0,
-            source: Source::Poll,
-            content_type: None,
-            body: vec![0; bytes],
-            topic: None,
-        }
-    }
-
-    #[test]
-    fn a_read_is_sized_to_the_bodies_of_the_last() {
-        assert_eq!(next_step(None, STEP), 16);
-        assert_eq!(next_step(None, 4), 4);
-        assert_eq!(next_step(Some(&[]), STEP), 16);
-        assert_eq!(next_step(Some(&[of_size(10)]), STEP), STEP);
-        assert_eq!(next_step(Some(&[of_size(1 << 20)]), STEP), 16);
-        assert_eq!(next_step(Some(&[of_size(64 << 20)]), STEP), 1);
-        assert_eq!(next_step(Some(&[of_size(0)]), 1000), 1000);
+        let events = self.events_after(after, limit, provider).await?;
+        let cut = !read_to_end(&events, limit);
+        Ok((events, cut))
     }
 }

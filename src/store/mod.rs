@@ -37,12 +37,28 @@ use crate::config::{StoreBackend, StoreConfig};
 use crate::event::Seq;
 use crate::metrics::Metrics;
 
-pub use filtered::{next_step, Filtered, MAX_LOOKED_AT, PAGE_BODY_BYTES};
+pub use filtered::{Filtered, MAX_LOOKED_AT, PAGE_BODY_BYTES};
 pub use model::{
     now_ms, Change, Committed, DeadRecord, Mark, Marks, NewEvent, OutputState, StoreError,
     StoredEvent,
 };
 pub use retention::{start_clocks, Cutoffs, Output, Swept};
+
+/// A read of events stops once their bodies reach this, the event that reaches it included
+/// (256 events of the largest bodies allowed would be 16 GiB).
+pub const READ_BODY_BYTES: usize = 16 << 20;
+
+/// Whether a read of up to `limit` events ([`Backend::events_after`]) returned every durable
+/// event after its start: fewer than `limit`, and not because their bodies reached
+/// [`READ_BODY_BYTES`].
+pub fn read_to_end(events: &[StoredEvent], limit: usize) -> bool {
+    events.len() < limit && body_bytes(events) < READ_BODY_BYTES
+}
+
+/// The sum of `events`' body sizes.
+pub fn body_bytes(events: &[StoredEvent]) -> usize {
+    events.iter().map(|event| event.body.len()).sum()
+}
 
 /// One backend of the durable queue. Each operation is atomic; "durable" means it survives
 /// `kill -9` and power loss.
@@ -56,7 +72,9 @@ pub trait Backend: Send + Sync + 'static {
     /// The highest seq durably stored; it changes after every durable commit with events.
     fn last_seq(&self) -> tokio::sync::watch::Receiver<Seq>;
 
-    /// Up to `limit` durable events with seq > `after`, in seq order, of one provider if given.
+    /// Up to `limit` durable events with seq > `after`, in seq order, of one provider if given;
+    /// fewer only at the last durable event, or once their bodies reach [`READ_BODY_BYTES`]
+    /// (the event that reaches it included): [`read_to_end`] tells which.
     async fn events_after(
         &self,
         after: Seq,

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::events::events_json;
+use super::events::{events_json, EventJson};
 use super::{page_size, unavailable, Authorized};
 use crate::config::ConsumerConfig;
 use crate::consume::{self, AckError, Page};
@@ -127,11 +127,19 @@ async fn read_events(
         }
     };
     let events = events_json(&page.found.events, &state).await?;
-    Ok(HttpResponse::Ok().json(json!({
-        "events": events,
-        "cursor": page.cursor.0,
-        "scanned": page.found.scanned.0,
-    })))
+    Ok(HttpResponse::Ok().json(ConsumerPage {
+        events,
+        cursor: page.cursor.0,
+        scanned: page.found.scanned.0,
+    }))
+}
+
+/// A consumer's page as the admin API shows it.
+#[derive(Serialize)]
+struct ConsumerPage<'a> {
+    events: Vec<EventJson<'a>>,
+    cursor: u64,
+    scanned: u64,
 }
 
 /// Waits until events are committed (true), or until `deadline`, the store closes or hookgate

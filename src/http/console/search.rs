@@ -85,7 +85,7 @@ pub async fn search(store: &Store, filter: &Filter) -> Result<Found, StoreError>
         let Some(end) = events.last().map(|e| e.seq) else {
             break;
         };
-        let full = events.len() == PAGE;
+        let full = !crate::store::read_to_end(&events, PAGE);
         for event in events {
             if filter.to_seq.is_some_and(|to| event.seq > to) || read >= SCAN_LIMIT {
                 break 'scan;

@@ -53,7 +53,7 @@ use tokio_util::sync::CancellationToken;
 use self::outputs::{shard_of, DeadShard, Plan, Position};
 use super::{
     Backend, Change, Committed, Cutoffs, DeadRecord, Mark, Marks, NewEvent, Output, OutputState,
-    StoreError, StoredEvent, Swept,
+    StoreError, StoredEvent, Swept, READ_BODY_BYTES,
 };
 use crate::event::Seq;
 use crate::metrics::Metrics;
@@ -161,18 +161,29 @@ impl JetStreamStore {
 
     /// The events at `from..=end` up to the first seq not found (removed, or not yet on the
     /// replica that answered: the caller goes on from there with [`Self::next`], which tells
-    /// them apart), [`READ_AHEAD`] requests at once.
-    async fn run_after(&self, from: u64, end: u64) -> Result<Vec<StoredEvent>, StoreError> {
+    /// them apart) or until their bodies reach `bytes`, [`READ_AHEAD`] requests at once.
+    async fn run_after(
+        &self,
+        from: u64,
+        end: u64,
+        bytes: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
         use futures_util::StreamExt as _;
         // Stops asking at the first gap (the reads in flight then are dropped): the whole range
         // was read before, every missing seq a direct get and a leader's, whatever came after.
         let mut reads = futures_util::stream::iter(from..=end)
             .map(|seq| self.message(seq))
             .buffered(READ_AHEAD);
-        let mut events = Vec::new();
-        while let Some(read) = reads.next().await {
+        let (mut events, mut read_bytes) = (Vec::new(), 0);
+        while read_bytes < bytes {
+            let Some(read) = reads.next().await else {
+                break;
+            };
             match read? {
-                Some(event) => events.push(event),
+                Some(event) => {
+                    read_bytes += event.body.len();
+                    events.push(event);
+                }
                 None => break,
             }
         }
@@ -264,23 +275,27 @@ impl Backend for JetStreamStore {
         }
         let last = self.last_seq.borrow().0;
         let filter = layout::events_filter(provider.as_deref());
-        let mut events = Vec::new();
+        let (mut events, mut bytes) = (Vec::new(), 0);
         let mut from = after.0.saturating_add(1);
-        while events.len() < limit && from <= last && after.0 < u64::MAX {
+        while events.len() < limit && bytes < READ_BODY_BYTES && from <= last && after.0 < u64::MAX
+        {
             // The first event at or after `from`, whatever was removed before it.
             match self.next(&filter, from).await? {
                 Some((event, _)) if event.seq <= last => {
                     from = event.seq + 1;
+                    bytes += event.body.len();
                     events.push(event);
                 }
                 _ => break,
             }
             // Then, of all providers' events, the seqs right after it, several at once (a
             // stream's seqs are dense but for removed events).
-            if provider.is_none() && events.len() < limit && from <= last {
+            if provider.is_none() && events.len() < limit && bytes < READ_BODY_BYTES && from <= last
+            {
                 let end = last.min(from.saturating_add((limit - events.len()) as u64 - 1));
-                let read = self.run_after(from, end).await?;
+                let read = self.run_after(from, end, READ_BODY_BYTES - bytes).await?;
                 from += read.len() as u64;
+                bytes += crate::store::body_bytes(&read);
                 events.extend(read);
             }
         }

@@ -50,7 +50,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{
     Backend, Change, Committed, Cutoffs, DeadRecord, Mark, Marks, NewEvent, Output, OutputState,
-    StoreError, StoredEvent, Swept,
+    StoreError, StoredEvent, Swept, READ_BODY_BYTES,
 };
 use crate::config::StoreConfig;
 use crate::event::Seq;
@@ -350,17 +350,19 @@ impl Backend for SledStore {
         // A step at a time, each a read of its own: a scan for a provider past many events of
         // others never holds sled long (a checkpoint waits for the reads in progress, and
         // every commit for the checkpoint).
-        let mut events = Vec::new();
+        let (mut events, mut bytes) = (Vec::new(), 0);
         let mut after = after;
         loop {
             let provider = provider.clone();
             let want = limit - events.len();
+            let room = READ_BODY_BYTES - bytes;
             let (found, stopped) = self
-                .read(move |r| r.events_after(after, want, provider.as_deref(), SCAN_STEP))
+                .read(move |r| r.events_after(after, want, room, provider.as_deref(), SCAN_STEP))
                 .await?;
+            bytes += crate::store::body_bytes(&found);
             events.extend(found);
             match stopped {
-                Some(seq) if events.len() < limit => after = seq,
+                Some(seq) if events.len() < limit && bytes < READ_BODY_BYTES => after = seq,
                 _ => return Ok(events),
             }
         }

@@ -273,19 +273,21 @@ impl Reader {
         })
     }
 
-    /// Up to `limit` durable events after `after`, optionally of one provider, looking at no
-    /// more than about `look_at` events (whole packs): with the seq it looked through when it
-    /// stopped there, before `limit` and before the last event.
+    /// Up to `limit` durable events after `after`, optionally of one provider, until their
+    /// bodies reach `bytes` (the event that reaches it included), looking at no more than about
+    /// `look_at` events (whole packs): with the seq it looked through when it stopped there,
+    /// before `limit`, `bytes` and the last event.
     pub fn events_after(
         &self,
         after: Seq,
         limit: usize,
+        bytes: usize,
         provider: Option<&str>,
         look_at: usize,
     ) -> Result<(Vec<StoredEvent>, Option<Seq>), StoreError> {
         let mut events = Vec::new();
-        let (mut looked, mut stopped) = (0, None);
-        if limit == 0 {
+        let (mut looked, mut stopped, mut body_bytes) = (0, None, 0);
+        if limit == 0 || bytes == 0 {
             return Ok((events, stopped));
         }
         self.scan(Seq(after.0.saturating_add(1)), |stored| {
@@ -296,8 +298,9 @@ impl Reader {
                 let event = event.map_err(StoreError::Corrupt)?;
                 looked += 1;
                 if provider.is_none_or(|p| p == event.provider) {
+                    body_bytes += event.body.len();
                     events.push(event);
-                    if events.len() >= limit {
+                    if events.len() >= limit || body_bytes >= bytes {
                         return Ok(false);
                     }
                 }
