@@ -362,6 +362,25 @@ fn the_preset_s_exclusive_cursor_against_an_inclusive_api_stores_every_action_on
     );
 }
 
+/// A page of 5,000 actions with no page size (the preset's, after an outage): the ids seen at
+/// the cursor no longer fit sled's largest value (24 KiB) whole; the newest are kept, and the
+/// cursor moves on (every write of it failed, and the poller fetched that page again for good).
+#[test]
+fn a_page_of_thousands_of_items_moves_the_cursor() {
+    let vendor = Vendor::start(5_000, 3600, no_faults);
+    let sync = "interval = \"200ms\"\nstart_cursor = \"0\"\n";
+    let gw = Gateway::start(&sync_provider(&vendor, sync, BASIC));
+    wait_until(Duration::from_secs(60), "every action", || {
+        stored(&gw).len() == 5_000
+    });
+    wait_until(Duration::from_secs(10), "the cursor at the last", || {
+        sync_status(&gw)["cursor"] == "5000"
+    });
+    let status = sync_status(&gw);
+    assert_eq!(status["last_error"], Value::Null, "{status}");
+    assert!(stored(&gw).values().all(|(n, _)| *n == 1));
+}
+
 /// Gives `gw`'s `alcmeon` provider the sync API of `vendor` (the preset with `sync`'s lines),
 /// and restarts it.
 fn add_sync_and_restart(gw: &mut Gateway, vendor: &Vendor, sync: &str) {

@@ -847,6 +847,11 @@ pub async fn sync_cursors_round_trip(open: impl Fn(&Path) -> Store, dir: &Path) 
         store.sync_cursor("gh").await.unwrap(),
         Some(b"page=2".to_vec())
     );
+    // As large as the store says it takes.
+    let largest = vec![b'x'; store.largest_sync_cursor()];
+    assert!(largest.len() >= 6 * 1024, "{} bytes", largest.len());
+    store.set_sync_cursor("big", largest.clone()).await.unwrap();
+    assert_eq!(store.sync_cursor("big").await.unwrap(), Some(largest));
     // A sync cursor is not an output: it moves any way.
     store
         .set_sync_cursor("gh", b"page=1".to_vec())
@@ -1396,6 +1401,10 @@ impl Backend for WithServer {
     async fn sync_cursor(&self, provider: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.store.sync_cursor(provider).await
     }
+    fn largest_sync_cursor(&self) -> usize {
+        self.store.largest_sync_cursor()
+    }
+
     async fn set_sync_cursor(&self, provider: &str, value: Vec<u8>) -> Result<(), StoreError> {
         self.store.set_sync_cursor(provider, value).await
     }

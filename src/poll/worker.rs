@@ -506,11 +506,8 @@ async fn save_cursor(
     cursor: Option<String>,
     seen: Vec<String>,
 ) -> Result<(), Failure> {
-    let value = serde_json::to_vec(&Persisted {
-        cursor: cursor.clone(),
-        seen: seen.clone(),
-    })
-    .map_err(|err| Failure::new("store", err.to_string()))?;
+    let (value, seen) = persisted(cursor.clone(), seen, poller.store.largest_sync_cursor())
+        .map_err(|err| Failure::new("store", err.to_string()))?;
     poller
         .store
         .set_sync_cursor(poller.provider.as_str(), value)
@@ -523,6 +520,32 @@ async fn save_cursor(
         s.seen = Arc::new(seen);
     });
     Ok(())
+}
+
+/// The cursor and the ids `seen` from it as stored, within `most` bytes: the oldest ids left
+/// out as needed (sled takes 24 KiB, 6 KiB in a store of 512 KiB segments: a page of 5,000
+/// items whose ids were all kept made every write of the cursor fail, and the poller fetched
+/// that page again for good). An item left out is stored again if the vendor gives it again,
+/// a duplicate while its dedup key lives.
+fn persisted(
+    cursor: Option<String>,
+    seen: Vec<String>,
+    most: usize,
+) -> Result<(Vec<u8>, Vec<String>), serde_json::Error> {
+    let mut persisted = Persisted { cursor, seen };
+    loop {
+        let value = serde_json::to_vec(&persisted)?;
+        if value.len() <= most || persisted.seen.is_empty() {
+            return Ok((value, persisted.seen));
+        }
+        // Each id takes its length, its quotes and a comma, escapes aside.
+        let (mut over, mut dropped) = (value.len() - most, 0);
+        while over > 0 && dropped < persisted.seen.len() {
+            over = over.saturating_sub(persisted.seen[dropped].len() + 3);
+            dropped += 1;
+        }
+        persisted.seen.drain(..dropped);
+    }
 }
 
 /// An operator's cursor: written by compare-and-set against the value just read (on JetStream a
@@ -575,6 +598,29 @@ mod tests {
                 .collect(),
             next: None,
         }
+    }
+
+    #[test]
+    fn a_cursor_is_stored_within_the_store_s_bound_the_oldest_ids_left_out() {
+        let seen: Vec<String> = (0..5_000).map(|n| format!("id-{n:05}")).collect();
+        let cursor = Some("c".repeat(100));
+        let (value, kept) = persisted(cursor.clone(), seen.clone(), 6 * 1024).unwrap();
+        assert!(value.len() <= 6 * 1024, "{} bytes", value.len());
+        assert!(value.len() > 6 * 1024 - 20, "{} bytes", value.len());
+        assert_eq!(kept, seen[seen.len() - kept.len()..]);
+        let stored: Persisted = serde_json::from_slice(&value).unwrap();
+        assert_eq!((stored.cursor, stored.seen), (cursor.clone(), kept));
+        let (value, kept) = persisted(cursor.clone(), seen.clone(), 1 << 20).unwrap();
+        assert_eq!(kept, seen);
+        let all = Persisted { cursor, seen };
+        assert_eq!(value, serde_json::to_vec(&all).unwrap());
+        // Escaped ids count for more than their length: still within the bound.
+        let quoted: Vec<String> = (0..1_000).map(|n| format!("\"{n}\"")).collect();
+        let (value, _) = persisted(None, quoted, 2048).unwrap();
+        assert!(value.len() <= 2048);
+        // A cursor too long alone is left to the store to refuse.
+        let (value, kept) = persisted(Some("c".repeat(100)), kept, 50).unwrap();
+        assert!(kept.is_empty() && value.len() > 50);
     }
 
     #[test]

@@ -152,6 +152,9 @@ pub trait Backend: Send + Sync + 'static {
     /// True while the store accepts commits.
     fn is_open(&self) -> bool;
 
+    /// The largest sync cursor the store takes (a larger `set_sync_cursor` fails).
+    fn largest_sync_cursor(&self) -> usize;
+
     /// The largest body the store takes, if it has a bound of its own (a commit of a larger
     /// one fails with `TooLarge`).
     fn largest_body(&self) -> Option<usize> {

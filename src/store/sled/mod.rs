@@ -439,6 +439,10 @@ impl Backend for SledStore {
             .await
     }
 
+    fn largest_sync_cursor(&self) -> usize {
+        self.max_value
+    }
+
     async fn set_sync_cursor(&self, provider: &str, value: Vec<u8>) -> Result<(), StoreError> {
         let key = keys::sync_cursor_key(provider);
         self.write(vec![Write::Put(TreeId::Meta, key, value)]).await
