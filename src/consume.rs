@@ -68,7 +68,11 @@ pub fn ack_target(current: Seq, requested: Seq, last: Seq) -> Result<Option<Seq>
 /// there or past it, and returns the cursor. The store never moves a cursor back, so racing
 /// acknowledgements leave the highest.
 pub async fn ack(store: &Store, consumer: &str, requested: Seq) -> Result<Seq, AckError> {
-    let last = *store.last_seq().borrow();
+    let mut last = *store.last_seq().borrow();
+    if requested > last {
+        // Served by another gateway sharing the store, perhaps: asked of the store itself.
+        last = store.last_seq_now().await?;
+    }
     let current = store.output(consumer).await?.cursor;
     match ack_target(current, requested, last)? {
         None => Ok(current),

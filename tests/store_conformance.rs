@@ -1405,6 +1405,10 @@ impl Backend for WithServer {
         self.store.largest_sync_cursor()
     }
 
+    async fn last_seq_now(&self) -> Result<Seq, StoreError> {
+        self.store.last_seq_now().await
+    }
+
     async fn set_sync_cursor(&self, provider: &str, value: Vec<u8>) -> Result<(), StoreError> {
         self.store.set_sync_cursor(provider, value).await
     }

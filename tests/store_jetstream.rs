@@ -240,6 +240,43 @@ async fn acknowledged_events_survive_a_kill_9_of_the_server() {
     store.close().await;
 }
 
+/// A consumer's ack of a seq another gateway served (stored through it a moment ago) is taken
+/// at once: this gateway's `last_seq` sees the others' events only every 100 ms, and the ack
+/// was refused with 400 as past the last stored event (and the event was not found, 404).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ack_of_a_seq_another_gateway_stored_a_moment_ago_is_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start(dir.path());
+    let (a, b) = (
+        nats.store(Duration::from_secs(10)),
+        nats.store(Duration::from_secs(10)),
+    );
+    for i in 0..20 {
+        let seq = match a
+            .commit(
+                event(format!("id-{i}"), "{}".into()),
+                Duration::from_secs(10),
+            )
+            .await
+        {
+            Ok(Committed::Accepted(seq)) => seq,
+            other => panic!("{other:?}"),
+        };
+        let cursor = hookgate::consume::ack(&b, "c", seq).await;
+        assert_eq!(cursor.ok(), Some(seq), "the ack of {seq}");
+        let shown = a.commit(
+            event(format!("id-{i}-shown"), "{}".into()),
+            Duration::from_secs(10),
+        );
+        let Ok(Committed::Accepted(seq)) = shown.await else {
+            panic!("not accepted");
+        };
+        assert!(b.event(seq).await.unwrap().is_some(), "event {seq} shown");
+    }
+    a.close().await;
+    b.close().await;
+}
+
 /// A sweep looks at 512 events at most: one that stopped there having removed some says so
 /// (`more`), for the sweeper to go on at once; the one that reaches the end does not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

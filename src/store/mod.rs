@@ -72,6 +72,13 @@ pub trait Backend: Send + Sync + 'static {
     /// The highest seq durably stored; it changes after every durable commit with events.
     fn last_seq(&self) -> tokio::sync::watch::Receiver<Seq>;
 
+    /// The highest seq durably stored, asked of the store now: on a store several gateways
+    /// share, `last_seq` sees the others' events only at its next look (JetStream: every
+    /// 100 ms), and a seq a reader got from another gateway may be past it.
+    async fn last_seq_now(&self) -> Result<Seq, StoreError> {
+        Ok(*self.last_seq().borrow())
+    }
+
     /// Up to `limit` durable events with seq > `after`, in seq order, of one provider if given;
     /// fewer only at the last durable event, or once their bodies reach [`READ_BODY_BYTES`]
     /// (the event that reaches it included): [`read_to_end`] tells which.

@@ -259,6 +259,15 @@ impl Backend for JetStreamStore {
         self.last_seq.subscribe()
     }
 
+    async fn last_seq_now(&self) -> Result<Seq, StoreError> {
+        let info = self.stream.clone().get_info().await.map_err(storage)?;
+        // A leaderless stream's members answer with their own state, which may lag.
+        if went_back::from_a_leader(&info) {
+            advance(&self.last_seq, info.state.last_sequence);
+        }
+        Ok(*self.last_seq.borrow())
+    }
+
     async fn events_after(
         &self,
         after: Seq,
@@ -303,7 +312,8 @@ impl Backend for JetStreamStore {
     }
 
     async fn event(&self, seq: Seq) -> Result<Option<StoredEvent>, StoreError> {
-        if seq.0 == 0 || seq > *self.last_seq.borrow() {
+        // A seq past this gateway's `last_seq` may be another gateway's event of a moment ago.
+        if seq.0 == 0 || (seq > *self.last_seq.borrow() && seq > self.last_seq_now().await?) {
             return Ok(None);
         }
         self.message(seq.0).await
