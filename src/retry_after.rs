@@ -7,12 +7,15 @@ use std::time::{Duration, SystemTime};
 /// `Retry-After` as seconds or as an HTTP date, capped at a day.
 pub fn parse(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
-    let wait = match value.parse::<u64>() {
-        Ok(seconds) => Duration::from_secs(seconds),
-        Err(_) => httpdate::parse_http_date(value)
+    let digits = !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit());
+    let wait = if digits {
+        // Too many digits for a u64 is still a long wait (it was no wait at all).
+        Duration::from_secs(value.parse::<u64>().unwrap_or(u64::MAX))
+    } else {
+        httpdate::parse_http_date(value)
             .ok()?
             .duration_since(now)
-            .unwrap_or(Duration::ZERO),
+            .unwrap_or(Duration::ZERO)
     };
     Some(wait.min(Duration::from_secs(86_400)))
 }
@@ -36,6 +39,9 @@ mod tests {
             "a date in the past means now"
         );
         assert_eq!(parse("999999999", now), Some(Duration::from_secs(86_400)));
+        let day = Some(Duration::from_secs(86_400));
+        assert_eq!(parse("99999999999999999999", now), day);
+        assert_eq!(parse("+5", now), None);
         assert_eq!(parse("soon", now), None);
         assert_eq!(parse("-5", now), None);
         assert_eq!(parse("Wed, 21 Oct 2015 07:30:00 +0000", now), None);

@@ -1019,6 +1019,77 @@ fn the_dead_list_s_limit_is_the_whole_answer_s() {
     }
 }
 
+/// A replay delivered while the event's first delivery is still in its attempt: the event is
+/// delivered at once, durably (only the replay's mark went; until the first attempt ended the
+/// event showed `pending`, and a kill then sent it a third time after the restart).
+#[test]
+fn a_replay_delivered_during_the_first_attempt_is_settled_at_once() {
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let seen = attempts.clone();
+    let stub = Stub::start(move |_| {
+        if seen.fetch_add(1, Ordering::SeqCst) == 0 {
+            std::thread::sleep(Duration::from_secs(8));
+        }
+        (200, "text/plain", Vec::new())
+    });
+    let mut gw = Gateway::start(&config(&stub.url, "ordered = false\ntimeout = \"20s\"\n"));
+    let seq = gw.post("p", &[], &body(0)).ack().1;
+    wait_until(Duration::from_secs(5), "the first attempt", || {
+        attempts.load(Ordering::SeqCst) == 1
+    });
+    let replay = gw.admin_post(
+        &format!("/v1/events/{seq}/replay?destination=crm"),
+        &json!({}),
+    );
+    assert!(replay.status < 300, "{}", replay.text());
+    wait_until(Duration::from_secs(4), "delivered by the replay", || {
+        delivery_state(&gw, seq) == "delivered"
+    });
+    gw.kill();
+    gw.restart();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        attempts.load(Ordering::SeqCst),
+        2,
+        "the first and the replay"
+    );
+    assert_eq!(delivery_state(&gw, seq), "delivered");
+}
+
+/// A first attempt that is refused for good after a replay delivered the event meanwhile: the
+/// event is delivered, and counted and logged so (it was counted dead, and warned of as dead).
+#[test]
+fn a_first_attempt_refused_after_a_replay_delivered_the_event_is_not_counted_dead() {
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let seen = attempts.clone();
+    let stub = Stub::start(move |_| {
+        if seen.fetch_add(1, Ordering::SeqCst) == 0 {
+            std::thread::sleep(Duration::from_secs(2));
+            return (409, "text/plain", b"already have it".to_vec());
+        }
+        (200, "text/plain", Vec::new())
+    });
+    let gw = Gateway::start(&config(&stub.url, "ordered = false\ntimeout = \"20s\"\n"));
+    let seq = gw.post("p", &[], &body(0)).ack().1;
+    wait_until(Duration::from_secs(5), "the first attempt", || {
+        attempts.load(Ordering::SeqCst) == 1
+    });
+    let replay = gw.admin_post(
+        &format!("/v1/events/{seq}/replay?destination=crm"),
+        &json!({}),
+    );
+    assert!(replay.status < 300, "{}", replay.text());
+    let crm = [("destination", "crm")];
+    wait_until(Duration::from_secs(10), "the first attempt's end", || {
+        gw.metric("hookgate_destination_failed_attempts_total", &crm) == Some(1.0)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(delivery_state(&gw, seq), "delivered");
+    let dead = gw.metric("hookgate_destination_dead_letters_total", &crm);
+    assert_eq!(dead.unwrap_or(0.0), 0.0);
+    assert!(!gw.logs().contains("Event is dead"), "{}", gw.logs());
+}
+
 /// A replay delivered while the event's first delivery is still being retried ends that first
 /// delivery (it went on retrying, up to the whole schedule, and delivered a second time).
 #[test]

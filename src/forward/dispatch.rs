@@ -424,12 +424,14 @@ fn spawn_delivery(
     }
     died.spawn_watched(name, async move {
         if let Some(done) = deliver(&destination, &event, &stop, &superseded).await {
-            if matches!(done, Done::Dead(_)) {
+            let delivered = matches!(done, Done::Delivered);
+            let ended = progress.finished(seq, done, replay.is_some()).await;
+            // As recorded: a replay may have delivered it meanwhile.
+            if ended == Some(true) {
                 destination.status.dead();
                 tracing::warn!(destination = %destination.config.name, seq = event.seq, event_id = %event.event_id, "Event is dead for this destination.");
             }
-            let delivered = matches!(done, Done::Delivered);
-            let durable = progress.finished(seq, done, replay.is_some()).await;
+            let durable = ended.is_some();
             if let Some(replaying) = replay {
                 let mut in_flight = lock(&replaying);
                 in_flight.seqs.remove(&seq);

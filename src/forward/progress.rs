@@ -27,12 +27,13 @@ pub enum Report {
     Dispatched(Seq),
     /// This event was found already delivered (a `settled` entry from before a restart).
     AlreadySettled(Seq),
-    /// A delivery ended; `durable` is answered once that is on disk.
+    /// A delivery ended; `durable` is answered once that is on disk, with whether the event
+    /// ended dead.
     Finished {
         seq: Seq,
         done: Done,
         replay: bool,
-        durable: oneshot::Sender<()>,
+        durable: oneshot::Sender<bool>,
     },
 }
 
@@ -87,9 +88,10 @@ impl Progress {
         let _ = self.reports.send(Report::AlreadySettled(seq));
     }
 
-    /// Reports a finished delivery and waits until it is durable. `false`: the writer is gone
-    /// (shutting down); the event will be delivered again after a restart.
-    pub async fn finished(&self, seq: Seq, done: Done, replay: bool) -> bool {
+    /// Reports a finished delivery and waits until it is durable: whether the event ended dead
+    /// (a first delivery that died after a replay delivered the event ends delivered). `None`:
+    /// the writer is gone (shutting down); the event will be delivered again after a restart.
+    pub async fn finished(&self, seq: Seq, done: Done, replay: bool) -> Option<bool> {
         let (durable, wait) = oneshot::channel();
         let report = Report::Finished {
             seq,
@@ -97,7 +99,8 @@ impl Progress {
             replay,
             durable,
         };
-        self.reports.send(report).is_ok() && wait.await.is_ok()
+        self.reports.send(report).ok()?;
+        wait.await.ok()
     }
 }
 
@@ -143,8 +146,9 @@ impl Writer {
                         replay,
                         durable,
                     } => {
-                        changes.extend(self.finish(seq, done, replay));
-                        waiting.push(durable);
+                        let (finished, dead) = self.finish(seq, done, replay);
+                        changes.extend(finished);
+                        waiting.push((durable, dead));
                     }
                 }
             }
@@ -161,13 +165,14 @@ impl Writer {
             let first = self.in_flight.first().copied();
             self.oldest
                 .send_if_modified(|oldest| std::mem::replace(oldest, first) != first);
-            for durable in waiting {
-                let _ = durable.send(());
+            for (durable, dead) in waiting {
+                let _ = durable.send(dead);
             }
         }
     }
 
-    fn finish(&mut self, seq: Seq, mut done: Done, replay: bool) -> Vec<Change> {
+    /// The changes a finished delivery makes, and whether the event ended dead.
+    fn finish(&mut self, seq: Seq, mut done: Done, replay: bool) -> (Vec<Change>, bool) {
         let mut changes = Vec::new();
         if replay {
             changes.push(Change::Unmark(Mark::Replay, seq));
@@ -177,8 +182,10 @@ impl Writer {
                 changes.push(Change::Unmark(Mark::Dead, seq));
                 if self.in_flight.contains(&seq) {
                     self.replayed.insert(seq);
-                } else if seq > self.cursor {
-                    // Ahead of the cursor (replayed before the scan reached it): the scan
+                }
+                if seq > self.cursor {
+                    // Ahead of the cursor (replayed before the scan reached it, or while its
+                    // first delivery is still in flight, which a stop may cut short): the scan
                     // passes it over, as it does what it delivered itself.
                     changes.push(Change::Mark(Mark::Settled, seq));
                     self.settled_above.insert(seq);
@@ -198,6 +205,7 @@ impl Writer {
                 changes.push(Change::Unmark(Mark::Dead, seq));
             }
         }
+        let dead = matches!(done, Done::Dead(_));
         match done {
             Done::Dead(record) => changes.push(Change::Dead(seq, record)),
             Done::Delivered if !replay && seq > self.cursor => {
@@ -206,7 +214,7 @@ impl Writer {
             }
             Done::Delivered => {}
         }
-        changes
+        (changes, dead)
     }
 
     /// Moves the cursor to just below the oldest event in flight (or to what was scanned), and

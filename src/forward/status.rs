@@ -19,6 +19,10 @@ const WINDOW: Duration = Duration::from_secs(3600);
 const BUCKET: Duration = Duration::from_secs(60);
 /// Fewer attempts than this in the window never raise a ratio alert.
 const MIN_ATTEMPTS_FOR_RATIO: u64 = 10;
+/// An alert episode of the failure ratio ends once the ratio is back at this share of
+/// `alert_ratio`: ended as soon as it was back at `alert_ratio`, a ratio hovering there (one
+/// backend of two behind a balancer down) posted an alert every other attempt.
+const ALERT_ENDS_AT: f64 = 0.8;
 
 /// One failed attempt, as `/v1/errors` shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -136,7 +140,7 @@ impl Status {
             s.delivered += 1;
             s.consecutive_failures = 0;
             s.record(true);
-            if s.alerting && s.ratio() <= s.alert_ratio {
+            if s.alerting && s.ratio() <= s.alert_ratio * ALERT_ENDS_AT {
                 s.alerting = false;
             }
             let was_probing = std::mem::replace(&mut s.probing, false);
@@ -283,6 +287,30 @@ mod tests {
         assert!(status.with(|s| s.window.len()) <= 2, "one count a minute");
         assert_eq!(status.with(|s| s.attempts()), 200_000);
         assert!((status.snapshot().failure_ratio_1h - 0.25).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_failure_ratio_hovering_at_the_threshold_alerts_once() {
+        let status = Status::new(false, DestinationCounters::default());
+        let failure = Failure {
+            status: Some(503),
+            kind: "http",
+            detail: String::new(),
+        };
+        let mut alerts = 0;
+        for i in 0..100u64 {
+            alerts += usize::from(status.failed(i, "id", &failure, 0.5, u32::MAX).is_some());
+            status.delivered();
+        }
+        assert_eq!(alerts, 1);
+        // Back well under it, the episode ends; the next crossing is a new one.
+        for _ in 0..100 {
+            status.delivered();
+        }
+        for i in 0..300u64 {
+            alerts += usize::from(status.failed(i, "id", &failure, 0.5, u32::MAX).is_some());
+        }
+        assert_eq!(alerts, 2);
     }
 
     #[test]
