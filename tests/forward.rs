@@ -1024,35 +1024,15 @@ fn the_dead_list_s_limit_is_the_whole_answer_s() {
 /// event showed `pending`, and a kill then sent it a third time after the restart).
 #[test]
 fn a_replay_delivered_during_the_first_attempt_is_settled_at_once() {
-    let attempts = Arc::new(AtomicUsize::new(0));
-    let seen = attempts.clone();
-    let stub = Stub::start(move |_| {
-        if seen.fetch_add(1, Ordering::SeqCst) == 0 {
-            std::thread::sleep(Duration::from_secs(8));
-        }
-        (200, "text/plain", Vec::new())
-    });
-    let mut gw = Gateway::start(&config(&stub.url, "ordered = false\ntimeout = \"20s\"\n"));
-    let seq = gw.post("p", &[], &body(0)).ack().1;
-    wait_until(Duration::from_secs(5), "the first attempt", || {
-        attempts.load(Ordering::SeqCst) == 1
-    });
-    let replay = gw.admin_post(
-        &format!("/v1/events/{seq}/replay?destination=crm"),
-        &json!({}),
-    );
-    assert!(replay.status < 300, "{}", replay.text());
+    let (mut gw, seq, attempts) = replay_during_first_attempt(Duration::from_secs(8), 200);
     wait_until(Duration::from_secs(4), "delivered by the replay", || {
         delivery_state(&gw, seq) == "delivered"
     });
     gw.kill();
     gw.restart();
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(
-        attempts.load(Ordering::SeqCst),
-        2,
-        "the first and the replay"
-    );
+    let sent = attempts.load(Ordering::SeqCst);
+    assert_eq!(sent, 2, "the first and the replay");
     assert_eq!(delivery_state(&gw, seq), "delivered");
 }
 
@@ -1060,12 +1040,31 @@ fn a_replay_delivered_during_the_first_attempt_is_settled_at_once() {
 /// event is delivered, and counted and logged so (it was counted dead, and warned of as dead).
 #[test]
 fn a_first_attempt_refused_after_a_replay_delivered_the_event_is_not_counted_dead() {
+    let (gw, seq, _) = replay_during_first_attempt(Duration::from_secs(2), 409);
+    let crm = [("destination", "crm")];
+    wait_until(Duration::from_secs(10), "the first attempt's end", || {
+        gw.metric("hookgate_destination_failed_attempts_total", &crm) == Some(1.0)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(delivery_state(&gw, seq), "delivered");
+    let dead = gw.metric("hookgate_destination_dead_letters_total", &crm);
+    assert_eq!(dead.unwrap_or(0.0), 0.0);
+    assert!(!gw.logs().contains("Event is dead"), "{}", gw.logs());
+}
+
+/// A gateway whose destination holds the first attempt of an event for `hold`, then answers
+/// `first_status`, and answers 200 at once after; an event stored, and replayed (delivered)
+/// during that first attempt. With the event's seq and the count of attempts.
+fn replay_during_first_attempt(
+    hold: Duration,
+    first_status: u16,
+) -> (Gateway, u64, Arc<AtomicUsize>) {
     let attempts = Arc::new(AtomicUsize::new(0));
     let seen = attempts.clone();
     let stub = Stub::start(move |_| {
         if seen.fetch_add(1, Ordering::SeqCst) == 0 {
-            std::thread::sleep(Duration::from_secs(2));
-            return (409, "text/plain", b"already have it".to_vec());
+            std::thread::sleep(hold);
+            return (first_status, "text/plain", Vec::new());
         }
         (200, "text/plain", Vec::new())
     });
@@ -1079,15 +1078,10 @@ fn a_first_attempt_refused_after_a_replay_delivered_the_event_is_not_counted_dea
         &json!({}),
     );
     assert!(replay.status < 300, "{}", replay.text());
-    let crm = [("destination", "crm")];
-    wait_until(Duration::from_secs(10), "the first attempt's end", || {
-        gw.metric("hookgate_destination_failed_attempts_total", &crm) == Some(1.0)
+    wait_until(Duration::from_secs(5), "the replay's attempt", || {
+        attempts.load(Ordering::SeqCst) == 2
     });
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(delivery_state(&gw, seq), "delivered");
-    let dead = gw.metric("hookgate_destination_dead_letters_total", &crm);
-    assert_eq!(dead.unwrap_or(0.0), 0.0);
-    assert!(!gw.logs().contains("Event is dead"), "{}", gw.logs());
+    (gw, seq, attempts)
 }
 
 /// A replay delivered while the event's first delivery is still being retried ends that first
