@@ -249,7 +249,39 @@ async fn fetch_set(http: &reqwest::Client, url: &str) -> Result<JwkSet, String> 
     if !body.whole {
         return Err(format!("the key set is larger than {MAX_SET_BYTES} bytes"));
     }
-    serde_json::from_slice(&body.bytes).map_err(|err| format!("not a JWK set: {err}"))
+    let (set, skipped) = parse_set(&body.bytes)?;
+    for skipped in skipped {
+        tracing::info!(url, key = %skipped, "A key of the JWKS is passed over.");
+    }
+    Ok(set)
+}
+
+/// A JWK set, without the keys hookgate cannot read (an algorithm or curve it does not know: an
+/// encryption key, ES512), which RFC 7517 §5 has a reader ignore: with one of them, the whole
+/// set was refused, and with it the signing keys beside it. With a description of each key
+/// passed over; an error when a set that has keys has none hookgate can read.
+pub fn parse_set(bytes: &[u8]) -> Result<(JwkSet, Vec<String>), String> {
+    #[derive(serde::Deserialize)]
+    struct AnySet {
+        keys: Vec<serde_json::Value>,
+    }
+    let any: AnySet =
+        serde_json::from_slice(bytes).map_err(|err| format!("not a JWK set: {err}"))?;
+    let (mut keys, mut skipped) = (Vec::new(), Vec::new());
+    for key in any.keys {
+        let kid = key["kid"].as_str().map(str::to_string);
+        match serde_json::from_value::<Jwk>(key) {
+            Ok(key) => keys.push(key),
+            Err(err) => skipped.push(format!("kid {kid:?}: {err}")),
+        }
+    }
+    if keys.is_empty() && !skipped.is_empty() {
+        return Err(format!(
+            "no key of the JWK set can be read: {}",
+            skipped.join("; ")
+        ));
+    }
+    Ok((JwkSet { keys }, skipped))
 }
 
 #[cfg(test)]
@@ -257,6 +289,24 @@ mod tests {
     use super::*;
 
     const TTL: Duration = Duration::from_secs(300);
+
+    #[test]
+    fn keys_hookgate_cannot_read_are_passed_over_not_the_set() {
+        let rsa = r#"{"kty":"RSA","kid":"sig","alg":"RS256","use":"sig","n":"sXchDaQebHnPiGvyDOAT4saGEUetSyo9MKLOoWFsueri23bOdgWp4Dy1WlUzewbgBHod5pcM9H95GQRV3JDXboIRROSBigeC5yjU1hGzHHyXss8UDprecbAYxknTcQkhslANGRUZmdTOQ5qTRsLAt6BTYuyvVRdhS8exSZEy_c4gs_7svlJJQ4H9_NxsiIoLwAEk7-Q3UXERGYw_75IDrGA84-lA_-Ct4eTlXHBIY2EaV7t7LjJaynVJCpkv4LKjTTAumiGUIuQhrNhZLuF_RJLqHpM2kgWFLU7-VTdL1VbC2tejvcI2BlMkEpk1BzBZI0KQB0GaDWFLN-aEAw3vRw","e":"AQAB"}"#;
+        let es512 = r#"{"kty":"EC","crv":"P-521","alg":"ES512","kid":"ec1","x":"AQ","y":"AQ"}"#;
+        let both = format!(r#"{{"keys":[{rsa},{es512}]}}"#);
+        let whole = serde_json::from_slice::<JwkSet>(both.as_bytes());
+        assert!(whole.is_err(), "read as one, the set is refused");
+        let (set, skipped) = parse_set(both.as_bytes()).unwrap();
+        assert_eq!(set.keys.len(), 1);
+        assert!(set.find("sig").is_some());
+        assert_eq!(skipped.len(), 1);
+        assert!(skipped[0].contains("ec1"), "{skipped:?}");
+        let only = format!(r#"{{"keys":[{es512}]}}"#);
+        assert!(parse_set(only.as_bytes()).unwrap_err().contains("ec1"));
+        assert!(parse_set(br#"{"keys":[]}"#).unwrap().0.keys.is_empty());
+        assert!(parse_set(b"[]").is_err());
+    }
 
     fn after(start: Instant, seconds: u64) -> Instant {
         start + Duration::from_secs(seconds)

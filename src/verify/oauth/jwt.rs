@@ -122,10 +122,15 @@ impl Jwt {
                 None
             }
             Some(reference) => match reference.strip_prefix("file:").map(std::fs::read) {
-                Some(Ok(bytes)) => match serde_json::from_slice::<JwkSet>(&bytes) {
-                    Ok(set) => Some(Keys::File(set)),
+                Some(Ok(bytes)) => match super::jwks::parse_set(&bytes) {
+                    Ok((set, skipped)) => {
+                        for skipped in skipped {
+                            tracing::info!(jwks = %reference, key = %skipped, "A key of the JWKS is passed over.");
+                        }
+                        Some(Keys::File(set))
+                    }
                     Err(err) => {
-                        errors.push(format!("oauth jwks {reference}: not a JWK set: {err}"));
+                        errors.push(format!("oauth jwks {reference}: {err}"));
                         None
                     }
                 },
