@@ -31,18 +31,42 @@ impl Loader<'_> {
             )),
             _ => {}
         }
+        if let RawScheme::OAuth { oauth: Some(oauth) } = scheme {
+            let url = match oauth {
+                RawOAuth::Jwt { jwks, .. } => jwks.as_deref(),
+                RawOAuth::Introspection(raw) => raw.introspection_url.as_deref(),
+                RawOAuth::Builtin { .. } => None,
+            };
+            if let Some(url) = url.filter(|url| plain_http_to_another_host(url)) {
+                self.warn(format!(
+                    "{label} asks {url} over plain http: whoever is on the path can answer for the authorization server, and accept any token (or read hookgate's client secret); use https"
+                ));
+            }
+        }
     }
 
     /// A provider that polls: an event arriving both as a webhook and from the sync API is
     /// stored once only when the webhook's event id is vouched for by the scheme (an id it does
     /// not vouch for is bound to the body's hash, which the sync API's representation does not
     /// share). Said where that is known from the config alone: `verify = "none"` vouches for
-    /// nothing, and GitHub's, Shopify's and Twilio's own ids (delivery headers, the form's SID)
-    /// are not signed.
+    /// nothing; without `event_id`, only the schemes that sign an id of their own give one
+    /// (GitHub's, Shopify's and Twilio's delivery headers are not signed; `hmac`, `oauth` and
+    /// Dialog Insight give none); a `header:` id is vouched for only by a sender that
+    /// authenticated itself (`oauth`) or as Standard Webhooks' own signed `webhook-id`.
     pub(super) fn audit_both_ways(&mut self, provider: &super::ProviderConfig, verify: &str) {
-        let unsigned_default =
-            provider.event_id.is_none() && matches!(verify, "github" | "shopify" | "twilio");
-        if provider.sync.is_some() && (verify == "none" || unsigned_default) {
+        use crate::event_id::EventIdRule;
+        let vouched = match &provider.event_id {
+            None => matches!(
+                verify,
+                "standard-webhooks" | "stripe" | "slack" | "alcmeon" | "acculynx"
+            ),
+            Some(EventIdRule::Header(name)) => {
+                verify == "oauth"
+                    || (verify == "standard-webhooks" && name.eq_ignore_ascii_case("webhook-id"))
+            }
+            Some(EventIdRule::JsonPointer(_)) => true,
+        };
+        if provider.sync.is_some() && (verify == "none" || !vouched) {
             self.warn(format!(
                 "provider {:?} polls a sync API, but its webhooks' event id is not signed, so an event that arrives both ways is stored, and delivered, twice: read the id from the signed body (event_id = \"json:<pointer>\", equal to the sync item's id) under a scheme that signs it",
                 provider.name.as_str()
@@ -95,4 +119,18 @@ impl Loader<'_> {
             }
         }
     }
+}
+
+/// An `http://` URL to a host other than this machine's loopback.
+fn plain_http_to_another_host(url: &str) -> bool {
+    let Ok(url) = url::Url::parse(url) else {
+        return false;
+    };
+    let loopback = match url.host() {
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    url.scheme() == "http" && !loopback
 }

@@ -561,6 +561,13 @@ user = "u"
         };
         assert!(warned("github", ""));
         assert!(warned("shopify", ""));
+        // No id of its own: each webhook's is its body's hash.
+        let hmac = "header = \"X-Signature\"\n";
+        assert!(warned("hmac", hmac));
+        let header_id = "event_id = \"header:X-Event-Id\"\n";
+        assert!(warned("hmac", &format!("{hmac}{header_id}")));
+        assert!(warned("alcmeon", header_id));
+        assert!(!warned("hmac", &format!("{hmac}event_id = \"json:/id\"")));
         assert!(!warned("github", "event_id = \"json:/id\""));
         assert!(!warned("alcmeon", ""));
         assert!(!warned("stripe", ""));

@@ -342,3 +342,28 @@ fn values_that_break_at_run_time_are_refused() {
         );
     }
 }
+
+/// A JWKS or introspection URL over plain http to another machine is warned about: whoever is
+/// on the path answers for the authorization server.
+#[test]
+fn an_authorization_server_over_plain_http_is_warned_about() {
+    let warned = |oauth: &str| {
+        let text = format!(
+            "[admin]\ntoken = \"0123456789abcdef\"\n\n[[provider]]\nname = \"p\"\nverify = \"oauth\"\n[provider.oauth]\n{oauth}\n"
+        );
+        let (_, warnings) = load(&text).unwrap();
+        warnings.iter().any(|w| w.contains("over plain http"))
+    };
+    let jwt = |jwks: &str| {
+        format!("mode = \"jwt\"\njwks = \"{jwks}\"\nissuer = \"https://idp\"\naudience = \"h\"\n")
+    };
+    assert!(warned(&jwt("http://idp.example/jwks.json")));
+    assert!(!warned(&jwt("https://idp.example/jwks.json")));
+    assert!(!warned(&jwt("http://127.0.0.1:8080/jwks.json")));
+    assert!(!warned(&jwt("http://localhost/jwks.json")));
+    let introspection = |url: &str| {
+        format!("mode = \"introspection\"\nintrospection_url = \"{url}\"\nclient_id = \"h\"\nclient_secret = \"0123456789abcdef\"\naudience = \"h\"\n")
+    };
+    assert!(warned(&introspection("http://idp.example/introspect")));
+    assert!(!warned(&introspection("https://idp.example/introspect")));
+}
