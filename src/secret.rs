@@ -68,6 +68,23 @@ pub fn is_literal(reference: &str) -> bool {
         .any(|prefix| reference.starts_with(prefix))
 }
 
+/// The word before a colon that reads as a misspelled reference prefix (`Env:`,
+/// `credentials:`, `cred:`, `files:`): the prefix in another case, with an `s` added, or cut
+/// short to three letters or more.
+fn misspelled_reference(reference: &str) -> Option<&str> {
+    let (word, _) = reference.split_once(':')?;
+    if word.is_empty() || word.len() > 12 || !word.bytes().all(|b| b.is_ascii_alphabetic()) {
+        return None;
+    }
+    let lower = word.to_ascii_lowercase();
+    let near = REFERENCES.iter().any(|prefix| {
+        let name = prefix.trim_end_matches(':');
+        let singular = lower.strip_suffix('s').unwrap_or(&lower);
+        lower == name || singular == name || (lower.len() >= 3 && name.starts_with(&*lower))
+    });
+    near.then_some(word)
+}
+
 /// Resolves one secret reference. The error names the reference, never the value.
 pub fn resolve(reference: &str) -> Result<(Secret, SecretSource), String> {
     let (value, source) = if let Some(name) = reference.strip_prefix("env:") {
@@ -80,6 +97,10 @@ pub fn resolve(reference: &str) -> Result<(Secret, SecretSource), String> {
         (value, SecretSource::File)
     } else if let Some(name) = reference.strip_prefix("credential:") {
         (credential(name)?, SecretSource::Credential)
+    } else if let Some(word) = misspelled_reference(reference) {
+        return Err(format!(
+            "a secret starts with \"{word}:\", a misspelled \"env:\", \"file:\" or \"credential:\" (taken as the secret itself, it would sit in the config file)"
+        ));
     } else {
         (reference.as_bytes().to_vec(), SecretSource::Literal)
     };
@@ -126,6 +147,35 @@ fn read_trimmed(path: &Path) -> std::io::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_misspelled_reference_is_refused_not_taken_as_the_secret() {
+        for reference in [
+            "credentials:admin-token",
+            "Env:SECRET",
+            "ENV:X",
+            "cred:x",
+            "files:/a",
+        ] {
+            let err = resolve(reference).unwrap_err();
+            assert!(err.contains("misspelled"), "{reference}: {err}");
+            let (_, rest) = reference.split_once(':').unwrap();
+            assert!(rest.len() < 3 || !err.contains(rest), "{err} shows {rest}");
+        }
+        for literal in [
+            "whsec_abc:def",
+            "hunter2",
+            "a:b",
+            "token:0123456789abcdef",
+            ":x",
+        ] {
+            let (secret, source) = resolve(literal).unwrap();
+            assert_eq!(
+                (secret.expose(), source),
+                (literal.as_bytes(), SecretSource::Literal)
+            );
+        }
+    }
 
     #[test]
     fn debug_redacts() {

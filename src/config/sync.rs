@@ -122,7 +122,7 @@ impl Loader<'_> {
 impl RawSync {
     fn deserialize_value(value: toml::Value) -> Result<RawSync, String> {
         serde::Deserialize::deserialize(value)
-            .map_err(|err: toml::de::Error| err.message().trim().to_string())
+            .map_err(|err: toml::de::Error| super::load::without_values(err.message().trim()))
     }
 }
 

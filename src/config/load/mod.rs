@@ -161,6 +161,23 @@ impl<'a> Loader<'a> {
 
         let server = self.server(server, document.server.as_ref());
         let limits = self.limits(limits, document.limits.as_ref());
+        if let Some(server) = &server {
+            // A body holds up to max_body_bytes of the budget: one larger than the budget was
+            // answered 503 for ever, on an idle gateway too, never 413.
+            if server.max_body_bytes > limits.max_body_bytes_in_flight {
+                let at = document
+                    .limits
+                    .as_ref()
+                    .and_then(|section| self.key_position(section, "max_body_bytes_in_flight"));
+                self.error(
+                    at,
+                    format!(
+                        "[limits] max_body_bytes_in_flight ({}) must be at least [server] max_body_bytes ({})",
+                        limits.max_body_bytes_in_flight, server.max_body_bytes
+                    ),
+                );
+            }
+        }
         let store = self.store(store, document.store.as_ref());
         let admin = admin
             .and_then(|admin| self.admin(admin, document.admin.as_ref().expect("checked above")));
@@ -453,7 +470,7 @@ impl<'a> Loader<'a> {
         loop {
             let message = match T::deserialize(toml::Value::Table(table.clone())) {
                 Ok(value) => return Some(value),
-                Err(err) => without_strings(err.message().trim()),
+                Err(err) => without_values(err.message().trim()),
             };
             // serde names the offending key first, in backticks.
             let named = message.split('`').nth(1).unwrap_or_default();
@@ -559,18 +576,32 @@ fn listens_clash(a: SocketAddr, b: SocketAddr) -> bool {
     a.port() != 0 && a.port() == b.port() && (a.ip() == b.ip() || covers(a, b) || covers(b, a))
 }
 
-/// A serde message without the string values it quotes (`invalid type: string "...", expected
-/// a sequence`): the value may be a secret written literally where a list was expected.
-fn without_strings(message: &str) -> String {
+/// A serde message without the values it quotes (`invalid type: string "...", expected a
+/// sequence`, `invalid type: integer `...`, expected a string`): the value may be a secret
+/// written literally, or unquoted, where something else was expected.
+pub(in crate::config) fn without_values(message: &str) -> String {
     let mut out = String::with_capacity(message.len());
     let mut rest = message;
-    while let Some(at) = rest.find("string \"") {
+    loop {
+        let found = [
+            ("string \"", '"', "a string"),
+            ("integer `", '`', "an integer"),
+            ("floating point `", '`', "a number"),
+        ]
+        .into_iter()
+        .filter_map(|(opening, closing, shown)| {
+            rest.find(opening).map(|at| (at, opening, closing, shown))
+        })
+        .min_by_key(|&(at, ..)| at);
+        let Some((at, opening, closing, shown)) = found else {
+            break;
+        };
         out.push_str(&rest[..at]);
-        out.push_str("a string");
-        let quoted = &rest[at + "string \"".len()..];
+        out.push_str(shown);
+        let quoted = &rest[at + opening.len()..];
         let mut escaped = false;
         let end = quoted.char_indices().find(|&(_, c)| {
-            let closes = c == '"' && !escaped;
+            let closes = c == closing && !escaped;
             escaped = c == '\\' && !escaped;
             closes
         });

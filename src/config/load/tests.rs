@@ -244,15 +244,41 @@ fn admin_alone_still_reports_a_bad_admin_section() {
 }
 
 #[test]
-fn serde_messages_lose_the_strings_they_quote() {
+fn serde_messages_lose_the_values_they_quote() {
     assert_eq!(
-        super::without_strings(r#"invalid type: string "s3cr\"et", expected a sequence"#),
+        super::without_values(r#"invalid type: string "s3cr\"et", expected a sequence"#),
         "invalid type: a string, expected a sequence"
     );
     assert_eq!(
-        super::without_strings("unknown field `colour`, expected one of `listen`"),
+        super::without_values("unknown field `colour`, expected one of `listen`"),
         "unknown field `colour`, expected one of `listen`"
     );
+    assert_eq!(
+        super::without_values("invalid type: integer `1234567890123456789`, expected a string"),
+        "invalid type: an integer, expected a string"
+    );
+    assert_eq!(
+        super::without_values(
+            "invalid type: floating point `1.5`, expected a string or string \"x\""
+        ),
+        "invalid type: a number, expected a string or a string"
+    );
+}
+
+/// Secrets written unquoted, or where a table was expected, are not shown in the errors.
+#[test]
+fn a_secret_in_a_wrong_place_is_not_shown() {
+    let numeric = VALID.replace("\"0123456789abcdef\"", "1234567890123456789");
+    let errors = load(&numeric).unwrap_err();
+    let text = format!("{errors:?}");
+    assert!(!text.contains("1234567890123456789"), "{text}");
+    let sync = format!(
+        "{VALID}\n[provider.sync]\nurl = \"http://x/\"\npreset = \"alcmeon\"\nauth = \"Bearer s3cr3t-t0ken\"\n"
+    );
+    let errors = load(&sync).unwrap_err();
+    let text = format!("{errors:?}");
+    assert!(text.contains("sync"), "{text}");
+    assert!(!text.contains("s3cr3t-t0ken"), "{text}");
 }
 
 #[test]
@@ -366,4 +392,30 @@ fn an_authorization_server_over_plain_http_is_warned_about() {
     };
     assert!(warned(&introspection("http://idp.example/introspect")));
     assert!(!warned(&introspection("https://idp.example/introspect")));
+}
+
+/// A body cap over the in-flight budget: such a body got 503 for ever, never 413.
+#[test]
+fn a_body_cap_over_the_in_flight_budget_is_refused() {
+    let config = |budget: u64| {
+        VALID.replace(
+            "[admin]",
+            &format!("[limits]\nmax_body_bytes_in_flight = {budget}\n\n[admin]"),
+        ) + "\n"
+    };
+    let with_cap = |text: String| {
+        text.replace(
+            "listen = \"127.0.0.1:0\"",
+            "listen = \"127.0.0.1:0\"\nmax_body_bytes = 2097152",
+        )
+    };
+    let errors = load(&with_cap(config(1_048_576))).unwrap_err();
+    assert!(
+        errors[0]
+            .message
+            .contains("must be at least [server] max_body_bytes"),
+        "{errors:?}"
+    );
+    assert!(load(&with_cap(config(2_097_152))).is_ok());
+    assert!(load(&config(1_048_576)).is_ok());
 }
