@@ -9,6 +9,8 @@
 //! lines of about 10 ms in one `write`. Dropping the [`Logging`] guard writes out what
 //! waits.
 //!
+//! A panic is logged the same way (its message and where), not written by Rust's own hook.
+//!
 //! Text is journald-friendly: no colours unless stderr is a terminal, and when stderr is the
 //! journal (systemd's `JOURNAL_STREAM` names it) no timestamp (journald stamps each line) but a
 //! `<N>` syslog priority prefix, so `journalctl -p warning` finds warnings and errors.
@@ -60,7 +62,22 @@ pub fn init(format: LogFormat) -> std::io::Result<Logging> {
         }
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
     }
+    std::panic::set_hook(Box::new(log_panic));
     Ok(Logging { _writer: guard })
+}
+
+/// A panic, logged as every other line: Rust's own hook writes to stderr itself, and blocks
+/// while nobody reads it (a stuck journald): the panicking task then never ended, and nothing
+/// noticed it. With a backtrace when `RUST_BACKTRACE` asks for one.
+fn log_panic(info: &std::panic::PanicHookInfo<'_>) {
+    let backtrace = std::backtrace::Backtrace::capture();
+    let thread = std::thread::current();
+    let thread = thread.name().unwrap_or("unnamed");
+    if backtrace.status() == std::backtrace::BacktraceStatus::Captured {
+        tracing::error!(thread, panic = %info, %backtrace, "A thread panicked.");
+    } else {
+        tracing::error!(thread, panic = %info, "A thread panicked.");
+    }
 }
 
 /// Whether stderr is the stream systemd connected to the journal: `JOURNAL_STREAM` is its
