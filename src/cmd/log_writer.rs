@@ -42,7 +42,10 @@ pub fn dropped_lines() -> u64 {
 #[derive(Default)]
 struct Pending {
     bytes: Vec<u8>,
+    /// Lines in `bytes`, and in the write in progress (taken out of `bytes`, still held).
     lines: usize,
+    /// Of `lines`, those the write in progress holds.
+    writing: usize,
     /// The thread waits for a line: the next one wakes it.
     idle: bool,
     /// The guard was dropped: the thread writes what waits and ends.
@@ -163,11 +166,18 @@ fn write_lines(shared: &Shared, mut out: impl Write) {
         {
             let mut pending = shared.lock();
             std::mem::swap(&mut pending.bytes, &mut writing);
-            pending.lines = 0;
+            pending.writing = pending.lines;
         }
         // Nowhere to report a failed write to: the lines are lost, as they would be unread.
         let _ = out.write_all(&writing).and_then(|()| out.flush());
         writing.clear();
+        {
+            // Counted until written: a write stuck with the bound's worth of lines left room
+            // for as many again.
+            let mut pending = shared.lock();
+            pending.lines -= pending.writing;
+            pending.writing = 0;
+        }
         if writing.capacity() > KEPT_CAPACITY {
             writing = Vec::new();
         }
@@ -245,10 +255,13 @@ mod tests {
     fn a_stuck_reader_drops_lines_past_the_bound_and_holds_no_writer() {
         let (writer, guard) = start(Stuck).unwrap();
         let dropped = dropped_lines();
-        writer.make_writer().write_all(b"first\n").unwrap();
-        // The thread takes the first line into its stuck write; then the bound fills.
+        for _ in 0..BUFFERED_LINES {
+            writer.make_writer().write_all(b"x\n").unwrap();
+        }
+        // The thread takes them into its stuck write: they still count towards the bound (a
+        // stuck write of the bound's worth of lines left room for as many again).
         thread::sleep(GATHER + Duration::from_millis(50));
-        for _ in 0..BUFFERED_LINES + 10 {
+        for _ in 0..10 {
             writer.make_writer().write_all(b"x\n").unwrap();
         }
         assert!(dropped_lines() >= dropped + 10);
