@@ -514,6 +514,9 @@ fn a_cursor_that_is_a_url_is_shown_without_its_credentials() {
             .as_str()
             .is_some_and(|c| c.contains("/actions?page="))
     });
+    // No number: no series (the first round's 0, from the beginning, stayed).
+    let feed = [("provider", "feed")];
+    assert_eq!(gw.metric("hookgate_poll_cursor", &feed), None);
     let mut console = common::console::ConsoleClient::new(&gw.api().admin_url);
     console.sign_in();
     let page = console.get("/console/consumers").text();

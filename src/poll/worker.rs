@@ -269,7 +269,17 @@ async fn commit(
             poller.store.commit(event, COMMIT_DEADLINE)
         });
         let results = futures_util::future::join_all(commits).await;
-        new += count_committed(poller, chunk, results)?;
+        let (stored, outcome) = count_committed(poller, chunk, results);
+        new += stored;
+        if outcome.is_err() {
+            // Those stored before the failure count: fetched again, they are duplicates.
+            poller
+                .metrics
+                .poll_items_new
+                .get_or_create(&labels)
+                .inc_by(new);
+            return outcome;
+        }
     }
     poller
         .metrics
@@ -282,14 +292,15 @@ async fn commit(
     Ok(())
 }
 
-/// How many of `items`' commits stored a new event; the first failure, but for an item the
+/// How many of `items`' commits stored a new event, and the first failure, but for an item the
 /// store cannot take (skipped, said).
 fn count_committed(
     poller: &Poller,
     items: &[&page::Item],
     results: Vec<Result<Committed, StoreError>>,
-) -> Result<u64, Failure> {
+) -> (u64, Result<(), Failure>) {
     let mut new = 0;
+    let mut outcome = Ok(());
     for (item, result) in items.iter().zip(results) {
         match result {
             Ok(Committed::Accepted(seq)) => {
@@ -301,10 +312,14 @@ fn count_committed(
             // failing the page would hold the cursor on it for ever, every later item with it.
             // The same body sent as a webhook is answered 413.
             Err(StoreError::TooLarge { bytes, max }) => refused(poller, item, bytes, max),
-            Err(err) => return Err(Failure::store(err)),
+            Err(err) => {
+                if outcome.is_ok() {
+                    outcome = Err(Failure::store(err));
+                }
+            }
         }
     }
-    Ok(new)
+    (new, outcome)
 }
 
 /// An item the store cannot take, skipped: said in the log, in
@@ -570,16 +585,19 @@ pub(super) async fn set_cursor(poller: &Poller, cursor: Option<String>) -> Resul
     Ok(())
 }
 
+/// The cursor as a number (0: from the beginning); no series for one that is no number (a
+/// next-page token: the 0 of the first round stayed while the tokens moved on).
 fn set_cursor_gauge(poller: &Poller, cursor: Option<&str>) {
-    let value = cursor.map_or(Some(0.0), |c| c.parse::<f64>().ok());
-    if let Some(value) = value {
-        poller
-            .metrics
-            .poll_cursor
-            .get_or_create(&ProviderLabels {
-                provider: poller.provider.to_string(),
-            })
-            .set(value);
+    let labels = ProviderLabels {
+        provider: poller.provider.to_string(),
+    };
+    match cursor.map_or(Some(0.0), |c| c.parse::<f64>().ok()) {
+        Some(value) => {
+            poller.metrics.poll_cursor.get_or_create(&labels).set(value);
+        }
+        None => {
+            poller.metrics.poll_cursor.remove(&labels);
+        }
     }
 }
 
