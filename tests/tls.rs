@@ -165,3 +165,24 @@ fn a_key_that_is_not_the_certificates_is_refused() {
     assert_eq!(output.status.code(), Some(1), "{text}");
     assert!(text.contains("does not match the certificate"), "{text}");
 }
+
+/// `send-test` without `--url` on a gateway whose public listener serves TLS says to pass one
+/// (it posted plain http, and failed with a connection error).
+#[test]
+fn send_test_without_a_url_on_a_tls_listener_asks_for_one() {
+    let dir = tempfile::tempdir().unwrap();
+    write_certificate(dir.path());
+    let gw = tls_gateway(dir.path());
+    let output = std::process::Command::new(common::hookgate_bin())
+        .args(["send-test", "--config"])
+        .arg(gw.config_path())
+        .args(["--provider", "open"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("serves TLS: pass --url https://"),
+        "{stderr}"
+    );
+}

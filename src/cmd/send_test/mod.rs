@@ -37,7 +37,8 @@ pub struct SendTestArgs {
     /// A body to send instead of the scheme's sample, sent byte for byte.
     #[arg(long)]
     pub file: Option<PathBuf>,
-    /// Where to post; default `http://{server.listen}/hooks/{provider}`.
+    /// Where to post; default `http://{server.listen}/hooks/{provider}` (with TLS on the public
+    /// listener, required).
     #[arg(long)]
     pub url: Option<String>,
     /// dialog-insight: the PEM private key to sign with (Dialog Insight's, or a test key).
@@ -96,6 +97,12 @@ fn run(args: &SendTestArgs) -> Result<reqwest::StatusCode, Failure> {
     };
     let url = match &args.url {
         Some(text) => parse_url(text)?,
+        None if config.server.tls.is_some() => {
+            return Err(Failure::Usage(format!(
+                "the public listener serves TLS: pass --url https://<a name its certificate holds>/hooks/{}",
+                args.provider
+            )))
+        }
         None => default_url(config.server.listen, &args.provider)?,
     };
     let private_key = match &args.private_key {
