@@ -80,7 +80,7 @@ fn misspelled_reference(reference: &str) -> Option<&str> {
     let near = REFERENCES.iter().any(|prefix| {
         let name = prefix.trim_end_matches(':');
         let singular = lower.strip_suffix('s').unwrap_or(&lower);
-        lower == name || singular == name || (lower.len() >= 3 && name.starts_with(&*lower))
+        lower == name || singular == name || (singular.len() >= 3 && name.starts_with(singular))
     });
     near.then_some(word)
 }

@@ -626,7 +626,7 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// The CLI reads at most 256 MiB of an answer: a URL that is no hookgate, answering without end,
+/// The CLI reads at most 64 MiB of an answer: a URL that is no hookgate, answering without end,
 /// filled its memory.
 #[test]
 fn an_endless_answer_is_cut_and_the_command_fails() {
@@ -648,5 +648,5 @@ fn an_endless_answer_is_cut_and_the_command_fails() {
         &["pollers", "--url", &url],
         &[("HOOKGATE_ADMIN_TOKEN", ADMIN_TOKEN)],
     );
-    run.fails(1, &["longer than 256 MiB"]);
+    run.fails(1, &["longer than 64 MiB"]);
 }

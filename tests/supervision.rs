@@ -72,3 +72,24 @@ fn a_delivery_that_panics_stops_the_process_and_is_named() {
         "{logs}"
     );
 }
+
+/// A panic's message reaches the log whatever `RUST_LOG` names (with the panic logged as any
+/// line, a filter that left out its module dropped it, and the operator saw only the task's
+/// name).
+#[test]
+fn a_panic_s_message_is_logged_whatever_the_log_filter() {
+    let mut gw = Gateway::builder()
+        .config(&format!(
+            "{}\n[[destination]]\nname = \"crm\"\nurl = \"http://127.0.0.1:9/\"\nsigning_secret = \"{}\"\n",
+            provider("open", "none", &[], ""),
+            sign::whsec("supervision-test")
+        ))
+        .env("HOOKGATE_TEST_PANIC_TASK", "delivery crm")
+        .env("RUST_LOG", "hookgate=info,hookgate::cmd=off")
+        .start();
+    assert_eq!(gw.post("open", &[], b"{}").ack().0, "accepted");
+    let status = gw.wait_exit(Duration::from_secs(20));
+    let logs = gw.logs();
+    assert!(!status.success(), "{status:?}: {logs}");
+    assert!(logs.contains("names this task"), "{logs}");
+}

@@ -70,6 +70,23 @@ pub struct LineWriter {
     shared: Arc<Shared>,
 }
 
+impl LineWriter {
+    /// Waits until every line written so far has been written out, or `within` has passed (a
+    /// reader that stopped reading): for a line that must reach the log before the process
+    /// may end (a panic's, which an abort can follow).
+    pub fn wait_written(&self, within: std::time::Duration) {
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            let pending = self.shared.lock();
+            if pending.lines == 0 {
+                return;
+            }
+            drop(pending);
+            thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+}
+
 /// One event's writer (the subscriber formats a line, then writes it in one call).
 pub struct Line<'a> {
     shared: &'a Shared,

@@ -48,7 +48,12 @@ pub struct Logging {
 /// Installs the global subscriber, writing to stderr from a thread of its own.
 pub fn init(format: LogFormat) -> std::io::Result<Logging> {
     let (writer, guard) = log_writer::start(std::io::stderr())?;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // A panic's line whatever `RUST_LOG` says (`hookgate::forward=debug` dropped it).
+    if let Ok(directive) = format!("{PANIC_TARGET}=error").parse() {
+        filter = filter.add_directive(directive);
+    }
+    let flush = writer.clone();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);
@@ -62,9 +67,18 @@ pub fn init(format: LogFormat) -> std::io::Result<Logging> {
         }
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
     }
-    std::panic::set_hook(Box::new(log_panic));
+    std::panic::set_hook(Box::new(move |info| {
+        log_panic(info);
+        // An abort may follow (a panic while unwinding): the line first.
+        flush.wait_written(PANIC_WRITTEN_WITHIN);
+    }));
     Ok(Logging { _writer: guard })
 }
+
+/// The target of a panic's line, which `RUST_LOG` cannot turn off.
+const PANIC_TARGET: &str = "hookgate::panic";
+/// How long a panicking thread waits for its line to be written.
+const PANIC_WRITTEN_WITHIN: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// A panic, logged as every other line: Rust's own hook writes to stderr itself, and blocks
 /// while nobody reads it (a stuck journald): the panicking task then never ended, and nothing
@@ -74,9 +88,9 @@ fn log_panic(info: &std::panic::PanicHookInfo<'_>) {
     let thread = std::thread::current();
     let thread = thread.name().unwrap_or("unnamed");
     if backtrace.status() == std::backtrace::BacktraceStatus::Captured {
-        tracing::error!(thread, panic = %info, %backtrace, "A thread panicked.");
+        tracing::error!(target: PANIC_TARGET, thread, panic = %info, %backtrace, "A thread panicked.");
     } else {
-        tracing::error!(thread, panic = %info, "A thread panicked.");
+        tracing::error!(target: PANIC_TARGET, thread, panic = %info, "A thread panicked.");
     }
 }
 

@@ -62,7 +62,10 @@ impl Loader<'_> {
             ),
             Some(EventIdRule::Header(name)) => {
                 verify == "oauth"
-                    || (verify == "standard-webhooks" && name.eq_ignore_ascii_case("webhook-id"))
+                    || (verify == "standard-webhooks"
+                        && ["webhook-id", "svix-id"]
+                            .iter()
+                            .any(|own| name.eq_ignore_ascii_case(own)))
             }
             Some(EventIdRule::JsonPointer(_)) => true,
         };

@@ -222,11 +222,12 @@ impl Loader<'_> {
         let alert_url = raw.alert_url.as_deref().and_then(|text| {
             let at = self.key_position(section, "alert_url");
             if crate::secret::is_literal(text) {
+                // `Env:NAME`, a misspelled reference, is a URL of scheme `env`: refused too.
                 return match url::Url::parse(text) {
-                    Ok(url) => Some(url),
-                    Err(_) => {
+                    Ok(url) if matches!(url.scheme(), "http" | "https") => Some(url),
+                    _ => {
                         // Not quoted: a chat service's webhook URL is its credential.
-                        self.error(at, format!("{label}: alert_url is not a URL"));
+                        self.error(at, format!("{label}: alert_url is not an http(s) URL"));
                         None
                     }
                 };

@@ -567,6 +567,10 @@ user = "u"
         let header_id = "event_id = \"header:X-Event-Id\"\n";
         assert!(warned("hmac", &format!("{hmac}{header_id}")));
         assert!(warned("alcmeon", header_id));
+        assert!(!warned(
+            "standard-webhooks",
+            "event_id = \"header:svix-id\"\n"
+        ));
         assert!(!warned("hmac", &format!("{hmac}event_id = \"json:/id\"")));
         assert!(!warned("github", "event_id = \"json:/id\""));
         assert!(!warned("alcmeon", ""));

@@ -141,6 +141,7 @@ async fn run(destination: Arc<Destination>, cursor: Seq, stop: CancellationToken
         destination.config.name.clone(),
         cursor,
         &destination.died,
+        stop.clone(),
     );
     let permits = Arc::new(Semaphore::new(if destination.config.ordered {
         1

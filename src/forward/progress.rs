@@ -9,6 +9,7 @@
 use std::collections::BTreeSet;
 
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
 
 use crate::event::Seq;
 use crate::store::{Change, DeadRecord, Mark, Store};
@@ -46,12 +47,14 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// Starts the writer for `destination`, whose durable cursor is `cursor`, watched by `died`.
+    /// Starts the writer for `destination`, whose durable cursor is `cursor`, watched by `died`,
+    /// for the delivery term that `stop` ends.
     pub fn spawn(
         store: Store,
         destination: String,
         cursor: Seq,
         died: &crate::supervise::Died,
+        stop: CancellationToken,
     ) -> Progress {
         let name = format!("progress {destination}");
         let (reports, receiver) = mpsc::unbounded_channel();
@@ -66,6 +69,7 @@ impl Progress {
             settled_above: BTreeSet::new(),
             replayed: BTreeSet::new(),
             replay_died: BTreeSet::new(),
+            stop,
         };
         died.spawn_watched(name, writer.run(receiver));
         Progress { reports, oldest }
@@ -118,6 +122,8 @@ struct Writer {
     replayed: BTreeSet<Seq>,
     /// In flight, and recorded dead meanwhile by a replay that failed.
     replay_died: BTreeSet<Seq>,
+    /// The end of the delivery term (the lease lost, a reload, shutdown).
+    stop: CancellationToken,
 }
 
 impl Writer {
@@ -155,10 +161,15 @@ impl Writer {
             changes.extend(self.advance());
             if !changes.is_empty() {
                 while let Err(err) = self.store.change(&self.destination, changes.clone()).await {
-                    tracing::error!(destination = %self.destination, error = %err, "Cannot record delivery progress; retrying.");
-                    if !self.store.is_open() {
+                    // Once the term ended, another gateway may deliver the destination: a write
+                    // retried until the store came back landed on top of its progress (a dead
+                    // record for an event it had delivered since). What was not written is
+                    // sent again by whoever delivers next.
+                    if !self.store.is_open() || self.stop.is_cancelled() {
+                        tracing::warn!(destination = %self.destination, error = %err, "Cannot record delivery progress, and the delivery term has ended: whoever delivers next sends those events again.");
                         return;
                     }
+                    tracing::error!(destination = %self.destination, error = %err, "Cannot record delivery progress; retrying.");
                     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                 }
             }

@@ -196,6 +196,11 @@ async fn round(poller: &Poller, stop: &CancellationToken) -> Result<(), Failure>
         page::check_origin(&poller.config, next_url.as_ref()).map_err(cross_origin)?;
         let more = page::has_more(&poller.config, &page, cursor.as_deref(), next.as_deref());
         let seen_after = seen_after(&seen, next == cursor, &page);
+        // As it will be stored (the oldest left out past the store's bound): compared so, a
+        // page fetched again every round rewrote the cursor every round.
+        let (_, seen_after) =
+            persisted(next.clone(), seen_after, poller.store.largest_sync_cursor())
+                .map_err(|err| Failure::new("store", err.to_string()))?;
         if next != cursor || seen_after != *seen {
             save_cursor(poller, next.clone(), seen_after).await?;
             cursor = next;
@@ -211,8 +216,15 @@ async fn round(poller: &Poller, stop: &CancellationToken) -> Result<(), Failure>
 /// cursor stays (the newest [`MAX_SEEN`], within [`MAX_SEEN_BYTES`]).
 fn seen_after(seen: &[String], cursor_stays: bool, page: &Page) -> Vec<String> {
     let before = if cursor_stays { seen } else { &[] };
-    let mut after: Vec<String> = before.to_vec();
-    let mut known: HashSet<String> = before.iter().cloned().collect();
+    // Those this page gives again go last, in the page's order, as the newest: a page fetched
+    // again every round keeps the same ids when not all of them fit.
+    let on_page: HashSet<&str> = page.items.iter().map(|item| item.id.as_str()).collect();
+    let mut after: Vec<String> = before
+        .iter()
+        .filter(|id| !on_page.contains(id.as_str()))
+        .cloned()
+        .collect();
+    let mut known: HashSet<String> = after.iter().cloned().collect();
     for item in &page.items {
         if known.insert(item.id.as_str().to_string()) {
             after.push(item.id.as_str().to_string());
@@ -647,6 +659,17 @@ mod tests {
         assert_eq!(seen_after(&["z".into()], true, &few), ["z", "a", "b"]);
         assert_eq!(seen_after(&["z".into()], false, &few), ["a", "b"]);
         assert_eq!(seen_after(&["a".into()], true, &few), ["a", "b"]);
+        // Given again, an id moves to the end, as the newest.
+        assert_eq!(
+            seen_after(&["b".into(), "z".into()], true, &few),
+            ["z", "a", "b"]
+        );
+        // A page fetched again whose ids do not all fit keeps the same ones round after round.
+        let page = page_of((0..2_000).map(|n| format!("id-{n:05}")));
+        let (_, first) = persisted(None, seen_after(&[], true, &page), 6 * 1024).unwrap();
+        let (_, again) = persisted(None, seen_after(&first, true, &page), 6 * 1024).unwrap();
+        assert!(first.len() < 2_000);
+        assert_eq!(first, again);
         let many = page_of((0..MAX_SEEN + 5).map(|n| n.to_string()));
         let kept = seen_after(&[], true, &many);
         assert_eq!(kept.len(), MAX_SEEN);

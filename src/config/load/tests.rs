@@ -325,8 +325,11 @@ fn an_alert_url_may_be_a_secret_reference() {
     // A literal one that does not parse (no scheme) is not echoed in the error either.
     let errors = load(&with("hooks.slack.example/services/T0/B0/secret-path")).unwrap_err();
     let text = format!("{errors:?}");
-    assert!(text.contains("alert_url is not a URL"), "{text}");
+    assert!(text.contains("alert_url is not an http(s) URL"), "{text}");
     assert!(!text.contains("secret-path"), "{text}");
+    // A misspelled reference is a URL of another scheme: refused, not posted to at an alert.
+    let errors = load(&with("Env:HOOKGATE_TEST_ALERT_URL")).unwrap_err();
+    assert!(format!("{errors:?}").contains("not an http(s) URL"));
 }
 
 /// Values that parse but would break at run time are refused with the config (a retry delay

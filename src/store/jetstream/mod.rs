@@ -417,12 +417,12 @@ impl Backend for JetStreamStore {
         }
     }
 
-    /// Compare-and-set against the revision this node last read or wrote: fails when another
-    /// node moved the cursor since (this one then reads it again before its next write).
     fn largest_sync_cursor(&self) -> usize {
         self.max_payload.saturating_sub(HEADERS_ROOM)
     }
 
+    /// Compare-and-set against the revision this node last read or wrote: fails when another
+    /// node moved the cursor since (this one then reads it again before its next write).
     async fn set_sync_cursor(&self, provider: &str, value: Vec<u8>) -> Result<(), StoreError> {
         self.check_not_went_back()?;
         let key = layout::sync_key(provider);
