@@ -277,6 +277,25 @@ async fn an_ack_of_a_seq_another_gateway_stored_a_moment_ago_is_taken() {
     b.close().await;
 }
 
+/// A gateway started with a shorter `lease_time` does not shorten the life of the lease entries
+/// of one with a longer one (which renews at its own pace): the other's lease outlives its
+/// shorter `lease_time` (it lapsed there, and both delivered one destination for seconds).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shorter_lease_time_does_not_lapse_a_longer_one_s_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start(dir.path());
+    let long = nats.store(Duration::from_secs(30));
+    assert!(long.hold_lease("destination/crm", "long").await.unwrap());
+    let short = nats.store(Duration::from_secs(3));
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(
+        !short.hold_lease("destination/crm", "short").await.unwrap(),
+        "taken while the other's lease was live"
+    );
+    long.close().await;
+    short.close().await;
+}
+
 /// A sweep looks at 512 events at most: one that stopped there having removed some says so
 /// (`more`), for the sweeper to go on at once; the one that reaches the end does not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

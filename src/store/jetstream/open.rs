@@ -214,10 +214,22 @@ async fn set_up(
     js.create_or_update_stream(settings).await?;
     let stream = js.get_stream(&config.stream).await?;
     let bucket = |name: String, max_age: Duration| async move {
-        let has = existing_config(js, &format!("KV_{name}"))
-            .await?
+        let existing = existing_config(js, &format!("KV_{name}")).await?;
+        let has = existing
+            .as_ref()
             .map_or(0, |existing| existing.num_replicas);
         let num_replicas = replicas(&name, has, config.replicas);
+        // A lease entry lives the bucket's max_age, which the gateway started last set: one
+        // with a longer lease_time, renewing at its own pace, kept delivering seconds after
+        // another took its lapsed lease. Never lowered here: each gateway renews at least as
+        // often as entries lapse; a takeover after a crash waits the longest.
+        let max_age = match existing.map(|existing| existing.max_age) {
+            Some(longer) if max_age != Duration::ZERO && longer > max_age => {
+                tracing::warn!(bucket = %name, entries_live = ?longer, lease_time = ?max_age, "The lease bucket's entries live longer than this gateway's lease_time asks (another gateway's lease_time is longer): kept, and a task of a gateway that died is taken over after that long. Once every gateway has the same lease_time, set the bucket's max_age to it (nats kv edit).");
+                longer
+            }
+            _ => max_age,
+        };
         let bucket = js
             .create_or_update_key_value(kv::Config {
                 bucket: name,
