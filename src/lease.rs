@@ -110,7 +110,14 @@ where
                         break "it could not be renewed in time";
                     }
                     let asked = Instant::now();
-                    match hold(&store, &name, holder, renew_every.min(left)).await {
+                    // A stop during the renewal is not left waiting for it: a reload starts the
+                    // replacement 5 s after asking, which takes this same lease (the same
+                    // holder), and a release after a renewal that hung deleted its entry.
+                    let renewal = tokio::select! {
+                        held = hold(&store, &name, holder, renew_every.min(left)) => held,
+                        _ = cancel.cancelled() => continue,
+                    };
+                    match renewal {
                         Some(true) => renewed = asked,
                         Some(false) => break "another gateway holds it",
                         None if renewed.elapsed() >= give_up_after => {
