@@ -81,7 +81,10 @@ fn no_acknowledged_event_is_lost_to_a_power_loss_during_compactions() {
 #[test]
 fn an_fsync_of_the_log_failed_by_the_file_system_stops_the_gateway_and_costs_no_ack() {
     let logged = fail_an_fsync_under_load("db", "", &[], |_, load| load.acked_count() >= 200);
-    assert!(logged.contains("fdatasync"), "no word of the failed fsync");
+    assert!(
+        logged.contains("fdatasync of the store's log failed"),
+        "no word of the failed fsync"
+    );
 }
 
 /// The same with the checkpoint journal's fdatasync failing while sled is closed for a

@@ -108,3 +108,51 @@ fn commits_under_the_bound_are_not_logged() {
         Some(0.0)
     );
 }
+
+/// An ack that cannot be made durable within `ack_deadline_ms` (the disk's fsync never returns)
+/// is 503 with `Retry-After`, at the deadline, never a 200; after a restart the sender's retry
+/// stores the event once.
+#[test]
+fn a_commit_not_durable_by_the_deadline_is_503_and_the_retry_stores_it_once() {
+    // The store's open syncs once: the first commit's sync never returns.
+    let mut gw = Gateway::builder()
+        .server("ack_deadline_ms = 1000")
+        .config(&config())
+        .env("HOOKGATE_TEST_HANG_FSYNC_AFTER", "1")
+        .start();
+    let body = br#"{"id":"hung-1"}"#;
+    let headers = sign::headers(&[("X-Id", "hung-1")]);
+    let started = std::time::Instant::now();
+    let reply = gw.api().post("p", &headers, body);
+    let took = started.elapsed();
+    assert_eq!(reply.status, 503, "{}", reply.text());
+    assert_eq!(reply.json()["error"], "unavailable", "{}", reply.text());
+    assert!(reply.headers.contains_key("retry-after"));
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    assert!(
+        gw.metric(
+            "hookgate_rejections_total",
+            &[("cause", "store_unavailable")]
+        ) >= Some(1.0),
+        "{}",
+        gw.api().metrics_text()
+    );
+    gw.kill();
+    let mut gw = Gateway::builder()
+        .server("ack_deadline_ms = 1000")
+        .config(&config())
+        .data_dir(gw.data_dir())
+        .start();
+    let (status, seq) = gw.api().post("p", &headers, body).ack();
+    assert!(status == "accepted" || status == "duplicate", "{status}");
+    let stored: Vec<u64> = gw
+        .all_events(None)
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(stored, [seq], "stored once");
+    gw.kill();
+}

@@ -142,7 +142,7 @@ fn fail_an_fsync(reload_first: bool) {
         "the gateway exited {status:?} after a failed fsync"
     );
     assert!(
-        gw.logs().contains("fdatasync"),
+        gw.logs().contains("fdatasync of the store's log failed"),
         "the log does not name the failed fsync; stderr:\n{}",
         gw.logs()
     );

@@ -198,6 +198,7 @@ impl GatewayBuilder {
             start_timeout: self.start_timeout.unwrap_or(START_TIMEOUT),
             child: None,
             logs: Arc::new(Mutex::new(String::new())),
+            drained: Mutex::new(None),
             api: Api::unconnected(),
         };
         gateway.spawn();
@@ -215,6 +216,8 @@ pub struct Gateway {
     start_timeout: Duration,
     child: Option<Child>,
     logs: Arc<Mutex<String>>,
+    /// Disconnected once the thread reading the child's stderr has read it all.
+    drained: Mutex<Option<mpsc::Receiver<()>>>,
     api: Api,
 }
 
@@ -281,11 +284,21 @@ impl Gateway {
         }
     }
 
-    /// SIGKILL, then reap the process.
+    /// SIGKILL, then reap the process (and read the last of its log).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        self.wait_drained();
+    }
+
+    /// Waits (at most 2 s: a child of the process may hold its stderr) until the lines the
+    /// process wrote before it ended are in [`Gateway::logs`].
+    fn wait_drained(&mut self) {
+        let drained = self.drained.get_mut().expect("drained lock").take();
+        if let Some(drained) = drained {
+            let _ = drained.recv_timeout(Duration::from_secs(2));
         }
     }
 
@@ -301,6 +314,7 @@ impl Gateway {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = child.try_wait().expect("try_wait") {
+                self.wait_drained();
                 return status;
             }
             if Instant::now() > deadline {
@@ -359,7 +373,10 @@ impl Gateway {
         let stderr = child.stderr.take().expect("piped stderr");
         let (tx, rx) = mpsc::channel();
         let logs = Arc::clone(&self.logs);
+        let (drained_tx, drained) = mpsc::channel::<()>();
+        *self.drained.get_mut().expect("drained lock") = Some(drained);
         std::thread::spawn(move || {
+            let _drained = drained_tx;
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).split(b'\n') {
                 let Ok(line) = line else { break };
