@@ -343,6 +343,7 @@ fn forwarding_headers_count_only_from_trusted_proxies() {
         spoofed.status, 401,
         "an untrusted peer cannot claim an address"
     );
+    assert_eq!(rejections(&gw, "address_not_allowed"), 2.0);
     // A proxy that writes X-Forwarded-For passes a client's own `Forwarded` on: not read (it
     // was, and named any address the client liked).
     let rfc7239 = [("Forwarded", "for=\"203.0.113.20:5555\";proto=https")];

@@ -216,11 +216,18 @@ fn a_reload_of_the_delivering_gateway_never_delivers_twice_at_once() {
     }
     // Five reloads of whichever gateway delivers, each with another timeout for the destination:
     // the forwarders restart.
-    for round in 0..5 {
+    let (mut reloads, started) = (0, Instant::now());
+    while reloads < 5 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{reloads} reloads"
+        );
         let Some(deliverer) = holder(&nodes, delivering_here).map(|i| nodes[i]) else {
             std::thread::sleep(LEASE / 4);
             continue;
         };
+        let round = reloads;
+        reloads += 1;
         let text = std::fs::read_to_string(deliverer.config_path()).unwrap();
         let timeout = format!("timeout = \"{}s\"", round + 2);
         let lines: Vec<&str> = text
@@ -246,6 +253,12 @@ fn a_reload_of_the_delivering_gateway_never_delivers_twice_at_once() {
             .is_some_and(|line| line.contains("destinations_restarted=true")));
         std::thread::sleep(LEASE / 2);
     }
+    // The reloads came while deliveries went on.
+    assert!(
+        downstream.calls() < EVENTS,
+        "{} delivered",
+        downstream.calls()
+    );
     wait_until(Duration::from_secs(60), "every event delivered", || {
         downstream.calls() >= EVENTS
             && nodes.iter().any(|gw| {

@@ -776,6 +776,31 @@ fn alert_posted_once_when_the_destination_starts_probing() {
     );
 }
 
+/// A sender's retry of an event (a duplicate) is not delivered again: the original is sent
+/// once, and an event stored after it is delivered (so the retry had its chance to be sent).
+#[test]
+fn a_sender_s_retry_is_not_delivered_twice() {
+    let stub = Stub::start(|_| (200, "text/plain", Vec::new()));
+    let gw = Gateway::start(&config(&stub.url, ""));
+    let (status, original) = gw.post("p", &[], &body(1)).ack();
+    assert_eq!(status, "accepted");
+    wait_until(Duration::from_secs(10), "the original delivered", || {
+        stub.calls() == 1
+    });
+    for _ in 0..3 {
+        assert_eq!(
+            gw.post("p", &[], &body(1)).ack(),
+            ("duplicate".to_string(), original)
+        );
+    }
+    let (_, after) = gw.post("p", &[], &body(2)).ack();
+    wait_until(Duration::from_secs(10), "the next event delivered", || {
+        stub.requests().iter().any(|r| seq_header(r) == after)
+    });
+    let sent: Vec<u64> = stub.requests().iter().map(seq_header).collect();
+    assert_eq!(sent, [original, after]);
+}
+
 #[test]
 fn sigkill_mid_delivery_delivers_everything_at_least_once_in_order() {
     let stub = Stub::start(|_| {

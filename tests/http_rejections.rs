@@ -136,6 +136,15 @@ fn chunked_body_over_max_is_413_and_under_max_is_stored() {
     let events = gw.all_events(None);
     assert_eq!(events.len(), 1);
     assert_eq!(common::event_body(&events[0]), b"hello, chunk");
+
+    // A chunk size that is no hex number: 400, nothing stored.
+    let mut conn = RawConn::post(gw.public_addr, "/hooks/open", &chunked);
+    conn.send(b"zz\r\nhello\r\n0\r\n\r\n");
+    let response = conn.read_response(Duration::from_secs(5), true);
+    assert_eq!(response.status, 400, "{response:?}");
+    assert_eq!(gw.all_events(None).len(), 1);
+    let cause = |cause| gw.metric("hookgate_rejections_total", &[("cause", cause)]);
+    assert_eq!(cause("payload_too_large"), Some(1.0));
 }
 
 #[test]

@@ -141,6 +141,9 @@ fn missing_headers_are_401() {
     assert_unauthorized(&gw.post("gh", &gh, body), "github without signature");
     assert_unauthorized(&gw.post("mac", &[], body), "hmac without signature");
     assert!(gw.all_events(None).is_empty());
+    // Counted by cause.
+    let missing = [("cause", "missing_header")];
+    assert_eq!(gw.metric("hookgate_rejections_total", &missing), Some(5.0));
 }
 
 #[test]
@@ -170,6 +173,9 @@ fn timestamps_outside_tolerance_are_401() {
         &gw.post("std", &not_a_number, body),
         "timestamp not a number",
     );
+    let cause = |cause| gw.metric("hookgate_rejections_total", &[("cause", cause)]);
+    assert_eq!(cause("stale_timestamp"), Some(2.0));
+    assert_eq!(cause("malformed_header"), Some(1.0));
     let recent = sign::standard_headers_at(&whsec, "msg_recent", now - 200, body);
     assert_eq!(gw.post("std", &recent, body).ack().0, "accepted");
     let soon = sign::standard_headers_at(&whsec, "msg_soon", now + 200, body);
