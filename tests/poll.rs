@@ -378,6 +378,41 @@ fn a_page_of_thousands_of_items_moves_the_cursor() {
     assert!(stored(&gw).values().all(|(n, _)| *n == 1));
 }
 
+/// A page over `max_page_bytes` fails its rounds as `page_too_large`, named; raised, the page is
+/// read (the 32 MiB bound was fixed: a backlog of an API with no page size was never read).
+#[test]
+fn a_page_over_max_page_bytes_is_named_and_read_once_it_is_raised() {
+    let vendor = Stub::start(|_| {
+        let pad = "x".repeat(2 << 20);
+        let page = json!({"data": [{"id": 1, "pad": pad}]});
+        (200, "application/json", page.to_string().into_bytes())
+    });
+    let sync = |most: u32| {
+        format!(
+            "[provider.sync]\nurl = \"{}/actions\"\ncursor_param = \"after\"\nitems = \"/data\"\nitem_id = \"/id\"\ninterval = \"200ms\"\nstart_cursor = 0\nmax_page_bytes = {most}\n",
+            vendor.url
+        )
+    };
+    let mut gw = Gateway::start(&provider("feed", "none", &[], &sync(1 << 20)));
+    let feed = [("provider", "feed"), ("kind", "page_too_large")];
+    wait_until(Duration::from_secs(10), "a page too large", || {
+        gw.metric("hookgate_poll_errors_total", &feed) >= Some(1.0)
+    });
+    let status = gw.admin_json("/v1/providers/feed/sync");
+    assert!(
+        status["last_error"].to_string().contains("max_page_bytes"),
+        "{status}"
+    );
+    assert!(gw.all_events(Some("feed")).is_empty());
+    let config = std::fs::read_to_string(gw.config_path()).unwrap();
+    let raised = config.replace("max_page_bytes = 1048576", "max_page_bytes = 4194304");
+    std::fs::write(gw.config_path(), raised).unwrap();
+    gw.restart();
+    wait_until(Duration::from_secs(10), "the page read", || {
+        gw.all_events(Some("feed")).len() == 1
+    });
+}
+
 /// Gives `gw`'s `alcmeon` provider the sync API of `vendor` (the preset with `sync`'s lines),
 /// and restarts it.
 fn add_sync_and_restart(gw: &mut Gateway, vendor: &Vendor, sync: &str) {

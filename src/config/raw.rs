@@ -193,6 +193,8 @@ pub struct RawSync {
     pub start_cursor: Option<toml::Value>,
     /// Pages fetched at most per round (default 10).
     pub max_pages_per_round: Option<u32>,
+    /// The largest page read (default 32 MiB, at most 1 GiB).
+    pub max_page_bytes: Option<u64>,
     /// `[provider.sync.auth]` (default: none).
     pub auth: Option<RawSyncAuth>,
 }

@@ -32,6 +32,8 @@ pub struct SyncConfig {
     /// The first round's cursor; `None`: after the highest event id received so far.
     pub start_cursor: Option<String>,
     pub max_pages_per_round: u32,
+    /// The largest page read: an API with no page size answers a whole backlog in one.
+    pub max_page_bytes: usize,
     pub auth: SyncAuth,
 }
 
@@ -213,6 +215,13 @@ fn build(raw: RawSync, errors: &mut Vec<String>, resolve: &mut Resolve<'_>) -> O
     if max_pages_per_round == 0 {
         errors.push("max_pages_per_round must be at least 1".into());
     }
+    const MAX_PAGE_BYTES: u64 = 1 << 30;
+    let max_page_bytes = raw.max_page_bytes.unwrap_or(32 << 20);
+    if !(1..=MAX_PAGE_BYTES).contains(&max_page_bytes) {
+        errors.push(format!(
+            "max_page_bytes must be between 1 and {MAX_PAGE_BYTES} (1 GiB)"
+        ));
+    }
     let auth = auth(raw.auth, preset.map(|p| p.auth), errors, resolve);
     Some(SyncConfig {
         url: url?,
@@ -225,6 +234,7 @@ fn build(raw: RawSync, errors: &mut Vec<String>, resolve: &mut Resolve<'_>) -> O
         next: next?,
         start_cursor,
         max_pages_per_round,
+        max_page_bytes: usize::try_from(max_page_bytes.min(MAX_PAGE_BYTES)).unwrap_or(usize::MAX),
         auth: auth?,
     })
 }

@@ -334,6 +334,7 @@ mod tests {
             next,
             start_cursor: None,
             max_pages_per_round: 10,
+            max_page_bytes: 32 << 20,
             auth: SyncAuth::None,
         }
     }

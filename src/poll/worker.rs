@@ -20,8 +20,6 @@ use crate::metrics::{PollErrorLabels, ProviderLabels};
 use crate::response_body::read_at_most;
 use crate::store::{Committed, NewEvent, StoreError};
 
-/// A page larger than this is refused (and retried later).
-const MAX_PAGE_BYTES: usize = 32 * 1024 * 1024;
 /// Items of a page committed at once (the committer batches them).
 const COMMIT_CHUNK: usize = 1_000;
 /// How long an item may wait for the committer.
@@ -410,19 +408,20 @@ async fn fetch(poller: &Poller, url: url::Url) -> Result<(Bytes, Option<String>)
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        return Ok((read_body(response).await?, content_type));
+        let most = poller.config.max_page_bytes;
+        return Ok((read_body(response, most).await?, content_type));
     }
 }
 
-/// The body, bounded.
-async fn read_body(response: reqwest::Response) -> Result<Bytes, Failure> {
-    let body = read_at_most(response, MAX_PAGE_BYTES)
+/// The body, at most `most` bytes.
+async fn read_body(response: reqwest::Response, most: usize) -> Result<Bytes, Failure> {
+    let body = read_at_most(response, most)
         .await
         .map_err(|err| Failure::new("transport", describe(err)))?;
     if !body.whole {
         return Err(Failure::new(
-            "malformed",
-            format!("page larger than {MAX_PAGE_BYTES} bytes"),
+            "page_too_large",
+            format!("page larger than {most} bytes: set page_size if the API takes one, or raise max_page_bytes"),
         ));
     }
     Ok(body.bytes)
