@@ -334,3 +334,39 @@ fn large_bodies_never_make_sled_write_a_blob_file() {
         .collect();
     assert!(blobs.is_empty(), "sled wrote blob files: {blobs:?}");
 }
+
+/// A request pipelined behind one whose commit is in flight at SIGTERM is not acknowledged (the
+/// connection is closed after the answer in flight, or it gets 503) and not stored; the one in
+/// flight is answered 200 and kept.
+#[test]
+fn a_request_after_sigterm_is_not_acked_and_the_one_in_flight_is_kept() {
+    let mut gw = Gateway::builder()
+        .config(&id_provider())
+        .env("HOOKGATE_TEST_SLOW_FSYNC_MS", "1500")
+        .start();
+    let request = |id: &str| {
+        let headers = sign::headers(&[("X-Id", id), ("Content-Length", "2")]);
+        let mut bytes = common::raw::post_head("/hooks/p", gw.public_addr, &headers);
+        bytes.extend_from_slice(b"{}");
+        bytes
+    };
+    let mut conn = common::raw::RawConn::connect(gw.public_addr);
+    assert!(conn.send(&[request("in-flight"), request("late")].concat()));
+    std::thread::sleep(Duration::from_millis(300));
+    gw.signal(Signal::SIGTERM);
+    let in_flight = conn.read_response(Duration::from_secs(10), false);
+    assert_eq!(in_flight.status, 200, "{in_flight:?}");
+    let late = conn.read_response(Duration::from_secs(10), true);
+    assert!(
+        (late.closed && late.status == 0) || late.status == 503,
+        "{late:?}"
+    );
+    assert_eq!(gw.wait_exit(Duration::from_secs(20)).code(), Some(0));
+    gw.restart();
+    let ids: Vec<String> = gw
+        .all_events(None)
+        .iter()
+        .map(|e| e["event_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, ["in-flight"]);
+}
