@@ -115,7 +115,16 @@ impl Gateway {
         if let Some(peers) = &self.peers {
             peers.reloaded(&config);
         }
-        let limits = if config.limits == old.config.limits {
+        // The buckets go on unless a rate changed (any `[limits]` change emptied them: a
+        // client at its rate, guessing client secrets, got a fresh burst at each reload).
+        let rates = |limits: &crate::config::LimitsConfig| {
+            (
+                limits.per_address,
+                limits.per_provider,
+                limits.oauth_token_per_address,
+            )
+        };
+        let limits = if rates(&config.limits) == rates(&old.config.limits) {
             old.limits.clone()
         } else {
             Limits::start(&config.limits)
@@ -158,7 +167,8 @@ fn keep_started_settings(new: &mut Config, running: &Config) -> Vec<&'static str
         // Bodies use the new value at once; the HTTP layer's wait for a request's headers keeps
         // the one it started with, and so does its wait for requests in flight at a stop.
         kept.push("[server] body_timeout_ms (for request headers and the drain at a stop only)");
-    } else if new.server.ack_deadline != running.server.ack_deadline {
+    }
+    if new.server.ack_deadline != running.server.ack_deadline {
         // Requests use the new deadline at once; the drain at a stop, sized from it, does not.
         kept.push("[server] ack_deadline_ms (for the drain at a stop only)");
     }
@@ -292,6 +302,9 @@ mod tests {
             let mut new = config(server, "", "");
             assert_eq!(keep_started_settings(&mut new, &running), [named]);
         }
+        // Both changed: both named (only the first was).
+        let mut new = config("ack_deadline_ms = 20000\nbody_timeout_ms = 20000", "", "");
+        assert_eq!(keep_started_settings(&mut new, &running).len(), 2);
     }
 
     #[test]

@@ -112,6 +112,21 @@ fn the_token_endpoint_is_rate_limited_per_address() {
         "one token every 20 s: Retry-After {wait}"
     );
     assert_eq!(rejections(&gw, "rate_limited_oauth_token"), 1.0);
+    // A reload that changes another [limits] setting keeps the buckets (it emptied them: a
+    // fresh burst of guesses at each reload).
+    let config = std::fs::read_to_string(gw.config_path()).unwrap();
+    let config = config.replace(
+        "oauth_token_per_address_per_min = 3",
+        "oauth_token_per_address_per_min = 3\nrejection_logs_per_s = 7",
+    );
+    std::fs::write(gw.config_path(), config).unwrap();
+    let before = gw.logs().matches("Config reloaded.").count();
+    gw.signal(nix::sys::signal::Signal::SIGHUP);
+    common::wait_until(Duration::from_secs(10), "the reload", || {
+        gw.logs().matches("Config reloaded.").count() > before
+    });
+    let reply = conn.exchange("/oauth/token", &headers, form);
+    assert_eq!(reply.status, 429, "{}", reply.text());
 
     // With the route's own limit off, the limit of every public route still holds (it did not).
     let gw = gateway(

@@ -55,6 +55,7 @@ fn full_disk_answers_503_and_loses_no_ack() {
     let mut gw = Gateway::builder()
         .server(&format!("max_body_bytes = {}", 256 * 1024))
         .config(&provider("p", "none", &[], "event_id = \"header:X-Id\""))
+        .config("\n[store]\ncheckpoint_mb = 1\n")
         .wrapper(in_small_tmpfs)
         .start();
 
@@ -97,6 +98,20 @@ fn full_disk_answers_503_and_loses_no_ack() {
         acked.len()
     );
     assert!(gw.is_running(), "the gateway exited on a full disk");
+    // Refused bodies are not written: they bring no checkpoint closer (senders retrying into
+    // a full disk made checkpoints come due, whose reopening of sled could fail there).
+    let checkpoints = gw.metric("hookgate_store_checkpoints_total", &[]);
+    for i in 0..20 {
+        let id = format!("retry-{i}");
+        let body = common::pseudo_random_bytes(BODY_SIZE, 1000 + i);
+        let reply = gw.post("p", &sign::headers(&[("X-Id", &id)]), &body);
+        assert_eq!(reply.status, 503, "{id}");
+    }
+    assert_eq!(
+        gw.metric("hookgate_store_checkpoints_total", &[]),
+        checkpoints
+    );
+    assert!(gw.is_running(), "the gateway exited on a full disk");
     // Counted as refusals, their lines sampled (a line a request flooded the log).
     assert!(
         gw.metric(
@@ -112,6 +127,8 @@ fn full_disk_answers_503_and_loses_no_ack() {
         gw.logs()
     );
     assert_eq!(gw.request("GET", "/healthz", b"").status, 200);
+    // Alive, but not ready: a load balancer sends the webhooks elsewhere.
+    assert_eq!(gw.request("GET", "/readyz", b"").status, 503);
 
     let events = gw.all_events(Some("p"));
     for (id, seq, n) in &acked {

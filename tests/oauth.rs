@@ -141,6 +141,10 @@ fn token_endpoint_errors() {
         .send()
         .unwrap();
     assert_eq!(reply.json::<Value>().unwrap()["error"], "invalid_scope");
+    // A token request over its 16 KiB: 413, the connection closed, as on /hooks (it was 400
+    // `invalid_request`, and the rest of the body was read and thrown away).
+    let reply = http.post(&url).body(vec![b'a'; 64 * 1024]).send().unwrap();
+    assert_eq!(reply.status(), 413);
 }
 
 #[test]

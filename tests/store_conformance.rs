@@ -1409,6 +1409,10 @@ impl Backend for WithServer {
         self.store.last_seq_now().await
     }
 
+    async fn ready(&self, within: Duration) -> bool {
+        self.store.ready(within).await
+    }
+
     async fn set_sync_cursor(&self, provider: &str, value: Vec<u8>) -> Result<(), StoreError> {
         self.store.set_sync_cursor(provider, value).await
     }

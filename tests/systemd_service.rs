@@ -153,8 +153,10 @@ fn no_watchdog_ping_once_the_committer_is_wedged() {
             None => break,
         }
     }
-    // The process itself still runs and answers: only the watchdog can tell.
+    // The process itself still runs and answers: only the watchdog can tell; a load balancer
+    // is told it cannot take webhooks (readyz answered "ready").
     assert_eq!(gw.request("GET", "/healthz", b"").status, 200);
+    assert_eq!(gw.request("GET", "/readyz", b"").status, 503);
     let logs = gw.logs();
     assert!(
         logs.contains("Not pinging the systemd watchdog")
@@ -184,6 +186,9 @@ fn the_watchdog_is_pinged_while_the_nats_servers_are_away() {
     let body = b"{}";
     let reply = gw.post("gh", &sign::github_headers("s", "d-1", body), body);
     assert_eq!(reply.status, 503, "{}", reply.text());
+    // Not ready, so that a load balancer sends the webhooks to another gateway (it answered
+    // "ready" for as long as the servers were away).
+    assert_eq!(gw.request("GET", "/readyz", b"").status, 503);
     // 3 s: more than 7 watchdog intervals.
     let deadline = Instant::now() + Duration::from_secs(3);
     while Instant::now() < deadline {

@@ -134,6 +134,33 @@ fn the_per_address_cap_holds_before_the_tls_handshake() {
     );
 }
 
+/// 256 connections that never start a TLS handshake do not hold up another sender: actix-tls
+/// took no connection on a worker with 256 handshakes under way, so every sender's connection
+/// waited, unread, until those timed out (3 s, again and again).
+#[test]
+fn silent_handshakes_do_not_hold_up_other_senders() {
+    let dir = tempfile::tempdir().unwrap();
+    let der = write_certificate(dir.path());
+    let gw = Gateway::builder()
+        .server(&format!(
+            "workers = 1\ntls_cert = {}\ntls_key = {}",
+            common::toml_str(&dir.path().join("cert.pem").to_string_lossy()),
+            common::toml_str(&dir.path().join("key.pem").to_string_lossy())
+        ))
+        .config(&provider("open", "none", &[], ""))
+        .start();
+    let attacker: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    let _silent: Vec<RawConn> = (0..256)
+        .map(|_| RawConn::connect_from(gw.public_addr, attacker))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    let (status, _) = post(&client(&der, reqwest::tls::Version::TLS_1_3), &gw, "{}");
+    assert_eq!(status, 200);
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(1), "{took:?}");
+}
+
 #[test]
 fn a_key_that_is_not_the_certificates_is_refused() {
     let dir = tempfile::tempdir().unwrap();

@@ -70,11 +70,23 @@ pub async fn token(
         timeout,
         &mut lease,
     );
-    let result = match body.await {
-        Ok(body) => grant(&request, &body, &live),
-        Err(_) => Err(TokenError::InvalidRequest),
+    let body = match body.await {
+        Ok(body) => body,
+        // As on `/hooks`: 503 + `Retry-After` while the body budget is spent (it was 400
+        // `invalid_request`, final for a client), 413 or 408 for a body too large or too slow,
+        // the connection closed (it was kept, the rest of the body read and thrown away).
+        Err(error) => {
+            let refused = Refused {
+                cause: "oauth_token_refused",
+                provider: None,
+                client,
+                level: Level::Warn,
+            };
+            state.rejections.record(refused, &error);
+            return actix_web::ResponseError::error_response(&error);
+        }
     };
-    match result {
+    match grant(&request, &body, &live) {
         Ok(grant) => HttpResponse::Ok()
             .insert_header((header::CACHE_CONTROL, "no-store"))
             .insert_header((header::PRAGMA, "no-cache"))

@@ -7,7 +7,7 @@
 //! line sampled (`rejections.rs`).
 
 use std::net::IpAddr;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use actix_web::http::header::{HeaderMap, CONTENT_TYPE};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -361,11 +361,17 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().body("ok")
 }
 
+/// Ready to take webhooks: not draining, and the store can store events now (a sled committer
+/// wedged in an fsync, a full disk, or JetStream out of reach answered "ready" while every
+/// webhook got 503).
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    const READY_WITHIN: Duration = Duration::from_secs(1);
     if state.is_draining() {
         HttpResponse::ServiceUnavailable().body("draining")
     } else if !state.store.is_open() {
         HttpResponse::ServiceUnavailable().body("store closed")
+    } else if !state.store.ready(READY_WITHIN).await {
+        HttpResponse::ServiceUnavailable().body("store not ready")
     } else {
         HttpResponse::Ok().body("ready")
     }

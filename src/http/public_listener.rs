@@ -64,6 +64,11 @@ pub fn public_server(state: web::Data<AppState>, listener: TcpListener) -> std::
             admit(state.clone()).and_then(http.serve::<Guarded<TcpStream>>(state.clone()))
         })?,
         Some(certificate) => {
+            // actix-tls holds at most 256 handshakes a worker, and while that many are under
+            // way the worker took no connection at all: 256 sockets that never said hello held
+            // every sender's connection unread until they timed out. The connection caps above
+            // bound handshakes instead (read by each worker thread as it starts).
+            actix_tls::accept::max_concurrent_tls_connect(open_files::connection_room());
             let tls = super::tls::server_config(certificate);
             builder.listen("hookgate-public", listener, move || {
                 let mut acceptor = Acceptor::new(tls.clone());

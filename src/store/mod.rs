@@ -175,6 +175,11 @@ pub trait Backend: Send + Sync + 'static {
     /// disk still answers: it is not a reason to restart.
     async fn ping(&self, within: Duration) -> Result<(), StoreError>;
 
+    /// Whether the backend can store events now, answered within `within`: the readiness a
+    /// load balancer asks for (`/readyz`). Not [`Backend::ping`]: a full disk, or JetStream out
+    /// of reach, is no reason to restart, but one to send the traffic elsewhere.
+    async fn ready(&self, within: Duration) -> bool;
+
     /// Resolves when the store stopped accepting without being closed (for one caller: the
     /// process supervisor). Nothing can be stored any more.
     async fn failed(&self);

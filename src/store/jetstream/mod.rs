@@ -543,6 +543,13 @@ impl Backend for JetStreamStore {
         Ok(())
     }
 
+    async fn ready(&self, within: Duration) -> bool {
+        self.check_open().is_ok()
+            && self.check_not_went_back().is_ok()
+            && self.client.connection_state() == async_nats::connection::State::Connected
+            && self.ping(within).await.is_ok()
+    }
+
     /// A NATS connection that drops is not a failure: commits answer 503 until the client
     /// reconnects on its own. A stream that went back is (`went_back.rs`).
     async fn failed(&self) {

@@ -147,6 +147,8 @@ pub struct Committer {
     pub mark_moves: Arc<MarkMoves>,
     /// Tears a batch (tests only: `torn_batch::TEAR_ENV`).
     pub tear: TearHook,
+    /// The last batch of events was refused for a full disk (readiness: `SledStore::ready`).
+    pub disk_full: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// What the committer did since its last batch, for the slow-commit log (`slow_commit.rs`).
@@ -256,24 +258,21 @@ impl Committer {
             let taking = Instant::now();
             let batch = take_gathered(first, &mut queue, &mut signals, delay, before);
             self.between.gather = taking.elapsed();
-            let logged: usize = batch
-                .iter()
-                .map(|pending| pending.work.logged_bytes())
-                .sum();
             before = batch.len();
             if signals.fail.is_some() {
                 continue;
             }
-            let committed = self.commit(batch).and_then(|()| {
+            let committed = self.commit(batch).and_then(|logged| {
                 // Between batches, a step of sealing recent dedup keys into a run.
                 if self.runs.wants_step() {
                     self.runs_step()?;
                 }
-                Ok(())
+                Ok(logged)
             });
-            if let Err(err) = committed {
-                return stop_unsure(&err);
-            }
+            let logged = match committed {
+                Ok(logged) => logged,
+                Err(err) => return stop_unsure(&err),
+            };
             self.since_checkpoint += logged as u64;
             if signals.pause.is_none() && self.reopen.due(self.since_checkpoint) {
                 let Some(reopened) = self.checkpointed(&mut queue, &mut signals) else {
@@ -308,7 +307,11 @@ impl Committer {
 
     /// Applies and syncs one batch and answers it. `Err`: an fsync failed, and the committer
     /// must stop (see `durable.rs`).
-    pub fn commit(&mut self, batch: Vec<Pending>) -> Result<(), StoreError> {
+    /// Applies a batch (answering each request), and returns the bytes it wrote towards
+    /// `checkpoint_mb`: none for requests answered late or refused for a full disk (counted,
+    /// senders retrying into a full disk made checkpoints come due, whose reopening of sled
+    /// could fail there and stop the gateway).
+    pub fn commit(&mut self, batch: Vec<Pending>) -> Result<usize, StoreError> {
         // Most batches hold no expiry: moving every request into new vectors took ~1.6 % of
         // hookgate's CPU at 64 connections (`benches/profile.sh` on efabcc0).
         let expires = |p: &Pending| matches!(p.work, Work::ExpireDedup(_));
@@ -339,18 +342,27 @@ impl Committer {
         }
         let live = answer_late(batch);
         if live.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
 
         let bytes: usize = live.iter().map(|p| p.work.bytes()).sum();
         let events = live.iter().any(|p| matches!(p.work, Work::Event(_)));
         if let Err(free) = self.durability.room_for(bytes as u64, events) {
             tracing::error!(free, batch = live.len(), "The disk is full; answering 503.");
+            if events {
+                self.disk_full
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+            }
             for pending in live {
                 let _ = pending.reply.send(Err(StoreError::DiskFull { free }));
             }
-            return Ok(());
+            return Ok(0);
         }
+        if events {
+            self.disk_full
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+        }
+        let logged: usize = live.iter().map(|p| p.work.logged_bytes()).sum();
         let started = Instant::now();
         let oldest = live.iter().map(|p| p.submitted).min().unwrap_or(started);
         let between = std::mem::take(&mut self.between);
@@ -427,7 +439,7 @@ impl Committer {
                 }
             }
         }
-        Ok(())
+        Ok(logged)
     }
 
     /// A step of the runs' own work (`runs/`), timed for the slow-commit log.

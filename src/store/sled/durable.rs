@@ -177,6 +177,12 @@ impl Durability {
             slow_fsync,
         } = self;
         let started = Instant::now();
+        // sled's drop flushes what it holds (a dedup run's step written after the last commit)
+        // but only logs a failure, and the reopened sled has a clean error state: a failed
+        // write here went unnoticed while the committer went on acknowledging. Flushed and
+        // synced first, a failure stops the committer (fail-stop).
+        db.flush()?;
+        log.sync_data()?;
         drop(db);
         let closed = Instant::now();
         let db = open()?;

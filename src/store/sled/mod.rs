@@ -234,6 +234,8 @@ pub struct SledStore {
     reads: Arc<ReadsSinceOpen>,
     /// The committer's transactions that may move marks, for readers of marks.
     mark_moves: Arc<MarkMoves>,
+    /// The last batch of events was refused for a full disk.
+    disk_full: Arc<AtomicBool>,
 }
 
 impl SledStore {
@@ -488,6 +490,11 @@ impl Backend for SledStore {
             Ok(_) | Err(StoreError::DiskFull { .. }) => Ok(()),
             Err(err) => Err(err),
         }
+    }
+
+    async fn ready(&self, within: Duration) -> bool {
+        !self.disk_full.load(std::sync::atomic::Ordering::Relaxed)
+            && self.submit(Work::Writes(Vec::new()), within).await.is_ok()
     }
 
     async fn failed(&self) {

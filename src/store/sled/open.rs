@@ -246,6 +246,7 @@ impl SledStore {
         let compacting = Arc::new(AtomicBool::new(false));
         let reads = Arc::new(ReadsSinceOpen::new(config.recent_read_seqs));
         let mark_moves = Arc::new(MarkMoves::default());
+        let disk_full = Arc::new(AtomicBool::new(false));
         let open = open_pack(&trees, max_value, &sled_dir)?;
         let mut committer = Committer {
             trees,
@@ -280,6 +281,7 @@ impl SledStore {
             between: committer::Between::default(),
             mark_moves: mark_moves.clone(),
             tear: torn_batch::TearHook::from_env(),
+            disk_full: disk_full.clone(),
         };
         // Events acknowledged from the journal while sled was closed, before a crash or a stop.
         let journal_events = committer.apply_journal(journaled)?;
@@ -322,6 +324,7 @@ impl SledStore {
             max_value,
             reads,
             mark_moves,
+            disk_full,
         })
     }
 }
