@@ -147,8 +147,9 @@ pub struct Committer {
     pub mark_moves: Arc<MarkMoves>,
     /// Tears a batch (tests only: `torn_batch::TEAR_ENV`).
     pub tear: TearHook,
-    /// The last batch of events was refused for a full disk (readiness: `SledStore::ready`).
-    pub disk_full: Arc<std::sync::atomic::AtomicBool>,
+    /// The bytes of the last batch of events, if it was refused for a full disk (0: it was
+    /// not; readiness: `SledStore::ready`).
+    pub disk_full: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// What the committer did since its last batch, for the slow-commit log (`slow_commit.rs`).
@@ -350,8 +351,9 @@ impl Committer {
         if let Err(free) = self.durability.room_for(bytes as u64, events) {
             tracing::error!(free, batch = live.len(), "The disk is full; answering 503.");
             if events {
+                let refused = (bytes as u64).max(1);
                 self.disk_full
-                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                    .store(refused, std::sync::atomic::Ordering::Relaxed);
             }
             for pending in live {
                 let _ = pending.reply.send(Err(StoreError::DiskFull { free }));
@@ -360,7 +362,7 @@ impl Committer {
         }
         if events {
             self.disk_full
-                .store(false, std::sync::atomic::Ordering::Relaxed);
+                .store(0, std::sync::atomic::Ordering::Relaxed);
         }
         let logged: usize = live.iter().map(|p| p.work.logged_bytes()).sum();
         let started = Instant::now();

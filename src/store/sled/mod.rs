@@ -234,8 +234,8 @@ pub struct SledStore {
     reads: Arc<ReadsSinceOpen>,
     /// The committer's transactions that may move marks, for readers of marks.
     mark_moves: Arc<MarkMoves>,
-    /// The last batch of events was refused for a full disk.
-    disk_full: Arc<AtomicBool>,
+    /// The bytes of the last batch of events, if a full disk refused it (0: it did not).
+    disk_full: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl SledStore {
@@ -493,8 +493,18 @@ impl Backend for SledStore {
     }
 
     async fn ready(&self, within: Duration) -> bool {
-        !self.disk_full.load(std::sync::atomic::Ordering::Relaxed)
-            && self.submit(Work::Writes(Vec::new()), within).await.is_ok()
+        use std::sync::atomic::Ordering::Relaxed;
+        // Refused for a full disk, until there is room for what was refused: waiting for a
+        // batch to be taken, a balancer that sends none while this says "not ready" never saw
+        // it ready again.
+        let refused = self.disk_full.load(Relaxed);
+        if refused > 0 {
+            if durable::room_for(&self.dir, refused, true).is_err() {
+                return false;
+            }
+            self.disk_full.store(0, Relaxed);
+        }
+        self.submit(Work::Writes(Vec::new()), within).await.is_ok()
     }
 
     async fn failed(&self) {

@@ -246,7 +246,7 @@ impl SledStore {
         let compacting = Arc::new(AtomicBool::new(false));
         let reads = Arc::new(ReadsSinceOpen::new(config.recent_read_seqs));
         let mark_moves = Arc::new(MarkMoves::default());
-        let disk_full = Arc::new(AtomicBool::new(false));
+        let disk_full = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let open = open_pack(&trees, max_value, &sled_dir)?;
         let mut committer = Committer {
             trees,
