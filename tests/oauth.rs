@@ -145,6 +145,8 @@ fn token_endpoint_errors() {
     // `invalid_request`, and the rest of the body was read and thrown away).
     let reply = http.post(&url).body(vec![b'a'; 64 * 1024]).send().unwrap();
     assert_eq!(reply.status(), 413);
+    let cause = [("cause", "payload_too_large")];
+    assert_eq!(gw.metric("hookgate_rejections_total", &cause), Some(1.0));
 }
 
 #[test]

@@ -156,3 +156,30 @@ fn a_commit_not_durable_by_the_deadline_is_503_and_the_retry_stores_it_once() {
     assert_eq!(stored, [seq], "stored once");
     gw.kill();
 }
+
+/// A slow disk (each fdatasync 1.5 s, under the ack deadline) keeps the gateway ready: webhooks
+/// are acknowledged, so a load balancer must not drop it (a readiness probe that went through
+/// the committer said "not ready" whenever a commit took a second, each probe an fsync too).
+#[test]
+fn a_slow_disk_within_the_ack_deadline_is_still_ready() {
+    let gw = Gateway::builder()
+        .config(&config())
+        .env(SLOW_FSYNC_ENV, "1500")
+        .start();
+    let commits = || gw.metric("hookgate_commits_total", &[]);
+    let before = commits();
+    std::thread::scope(|s| {
+        let posting = s.spawn(|| post(&gw, "slow-1"));
+        std::thread::sleep(Duration::from_millis(300));
+        for _ in 0..5 {
+            assert_eq!(gw.request("GET", "/readyz", b"").status, 200);
+        }
+        posting.join().unwrap();
+    });
+    // The probes committed nothing.
+    assert!(
+        commits() <= before.map(|n| n + 1.0),
+        "{before:?} -> {:?}",
+        commits()
+    );
+}

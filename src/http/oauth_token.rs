@@ -77,10 +77,10 @@ pub async fn token(
         // the connection closed (it was kept, the rest of the body read and thrown away).
         Err(error) => {
             let refused = Refused {
-                cause: "oauth_token_refused",
+                cause: super::public::body_cause(error),
                 provider: None,
                 client,
-                level: Level::Warn,
+                level: Level::Info,
             };
             state.rejections.record(refused, &error);
             return actix_web::ResponseError::error_response(&error);

@@ -237,7 +237,7 @@ async fn accept(
 }
 
 /// The `cause` label of a body that could not be read.
-fn body_cause(error: ApiError) -> &'static str {
+pub(super) fn body_cause(error: ApiError) -> &'static str {
     match error {
         ApiError::PayloadTooLarge => "payload_too_large",
         ApiError::BodyTimeout => "body_timeout",

@@ -111,6 +111,7 @@ impl JetStreamStore {
         let last = stream.cached_info().state.last_sequence;
         let last_seq = Arc::new(watch::Sender::new(Seq(last)));
         let went_back = CancellationToken::new();
+        let stream_answers = Arc::new(AtomicBool::new(true));
         let slow_counted = metrics.commits_slow.clone();
         let store = JetStreamStore {
             client,
@@ -131,11 +132,13 @@ impl JetStreamStore {
             )),
             max_payload,
             went_back: went_back.clone(),
+            stream_answers: stream_answers.clone(),
             unreadable: Mutex::default(),
         };
         store.move_outputs_back_to_the_end().await?;
         let follower = Arc::downgrade(&store.last_seq);
-        tokio::spawn(follow(store.stream.clone(), follower, went_back));
+        let stream = store.stream.clone();
+        tokio::spawn(follow(stream, follower, went_back, stream_answers));
         Ok(store)
     }
 
@@ -225,7 +228,7 @@ async fn set_up(
         // often as entries lapse; a takeover after a crash waits the longest.
         let max_age = match existing.map(|existing| existing.max_age) {
             Some(longer) if max_age != Duration::ZERO && longer > max_age => {
-                tracing::warn!(bucket = %name, entries_live = ?longer, lease_time = ?max_age, "The lease bucket's entries live longer than this gateway's lease_time asks (another gateway's lease_time is longer): kept, and a task of a gateway that died is taken over after that long. Once every gateway has the same lease_time, set the bucket's max_age to it (nats kv edit).");
+                tracing::warn!(bucket = %name, entries_live = ?longer, entries_live_here = ?max_age, "The lease bucket's entries live longer than this gateway's lease_time asks (two thirds of it; another gateway's lease_time is longer): kept, and a task of a gateway that died is taken over after that long. Once every gateway has the same lease_time, set the bucket's max_age to two thirds of it (nats kv edit).");
                 longer
             }
             _ => max_age,
@@ -321,6 +324,7 @@ async fn follow(
     stream: stream::Stream,
     last_seq: Weak<watch::Sender<Seq>>,
     went_back: CancellationToken,
+    answers: Arc<AtomicBool>,
 ) {
     let mut failing = false;
     let mut behind = false;
@@ -331,10 +335,15 @@ async fn follow(
         };
         // Read before the request: acks that come in while it is answered are past its answer.
         let seen = sender.borrow().0;
-        match stream.get_info().await {
+        let info = stream.get_info().await;
+        let from_a_leader = info
+            .as_ref()
+            .is_ok_and(|info| super::went_back::from_a_leader(info));
+        answers.store(from_a_leader, std::sync::atomic::Ordering::SeqCst);
+        match info {
             // A leaderless stream's members answer with their own state (nats-server), which
             // may lag what was acknowledged: neither followed nor compared.
-            Ok(info) if !super::went_back::from_a_leader(&info) => behind = false,
+            Ok(_) if !from_a_leader => behind = false,
             Ok(info) => {
                 failing = false;
                 let end = info.state.last_sequence;

@@ -147,9 +147,11 @@ pub struct Committer {
     pub mark_moves: Arc<MarkMoves>,
     /// Tears a batch (tests only: `torn_batch::TEAR_ENV`).
     pub tear: TearHook,
-    /// The bytes of the last batch of events, if it was refused for a full disk (0: it was
+    /// The bytes of the largest event of the last batch, if a full disk refused it (0: it did
     /// not; readiness: `SledStore::ready`).
     pub disk_full: Arc<std::sync::atomic::AtomicU64>,
+    /// When the batch under way began ([`busy_clock_ms`]; 0: none is; readiness).
+    pub busy_since: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// What the committer did since its last batch, for the slow-commit log (`slow_commit.rs`).
@@ -263,6 +265,8 @@ impl Committer {
             if signals.fail.is_some() {
                 continue;
             }
+            let busy = std::sync::atomic::Ordering::Relaxed;
+            self.busy_since.store(busy_clock_ms().max(1), busy);
             let committed = self.commit(batch).and_then(|logged| {
                 // Between batches, a step of sealing recent dedup keys into a run.
                 if self.runs.wants_step() {
@@ -270,6 +274,7 @@ impl Committer {
                 }
                 Ok(logged)
             });
+            self.busy_since.store(0, busy);
             let logged = match committed {
                 Ok(logged) => logged,
                 Err(err) => return stop_unsure(&err),
@@ -351,9 +356,11 @@ impl Committer {
         if let Err(free) = self.durability.room_for(bytes as u64, events) {
             tracing::error!(free, batch = live.len(), "The disk is full; answering 503.");
             if events {
-                let refused = (bytes as u64).max(1);
-                self.disk_full
-                    .store(refused, std::sync::atomic::Ordering::Relaxed);
+                let largest = live.iter().map(|p| p.work.bytes()).max().unwrap_or(0);
+                self.disk_full.store(
+                    (largest as u64).max(1),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
             }
             for pending in live {
                 let _ = pending.reply.send(Err(StoreError::DiskFull { free }));
@@ -465,4 +472,11 @@ impl Committer {
             tracing::warn!(error = %err, "Cannot record the acknowledged watermark.");
         }
     }
+}
+
+/// Milliseconds since the first call, on the monotonic clock (for [`Committer::busy_since`]).
+pub fn busy_clock_ms() -> u64 {
+    static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let origin = *ORIGIN.get_or_init(Instant::now);
+    u64::try_from(origin.elapsed().as_millis()).unwrap_or(u64::MAX)
 }

@@ -234,8 +234,11 @@ pub struct SledStore {
     reads: Arc<ReadsSinceOpen>,
     /// The committer's transactions that may move marks, for readers of marks.
     mark_moves: Arc<MarkMoves>,
-    /// The bytes of the last batch of events, if a full disk refused it (0: it did not).
+    /// The bytes of the largest event of the last batch, if a full disk refused it (0: it did
+    /// not).
     disk_full: Arc<std::sync::atomic::AtomicU64>,
+    /// When the committer's batch under way began (`committer::busy_clock_ms`; 0: none is).
+    busy_since: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl SledStore {
@@ -492,19 +495,27 @@ impl Backend for SledStore {
         }
     }
 
+    /// Not while a full disk refuses events (until there is room for the largest one refused:
+    /// waiting for one to be taken, a balancer sending none never saw it ready again), nor while
+    /// a batch has been under way for longer than `within` plus the default ack deadline (a
+    /// committer stuck in an fsync). Asks nothing of the committer: a probe that went through
+    /// it cost an fsync, and said "not ready" whenever a commit took a second.
     async fn ready(&self, within: Duration) -> bool {
         use std::sync::atomic::Ordering::Relaxed;
-        // Refused for a full disk, until there is room for what was refused: waiting for a
-        // batch to be taken, a balancer that sends none while this says "not ready" never saw
-        // it ready again.
         let refused = self.disk_full.load(Relaxed);
         if refused > 0 {
             if durable::room_for(&self.dir, refused, true).is_err() {
                 return false;
             }
-            self.disk_full.store(0, Relaxed);
+            let _ = self
+                .disk_full
+                .compare_exchange(refused, 0, Relaxed, Relaxed);
         }
-        self.submit(Work::Writes(Vec::new()), within).await.is_ok()
+        let stuck_after = within + Duration::from_secs(4);
+        let busy_since = self.busy_since.load(Relaxed);
+        busy_since == 0
+            || committer::busy_clock_ms().saturating_sub(busy_since)
+                < u64::try_from(stuck_after.as_millis()).unwrap_or(u64::MAX)
     }
 
     async fn failed(&self) {

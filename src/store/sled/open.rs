@@ -247,6 +247,7 @@ impl SledStore {
         let reads = Arc::new(ReadsSinceOpen::new(config.recent_read_seqs));
         let mark_moves = Arc::new(MarkMoves::default());
         let disk_full = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let busy_since = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let open = open_pack(&trees, max_value, &sled_dir)?;
         let mut committer = Committer {
             trees,
@@ -282,6 +283,7 @@ impl SledStore {
             mark_moves: mark_moves.clone(),
             tear: torn_batch::TearHook::from_env(),
             disk_full: disk_full.clone(),
+            busy_since: busy_since.clone(),
         };
         // Events acknowledged from the journal while sled was closed, before a crash or a stop.
         let journal_events = committer.apply_journal(journaled)?;
@@ -325,6 +327,7 @@ impl SledStore {
             reads,
             mark_moves,
             disk_full,
+            busy_since,
         })
     }
 }
