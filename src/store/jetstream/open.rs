@@ -338,7 +338,7 @@ async fn follow(
         let info = stream.get_info().await;
         let from_a_leader = info
             .as_ref()
-            .is_ok_and(|info| super::went_back::from_a_leader(info));
+            .is_ok_and(super::went_back::from_a_leader);
         answers.store(from_a_leader, std::sync::atomic::Ordering::SeqCst);
         match info {
             // A leaderless stream's members answer with their own state (nats-server), which
