@@ -336,9 +336,7 @@ async fn follow(
         // Read before the request: acks that come in while it is answered are past its answer.
         let seen = sender.borrow().0;
         let info = stream.get_info().await;
-        let from_a_leader = info
-            .as_ref()
-            .is_ok_and(super::went_back::from_a_leader);
+        let from_a_leader = info.as_ref().is_ok_and(super::went_back::from_a_leader);
         answers.store(from_a_leader, std::sync::atomic::Ordering::SeqCst);
         match info {
             // A leaderless stream's members answer with their own state (nats-server), which
