@@ -12,7 +12,7 @@ mod destinations;
 mod events;
 mod log_writer;
 pub mod logging;
-mod loopback;
+pub(crate) mod loopback;
 mod pollers;
 mod send_test;
 mod serve;

@@ -124,16 +124,9 @@ impl Loader<'_> {
     }
 }
 
-/// An `http://` URL to a host other than this machine's loopback.
+/// An `http://` URL to a host other than this machine's loopback (as the CLI judges the admin
+/// URL it sends the token to).
 fn plain_http_to_another_host(url: &str) -> bool {
-    let Ok(url) = url::Url::parse(url) else {
-        return false;
-    };
-    let loopback = match url.host() {
-        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    };
-    url.scheme() == "http" && !loopback
+    url::Url::parse(url)
+        .is_ok_and(|url| url.scheme() == "http" && !crate::cmd::loopback::is_loopback(&url))
 }
