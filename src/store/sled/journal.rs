@@ -2,9 +2,10 @@
 //! while sled is closed for a checkpoint (`checkpoint/`), so that senders are answered
 //! meanwhile instead of waiting for sled to reopen.
 //!
-//! Each batch the committer accepts while sled is closed is one frame, appended and
-//! fdatasynced before any of its requests is answered:
-//! `[payload len: u32 LE][crc32 of payload: u32 LE][payload]`, the payload being
+//! The file starts with `[magic: 8 bytes][salt: 16 random bytes]`. Each batch the committer
+//! accepts while sled is closed is one frame after it, appended and fdatasynced before any of
+//! its requests is answered: `[payload len: u32 LE][crc32 of salt and payload: u32 LE][payload]`,
+//! the payload being
 //! `[first seq: u64 BE][events: u32 LE]` then per event
 //! `[key len: u16 LE][dedup key][received_at ms: u64 LE][record len: u32 LE][record]`, under the
 //! consecutive seqs from the first one. Once sled is open again, the committer applies the
@@ -17,6 +18,13 @@
 //! after it (looked for at every later offset: the damage may be in a length), or frames that
 //! do not follow sled's seqs, mean the file was damaged: hookgate refuses to start and names
 //! it.
+//!
+//! The salt is why a sender cannot make a body that passes for a frame: a torn frame's events
+//! are bodies from the public internet, and a whole frame inside one, checking out, would make
+//! that torn end look like damage and stop the gateway from starting. Without the salt (a random
+//! value no sender sees, new each time the journal is emptied) no checksum can be computed. A
+//! journal written before the salt (no magic) is read as it was written, and gets a salt when
+//! it is emptied.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -45,10 +53,17 @@ impl Frame {
 }
 
 const HEADER: usize = 8;
+const MAGIC: &[u8; 8] = b"hgjrnl2\0";
+/// The file's own header: the magic, then the salt.
+pub(super) const FILE_HEADER: usize = 24;
+
+type Salt = [u8; 16];
 
 pub struct Journal {
     path: PathBuf,
     file: File,
+    /// The salt of every frame's checksum; `None`: a journal written before salts.
+    salt: Option<Salt>,
     /// Where the next frame goes.
     len: u64,
     /// Appends left before an injected fdatasync failure (tests only; see [`FAULT_ENV`]).
@@ -71,7 +86,17 @@ impl Journal {
         }
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
-        let (frames, good) = read_frames(&bytes).map_err(|at| {
+        let (salt, start) = match bytes.strip_prefix(MAGIC.as_slice()) {
+            Some(rest) if rest.len() >= 16 => {
+                (Some(rest[..16].try_into().expect("16 bytes")), FILE_HEADER)
+            }
+            // A header cut short: written when the journal was, before any frame.
+            _ if bytes.len() < FILE_HEADER && MAGIC.starts_with(&bytes[..bytes.len().min(8)]) => {
+                (None, bytes.len())
+            }
+            _ => (None, 0),
+        };
+        let (frames, good) = read_frames(&bytes, start, salt.as_ref()).map_err(|at| {
             StoreError::Corrupt(format!(
                 "{} is damaged at byte {at} (a frame that does not check out, with whole frames \
                  after it): the events it holds were acknowledged. Restore the data dir from a \
@@ -95,12 +120,17 @@ impl Journal {
                 "{FAULT_ENV} is set: a journal fdatasync fault will be injected."
             );
         }
-        let journal = Journal {
+        let mut journal = Journal {
             path,
             file,
+            salt,
             len: good as u64,
             fault_after,
         };
+        if frames.is_empty() {
+            // Nothing to keep: a new journal, an emptied one, a torn first frame or header.
+            journal.restart()?;
+        }
         Ok((journal, frames))
     }
 
@@ -111,7 +141,7 @@ impl Journal {
     /// Appends a frame and fdatasyncs it. `Err` is fatal, as a failed sync of sled's log is
     /// (`durable.rs`).
     pub fn append(&mut self, frame: &Frame) -> io::Result<()> {
-        let bytes = encode(frame);
+        let bytes = encode(frame, self.salt.as_ref());
         self.file.write_all_at(&bytes, self.len)?;
         match &mut self.fault_after {
             Some(0) => {
@@ -129,16 +159,41 @@ impl Journal {
 
     /// Empties the journal, once sled holds every frame and is synced.
     pub fn clear(&mut self) -> io::Result<()> {
-        if self.len > 0 {
-            self.file.set_len(0)?;
-            self.file.sync_data()?;
-            self.len = 0;
+        if self.len > FILE_HEADER as u64 || self.salt.is_none() {
+            self.restart()?;
         }
+        Ok(())
+    }
+
+    /// Empties the file and starts it again under a new salt. It is emptied, and that made
+    /// durable, before the new header is written: a crash in between leaves an empty file or a
+    /// header alone, never the old frames under the new salt (which would not check out).
+    fn restart(&mut self) -> io::Result<()> {
+        self.file.set_len(0)?;
+        self.file.sync_data()?;
+        let mut salt = Salt::default();
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut salt);
+        let mut header = MAGIC.to_vec();
+        header.extend_from_slice(&salt);
+        self.file.write_all_at(&header, 0)?;
+        self.file.sync_data()?;
+        self.salt = Some(salt);
+        self.len = FILE_HEADER as u64;
         Ok(())
     }
 }
 
-fn encode(frame: &Frame) -> Vec<u8> {
+/// The checksum of a frame's payload, under the journal's salt.
+fn checksum(salt: Option<&Salt>, payload: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    if let Some(salt) = salt {
+        hasher.update(salt);
+    }
+    hasher.update(payload);
+    hasher.finalize()
+}
+
+fn encode(frame: &Frame, salt: Option<&Salt>) -> Vec<u8> {
     let size: usize = frame
         .events
         .iter()
@@ -156,12 +211,12 @@ fn encode(frame: &Frame) -> Vec<u8> {
     }
     let mut out = Vec::with_capacity(HEADER + payload.len());
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    out.extend_from_slice(&checksum(salt, &payload).to_le_bytes());
     out.extend_from_slice(&payload);
     out
 }
 
-/// The frames in `bytes`, and how many bytes they take (the rest is a torn last frame).
+/// The frames in `bytes` from `start`, and where they end (the rest is a torn last frame).
 /// `Err(offset)`: a frame there does not check out, and is not a torn end.
 ///
 /// The only write a power loss can tear is the last, never acknowledged. So a frame that does
@@ -169,11 +224,15 @@ fn encode(frame: &Frame) -> Vec<u8> {
 /// header reads as zeros (a torn header; the checksum of nothing is 0, so no frame may be empty),
 /// and no whole frame follows it at any offset (its length is not to be trusted: a flipped bit
 /// in a length made the frames after it look torn). Anything else is damage.
-fn read_frames(bytes: &[u8]) -> Result<(Vec<Frame>, usize), usize> {
+fn read_frames(
+    bytes: &[u8],
+    start: usize,
+    salt: Option<&Salt>,
+) -> Result<(Vec<Frame>, usize), usize> {
     let mut frames: Vec<Frame> = Vec::new();
-    let mut at = 0;
+    let mut at = start;
     while at < bytes.len() {
-        if let Some((frame, end)) = frame_at(bytes, at) {
+        if let Some((frame, end)) = frame_at(bytes, at, salt) {
             frames.push(frame);
             at = end;
             continue;
@@ -185,7 +244,7 @@ fn read_frames(bytes: &[u8]) -> Result<(Vec<Frame>, usize), usize> {
         });
         let reaches_the_end = at + HEADER + len >= bytes.len();
         let zeroed = header.iter().all(|b| *b == 0);
-        let followed = (at + 1..bytes.len()).any(|later| frame_after(bytes, later, after));
+        let followed = (at + 1..bytes.len()).any(|later| frame_after(bytes, later, after, salt));
         return if (reaches_the_end || zeroed) && !followed {
             Ok((frames, at))
         } else {
@@ -198,16 +257,16 @@ fn read_frames(bytes: &[u8]) -> Result<(Vec<Frame>, usize), usize> {
 /// Whether a frame that checks out, and whose first seq is at or after `after` (and not far
 /// past it), starts at `at`; the seq is looked at before the checksum, so a scan of a torn end
 /// costs a checksum only where a frame could plausibly be.
-fn frame_after(bytes: &[u8], at: usize, after: Seq) -> bool {
+fn frame_after(bytes: &[u8], at: usize, after: Seq, salt: Option<&Salt>) -> bool {
     let first = bytes
         .get(at + HEADER..at + HEADER + 8)
         .map(|first| u64::from_be_bytes(first.try_into().expect("8 bytes")));
     let plausible = first.is_some_and(|first| (after.0..after.0 + (1 << 32)).contains(&first));
-    plausible && frame_at(bytes, at).is_some()
+    plausible && frame_at(bytes, at, salt).is_some()
 }
 
 /// The frame that starts at `at` and checks out, and where it ends.
-fn frame_at(bytes: &[u8], at: usize) -> Option<(Frame, usize)> {
+fn frame_at(bytes: &[u8], at: usize, salt: Option<&Salt>) -> Option<(Frame, usize)> {
     let header = bytes.get(at..at.checked_add(HEADER)?)?;
     let len = u32::from_le_bytes(header[..4].try_into().ok()?) as usize;
     let crc = u32::from_le_bytes(header[4..].try_into().ok()?);
@@ -217,7 +276,7 @@ fn frame_at(bytes: &[u8], at: usize) -> Option<(Frame, usize)> {
     }
     let end = at.checked_add(HEADER)?.checked_add(len)?;
     let payload = bytes.get(at + HEADER..end)?;
-    if crc32fast::hash(payload) != crc {
+    if checksum(salt, payload) != crc {
         return None;
     }
     Some((decode(payload)?, end))
@@ -292,7 +351,7 @@ mod tests {
         let whole = bytes.len();
         // Cut anywhere in the last frame, or its bytes garbled (the file grew, the data did not
         // reach the disk): only the first frame is read, and the file is cut back to it.
-        let second = whole - encode(&frames[1]).len();
+        let second = whole - encode(&frames[1], None).len();
         for cut in [second + 3, second + HEADER + 5, whole - 1] {
             std::fs::write(dir.path().join("journal"), &bytes[..cut]).unwrap();
             let (_, read) = Journal::open(dir.path()).unwrap();
@@ -316,7 +375,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let frames = [frame(1, 3), frame(4, 2), frame(6, 1)];
         let bytes = journal_with(dir.path(), &frames);
-        let second = encode(&frames[0]).len();
+        let second = FILE_HEADER + encode(&frames[0], None).len();
         for bit in [3, 30] {
             let mut damaged = bytes.clone();
             let len = u32::from_le_bytes(damaged[second..second + 4].try_into().unwrap());
@@ -335,7 +394,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let frames = [frame(1, 3), frame(4, 2), frame(6, 5)];
         let mut bytes = journal_with(dir.path(), &frames);
-        let second = encode(&frames[0]).len();
+        let second = FILE_HEADER + encode(&frames[0], None).len();
         bytes[second + HEADER + 20] ^= 0x01;
         bytes.truncate(bytes.len() - 7);
         std::fs::write(dir.path().join("journal"), &bytes).unwrap();
@@ -352,7 +411,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let frames = [frame(1, 3), frame(4, 60)];
         let mut bytes = journal_with(dir.path(), &frames);
-        let second = encode(&frames[0]).len();
+        let second = FILE_HEADER + encode(&frames[0], None).len();
         assert!(bytes.len() - second > 4096);
         bytes[second..second + 4096].fill(0);
         std::fs::write(dir.path().join("journal"), &bytes).unwrap();
@@ -364,13 +423,65 @@ mod tests {
     fn a_damaged_frame_with_frames_after_it_refuses_to_open() {
         let dir = tempfile::tempdir().unwrap();
         let mut bytes = journal_with(dir.path(), &[frame(1, 3), frame(4, 2)]);
-        bytes[HEADER + 20] ^= 0x01;
+        bytes[FILE_HEADER + HEADER + 20] ^= 0x01;
         std::fs::write(dir.path().join("journal"), &bytes).unwrap();
         let err = Journal::open(dir.path()).err().expect("a damaged journal");
         let text = err.to_string();
         assert!(
-            text.contains("journal") && text.contains("byte 0"),
+            text.contains("journal") && text.contains(&format!("byte {FILE_HEADER}")),
             "{text}"
         );
+    }
+
+    /// A sender's body holding a whole frame, checksum and all (no salt, as before salts): the
+    /// frame of that body torn by a power loss was taken for damage, and the gateway refused to
+    /// start until someone cut the journal by hand.
+    #[test]
+    fn a_torn_frame_whose_body_holds_a_frame_is_cut_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let crafted = encode(&frame(5, 2), None);
+        let mut second = frame(4, 1);
+        second.events[0].1 = [b"{\"a\":\"".as_slice(), &crafted, b"\"}"].concat();
+        let frames = [frame(1, 3), second];
+        let mut bytes = journal_with(dir.path(), &frames);
+        bytes.truncate(bytes.len() - 1);
+        std::fs::write(dir.path().join("journal"), &bytes).unwrap();
+        let (_, read) = Journal::open(dir.path()).unwrap();
+        assert_eq!(read, frames[..1]);
+    }
+
+    /// A journal written before salts (frames from byte 0, unsalted checksums) is read as it
+    /// was written, appended to the same way, and salted once emptied.
+    #[test]
+    fn a_journal_from_before_salts_is_read_and_salted_when_emptied() {
+        let dir = tempfile::tempdir().unwrap();
+        let frames = [frame(1, 3), frame(4, 2)];
+        let old: Vec<u8> = frames.iter().flat_map(|f| encode(f, None)).collect();
+        std::fs::write(dir.path().join("journal"), &old).unwrap();
+        let (mut journal, read) = Journal::open(dir.path()).unwrap();
+        assert_eq!(read, frames);
+        journal.append(&frame(6, 1)).unwrap();
+        let (mut journal, read) = Journal::open(dir.path()).unwrap();
+        assert_eq!(read.len(), 3);
+        journal.clear().unwrap();
+        let bytes = std::fs::read(journal.path()).unwrap();
+        assert_eq!((bytes.len(), &bytes[..8]), (FILE_HEADER, MAGIC.as_slice()));
+        journal.append(&frame(7, 2)).unwrap();
+        let (_, read) = Journal::open(dir.path()).unwrap();
+        assert_eq!(read, [frame(7, 2)]);
+    }
+
+    /// A header cut short by a crash as the journal was made (before any frame) starts a new one.
+    #[test]
+    fn a_header_cut_short_starts_a_new_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        for cut in [&MAGIC[..3], &MAGIC[..], &[0u8; FILE_HEADER][..]] {
+            std::fs::write(dir.path().join("journal"), cut).unwrap();
+            let (mut journal, read) = Journal::open(dir.path()).unwrap();
+            assert!(read.is_empty());
+            journal.append(&frame(1, 1)).unwrap();
+            let (_, read) = Journal::open(dir.path()).unwrap();
+            assert_eq!(read, [frame(1, 1)]);
+        }
     }
 }

@@ -499,7 +499,7 @@ async fn an_open_applies_the_journal_sled_lacks() {
     drop(store);
     assert_eq!(
         std::fs::metadata(dir.path().join("journal")).unwrap().len(),
-        0
+        super::journal::FILE_HEADER as u64
     );
 
     // A frame past a gap: acknowledged events are missing between sled and the journal.
