@@ -151,6 +151,11 @@ fn forms_from_another_origin_or_without_the_token_change_nothing() {
     assert!(login.header("set-cookie").is_none());
     other.cookie = None;
     assert!(!paused(&gateway), "nothing was paused");
+    // Each refusal is counted by cause (and logged by the sampled logger, not a line apiece).
+    let refusals = |cause: &str| gateway.metric("hookgate_rejections_total", &[("cause", cause)]);
+    assert_eq!(refusals("console_bad_csrf"), Some(2.0));
+    assert_eq!(refusals("console_foreign_origin"), Some(2.0));
+    assert_eq!(refusals("console_cross_site"), Some(1.0));
 
     // The console's own form does it.
     let own = console.post_form(pause, &[]);
@@ -414,6 +419,46 @@ fn consumers_and_pollers_show_their_cursors_and_last_results() {
     let flaky = row("flaky");
     assert!(flaky.contains("state failing"), "{flaky}");
     assert!(flaky.contains("503"), "the last error: {flaky}");
+}
+
+/// A JSON body is laid out as it came: keys in their order, numbers as written; and however
+/// its layout would grow (deep nesting indents every line), the page shows at most 1 MiB of it.
+/// It was parsed into a tree and pretty-printed whole: keys sorted, big numbers rounded, and
+/// ~800 KB nested 120 deep made a page of ~100 MB.
+#[test]
+fn a_json_body_is_laid_out_as_received_within_a_bound() {
+    let (gateway, _stub) = start();
+    let exact = r#"{"zeta":1,"id":"exact","n":123456789012345678901234567890,"p":1.10}"#;
+    let exact = gateway.post("p", &[], exact.as_bytes()).ack().1;
+    let deep = format!(
+        r#"{{"id":"deep","x":{}{}0{}}}"#,
+        "[".repeat(120),
+        "0,".repeat(400_000),
+        "]".repeat(120)
+    );
+    let deep = gateway.post("p", &[], deep.as_bytes()).ack().1;
+    let mut console = ConsoleClient::new(&gateway.admin_url);
+    console.sign_in();
+
+    let html = console.get(&format!("/console/events/{exact}")).text();
+    let zeta = html.find("&quot;zeta&quot;: 1").expect("zeta");
+    assert!(zeta < html.find("&quot;id&quot;: &quot;exact&quot;").expect("id"));
+    assert!(
+        html.contains("&quot;n&quot;: 123456789012345678901234567890,"),
+        "{html}"
+    );
+    assert!(html.contains("&quot;p&quot;: 1.10"), "{html}");
+    assert!(!html.contains("Only the first"), "{html}");
+
+    let page = console.get(&format!("/console/events/{deep}"));
+    assert_eq!(page.status, 200);
+    let html = page.text();
+    assert!(html.len() < 2 << 20, "a page of {} bytes", html.len());
+    assert!(
+        html.contains(&format!("Only the first 1 MiB is shown; the whole body: <code>hookgate events show {deep}</code>")),
+        "{}",
+        &html[..html.len().min(4000)]
+    );
 }
 
 #[test]

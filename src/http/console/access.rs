@@ -158,6 +158,11 @@ async fn read_form(mut payload: Payload) -> Result<Fields, ConsoleError> {
     Ok(Fields::parse(&body))
 }
 
+/// Counts and logs a refused form through the sampled rejection log: anyone who can reach the
+/// admin listener, or any page open in an operator's browser, can send them in a loop.
 fn refused(request: &HttpRequest, refusal: &csrf::Refusal) {
-    tracing::warn!(peer = ?request.peer_addr(), path = request.path(), reason = %refusal, "Console form refused.");
+    if let Ok(state) = app_state(request) {
+        let why = format!("console form to {}: {refusal}", request.path());
+        crate::http::admin::refused(state, request, refusal.cause(), &why);
+    }
 }

@@ -22,6 +22,17 @@ pub enum Refusal {
     BadToken,
 }
 
+impl Refusal {
+    /// The cause counted in `hookgate_rejections_total`.
+    pub fn cause(self) -> &'static str {
+        match self {
+            Refusal::CrossSite => "console_cross_site",
+            Refusal::ForeignOrigin => "console_foreign_origin",
+            Refusal::BadToken => "console_bad_csrf",
+        }
+    }
+}
+
 /// Checks where a request comes from, from its `Origin`, `Sec-Fetch-Site` and `Host` headers.
 /// A request with neither of the first two (not from a browser) passes: the token still guards
 /// it.

@@ -12,6 +12,7 @@ mod access;
 mod chart;
 mod csrf;
 mod error;
+mod indent;
 mod layout;
 mod pages;
 mod search;

@@ -64,7 +64,7 @@ impl Filter {
 /// A search's answer.
 #[derive(Debug, Default)]
 pub struct Found {
-    /// The newest matches, newest first.
+    /// The newest matches, newest first, without their bodies.
     pub events: Vec<StoredEvent>,
     /// The seqs the scan covered (first, last), if it read any event.
     pub scanned: Option<(u64, u64)>,
@@ -94,6 +94,11 @@ pub async fn search(store: &Store, filter: &Filter) -> Result<Found, StoreError>
             first.get_or_insert(event.seq);
             last = Some(event.seq);
             if filter.matches(&event) {
+                // The results list no body: up to 50 of them kept were 50 × `max_body_bytes`.
+                let event = StoredEvent {
+                    body: Vec::new(),
+                    ..event
+                };
                 if kept.len() == MAX_RESULTS {
                     kept.pop_front();
                     truncated = true;

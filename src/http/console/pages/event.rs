@@ -8,6 +8,7 @@ use base64::Engine;
 use maud::{html, Markup};
 use serde::Deserialize;
 
+use super::super::indent;
 use super::super::layout::{self, csrf_field, when, Section};
 use super::super::{ConsoleError, Operator, Posted};
 use super::{badge, encode, notice};
@@ -136,29 +137,42 @@ fn headers(event: &StoredEvent) -> Markup {
     }
 }
 
-/// The body: pretty JSON when it parses (unless `raw`), else the text, else base64.
+/// The most of a body the page shows (after layout or escaping): a page is built whole in
+/// memory, on the admin listener's one worker.
+const SHOWN_BYTES: usize = 1 << 20;
+
+/// The body: laid out when it is JSON (unless `raw`), else the text, else base64; at most
+/// [`SHOWN_BYTES`] of it.
 fn body(event: &StoredEvent, raw: bool) -> Markup {
-    let pretty = (!raw)
-        .then(|| serde_json::from_slice::<serde_json::Value>(&event.body).ok())
+    let json = (!raw)
+        .then(|| serde_json::from_slice::<serde::de::IgnoredAny>(&event.body).ok())
         .flatten()
-        .and_then(|value| serde_json::to_string_pretty(&value).ok());
+        .and_then(|_| std::str::from_utf8(&event.body).ok());
     let link = format!("/console/events/{}", event.seq);
-    html! {
-        @if let Some(pretty) = pretty {
-            p.muted { "JSON, pretty-printed (a key given twice shows its last value). " a href={ (link) "?view=" (encode("raw")) } { "Show the bytes as received" } }
-            pre #body { (pretty) }
-        } @else {
-            @match std::str::from_utf8(&event.body) {
-                Ok(text) => {
-                    @if raw { p.muted { "As received. " a href=(link) { "Pretty-print" } } }
-                    pre #body { (text) }
-                }
-                Err(_) => {
-                    p.muted { "Not UTF-8: base64 of the bytes received." }
-                    pre #body { (BASE64.encode(&event.body)) }
-                }
-            }
+    let (shown, cut) = match (json, std::str::from_utf8(&event.body)) {
+        (Some(json), _) => indent::indent(json, SHOWN_BYTES),
+        (None, Ok(text)) => {
+            let (text, cut) = indent::cut_text(text, SHOWN_BYTES);
+            (text.to_string(), cut)
         }
+        (None, Err(_)) => {
+            let bytes = &event.body[..event.body.len().min(SHOWN_BYTES / 4 * 3)];
+            (BASE64.encode(bytes), bytes.len() < event.body.len())
+        }
+    };
+    html! {
+        @if json.is_some() {
+            p.muted { "JSON, laid out (keys, numbers and escapes as received). " a href={ (link) "?view=" (encode("raw")) } { "Show the bytes as received" } }
+        } @else if std::str::from_utf8(&event.body).is_ok() {
+            @if raw { p.muted { "As received. " a href=(link) { "Lay out" } } }
+        } @else {
+            p.muted { "Not UTF-8: base64 of the bytes received." }
+        }
+        @if cut {
+            p.muted { "Only the first " (SHOWN_BYTES >> 20) " MiB is shown; the whole body: "
+                code { "hookgate events show " (event.seq) } " or " code { "GET /v1/events/" (event.seq) } "." }
+        }
+        pre #body { (shown) }
     }
 }
 
