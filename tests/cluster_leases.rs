@@ -317,6 +317,16 @@ fn a_pause_through_the_other_gateway_stops_a_busy_deliverer() {
         nodes[deliverer].admin_json("/v1/destinations")["destinations"][0]["paused"],
         json!(true)
     );
+    // Resumed through the deliverer: the gateway that delivers nothing says so too (it showed
+    // its own last pause for ever).
+    let resume = nodes[deliverer].admin_post("/v1/destinations/crm/resume", &json!({}));
+    assert_eq!(resume.status, 200);
+    assert_eq!(
+        other.admin_json("/v1/destinations")["destinations"][0]["paused"],
+        json!(false)
+    );
+    let paused = other.metric("hookgate_destination_paused", &[("destination", "crm")]);
+    assert_eq!(paused, Some(0.0));
 }
 
 /// Two gateways with provider `p` and destination `crm` (`extra` added to it) at `downstream`,

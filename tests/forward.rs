@@ -693,10 +693,18 @@ fn a_replay_that_ends_while_the_queue_is_read_is_sent_once() {
 /// chat service).
 #[test]
 fn a_failed_alert_post_is_tried_again() {
+    // A redirect too (an http URL whose host moved to https): it is not followed, and it was
+    // counted as posted.
+    for refused in [503, 301] {
+        alert_post_refused_then_accepted(refused);
+    }
+}
+
+fn alert_post_refused_then_accepted(refused: u16) {
     let posts = Arc::new(AtomicUsize::new(0));
     let seen = posts.clone();
     let alerts = Stub::start(move |_| match seen.fetch_add(1, Ordering::SeqCst) {
-        0 => (503, "text/plain", Vec::new()),
+        0 => (refused, "text/plain", Vec::new()),
         _ => (200, "text/plain", Vec::new()),
     });
     let down = Stub::start(|_| (503, "text/plain", Vec::new()));
@@ -711,6 +719,11 @@ fn a_failed_alert_post_is_tried_again() {
     });
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(alerts.calls(), 2, "posted until it went through, once");
+    let logs = gw.logs();
+    assert!(
+        logs.contains(&format!("answered {refused}")) && logs.contains("Cannot post the alert."),
+        "{logs}"
+    );
 }
 
 /// A reload that adds a destination leaves the others running: a failing one keeps its

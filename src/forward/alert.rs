@@ -20,7 +20,11 @@ impl Alerter {
         Alerter { url, client }
     }
 
+    /// Logs the alert as an error and posts it (in the background) when there is an
+    /// `alert_url`. Any answer but a 2xx is a failure: a redirect (an http URL whose host moved
+    /// to https) is not followed, and the alert would be lost in silence.
     pub fn send(&self, destination: &str, text: &str) {
+        tracing::error!(destination, "Destination alert: {text}.");
         let Some(url) = self.url.clone() else { return };
         let body =
             serde_json::json!({ "text": format!("hookgate: destination {destination}: {text}") });
@@ -33,12 +37,14 @@ impl Alerter {
                     .timeout(POST_TIMEOUT)
                     .json(&body)
                     .send()
-                    .await
-                    .and_then(|r| r.error_for_status());
-                let Err(err) = sent else { return };
-                // Without the URL: a chat service's webhook URL is its credential.
-                let err = err.without_url();
-                tracing::error!(destination, attempt, error = %crate::error_chain::error_chain(&err), "Cannot post the alert.");
+                    .await;
+                let error = match sent {
+                    Ok(answer) if answer.status().is_success() => return,
+                    Ok(answer) => format!("answered {}", answer.status()),
+                    // Without the URL: a chat service's webhook URL is its credential.
+                    Err(err) => crate::error_chain::error_chain(&err.without_url()),
+                };
+                tracing::error!(destination, attempt, error, "Cannot post the alert.");
                 if attempt < ATTEMPTS {
                     tokio::time::sleep(Duration::from_secs(1 << (attempt - 1))).await;
                 }

@@ -524,7 +524,6 @@ async fn deliver(
             config.alert_ratio,
             config.pause_after_failures,
         ) {
-            tracing::error!(destination = %config.name, "Destination alert: {text}.");
             destination.alerter.send(&config.name, &text);
         }
         let delay = if permanent {

@@ -300,8 +300,14 @@ impl Destination {
     /// Queue depth, oldest pending age and counts, for `GET /v1/destinations`.
     pub async fn view(&self) -> Result<DestinationView, StoreError> {
         let name = &self.config.name;
-        let cursor = self.store.output(name).await?.cursor;
+        let output = self.store.output(name).await?;
+        let cursor = output.cursor;
         let (depth, oldest) = self.pending(cursor).await?;
+        let mut live = self.status.snapshot();
+        // The store's flag, and probing only where it is delivered from: a gateway that does not
+        // hold the destination's lease (JetStream) is told of neither.
+        live.paused = output.paused;
+        live.probing &= live.delivering_here;
         Ok(DestinationView {
             name: name.clone(),
             url: crate::shown_url::shown(&self.config.url),
@@ -311,7 +317,7 @@ impl Destination {
             oldest_pending_age_s: oldest,
             replay_queued: self.store.count_marked(name, Mark::Replay).await?,
             dead: self.dead_count().await?,
-            live: self.status.snapshot(),
+            live,
         })
     }
 

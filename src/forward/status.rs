@@ -23,6 +23,10 @@ const MIN_ATTEMPTS_FOR_RATIO: u64 = 10;
 /// `alert_ratio`: ended as soon as it was back at `alert_ratio`, a ratio hovering there (one
 /// backend of two behind a balancer down) posted an alert every other attempt.
 const ALERT_ENDS_AT: f64 = 0.8;
+/// A probing alert's episode ends after this many deliveries in a row: ended at the first, a
+/// destination failing ~95 % of attempts (one backend of twenty up) posted "probing" and
+/// "probing ends" every few successes.
+const PROBING_ENDS_AFTER: u32 = 5;
 
 /// One failed attempt, as `/v1/errors` shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -57,6 +61,9 @@ struct Inner {
     /// The destination's `alert_ratio`, as of the last failure.
     alert_ratio: f64,
     probing: bool,
+    /// A probing alert was posted, and its episode has not ended.
+    probing_alerted: bool,
+    deliveries_in_a_row: u32,
     delivered: u64,
     dead: u64,
 }
@@ -133,18 +140,26 @@ impl Status {
         self.with(|s| s.probing)
     }
 
-    /// Records a delivery; returns an alert text when an alert episode ends.
+    /// Records a delivery; returns an alert text when a probing alert's episode ends. Probing
+    /// itself ends at once (the next failure is retried on the schedule from its start).
     pub fn delivered(&self) -> Option<String> {
         self.counters.delivered.inc();
         self.with(|s| {
             s.delivered += 1;
             s.consecutive_failures = 0;
+            s.deliveries_in_a_row = s.deliveries_in_a_row.saturating_add(1);
             s.record(true);
             if s.alerting && s.ratio() <= s.alert_ratio * ALERT_ENDS_AT {
                 s.alerting = false;
             }
-            let was_probing = std::mem::replace(&mut s.probing, false);
-            was_probing.then(|| "deliveries succeed again; probing ends".to_string())
+            s.probing = false;
+            let ends = s.probing_alerted && s.deliveries_in_a_row >= PROBING_ENDS_AFTER;
+            if ends {
+                s.probing_alerted = false;
+            }
+            ends.then(|| {
+                format!("{PROBING_ENDS_AFTER} deliveries in a row: deliveries succeed again")
+            })
         })
     }
 
@@ -166,11 +181,15 @@ impl Status {
         self.counters.failed.inc();
         self.with(|s| {
             s.consecutive_failures += 1;
+            s.deliveries_in_a_row = 0;
             s.record(false);
             s.push_error(seq, event_id, failure);
             s.alert_ratio = alert_ratio;
             if !s.probing && s.consecutive_failures >= pause_after {
                 s.probing = true;
+            }
+            if s.probing && !s.probing_alerted {
+                s.probing_alerted = true;
                 return Some(format!(
                     "{} consecutive failures: paused, probing at the schedule's last interval",
                     s.consecutive_failures
@@ -311,6 +330,36 @@ mod tests {
             alerts += usize::from(status.failed(i, "id", &failure, 0.5, u32::MAX).is_some());
         }
         assert_eq!(alerts, 2);
+    }
+
+    /// One backend of twenty up: runs of failures long enough to probe, each ended by a
+    /// delivery. One episode, not an alert at each end and start.
+    #[test]
+    fn probing_that_a_delivery_interrupts_is_one_alert_episode() {
+        let status = Status::new(false, DestinationCounters::default());
+        let failure = Failure {
+            status: Some(503),
+            kind: "http",
+            detail: String::new(),
+        };
+        let mut alerts = Vec::new();
+        for round in 0..50u64 {
+            for i in 0..20 {
+                alerts.extend(status.failed(round * 21 + i, "id", &failure, 1.0, 20));
+            }
+            assert!(status.is_probing());
+            alerts.extend(status.delivered());
+            assert!(!status.is_probing(), "probing ends at a delivery");
+        }
+        assert_eq!(alerts.len(), 1, "{alerts:?}");
+        assert!(alerts[0].contains("probing"), "{alerts:?}");
+        // Deliveries in a row end the episode, once; the next probing is a new one.
+        let ends: Vec<String> = (0..10).filter_map(|_| status.delivered()).collect();
+        assert_eq!(ends.len(), 1, "{ends:?}");
+        let again: Vec<String> = (0..20)
+            .filter_map(|i| status.failed(i, "id", &failure, 1.0, 20))
+            .collect();
+        assert_eq!(again.len(), 1, "{again:?}");
     }
 
     #[test]

@@ -101,11 +101,52 @@ impl FromRequest for Authorized {
     }
 }
 
+/// How long a scrape waits for the store's cursors (every output's at once): on JetStream each
+/// is a request to the stream's leader, which waits up to 10 s while no server answers, and
+/// read one after another they outlasted Prometheus's scrape timeout, losing every series just
+/// when the 503s were worth seeing.
+const CURSORS_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
+
 async fn metrics(_: Authorized, state: web::Data<AppState>) -> HttpResponse {
-    let destinations = destination_gauges(&state).await;
-    let consumers = consumer_gauges(&state).await;
-    // Read after the cursors: a lag is never negative.
-    let last_seq = state.store.last_seq().borrow().0;
+    let live = state.live();
+    let outputs = live
+        .destinations
+        .iter()
+        .map(|destination| destination.config.name.as_str())
+        .chain(live.config.consumers.iter().map(|c| c.name.as_str()));
+    let read = futures_util::future::join_all(outputs.map(|name| state.store.output(name)));
+    let read = tokio::time::timeout(CURSORS_WITHIN, read).await;
+    let mut outputs = read.unwrap_or_default().into_iter().map(Result::ok);
+    let destinations: Vec<DestinationGauges> = live
+        .destinations
+        .iter()
+        .map(|destination| {
+            let output = outputs.next().flatten();
+            let here = destination.status.snapshot();
+            DestinationGauges {
+                destination: destination.config.name.clone(),
+                // The store's flag: a gateway not delivering to it (JetStream) is not told.
+                paused: output.as_ref().map_or(here.paused, |o| o.paused),
+                probing: here.probing && here.delivering_here,
+                cursor: output.map(|o| o.cursor.0),
+            }
+        })
+        .collect();
+    let consumers: Vec<ConsumerGauges> = live
+        .config
+        .consumers
+        .iter()
+        .map(|consumer| ConsumerGauges {
+            consumer: consumer.name.clone(),
+            cursor: outputs.next().flatten().map(|o| o.cursor.0),
+        })
+        .collect();
+    // At least every cursor: a lag is never negative (on JetStream another gateway may have
+    // moved a cursor past what this one has seen of the stream).
+    let cursors = destinations.iter().filter_map(|d| d.cursor);
+    let last_seq = cursors
+        .chain(consumers.iter().filter_map(|c| c.cursor))
+        .fold(state.store.last_seq().borrow().0, u64::max);
     HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
         .body(
@@ -113,38 +154,4 @@ async fn metrics(_: Authorized, state: web::Data<AppState>) -> HttpResponse {
                 .metrics
                 .render_with(last_seq, &destinations, &consumers),
         )
-}
-
-/// The destinations' gauges for one scrape, from the live destinations; a cursor the store
-/// cannot read now is left out.
-async fn destination_gauges(state: &AppState) -> Vec<DestinationGauges> {
-    let mut gauges = Vec::new();
-    for destination in &state.live().destinations {
-        let name = &destination.config.name;
-        let live = destination.status.snapshot();
-        gauges.push(DestinationGauges {
-            destination: name.clone(),
-            paused: live.paused,
-            probing: live.probing,
-            cursor: state.store.output(name).await.ok().map(|o| o.cursor.0),
-        });
-    }
-    gauges
-}
-
-/// The consumers' cursors for one scrape; one the store cannot read now is left out.
-async fn consumer_gauges(state: &AppState) -> Vec<ConsumerGauges> {
-    let mut gauges = Vec::new();
-    for consumer in &state.live().config.consumers {
-        gauges.push(ConsumerGauges {
-            consumer: consumer.name.clone(),
-            cursor: state
-                .store
-                .output(&consumer.name)
-                .await
-                .ok()
-                .map(|o| o.cursor.0),
-        });
-    }
-    gauges
 }
