@@ -16,7 +16,8 @@ use common::nats::NatsServer;
 use common::{provider, sign, toml_str, Gateway};
 use hookgate::event::{EventId, ProviderName, Seq};
 use hookgate::store::{
-    Change, Committed, Cutoffs, DeadRecord, Mark, NewEvent, Output, Store, StoredEvent, Swept,
+    Change, Committed, Cutoffs, DeadRecord, Mark, NewEvent, Output, Store, StoreError, StoredEvent,
+    Swept,
 };
 
 fn jetstream_store(nats: &NatsServer) -> String {
@@ -188,6 +189,36 @@ fn without_its_nats_server_a_webhook_gets_503() {
         "answered after {:?}",
         started.elapsed()
     );
+}
+
+/// A scrape while the server stalls answers within seconds, the store's cursors left out: it
+/// read each output's cursor from the stream's leader one after another, each waiting for the
+/// server, and outlasted Prometheus's 10 s scrape timeout, every series lost.
+#[test]
+fn a_scrape_while_the_server_stalls_answers_without_the_cursors() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start(dir.path());
+    let destination = |name: &str| {
+        format!("\n[[destination]]\nname = \"{name}\"\nurl = \"http://127.0.0.1:9/x\"\nsigning_secret = \"whsec_ZG93bnN0cmVhbS1zaWduaW5nLWtleS0x\"\n")
+    };
+    let gw = Gateway::builder()
+        .config(&provider("p", "none", &[], ""))
+        .config(&(destination("crm") + &destination("erp")))
+        .config("\n[[consumer]]\nname = \"etl\"\n")
+        .config(&jetstream_store(&nats))
+        .start();
+    let cursor = |text: &str| text.contains("hookgate_destination_cursor{destination=\"crm\"}");
+    assert!(cursor(&gw.metrics_text()));
+    std::thread::scope(|s| {
+        s.spawn(|| nats.stall(Duration::from_secs(8)));
+        std::thread::sleep(Duration::from_millis(300));
+        let started = Instant::now();
+        let text = gw.metrics_text();
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(4), "a scrape took {took:?}");
+        assert!(text.contains("hookgate_store_last_seq "), "{text}");
+        assert!(!cursor(&text), "{text}");
+    });
 }
 
 /// An event of provider `p` with no content type.
@@ -922,6 +953,53 @@ async fn a_start_keeps_the_stream_settings_it_does_not_set() {
     assert_eq!(kept.description.as_deref(), Some("events of the shop"));
     assert_eq!(kept.max_messages_per_subject, 1);
     assert_eq!(kept.max_age, Duration::ZERO);
+}
+
+/// A stream full under an operator's `max_msgs` refuses a new event at once (an error the
+/// webhook gets as 503): the refusal's code is also that of a subject holding a copy, and it
+/// was taken for a duplicate whose copy had gone, its body published again every few ms until
+/// the ack deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_stream_refuses_at_once_not_as_a_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start(dir.path());
+    drop(nats.store(Duration::from_secs(10)));
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let mut config = js
+        .get_stream("HOOKGATE")
+        .await
+        .unwrap()
+        .cached_info()
+        .config
+        .clone();
+    config.max_messages = 1;
+    js.update_stream(config).await.unwrap();
+    let store = nats.store(Duration::from_secs(10));
+    let deadline = Duration::from_secs(5);
+    let first = store
+        .commit(event("one".into(), "{}".into()), deadline)
+        .await;
+    assert!(matches!(first, Ok(Committed::Accepted(_))), "{first:?}");
+    let started = Instant::now();
+    let refused = store
+        .commit(event("two".into(), "{}".into()), deadline)
+        .await;
+    match refused {
+        Err(StoreError::Storage(err)) => {
+            assert!(
+                err.to_string().contains("maximum messages exceeded"),
+                "{err}"
+            )
+        }
+        other => panic!("after {:?}: {other:?}", started.elapsed()),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    store.close().await;
 }
 
 /// A stream made beforehand with another retention policy: interest is set back to limits;

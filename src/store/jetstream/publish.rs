@@ -10,8 +10,13 @@ use crate::event::Seq;
 use crate::store::slow_commit::ms;
 use crate::store::{Committed, NewEvent, StoreError};
 
-/// "maximum messages per subject exceeded": the subject (the dedup key) holds an event.
-const MAX_MSGS_PER_SUBJECT_EXCEEDED: ErrorCode = ErrorCode(10077);
+/// "store failed": the stream refused to store the message, why in the error's text; only
+/// [`SUBJECT_HOLDS_A_MESSAGE`] is a duplicate (a stream full under an operator's `max_bytes` or
+/// `max_msgs` is the same code).
+const STREAM_STORE_FAILED: ErrorCode = ErrorCode(10077);
+/// The text of a [`STREAM_STORE_FAILED`] refusal because the subject (the dedup key) holds an
+/// event.
+const SUBJECT_HOLDS_A_MESSAGE: &str = "maximum messages per subject exceeded";
 /// "duplicate message id is in process": a publish with the same `Nats-Msg-Id` (a copy of this
 /// event, through another gateway) is being stored right now; its outcome is not known yet.
 const DUPLICATE_IN_PROCESS: ErrorCode = ErrorCode(10158);
@@ -154,7 +159,13 @@ impl JetStreamStore {
                         None => continue,
                     }
                 }
-                Err(err) if is_code(&err, MAX_MSGS_PER_SUBJECT_EXCEEDED) => {
+                // Any other refusal to store (a stream full under an operator's `max_bytes`) is
+                // an error at once: taken for a duplicate whose copy was swept, the body was
+                // sent again every few ms until the deadline.
+                Err(err)
+                    if is_code(&err, STREAM_STORE_FAILED)
+                        && err.to_string().contains(SUBJECT_HOLDS_A_MESSAGE) =>
+                {
                     // The leader's answer: a replica behind it may not have the copy yet.
                     match leader::last(&self.stream, &subject).await? {
                         Some(first) => first.sequence,

@@ -80,7 +80,21 @@ pub enum Step<'a> {
 
 /// An event as the transaction and the journal take it.
 pub fn encode(event: &NewEvent) -> Encoded {
-    let record = RecordRef {
+    let record = record(event);
+    (
+        dedup_key(event.provider.as_str(), event.dedup_id.as_str()),
+        record.encode(),
+        event.received_at_ms,
+    )
+}
+
+/// At least the bytes of `event`'s record.
+pub fn record_bound(event: &NewEvent) -> usize {
+    record(event).encoded_bound()
+}
+
+fn record(event: &NewEvent) -> RecordRef<'_> {
+    RecordRef {
         provider: event.provider.as_str(),
         event_id: event.event_id.as_str(),
         received_at_ms: event.received_at_ms,
@@ -88,12 +102,7 @@ pub fn encode(event: &NewEvent) -> Encoded {
         content_type: event.content_type.as_deref(),
         body: &event.body,
         topic: event.topic.as_deref(),
-    };
-    (
-        dedup_key(event.provider.as_str(), event.dedup_id.as_str()),
-        record.encode(),
-        event.received_at_ms,
-    )
+    }
 }
 
 /// What the committer did with one request.

@@ -334,6 +334,15 @@ impl SledStore {
 #[async_trait]
 impl Backend for SledStore {
     async fn commit(&self, event: NewEvent, deadline: Duration) -> Result<Committed, StoreError> {
+        // Only a polled item can be this large (`max_page_bytes` goes to 1 GiB): it panicked
+        // the committer, and the poller fetched the same page after every restart.
+        let over = committer::record_bound(&event).saturating_sub(pack::LARGEST_RECORD);
+        if over > 0 {
+            return Err(StoreError::TooLarge {
+                bytes: event.body.len(),
+                max: event.body.len() - over,
+            });
+        }
         match self.submit(Work::Event(event), deadline).await? {
             Outcome::Event(committed) => Ok(committed),
             Outcome::Written | Outcome::Expired(_) => Err(StoreError::Corrupt(

@@ -284,12 +284,16 @@ pub fn unseal(value: &[u8]) -> Result<Cow<'_, [u8]>, String> {
     Ok(Cow::Owned(bytes))
 }
 
+/// The largest record [`large`] stores: its parts are counted in a u16 (~384 MiB). A commit of
+/// a larger one is refused before it reaches the committer (`SledStore::commit`).
+pub const LARGEST_RECORD: usize = (MAX_VALUE - PACK_HEADER) + (u16::MAX as usize - 1) * MAX_VALUE;
+
 /// The values a large record is stored as: (key, value), part 0 first.
 pub fn large(seq: Seq, record: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
     let first_room = MAX_VALUE - PACK_HEADER;
     let (head, rest) = record.split_at(first_room.min(record.len()));
     let rest: Vec<&[u8]> = rest.chunks(MAX_VALUE).collect();
-    let parts = u16::try_from(1 + rest.len()).expect("a body under 384 MiB");
+    let parts = u16::try_from(1 + rest.len()).expect("a record within LARGEST_RECORD");
     let mut first = Vec::with_capacity(PACK_HEADER + head.len());
     first.push(LARGE);
     first.extend_from_slice(&parts.to_le_bytes());

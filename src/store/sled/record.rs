@@ -47,7 +47,7 @@ impl RecordRef<'_> {
 
     /// At least the encoded length: the version byte, the strings' and body's bytes, and for
     /// each of the 7 fields at most 10 bytes of varint length, integer, tag or variant.
-    fn encoded_bound(&self) -> usize {
+    pub fn encoded_bound(&self) -> usize {
         let strings = [
             Some(self.provider),
             Some(self.event_id),

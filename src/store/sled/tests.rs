@@ -703,6 +703,65 @@ async fn an_open_removes_what_old_copies_left_in_the_background() {
     store.close().await;
 }
 
+/// A second compaction is not started while one is under way (a reload stopped the sweeper
+/// whose copy went on, and the new sweeper's pass started another into the same directory).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_compaction_starts_while_one_is_under_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig {
+        compact_ratio: 1.0,
+        compact_min_bytes: 0,
+        ..StoreConfig::default()
+    };
+    let metrics = Arc::new(Metrics::new());
+    let store = Arc::new(SledStore::open(dir.path(), &config, metrics.clone()).unwrap());
+    commit_events(&store, 2_000, now_ms()).await;
+    store
+        .compacting
+        .store(true, std::sync::atomic::Ordering::Release);
+    assert_eq!(store.compact_if_worth_it().await.unwrap(), 0);
+    assert!(!dir.path().join("sled.1").exists());
+    assert_eq!(metrics.store_compactions.get(), 0);
+    // Once it is over, one does.
+    store
+        .compacting
+        .store(false, std::sync::atomic::Ordering::Release);
+    store.compact_if_worth_it().await.unwrap();
+    assert_eq!(metrics.store_compactions.get(), 1);
+    assert!(!store.compacting.load(std::sync::atomic::Ordering::Acquire));
+    store.close().await;
+}
+
+/// A record over what a large record's parts can count (only a polled item can be one) is
+/// refused as too large: it panicked the committer, which stopped the gateway, and the poller
+/// fetched the same page after every restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_over_the_largest_is_refused_as_too_large() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(
+        dir.path(),
+        &StoreConfig::default(),
+        Arc::new(Metrics::new()),
+    )
+    .unwrap();
+    let body = Bytes::from(vec![b'x'; pack::LARGEST_RECORD]);
+    match store
+        .commit(event_with(1, body), Duration::from_secs(30))
+        .await
+    {
+        Err(crate::store::StoreError::TooLarge { bytes, max }) => {
+            assert_eq!(bytes, pack::LARGEST_RECORD);
+            assert!(max < bytes && max > pack::LARGEST_RECORD - 1024, "{max}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(store
+        .commit(event(2), Duration::from_secs(30))
+        .await
+        .is_ok());
+    store.close().await;
+}
+
 /// 1 KiB of bytes that do not compress (so that packs are sealed at about their raw size),
 /// different for each `n`.
 fn noise(n: usize) -> Bytes {

@@ -109,8 +109,27 @@ impl SledStore {
             self.metrics.clone(),
             self.old_copies.clone(),
         );
-        compacting.store(true, Ordering::Release);
+        // One compaction at a time: a reload stops the sweeper, whose copy goes on in its
+        // thread until its next step, and the new sweeper's pass found the store worth
+        // compacting again; both copies went to the same `sled.<n+1>`, and a checkpoint found
+        // sled's lock held by the first one's trees, stopping the gateway.
+        if compacting
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            tracing::info!("A compaction is still under way; not starting another.");
+            return Ok(0);
+        }
+        // Cleared however the copy ends: a panic too, or a task that never ran.
+        struct Compacting(Arc<AtomicBool>);
+        impl Drop for Compacting {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::Release);
+            }
+        }
+        let compacting = Compacting(compacting);
         let compacted = tokio::task::spawn_blocking(move || {
+            let compacting = compacting;
             let result = Compaction {
                 data_dir: &dir,
                 config: &config,
@@ -120,7 +139,7 @@ impl SledStore {
             }
             .run(size);
             // Only once the copy has let go of the old trees may a checkpoint reopen them.
-            compacting.store(false, Ordering::Release);
+            drop(compacting);
             if let Ok(done) = &result {
                 // In the background: the sweeper goes on meanwhile, and a stop need not wait.
                 let removed = |took: Duration| {
@@ -162,7 +181,6 @@ impl SledStore {
             }
             Err(err) => {
                 // It panicked (or never ran): nothing follows the trees any more.
-                self.compacting.store(false, Ordering::Release);
                 let retry = self.compaction_failed();
                 tracing::error!(error = %err, retry_in_s = retry.as_secs(), "Compacting the store panicked; it stays as it was.");
                 Ok(0)
