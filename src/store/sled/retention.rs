@@ -72,7 +72,7 @@ async fn sweep_events(
             resume.events = Seq(0);
             break;
         }
-        resume.events = step.last.unwrap_or(after);
+        resume.events = step.last.unwrap_or(after).max(after);
         tokio::task::yield_now().await;
     }
     Ok(swept)
@@ -96,7 +96,13 @@ pub(super) fn scan_events(
     let mut young = false;
     reader.scan(Seq(after.0 + 1), |stored| {
         let mut expired = Vec::new();
-        for (seq, event) in &stored.events {
+        // The value the scan starts in may hold seqs at or below `after`, judged by an earlier
+        // step (kept): counted again, a pack of `BATCH` held events, the last before swept
+        // ones, was the whole of every step, and retention stopped there for good.
+        let new = stored.events.iter().filter(|(seq, _)| *seq > after);
+        let mut judged = 0;
+        for (seq, event) in new {
+            judged += 1;
             let verdict = match event {
                 Ok(event) => judge(reader, outputs, &cursors, event, cutoff_ms)?,
                 Err(err) => {
@@ -113,7 +119,7 @@ pub(super) fn scan_events(
                 expired.push(*seq);
             }
         }
-        step.examined += stored.events.len();
+        step.examined += judged;
         step.last = stored.events.last().map(|(seq, _)| *seq);
         step.events += expired.len() as u64;
         // Removed whole only when every record it holds was judged: the open pack may hold

@@ -762,6 +762,64 @@ async fn a_record_over_the_largest_is_refused_as_too_large() {
     store.close().await;
 }
 
+/// A pack of more than a step's events that an output holds, with the events after it swept:
+/// each step started in it (the last value at or below where it resumes), counted its events
+/// again, stopped there, and expired events after it were never removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_goes_past_a_full_pack_of_held_events() {
+    use crate::store::retention::Output;
+    use crate::store::StoredEvent;
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(
+        dir.path(),
+        &StoreConfig::default(),
+        Arc::new(Metrics::new()),
+    )
+    .unwrap();
+    let commit = |provider: &'static str, n: usize| {
+        let event = NewEvent::poll(
+            ProviderName::parse(provider).unwrap(),
+            EventId::new(format!("{n}")).unwrap(),
+            None,
+            Bytes::from_static(b"{}"),
+        )
+        .received_at(1);
+        store.commit(event, Duration::from_secs(30))
+    };
+    // Tiny events, one at a time: 600 of provider a in one pack, then b's.
+    let mut n = 0;
+    for provider in ["a", "b"] {
+        for _ in 0..600 {
+            commit(provider, n).await.unwrap();
+            n += 1;
+        }
+    }
+    // An output that takes only a's events, and has received none: they are held.
+    let outputs = Arc::new(vec![Output::destination(
+        "crm".into(),
+        |e: &StoredEvent| e.provider == "a",
+    )]);
+    let cutoffs = Cutoffs {
+        events_ms: 1_000,
+        dedup_ms: 0,
+    };
+    let first = store.sweep(cutoffs, outputs.clone()).await.unwrap();
+    assert_eq!(first.events, 600, "every b event goes");
+    // More b's after the swept ones: the next passes start from the pack of a's.
+    for _ in 0..600 {
+        commit("b", n).await.unwrap();
+        n += 1;
+    }
+    let mut swept = 0;
+    for _ in 0..5 {
+        swept += store.sweep(cutoffs, outputs.clone()).await.unwrap().events;
+    }
+    assert_eq!(swept, 600, "every new b event goes");
+    assert!(store.event(Seq(n as u64)).await.unwrap().is_none());
+    assert!(store.event(Seq(1)).await.unwrap().is_some());
+    store.close().await;
+}
+
 /// 1 KiB of bytes that do not compress (so that packs are sealed at about their raw size),
 /// different for each `n`.
 fn noise(n: usize) -> Bytes {
