@@ -1002,6 +1002,106 @@ async fn a_full_stream_refuses_at_once_not_as_a_duplicate() {
     store.close().await;
 }
 
+/// A read asks for no more events than its 16 MiB bound of bodies needs: 64 direct gets were in
+/// flight whatever the bodies' size, so a read of 8 MiB bodies held 512 MiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_of_large_bodies_asks_for_what_its_bound_holds() {
+    use futures_util::StreamExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start(dir.path());
+    let store = nats.store(Duration::from_secs(10));
+    let body = "x".repeat(900 << 10);
+    for n in 0..60 {
+        let event = event(format!("large-{n}"), format!(r#"{{"pad":"{body}"}}"#));
+        store.commit(event, Duration::from_secs(10)).await.unwrap();
+    }
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let mut gets = client.subscribe("$JS.API.DIRECT.GET.>").await.unwrap();
+    client.flush().await.unwrap();
+    let events = store.events_after(Seq(0), 256, None).await.unwrap();
+    let bytes: usize = events.iter().map(|e| e.body.len()).sum();
+    assert!(
+        (16 << 20..20 << 20).contains(&bytes),
+        "{} events, {bytes} bytes",
+        events.len()
+    );
+    let mut asked = 0;
+    while tokio::time::timeout(Duration::from_millis(300), gets.next())
+        .await
+        .is_ok()
+    {
+        asked += 1;
+    }
+    assert!(
+        asked <= events.len() + 4,
+        "{asked} gets for {} events",
+        events.len()
+    );
+    store.close().await;
+}
+
+/// A stream made beforehand with settings under which a 200 would not mean what it says (memory
+/// storage: gone at the servers' restart) or retention could not remove events is refused,
+/// naming them: they were kept in silence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_with_unsafe_settings_is_refused_naming_them() {
+    use async_nats::jetstream::stream::{Config, StorageType};
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start(dir.path());
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    js.create_stream(Config {
+        name: "HOOKGATE".into(),
+        subjects: vec!["hookgate.events.>".into()],
+        storage: StorageType::Memory,
+        deny_delete: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let refused = nats
+        .try_store(Duration::from_secs(10))
+        .err()
+        .expect("refused");
+    let text = refused.to_string();
+    assert!(
+        text.contains("HOOKGATE")
+            && text.contains("storage is memory")
+            && text.contains("deny_delete"),
+        "{text}"
+    );
+    let kept = js.get_stream("HOOKGATE").await.unwrap();
+    assert_eq!(
+        kept.cached_info().config.storage,
+        StorageType::Memory,
+        "left as it was"
+    );
+}
+
+/// A publish whose ack comes after the client's own 5 s request timeout, but within the
+/// caller's deadline, is accepted: it failed at 5 s whatever `ack_deadline_ms` said (answered
+/// 503, the event stored).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_acked_within_its_deadline_after_5_s_is_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start(dir.path());
+    let store = nats.store(Duration::from_secs(10));
+    let runtime = tokio::runtime::Handle::current();
+    let committed = tokio::task::block_in_place(|| {
+        std::thread::scope(|s| {
+            s.spawn(|| nats.stall(Duration::from_secs(6)));
+            std::thread::sleep(Duration::from_millis(100));
+            let event = event("slow".into(), "{}".into());
+            runtime.block_on(store.commit(event, Duration::from_secs(10)))
+        })
+    });
+    assert!(
+        matches!(committed, Ok(Committed::Accepted(_))),
+        "{committed:?}"
+    );
+    store.close().await;
+}
+
 /// A stream made beforehand with another retention policy: interest is set back to limits;
 /// work-queue, which the servers refuse to change (error 10052), is said and left, and the
 /// gateway starts (setting it made every start fail).

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use hookgate::config::{JetStreamConfig, NatsAuth, StoreBackend, StoreConfig};
 use hookgate::metrics::Metrics;
-use hookgate::store::Store;
+use hookgate::store::{Store, StoreError};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
@@ -96,6 +96,12 @@ impl NatsServer {
     /// A JetStream store on this server (stream `HOOKGATE`, one replica), as a gateway opens it.
     /// Call it within a multi-threaded tokio runtime.
     pub fn store(&self, lease_time: Duration) -> Store {
+        self.try_store(lease_time)
+            .unwrap_or_else(|err| panic!("open the JetStream store on {}: {err}", self.url()))
+    }
+
+    /// [`Self::store`], or why it does not open.
+    pub fn try_store(&self, lease_time: Duration) -> Result<Store, StoreError> {
         let config = StoreConfig {
             backend: StoreBackend::JetStream(JetStreamConfig {
                 servers: vec![self.url()],
@@ -107,10 +113,7 @@ impl NatsServer {
             }),
             ..StoreConfig::default()
         };
-        tokio::task::block_in_place(|| {
-            Store::open(&self.dir, &config, Arc::new(Metrics::new()))
-                .unwrap_or_else(|err| panic!("open the JetStream store on {}: {err}", self.url()))
-        })
+        tokio::task::block_in_place(|| Store::open(&self.dir, &config, Arc::new(Metrics::new())))
     }
 }
 

@@ -67,6 +67,9 @@ const READ_AHEAD: usize = 64;
 pub struct JetStreamStore {
     client: async_nats::Client,
     js: jetstream::Context,
+    /// `js` for publishes: its acks wait as long as the caller's deadline says (the client's 5 s
+    /// answered a webhook 503 at 5 s under an `ack_deadline_ms` of 10 s, its event stored).
+    publisher: jetstream::Context,
     stream: stream::Stream,
     kv: kv::Store,
     /// Leases: an entry lapses `lease_time` after it was last written.
@@ -86,9 +89,6 @@ pub struct JetStreamStore {
     dedup_from: AtomicU64,
     /// Which publishes were slow, and when to log one (`[store] slow_commit`).
     slow: Mutex<SlowCommits>,
-    /// The servers' `max_payload`: a larger message makes the server close the connection,
-    /// every in-flight publish of this gateway with it.
-    max_payload: usize,
     /// Cancelled when the stream went back (`went_back.rs`): commits fail from then on.
     went_back: CancellationToken,
     /// The stream's leader answered the follower's last look (`open::follow`): readiness.
@@ -141,6 +141,14 @@ impl JetStreamStore {
         }))
     }
 
+    /// The servers' `max_payload`, as the server this gateway is connected to now says (the
+    /// client updates it at each reconnect: read once at the start, a raise on the servers
+    /// answered bodies under it 413 until the gateway restarted, and a server with a lower one
+    /// closed the connection on a larger message).
+    fn max_payload(&self) -> usize {
+        self.client.server_info().max_payload
+    }
+
     /// The event a message holds, and its dedup hash; an error for a message that is none.
     fn readable(&self, message: &StreamMessage) -> Result<(StoredEvent, String), StoreError> {
         let hash = layout::hash_of(&message.subject).ok_or_else(|| {
@@ -163,31 +171,35 @@ impl JetStreamStore {
 
     /// The events at `from..=end` up to the first seq not found (removed, or not yet on the
     /// replica that answered: the caller goes on from there with [`Self::next`], which tells
-    /// them apart) or until their bodies reach `bytes`, [`READ_AHEAD`] requests at once.
+    /// them apart) or until their bodies reach `bytes`: up to [`READ_AHEAD`] requests at once,
+    /// fewer when the bodies seen so far (`largest`, the largest) say they would pass `bytes`
+    /// (64 reads in flight of 8 MiB bodies held 512 MiB for a read bound to 16).
     async fn run_after(
         &self,
         from: u64,
         end: u64,
         bytes: usize,
+        mut largest: usize,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        use futures_util::StreamExt as _;
-        // Stops asking at the first gap (the reads in flight then are dropped): the whole range
-        // was read before, every missing seq a direct get and a leader's, whatever came after.
-        let mut reads = futures_util::stream::iter(from..=end)
-            .map(|seq| self.message(seq))
-            .buffered(READ_AHEAD);
-        let (mut events, mut read_bytes) = (Vec::new(), 0);
-        while read_bytes < bytes {
-            let Some(read) = reads.next().await else {
-                break;
-            };
-            match read? {
-                Some(event) => {
-                    read_bytes += event.body.len();
-                    events.push(event);
+        let (mut events, mut read_bytes, mut seq) = (Vec::new(), 0, from);
+        while read_bytes < bytes && seq <= end {
+            let room = (bytes - read_bytes) / largest.max(1);
+            let window = room.clamp(1, READ_AHEAD) as u64;
+            let last = end.min(seq.saturating_add(window - 1));
+            let reads = (seq..=last).map(|seq| self.message(seq));
+            for read in futures_util::future::join_all(reads).await {
+                // Stops at the first gap: what came after it is read again by the caller.
+                let Some(event) = read? else {
+                    return Ok(events);
+                };
+                if read_bytes >= bytes {
+                    return Ok(events);
                 }
-                None => break,
+                read_bytes += event.body.len();
+                largest = largest.max(event.body.len());
+                events.push(event);
             }
+            seq = last + 1;
         }
         Ok(events)
     }
@@ -242,7 +254,7 @@ impl Backend for JetStreamStore {
         self.check_open()?;
         self.check_not_went_back()?;
         let room = self
-            .max_payload
+            .max_payload()
             .saturating_sub(layout::envelope_len(&event));
         if event.body.len() > room {
             return Err(StoreError::TooLarge {
@@ -254,7 +266,7 @@ impl Backend for JetStreamStore {
     }
 
     fn largest_body(&self) -> Option<usize> {
-        Some(self.max_payload.saturating_sub(HEADERS_ROOM))
+        Some(self.max_payload().saturating_sub(HEADERS_ROOM))
     }
 
     fn last_seq(&self) -> watch::Receiver<Seq> {
@@ -304,7 +316,10 @@ impl Backend for JetStreamStore {
             if provider.is_none() && events.len() < limit && bytes < READ_BODY_BYTES && from <= last
             {
                 let end = last.min(from.saturating_add((limit - events.len()) as u64 - 1));
-                let read = self.run_after(from, end, READ_BODY_BYTES - bytes).await?;
+                let largest = events.iter().map(|e| e.body.len()).max().unwrap_or(0);
+                let read = self
+                    .run_after(from, end, READ_BODY_BYTES - bytes, largest)
+                    .await?;
                 from += read.len() as u64;
                 bytes += crate::store::body_bytes(&read);
                 events.extend(read);
@@ -420,7 +435,7 @@ impl Backend for JetStreamStore {
     }
 
     fn largest_sync_cursor(&self) -> usize {
-        self.max_payload.saturating_sub(HEADERS_ROOM)
+        self.max_payload().saturating_sub(HEADERS_ROOM)
     }
 
     /// Compare-and-set against the revision this node last read or wrote: fails when another

@@ -85,7 +85,6 @@ impl JetStreamStore {
             .await
             .map_err(|err| unreachable(&err))?;
         let info = client.server_info();
-        let max_payload = info.max_payload;
         let version = info.version;
         if !supported(&version) {
             return Err(StoreError::Storage(Arc::new(std::io::Error::other(
@@ -113,9 +112,14 @@ impl JetStreamStore {
         let went_back = CancellationToken::new();
         let stream_answers = Arc::new(AtomicBool::new(true));
         let slow_counted = metrics.commits_slow.clone();
+        // Every publish is bound by its caller's deadline (`publish_within`), which may be up
+        // to an hour (`ack_deadline_ms`).
+        let mut publisher = js.clone();
+        publisher.set_timeout(Duration::from_secs(3600));
         let store = JetStreamStore {
             client,
             js,
+            publisher,
             stream,
             kv,
             leases,
@@ -130,7 +134,6 @@ impl JetStreamStore {
                 crate::config::DEFAULT_SLOW_COMMIT,
                 slow_counted,
             )),
-            max_payload,
             went_back: went_back.clone(),
             stream_answers: stream_answers.clone(),
             unreadable: Mutex::default(),
@@ -174,16 +177,64 @@ fn lapse_time(lease_time: Duration) -> Duration {
 
 type SetUpError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The settings of an existing stream (made by an operator) under which a 200 would not mean
+/// what it says, or retention could not work: kept in silence, a memory stream lost every event
+/// at the servers' restart, and `no_ack` answered every webhook 503.
+fn unsafe_settings(settings: &stream::Config) -> Vec<&'static str> {
+    [
+        (
+            settings.storage != StorageType::File,
+            "storage is memory (events are lost when the servers restart)",
+        ),
+        (settings.no_ack, "no_ack (publishes are never acknowledged)"),
+        (settings.sealed, "sealed (nothing can be stored)"),
+        (
+            settings.deny_delete,
+            "deny_delete (retention cannot remove events)",
+        ),
+        (
+            settings.mirror.is_some(),
+            "a mirror (it cannot be published to)",
+        ),
+        (
+            settings.sources.as_ref().is_some_and(|s| !s.is_empty()),
+            "sources (other streams' messages would pass for events)",
+        ),
+        (
+            settings.subject_transform.is_some(),
+            "a subject transform (the dedup subjects would change)",
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(set, said)| set.then_some(said))
+    .collect()
+}
+
 /// Creates the stream and the two buckets, or updates them to the settings hookgate relies on,
 /// and returns them. An existing stream keeps the settings hookgate does not set (limits and
 /// placement an operator gave it), and every one keeps its replicas when it has more than
-/// `replicas`: one gateway's config must not lower what the others' acks count on.
+/// `replicas`: one gateway's config must not lower what the others' acks count on. One with
+/// [`unsafe_settings`] is refused.
 async fn set_up(
     js: &jetstream::Context,
     config: &JetStreamConfig,
     dedup_window: Duration,
 ) -> Result<(stream::Stream, kv::Store, kv::Store), SetUpError> {
     let existing = existing_config(js, &config.stream).await?;
+    if let Some(unsafe_settings) = existing
+        .as_ref()
+        .map(unsafe_settings)
+        .filter(|s| !s.is_empty())
+    {
+        return Err(format!(
+            "the stream {} exists with settings hookgate cannot keep its promises on: {}. Make \
+             it again without them (back it up and restore it into a new one), or name another \
+             stream in [store] stream",
+            config.stream,
+            unsafe_settings.join("; ")
+        )
+        .into());
+    }
     let mut settings = existing.unwrap_or_else(|| stream::Config {
         name: config.stream.clone(),
         storage: StorageType::File,

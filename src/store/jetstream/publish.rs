@@ -115,7 +115,7 @@ impl JetStreamStore {
             let seen = self.last_seq.borrow().0;
             let sending = Instant::now();
             let ack = self
-                .js
+                .publisher
                 .publish_with_headers(subject.clone(), headers, event.body.clone())
                 .await
                 .map_err(storage)?;
