@@ -346,7 +346,7 @@ fn default_compact_min_mb() -> u64 {
 
 /// sled's page cache. sled's own memory beside it grows with the number of sled values, which
 /// packing keeps to a few per hundred events (see `store/sled/`): with this cache, a store of
-/// ten million 1 KiB events peaked at about 200 MiB under load in the ingest bench.
+/// ten million 1 KiB events peaked at 226 MiB under load in the ingest bench (docs/performance.md).
 fn default_cache_mb() -> u64 {
     32
 }
