@@ -177,7 +177,7 @@ pub async fn start(config: Config) -> Result<Gateway, GatewayError> {
     pollers.start();
     let sweeper = sweeper(&config, &store, &forwarders, &metrics, &died);
     sweeper.start();
-    let peers = peers::Peers::start(&store, &config, &metrics);
+    let peers = peers::Peers::start(&store, &config, &metrics, &died);
     let limits = http::Limits::start(&config.limits);
     let rejections = Arc::new(http::Rejections::new(
         metrics.clone(),

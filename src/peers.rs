@@ -14,26 +14,42 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::lease;
 use crate::metrics::Metrics;
 use crate::store::Store;
+use crate::supervise::Died;
 
 /// The announcing task, and the fingerprint it announces.
 pub struct Peers {
     fingerprint: watch::Sender<String>,
-    task: JoinHandle<()>,
+    stop: CancellationToken,
 }
 
 impl Peers {
     /// Starts announcing `config`'s fingerprint, when the store is shared (it has leases).
-    pub fn start(store: &Store, config: &Config, metrics: &Arc<Metrics>) -> Option<Peers> {
+    /// Watched like every background task: a panic stops the gateway (unwatched, the count
+    /// froze and this gateway lapsed from the others' in silence).
+    pub fn start(
+        store: &Store,
+        config: &Config,
+        metrics: &Arc<Metrics>,
+        died: &Died,
+    ) -> Option<Peers> {
         let every = store.lease_time()? / 3;
         let (fingerprint, current) = watch::channel(config.shared_fingerprint());
-        let task = tokio::spawn(announce(store.clone(), current, metrics.clone(), every));
-        Some(Peers { fingerprint, task })
+        let stop = CancellationToken::new();
+        let announcing = announce(store.clone(), current, metrics.clone(), every);
+        let stopped = stop.clone();
+        died.spawn_watched("peers".into(), async move {
+            tokio::select! {
+                () = announcing => {}
+                () = stopped.cancelled() => {}
+            }
+        });
+        Some(Peers { fingerprint, stop })
     }
 
     /// Announces `config`'s fingerprint from now on.
@@ -42,7 +58,7 @@ impl Peers {
     }
 
     pub fn stop(self) {
-        self.task.abort();
+        self.stop.cancel();
     }
 }
 
@@ -55,8 +71,10 @@ async fn announce(
     let mut reported: BTreeSet<String> = BTreeSet::new();
     loop {
         let ours = fingerprint.borrow().clone();
-        match store.announce(lease::holder(), &ours).await {
-            Ok(gateways) => {
+        // A round that hangs (the servers stalled) gives way to the next.
+        let announced = tokio::time::timeout(every, store.announce(lease::holder(), &ours)).await;
+        match announced {
+            Ok(Ok(gateways)) => {
                 let others: BTreeSet<String> = gateways
                     .into_iter()
                     .filter(|(holder, theirs)| holder != lease::holder() && *theirs != ours)
@@ -75,8 +93,11 @@ async fn announce(
                     reported = others;
                 }
             }
-            Err(err) => {
+            Ok(Err(err)) => {
                 tracing::debug!(error = %err, "Cannot announce this gateway's config to the others.")
+            }
+            Err(_) => {
+                tracing::debug!("Announcing this gateway's config to the others took too long.")
             }
         }
         tokio::time::sleep(every).await;

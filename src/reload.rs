@@ -63,6 +63,20 @@ impl Gateway {
 
         let store = self.state.store.clone();
         let metrics = self.state.metrics.clone();
+        // The counters of destinations only one of the two configs has go with it: those of
+        // the new one when the reload is refused (making its forwarders made them), else the
+        // old one's.
+        let only_in = |config: &Config, other: &Config| -> Vec<String> {
+            let names = |config: &Config| -> Vec<String> {
+                config.destinations.iter().map(|d| d.name.clone()).collect()
+            };
+            let other = names(other);
+            names(config)
+                .into_iter()
+                .filter(|n| !other.contains(n))
+                .collect()
+        };
+        let forget = |names: Vec<String>| names.iter().for_each(|n| metrics.forget_destination(n));
         let forwarding = forwarding(&config) != forwarding(&old.config);
         let polling = syncs(&config) != syncs(&old.config);
         let sweeping = forwarding
@@ -76,6 +90,7 @@ impl Gateway {
                 Ok(forwarders) => Some(forwarders),
                 Err(err) => {
                     tracing::error!(error = %err, "Reload refused: cannot start the destinations; the running config keeps serving.");
+                    forget(only_in(&config, &old.config));
                     return false;
                 }
             }
@@ -87,6 +102,7 @@ impl Gateway {
                 Ok(pollers) => Some(pollers),
                 Err(err) => {
                     tracing::error!(error = %err, "Reload refused: cannot start the sync pollers; the running config keeps serving.");
+                    forget(only_in(&config, &old.config));
                     return false;
                 }
             }
@@ -98,6 +114,7 @@ impl Gateway {
             destinations_kept = self.forwarders.hand_over_unchanged(&mut forwarders);
             let previous = std::mem::replace(&mut self.forwarders, forwarders);
             previous.stop(STOP_WITHIN).await;
+            forget(only_in(&old.config, &config));
             self.forwarders.start();
         }
         if let Some(pollers) = pollers {

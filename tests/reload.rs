@@ -173,6 +173,18 @@ fn a_destination_added_by_a_reload_receives_the_events() {
         last.contains("providers=2 destinations_restarted=false"),
         "{last}"
     );
+    // Removed by a reload, its series go (they were exported, frozen, until a restart).
+    let delivered = |gw: &Gateway| {
+        gw.metric(
+            "hookgate_destination_deliveries_total",
+            &[("destination", "crm")],
+        )
+    };
+    assert_eq!(delivered(&gw), Some(2.0));
+    let providers = provider("open", "none", &[], "") + &provider("another", "none", &[], "");
+    rewrite_tables(&gw, &providers);
+    reload(&gw, "Config reloaded");
+    assert_eq!(delivered(&gw), None, "{}", gw.metrics_text());
 }
 
 #[test]

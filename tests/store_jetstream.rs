@@ -221,6 +221,26 @@ fn a_scrape_while_the_server_stalls_answers_without_the_cursors() {
     });
 }
 
+/// The task that tells other gateways this one's config is watched like every background task:
+/// unwatched, its panic left the count of disagreeing gateways frozen in silence.
+#[test]
+fn a_panic_of_the_peers_task_stops_the_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start(dir.path());
+    let mut gw = Gateway::builder()
+        .config(&provider("p", "none", &[], ""))
+        .config(&jetstream_store(&nats))
+        .env("HOOKGATE_TEST_PANIC_TASK", "peers")
+        .start();
+    let status = gw.wait_exit(Duration::from_secs(20));
+    let logs = gw.logs();
+    assert!(!status.success(), "{status:?}: {logs}");
+    assert!(
+        logs.contains("peers") && logs.contains("A task panicked"),
+        "{logs}"
+    );
+}
+
 /// An event of provider `p` with no content type.
 fn event(id: String, body: String) -> NewEvent {
     NewEvent::poll(

@@ -514,6 +514,21 @@ impl Metrics {
         }
     }
 
+    /// Drops the counters of destination `name` (no longer configured): their series went on
+    /// being exported, zero or frozen, until a restart.
+    pub fn forget_destination(&self, name: &str) {
+        let labels = DestinationLabels {
+            destination: name.to_string(),
+        };
+        for family in [
+            &self.destination_delivered,
+            &self.destination_failed,
+            &self.destination_dead,
+        ] {
+            family.remove(&labels);
+        }
+    }
+
     /// Counts one answered webhook: `status`, and for a 200 that stored an event, whether it was
     /// a duplicate.
     pub fn request(&self, provider: &str, status: u16, stored: Option<Stored>) {

@@ -416,6 +416,16 @@ impl<'a> Loader<'a> {
 
     fn provider(&mut self, raw: RawProvider, section: &Section) -> Option<ProviderConfig> {
         let name = match ProviderName::parse(&raw.name) {
+            // The label of the requests to no provider in the metrics and the console: a
+            // provider of that name would share them.
+            Ok(name) if name.as_str() == crate::metrics::UNKNOWN_PROVIDER => {
+                let message = format!(
+                    "the provider name {:?} is reserved (it labels requests to no provider)",
+                    raw.name
+                );
+                self.error(self.key_position(section, "name"), message);
+                None
+            }
             Ok(name) => Some(name),
             Err(message) => {
                 self.error(self.key_position(section, "name"), message);

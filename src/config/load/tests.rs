@@ -422,3 +422,16 @@ fn a_body_cap_over_the_in_flight_budget_is_refused() {
     assert!(load(&with_cap(config(2_097_152))).is_ok());
     assert!(load(&config(1_048_576)).is_ok());
 }
+
+/// `_unknown` labels the requests to no provider (metrics, the console): a provider of that name
+/// shared their series and was listed twice.
+#[test]
+fn the_name_of_requests_to_no_provider_is_reserved() {
+    let errors = load(&VALID.replace("name = \"demo\"", "name = \"_unknown\"")).unwrap_err();
+    assert!(errors[0].message.contains("is reserved"), "{errors:?}");
+    assert_eq!(
+        errors[0].position.map(|(line, _)| line),
+        Some(9),
+        "{errors:?}"
+    );
+}
