@@ -242,7 +242,8 @@ fn sweeper(
 impl Gateway {
     /// Drains: readyz turns 503, new webhooks are refused, the listeners stop, requests already
     /// read are committed and answered, and the store is synced and closed.
-    pub async fn shutdown(self) {
+    /// False when the store's last sync failed (see [`store::Backend::close`]).
+    pub async fn shutdown(self) -> bool {
         self.state.draining.store(true, Ordering::Relaxed);
         tracing::info!("Draining: no new webhooks accepted.");
         // Side by side, not one after the other: the listeners' drains and three groups of
@@ -257,7 +258,7 @@ impl Gateway {
         if let Some(peers) = self.peers {
             peers.stop();
         }
-        self.state.store.close().await;
+        self.state.store.close().await
     }
 }
 
@@ -353,7 +354,12 @@ pub async fn run(
     notify::stopping();
     watchdog.abort();
     drop(store);
-    gateway.shutdown().await;
+    // A failed last sync is a store failure like any other: no checkpoint reopens sled over
+    // what the disk may not hold, and the exit is non-zero.
+    let outcome = match gateway.shutdown().await {
+        false if outcome.is_ok() => Err(GatewayError::StoreFailed),
+        _ => outcome,
+    };
     if outcome.is_ok() {
         // Every handle is gone: leave the store ready for a fast start.
         let checkpoint =

@@ -114,6 +114,45 @@ fn an_fsync_of_the_pointer_to_a_compacted_copy_failed_by_the_file_system_stops_t
     );
 }
 
+/// The last fdatasync of a stop failing (EIO): the stop exits non-zero and no checkpoint
+/// reopens sled over what the disk may not hold (it was logged, the stop exited 0, and sled was
+/// reopened and snapshotted on pages the kernel may have dropped). The next start has every ack.
+#[test]
+fn a_failed_last_sync_of_a_stop_exits_non_zero_without_a_checkpoint() {
+    let root = tempfile::tempdir().unwrap();
+    let data_dir = root.path().join("data");
+    std::fs::create_dir(&data_dir).unwrap();
+    let fs = CrashFs::new();
+    let mounted = fs.mount(&data_dir);
+    let config = provider("p", "none", &[], "event_id = \"json:/id\"");
+    let mut gw = Gateway::builder()
+        .config(&config)
+        .data_dir(&data_dir)
+        .start();
+    let mut acked = Vec::new();
+    for n in 0..20 {
+        let body = format!(r#"{{"id":"stop-{n}"}}"#);
+        acked.push((body.clone(), gw.post("p", &[], body.as_bytes()).ack().1));
+    }
+    fs.fail_next_fsync_of("db");
+    gw.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = gw.wait_exit(Duration::from_secs(20));
+    let logs = gw.logs();
+    assert!(!status.success(), "{status:?}: {logs}");
+    assert!(logs.contains("cannot tell what reached the disk"), "{logs}");
+    assert!(
+        !logs.contains("Store checkpointed for the next start"),
+        "{logs}"
+    );
+    gw.restart();
+    for (body, seq) in &acked {
+        let again = gw.post("p", &[], body.as_bytes()).ack();
+        assert_eq!(again, ("duplicate".to_string(), *seq), "{body}");
+    }
+    gw.kill();
+    mounted.unmount();
+}
+
 /// A small disk filled under load (crashfs with a capacity), sled checkpointed every MB and a
 /// compaction tried after every sweep: while it is full, answers are 503 with Retry-After (or
 /// the gateway stops, if a write fails anyway). Then SIGKILL, a power loss, a start on the disk

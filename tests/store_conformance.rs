@@ -1444,7 +1444,7 @@ impl Backend for WithServer {
     async fn failed(&self) {
         self.store.failed().await;
     }
-    async fn close(&self) {
-        self.store.close().await;
+    async fn close(&self) -> bool {
+        self.store.close().await
     }
 }

@@ -184,8 +184,10 @@ pub trait Backend: Send + Sync + 'static {
     /// process supervisor). Nothing can be stored any more.
     async fn failed(&self);
 
-    /// Commits what is queued, syncs, and stops; later commits fail with `Closed`.
-    async fn close(&self);
+    /// Commits what is queued, syncs, and stops; later commits fail with `Closed`. False when
+    /// that last sync failed (or the store had already stopped on a failure): what the disk
+    /// holds is then unknown, and the process must exit non-zero.
+    async fn close(&self) -> bool;
 }
 
 /// The handle the rest of hookgate holds: one backend, chosen by the config. Cheap to clone.

@@ -204,20 +204,25 @@ pub fn answer(metrics: &Metrics, pending: Pending, outcome: Outcome) {
 
 impl Committer {
     /// Runs until told to close (or every sender is gone), commits what is still queued, and
-    /// syncs once more.
-    pub fn run(mut self, mut queue: mpsc::Receiver<Message>) {
+    /// syncs once more. Returns whether it ended so, synced: a failed final sync, as any failed
+    /// sync, must stop the process non-zero, with no checkpoint reopening sled over it.
+    pub fn run(mut self, mut queue: mpsc::Receiver<Message>) -> bool {
         let mut signals = Signals::default();
         // Requests in the batch before (see `should_gather`).
         let mut before = 0;
         loop {
             if let Some(reason) = signals.fail.take() {
                 // The batch taken with it, if any, was dropped: its requests are answered 503.
-                return stop(&reason);
+                stop(&reason);
+                return false;
             }
             if let Some(pause) = signals.pause.take() {
                 self = match self.pause(pause) {
                     Ok(switched) => switched,
-                    Err(err) => return unsure(&err),
+                    Err(err) => {
+                        unsure(&err);
+                        return false;
+                    }
                 };
             }
             // Still over the bound: a checkpoint since the ask (one due to commits) emptied it.
@@ -228,7 +233,7 @@ impl Committer {
             {
                 if self.reopen.may_checkpoint_for_reads() {
                     let Some(reopened) = self.checkpointed(&mut queue, &mut signals) else {
-                        return;
+                        return false;
                     };
                     self = reopened;
                 } else {
@@ -249,7 +254,8 @@ impl Committer {
                         // No request waits: the steps before this one delayed nobody.
                         self.between.runs = Duration::ZERO;
                         if let Err(err) = self.runs_step() {
-                            return stop_unsure(&err);
+                            stop_unsure(&err);
+                            return false;
                         }
                         continue;
                     }
@@ -286,12 +292,15 @@ impl Committer {
             self.busy_since.store(0, busy);
             let logged = match committed {
                 Ok(logged) => logged,
-                Err(err) => return stop_unsure(&err),
+                Err(err) => {
+                    stop_unsure(&err);
+                    return false;
+                }
             };
             self.since_checkpoint += logged as u64;
             if signals.pause.is_none() && self.reopen.due(self.since_checkpoint) {
                 let Some(reopened) = self.checkpointed(&mut queue, &mut signals) else {
-                    return;
+                    return false;
                 };
                 self = reopened;
             }
@@ -301,8 +310,12 @@ impl Committer {
                 if let Err(err) = self.watermark.advance(Seq(self.next_seq.0 - 1), true) {
                     tracing::error!(error = %err, "Cannot record the acknowledged watermark.");
                 }
+                true
             }
-            Err(err) => tracing::error!(error = %err, "Final sync of the store failed."),
+            Err(err) => {
+                stop_unsure(&StoreError::Storage(Arc::new(err)));
+                false
+            }
         }
     }
 

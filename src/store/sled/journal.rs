@@ -96,6 +96,21 @@ impl Journal {
             }
             _ => (None, 0),
         };
+        // A header whose magic was damaged would read as a journal from before salts, its
+        // frames as one torn end, and be emptied in silence.
+        let salted_under = bytes
+            .get(8..FILE_HEADER)
+            .map(|salt| salt.try_into().expect("16 bytes"));
+        if salt.is_none()
+            && salted_under.is_some_and(|salt| frame_at(&bytes, FILE_HEADER, Some(&salt)).is_some())
+        {
+            return Err(StoreError::Corrupt(format!(
+                "{} is damaged at byte 0 (its header does not read as one, and a frame after it \
+                 checks out under its salt): the events it holds were acknowledged. Restore the \
+                 data dir from a backup",
+                path.display()
+            )));
+        }
         let (frames, good) = read_frames(&bytes, start, salt.as_ref()).map_err(|at| {
             StoreError::Corrupt(format!(
                 "{} is damaged at byte {at} (a frame that does not check out, with whole frames \
@@ -219,11 +234,13 @@ fn encode(frame: &Frame, salt: Option<&Salt>) -> Vec<u8> {
 /// The frames in `bytes` from `start`, and where they end (the rest is a torn last frame).
 /// `Err(offset)`: a frame there does not check out, and is not a torn end.
 ///
-/// The only write a power loss can tear is the last, never acknowledged. So a frame that does
+/// The only write a power loss can tear is the last, never acknowledged; it tears at sector
+/// boundaries (each sector written or not, a lost one reading as zeros). So a frame that does
 /// not check out is the torn end only if it reaches the end of the file (its length does) or its
-/// header reads as zeros (a torn header; the checksum of nothing is 0, so no frame may be empty),
-/// and no whole frame follows it at any offset (its length is not to be trusted: a flipped bit
-/// in a length made the frames after it look torn). Anything else is damage.
+/// header reads as zeros, whole or on one side of a sector boundary it straddles (a torn header;
+/// the checksum of nothing is 0, so no frame may be empty), and no whole frame follows it at any
+/// offset (its length is not to be trusted: a flipped bit in a length made the frames after it
+/// look torn). Anything else is damage.
 fn read_frames(
     bytes: &[u8],
     start: usize,
@@ -243,7 +260,7 @@ fn read_frames(
             u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize
         });
         let reaches_the_end = at + HEADER + len >= bytes.len();
-        let zeroed = header.iter().all(|b| *b == 0);
+        let zeroed = torn_header(at, header);
         let followed = (at + 1..bytes.len()).any(|later| frame_after(bytes, later, after, salt));
         return if (reaches_the_end || zeroed) && !followed {
             Ok((frames, at))
@@ -252,6 +269,19 @@ fn read_frames(
         };
     }
     Ok((frames, at))
+}
+
+/// Sectors a power loss writes whole or not at all (4 KiB pages are whole sectors too).
+const SECTOR: usize = 512;
+
+/// Whether the header at `at` reads as zeros, whole or on one side of a sector boundary in it
+/// (a header across pages, one of them lost: its length read as 0, or cut, and the start
+/// refused a torn frame that was never acknowledged).
+fn torn_header(at: usize, header: &[u8]) -> bool {
+    let zeros = |part: &[u8]| part.iter().all(|b| *b == 0);
+    let boundary = (at / SECTOR + 1) * SECTOR - at;
+    zeros(header)
+        || (boundary < header.len() && (zeros(&header[..boundary]) || zeros(&header[boundary..])))
 }
 
 /// Whether a frame that checks out, and whose first seq is at or after `after` (and not far
@@ -417,6 +447,41 @@ mod tests {
         std::fs::write(dir.path().join("journal"), &bytes).unwrap();
         let (_, read) = Journal::open(dir.path()).unwrap();
         assert_eq!(read, frames[..1]);
+    }
+
+    /// A torn last frame whose header straddles a sector boundary, the sector before it or
+    /// after it lost (zeros): the length reads as 0 or cut short, the checksum not, and the
+    /// start refused a frame that was never acknowledged.
+    #[test]
+    fn a_torn_frame_whose_header_straddles_a_lost_sector_is_cut_off() {
+        let dir = tempfile::tempdir().unwrap();
+        // The first frame's size puts the second's header 2 bytes before byte 4096.
+        let mut first = frame(1, 1);
+        let overhead = FILE_HEADER + encode(&first, None).len() - first.events[0].1.len();
+        first.events[0].1 = vec![7; 4094 - overhead];
+        let frames = [first, frame(2, 40)];
+        let bytes = journal_with(dir.path(), &frames);
+        assert_eq!(FILE_HEADER + encode(&frames[0], None).len(), 4094);
+        for lost in [4094..4096, 4096..bytes.len().min(8192)] {
+            let mut torn = bytes.clone();
+            torn[lost.clone()].fill(0);
+            std::fs::write(dir.path().join("journal"), &torn).unwrap();
+            let (_, read) = Journal::open(dir.path()).unwrap_or_else(|e| panic!("{lost:?}: {e}"));
+            assert_eq!(read, frames[..1], "{lost:?}");
+        }
+    }
+
+    /// A journal whose magic was damaged, with acknowledged frames: it read as one from before
+    /// salts, its frames as a torn end, and was emptied in silence.
+    #[test]
+    fn a_damaged_magic_refuses_to_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = journal_with(dir.path(), &[frame(1, 3), frame(4, 2)]);
+        bytes[0] ^= 0x01;
+        std::fs::write(dir.path().join("journal"), &bytes).unwrap();
+        let err = Journal::open(dir.path()).err().expect("a damaged journal");
+        assert!(err.to_string().contains("byte 0"), "{err}");
+        assert_eq!(std::fs::read(dir.path().join("journal")).unwrap(), bytes);
     }
 
     #[test]

@@ -223,7 +223,7 @@ pub struct SledStore {
     handles: Handles,
     last_seq: watch::Receiver<Seq>,
     queue: mpsc::Sender<Message>,
-    committer: Mutex<Option<JoinHandle<()>>>,
+    committer: Mutex<Option<JoinHandle<bool>>>,
     /// Fires when the committer thread ends, whether closed, failed or panicked.
     committer_ended: Mutex<Option<oneshot::Receiver<()>>>,
     /// Where the sweeper resumes.
@@ -537,16 +537,25 @@ impl Backend for SledStore {
         }
     }
 
-    async fn close(&self) {
+    async fn close(&self) -> bool {
         // What is left of old copies goes at the next open.
         let old_copies = self.old_copies.clone();
         let _ = tokio::task::spawn_blocking(move || old_copies.stop()).await;
         let handle = self.committer.lock().ok().and_then(|mut h| h.take());
-        let Some(handle) = handle else { return };
+        // Closed before: that close said how it ended.
+        let Some(handle) = handle else { return true };
         let _ = self.queue.send(Message::Close).await;
         match tokio::task::spawn_blocking(move || handle.join()).await {
-            Ok(Ok(())) => tracing::info!("Store closed and synced."),
-            _ => tracing::error!("The committer thread panicked."),
+            Ok(Ok(true)) => {
+                tracing::info!("Store closed and synced.");
+                true
+            }
+            // Logged by the committer.
+            Ok(Ok(false)) => false,
+            _ => {
+                tracing::error!("The committer thread panicked.");
+                false
+            }
         }
     }
 }
