@@ -51,7 +51,8 @@ impl OldCopies {
         // The one before is over: compactions wait for it, and the open's comes first.
         self.join();
         self.gone.store(false, Ordering::Release);
-        let old = place::old_paths(data_dir, live);
+        let old = out_of_the_way(data_dir, place::old_paths(data_dir, live))
+            .inspect_err(|_| self.gone.store(true, Ordering::Release))?;
         if !old.is_empty() {
             let bytes: u64 = old.iter().map(|path| size(path)).sum();
             tracing::info!(
@@ -113,6 +114,26 @@ impl OldCopies {
     }
 }
 
+/// `old`, with `data_dir`'s own `db` (the log of the store before its first copy) renamed, and
+/// that made durable, before anything of it is cut: a `db` in `data_dir` is what tells the
+/// open that no copy is live when `current` is missing. Left there while it was cut (tens of
+/// seconds for a large store), a lost `current` had the open take the half-cut old log for the
+/// store, and remove the live copy.
+fn out_of_the_way(data_dir: &Path, old: Vec<PathBuf>) -> io::Result<Vec<PathBuf>> {
+    let root_db = data_dir.join("db");
+    if !old.contains(&root_db) {
+        return Ok(old);
+    }
+    let renamed = data_dir.join(place::OLD_ROOT_DB);
+    std::fs::rename(&root_db, &renamed)?;
+    std::fs::File::open(data_dir)?.sync_all()?;
+    let mut old: Vec<PathBuf> = old.into_iter().filter(|path| *path != root_db).collect();
+    if !old.contains(&renamed) {
+        old.push(renamed);
+    }
+    Ok(old)
+}
+
 /// The bytes of the files under `path` (0 for what cannot be read).
 fn size(path: &Path) -> u64 {
     match std::fs::symlink_metadata(path) {
@@ -162,6 +183,36 @@ fn sleep_unless_stopped(rest: Duration, stop: &AtomicBool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The old log in `data_dir` is out of the way before its removal begins: left there while
+    /// it was cut, a lost `current` had the open take it for the store (and remove the copy).
+    #[test]
+    fn the_old_root_log_is_renamed_before_it_is_cut() {
+        let data = tempfile::tempdir().unwrap();
+        let root = data.path();
+        let live = root.join("sled.1");
+        std::fs::create_dir(&live).unwrap();
+        std::fs::write(live.join("db"), b"x").unwrap();
+        std::fs::write(root.join("current"), b"sled.1\n").unwrap();
+        std::fs::write(root.join("conf"), b"segment_size: 2097152\n").unwrap();
+        std::fs::File::create(root.join("db"))
+            .unwrap()
+            .set_len(3 * STEP + 1)
+            .unwrap();
+        let copies = OldCopies::default();
+        let (sender, removed) = std::sync::mpsc::channel();
+        copies
+            .remove(root, &live, move |_| sender.send(()).unwrap())
+            .unwrap();
+        assert!(!root.join("db").exists(), "renamed before the first cut");
+        std::fs::remove_file(root.join("current")).unwrap();
+        let refused = place::live_dir(root).expect_err("no store in data_dir itself");
+        assert!(refused.to_string().contains("sled.1"), "{refused}");
+        removed.recv_timeout(Duration::from_secs(30)).unwrap();
+        copies.join();
+        assert!(!root.join(place::OLD_ROOT_DB).exists());
+        assert!(live.join("db").exists());
+    }
 
     #[test]
     fn old_copies_go_in_the_background_and_a_stop_leaves_the_rest() {

@@ -17,6 +17,9 @@ use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 
 const CURRENT: &str = "current";
+/// What the old `db` in `data_dir` is renamed to before its gradual removal (`old_copies.rs`):
+/// a `db` there means the store never switched to a copy, whatever else is missing.
+pub const OLD_ROOT_DB: &str = "db.old";
 const PREFIX: &str = "sled.";
 /// sled 0.34's files and directories in the directory it is given.
 const SLED_FILES: [&str; 3] = ["db", "conf", "blobs"];
@@ -121,6 +124,7 @@ pub fn old_paths(data_dir: &Path, live: &Path) -> Vec<PathBuf> {
         let Some(name) = name.to_str() else { continue };
         let old_copy = (is_copy(name) && path != live)
             || name == format!("{CURRENT}.new")
+            || name == OLD_ROOT_DB
             || (root_is_old && (SLED_FILES.contains(&name) || name.starts_with("snap.")));
         if old_copy {
             old.push(path);

@@ -692,7 +692,7 @@ async fn an_open_removes_what_old_copies_left_in_the_background() {
         "the live copy is sled.1"
     );
     let removing = Instant::now();
-    while data.join("db").exists() || data.join("sled.2").exists() {
+    while data.join("db").exists() || data.join("db.old").exists() || data.join("sled.2").exists() {
         assert!(
             removing.elapsed() < Duration::from_secs(30),
             "the old copies are still there"
