@@ -289,7 +289,9 @@ fn old_copies_removed(data: &std::path::Path) -> Duration {
             .flatten()
             .any(|entry| {
                 let name = entry.file_name().to_string_lossy().into_owned();
-                name == "db" || (name.starts_with("sled.") && name != live.trim())
+                name == "db"
+                    || name == "db.old"
+                    || (name.starts_with("sled.") && name != live.trim())
             })
     };
     while old_copies_left() {
