@@ -101,6 +101,17 @@ fn an_fsync_of_the_checkpoint_journal_failed_by_the_file_system_stops_the_gatewa
 
 /// The same with the fsync of `current.new` failing as a compaction makes its copy the live
 /// store (sled compacted after every sweep, every 200 ms).
+/// The acknowledged watermark's fsync failing (EIO) stops the gateway too: it warned and went
+/// on, and a retried fsync may report success over pages the kernel dropped.
+#[test]
+fn an_fsync_of_the_watermark_failed_by_the_file_system_stops_the_gateway() {
+    let logged = fail_an_fsync_under_load("acked", "", &[], |_, load| load.acked_count() >= 200);
+    assert!(
+        logged.contains("acknowledged watermark"),
+        "no word of the watermark"
+    );
+}
+
 #[test]
 fn an_fsync_of_the_pointer_to_a_compacted_copy_failed_by_the_file_system_stops_the_gateway() {
     let store = "compact_ratio = 1.0\ncompact_min_mb = 0\nsweep_interval = \"200ms\"";

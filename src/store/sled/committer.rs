@@ -455,7 +455,7 @@ impl Committer {
                 parts.answer = answering.elapsed();
                 // After the answers: once a second this fdatasyncs the watermark's file, which
                 // no ack needs to wait for (`watermark.rs`).
-                self.record_watermark();
+                self.record_watermark()?;
                 slow_commit::note(&mut self.slow, &parts, requests, bytes);
             }
             Err(err) => {
@@ -486,13 +486,19 @@ impl Committer {
         self.last_seq.send_replace(Seq(self.next_seq.0 - 1));
     }
 
-    /// Moves the acknowledged watermark to every seq sled holds (synced).
-    pub fn record_watermark(&mut self) {
+    /// Moves the acknowledged watermark to every seq sled holds (synced). A failure is the
+    /// store's, as any failed write or sync on its disk is: the events are durable, but a
+    /// retried fsync may report success over pages the kernel dropped (a stale or zeroed
+    /// watermark), so the committer stops rather than go on with it (it warned and went on).
+    pub fn record_watermark(&mut self) -> Result<(), StoreError> {
         let durable = Seq(self.next_seq.0 - 1);
-        if let Err(err) = self.watermark.advance(durable, false) {
-            // Only the detection of a damaged log suffers; the events are durable.
-            tracing::warn!(error = %err, "Cannot record the acknowledged watermark.");
-        }
+        self.watermark.advance(durable, false).map_err(|err| {
+            let path = self.watermark.path().display().to_string();
+            StoreError::Storage(Arc::new(std::io::Error::new(
+                err.kind(),
+                format!("the acknowledged watermark {path}: {err}"),
+            )))
+        })
     }
 }
 

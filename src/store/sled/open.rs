@@ -130,13 +130,21 @@ fn unreadable_files(dir: &Path, err: ::sled::Error) -> StoreError {
     }
 }
 
-/// `err`, and if it is sled's own, with the directory of sled's files.
+/// `err`, naming the store's directory: sled's own errors and hookgate's refusals of what it
+/// read (a `meta` value that does not parse, a failed sync) named no file, which the docs
+/// promise every refusal at a start does.
 fn naming_sled_s_files(dir: &Path, err: StoreError) -> StoreError {
+    let named = dir.display().to_string();
     match err {
         StoreError::Storage(inner) => match inner.downcast_ref::<::sled::Error>() {
             Some(sled) => unreadable_files(dir, sled.clone()),
-            None => StoreError::Storage(inner),
+            None => StoreError::Storage(Arc::new(std::io::Error::other(format!(
+                "the store under {named}: {inner}"
+            )))),
         },
+        StoreError::Corrupt(what) if !what.contains(&named) => {
+            StoreError::Corrupt(format!("{what} (the store under {named})"))
+        }
         err => err,
     }
 }
@@ -416,8 +424,22 @@ fn create_data_dir(dir: &Path) -> std::io::Result<()> {
     parents.push(parent_of(dir));
     parents.dedup();
     for parent in parents {
-        if let Err(err) = std::fs::File::open(&parent).and_then(|dir| dir.sync_all()) {
-            tracing::warn!(dir = %parent.display(), error = %err, "Cannot sync the directory that holds the data dir: a power loss soon after it was made may take the data dir away.");
+        match std::fs::File::open(&parent).and_then(|dir| dir.sync_all()) {
+            Ok(()) => {}
+            // A directory this user may not open: said, and the start goes on.
+            Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied => {
+                tracing::warn!(dir = %parent.display(), error = %err, "Cannot sync the directory that holds the data dir: a power loss soon after it was made may take the data dir away.");
+            }
+            // A failed fsync (EIO): the disk may not hold the data dir's entry.
+            Err(err) => {
+                return Err(std::io::Error::new(
+                    err.kind(),
+                    format!(
+                        "syncing {}, which holds the data dir: {err}",
+                        parent.display()
+                    ),
+                ))
+            }
         }
     }
     Ok(())
@@ -440,7 +462,13 @@ mod tests {
             let named = naming_sled_s_files(dir, err).to_string();
             assert!(named.contains("/srv/hookgate/data"), "{named}");
         }
-        let ours = naming_sled_s_files(dir, StoreError::Corrupt("the journal".into()));
-        assert_eq!(ours.to_string(), "corrupt store: the journal");
+        // hookgate's own refusals too, once.
+        let ours = naming_sled_s_files(dir, StoreError::Corrupt("next_seq".into()));
+        assert_eq!(
+            ours.to_string(),
+            "corrupt store: next_seq (the store under /srv/hookgate/data)"
+        );
+        let named = naming_sled_s_files(dir, ours).to_string();
+        assert_eq!(named.matches("/srv/hookgate/data").count(), 1, "{named}");
     }
 }

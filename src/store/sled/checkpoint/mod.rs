@@ -335,7 +335,7 @@ impl Committer {
                 .map_err(|err| StoreError::Storage(Arc::new(err)))?;
             self.metrics.fsyncs.inc_by(synced.fsyncs);
             self.announce_durable();
-            self.record_watermark();
+            self.record_watermark()?;
         }
         self.journal.clear()?;
         Ok(applied)
