@@ -329,6 +329,9 @@ fn the_sweeper_and_a_stop_do_not_wait_for_a_compactions_old_files() {
         metric(&gw, "hookgate_store_compactions_total") >= 1.0
     });
     assert_eq!(metric(&gw, "hookgate_events_swept_total"), 30_000.0);
+    // Out of the way before its removal began: `db` in the data dir means no copy is live.
+    assert!(!old_log.exists());
+    let old_log = gw.data_dir().join("db.old");
 
     // The sweeper goes on while the old log goes: a new event expires and is swept.
     let (_, seq) = post(&gw, "p", "after-the-compaction");

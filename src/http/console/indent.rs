@@ -63,7 +63,9 @@ pub fn indent(json: &str, limit: usize) -> (String, bool) {
             _ => out.push(byte),
         }
     }
-    (cut_to_chars(out, limit), false)
+    // The last new line and closing brackets may take it past the bound.
+    let cut = out.len() > limit;
+    (cut_to_chars(out, limit), cut)
 }
 
 /// `bytes` (UTF-8 but perhaps for a character cut at the end) as a string of at most `limit`
@@ -135,5 +137,8 @@ mod tests {
         assert_eq!(cut_text("aéb", 2), ("a", true));
         assert_eq!(cut_text("aéb", 3), ("aé", true));
         assert_eq!(cut_text("aéb", 4), ("aéb", false));
+        // Past the bound only by the closing brackets: cut, and said.
+        let (text, cut) = indent("[[1]]", 12);
+        assert_eq!((text.as_str(), cut), ("[\n  [\n    1\n", true));
     }
 }

@@ -37,7 +37,7 @@ mod went_back;
 
 use std::collections::HashMap;
 use std::ops::RangeInclusive;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -62,11 +62,20 @@ pub use open::FOLLOW_INTERVAL;
 
 /// Direct gets of one read in flight at once.
 const READ_AHEAD: usize = 64;
+/// The most bytes of bodies one read may have in flight, were each as large as the servers
+/// allow (a window is judged from the bodies seen so far, which larger ones may follow).
+const IN_FLIGHT_BYTES: usize = 4 * READ_BODY_BYTES;
 
 /// The store on a NATS JetStream stream and KV bucket.
 pub struct JetStreamStore {
     client: async_nats::Client,
     js: jetstream::Context,
+    /// The connected server's `max_payload`, read again after each (re)connection (`connected`):
+    /// read once at the start, a raise on the servers answered bodies under it 413 until the
+    /// gateway restarted, and a server with a lower one closed the connection on a larger
+    /// message.
+    max_payload: AtomicUsize,
+    connected: Arc<AtomicBool>,
     /// `js` for publishes: its acks wait as long as the caller's deadline says (the client's 5 s
     /// answered a webhook 503 at 5 s under an `ack_deadline_ms` of 10 s, its event stored).
     publisher: jetstream::Context,
@@ -141,12 +150,14 @@ impl JetStreamStore {
         }))
     }
 
-    /// The servers' `max_payload`, as the server this gateway is connected to now says (the
-    /// client updates it at each reconnect: read once at the start, a raise on the servers
-    /// answered bodies under it 413 until the gateway restarted, and a server with a lower one
-    /// closed the connection on a larger message).
+    /// The `max_payload` of the server this gateway is connected to (its info is copied whole,
+    /// so only after a (re)connection, not per commit).
     fn max_payload(&self) -> usize {
-        self.client.server_info().max_payload
+        if self.connected.swap(false, Ordering::AcqRel) {
+            let max_payload = self.client.server_info().max_payload;
+            self.max_payload.store(max_payload, Ordering::Release);
+        }
+        self.max_payload.load(Ordering::Acquire)
     }
 
     /// The event a message holds, and its dedup hash; an error for a message that is none.
@@ -172,8 +183,9 @@ impl JetStreamStore {
     /// The events at `from..=end` up to the first seq not found (removed, or not yet on the
     /// replica that answered: the caller goes on from there with [`Self::next`], which tells
     /// them apart) or until their bodies reach `bytes`: up to [`READ_AHEAD`] requests at once,
-    /// fewer when the bodies seen so far (`largest`, the largest) say they would pass `bytes`
-    /// (64 reads in flight of 8 MiB bodies held 512 MiB for a read bound to 16).
+    /// fewer when the bodies seen so far (`largest`, the largest) say they would pass `bytes`,
+    /// and never more than bodies of `max_payload` would fill [`IN_FLIGHT_BYTES`] (64 reads in
+    /// flight of 8 MiB bodies held 512 MiB for a read bound to 16).
     async fn run_after(
         &self,
         from: u64,
@@ -182,9 +194,10 @@ impl JetStreamStore {
         mut largest: usize,
     ) -> Result<Vec<StoredEvent>, StoreError> {
         let (mut events, mut read_bytes, mut seq) = (Vec::new(), 0, from);
+        let most = (IN_FLIGHT_BYTES / self.max_payload().max(1)).clamp(1, READ_AHEAD);
         while read_bytes < bytes && seq <= end {
             let room = (bytes - read_bytes) / largest.max(1);
-            let window = room.clamp(1, READ_AHEAD) as u64;
+            let window = room.clamp(1, most) as u64;
             let last = end.min(seq.saturating_add(window - 1));
             let reads = (seq..=last).map(|seq| self.message(seq));
             for read in futures_util::future::join_all(reads).await {

@@ -1,7 +1,7 @@
 //! Connecting to the servers, creating (or updating) the stream and the buckets, and following
 //! the stream's last sequence for the events other gateways store.
 
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -77,9 +77,19 @@ impl JetStreamStore {
                 shown.join(", ")
             ))))
         };
+        // Each (re)connection may be to a server with another `max_payload`: the next commit
+        // reads it again (`JetStreamStore::max_payload`).
+        let connected = Arc::new(AtomicBool::new(true));
+        let told = connected.clone();
         let options = connect_options(config)
             .await
-            .map_err(|err| unreachable(&err))?;
+            .map_err(|err| unreachable(&err))?
+            .event_callback(move |event| {
+                if matches!(event, async_nats::Event::Connected) {
+                    told.store(true, Ordering::Release);
+                }
+                async {}
+            });
         let client = options
             .connect(servers)
             .await
@@ -120,6 +130,8 @@ impl JetStreamStore {
             client,
             js,
             publisher,
+            max_payload: AtomicUsize::new(0),
+            connected,
             stream,
             kv,
             leases,

@@ -306,12 +306,14 @@ impl Committer {
             }
         }
         match self.durability.sync() {
-            Ok(_) => {
-                if let Err(err) = self.watermark.advance(Seq(self.next_seq.0 - 1), true) {
-                    tracing::error!(error = %err, "Cannot record the acknowledged watermark.");
+            Ok(_) => match self.watermark.advance(Seq(self.next_seq.0 - 1), true) {
+                Ok(()) => true,
+                Err(err) => {
+                    let what = format!("the acknowledged watermark: {err}");
+                    stop_unsure(&StoreError::Storage(Arc::new(std::io::Error::other(what))));
+                    false
                 }
-                true
-            }
+            },
             Err(err) => {
                 stop_unsure(&StoreError::Storage(Arc::new(err)));
                 false

@@ -53,7 +53,10 @@ impl Frame {
 }
 
 const HEADER: usize = 8;
-const MAGIC: &[u8; 8] = b"hgjrnl2\0";
+/// Read by a hookgate from before salts, the magic is a frame's header of length 16 (the salt)
+/// that does not check out: a journal with frames after it is refused there as damaged, not
+/// cut off as a torn end (the events in it were acknowledged); one without is cut off, harmless.
+const MAGIC: &[u8; 8] = b"\x10\0\0\0hgj2";
 /// The file's own header: the magic, then the salt.
 pub(super) const FILE_HEADER: usize = 24;
 
@@ -482,6 +485,19 @@ mod tests {
         let err = Journal::open(dir.path()).err().expect("a damaged journal");
         assert!(err.to_string().contains("byte 0"), "{err}");
         assert_eq!(std::fs::read(dir.path().join("journal")).unwrap(), bytes);
+    }
+
+    /// What a hookgate from before salts makes of a salted journal (`read_frames` from byte 0,
+    /// no salt): with frames, damage (refused); the header alone, a torn end (harmless).
+    #[test]
+    fn a_hookgate_from_before_salts_refuses_a_salted_journal_with_frames() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = journal_with(dir.path(), &[frame(1, 3), frame(4, 2)]);
+        assert_eq!(read_frames(&bytes, 0, None), Err(0));
+        assert_eq!(
+            read_frames(&bytes[..FILE_HEADER], 0, None),
+            Ok((Vec::new(), 0))
+        );
     }
 
     #[test]

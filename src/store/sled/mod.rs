@@ -56,6 +56,7 @@ use crate::config::StoreConfig;
 use crate::event::Seq;
 use crate::metrics::Metrics;
 
+use bounded_scan::BoundedScan;
 use committer::{Message, Outcome, Pending, Work};
 use live::Live;
 use old_copies::OldCopies;
@@ -436,10 +437,33 @@ impl Backend for SledStore {
         .await
     }
 
+    /// Counted in reads of 10,000 marks each, through [`BoundedScan`]: in one read,
+    /// hundreds of thousands of dead marks held sled's handles (a checkpoint due meanwhile held
+    /// every commit behind it) and pulled the whole tree into sled's cache.
     async fn count_marked(&self, output: &str, mark: Mark) -> Result<u64, StoreError> {
-        let prefix = keys::output_prefix(output);
-        self.read(move |r| Ok(r.tree(TreeId::of(mark)).scan_prefix(prefix).count() as u64))
-            .await
+        const COUNT_STEP: usize = 10_000;
+        let mut from = keys::output_seq_key(output, Seq(0));
+        let end = keys::output_seq_key(output, Seq(u64::MAX));
+        let mut count = 0;
+        loop {
+            let (start, end) = (from.clone(), end.clone());
+            let (counted, last) = self
+                .read(move |r| {
+                    let tree = r.tree(TreeId::of(mark));
+                    let (mut counted, mut last) = (0, None);
+                    for item in BoundedScan::new(tree, start..=end).take(COUNT_STEP) {
+                        last = Some(item?.0);
+                        counted += 1;
+                    }
+                    Ok((counted, last))
+                })
+                .await?;
+            count += counted as u64;
+            match last {
+                Some(last) if counted == COUNT_STEP => from = [last.as_ref(), &[0]].concat(),
+                _ => return Ok(count),
+            }
+        }
     }
 
     async fn marks(&self, output: &str, seq: Seq) -> Result<Marks, StoreError> {

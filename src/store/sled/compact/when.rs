@@ -53,7 +53,11 @@ impl SledStore {
         if ratio == 0.0 {
             return Ok(0);
         }
-        if self.compact_backoff.waiting() || !self.old_copies.gone() {
+        // One at a time (also claimed below, where it starts).
+        if self.compact_backoff.waiting()
+            || !self.old_copies.gone()
+            || self.compacting.load(Ordering::Acquire)
+        {
             return Ok(0);
         }
         let size = self.size_on_disk().await?;
