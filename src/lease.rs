@@ -68,7 +68,14 @@ where
         // Waiting for the lease.
         let took = loop {
             let asked = Instant::now();
-            match hold(&store, &name, holder, renew_every).await {
+            // A stop while asking is not left waiting for the answer: a reload starts the
+            // replacement 5 s after asking, and this ask, answered after that, took the lease
+            // for a stopped generation whose release then deleted the replacement's entry.
+            let held = tokio::select! {
+                held = hold(&store, &name, holder, renew_every, false) => held,
+                _ = cancel.cancelled() => return,
+            };
+            match held {
                 Some(true) => break asked,
                 Some(false) => {}
                 None => tracing::debug!(lease = name, "Cannot ask for a lease; trying again."),
@@ -114,7 +121,7 @@ where
                     // replacement 5 s after asking, which takes this same lease (the same
                     // holder), and a release after a renewal that hung deleted its entry.
                     let renewal = tokio::select! {
-                        held = hold(&store, &name, holder, renew_every.min(left)) => held,
+                        held = hold(&store, &name, holder, renew_every.min(left), true) => held,
                         _ = cancel.cancelled() => continue,
                     };
                     match renewal {
@@ -152,9 +159,23 @@ async fn release(
         .unwrap_or(Err(crate::store::StoreError::DeadlineExceeded))
 }
 
-/// Takes or renews the lease, within `within`: `None` when the store did not answer.
-async fn hold(store: &Store, name: &str, holder: &str, within: Duration) -> Option<bool> {
-    match tokio::time::timeout(within, store.hold_lease(name, holder)).await {
+/// Takes the lease, or renews it (`renewing`: only if it is still this holder's, not lapsed),
+/// within `within`: `None` when the store did not answer.
+async fn hold(
+    store: &Store,
+    name: &str,
+    holder: &str,
+    within: Duration,
+    renewing: bool,
+) -> Option<bool> {
+    let asked = async {
+        if renewing {
+            store.renew_lease(name, holder).await
+        } else {
+            store.hold_lease(name, holder).await
+        }
+    };
+    match tokio::time::timeout(within, asked).await {
         Ok(Ok(held)) => Some(held),
         Ok(Err(err)) => {
             tracing::debug!(lease = name, error = %err, "A lease request failed.");

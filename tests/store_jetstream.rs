@@ -241,6 +241,23 @@ fn a_panic_of_the_peers_task_stops_the_gateway() {
     );
 }
 
+/// A renewal finds the lease gone (lapsed, released) and fails, where taking it would succeed:
+/// renewals took a lapsed lease again and went on with the term's state in memory, though another
+/// gateway may have held it meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewal_of_a_lease_that_lapsed_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start(dir.path());
+    let store = nats.store(Duration::from_secs(10));
+    assert!(store.hold_lease("destination/crm", "a").await.unwrap());
+    assert!(store.renew_lease("destination/crm", "a").await.unwrap());
+    assert!(!store.renew_lease("destination/crm", "b").await.unwrap());
+    store.release_lease("destination/crm", "a").await.unwrap();
+    assert!(!store.renew_lease("destination/crm", "a").await.unwrap());
+    assert!(store.hold_lease("destination/crm", "a").await.unwrap());
+    store.close().await;
+}
+
 /// An event of provider `p` with no content type.
 fn event(id: String, body: String) -> NewEvent {
     NewEvent::poll(

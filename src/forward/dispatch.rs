@@ -97,10 +97,20 @@ pub async fn start(destination: Arc<Destination>, stop: CancellationToken) {
     };
     destination.status.set_paused(state.paused);
     destination.status.set_delivering(true);
+    let (progress, writer_ended) = Progress::spawn(
+        destination.store.clone(),
+        destination.config.name.clone(),
+        state.cursor,
+        &destination.died,
+        stop.clone(),
+    );
     tokio::select! {
-        () = run(destination.clone(), state.cursor, stop.clone()) => {}
+        () = run(destination.clone(), state.cursor, progress, stop.clone()) => {}
         () = follow_pause(&destination, &stop) => {}
     }
+    // The term's last progress written (or given up) before the lease can go: the deliveries
+    // stop with the term, and the writer ends once the last of them has reported.
+    let _ = writer_ended.await;
     destination.status.set_delivering(false);
 }
 
@@ -135,14 +145,12 @@ async fn follow_pause(destination: &Destination, stop: &CancellationToken) {
 
 /// Delivers from `cursor` until `stop` (the end of this gateway's lease on the destination, or
 /// shutdown): deliveries in flight then stop too, and are sent again by whoever delivers next.
-async fn run(destination: Arc<Destination>, cursor: Seq, stop: CancellationToken) {
-    let progress = Progress::spawn(
-        destination.store.clone(),
-        destination.config.name.clone(),
-        cursor,
-        &destination.died,
-        stop.clone(),
-    );
+async fn run(
+    destination: Arc<Destination>,
+    cursor: Seq,
+    progress: Progress,
+    stop: CancellationToken,
+) {
     let permits = Arc::new(Semaphore::new(if destination.config.ordered {
         1
     } else {

@@ -48,14 +48,18 @@ pub struct Progress {
 
 impl Progress {
     /// Starts the writer for `destination`, whose durable cursor is `cursor`, watched by `died`,
-    /// for the delivery term that `stop` ends.
+    /// for the delivery term that `stop` ends. The receiver answers once the writer has ended
+    /// (every handle dropped, its last write done or given up): a term waits for it before it
+    /// gives the lease up, or another gateway could take it while a write of this one's was
+    /// still on its way.
     pub fn spawn(
         store: Store,
         destination: String,
         cursor: Seq,
         died: &crate::supervise::Died,
         stop: CancellationToken,
-    ) -> Progress {
+    ) -> (Progress, oneshot::Receiver<()>) {
+        let (ended, writer_ended) = oneshot::channel();
         let name = format!("progress {destination}");
         let (reports, receiver) = mpsc::unbounded_channel();
         let (oldest_sender, oldest) = watch::channel(None);
@@ -70,9 +74,10 @@ impl Progress {
             replayed: BTreeSet::new(),
             replay_died: BTreeSet::new(),
             stop,
+            _ended: ended,
         };
         died.spawn_watched(name, writer.run(receiver));
-        Progress { reports, oldest }
+        (Progress { reports, oldest }, writer_ended)
     }
 
     /// The oldest event in flight (dispatched, not finished), which changes as deliveries end.
@@ -124,6 +129,8 @@ struct Writer {
     replay_died: BTreeSet<Seq>,
     /// The end of the delivery term (the lease lost, a reload, shutdown).
     stop: CancellationToken,
+    /// Dropped when the writer ends (see [`Progress::spawn`]).
+    _ended: oneshot::Sender<()>,
 }
 
 impl Writer {
@@ -160,17 +167,30 @@ impl Writer {
             }
             changes.extend(self.advance());
             if !changes.is_empty() {
-                while let Err(err) = self.store.change(&self.destination, changes.clone()).await {
-                    // Once the term ended, another gateway may deliver the destination: a write
-                    // retried until the store came back landed on top of its progress (a dead
-                    // record for an event it had delivered since). What was not written is
-                    // sent again by whoever delivers next.
+                loop {
+                    // Once the term ended, another gateway may deliver the destination (a store
+                    // shared by several): a write then, or one retried until the store came
+                    // back, landed on top of its progress (a dead record for an event it had
+                    // delivered since). What was not written is sent again by whoever delivers
+                    // next. On a store of its own, the term's last progress is still written.
+                    let shared = self.store.lease_time().is_some();
+                    if shared && self.stop.is_cancelled() {
+                        tracing::warn!(destination = %self.destination, "The delivery term has ended before its progress was recorded: whoever delivers next sends those events again.");
+                        return;
+                    }
+                    let Err(err) = self.store.change(&self.destination, changes.clone()).await
+                    else {
+                        break;
+                    };
                     if !self.store.is_open() || self.stop.is_cancelled() {
                         tracing::warn!(destination = %self.destination, error = %err, "Cannot record delivery progress, and the delivery term has ended: whoever delivers next sends those events again.");
                         return;
                     }
                     tracing::error!(destination = %self.destination, error = %err, "Cannot record delivery progress; retrying.");
-                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    tokio::select! {
+                        () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                        () = self.stop.cancelled() => {}
+                    }
                 }
             }
             let first = self.in_flight.first().copied();

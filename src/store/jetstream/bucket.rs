@@ -46,7 +46,10 @@ impl JetStreamStore {
             let (mut value, revision) = self.entry::<T>(key).await?;
             let before = value.clone();
             apply(&mut value);
-            if revision.is_some() && value == before {
+            // Unchanged, also where there is no value (read as the default): an unmark of a
+            // dead record that was never there made an empty shard, which every read of the
+            // dead records then listed.
+            if value == before {
                 return Ok(());
             }
             let bytes = Bytes::from(outputs::encode(&value));

@@ -18,24 +18,46 @@ use crate::store::StoreError;
 /// holds it now.
 pub async fn hold(leases: &kv::Store, name: &str, holder: &str) -> Result<bool, StoreError> {
     let key = layout::lease_key(name);
-    let value = Bytes::copy_from_slice(holder.as_bytes());
     match leader::entry(leases, &key).await? {
-        Some(entry) if entry.put => {
-            if entry.value != holder.as_bytes() {
-                return Ok(false);
-            }
-            match leases.update(&key, value, entry.revision).await {
-                Ok(_) => Ok(true),
-                Err(err) if err.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(false),
-                Err(err) => Err(storage(err)),
-            }
-        }
+        Some(entry) if entry.put => write_own(leases, &key, &entry, holder).await,
         // Never taken, lapsed, or released.
-        _ => match leases.create(&key, value).await {
+        _ => match leases
+            .create(&key, Bytes::copy_from_slice(holder.as_bytes()))
+            .await
+        {
             Ok(_) => Ok(true),
             Err(err) if err.kind() == kv::CreateErrorKind::AlreadyExists => Ok(false),
             Err(err) => Err(storage(err)),
         },
+    }
+}
+
+/// Renews the lease `name` that `holder` took: false unless `holder`'s entry is there (lapsed,
+/// or taken by another, the term is over).
+pub async fn renew(leases: &kv::Store, name: &str, holder: &str) -> Result<bool, StoreError> {
+    let key = layout::lease_key(name);
+    match leader::entry(leases, &key).await? {
+        Some(entry) if entry.put => write_own(leases, &key, &entry, holder).await,
+        _ => Ok(false),
+    }
+}
+
+/// Writes the lease entry `entry` again if it is `holder`'s, by compare-and-set on its revision:
+/// whether it still is.
+async fn write_own(
+    leases: &kv::Store,
+    key: &str,
+    entry: &leader::Latest,
+    holder: &str,
+) -> Result<bool, StoreError> {
+    if entry.value != holder.as_bytes() {
+        return Ok(false);
+    }
+    let value = Bytes::copy_from_slice(holder.as_bytes());
+    match leases.update(key, value, entry.revision).await {
+        Ok(_) => Ok(true),
+        Err(err) if err.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(false),
+        Err(err) => Err(storage(err)),
     }
 }
 

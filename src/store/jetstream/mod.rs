@@ -419,12 +419,17 @@ impl Backend for JetStreamStore {
         Ok(u64::try_from(count).unwrap_or(u64::MAX))
     }
 
+    /// The position (replay marks) read before and after the dead record, which live in two
+    /// values: a replay marks before it removes the dead record, a replay that died again
+    /// records dead before it unmarks, so one of the reads sees either move (read once, an
+    /// event between the two showed as delivered).
     async fn marks(&self, output: &str, seq: Seq) -> Result<Marks, StoreError> {
-        let position = self.position(output).await?;
+        let before = self.position(output).await?;
         let dead = self.dead_shard(output, shard_of(seq.0)).await?;
+        let position = self.position(output).await?;
         Ok(Marks {
             dead: dead.0.get(&seq.0).cloned(),
-            replay: position.replay.contains(&seq.0),
+            replay: before.replay.contains(&seq.0) || position.replay.contains(&seq.0),
             settled: position.settled.contains(&seq.0),
         })
     }
@@ -519,6 +524,11 @@ impl Backend for JetStreamStore {
     async fn hold_lease(&self, name: &str, holder: &str) -> Result<bool, StoreError> {
         self.check_open()?;
         leases::hold(&self.leases, name, holder).await
+    }
+
+    async fn renew_lease(&self, name: &str, holder: &str) -> Result<bool, StoreError> {
+        self.check_open()?;
+        leases::renew(&self.leases, name, holder).await
     }
 
     async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {

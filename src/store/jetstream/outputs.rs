@@ -13,8 +13,8 @@
 //! values, which are not written atomically together; they are written in the order that keeps
 //! every guarantee across a crash between two writes ([`Plan`]): dead records added first, then
 //! the position, then dead records removed. A crash between the first two leaves a dead
-//! record for an event the cursor has not passed: the event is delivered again (at least once)
-//! and, if it fails again, recorded dead again under the same key (once); a crash between the
+//! record for an event the cursor has not passed: the next term passes over it as over any
+//! dead event (it stays dead, recorded once); a crash between the
 //! last two (a replay) leaves the event both queued for replay and listed dead until the
 //! operator discards the dead record.
 
