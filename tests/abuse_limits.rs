@@ -76,13 +76,24 @@ fn the_provider_limit_counts_verified_webhooks_only() {
     for _ in 0..20 {
         assert_eq!(gw.post("sw", &forged, b"{}").status, 401);
     }
-    for id in ["evt_1", "evt_2"] {
+    // The burst of 2, and one more a second the requests took (a slow fsync refills a token).
+    let started = Instant::now();
+    let mut accepted: u64 = 0;
+    let reply = loop {
+        let id = format!("evt_{accepted}");
         let body = format!("{{\"id\":\"{id}\"}}");
-        let headers = sign::standard_headers(SECRET, id, body.as_bytes());
-        assert_eq!(gw.post("sw", &headers, body.as_bytes()).ack().0, "accepted");
-    }
-    let headers = sign::standard_headers(SECRET, "evt_3", b"{}");
-    let reply = gw.post("sw", &headers, b"{}");
+        let headers = sign::standard_headers(SECRET, &id, body.as_bytes());
+        let reply = gw.post("sw", &headers, body.as_bytes());
+        if reply.status != 200 {
+            break reply;
+        }
+        accepted += 1;
+        assert!(
+            accepted <= 2 + started.elapsed().as_secs() + 1,
+            "never refused"
+        );
+    };
+    assert!(accepted >= 2, "{accepted} accepted before the first 429");
     assert_eq!(reply.status, 429, "{}", reply.text());
     assert!(reply.header("retry-after").is_some());
     assert_eq!(rejections(&gw, "rate_limited_provider"), 1.0);
@@ -332,6 +343,7 @@ fn forwarding_headers_count_only_from_trusted_proxies() {
             format!("{{\"from\":\"{ip}\"}}").as_bytes(),
         )
     };
+    let first = Instant::now();
     assert_eq!(
         via_proxy("203.0.113.7").status,
         200,
@@ -342,11 +354,13 @@ fn forwarding_headers_count_only_from_trusted_proxies() {
         200,
         "each client has its own bucket"
     );
-    assert_eq!(
-        via_proxy("203.0.113.7").status,
-        429,
-        "the first client is over its rate"
-    );
+    let mut again = via_proxy("203.0.113.7");
+    if again.status == 200 {
+        // Only if the two commits took a second (a slow fsync refilled its token).
+        assert!(first.elapsed() >= Duration::from_secs(1), "never refused");
+        again = via_proxy("203.0.113.7");
+    }
+    assert_eq!(again.status, 429, "the first client is over its rate");
     assert_eq!(via_proxy("198.51.100.1").status, 401, "not in allow_ips");
 
     let spoofed = RawConn::connect_from(gw.public_addr, from(11)).exchange(
@@ -622,7 +636,13 @@ fn a_connection_flood_past_the_open_files_limit_leaves_the_store_its_files() {
         gw.logs()
     );
     let load = Load::default();
-    load.while_running(&gw, 4, || {
+    // Load until the end of the flood, however slow the disk: stopped after 15 s (the default),
+    // it left too little written for the checkpoints waited for below.
+    std::thread::scope(|s| {
+        for thread in 0..4 {
+            let (api, load) = (gw.api(), &load);
+            s.spawn(move || load.run(&api, thread, Duration::from_secs(120)));
+        }
         common::wait_until(Duration::from_secs(30), "acks before the flood", || {
             load.acked_count() >= 100
         });

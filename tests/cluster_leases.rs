@@ -478,8 +478,22 @@ async fn a_poller_whose_cursor_was_moved_elsewhere_goes_on_from_it() {
         .set_sync_cursor("p", br#"{"cursor":"51"}"#.to_vec())
         .await
         .unwrap();
-    // This gateway reads 51 at its next round (or, in a round from its own cursor, fails to
-    // write 101 over 51 and reads 51 again), fetches 51..=100 from it and writes 101.
+    // This gateway reads 51 at its next round, and asks from it. Only then are there actions
+    // to fetch: a round that read 1 before the move, fetching after actions were produced,
+    // would store 1..=50 (its write of the cursor then fails, but the items are stored).
+    waited = Instant::now();
+    let asked_from_51 = || {
+        api.requests()
+            .iter()
+            .any(|r| r.path.contains("min_action_id=51"))
+    };
+    while !asked_from_51() {
+        assert!(
+            waited.elapsed() < Duration::from_secs(10),
+            "never asked from 51"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     produced.store(100, Ordering::SeqCst);
     waited = Instant::now();
     while status()["cursor"] != json!("101") {
