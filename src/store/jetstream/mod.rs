@@ -409,12 +409,7 @@ impl Backend for JetStreamStore {
         let count = match mark {
             Mark::Replay => self.position(output).await?.replay.len(),
             Mark::Settled => self.position(output).await?.settled.len(),
-            Mark::Dead => self
-                .every_dead_shard(output)
-                .await?
-                .iter()
-                .map(|dead| dead.0.len())
-                .sum(),
+            Mark::Dead => self.count_dead(output).await?,
         };
         Ok(u64::try_from(count).unwrap_or(u64::MAX))
     }
