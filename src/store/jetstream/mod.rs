@@ -391,8 +391,17 @@ impl Backend for JetStreamStore {
             return Ok(marked.into_iter().map(|seq| (seq, None)).collect());
         }
         let (first, last) = (shard_of(range.start().0), shard_of(range.end().0));
+        // A narrow range (a dispatcher's batch spans two or three shards) reads its shards
+        // directly: listing every shard of the output (a STREAM.INFO of its subjects) for each
+        // batch grew with every shard ever made.
+        const READ_DIRECTLY: u64 = 16;
+        let shards = if last - first < READ_DIRECTLY {
+            (first..=last).collect()
+        } else {
+            self.dead_shards(output).await?
+        };
         let mut found = Vec::new();
-        for shard in self.dead_shards(output).await? {
+        for shard in shards {
             if shard < first || shard > last || found.len() >= limit {
                 continue;
             }
