@@ -47,16 +47,29 @@ pub fn holder() -> &'static str {
     })
 }
 
+/// One term of holding a lease, as the work sees it.
+#[derive(Clone)]
+pub struct Term {
+    /// Cancelled when the term ends (the lease lost, a reload, shutdown): the work must stop.
+    pub stop: CancellationToken,
+    /// Cancelled, before `stop`, when the term ended because the lease was lost (not renewed
+    /// in time, or another holds it): another gateway may do the work now, so nothing of this
+    /// term may be written any more. On a reload or shutdown the lease is still held until the
+    /// work has ended, and what it finished is still written.
+    pub lost: CancellationToken,
+}
+
 /// Runs the work `start` makes, only while this gateway holds the lease `name`, until `cancel`.
-/// Each term of holding gets a token of its own that is cancelled when the term ends: the work
-/// must stop on it. The work ending on its own ends this too (its supervisor reports it).
+/// Each term of holding gets a [`Term`] of its own: the work must stop on it. The work ending
+/// on its own ends this too (its supervisor reports it).
 pub async fn run_leased<F, Fut>(store: Store, name: String, cancel: CancellationToken, mut start: F)
 where
-    F: FnMut(CancellationToken) -> Fut,
+    F: FnMut(Term) -> Fut,
     Fut: Future<Output = ()>,
 {
     let Some(lease_time) = store.lease_time() else {
-        start(cancel).await;
+        let lost = CancellationToken::new();
+        start(Term { stop: cancel, lost }).await;
         return;
     };
     let renew_every = lease_time / 3;
@@ -91,14 +104,25 @@ where
             "Took the lease: this gateway does the work."
         );
         let term = cancel.child_token();
-        let work = start(term.clone());
+        let lost = CancellationToken::new();
+        let work = start(Term {
+            stop: term.clone(),
+            lost: lost.clone(),
+        });
         tokio::pin!(work);
         let mut renewed = took;
         let why = loop {
             tokio::select! {
                 _ = cancel.cancelled() => {
                     term.cancel();
-                    let _ = tokio::time::timeout(stop_within, &mut work).await;
+                    // Given up only once the work has ended (its last writes included): given
+                    // up while a write was still on its way, the lease went to another gateway
+                    // with the write landing after. Work that does not end in time is dropped,
+                    // and the lease left to lapse.
+                    if tokio::time::timeout(stop_within, &mut work).await.is_err() {
+                        tracing::debug!(lease = name, "The work did not end in time; the lease is left to lapse.");
+                        return;
+                    }
                     if let Err(err) = release(&store, &name, holder, stop_within).await {
                         tracing::debug!(lease = name, error = %err, "Cannot give the lease up; it lapses.");
                     }
@@ -126,7 +150,7 @@ where
                     };
                     match renewal {
                         Some(true) => renewed = asked,
-                        Some(false) => break "another gateway holds it",
+                        Some(false) => break "another gateway holds it, or it lapsed",
                         None if renewed.elapsed() >= give_up_after => {
                             break "it could not be renewed in time"
                         }
@@ -141,6 +165,7 @@ where
             reason = why,
             "Lost the lease: this gateway stops the work."
         );
+        lost.cancel();
         term.cancel();
         let _ = tokio::time::timeout(stop_within, &mut work).await;
     }

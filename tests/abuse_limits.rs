@@ -88,10 +88,7 @@ fn the_provider_limit_counts_verified_webhooks_only() {
             break reply;
         }
         accepted += 1;
-        assert!(
-            accepted <= 2 + started.elapsed().as_secs() + 1,
-            "never refused"
-        );
+        assert!(accepted <= 2 + started.elapsed().as_secs(), "never refused");
     };
     assert!(accepted >= 2, "{accepted} accepted before the first 429");
     assert_eq!(reply.status, 429, "{}", reply.text());

@@ -1426,6 +1426,10 @@ impl Backend for WithServer {
     async fn hold_lease(&self, name: &str, holder: &str) -> Result<bool, StoreError> {
         self.store.hold_lease(name, holder).await
     }
+
+    async fn renew_lease(&self, name: &str, holder: &str) -> Result<bool, StoreError> {
+        self.store.renew_lease(name, holder).await
+    }
     async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
         self.store.release_lease(name, holder).await
     }

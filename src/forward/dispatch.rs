@@ -81,7 +81,8 @@ impl Destination {
 /// Reads the destination's durable state, then delivers until `stop`. Called for each term of
 /// this gateway's lease on the destination: a term starts where the last one, on any gateway,
 /// left the cursor.
-pub async fn start(destination: Arc<Destination>, stop: CancellationToken) {
+pub async fn start(destination: Arc<Destination>, term: crate::lease::Term) {
+    let stop = term.stop;
     let name = &destination.config.name;
     let state = loop {
         match destination.store.output(name).await {
@@ -102,16 +103,16 @@ pub async fn start(destination: Arc<Destination>, stop: CancellationToken) {
         destination.config.name.clone(),
         state.cursor,
         &destination.died,
-        stop.clone(),
+        (stop.clone(), term.lost),
     );
     tokio::select! {
         () = run(destination.clone(), state.cursor, progress, stop.clone()) => {}
         () = follow_pause(&destination, &stop) => {}
     }
+    destination.status.set_delivering(false);
     // The term's last progress written (or given up) before the lease can go: the deliveries
     // stop with the term, and the writer ends once the last of them has reported.
     let _ = writer_ended.await;
-    destination.status.set_delivering(false);
 }
 
 /// Reads the durable pause flag every [`PAUSE_RECHECK`] and applies it, until `stop`: a pause

@@ -148,7 +148,7 @@ impl Forwarders {
                     destination.store.clone(),
                     format!("destination/{name}"),
                     group.token(),
-                    move |stop| dispatch::start(dispatcher.clone(), stop),
+                    move |term| dispatch::start(dispatcher.clone(), term),
                 ),
             );
             *tasks = Some(group);

@@ -57,7 +57,7 @@ impl Progress {
         destination: String,
         cursor: Seq,
         died: &crate::supervise::Died,
-        stop: CancellationToken,
+        (stop, lost): (CancellationToken, CancellationToken),
     ) -> (Progress, oneshot::Receiver<()>) {
         let (ended, writer_ended) = oneshot::channel();
         let name = format!("progress {destination}");
@@ -74,6 +74,7 @@ impl Progress {
             replayed: BTreeSet::new(),
             replay_died: BTreeSet::new(),
             stop,
+            lost,
             _ended: ended,
         };
         died.spawn_watched(name, writer.run(receiver));
@@ -129,6 +130,8 @@ struct Writer {
     replay_died: BTreeSet<Seq>,
     /// The end of the delivery term (the lease lost, a reload, shutdown).
     stop: CancellationToken,
+    /// The term ended because the lease was lost ([`crate::lease::Term::lost`]).
+    lost: CancellationToken,
     /// Dropped when the writer ends (see [`Progress::spawn`]).
     _ended: oneshot::Sender<()>,
 }
@@ -168,14 +171,13 @@ impl Writer {
             changes.extend(self.advance());
             if !changes.is_empty() {
                 loop {
-                    // Once the term ended, another gateway may deliver the destination (a store
-                    // shared by several): a write then, or one retried until the store came
-                    // back, landed on top of its progress (a dead record for an event it had
-                    // delivered since). What was not written is sent again by whoever delivers
-                    // next. On a store of its own, the term's last progress is still written.
-                    let shared = self.store.lease_time().is_some();
-                    if shared && self.stop.is_cancelled() {
-                        tracing::warn!(destination = %self.destination, "The delivery term has ended before its progress was recorded: whoever delivers next sends those events again.");
+                    // Once the lease is lost, another gateway may deliver the destination: a
+                    // write then, or one retried until the store came back, landed on top of
+                    // its progress (a dead record for an event it had delivered since). What
+                    // was not written is sent again by whoever delivers next. A term ended by a
+                    // reload or a stop still holds the lease until this writer has ended.
+                    if self.lost.is_cancelled() {
+                        tracing::warn!(destination = %self.destination, "The lease was lost before this progress was recorded: whoever delivers next sends those events again.");
                         return;
                     }
                     let Err(err) = self.store.change(&self.destination, changes.clone()).await

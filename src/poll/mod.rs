@@ -154,7 +154,7 @@ impl Pollers {
                     poller.store.clone(),
                     format!("poller/{}", poller.provider),
                     self.tasks.token(),
-                    move |stop| worker::run(worker.clone(), stop),
+                    move |term| worker::run(worker.clone(), term.stop),
                 ),
             );
         }

@@ -137,9 +137,7 @@ pub trait Backend: Send + Sync + 'static {
     /// Renews the lease `name` that `holder` took: false when it is not `holder`'s any more,
     /// lapsed included (a renewal that took a lapsed lease again went on with the term's
     /// in-memory state, while another gateway may have held it meanwhile).
-    async fn renew_lease(&self, name: &str, holder: &str) -> Result<bool, StoreError> {
-        self.hold_lease(name, holder).await
-    }
+    async fn renew_lease(&self, name: &str, holder: &str) -> Result<bool, StoreError>;
 
     /// Gives the lease `name` up if `holder` holds it.
     async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError>;

@@ -212,7 +212,7 @@ impl Sweeper {
                 task.store.clone(),
                 "sweeper".to_string(),
                 self.tasks.token(),
-                move |stop| task.clone().run(interval, stop),
+                move |term| task.clone().run(interval, term.stop),
             ),
         );
     }

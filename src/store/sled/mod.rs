@@ -513,6 +513,10 @@ impl Backend for SledStore {
         Ok(true)
     }
 
+    async fn renew_lease(&self, _name: &str, _holder: &str) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+
     async fn release_lease(&self, _name: &str, _holder: &str) -> Result<(), StoreError> {
         Ok(())
     }
