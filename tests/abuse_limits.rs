@@ -426,20 +426,33 @@ fn rejections_are_all_counted_but_their_logs_are_sampled() {
     // logged or counted in a line.
     std::thread::sleep(Duration::from_millis(1100));
     assert_eq!(conn.exchange("/hooks/sw", &forged, b"{}").status, 401);
-    std::thread::sleep(Duration::from_millis(200));
-    let logs = gw.logs();
-    let lines: Vec<&str> = logs
-        .lines()
-        .filter(|line| line.contains("Request refused") && line.contains("bad_signature"))
-        .collect();
-    let suppressed: Vec<u64> = lines
-        .iter()
-        .map(|line| {
-            let after = line.split("suppressed=").nth(1).expect("suppressed=");
-            let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
-            digits.parse().unwrap()
-        })
-        .collect();
+    // The lines and the count of refusals each left unlogged, once the last line is read.
+    let counted = || {
+        let logs = gw.logs();
+        let lines: Vec<String> = logs
+            .lines()
+            .filter(|line| line.contains("Request refused") && line.contains("bad_signature"))
+            .map(str::to_string)
+            .collect();
+        let suppressed: Vec<u64> = lines
+            .iter()
+            .map(|line| {
+                let after = line.split("suppressed=").nth(1).expect("suppressed=");
+                let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
+                digits.parse().unwrap()
+            })
+            .collect();
+        (lines, suppressed)
+    };
+    common::wait_until(
+        Duration::from_secs(5),
+        "every refusal logged or counted",
+        || {
+            let (lines, suppressed) = counted();
+            lines.len() as u64 + suppressed.iter().sum::<u64>() >= 301
+        },
+    );
+    let (lines, suppressed) = counted();
     assert!(suppressed.iter().any(|n| *n > 0), "{lines:?}");
     assert_eq!(
         lines.len() as u64 + suppressed.iter().sum::<u64>(),

@@ -553,9 +553,11 @@ fn a_replay_delivered_before_the_first_delivery_dies_leaves_the_event_delivered(
         1 => (200, "text/plain", Vec::new()),
         _ => (409, "text/plain", b"already have it".to_vec()),
     });
-    let extra = "ordered = false\nretry_delays = [\"700ms\", \"700ms\"]\n";
+    // The first retry 2.4-3.6 s on (±20 % jitter): the replay, asked for at once, comes first
+    // however slow the machine (with 700 ms, a retry at 560 ms could win the race).
+    let extra = "ordered = false\nretry_delays = [\"3s\", \"3s\"]\n";
     replay_while_retrying(&stub, extra, &attempts, 2);
-    std::thread::sleep(Duration::from_millis(1500));
+    std::thread::sleep(Duration::from_millis(4000));
     assert_eq!(
         attempts.load(Ordering::SeqCst),
         2,
@@ -576,7 +578,8 @@ fn a_replay_that_dies_before_the_first_delivery_succeeds_leaves_the_event_delive
         1 => (409, "text/plain", b"refused".to_vec()),
         _ => (200, "text/plain", Vec::new()),
     });
-    let extra = "ordered = false\nretry_delays = [\"700ms\"]\n";
+    // The retry 2.4-3.6 s on: after the replay's attempt, whatever the machine's speed.
+    let extra = "ordered = false\nretry_delays = [\"3s\"]\n";
     replay_while_retrying(&stub, extra, &attempts, 3);
 }
 
