@@ -7,7 +7,8 @@
 //! when the lease is taken by another or cannot be renewed for two thirds of the lease time:
 //! before the lease lapses, so before any other gateway can take it. When a gateway dies, its
 //! leases lapse after the lease time and the others take its work over from the durable state
-//! (a destination's cursor and marks, a poller's sync cursor). Stopping gives the leases up.
+//! (a destination's cursor and marks, a poller's sync cursor). Stopping gives the leases up once
+//! the work has ended (or leaves them to lapse, if it did not end in time).
 
 use std::future::Future;
 use std::sync::OnceLock;
@@ -53,9 +54,10 @@ pub struct Term {
     /// Cancelled when the term ends (the lease lost, a reload, shutdown): the work must stop.
     pub stop: CancellationToken,
     /// Cancelled, before `stop`, when the term ended because the lease was lost (not renewed
-    /// in time, or another holds it): another gateway may do the work now, so nothing of this
-    /// term may be written any more. On a reload or shutdown the lease is still held until the
-    /// work has ended, and what it finished is still written.
+    /// in time, or another holds it), and after it when a reload's or shutdown's work did not
+    /// end in time (the lease is then left to lapse): another gateway may do the work now, so
+    /// nothing of this term may be written any more. Until then a reload or shutdown still
+    /// holds the lease, and what the work finished is still written.
     pub lost: CancellationToken,
 }
 
@@ -120,7 +122,9 @@ where
                     // with the write landing after. Work that does not end in time is dropped,
                     // and the lease left to lapse.
                     if tokio::time::timeout(stop_within, &mut work).await.is_err() {
-                        tracing::debug!(lease = name, "The work did not end in time; the lease is left to lapse.");
+                        // What it left running (a write on its way) may land no more.
+                        lost.cancel();
+                        tracing::warn!(lease = name, "The work did not end in time; the lease is left to lapse (another gateway takes it after the lease time).");
                         return;
                     }
                     if let Err(err) = release(&store, &name, holder, stop_within).await {

@@ -180,8 +180,13 @@ impl Writer {
                         tracing::warn!(destination = %self.destination, "The lease was lost before this progress was recorded: whoever delivers next sends those events again.");
                         return;
                     }
-                    let Err(err) = self.store.change(&self.destination, changes.clone()).await
-                    else {
+                    // A change is several writes on JetStream: one under way when the lease is lost
+                    // stops between two, as a crash would (their order is safe across one).
+                    let changed = tokio::select! {
+                        changed = self.store.change(&self.destination, changes.clone()) => changed,
+                        () = self.lost.cancelled() => continue,
+                    };
+                    let Err(err) = changed else {
                         break;
                     };
                     if !self.store.is_open() || self.stop.is_cancelled() {
