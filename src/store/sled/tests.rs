@@ -27,6 +27,11 @@ fn log_claims(store: &SledStore, _: TreeId) -> usize {
         .sum()
 }
 
+/// A store with the default settings.
+fn open_default(dir: &std::path::Path) -> SledStore {
+    SledStore::open(dir, &StoreConfig::default(), Arc::new(Metrics::new())).unwrap()
+}
+
 /// A store that seals a run every 1,000 new claims, and never compacts.
 fn open_sealing_often(dir: &std::path::Path) -> Arc<SledStore> {
     let config = StoreConfig {
@@ -738,12 +743,7 @@ async fn no_compaction_starts_while_one_is_under_way() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_over_the_largest_is_refused_as_too_large() {
     let dir = tempfile::tempdir().unwrap();
-    let store = SledStore::open(
-        dir.path(),
-        &StoreConfig::default(),
-        Arc::new(Metrics::new()),
-    )
-    .unwrap();
+    let store = open_default(dir.path());
     let body = Bytes::from(vec![b'x'; pack::LARGEST_RECORD]);
     match store
         .commit(event_with(1, body), Duration::from_secs(30))
@@ -770,12 +770,7 @@ async fn retention_goes_past_a_full_pack_of_held_events() {
     use crate::store::retention::Output;
     use crate::store::StoredEvent;
     let dir = tempfile::tempdir().unwrap();
-    let store = SledStore::open(
-        dir.path(),
-        &StoreConfig::default(),
-        Arc::new(Metrics::new()),
-    )
-    .unwrap();
+    let store = open_default(dir.path());
     let commit = |provider: &'static str, n: usize| {
         let event = NewEvent::poll(
             ProviderName::parse(provider).unwrap(),
@@ -1126,12 +1121,7 @@ async fn a_journaled_copy_of_an_expired_key_is_applied_at_the_next_start() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_record_swept_while_it_is_read_is_gone_not_corrupt() {
     let dir = tempfile::tempdir().unwrap();
-    let store = SledStore::open(
-        dir.path(),
-        &StoreConfig::default(),
-        Arc::new(Metrics::new()),
-    )
-    .unwrap();
+    let store = open_default(dir.path());
     // 20 KiB bodies: a first value and three parts each.
     let bodies: Vec<Bytes> = (0..2)
         .map(|n| Bytes::from((0..20).flat_map(|k| noise(n * 20 + k)).collect::<Vec<u8>>()))
@@ -1174,12 +1164,7 @@ async fn a_large_record_swept_while_it_is_read_is_gone_not_corrupt() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sweep_keeps_the_records_of_a_batch_being_synced() {
     let dir = tempfile::tempdir().unwrap();
-    let store = SledStore::open(
-        dir.path(),
-        &StoreConfig::default(),
-        Arc::new(Metrics::new()),
-    )
-    .unwrap();
+    let store = open_default(dir.path());
     for n in 0..3 {
         store
             .commit(event(n).received_at(1), Duration::from_secs(30))
