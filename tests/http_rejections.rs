@@ -321,3 +321,55 @@ fn the_admin_api_refuses_what_it_cannot_do() {
         assert_eq!(get(path), 400, "{path}");
     }
 }
+
+/// The admin listener bounds a body's time as the public one does: a body trickling into the
+/// console's sign-in form (which needs no token) or into an admin route is answered 408 after
+/// `body_timeout_ms`, its connection closed, and counted; a body that arrives in time is served.
+#[test]
+fn a_slow_body_on_the_admin_listener_is_408_and_the_connection_is_closed() {
+    let gw = small_body_gateway();
+    let origin = format!("http://{}", gw.admin_addr);
+    let sign_in = sign::headers(&[
+        ("Content-Length", "100"),
+        ("Content-Type", "application/x-www-form-urlencoded"),
+        ("Origin", &origin),
+        ("Sec-Fetch-Site", "same-origin"),
+    ]);
+    let bearer = format!("Bearer {}", common::ADMIN_TOKEN);
+    let replay = sign::headers(&[("Content-Length", "100"), ("Authorization", &bearer)]);
+    for (path, headers) in [("/console/sign-in", &sign_in), ("/v1/dead/replay", &replay)] {
+        let mut conn = RawConn::post(gw.admin_addr, path, headers);
+        conn.send(b"token=");
+        let response = conn.read_response(Duration::from_secs(5), true);
+        assert_eq!(response.status, 408, "{path}: {response:?}");
+        assert!(response.text().contains("body_timeout"), "{response:?}");
+        let after = response.head_after.unwrap();
+        assert!(
+            after >= Duration::from_millis(400) && after <= Duration::from_millis(2500),
+            "{path}: 408 came after {after:?}, body_timeout_ms is 500"
+        );
+        assert!(
+            response.closed,
+            "{path}: connection still open after the 408"
+        );
+    }
+    let timeouts = gw.metric("hookgate_rejections_total", &[("cause", "body_timeout")]);
+    assert_eq!(timeouts, Some(2.0));
+    assert!(
+        gw.logs().contains("did not arrive within 500 ms"),
+        "{}",
+        gw.logs()
+    );
+
+    // In time, with pauses, the body is read as usual.
+    let body = br#"{"destination": "none"}"#;
+    let length = body.len().to_string();
+    let headers = sign::headers(&[("Content-Length", &length), ("Authorization", &bearer)]);
+    let mut conn = RawConn::post(gw.admin_addr, "/v1/dead/replay", &headers);
+    conn.send(&body[..5]);
+    std::thread::sleep(Duration::from_millis(150));
+    conn.send(&body[5..]);
+    let response = conn.read_response(Duration::from_secs(5), false);
+    assert_ne!(response.status, 408, "{response:?}");
+    assert_ne!(response.status, 400, "{response:?}");
+}

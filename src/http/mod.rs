@@ -149,6 +149,7 @@ pub fn admin_server(state: web::Data<AppState>, listener: TcpListener) -> std::i
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            .wrap(actix_web::middleware::from_fn(admin::bound_body_time))
             .configure(admin::routes)
             .configure(console::routes)
     })

@@ -2,6 +2,7 @@
 //! ([`events`]) and the destinations API ([`destinations`]). The console (`http/console/`) calls
 //! the same functions behind its session instead of the bearer token.
 
+mod body_deadline;
 pub(super) mod consumers;
 pub(super) mod destinations;
 pub(super) mod events;
@@ -12,6 +13,8 @@ use std::future::{ready, Ready};
 use actix_web::dev::Payload;
 use actix_web::http::header::AUTHORIZATION;
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
+
+pub(super) use body_deadline::bound_body_time;
 
 use super::error::ApiError;
 use super::rejections::Level;
