@@ -48,6 +48,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod body_budget;
 pub mod cmd;
 pub mod config;
 pub mod consume;

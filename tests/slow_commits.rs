@@ -183,3 +183,43 @@ fn a_slow_disk_within_the_ack_deadline_is_still_ready() {
         commits()
     );
 }
+
+/// A request answered 503 at its deadline leaves its event queued for the committer, body and
+/// all: those bodies stay counted in `max_body_bytes_in_flight` until the committer drops them,
+/// so senders retrying into a stalled disk get 503 `busy` at once instead of piling up bodies
+/// (8,192 queued of up to `max_body_bytes` each) outside the ceiling.
+#[test]
+fn bodies_queued_behind_a_stalled_disk_stay_counted_in_the_body_budget() {
+    const BODY: usize = 100 * 1024;
+    let gw = Gateway::builder()
+        .server(&format!("ack_deadline_ms = 200\nmax_body_bytes = {BODY}"))
+        .config(&format!(
+            "{}\n[limits]\nmax_body_bytes_in_flight = {}\n",
+            config(),
+            4 * BODY
+        ))
+        .env("HOOKGATE_TEST_HANG_FSYNC_AFTER", "1")
+        .start();
+    let api = gw.api();
+    let mut causes = Vec::new();
+    for n in 0..12 {
+        let id = format!("stalled-{n}");
+        let mut body = format!(r#"{{"id":"{id}","pad":""#).into_bytes();
+        body.resize(BODY - 2, b'x');
+        body.extend_from_slice(b"\"}");
+        let reply = api.post("p", &sign::headers(&[("X-Id", &id)]), &body);
+        assert_eq!(reply.status, 503, "{id}: {}", reply.text());
+        causes.push(
+            reply.json()["error"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        );
+    }
+    // Each body stays counted (its event queued), so no more than four are ever held: the
+    // later requests are refused for the budget.
+    let busy = causes.iter().filter(|cause| *cause == "busy").count();
+    assert!(busy >= 8, "{causes:?}");
+    let refused = |cause| gw.metric("hookgate_rejections_total", &[("cause", cause)]);
+    assert_eq!(refused("body_bytes_in_flight"), Some(busy as f64));
+}

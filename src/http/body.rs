@@ -11,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 
 use super::error::ApiError;
-use super::limits::BodyLease;
+use crate::body_budget::BodyLease;
 
 pub async fn read_body(
     headers: &HeaderMap,

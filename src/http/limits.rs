@@ -1,13 +1,13 @@
 //! The public listener's abuse limits (`[limits]`): token buckets per client address, per
-//! provider and for `/oauth/token` (429 + `Retry-After`), and one budget for the body bytes all
-//! requests hold at once (503 + `Retry-After`). Connection caps are in `connections.rs`.
+//! provider and for `/oauth/token` (429 + `Retry-After`). The budget for the body bytes all
+//! requests hold at once (503 + `Retry-After`) is `body_budget.rs`; connection caps are in
+//! `connections.rs`.
 //!
 //! The per-address bucket is taken before anything else is read, so a flood costs a lookup per
 //! request. The per-provider bucket counts verified webhooks only: unsigned requests must not
 //! spend a provider's allowance, or an attacker could shut a vendor out.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -112,74 +112,6 @@ pub fn bucket_of(address: IpAddr) -> IpAddr {
     }
 }
 
-/// The body bytes every request holds at once, read or being read, under one ceiling. A body
-/// takes its bytes as they arrive (never from `Content-Length`) and gives them back when its
-/// request is answered.
-pub struct BodyBudget {
-    held: AtomicUsize,
-    max: AtomicUsize,
-}
-
-impl BodyBudget {
-    pub fn new(max: usize) -> BodyBudget {
-        BodyBudget {
-            held: AtomicUsize::new(0),
-            max: AtomicUsize::new(max),
-        }
-    }
-
-    /// A new ceiling (a reload): bodies already held keep their bytes.
-    pub fn set_max(&self, max: usize) {
-        self.max.store(max, Ordering::Relaxed);
-    }
-
-    /// A lease of nothing yet, to grow as bytes arrive.
-    pub fn lease(self: &Arc<Self>) -> BodyLease {
-        BodyLease {
-            budget: self.clone(),
-            held: 0,
-        }
-    }
-
-    pub fn held(&self) -> usize {
-        self.held.load(Ordering::Relaxed)
-    }
-}
-
-/// Body bytes one request holds; returned to the budget when dropped.
-pub struct BodyLease {
-    budget: Arc<BodyBudget>,
-    held: usize,
-}
-
-impl BodyLease {
-    pub fn held(&self) -> usize {
-        self.held
-    }
-
-    /// Takes `bytes` more, or nothing if that would pass the ceiling.
-    pub fn grow(&mut self, bytes: usize) -> bool {
-        let budget = &self.budget;
-        let max = budget.max.load(Ordering::Relaxed);
-        let taken = budget
-            .held
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
-                held.checked_add(bytes).filter(|total| *total <= max)
-            })
-            .is_ok();
-        if taken {
-            self.held += bytes;
-        }
-        taken
-    }
-}
-
-impl Drop for BodyLease {
-    fn drop(&mut self) {
-        self.budget.held.fetch_sub(self.held, Ordering::AcqRel);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,19 +160,5 @@ mod tests {
         assert_eq!(bucket_of(one), bucket_of(other));
         let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
         assert_eq!(bucket_of(mapped), "192.0.2.1".parse::<IpAddr>().unwrap());
-    }
-
-    #[test]
-    fn body_budget_is_shared_and_given_back() {
-        let budget = Arc::new(BodyBudget::new(100));
-        let mut first = budget.lease();
-        let mut second = budget.lease();
-        assert!(first.grow(60));
-        assert!(!second.grow(41), "over the ceiling");
-        assert!(second.grow(40));
-        assert_eq!(budget.held(), 100);
-        drop(first);
-        assert_eq!(budget.held(), 40);
-        assert!(second.grow(60));
     }
 }

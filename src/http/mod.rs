@@ -31,9 +31,10 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
+pub use crate::body_budget::BodyBudget;
 pub use connections::Connections;
 pub use error::ApiError;
-pub use limits::{BodyBudget, Limits};
+pub use limits::Limits;
 pub use rejections::{Refused, Rejections};
 
 /// Connections the kernel queues before hookgate accepts them. std's `TcpListener::bind` uses

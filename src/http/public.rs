@@ -211,7 +211,8 @@ async fn accept(
     let id = event_id(provider.event_id.as_ref(), &headers, &verified);
     let content_type = headers.get(CONTENT_TYPE.as_str()).map(str::to_string);
     let started = Instant::now();
-    let event = NewEvent::webhook(provider.name.clone(), id.clone(), content_type, verified);
+    let event = NewEvent::webhook(provider.name.clone(), id.clone(), content_type, verified)
+        .counted_in(lease);
     match state.store.commit(event, server.ack_deadline).await {
         Ok(committed) => {
             tracing::debug!(provider = provider_name, event_id = %id, ?committed, "Webhook stored.");

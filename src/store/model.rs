@@ -6,6 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::body_budget::BodyLease;
 use crate::event::{DedupId, EventId, EventKey, ProviderName, Seq, Source};
 use crate::verify::Verified;
 
@@ -56,6 +57,9 @@ pub struct NewEvent {
     pub(crate) content_type: Option<String>,
     pub(crate) body: Bytes,
     pub(crate) topic: Option<String>,
+    /// The body's bytes in the public listener's budget, given back when the store drops the
+    /// event (see `body_budget.rs`); none for a polled item.
+    pub(crate) lease: Option<BodyLease>,
 }
 
 impl NewEvent {
@@ -75,6 +79,7 @@ impl NewEvent {
             content_type,
             topic: verified.topic().map(str::to_string),
             body: verified.into_body(),
+            lease: None,
         }
     }
 
@@ -96,7 +101,14 @@ impl NewEvent {
             content_type,
             body,
             topic: None,
+            lease: None,
         }
+    }
+
+    /// The same event, its body's bytes counted in `lease` until the store drops it.
+    pub fn counted_in(mut self, lease: BodyLease) -> NewEvent {
+        self.lease = Some(lease);
+        self
     }
 
     /// The same event, received at `received_at_ms` (tests and benches of retention).
