@@ -189,9 +189,16 @@ async fn round(poller: &Poller, stop: &CancellationToken) -> Result<(), Failure>
         count_items(poller, page.items.len());
         commit(poller, &fresh, content_type).await?;
         let next = page::next_cursor(&poller.config, cursor.as_deref(), &page);
-        // The page's items are stored; a next URL elsewhere ends the chain here, unsaved.
+        // The page's items are stored; a next URL elsewhere ends the chain here: the cursor
+        // stays, and the page's ids are seen from it (fetched again every round, they were
+        // committed again, and stored again once their dedup keys expired).
         let next_url = page::cursor_url(&poller.config, next.as_deref());
-        page::check_origin(&poller.config, next_url.as_ref()).map_err(cross_origin)?;
+        let refused = page::check_origin(&poller.config, next_url.as_ref()).err();
+        let next = if refused.is_some() {
+            cursor.clone()
+        } else {
+            next
+        };
         let more = page::has_more(&poller.config, &page, cursor.as_deref(), next.as_deref());
         let seen_after = seen_after(&seen, next == cursor, &page);
         // As it will be stored (the oldest left out past the store's bound): compared so, a
@@ -202,6 +209,9 @@ async fn round(poller: &Poller, stop: &CancellationToken) -> Result<(), Failure>
         if next != cursor || seen_after != *seen {
             save_cursor(poller, next.clone(), seen_after).await?;
             cursor = next;
+        }
+        if let Some(message) = refused {
+            return Err(cross_origin(message));
         }
         if !more {
             break;
