@@ -669,6 +669,30 @@ fn a_last_page_fetched_every_round_commits_its_items_once() {
     assert_eq!(gw.all_events(Some("feed")).len(), 3);
 }
 
+/// A last page of 1,000 UUIDs, fetched again every round, is remembered whole: its ids, kept as
+/// they were, did not fit sled's 24 KiB cursor (about 600 did), and the rest were committed
+/// every round, stored and delivered again once their dedup keys expired.
+#[test]
+fn a_last_page_of_a_thousand_uuids_commits_its_items_once() {
+    let items: Vec<Value> = (0..1_000)
+        .map(|n| json!({ "id": format!("{n:08x}-6b1c-4f0e-9a3d-2c5e8f7a1b4d") }))
+        .collect();
+    let page = json!({"data": items, "next": null})
+        .to_string()
+        .into_bytes();
+    let vendor = Stub::start(move |_| (200, "application/json", page.clone()));
+    let sync = format!(
+        "[provider.sync]\nurl = \"{}/events\"\ncursor_param = \"page_token\"\nitems = \"/data\"\nitem_id = \"/id\"\nnext_pointer = \"/next\"\ninterval = \"100ms\"\n",
+        vendor.url
+    );
+    let gw = Gateway::start(&(provider("feed", "none", &[], "event_id = \"json:/id\"\n") + &sync));
+    wait_until(Duration::from_secs(20), "five rounds", || {
+        vendor.calls() >= 5
+    });
+    assert_eq!(gw.metric("hookgate_events_stored_total", &[]), Some(1000.0));
+    assert_eq!(gw.metric("hookgate_duplicates_total", &[]), Some(0.0));
+}
+
 /// An operator sets the cursor (`PUT /v1/providers/{name}/sync/cursor`): the next round polls
 /// from it, a number, a text or `null` (the beginning). Once a cursor was stored nothing moved it
 /// but polling (sync.md told operators to set `start_cursor` back, which the stored cursor

@@ -54,21 +54,41 @@ impl Failure {
     }
 }
 
-/// The cursor as persisted under `sync/{provider}` in `meta`, with the ids of the items stored
-/// from the pages last fetched (see [`round`]).
-#[derive(Debug, Serialize, Deserialize)]
+/// The cursor as persisted under `sync/{provider}` in `meta`, with the items stored from the
+/// pages last fetched (see [`round`]), each by its [`seen_key`].
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct Persisted {
     cursor: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    seen_keys: Vec<String>,
+    /// The ids themselves, as cursors stored before `seen_keys` hold them (read, not written).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     seen: Vec<String>,
 }
 
-/// Ids kept in [`Persisted::seen`], at most (the newest).
-const MAX_SEEN: usize = 10_000;
-/// Bytes of ids kept in [`Persisted::seen`], at most: the value must stay well under the NATS
-/// servers' `max_payload` (1 MiB by default), or every write of the cursor fails.
-const MAX_SEEN_BYTES: usize = 256 * 1024;
+impl Persisted {
+    /// The keys of the items seen from the cursor, those of ids stored before keys included.
+    fn seen_keys(&mut self) -> Vec<String> {
+        let mut keys = std::mem::take(&mut self.seen_keys);
+        keys.extend(self.seen.iter().map(|id| seen_key(id)));
+        keys
+    }
+}
 
+/// What an item seen is remembered by: 12 characters of its id's SHA-256, so that as many
+/// items fit the store's bound on a cursor whatever their ids (the ids themselves, 600 UUIDs in
+/// sled's 24 KiB, left most of a last page of 1,000 out, and those were stored and delivered
+/// again once their dedup keys expired). 72 bits: two of 10,000 ids collide once in ~10^14.
+fn seen_key(id: &str) -> String {
+    use base64::Engine;
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(id.as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..9])
+}
+
+/// Items kept in [`Persisted::seen_keys`], at most (the newest): ~150 KB, well under the NATS
+/// servers' `max_payload` (1 MiB by default), or every write of the cursor would fail.
+const MAX_SEEN: usize = 10_000;
 /// Polls until `stop` (the end of this gateway's lease on the poller, or shutdown).
 pub(super) async fn run(poller: Arc<Poller>, stop: CancellationToken) {
     let provider = poller.provider.to_string();
@@ -184,7 +204,7 @@ async fn round(poller: &Poller, stop: &CancellationToken) -> Result<(), Failure>
         let fresh: Vec<&page::Item> = page
             .items
             .iter()
-            .filter(|item| !known.contains(item.id.as_str()))
+            .filter(|item| !known.contains(seen_key(item.id.as_str()).as_str()))
             .collect();
         count_items(poller, page.items.len());
         commit(poller, &fresh, content_type).await?;
@@ -220,30 +240,30 @@ async fn round(poller: &Poller, stop: &CancellationToken) -> Result<(), Failure>
     Ok(())
 }
 
-/// The ids seen from the next request's cursor: this page's, after those seen before when the
-/// cursor stays (the newest [`MAX_SEEN`], within [`MAX_SEEN_BYTES`]).
+/// The keys of the items seen from the next request's cursor: this page's, after those seen
+/// before when the cursor stays (the newest [`MAX_SEEN`]).
 fn seen_after(seen: &[String], cursor_stays: bool, page: &Page) -> Vec<String> {
     let before = if cursor_stays { seen } else { &[] };
     // Those this page gives again go last, in the page's order, as the newest: a page fetched
     // again every round keeps the same ids when not all of them fit.
-    let on_page: HashSet<&str> = page.items.iter().map(|item| item.id.as_str()).collect();
+    let page_keys: Vec<String> = page
+        .items
+        .iter()
+        .map(|item| seen_key(item.id.as_str()))
+        .collect();
+    let on_page: HashSet<&str> = page_keys.iter().map(String::as_str).collect();
     let mut after: Vec<String> = before
         .iter()
-        .filter(|id| !on_page.contains(id.as_str()))
+        .filter(|key| !on_page.contains(key.as_str()))
         .cloned()
         .collect();
     let mut known: HashSet<String> = after.iter().cloned().collect();
-    for item in &page.items {
-        if known.insert(item.id.as_str().to_string()) {
-            after.push(item.id.as_str().to_string());
+    for key in page_keys {
+        if known.insert(key.clone()) {
+            after.push(key);
         }
     }
-    let mut excess = after.len().saturating_sub(MAX_SEEN);
-    let mut bytes: usize = after[excess..].iter().map(String::len).sum();
-    while bytes > MAX_SEEN_BYTES {
-        bytes -= after[excess].len();
-        excess += 1;
-    }
+    let excess = after.len().saturating_sub(MAX_SEEN);
     after.drain(..excess);
     after
 }
@@ -470,16 +490,17 @@ async fn cursor(poller: &Poller) -> Result<Option<String>, Failure> {
     };
     let lookup = async {
         if let Some(value) = store.sync_cursor(&provider).await? {
-            let persisted: Persisted = serde_json::from_slice(&value)
+            let mut persisted: Persisted = serde_json::from_slice(&value)
                 .map_err(|err| StoreError::Corrupt(format!("sync cursor: {err}")))?;
-            return Ok::<_, StoreError>((Some((persisted.cursor, persisted.seen)), None));
+            let seen = persisted.seen_keys();
+            return Ok::<_, StoreError>((Some((persisted.cursor, seen)), None));
         }
         // After the highest id received, that id counts as seen: from an exclusive cursor an
         // API that answers from the cursor on gives it again.
         let initial = match (start, highest_id_mode) {
             (Some(start), _) => (Some(start), Vec::new()),
             (None, Some(inclusive)) => match highest_event_id(&store, &provider).await? {
-                Some(id) => (Some(page::after_id(&id, inclusive)), vec![id]),
+                Some(id) => (Some(page::after_id(&id, inclusive)), vec![seen_key(&id)]),
                 None => (None, Vec::new()),
             },
             (None, None) => (None, Vec::new()),
@@ -558,29 +579,34 @@ async fn save_cursor(
     Ok(())
 }
 
-/// The cursor and the ids `seen` from it as stored, within `most` bytes: the oldest ids left
-/// out as needed (sled takes 24 KiB, 6 KiB in a store of 512 KiB segments: a page of 5,000
-/// items whose ids were all kept made every write of the cursor fail, and the poller fetched
+/// The cursor and the keys `seen` from it as stored, within `most` bytes: the oldest keys left
+/// out as needed (sled takes 24 KiB, ~1,600 keys; 6 KiB in a store of 512 KiB segments: a
+/// page of 5,000 items all kept made every write of the cursor fail, and the poller fetched
 /// that page again for good). An item left out is stored again if the vendor gives it again,
 /// a duplicate while its dedup key lives.
 fn persisted(
     cursor: Option<String>,
-    seen: Vec<String>,
+    seen_keys: Vec<String>,
     most: usize,
 ) -> Result<(Vec<u8>, Vec<String>), serde_json::Error> {
-    let mut persisted = Persisted { cursor, seen };
+    let mut persisted = Persisted {
+        cursor,
+        seen_keys,
+        seen: Vec::new(),
+    };
     loop {
         let value = serde_json::to_vec(&persisted)?;
-        if value.len() <= most || persisted.seen.is_empty() {
-            return Ok((value, persisted.seen));
+        let keys = &mut persisted.seen_keys;
+        if value.len() <= most || keys.is_empty() {
+            return Ok((value, persisted.seen_keys));
         }
-        // Each id takes its length, its quotes and a comma, escapes aside.
+        // Each key takes its length, its quotes and a comma.
         let (mut over, mut dropped) = (value.len() - most, 0);
-        while over > 0 && dropped < persisted.seen.len() {
-            over = over.saturating_sub(persisted.seen[dropped].len() + 3);
+        while over > 0 && dropped < keys.len() {
+            over = over.saturating_sub(keys[dropped].len() + 3);
             dropped += 1;
         }
-        persisted.seen.drain(..dropped);
+        keys.drain(..dropped);
     }
 }
 
@@ -592,7 +618,7 @@ pub(super) async fn set_cursor(poller: &Poller, cursor: Option<String>) -> Resul
     poller.store.sync_cursor(provider).await?;
     let value = serde_json::to_vec(&Persisted {
         cursor: cursor.clone(),
-        seen: Vec::new(),
+        ..Persisted::default()
     })
     .map_err(|err| StoreError::Corrupt(err.to_string()))?;
     poller.store.set_sync_cursor(provider, value).await?;
@@ -639,41 +665,72 @@ mod tests {
         }
     }
 
+    fn keys(ids: &[&str]) -> Vec<String> {
+        ids.iter().map(|id| seen_key(id)).collect()
+    }
+
     #[test]
-    fn a_cursor_is_stored_within_the_store_s_bound_the_oldest_ids_left_out() {
-        let seen: Vec<String> = (0..5_000).map(|n| format!("id-{n:05}")).collect();
+    fn a_cursor_is_stored_within_the_store_s_bound_the_oldest_keys_left_out() {
+        let seen: Vec<String> = (0..5_000).map(|n| seen_key(&format!("id-{n}"))).collect();
         let cursor = Some("c".repeat(100));
         let (value, kept) = persisted(cursor.clone(), seen.clone(), 6 * 1024).unwrap();
         assert!(value.len() <= 6 * 1024, "{} bytes", value.len());
         assert!(value.len() > 6 * 1024 - 20, "{} bytes", value.len());
         assert_eq!(kept, seen[seen.len() - kept.len()..]);
         let stored: Persisted = serde_json::from_slice(&value).unwrap();
-        assert_eq!((stored.cursor, stored.seen), (cursor.clone(), kept));
+        assert_eq!((stored.cursor, stored.seen_keys), (cursor.clone(), kept));
         let (value, kept) = persisted(cursor.clone(), seen.clone(), 1 << 20).unwrap();
         assert_eq!(kept, seen);
-        let all = Persisted { cursor, seen };
+        let all = Persisted {
+            cursor,
+            seen_keys: seen,
+            seen: Vec::new(),
+        };
         assert_eq!(value, serde_json::to_vec(&all).unwrap());
-        // Escaped ids count for more than their length: still within the bound.
-        let quoted: Vec<String> = (0..1_000).map(|n| format!("\"{n}\"")).collect();
-        let (value, _) = persisted(None, quoted, 2048).unwrap();
-        assert!(value.len() <= 2048);
         // A cursor too long alone is left to the store to refuse.
         let (value, kept) = persisted(Some("c".repeat(100)), kept, 50).unwrap();
         assert!(kept.is_empty() && value.len() > 50);
     }
 
+    /// A last page of 1,000 UUIDs is remembered whole in sled's 24 KiB (its ids were not: 600
+    /// of them fit).
     #[test]
-    fn the_ids_seen_are_bounded_in_number_and_bytes_the_newest_kept() {
-        let few = page_of(["a".to_string(), "b".to_string()]);
-        assert_eq!(seen_after(&["z".into()], true, &few), ["z", "a", "b"]);
-        assert_eq!(seen_after(&["z".into()], false, &few), ["a", "b"]);
-        assert_eq!(seen_after(&["a".into()], true, &few), ["a", "b"]);
-        // Given again, an id moves to the end, as the newest.
+    fn a_page_of_a_thousand_uuids_fits_sled_s_bound() {
+        let uuids = (0..1_000).map(|n| format!("{n:08x}-6b1c-4f0e-9a3d-2c5e8f7a1b4d"));
+        let page = page_of(uuids);
+        let (value, kept) = persisted(None, seen_after(&[], true, &page), 24 * 1024).unwrap();
+        assert_eq!(kept.len(), 1_000, "{} bytes", value.len());
+    }
+
+    /// Cursors stored before keys list the ids themselves: read as their keys.
+    #[test]
+    fn a_cursor_stored_with_ids_is_read_as_their_keys() {
+        let mut stored: Persisted =
+            serde_json::from_str(r#"{"cursor": "c", "seen": ["a", "b"]}"#).unwrap();
+        assert_eq!(stored.seen_keys(), keys(&["a", "b"]));
+        let (value, _) = persisted(Some("c".into()), keys(&["a"]), 1 << 20).unwrap();
+        let text = String::from_utf8(value).unwrap();
         assert_eq!(
-            seen_after(&["b".into(), "z".into()], true, &few),
-            ["z", "a", "b"]
+            text,
+            format!(r#"{{"cursor":"c","seen_keys":["{}"]}}"#, seen_key("a"))
         );
-        // A page fetched again whose ids do not all fit keeps the same ones round after round.
+    }
+
+    #[test]
+    fn the_items_seen_are_bounded_in_number_the_newest_kept() {
+        let few = page_of(["a".to_string(), "b".to_string()]);
+        assert_eq!(
+            seen_after(&keys(&["z"]), true, &few),
+            keys(&["z", "a", "b"])
+        );
+        assert_eq!(seen_after(&keys(&["z"]), false, &few), keys(&["a", "b"]));
+        assert_eq!(seen_after(&keys(&["a"]), true, &few), keys(&["a", "b"]));
+        // Given again, an item moves to the end, as the newest.
+        assert_eq!(
+            seen_after(&keys(&["b", "z"]), true, &few),
+            keys(&["z", "a", "b"])
+        );
+        // A page fetched again whose items do not all fit keeps the same ones round after round.
         let page = page_of((0..2_000).map(|n| format!("id-{n:05}")));
         let (_, first) = persisted(None, seen_after(&[], true, &page), 6 * 1024).unwrap();
         let (_, again) = persisted(None, seen_after(&first, true, &page), 6 * 1024).unwrap();
@@ -682,15 +739,12 @@ mod tests {
         let many = page_of((0..MAX_SEEN + 5).map(|n| n.to_string()));
         let kept = seen_after(&[], true, &many);
         assert_eq!(kept.len(), MAX_SEEN);
-        assert_eq!(kept[0], "5");
-        // 4,000 ids of 200 bytes: about 800 KB, over the bound.
+        assert_eq!(kept[0], seen_key("5"));
+        // Long ids take no more room than short ones.
         let long = page_of((0..4_000).map(|n| format!("{n:0>200}")));
-        let kept = seen_after(&[], true, &long);
-        assert!(kept.iter().map(String::len).sum::<usize>() <= MAX_SEEN_BYTES);
-        assert_eq!(
-            kept.last().map(String::as_str),
-            Some(&*format!("{:0>200}", 3_999))
-        );
+        let (value, kept) = persisted(None, seen_after(&[], true, &long), 1 << 20).unwrap();
+        assert_eq!(kept.len(), 4_000);
+        assert!(value.len() < 64 * 1024, "{} bytes", value.len());
     }
 
     #[test]
