@@ -5,7 +5,7 @@
 //! - [`stopping`]: `STOPPING=1` when draining starts.
 //! - [`reloading`] then [`reloaded`]: `RELOADING=1` when a reload (SIGHUP, from `systemctl
 //!   reload`) starts, `READY=1` when it is over, whether the new config was applied or refused.
-//! - [`watchdog`]: `WATCHDOG=1` every half `WatchdogSec=`, only while the store's committer
+//! - [`watchdog`]: `WATCHDOG=1` every quarter of `WatchdogSec=`, only while the store's committer
 //!   answers and every forwarder's dispatcher runs ([`alive`]); past `WatchdogSec=` without a
 //!   ping, systemd kills hookgate and `Restart=` starts it again.
 //!
@@ -52,21 +52,38 @@ pub fn reloaded(status: &str) {
     ready(status);
 }
 
-/// Pings the watchdog every half `WatchdogSec=` while `alive` succeeds within that time; never
-/// returns. Without a watchdog (`$WATCHDOG_USEC` unset, or `$WATCHDOG_PID` naming another
-/// process) it only waits. `alive` gets the time it has and says why it failed, for the log.
-pub async fn watchdog<F, Fut>(mut alive: F) -> Infallible
+/// Pings the watchdog (see [`ping_while_alive`]); never returns. Without a watchdog
+/// (`$WATCHDOG_USEC` unset, or `$WATCHDOG_PID` naming another process) it only waits. `alive`
+/// gets the time it has and says why it failed, for the log.
+pub async fn watchdog<F, Fut>(alive: F) -> Infallible
 where
     F: FnMut(Duration) -> Fut,
     Fut: Future<Output = Result<(), String>>,
 {
-    let Some(interval) = sd_notify::watchdog_enabled().map(|timeout| timeout / 2) else {
+    let Some(timeout) = sd_notify::watchdog_enabled() else {
         return std::future::pending().await;
     };
     tracing::info!(
-        seconds = interval.as_secs_f64(),
+        seconds = (timeout / 4).as_secs_f64(),
         "systemd watchdog enabled: pinging while the committer and the forwarders are alive."
     );
+    ping_while_alive(timeout, alive, || send(&[NotifyState::Watchdog])).await
+}
+
+/// Calls `ping` every quarter of `timeout` while `alive` succeeds within that time. A quarter,
+/// so that one failed check (a committer stalled a few seconds) leaves two more before the
+/// deadline: pinging every half, the check after a failed one came at the deadline, and a stall
+/// of 11 s had systemd kill hookgate under `WatchdogSec=30`.
+async fn ping_while_alive<F, Fut>(
+    timeout: Duration,
+    mut alive: F,
+    mut ping: impl FnMut(),
+) -> Infallible
+where
+    F: FnMut(Duration) -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    let interval = timeout / 4;
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
@@ -80,7 +97,7 @@ where
             .unwrap_or_else(|_| Err(format!("no answer within {interval:?}")));
         match checked {
             Ok(()) => {
-                send(&[NotifyState::Watchdog]);
+                ping();
                 if std::mem::take(&mut failing) {
                     tracing::info!("Alive again: the systemd watchdog is pinged again.");
                 }
@@ -112,5 +129,47 @@ pub async fn alive(store: &Store, died: &Died, within: Duration) -> Result<(), S
 fn send(states: &[NotifyState]) {
     if let Err(err) = sd_notify::notify(states) {
         tracing::warn!(error = %err, "Cannot notify systemd.");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use tokio::time::Instant;
+
+    use super::*;
+
+    /// A committer stalled for two fifths of the timeout, once, from just after a ping: the
+    /// pings go on within the timeout.
+    #[tokio::test(start_paused = true)]
+    async fn one_failed_check_does_not_let_the_watchdog_lapse() {
+        let timeout = Duration::from_secs(30);
+        let start = Instant::now();
+        let stall = (start + Duration::from_millis(7_600), timeout * 2 / 5);
+        let pings = Arc::new(Mutex::new(vec![start]));
+        let seen = pings.clone();
+        let alive = move |within: Duration| async move {
+            let now = Instant::now();
+            if now >= stall.0 && now < stall.0 + stall.1 {
+                // No answer within its time.
+                tokio::time::sleep(within).await;
+                return Err("stalled".to_string());
+            }
+            Ok(())
+        };
+        let ping = move || seen.lock().unwrap().push(Instant::now());
+        let watched = ping_while_alive(timeout, alive, ping);
+        let _ = tokio::time::timeout(Duration::from_secs(120), watched).await;
+        let pings = pings.lock().unwrap();
+        assert!(pings.len() > 10, "{}", pings.len());
+        for pair in pings.windows(2) {
+            assert!(
+                pair[1] - pair[0] < timeout,
+                "no ping for {:?} (at {:?})",
+                pair[1] - pair[0],
+                pair[0] - start
+            );
+        }
     }
 }
