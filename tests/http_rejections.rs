@@ -373,3 +373,37 @@ fn a_slow_body_on_the_admin_listener_is_408_and_the_connection_is_closed() {
     assert_ne!(response.status, 408, "{response:?}");
     assert_ne!(response.status, 400, "{response:?}");
 }
+
+/// A compressed body is refused with 415 before it is read (it would be stored, deduplicated and
+/// forwarded as compressed bytes labelled as JSON, a retry compressed again stored anew), counted
+/// and logged; `identity` is no encoding.
+#[test]
+fn a_compressed_body_is_415() {
+    let gw = small_body_gateway();
+    for encoding in ["gzip", "br", "deflate, gzip"] {
+        let reply = gw.post(
+            "open",
+            &sign::headers(&[("Content-Encoding", encoding)]),
+            b"\x1f\x8b",
+        );
+        assert_eq!(reply.status, 415, "{encoding}: {}", reply.text());
+        assert_eq!(json_error(&reply), "unsupported_encoding");
+    }
+    let identity = gw.post(
+        "open",
+        &sign::headers(&[("Content-Encoding", "identity")]),
+        b"{}",
+    );
+    assert_eq!(identity.status, 200, "{}", identity.text());
+    assert_eq!(gw.all_events(None).len(), 1);
+    let refused = gw.metric(
+        "hookgate_rejections_total",
+        &[("cause", "unsupported_encoding")],
+    );
+    assert_eq!(refused, Some(3.0));
+    assert!(
+        gw.logs().contains("Content-Encoding \"gzip\""),
+        "{}",
+        gw.logs()
+    );
+}

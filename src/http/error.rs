@@ -33,6 +33,9 @@ pub enum ApiError {
     BodyTimeout,
     #[error("payload_too_large")]
     PayloadTooLarge,
+    /// 415: a body with a `Content-Encoding` (hookgate stores and forwards bodies as sent).
+    #[error("unsupported_encoding")]
+    UnsupportedEncoding,
     #[error("bad_request")]
     BadRequest,
     #[error("unavailable")]
@@ -56,6 +59,7 @@ impl ApiError {
             self,
             ApiError::BodyTimeout
                 | ApiError::PayloadTooLarge
+                | ApiError::UnsupportedEncoding
                 | ApiError::BadRequest
                 | ApiError::Busy
                 | ApiError::RateLimited { drained: false, .. }
@@ -75,6 +79,7 @@ impl ResponseError for ApiError {
             ApiError::ReplayQueueFull => StatusCode::CONFLICT,
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedEncoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::BadRequest => StatusCode::BAD_REQUEST,
             ApiError::Unavailable | ApiError::Busy => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,

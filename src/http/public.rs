@@ -165,6 +165,17 @@ async fn accept(
             &"no such provider",
         ));
     };
+    // A compressed body would be stored, deduplicated and forwarded as its compressed bytes,
+    // labelled as what they decompress to (and a sender's retry, compressed again, is other
+    // bytes): refused before it is read, the sender and the log told why.
+    if let Some(encoding) = content_encoding(request.headers()) {
+        return Err(refuse(
+            "unsupported_encoding",
+            Level::Warn,
+            ApiError::UnsupportedEncoding,
+            &format_args!("Content-Encoding {encoding:?}: bodies are taken as sent, uncompressed"),
+        ));
+    }
     let mut lease = state.bodies.lease();
     let body = read_body(
         request.headers(),
@@ -235,6 +246,19 @@ async fn accept(
             &format_args!("event {id}: {err}"),
         )),
     }
+}
+
+/// The request's `Content-Encoding`, unless it is none or `identity` (cut to 64 bytes).
+fn content_encoding(headers: &actix_web::http::header::HeaderMap) -> Option<String> {
+    let values = headers.get_all(actix_web::http::header::CONTENT_ENCODING);
+    let encoding: Vec<String> = values
+        .map(|value| String::from_utf8_lossy(value.as_bytes()).trim().to_string())
+        .filter(|value| !value.is_empty() && !value.eq_ignore_ascii_case("identity"))
+        .collect();
+    if encoding.is_empty() {
+        return None;
+    }
+    Some(encoding.join(", ").chars().take(64).collect())
 }
 
 /// The `cause` label of a body that could not be read.
