@@ -13,6 +13,9 @@ use crate::verify::{
     StandardWebhooks, Stripe, Twilio, Verifier, SCHEMES,
 };
 
+/// The widest `tolerance_s` a timestamped scheme takes, in seconds (the narrowest is 1).
+const MAX_TOLERANCE_S: u64 = 3600;
+
 impl Loader<'_> {
     /// The verifier `raw.verify` names, with the scheme's keys read from `section`. Problems of
     /// a key serde reads are reported at the key, a secret's at `secrets`, the rest at `verify`.
@@ -84,10 +87,17 @@ impl Loader<'_> {
         raw: &RawProvider,
         section: &Section,
     ) -> Result<Verifier, Vec<String>> {
-        let tolerance = |seconds: Option<u64>| seconds.map(Duration::from_secs);
+        // 0 refused every request from a clock a second off; a day or more let a captured
+        // request be replayed for that long (past `dedup_window`, stored again).
+        let tolerance = |seconds: Option<u64>| match seconds {
+            Some(s) if !(1..=MAX_TOLERANCE_S).contains(&s) => Err(vec![format!(
+                "tolerance_s must be between 1 and {MAX_TOLERANCE_S} (seconds)"
+            )]),
+            seconds => Ok(seconds.map(Duration::from_secs)),
+        };
         match scheme {
             RawScheme::StandardWebhooks { tolerance_s, .. } => {
-                StandardWebhooks::new(&secrets, tolerance(tolerance_s))
+                StandardWebhooks::new(&secrets, tolerance(tolerance_s)?)
                     .map(Verifier::StandardWebhooks)
             }
             RawScheme::Github { .. } => Ok(Verifier::Github(Github::new(secrets))),
@@ -110,12 +120,13 @@ impl Loader<'_> {
             }
             RawScheme::Stripe { tolerance_s, .. } => Ok(Verifier::Stripe(Stripe::new(
                 secrets,
-                tolerance(tolerance_s),
+                tolerance(tolerance_s)?,
             ))),
             RawScheme::Shopify { .. } => Ok(Verifier::Shopify(Shopify::new(secrets))),
-            RawScheme::Slack { tolerance_s, .. } => {
-                Ok(Verifier::Slack(Slack::new(secrets, tolerance(tolerance_s))))
-            }
+            RawScheme::Slack { tolerance_s, .. } => Ok(Verifier::Slack(Slack::new(
+                secrets,
+                tolerance(tolerance_s)?,
+            ))),
             RawScheme::Twilio {
                 public_url,
                 algorithm,

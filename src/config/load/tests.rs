@@ -344,7 +344,15 @@ fn values_that_break_at_run_time_are_refused() {
         )
     };
     let server = |line: &str| VALID.replace("[server]\n", &format!("[server]\n{line}\n"));
+    let stripe = |tolerance: &str| {
+        format!(
+            "{VALID}\n[[provider]]\nname = \"s\"\nverify = \"stripe\"\n\
+             secrets = [\"whsec_x\"]\ntolerance_s = {tolerance}\n"
+        )
+    };
     for (text, expected) in [
+        (stripe("0"), "tolerance_s must be between 1 and 3600"),
+        (stripe("99999999"), "tolerance_s must be between 1 and 3600"),
         (
             destination("retry_delays = [\"500000000000y\"]"),
             "longer than 100 years",
