@@ -2,8 +2,9 @@
 //! subscription is created. AccuLynx does not publish the header nor the encoding, so both are
 //! configurable: `header` (default `X-AccuLynx-Signature`) and `encoding` (`hex`, the default,
 //! or `base64`). There is no timestamp. The envelope is JSON; its `EventId` (a GUID, also
-//! spelled `eventId`) is the event id and its `TopicName` / `topicName` (`job-milestone-changed`)
-//! the topic. AccuLynx retries, so duplicates are expected and deduplicated on that id.
+//! spelled `eventId`) is the event id and its `Type` (as the schema's table names it; `TopicName`,
+//! `topicName` or the example's `topicNamee` otherwise: `job-milestone-changed`) the topic.
+//! AccuLynx retries, so duplicates are expected and deduplicated on that id.
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
@@ -71,7 +72,8 @@ impl AccuLynx {
         }
         let envelope = JsonBody::parse(&request.body);
         Ok(Claims {
-            topic: envelope.text(&["/TopicName", "/topicName"]),
+            // The schema's table names the field `Type`; its example spells `topicNamee`.
+            topic: envelope.text(&["/Type", "/type", "/TopicName", "/topicName", "/topicNamee"]),
             ..Claims::signed_id(envelope.event_id(&["/EventId", "/eventId"]))
         })
     }
@@ -134,6 +136,22 @@ mod tests {
         let claims = check(&scheme(&[SECRET], None, None), headers, body).unwrap();
         assert_eq!(claims.event_id, EventId::new("E-1"));
         assert_eq!(claims.topic.as_deref(), Some("job-created"));
+    }
+
+    /// The schema's table names the topic's field `Type`, its example `topicNamee`.
+    #[test]
+    fn the_topic_as_the_schema_and_its_example_name_it() {
+        for (body, topic) in [
+            (r#"{"Type":"job-created","EventId":"E-1"}"#, "job-created"),
+            (
+                r#"{"topicNamee":"job-milestone-changed","eventId":"E-2"}"#,
+                "job-milestone-changed",
+            ),
+        ] {
+            let headers = vec![(DEFAULT_HEADER, hex::encode(tag(SECRET, body)))];
+            let claims = check(&scheme(&[SECRET], None, None), headers, body).unwrap();
+            assert_eq!(claims.topic.as_deref(), Some(topic), "{body}");
+        }
     }
 
     #[test]
