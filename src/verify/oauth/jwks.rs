@@ -224,13 +224,30 @@ fn backoff(failures: u32) -> Duration {
         .min(BACKOFF_CAP)
 }
 
-/// The key named `kid` (or the only key, when the token names none).
+/// The signing key named `kid` (or the only signing key, when the token names none).
 pub fn find(set: &JwkSet, kid: Option<&str>) -> Option<Jwk> {
+    let mut keys = set.keys.iter().filter(|key| for_signatures(key));
     match kid {
-        Some(kid) => set.find(kid).cloned(),
-        None if set.keys.len() == 1 => set.keys.first().cloned(),
-        None => None,
+        Some(kid) => keys
+            .find(|key| key.common.key_id.as_deref() == Some(kid))
+            .cloned(),
+        None => match (keys.next(), keys.next()) {
+            (Some(only), None) => Some(only.clone()),
+            _ => None,
+        },
     }
+}
+
+/// Whether a key may check signatures (RFC 7517 sections 4.2-4.3): not one published for
+/// encryption (`use: "enc"`), nor one whose `key_ops` leave out `verify`.
+fn for_signatures(key: &Jwk) -> bool {
+    use jsonwebtoken::jwk::{KeyOperations, PublicKeyUse};
+    let usable = matches!(
+        key.common.public_key_use,
+        None | Some(PublicKeyUse::Signature)
+    );
+    let operations = key.common.key_operations.as_ref();
+    usable && operations.is_none_or(|ops| ops.contains(&KeyOperations::Verify))
 }
 
 /// A key set larger than this is refused (they hold a few keys of a few hundred bytes each).
@@ -289,6 +306,45 @@ mod tests {
     use super::*;
 
     const TTL: Duration = Duration::from_secs(300);
+
+    /// A key published for encryption, or whose `key_ops` leave out `verify`, checks no
+    /// signature, named or the only one; the set's signing key is found beside it.
+    #[test]
+    fn only_signing_keys_check_signatures() {
+        let key = |kid: &str, extra: &str| {
+            format!(
+                r#"{{"kty":"RSA","kid":"{kid}",{extra}"n":"sXchDaQebHnPiGvyDOAT4saGEUetSyo9MKLOoWFsueri23bOdgWp4Dy1WlUzewbgBHod5pcM9H95GQRV3JDXboIRROSBigeC5yjU1hGzHHyXss8UDprecbAYxknTcQkhslANGRUZmdTOQ5qTRsLAt6BTYuyvVRdhS8exSZEy_c4gs_7svlJJQ4H9_NxsiIoLwAEk7-Q3UXERGYw_75IDrGA84-lA_-Ct4eTlXHBIY2EaV7t7LjJaynVJCpkv4LKjTTAumiGUIuQhrNhZLuF_RJLqHpM2kgWFLU7-VTdL1VbC2tejvcI2BlMkEpk1BzBZI0KQB0GaDWFLN-aEAw3vRw","e":"AQAB"}}"#
+            )
+        };
+        let set = |keys: &[String]| {
+            let text = format!(r#"{{"keys":[{}]}}"#, keys.join(","));
+            parse_set(text.as_bytes()).unwrap().0
+        };
+        let enc = key("enc", r#""use":"enc","#);
+        let wrap = key("wrap", r#""key_ops":["wrapKey"],"#);
+        let sig = key("sig", r#""use":"sig","key_ops":["verify"],"#);
+        let plain = key("plain", "");
+        assert!(find(&set(&[enc.clone()]), Some("enc")).is_none());
+        assert!(find(&set(&[enc.clone()]), None).is_none());
+        assert!(find(&set(&[wrap.clone()]), Some("wrap")).is_none());
+        let kid = |key: Option<Jwk>| key.and_then(|key| key.common.key_id);
+        assert_eq!(
+            kid(find(&set(&[enc.clone(), sig.clone()]), None)),
+            Some("sig".into())
+        );
+        assert_eq!(
+            kid(find(&set(&[enc, wrap, sig.clone()]), Some("sig"))),
+            Some("sig".into())
+        );
+        assert_eq!(
+            kid(find(&set(&[plain.clone()]), None)),
+            Some("plain".into())
+        );
+        assert!(
+            find(&set(&[plain, sig]), None).is_none(),
+            "two signing keys, no kid"
+        );
+    }
 
     #[test]
     fn keys_hookgate_cannot_read_are_passed_over_not_the_set() {
