@@ -316,7 +316,8 @@ mod tests {
                 r#"{{"kty":"RSA","kid":"{kid}",{extra}"n":"sXchDaQebHnPiGvyDOAT4saGEUetSyo9MKLOoWFsueri23bOdgWp4Dy1WlUzewbgBHod5pcM9H95GQRV3JDXboIRROSBigeC5yjU1hGzHHyXss8UDprecbAYxknTcQkhslANGRUZmdTOQ5qTRsLAt6BTYuyvVRdhS8exSZEy_c4gs_7svlJJQ4H9_NxsiIoLwAEk7-Q3UXERGYw_75IDrGA84-lA_-Ct4eTlXHBIY2EaV7t7LjJaynVJCpkv4LKjTTAumiGUIuQhrNhZLuF_RJLqHpM2kgWFLU7-VTdL1VbC2tejvcI2BlMkEpk1BzBZI0KQB0GaDWFLN-aEAw3vRw","e":"AQAB"}}"#
             )
         };
-        let set = |keys: &[String]| {
+        let set = |keys: &[&String]| {
+            let keys: Vec<&str> = keys.iter().map(|key| key.as_str()).collect();
             let text = format!(r#"{{"keys":[{}]}}"#, keys.join(","));
             parse_set(text.as_bytes()).unwrap().0
         };
@@ -324,24 +325,18 @@ mod tests {
         let wrap = key("wrap", r#""key_ops":["wrapKey"],"#);
         let sig = key("sig", r#""use":"sig","key_ops":["verify"],"#);
         let plain = key("plain", "");
-        assert!(find(&set(&[enc.clone()]), Some("enc")).is_none());
-        assert!(find(&set(&[enc.clone()]), None).is_none());
-        assert!(find(&set(&[wrap.clone()]), Some("wrap")).is_none());
+        assert!(find(&set(&[&enc]), Some("enc")).is_none());
+        assert!(find(&set(&[&enc]), None).is_none());
+        assert!(find(&set(&[&wrap]), Some("wrap")).is_none());
         let kid = |key: Option<Jwk>| key.and_then(|key| key.common.key_id);
+        assert_eq!(kid(find(&set(&[&enc, &sig]), None)), Some("sig".into()));
         assert_eq!(
-            kid(find(&set(&[enc.clone(), sig.clone()]), None)),
+            kid(find(&set(&[&enc, &wrap, &sig]), Some("sig"))),
             Some("sig".into())
         );
-        assert_eq!(
-            kid(find(&set(&[enc, wrap, sig.clone()]), Some("sig"))),
-            Some("sig".into())
-        );
-        assert_eq!(
-            kid(find(&set(&[plain.clone()]), None)),
-            Some("plain".into())
-        );
+        assert_eq!(kid(find(&set(&[&plain]), None)), Some("plain".into()));
         assert!(
-            find(&set(&[plain, sig]), None).is_none(),
+            find(&set(&[&plain, &sig]), None).is_none(),
             "two signing keys, no kid"
         );
     }
