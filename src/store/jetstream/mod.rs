@@ -288,10 +288,15 @@ impl Backend for JetStreamStore {
 
     async fn last_seq_now(&self) -> Result<Seq, StoreError> {
         let info = self.stream.clone().get_info().await.map_err(storage)?;
-        // A leaderless stream's members answer with their own state, which may lag.
-        if went_back::from_a_leader(&info) {
-            advance(&self.last_seq, info.state.last_sequence);
+        // A leaderless stream's members answer with their own state, which may lag: the end is
+        // not known (this gateway's own view answered a consumer's ack of a seq another gateway
+        // served 400 "beyond the last stored seq", for good, and its event 404).
+        if !went_back::from_a_leader(&info) {
+            return Err(storage(std::io::Error::other(
+                "the stream has no leader: its last seq cannot be told now",
+            )));
         }
+        advance(&self.last_seq, info.state.last_sequence);
         Ok(*self.last_seq.borrow())
     }
 
