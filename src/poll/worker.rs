@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -395,13 +395,15 @@ async fn fetch(poller: &Poller, url: url::Url) -> Result<(Bytes, Option<String>)
             SyncAuth::Basic { user, password } => {
                 request.basic_auth(user, Some(String::from_utf8_lossy(password.expose())))
             }
-            SyncAuth::Header { name, value } => request.header(name.as_str(), value.expose()),
+            SyncAuth::Header { name, value } => {
+                request.header(name.as_str(), sensitive(value.expose())?)
+            }
             SyncAuth::OAuth { .. } => {
                 let token = match &poller.token {
                     Some(source) => source.bearer().await.map_err(|m| Failure::new("auth", m))?,
                     None => return Err(Failure::new("auth", "no token source".into())),
                 };
-                request.header(AUTHORIZATION, format!("Bearer {token}"))
+                request.bearer_auth(token)
             }
         };
         let response = request
@@ -457,8 +459,21 @@ async fn read_body(response: reqwest::Response, most: usize) -> Result<Bytes, Fa
     Ok(body.bytes)
 }
 
+/// A credential as a header value, marked sensitive (as `basic_auth` and `bearer_auth` mark
+/// theirs): left out of the client's debug output, never indexed by HTTP/2's header compression.
+fn sensitive(value: &[u8]) -> Result<reqwest::header::HeaderValue, Failure> {
+    let mut value = reqwest::header::HeaderValue::from_bytes(value).map_err(|_| {
+        Failure::new(
+            "auth",
+            "the auth header's value is no valid header value".into(),
+        )
+    })?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
 /// A transport error with its causes (reqwest's `Display` hides them).
-/// Without the URL, which may carry the sync API's credential (`auth = "query"`).
+/// Without the URL, which may carry the sync API's credential (a key in its query).
 fn describe(err: reqwest::Error) -> String {
     let err = err.without_url();
     let chain = crate::error_chain::error_chain(&err);
