@@ -693,6 +693,37 @@ fn a_last_page_of_a_thousand_uuids_commits_its_items_once() {
     assert_eq!(gw.metric("hookgate_duplicates_total", &[]), Some(0.0));
 }
 
+/// An item without an id is skipped, said (log, `kind="item_without_id"`, the last error), and
+/// the others are stored: it failed the page as malformed, round after round, and the poller
+/// never got past it.
+#[test]
+fn an_item_without_an_id_is_skipped_and_said() {
+    let page = json!({"data": [{"id": "a-1"}, {"id": null}, {"id": "a-3"}], "next": null});
+    let page = page.to_string().into_bytes();
+    let vendor = Stub::start(move |_| (200, "application/json", page.clone()));
+    let sync = format!(
+        "[provider.sync]\nurl = \"{}/events\"\ncursor_param = \"page_token\"\nitems = \"/data\"\nitem_id = \"/id\"\nnext_pointer = \"/next\"\ninterval = \"100ms\"\n",
+        vendor.url
+    );
+    let gw = Gateway::start(&(provider("feed", "none", &[], "event_id = \"json:/id\"\n") + &sync));
+    wait_until(Duration::from_secs(10), "two items stored", || {
+        gw.all_events(Some("feed")).len() == 2
+    });
+    let skipped = gw.metric(
+        "hookgate_poll_errors_total",
+        &[("provider", "feed"), ("kind", "item_without_id")],
+    );
+    assert!(skipped >= Some(1.0), "{skipped:?}");
+    let status = gw.admin_json("/v1/providers/feed/sync");
+    let error = status["last_error"]["message"].as_str().unwrap_or_default();
+    assert!(error.contains("1 item(s) skipped"), "{status}");
+    assert!(
+        gw.logs().contains("Polled items without an id"),
+        "{}",
+        gw.logs()
+    );
+}
+
 /// An operator sets the cursor (`PUT /v1/providers/{name}/sync/cursor`): the next round polls
 /// from it, a number, a text or `null` (the beginning). Once a cursor was stored nothing moved it
 /// but polling (sync.md told operators to set `start_cursor` back, which the stored cursor

@@ -21,6 +21,8 @@ pub struct Item {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Page {
     pub items: Vec<Item>,
+    /// The positions (from 0) of items with no id at `item_id`: skipped, said by the poller.
+    pub without_id: Vec<usize>,
     /// `next_pointer` mode: the next page's token or URL, if the page names one.
     pub next: Option<String>,
 }
@@ -86,15 +88,17 @@ pub fn parse(config: &SyncConfig, body: &Bytes) -> Result<Page, String> {
     let spans = array_elements(body, &config.items)
         .ok_or_else(|| format!("no array at {:?}", config.items))?;
     let mut items = Vec::with_capacity(spans.len());
+    let mut without_id = Vec::new();
     for (index, span) in spans.into_iter().enumerate() {
         // Read from the item's raw text, as webhooks' ids are: a number keeps its digits.
-        let id = JsonBody::parse(&body[span.clone()])
-            .event_id(&[&config.item_id])
-            .ok_or_else(|| format!("item #{index} has no id at {:?}", config.item_id))?;
-        items.push(Item {
-            id,
-            body: body.slice(span),
-        });
+        // One without an id failed the page, round after round, every later item with it.
+        match JsonBody::parse(&body[span.clone()]).event_id(&[&config.item_id]) {
+            Some(id) => items.push(Item {
+                id,
+                body: body.slice(span),
+            }),
+            None => without_id.push(index),
+        }
     }
     let next = match &config.next {
         NextCursor::Pointer(pointer) => document
@@ -103,7 +107,11 @@ pub fn parse(config: &SyncConfig, body: &Bytes) -> Result<Page, String> {
             .map(|next| absolute(config, next)),
         NextCursor::HighestId { .. } => None,
     };
-    Ok(Page { items, next })
+    Ok(Page {
+        items,
+        without_id,
+        next,
+    })
 }
 
 /// A next page's link relative to the sync URL (`/actions?page=2`, `?page=2`) as a whole URL:
@@ -458,12 +466,21 @@ mod tests {
             (&b"<html>502</html>"[..], "not JSON"),
             (br#"{"data":{}}"#, "no array"),
             (br#"{"rows":[]}"#, "no array"),
-            (br#"{"data":[{"id":null}]}"#, "item #0 has no id"),
-            (br#"{"data":[{"id":1},{"name":"x"}]}"#, "item #1 has no id"),
         ] {
             let error = parse(&c, &Bytes::copy_from_slice(body)).unwrap_err();
             assert!(error.contains(expected), "{error}");
         }
+    }
+
+    /// Items without an id are told apart, not the page failed (it was, round after round).
+    #[test]
+    fn items_without_an_id_are_told() {
+        let c = config(INCLUSIVE, None);
+        let body = br#"{"data":[{"id":null},{"id":1},{"name":"x"},{"id":2}]}"#;
+        let page = parse(&c, &Bytes::copy_from_slice(body)).unwrap();
+        assert_eq!(page.without_id, [0, 2]);
+        let ids: Vec<&str> = page.items.iter().map(|item| item.id.as_str()).collect();
+        assert_eq!(ids, ["1", "2"]);
     }
 
     fn page(ids: &[&str]) -> Page {
@@ -475,6 +492,7 @@ mod tests {
                     body: Bytes::new(),
                 })
                 .collect(),
+            without_id: Vec::new(),
             next: None,
         }
     }

@@ -195,6 +195,15 @@ async fn round(poller: &Poller, stop: &CancellationToken) -> Result<(), Failure>
                 format!("malformed page ({message}); it starts with {start:?}"),
             )
         })?;
+        if let Some(first) = page.without_id.first() {
+            let message = format!(
+                "{} item(s) skipped, with no id at {:?} (the first: item #{first} of the page)",
+                page.without_id.len(),
+                poller.config.item_id
+            );
+            tracing::error!(provider = %poller.provider, skipped = page.without_id.len(), item_id = %poller.config.item_id, "Polled items without an id; skipped (nothing could deduplicate them).");
+            skipped(poller, "item_without_id", message);
+        }
         // Items this cursor's pages gave before are stored already: a last page fetched again
         // every round (next_pointer), an item at an inclusive cursor that is no number, an API
         // that ignores the cursor. Committed again, each was a duplicate only while its dedup
@@ -362,20 +371,25 @@ fn count_committed(
     (new, outcome)
 }
 
-/// An item the store cannot take, skipped: said in the log, in
-/// `hookgate_poll_errors_total{kind="too_large"}` and as the poller's last error.
+/// An item the store cannot take, skipped: said in the log and by [`skipped`].
 fn refused(poller: &Poller, item: &page::Item, bytes: usize, max: usize) {
     let message = format!(
         "item {} skipped: {bytes} bytes, over the {max} the store takes",
         item.id
     );
     tracing::error!(provider = %poller.provider, event_id = %item.id, bytes, max, "A polled item is larger than the store takes; skipped (the NATS servers' max_payload bounds it).");
+    skipped(poller, "too_large", message);
+}
+
+/// Items skipped (the round goes on): counted in `hookgate_poll_errors_total{kind}` and shown as
+/// the poller's last error.
+fn skipped(poller: &Poller, kind: &str, message: String) {
     poller
         .metrics
         .poll_errors
         .get_or_create(&PollErrorLabels {
             provider: poller.provider.to_string(),
-            kind: "too_large".to_string(),
+            kind: kind.to_string(),
         })
         .inc();
     poller.update(|s| {
@@ -676,6 +690,7 @@ mod tests {
                     body: bytes::Bytes::new(),
                 })
                 .collect(),
+            without_id: Vec::new(),
             next: None,
         }
     }
