@@ -30,13 +30,6 @@ impl Gateway {
     /// Replaces the running config with `config`; on any failure the old one keeps serving.
     pub async fn reload(&mut self, config: Config) {
         crate::notify::reloading();
-        // For tests: a reload that takes this long (as one waiting for old workers to stop).
-        if let Some(ms) = std::env::var(RELOAD_DELAY_ENV)
-            .ok()
-            .and_then(|ms| ms.parse().ok())
-        {
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-        }
         let status = if self.apply(config).await {
             "Config reloaded (see the log for what changed)"
         } else {
@@ -77,6 +70,10 @@ impl Gateway {
                 .collect()
         };
         let forget = |names: Vec<String>| names.iter().for_each(|n| metrics.forget_destination(n));
+        // An operator's change (a pause, a replay, a sync cursor) waits for the swap below, and
+        // reaches the new workers (`AppState::settled`).
+        let state = self.state.clone();
+        let _swapping = state.reload_guard().await;
         let forwarding = forwarding(&config) != forwarding(&old.config);
         let polling = syncs(&config) != syncs(&old.config);
         let sweeping = forwarding
@@ -131,6 +128,14 @@ impl Gateway {
         }
         if let Some(peers) = &self.peers {
             peers.reloaded(&config);
+        }
+        // For tests: a reload that takes this long (as one waiting for old workers to stop),
+        // its new workers running, the old generation still the one requests see.
+        if let Some(ms) = std::env::var(RELOAD_DELAY_ENV)
+            .ok()
+            .and_then(|ms| ms.parse().ok())
+        {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
         }
         // The buckets go on unless a rate changed (any `[limits]` change emptied them: a
         // client at its rate, guessing client secrets, got a fresh burst at each reload).

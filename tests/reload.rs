@@ -208,3 +208,56 @@ fn settings_that_need_a_restart_are_kept_and_named() {
     );
     assert_eq!(gw.post("open", &[], b"{}").ack().0, "accepted");
 }
+
+/// An operator's sync cursor set while a reload swaps the pollers reaches the new poller: it
+/// reached the stopping one's, and the new one, holding its cursor in memory, went on polling
+/// from its own (after a 200), and wrote it over the operator's at its next move.
+#[test]
+fn a_sync_cursor_set_during_a_reload_reaches_the_new_poller() {
+    // Each page a new item, slowly: a round is under way when the operator's cursor comes, and
+    // it moves what is seen from the cursor, so its end writes the cursor.
+    let pages = AtomicUsize::new(0);
+    let vendor = Stub::start(move |_| {
+        std::thread::sleep(Duration::from_millis(600));
+        let id = format!("a-{}", pages.fetch_add(1, Ordering::SeqCst));
+        let page = serde_json::json!({"data": [{"id": id}], "next": null});
+        (200, "application/json", page.to_string().into_bytes())
+    });
+    let sync = |interval: &str| {
+        format!(
+            "{}[provider.sync]\nurl = \"{}/events\"\ncursor_param = \"page_token\"\nitems = \"/data\"\nitem_id = \"/id\"\nnext_pointer = \"/next\"\ninterval = \"{interval}\"\n",
+            provider("feed", "none", &[], "event_id = \"json:/id\"\n"),
+            vendor.url
+        )
+    };
+    let gw = Gateway::builder()
+        .config(&sync("100ms"))
+        .env("HOOKGATE_TEST_RELOAD_DELAY_MS", "2000")
+        .start();
+    wait_until(Duration::from_secs(10), "two rounds", || {
+        vendor.calls() >= 2
+    });
+    rewrite_tables(&gw, &sync("150ms"));
+    gw.signal(Signal::SIGHUP);
+    // Within the reload's 2 s: the new poller runs (its first round under way), the old one is
+    // still what the admin API sees.
+    wait_until(Duration::from_secs(10), "the new poller started", || {
+        gw.logs().matches("Poller started.").count() >= 2
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let reply = gw.admin_put(
+        "/v1/providers/feed/sync/cursor",
+        &serde_json::json!({"cursor": "from-operator"}),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    wait_until(
+        Duration::from_secs(10),
+        "a round from the operator's cursor",
+        || {
+            vendor
+                .requests()
+                .iter()
+                .any(|request| request.path.contains("page_token=from-operator"))
+        },
+    );
+}

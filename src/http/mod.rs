@@ -67,6 +67,8 @@ pub struct AppState {
     certificate: Option<Arc<tls::Certificate>>,
     /// The console's signed-in sessions (admin listener only).
     sessions: console::Sessions,
+    /// Held (written) by a reload while it swaps the workers; see [`AppState::settled`].
+    reloading: tokio::sync::RwLock<()>,
 }
 
 /// One generation of the config, with what the handlers need that is built from it.
@@ -114,12 +116,28 @@ impl AppState {
             heavy_verifications,
             certificate,
             sessions: console::Sessions::default(),
+            reloading: tokio::sync::RwLock::new(()),
         }
     }
 
     /// The current generation: hold it for the whole request.
     pub fn live(&self) -> Arc<Live> {
         self.live.load_full()
+    }
+
+    /// The current generation once no reload is swapping the workers, and a guard that holds
+    /// the next reload off while an operator's change is made: a pause, a replay or a sync
+    /// cursor must reach the workers that will run. Made during a reload, it reached the
+    /// stopping generation's, and the new poller's round wrote its cursor over the operator's
+    /// (after a 200), the new forwarder delivered to a destination just paused.
+    pub async fn settled(&self) -> (tokio::sync::RwLockReadGuard<'_, ()>, Arc<Live>) {
+        let guard = self.reloading.read().await;
+        (guard, self.live())
+    }
+
+    /// Held by a reload from before it makes the new workers to after it swaps them in.
+    pub async fn reload_guard(&self) -> tokio::sync::RwLockWriteGuard<'_, ()> {
+        self.reloading.write().await
     }
 
     /// Makes `live` the generation new requests see, and applies its limits to the listener's

@@ -58,7 +58,7 @@ pub(in crate::http) async fn set_paused(
     paused: bool,
     state: &AppState,
 ) -> Result<(), ApiError> {
-    let live = state.live();
+    let (_settled, live) = state.settled().await;
     let destination = live.destination(name).ok_or(ApiError::NotFound)?;
     destination.set_paused(paused).await.map_err(|err| {
         tracing::error!(destination = name, error = %err, "Cannot record the pause state.");
@@ -206,7 +206,8 @@ pub(in crate::http) async fn replay_dead_events(
     // stops once the queue could take no more.
     let every = filter.provider.is_none() && filter.from_seq.is_none() && filter.to_seq.is_none();
     let mut replayed = Replayed::default();
-    for destination in selected(&state.live(), filter.destination.as_deref())? {
+    let (_settled, live) = state.settled().await;
+    for destination in selected(&live, filter.destination.as_deref())? {
         let (mut seqs, mut beyond, mut from) = (Vec::new(), 0, first);
         'walk: while from <= last {
             let page = destination

@@ -99,8 +99,8 @@ pub(in crate::http) async fn replay_one(
     destination: &str,
     state: &AppState,
 ) -> Result<(), ApiError> {
-    let output = state
-        .live()
+    let (_settled, live) = state.settled().await;
+    let output = live
         .destination(destination)
         .ok_or(ApiError::NotFound)?
         .clone();

@@ -10,7 +10,7 @@ use actix_web::{web, HttpResponse};
 use serde_json::{json, Value};
 
 use super::{rfc3339, Authorized};
-use crate::http::{ApiError, AppState};
+use crate::http::{ApiError, AppState, Live};
 use crate::poll::Poller;
 
 /// How long `POST .../sync` waits for its round before answering 202.
@@ -28,9 +28,11 @@ pub fn routes(config: &mut web::ServiceConfig) {
 }
 
 fn poller(state: &AppState, name: &str) -> Result<Arc<Poller>, ApiError> {
-    state
-        .live()
-        .pollers
+    find(&state.live(), name)
+}
+
+fn find(live: &Live, name: &str) -> Result<Arc<Poller>, ApiError> {
+    live.pollers
         .iter()
         .find(|p| p.provider.as_str() == name)
         .cloned()
@@ -61,7 +63,8 @@ async fn poll_now(
     name: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let poller = poller(&state, &name)?;
+    // The generation that runs after a reload under way (not held while the round runs).
+    let poller = find(&state.settled().await.1, &name)?;
     tracing::info!(provider = %poller.provider, "Poll requested by an operator.");
     let finished = poller.poll_now(POLL_NOW_WAIT).await;
     let mut body = view(&poller);
@@ -94,7 +97,8 @@ async fn set_cursor(
     body: Result<web::Json<NewCursor>, actix_web::Error>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let poller = poller(&state, &name)?;
+    let (_settled, live) = state.settled().await;
+    let poller = find(&live, &name)?;
     let cursor = match body.map_err(|_| ApiError::BadRequest)?.into_inner().cursor {
         None => None,
         Some(Value::String(text)) if !text.is_empty() => Some(text),
