@@ -248,7 +248,7 @@ impl Gateway {
         self.state.draining.store(true, Ordering::Relaxed);
         tracing::info!("Draining: no new webhooks accepted.");
         // Side by side, not one after the other: the listeners' drains and three groups of
-        // background tasks (5 s each at most) added up past systemd's TimeoutStopSec=30.
+        // background tasks (5 s each at most) added up past systemd's TimeoutStopSec.
         futures_util::join!(
             http::stop(self.public),
             http::stop(self.admin),
