@@ -112,7 +112,16 @@ fn run(args: &SendTestArgs) -> Result<reqwest::StatusCode, Failure> {
         ),
         None => None,
     };
-    let client = client_for(&url)?;
+    // A bearer token, or the client secret that fetches one, goes straight to the gateway, as
+    // the admin CLI's token does: a proxy from the environment on the path of plain HTTP read it.
+    let credentials = scheme == "oauth";
+    if credentials && url.scheme() == "http" && !loopback::is_loopback(&url) {
+        eprintln!(
+            "warning: the provider's OAuth credentials go to {} over plain HTTP: anyone on the way can read them; use https",
+            url.host_str().unwrap_or_default()
+        );
+    }
+    let client = loopback::client_for(&url, TIMEOUT, credentials).map_err(Failure::Usage)?;
     let prepared = request::prepare(
         request::Input {
             verifier: &provider.verifier,
@@ -219,10 +228,6 @@ fn default_url(listen: SocketAddr, provider: &str) -> Result<Url, Failure> {
 }
 
 /// A client that goes straight to a loopback gateway, even when a proxy is configured.
-fn client_for(url: &Url) -> Result<reqwest::blocking::Client, Failure> {
-    loopback::client_for(url, TIMEOUT, false).map_err(Failure::Usage)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
