@@ -21,6 +21,10 @@ use crate::store::Store;
 /// How long a stopped piece of work may take to end before it is dropped, at most.
 const STOP_WITHIN: Duration = Duration::from_secs(1);
 
+/// The same without a lease (sled): under the 5 s a reload gives the old workers before it
+/// starts their replacements (`reload.rs`).
+const UNLEASED_STOP_WITHIN: Duration = Duration::from_secs(4);
+
 /// How long the work may take to end once the lease is given up (at three quarters of the
 /// entry's life `lease_time` at the latest: two thirds, and the wait after a failed renewal): a
 /// sixth of that life at most, so that it has ended before the entry can lapse. A whole second
@@ -70,8 +74,27 @@ where
     Fut: Future<Output = ()>,
 {
     let Some(lease_time) = store.lease_time() else {
+        // One gateway owns the store: the work runs until `cancel`. What it finishes within
+        // [`UNLEASED_STOP_WITHIN`] of that is still written; past it, nothing more (`lost`): a
+        // reload starts the replacement 5 s after its stop, and a writer of the old generation
+        // still going (behind a slow disk) wrote beside the new one's.
         let lost = CancellationToken::new();
-        start(Term { stop: cancel, lost }).await;
+        let work = start(Term {
+            stop: cancel.clone(),
+            lost: lost.clone(),
+        });
+        tokio::pin!(work);
+        tokio::select! {
+            () = &mut work => return,
+            _ = cancel.cancelled() => {}
+        }
+        if tokio::time::timeout(UNLEASED_STOP_WITHIN, &mut work)
+            .await
+            .is_err()
+        {
+            lost.cancel();
+            tracing::warn!(work = name, "The work did not end in time after its stop; what it left running writes nothing more.");
+        }
         return;
     };
     let renew_every = lease_time / 3;
