@@ -235,7 +235,8 @@ impl Loader<'_> {
             let resolved = self.resolve(text, None).and_then(|secret| {
                 let url = std::str::from_utf8(secret.expose()).ok();
                 url.and_then(|url| url::Url::parse(url.trim()).ok())
-                    .ok_or_else(|| format!("{text} does not hold a URL"))
+                    .filter(|url| matches!(url.scheme(), "http" | "https"))
+                    .ok_or_else(|| format!("{text} does not hold an http(s) URL"))
             });
             resolved
                 .map_err(|message| self.error(at, format!("{label}: alert_url: {message}")))

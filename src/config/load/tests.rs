@@ -318,8 +318,13 @@ fn an_alert_url_may_be_a_secret_reference() {
     std::env::set_var("HOOKGATE_TEST_ALERT_NOT_A_URL", "secret-path-not-a-url");
     let errors = load(&with("env:HOOKGATE_TEST_ALERT_NOT_A_URL")).unwrap_err();
     let text = format!("{errors:?}");
-    assert!(text.contains("does not hold a URL"), "{text}");
+    assert!(text.contains("does not hold an http(s) URL"), "{text}");
     assert!(!text.contains("secret-path-not-a-url"), "{text}");
+    // Nor another scheme than http(s), as a literal one is not (an alert then failed at run time).
+    std::env::set_var("HOOKGATE_TEST_ALERT_NOT_A_URL", "ftp://alerts.example/secret-path");
+    let errors = load(&with("env:HOOKGATE_TEST_ALERT_NOT_A_URL")).unwrap_err();
+    let text = format!("{errors:?}");
+    assert!(text.contains("does not hold an http(s) URL"), "{text}");
     let errors = load(&with("env:HOOKGATE_TEST_ALERT_UNSET")).unwrap_err();
     assert!(format!("{errors:?}").contains("HOOKGATE_TEST_ALERT_UNSET is not set"));
     // A literal one that does not parse (no scheme) is not echoed in the error either.
