@@ -469,7 +469,7 @@ fn a_replay_queued_during_retries_that_then_die_leaves_the_event_delivered() {
 
 /// Posts an event to `stub`'s destination (with `extra`), queues a replay of it after its first
 /// attempt, and checks that once `attempts` reaches `last` the event is delivered, not dead.
-fn replay_while_retrying(stub: &Stub, extra: &str, attempts: &AtomicUsize, last: usize) {
+fn replay_while_retrying(stub: &Stub, extra: &str, attempts: &AtomicUsize, last: usize) -> Gateway {
     let gw = Gateway::start(&config(&stub.url, extra));
     let seq = gw.post("p", &[], &body(0)).ack().1;
     wait_until(Duration::from_secs(5), "the first attempt", || {
@@ -487,6 +487,7 @@ fn replay_while_retrying(stub: &Stub, extra: &str, attempts: &AtomicUsize, last:
         delivery_state(&gw, seq) == "delivered"
     });
     assert_eq!(gw.admin_json("/v1/dead")["dead"], json!([]));
+    gw
 }
 
 /// A credential in a destination's or alert's URL (`?api_key=`, `user:pass@`, a chat service's
@@ -580,7 +581,12 @@ fn a_replay_that_dies_before_the_first_delivery_succeeds_leaves_the_event_delive
     });
     // The retry 2.4-3.6 s on: after the replay's attempt, whatever the machine's speed.
     let extra = "ordered = false\nretry_delays = [\"3s\"]\n";
-    replay_while_retrying(&stub, extra, &attempts, 3);
+    let gw = replay_while_retrying(&stub, extra, &attempts, 3);
+    // Nor counted as given up on: the first delivery was still being retried when the replay
+    // died (counted then, it stayed counted once that delivery succeeded).
+    let crm = [("destination", "crm")];
+    let dead = gw.metric("hookgate_destination_dead_letters_total", &crm);
+    assert_eq!(dead, Some(0.0));
 }
 
 /// A destination's health is in `/metrics`: deliveries, failed attempts and dead letters

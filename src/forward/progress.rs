@@ -243,7 +243,10 @@ impl Writer {
                 changes.push(Change::Unmark(Mark::Dead, seq));
             }
         }
-        let dead = matches!(done, Done::Dead(_));
+        // A replay that died while the first delivery is still being retried is not given up
+        // on yet (counted, it stayed counted when that delivery then succeeded): the first's
+        // own end says.
+        let dead = matches!(done, Done::Dead(_)) && !(replay && self.in_flight.contains(&seq));
         match done {
             Done::Dead(record) => changes.push(Change::Dead(seq, record)),
             Done::Delivered if !replay && seq > self.cursor => {

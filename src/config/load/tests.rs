@@ -321,7 +321,10 @@ fn an_alert_url_may_be_a_secret_reference() {
     assert!(text.contains("does not hold an http(s) URL"), "{text}");
     assert!(!text.contains("secret-path-not-a-url"), "{text}");
     // Nor another scheme than http(s), as a literal one is not (an alert then failed at run time).
-    std::env::set_var("HOOKGATE_TEST_ALERT_NOT_A_URL", "ftp://alerts.example/secret-path");
+    std::env::set_var(
+        "HOOKGATE_TEST_ALERT_NOT_A_URL",
+        "ftp://alerts.example/secret-path",
+    );
     let errors = load(&with("env:HOOKGATE_TEST_ALERT_NOT_A_URL")).unwrap_err();
     let text = format!("{errors:?}");
     assert!(text.contains("does not hold an http(s) URL"), "{text}");
