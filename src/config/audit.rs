@@ -9,6 +9,9 @@ use super::raw::RawDestination;
 use super::scheme::{RawIntrospection, RawOAuth, RawScheme};
 use crate::secret::{self, Secret};
 
+/// A `tolerance_s` over this is warned about.
+const WIDE_TOLERANCE_S: u64 = 3600;
+
 /// Bytes a secret hookgate checks or signs with must have at least (128 bits).
 pub const MIN_OWN_SECRET_BYTES: usize = 16;
 
@@ -30,6 +33,16 @@ impl Loader<'_> {
                 "{label} accepts any active token the authorization server knows: set `audience` or `allowed_client_ids`"
             )),
             _ => {}
+        }
+        if let RawScheme::StandardWebhooks { tolerance_s, .. }
+        | RawScheme::Stripe { tolerance_s, .. }
+        | RawScheme::Slack { tolerance_s, .. } = scheme
+        {
+            if let Some(seconds) = tolerance_s.filter(|s| *s > WIDE_TOLERANCE_S) {
+                self.warn(format!(
+                    "{label} accepts timestamps {seconds} s off: a captured request can be replayed for that long, and past [store] dedup_window it is stored again; keep tolerance_s to minutes"
+                ));
+            }
         }
         if let RawScheme::OAuth { oauth: Some(oauth) } = scheme {
             let url = match oauth {

@@ -127,7 +127,7 @@ impl From<Rejection> for ApiError {
             Rejection::MissingToken => ApiError::BearerMissing,
             Rejection::InvalidToken => ApiError::BearerInvalid,
             Rejection::InsufficientScope => ApiError::InsufficientScope,
-            Rejection::Unavailable => ApiError::Unavailable,
+            Rejection::Unavailable | Rejection::Failed => ApiError::Unavailable,
             _ => ApiError::Unauthorized,
         }
     }

@@ -98,6 +98,11 @@ async fn webhook(
     response
 }
 
+/// The longest a request's verification may take (a token introspection's 5 s and a key set's
+/// first load included; an RSA check waiting its turn on the blocking threads): past it, 503.
+/// The drain at a stop allows for it (`public_listener.rs`).
+pub const VERIFY_WITHIN: Duration = Duration::from_secs(8);
+
 /// A stored webhook's answer: `{"status": "accepted" | "duplicate", "seq": N}`.
 #[derive(serde::Serialize)]
 struct Answer {
@@ -187,16 +192,24 @@ async fn accept(
     .await
     .map_err(|error| refuse(body_cause(error), Level::Info, error, &error))?;
 
-    let verified = verify(state, live, provider, request, client, body)
-        .await
-        .map_err(|rejection| {
-            refuse(
-                rejection.cause(),
-                Level::Warn,
-                ApiError::from(rejection),
-                &rejection,
-            )
-        })?;
+    let verified = tokio::time::timeout(
+        VERIFY_WITHIN,
+        verify(state, live, provider, request, client, body),
+    )
+    .await
+    .unwrap_or(Err(Rejection::Failed))
+    .map_err(|rejection| {
+        let level = match rejection {
+            Rejection::Failed => Level::Error,
+            _ => Level::Warn,
+        };
+        refuse(
+            rejection.cause(),
+            level,
+            ApiError::from(rejection),
+            &rejection,
+        )
+    })?;
     if let Err(RetryAfter(retry_after)) = live.limits.provider(provider_name) {
         let error = ApiError::RateLimited {
             retry_after,
@@ -298,7 +311,7 @@ async fn verify(
         .heavy_verifications
         .acquire()
         .await
-        .map_err(|_| Rejection::Unavailable)?;
+        .map_err(|_| Rejection::Failed)?;
     let config = live.config.clone();
     let name = provider.name.to_string();
     let headers = request.headers().clone();
@@ -307,7 +320,7 @@ async fn verify(
         request.query_string().to_string(),
     );
     tokio::task::spawn_blocking(move || {
-        let provider = config.provider(&name).ok_or(Rejection::Unavailable)?;
+        let provider = config.provider(&name).ok_or(Rejection::Failed)?;
         provider.verifier.verify_local(Unverified {
             headers: &RequestHeaders(&headers),
             path: &path,
@@ -318,7 +331,7 @@ async fn verify(
         })
     })
     .await
-    .unwrap_or(Err(Rejection::Unavailable))
+    .unwrap_or(Err(Rejection::Failed))
 }
 
 /// Another method on `/hooks/{provider}`: 405, counted and rate limited per address as any

@@ -33,7 +33,9 @@ pub fn public_server(state: web::Data<AppState>, listener: TcpListener) -> std::
     let request_timeout = server_config.body_timeout;
     // From an accept or an answer, the next request's head: the idle wait, then its own time.
     let gap = KEEP_ALIVE + request_timeout;
-    let shutdown_s = (server_config.body_timeout + server_config.ack_deadline).as_secs() + 1;
+    let verify = super::public::VERIFY_WITHIN;
+    let shutdown_s =
+        (server_config.body_timeout + verify + server_config.ack_deadline).as_secs() + 1;
     let builder = actix_server::Server::build()
         .workers(workers)
         // Past the room the open files limit leaves, stop accepting: a connection over

@@ -206,6 +206,10 @@ pub enum Rejection {
     InsufficientScope,
     #[error("the token could not be checked now")]
     Unavailable,
+    /// The check itself failed: it panicked, or did not end within its bound (a 503, logged
+    /// as an error: a sender's retries would meet the same).
+    #[error("the request could not be verified (the check panicked or did not end in time)")]
+    Failed,
     #[error("the form has more parameters than hookgate decodes")]
     TooManyParameters,
     #[error("signed with an algorithm the provider does not accept")]
@@ -225,6 +229,7 @@ impl Rejection {
             Rejection::InvalidToken => "invalid_token",
             Rejection::InsufficientScope => "insufficient_scope",
             Rejection::Unavailable => "token_check_unavailable",
+            Rejection::Failed => "verify_failed",
             Rejection::TooManyParameters => "too_many_parameters",
             Rejection::AlgorithmNotAllowed => "algorithm_not_allowed",
         }
