@@ -70,10 +70,11 @@ where
     ping_while_alive(timeout, alive, || send(&[NotifyState::Watchdog])).await
 }
 
-/// Calls `ping` every quarter of `timeout` while `alive` succeeds within that time. A quarter,
-/// so that one failed check (a committer stalled a few seconds) leaves two more before the
-/// deadline: pinging every half, the check after a failed one came at the deadline, and a stall
-/// of 11 s had systemd kill hookgate under `WatchdogSec=30`.
+/// Calls `ping` every quarter of `timeout` while `alive` succeeds within three eighths of it
+/// (11.25 s under `WatchdogSec=30`: a round through the committer, behind a batch and its
+/// fdatasync, on a slow disk). A quarter, so that after a check that fails the next comes at
+/// once, well before the deadline: pinging every half, the check after a failed one came at
+/// the deadline, and a stall of 11 s had systemd kill hookgate.
 async fn ping_while_alive<F, Fut>(
     timeout: Duration,
     mut alive: F,
@@ -84,17 +85,18 @@ where
     Fut: Future<Output = Result<(), String>>,
 {
     let interval = timeout / 4;
+    let (budget, bound) = (timeout * 3 / 8, timeout / 2);
     let mut ticks = tokio::time::interval(interval);
+    // A tick missed during a long check comes at once after it.
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
     loop {
         ticks.tick().await;
-        // The checks get three quarters of the interval, so that a committer that does not
-        // answer is reported as such (its own deadline passes first), not as a check that
-        // did not end.
-        let checked = tokio::time::timeout(interval, alive(interval * 3 / 4))
+        // The check's own budget is under the bound, so that a committer that does not answer
+        // is reported as such (its own deadline passes first), not as a check that did not end.
+        let checked = tokio::time::timeout(bound, alive(budget))
             .await
-            .unwrap_or_else(|_| Err(format!("no answer within {interval:?}")));
+            .unwrap_or_else(|_| Err(format!("no answer within {bound:?}")));
         match checked {
             Ok(()) => {
                 ping();
@@ -140,29 +142,22 @@ mod tests {
 
     use super::*;
 
-    /// A committer stalled for two fifths of the timeout, once, from just after a ping: the
-    /// pings go on within the timeout.
-    #[tokio::test(start_paused = true)]
-    async fn one_failed_check_does_not_let_the_watchdog_lapse() {
+    /// The pings of two minutes under `WatchdogSec=30`, with `check` as the committer's
+    /// round: each gap between two is under the timeout.
+    async fn pings_lapse_not<F, Fut>(check: F) -> usize
+    where
+        F: Fn(Instant, Duration) -> Fut + Copy,
+        Fut: Future<Output = Result<(), String>>,
+    {
         let timeout = Duration::from_secs(30);
         let start = Instant::now();
-        let stall = (start + Duration::from_millis(7_600), timeout * 2 / 5);
         let pings = Arc::new(Mutex::new(vec![start]));
         let seen = pings.clone();
-        let alive = move |within: Duration| async move {
-            let now = Instant::now();
-            if now >= stall.0 && now < stall.0 + stall.1 {
-                // No answer within its time.
-                tokio::time::sleep(within).await;
-                return Err("stalled".to_string());
-            }
-            Ok(())
-        };
+        let alive = move |within: Duration| check(start, within);
         let ping = move || seen.lock().unwrap().push(Instant::now());
         let watched = ping_while_alive(timeout, alive, ping);
         let _ = tokio::time::timeout(Duration::from_secs(120), watched).await;
         let pings = pings.lock().unwrap();
-        assert!(pings.len() > 10, "{}", pings.len());
         for pair in pings.windows(2) {
             assert!(
                 pair[1] - pair[0] < timeout,
@@ -171,5 +166,44 @@ mod tests {
                 pair[0] - start
             );
         }
+        pings.len()
+    }
+
+    /// A committer stalled for 12 s, once, from just after a ping: the check under way fails,
+    /// and the pings go on before the deadline (pinging every half, they did not).
+    #[tokio::test(start_paused = true)]
+    async fn one_failed_check_does_not_let_the_watchdog_lapse() {
+        let stall = |start: Instant| {
+            (
+                start + Duration::from_millis(7_600),
+                Duration::from_secs(12),
+            )
+        };
+        let check = move |start: Instant, within: Duration| async move {
+            let (from, length) = stall(start);
+            let now = Instant::now();
+            if now >= from && now < from + length {
+                // No answer within its time.
+                tokio::time::sleep(within).await;
+                return Err("stalled".to_string());
+            }
+            Ok(())
+        };
+        assert!(pings_lapse_not(check).await > 10);
+    }
+
+    /// A slow disk: every round through the committer takes 7 s (the batch ahead's fdatasync and
+    /// its own), and is answered; the pings go on (a budget of 5.6 s failed them all).
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_disk_keeps_the_watchdog_pinged() {
+        let check = |_: Instant, within: Duration| async move {
+            if within < Duration::from_secs(7) {
+                tokio::time::sleep(within).await;
+                return Err("slow".to_string());
+            }
+            tokio::time::sleep(Duration::from_secs(7)).await;
+            Ok(())
+        };
+        assert!(pings_lapse_not(check).await > 8);
     }
 }

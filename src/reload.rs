@@ -20,6 +20,8 @@ use crate::http::{Limits, Live};
 use crate::poll::Pollers;
 use crate::{sweeper, Gateway};
 
+/// How long a reload waits for an operator's change under way (see `apply`).
+const GUARD_WITHIN: Duration = Duration::from_secs(10);
 /// How long the old workers get to finish what they are doing.
 const STOP_WITHIN: Duration = Duration::from_secs(5);
 /// The environment variable that makes every reload take this many milliseconds more, for
@@ -71,9 +73,14 @@ impl Gateway {
         };
         let forget = |names: Vec<String>| names.iter().for_each(|n| metrics.forget_destination(n));
         // An operator's change (a pause, a replay, a sync cursor) waits for the swap below, and
-        // reaches the new workers (`AppState::settled`).
+        // reaches the new workers (`AppState::settled`). One under way is waited for, within a
+        // bound (a sync cursor waits up to 30 s for its poller's round): a stop asked for
+        // meanwhile waits for the reload.
         let state = self.state.clone();
-        let _swapping = state.reload_guard().await;
+        let Ok(_swapping) = tokio::time::timeout(GUARD_WITHIN, state.reload_guard()).await else {
+            tracing::error!("Reload refused: an operator's change (a pause, a replay, a sync cursor) did not end within 10 s; the running config keeps serving. Reload again.");
+            return false;
+        };
         let forwarding = forwarding(&config) != forwarding(&old.config);
         let polling = syncs(&config) != syncs(&old.config);
         let sweeping = forwarding
@@ -111,12 +118,14 @@ impl Gateway {
             destinations_kept = self.forwarders.hand_over_unchanged(&mut forwarders);
             let previous = std::mem::replace(&mut self.forwarders, forwarders);
             previous.stop(STOP_WITHIN).await;
+            barrier(&store).await;
             forget(only_in(&old.config, &config));
             self.forwarders.start();
         }
         if let Some(pollers) = pollers {
             let previous = std::mem::replace(&mut self.pollers, pollers);
             previous.stop(STOP_WITHIN).await;
+            barrier(&store).await;
             self.pollers.start();
         }
         if sweeping {
@@ -167,6 +176,16 @@ impl Gateway {
             "Config reloaded."
         );
         true
+    }
+}
+
+/// Waits for the writes the stopped workers left in the store's queue (one cut off by their
+/// stop bound may be in a batch under way): an empty write through it, first in first out, so
+/// that their replacements read what those writes left. Bounded: a store that does not answer
+/// is the watchdog's to tell.
+async fn barrier(store: &crate::store::Store) {
+    if let Err(err) = store.ping(STOP_WITHIN).await {
+        tracing::warn!(error = %err, "The store did not answer after the old workers stopped; the new ones start anyway.");
     }
 }
 

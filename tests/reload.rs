@@ -245,6 +245,10 @@ fn a_sync_cursor_set_during_a_reload_reaches_the_new_poller() {
         gw.logs().matches("Poller started.").count() >= 2
     });
     std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !gw.logs().contains("Config reloaded"),
+        "the reload ended before the cursor was set: the test shows nothing"
+    );
     let reply = gw.admin_put(
         "/v1/providers/feed/sync/cursor",
         &serde_json::json!({"cursor": "from-operator"}),

@@ -11,6 +11,9 @@ use crate::secret::{self, Secret};
 
 /// A `tolerance_s` over this is warned about.
 const WIDE_TOLERANCE_S: u64 = 3600;
+/// An introspection `cache_size` over this is warned about: each map drops its expired entries
+/// only once full, and under a stream of junk tokens one of millions held ~100 bytes each.
+const LARGE_CACHE_SIZE: usize = 1_000_000;
 
 /// Bytes a secret hookgate checks or signs with must have at least (128 bits).
 pub const MIN_OWN_SECRET_BYTES: usize = 16;
@@ -33,6 +36,21 @@ impl Loader<'_> {
                 "{label} accepts any active token the authorization server knows: set `audience` or `allowed_client_ids`"
             )),
             _ => {}
+        }
+        if let RawScheme::OAuth {
+            oauth:
+                Some(RawOAuth::Introspection(RawIntrospection {
+                    cache_size: Some(size),
+                    ..
+                })),
+        } = scheme
+        {
+            if *size > LARGE_CACHE_SIZE {
+                self.warn(format!(
+                    "{label}: an introspection cache_size of {size} may hold ~{} MB of refused tokens before it drops any; keep it under {LARGE_CACHE_SIZE}",
+                    size / 10_000
+                ));
+            }
         }
         if let RawScheme::StandardWebhooks { tolerance_s, .. }
         | RawScheme::Stripe { tolerance_s, .. }

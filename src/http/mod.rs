@@ -62,7 +62,7 @@ pub struct AppState {
     /// Open connections on the public listener, capped.
     pub connections: Arc<Connections>,
     /// Verifications running off the I/O threads at once (RSA, large bodies): one per worker.
-    pub heavy_verifications: tokio::sync::Semaphore,
+    pub heavy_verifications: Arc<tokio::sync::Semaphore>,
     /// The certificate the public listener presents, when it speaks TLS.
     certificate: Option<Arc<tls::Certificate>>,
     /// The console's signed-in sessions (admin listener only).
@@ -98,7 +98,7 @@ impl AppState {
     ) -> AppState {
         let limits = &live.config.limits;
         let bodies = Arc::new(BodyBudget::new(limits.max_body_bytes_in_flight));
-        let heavy_verifications = tokio::sync::Semaphore::new(live.config.server.workers);
+        let heavy_verifications = Arc::new(tokio::sync::Semaphore::new(live.config.server.workers));
         let certificate = live
             .config
             .server

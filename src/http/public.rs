@@ -261,12 +261,28 @@ async fn accept(
     }
 }
 
-/// The request's `Content-Encoding`, unless it is none or `identity` (cut to 64 bytes).
+/// The request's `Content-Encoding` when it names a compression (cut to 64 bytes). Other
+/// tokens (`identity`, and the bogus `UTF-8` some senders put there on plain bodies) are no
+/// compression: those bodies are taken.
 fn content_encoding(headers: &actix_web::http::header::HeaderMap) -> Option<String> {
+    const COMPRESSIONS: [&str; 7] = [
+        "gzip",
+        "x-gzip",
+        "deflate",
+        "br",
+        "compress",
+        "x-compress",
+        "zstd",
+    ];
     let values = headers.get_all(actix_web::http::header::CONTENT_ENCODING);
     let encoding: Vec<String> = values
-        .map(|value| String::from_utf8_lossy(value.as_bytes()).trim().to_string())
-        .filter(|value| !value.is_empty() && !value.eq_ignore_ascii_case("identity"))
+        .map(|value| String::from_utf8_lossy(value.as_bytes()).to_string())
+        .filter(|value| {
+            value.split(',').any(|token| {
+                let token = token.trim();
+                COMPRESSIONS.iter().any(|c| token.eq_ignore_ascii_case(c))
+            })
+        })
         .collect();
     if encoding.is_empty() {
         return None;
@@ -307,9 +323,12 @@ async fn verify(
         };
         return provider.verifier.verify(unverified).await;
     }
-    let _permit = state
+    // Held by the blocking check itself: a check past `VERIFY_WITHIN` runs on, and its turn
+    // with it (given back with the request, each such check let another start).
+    let permit = state
         .heavy_verifications
-        .acquire()
+        .clone()
+        .acquire_owned()
         .await
         .map_err(|_| Rejection::Failed)?;
     let config = live.config.clone();
@@ -320,6 +339,7 @@ async fn verify(
         request.query_string().to_string(),
     );
     tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         let provider = config.provider(&name).ok_or(Rejection::Failed)?;
         provider.verifier.verify_local(Unverified {
             headers: &RequestHeaders(&headers),

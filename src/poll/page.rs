@@ -177,11 +177,13 @@ pub fn has_more(
     }
     match &config.next {
         NextCursor::HighestId { .. } => {
+            // A full page is full with the items skipped for want of an id.
+            let given = page.items.len() + page.without_id.len();
             !page.items.is_empty()
                 && config
                     .limit
                     .as_ref()
-                    .is_none_or(|(_, size)| page.items.len() >= *size as usize)
+                    .is_none_or(|(_, size)| given >= *size as usize)
         }
         NextCursor::Pointer(_) => page.next.is_some(),
     }

@@ -112,16 +112,17 @@ fn run(args: &SendTestArgs) -> Result<reqwest::StatusCode, Failure> {
         ),
         None => None,
     };
-    // A bearer token, or the client secret that fetches one, goes straight to the gateway, as
-    // the admin CLI's token does: a proxy from the environment on the path of plain HTTP read it.
-    let credentials = scheme == "oauth";
-    if credentials && url.scheme() == "http" && !loopback::is_loopback(&url) {
+    // A bearer token, or the client secret that fetches one, over plain HTTP goes straight to
+    // the gateway, as the admin CLI's token does: a proxy from the environment read it (one
+    // cannot read https, and may be the only way out).
+    let exposed = scheme == "oauth" && url.scheme() == "http";
+    if exposed && !loopback::is_loopback(&url) {
         eprintln!(
             "warning: the provider's OAuth credentials go to {} over plain HTTP: anyone on the way can read them; use https",
             url.host_str().unwrap_or_default()
         );
     }
-    let client = loopback::client_for(&url, TIMEOUT, credentials).map_err(Failure::Usage)?;
+    let client = loopback::client_for(&url, TIMEOUT, exposed).map_err(Failure::Usage)?;
     let prepared = request::prepare(
         request::Input {
             verifier: &provider.verifier,

@@ -206,8 +206,7 @@ pub(in crate::http) async fn replay_dead_events(
     // stops once the queue could take no more.
     let every = filter.provider.is_none() && filter.from_seq.is_none() && filter.to_seq.is_none();
     let mut replayed = Replayed::default();
-    let (_settled, live) = state.settled().await;
-    for destination in selected(&live, filter.destination.as_deref())? {
+    for destination in selected(&state.live(), filter.destination.as_deref())? {
         let (mut seqs, mut beyond, mut from) = (Vec::new(), 0, first);
         'walk: while from <= last {
             let page = destination
@@ -239,6 +238,12 @@ pub(in crate::http) async fn replay_dead_events(
             }
             from = end + 1;
         }
+        // Queued through the generation that runs after a reload under way (the walk above,
+        // store reads only, holds no reload off: it may take minutes).
+        let (_settled, live) = state.settled().await;
+        let destination = live
+            .destination(&destination.config.name)
+            .ok_or(ApiError::NotFound)?;
         let mut this = destination.replay(&seqs).await.map_err(|err| {
             tracing::error!(error = %err, "Cannot queue replays.");
             ApiError::Unavailable
