@@ -75,9 +75,11 @@ where
 {
     let Some(lease_time) = store.lease_time() else {
         // One gateway owns the store: the work runs until `cancel`. What it finishes within
-        // [`UNLEASED_STOP_WITHIN`] of that is still written; past it, nothing more (`lost`): a
+        // [`UNLEASED_STOP_WITHIN`] of that is still written; past it, nothing new (`lost`): a
         // reload starts the replacement 5 s after its stop, and a writer of the old generation
-        // still going (behind a slow disk) wrote beside the new one's.
+        // still going (behind a slow disk) wrote beside the new one's. A write already queued
+        // may still land (a reload waits for them, within a bound: `reload.rs`); at worst an
+        // event delivered again, as after a crash.
         let lost = CancellationToken::new();
         let work = start(Term {
             stop: cancel.clone(),
@@ -93,7 +95,7 @@ where
             .is_err()
         {
             lost.cancel();
-            tracing::warn!(work = name, "The work did not end in time after its stop; what it left running writes nothing more.");
+            tracing::warn!(work = name, "The work did not end in time after its stop; what it left running starts no write (one already queued may land).");
         }
         return;
     };

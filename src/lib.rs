@@ -263,8 +263,8 @@ impl Gateway {
     }
 }
 
-/// Reloads `config`; true if a stop was asked for meanwhile. A reload may take 15 s (old
-/// workers stopping): a stop asked for during one drains at once (readyz 503, new webhooks
+/// Reloads `config`; true if a stop was asked for meanwhile. A reload may take ~35 s (an
+/// operator's change waited for, old workers stopping, their queued writes waited for): a stop asked for during one drains at once (readyz 503, new webhooks
 /// refused) and is reported to systemd, while the reload ends (it did neither, and the drain
 /// after the reload could take the stop past systemd's `TimeoutStopSec`).
 async fn reload_unless_stopped(
@@ -319,7 +319,7 @@ pub async fn run(
         gateway.public_addr, gateway.admin_addr
     ));
     // A task of its own: pinged from the loop below, the watchdog went silent for as long as a
-    // reload took (up to 15 s stopping old workers), and systemd may kill a reloading gateway.
+    // reload took (up to ~35 s), and systemd may kill a reloading gateway.
     let watchdog = {
         let (store, died) = (store.clone(), died.clone());
         actix_web::rt::spawn(async move {

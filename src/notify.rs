@@ -70,11 +70,13 @@ where
     ping_while_alive(timeout, alive, || send(&[NotifyState::Watchdog])).await
 }
 
-/// Calls `ping` every quarter of `timeout` while `alive` succeeds within three eighths of it
-/// (11.25 s under `WatchdogSec=30`: a round through the committer, behind a batch and its
-/// fdatasync, on a slow disk). A quarter, so that after a check that fails the next comes at
-/// once, well before the deadline: pinging every half, the check after a failed one came at
-/// the deadline, and a stall of 11 s had systemd kill hookgate.
+/// Calls `ping` every quarter of `timeout` while `alive` succeeds within its budget: three
+/// eighths of it (11.25 s under `WatchdogSec=30`: a round through the committer, behind a batch
+/// and its fdatasync, on a slow disk), but never past the deadline less a sixteenth. A quarter,
+/// so that after a check that fails the next comes at once, before the deadline: pinging every
+/// half, the check after a failed one came at the deadline, and a stall of 11 s had systemd
+/// kill hookgate. The budget's cap on the deadline: a check that failed at its budget and one
+/// that succeeded at its own pinged exactly at the deadline.
 async fn ping_while_alive<F, Fut>(
     timeout: Duration,
     mut alive: F,
@@ -85,21 +87,28 @@ where
     Fut: Future<Output = Result<(), String>>,
 {
     let interval = timeout / 4;
-    let (budget, bound) = (timeout * 3 / 8, timeout / 2);
+    let margin = timeout / 16;
     let mut ticks = tokio::time::interval(interval);
     // A tick missed during a long check comes at once after it.
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
+    // systemd's timer runs from READY=1, sent just before.
+    let mut pinged = tokio::time::Instant::now();
     loop {
         ticks.tick().await;
+        let left =
+            (pinged + timeout - margin).saturating_duration_since(tokio::time::Instant::now());
+        let budget = (timeout * 3 / 8).min(left);
         // The check's own budget is under the bound, so that a committer that does not answer
         // is reported as such (its own deadline passes first), not as a check that did not end.
+        let bound = budget + margin / 2;
         let checked = tokio::time::timeout(bound, alive(budget))
             .await
             .unwrap_or_else(|_| Err(format!("no answer within {bound:?}")));
         match checked {
             Ok(()) => {
                 ping();
+                pinged = tokio::time::Instant::now();
                 if std::mem::take(&mut failing) {
                     tracing::info!("Alive again: the systemd watchdog is pinged again.");
                 }
@@ -146,7 +155,7 @@ mod tests {
     /// round: each gap between two is under the timeout.
     async fn pings_lapse_not<F, Fut>(check: F) -> usize
     where
-        F: Fn(Instant, Duration) -> Fut + Copy,
+        F: Fn(Instant, Duration) -> Fut,
         Fut: Future<Output = Result<(), String>>,
     {
         let timeout = Duration::from_secs(30);
@@ -190,6 +199,36 @@ mod tests {
             Ok(())
         };
         assert!(pings_lapse_not(check).await > 10);
+    }
+
+    /// A check that fails at its budget, then one that succeeds only at its own: the ping still
+    /// comes before the deadline (it came exactly at it, and systemd killed hookgate).
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_check_then_a_slow_one_ping_before_the_deadline() {
+        let calls = Arc::new(Mutex::new(0));
+        let check = move |_: Instant, within: Duration| {
+            let calls = calls.clone();
+            async move {
+                let call = {
+                    let mut calls = calls.lock().unwrap();
+                    *calls += 1;
+                    *calls
+                };
+                match call {
+                    1 => Ok(()),
+                    2 => {
+                        tokio::time::sleep(within).await;
+                        Err("stalled".to_string())
+                    }
+                    3 => {
+                        tokio::time::sleep(within).await;
+                        Ok(())
+                    }
+                    _ => Ok(()),
+                }
+            }
+        };
+        assert!(pings_lapse_not(check).await > 5);
     }
 
     /// A slow disk: every round through the committer takes 7 s (the batch ahead's fdatasync and

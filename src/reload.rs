@@ -181,8 +181,9 @@ impl Gateway {
 
 /// Waits for the writes the stopped workers left in the store's queue (one cut off by their
 /// stop bound may be in a batch under way): an empty write through it, first in first out, so
-/// that their replacements read what those writes left. Bounded: a store that does not answer
-/// is the watchdog's to tell.
+/// that their replacements read what those writes left. Bounded (a store that does not answer
+/// is the watchdog's to tell): a write still queued behind a slower disk may land after the
+/// replacements started, and an event be delivered again (as after a crash).
 async fn barrier(store: &crate::store::Store) {
     if let Err(err) = store.ping(STOP_WITHIN).await {
         tracing::warn!(error = %err, "The store did not answer after the old workers stopped; the new ones start anyway.");

@@ -118,8 +118,8 @@ fn ready_once_listening_watchdog_while_alive_stopping_on_sigterm() {
         pings += 1;
     }
     assert!(
-        started.elapsed() >= Duration::from_millis(300),
-        "5 pings in {:?}: faster than every WATCHDOG_USEC / 4",
+        started.elapsed() >= Duration::from_millis(200),
+        "5 pings in {:?}: faster than every WATCHDOG_USEC / 4 (a slow check brings the next at once)",
         started.elapsed()
     );
 
@@ -240,7 +240,7 @@ fn secrets_from_systemd_credentials() {
     );
 }
 
-/// The watchdog is pinged while a reload runs (one that stops old workers may take 15 s): the
+/// The watchdog is pinged while a reload runs (one that stops old workers may take ~35 s): the
 /// pings were sent from the loop that ran the reload, and stopped meanwhile, while systemd
 /// keeps the watchdog armed through a reload and would kill the gateway.
 #[test]
@@ -258,7 +258,7 @@ fn the_watchdog_is_pinged_while_a_reload_runs() {
     assert!(pings >= 8, "{pings} pings during the reload: {during:?}");
 }
 
-/// A stop asked for during a reload (which may take 15 s) drains at once: systemd is told
+/// A stop asked for during a reload (which may take ~35 s) drains at once: systemd is told
 /// `STOPPING=1` and readyz answers 503 within a second, not once the reload has ended (the drain
 /// after it could take the stop past `TimeoutStopSec`); the gateway then exits cleanly.
 #[test]

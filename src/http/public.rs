@@ -100,7 +100,8 @@ async fn webhook(
 
 /// The longest a request's verification may take (a token introspection's 5 s and a key set's
 /// first load included; an RSA check waiting its turn on the blocking threads): past it, 503.
-/// The drain at a stop allows for it (`public_listener.rs`).
+/// The drain at a stop allows for it (`public_listener.rs`). A blocking check that runs on past
+/// it holds its body outside the body budget until it ends: at most one per worker.
 pub const VERIFY_WITHIN: Duration = Duration::from_secs(8);
 
 /// A stored webhook's answer: `{"status": "accepted" | "duplicate", "seq": N}`.

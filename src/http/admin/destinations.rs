@@ -241,9 +241,13 @@ pub(in crate::http) async fn replay_dead_events(
         // Queued through the generation that runs after a reload under way (the walk above,
         // store reads only, holds no reload off: it may take minutes).
         let (_settled, live) = state.settled().await;
-        let destination = live
-            .destination(&destination.config.name)
-            .ok_or(ApiError::NotFound)?;
+        let Some(destination) = live.destination(&destination.config.name) else {
+            // Removed by that reload: not an error of a replay of every destination's.
+            if filter.destination.is_some() {
+                return Err(ApiError::NotFound);
+            }
+            continue;
+        };
         let mut this = destination.replay(&seqs).await.map_err(|err| {
             tracing::error!(error = %err, "Cannot queue replays.");
             ApiError::Unavailable
