@@ -143,14 +143,21 @@ impl Loader<'_> {
             ));
         }
         if let Some(path) = reference.strip_prefix("file:") {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(path).map(|m| m.permissions().mode());
-            if let Some(mode) = mode.ok().filter(|mode| mode & 0o007 != 0) {
-                self.warn(format!(
-                    "{what}: {path} can be read by every user of this machine (mode {:o}); chmod o-rwx it",
-                    mode & 0o777
-                ));
-            }
+            self.warn_if_world_readable(std::path::Path::new(path), what);
+        }
+    }
+
+    /// A file holding a secret (a `file:` secret, a TLS key, a NATS `.creds` file) that every
+    /// user of the machine may read.
+    pub(super) fn warn_if_world_readable(&mut self, path: &std::path::Path, what: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).map(|m| m.permissions().mode());
+        if let Some(mode) = mode.ok().filter(|mode| mode & 0o007 != 0) {
+            self.warn(format!(
+                "{what}: {} can be read by every user of this machine (mode {:o}); chmod o-rwx it",
+                path.display(),
+                mode & 0o777
+            ));
         }
     }
 }

@@ -160,6 +160,7 @@ impl Loader<'_> {
         }
         if let Some(path) = &raw.credentials {
             let path = PathBuf::from(path);
+            self.warn_if_world_readable(&path, "[store] credentials");
             return match std::fs::read_to_string(&path) {
                 Ok(text) if text.contains("BEGIN NATS USER JWT") => NatsAuth::Credentials(path),
                 Ok(_) => {
@@ -215,6 +216,7 @@ impl Loader<'_> {
             (None, None) => None,
             (Some(cert), Some(key)) => {
                 let (cert, key) = (PathBuf::from(cert), PathBuf::from(key));
+                self.warn_if_world_readable(&key, "[store] tls_key");
                 if let Err(message) = crate::http::tls::load(&cert, &key) {
                     self.error(at(self, "tls_cert"), format!("[store] TLS: {message}"));
                 }

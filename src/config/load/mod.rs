@@ -353,6 +353,7 @@ impl<'a> Loader<'a> {
                 return None;
             }
         };
+        self.warn_if_world_readable(&key, "[server] tls_key");
         match crate::http::tls::load(&cert, &key) {
             Ok(certified) => Some(super::TlsFiles {
                 cert,

@@ -468,3 +468,30 @@ fn the_name_of_requests_to_no_provider_is_reserved() {
         "{errors:?}"
     );
 }
+
+/// Files holding secrets that every user may read are warned about, whatever names them: a
+/// NATS `.creds` file (it holds the user's seed) as a `file:` secret was.
+#[test]
+fn a_creds_file_every_user_may_read_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hookgate.creds");
+    std::fs::write(
+        &path,
+        "-----BEGIN NATS USER JWT-----\nx\n------END NATS USER JWT------\n",
+    )
+    .unwrap();
+    let text = format!(
+        "{VALID}\n[store]\nbackend = \"jetstream\"\nservers = [\"nats://127.0.0.1:4222\"]\ncredentials = \"{}\"\n",
+        path.display()
+    );
+    let warned = |mode: u32| {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        let (_, warnings) = load(&text).unwrap();
+        warnings
+            .iter()
+            .any(|w| w.starts_with("[store] credentials:") && w.contains("(mode 644)"))
+    };
+    assert!(warned(0o644));
+    assert!(!warned(0o600));
+}
