@@ -88,9 +88,11 @@ fn misspelled_reference(reference: &str) -> Option<&str> {
 /// Resolves one secret reference. The error names the reference, never the value.
 pub fn resolve(reference: &str) -> Result<(Secret, SecretSource), String> {
     let (value, source) = if let Some(name) = reference.strip_prefix("env:") {
-        let value =
-            std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))?;
-        (value.into_bytes(), SecretSource::Env)
+        // As bytes, as a file's are: a value that is not UTF-8 read as "not set".
+        use std::os::unix::ffi::OsStringExt;
+        let value = std::env::var_os(name)
+            .ok_or_else(|| format!("environment variable {name} is not set"))?;
+        (value.into_vec(), SecretSource::Env)
     } else if let Some(path) = reference.strip_prefix("file:") {
         let value = read_trimmed(Path::new(path))
             .map_err(|err| format!("cannot read secret file {path}: {err}"))?;
@@ -189,6 +191,12 @@ mod tests {
         std::env::set_var("HOOKGATE_TEST_SECRET_RESOLVE", "xyz");
         let (secret, source) = resolve("env:HOOKGATE_TEST_SECRET_RESOLVE").unwrap();
         assert_eq!((secret.expose(), source), (&b"xyz"[..], SecretSource::Env));
+        // Bytes that are not UTF-8 are the secret too, as a file's (they read as "not set").
+        use std::os::unix::ffi::OsStrExt;
+        let raw = std::ffi::OsStr::from_bytes(b"k\xff\xfey");
+        std::env::set_var("HOOKGATE_TEST_SECRET_RESOLVE_BYTES", raw);
+        let (secret, _) = resolve("env:HOOKGATE_TEST_SECRET_RESOLVE_BYTES").unwrap();
+        assert_eq!(secret.expose(), b"k\xff\xfey");
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s");
         std::fs::write(&path, "from-file\n").unwrap();
