@@ -166,7 +166,9 @@ mod tests {
         let ping = move || seen.lock().unwrap().push(Instant::now());
         let watched = ping_while_alive(timeout, alive, ping);
         let _ = tokio::time::timeout(Duration::from_secs(120), watched).await;
-        let pings = pings.lock().unwrap();
+        let mut pings = pings.lock().unwrap();
+        // Up to the end too: pings that stopped late count.
+        pings.push(start + Duration::from_secs(120));
         for pair in pings.windows(2) {
             assert!(
                 pair[1] - pair[0] < timeout,

@@ -240,6 +240,7 @@ mod tests {
             (&b"from-systemd"[..], SecretSource::Credential)
         );
         let empty = resolve("credential:empty").unwrap_err();
+        std::env::remove_var(CREDENTIALS_DIRECTORY);
         assert_eq!(empty, "credential:empty is empty");
     }
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::load::Load;
 use common::raw::RawConn;
-use common::{provider, sign, Gateway};
+use common::{provider, sign, wait_until, Gateway};
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
@@ -286,6 +286,10 @@ fn body_bytes_in_flight_are_bounded_and_taken_as_they_arrive() {
     assert!(rejections(&gw, "body_bytes_in_flight") >= 1.0);
     drop(filling);
     drop(stalled);
+    // Their bytes come back once the gateway sees the connections closed.
+    wait_until(Duration::from_secs(10), "the budget given back", || {
+        gw.post("open", &[], body.as_bytes()).status != 503
+    });
     assert_eq!(gw.post("open", &[], body.as_bytes()).ack().0, "duplicate");
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::load::Load;
 use common::sign;
-use common::{provider, Gateway};
+use common::{provider, wait_until, Gateway};
 use nix::sys::signal::Signal;
 
 /// A provider whose event id is the `X-Id` header, so clients choose unique ids.
@@ -93,8 +93,12 @@ fn sigkill_under_load_loses_no_ack() {
     let mut gw = Gateway::start(&id_provider());
     let load = Load::default();
     load.while_running(&gw, 16, || {
-        // The load itself is what this test is about: let it run, then pull the plug.
+        // The load itself is what this test is about: let it run, then pull the plug (after 1.5 s
+        // and 50 acks at least, however slow the disk).
         std::thread::sleep(Duration::from_millis(1500));
+        wait_until(Duration::from_secs(30), "50 acks", || {
+            load.acked_count() >= 50
+        });
         gw.signal(Signal::SIGKILL);
         load.stop.store(true, Ordering::Relaxed);
     });

@@ -991,10 +991,12 @@ fn an_event_replayed_ahead_of_the_scan_is_delivered_once() {
             (200, "text/plain", Vec::new())
         }
     });
+    // The first's retry 4-6 s on: after the replay, however slow the machine (at 2 s, jittered
+    // down to 1.6 s, the scan could reach the third first).
     let gw = Gateway::builder()
         .config(&config(
             &stub.url,
-            "ordered = false\nretry_delays = [\"2s\"]\n",
+            "ordered = false\nretry_delays = [\"5s\"]\n",
         ))
         .env("HOOKGATE_TEST_MAX_AHEAD", "1")
         .start();
@@ -1151,9 +1153,10 @@ fn a_delivered_replay_ends_the_first_delivery_s_retries() {
             (200, "text/plain", Vec::new())
         }
     });
+    // The retry 4-6 s on: after the replay, however slow the machine.
     let gw = Gateway::start(&config(
         &stub.url,
-        "ordered = false\nretry_delays = [\"2s\"]\n",
+        "ordered = false\nretry_delays = [\"5s\"]\n",
     ));
     let seq = gw.post("p", &[], &body(0)).ack().1;
     wait_until(Duration::from_secs(5), "the first attempt", || {
@@ -1168,7 +1171,7 @@ fn a_delivered_replay_ends_the_first_delivery_s_retries() {
         delivery_state(&gw, seq) == "delivered"
     });
     // Past the first delivery's retry.
-    std::thread::sleep(Duration::from_secs(3));
+    std::thread::sleep(Duration::from_secs(7));
     assert_eq!(stub.calls(), 2, "the first attempt and the replay only");
     assert_eq!(delivery_state(&gw, seq), "delivered");
 }

@@ -717,11 +717,9 @@ fn an_item_without_an_id_is_skipped_and_said() {
     let status = gw.admin_json("/v1/providers/feed/sync");
     let error = status["last_error"]["message"].as_str().unwrap_or_default();
     assert!(error.contains("1 item(s) skipped"), "{status}");
-    assert!(
-        gw.logs().contains("Polled items without an id"),
-        "{}",
-        gw.logs()
-    );
+    wait_until(Duration::from_secs(5), "the skip logged", || {
+        gw.logs().contains("Polled items without an id")
+    });
 }
 
 /// An operator sets the cursor (`PUT /v1/providers/{name}/sync/cursor`): the next round polls

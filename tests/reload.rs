@@ -232,14 +232,14 @@ fn a_sync_cursor_set_during_a_reload_reaches_the_new_poller() {
     };
     let gw = Gateway::builder()
         .config(&sync("100ms"))
-        .env("HOOKGATE_TEST_RELOAD_DELAY_MS", "2000")
+        .env("HOOKGATE_TEST_RELOAD_DELAY_MS", "5000")
         .start();
     wait_until(Duration::from_secs(10), "two rounds", || {
         vendor.calls() >= 2
     });
     rewrite_tables(&gw, &sync("150ms"));
     gw.signal(Signal::SIGHUP);
-    // Within the reload's 2 s: the new poller runs (its first round under way), the old one is
+    // Within the reload's 5 s: the new poller runs (its first round under way), the old one is
     // still what the admin API sees.
     wait_until(Duration::from_secs(10), "the new poller started", || {
         gw.logs().matches("Poller started.").count() >= 2
