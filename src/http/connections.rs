@@ -81,6 +81,7 @@ impl Connections {
                         provider: None,
                         client: Some(peer.ip()),
                         level: Level::Info,
+                        request_id: None,
                     },
                     &"too many open connections",
                 );

@@ -51,6 +51,7 @@ pub async fn token(
             provider: None,
             client,
             level: Level::Info,
+            request_id: None,
         };
         state.rejections.record(refused, &why);
         let drained = drain(request.headers(), payload, &mut state.bodies.lease()).await;
@@ -81,6 +82,7 @@ pub async fn token(
                 provider: None,
                 client,
                 level: Level::Info,
+                request_id: None,
             };
             state.rejections.record(refused, &error);
             return actix_web::ResponseError::error_response(&error);
@@ -97,6 +99,7 @@ pub async fn token(
                 provider: None,
                 client,
                 level: Level::Warn,
+                request_id: None,
             };
             state.rejections.record(refused, &err);
             let status = match err {

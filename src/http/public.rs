@@ -68,7 +68,15 @@ async fn webhook(
     } else {
         UNKNOWN_PROVIDER
     };
-    let result = accept(&request, &provider_name, payload, &state, &live).await;
+    let result = accept(
+        &request,
+        &request_id,
+        &provider_name,
+        payload,
+        &state,
+        &live,
+    )
+    .await;
     let (status, stored) = match &result {
         Ok(Accepted::Stored(Committed::Accepted(_), ..)) => (200, Some(Stored::Accepted)),
         Ok(Accepted::Stored(Committed::Duplicate(_), ..)) => (200, Some(Stored::Duplicate)),
@@ -121,6 +129,7 @@ enum Accepted {
 /// Everything between the request and the durable commit (or a handshake's answer).
 async fn accept(
     request: &HttpRequest,
+    request_id: &RequestId,
     provider_name: &str,
     payload: web::Payload,
     state: &AppState,
@@ -137,6 +146,7 @@ async fn accept(
             provider: Some(provider_name),
             client,
             level,
+            request_id: Some(request_id.as_str()),
         };
         state.rejections.record(refused, detail);
         error
@@ -411,6 +421,7 @@ fn refuse_route(
         provider: None,
         client,
         level: Level::Info,
+        request_id: None,
     };
     state.rejections.record(refused, &error);
     error

@@ -34,6 +34,9 @@ pub struct Refused<'a> {
     pub client: Option<IpAddr>,
     /// How its (sampled) line is logged.
     pub level: Level,
+    /// The webhook's `X-Request-Id` (echoed in the answer), so that a sender's support and an
+    /// operator can name the same refusal.
+    pub request_id: Option<&'a str>,
 }
 
 /// The level of a refusal's log line.
@@ -69,6 +72,7 @@ impl Rejections {
             provider,
             client,
             level,
+            request_id,
         } = refused;
         self.metrics
             .rejections
@@ -79,15 +83,16 @@ impl Rejections {
         };
         let provider = provider.map_or("-", shown_provider);
         let client = client.map_or_else(|| "unknown".to_string(), |ip| ip.to_string());
+        let request_id = request_id.unwrap_or("-");
         match level {
             Level::Info => {
-                tracing::info!(cause, provider, client, suppressed, reason = %detail, "Request refused.")
+                tracing::info!(cause, provider, client, request_id, suppressed, reason = %detail, "Request refused.")
             }
             Level::Warn => {
-                tracing::warn!(cause, provider, client, suppressed, reason = %detail, "Request refused.")
+                tracing::warn!(cause, provider, client, request_id, suppressed, reason = %detail, "Request refused.")
             }
             Level::Error => {
-                tracing::error!(cause, provider, client, suppressed, reason = %detail, "Request refused.")
+                tracing::error!(cause, provider, client, request_id, suppressed, reason = %detail, "Request refused.")
             }
         }
     }
@@ -157,6 +162,7 @@ mod tests {
                 provider: Some("p"),
                 client: None,
                 level: Level::Warn,
+                request_id: None,
             };
             rejections.record(refused, &"no signature matches");
         }

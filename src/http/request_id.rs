@@ -29,6 +29,10 @@ impl RequestId {
         visible.then(|| RequestId(String::from_utf8_lossy(bytes).into_owned()))
     }
 
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
     /// The id as a header value (always valid: visible ASCII).
     pub fn header_value(&self) -> Option<HeaderValue> {
         HeaderValue::from_str(&self.0).ok()

@@ -72,6 +72,7 @@ pub(super) fn refused(state: &AppState, request: &HttpRequest, cause: &'static s
         provider: None,
         client: request.peer_addr().map(|peer| peer.ip()),
         level: Level::Warn,
+        request_id: None,
     };
     state.rejections.record(refused, &why);
 }
