@@ -4,6 +4,16 @@
 
 use url::Url;
 
+/// A URL in debug output, as [`shown`] shows it (a config's `Debug`: a URL may carry a
+/// credential).
+pub struct Shown<'a>(pub &'a Url);
+
+impl std::fmt::Debug for Shown<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", shown(self.0))
+    }
+}
+
 /// `url` without its user, password and fragment, each query value replaced by `***` (the
 /// names stay: they say which parameters are set; a part without a value is replaced whole).
 /// A token in the path (a chat service's webhook URL) stays: such a URL belongs in a secret

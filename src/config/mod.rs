@@ -159,7 +159,7 @@ pub enum StoreBackend {
 }
 
 /// The JetStream backend's settings (`[store] backend = "jetstream"`; see docs/store.md).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct JetStreamConfig {
     /// The NATS servers to connect to, as `nats://host:port` URLs.
     pub servers: Vec<String>,
@@ -175,6 +175,30 @@ pub struct JetStreamConfig {
     /// The longest a background task held by a gateway that died (a destination's deliveries, a
     /// poller, the sweeper) waits before another gateway takes it over.
     pub lease_time: Duration,
+}
+
+/// The servers as hookgate shows URLs (one may carry a user and password).
+impl std::fmt::Debug for JetStreamConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let servers: Vec<String> = self
+            .servers
+            .iter()
+            .map(|server| {
+                url::Url::parse(server).map_or_else(
+                    |_| "[not a URL]".to_string(),
+                    |url| crate::shown_url::shown(&url),
+                )
+            })
+            .collect();
+        f.debug_struct("JetStreamConfig")
+            .field("servers", &servers)
+            .field("stream", &self.stream)
+            .field("replicas", &self.replicas)
+            .field("auth", &self.auth)
+            .field("tls", &self.tls)
+            .field("lease_time", &self.lease_time)
+            .finish()
+    }
 }
 
 /// `[store] token`, `user` + `password`, `nkey_seed` or `credentials`: at most one.
@@ -262,7 +286,7 @@ impl Default for StoreConfig {
 }
 
 /// An HTTP endpoint events are pushed to, at least once, in seq order unless `ordered = false`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct DestinationConfig {
     pub name: String,
     pub url: url::Url,
@@ -278,6 +302,27 @@ pub struct DestinationConfig {
     pub pause_after_failures: u32,
     pub alert_ratio: f64,
     pub alert_url: Option<url::Url>,
+}
+
+/// Its URL as hookgate shows URLs, its alert URL (a secret: a chat service's webhook URL) not
+/// at all.
+impl std::fmt::Debug for DestinationConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DestinationConfig")
+            .field("name", &self.name)
+            .field("url", &crate::shown_url::Shown(&self.url))
+            .field("providers", &self.providers)
+            .field("signing_key", &self.signing_key)
+            .field("timeout", &self.timeout)
+            .field("retry_delays", &self.retry_delays)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("rate_limit_per_min", &self.rate_limit_per_min)
+            .field("ordered", &self.ordered)
+            .field("pause_after_failures", &self.pause_after_failures)
+            .field("alert_ratio", &self.alert_ratio)
+            .field("alert_url", &self.alert_url.as_ref().map(|_| "[redacted]"))
+            .finish()
+    }
 }
 
 /// A reader that pulls events after its durable cursor.

@@ -14,7 +14,7 @@ use super::Secret;
 type Resolve<'a> = dyn FnMut(&str, &str) -> Result<Secret, String> + 'a;
 
 /// How a provider's sync API is polled.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct SyncConfig {
     pub url: url::Url,
     pub interval: Duration,
@@ -35,6 +35,26 @@ pub struct SyncConfig {
     /// The largest page read: an API with no page size answers a whole backlog in one.
     pub max_page_bytes: usize,
     pub auth: SyncAuth,
+}
+
+/// Its URL as hookgate shows URLs (a key may sit in its query).
+impl std::fmt::Debug for SyncConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncConfig")
+            .field("url", &crate::shown_url::Shown(&self.url))
+            .field("interval", &self.interval)
+            .field("timeout", &self.timeout)
+            .field("cursor_param", &self.cursor_param)
+            .field("limit", &self.limit)
+            .field("items", &self.items)
+            .field("item_id", &self.item_id)
+            .field("next", &self.next)
+            .field("start_cursor", &self.start_cursor)
+            .field("max_pages_per_round", &self.max_pages_per_round)
+            .field("max_page_bytes", &self.max_page_bytes)
+            .field("auth", &self.auth)
+            .finish()
+    }
 }
 
 /// Where the cursor after a page comes from.

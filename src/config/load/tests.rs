@@ -195,6 +195,28 @@ fn secrets_never_appear_in_debug() {
     let debug = format!("{config:?}");
     assert!(!debug.contains("0123456789abcdef"));
     assert!(!debug.contains("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"));
+    // Nor a credential in a URL: a destination's, its alert URL, a sync API's, a NATS server's.
+    let text = format!(
+        "{VALID}\n[[destination]]\nname = \"crm\"\nurl = \"https://svc:dest-pass@crm.example/in?api_key=dest-key\"\n\
+         signing_secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n\
+         alert_url = \"https://hooks.slack.example/services/T0/B0/alert-path\"\n\
+         [[provider]]\nname = \"feed\"\nverify = \"none\"\n\
+         [provider.sync]\nurl = \"https://api.example/events?access_key=sync-key\"\n\
+         cursor_param = \"after\"\nitems = \"/data\"\nitem_id = \"/id\"\n\
+         [store]\nbackend = \"jetstream\"\nservers = [\"nats://nats-user:nats-pass@127.0.0.1:4222\"]\n"
+    );
+    let (config, _) = load(&text).unwrap();
+    let debug = format!("{config:?}");
+    for secret in [
+        "dest-pass",
+        "dest-key",
+        "alert-path",
+        "sync-key",
+        "nats-pass",
+    ] {
+        assert!(!debug.contains(secret), "{secret} in {debug}");
+    }
+    assert!(debug.contains("crm.example"), "{debug}");
 }
 
 #[test]
